@@ -8,3 +8,4 @@
 pub mod model;
 pub mod ports;
 pub mod status;
+pub mod tally;
