@@ -1,4 +1,10 @@
 //! The pushd daemon: HTTP ingress, providers, the sled store, Liquid
 //! templates and the simulators, around the engine of `pushd-actors`.
 
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod providers;
+pub mod sim;
+pub mod store;
 pub mod template;

@@ -13,3 +13,4 @@ pub mod person;
 pub mod ports;
 pub mod registry;
 pub mod status;
+pub mod tally;
