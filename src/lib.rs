@@ -1,1 +1,4 @@
+//! pushd: the push-notification delivery daemon (library part).
 
+pub mod providers;
+pub mod sim;
