@@ -203,8 +203,8 @@ before(async () => {
     PUSHD_DATA_DIR: path.join(dataDir, 'data'),
     PUSHD_API_KEY: API_KEY,
     PUSHD_SDK_KEY: SDK_KEY,
-    PUSHD_CONFIG: path.join(dataDir, 'pushd.toml'), // does not exist: defaults + env only
   });
+  // cwd is the empty temp dir, so no pushd.toml is found: defaults plus the env above.
   daemon = spawn(BIN, ['serve'], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const keep = (b) => { daemonLog = (daemonLog + b.toString()).slice(-20_000); };
   daemon.stdout.on('data', keep);

@@ -659,8 +659,18 @@ async function retry(before, gen, button) {
     if (gen !== state.generation) return;
     progress.textContent = `Retry accepted. Current status: ${current.status}\u2026`;
     if (current.status !== 'attempted' && JSON.stringify(current) !== snapshot) {
-      changed = true;
-      break;
+      // Settled only if a second look a moment later shows the same thing (a retry
+      // of several devices may update them one by one).
+      await sleep(RETRY_POLL_MS);
+      if (gen !== state.generation) return;
+      const again = await api(`/v1/deliveries/${enc(before.delivery_id)}`);
+      if (gen !== state.generation) return;
+      const settled = JSON.stringify(again) === JSON.stringify(current);
+      current = again;
+      if (settled) {
+        changed = true;
+        break;
+      }
     }
   }
   let notice;
