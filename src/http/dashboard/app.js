@@ -239,6 +239,8 @@ const state = {
   logStack: [], // cursors of the pages before the current one
   logFilterKey: null,
   lastLogHash: '#/deliveries',
+  view: null, // the view shown: overview | deliveries | delivery
+  hasRouted: false,
 };
 
 function parseHash() {
@@ -248,7 +250,12 @@ function parseHash() {
 }
 
 function showView(name) {
+  const changed = state.view !== name;
+  state.view = name;
   for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== `view-${name}`;
+  // Moving to another page: put keyboard and screen-reader focus on its heading.
+  if (changed && state.hasRouted) $(`#view-${name} h1`)?.focus({ preventScroll: true });
+  state.hasRouted = true;
   $('#login').hidden = true;
   $('#logout').hidden = false;
   for (const a of document.querySelectorAll('[data-nav]')) {
@@ -260,6 +267,7 @@ function showView(name) {
 
 function showLogin(reason) {
   state.generation++;
+  state.view = null;
   clearTimeout(state.refreshTimer);
   for (const v of document.querySelectorAll('.view')) v.hidden = true;
   $('#logout').hidden = true;
@@ -581,7 +589,7 @@ function renderDelivery(d, gen, notice) {
   );
 
   const parts = [];
-  if (notice) parts.push(h('p', { class: `notice notice-${notice.kind}`, id: 'retry-result', role: 'status', 'data-outcome': notice.outcome }, notice.text));
+  if (notice) parts.push(h('p', { class: `notice notice-${notice.kind}`, id: 'retry-result', role: 'status', tabindex: -1, 'data-outcome': notice.outcome }, notice.text));
   parts.push(h('div', { class: 'delivery-head' }, statusBadge(d.status, { id: 'delivery-status', 'data-field': 'status' }),
     d.status === 'failed'
       ? h('button', { type: 'button', id: 'retry', onclick: (e) => retry(d, gen, e.currentTarget) }, 'Retry delivery')
