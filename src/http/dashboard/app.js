@@ -1,0 +1,743 @@
+// pushd dashboard: campaign overview and delivery log.
+//
+// A plain ES module, no framework and no build step. It talks only to the daemon that
+// served it, over the documented HTTP API, sending `Authorization: Bearer <key>` with the
+// key kept in sessionStorage. Views are picked by the URL hash:
+//
+//   #/overview?message=<id> | #/overview?campaign=<id>
+//   #/deliveries?status=&message_id=&campaign_id=&customer_id=&cursor=
+//   #/deliveries/<delivery id>
+//
+// Every number on the overview sits in an element with `data-metric="<key>"` (the key's
+// path in the metrics JSON, e.g. `sent` or `rates.delivered`), `data-platform="ios|android"`
+// for per-platform cells, and `data-value` holding the raw number, so tests can read them.
+
+const KEY_STORAGE = 'pushd.apiKey';
+const REFRESH_MS = 5000;
+const LOG_PAGE_SIZE = 50;
+const RETRY_POLL_MS = 500;
+const RETRY_WAIT_MS = 30000;
+
+const STATUSES = ['attempted', 'sent', 'delivered', 'opened', 'converted', 'failed', 'undeliverable', 'bounced'];
+
+const STATUS_TEXT = {
+  attempted: 'We are in the process of sending the push to APNs or FCM.',
+  sent: 'The push was handed to the push provider (APNs or FCM) for every targeted device. This does not mean it was delivered.',
+  delivered: 'A device reported back that it received the push.',
+  opened: 'The person tapped the notification on one of their devices.',
+  converted: 'The person reached the message\u2019s conversion goal after receiving it.',
+  failed: 'We could not hand the push to the provider for any of the person\u2019s devices.',
+  undeliverable: 'We could not attempt delivery, for example because the person has no usable devices.',
+  bounced: 'The provider reported the device token as invalid, expired or uninstalled.',
+  suppressed: 'This device bounced before and is no longer sent to until the app registers it again.',
+};
+
+// failure_reason codes: what they mean and how to fix them.
+export const FAILURES = {
+  liquid_variable_missing: {
+    title: 'Liquid error: variable is missing',
+    means: 'The recipient has no value for a variable used in the message. For example, if the message uses {{customer.email}} and the customer has no email attribute, the message fails.',
+    fix: 'Check the variable name in the message\u2019s title, body and deep link, and either give it a fallback (for example {{customer.first_name | default: "there"}}) or set the attribute on the customer. Then retry the delivery.',
+  },
+  liquid_syntax: {
+    title: 'Liquid error: syntax',
+    means: 'The message\u2019s title, body or deep link is not valid Liquid, so it could not be rendered for anyone.',
+    fix: 'Correct the template (unclosed {{ or {% tags, unknown filters, mismatched quotes) with PUT /v1/messages/{id}, then retry the delivery.',
+  },
+  customer_not_found: {
+    title: 'Customer doesn\u2019t exist',
+    means: 'A rare error: the customer ID the message was sent to does not exist (or was deleted).',
+    fix: 'Make sure you are using the correct customer ID. Create the customer with PUT /v1/customers/{id} if it should exist, then retry.',
+  },
+  customer_unsubscribed: {
+    title: 'Customer is unsubscribed',
+    means: 'The customer has opted out of receiving messages.',
+    fix: 'Verify the customer\u2019s subscription status. Only resubscribe them (unsubscribed: false) if they asked to receive messages again.',
+  },
+  credentials_not_found: {
+    title: 'Credentials not found',
+    means: 'The push credentials for this platform failed or were empty, so the provider could not be called.',
+    fix: 'Check the push credentials and that they have not expired: for iOS the APNs key (PUSHD_APNS_KEY_FILE, PUSHD_APNS_KEY_ID, PUSHD_APNS_TEAM_ID, PUSHD_APNS_TOPIC); for Android the FCM service account (PUSHD_FCM_SERVICE_ACCOUNT_FILE). Restart the daemon with them set, then retry.',
+  },
+  provider_rejected: {
+    title: 'Rejected by the push provider',
+    means: 'APNs or FCM refused the push, for example because the payload was too large, the topic or project did not match the token, or the request was malformed. Each device\u2019s last error shows the provider\u2019s reason.',
+    fix: 'Read the last error on the device rows below, correct the message or the credentials\u2019 topic/project accordingly, then retry.',
+  },
+  retries_exhausted: {
+    title: 'Retries exhausted',
+    means: 'The provider could not be reached or kept answering with temporary errors, and we gave up after retrying up to ten times.',
+    fix: 'Check the daemon\u2019s network access to APNs and FCM and the providers\u2019 status, then retry the delivery.',
+  },
+  devices_suppressed: {
+    title: 'All devices suppressed',
+    means: 'Every device of this person bounced before (app uninstalled, token expired or invalid), so their devices are suppressed and nothing was sent. The person counts as suppressed in the metrics.',
+    fix: 'Nothing to fix on the message. The device is sent to again once the app registers its token anew (PUT /v1/customers/{id}/devices), which happens when the person reinstalls or opens the app.',
+  },
+  no_devices: {
+    title: 'No devices',
+    means: 'The person has no device registered, so there was nothing to send to.',
+    fix: 'Make sure the app registers the push token for this customer (SDK identify, or PUT /v1/customers/{id}/devices).',
+  },
+};
+
+const COUNTERS = [
+  ['sends', 'Sends', 'Every delivery, bounced and suppressed ones included'],
+  ['recipients', 'Recipients', 'Sends minus suppressed and bounced'],
+  ['attempted', 'Attempted', 'Being sent to the provider now'],
+  ['sent', 'Sent', 'Handed to APNs or FCM'],
+  ['delivered', 'Delivered', 'A device reported receipt'],
+  ['opened', 'Opened', 'The notification was tapped'],
+  ['converted', 'Converted', 'Reached the conversion goal'],
+  ['failed', 'Failed', 'Could not be sent'],
+  ['bounced', 'Bounced', 'Token invalid or app uninstalled'],
+  ['undeliverable', 'Undeliverable', 'No usable device'],
+  ['suppressed', 'Suppressed', 'Every device was suppressed'],
+];
+
+const RATES = [
+  ['delivered', 'Delivered rate', 'delivered ÷ sent'],
+  ['opened', 'Open rate', 'opened ÷ sent'],
+  ['converted', 'Conversion rate', 'converted ÷ sent'],
+  ['opened_of_delivered', 'Opened of delivered', 'opened ÷ delivered'],
+];
+
+const PLATFORMS = [['ios', 'iOS'], ['android', 'Android']];
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const enc = encodeURIComponent;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Build an element: h('a', {href: '#'}, 'text', child). Text is always set as text. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  setAttrs(el, attrs);
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false).map(toNode));
+  return el;
+}
+
+function toNode(c) {
+  return c instanceof Node ? c : document.createTextNode(String(c));
+}
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  setAttrs(el, attrs);
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined).map(toNode));
+  return el;
+}
+
+function setAttrs(el, attrs) {
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+}
+
+function fmtInt(n) {
+  return typeof n === 'number' ? n.toLocaleString('en-US') : '\u2014';
+}
+
+function fmtPct(r) {
+  return typeof r === 'number' && Number.isFinite(r) ? `${(r * 100).toFixed(1)}%` : '\u2014';
+}
+
+function pad(n) {
+  return String(n).padStart(2, '0');
+}
+
+/** Unix seconds as a <time> element in local time, or a dash. */
+function timeEl(t, attrs = {}) {
+  if (typeof t !== 'number') return h('span', { ...attrs, class: 'muted' }, '\u2014');
+  const d = new Date(t * 1000);
+  const text = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return h('time', { ...attrs, datetime: d.toISOString(), title: d.toISOString(), 'data-value': t }, text);
+}
+
+function statusBadge(status, attrs = {}) {
+  return h('span', { ...attrs, class: `status status-${status}`, 'data-value': status }, status ?? '\u2014');
+}
+
+function getKey() {
+  return sessionStorage.getItem(KEY_STORAGE);
+}
+
+class AuthError extends Error {}
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Call the API with the stored key. A 401 clears the key and brings the form back. */
+async function api(path, { method = 'GET', body } = {}) {
+  const key = getKey();
+  if (!key) {
+    showLogin();
+    throw new AuthError('no API key');
+  }
+  const headers = { Authorization: `Bearer ${key}`, Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: 'no-store',
+  });
+  if (res.status === 401) {
+    sessionStorage.removeItem(KEY_STORAGE);
+    showLogin('That API key was not accepted. Enter it again.');
+    throw new AuthError('unauthorized');
+  }
+  const text = await res.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!res.ok) {
+    throw new ApiError(res.status, data?.error?.code ?? `http_${res.status}`, data?.error?.message ?? `${res.status} ${res.statusText}`);
+  }
+  return data;
+}
+
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, v);
+  const str = q.toString();
+  return str ? `?${str}` : '';
+}
+
+function flash(message) {
+  const el = $('#flash');
+  el.textContent = message ?? '';
+  el.hidden = !message;
+}
+
+function reportError(err) {
+  if (err instanceof AuthError) return;
+  flash(err instanceof ApiError ? `${err.message} (${err.code})` : `Could not reach the daemon: ${err.message}`);
+}
+
+// ---------------------------------------------------------------------------------------
+// Routing
+
+const state = {
+  generation: 0, // bumped on every navigation; stale async work checks it and stops
+  refreshTimer: null,
+  logStack: [], // cursors of the pages before the current one
+  logFilterKey: null,
+  lastLogHash: '#/deliveries',
+  view: null, // the view shown: overview | deliveries | delivery
+  hasRouted: false,
+};
+
+function parseHash() {
+  const raw = location.hash.replace(/^#/, '') || '/overview';
+  const [path, qs = ''] = raw.split('?');
+  return { parts: path.split('/').filter(Boolean).map(decodeURIComponent), params: new URLSearchParams(qs) };
+}
+
+function showView(name) {
+  const changed = state.view !== name;
+  state.view = name;
+  for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== `view-${name}`;
+  // Moving to another page: put keyboard and screen-reader focus on its heading.
+  if (changed && state.hasRouted) $(`#view-${name} h1`)?.focus({ preventScroll: true });
+  state.hasRouted = true;
+  $('#login').hidden = true;
+  $('#logout').hidden = false;
+  for (const a of document.querySelectorAll('[data-nav]')) {
+    const current = a.dataset.nav === name || (name === 'delivery' && a.dataset.nav === 'deliveries');
+    if (current) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+function showLogin(reason) {
+  state.generation++;
+  state.view = null;
+  clearTimeout(state.refreshTimer);
+  for (const v of document.querySelectorAll('.view')) v.hidden = true;
+  $('#logout').hidden = true;
+  flash('');
+  $('#login-reason').textContent = reason ?? 'Enter the daemon\u2019s API key. It is kept for this browser tab only.';
+  $('#login').hidden = false;
+  $('#api-key').value = '';
+  $('#api-key').focus();
+}
+
+function route() {
+  state.generation++;
+  clearTimeout(state.refreshTimer);
+  flash('');
+  if (!getKey()) {
+    showLogin();
+    return;
+  }
+  const { parts, params } = parseHash();
+  const gen = state.generation;
+  let work;
+  if (parts[0] === 'deliveries' && parts.length > 1) {
+    showView('delivery');
+    work = showDelivery(parts.slice(1).join('/'), gen);
+  } else if (parts[0] === 'deliveries') {
+    state.lastLogHash = location.hash || '#/deliveries';
+    showView('deliveries');
+    work = showLog(params, gen);
+  } else {
+    showView('overview');
+    work = showOverview(params, gen);
+  }
+  work.catch(reportError);
+}
+
+// ---------------------------------------------------------------------------------------
+// Overview
+
+async function showOverview(params, gen) {
+  const kind = params.has('campaign') ? 'campaign' : 'message';
+  const id = params.get(kind) ?? '';
+  const form = $('#overview-form');
+  form.elements.kind.value = kind;
+  form.elements.id.value = id;
+  $('#overview-body').hidden = !id;
+  loadRecentIds(gen).catch(reportError);
+  if (!id) {
+    document.title = 'Overview \u2013 pushd';
+    return;
+  }
+  document.title = `${id} \u2013 Overview \u2013 pushd`;
+  $('#overview-subject').textContent = `${kind === 'campaign' ? 'Campaign' : 'Message'} ${id}`;
+  await refreshOverview(kind, id, gen);
+}
+
+async function refreshOverview(kind, id, gen) {
+  const base = `/v1/${kind === 'campaign' ? 'campaigns' : 'messages'}/${enc(id)}`;
+  try {
+    const [metrics, series] = await Promise.all([
+      api(`${base}/metrics`),
+      api(`${base}/timeseries`).catch((err) => {
+        if (err instanceof ApiError && (err.status === 404 || err.status === 405)) return null;
+        throw err;
+      }),
+    ]);
+    if (gen !== state.generation) return;
+    renderMetrics(metrics);
+    renderChart(series?.points ?? []);
+    const now = new Date();
+    $('#overview-updated').textContent = `Updated ${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}.`;
+    flash('');
+  } catch (err) {
+    if (err instanceof AuthError || gen !== state.generation) return;
+    if (err instanceof ApiError && err.status === 404) {
+      $('#overview-body').hidden = true;
+      flash(`No ${kind} with ID \u201c${id}\u201d.`);
+      return;
+    }
+    reportError(err);
+  }
+  if (gen === state.generation) {
+    state.refreshTimer = setTimeout(() => {
+      if (gen === state.generation) refreshOverview(kind, id, gen);
+    }, REFRESH_MS);
+  }
+}
+
+function metricValue(value, attrs, isRate) {
+  const shown = isRate ? fmtPct(value) : fmtInt(value);
+  return h('span', { ...attrs, class: 'num', 'data-value': typeof value === 'number' ? value : null }, shown);
+}
+
+function renderMetrics(m) {
+  $('#overview-body').hidden = false;
+  const cards = $('#overview-cards');
+  cards.replaceChildren(
+    ...COUNTERS.map(([key, label, help]) =>
+      h('div', { class: `card card-${key}` },
+        h('span', { class: 'card-label' }, label),
+        metricValue(m[key], { 'data-metric': key }, false),
+        h('span', { class: 'card-help' }, help))),
+    ...RATES.map(([key, label, help]) =>
+      h('div', { class: 'card card-rate' },
+        h('span', { class: 'card-label' }, label),
+        metricValue(m.rates?.[key], { 'data-metric': `rates.${key}` }, true),
+        h('span', { class: 'card-help' }, help))),
+  );
+
+  const byPlatform = m.by_platform ?? {};
+  const rows = [
+    ...COUNTERS.map(([key, label]) => [key, label, false, (p) => byPlatform[p]?.[key]]),
+    ...RATES.map(([key, label]) => [`rates.${key}`, label, true, (p) => byPlatform[p]?.rates?.[key]]),
+  ];
+  $('#platform-table tbody').replaceChildren(
+    ...rows.map(([key, label, isRate, get]) =>
+      h('tr', { class: isRate ? 'rate-row' : null },
+        h('th', { scope: 'row' }, label),
+        ...PLATFORMS.map(([p]) => h('td', {}, metricValue(get(p), { 'data-metric': key, 'data-platform': p }, isRate))))),
+  );
+}
+
+/** Ids of messages and campaigns seen on the first page of the delivery log. */
+async function loadRecentIds(gen) {
+  const page = await api(`/v1/deliveries${query({ channel: 'push', limit: 100 })}`);
+  if (gen !== state.generation) return;
+  const seen = { message: [], campaign: [] };
+  for (const d of page?.deliveries ?? []) {
+    if (d.message_id && !seen.message.includes(d.message_id)) seen.message.push(d.message_id);
+    if (d.campaign_id && !seen.campaign.includes(d.campaign_id)) seen.campaign.push(d.campaign_id);
+  }
+  const kind = $('#overview-form').elements.kind.value;
+  $('#overview-ids').replaceChildren(...seen[kind].map((id) => h('option', { value: id })));
+  const list = (k, title) =>
+    seen[k].length
+      ? h('div', {},
+          h('h2', { class: 'recent-title' }, title),
+          h('ul', { class: 'chips' }, ...seen[k].map((id) =>
+            h('li', {}, h('a', { href: `#/overview${query({ [k]: id })}`, 'data-recent': k }, id)))))
+      : null;
+  const box = $('#recent-ids');
+  box.replaceChildren(...[list('campaign', 'Recent campaigns'), list('message', 'Recent messages')].filter(Boolean));
+  box.dataset.seen = JSON.stringify(seen);
+}
+
+// Inline SVG line chart of delivered and opened per minute since the send.
+function renderChart(points) {
+  const W = 720, H = 260, M = { top: 16, right: 16, bottom: 40, left: 52 };
+  const iw = W - M.left - M.right, ih = H - M.top - M.bottom;
+  const pts = [...points].filter((p) => typeof p.minute === 'number').sort((a, b) => a.minute - b.minute);
+  const maxX = Math.max(1, ...pts.map((p) => p.minute));
+  const maxY = niceMax(Math.max(0, ...pts.map((p) => Math.max(p.delivered ?? 0, p.opened ?? 0))));
+  const x = (v) => M.left + (v / maxX) * iw;
+  const y = (v) => M.top + ih - (v / maxY) * ih;
+
+  const children = [
+    s('title', { id: 'chart-svg-title' }, 'Delivered and opened by minute since the send'),
+    s('desc', { id: 'chart-svg-desc' }, pts.length
+      ? `${pts.length} points over ${maxX} minutes; highest value ${Math.max(...pts.map((p) => Math.max(p.delivered ?? 0, p.opened ?? 0)))}.`
+      : 'No data yet.'),
+  ];
+  // Grid and axes.
+  for (const t of ticks(maxY, 5)) {
+    children.push(s('line', { class: 'grid', x1: M.left, x2: M.left + iw, y1: y(t), y2: y(t) }));
+    children.push(s('text', { class: 'tick', x: M.left - 8, y: y(t) + 4, 'text-anchor': 'end' }, fmtInt(t)));
+  }
+  for (const t of ticks(maxX, 6)) {
+    children.push(s('text', { class: 'tick', x: x(t), y: M.top + ih + 18, 'text-anchor': 'middle' }, String(t)));
+  }
+  children.push(s('line', { class: 'axis', x1: M.left, x2: M.left + iw, y1: M.top + ih, y2: M.top + ih }));
+  children.push(s('line', { class: 'axis', x1: M.left, x2: M.left, y1: M.top, y2: M.top + ih }));
+  children.push(s('text', { class: 'axis-label', x: M.left + iw / 2, y: H - 4, 'text-anchor': 'middle' }, 'Minutes since the send'));
+
+  if (pts.length === 0) {
+    children.push(s('text', { class: 'empty', x: M.left + iw / 2, y: M.top + ih / 2, 'text-anchor': 'middle' }, 'No data yet'));
+  } else {
+    for (const key of ['delivered', 'opened']) {
+      const coords = pts.map((p) => `${x(p.minute).toFixed(1)},${y(p[key] ?? 0).toFixed(1)}`).join(' ');
+      children.push(s('polyline', { class: `series series-${key}`, points: coords, 'data-series': key }));
+      if (pts.length <= 60) {
+        for (const p of pts) {
+          children.push(s('circle', { class: `dot dot-${key}`, cx: x(p.minute).toFixed(1), cy: y(p[key] ?? 0).toFixed(1), r: 3 },
+            s('title', {}, `minute ${p.minute}: ${p[key] ?? 0} ${key}`)));
+        }
+      }
+    }
+  }
+  const svg = s('svg', {
+    viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': 'chart-svg-title chart-svg-desc',
+    class: 'chart-svg', 'data-points': pts.length, preserveAspectRatio: 'xMidYMid meet',
+  }, ...children);
+
+  const legend = h('ul', { class: 'legend' },
+    h('li', { class: 'legend-delivered' }, 'Delivered'),
+    h('li', { class: 'legend-opened' }, 'Opened'));
+  const table = h('details', { class: 'chart-data' },
+    h('summary', {}, 'Chart data'),
+    pts.length
+      ? h('table', {},
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Minute'), h('th', { scope: 'col' }, 'Delivered'), h('th', { scope: 'col' }, 'Opened'))),
+          h('tbody', {}, ...pts.map((p) => h('tr', {}, h('td', {}, p.minute), h('td', {}, fmtInt(p.delivered ?? 0)), h('td', {}, fmtInt(p.opened ?? 0))))))
+      : h('p', { class: 'muted' }, 'No data yet.'));
+  $('#chart').replaceChildren(legend, svg, table);
+  $('#chart-caption').textContent = pts.length ? '' : 'No delivered or opened reports yet for this send.';
+}
+
+function niceMax(v) {
+  if (v <= 0) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+function ticks(max, n) {
+  const step = Math.max(1, niceMax(max / n));
+  const out = [];
+  for (let t = 0; t <= max + 1e-9; t += step) out.push(Math.round(t * 100) / 100);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Delivery log
+
+const FILTERS = ['status', 'message_id', 'campaign_id', 'customer_id'];
+
+async function showLog(params, gen) {
+  document.title = 'Delivery log \u2013 pushd';
+  const filters = Object.fromEntries(FILTERS.map((f) => [f, params.get(f) ?? '']));
+  const cursor = params.get('cursor') ?? '';
+  const form = $('#filters');
+  for (const f of FILTERS) form.elements[f].value = filters[f];
+
+  const filterKey = JSON.stringify(filters);
+  if (filterKey !== state.logFilterKey || !cursor) {
+    state.logFilterKey = filterKey;
+    if (!cursor) state.logStack = [];
+  }
+
+  const status = $('#log-status');
+  status.textContent = 'Loading\u2026';
+  const page = await api(`/v1/deliveries${query({ channel: 'push', ...filters, limit: LOG_PAGE_SIZE, cursor })}`);
+  if (gen !== state.generation) return;
+  const rows = page?.deliveries ?? [];
+  const tbody = $('#log-table tbody');
+  tbody.replaceChildren(...rows.map(logRow));
+  if (!rows.length) {
+    tbody.append(h('tr', { class: 'empty-row' }, h('td', { colspan: 7 }, 'No deliveries match these filters.')));
+  }
+  const pageNo = state.logStack.length + 1;
+  status.textContent = `${rows.length} ${rows.length === 1 ? 'delivery' : 'deliveries'} on page ${pageNo}.`;
+  $('#page-number').textContent = `Page ${pageNo}`;
+
+  const next = $('#next-page');
+  next.disabled = !page?.next_cursor;
+  next.onclick = () => {
+    state.logStack.push(cursor);
+    location.hash = `#/deliveries${query({ ...filters, cursor: page.next_cursor })}`;
+  };
+  const prev = $('#prev-page');
+  prev.disabled = pageNo === 1 && !cursor;
+  prev.onclick = () => {
+    const before = state.logStack.pop() ?? '';
+    location.hash = `#/deliveries${query({ ...filters, cursor: before })}`;
+  };
+}
+
+function logRow(d) {
+  return h('tr', { 'data-delivery-id': d.delivery_id, 'data-status': d.status },
+    h('td', { 'data-field': 'delivery_id' }, h('a', { href: `#/deliveries/${enc(d.delivery_id)}`, class: 'mono' }, d.delivery_id)),
+    h('td', { 'data-field': 'customer_id' }, d.customer_id ?? ''),
+    h('td', { 'data-field': 'message_id' }, d.message_id
+      ? h('a', { href: `#/overview${query({ message: d.message_id })}` }, d.message_id)
+      : ''),
+    h('td', { 'data-field': 'status' }, statusBadge(d.status),
+      d.failure_reason ? h('span', { class: 'reason' }, FAILURES[d.failure_reason]?.title ?? d.failure_reason) : null),
+    h('td', { 'data-field': 'devices_attempted', class: 'numeric' }, fmtInt(d.devices_attempted)),
+    h('td', { 'data-field': 'attempted_at' }, timeEl(d.attempted_at)),
+    h('td', { 'data-field': 'converted_at' }, timeEl(d.converted_at)));
+}
+
+// ---------------------------------------------------------------------------------------
+// One delivery
+
+async function showDelivery(id, gen, notice) {
+  $('#back-to-log').setAttribute('href', state.lastLogHash);
+  document.title = `Delivery ${id} \u2013 pushd`;
+  const body = $('#delivery-body');
+  if (!notice) body.replaceChildren(h('p', { class: 'muted' }, 'Loading\u2026'));
+  let d;
+  try {
+    d = await api(`/v1/deliveries/${enc(id)}`);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404 && gen === state.generation) {
+      body.replaceChildren(h('p', {}, `No delivery with ID \u201c${id}\u201d.`));
+      return;
+    }
+    throw err;
+  }
+  if (gen !== state.generation) return;
+  renderDelivery(d, gen, notice);
+}
+
+function renderDelivery(d, gen, notice) {
+  const body = $('#delivery-body');
+  const field = (label, value, key) => [h('dt', {}, label), h('dd', { 'data-field': key }, value)];
+  const summary = h('dl', { class: 'summary', id: 'delivery-summary' },
+    ...field('Delivery ID', h('span', { class: 'mono' }, d.delivery_id), 'delivery_id'),
+    ...field('Customer', d.customer_id
+      ? h('a', { href: `#/deliveries${query({ customer_id: d.customer_id })}` }, d.customer_id) : '\u2014', 'customer_id'),
+    ...field('Message', d.message_id
+      ? h('a', { href: `#/overview${query({ message: d.message_id })}` }, d.message_id) : '\u2014', 'message_id'),
+    ...field('Campaign', d.campaign_id
+      ? h('a', { href: `#/overview${query({ campaign: d.campaign_id })}` }, d.campaign_id) : '\u2014', 'campaign_id'),
+    ...field('Channel', d.channel ?? 'push', 'channel'),
+    ...field('Status', [statusBadge(d.status), ' ', h('span', { class: 'muted' }, STATUS_TEXT[d.status] ?? '')], 'status'),
+    ...field('Devices attempted', fmtInt(d.devices_attempted), 'devices_attempted'),
+    ...field('Created at', timeEl(d.created_at), 'created_at'),
+    ...field('Attempted at', timeEl(d.attempted_at), 'attempted_at'),
+    ...field('Converted at', timeEl(d.converted_at), 'converted_at'),
+  );
+
+  const parts = [];
+  if (notice) parts.push(h('p', { class: `notice notice-${notice.kind}`, id: 'retry-result', role: 'status', tabindex: -1, 'data-outcome': notice.outcome }, notice.text));
+  parts.push(h('div', { class: 'delivery-head' }, statusBadge(d.status, { id: 'delivery-status', 'data-field': 'status' }),
+    d.status === 'failed'
+      ? h('button', { type: 'button', id: 'retry', onclick: (e) => retry(d, gen, e.currentTarget) }, 'Retry delivery')
+      : null,
+    h('button', { type: 'button', class: 'secondary', id: 'refresh-delivery', onclick: () => showDelivery(d.delivery_id, gen, { kind: 'info', outcome: 'refreshed', text: 'Refreshed.' }).catch(reportError) }, 'Refresh')));
+  parts.push(h('p', { id: 'retry-progress', class: 'muted', 'aria-live': 'polite' }));
+  parts.push(summary);
+
+  if (d.failure_reason) parts.push(failureBox(d.failure_reason, d.failure_message));
+
+  parts.push(h('h2', { id: 'devices-title' }, 'Devices'));
+  const devices = d.devices ?? [];
+  parts.push(devices.length
+    ? h('div', { class: 'table-wrap' }, h('table', { id: 'devices-table', class: 'log', 'aria-labelledby': 'devices-title' },
+        h('thead', {}, h('tr', {}, ...['Token', 'Platform', 'Status', 'Attempts', 'Last error', 'Provider ID', 'Sent at', 'Delivered at', 'Opened at']
+          .map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', {}, ...devices.map(deviceRow))))
+    : h('p', { class: 'muted', id: 'no-devices' }, 'No devices were targeted by this delivery.'));
+
+  body.replaceChildren(...parts);
+}
+
+function deviceRow(dev) {
+  return h('tr', { 'data-token': dev.token, 'data-status': dev.status },
+    h('td', { 'data-field': 'token', class: 'mono token' }, dev.token),
+    h('td', { 'data-field': 'platform' }, dev.platform === 'ios' ? 'iOS' : dev.platform === 'android' ? 'Android' : (dev.platform ?? '\u2014')),
+    h('td', { 'data-field': 'status' }, statusBadge(dev.status)),
+    h('td', { 'data-field': 'attempts', class: 'numeric', 'data-value': dev.attempts }, fmtInt(dev.attempts)),
+    h('td', { 'data-field': 'last_error', class: 'error-text' }, dev.last_error ?? '\u2014'),
+    h('td', { 'data-field': 'provider_id', class: 'mono' }, dev.provider_id ?? '\u2014'),
+    h('td', { 'data-field': 'sent_at' }, timeEl(dev.sent_at)),
+    h('td', { 'data-field': 'delivered_at' }, timeEl(dev.delivered_at)),
+    h('td', { 'data-field': 'opened_at' }, timeEl(dev.opened_at)));
+}
+
+function failureBox(code, message) {
+  const f = FAILURES[code];
+  return h('section', { class: 'failure', id: 'failure', 'data-failure-reason': code, 'aria-labelledby': 'failure-title' },
+    h('h2', { id: 'failure-title' }, `Why it failed: ${f?.title ?? code}`),
+    h('p', { class: 'mono muted' }, code),
+    message ? h('p', { class: 'failure-message', 'data-field': 'failure_message' }, message) : null,
+    f ? h('h3', {}, 'What it means') : null,
+    f ? h('p', { 'data-field': 'failure_means' }, f.means) : null,
+    f ? h('h3', {}, 'How to fix it') : null,
+    f ? h('p', { 'data-field': 'failure_fix' }, f.fix) : null);
+}
+
+/** POST retry, then re-fetch until the delivery settles in a changed state. */
+async function retry(before, gen, button) {
+  button.disabled = true;
+  const progress = $('#retry-progress');
+  progress.textContent = 'Asking the daemon to retry\u2026';
+  try {
+    await api(`/v1/deliveries/${enc(before.delivery_id)}/retry`, { method: 'POST' });
+  } catch (err) {
+    if (gen !== state.generation) return;
+    button.disabled = false;
+    progress.textContent = '';
+    if (err instanceof ApiError && err.code === 'not_retryable') {
+      await showDelivery(before.delivery_id, gen, { kind: 'error', outcome: 'not_retryable', text: `This delivery can no longer be retried: ${err.message}` });
+      return;
+    }
+    reportError(err);
+    return;
+  }
+  const snapshot = JSON.stringify(before);
+  const deadline = Date.now() + RETRY_WAIT_MS;
+  let current = before;
+  let changed = false;
+  progress.textContent = 'Retry accepted. Waiting for the new result\u2026';
+  while (Date.now() < deadline) {
+    await sleep(RETRY_POLL_MS);
+    if (gen !== state.generation) return;
+    current = await api(`/v1/deliveries/${enc(before.delivery_id)}`);
+    if (gen !== state.generation) return;
+    progress.textContent = `Retry accepted. Current status: ${current.status}\u2026`;
+    if (current.status !== 'attempted' && JSON.stringify(current) !== snapshot) {
+      // Settled only if a second look a moment later shows the same thing (a retry
+      // of several devices may update them one by one).
+      await sleep(RETRY_POLL_MS);
+      if (gen !== state.generation) return;
+      const again = await api(`/v1/deliveries/${enc(before.delivery_id)}`);
+      if (gen !== state.generation) return;
+      const settled = JSON.stringify(again) === JSON.stringify(current);
+      current = again;
+      if (settled) {
+        changed = true;
+        break;
+      }
+    }
+  }
+  let notice;
+  if (!changed) {
+    notice = { kind: 'info', outcome: 'pending', text: `Retry accepted; the delivery has not settled yet (status ${current.status}). Press Refresh to check again.` };
+  } else if (current.status === before.status) {
+    const reason = current.failure_reason ? ` (${FAILURES[current.failure_reason]?.title ?? current.failure_reason})` : '';
+    notice = { kind: 'error', outcome: 'same_status', text: `Retried: still ${current.status}${reason}.` };
+  } else {
+    notice = { kind: 'ok', outcome: 'changed', text: `Retried: status changed from ${before.status} to ${current.status}.` };
+  }
+  renderDelivery(current, gen, notice);
+  $('#retry-result')?.focus?.();
+}
+
+// ---------------------------------------------------------------------------------------
+// Wiring
+
+function init() {
+  $('#login-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const key = $('#api-key').value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY_STORAGE, key);
+    $('#api-key').value = '';
+    route();
+  });
+  $('#logout').addEventListener('click', () => {
+    sessionStorage.removeItem(KEY_STORAGE);
+    showLogin();
+  });
+  $('#overview-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const form = e.currentTarget;
+    const id = form.elements.id.value.trim();
+    if (!id) return;
+    location.hash = `#/overview${query({ [form.elements.kind.value]: id })}`;
+  });
+  for (const radio of $('#overview-form').querySelectorAll('input[name=kind]')) {
+    radio.addEventListener('change', () => {
+      const seen = JSON.parse($('#recent-ids').dataset.seen ?? '{"message":[],"campaign":[]}');
+      $('#overview-ids').replaceChildren(...(seen[radio.value] ?? []).map((id) => h('option', { value: id })));
+    });
+  }
+  $('#filters').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const form = e.currentTarget;
+    const filters = Object.fromEntries(FILTERS.map((f) => [f, form.elements[f].value.trim()]));
+    state.logStack = [];
+    const target = `#/deliveries${query(filters)}`;
+    if (location.hash === target) route();
+    else location.hash = target;
+  });
+  $('#filters').addEventListener('reset', () => {
+    state.logStack = [];
+    location.hash = '#/deliveries';
+  });
+  window.addEventListener('hashchange', route);
+  route();
+}
+
+init();

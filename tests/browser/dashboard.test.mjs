@@ -1,0 +1,510 @@
+// End-to-end test of the pushd web dashboard in a real headless Chromium.
+//
+// Starts the real daemon (`target/debug/pushd serve`, or $PUSHD_BIN) on a free loopback
+// port with a fresh data dir and no provider credentials, seeds customers, devices and a
+// message over the HTTP API, sends a push to 50 customers, then drives the dashboard with
+// playwright-core and checks what the page shows against what the API answers.
+//
+// Run: (cd tests/browser && npm ci) && cargo build && node --test tests/browser/
+// Env: PUSHD_BIN (daemon binary), CHROMIUM_PATH (default /usr/bin/chromium).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..', '..');
+const BIN = process.env.PUSHD_BIN ?? path.join(ROOT, 'target', 'debug', 'pushd');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const SHOTS = path.join(ROOT, 'target', 'browser');
+const API_KEY = 'test-key';
+const SDK_KEY = 'sdk-key';
+
+const MESSAGE = 'welcome';
+const CAMPAIGN = 'onboarding';
+const N = 50;
+const cid = (i) => `cust-${String(i).padStart(2, '0')}`;
+// Seed shape: every 10th customer has no device (undeliverable/no_devices); customer 7
+// lacks the `plan` attribute the body uses (failed/liquid_variable_missing); the rest
+// have an iOS (odd) or Android (even) device, every 3rd both, and fail with
+// credentials_not_found because no provider credentials are configured.
+const NO_DEVICES = (i) => i % 10 === 0;
+const LIQUID = 7;
+const TWO_DEVICES = 3; // odd and divisible by 3: iOS + Android
+
+const FINAL = new Set(['sent', 'delivered', 'opened', 'converted', 'failed', 'undeliverable', 'bounced']);
+const COUNTERS = ['sends', 'attempted', 'sent', 'delivered', 'opened', 'converted', 'failed', 'bounced', 'undeliverable', 'suppressed', 'recipients'];
+const RATES = ['delivered', 'opened', 'converted', 'opened_of_delivered'];
+
+let daemon;
+let daemonLog = '';
+let dataDir;
+let base;
+let browser;
+let page;
+const pageErrors = [];
+const deliveryOf = new Map(); // customer id -> delivery id
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function api(method, p, body, { expect } = {}) {
+  const res = await fetch(base + p, {
+    method,
+    headers: { Authorization: `Bearer ${API_KEY}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await res.text();
+  const json = text ? JSON.parse(text) : null;
+  if (expect !== undefined) {
+    const ok = Array.isArray(expect) ? expect.includes(res.status) : res.status === expect;
+    assert.ok(ok, `${method} ${p} → ${res.status} (expected ${expect}): ${text}`);
+  }
+  return { status: res.status, json };
+}
+
+async function until(what, fn, timeoutMs = 30_000, everyMs = 200) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await fn();
+    if (last) return last;
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+const dig = (obj, key) => key.split('.').reduce((o, k) => (o == null ? undefined : o[k]), obj);
+const pct = (r) => `${(r * 100).toFixed(1)}%`;
+
+/** Every `[data-metric]` on the page: {metric, platform, value, text}. */
+function readMetrics() {
+  return page.$$eval('[data-metric]', (els) => els.map((e) => ({
+    metric: e.dataset.metric,
+    platform: e.dataset.platform ?? null,
+    value: e.dataset.value ?? null,
+    text: e.textContent.trim(),
+  })));
+}
+
+function assertMetricsShown(cells, m, label) {
+  const cell = (metric, platform = null) => {
+    const found = cells.filter((c) => c.metric === metric && c.platform === platform);
+    assert.equal(found.length, 1, `${label}: exactly one element for ${metric}${platform ? ` (${platform})` : ''}`);
+    return found[0];
+  };
+  const check = (c, v, isRate, what) => {
+    if (typeof v !== 'number') return;
+    assert.equal(Number(c.value), v, `${what}: data-value`);
+    assert.equal(c.text, isRate ? pct(v) : v.toLocaleString('en-US'), `${what}: text`);
+  };
+  for (const k of COUNTERS) {
+    assert.equal(typeof m[k], 'number', `${label}: API metrics has ${k}`);
+    check(cell(k), m[k], false, `${label} ${k}`);
+  }
+  for (const k of ['delivered', 'opened', 'converted']) {
+    assert.equal(typeof m.rates?.[k], 'number', `${label}: API metrics has rates.${k}`);
+  }
+  for (const k of RATES) check(cell(`rates.${k}`), m.rates?.[k], true, `${label} rates.${k}`);
+  for (const p of ['ios', 'android']) {
+    assert.ok(m.by_platform?.[p], `${label}: API metrics has by_platform.${p}`);
+    for (const k of COUNTERS) check(cell(k, p), m.by_platform[p][k], false, `${label} ${p} ${k}`);
+    for (const k of RATES) check(cell(`rates.${k}`, p), m.by_platform[p].rates?.[k], true, `${label} ${p} rates.${k}`);
+  }
+}
+
+async function shot(name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const file = path.join(SHOTS, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`screenshot: ${file}`);
+  return file;
+}
+
+/** The page's device rows of the delivery shown. */
+function readDeviceRows() {
+  return page.$$eval('#devices-table tbody tr', (rows) => rows.map((r) => {
+    const f = (k) => r.querySelector(`[data-field="${k}"]`);
+    return {
+      token: r.dataset.token,
+      platform: f('platform').textContent.trim(),
+      status: r.dataset.status,
+      attempts: f('attempts').dataset.value ?? null,
+      last_error: f('last_error').textContent.trim(),
+      provider_id: f('provider_id').textContent.trim(),
+      sent_at: f('sent_at').dataset.value ?? null,
+    };
+  }));
+}
+
+function assertDevicesShown(rows, d) {
+  assert.equal(rows.length, d.devices.length, 'one row per device');
+  for (const dev of d.devices) {
+    const row = rows.find((r) => r.token === dev.token);
+    assert.ok(row, `row for device ${dev.token}`);
+    assert.equal(row.platform, dev.platform === 'ios' ? 'iOS' : 'Android');
+    assert.equal(row.status, dev.status);
+    assert.equal(row.attempts, String(dev.attempts));
+    assert.equal(row.last_error, dev.last_error ?? '\u2014');
+    assert.equal(row.provider_id, dev.provider_id ?? '\u2014');
+    assert.equal(row.sent_at, dev.sent_at == null ? null : String(dev.sent_at));
+  }
+}
+
+async function openDelivery(deliveryId) {
+  await page.goto(`${base}/#/deliveries/${encodeURIComponent(deliveryId)}`);
+  await page.locator('#delivery-summary [data-field="delivery_id"]', { hasText: deliveryId }).waitFor();
+}
+
+/** Press Retry, check the page called the API, and wait for the re-rendered result. */
+async function pressRetry(deliveryId) {
+  const retried = page.waitForResponse((r) => r.url().endsWith(`/v1/deliveries/${encodeURIComponent(deliveryId)}/retry`) && r.request().method() === 'POST');
+  await page.locator('#retry').click();
+  const res = await retried;
+  assert.equal(res.status(), 202, 'retry answered 202');
+  await page.locator('#retry-result').waitFor({ timeout: 40_000 });
+  return page.locator('#retry-result').getAttribute('data-outcome');
+}
+
+// ---------------------------------------------------------------------------------------
+// Daemon and browser
+
+before(async () => {
+  assert.ok(fs.existsSync(BIN), `daemon binary ${BIN} (build it with cargo build, or set PUSHD_BIN)`);
+  assert.ok(fs.existsSync(CHROMIUM), `Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pushd-browser-'));
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('PUSHD_')) delete env[k];
+  Object.assign(env, {
+    PUSHD_LISTEN: `127.0.0.1:${port}`,
+    PUSHD_DATA_DIR: path.join(dataDir, 'data'),
+    PUSHD_API_KEY: API_KEY,
+    PUSHD_SDK_KEY: SDK_KEY,
+  });
+  // cwd is the empty temp dir, so no pushd.toml is found: defaults plus the env above.
+  daemon = spawn(BIN, ['serve'], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const keep = (b) => { daemonLog = (daemonLog + b.toString()).slice(-20_000); };
+  daemon.stdout.on('data', keep);
+  daemon.stderr.on('data', keep);
+  let exited = null;
+  daemon.on('exit', (code, sig) => { exited = `exited with ${code ?? sig}`; });
+
+  await until('GET /healthz', async () => {
+    if (exited) throw new Error(`daemon ${exited} before it was healthy:\n${daemonLog}`);
+    try {
+      const r = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1000) });
+      return r.status === 200;
+    } catch {
+      return false;
+    }
+  }, 30_000);
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  page = await context.newPage();
+  page.setDefaultTimeout(10_000);
+  page.on('pageerror', (e) => pageErrors.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    // A 404 of the optional timeseries endpoint is logged by Chromium as a failed
+    // resource load; that is expected, anything else is not.
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(`console: ${m.text()}`);
+  });
+}, { timeout: 90_000 });
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  if (daemon && daemon.exitCode === null && daemon.signalCode === null) {
+    const gone = new Promise((r) => daemon.once('exit', r));
+    daemon.kill('SIGTERM');
+    const t = setTimeout(() => daemon.kill('SIGKILL'), 10_000);
+    await gone;
+    clearTimeout(t);
+  }
+  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+}, { timeout: 30_000 });
+
+process.on('exit', () => { if (daemon && daemon.exitCode === null) daemon.kill('SIGKILL'); });
+
+// ---------------------------------------------------------------------------------------
+// Tests (they run in order and share the daemon, the data and the page)
+
+test('seed over the API: 50 sends end failed, undeliverable or liquid-failed', { timeout: 60_000 }, async () => {
+  await api('PUT', `/v1/messages/${MESSAGE}`, {
+    name: 'Welcome push', campaign_id: CAMPAIGN,
+    title: 'Hi {{customer.first_name}}', body: 'Your {{customer.plan}} plan is ready',
+    deep_link: 'myapp://home', audience: 'all_devices',
+    conversion: { event: 'purchase', window_seconds: 86400 },
+  }, { expect: [200, 201, 204] });
+
+  const ids = [];
+  for (let i = 1; i <= N; i++) {
+    const id = cid(i);
+    ids.push(id);
+    const attributes = { first_name: `Person ${i}` };
+    if (i !== LIQUID) attributes.plan = i % 2 ? 'pro' : 'free';
+    await api('PUT', `/v1/customers/${id}`, { attributes, unsubscribed: false }, { expect: [200, 201, 204] });
+    if (NO_DEVICES(i)) continue;
+    const devices = [];
+    if (i % 2 === 1 || i % 3 === 0) devices.push({ id: `ios-token-${i}`, platform: 'ios' });
+    if (i % 2 === 0 || i % 3 === 0) devices.push({ id: `android-token-${i}`, platform: 'android' });
+    for (const [n, d] of devices.entries()) {
+      await api('PUT', `/v1/customers/${id}/devices`, {
+        device: { ...d, last_used: 1764100000 + i * 10 + n, attributes: { app_version: '2.1.0' } },
+      }, { expect: [200, 201, 204] });
+    }
+  }
+
+  const sent = await api('POST', '/v1/send/push', { message_id: MESSAGE, customer_ids: ids }, { expect: 202 });
+  assert.equal(sent.json.deliveries.length, N);
+  for (const d of sent.json.deliveries) deliveryOf.set(d.customer_id, d.delivery_id);
+
+  const all = await until('all 50 deliveries to settle', async () => {
+    const { json } = await api('GET', `/v1/deliveries?channel=push&message_id=${MESSAGE}&limit=100`, null, { expect: 200 });
+    return json.deliveries.length === N && json.deliveries.every((d) => FINAL.has(d.status)) ? json.deliveries : null;
+  }, 45_000, 250);
+
+  const byCustomer = new Map(all.map((d) => [d.customer_id, d]));
+  for (let i = 1; i <= N; i++) {
+    const d = byCustomer.get(cid(i));
+    if (NO_DEVICES(i)) assert.equal(d.status, 'undeliverable', `${cid(i)} has no devices`);
+    else if (i === LIQUID) assert.deepEqual([d.status, d.failure_reason], ['failed', 'liquid_variable_missing'], `${cid(i)} lacks plan`);
+    else assert.deepEqual([d.status, d.failure_reason], ['failed', 'credentials_not_found'], `${cid(i)} has no credentials`);
+  }
+});
+
+test('the API key form: a wrong key brings it back, the right one opens the dashboard', { timeout: 30_000 }, async () => {
+  const res = await page.goto(`${base}/`);
+  assert.equal(res.status(), 200);
+  assert.match(res.headers()['content-type'], /^text\/html/);
+  for (const [asset, type] of [['app.js', /^text\/javascript/], ['style.css', /^text\/css/]]) {
+    const r = await fetch(`${base}/assets/${asset}`);
+    assert.equal(r.status, 200, asset);
+    assert.match(r.headers.get('content-type'), type, asset);
+  }
+
+  await page.locator('#login').waitFor();
+  await page.getByLabel('API key').fill('wrong-key');
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.locator('#login-reason', { hasText: 'not accepted' }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('pushd.apiKey')), null);
+
+  const sawBearer = page.waitForRequest((r) => r.url().includes('/v1/') && r.headers().authorization === `Bearer ${API_KEY}`);
+  await page.getByLabel('API key').fill(API_KEY);
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await sawBearer;
+  await page.locator('#view-overview').waitFor();
+  assert.equal(await page.locator('#login').isVisible(), false);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('pushd.apiKey')), API_KEY);
+});
+
+test('overview shows the metrics of the campaign and of the message as the API reports them', { timeout: 60_000 }, async () => {
+  // The ids seen on the first page of the delivery log are offered.
+  await page.locator('[data-recent="campaign"]', { hasText: CAMPAIGN }).waitFor();
+  await page.locator('[data-recent="message"]', { hasText: MESSAGE }).waitFor();
+
+  for (const [kind, id, apiPath] of [
+    ['campaign', CAMPAIGN, `/v1/campaigns/${CAMPAIGN}/metrics`],
+    ['message', MESSAGE, `/v1/messages/${MESSAGE}/metrics`],
+  ]) {
+    const { json: m } = await api('GET', apiPath, null, { expect: 200 });
+    assert.equal(m.sends, N, `${kind} sends`);
+    await page.locator(`[data-recent="${kind}"]`, { hasText: id }).click();
+    await page.waitForFunction((v) => document.querySelector('[data-metric="sends"]:not([data-platform])')?.dataset.value === String(v), m.sends);
+    await page.locator('#overview-subject', { hasText: id }).waitFor();
+    assertMetricsShown(await readMetrics(), m, kind);
+
+    const ts = await api('GET', `/v1/${kind}s/${id}/timeseries`);
+    const points = ts.status === 200 ? ts.json.points.length : 0;
+    assert.equal(await page.locator('#chart svg.chart-svg').getAttribute('data-points'), String(points), `${kind} chart points`);
+    if (points === 0) await page.locator('#chart svg', { hasText: 'No data yet' }).waitFor();
+  }
+  const note = await page.locator('#ios-note').textContent();
+  assert.match(note, /opted in/);
+  assert.match(note, /Android/);
+  await shot('overview');
+});
+
+test('overview refreshes by itself within 5 s when the metrics move', { timeout: 40_000 }, async () => {
+  // Still on the message overview. One more send moves `sends` to 51.
+  const extra = cid(N + 1);
+  await api('PUT', `/v1/customers/${extra}`, { attributes: { first_name: 'Late', plan: 'pro' } }, { expect: [200, 201, 204] });
+  const sent = await api('POST', '/v1/send/push', { message_id: MESSAGE, customer_ids: [extra] }, { expect: 202 });
+  deliveryOf.set(extra, sent.json.deliveries[0].delivery_id);
+  await until('the extra delivery to settle', async () => {
+    const { json } = await api('GET', `/v1/deliveries/${deliveryOf.get(extra)}`, null, { expect: 200 });
+    return FINAL.has(json.status);
+  }, 20_000);
+  const { json: m } = await api('GET', `/v1/messages/${MESSAGE}/metrics`, null, { expect: 200 });
+  assert.equal(m.sends, N + 1);
+  await page.waitForFunction((v) => document.querySelector('[data-metric="sends"]:not([data-platform])')?.dataset.value === String(v), m.sends, { timeout: 12_000 });
+  assertMetricsShown(await readMetrics(), m, 'message after refresh');
+});
+
+test('delivery log: filter by status, page with Next/Previous, filter by customer', { timeout: 60_000 }, async () => {
+  await page.getByRole('link', { name: 'Delivery log' }).click();
+  await page.locator('#view-deliveries').waitFor();
+
+  const rowIds = () => page.$$eval('#log-table tbody tr[data-delivery-id]', (rows) => rows.map((r) => r.dataset.deliveryId));
+  const waitRows = (ids) => page.waitForFunction((want) =>
+    JSON.stringify([...document.querySelectorAll('#log-table tbody tr[data-delivery-id]')].map((r) => r.dataset.deliveryId)) === JSON.stringify(want), ids);
+
+  // Unfiltered: 51 deliveries, so two pages of 50.
+  const p1 = (await api('GET', '/v1/deliveries?channel=push&limit=50', null, { expect: 200 })).json;
+  await waitRows(p1.deliveries.map((d) => d.delivery_id));
+  assert.equal(p1.deliveries.length, 50);
+  assert.ok(p1.next_cursor, 'a second page exists');
+  const p2 = (await api('GET', `/v1/deliveries?channel=push&limit=50&cursor=${encodeURIComponent(p1.next_cursor)}`, null, { expect: 200 })).json;
+  await page.getByRole('button', { name: /Next/ }).click();
+  await waitRows(p2.deliveries.map((d) => d.delivery_id));
+  assert.ok(p2.deliveries.length >= 1);
+  await page.getByRole('button', { name: /Previous/ }).click();
+  await waitRows(p1.deliveries.map((d) => d.delivery_id));
+  assert.equal(await page.getByRole('button', { name: /Previous/ }).isDisabled(), true);
+
+  // status = failed
+  await page.getByLabel('Status').selectOption('failed');
+  const sawFilter = page.waitForRequest((r) => r.url().includes('/v1/deliveries?') && r.url().includes('status=failed') && r.url().includes('limit=50') && r.url().includes('channel=push'));
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await sawFilter;
+  const failed = (await api('GET', '/v1/deliveries?channel=push&status=failed&limit=50', null, { expect: 200 })).json;
+  await waitRows(failed.deliveries.map((d) => d.delivery_id));
+  const statuses = await page.$$eval('#log-table tbody tr[data-delivery-id]', (rows) => rows.map((r) => r.dataset.status));
+  assert.ok(statuses.length > 0 && statuses.every((s) => s === 'failed'), `only failed rows: ${statuses}`);
+  const shownIds = await rowIds();
+  assert.ok(!shownIds.includes(deliveryOf.get(cid(10))), 'undeliverable delivery is filtered out');
+
+  // customer = the liquid-failure customer
+  await page.getByLabel('Status').selectOption('');
+  await page.getByLabel('Customer ID').fill(cid(LIQUID));
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await waitRows([deliveryOf.get(cid(LIQUID))]);
+  const row = page.locator(`#log-table tr[data-delivery-id="${deliveryOf.get(cid(LIQUID))}"]`);
+  assert.equal(await row.locator('[data-field="customer_id"]').textContent(), cid(LIQUID));
+  assert.equal(await row.locator('[data-field="message_id"]').textContent(), MESSAGE);
+  assert.equal(await row.locator('[data-field="status"] .status').textContent(), 'failed');
+  await shot('delivery-log');
+});
+
+test('delivery detail: device rows, failure reason in words, Retry only on failed', { timeout: 30_000 }, async () => {
+  // From the log (still filtered by the liquid customer), open the delivery.
+  const liquidId = deliveryOf.get(cid(LIQUID));
+  await page.locator(`#log-table tr[data-delivery-id="${liquidId}"] a`).first().click();
+  await page.locator('#delivery-summary [data-field="delivery_id"]', { hasText: liquidId }).waitFor();
+  await page.locator('#failure[data-failure-reason="liquid_variable_missing"]').waitFor();
+  assert.match(await page.locator('#failure').textContent(), /variable is missing[\s\S]*How to fix it/);
+
+  // A credentials failure on a customer with an iOS and an Android device.
+  const credId = deliveryOf.get(cid(TWO_DEVICES));
+  await openDelivery(credId);
+  const { json: d } = await api('GET', `/v1/deliveries/${credId}`, null, { expect: 200 });
+  assert.equal(d.devices.length, 2);
+  assert.deepEqual(d.devices.map((x) => x.platform).sort(), ['android', 'ios']);
+  assertDevicesShown(await readDeviceRows(), d);
+  assert.equal(await page.locator('#delivery-status').textContent(), 'failed');
+  assert.equal(await page.locator('#delivery-summary [data-field="devices_attempted"]').textContent(), String(d.devices_attempted));
+  const failure = page.locator('#failure[data-failure-reason="credentials_not_found"]');
+  await failure.waitFor();
+  const text = await failure.textContent();
+  assert.match(text, /Credentials not found/);
+  assert.match(text, /How to fix it/);
+  assert.match(text, /APNs/);
+  if (d.failure_message) assert.ok(text.includes(d.failure_message), 'the daemon\u2019s failure_message is shown');
+  assert.equal(await page.locator('#retry').isVisible(), true);
+
+  // No devices: undeliverable, explained, and no Retry button.
+  await openDelivery(deliveryOf.get(cid(10)));
+  assert.equal(await page.locator('#delivery-status').textContent(), 'undeliverable');
+  await page.locator('#no-devices').waitFor();
+  assert.equal(await page.locator('#retry').count(), 0);
+  const { json: u } = await api('GET', `/v1/deliveries/${deliveryOf.get(cid(10))}`, null, { expect: 200 });
+  if (u.failure_reason) {
+    await page.locator(`#failure[data-failure-reason="${u.failure_reason}"]`).waitFor();
+  }
+});
+
+test('Retry on a credentials failure re-fetches and shows the new attempt', { timeout: 60_000 }, async () => {
+  const id = deliveryOf.get(cid(TWO_DEVICES));
+  await openDelivery(id);
+  const { json: before } = await api('GET', `/v1/deliveries/${id}`, null, { expect: 200 });
+  const outcome = await pressRetry(id);
+  const { json: afterward } = await until('the retried delivery to settle', async () => {
+    const r = await api('GET', `/v1/deliveries/${id}`, null, { expect: 200 });
+    return r.json.status !== 'attempted' ? r : null;
+  });
+  assert.notEqual(outcome, 'pending', 'the page saw the retry settle');
+  // Still no credentials: it fails again, but the attempt moved and the page shows it.
+  assert.equal(afterward.status, 'failed');
+  assert.equal(await page.locator('#delivery-status').textContent(), afterward.status);
+  const sum = (d) => d.devices.reduce((n, x) => n + x.attempts, 0);
+  assert.ok(sum(afterward) > sum(before) || afterward.attempted_at > before.attempted_at,
+    `the retry moved attempts (${sum(before)} → ${sum(afterward)}) or attempted_at (${before.attempted_at} → ${afterward.attempted_at})`);
+  assertDevicesShown(await readDeviceRows(), afterward);
+  assert.equal(await page.locator('#delivery-summary [data-field="attempted_at"] time').getAttribute('data-value'), String(afterward.attempted_at));
+  assert.match(await page.locator('#retry-result').textContent(), /still failed/i);
+  await shot('delivery-retried-credentials');
+});
+
+test('Retry on a liquid failure after fixing the attribute ends in another state', { timeout: 60_000 }, async () => {
+  const id = deliveryOf.get(cid(LIQUID));
+  const { json: c } = await api('GET', `/v1/customers/${cid(LIQUID)}`, null, { expect: 200 });
+  await api('PUT', `/v1/customers/${cid(LIQUID)}`, { attributes: { ...c.attributes, plan: 'pro' }, unsubscribed: false }, { expect: [200, 201, 204] });
+
+  await openDelivery(id);
+  await page.locator('#failure[data-failure-reason="liquid_variable_missing"]').waitFor();
+  const outcome = await pressRetry(id);
+  const { json: afterward } = await until('the retried delivery to settle', async () => {
+    const r = await api('GET', `/v1/deliveries/${id}`, null, { expect: 200 });
+    return r.json.status !== 'attempted' ? r : null;
+  });
+  assert.notEqual(outcome, 'pending');
+  assert.notEqual(afterward.failure_reason, 'liquid_variable_missing', 'the fixed attribute renders now');
+  assert.equal(await page.locator('#delivery-status').textContent(), afterward.status);
+  if (afterward.failure_reason) {
+    await page.locator(`#failure[data-failure-reason="${afterward.failure_reason}"]`).waitFor();
+  } else {
+    assert.equal(await page.locator('#failure').count(), 0);
+  }
+  assert.equal(await page.locator('#failure[data-failure-reason="liquid_variable_missing"]').count(), 0);
+  assertDevicesShown(await readDeviceRows(), afterward);
+  await shot('delivery-retried-liquid');
+});
+
+test('a 401 brings the API key form back', { timeout: 20_000 }, async () => {
+  await page.evaluate(() => sessionStorage.setItem('pushd.apiKey', 'revoked-key'));
+  await page.goto(`${base}/#/deliveries`);
+  await page.locator('#login-reason', { hasText: 'not accepted' }).waitFor();
+  assert.equal(await page.locator('#view-deliveries').isVisible(), false);
+});
+
+test('no script errors on the page', () => {
+  assert.deepEqual(pageErrors, []);
+});
