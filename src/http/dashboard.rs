@@ -28,8 +28,14 @@ struct Asset {
 
 fn asset(file: &str) -> Option<Asset> {
     match file {
-        "app.js" => Some(Asset { body: APP_JS, content_type: "text/javascript; charset=utf-8" }),
-        "style.css" => Some(Asset { body: STYLE_CSS, content_type: "text/css; charset=utf-8" }),
+        "app.js" => Some(Asset {
+            body: APP_JS,
+            content_type: "text/javascript; charset=utf-8",
+        }),
+        "style.css" => Some(Asset {
+            body: STYLE_CSS,
+            content_type: "text/css; charset=utf-8",
+        }),
         _ => None,
     }
 }
@@ -71,8 +77,10 @@ fn respond(body: &'static str, content_type: &'static str) -> HttpResponse {
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .body(body);
-    res.headers_mut()
-        .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    res.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     res
 }
 
@@ -117,7 +125,11 @@ mod tests {
 
     #[actix_web::test]
     async fn unknown_asset_is_404_json() {
-        for path in ["/assets/nope.js", "/assets/..%2Fdashboard.rs", "/assets/index.html"] {
+        for path in [
+            "/assets/nope.js",
+            "/assets/..%2Fdashboard.rs",
+            "/assets/index.html",
+        ] {
             let (status, ct, body) = get(path).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
             assert!(ct.starts_with("application/json"), "{path}: {ct}");
