@@ -203,7 +203,7 @@ impl State {
         let Some(iat) = self.verify(jwt) else {
             return error(403, "InvalidProviderToken");
         };
-        if crate_now().saturating_sub(iat) > MAX_TOKEN_AGE {
+        if unix_now().saturating_sub(iat) > MAX_TOKEN_AGE {
             return error(403, "ExpiredProviderToken");
         }
         self.recorder.saw_credential(jwt);
@@ -267,7 +267,7 @@ impl State {
 }
 
 /// Now, Unix seconds.
-fn crate_now() -> u64 {
+fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -284,7 +284,7 @@ fn fault_reply(fault: Fault) -> Reply {
     match fault {
         Fault::Unregistered => json_response(
             410,
-            &json!({"reason": "Unregistered", "timestamp": crate_now() * 1000}),
+            &json!({"reason": "Unregistered", "timestamp": unix_now() * 1000}),
             &[],
         ),
         Fault::BadDeviceToken => error(400, "BadDeviceToken"),
