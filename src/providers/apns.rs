@@ -22,6 +22,7 @@ const EXPIRATION: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone)]
 pub struct ApnsClient(Arc<Inner>);
 
+/// What a client's clones share.
 struct Inner {
     http: reqwest::Client,
     endpoint: String,

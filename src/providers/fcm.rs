@@ -31,6 +31,7 @@ const ASSERTION_TTL: u64 = 3600;
 #[derive(Clone)]
 pub struct FcmClient(Arc<Inner>);
 
+/// What a client's clones share.
 struct Inner {
     http: reqwest::Client,
     token_http: reqwest::Client,

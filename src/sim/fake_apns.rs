@@ -95,6 +95,7 @@ pub struct FakeApns {
     state: Arc<State>,
 }
 
+/// What the server's handler shares with [`FakeApns`].
 struct State {
     config: FakeApnsConfig,
     key: DecodingKey,
@@ -185,6 +186,7 @@ impl FakeApns {
 }
 
 impl State {
+    /// Validates one request as APNs does, then answers as scripted.
     async fn handle(&self, parts: Parts, body: Bytes) -> Reply {
         self.recorder.request();
         if parts.method != Method::POST {
