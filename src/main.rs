@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the daemon (HTTP API, engine, providers) until SIGTERM/SIGINT.
     Serve(Overrides),
+    /// Run the daemon with fake APNs/FCM and a simulated device fleet.
+    Demo(pushd::demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,7 +33,11 @@ fn main() -> std::process::ExitCode {
         Command::Serve(overrides) => overrides
             .load()
             .map_err(pushd::daemon::ServeError::from)
-            .and_then(|config| actix_web::rt::System::new().block_on(pushd::daemon::serve(config))),
+            .and_then(|config| actix_web::rt::System::new().block_on(pushd::daemon::serve(config)))
+            .map_err(|e| e.to_string()),
+        Command::Demo(args) => actix_web::rt::System::new()
+            .block_on(pushd::demo::run(args))
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 mod fake;
 pub mod fake_apns;
 pub mod fake_fcm;
+pub mod fleet;
 
 pub use fake::{Behavior, Fault, FaultMix, ReceivedPush};
 pub use fake_apns::{ApnsTestKey, FakeApns, FakeApnsConfig};
