@@ -1,5 +1,10 @@
-// TEMPORARY (dashboard branch): lets `src/http/dashboard.rs` compile standalone.
-// The lead wires `pub mod dashboard;` into the real `http` module on main.
-pub mod http {
-    pub mod dashboard;
-}
+//! The pushd daemon: HTTP ingress, providers, the sled store, Liquid
+//! templates and the simulators, around the engine of `pushd-actors`.
+
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod providers;
+pub mod sim;
+pub mod store;
+pub mod template;

@@ -3,8 +3,14 @@
 //! one [`DeviceSendActor`](device_send::DeviceSendActor) per device send.
 //!
 //! The engine knows nothing of HTTP, sled or a provider's wire format: it
-//! talks to the world through the traits of [`ports`].
+//! talks to the world through the traits of [`ports`], and the
+//! [`Registry`](registry::Registry) is its front door.
 
+pub mod device_send;
+pub mod engine;
 pub mod model;
+pub mod person;
 pub mod ports;
+pub mod registry;
 pub mod status;
+pub mod tally;

@@ -186,6 +186,8 @@ impl Clock for SystemClock {
 #[derive(Debug)]
 pub struct ManualClock {
     inner: Mutex<ManualInner>,
+    /// Notified whenever someone starts sleeping.
+    pub slept: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -202,6 +204,7 @@ impl ManualClock {
                 now_ms: start_ms,
                 sleepers: Vec::new(),
             }),
+            slept: tokio::sync::Notify::new(),
         }
     }
 
@@ -239,6 +242,8 @@ impl Clock for ManualClock {
             let at = inner.now_ms + d.as_millis() as i64;
             inner.sleepers.push((at, tx));
         }
+        drop(inner);
+        self.slept.notify_waiters();
         Box::pin(async move {
             let _ = rx.await;
         })

@@ -1,0 +1,125 @@
+//! `DeviceSendActor`: one push to one device, through the provider port.
+//!
+//! It makes the provider call, retries transient errors with exponential
+//! backoff and full jitter (or the provider's `Retry-After`), at most
+//! `max_attempts` calls in all, and reports exactly one [`DeviceOutcome`] to
+//! its parent [`PersonActor`] before it stops. Permanent errors end it at
+//! once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rand::Rng;
+
+use crate::engine::EngineCtx;
+use crate::person::PersonActor;
+use crate::ports::{Accepted, ProviderError, Push};
+use crate::status::{FailureReason, Outcome};
+
+/// The one report a device send makes to its parent.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct DeviceOutcome {
+    /// The delivery.
+    pub delivery_id: String,
+    /// The device's index in the delivery.
+    pub index: usize,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Provider calls made.
+    pub attempts: u32,
+    /// The last provider error, if any.
+    pub last_error: Option<String>,
+    /// The provider's id for the accepted push.
+    pub provider_id: Option<String>,
+}
+
+/// Sends one push, retrying transient failures.
+pub struct DeviceSendActor {
+    ctx: Arc<EngineCtx>,
+    parent: Addr<PersonActor>,
+    push: Push,
+    index: usize,
+    attempts: u32,
+    last_error: Option<String>,
+}
+
+impl DeviceSendActor {
+    /// A send of `push` (device `index` of its delivery) reporting to `parent`.
+    pub fn new(ctx: Arc<EngineCtx>, parent: Addr<PersonActor>, push: Push, index: usize) -> Self {
+        DeviceSendActor {
+            ctx,
+            parent,
+            push,
+            index,
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
+    fn attempt(&mut self, ctx: &mut Context<Self>) {
+        self.attempts += 1;
+        metrics::counter!("pushd_provider_attempts_total", "retry" => (self.attempts > 1).to_string())
+            .increment(1);
+        let call = self.ctx.provider.send(self.push.clone());
+        ctx.spawn(
+            call.into_actor(self)
+                .map(|result, act, ctx| act.on_result(result, ctx)),
+        );
+    }
+
+    fn on_result(&mut self, result: Result<Accepted, ProviderError>, ctx: &mut Context<Self>) {
+        let err = match result {
+            Ok(accepted) => return self.finish(Outcome::Sent, accepted.provider_id, ctx),
+            Err(err) => err,
+        };
+        self.last_error = Some(err.detail().to_string());
+        match err {
+            ProviderError::Transient { retry_after, .. } => {
+                if self.attempts >= self.ctx.config.max_attempts {
+                    let outcome = Outcome::Failed(FailureReason::RetriesExhausted);
+                    return self.finish(outcome, None, ctx);
+                }
+                let delay = retry_after.unwrap_or_else(|| self.backoff());
+                let wait = self.ctx.clock.sleep(delay);
+                ctx.spawn(wait.into_actor(self).map(|(), act, ctx| act.attempt(ctx)));
+            }
+            ProviderError::Bounced { .. } => self.finish(Outcome::Bounced, None, ctx),
+            ProviderError::Permanent { reason, .. } => {
+                self.finish(Outcome::Failed(reason), None, ctx)
+            }
+        }
+    }
+
+    /// Exponential backoff with full jitter: uniform in (0, base·2^(n-1)],
+    /// capped at `backoff_max`.
+    fn backoff(&self) -> Duration {
+        let cfg = &self.ctx.config;
+        let exp = cfg
+            .backoff_base
+            .saturating_mul(1 << (self.attempts - 1).min(20));
+        let ceiling = exp.min(cfg.backoff_max).as_millis().max(1) as u64;
+        Duration::from_millis(rand::thread_rng().gen_range(1..=ceiling))
+    }
+
+    fn finish(&mut self, outcome: Outcome, provider_id: Option<String>, ctx: &mut Context<Self>) {
+        self.parent.do_send(DeviceOutcome {
+            delivery_id: self.push.delivery_id.clone(),
+            index: self.index,
+            outcome,
+            attempts: self.attempts,
+            last_error: self.last_error.take(),
+            provider_id,
+        });
+        ctx.stop();
+    }
+}
+
+impl Actor for DeviceSendActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.attempt(ctx);
+    }
+}

@@ -1,0 +1,223 @@
+//! Checks of the metrics arithmetic: known cases, the API body, and that
+//! summed deltas always equal a recount.
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::model::DeviceSend;
+use crate::status::{DeliveryState, DeviceState, Outcome, Report};
+
+fn delivery(devices: &[(Platform, bool)]) -> Delivery {
+    let states = devices
+        .iter()
+        .map(|&(_, suppressed)| {
+            if suppressed {
+                DeviceState::suppressed()
+            } else {
+                DeviceState::attempted()
+            }
+        })
+        .collect();
+    Delivery {
+        id: "d1".into(),
+        customer_id: "c1".into(),
+        message_id: "m1".into(),
+        campaign_id: None,
+        created_at: 0,
+        attempted_at: None,
+        content: None,
+        data: Value::Null,
+        goal: None,
+        sends: devices
+            .iter()
+            .enumerate()
+            .map(|(i, &(platform, _))| DeviceSend {
+                token: format!("t{i}"),
+                platform,
+                attempts: 0,
+                last_error: None,
+                provider_id: None,
+                duplicates: 0,
+            })
+            .collect(),
+        state: DeliveryState::new(states),
+    }
+}
+
+#[test]
+fn opened_delivery_counts_along_its_path() {
+    let mut d = delivery(&[(Platform::Ios, false), (Platform::Android, false)]);
+    d.state.apply_outcome(0, &Outcome::Sent, 1);
+    d.state.apply_outcome(1, &Outcome::Bounced, 1);
+    d.state.apply_report(0, Report::Opened, 5);
+    let t = contribution(&d);
+    let m = t.message;
+    assert_eq!(
+        (m.sends, m.sent, m.delivered, m.opened, m.bounced),
+        (1, 1, 1, 1, 0)
+    );
+    assert_eq!((t.ios.sent, t.ios.opened, t.ios.delivered), (1, 1, 1));
+    assert_eq!(
+        (t.android.sends, t.android.bounced, t.android.sent),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn suppressed_person_is_undeliverable_and_suppressed() {
+    let d = delivery(&[(Platform::Ios, true)]);
+    let t = contribution(&d);
+    assert_eq!(
+        (
+            t.message.undeliverable,
+            t.message.suppressed,
+            t.message.recipients()
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!((t.ios.suppressed, t.ios.undeliverable), (1, 0));
+    let none = contribution(&delivery(&[]));
+    assert_eq!(
+        (none.message.undeliverable, none.message.suppressed),
+        (1, 0)
+    );
+}
+
+#[test]
+fn conversion_counts_on_succeeded_devices() {
+    let mut d = delivery(&[(Platform::Ios, false), (Platform::Ios, false)]);
+    d.state.apply_outcome(0, &Outcome::Sent, 1);
+    d.state
+        .apply_outcome(1, &Outcome::Failed(FailureReason::ProviderRejected), 1);
+    assert!(d.state.convert(9));
+    let t = contribution(&d);
+    assert_eq!(
+        (t.message.converted, t.ios.converted, t.ios.failed),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn delta_is_after_minus_before() {
+    let before = delivery(&[(Platform::Android, false)]);
+    let mut after = before.clone();
+    after.state.apply_outcome(0, &Outcome::Sent, 1);
+    let d = Tally::delta(Some(&before), &after);
+    assert_eq!(
+        (d.message.sends, d.message.attempted, d.message.sent),
+        (0, -1, 1)
+    );
+    assert_eq!(Tally::delta(None, &after), contribution(&after));
+    assert!(Tally::delta(Some(&after), &after).is_zero());
+}
+
+#[test]
+fn api_body_has_every_key_and_rounded_rates() {
+    let t = Tally {
+        message: Counts {
+            sends: 1000,
+            sent: 950,
+            delivered: 700,
+            opened: 120,
+            converted: 30,
+            failed: 20,
+            undeliverable: 10,
+            bounced: 20,
+            suppressed: 5,
+            ..Counts::default()
+        },
+        ..Tally::default()
+    };
+    let body = t.to_json();
+    assert_eq!(body["recipients"], 975);
+    assert_eq!(
+        body["rates"],
+        json!({"delivered": 0.7368, "opened": 0.1263, "converted": 0.0316,
+               "opened_of_delivered": 0.1714})
+    );
+    let ios = &body["by_platform"]["ios"];
+    assert_eq!(ios["sends"], 0);
+    assert_eq!(ios["recipients"], 0);
+    assert_eq!(ios["rates"]["delivered"], 0.0);
+    let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys.len(), 13, "{keys:?}");
+    assert_eq!(ios.as_object().unwrap().len(), 12);
+}
+
+#[test]
+fn serde_round_trip() {
+    let t = contribution(&delivery(&[(Platform::Ios, false)]));
+    let back: Tally = serde_json::from_value(serde_json::to_value(t).unwrap()).unwrap();
+    assert_eq!(back, t);
+}
+
+/// One step of a random workload.
+#[derive(Clone, Debug)]
+enum Step {
+    Outcome(usize, usize, Outcome),
+    Report(usize, usize, Report, i64),
+    Goal(usize, i64),
+}
+
+fn step(people: usize) -> impl Strategy<Value = Step> {
+    let outcome = prop_oneof![
+        Just(Outcome::Sent),
+        Just(Outcome::Bounced),
+        Just(Outcome::Failed(FailureReason::RetriesExhausted)),
+    ];
+    let report = prop_oneof![
+        Just(Report::Delivered),
+        Just(Report::Opened),
+        Just(Report::Converted)
+    ];
+    prop_oneof![
+        (0..people, 0..4usize, outcome).prop_map(|(p, i, o)| Step::Outcome(p, i, o)),
+        (0..people, 0..4usize, report, 0i64..100).prop_map(|(p, i, r, t)| Step::Report(p, i, r, t)),
+        (0..people, 0i64..100).prop_map(|(p, t)| Step::Goal(p, t)),
+    ]
+}
+
+fn workload() -> impl Strategy<Value = (Vec<Vec<(Platform, bool)>>, Vec<Step>)> {
+    let platform = prop_oneof![Just(Platform::Ios), Just(Platform::Android)];
+    let device = (platform, prop::bool::weighted(0.2));
+    prop::collection::vec(prop::collection::vec(device, 0..=4), 1..6).prop_flat_map(|people| {
+        let n = people.len();
+        (Just(people), prop::collection::vec(step(n), 0..40))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Summing the delta of every change equals recounting the final states,
+    /// and the totals stay consistent along the way.
+    #[test]
+    fn summed_deltas_equal_recount((people, steps) in workload()) {
+        let mut current: Vec<Delivery> = people.iter().map(|p| delivery(p)).collect();
+        let mut kept: Tally = current.iter().map(|d| Tally::delta(None, d)).fold(Tally::default(), Add::add);
+        for s in &steps {
+            let p = match s { Step::Outcome(p, ..) | Step::Report(p, ..) | Step::Goal(p, _) => *p };
+            let before = current[p].clone();
+            let d = &mut current[p];
+            let n = d.state.devices.len();
+            match s {
+                Step::Outcome(_, i, o) if *i < n => d.state.apply_outcome(*i, o, 10),
+                Step::Report(_, i, r, t) if *i < n => { d.state.apply_report(*i, *r, *t); }
+                Step::Goal(_, t) => { d.state.convert(*t); }
+                _ => {}
+            }
+            kept += Tally::delta(Some(&before), d);
+            let m = kept.message;
+            prop_assert!(m.sent >= m.delivered && m.delivered >= m.opened && m.sent >= m.converted);
+            for c in [kept.message, kept.ios, kept.android] {
+                prop_assert!(c.entries().iter().all(|&(_, v)| v >= 0));
+            }
+        }
+        let recount = current.iter().map(contribution).fold(Tally::default(), Add::add);
+        prop_assert_eq!(kept, recount);
+        prop_assert_eq!(recount.message.sends, people.len() as i64);
+        let devices = people.iter().flatten().count() as i64;
+        prop_assert_eq!(recount.ios.sends + recount.android.sends, devices);
+    }
+}

@@ -1,0 +1,403 @@
+//! The actors over in-memory ports: retries, bounces, eviction, recovery.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pushd_actors::engine::EngineError;
+use pushd_actors::model::{Audience, ConversionGoal, Device, MessageSpec, Platform};
+use pushd_actors::person::{
+    CustomerEvent, DeleteCustomer, DeviceReport, PutCustomer, PutDevice, RetryDelivery, SendMessage,
+};
+use pushd_actors::status::{DeviceStatus, FailureReason, MessageStatus, Report};
+use serde_json::{Map, Value, json};
+use support::{Answer, Harness, wait_for};
+
+fn message(audience: Audience) -> Arc<MessageSpec> {
+    Arc::new(MessageSpec {
+        id: "welcome".into(),
+        name: "Welcome".into(),
+        campaign_id: Some("onboarding".into()),
+        title: "Hi {{customer.first_name}}".into(),
+        body: "Ready".into(),
+        deep_link: None,
+        audience,
+        conversion: Some(ConversionGoal {
+            event: "purchase".into(),
+            window_seconds: 3600,
+        }),
+    })
+}
+
+fn attrs(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+async fn customer(h: &Harness, id: &str, tokens: &[(&str, Platform, i64)]) {
+    let put = PutCustomer {
+        attributes: attrs(json!({"first_name": "Ada"})),
+        unsubscribed: false,
+    };
+    h.registry.ask(id, put).await.unwrap().unwrap();
+    for &(token, platform, last_used) in tokens {
+        let device = Device {
+            id: token.into(),
+            platform,
+            last_used,
+            attributes: Map::new(),
+            suppressed: false,
+        };
+        h.registry
+            .ask(id, PutDevice(device))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn send(h: &Harness, id: &str, audience: Audience) -> String {
+    let msg = SendMessage {
+        message: message(audience),
+        data: Value::Null,
+    };
+    h.registry.ask(id, msg).await.unwrap().unwrap()
+}
+
+/// Waits until the stored delivery has settled, then returns its status.
+async fn settled(h: &Harness, id: &str) -> MessageStatus {
+    wait_for(&h.store.commits, || {
+        h.store.delivery_now(id).state.settled()
+    })
+    .await;
+    h.store.delivery_now(id).status()
+}
+
+/// Answers each retry wait: advances the clock once the send slept.
+async fn drive_retries(h: &Harness, token: &str, calls: usize) {
+    for n in 1..calls {
+        wait_for(&h.provider.called, || h.provider.calls_to(token) >= n).await;
+        // Beside the person's idle check, the send now sleeps before its retry.
+        wait_for(&h.clock.slept, || h.clock.sleepers() >= 2).await;
+        h.clock.advance(Duration::from_secs(5));
+    }
+}
+
+#[actix::test]
+async fn nine_transient_failures_then_success_is_sent_after_ten_attempts() {
+    let h = Harness::new();
+    customer(&h, "c1", &[("tok", Platform::Ios, 1)]).await;
+    h.provider.script("tok", vec![Answer::Transient; 9]);
+    let id = send(&h, "c1", Audience::AllDevices).await;
+    drive_retries(&h, "tok", 10).await;
+    assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
+    let d = h.store.delivery_now(&id);
+    assert_eq!(d.sends[0].attempts, 10);
+    assert_eq!(h.provider.calls_to("tok"), 10);
+    assert!(d.sends[0].provider_id.is_some());
+}
+
+#[actix::test]
+async fn ten_transient_failures_exhaust_retries() {
+    let h = Harness::new();
+    customer(&h, "c1", &[("tok", Platform::Android, 1)]).await;
+    h.provider.script("tok", vec![Answer::Transient; 10]);
+    let id = send(&h, "c1", Audience::AllDevices).await;
+    drive_retries(&h, "tok", 10).await;
+    assert_eq!(settled(&h, &id).await, MessageStatus::Failed);
+    let d = h.store.delivery_now(&id);
+    assert_eq!(
+        d.state.failure_reason(),
+        Some(FailureReason::RetriesExhausted)
+    );
+    assert_eq!(d.sends[0].attempts, 10);
+    assert_eq!(
+        d.sends[0].last_error.as_deref(),
+        Some("503 ServiceUnavailable")
+    );
+    assert_eq!(h.provider.calls_to("tok"), 10);
+}
+
+#[actix::test]
+async fn bounce_suppresses_the_token_and_the_next_send_skips_it() {
+    let h = Harness::new();
+    customer(
+        &h,
+        "c1",
+        &[("old", Platform::Ios, 1), ("new", Platform::Android, 2)],
+    )
+    .await;
+    h.provider.script("old", [Answer::Bounce]);
+    let first = send(&h, "c1", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &first).await, MessageStatus::Sent);
+    assert_eq!(
+        h.store.delivery_now(&first).state.devices[0].status,
+        DeviceStatus::Bounced
+    );
+    assert!(h.store.customers.lock().unwrap()["c1"].devices[0].suppressed);
+
+    let second = send(&h, "c1", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &second).await, MessageStatus::Sent);
+    let d = h.store.delivery_now(&second);
+    assert_eq!(d.state.devices[0].status, DeviceStatus::Suppressed);
+    assert_eq!(
+        h.provider.calls_to("old"),
+        1,
+        "a suppressed token is not sent to"
+    );
+
+    // A person whose every token bounced is undeliverable, devices_suppressed.
+    customer(&h, "c2", &[("gone", Platform::Ios, 1)]).await;
+    h.provider.script("gone", [Answer::Bounce]);
+    let b = send(&h, "c2", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &b).await, MessageStatus::Bounced);
+    let u = send(&h, "c2", Audience::AllDevices).await;
+    let d = h.store.delivery_now(&u);
+    assert_eq!(d.status(), MessageStatus::Undeliverable);
+    assert_eq!(
+        d.state.failure_reason(),
+        Some(FailureReason::DevicesSuppressed)
+    );
+
+    // Registering the token again clears the suppression.
+    customer(&h, "c2", &[("gone", Platform::Ios, 3)]).await;
+    let again = send(&h, "c2", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &again).await, MessageStatus::Sent);
+}
+
+#[actix::test]
+async fn last_device_picks_the_greatest_last_used() {
+    let h = Harness::new();
+    customer(
+        &h,
+        "c1",
+        &[("a", Platform::Ios, 5), ("b", Platform::Android, 9)],
+    )
+    .await;
+    let id = send(&h, "c1", Audience::LastDevice).await;
+    settled(&h, &id).await;
+    let d = h.store.delivery_now(&id);
+    assert_eq!(d.sends.len(), 1);
+    assert_eq!(d.sends[0].token, "b");
+}
+
+#[actix::test]
+async fn prechecks_fail_without_sending() {
+    let h = Harness::new();
+    let missing = send(&h, "nobody", Audience::AllDevices).await;
+    let d = h.store.delivery_now(&missing);
+    assert_eq!(
+        d.state.failure_reason(),
+        Some(FailureReason::CustomerNotFound)
+    );
+
+    let put = PutCustomer {
+        attributes: Map::new(),
+        unsubscribed: false,
+    };
+    h.registry.ask("c1", put).await.unwrap().unwrap();
+    let no_name = send(&h, "c1", Audience::AllDevices).await;
+    let d = h.store.delivery_now(&no_name);
+    assert_eq!(d.status(), MessageStatus::Failed);
+    assert_eq!(
+        d.state.failure_reason(),
+        Some(FailureReason::LiquidVariableMissing)
+    );
+
+    customer(&h, "c2", &[]).await;
+    let none = send(&h, "c2", Audience::AllDevices).await;
+    let d = h.store.delivery_now(&none);
+    assert_eq!(d.status(), MessageStatus::Undeliverable);
+    assert_eq!(d.state.failure_reason(), Some(FailureReason::NoDevices));
+
+    let unsub = PutCustomer {
+        attributes: attrs(json!({"first_name": "Bo"})),
+        unsubscribed: true,
+    };
+    h.registry.ask("c2", unsub).await.unwrap().unwrap();
+    let u = send(&h, "c2", Audience::AllDevices).await;
+    let d = h.store.delivery_now(&u);
+    assert_eq!(
+        d.state.failure_reason(),
+        Some(FailureReason::CustomerUnsubscribed)
+    );
+    assert!(h.provider.calls.lock().unwrap().is_empty());
+}
+
+#[actix::test]
+async fn retry_resends_a_failed_delivery_and_refuses_others() {
+    let h = Harness::new();
+    let put = PutCustomer {
+        attributes: Map::new(),
+        unsubscribed: false,
+    };
+    h.registry.ask("c1", put).await.unwrap().unwrap();
+    let id = send(&h, "c1", Audience::AllDevices).await;
+    assert_eq!(h.store.delivery_now(&id).status(), MessageStatus::Failed);
+    customer(&h, "c1", &[("tok", Platform::Ios, 1)]).await;
+    let retry = RetryDelivery {
+        delivery_id: id.clone(),
+        message: message(Audience::AllDevices),
+    };
+    h.registry.ask("c1", retry.clone()).await.unwrap().unwrap();
+    assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
+    let again = h.registry.ask("c1", retry).await.unwrap();
+    assert_eq!(again, Err(EngineError::NotRetryable("sent")));
+}
+
+#[actix::test]
+async fn reports_move_status_forward_and_unknown_devices_are_refused() {
+    let h = Harness::new();
+    customer(
+        &h,
+        "c1",
+        &[("a", Platform::Ios, 1), ("b", Platform::Android, 2)],
+    )
+    .await;
+    let id = send(&h, "c1", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
+    let report = |token: &str, report| DeviceReport {
+        delivery_id: id.clone(),
+        token: token.into(),
+        report,
+        at: 1_764_100_100,
+    };
+    h.registry
+        .ask("c1", report("b", Report::Opened))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.store.delivery_now(&id).status(), MessageStatus::Opened);
+    h.registry
+        .ask("c1", report("b", Report::Delivered))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.store.delivery_now(&id).status(), MessageStatus::Opened);
+    let unknown = h
+        .registry
+        .ask("c1", report("zzz", Report::Opened))
+        .await
+        .unwrap();
+    assert_eq!(unknown, Err(EngineError::NotFound("device")));
+    let elsewhere = h
+        .registry
+        .ask("c2", report("a", Report::Opened))
+        .await
+        .unwrap();
+    assert_eq!(elsewhere, Err(EngineError::NotFound("delivery")));
+}
+
+#[actix::test]
+async fn conversion_goal_marks_the_nearest_delivery_once() {
+    let h = Harness::new();
+    customer(&h, "c1", &[("a", Platform::Ios, 1)]).await;
+    let older = send(&h, "c1", Audience::AllDevices).await;
+    settled(&h, &older).await;
+    h.clock.advance(Duration::from_secs(600));
+    let nearer = send(&h, "c1", Audience::AllDevices).await;
+    settled(&h, &nearer).await;
+    let now = h.store.delivery_now(&nearer).created_at;
+    let event = |at| CustomerEvent {
+        name: "purchase".into(),
+        at,
+    };
+    let converted = h
+        .registry
+        .ask("c1", event(now + 60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(converted.as_deref(), Some(nearer.as_str()));
+    assert_eq!(
+        h.store.delivery_now(&nearer).status(),
+        MessageStatus::Converted
+    );
+    assert_eq!(h.store.delivery_now(&older).status(), MessageStatus::Sent);
+    let second = h
+        .registry
+        .ask("c1", event(now + 120))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second, None, "a second event converts nothing more");
+    let late = h
+        .registry
+        .ask("c1", event(now + 7200))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(late, None, "outside the window");
+}
+
+#[actix::test]
+async fn idle_actors_stop_and_reload_with_every_delivery() {
+    let h = Harness::new();
+    customer(&h, "c1", &[("a", Platform::Ios, 1)]).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = send(&h, "c1", Audience::AllDevices).await;
+        settled(&h, &id).await;
+        ids.push(id);
+    }
+    assert_eq!(h.registry.active(), 1);
+    // The last commit may still be finishing when the first check runs; the
+    // actor then checks again one idle period later.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while h.registry.active() > 0 {
+            h.clock.advance(Duration::from_secs(61));
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("idle actor stopped");
+    for id in &ids {
+        let report = DeviceReport {
+            delivery_id: id.clone(),
+            token: "a".into(),
+            report: Report::Delivered,
+            at: 1_764_100_100,
+        };
+        h.registry.ask("c1", report).await.unwrap().unwrap();
+        assert_eq!(h.store.delivery_now(id).status(), MessageStatus::Delivered);
+    }
+    assert_eq!(h.registry.active(), 1, "reloaded on next use");
+    h.registry.ask("c1", DeleteCustomer).await.unwrap().unwrap();
+    let gone = send(&h, "c1", Audience::AllDevices).await;
+    let d = h.store.delivery_now(&gone);
+    assert_eq!(
+        d.state.failure_reason(),
+        Some(FailureReason::CustomerNotFound)
+    );
+}
+
+#[actix::test]
+async fn a_crash_between_persisted_and_sent_resumes_the_send() {
+    let first = Harness::new();
+    customer(
+        &first,
+        "c1",
+        &[("a", Platform::Ios, 1), ("b", Platform::Android, 2)],
+    )
+    .await;
+    first.provider.script("a", [Answer::Hang]);
+    first.provider.script("b", [Answer::Hang]);
+    let id = send(&first, "c1", Audience::AllDevices).await;
+    wait_for(&first.provider.called, || {
+        first.provider.calls.lock().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(
+        first.store.delivery_now(&id).status(),
+        MessageStatus::Attempted
+    );
+    let store = first.store.clone();
+    drop(first);
+
+    let second = Harness::on(store, Default::default());
+    second.registry.wake("c1");
+    assert_eq!(settled(&second, &id).await, MessageStatus::Sent);
+    let d = second.store.delivery_now(&id);
+    assert_eq!(second.provider.calls.lock().unwrap().len(), 2);
+    assert!(d.sends.iter().all(|s| s.duplicates == 1));
+}

@@ -1,0 +1,311 @@
+//! Configuration: `pushd.toml`, overridden by `PUSHD_*` environment
+//! variables and command-line flags, with a default for every key.
+//!
+//! Precedence, lowest first: defaults, the TOML file (`--config` /
+//! `PUSHD_CONFIG`, `./pushd.toml` if present), then each flag or its
+//! environment variable. `pushd serve --help` lists every key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use pushd_actors::engine::EngineConfig;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// Where sled keeps state.
+    pub data_dir: PathBuf,
+    /// Management API key; generated on first start if absent.
+    pub api_key: Option<String>,
+    /// Device/SDK key; generated on first start if absent.
+    pub sdk_key: Option<String>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// APNs.
+    pub apns: ApnsSection,
+    /// FCM.
+    pub fcm: FcmSection,
+    /// Sends and actors.
+    pub engine: EngineSection,
+}
+
+/// `[apns]`: Apple Push Notification service with token (.p8) auth.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApnsSection {
+    /// Base URL; `http://` means HTTP/2 with prior knowledge.
+    pub endpoint: String,
+    /// The .p8 signing key.
+    pub key_file: Option<PathBuf>,
+    /// The key's id (JWT `kid`).
+    pub key_id: Option<String>,
+    /// The Apple team id (JWT `iss`).
+    pub team_id: Option<String>,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: Option<String>,
+}
+
+/// `[fcm]`: Firebase Cloud Messaging HTTP v1.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FcmSection {
+    /// Base URL.
+    pub endpoint: String,
+    /// The service-account JSON (its `token_uri` is honoured).
+    pub service_account_file: Option<PathBuf>,
+}
+
+/// `[engine]`: retries and actor lifetimes.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// Provider calls per device, first included.
+    pub max_attempts: u32,
+    /// First retry delay ceiling, ms (doubles per attempt, with jitter).
+    pub backoff_base_ms: u64,
+    /// Largest retry delay, ms.
+    pub backoff_max_ms: u64,
+    /// Idle time after which a customer's actor stops, seconds.
+    pub idle_timeout_secs: u64,
+    /// Actor threads; 0 means one per core.
+    pub shards: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "./data".into(),
+            api_key: None,
+            sdk_key: None,
+            max_body_bytes: 1 << 20,
+            apns: ApnsSection::default(),
+            fcm: FcmSection::default(),
+            engine: EngineSection::default(),
+        }
+    }
+}
+
+impl Default for ApnsSection {
+    fn default() -> Self {
+        ApnsSection {
+            endpoint: "https://api.push.apple.com".into(),
+            key_file: None,
+            key_id: None,
+            team_id: None,
+            topic: None,
+        }
+    }
+}
+
+impl Default for FcmSection {
+    fn default() -> Self {
+        FcmSection {
+            endpoint: "https://fcm.googleapis.com".into(),
+            service_account_file: None,
+        }
+    }
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let d = EngineConfig::default();
+        EngineSection {
+            max_attempts: d.max_attempts,
+            backoff_base_ms: d.backoff_base.as_millis() as u64,
+            backoff_max_ms: d.backoff_max.as_millis() as u64,
+            idle_timeout_secs: d.idle_timeout.as_secs(),
+            shards: 0,
+        }
+    }
+}
+
+impl EngineSection {
+    /// The engine's tuning.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            max_attempts: self.max_attempts.max(1),
+            backoff_base: Duration::from_millis(self.backoff_base_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+        }
+    }
+
+    /// Actor threads to run.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+}
+
+/// Every key as a flag with its environment variable (`pushd serve --help`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct Overrides {
+    /// Path of pushd.toml [default: ./pushd.toml if it exists]
+    #[arg(long, env = "PUSHD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "PUSHD_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory of the sled store [default: ./data]
+    #[arg(long, env = "PUSHD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Management API key [default: generated on first start, kept in the data dir]
+    #[arg(long, env = "PUSHD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Device/SDK key [default: generated on first start, kept in the data dir]
+    #[arg(long, env = "PUSHD_SDK_KEY", hide_env_values = true)]
+    pub sdk_key: Option<String>,
+    /// Largest request body in bytes [default: 1048576]
+    #[arg(long, env = "PUSHD_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// APNs base URL; http:// speaks h2c [default: https://api.push.apple.com]
+    #[arg(long, env = "PUSHD_APNS_ENDPOINT")]
+    pub apns_endpoint: Option<String>,
+    /// APNs .p8 token-signing key; without it iOS sends fail credentials_not_found
+    #[arg(long, env = "PUSHD_APNS_KEY_FILE")]
+    pub apns_key_file: Option<PathBuf>,
+    /// APNs key id (JWT kid)
+    #[arg(long, env = "PUSHD_APNS_KEY_ID")]
+    pub apns_key_id: Option<String>,
+    /// Apple team id (JWT iss)
+    #[arg(long, env = "PUSHD_APNS_TEAM_ID")]
+    pub apns_team_id: Option<String>,
+    /// App bundle id sent as apns-topic
+    #[arg(long, env = "PUSHD_APNS_TOPIC")]
+    pub apns_topic: Option<String>,
+    /// FCM base URL [default: https://fcm.googleapis.com]
+    #[arg(long, env = "PUSHD_FCM_ENDPOINT")]
+    pub fcm_endpoint: Option<String>,
+    /// FCM service-account JSON; without it Android sends fail credentials_not_found
+    #[arg(long, env = "PUSHD_FCM_SERVICE_ACCOUNT_FILE")]
+    pub fcm_service_account_file: Option<PathBuf>,
+    /// Provider calls per device send, first included [default: 10]
+    #[arg(long, env = "PUSHD_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    /// First retry delay ceiling in ms, doubling per attempt [default: 200]
+    #[arg(long, env = "PUSHD_BACKOFF_BASE_MS")]
+    pub backoff_base_ms: Option<u64>,
+    /// Largest retry delay in ms [default: 60000]
+    #[arg(long, env = "PUSHD_BACKOFF_MAX_MS")]
+    pub backoff_max_ms: Option<u64>,
+    /// Seconds of idleness after which a customer's actor stops [default: 60]
+    #[arg(long, env = "PUSHD_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Actor threads, 0 for one per core [default: 0]
+    #[arg(long, env = "PUSHD_SHARDS")]
+    pub shards: Option<usize>,
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+impl Overrides {
+    /// Reads the file (if any) and applies the overrides.
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let default_path = Path::new("pushd.toml");
+        let path = self
+            .config
+            .clone()
+            .or_else(|| default_path.exists().then(|| default_path.to_path_buf()));
+        let mut c = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })?
+            }
+            None => Config::default(),
+        };
+        self.apply(&mut c);
+        Ok(c)
+    }
+
+    fn apply(self, c: &mut Config) {
+        set(&mut c.listen, self.listen);
+        set(&mut c.data_dir, self.data_dir);
+        set(&mut c.api_key, self.api_key.map(Some));
+        set(&mut c.sdk_key, self.sdk_key.map(Some));
+        set(&mut c.max_body_bytes, self.max_body_bytes);
+        set(&mut c.apns.endpoint, self.apns_endpoint);
+        set(&mut c.apns.key_file, self.apns_key_file.map(Some));
+        set(&mut c.apns.key_id, self.apns_key_id.map(Some));
+        set(&mut c.apns.team_id, self.apns_team_id.map(Some));
+        set(&mut c.apns.topic, self.apns_topic.map(Some));
+        set(&mut c.fcm.endpoint, self.fcm_endpoint);
+        set(
+            &mut c.fcm.service_account_file,
+            self.fcm_service_account_file.map(Some),
+        );
+        set(&mut c.engine.max_attempts, self.max_attempts);
+        set(&mut c.engine.backoff_base_ms, self.backoff_base_ms);
+        set(&mut c.engine.backoff_max_ms, self.backoff_max_ms);
+        set(&mut c.engine.idle_timeout_secs, self.idle_timeout_secs);
+        set(&mut c.engine.shards, self.shards);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9\"\n[apns]\ntopic = \"com.example\"\n[engine]\nmax_attempts = 3\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:10".into()),
+            ..Default::default()
+        };
+        let c = o.load().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:10");
+        assert_eq!(c.apns.topic.as_deref(), Some("com.example"));
+        assert_eq!(c.engine.max_attempts, 3);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+
+        std::fs::write(&path, "lissen = 1\n").unwrap();
+        let bad = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(matches!(bad.load(), Err(ConfigError::Parse { .. })));
+    }
+}

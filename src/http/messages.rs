@@ -1,0 +1,146 @@
+//! Push message templates and their metrics.
+
+use actix_web::{HttpResponse, web};
+use pushd_actors::model::{Audience, ConversionGoal, MessageSpec};
+use pushd_actors::person::MAX_CONVERSION_WINDOW;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::ApiKey;
+use super::body::JsonBody;
+use super::error::ApiError;
+use super::{AppState, check_id};
+
+/// `PUT /v1/messages/{id}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    name: Option<String>,
+    campaign_id: Option<String>,
+    title: String,
+    body: String,
+    deep_link: Option<String>,
+    #[serde(default = "all_devices")]
+    audience: Audience,
+    conversion: Option<ConversionGoal>,
+}
+
+fn all_devices() -> Audience {
+    Audience::AllDevices
+}
+
+/// Builds the message, refusing templates that do not parse.
+fn validate(state: &AppState, id: &str, b: MessageBody) -> Result<MessageSpec, ApiError> {
+    if let Some(c) = &b.campaign_id {
+        check_id(c, "campaign_id")?;
+    }
+    let fields = [("title", Some(&b.title)), ("body", Some(&b.body))];
+    let link = [("deep_link", b.deep_link.as_ref())];
+    for (field, text) in fields.iter().chain(&link) {
+        if let Some(text) = text {
+            state.renderer.check(text).map_err(|e| {
+                ApiError::new(
+                    actix_web::http::StatusCode::BAD_REQUEST,
+                    "invalid_template",
+                    format!("{field} is not a valid Liquid template: {e}"),
+                )
+            })?;
+        }
+    }
+    if let Some(goal) = &b.conversion {
+        check_id(&goal.event, "conversion.event")?;
+        if !(1..=MAX_CONVERSION_WINDOW).contains(&goal.window_seconds) {
+            return Err(ApiError::invalid_field(format!(
+                "conversion.window_seconds must be between 1 and {MAX_CONVERSION_WINDOW}"
+            )));
+        }
+    }
+    Ok(MessageSpec {
+        id: id.to_string(),
+        name: b.name.unwrap_or_else(|| id.to_string()),
+        campaign_id: b.campaign_id,
+        title: b.title,
+        body: b.body,
+        deep_link: b.deep_link,
+        audience: b.audience,
+        conversion: b.conversion,
+    })
+}
+
+async fn put_message(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    JsonBody(body): JsonBody<MessageBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = check_id(&id, "message id")?;
+    let spec = validate(&state, id, body)?;
+    state.store.put_message(&spec).await?;
+    Ok(HttpResponse::Ok().json(spec))
+}
+
+async fn get_message(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = check_id(&id, "message id")?;
+    let spec = state.store.message(id)?;
+    Ok(HttpResponse::Ok().json(spec.ok_or_else(|| ApiError::not_found("message"))?))
+}
+
+async fn message_metrics(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = check_id(&id, "message id")?;
+    if state.store.message(id)?.is_none() {
+        return Err(ApiError::not_found("message"));
+    }
+    Ok(HttpResponse::Ok().json(state.store.message_metrics(id)?.to_json()))
+}
+
+async fn message_timeseries(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = check_id(&id, "message id")?;
+    if state.store.message(id)?.is_none() {
+        return Err(ApiError::not_found("message"));
+    }
+    let points: Vec<_> = state
+        .store
+        .message_timeseries(id)?
+        .into_iter()
+        .map(|(minute, delivered, opened)| {
+            json!({"minute": minute, "delivered": delivered, "opened": opened})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"points": points})))
+}
+
+async fn campaign_metrics(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = check_id(&id, "campaign id")?;
+    Ok(HttpResponse::Ok().json(state.store.campaign_metrics(id)?.to_json()))
+}
+
+/// Registers the routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/messages/{id}")
+            .route(web::put().to(put_message))
+            .route(web::get().to(get_message)),
+    )
+    .route("/v1/messages/{id}/metrics", web::get().to(message_metrics))
+    .route(
+        "/v1/messages/{id}/timeseries",
+        web::get().to(message_timeseries),
+    )
+    .route("/v1/campaigns/{id}/metrics", web::get().to(campaign_metrics));
+}

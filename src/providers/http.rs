@@ -1,0 +1,51 @@
+//! What both provider clients share: the HTTP/2 client and the mapping of
+//! transport failures and `Retry-After`.
+
+use std::time::Duration;
+
+use pushd_actors::ports::ProviderError;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+/// How long one provider request may take, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One pooled client for `url`'s host: HTTP/2 with prior knowledge (h2c) for
+/// `http://`, TLS with ALPN `h2` for `https://`. Requests multiplex over it.
+pub(crate) fn client_for(url: &str) -> Result<reqwest::Client, reqwest::Error> {
+    let builder = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(60))
+        .http2_keep_alive_while_idle(true);
+    let builder = if url.starts_with("http://") {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.https_only(true)
+    };
+    builder.build()
+}
+
+/// A request that got no response: always worth retrying.
+pub(crate) fn network_error(e: &reqwest::Error) -> ProviderError {
+    let kind = if e.is_timeout() { "timeout" } else { "network" };
+    ProviderError::Transient {
+        detail: format!("{kind}: {e}"),
+        retry_after: None,
+    }
+}
+
+/// The `Retry-After` header, in seconds.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Now, Unix seconds.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}

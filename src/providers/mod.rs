@@ -1,0 +1,158 @@
+//! Push providers: own HTTP/2 clients for APNs and FCM HTTP v1, and
+//! [`Providers`], the engine's [`Provider`] that routes by platform.
+//!
+//! Wire errors map onto [`ProviderError`] as DESIGN.md "Provider errors" says.
+//! A platform without usable credentials fails every send with
+//! `credentials_not_found` and makes no network call.
+
+mod apns;
+mod fcm;
+mod http;
+
+use std::time::Instant;
+
+use pushd_actors::model::Platform;
+use pushd_actors::ports::{Accepted, BoxFuture, Provider, ProviderError, Push};
+use pushd_actors::status::FailureReason;
+use serde::Deserialize;
+
+pub use apns::ApnsClient;
+pub use fcm::FcmClient;
+
+/// Apple's production APNs endpoint.
+pub const APNS_DEFAULT_ENDPOINT: &str = "https://api.push.apple.com";
+/// Google's FCM endpoint.
+pub const FCM_DEFAULT_ENDPOINT: &str = "https://fcm.googleapis.com";
+
+/// The `[apns]` configuration section.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ApnsConfig {
+    /// Base URL; `http://` is spoken as HTTP/2 with prior knowledge (h2c).
+    /// Defaults to [`APNS_DEFAULT_ENDPOINT`].
+    pub endpoint: Option<String>,
+    /// Path of the .p8 token-signing key (PKCS#8 PEM, EC P-256).
+    pub key_file: Option<String>,
+    /// The key's id (JWT `kid`).
+    pub key_id: Option<String>,
+    /// The Apple developer team id (JWT `iss`).
+    pub team_id: Option<String>,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: Option<String>,
+}
+
+/// The `[fcm]` configuration section.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FcmConfig {
+    /// Base URL; `http://` is spoken as h2c. Defaults to [`FCM_DEFAULT_ENDPOINT`].
+    pub endpoint: Option<String>,
+    /// Path of the service-account JSON file.
+    pub service_account_file: Option<String>,
+}
+
+/// Why a provider client could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// A required setting is absent.
+    #[error("no {0} configured")]
+    Missing(&'static str),
+    /// The key or service-account file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file's content is not a usable key or service account.
+    #[error("unusable credentials in {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The engine's [`Provider`]: APNs for iOS, FCM for Android.
+#[derive(Clone)]
+pub struct Providers {
+    apns: Result<ApnsClient, String>,
+    fcm: Result<FcmClient, String>,
+}
+
+impl Providers {
+    /// Builds both clients; a platform whose credentials are missing or bad
+    /// is logged once and then fails its sends with `credentials_not_found`.
+    pub fn from_config(apns: &ApnsConfig, fcm: &FcmConfig) -> Providers {
+        let apns = ApnsClient::from_config(apns).map_err(|e| {
+            tracing::warn!(error = %e, "APNs disabled: iOS sends fail with credentials_not_found");
+            match e {
+                CredentialsError::Missing(_) => "no APNs key configured".to_owned(),
+                e => format!("APNs credentials unusable: {e}"),
+            }
+        });
+        let fcm = FcmClient::from_config(fcm).map_err(|e| {
+            tracing::warn!(error = %e, "FCM disabled: Android sends fail with credentials_not_found");
+            match e {
+                CredentialsError::Missing(_) => "no FCM service account configured".to_owned(),
+                e => format!("FCM credentials unusable: {e}"),
+            }
+        });
+        Providers { apns, fcm }
+    }
+
+    /// Routes to the given clients; `None` means not configured.
+    pub fn new(apns: Option<ApnsClient>, fcm: Option<FcmClient>) -> Providers {
+        Providers {
+            apns: apns.ok_or_else(|| "no APNs key configured".to_owned()),
+            fcm: fcm.ok_or_else(|| "no FCM service account configured".to_owned()),
+        }
+    }
+}
+
+impl Provider for Providers {
+    fn send(&self, push: Push) -> BoxFuture<Result<Accepted, ProviderError>> {
+        let platform = push.platform;
+        let client = match platform {
+            Platform::Ios => self.apns.clone().map(Client::Apns),
+            Platform::Android => self.fcm.clone().map(Client::Fcm),
+        };
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = match client {
+                Ok(Client::Apns(c)) => c.send(&push).await,
+                Ok(Client::Fcm(c)) => c.send(&push).await,
+                Err(detail) => Err(ProviderError::Permanent {
+                    reason: FailureReason::CredentialsNotFound,
+                    detail,
+                }),
+            };
+            record(platform, &result, started);
+            result
+        })
+    }
+}
+
+/// A configured client, moved into a send's future.
+enum Client {
+    Apns(ApnsClient),
+    Fcm(FcmClient),
+}
+
+/// Records the request counter and latency histogram of one send.
+fn record(platform: Platform, result: &Result<Accepted, ProviderError>, started: Instant) {
+    let outcome = match result {
+        Ok(_) => "accepted",
+        Err(ProviderError::Transient { .. }) => "transient",
+        Err(ProviderError::Bounced { .. }) => "bounced",
+        Err(ProviderError::Permanent { reason, .. }) => reason.code(),
+    };
+    let platform = platform.as_str();
+    metrics::counter!("pushd_provider_requests_total", "platform" => platform, "result" => outcome)
+        .increment(1);
+    metrics::histogram!("pushd_provider_latency_seconds", "platform" => platform)
+        .record(started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,386 @@
+//! What both fakes share: the h2c server loop, scripted and random faults,
+//! and the record of what was received.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::http::request::Parts;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pushd_actors::model::Platform;
+use pushd_actors::ports::BoxFuture;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// A failure a fake can answer with, in the platform's own words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// APNs 410 `Unregistered`; FCM 404 `UNREGISTERED`.
+    Unregistered,
+    /// APNs 400 `BadDeviceToken`; FCM 400 `INVALID_ARGUMENT`.
+    BadDeviceToken,
+    /// 429 with `Retry-After: retry_after_secs`.
+    TooManyRequests {
+        /// The `Retry-After` value, in seconds.
+        retry_after_secs: u64,
+    },
+    /// 500 (FCM `INTERNAL`).
+    InternalError,
+    /// 503 (FCM `UNAVAILABLE`).
+    Unavailable,
+    /// The stream is reset (RST_STREAM) without an answer.
+    Reset,
+    /// APNs 403 `ExpiredProviderToken`; FCM 401 `UNAUTHENTICATED`.
+    ExpiredCredentials,
+}
+
+/// How a fake treats pushes to one token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behavior {
+    /// Every push fails with the fault.
+    Fail(Fault),
+    /// The next `n` pushes fail with the fault, later ones go through.
+    FailTimes {
+        /// How many pushes fail.
+        n: u32,
+        /// How they fail.
+        fault: Fault,
+    },
+    /// Every push is answered after the delay.
+    Delay(Duration),
+}
+
+/// The random mix of outcomes for tokens without a script; seeded, so a run
+/// is repeatable for the same order of requests.
+#[derive(Clone, Debug, Default)]
+pub struct FaultMix {
+    /// Share of pushes answered "unregistered".
+    pub unregistered: f64,
+    /// Share of pushes answered 503.
+    pub transient: f64,
+    /// Delay before every answer.
+    pub latency: Duration,
+    /// The RNG seed.
+    pub seed: u64,
+}
+
+/// One push a fake accepted.
+#[derive(Clone, Debug)]
+pub struct ReceivedPush {
+    /// Which fake took it.
+    pub platform: Platform,
+    /// The device token.
+    pub token: String,
+    /// `CIO-Delivery-ID` from the payload, if present.
+    pub delivery_id: Option<String>,
+    /// The JSON body as sent (APNs payload, or FCM's `{"message": ...}`).
+    pub payload: Value,
+    /// Request headers, names lowercase.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The fake's answer to one request.
+pub(crate) enum Reply {
+    /// An HTTP response.
+    Respond(Response<Full<Bytes>>),
+    /// Reset the stream.
+    Reset,
+}
+
+/// The error that makes hyper reset a stream.
+#[derive(Debug)]
+struct ResetStream;
+
+impl std::fmt::Display for ResetStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("scripted stream reset")
+    }
+}
+
+impl std::error::Error for ResetStream {}
+
+/// What a fake does with a scripted or random push: wait, then maybe fail.
+pub(crate) struct Decision {
+    pub(crate) delay: Duration,
+    pub(crate) fault: Option<Fault>,
+}
+
+/// Counters, scripts and records shared by a fake's connections.
+pub(crate) struct Recorder {
+    platform: Platform,
+    requests: AtomicUsize,
+    connections: AtomicUsize,
+    script: Mutex<HashMap<String, Behavior>>,
+    mix: FaultMix,
+    rng: Mutex<StdRng>,
+    pushes: Mutex<HashMap<String, Vec<ReceivedPush>>>,
+    credentials: Mutex<HashSet<String>>,
+    subscribers: Mutex<Vec<UnboundedSender<ReceivedPush>>>,
+}
+
+impl Recorder {
+    pub(crate) fn new(platform: Platform, mix: FaultMix) -> Recorder {
+        Recorder {
+            platform,
+            requests: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            script: Mutex::new(HashMap::new()),
+            rng: Mutex::new(StdRng::seed_from_u64(mix.seed)),
+            mix,
+            pushes: Mutex::new(HashMap::new()),
+            credentials: Mutex::new(HashSet::new()),
+            subscribers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts one push request.
+    pub(crate) fn request(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Push requests received, whatever their answer.
+    pub(crate) fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted.
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Notes a bearer credential (JWT or access token) a push came with.
+    pub(crate) fn saw_credential(&self, credential: &str) {
+        let mut seen = self.credentials.lock().expect("credentials lock");
+        if !seen.contains(credential) {
+            seen.insert(credential.to_owned());
+        }
+    }
+
+    /// Distinct credentials seen.
+    pub(crate) fn distinct_credentials(&self) -> usize {
+        self.credentials.lock().expect("credentials lock").len()
+    }
+
+    /// Sets how pushes to `token` are treated.
+    pub(crate) fn script(&self, token: &str, behavior: Behavior) {
+        self.script
+            .lock()
+            .expect("script lock")
+            .insert(token.to_owned(), behavior);
+    }
+
+    /// What to do with a push to `token`.
+    pub(crate) fn decide(&self, token: &str) -> Decision {
+        let mut script = self.script.lock().expect("script lock");
+        match script.get_mut(token) {
+            Some(Behavior::Fail(fault)) => {
+                return Decision {
+                    delay: Duration::ZERO,
+                    fault: Some(*fault),
+                };
+            }
+            Some(Behavior::FailTimes { n, fault }) if *n > 0 => {
+                *n -= 1;
+                return Decision {
+                    delay: Duration::ZERO,
+                    fault: Some(*fault),
+                };
+            }
+            Some(Behavior::Delay(delay)) => {
+                return Decision {
+                    delay: *delay,
+                    fault: None,
+                };
+            }
+            Some(Behavior::FailTimes { .. }) => {
+                return Decision {
+                    delay: Duration::ZERO,
+                    fault: None,
+                };
+            }
+            None => {}
+        }
+        drop(script);
+        let roll: f64 = self.rng.lock().expect("rng lock").r#gen();
+        let fault = if roll < self.mix.unregistered {
+            Some(Fault::Unregistered)
+        } else if roll < self.mix.unregistered + self.mix.transient {
+            Some(Fault::Unavailable)
+        } else {
+            None
+        };
+        Decision {
+            delay: self.mix.latency,
+            fault,
+        }
+    }
+
+    /// A random hex string of `len` digits (ids, access tokens).
+    pub(crate) fn random_hex(&self, len: usize) -> String {
+        let mut rng = self.rng.lock().expect("rng lock");
+        (0..len)
+            .map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0'))
+            .collect()
+    }
+
+    /// Records an accepted push and hands it to every subscriber.
+    pub(crate) fn deliver(
+        &self,
+        token: &str,
+        payload: Value,
+        delivery_id: Option<String>,
+        parts: &Parts,
+    ) {
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let push = ReceivedPush {
+            platform: self.platform,
+            token: token.to_owned(),
+            delivery_id,
+            payload,
+            headers,
+        };
+        self.subscribers
+            .lock()
+            .expect("subscribers lock")
+            .retain(|tx| tx.send(push.clone()).is_ok());
+        self.pushes
+            .lock()
+            .expect("pushes lock")
+            .entry(push.token.clone())
+            .or_default()
+            .push(push);
+    }
+
+    /// The pushes accepted for `token`, in arrival order.
+    pub(crate) fn pushes(&self, token: &str) -> Vec<ReceivedPush> {
+        let pushes = self.pushes.lock().expect("pushes lock");
+        pushes.get(token).cloned().unwrap_or_default()
+    }
+
+    /// Pushes accepted, all tokens.
+    pub(crate) fn accepted(&self) -> usize {
+        let pushes = self.pushes.lock().expect("pushes lock");
+        pushes.values().map(Vec::len).sum()
+    }
+
+    /// A channel receiving every push accepted from now on.
+    pub(crate) fn subscribe(&self) -> UnboundedReceiver<ReceivedPush> {
+        let (tx, rx) = unbounded_channel();
+        self.subscribers.lock().expect("subscribers lock").push(tx);
+        rx
+    }
+}
+
+/// Handles one request: its head and whole body.
+pub(crate) type Handler = Arc<dyn Fn(Parts, Bytes) -> BoxFuture<Reply> + Send + Sync>;
+
+/// A running h2c server; stops (with its connections) when dropped.
+pub(crate) struct Server {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds 127.0.0.1:0 and serves HTTP/2 with prior knowledge, with the
+    /// handler `make_handler` builds from the server's endpoint.
+    pub(crate) async fn start(
+        recorder: Arc<Recorder>,
+        make_handler: impl FnOnce(&str) -> Handler,
+    ) -> std::io::Result<Server> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let handler = make_handler(&format!("http://{addr}"));
+        let task = tokio::spawn(accept_loop(listener, recorder, handler));
+        Ok(Server { addr, task })
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub(crate) fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Accepts connections until aborted; aborting drops (and stops) them all.
+async fn accept_loop(listener: TcpListener, recorder: Arc<Recorder>, handler: Handler) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                recorder.connections.fetch_add(1, Ordering::SeqCst);
+                connections.spawn(serve_connection(stream, handler.clone()));
+            }
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+/// Serves one HTTP/2 connection.
+async fn serve_connection(stream: tokio::net::TcpStream, handler: Handler) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let handler = handler.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => return Err(ResetStream),
+            };
+            match handler(parts, body).await {
+                Reply::Respond(response) => Ok(response),
+                Reply::Reset => Err(ResetStream),
+            }
+        }
+    });
+    let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .max_concurrent_streams(1000)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "fake provider connection ended");
+    }
+}
+
+/// A response with a JSON body and extra headers.
+pub(crate) fn json_response(status: u16, body: &Value, headers: &[(&str, String)]) -> Reply {
+    let mut all = vec![("content-type", "application/json".to_owned())];
+    all.extend_from_slice(headers);
+    respond(status, Bytes::from(body.to_string()), &all)
+}
+
+/// A response with the body and headers given.
+pub(crate) fn respond(status: u16, body: Bytes, headers: &[(&str, String)]) -> Reply {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, value);
+    }
+    match builder.body(Full::new(body)) {
+        Ok(response) => Reply::Respond(response),
+        Err(_) => Reply::Reset,
+    }
+}

@@ -1,0 +1,301 @@
+//! A fake APNs: validates requests the way Apple does (path, provider JWT,
+//! topic, payload) and answers with scripted or random outcomes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use bytes::Bytes;
+use hyper::Method;
+use hyper::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use pushd_actors::model::Platform;
+use pushd_actors::ports::BoxFuture;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ReceivedPush;
+use super::fake::{Behavior, Fault, FaultMix, Recorder, Reply, Server, json_response, respond};
+use crate::providers::ApnsConfig;
+
+/// Largest payload APNs accepts, in bytes.
+const MAX_PAYLOAD: usize = 4096;
+/// Provider tokens older than this are refused as expired.
+const MAX_TOKEN_AGE: u64 = 3600;
+
+/// A freshly generated APNs token-signing key (EC P-256). Test-only.
+pub struct ApnsTestKey {
+    /// The private key as a .p8 file holds it (PKCS#8 PEM).
+    pub p8_pem: String,
+    /// The public key, an uncompressed P-256 point, for [`FakeApnsConfig`].
+    pub public_key: Vec<u8>,
+}
+
+impl ApnsTestKey {
+    /// Generates a key pair with ring.
+    pub fn generate() -> ApnsTestKey {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("P-256 key generation");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("a key ring just generated parses");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+        let mut p8_pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            p8_pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            p8_pem.push('\n');
+        }
+        p8_pem.push_str("-----END PRIVATE KEY-----\n");
+        ApnsTestKey {
+            p8_pem,
+            public_key: pair.public_key().as_ref().to_vec(),
+        }
+    }
+
+    /// Writes the .p8 file.
+    pub fn write_p8(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, &self.p8_pem)
+    }
+}
+
+/// What the fake APNs accepts.
+#[derive(Clone, Debug)]
+pub struct FakeApnsConfig {
+    /// The public half of the provider's signing key (uncompressed point).
+    pub public_key: Vec<u8>,
+    /// The key id JWTs must name.
+    pub key_id: String,
+    /// The team id JWTs must be issued by.
+    pub team_id: String,
+    /// The only `apns-topic` accepted.
+    pub topic: String,
+    /// Outcomes for unscripted tokens.
+    pub mix: FaultMix,
+}
+
+impl FakeApnsConfig {
+    /// Accepts JWTs signed by `key`, with test key id, team and topic and no faults.
+    pub fn new(key: &ApnsTestKey) -> FakeApnsConfig {
+        FakeApnsConfig {
+            public_key: key.public_key.clone(),
+            key_id: "TESTKEY001".to_owned(),
+            team_id: "TESTTEAM01".to_owned(),
+            topic: "io.pushd.demo".to_owned(),
+            mix: FaultMix::default(),
+        }
+    }
+}
+
+/// A running fake APNs on 127.0.0.1; stops when dropped.
+pub struct FakeApns {
+    server: Server,
+    state: Arc<State>,
+}
+
+struct State {
+    config: FakeApnsConfig,
+    key: DecodingKey,
+    recorder: Arc<Recorder>,
+    /// Signature-checked JWTs and their `iat`, so each is verified once.
+    verified: Mutex<HashMap<String, u64>>,
+}
+
+/// A provider token's claims.
+#[derive(Deserialize)]
+struct Claims {
+    iss: String,
+    iat: u64,
+}
+
+impl FakeApns {
+    /// Starts the server.
+    pub async fn start(config: FakeApnsConfig) -> std::io::Result<FakeApns> {
+        let recorder = Arc::new(Recorder::new(Platform::Ios, config.mix.clone()));
+        let state = Arc::new(State {
+            key: DecodingKey::from_ec_der(&config.public_key),
+            config,
+            recorder: recorder.clone(),
+            verified: Mutex::new(HashMap::new()),
+        });
+        let handler_state = state.clone();
+        let server = Server::start(recorder, |_| {
+            Arc::new(move |parts: Parts, body: Bytes| -> BoxFuture<Reply> {
+                let state = handler_state.clone();
+                Box::pin(async move { state.handle(parts, body).await })
+            })
+        })
+        .await?;
+        Ok(FakeApns { server, state })
+    }
+
+    /// Its base URL, `http://127.0.0.1:port` (h2c).
+    pub fn endpoint(&self) -> String {
+        self.server.endpoint()
+    }
+
+    /// A client configuration for this fake, with the .p8 at `key_file`.
+    pub fn client_config(&self, key_file: &Path) -> ApnsConfig {
+        let config = &self.state.config;
+        ApnsConfig {
+            endpoint: Some(self.endpoint()),
+            key_file: Some(key_file.display().to_string()),
+            key_id: Some(config.key_id.clone()),
+            team_id: Some(config.team_id.clone()),
+            topic: Some(config.topic.clone()),
+        }
+    }
+
+    /// Sets how pushes to `token` are answered.
+    pub fn script(&self, token: &str, behavior: Behavior) {
+        self.state.recorder.script(token, behavior);
+    }
+
+    /// Push requests received, whatever their answer.
+    pub fn requests(&self) -> usize {
+        self.state.recorder.requests()
+    }
+
+    /// Pushes accepted (200).
+    pub fn accepted(&self) -> usize {
+        self.state.recorder.accepted()
+    }
+
+    /// Pushes accepted for `token`, in arrival order.
+    pub fn pushes(&self, token: &str) -> Vec<ReceivedPush> {
+        self.state.recorder.pushes(token)
+    }
+
+    /// TCP connections accepted.
+    pub fn connections(&self) -> usize {
+        self.state.recorder.connections()
+    }
+
+    /// Distinct provider JWTs seen.
+    pub fn distinct_jwts(&self) -> usize {
+        self.state.recorder.distinct_credentials()
+    }
+
+    /// Every push accepted from now on.
+    pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<ReceivedPush> {
+        self.state.recorder.subscribe()
+    }
+}
+
+impl State {
+    async fn handle(&self, parts: Parts, body: Bytes) -> Reply {
+        self.recorder.request();
+        if parts.method != Method::POST {
+            return error(405, "MethodNotAllowed");
+        }
+        let Some(token) = parts.uri.path().strip_prefix("/3/device/") else {
+            return error(404, "BadPath");
+        };
+        if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return error(400, "BadDeviceToken");
+        }
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let Some(jwt) = header("authorization").and_then(|v| v.strip_prefix("bearer ")) else {
+            return error(403, "MissingProviderToken");
+        };
+        let Some(iat) = self.verify(jwt) else {
+            return error(403, "InvalidProviderToken");
+        };
+        if crate_now().saturating_sub(iat) > MAX_TOKEN_AGE {
+            return error(403, "ExpiredProviderToken");
+        }
+        self.recorder.saw_credential(jwt);
+        if header("apns-topic") != Some(self.config.topic.as_str()) {
+            return error(400, "TopicDisallowed");
+        }
+        if body.len() > MAX_PAYLOAD {
+            return error(413, "PayloadTooLarge");
+        }
+        let payload: Value = match serde_json::from_slice(&body) {
+            Ok(v @ Value::Object(_)) if v.get("aps").is_some() => v,
+            _ => return error(400, "PayloadEmpty"),
+        };
+        let decision = self.recorder.decide(token);
+        if !decision.delay.is_zero() {
+            tokio::time::sleep(decision.delay).await;
+        }
+        if let Some(fault) = decision.fault {
+            return fault_reply(fault);
+        }
+        let delivery_id = payload["CIO-Delivery-ID"].as_str().map(str::to_owned);
+        let token = token.to_owned();
+        self.recorder.deliver(&token, payload, delivery_id, &parts);
+        let id = self.recorder.random_hex(32).to_uppercase();
+        let apns_id = format!(
+            "{}-{}-{}-{}-{}",
+            &id[..8],
+            &id[8..12],
+            &id[12..16],
+            &id[16..20],
+            &id[20..]
+        );
+        respond(200, Bytes::new(), &[("apns-id", apns_id)])
+    }
+
+    /// The JWT's `iat` if its header, signature and issuer are right.
+    fn verify(&self, jwt: &str) -> Option<u64> {
+        if let Some(iat) = self.verified.lock().expect("verified lock").get(jwt) {
+            return Some(*iat);
+        }
+        let header = jsonwebtoken::decode_header(jwt).ok()?;
+        if header.alg != Algorithm::ES256 || header.kid.as_deref() != Some(&self.config.key_id) {
+            return None;
+        }
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        let claims = jsonwebtoken::decode::<Claims>(jwt, &self.key, &validation)
+            .ok()?
+            .claims;
+        if claims.iss != self.config.team_id {
+            return None;
+        }
+        self.verified
+            .lock()
+            .expect("verified lock")
+            .insert(jwt.to_owned(), claims.iat);
+        Some(claims.iat)
+    }
+}
+
+/// Now, Unix seconds.
+fn crate_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// An APNs error answer.
+fn error(status: u16, reason: &str) -> Reply {
+    json_response(status, &json!({ "reason": reason }), &[])
+}
+
+/// A scripted failure, as APNs says it.
+fn fault_reply(fault: Fault) -> Reply {
+    match fault {
+        Fault::Unregistered => json_response(
+            410,
+            &json!({"reason": "Unregistered", "timestamp": crate_now() * 1000}),
+            &[],
+        ),
+        Fault::BadDeviceToken => error(400, "BadDeviceToken"),
+        Fault::TooManyRequests { retry_after_secs } => json_response(
+            429,
+            &json!({"reason": "TooManyRequests"}),
+            &[("retry-after", retry_after_secs.to_string())],
+        ),
+        Fault::InternalError => error(500, "InternalServerError"),
+        Fault::Unavailable => error(503, "ServiceUnavailable"),
+        Fault::Reset => Reply::Reset,
+        Fault::ExpiredCredentials => error(403, "ExpiredProviderToken"),
+    }
+}

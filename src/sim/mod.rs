@@ -1,0 +1,10 @@
+//! Simulation: fake APNs and FCM servers speaking real HTTP/2 on loopback,
+//! and test-only credentials for them. Used by tests, benches and `demo`.
+
+mod fake;
+pub mod fake_apns;
+pub mod fake_fcm;
+
+pub use fake::{Behavior, Fault, FaultMix, ReceivedPush};
+pub use fake_apns::{ApnsTestKey, FakeApns, FakeApnsConfig};
+pub use fake_fcm::{FakeFcm, FakeFcmConfig, TEST_RSA_PRIVATE_KEY_PEM, TEST_RSA_PUBLIC_KEY_PEM};

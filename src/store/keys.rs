@@ -1,0 +1,191 @@
+//! The key layout of the store's one sled tree. Every key starts with a
+//! two-byte tag; variable-length ids inside a key are length-prefixed so one
+//! id's prefix never matches another's, and a delivery id, when it ends a
+//! key, is raw so keys sort by it (ids are time-ordered).
+//!
+//! | tag  | key                                   | value                  |
+//! |------|---------------------------------------|------------------------|
+//! | `c/` | customer id                           | `Customer`             |
+//! | `d/` | delivery id                           | `Delivery`             |
+//! | `m/` | message id                            | `MessageSpec`          |
+//! | `a/` | meta key                              | raw bytes              |
+//! | `i/` | index kind, value, delivery id        | empty                  |
+//! | `u/` | customer, delivery id (unsettled)     | empty                  |
+//! | `t/` | customer, created_at, delivery id     | empty                  |
+//! | `k/` | `m`/`g`, message/campaign id, shard   | `Tally`                |
+//! | `s/` | message id, minute, shard             | `[delivered, opened]`  |
+
+use pushd_actors::model::Delivery;
+use pushd_actors::status::{MessageStatus, Timestamp};
+
+/// Customers.
+pub const CUSTOMER: &[u8] = b"c/";
+/// Deliveries, by id.
+pub const DELIVERY: &[u8] = b"d/";
+/// Message templates.
+pub const MESSAGE: &[u8] = b"m/";
+/// Daemon metadata (API and SDK keys).
+pub const META: &[u8] = b"a/";
+/// Unsettled deliveries per customer.
+pub const UNSETTLED: &[u8] = b"u/";
+/// Delivery-log indexes.
+const INDEX: &[u8] = b"i/";
+/// Deliveries per customer by creation time.
+const CREATED: &[u8] = b"t/";
+/// Counter shards.
+const COUNTER: &[u8] = b"k/";
+/// Time-series shards.
+const SERIES: &[u8] = b"s/";
+
+/// `tag` followed by the raw `id`.
+pub fn record(tag: &[u8], id: &str) -> Vec<u8> {
+    [tag, id.as_bytes()].concat()
+}
+
+/// Appends `s` with its length in front.
+fn push_id(key: &mut Vec<u8>, s: &str) {
+    key.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    key.extend_from_slice(s.as_bytes());
+}
+
+/// A timestamp as bytes that sort like the signed number.
+pub fn time(t: Timestamp) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut key = prefix.to_vec();
+    while let Some(last) = key.pop() {
+        if last < 0xff {
+            key.push(last + 1);
+            return Some(key);
+        }
+    }
+    None
+}
+
+/// A delivery-log index: which field it keys deliveries by.
+#[derive(Clone, Copy, Debug)]
+pub enum Index<'a> {
+    /// By customer.
+    Customer(&'a str),
+    /// By message.
+    Message(&'a str),
+    /// By campaign.
+    Campaign(&'a str),
+    /// By message status.
+    Status(MessageStatus),
+}
+
+impl Index<'_> {
+    /// The prefix of this index value's entries; a delivery id follows it.
+    pub fn prefix(&self) -> Vec<u8> {
+        let (kind, value) = match self {
+            Index::Customer(c) => (b'c', *c),
+            Index::Message(m) => (b'm', *m),
+            Index::Campaign(g) => (b'g', *g),
+            Index::Status(s) => (b's', s.as_str()),
+        };
+        let mut key = [INDEX, &[kind]].concat();
+        push_id(&mut key, value);
+        key
+    }
+}
+
+/// The prefix of a customer's unsettled deliveries.
+pub fn unsettled_prefix(customer: &str) -> Vec<u8> {
+    let mut key = UNSETTLED.to_vec();
+    push_id(&mut key, customer);
+    key
+}
+
+/// The customer id of an unsettled-index key.
+pub fn unsettled_customer(key: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(UNSETTLED)?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    String::from_utf8(rest.get(4..4 + len)?.to_vec()).ok()
+}
+
+/// The prefix of a customer's deliveries by creation time.
+pub fn created_prefix(customer: &str) -> Vec<u8> {
+    let mut key = CREATED.to_vec();
+    push_id(&mut key, customer);
+    key
+}
+
+/// Every index key a delivery has in its current state.
+pub fn index_keys(d: &Delivery) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = [
+        Some(Index::Customer(&d.customer_id)),
+        Some(Index::Message(&d.message_id)),
+        d.campaign_id.as_deref().map(Index::Campaign),
+        Some(Index::Status(d.status())),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|i| [i.prefix(), d.id.as_bytes().to_vec()].concat())
+    .collect();
+    keys.push(
+        [
+            created_prefix(&d.customer_id).as_slice(),
+            &time(d.created_at),
+            d.id.as_bytes(),
+        ]
+        .concat(),
+    );
+    if d.state.pending() {
+        keys.push([unsettled_prefix(&d.customer_id), d.id.as_bytes().to_vec()].concat());
+    }
+    keys
+}
+
+/// The counters of a message or a campaign.
+#[derive(Clone, Copy, Debug)]
+pub enum Counter<'a> {
+    /// A message's.
+    Message(&'a str),
+    /// A campaign's.
+    Campaign(&'a str),
+}
+
+impl Counter<'_> {
+    /// The prefix of the counter's shards.
+    pub fn prefix(&self) -> Vec<u8> {
+        let (kind, id) = match self {
+            Counter::Message(m) => (b'm', *m),
+            Counter::Campaign(g) => (b'g', *g),
+        };
+        let mut key = [COUNTER, &[kind]].concat();
+        push_id(&mut key, id);
+        key
+    }
+
+    /// One shard's key.
+    pub fn shard(&self, shard: u8) -> Vec<u8> {
+        let mut key = self.prefix();
+        key.push(shard);
+        key
+    }
+}
+
+/// The prefix of a message's time series.
+pub fn series_prefix(message: &str) -> Vec<u8> {
+    let mut key = SERIES.to_vec();
+    push_id(&mut key, message);
+    key
+}
+
+/// One shard of one minute of a message's time series.
+pub fn series(message: &str, minute: i64, shard: u8) -> Vec<u8> {
+    let mut key = series_prefix(message);
+    key.extend_from_slice(&time(minute));
+    key.push(shard);
+    key
+}
+
+/// The minute of a time-series key, given its message's prefix length.
+pub fn series_minute(key: &[u8], prefix_len: usize) -> Option<i64> {
+    let bytes: [u8; 8] = key.get(prefix_len..prefix_len + 8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
+}

@@ -1,0 +1,171 @@
+//! The delivery log and the engine's lookups by customer: filtered, paged
+//! listing newest first, creation-time ranges and unsettled deliveries.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use pushd_actors::model::Delivery;
+use pushd_actors::status::{MessageStatus, Timestamp};
+
+use super::keys::{self, Index};
+use super::{Error, SledStore};
+
+/// Which deliveries `list_deliveries` returns; `None` fields match all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// Only this message status.
+    pub status: Option<MessageStatus>,
+    /// Only this message.
+    pub message_id: Option<String>,
+    /// Only this campaign.
+    pub campaign_id: Option<String>,
+    /// Only this customer.
+    pub customer_id: Option<String>,
+}
+
+impl DeliveryFilter {
+    /// Whether `d` passes every filter.
+    pub fn matches(&self, d: &Delivery) -> bool {
+        self.status.is_none_or(|s| d.status() == s)
+            && self.message_id.as_ref().is_none_or(|m| *m == d.message_id)
+            && self
+                .campaign_id
+                .as_ref()
+                .is_none_or(|c| d.campaign_id.as_ref() == Some(c))
+            && self
+                .customer_id
+                .as_ref()
+                .is_none_or(|c| *c == d.customer_id)
+    }
+
+    /// The most selective index for this filter, if any.
+    fn index(&self) -> Option<Index<'_>> {
+        (self.customer_id.as_deref().map(Index::Customer))
+            .or(self.message_id.as_deref().map(Index::Message))
+            .or(self.campaign_id.as_deref().map(Index::Campaign))
+            .or(self.status.map(Index::Status))
+    }
+}
+
+/// The opaque cursor after delivery `id`.
+fn cursor_of(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(id)
+}
+
+/// The delivery id a cursor points after.
+fn cursor_id(cursor: &str) -> Result<String, Error> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| Error::BadCursor)?;
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|id| !id.is_empty())
+        .ok_or(Error::BadCursor)
+}
+
+impl SledStore {
+    /// One page of the delivery log, newest first, and the cursor of the next
+    /// page (`None` on the last). Pages stay correct while deliveries are
+    /// added: new ids sort greater, and a page continues strictly below its
+    /// cursor. A cursor this store did not hand out is [`Error::BadCursor`].
+    pub fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Delivery>, Option<String>), Error> {
+        let below = cursor.map(cursor_id).transpose()?;
+        let index = filter.index();
+        let prefix = index.map_or_else(|| keys::DELIVERY.to_vec(), |i| i.prefix());
+        let end = match &below {
+            Some(id) => Some([prefix.as_slice(), id.as_bytes()].concat()),
+            None => keys::successor(&prefix),
+        };
+        let range = match end {
+            Some(end) => self.db.range(prefix.clone()..end),
+            None => self.db.range(prefix.clone()..),
+        };
+        let mut page = Vec::new();
+        for item in range.rev() {
+            let (key, value) = item?;
+            let delivery = match index {
+                None => serde_json::from_slice(&value)?,
+                Some(_) => match self.delivery_by_key(&key[prefix.len()..])? {
+                    Some(d) => d,
+                    None => continue,
+                },
+            };
+            if !filter.matches(&delivery) {
+                continue;
+            }
+            if page.len() == limit {
+                let next = page.last().map(|d: &Delivery| cursor_of(&d.id));
+                return Ok((page, next));
+            }
+            page.push(delivery);
+        }
+        Ok((page, None))
+    }
+
+    /// A customer's deliveries created in `[from, to]`, newest first.
+    pub(super) fn created_between(
+        &self,
+        customer_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Delivery>, Error> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let prefix = keys::created_prefix(customer_id);
+        let start = [prefix.as_slice(), &keys::time(from)].concat();
+        let end = match to.checked_add(1) {
+            Some(next) => Some([prefix.as_slice(), &keys::time(next)].concat()),
+            None => keys::successor(&prefix),
+        };
+        let range = match end {
+            Some(end) => self.db.range(start..end),
+            None => self.db.range(start..),
+        };
+        let mut out = Vec::new();
+        for item in range.rev() {
+            let (key, _) = item?;
+            out.extend(self.delivery_by_key(&key[prefix.len() + 8..])?);
+        }
+        Ok(out)
+    }
+
+    /// A customer's deliveries whose send is not settled, oldest first.
+    pub(super) fn unsettled(&self, customer_id: &str) -> Result<Vec<Delivery>, Error> {
+        let prefix = keys::unsettled_prefix(customer_id);
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(&prefix) {
+            let (key, _) = item?;
+            out.extend(self.delivery_by_key(&key[prefix.len()..])?);
+        }
+        Ok(out)
+    }
+
+    /// Every customer with an unsettled delivery: the ones to resume on start.
+    pub fn customers_with_unsettled(&self) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        let mut from = keys::UNSETTLED.to_vec();
+        while let Some(item) = self.db.range(from.as_slice()..).next() {
+            let (key, _) = item?;
+            if !key.starts_with(keys::UNSETTLED) {
+                break;
+            }
+            let Some(customer) = keys::unsettled_customer(&key) else {
+                tracing::warn!(?key, "malformed unsettled-index key");
+                from = [&key[..], &[0]].concat();
+                continue;
+            };
+            let next = keys::successor(&keys::unsettled_prefix(&customer));
+            out.push(customer);
+            match next {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,152 @@
+//! The daemon's store: sled behind the engine's [`Store`] port, plus what the
+//! HTTP layer reads (delivery log, campaign metrics, messages, meta).
+//!
+//! Everything lives in one sled tree under key prefixes (see [`keys`]), so
+//! one `sled::Batch` makes each commit atomic: the records, the delivery-log
+//! indexes, the unsettled index and the counters move together. Commits are
+//! applied synchronously and made durable by group commit (see [`flusher`]).
+
+mod commit;
+mod counters;
+mod error;
+mod flusher;
+mod keys;
+mod log;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use pushd_actors::model::{Customer, Delivery, MessageSpec};
+use pushd_actors::ports::{BoxFuture, Change, Store, StoreError};
+use pushd_actors::status::Timestamp;
+use serde::de::DeserializeOwned;
+
+pub use error::Error;
+pub use log::DeliveryFilter;
+
+use flusher::Flusher;
+
+/// pushd's sled store. Dropping it (or [`SledStore::close`]) flushes it.
+pub struct SledStore {
+    db: sled::Db,
+    stripes: Vec<Mutex<()>>,
+    flusher: Flusher,
+}
+
+impl SledStore {
+    /// Opens (or creates) the durable store in directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<SledStore, Error> {
+        Self::with_db(sled::Config::new().path(path).open()?)
+    }
+
+    /// A store in a temporary directory, removed when it is dropped.
+    pub fn temporary() -> Result<SledStore, Error> {
+        Self::with_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn with_db(db: sled::Db) -> Result<SledStore, Error> {
+        Ok(SledStore {
+            flusher: Flusher::start(db.clone())?,
+            stripes: (0..commit::SHARDS).map(|_| Mutex::new(())).collect(),
+            db,
+        })
+    }
+
+    /// Flushes everything and stops the flusher; later commits fail.
+    pub fn close(&self) {
+        self.flusher.close();
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "store flush on close failed");
+        }
+    }
+
+    /// How many group-commit flushes ran since open.
+    pub fn flush_count(&self) -> u64 {
+        self.flusher.flushes()
+    }
+
+    /// Stores a message template; resolves when it is durable.
+    pub fn put_message(&self, message: &MessageSpec) -> BoxFuture<Result<(), StoreError>> {
+        let written = serde_json::to_vec(message)
+            .map_err(Error::from)
+            .and_then(|v| {
+                Ok(self
+                    .db
+                    .insert(keys::record(keys::MESSAGE, &message.id), v)?)
+            });
+        match written {
+            Ok(_) => self.flusher.durable(),
+            Err(e) => Box::pin(std::future::ready(Err(e.into()))),
+        }
+    }
+
+    /// A message template.
+    pub fn message(&self, id: &str) -> Result<Option<MessageSpec>, Error> {
+        commit::read(&self.db, &keys::record(keys::MESSAGE, id))
+    }
+
+    /// A metadata value (API key, SDK key, ...).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, Error> {
+        let value = self.db.get(keys::record(keys::META, key))?;
+        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Sets a metadata value and flushes it to disk before returning.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), Error> {
+        self.db
+            .insert(keys::record(keys::META, key), value.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The delivery whose id is `id` (raw bytes of a key's tail).
+    fn delivery_by_key(&self, id: &[u8]) -> Result<Option<Delivery>, Error> {
+        self.get(&[keys::DELIVERY, id].concat())
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, Error> {
+        commit::read(&self.db, key)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Store for SledStore {
+    fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        Ok(self.get(&keys::record(keys::CUSTOMER, id))?)
+    }
+
+    fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        Ok(self.delivery_by_key(id.as_bytes())?)
+    }
+
+    fn unsettled_deliveries(&self, customer_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        Ok(self.unsettled(customer_id)?)
+    }
+
+    fn deliveries_between(
+        &self,
+        customer_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        Ok(self.created_between(customer_id, from, to)?)
+    }
+
+    fn commit(&self, changes: Vec<Change>) -> BoxFuture<Result<(), StoreError>> {
+        if self.flusher.is_closed() {
+            return Box::pin(std::future::ready(Err(Error::Closed.into())));
+        }
+        match self.apply(&changes) {
+            Ok(()) => self.flusher.durable(),
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed");
+                Box::pin(std::future::ready(Err(e.into())))
+            }
+        }
+    }
+}

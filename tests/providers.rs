@@ -1,0 +1,573 @@
+//! The production APNs and FCM clients against the fake servers, over real
+//! HTTP/2 sockets on loopback.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pushd::providers::{ApnsClient, ApnsConfig, FcmClient, FcmConfig, Providers};
+use pushd::sim::{
+    ApnsTestKey, Behavior, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, Fault, FaultMix,
+};
+use pushd_actors::model::{Content, Platform};
+use pushd_actors::ports::{Accepted, Provider, ProviderError, Push};
+use pushd_actors::status::FailureReason;
+use tempfile::TempDir;
+
+/// A valid-looking APNs device token (64 hex digits).
+fn ios_token(n: u64) -> String {
+    format!("{n:064x}")
+}
+
+fn push(platform: Platform, token: &str) -> Push {
+    Push {
+        delivery_id: format!("dlv-{token}"),
+        token: token.to_owned(),
+        platform,
+        content: Content {
+            title: "Hello".to_owned(),
+            body: "Your order shipped".to_owned(),
+            deep_link: Some("shop://orders/A-17".to_owned()),
+        },
+    }
+}
+
+/// A fake APNs and a client configuration (key file in `dir`) for it.
+struct Apns {
+    fake: FakeApns,
+    config: ApnsConfig,
+    _dir: TempDir,
+}
+
+async fn apns_with(mix: FaultMix) -> Apns {
+    let dir = TempDir::new().unwrap();
+    let key = ApnsTestKey::generate();
+    let path = dir.path().join("AuthKey.p8");
+    key.write_p8(&path).unwrap();
+    let mut fake_config = FakeApnsConfig::new(&key);
+    fake_config.mix = mix;
+    let fake = FakeApns::start(fake_config).await.unwrap();
+    let config = fake.client_config(&path);
+    Apns {
+        fake,
+        config,
+        _dir: dir,
+    }
+}
+
+async fn apns() -> Apns {
+    apns_with(FaultMix::default()).await
+}
+
+/// A fake FCM and a client configuration (service account in `dir`) for it.
+struct Fcm {
+    fake: FakeFcm,
+    config: FcmConfig,
+    _dir: TempDir,
+}
+
+async fn fcm_with(fake_config: FakeFcmConfig) -> Fcm {
+    let dir = TempDir::new().unwrap();
+    let fake = FakeFcm::start(fake_config).await.unwrap();
+    let path = dir.path().join("service-account.json");
+    fake.write_service_account(&path).unwrap();
+    let config = fake.client_config(&path);
+    Fcm {
+        fake,
+        config,
+        _dir: dir,
+    }
+}
+
+async fn fcm() -> Fcm {
+    fcm_with(FakeFcmConfig::default()).await
+}
+
+fn permanent(reason: FailureReason, detail: &str) -> ProviderError {
+    ProviderError::Permanent {
+        reason,
+        detail: detail.to_owned(),
+    }
+}
+
+fn bounced(detail: &str) -> ProviderError {
+    ProviderError::Bounced {
+        detail: detail.to_owned(),
+    }
+}
+
+fn transient(detail: &str, retry_after: Option<Duration>) -> ProviderError {
+    ProviderError::Transient {
+        detail: detail.to_owned(),
+        retry_after,
+    }
+}
+
+#[tokio::test]
+async fn apns_success_sends_headers_and_payload() {
+    let apns = apns().await;
+    let providers = Providers::from_config(&apns.config, &FcmConfig::default());
+    let token = ios_token(1);
+
+    let accepted = providers.send(push(Platform::Ios, &token)).await.unwrap();
+
+    assert!(accepted.provider_id.is_some_and(|id| id.len() == 36));
+    let received = apns.fake.pushes(&token);
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert_eq!(
+        got.delivery_id.as_deref(),
+        Some(format!("dlv-{token}").as_str())
+    );
+    assert!(got.headers["authorization"].starts_with("bearer "));
+    assert_eq!(got.headers["apns-topic"], "io.pushd.demo");
+    assert_eq!(got.headers["apns-push-type"], "alert");
+    assert_eq!(got.headers["apns-priority"], "10");
+    assert!(got.headers["apns-expiration"].parse::<u64>().is_ok());
+    assert!(!got.headers.contains_key("apns-collapse-id"));
+    let payload = &got.payload;
+    assert_eq!(payload["aps"]["alert"]["title"], "Hello");
+    assert_eq!(payload["aps"]["alert"]["body"], "Your order shipped");
+    assert_eq!(payload["aps"]["sound"], "default");
+    assert_eq!(payload["deep_link"], "shop://orders/A-17");
+    assert_eq!(payload["CIO-Delivery-ID"], format!("dlv-{token}"));
+    assert_eq!(payload["CIO-Delivery-Token"], token);
+}
+
+#[tokio::test]
+async fn fcm_success_sends_message_with_data_keys() {
+    let fcm = fcm().await;
+    let providers = Providers::from_config(&ApnsConfig::default(), &fcm.config);
+
+    let accepted = providers
+        .send(push(Platform::Android, "fcm-tok-1"))
+        .await
+        .unwrap();
+
+    let name = accepted.provider_id.unwrap();
+    assert!(name.starts_with("projects/pushd-test/messages/"), "{name}");
+    let received = fcm.fake.pushes("fcm-tok-1");
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert!(got.headers["authorization"].starts_with("Bearer ya29.fake-"));
+    assert_eq!(got.delivery_id.as_deref(), Some("dlv-fcm-tok-1"));
+    let message = &got.payload["message"];
+    assert_eq!(message["token"], "fcm-tok-1");
+    assert_eq!(message["notification"]["title"], "Hello");
+    assert_eq!(message["notification"]["body"], "Your order shipped");
+    assert_eq!(message["data"]["CIO-Delivery-ID"], "dlv-fcm-tok-1");
+    assert_eq!(message["data"]["CIO-Delivery-Token"], "fcm-tok-1");
+    assert_eq!(message["data"]["deep_link"], "shop://orders/A-17");
+    assert_eq!(message["android"]["priority"], "high");
+    assert_eq!(fcm.fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn apns_errors_map_to_provider_errors() {
+    let apns = apns().await;
+    let client = ApnsClient::from_config(&apns.config).unwrap();
+    let cases = [
+        (Fault::Unregistered, bounced("410 Unregistered")),
+        (Fault::BadDeviceToken, bounced("400 BadDeviceToken")),
+        (
+            Fault::TooManyRequests {
+                retry_after_secs: 7,
+            },
+            transient("429 TooManyRequests", Some(Duration::from_secs(7))),
+        ),
+        (
+            Fault::InternalError,
+            transient("500 InternalServerError", None),
+        ),
+        (
+            Fault::Unavailable,
+            transient("503 ServiceUnavailable", None),
+        ),
+        (
+            Fault::ExpiredCredentials,
+            permanent(
+                FailureReason::CredentialsNotFound,
+                "403 ExpiredProviderToken",
+            ),
+        ),
+    ];
+    for (n, (fault, expected)) in cases.into_iter().enumerate() {
+        let token = ios_token(100 + n as u64);
+        apns.fake.script(&token, Behavior::Fail(fault));
+        let got = client.send(&push(Platform::Ios, &token)).await;
+        assert_eq!(got, Err(expected), "{fault:?}");
+    }
+
+    let token = ios_token(200);
+    apns.fake.script(&token, Behavior::Fail(Fault::Reset));
+    let got = client.send(&push(Platform::Ios, &token)).await;
+    assert!(
+        matches!(got, Err(ProviderError::Transient { .. })),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn apns_request_validation_maps_to_provider_errors() {
+    let apns = apns().await;
+
+    let client = ApnsClient::from_config(&apns.config).unwrap();
+    let got = client.send(&push(Platform::Ios, "not-a-hex-token")).await;
+    assert_eq!(got, Err(bounced("400 BadDeviceToken")));
+
+    let mut big = push(Platform::Ios, &ios_token(1));
+    big.content.body = "x".repeat(5000);
+    let got = client.send(&big).await;
+    assert_eq!(
+        got,
+        Err(permanent(
+            FailureReason::ProviderRejected,
+            "413 PayloadTooLarge"
+        ))
+    );
+
+    let mut other_topic = apns.config.clone();
+    other_topic.topic = Some("com.example.other".to_owned());
+    let client = ApnsClient::from_config(&other_topic).unwrap();
+    let got = client.send(&push(Platform::Ios, &ios_token(1))).await;
+    assert_eq!(
+        got,
+        Err(permanent(
+            FailureReason::ProviderRejected,
+            "400 TopicDisallowed"
+        ))
+    );
+
+    let dir = TempDir::new().unwrap();
+    let wrong_key = dir.path().join("other.p8");
+    ApnsTestKey::generate().write_p8(&wrong_key).unwrap();
+    let mut wrong = apns.config.clone();
+    wrong.key_file = Some(wrong_key.display().to_string());
+    let client = ApnsClient::from_config(&wrong).unwrap();
+    let got = client.send(&push(Platform::Ios, &ios_token(1))).await;
+    assert_eq!(
+        got,
+        Err(permanent(
+            FailureReason::CredentialsNotFound,
+            "403 InvalidProviderToken"
+        ))
+    );
+    assert_eq!(apns.fake.accepted(), 0);
+}
+
+#[tokio::test]
+async fn apns_expired_provider_token_is_renewed_once() {
+    let apns = apns().await;
+    let client = ApnsClient::from_config(&apns.config).unwrap();
+
+    let once = ios_token(1);
+    apns.fake.script(
+        &once,
+        Behavior::FailTimes {
+            n: 1,
+            fault: Fault::ExpiredCredentials,
+        },
+    );
+    assert!(client.send(&push(Platform::Ios, &once)).await.is_ok());
+    assert_eq!(apns.fake.requests(), 2);
+
+    let always = ios_token(2);
+    apns.fake
+        .script(&always, Behavior::Fail(Fault::ExpiredCredentials));
+    let got = client.send(&push(Platform::Ios, &always)).await;
+    assert_eq!(
+        got,
+        Err(permanent(
+            FailureReason::CredentialsNotFound,
+            "403 ExpiredProviderToken"
+        ))
+    );
+    assert_eq!(apns.fake.requests(), 4, "one retry, not more");
+}
+
+#[tokio::test]
+async fn fcm_errors_map_to_provider_errors() {
+    let fcm = fcm().await;
+    let client = FcmClient::from_config(&fcm.config).unwrap();
+    let cases = [
+        (Fault::Unregistered, bounced("404 UNREGISTERED")),
+        (Fault::BadDeviceToken, bounced("400 INVALID_ARGUMENT")),
+        (
+            Fault::TooManyRequests {
+                retry_after_secs: 3,
+            },
+            transient("429 QUOTA_EXCEEDED", Some(Duration::from_secs(3))),
+        ),
+        (Fault::InternalError, transient("500 INTERNAL", None)),
+        (Fault::Unavailable, transient("503 UNAVAILABLE", None)),
+        (
+            Fault::ExpiredCredentials,
+            permanent(
+                FailureReason::CredentialsNotFound,
+                "401 THIRD_PARTY_AUTH_ERROR",
+            ),
+        ),
+    ];
+    for (fault, expected) in cases {
+        let token = format!("fcm-{fault:?}");
+        fcm.fake.script(&token, Behavior::Fail(fault));
+        let got = client.send(&push(Platform::Android, &token)).await;
+        assert_eq!(got, Err(expected), "{fault:?}");
+    }
+
+    fcm.fake.script("fcm-reset", Behavior::Fail(Fault::Reset));
+    let got = client.send(&push(Platform::Android, "fcm-reset")).await;
+    assert!(
+        matches!(got, Err(ProviderError::Transient { .. })),
+        "{got:?}"
+    );
+
+    let got = client.send(&push(Platform::Android, "")).await;
+    assert_eq!(got, Err(bounced("400 INVALID_ARGUMENT")));
+}
+
+#[tokio::test]
+async fn fcm_wrong_project_is_a_credentials_failure() {
+    let fcm = fcm_with(FakeFcmConfig {
+        project_id: "someone-else".to_owned(),
+        ..FakeFcmConfig::default()
+    })
+    .await;
+    // The service account names the fake's project; point it at another one.
+    let path = PathBuf::from(fcm.config.service_account_file.clone().unwrap());
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("someone-else", "pushd-test")).unwrap();
+    let client = FcmClient::from_config(&fcm.config).unwrap();
+
+    let got = client.send(&push(Platform::Android, "tok")).await;
+
+    assert_eq!(
+        got,
+        Err(permanent(
+            FailureReason::CredentialsNotFound,
+            "403 SENDER_ID_MISMATCH"
+        ))
+    );
+}
+
+#[tokio::test]
+async fn missing_or_bad_credentials_fail_without_a_request() {
+    let apns = apns().await;
+    let fcm = fcm().await;
+    let apns_unset = ApnsConfig {
+        endpoint: Some(apns.fake.endpoint()),
+        ..ApnsConfig::default()
+    };
+    let fcm_unset = FcmConfig {
+        endpoint: Some(fcm.fake.endpoint()),
+        ..FcmConfig::default()
+    };
+    let providers = Providers::from_config(&apns_unset, &fcm_unset);
+
+    let ios = providers.send(push(Platform::Ios, &ios_token(1))).await;
+    let android = providers.send(push(Platform::Android, "tok")).await;
+
+    assert_eq!(
+        ios,
+        Err(permanent(
+            FailureReason::CredentialsNotFound,
+            "no APNs key configured"
+        ))
+    );
+    assert_eq!(
+        android,
+        Err(permanent(
+            FailureReason::CredentialsNotFound,
+            "no FCM service account configured"
+        ))
+    );
+
+    let dir = TempDir::new().unwrap();
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, "not a key").unwrap();
+    let bad_apns = ApnsConfig {
+        key_file: Some(garbage.display().to_string()),
+        ..apns.config.clone()
+    };
+    let bad_fcm = FcmConfig {
+        service_account_file: Some(dir.path().join("absent.json").display().to_string()),
+        ..fcm.config.clone()
+    };
+    let providers = Providers::from_config(&bad_apns, &bad_fcm);
+    for platform in [Platform::Ios, Platform::Android] {
+        let got = providers.send(push(platform, &ios_token(1))).await;
+        assert!(
+            matches!(
+                got,
+                Err(ProviderError::Permanent {
+                    reason: FailureReason::CredentialsNotFound,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+    }
+
+    assert_eq!((apns.fake.requests(), apns.fake.connections()), (0, 0));
+    assert_eq!((fcm.fake.requests(), fcm.fake.token_requests()), (0, 0));
+    assert_eq!(fcm.fake.connections(), 0);
+}
+
+#[tokio::test]
+async fn unreachable_provider_is_transient() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let apns = apns().await;
+    let config = ApnsConfig {
+        endpoint: Some(endpoint),
+        ..apns.config.clone()
+    };
+    let client = ApnsClient::from_config(&config).unwrap();
+
+    let got = client.send(&push(Platform::Ios, &ios_token(1))).await;
+
+    assert!(
+        matches!(&got, Err(ProviderError::Transient { detail, retry_after: None }) if detail.starts_with("network")),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn apns_jwt_is_cached_and_renewed() {
+    let apns = apns().await;
+    let cached = ApnsClient::from_config(&apns.config).unwrap();
+    for n in 0..3 {
+        cached
+            .send(&push(Platform::Ios, &ios_token(n)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(apns.fake.distinct_jwts(), 1);
+
+    let renewing = ApnsClient::new(&apns.config, Duration::ZERO).unwrap();
+    for n in 0..2 {
+        renewing
+            .send(&push(Platform::Ios, &ios_token(n)))
+            .await
+            .unwrap();
+    }
+    assert!(
+        apns.fake.distinct_jwts() >= 3,
+        "{}",
+        apns.fake.distinct_jwts()
+    );
+}
+
+#[tokio::test]
+async fn fcm_access_token_is_cached_and_refreshed() {
+    let fcm = fcm().await;
+    let cached = FcmClient::from_config(&fcm.config).unwrap();
+    for n in 0..3 {
+        cached
+            .send(&push(Platform::Android, &format!("t{n}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(fcm.fake.token_requests(), 1);
+
+    // Tokens live 60 s; refreshing 120 s before expiry refreshes every send.
+    let short = fcm_with(FakeFcmConfig {
+        token_expires_in: 60,
+        ..FakeFcmConfig::default()
+    })
+    .await;
+    let client = FcmClient::new(&short.config, Duration::from_secs(120)).unwrap();
+    for n in 0..2 {
+        client
+            .send(&push(Platform::Android, &format!("t{n}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(short.fake.token_requests(), 2);
+    assert_eq!(short.fake.distinct_access_tokens(), 2);
+}
+
+#[tokio::test]
+async fn fcm_401_refreshes_the_token_once() {
+    let fcm = fcm().await;
+    let client = FcmClient::from_config(&fcm.config).unwrap();
+    client.send(&push(Platform::Android, "t")).await.unwrap();
+
+    fcm.fake.revoke_tokens();
+    client.send(&push(Platform::Android, "t")).await.unwrap();
+
+    assert_eq!(fcm.fake.token_requests(), 2);
+    assert_eq!(fcm.fake.requests(), 3);
+    assert_eq!(fcm.fake.pushes("t").len(), 2);
+}
+
+#[tokio::test]
+async fn subscribers_receive_accepted_pushes() {
+    let apns = apns().await;
+    let fcm = fcm().await;
+    let mut ios_rx = apns.fake.subscribe();
+    let mut android_rx = fcm.fake.subscribe();
+    let providers = Providers::from_config(&apns.config, &fcm.config);
+    let token = ios_token(9);
+
+    providers.send(push(Platform::Ios, &token)).await.unwrap();
+    providers.send(push(Platform::Android, "a9")).await.unwrap();
+
+    let ios = ios_rx.recv().await.unwrap();
+    assert_eq!(
+        (ios.platform, ios.token.as_str()),
+        (Platform::Ios, token.as_str())
+    );
+    assert_eq!(ios.delivery_id, Some(format!("dlv-{token}")));
+    let android = android_rx.recv().await.unwrap();
+    assert_eq!(android.platform, Platform::Android);
+    assert_eq!(android.delivery_id.as_deref(), Some("dlv-a9"));
+}
+
+#[tokio::test]
+async fn fault_mix_applies_to_unscripted_tokens() {
+    let apns = apns_with(FaultMix {
+        unregistered: 1.0,
+        ..FaultMix::default()
+    })
+    .await;
+    let fcm = fcm_with(FakeFcmConfig {
+        mix: FaultMix {
+            transient: 1.0,
+            ..FaultMix::default()
+        },
+        ..FakeFcmConfig::default()
+    })
+    .await;
+    let providers = Providers::from_config(&apns.config, &fcm.config);
+
+    let ios = providers.send(push(Platform::Ios, &ios_token(1))).await;
+    let android = providers.send(push(Platform::Android, "a")).await;
+
+    assert_eq!(ios, Err(bounced("410 Unregistered")));
+    assert_eq!(android, Err(transient("503 UNAVAILABLE", None)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_burst_shares_few_connections() {
+    let apns = apns().await;
+    let fcm = fcm().await;
+    let providers = Providers::from_config(&apns.config, &fcm.config);
+
+    let sends = (0..1000u64).map(|n| {
+        let (platform, token) = if n % 2 == 0 {
+            (Platform::Ios, ios_token(n))
+        } else {
+            (Platform::Android, format!("android-{n}"))
+        };
+        tokio::spawn(providers.send(push(platform, &token)))
+    });
+    let results: Vec<Result<Accepted, ProviderError>> =
+        futures_util::future::try_join_all(sends).await.unwrap();
+
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!((apns.fake.accepted(), fcm.fake.accepted()), (500, 500));
+    assert!(apns.fake.connections() <= 4, "{}", apns.fake.connections());
+    assert!(fcm.fake.connections() <= 4, "{}", fcm.fake.connections());
+    assert_eq!(fcm.fake.token_requests(), 1);
+}

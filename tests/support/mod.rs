@@ -1,0 +1,232 @@
+//! Black-box test support: the real `pushd` binary on a free loopback port,
+//! on its own temporary data dir, driven over HTTP.
+#![allow(dead_code, reason = "each test binary uses part of the support module")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const API_KEY: &str = "test-api-key";
+pub const SDK_KEY: &str = "test-sdk-key";
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl Daemon {
+    /// Starts `pushd serve` on `data_dir` with extra environment variables.
+    pub fn start(data_dir: &Path, env: &[(&str, String)]) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushd"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PUSHD_LISTEN", "127.0.0.1:0")
+            .env("PUSHD_DATA_DIR", data_dir)
+            .env("PUSHD_API_KEY", API_KEY)
+            .env("PUSHD_SDK_KEY", SDK_KEY)
+            .env("PUSHD_BACKOFF_BASE_MS", "5")
+            .env("PUSHD_BACKOFF_MAX_MS", "50")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("pushd starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("pushd printed its address")
+                .expect("stdout line");
+            if let Some(addr) = line.strip_prefix("pushd listening on ") {
+                break addr.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Daemon {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().ok()?.code()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A request with the API key and a JSON body; answers status and body.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(API_KEY, method, path, body).await
+    }
+
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, v) = self.call(method, path, Some(body)).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        v
+    }
+
+    pub async fn customer(&self, id: &str, attrs: Value, devices: &[(&str, &str)]) {
+        self.ok(
+            "PUT",
+            &format!("/v1/customers/{id}"),
+            json!({"attributes": attrs}),
+        )
+        .await;
+        for (i, (token, platform)) in devices.iter().enumerate() {
+            let device = json!({"device": {"id": token, "platform": platform, "last_used": 1_764_100_000 + i as i64}});
+            self.ok("PUT", &format!("/v1/customers/{id}/devices"), device)
+                .await;
+        }
+    }
+
+    pub async fn message(&self, id: &str, campaign: &str, title: &str) {
+        let body = json!({"name": id, "campaign_id": campaign, "title": title,
+            "body": "Body for {{customer.id}}", "deep_link": "myapp://home",
+            "audience": "all_devices",
+            "conversion": {"event": "purchase", "window_seconds": 86400}});
+        self.ok("PUT", &format!("/v1/messages/{id}"), body).await;
+    }
+
+    /// Sends and answers the delivery ids in order.
+    pub async fn send(&self, message: &str, customers: &[&str]) -> Vec<String> {
+        let v = self
+            .ok(
+                "POST",
+                "/v1/send/push",
+                json!({"message_id": message, "customer_ids": customers}),
+            )
+            .await;
+        v["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["delivery_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Polls a delivery until `done` holds (bounded: 20 s).
+    pub async fn delivery_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, v) = self.call("GET", &format!("/v1/deliveries/{id}"), None).await;
+            assert_eq!(status, 200, "{v}");
+            if done(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "delivery {id} stuck: {v}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls until the delivery leaves `attempted`.
+    pub async fn settled(&self, id: &str) -> Value {
+        self.delivery_until(id, |v| v["status"] != "attempted").await
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fake APNs and FCM on loopback, and the daemon environment that points
+/// pushd at them with valid credentials.
+pub struct Fakes {
+    pub apns: pushd::sim::fake_apns::FakeApns,
+    pub fcm: pushd::sim::fake_fcm::FakeFcm,
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Fakes {
+    pub async fn start(dir: &Path, mix: pushd::sim::fake::FaultMix) -> Fakes {
+        use pushd::sim::fake_apns::{ApnsTestKey, FakeApns, FakeApnsConfig};
+        use pushd::sim::fake_fcm::{FakeFcm, FakeFcmConfig};
+        let key = ApnsTestKey::generate();
+        let key_file = dir.join("apns.p8");
+        key.write_p8(&key_file).unwrap();
+        let apns_config = FakeApnsConfig {
+            mix: mix.clone(),
+            ..FakeApnsConfig::new(&key)
+        };
+        let apns = FakeApns::start(apns_config.clone()).await.unwrap();
+        let fcm = FakeFcm::start(FakeFcmConfig {
+            mix,
+            ..FakeFcmConfig::default()
+        })
+        .await
+        .unwrap();
+        let account = dir.join("fcm.json");
+        fcm.write_service_account(&account).unwrap();
+        let env = vec![
+            ("PUSHD_APNS_ENDPOINT", apns.endpoint()),
+            ("PUSHD_APNS_KEY_FILE", key_file.display().to_string()),
+            ("PUSHD_APNS_KEY_ID", apns_config.key_id.clone()),
+            ("PUSHD_APNS_TEAM_ID", apns_config.team_id.clone()),
+            ("PUSHD_APNS_TOPIC", apns_config.topic.clone()),
+            ("PUSHD_FCM_ENDPOINT", fcm.endpoint()),
+            ("PUSHD_FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()),
+        ];
+        Fakes { apns, fcm, env }
+    }
+}
+
+/// An APNs-shaped token (64 hex digits) for customer number `i`.
+pub fn ios_token(i: usize) -> String {
+    format!("{i:064x}")
+}
+
+/// An FCM-shaped token for customer number `i`.
+pub fn android_token(i: usize) -> String {
+    format!("fcm-token-{i:08}")
+}
