@@ -4,7 +4,9 @@
 //! Counter and time-series keys are read-modify-written; each key belongs to
 //! the shard of its delivery's customer, and the commit holds the striped
 //! locks of all its shards from the reads until the batch is applied, so
-//! concurrent commits never lose an update.
+//! concurrent commits never lose an update. Deltas are taken from the
+//! stored delivery (read under that lock), not from the change's `before`,
+//! so a stale `before` cannot skew the counters or leave a stale index key.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{MutexGuard, PoisonError};

@@ -189,3 +189,30 @@ pub fn series_minute(key: &[u8], prefix_len: usize) -> Option<i64> {
     let bytes: [u8; 8] = key.get(prefix_len..prefix_len + 8)?.try_into().ok()?;
     Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_sort_like_numbers() {
+        let ts = [i64::MIN, -61, -1, 0, 1, 59, i64::MAX];
+        assert!(ts.windows(2).all(|w| time(w[0]) < time(w[1])));
+    }
+
+    #[test]
+    fn successor_bounds_a_prefix() {
+        assert_eq!(successor(b"d/"), Some(b"d0".to_vec()));
+        assert_eq!(successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(successor(&[0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn ids_inside_keys_do_not_overlap() {
+        let a = Index::Customer("a").prefix();
+        let ab = Index::Customer("a\0\0\0\x01b").prefix();
+        assert!(!ab.starts_with(&a) && !a.starts_with(&ab));
+        let key = [unsettled_prefix("c/1"), b"D1".to_vec()].concat();
+        assert_eq!(unsettled_customer(&key).as_deref(), Some("c/1"));
+    }
+}
