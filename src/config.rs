@@ -12,8 +12,10 @@ use clap::Args;
 use pushd_actors::engine::EngineConfig;
 use serde::Deserialize;
 
+use crate::providers::{ApnsConfig, FcmConfig};
+
 /// The whole configuration.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP API listens on.
@@ -27,37 +29,11 @@ pub struct Config {
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
     /// APNs.
-    pub apns: ApnsSection,
+    pub apns: ApnsConfig,
     /// FCM.
-    pub fcm: FcmSection,
+    pub fcm: FcmConfig,
     /// Sends and actors.
     pub engine: EngineSection,
-}
-
-/// `[apns]`: Apple Push Notification service with token (.p8) auth.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ApnsSection {
-    /// Base URL; `http://` means HTTP/2 with prior knowledge.
-    pub endpoint: String,
-    /// The .p8 signing key.
-    pub key_file: Option<PathBuf>,
-    /// The key's id (JWT `kid`).
-    pub key_id: Option<String>,
-    /// The Apple team id (JWT `iss`).
-    pub team_id: Option<String>,
-    /// The app's bundle id (`apns-topic`).
-    pub topic: Option<String>,
-}
-
-/// `[fcm]`: Firebase Cloud Messaging HTTP v1.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct FcmSection {
-    /// Base URL.
-    pub endpoint: String,
-    /// The service-account JSON (its `token_uri` is honoured).
-    pub service_account_file: Option<PathBuf>,
 }
 
 /// `[engine]`: retries and actor lifetimes.
@@ -84,30 +60,9 @@ impl Default for Config {
             api_key: None,
             sdk_key: None,
             max_body_bytes: 1 << 20,
-            apns: ApnsSection::default(),
-            fcm: FcmSection::default(),
+            apns: ApnsConfig::default(),
+            fcm: FcmConfig::default(),
             engine: EngineSection::default(),
-        }
-    }
-}
-
-impl Default for ApnsSection {
-    fn default() -> Self {
-        ApnsSection {
-            endpoint: "https://api.push.apple.com".into(),
-            key_file: None,
-            key_id: None,
-            team_id: None,
-            topic: None,
-        }
-    }
-}
-
-impl Default for FcmSection {
-    fn default() -> Self {
-        FcmSection {
-            endpoint: "https://fcm.googleapis.com".into(),
-            service_account_file: None,
         }
     }
 }
@@ -192,7 +147,7 @@ pub struct Overrides {
     pub apns_endpoint: Option<String>,
     /// APNs .p8 token-signing key; without it iOS sends fail credentials_not_found
     #[arg(long, env = "PUSHD_APNS_KEY_FILE")]
-    pub apns_key_file: Option<PathBuf>,
+    pub apns_key_file: Option<String>,
     /// APNs key id (JWT kid)
     #[arg(long, env = "PUSHD_APNS_KEY_ID")]
     pub apns_key_id: Option<String>,
@@ -207,7 +162,7 @@ pub struct Overrides {
     pub fcm_endpoint: Option<String>,
     /// FCM service-account JSON; without it Android sends fail credentials_not_found
     #[arg(long, env = "PUSHD_FCM_SERVICE_ACCOUNT_FILE")]
-    pub fcm_service_account_file: Option<PathBuf>,
+    pub fcm_service_account_file: Option<String>,
     /// Provider calls per device send, first included [default: 10]
     #[arg(long, env = "PUSHD_MAX_ATTEMPTS")]
     pub max_attempts: Option<u32>,
@@ -259,12 +214,12 @@ impl Overrides {
         set(&mut c.api_key, self.api_key.map(Some));
         set(&mut c.sdk_key, self.sdk_key.map(Some));
         set(&mut c.max_body_bytes, self.max_body_bytes);
-        set(&mut c.apns.endpoint, self.apns_endpoint);
+        set(&mut c.apns.endpoint, self.apns_endpoint.map(Some));
         set(&mut c.apns.key_file, self.apns_key_file.map(Some));
         set(&mut c.apns.key_id, self.apns_key_id.map(Some));
         set(&mut c.apns.team_id, self.apns_team_id.map(Some));
         set(&mut c.apns.topic, self.apns_topic.map(Some));
-        set(&mut c.fcm.endpoint, self.fcm_endpoint);
+        set(&mut c.fcm.endpoint, self.fcm_endpoint.map(Some));
         set(
             &mut c.fcm.service_account_file,
             self.fcm_service_account_file.map(Some),

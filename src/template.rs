@@ -72,7 +72,11 @@ impl Renderer for LiquidRenderer {
     ) -> Result<Content, RenderError> {
         let mut attributes = customer.attributes.clone();
         attributes.insert("id".into(), Value::String(customer.id.clone()));
-        let event = if data.is_object() { data.clone() } else { json!({}) };
+        let event = if data.is_object() {
+            data.clone()
+        } else {
+            json!({})
+        };
         let globals = liquid::model::to_object(&json!({"customer": attributes, "event": event}))
             .map_err(|e| RenderError::Syntax(e.to_string()))?;
         Ok(Content {
@@ -117,7 +121,11 @@ mod tests {
     fn renders_customer_and_event() {
         let r = LiquidRenderer::default();
         let c = r
-            .render(&spec("Hi {{customer.first_name}}"), &ada(), &json!({"order": "A-17"}))
+            .render(
+                &spec("Hi {{customer.first_name}}"),
+                &ada(),
+                &json!({"order": "A-17"}),
+            )
             .unwrap();
         assert_eq!(c.title, "Hi Ada");
         assert_eq!(c.body, "A-17");
@@ -128,7 +136,10 @@ mod tests {
     fn missing_variable_and_bad_syntax_are_told_apart() {
         let r = LiquidRenderer::default();
         let missing = r.render(&spec("{{customer.plan}}"), &ada(), &Value::Null);
-        assert!(matches!(missing, Err(RenderError::VariableMissing(_))), "{missing:?}");
+        assert!(
+            matches!(missing, Err(RenderError::VariableMissing(_))),
+            "{missing:?}"
+        );
         let syntax = r.render(&spec("{{ customer.first_name "), &ada(), &Value::Null);
         assert!(matches!(syntax, Err(RenderError::Syntax(_))), "{syntax:?}");
         assert!(r.check("{% if %}").is_err());

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pushd::sim::fake::FaultMix;
+use pushd::sim::FaultMix;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use support::{Daemon, Fakes, SDK_KEY, android_token, ios_token};
@@ -40,7 +40,9 @@ async fn load(d: Arc<Daemon>, acked: Arc<Mutex<Acked>>, seed: u64) {
         if resp.status() != 202 {
             return;
         }
-        let Ok(body) = resp.json::<Value>().await else { return };
+        let Ok(body) = resp.json::<Value>().await else {
+            return;
+        };
         let created: Vec<(String, usize)> = body["deliveries"]
             .as_array()
             .unwrap()
@@ -59,9 +61,11 @@ async fn load(d: Arc<Daemon>, acked: Arc<Mutex<Acked>>, seed: u64) {
                 .send()
                 .await;
             match resp {
-                Ok(r) if r.status() == 200 => {
-                    acked.lock().unwrap().reports.push((delivery, android_token(i)))
-                }
+                Ok(r) if r.status() == 200 => acked
+                    .lock()
+                    .unwrap()
+                    .reports
+                    .push((delivery, android_token(i))),
                 Ok(r) => panic!("report refused: {}", r.status()),
                 Err(_) => return,
             }
@@ -83,7 +87,13 @@ fn recount(details: &[Value]) -> HashMap<&'static str, i64> {
         *c.entry("sent").or_default() += reached as i64;
         *c.entry("delivered").or_default() += any("delivered_at") as i64;
         *c.entry("opened").or_default() += any("opened_at") as i64;
-        for s in ["attempted", "failed", "undeliverable", "bounced", "converted"] {
+        for s in [
+            "attempted",
+            "failed",
+            "undeliverable",
+            "bounced",
+            "converted",
+        ] {
             *c.entry(s).or_default() += (status == s) as i64;
         }
     }
@@ -107,17 +117,28 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
     for i in 0..CUSTOMERS {
         let devices = [(ios_token(i), "ios"), (android_token(i), "android")];
         let devices: Vec<(&str, &str)> = devices.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-        d.customer(&format!("c{i}"), json!({"first_name": format!("N{i}")}), &devices)
-            .await;
+        d.customer(
+            &format!("c{i}"),
+            json!({"first_name": format!("N{i}")}),
+            &devices,
+        )
+        .await;
     }
-    d.message("promo", "spring", "Hi {{customer.first_name}}").await;
+    d.message("promo", "spring", "Hi {{customer.first_name}}")
+        .await;
 
     let acked = Arc::new(Mutex::new(Acked::default()));
     let mut daemon = d;
     for round in 0..KILLS {
         let d = Arc::new(daemon);
         let workers: Vec<_> = (0..4)
-            .map(|w| tokio::spawn(load(d.clone(), acked.clone(), seed ^ (round * 4 + w) as u64)))
+            .map(|w| {
+                tokio::spawn(load(
+                    d.clone(),
+                    acked.clone(),
+                    seed ^ (round * 4 + w) as u64,
+                ))
+            })
             .collect();
         let moment = Duration::from_millis(rng.gen_range(150..600));
         tokio::time::sleep(moment).await;
@@ -131,25 +152,51 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
     }
     let d = daemon;
     let acked = std::mem::take(&mut *acked.lock().unwrap());
-    assert!(acked.deliveries.len() >= 8, "load ran: {}", acked.deliveries.len());
+    assert!(
+        acked.deliveries.len() >= 8,
+        "load ran: {}",
+        acked.deliveries.len()
+    );
 
     let mut details = Vec::new();
     for (id, _) in &acked.deliveries {
         let v = d.settled(id).await;
-        assert!(matches!(v["status"].as_str(), Some("sent" | "delivered" | "failed" | "bounced")), "{v}");
+        assert!(
+            matches!(
+                v["status"].as_str(),
+                Some("sent" | "delivered" | "failed" | "bounced")
+            ),
+            "{v}"
+        );
         details.push(v);
     }
     for (delivery, token) in &acked.reports {
-        let (_, v) = d.call("GET", &format!("/v1/deliveries/{delivery}"), None).await;
-        let device = v["devices"].as_array().unwrap().iter().find(|x| x["token"] == token.as_str()).unwrap();
-        assert!(!device["delivered_at"].is_null(), "acknowledged report lost: {v}");
+        let (_, v) = d
+            .call("GET", &format!("/v1/deliveries/{delivery}"), None)
+            .await;
+        let device = v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["token"] == token.as_str())
+            .unwrap();
+        assert!(
+            !device["delivered_at"].is_null(),
+            "acknowledged report lost: {v}"
+        );
     }
     // Every delivery in the log (acknowledged or not) counts; the counters
     // must equal a recount of them all.
     let mut all = Vec::new();
     let mut cursor = String::new();
     loop {
-        let (_, page) = d.call("GET", &format!("/v1/deliveries?message_id=promo&limit=500{cursor}"), None).await;
+        let (_, page) = d
+            .call(
+                "GET",
+                &format!("/v1/deliveries?message_id=promo&limit=500{cursor}"),
+                None,
+            )
+            .await;
         for s in page["deliveries"].as_array().unwrap() {
             let id = s["delivery_id"].as_str().unwrap();
             all.push(d.settled(id).await);

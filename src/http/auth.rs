@@ -31,7 +31,11 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
 
 /// Compares without an early exit, so timing does not leak the key.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn check(req: &HttpRequest, allow_sdk: bool) -> Result<(), ApiError> {

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use pushd_actors::model::Delivery;
 use pushd_actors::person::{DeviceReport, RetryDelivery, SendMessage};
+use pushd_actors::ports::Store;
 use pushd_actors::status::{MessageStatus, Report};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -111,10 +112,7 @@ async fn push_event(
         at: body.timestamp.unwrap_or_else(now),
     };
     let event = format!("{:?}", report.report).to_lowercase();
-    state
-        .registry
-        .ask(&delivery.customer_id, report)
-        .await??;
+    state.registry.ask(&delivery.customer_id, report).await??;
     metrics::counter!("pushd_reports_total", "event" => event).increment(1);
     Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
 }
@@ -188,9 +186,10 @@ async fn list_deliveries(
         return Err(ApiError::invalid_field("channel must be push"));
     }
     let status = match q.status.as_deref() {
-        Some(s) => Some(MessageStatus::parse(s).ok_or_else(|| {
-            ApiError::invalid_field(format!("unknown status {s:?}"))
-        })?),
+        Some(s) => Some(
+            MessageStatus::parse(s)
+                .ok_or_else(|| ApiError::invalid_field(format!("unknown status {s:?}")))?,
+        ),
         None => None,
     };
     let limit = q.limit.unwrap_or(100);

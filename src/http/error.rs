@@ -36,7 +36,11 @@ impl ApiError {
 
     /// 404 for a named kind of resource.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 }
 
@@ -61,7 +65,11 @@ impl From<EngineError> for ApiError {
             EngineError::Store(e) => e.into(),
             EngineError::Unavailable(_) => {
                 tracing::error!(error = %e, "engine unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
             }
         }
     }
@@ -75,5 +83,16 @@ impl From<StoreError> for ApiError {
             "store_error",
             "the store failed; nothing was changed",
         )
+    }
+}
+
+impl From<crate::store::Error> for ApiError {
+    fn from(e: crate::store::Error) -> Self {
+        match e {
+            crate::store::Error::BadCursor => {
+                ApiError::invalid_field("cursor is not one this server handed out")
+            }
+            other => StoreError::from(other).into(),
+        }
     }
 }

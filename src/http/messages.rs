@@ -142,5 +142,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/v1/messages/{id}/timeseries",
         web::get().to(message_timeseries),
     )
-    .route("/v1/campaigns/{id}/metrics", web::get().to(campaign_metrics));
+    .route(
+        "/v1/campaigns/{id}/metrics",
+        web::get().to(campaign_metrics),
+    );
 }

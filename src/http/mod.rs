@@ -5,6 +5,7 @@
 mod auth;
 mod body;
 mod customers;
+pub mod dashboard;
 mod deliveries;
 mod error;
 mod messages;
@@ -62,12 +63,12 @@ async fn prometheus(handle: web::Data<PrometheusHandle>) -> HttpResponse {
         .body(handle.render())
 }
 
-async fn unknown_route() -> ApiError {
-    ApiError::new(
+async fn unknown_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
         actix_web::http::StatusCode::NOT_FOUND,
         "not_found",
         "no such endpoint",
-    )
+    ))
 }
 
 /// Registers every route of the API.

@@ -95,22 +95,25 @@ impl Daemon {
         body: Option<Value>,
     ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(key);
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(key);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
         let (status, v) = self.call(method, path, Some(body)).await;
-        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
         v
     }
 
@@ -157,7 +160,9 @@ impl Daemon {
     pub async fn delivery_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (status, v) = self.call("GET", &format!("/v1/deliveries/{id}"), None).await;
+            let (status, v) = self
+                .call("GET", &format!("/v1/deliveries/{id}"), None)
+                .await;
             assert_eq!(status, 200, "{v}");
             if done(&v) {
                 return v;
@@ -169,7 +174,8 @@ impl Daemon {
 
     /// Polls until the delivery leaves `attempted`.
     pub async fn settled(&self, id: &str) -> Value {
-        self.delivery_until(id, |v| v["status"] != "attempted").await
+        self.delivery_until(id, |v| v["status"] != "attempted")
+            .await
     }
 }
 
@@ -189,7 +195,7 @@ pub struct Fakes {
 }
 
 impl Fakes {
-    pub async fn start(dir: &Path, mix: pushd::sim::fake::FaultMix) -> Fakes {
+    pub async fn start(dir: &Path, mix: pushd::sim::FaultMix) -> Fakes {
         use pushd::sim::fake_apns::{ApnsTestKey, FakeApns, FakeApnsConfig};
         use pushd::sim::fake_fcm::{FakeFcm, FakeFcmConfig};
         let key = ApnsTestKey::generate();
@@ -215,7 +221,10 @@ impl Fakes {
             ("PUSHD_APNS_TEAM_ID", apns_config.team_id.clone()),
             ("PUSHD_APNS_TOPIC", apns_config.topic.clone()),
             ("PUSHD_FCM_ENDPOINT", fcm.endpoint()),
-            ("PUSHD_FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()),
+            (
+                "PUSHD_FCM_SERVICE_ACCOUNT_FILE",
+                account.display().to_string(),
+            ),
         ];
         Fakes { apns, fcm, env }
     }
