@@ -707,8 +707,15 @@ async function retry(before, gen, button) {
   if (!changed) {
     notice = { kind: 'info', outcome: 'pending', text: `Retry accepted; the delivery has not settled yet (status ${current.status}). Press Refresh to check again.` };
   } else if (current.status === before.status) {
-    const reason = current.failure_reason ? ` (${FAILURES[current.failure_reason]?.title ?? current.failure_reason})` : '';
-    notice = { kind: 'error', outcome: 'same_status', text: `Retried: still ${current.status}${reason}.` };
+    const title = (r) => FAILURES[r]?.title ?? r;
+    let text = `Retried: still ${current.status}`;
+    if (current.failure_reason && current.failure_reason !== before.failure_reason) {
+      text += `, now because: ${title(current.failure_reason)}`;
+      if (before.failure_reason) text += ` (before: ${title(before.failure_reason)})`;
+    } else if (current.failure_reason) {
+      text += ` (${title(current.failure_reason)})`;
+    }
+    notice = { kind: 'error', outcome: 'same_status', text: `${text}.` };
   } else {
     notice = { kind: 'ok', outcome: 'changed', text: `Retried: status changed from ${before.status} to ${current.status}.` };
   }
