@@ -28,6 +28,8 @@ pub struct Config {
     pub sdk_key: Option<String>,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// sled page cache, MiB.
+    pub store_cache_mb: u64,
     /// APNs.
     pub apns: ApnsConfig,
     /// FCM.
@@ -60,6 +62,7 @@ impl Default for Config {
             api_key: None,
             sdk_key: None,
             max_body_bytes: 1 << 20,
+            store_cache_mb: 64,
             apns: ApnsConfig::default(),
             fcm: FcmConfig::default(),
             engine: EngineSection::default(),
@@ -142,6 +145,9 @@ pub struct Overrides {
     /// Largest request body in bytes [default: 1048576]
     #[arg(long, env = "PUSHD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// sled page cache in MiB [default: 64]
+    #[arg(long, env = "PUSHD_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<u64>,
     /// APNs base URL; http:// speaks h2c [default: https://api.push.apple.com]
     #[arg(long, env = "PUSHD_APNS_ENDPOINT")]
     pub apns_endpoint: Option<String>,
@@ -214,6 +220,7 @@ impl Overrides {
         set(&mut c.api_key, self.api_key.map(Some));
         set(&mut c.sdk_key, self.sdk_key.map(Some));
         set(&mut c.max_body_bytes, self.max_body_bytes);
+        set(&mut c.store_cache_mb, self.store_cache_mb);
         set(&mut c.apns.endpoint, self.apns_endpoint.map(Some));
         set(&mut c.apns.key_file, self.apns_key_file.map(Some));
         set(&mut c.apns.key_id, self.apns_key_id.map(Some));

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pushd::providers::{ApnsClient, ApnsConfig, FcmClient, FcmConfig, Providers};
+use pushd::providers::{ApnsClient, ApnsConfig, ClientOptions, FcmClient, FcmConfig, Providers};
 use pushd::sim::{
     ApnsTestKey, Behavior, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, Fault, FaultMix,
 };
@@ -433,6 +433,32 @@ async fn unreachable_provider_is_transient() {
 }
 
 #[tokio::test]
+async fn slow_answers_time_out_as_transient() {
+    let apns = apns().await;
+    let fcm = fcm().await;
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(200),
+        ..ClientOptions::default()
+    };
+    let providers = Providers::with_options(&apns.config, &fcm.config, &options);
+    let token = ios_token(1);
+    apns.fake
+        .script(&token, Behavior::Delay(Duration::from_secs(3600)));
+    fcm.fake
+        .script("slow", Behavior::Delay(Duration::from_secs(3600)));
+
+    let ios = providers.send(push(Platform::Ios, &token)).await;
+    let android = providers.send(push(Platform::Android, "slow")).await;
+
+    for got in [ios, android] {
+        assert!(
+            matches!(&got, Err(ProviderError::Transient { detail, .. }) if detail.starts_with("timeout")),
+            "{got:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn apns_jwt_is_cached_and_renewed() {
     let apns = apns().await;
     let cached = ApnsClient::from_config(&apns.config).unwrap();
@@ -444,7 +470,11 @@ async fn apns_jwt_is_cached_and_renewed() {
     }
     assert_eq!(apns.fake.distinct_jwts(), 1);
 
-    let renewing = ApnsClient::new(&apns.config, Duration::ZERO).unwrap();
+    let options = ClientOptions {
+        apns_token_ttl: Duration::ZERO,
+        ..ClientOptions::default()
+    };
+    let renewing = ApnsClient::new(&apns.config, &options).unwrap();
     for n in 0..2 {
         renewing
             .send(&push(Platform::Ios, &ios_token(n)))
@@ -476,7 +506,11 @@ async fn fcm_access_token_is_cached_and_refreshed() {
         ..FakeFcmConfig::default()
     })
     .await;
-    let client = FcmClient::new(&short.config, Duration::from_secs(120)).unwrap();
+    let options = ClientOptions {
+        fcm_refresh_margin: Duration::from_secs(120),
+        ..ClientOptions::default()
+    };
+    let client = FcmClient::new(&short.config, &options).unwrap();
     for n in 0..2 {
         client
             .send(&push(Platform::Android, &format!("t{n}")))

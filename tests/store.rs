@@ -484,7 +484,7 @@ async fn reopen_after_close_keeps_everything() {
     let mut d = delivery("c1", "m1", Some("g1"), &[(Platform::Ios, false)]);
     let before;
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path(), 8 << 20).unwrap();
         store.commit(change(None, &d)).await.unwrap();
         let created = d.clone();
         d.state.apply_report(0, Report::Delivered, 1_070);
@@ -505,7 +505,7 @@ async fn reopen_after_close_keeps_everything() {
         store.close();
         assert!(store.commit(change(None, &pending)).await.is_err());
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = SledStore::open(dir.path(), 8 << 20).unwrap();
     assert_eq!(store.delivery(&d.id).unwrap(), Some(d));
     assert_eq!(store.customer("c1").unwrap(), Some(customer("c1")));
     assert_eq!(store.message("m1").unwrap(), Some(spec("m1", Some("g1"))));

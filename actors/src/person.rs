@@ -239,6 +239,7 @@ impl PersonActor {
     /// answers its id.
     fn launch(&mut self, before: Option<Delivery>, delivery: Delivery) -> Reply<String> {
         let pending: Vec<usize> = pending_devices(&delivery.state).collect();
+        count_status(before.as_ref(), &delivery);
         let id = delivery.id.clone();
         let change = Change::Delivery {
             before: before.map(Box::new),
@@ -273,6 +274,7 @@ impl PersonActor {
     /// Records a changed delivery: keeps it in memory while unsettled and
     /// returns the change to commit.
     fn record(&mut self, before: Delivery, after: Delivery) -> Change {
+        count_status(Some(&before), &after);
         if after.state.settled() {
             self.unsettled.remove(&after.id);
         } else {
@@ -304,6 +306,14 @@ impl PersonActor {
             .map(Change::Customer)
             .into_iter()
             .collect()
+    }
+}
+
+/// Counts a delivery entering a new status (`pushd_delivery_status_total`).
+fn count_status(before: Option<&Delivery>, after: &Delivery) {
+    let status = after.status();
+    if before.is_none_or(|b| b.status() != status) {
+        metrics::counter!("pushd_delivery_status_total", "status" => status.as_str()).increment(1);
     }
 }
 
@@ -497,6 +507,13 @@ impl Handler<DeviceOutcome> for PersonActor {
         let now = self.ctx.clock.now();
         after.state.apply_outcome(msg.index, &msg.outcome, now);
         let send = &mut after.sends[msg.index];
+        let outcome = match &msg.outcome {
+            Outcome::Sent => "sent",
+            Outcome::Bounced => "bounced",
+            Outcome::Failed(reason) => reason.code(),
+        };
+        metrics::counter!("pushd_device_sends_total", "platform" => send.platform.as_str(), "outcome" => outcome)
+            .increment(1);
         send.attempts += msg.attempts;
         send.last_error = msg.last_error;
         send.provider_id = msg.provider_id.or(send.provider_id.take());

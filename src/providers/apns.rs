@@ -12,11 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::http::{client_for, network_error, retry_after, unix_now};
-use super::{APNS_DEFAULT_ENDPOINT, ApnsConfig, CredentialsError};
+use super::{APNS_DEFAULT_ENDPOINT, ApnsConfig, ClientOptions, CredentialsError};
 
-/// How long a signed provider token is reused. Apple refuses tokens older
-/// than an hour and throttles renewals more often than every 20 minutes.
-pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(40 * 60);
 /// How long APNs keeps trying to reach an offline device (`apns-expiration`).
 const EXPIRATION: Duration = Duration::from_secs(24 * 3600);
 
@@ -25,6 +22,7 @@ const EXPIRATION: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone)]
 pub struct ApnsClient(Arc<Inner>);
 
+/// What a client's clones share.
 struct Inner {
     http: reqwest::Client,
     endpoint: String,
@@ -33,13 +31,16 @@ struct Inner {
 }
 
 impl ApnsClient {
-    /// A client renewing its JWT every [`DEFAULT_TOKEN_TTL`].
+    /// A client with the default [`ClientOptions`].
     pub fn from_config(config: &ApnsConfig) -> Result<ApnsClient, CredentialsError> {
-        ApnsClient::new(config, DEFAULT_TOKEN_TTL)
+        ApnsClient::new(config, &ClientOptions::default())
     }
 
-    /// A client renewing its JWT once it is `token_ttl` old.
-    pub fn new(config: &ApnsConfig, token_ttl: Duration) -> Result<ApnsClient, CredentialsError> {
+    /// A client tuned by `options` (request timeout, JWT renewal).
+    pub fn new(
+        config: &ApnsConfig,
+        options: &ClientOptions,
+    ) -> Result<ApnsClient, CredentialsError> {
         let path = config
             .key_file
             .as_deref()
@@ -69,14 +70,14 @@ impl ApnsClient {
             key,
             key_id,
             team_id,
-            ttl: token_ttl,
+            ttl: options.apns_token_ttl,
             cached: Mutex::new(None),
         };
         // Sign once now: a key that cannot sign is a configuration error.
         signer.token().map_err(|e| invalid(e.detail().to_owned()))?;
         let endpoint = config.endpoint.as_deref().unwrap_or(APNS_DEFAULT_ENDPOINT);
         Ok(ApnsClient(Arc::new(Inner {
-            http: client_for(endpoint)?,
+            http: client_for(endpoint, options.request_timeout)?,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             topic,
             signer,

@@ -17,10 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::http::{client_for, network_error, retry_after, unix_now};
-use super::{CredentialsError, FCM_DEFAULT_ENDPOINT, FcmConfig};
+use super::{ClientOptions, CredentialsError, FCM_DEFAULT_ENDPOINT, FcmConfig};
 
-/// An access token is refreshed when it has less than this left to live.
-pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// The OAuth2 scope FCM sends need.
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 /// The JWT-bearer grant type (RFC 7523).
@@ -33,6 +31,7 @@ const ASSERTION_TTL: u64 = 3600;
 #[derive(Clone)]
 pub struct FcmClient(Arc<Inner>);
 
+/// What a client's clones share.
 struct Inner {
     http: reqwest::Client,
     token_http: reqwest::Client,
@@ -60,17 +59,13 @@ struct AccessToken {
 }
 
 impl FcmClient {
-    /// A client refreshing its token [`DEFAULT_REFRESH_MARGIN`] before expiry.
+    /// A client with the default [`ClientOptions`].
     pub fn from_config(config: &FcmConfig) -> Result<FcmClient, CredentialsError> {
-        FcmClient::new(config, DEFAULT_REFRESH_MARGIN)
+        FcmClient::new(config, &ClientOptions::default())
     }
 
-    /// A client refreshing its access token once less than `refresh_margin`
-    /// of its lifetime is left.
-    pub fn new(
-        config: &FcmConfig,
-        refresh_margin: Duration,
-    ) -> Result<FcmClient, CredentialsError> {
+    /// A client tuned by `options` (request timeout, token refresh margin).
+    pub fn new(config: &FcmConfig, options: &ClientOptions) -> Result<FcmClient, CredentialsError> {
         let path = config
             .service_account_file
             .as_deref()
@@ -89,8 +84,8 @@ impl FcmClient {
             .map_err(|e| invalid(e.to_string()))?;
         let endpoint = config.endpoint.as_deref().unwrap_or(FCM_DEFAULT_ENDPOINT);
         let inner = Inner {
-            http: client_for(endpoint)?,
-            token_http: client_for(&account.token_uri)?,
+            http: client_for(endpoint, options.request_timeout)?,
+            token_http: client_for(&account.token_uri, options.request_timeout)?,
             send_url: format!(
                 "{}/v1/projects/{}/messages:send",
                 endpoint.trim_end_matches('/'),
@@ -99,7 +94,7 @@ impl FcmClient {
             client_email: account.client_email,
             token_uri: account.token_uri,
             key,
-            refresh_margin,
+            refresh_margin: options.fcm_refresh_margin,
             token: tokio::sync::Mutex::new(None),
         };
         // Sign once now: a key that cannot sign is a configuration error.

@@ -6,16 +6,14 @@ use std::time::Duration;
 use pushd_actors::ports::ProviderError;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-/// How long one provider request may take, connection included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long connecting may take.
+/// How long connecting may take (within the request timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One pooled client for `url`'s host: HTTP/2 with prior knowledge (h2c) for
 /// `http://`, TLS with ALPN `h2` for `https://`. Requests multiplex over it.
-pub(crate) fn client_for(url: &str) -> Result<reqwest::Client, reqwest::Error> {
+pub(crate) fn client_for(url: &str, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     let builder = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(timeout)
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(60))
         .http2_keep_alive_while_idle(true);

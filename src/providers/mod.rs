@@ -9,7 +9,7 @@ mod apns;
 mod fcm;
 mod http;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pushd_actors::model::Platform;
 use pushd_actors::ports::{Accepted, BoxFuture, Provider, ProviderError, Push};
@@ -47,6 +47,29 @@ pub struct FcmConfig {
     pub endpoint: Option<String>,
     /// Path of the service-account JSON file.
     pub service_account_file: Option<String>,
+}
+
+/// Tuning of the provider clients; the defaults suit production.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions {
+    /// How long one request may take, connecting included; then it is transient.
+    pub request_timeout: Duration,
+    /// APNs: a signed JWT is reused until it is this old. Apple refuses
+    /// tokens older than an hour and throttles renewals within 20 minutes.
+    pub apns_token_ttl: Duration,
+    /// FCM: the access token is refreshed once less than this of its
+    /// lifetime is left.
+    pub fcm_refresh_margin: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            request_timeout: Duration::from_secs(30),
+            apns_token_ttl: Duration::from_secs(40 * 60),
+            fcm_refresh_margin: Duration::from_secs(5 * 60),
+        }
+    }
 }
 
 /// Why a provider client could not be built from its configuration.
@@ -87,14 +110,19 @@ impl Providers {
     /// Builds both clients; a platform whose credentials are missing or bad
     /// is logged once and then fails its sends with `credentials_not_found`.
     pub fn from_config(apns: &ApnsConfig, fcm: &FcmConfig) -> Providers {
-        let apns = ApnsClient::from_config(apns).map_err(|e| {
+        Providers::with_options(apns, fcm, &ClientOptions::default())
+    }
+
+    /// [`Providers::from_config`] with tuned clients.
+    pub fn with_options(apns: &ApnsConfig, fcm: &FcmConfig, options: &ClientOptions) -> Providers {
+        let apns = ApnsClient::new(apns, options).map_err(|e| {
             tracing::warn!(error = %e, "APNs disabled: iOS sends fail with credentials_not_found");
             match e {
                 CredentialsError::Missing(_) => "no APNs key configured".to_owned(),
                 e => format!("APNs credentials unusable: {e}"),
             }
         });
-        let fcm = FcmClient::from_config(fcm).map_err(|e| {
+        let fcm = FcmClient::new(fcm, options).map_err(|e| {
             tracing::warn!(error = %e, "FCM disabled: Android sends fail with credentials_not_found");
             match e {
                 CredentialsError::Missing(_) => "no FCM service account configured".to_owned(),

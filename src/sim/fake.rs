@@ -112,7 +112,9 @@ impl std::error::Error for ResetStream {}
 
 /// What a fake does with a scripted or random push: wait, then maybe fail.
 pub(crate) struct Decision {
+    /// How long to wait before answering.
     pub(crate) delay: Duration,
+    /// The failure to answer with, if any.
     pub(crate) fault: Option<Fault>,
 }
 
@@ -130,6 +132,7 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
+    /// An empty record for `platform`'s fake, drawing faults from `mix`.
     pub(crate) fn new(platform: Platform, mix: FaultMix) -> Recorder {
         Recorder {
             platform,
@@ -180,38 +183,27 @@ impl Recorder {
             .insert(token.to_owned(), behavior);
     }
 
-    /// What to do with a push to `token`.
+    /// What to do with a push to `token`: its script, else the random mix.
     pub(crate) fn decide(&self, token: &str) -> Decision {
-        let mut script = self.script.lock().expect("script lock");
-        match script.get_mut(token) {
-            Some(Behavior::Fail(fault)) => {
-                return Decision {
-                    delay: Duration::ZERO,
-                    fault: Some(*fault),
-                };
-            }
+        let immediate = |fault| Decision {
+            delay: Duration::ZERO,
+            fault,
+        };
+        match self.script.lock().expect("script lock").get_mut(token) {
+            Some(Behavior::Fail(fault)) => return immediate(Some(*fault)),
             Some(Behavior::FailTimes { n, fault }) if *n > 0 => {
                 *n -= 1;
-                return Decision {
-                    delay: Duration::ZERO,
-                    fault: Some(*fault),
-                };
+                return immediate(Some(*fault));
             }
+            Some(Behavior::FailTimes { .. }) => return immediate(None),
             Some(Behavior::Delay(delay)) => {
                 return Decision {
                     delay: *delay,
                     fault: None,
                 };
             }
-            Some(Behavior::FailTimes { .. }) => {
-                return Decision {
-                    delay: Duration::ZERO,
-                    fault: None,
-                };
-            }
             None => {}
         }
-        drop(script);
         let roll: f64 = self.rng.lock().expect("rng lock").r#gen();
         let fault = if roll < self.mix.unregistered {
             Some(Fault::Unregistered)

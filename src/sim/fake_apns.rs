@@ -95,6 +95,7 @@ pub struct FakeApns {
     state: Arc<State>,
 }
 
+/// What the server's handler shares with [`FakeApns`].
 struct State {
     config: FakeApnsConfig,
     key: DecodingKey,
@@ -185,6 +186,7 @@ impl FakeApns {
 }
 
 impl State {
+    /// Validates one request as APNs does, then answers as scripted.
     async fn handle(&self, parts: Parts, body: Bytes) -> Reply {
         self.recorder.request();
         if parts.method != Method::POST {
@@ -203,7 +205,7 @@ impl State {
         let Some(iat) = self.verify(jwt) else {
             return error(403, "InvalidProviderToken");
         };
-        if crate_now().saturating_sub(iat) > MAX_TOKEN_AGE {
+        if unix_now().saturating_sub(iat) > MAX_TOKEN_AGE {
             return error(403, "ExpiredProviderToken");
         }
         self.recorder.saw_credential(jwt);
@@ -267,7 +269,7 @@ impl State {
 }
 
 /// Now, Unix seconds.
-fn crate_now() -> u64 {
+fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -284,7 +286,7 @@ fn fault_reply(fault: Fault) -> Reply {
     match fault {
         Fault::Unregistered => json_response(
             410,
-            &json!({"reason": "Unregistered", "timestamp": crate_now() * 1000}),
+            &json!({"reason": "Unregistered", "timestamp": unix_now() * 1000}),
             &[],
         ),
         Fault::BadDeviceToken => error(400, "BadDeviceToken"),

@@ -69,6 +69,7 @@ pub struct FakeFcm {
     state: Arc<State>,
 }
 
+/// What the server's handler shares with [`FakeFcm`].
 struct State {
     config: FakeFcmConfig,
     key: DecodingKey,
@@ -193,6 +194,7 @@ impl FakeFcm {
 }
 
 impl State {
+    /// Routes one request: token endpoint or `messages:send`.
     async fn handle(&self, parts: Parts, body: Bytes) -> Reply {
         if parts.method != Method::POST {
             return error(405, "METHOD_NOT_ALLOWED", None);

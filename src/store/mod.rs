@@ -34,9 +34,12 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (or creates) the durable store in directory `path`.
-    pub fn open(path: impl AsRef<Path>) -> Result<SledStore, Error> {
-        Self::with_db(sled::Config::new().path(path).open()?)
+    /// Opens (or creates) the durable store in directory `path`, with a page
+    /// cache of at most `cache_bytes` (sled's default is 1 GiB, which would
+    /// make idle customers cost far more memory than they need).
+    pub fn open(path: impl AsRef<Path>, cache_bytes: u64) -> Result<SledStore, Error> {
+        let config = sled::Config::new().path(path).cache_capacity(cache_bytes);
+        Self::with_db(config.open()?)
     }
 
     /// A store in a temporary directory, removed when it is dropped.
