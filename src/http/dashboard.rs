@@ -7,7 +7,7 @@
 //!
 //! Routes: `GET /` (the page) and `GET /assets/{file}` (`app.js`, `style.css`).
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
@@ -69,19 +69,15 @@ async fn assets(req: HttpRequest) -> HttpResponse {
 }
 
 fn respond(body: &'static str, content_type: &'static str) -> HttpResponse {
-    let mut res = HttpResponse::Ok()
+    HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, content_type))
         // The assets change with the binary; make the browser revalidate so an upgraded
         // daemon never runs an old app.js against a new API.
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .body(body);
-    res.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    res
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .body(body)
 }
 
 #[cfg(test)]

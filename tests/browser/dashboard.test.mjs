@@ -494,6 +494,9 @@ test('Retry on a liquid failure after fixing the attribute ends in another state
     assert.equal(await page.locator('#failure').count(), 0);
   }
   assert.equal(await page.locator('#failure[data-failure-reason="liquid_variable_missing"]').count(), 0);
+  const note = await page.locator('#retry-result').textContent();
+  if (afterward.status === 'failed') assert.match(note, /now because/, note);
+  else assert.match(note, new RegExp(`from failed to ${afterward.status}`), note);
   assertDevicesShown(await readDeviceRows(), afterward);
   await shot('delivery-retried-liquid');
 });

@@ -412,23 +412,27 @@ async function loadRecentIds(gen) {
   box.dataset.seen = JSON.stringify(seen);
 }
 
-// Inline SVG line chart of delivered and opened per minute since the send.
+// Inline SVG chart of delivered and opened since the send. The API gives sparse
+// per-minute counts (minutes since the delivery was created, first report per
+// delivery); the chart draws their running totals as step lines, so a minute without
+// reports keeps the line flat. The "Chart data" table lists the per-minute counts.
 function renderChart(points) {
   const W = 720, H = 260, M = { top: 16, right: 16, bottom: 40, left: 52 };
   const iw = W - M.left - M.right, ih = H - M.top - M.bottom;
   const pts = [...points].filter((p) => typeof p.minute === 'number').sort((a, b) => a.minute - b.minute);
+  let totD = 0, totO = 0;
+  const cum = pts.map((p) => ({ minute: p.minute, delivered: (totD += p.delivered ?? 0), opened: (totO += p.opened ?? 0) }));
   const maxX = Math.max(1, ...pts.map((p) => p.minute));
-  const maxY = niceMax(Math.max(0, ...pts.map((p) => Math.max(p.delivered ?? 0, p.opened ?? 0))));
+  const maxY = niceMax(Math.max(totD, totO));
   const x = (v) => M.left + (v / maxX) * iw;
   const y = (v) => M.top + ih - (v / maxY) * ih;
 
   const children = [
-    s('title', { id: 'chart-svg-title' }, 'Delivered and opened by minute since the send'),
+    s('title', { id: 'chart-svg-title' }, 'Delivered and opened since the send, running totals by minute'),
     s('desc', { id: 'chart-svg-desc' }, pts.length
-      ? `${pts.length} points over ${maxX} minutes; highest value ${Math.max(...pts.map((p) => Math.max(p.delivered ?? 0, p.opened ?? 0)))}.`
+      ? `Over ${maxX} minutes: ${totD} delivered and ${totO} opened.`
       : 'No data yet.'),
   ];
-  // Grid and axes.
   for (const t of ticks(maxY, 5)) {
     children.push(s('line', { class: 'grid', x1: M.left, x2: M.left + iw, y1: y(t), y2: y(t) }));
     children.push(s('text', { class: 'tick', x: M.left - 8, y: y(t) + 4, 'text-anchor': 'end' }, fmtInt(t)));
@@ -444,12 +448,20 @@ function renderChart(points) {
     children.push(s('text', { class: 'empty', x: M.left + iw / 2, y: M.top + ih / 2, 'text-anchor': 'middle' }, 'No data yet'));
   } else {
     for (const key of ['delivered', 'opened']) {
-      const coords = pts.map((p) => `${x(p.minute).toFixed(1)},${y(p[key] ?? 0).toFixed(1)}`).join(' ');
-      children.push(s('polyline', { class: `series series-${key}`, points: coords, 'data-series': key }));
-      if (pts.length <= 60) {
-        for (const p of pts) {
-          children.push(s('circle', { class: `dot dot-${key}`, cx: x(p.minute).toFixed(1), cy: y(p[key] ?? 0).toFixed(1), r: 3 },
-            s('title', {}, `minute ${p.minute}: ${p[key] ?? 0} ${key}`)));
+      // Step line from (0, 0): flat until a minute with reports, then up.
+      const coords = [[0, 0]];
+      let last = 0;
+      for (const p of cum) {
+        coords.push([p.minute, last], [p.minute, p[key]]);
+        last = p[key];
+      }
+      coords.push([maxX, last]);
+      const attr = coords.map(([mx, my]) => `${x(mx).toFixed(1)},${y(my).toFixed(1)}`).join(' ');
+      children.push(s('polyline', { class: `series series-${key}`, points: attr, 'data-series': key, 'data-total': last }));
+      if (cum.length <= 60) {
+        for (const p of cum) {
+          children.push(s('circle', { class: `dot dot-${key}`, cx: x(p.minute).toFixed(1), cy: y(p[key]).toFixed(1), r: 3 },
+            s('title', {}, `minute ${p.minute}: ${p[key]} ${key} in total`)));
         }
       }
     }
@@ -460,17 +472,21 @@ function renderChart(points) {
   }, ...children);
 
   const legend = h('ul', { class: 'legend' },
-    h('li', { class: 'legend-delivered' }, 'Delivered'),
-    h('li', { class: 'legend-opened' }, 'Opened'));
+    h('li', { class: 'legend-delivered' }, `Delivered (${fmtInt(totD)})`),
+    h('li', { class: 'legend-opened' }, `Opened (${fmtInt(totO)})`));
   const table = h('details', { class: 'chart-data' },
     h('summary', {}, 'Chart data'),
     pts.length
       ? h('table', {},
-          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Minute'), h('th', { scope: 'col' }, 'Delivered'), h('th', { scope: 'col' }, 'Opened'))),
-          h('tbody', {}, ...pts.map((p) => h('tr', {}, h('td', {}, p.minute), h('td', {}, fmtInt(p.delivered ?? 0)), h('td', {}, fmtInt(p.opened ?? 0))))))
+          h('thead', {}, h('tr', {}, ...['Minute', 'Delivered', 'Opened', 'Delivered, total', 'Opened, total'].map((t) => h('th', { scope: 'col' }, t)))),
+          h('tbody', {}, ...pts.map((p, i) => h('tr', {},
+            h('td', {}, p.minute), h('td', {}, fmtInt(p.delivered ?? 0)), h('td', {}, fmtInt(p.opened ?? 0)),
+            h('td', {}, fmtInt(cum[i].delivered)), h('td', {}, fmtInt(cum[i].opened))))))
       : h('p', { class: 'muted' }, 'No data yet.'));
   $('#chart').replaceChildren(legend, svg, table);
-  $('#chart-caption').textContent = pts.length ? '' : 'No delivered or opened reports yet for this send.';
+  $('#chart-caption').textContent = pts.length
+    ? 'Running totals of people whose device first reported delivered or opened, by minute after the send.'
+    : 'No delivered or opened reports yet for this send.';
 }
 
 function niceMax(v) {
@@ -586,6 +602,11 @@ function renderDelivery(d, gen, notice) {
     ...field('Created at', timeEl(d.created_at), 'created_at'),
     ...field('Attempted at', timeEl(d.attempted_at), 'attempted_at'),
     ...field('Converted at', timeEl(d.converted_at), 'converted_at'),
+    ...(d.content ? [
+      ...field('Title', d.content.title ?? '', 'content_title'),
+      ...field('Body', d.content.body ?? '', 'content_body'),
+      ...field('Deep link', d.content.deep_link ? h('span', { class: 'mono' }, d.content.deep_link) : '\u2014', 'content_deep_link'),
+    ] : []),
   );
 
   const parts = [];
@@ -616,7 +637,8 @@ function deviceRow(dev) {
   return h('tr', { 'data-token': dev.token, 'data-status': dev.status },
     h('td', { 'data-field': 'token', class: 'mono token' }, dev.token),
     h('td', { 'data-field': 'platform' }, dev.platform === 'ios' ? 'iOS' : dev.platform === 'android' ? 'Android' : (dev.platform ?? '\u2014')),
-    h('td', { 'data-field': 'status' }, statusBadge(dev.status)),
+    h('td', { 'data-field': 'status' }, statusBadge(dev.status),
+      dev.failure_reason ? h('span', { class: 'reason', 'data-failure-reason': dev.failure_reason }, FAILURES[dev.failure_reason]?.title ?? dev.failure_reason) : null),
     h('td', { 'data-field': 'attempts', class: 'numeric', 'data-value': dev.attempts }, fmtInt(dev.attempts)),
     h('td', { 'data-field': 'last_error', class: 'error-text' }, dev.last_error ?? '\u2014'),
     h('td', { 'data-field': 'provider_id', class: 'mono' }, dev.provider_id ?? '\u2014'),
@@ -685,8 +707,15 @@ async function retry(before, gen, button) {
   if (!changed) {
     notice = { kind: 'info', outcome: 'pending', text: `Retry accepted; the delivery has not settled yet (status ${current.status}). Press Refresh to check again.` };
   } else if (current.status === before.status) {
-    const reason = current.failure_reason ? ` (${FAILURES[current.failure_reason]?.title ?? current.failure_reason})` : '';
-    notice = { kind: 'error', outcome: 'same_status', text: `Retried: still ${current.status}${reason}.` };
+    const title = (r) => FAILURES[r]?.title ?? r;
+    let text = `Retried: still ${current.status}`;
+    if (current.failure_reason && current.failure_reason !== before.failure_reason) {
+      text += `, now because: ${title(current.failure_reason)}`;
+      if (before.failure_reason) text += ` (before: ${title(before.failure_reason)})`;
+    } else if (current.failure_reason) {
+      text += ` (${title(current.failure_reason)})`;
+    }
+    notice = { kind: 'error', outcome: 'same_status', text: `${text}.` };
   } else {
     notice = { kind: 'ok', outcome: 'changed', text: `Retried: status changed from ${before.status} to ${current.status}.` };
   }
