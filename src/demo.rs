@@ -69,7 +69,9 @@ const MESSAGE: &str = "spring-sale";
 const CAMPAIGN: &str = "spring";
 
 /// Fakes and their credentials, written into the data dir.
-async fn providers(args: &DemoArgs) -> Result<(FakeApns, FakeFcm, ApnsConfig, FcmConfig), DemoError> {
+async fn providers(
+    args: &DemoArgs,
+) -> Result<(FakeApns, FakeFcm, ApnsConfig, FcmConfig), DemoError> {
     let mix = FaultMix {
         unregistered: 0.02,
         transient: 0.05,
@@ -103,7 +105,12 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value, DemoError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, DemoError> {
         let resp = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -122,7 +129,11 @@ impl Api {
 
     async fn healthy(&self) -> bool {
         let url = format!("{}/healthz", self.base);
-        self.client.get(url).send().await.is_ok_and(|r| r.status().is_success())
+        self.client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     }
 }
 
@@ -137,7 +148,10 @@ fn bar(len: usize, what: &str) -> ProgressBar {
 }
 
 /// Creates customers (with devices) over the API; returns the fleet's phones.
-async fn create_customers(api: &Api, args: &DemoArgs) -> Result<HashMap<String, crate::sim::fleet::SimDevice>, DemoError> {
+async fn create_customers(
+    api: &Api,
+    args: &DemoArgs,
+) -> Result<HashMap<String, crate::sim::fleet::SimDevice>, DemoError> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let profile = FleetProfile::default();
     let mut phones = HashMap::new();
@@ -148,10 +162,11 @@ async fn create_customers(api: &Api, args: &DemoArgs) -> Result<HashMap<String, 
         let unsubscribed = rng.gen_bool(0.02);
         let mut devices = Vec::new();
         let roll: f64 = rng.r#gen();
-        if roll < 0.45 || roll >= 0.9 {
+        // About 45 % iOS only, 45 % Android only, 7 % both, 3 % no device.
+        if roll < 0.45 || (0.9..0.97).contains(&roll) {
             devices.push((format!("{:064x}", rng.r#gen::<u128>()), Platform::Ios));
         }
-        if (0.4..0.97).contains(&roll) {
+        if (0.45..0.97).contains(&roll) {
             devices.push((format!("fcm-{}", rng.r#gen::<u64>()), Platform::Android));
         }
         for (token, platform) in &devices {
@@ -185,13 +200,21 @@ async fn send_campaign(api: &Api, customers: usize) -> Result<usize, DemoError> 
         "body": "20% off your {{customer.plan}} plan{% if event.code %} with {{event.code}}{% endif %}",
         "deep_link": "myapp://sale?c={{customer.id}}", "audience": "all_devices",
         "conversion": {"event": "purchase", "window_seconds": 86400}});
-    api.call(reqwest::Method::PUT, &format!("/v1/messages/{MESSAGE}"), message).await?;
+    api.call(
+        reqwest::Method::PUT,
+        &format!("/v1/messages/{MESSAGE}"),
+        message,
+    )
+    .await?;
     let ids: Vec<String> = (0..customers).map(|i| format!("customer-{i:05}")).collect();
     let progress = bar(customers, "sending");
     let mut sent = 0;
     for chunk in ids.chunks(250) {
-        let body = json!({"message_id": MESSAGE, "customer_ids": chunk, "data": {"code": "SPRING20"}});
-        let v = api.call(reqwest::Method::POST, "/v1/send/push", body).await?;
+        let body =
+            json!({"message_id": MESSAGE, "customer_ids": chunk, "data": {"code": "SPRING20"}});
+        let v = api
+            .call(reqwest::Method::POST, "/v1/send/push", body)
+            .await?;
         let n = v["deliveries"].as_array().map_or(0, Vec::len);
         sent += n;
         progress.inc(n as u64);
@@ -201,7 +224,15 @@ async fn send_campaign(api: &Api, customers: usize) -> Result<usize, DemoError> 
 }
 
 const COLUMNS: [&str; 9] = [
-    "sends", "sent", "delivered", "opened", "converted", "failed", "bounced", "undeliverable", "suppressed",
+    "sends",
+    "sent",
+    "delivered",
+    "opened",
+    "converted",
+    "failed",
+    "bounced",
+    "undeliverable",
+    "suppressed",
 ];
 
 /// The overview table: totals by person, then devices by platform.
@@ -235,10 +266,18 @@ fn overview(m: &Value) -> String {
 
 /// Shows the overview refreshing while late reports arrive.
 async fn watch(api: &Api, stats: &FleetStats, seconds: u64) -> Result<(), DemoError> {
+    use std::io::IsTerminal;
+    let redraw = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut lines = 0;
     loop {
-        let m = api.call(reqwest::Method::GET, &format!("/v1/campaigns/{CAMPAIGN}/metrics"), Value::Null).await?;
+        let m = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/campaigns/{CAMPAIGN}/metrics"),
+                Value::Null,
+            )
+            .await?;
         let table = format!(
             "{}fleet: {} pushes received, {} reports accepted, {} still to come\n",
             overview(&m),
@@ -246,12 +285,17 @@ async fn watch(api: &Api, stats: &FleetStats, seconds: u64) -> Result<(), DemoEr
             stats.reported.load(Ordering::Relaxed),
             stats.pending.load(Ordering::Relaxed),
         );
-        if lines > 0 {
-            print!("\x1b[{lines}A");
+        let done = started.elapsed() >= Duration::from_secs(seconds);
+        if redraw {
+            if lines > 0 {
+                print!("\x1b[{lines}A");
+            }
+            print!("{table}");
+            lines = table.lines().count();
+        } else if done || started.elapsed().as_secs() % 5 == 0 {
+            println!("{table}");
         }
-        print!("{table}");
-        lines = table.lines().count();
-        if started.elapsed() >= Duration::from_secs(seconds) {
+        if done {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -287,7 +331,12 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("pushd demo: {} customers, fake APNs at {}, fake FCM at {}", args.customers, apns.endpoint(), fcm.endpoint());
+    println!(
+        "pushd demo: {} customers, fake APNs at {}, fake FCM at {}",
+        args.customers,
+        apns.endpoint(),
+        fcm.endpoint()
+    );
     let devices = create_customers(&api, &args).await?;
     let (tx, inbox) = tokio::sync::mpsc::unbounded_channel();
     for mut rx in [apns.subscribe(), fcm.subscribe()] {
@@ -311,7 +360,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!("{sent} deliveries accepted; overview of campaign {CAMPAIGN} as reports arrive:\n");
     watch(&api, &stats, args.watch_seconds).await?;
     println!("\ndashboard: {}/  (API key: {API_KEY})", api.base);
-    println!("delivery log: {}/v1/deliveries?campaign_id={CAMPAIGN}", api.base);
+    println!(
+        "delivery log: {}/v1/deliveries?campaign_id={CAMPAIGN}",
+        api.base
+    );
     if args.exit {
         return Ok(());
     }

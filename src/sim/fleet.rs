@@ -254,7 +254,9 @@ impl Report {
                 let customer = &f.devices[&self.token].customer_id;
                 self.client
                     .post(format!("{}/v1/customers/{customer}/events", f.base_url))
-                    .json(&json!({"name": f.goal, "data": {"source": "fleet"}, "timestamp": self.at}))
+                    .json(
+                        &json!({"name": f.goal, "data": {"source": "fleet"}, "timestamp": self.at}),
+                    )
             }
         };
         let ok = request
@@ -262,7 +264,11 @@ impl Report {
             .send()
             .await
             .is_ok_and(|r| r.status().is_success());
-        let counter = if ok { &self.stats.reported } else { &self.stats.errors };
+        let counter = if ok {
+            &self.stats.reported
+        } else {
+            &self.stats.errors
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         self.stats.pending.fetch_sub(1, Ordering::Relaxed);
     }
@@ -297,12 +303,24 @@ mod tests {
             ..FleetProfile::default()
         };
         let mut rng = StdRng::seed_from_u64(1);
-        let ios_out = plan(&phone(Platform::Ios, AppState::Foreground, false), &profile, &mut rng);
+        let ios_out = plan(
+            &phone(Platform::Ios, AppState::Foreground, false),
+            &profile,
+            &mut rng,
+        );
         assert!(ios_out.is_empty());
-        let ios_in = plan(&phone(Platform::Ios, AppState::Foreground, true), &profile, &mut rng);
+        let ios_in = plan(
+            &phone(Platform::Ios, AppState::Foreground, true),
+            &profile,
+            &mut rng,
+        );
         assert_eq!(ios_in[0].1, Action::Report("delivered"));
         assert_eq!(ios_in[1].1, Action::Report("opened"));
-        let android = plan(&phone(Platform::Android, AppState::Foreground, false), &profile, &mut rng);
+        let android = plan(
+            &phone(Platform::Android, AppState::Foreground, false),
+            &profile,
+            &mut rng,
+        );
         assert_eq!(android[0].1, Action::Report("delivered"));
     }
 
@@ -310,12 +328,20 @@ mod tests {
     fn closed_and_dozing_apps_report_hours_later_and_no_sdk_never() {
         let profile = FleetProfile::default();
         let mut rng = StdRng::seed_from_u64(2);
-        let closed = plan(&phone(Platform::Android, AppState::Closed, true), &profile, &mut rng);
+        let closed = plan(
+            &phone(Platform::Android, AppState::Closed, true),
+            &profile,
+            &mut rng,
+        );
         assert!(closed[0].0 >= 3600);
         let mut dozing = phone(Platform::Android, AppState::Background, true);
         dozing.dozing = true;
         assert!(plan(&dozing, &profile, &mut rng)[0].0 >= 3600);
-        let fg = plan(&phone(Platform::Android, AppState::Foreground, true), &profile, &mut rng);
+        let fg = plan(
+            &phone(Platform::Android, AppState::Foreground, true),
+            &profile,
+            &mut rng,
+        );
         assert!(fg[0].0 < 60);
         let mut old_app = phone(Platform::Ios, AppState::Foreground, true);
         old_app.has_sdk = false;
