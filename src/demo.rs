@@ -292,7 +292,7 @@ async fn watch(api: &Api, stats: &FleetStats, seconds: u64) -> Result<(), DemoEr
             }
             print!("{table}");
             lines = table.lines().count();
-        } else if done || started.elapsed().as_secs() % 5 == 0 {
+        } else if done || started.elapsed().as_secs().is_multiple_of(5) {
             println!("{table}");
         }
         if done {

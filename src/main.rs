@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon (HTTP API, engine, providers) until SIGTERM/SIGINT.
-    Serve(Overrides),
+    Serve(Box<Overrides>),
     /// Run the daemon with fake APNs/FCM and a simulated device fleet.
     Demo(pushd::demo::DemoArgs),
 }
