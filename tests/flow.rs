@@ -125,6 +125,13 @@ async fn ios_and_android_send_then_reports_move_the_status() {
         .map(|p| p["delivered"].as_i64().unwrap())
         .sum();
     assert_eq!(delivered, 1, "{series}");
+    let campaign: Value = d
+        .ok("GET", "/v1/campaigns/onboarding/timeseries", Value::Null)
+        .await;
+    assert_eq!(
+        campaign, series,
+        "one message: the campaign's series is the message's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

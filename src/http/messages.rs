@@ -101,6 +101,17 @@ async fn message_metrics(
     Ok(HttpResponse::Ok().json(state.store.message_metrics(id)?.to_json()))
 }
 
+/// The body of the time-series endpoints.
+fn series_json(points: Vec<(i64, i64, i64)>) -> HttpResponse {
+    let points: Vec<_> = points
+        .into_iter()
+        .map(|(minute, delivered, opened)| {
+            json!({"minute": minute, "delivered": delivered, "opened": opened})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"points": points}))
+}
+
 async fn message_timeseries(
     _: ApiKey,
     state: web::Data<AppState>,
@@ -110,15 +121,16 @@ async fn message_timeseries(
     if state.store.message(id)?.is_none() {
         return Err(ApiError::not_found("message"));
     }
-    let points: Vec<_> = state
-        .store
-        .message_timeseries(id)?
-        .into_iter()
-        .map(|(minute, delivered, opened)| {
-            json!({"minute": minute, "delivered": delivered, "opened": opened})
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({"points": points})))
+    Ok(series_json(state.store.message_timeseries(id)?))
+}
+
+async fn campaign_timeseries(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = check_id(&id, "campaign id")?;
+    Ok(series_json(state.store.campaign_timeseries(id)?))
 }
 
 async fn campaign_metrics(
@@ -145,5 +157,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route(
         "/v1/campaigns/{id}/metrics",
         web::get().to(campaign_metrics),
+    )
+    .route(
+        "/v1/campaigns/{id}/timeseries",
+        web::get().to(campaign_timeseries),
     );
 }

@@ -65,11 +65,11 @@ impl Deltas {
         ];
         for counter in counters.into_iter().flatten() {
             *self.counters.entry(counter.shard(shard)).or_default() += tally;
-        }
-        for (minute, which) in series_points(d) {
-            self.series
-                .entry(keys::series(&d.message_id, minute, shard))
-                .or_default()[which] += sign;
+            for (minute, which) in series_points(d) {
+                self.series
+                    .entry(keys::series(counter, minute, shard))
+                    .or_default()[which] += sign;
+            }
         }
     }
 

@@ -51,7 +51,17 @@ impl SledStore {
     /// its deliveries were first delivered / first opened that many minutes
     /// after their creation; ascending, empty minutes left out.
     pub fn message_timeseries(&self, message_id: &str) -> Result<Vec<(i64, i64, i64)>, Error> {
-        let prefix = keys::series_prefix(message_id);
+        self.timeseries(Counter::Message(message_id))
+    }
+
+    /// A campaign's time series, as [`SledStore::message_timeseries`] over
+    /// all its messages' deliveries.
+    pub fn campaign_timeseries(&self, campaign_id: &str) -> Result<Vec<(i64, i64, i64)>, Error> {
+        self.timeseries(Counter::Campaign(campaign_id))
+    }
+
+    fn timeseries(&self, counter: Counter<'_>) -> Result<Vec<(i64, i64, i64)>, Error> {
+        let prefix = keys::series_prefix(counter);
         let mut minutes: BTreeMap<i64, [i64; 2]> = BTreeMap::new();
         for item in self.db.scan_prefix(&prefix) {
             let (key, value) = item?;

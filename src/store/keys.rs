@@ -169,22 +169,20 @@ impl Counter<'_> {
     }
 }
 
-/// The prefix of a message's time series.
-pub fn series_prefix(message: &str) -> Vec<u8> {
-    let mut key = SERIES.to_vec();
-    push_id(&mut key, message);
-    key
+/// The prefix of a message's or a campaign's time series.
+pub fn series_prefix(counter: Counter<'_>) -> Vec<u8> {
+    [SERIES, &counter.prefix()[COUNTER.len()..]].concat()
 }
 
-/// One shard of one minute of a message's time series.
-pub fn series(message: &str, minute: i64, shard: u8) -> Vec<u8> {
-    let mut key = series_prefix(message);
+/// One shard of one minute of a message's or a campaign's time series.
+pub fn series(counter: Counter<'_>, minute: i64, shard: u8) -> Vec<u8> {
+    let mut key = series_prefix(counter);
     key.extend_from_slice(&time(minute));
     key.push(shard);
     key
 }
 
-/// The minute of a time-series key, given its message's prefix length.
+/// The minute of a time-series key, given its series' prefix length.
 pub fn series_minute(key: &[u8], prefix_len: usize) -> Option<i64> {
     let bytes: [u8; 8] = key.get(prefix_len..prefix_len + 8)?.try_into().ok()?;
     Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
