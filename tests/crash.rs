@@ -4,14 +4,13 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pushd::sim::FaultMix;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::{Daemon, Fakes, SDK_KEY, android_token, ios_token};
+use support::{Daemon, Fakes, SDK_KEY, android_token, ios_token, recount};
 
 const CUSTOMERS: usize = 120;
 const KILLS: usize = 3;
@@ -71,33 +70,6 @@ async fn load(d: Arc<Daemon>, acked: Arc<Mutex<Acked>>, seed: u64) {
             }
         }
     }
-}
-
-/// Counters of API.md "Metrics", recounted from delivery details.
-fn recount(details: &[Value]) -> HashMap<&'static str, i64> {
-    let mut c: HashMap<&'static str, i64> = HashMap::new();
-    for d in details {
-        let status = d["status"].as_str().unwrap();
-        let devices = d["devices"].as_array().unwrap();
-        let any = |k: &str| devices.iter().any(|x| !x[k].is_null());
-        *c.entry("sends").or_default() += 1;
-        let reached = devices
-            .iter()
-            .any(|x| matches!(x["status"].as_str(), Some("sent" | "delivered" | "opened")));
-        *c.entry("sent").or_default() += reached as i64;
-        *c.entry("delivered").or_default() += any("delivered_at") as i64;
-        *c.entry("opened").or_default() += any("opened_at") as i64;
-        for s in [
-            "attempted",
-            "failed",
-            "undeliverable",
-            "bounced",
-            "converted",
-        ] {
-            *c.entry(s).or_default() += (status == s) as i64;
-        }
-    }
-    c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -499,9 +499,14 @@ impl Handler<DeviceOutcome> for PersonActor {
     fn handle(&mut self, msg: DeviceOutcome, ctx: &mut Context<Self>) {
         self.inflight -= 1;
         let _ = self.touch();
-        let Some(before) = self.unsettled.get(&msg.delivery_id).cloned() else {
-            tracing::warn!(delivery = %msg.delivery_id, "outcome for a delivery not in flight");
-            return;
+        // A device report may have settled the delivery before its provider
+        // outcome came back: then it is read from the store.
+        let before = match self.delivery(&msg.delivery_id) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(delivery = %msg.delivery_id, error = %e, "outcome for an unknown delivery");
+                return;
+            }
         };
         let mut after = before.clone();
         let now = self.ctx.clock.now();

@@ -101,10 +101,7 @@ async fn push_event(
 ) -> Result<HttpResponse, ApiError> {
     check_id(&body.delivery_id, "delivery_id")?;
     check_id(&body.device_id, "device_id")?;
-    let delivery = state
-        .store
-        .delivery(&body.delivery_id)?
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let delivery = stored_delivery(&state, &body.delivery_id)?;
     let report = DeviceReport {
         delivery_id: body.delivery_id,
         token: body.device_id,
@@ -161,16 +158,21 @@ pub fn delivery_json(d: &Delivery, detail: bool) -> Value {
     v
 }
 
+/// The stored delivery, or 404.
+fn stored_delivery(state: &AppState, id: &str) -> Result<Delivery, ApiError> {
+    state
+        .store
+        .delivery(id)?
+        .ok_or_else(|| ApiError::not_found("delivery"))
+}
+
 async fn get_delivery(
     _: ApiKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "delivery id")?;
-    let d = state
-        .store
-        .delivery(id)?
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let d = stored_delivery(&state, id)?;
     Ok(HttpResponse::Ok().json(delivery_json(&d, true)))
 }
 
@@ -215,10 +217,7 @@ async fn retry_delivery(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "delivery id")?;
-    let d = state
-        .store
-        .delivery(id)?
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let d = stored_delivery(&state, id)?;
     let message = state
         .store
         .message(&d.message_id)?

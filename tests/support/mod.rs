@@ -239,3 +239,35 @@ pub fn ios_token(i: usize) -> String {
 pub fn android_token(i: usize) -> String {
     format!("fcm-token-{i:08}")
 }
+
+/// The counters of API.md "Metrics", recounted from delivery details (each
+/// delivery by the furthest status it reached).
+pub fn recount(details: &[Value]) -> std::collections::HashMap<&'static str, i64> {
+    let mut c = std::collections::HashMap::new();
+    for d in details {
+        let status = d["status"].as_str().unwrap();
+        let devices = d["devices"].as_array().unwrap();
+        let any = |k: &str| devices.iter().any(|x| !x[k].is_null()) as i64;
+        let reached = devices
+            .iter()
+            .any(|x| matches!(x["status"].as_str(), Some("sent" | "delivered" | "opened")));
+        let counts = [
+            ("sends", 1),
+            ("sent", reached as i64),
+            ("delivered", any("delivered_at")),
+            ("opened", any("opened_at")),
+            ("converted", !d["converted_at"].is_null() as i64),
+            (
+                "suppressed",
+                (d["failure_reason"] == "devices_suppressed") as i64,
+            ),
+        ];
+        for (k, n) in counts {
+            *c.entry(k).or_default() += n;
+        }
+        for s in ["attempted", "failed", "undeliverable", "bounced"] {
+            *c.entry(s).or_default() += (status == s) as i64;
+        }
+    }
+    c
+}
