@@ -57,14 +57,8 @@ impl ApnsClient {
             .topic
             .clone()
             .ok_or(CredentialsError::Missing("APNs topic"))?;
-        let pem = std::fs::read(path).map_err(|source| CredentialsError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let invalid = |message: String| CredentialsError::Invalid {
-            path: path.to_owned(),
-            message,
-        };
+        let pem = CredentialsError::read(path)?;
+        let invalid = |message: String| CredentialsError::invalid(path, message);
         let key = EncodingKey::from_ec_pem(&pem).map_err(|e| invalid(e.to_string()))?;
         let signer = JwtSigner {
             key,

@@ -70,14 +70,8 @@ impl FcmClient {
             .service_account_file
             .as_deref()
             .ok_or(CredentialsError::Missing("FCM service_account_file"))?;
-        let text = std::fs::read(path).map_err(|source| CredentialsError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let invalid = |message: String| CredentialsError::Invalid {
-            path: path.to_owned(),
-            message,
-        };
+        let text = CredentialsError::read(path)?;
+        let invalid = |message: String| CredentialsError::invalid(path, message);
         let account: ServiceAccount =
             serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
         let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes())

@@ -99,6 +99,24 @@ pub enum CredentialsError {
     Client(#[from] reqwest::Error),
 }
 
+impl CredentialsError {
+    /// Reads a credentials file.
+    pub fn read(path: &str) -> Result<Vec<u8>, CredentialsError> {
+        std::fs::read(path).map_err(|source| CredentialsError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The file at `path` holds no usable credentials.
+    pub fn invalid(path: &str, message: String) -> CredentialsError {
+        CredentialsError::Invalid {
+            path: path.to_owned(),
+            message,
+        }
+    }
+}
+
 /// The engine's [`Provider`]: APNs for iOS, FCM for Android.
 #[derive(Clone)]
 pub struct Providers {
