@@ -86,6 +86,7 @@ impl Renderer for LiquidRenderer {
                 Some(link) => Some(self.render_one(link, &globals)?),
                 None => None,
             },
+            collapse_id: message.collapse_id.clone(),
         })
     }
 }
@@ -104,6 +105,7 @@ mod tests {
             body: "{{ event.order | default: 'none' }}".into(),
             deep_link: Some("app://u/{{customer.id}}".into()),
             audience: Audience::AllDevices,
+            collapse_id: None,
             conversion: None,
         }
     }

@@ -65,6 +65,7 @@ async fn ios_and_android_send_then_reports_move_the_status() {
     assert_eq!(apns[0].payload["aps"]["alert"]["title"], "Hi N1");
     assert_eq!(apns[0].payload["CIO-Delivery-ID"], delivery.as_str());
     assert_eq!(apns[0].payload["CIO-Delivery-Token"], ios_token(1));
+    assert!(!apns[0].headers.contains_key("apns-collapse-id"));
     let fcm = fakes.fcm.pushes(&android_token(1));
     assert_eq!(fcm.len(), 1);
     assert_eq!(
@@ -420,5 +421,29 @@ async fn metrics_equal_a_recount_after_a_random_workload() {
         m["sends"].as_i64().unwrap()
             - m["suppressed"].as_i64().unwrap()
             - m["bounced"].as_i64().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collapse_id_reaches_both_providers() {
+    let (_dir, fakes, d) = setup().await;
+    let id = two_device_customer(&d, 1).await;
+    let body = json!({"title": "Order {{customer.first_name}}", "body": "shipped",
+        "collapse_id": "order-17"});
+    d.ok("PUT", "/v1/messages/order", body).await;
+    let delivery = d.send("order", &[&id]).await.remove(0);
+    assert_eq!(d.settled(&delivery).await["status"], "sent");
+    let apns = fakes.apns.pushes(&ios_token(1));
+    assert_eq!(apns[0].headers["apns-collapse-id"], "order-17");
+    let fcm = fakes.fcm.pushes(&android_token(1));
+    assert_eq!(
+        fcm[0].payload["message"]["android"]["collapse_key"],
+        "order-17"
+    );
+    let too_long = json!({"title": "t", "body": "b", "collapse_id": "x".repeat(65)});
+    let (s, v) = d.call("PUT", "/v1/messages/bad", Some(too_long)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_field"))
     );
 }

@@ -27,6 +27,7 @@ fn push(platform: Platform, token: &str) -> Push {
             title: "Hello".to_owned(),
             body: "Your order shipped".to_owned(),
             deep_link: Some("shop://orders/A-17".to_owned()),
+            collapse_id: None,
         },
     }
 }
@@ -131,6 +132,12 @@ async fn apns_success_sends_headers_and_payload() {
     assert_eq!(payload["deep_link"], "shop://orders/A-17");
     assert_eq!(payload["CIO-Delivery-ID"], format!("dlv-{token}"));
     assert_eq!(payload["CIO-Delivery-Token"], token);
+
+    let mut collapsing = push(Platform::Ios, &token);
+    collapsing.content.collapse_id = Some("order-A-17".to_owned());
+    providers.send(collapsing).await.unwrap();
+    let got = &apns.fake.pushes(&token)[1];
+    assert_eq!(got.headers["apns-collapse-id"], "order-A-17");
 }
 
 #[tokio::test]
@@ -158,6 +165,7 @@ async fn fcm_success_sends_message_with_data_keys() {
     assert_eq!(message["data"]["CIO-Delivery-Token"], "fcm-tok-1");
     assert_eq!(message["data"]["deep_link"], "shop://orders/A-17");
     assert_eq!(message["android"]["priority"], "high");
+    assert!(message["android"].get("collapse_key").is_none());
     assert_eq!(fcm.fake.token_requests(), 1);
 }
 

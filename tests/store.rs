@@ -120,6 +120,7 @@ fn spec(id: &str, campaign: Option<&str>) -> MessageSpec {
         body: "Body".into(),
         deep_link: None,
         audience: Audience::AllDevices,
+        collapse_id: None,
         conversion: None,
     }
 }

@@ -93,6 +93,10 @@ pub struct MessageSpec {
     pub deep_link: Option<String>,
     /// Which devices it goes to.
     pub audience: Audience,
+    /// Pushes with the same collapse id replace each other on the device
+    /// (APNs `apns-collapse-id`, FCM `collapse_key`).
+    #[serde(default)]
+    pub collapse_id: Option<String>,
     /// Optional conversion goal.
     pub conversion: Option<ConversionGoal>,
 }
@@ -106,6 +110,9 @@ pub struct Content {
     pub body: String,
     /// Rendered deep link.
     pub deep_link: Option<String>,
+    /// The message's collapse id.
+    #[serde(default)]
+    pub collapse_id: Option<String>,
 }
 
 /// The record of one device's send within a delivery, beside its status.

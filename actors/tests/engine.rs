@@ -23,6 +23,7 @@ fn message(audience: Audience) -> Arc<MessageSpec> {
         body: "Ready".into(),
         deep_link: None,
         audience,
+        collapse_id: None,
         conversion: Some(ConversionGoal {
             event: "purchase".into(),
             window_seconds: 3600,

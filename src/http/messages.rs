@@ -22,6 +22,7 @@ struct MessageBody {
     deep_link: Option<String>,
     #[serde(default = "all_devices")]
     audience: Audience,
+    collapse_id: Option<String>,
     conversion: Option<ConversionGoal>,
 }
 
@@ -47,6 +48,12 @@ fn validate(state: &AppState, id: &str, b: MessageBody) -> Result<MessageSpec, A
             })?;
         }
     }
+    if b.collapse_id
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > 64)
+    {
+        return Err(ApiError::invalid_field("collapse_id must be 1 to 64 bytes"));
+    }
     if let Some(goal) = &b.conversion {
         check_id(&goal.event, "conversion.event")?;
         if !(1..=MAX_CONVERSION_WINDOW).contains(&goal.window_seconds) {
@@ -63,6 +70,7 @@ fn validate(state: &AppState, id: &str, b: MessageBody) -> Result<MessageSpec, A
         body: b.body,
         deep_link: b.deep_link,
         audience: b.audience,
+        collapse_id: b.collapse_id,
         conversion: b.conversion,
     })
 }

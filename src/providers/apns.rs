@@ -88,7 +88,7 @@ impl ApnsClient {
         loop {
             let jwt = inner.signer.token()?;
             let expiration = unix_now() + EXPIRATION.as_secs();
-            let response = inner
+            let mut request = inner
                 .http
                 .post(&url)
                 .header("authorization", format!("bearer {jwt}"))
@@ -96,7 +96,11 @@ impl ApnsClient {
                 .header("apns-push-type", "alert")
                 .header("apns-priority", "10")
                 .header("apns-expiration", expiration.to_string())
-                .header("content-type", "application/json")
+                .header("content-type", "application/json");
+            if let Some(collapse) = &push.content.collapse_id {
+                request = request.header("apns-collapse-id", collapse);
+            }
+            let response = request
                 .body(body.clone())
                 .send()
                 .await

@@ -278,12 +278,16 @@ fn message(push: &Push) -> Value {
     if let Some(link) = &push.content.deep_link {
         data["deep_link"] = Value::String(link.clone());
     }
+    let mut android = json!({"priority": "high"});
+    if let Some(collapse) = &push.content.collapse_id {
+        android["collapse_key"] = Value::String(collapse.clone());
+    }
     json!({
         "message": {
             "token": push.token,
             "notification": {"title": push.content.title, "body": push.content.body},
             "data": data,
-            "android": {"priority": "high"},
+            "android": android,
         }
     })
 }

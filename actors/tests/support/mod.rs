@@ -200,6 +200,7 @@ impl Renderer for PlainRenderer {
             title: Self::fill(&m.title, c)?,
             body: Self::fill(&m.body, c)?,
             deep_link: None,
+            collapse_id: m.collapse_id.clone(),
         })
     }
 }
