@@ -33,10 +33,10 @@ pub enum ServeError {
     Metrics(String),
 }
 
-/// The configured key, else the one kept in the store, else a new one
-/// (kept, and printed once so the user can copy it).
+/// The configured key (if not blank), else the one kept in the store, else
+/// a new one (kept, and printed once so the user can copy it).
 fn key(store: &SledStore, name: &str, configured: Option<String>) -> Result<String, ServeError> {
-    if let Some(k) = configured {
+    if let Some(k) = configured.filter(|k| !k.trim().is_empty()) {
         return Ok(k);
     }
     if let Some(k) = store.meta(name)? {

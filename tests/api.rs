@@ -404,3 +404,43 @@ async fn sigterm_drains_and_exits_zero_and_state_survives() {
     let v = d.settled(&ids[0]).await;
     assert_eq!(v["status"], "undeliverable");
 }
+
+#[tokio::test]
+async fn keys_are_generated_once_printed_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::launch(dir.path(), &[]);
+    let key = |name: &str| {
+        let line = d
+            .banner
+            .iter()
+            .find(|l| l.starts_with(&format!("generated {name}: ")));
+        line.expect("key printed")
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .to_string()
+    };
+    let (api, sdk) = (key("api_key"), key("sdk_key"));
+    assert_ne!(api, sdk);
+    assert!(api.len() >= 32);
+    let (s, _) = d
+        .call_as(&api, "PUT", "/v1/customers/c1", Some(json!({})))
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = d
+        .call_as(&sdk, "PUT", "/v1/customers/c1", Some(json!({})))
+        .await;
+    assert_eq!(s, 401, "the SDK key is not an API key");
+    assert_eq!(d.terminate(), Some(0));
+
+    let again = Daemon::launch(dir.path(), &[("PUSHD_SDK_KEY", " ".to_string())]);
+    assert!(
+        again.banner.iter().all(|l| !l.starts_with("generated")),
+        "kept: {:?}",
+        again.banner
+    );
+    let (s, _) = again.call_as(&api, "GET", "/v1/customers/c1", None).await;
+    assert_eq!(s, 200, "the kept key still works");
+    let (s, _) = again.call_as("", "GET", "/v1/customers/c1", None).await;
+    assert_eq!(s, 401, "a blank key never authenticates");
+}

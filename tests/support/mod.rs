@@ -16,20 +16,30 @@ pub const SDK_KEY: &str = "test-sdk-key";
 pub struct Daemon {
     child: Child,
     pub base: String,
+    /// What it printed before its address (generated keys, ...).
+    pub banner: Vec<String>,
     pub data_dir: PathBuf,
     pub client: reqwest::Client,
 }
 
 impl Daemon {
-    /// Starts `pushd serve` on `data_dir` with extra environment variables.
+    /// Starts `pushd serve` on `data_dir` with the test keys and extra
+    /// environment variables.
     pub fn start(data_dir: &Path, env: &[(&str, String)]) -> Daemon {
+        let keys = [
+            ("PUSHD_API_KEY", API_KEY.to_string()),
+            ("PUSHD_SDK_KEY", SDK_KEY.to_string()),
+        ];
+        Daemon::launch(data_dir, &[&keys[..], env].concat())
+    }
+
+    /// Starts `pushd serve` on `data_dir` with only these extra variables.
+    pub fn launch(data_dir: &Path, env: &[(&str, String)]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushd"));
         cmd.arg("serve")
             .env_clear()
             .env("PUSHD_LISTEN", "127.0.0.1:0")
             .env("PUSHD_DATA_DIR", data_dir)
-            .env("PUSHD_API_KEY", API_KEY)
-            .env("PUSHD_SDK_KEY", SDK_KEY)
             .env("PUSHD_BACKOFF_BASE_MS", "5")
             .env("PUSHD_BACKOFF_MAX_MS", "50")
             .env("RUST_LOG", "warn")
@@ -41,6 +51,7 @@ impl Daemon {
         let mut child = cmd.spawn().expect("pushd starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
         let base = loop {
             let line = lines
                 .next()
@@ -49,12 +60,14 @@ impl Daemon {
             if let Some(addr) = line.strip_prefix("pushd listening on ") {
                 break addr.trim().to_string();
             }
+            banner.push(line);
         };
         // Keep draining stdout so the daemon never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Daemon {
             child,
             base,
+            banner,
             data_dir: data_dir.to_path_buf(),
             client: reqwest::Client::new(),
         }
