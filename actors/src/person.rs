@@ -12,96 +12,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use serde_json::{Map, Value};
 
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{EngineCtx, EngineError};
 use crate::model::{Audience, Customer, Delivery, Device, DeviceSend, MessageSpec};
 use crate::ports::{Change, Push};
 use crate::registry::Departures;
-use crate::status::{
-    DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome, Report, Timestamp,
-};
+use crate::status::{DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome};
 
 /// The widest conversion window the engine looks back over.
 pub const MAX_CONVERSION_WINDOW: i64 = 366 * 24 * 3600;
 
 type Reply<T> = ResponseActFuture<PersonActor, Result<T, EngineError>>;
 
-/// Create or replace the customer (devices are kept).
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
-pub struct PutCustomer {
-    /// Attributes for templates.
-    pub attributes: Map<String, Value>,
-    /// Opted out.
-    pub unsubscribed: bool,
-}
-
-/// Read the customer.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<Option<Customer>, EngineError>")]
-pub struct GetCustomer;
-
-/// Delete the customer.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
-pub struct DeleteCustomer;
-
-/// Register (or re-register, clearing suppression) a device.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
-pub struct PutDevice(pub Device);
-
-/// Remove a device by token.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
-pub struct DeleteDevice(pub String);
-
-/// Create and send a delivery of a message; answers its id once durable.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<String, EngineError>")]
-pub struct SendMessage {
-    /// The template.
-    pub message: Arc<MessageSpec>,
-    /// The triggering call's data (`event.*`).
-    pub data: Value,
-}
-
-/// An app report for one device of a delivery.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
-pub struct DeviceReport {
-    /// The delivery.
-    pub delivery_id: String,
-    /// The device token.
-    pub token: String,
-    /// What happened.
-    pub report: Report,
-    /// When.
-    pub at: Timestamp,
-}
-
-/// A customer event, checked against conversion goals. Answers the id of
-/// the delivery it converted, if any.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<Option<String>, EngineError>")]
-pub struct CustomerEvent {
-    /// The event name.
-    pub name: String,
-    /// When it happened.
-    pub at: Timestamp,
-}
-
-/// Send a failed delivery again, re-rendering and re-reading devices.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
-pub struct RetryDelivery {
-    /// The delivery.
-    pub delivery_id: String,
-    /// Its message as it is now.
-    pub message: Arc<MessageSpec>,
-}
+mod messages;
+pub use messages::*;
 
 /// The supervisor of one customer.
 pub struct PersonActor {
