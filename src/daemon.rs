@@ -54,7 +54,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| ServeError::Metrics(e.to_string()))?;
-    let store = Arc::new(SledStore::open(&config.data_dir, config.store_cache_mb << 20)?);
+    let store = Arc::new(SledStore::open(
+        &config.data_dir,
+        config.store_cache_mb << 20,
+    )?);
     let keys = Keys {
         api: key(&store, "api_key", config.api_key.clone())?,
         sdk: key(&store, "sdk_key", config.sdk_key.clone())?,

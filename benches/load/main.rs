@@ -45,7 +45,7 @@ impl Sizes {
         if quick {
             Sizes {
                 quick,
-                customers: 2_500,
+                customers: 5_000,
                 idle: 20_000,
                 inflight: 5_000,
                 register_limit: Duration::from_secs(30),
