@@ -38,11 +38,14 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts the release binary on `data_dir` with extra environment, and
-    /// waits for its "pushd listening on" line.
+    /// waits for its "pushd listening on" line. `PUSHD_*` and `MALLOC_*`
+    /// variables of the harness's environment pass through (for tuning
+    /// experiments); the harness's own settings win.
     pub async fn start(data_dir: &Path, env: &[(&str, String)]) -> Res<Daemon> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushd"));
         cmd.arg("serve")
             .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| passes_through(k)))
             .env("PUSHD_LISTEN", "127.0.0.1:0")
             .env("PUSHD_DATA_DIR", data_dir)
             .env("PUSHD_API_KEY", API_KEY)
@@ -88,6 +91,11 @@ impl Daemon {
         self.child.kill().await?;
         Ok(())
     }
+}
+
+/// Whether the daemon inherits the harness's variable `name`.
+fn passes_through(name: &str) -> bool {
+    name.starts_with("PUSHD_") || name.starts_with("MALLOC_")
 }
 
 /// A client for one daemon's API (HTTP/1.1, keep-alive).
@@ -193,8 +201,8 @@ impl Api {
         }
     }
 
-    /// A Prometheus gauge's value (summed over labels) from `/metrics`.
-    pub async fn gauge(&self, name: &str) -> Res<f64> {
+    /// A Prometheus sample's value (summed over labels) from `/metrics`.
+    pub async fn metric(&self, name: &str) -> Res<f64> {
         let text = self
             .client
             .get(format!("{}/metrics", self.base))

@@ -94,7 +94,7 @@ pub async fn run(
 /// Polls the `pushd_person_actors` gauge until no actor is left.
 async fn wait_idle(api: &Api) -> Res<()> {
     let deadline = Instant::now() + IDLE_LIMIT;
-    while api.gauge("pushd_person_actors").await? > 0.0 {
+    while api.metric("pushd_person_actors").await? > 0.0 {
         if Instant::now() > deadline {
             return Err("customer actors did not stop".into());
         }

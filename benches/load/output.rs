@@ -45,6 +45,9 @@ pub struct Summary {
     pub rss_start_mib: f64,
     pub rss_idle_mib: f64,
     pub rss_inflight_mib: f64,
+    /// Store flushes (group commits) during the sends phase, and their time.
+    pub send_flushes: f64,
+    pub send_flush_s: f64,
 }
 
 /// One target of issue 6 and whether the run met it.
@@ -140,6 +143,8 @@ fn details(s: &Summary) -> String {
 its delivery to the fake provider accepting the push: p50 {:.1} ms, p99 {:.1} ms. \
 Send call → 202 per batch of 500: p50 {:.1} ms, p99 {:.1} ms. \
 Bare client per request: p50 {:.1} ms, p99 {:.1} ms.\n\
+- store during the sends phase: {:.0} flushes (group commits), {:.2} s flushing in all \
+(mean {:.1} ms), {:.1} pushes per flush.\n\
 - reports: {} `POST /push/events` at {:.0}/s; `GET /healthz` at {:.0}/s (ratio {:.3}).\n\
 - memory: {} of {} idle customers registered in {:.1} s; RSS {:.1} MiB at start, \
 {:.1} MiB idle, {:.1} MiB with {} deliveries in flight ({} pushes held by the fakes).\n\
@@ -156,6 +161,10 @@ Bare client per request: p50 {:.1} ms, p99 {:.1} ms.\n\
         s.batch_p99_ms,
         s.baseline_p50_ms,
         s.baseline_p99_ms,
+        s.send_flushes,
+        s.send_flush_s,
+        1e3 * s.send_flush_s / s.send_flushes.max(1.0),
+        s.send_pushes as f64 / s.send_flushes.max(1.0),
         s.reports,
         s.reports_per_s,
         s.healthz_per_s,

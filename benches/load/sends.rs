@@ -37,6 +37,10 @@ pub struct SendsResult {
     pub series: Vec<Bucket>,
     /// Deliveries acknowledged: `(delivery id, customer number)`.
     pub deliveries: Vec<(String, usize)>,
+    /// Store flushes (group commits) during the phase.
+    pub flushes: f64,
+    /// Time spent in those flushes, s.
+    pub flush_s: f64,
 }
 
 impl SendsResult {
@@ -49,6 +53,7 @@ impl SendsResult {
 /// Sends to customers `0..n` and waits until every delivery is final.
 pub async fn run(api: &Api, fakes: &Fakes, n: usize) -> Res<SendsResult> {
     workload::message(api, MESSAGE).await?;
+    let flushes = flush_counters(api).await?;
     let collector = Collector::start(fakes);
     let t0 = Instant::now();
     let batches = workload::send(api, MESSAGE, 0..n).await?;
@@ -57,6 +62,7 @@ pub async fn run(api: &Api, fakes: &Fakes, n: usize) -> Res<SendsResult> {
     })
     .await?;
     let elapsed = t0.elapsed();
+    let (flushes_after, flush_s_after) = flush_counters(api).await?;
     let arrivals = collector.finish().await?;
     let started: HashMap<&str, Instant> = batches
         .iter()
@@ -80,7 +86,17 @@ pub async fn run(api: &Api, fakes: &Fakes, n: usize) -> Res<SendsResult> {
         batch_ms,
         series: series(&timed, BUCKET),
         deliveries: batches.into_iter().flat_map(|b| b.deliveries).collect(),
+        flushes: flushes_after - flushes.0,
+        flush_s: flush_s_after - flushes.1,
     })
+}
+
+/// The store's flush count and total flush time so far.
+async fn flush_counters(api: &Api) -> Res<(f64, f64)> {
+    Ok((
+        api.metric("pushd_store_flushes_total").await?,
+        api.metric("pushd_store_flush_seconds_sum").await?,
+    ))
 }
 
 /// What the bare client measured.
