@@ -218,6 +218,33 @@ impl Api {
     }
 }
 
+/// The store's group commits so far: flushes and seconds spent flushing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flushes {
+    /// `pushd_store_flushes_total`.
+    pub count: f64,
+    /// `pushd_store_flush_seconds_sum`.
+    pub seconds: f64,
+}
+
+impl Flushes {
+    /// The daemon's counters now.
+    pub async fn read(api: &Api) -> Res<Flushes> {
+        Ok(Flushes {
+            count: api.metric("pushd_store_flushes_total").await?,
+            seconds: api.metric("pushd_store_flush_seconds_sum").await?,
+        })
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(self, earlier: Flushes) -> Flushes {
+        Flushes {
+            count: self.count - earlier.count,
+            seconds: self.seconds - earlier.seconds,
+        }
+    }
+}
+
 /// Fake APNs and FCM on loopback, and the environment that points a daemon
 /// at them with valid credentials.
 pub struct Fakes {

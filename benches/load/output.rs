@@ -48,6 +48,9 @@ pub struct Summary {
     /// Store flushes (group commits) during the sends phase, and their time.
     pub send_flushes: f64,
     pub send_flush_s: f64,
+    /// Store flushes during the reports phase, and their time.
+    pub report_flushes: f64,
+    pub report_flush_s: f64,
 }
 
 /// One target of issue 6 and whether the run met it.
@@ -145,7 +148,8 @@ Send call → 202 per batch of 500: p50 {:.1} ms, p99 {:.1} ms. \
 Bare client per request: p50 {:.1} ms, p99 {:.1} ms.\n\
 - store during the sends phase: {:.0} flushes (group commits), {:.2} s flushing in all \
 (mean {:.1} ms), {:.1} pushes per flush.\n\
-- reports: {} `POST /push/events` at {:.0}/s; `GET /healthz` at {:.0}/s (ratio {:.3}).\n\
+- reports: {} `POST /push/events` at {:.0}/s; `GET /healthz` at {:.0}/s (ratio {:.3}); \
+{:.0} store flushes, {:.2} s flushing, {:.1} reports per flush.\n\
 - memory: {} of {} idle customers registered in {:.1} s; RSS {:.1} MiB at start, \
 {:.1} MiB idle, {:.1} MiB with {} deliveries in flight ({} pushes held by the fakes).\n\
 - recovery: {} deliveries in flight at SIGKILL; healthy after {:.3} s, all final after \
@@ -169,6 +173,9 @@ Bare client per request: p50 {:.1} ms, p99 {:.1} ms.\n\
         s.reports_per_s,
         s.healthz_per_s,
         s.report_ratio,
+        s.report_flushes,
+        s.report_flush_s,
+        s.reports as f64 / s.report_flushes.max(1.0),
         s.idle_customers,
         s.idle_customers_wanted,
         s.register_s,

@@ -36,24 +36,41 @@ impl Perf {
     }
 
     /// Stops recording (SIGINT, so perf writes its file) and answers the
-    /// top of `perf report`, by thread and symbol; also kept in perf.txt.
+    /// CPU share by thread, by binary, and the top symbols; the whole
+    /// symbol report is kept in perf.txt.
     pub fn finish(mut self) -> Res<String> {
         Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status()?;
         self.child.wait()?;
-        let report = Command::new("perf")
-            .args(["report", "--stdio", "--sort", "comm,dso,symbol", "-i"])
+        let symbols = self.report("overhead,comm,dso,sym")?;
+        std::fs::write(&self.text, &symbols)?;
+        Ok(format!(
+            "by thread:\n{}\n\nby binary:\n{}\n\ntop symbols:\n{}",
+            top(&self.report("overhead,comm")?, 12),
+            top(&self.report("overhead,dso")?, 6),
+            top(&symbols, TOP)
+        ))
+    }
+
+    /// `perf report` with the fields given.
+    fn report(&self, fields: &str) -> Res<String> {
+        let out = Command::new("perf")
+            .args(["report", "--stdio", "-F", fields, "-i"])
             .arg(&self.data)
             .stderr(Stdio::null())
             .output()?;
-        let text = String::from_utf8_lossy(&report.stdout).into_owned();
-        std::fs::write(&self.text, &text)?;
-        let top: Vec<&str> = text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .take(TOP)
-            .collect();
-        Ok(top.join("\n"))
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// The first `n` rows of a `perf report`, headers dropped.
+fn top(report: &str, n: usize) -> String {
+    let rows: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::trim_end)
+        .take(n)
+        .collect();
+    rows.join("\n")
 }

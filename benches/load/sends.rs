@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushd::sim::fake_fcm::TEST_RSA_PRIVATE_KEY_PEM;
 use serde_json::{Value, json};
 
-use crate::daemon::{Api, Collector, Fakes, Res, android_token, ios_token};
+use crate::daemon::{Api, Collector, Fakes, Flushes, Res, android_token, ios_token};
 use crate::stats::{Bucket, percentile, series};
 use crate::workload::{self, SEND_BATCH, SENDS_IN_FLIGHT};
 
@@ -37,10 +37,8 @@ pub struct SendsResult {
     pub series: Vec<Bucket>,
     /// Deliveries acknowledged: `(delivery id, customer number)`.
     pub deliveries: Vec<(String, usize)>,
-    /// Store flushes (group commits) during the phase.
-    pub flushes: f64,
-    /// Time spent in those flushes, s.
-    pub flush_s: f64,
+    /// Store group commits during the phase.
+    pub flushes: Flushes,
 }
 
 impl SendsResult {
@@ -53,7 +51,7 @@ impl SendsResult {
 /// Sends to customers `0..n` and waits until every delivery is final.
 pub async fn run(api: &Api, fakes: &Fakes, n: usize) -> Res<SendsResult> {
     workload::message(api, MESSAGE).await?;
-    let flushes = flush_counters(api).await?;
+    let flushes = Flushes::read(api).await?;
     let collector = Collector::start(fakes);
     let t0 = Instant::now();
     let batches = workload::send(api, MESSAGE, 0..n).await?;
@@ -62,7 +60,7 @@ pub async fn run(api: &Api, fakes: &Fakes, n: usize) -> Res<SendsResult> {
     })
     .await?;
     let elapsed = t0.elapsed();
-    let (flushes_after, flush_s_after) = flush_counters(api).await?;
+    let flushes = Flushes::read(api).await?.since(flushes);
     let arrivals = collector.finish().await?;
     let started: HashMap<&str, Instant> = batches
         .iter()
@@ -86,17 +84,8 @@ pub async fn run(api: &Api, fakes: &Fakes, n: usize) -> Res<SendsResult> {
         batch_ms,
         series: series(&timed, BUCKET),
         deliveries: batches.into_iter().flat_map(|b| b.deliveries).collect(),
-        flushes: flushes_after - flushes.0,
-        flush_s: flush_s_after - flushes.1,
+        flushes,
     })
-}
-
-/// The store's flush count and total flush time so far.
-async fn flush_counters(api: &Api) -> Res<(f64, f64)> {
-    Ok((
-        api.metric("pushd_store_flushes_total").await?,
-        api.metric("pushd_store_flush_seconds_sum").await?,
-    ))
 }
 
 /// What the bare client measured.
