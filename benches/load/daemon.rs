@@ -1,0 +1,384 @@
+//! The real `pushd` binary as a child process, a client for its API, and
+//! the fake APNs/FCM it is pointed at.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use pushd::sim::fake_apns::{ApnsTestKey, FakeApns, FakeApnsConfig};
+use pushd::sim::fake_fcm::{FakeFcm, FakeFcmConfig};
+use pushd::sim::{FaultMix, ReceivedPush};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The management key every daemon of the harness uses.
+pub const API_KEY: &str = "load-api-key";
+/// The SDK key every daemon of the harness uses.
+pub const SDK_KEY: &str = "load-sdk-key";
+/// How long a daemon may take to print its address.
+const START_LIMIT: Duration = Duration::from_secs(120);
+/// Interval between polls of an endpoint.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The harness's error type.
+pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A running `pushd serve`; SIGKILLed when dropped.
+pub struct Daemon {
+    child: Child,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl Daemon {
+    /// Starts the release binary on `data_dir` with extra environment, and
+    /// waits for its "pushd listening on" line. `PUSHD_*` and `MALLOC_*`
+    /// variables of the harness's environment pass through (for tuning
+    /// experiments); the harness's own settings win.
+    pub async fn start(data_dir: &Path, env: &[(&str, String)]) -> Res<Daemon> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushd"));
+        cmd.arg("serve")
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| passes_through(k)))
+            .env("PUSHD_LISTEN", "127.0.0.1:0")
+            .env("PUSHD_DATA_DIR", data_dir)
+            .env("PUSHD_API_KEY", API_KEY)
+            .env("PUSHD_SDK_KEY", SDK_KEY)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let pid = child.id().ok_or("pushd has no pid")?;
+        let stdout = child.stdout.take().ok_or("pushd has no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = tokio::time::timeout(START_LIMIT, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(addr) = line.strip_prefix("pushd listening on ") {
+                    return Ok(addr.trim().to_owned());
+                }
+            }
+            Err::<String, Box<dyn std::error::Error + Send + Sync>>(
+                "pushd exited before listening".into(),
+            )
+        })
+        .await??;
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Daemon { child, base, pid })
+    }
+
+    /// Resident set size, from `/proc/<pid>/status` (VmRSS).
+    pub fn rss_bytes(&self) -> Res<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or("no VmRSS")?;
+        Ok(kib * 1024)
+    }
+
+    /// SIGKILL, as a crash, and reaps it.
+    pub async fn kill(mut self) -> Res<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+/// Whether the daemon inherits the harness's variable `name`.
+fn passes_through(name: &str) -> bool {
+    name.starts_with("PUSHD_") || name.starts_with("MALLOC_")
+}
+
+/// A client for one daemon's API (HTTP/1.1, keep-alive).
+#[derive(Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    /// A client for the daemon at `base`.
+    pub fn new(base: &str) -> Res<Api> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(Api {
+            client,
+            base: base.to_owned(),
+        })
+    }
+
+    /// A request with `key` and an optional JSON body: status and body.
+    pub async fn call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Res<(u16, Value)> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// A management call that must answer 2xx; its body.
+    pub async fn ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Res<Value> {
+        let (status, v) = self.call(API_KEY, method.clone(), path, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(format!("{method} {path}: {status} {v}").into());
+        }
+        Ok(v)
+    }
+
+    /// `GET /healthz`'s status.
+    pub async fn health(&self) -> Res<u16> {
+        let resp = self
+            .client
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        resp.bytes().await?;
+        Ok(status)
+    }
+
+    /// Polls `/healthz` until 200, for at most `limit`.
+    pub async fn wait_healthy(&self, limit: Duration) -> Res<()> {
+        let deadline = Instant::now() + limit;
+        while !matches!(self.health().await, Ok(200)) {
+            if Instant::now() > deadline {
+                return Err("daemon never became healthy".into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
+    }
+
+    /// Polls a message's metrics until `done` holds, for at most `limit`.
+    pub async fn wait_metrics(
+        &self,
+        message: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Res<Value> {
+        let deadline = Instant::now() + limit;
+        let path = format!("/v1/messages/{message}/metrics");
+        loop {
+            let m = self.ok(reqwest::Method::GET, &path, None).await?;
+            if done(&m) {
+                return Ok(m);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{message} did not settle in {limit:?}: {m}").into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A Prometheus sample's value (summed over labels) from `/metrics`.
+    pub async fn metric(&self, name: &str) -> Res<f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}
+
+/// The store's group commits so far: flushes and seconds spent flushing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flushes {
+    /// `pushd_store_flushes_total`.
+    pub count: f64,
+    /// `pushd_store_flush_seconds_sum`.
+    pub seconds: f64,
+}
+
+impl Flushes {
+    /// The daemon's counters now.
+    pub async fn read(api: &Api) -> Res<Flushes> {
+        Ok(Flushes {
+            count: api.metric("pushd_store_flushes_total").await?,
+            seconds: api.metric("pushd_store_flush_seconds_sum").await?,
+        })
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(self, earlier: Flushes) -> Flushes {
+        Flushes {
+            count: self.count - earlier.count,
+            seconds: self.seconds - earlier.seconds,
+        }
+    }
+}
+
+/// Fake APNs and FCM on loopback, and the environment that points a daemon
+/// at them with valid credentials.
+pub struct Fakes {
+    /// The fake APNs.
+    pub apns: FakeApns,
+    /// The fake FCM.
+    pub fcm: FakeFcm,
+    /// `PUSHD_APNS_*` / `PUSHD_FCM_*` for the daemon.
+    pub env: Vec<(&'static str, String)>,
+    /// The APNs signing key (PKCS#8 PEM), for the baseline's JWT.
+    pub apns_key_pem: String,
+    /// What the fake APNs accepts.
+    pub apns_config: FakeApnsConfig,
+    /// What the fake FCM accepts.
+    pub fcm_config: FakeFcmConfig,
+}
+
+impl Fakes {
+    /// Starts both fakes with `mix`; credentials files go in `dir`.
+    pub async fn start(dir: &Path, mix: FaultMix) -> Res<Fakes> {
+        let key = ApnsTestKey::generate();
+        let key_file = dir.join("apns.p8");
+        key.write_p8(&key_file)?;
+        let apns_config = FakeApnsConfig {
+            mix: mix.clone(),
+            ..FakeApnsConfig::new(&key)
+        };
+        let apns = FakeApns::start(apns_config.clone()).await?;
+        let fcm_config = FakeFcmConfig {
+            mix,
+            ..FakeFcmConfig::default()
+        };
+        let fcm = FakeFcm::start(fcm_config.clone()).await?;
+        let account = dir.join("fcm.json");
+        fcm.write_service_account(&account)?;
+        let env = vec![
+            ("PUSHD_APNS_ENDPOINT", apns.endpoint()),
+            ("PUSHD_APNS_KEY_FILE", key_file.display().to_string()),
+            ("PUSHD_APNS_KEY_ID", apns_config.key_id.clone()),
+            ("PUSHD_APNS_TEAM_ID", apns_config.team_id.clone()),
+            ("PUSHD_APNS_TOPIC", apns_config.topic.clone()),
+            ("PUSHD_FCM_ENDPOINT", fcm.endpoint()),
+            (
+                "PUSHD_FCM_SERVICE_ACCOUNT_FILE",
+                account.display().to_string(),
+            ),
+        ];
+        Ok(Fakes {
+            apns,
+            fcm,
+            env,
+            apns_key_pem: key.p8_pem,
+            apns_config,
+            fcm_config,
+        })
+    }
+
+    /// Push requests both fakes received, whatever their answer.
+    pub fn requests(&self) -> usize {
+        self.apns.requests() + self.fcm.requests()
+    }
+}
+
+/// One push a fake accepted, and when the harness saw it.
+pub struct Arrival {
+    /// `CIO-Delivery-ID`.
+    pub delivery: String,
+    /// The device token.
+    pub token: String,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// Records every push both fakes accept until stopped.
+pub struct Collector {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Vec<Arrival>>,
+}
+
+impl Collector {
+    /// Subscribes to both fakes.
+    pub fn start(fakes: &Fakes) -> Collector {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(collect(
+            fakes.apns.subscribe(),
+            fakes.fcm.subscribe(),
+            stopped,
+        ));
+        Collector { stop, task }
+    }
+
+    /// Stops and answers every arrival so far.
+    pub async fn finish(self) -> Res<Vec<Arrival>> {
+        let _ = self.stop.send(());
+        Ok(self.task.await?)
+    }
+}
+
+/// Drains both channels until `stopped`, then whatever is left.
+async fn collect(
+    mut apns: UnboundedReceiver<ReceivedPush>,
+    mut fcm: UnboundedReceiver<ReceivedPush>,
+    mut stopped: oneshot::Receiver<()>,
+) -> Vec<Arrival> {
+    let record = |p: ReceivedPush, out: &mut Vec<Arrival>| {
+        out.push(Arrival {
+            delivery: p.delivery_id.unwrap_or_default(),
+            token: p.token,
+            at: Instant::now(),
+        })
+    };
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            Some(p) = apns.recv() => record(p, &mut out),
+            Some(p) = fcm.recv() => record(p, &mut out),
+            _ = &mut stopped => break,
+        }
+    }
+    while let Ok(p) = apns.try_recv() {
+        record(p, &mut out);
+    }
+    while let Ok(p) = fcm.try_recv() {
+        record(p, &mut out);
+    }
+    out
+}
+
+/// An APNs-shaped token (64 hex digits) for customer number `i`.
+pub fn ios_token(i: usize) -> String {
+    format!("{i:064x}")
+}
+
+/// An FCM-shaped token for customer number `i`.
+pub fn android_token(i: usize) -> String {
+    format!("fcm-token-{i:08}")
+}

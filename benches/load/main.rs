@@ -1,0 +1,232 @@
+//! The end-to-end load harness (issue 6): the release `pushd` binary against
+//! fake APNs/FCM on loopback.
+//!
+//! `cargo bench --bench load [-- --quick] [--profile]` runs four phases —
+//! sends (against a bare HTTP/2 client), device reports (against
+//! `/healthz`), memory per idle customer and per in-flight delivery, and
+//! recovery after SIGKILL — then writes `target/load/report.{json,md}` and
+//! `sends.svg`, and prints the summary as the last line. `--profile` runs
+//! `perf record` on the daemon during the sends phase.
+
+mod daemon;
+mod memory;
+mod output;
+mod profile;
+mod recovery;
+mod reports;
+mod sends;
+mod stats;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pushd::sim::FaultMix;
+
+use crate::daemon::{Api, Collector, Daemon, Fakes, Res};
+use crate::output::Summary;
+use crate::stats::percentile;
+
+/// How big a run is.
+struct Sizes {
+    quick: bool,
+    /// Customers of the sends phase (two pushes each).
+    customers: usize,
+    /// Idle customers of the memory phase.
+    idle: usize,
+    /// Deliveries in flight (memory, then recovery).
+    inflight: usize,
+    /// Longest the memory phase may spend registering.
+    register_limit: Duration,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                quick,
+                customers: 5_000,
+                idle: 20_000,
+                inflight: 5_000,
+                register_limit: Duration::from_secs(30),
+            }
+        } else {
+            Sizes {
+                quick,
+                customers: 50_000,
+                idle: 1_000_000,
+                inflight: 100_000,
+                register_limit: Duration::from_secs(600),
+            }
+        }
+    }
+}
+
+/// What the throughput daemon measured.
+struct Throughput {
+    sends: sends::SendsResult,
+    baseline: sends::Baseline,
+    reports: reports::ReportsResult,
+    profile: Option<String>,
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let sizes = Sizes::new(args.iter().any(|a| a == "--quick"));
+    let profile = args.iter().any(|a| a == "--profile");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(sizes, profile))
+}
+
+async fn run(sizes: Sizes, profile: bool) -> Res<()> {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load");
+    std::fs::create_dir_all(&out)?;
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let t = throughput(
+        &sizes,
+        &subdir(dir.path(), "throughput")?,
+        profile.then_some(&out),
+    )
+    .await?;
+    let (memory, recovery) = memory_and_recovery(&sizes, &subdir(dir.path(), "memory")?).await?;
+    let summary = summarize(&sizes, &t, &memory, &recovery);
+    output::write(&out, &summary, &t.sends.series, t.profile.as_deref())?;
+    eprintln!(
+        "[done] in {:.1} s; wrote {}",
+        started.elapsed().as_secs_f64(),
+        out.join("report.md").display()
+    );
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+/// `parent/name`, created.
+fn subdir(parent: &Path, name: &str) -> Res<PathBuf> {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Phases 1 and 2 on one daemon with fast fakes.
+async fn throughput(sizes: &Sizes, dir: &Path, profile: Option<&PathBuf>) -> Res<Throughput> {
+    let fakes = Fakes::start(dir, FaultMix::default()).await?;
+    let daemon = Daemon::start(&dir.join("data"), &fakes.env).await?;
+    let api = Api::new(&daemon.base)?;
+    let n = sizes.customers;
+    eprintln!("[sends] registering {n} customers (pid {})", daemon.pid);
+    let far = Instant::now() + Duration::from_secs(3600);
+    if workload::register(&api, 0..n, far).await? != n {
+        return Err("registration stopped early".into());
+    }
+    eprintln!("[sends] sending to {n} customers ({} pushes)", 2 * n);
+    let perf = profile
+        .map(|out| profile::Perf::start(daemon.pid, out))
+        .transpose()?;
+    let sends = sends::run(&api, &fakes, n).await?;
+    let profile = perf.map(profile::Perf::finish).transpose()?;
+    eprintln!("[sends] {:.0} pushes/s; baseline next", sends.rate());
+    let baseline = sends::baseline(&fakes, n).await?;
+    eprintln!("[sends] baseline {:.0} pushes/s", baseline.rate());
+    eprintln!("[reports] {} deliveries", sends.deliveries.len());
+    let reports = reports::run(&api, &sends.deliveries).await?;
+    eprintln!(
+        "[reports] {:.0} reports/s, /healthz {:.0}/s",
+        reports.rate(),
+        reports.baseline_rate()
+    );
+    daemon.kill().await?;
+    Ok(Throughput {
+        sends,
+        baseline,
+        reports,
+        profile,
+    })
+}
+
+/// Phases 3 and 4 on one data dir: fakes that hold every push, idle
+/// customers, deliveries in flight, then SIGKILL and restart.
+async fn memory_and_recovery(
+    sizes: &Sizes,
+    dir: &Path,
+) -> Res<(memory::MemoryResult, recovery::RecoveryResult)> {
+    let hold = FaultMix {
+        latency: Duration::from_secs(3600),
+        ..FaultMix::default()
+    };
+    let fakes = Fakes::start(dir, hold).await?;
+    let collector = Collector::start(&fakes);
+    let idle = [("PUSHD_IDLE_TIMEOUT_SECS", "1".to_owned())];
+    let env: Vec<(&str, String)> = idle.iter().cloned().chain(fakes.env.clone()).collect();
+    let data = dir.join("data");
+    let daemon = Daemon::start(&data, &env).await?;
+    let api = Api::new(&daemon.base)?;
+    eprintln!("[memory] registering up to {} idle customers", sizes.idle);
+    let sizes_mk = (sizes.idle, sizes.inflight);
+    let memory = memory::run(&daemon, &api, &fakes, sizes_mk, sizes.register_limit).await?;
+    let before = collector.finish().await?;
+    eprintln!(
+        "[recovery] SIGKILL with {} deliveries in flight",
+        memory.inflight
+    );
+    let recovery = recovery::run(
+        daemon,
+        &data,
+        &subdir(dir, "restart")?,
+        &[],
+        &memory.deliveries,
+        before,
+    )
+    .await?;
+    Ok((memory, recovery))
+}
+
+/// The figures of the run.
+fn summarize(
+    sizes: &Sizes,
+    t: &Throughput,
+    m: &memory::MemoryResult,
+    r: &recovery::RecoveryResult,
+) -> Summary {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    Summary {
+        quick: sizes.quick,
+        sends_per_s: t.sends.rate(),
+        baseline_sends_per_s: t.baseline.rate(),
+        send_ratio: t.sends.rate() / t.baseline.rate(),
+        p50_ms: percentile(&t.sends.latency_ms, 0.5),
+        p99_ms: percentile(&t.sends.latency_ms, 0.99),
+        batch_p50_ms: percentile(&t.sends.batch_ms, 0.5),
+        batch_p99_ms: percentile(&t.sends.batch_ms, 0.99),
+        baseline_p50_ms: t.baseline.p(0.5),
+        baseline_p99_ms: t.baseline.p(0.99),
+        reports_per_s: t.reports.rate(),
+        healthz_per_s: t.reports.baseline_rate(),
+        report_ratio: t.reports.rate() / t.reports.baseline_rate(),
+        bytes_per_idle_customer: m.per_idle_customer(),
+        bytes_per_inflight_delivery: m.per_inflight_delivery(),
+        time_to_healthy_s: r.time_to_healthy_s,
+        recovery_s: r.recovery_s,
+        lost: r.lost,
+        duplicates: r.duplicates,
+        resent: r.resent,
+        send_customers: sizes.customers,
+        send_pushes: t.sends.pushes,
+        reports: t.reports.reports,
+        idle_customers_wanted: m.wanted,
+        idle_customers: m.customers,
+        register_s: m.register_s,
+        inflight_deliveries: r.inflight,
+        held_pushes: m.held_pushes,
+        rss_start_mib: mib(m.rss_start),
+        rss_idle_mib: mib(m.rss_idle),
+        rss_inflight_mib: mib(m.rss_inflight),
+        send_flushes: t.sends.flushes.count,
+        send_flush_s: t.sends.flushes.seconds,
+        report_flushes: t.reports.flushes.count,
+        report_flush_s: t.reports.flushes.seconds,
+    }
+}

@@ -1,0 +1,125 @@
+//! What the harness asks of a daemon: customers with two devices each, a
+//! push template, and sends in batches.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::daemon::{Api, Res, android_token, ios_token};
+
+/// Customers registered at once.
+const REGISTER_IN_FLIGHT: usize = 64;
+/// Customer ids per `POST /v1/send/push`.
+pub const SEND_BATCH: usize = 500;
+/// Send calls in flight.
+pub const SENDS_IN_FLIGHT: usize = 4;
+
+/// One `POST /v1/send/push`: when it started, when the 202 came, and the
+/// delivery ids with their customer numbers.
+pub struct Batch {
+    /// When the call started.
+    pub started: Instant,
+    /// How long the call took.
+    pub took: Duration,
+    /// `(delivery id, customer number)`.
+    pub deliveries: Vec<(String, usize)>,
+}
+
+/// The id of customer number `i`.
+pub fn customer_id(i: usize) -> String {
+    format!("c{i}")
+}
+
+/// Registers customers `range` (one iOS and one Android device each), 64 at
+/// a time, stopping early at `deadline`; answers how many were registered
+/// (always a prefix of `range`).
+pub async fn register(api: &Api, range: Range<usize>, deadline: Instant) -> Res<usize> {
+    stream::iter(range)
+        .take_while(|_| std::future::ready(Instant::now() < deadline))
+        .map(|i| register_one(api, i))
+        .buffered(REGISTER_IN_FLIGHT)
+        .try_fold(0, |n, ()| std::future::ready(Ok(n + 1)))
+        .await
+}
+
+/// One customer and its two devices.
+async fn register_one(api: &Api, i: usize) -> Res<()> {
+    let id = customer_id(i);
+    let person = json!({"attributes": {"first_name": format!("N{i}"), "plan": "pro"}});
+    api.ok(Method::PUT, &format!("/v1/customers/{id}"), Some(&person))
+        .await?;
+    for (token, platform) in [(ios_token(i), "ios"), (android_token(i), "android")] {
+        let device = json!({"device": {"id": token, "platform": platform,
+            "last_used": 1_764_100_000, "attributes": {"app_version": "2.1.0"}}});
+        api.ok(
+            Method::PUT,
+            &format!("/v1/customers/{id}/devices"),
+            Some(&device),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Creates the push template `id` (Liquid over the customer's attributes).
+pub async fn message(api: &Api, id: &str) -> Res<()> {
+    let body = json!({"name": id, "campaign_id": format!("load-{id}"),
+        "title": "Hi {{customer.first_name}}", "body": "Your {{customer.plan}} plan is ready",
+        "deep_link": "myapp://home", "audience": "all_devices"});
+    api.ok(Method::PUT, &format!("/v1/messages/{id}"), Some(&body))
+        .await?;
+    Ok(())
+}
+
+/// Sends `message` to customers `range` in batches, several in flight;
+/// every batch must be acknowledged with 202.
+pub async fn send(api: &Api, message: &str, range: Range<usize>) -> Res<Vec<Batch>> {
+    let chunks: Vec<Range<usize>> = range
+        .clone()
+        .step_by(SEND_BATCH)
+        .map(|s| s..(s + SEND_BATCH).min(range.end))
+        .collect();
+    stream::iter(chunks)
+        .map(|chunk| send_batch(api, message, chunk))
+        .buffer_unordered(SENDS_IN_FLIGHT)
+        .try_collect()
+        .await
+}
+
+/// One send call.
+async fn send_batch(api: &Api, message: &str, chunk: Range<usize>) -> Res<Batch> {
+    let ids: Vec<String> = chunk.clone().map(customer_id).collect();
+    let body = json!({"message_id": message, "customer_ids": ids});
+    let started = Instant::now();
+    let v = api.ok(Method::POST, "/v1/send/push", Some(&body)).await?;
+    let took = started.elapsed();
+    let deliveries = v["deliveries"]
+        .as_array()
+        .ok_or("no deliveries in the 202")?
+        .iter()
+        .map(entry)
+        .collect::<Res<Vec<_>>>()?;
+    if deliveries.len() != chunk.len() {
+        return Err(format!("{} deliveries for {} ids", deliveries.len(), chunk.len()).into());
+    }
+    Ok(Batch {
+        started,
+        took,
+        deliveries,
+    })
+}
+
+/// A 202 entry: its delivery id and customer number.
+fn entry(e: &Value) -> Res<(String, usize)> {
+    let id = e["delivery_id"]
+        .as_str()
+        .ok_or("a delivery without an id")?;
+    let customer = e["customer_id"]
+        .as_str()
+        .and_then(|c| c.strip_prefix('c')?.parse().ok())
+        .ok_or("a delivery without a customer")?;
+    Ok((id.to_owned(), customer))
+}
