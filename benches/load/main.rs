@@ -48,7 +48,7 @@ impl Sizes {
                 customers: 5_000,
                 idle: 20_000,
                 inflight: 5_000,
-                register_limit: Duration::from_secs(30),
+                register_limit: Duration::from_secs(20),
             }
         } else {
             Sizes {
@@ -86,6 +86,7 @@ async fn run(sizes: Sizes, profile: bool) -> Res<()> {
     std::fs::create_dir_all(&out)?;
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
+    let load_avg_start = output::load_avg();
     let t = throughput(
         &sizes,
         &subdir(dir.path(), "throughput")?,
@@ -93,7 +94,8 @@ async fn run(sizes: Sizes, profile: bool) -> Res<()> {
     )
     .await?;
     let (memory, recovery) = memory_and_recovery(&sizes, &subdir(dir.path(), "memory")?).await?;
-    let summary = summarize(&sizes, &t, &memory, &recovery);
+    let mut summary = summarize(&sizes, &t, &memory, &recovery);
+    (summary.load_avg_start, summary.load_avg_end) = (load_avg_start, output::load_avg());
     output::write(&out, &summary, &t.sends.series, t.profile.as_deref())?;
     eprintln!(
         "[done] in {:.1} s; wrote {}",
@@ -194,6 +196,8 @@ fn summarize(
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     Summary {
         quick: sizes.quick,
+        load_avg_start: 0.0,
+        load_avg_end: 0.0,
         sends_per_s: t.sends.rate(),
         baseline_sends_per_s: t.baseline.rate(),
         send_ratio: t.sends.rate() / t.baseline.rate(),

@@ -13,6 +13,10 @@ use crate::stats::Bucket;
 #[derive(Serialize)]
 pub struct Summary {
     pub quick: bool,
+    /// `/proc/loadavg` (1 min) when the run started and ended: other work
+    /// on the machine skews every figure.
+    pub load_avg_start: f64,
+    pub load_avg_end: f64,
     pub sends_per_s: f64,
     pub baseline_sends_per_s: f64,
     pub send_ratio: f64,
@@ -126,7 +130,14 @@ fn markdown(s: &Summary, profile: Option<&str>) -> String {
         let met = if t.met { "yes" } else { "**no**" };
         let _ = writeln!(md, "| {} | {} | {} | {met} |", t.name, t.goal, t.value);
     }
-    let _ = write!(md, "{}", details(s));
+    let _ = write!(
+        md,
+        "\nMachine load average (1 min): {:.2} at the start, {:.2} at the end; \
+figures vary between runs on a shared machine.\n{}",
+        s.load_avg_start,
+        s.load_avg_end,
+        details(s)
+    );
     md.push_str("\n## Sends over time\n\n![throughput and latency](sends.svg)\n");
     if let Some(p) = profile {
         let _ = write!(
@@ -254,4 +265,12 @@ fn panel(top: f64, title: &str, lines: &[(&[(f64, f64)], &str)]) -> String {
         );
     }
     s
+}
+
+/// The 1-minute load average, or 0 if unknown.
+pub fn load_avg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
