@@ -167,8 +167,8 @@ async fn memory_and_recovery(
     let daemon = Daemon::start(&data, &env).await?;
     let api = Api::new(&daemon.base)?;
     eprintln!("[memory] registering up to {} idle customers", sizes.idle);
-    let sizes_mk = (sizes.idle, sizes.inflight);
-    let memory = memory::run(&daemon, &api, &fakes, sizes_mk, sizes.register_limit).await?;
+    let counts = (sizes.idle, sizes.inflight);
+    let memory = memory::run(&daemon, &api, &fakes, counts, sizes.register_limit).await?;
     let before = collector.finish().await?;
     eprintln!(
         "[recovery] SIGKILL with {} deliveries in flight",
@@ -178,7 +178,6 @@ async fn memory_and_recovery(
         daemon,
         &data,
         &subdir(dir, "restart")?,
-        &[],
         &memory.deliveries,
         before,
     )
