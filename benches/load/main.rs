@@ -48,7 +48,7 @@ impl Sizes {
                 customers: 5_000,
                 idle: 20_000,
                 inflight: 5_000,
-                register_limit: Duration::from_secs(30),
+                register_limit: Duration::from_secs(20),
             }
         } else {
             Sizes {
@@ -86,6 +86,7 @@ async fn run(sizes: Sizes, profile: bool) -> Res<()> {
     std::fs::create_dir_all(&out)?;
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
+    let load_avg_start = output::load_avg();
     let t = throughput(
         &sizes,
         &subdir(dir.path(), "throughput")?,
@@ -93,7 +94,8 @@ async fn run(sizes: Sizes, profile: bool) -> Res<()> {
     )
     .await?;
     let (memory, recovery) = memory_and_recovery(&sizes, &subdir(dir.path(), "memory")?).await?;
-    let summary = summarize(&sizes, &t, &memory, &recovery);
+    let mut summary = summarize(&sizes, &t, &memory, &recovery);
+    (summary.load_avg_start, summary.load_avg_end) = (load_avg_start, output::load_avg());
     output::write(&out, &summary, &t.sends.series, t.profile.as_deref())?;
     eprintln!(
         "[done] in {:.1} s; wrote {}",
@@ -165,8 +167,8 @@ async fn memory_and_recovery(
     let daemon = Daemon::start(&data, &env).await?;
     let api = Api::new(&daemon.base)?;
     eprintln!("[memory] registering up to {} idle customers", sizes.idle);
-    let sizes_mk = (sizes.idle, sizes.inflight);
-    let memory = memory::run(&daemon, &api, &fakes, sizes_mk, sizes.register_limit).await?;
+    let counts = (sizes.idle, sizes.inflight);
+    let memory = memory::run(&daemon, &api, &fakes, counts, sizes.register_limit).await?;
     let before = collector.finish().await?;
     eprintln!(
         "[recovery] SIGKILL with {} deliveries in flight",
@@ -176,7 +178,6 @@ async fn memory_and_recovery(
         daemon,
         &data,
         &subdir(dir, "restart")?,
-        &[],
         &memory.deliveries,
         before,
     )
@@ -194,6 +195,8 @@ fn summarize(
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     Summary {
         quick: sizes.quick,
+        load_avg_start: 0.0,
+        load_avg_end: 0.0,
         sends_per_s: t.sends.rate(),
         baseline_sends_per_s: t.baseline.rate(),
         send_ratio: t.sends.rate() / t.baseline.rate(),

@@ -12,7 +12,13 @@ use crate::stats::Bucket;
 /// The figures of one run; printed as the last line.
 #[derive(Serialize)]
 pub struct Summary {
+    /// Quick sizes.
     pub quick: bool,
+    /// `/proc/loadavg` (1 min) when the run started and ended: other work
+    /// on the machine skews every figure.
+    pub load_avg_start: f64,
+    pub load_avg_end: f64,
+    /// Device pushes per second through pushd, the bare client, and pushd / bare.
     pub sends_per_s: f64,
     pub baseline_sends_per_s: f64,
     pub send_ratio: f64,
@@ -22,18 +28,26 @@ pub struct Summary {
     /// `POST /v1/send/push` → 202, per batch.
     pub batch_p50_ms: f64,
     pub batch_p99_ms: f64,
+    /// Per request of the bare client.
     pub baseline_p50_ms: f64,
     pub baseline_p99_ms: f64,
+    /// SDK reports per second, `/healthz` per second, and their ratio.
     pub reports_per_s: f64,
     pub healthz_per_s: f64,
     pub report_ratio: f64,
+    /// ΔRSS per idle customer, and per in-flight delivery.
     pub bytes_per_idle_customer: f64,
     pub bytes_per_inflight_delivery: f64,
+    /// Restart → `/healthz` 200, and restart → every delivery final.
     pub time_to_healthy_s: f64,
     pub recovery_s: f64,
+    /// Acknowledged deliveries missing or not final after the restart.
     pub lost: usize,
+    /// Pushes received beyond one per (delivery, token).
     pub duplicates: usize,
+    /// Device sends pushd resent after the restart (its `duplicates` fields).
     pub resent: u64,
+    /// Sizes used.
     pub send_customers: usize,
     pub send_pushes: usize,
     pub reports: usize,
@@ -41,7 +55,9 @@ pub struct Summary {
     pub idle_customers: usize,
     pub register_s: f64,
     pub inflight_deliveries: usize,
+    /// Pushes the holding fakes had received when RSS was read.
     pub held_pushes: usize,
+    /// RSS after start, with idle customers, with deliveries in flight.
     pub rss_start_mib: f64,
     pub rss_idle_mib: f64,
     pub rss_inflight_mib: f64,
@@ -126,7 +142,14 @@ fn markdown(s: &Summary, profile: Option<&str>) -> String {
         let met = if t.met { "yes" } else { "**no**" };
         let _ = writeln!(md, "| {} | {} | {} | {met} |", t.name, t.goal, t.value);
     }
-    let _ = write!(md, "{}", details(s));
+    let _ = write!(
+        md,
+        "\nMachine load average (1 min): {:.2} at the start, {:.2} at the end; \
+figures vary between runs on a shared machine.\n{}",
+        s.load_avg_start,
+        s.load_avg_end,
+        details(s)
+    );
     md.push_str("\n## Sends over time\n\n![throughput and latency](sends.svg)\n");
     if let Some(p) = profile {
         let _ = write!(
@@ -233,12 +256,14 @@ fn panel(top: f64, title: &str, lines: &[(&[(f64, f64)], &str)]) -> String {
 <rect x=\"{x0}\" y=\"{y0}\" width=\"{w}\" height=\"{h}\" fill=\"none\" stroke=\"#999\"/>\n\
 <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{vmax:.0}</text>\n\
 <text x=\"{}\" y=\"{}\" text-anchor=\"end\">0</text>\n\
+<text x=\"{x0}\" y=\"{}\">0 s</text>\n\
 <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{tmax:.1} s</text>\n",
         top + 14.0,
         x0 - 4.0,
         y0 + 10.0,
         x0 - 4.0,
         y0 + h,
+        y0 + h + 15.0,
         x0 + w,
         y0 + h + 15.0,
     );
@@ -254,4 +279,12 @@ fn panel(top: f64, title: &str, lines: &[(&[(f64, f64)], &str)]) -> String {
         );
     }
     s
+}
+
+/// The 1-minute load average, or 0 if unknown.
+pub fn load_avg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -39,16 +39,14 @@ pub async fn run(
     daemon: Daemon,
     data_dir: &Path,
     dir: &Path,
-    env: &[(&str, String)],
     acked: &[(String, usize)],
     before: Vec<Arrival>,
 ) -> Res<RecoveryResult> {
     daemon.kill().await?;
     let fakes = Fakes::start(dir, FaultMix::default()).await?;
     let collector = Collector::start(&fakes);
-    let env: Vec<(&str, String)> = env.iter().cloned().chain(fakes.env.clone()).collect();
     let t0 = Instant::now();
-    let daemon = Daemon::start(data_dir, &env).await?;
+    let daemon = Daemon::start(data_dir, &fakes.env).await?;
     let api = Api::new(&daemon.base)?;
     api.wait_healthy(SETTLE_LIMIT).await?;
     let time_to_healthy_s = t0.elapsed().as_secs_f64();
