@@ -421,7 +421,7 @@ impl Handler<RetryDelivery> for PersonActor {
 impl Handler<DeviceOutcome> for PersonActor {
     type Result = ();
 
-    fn handle(&mut self, msg: DeviceOutcome, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: DeviceOutcome, _: &mut Context<Self>) {
         self.inflight -= 1;
         let _ = self.touch();
         // A device report may have settled the delivery before its provider
@@ -458,11 +458,11 @@ impl Handler<DeviceOutcome> for PersonActor {
             device.suppressed = true;
             changes.extend(self.customer_change());
         }
-        ctx.spawn(self.commit_then(changes, ()).map(|res, act, _| {
-            if let Err(e) = res {
-                tracing::error!(customer = %act.id, error = %e, "cannot record outcome");
-            }
-        }));
+        // Nobody waits on an outcome: it is durable with the next commit's
+        // flush, and if a crash comes first the device is simply sent again.
+        if let Err(e) = self.ctx.store.record(changes) {
+            tracing::error!(customer = %self.id, error = %e, "cannot record outcome");
+        }
     }
 }
 

@@ -149,6 +149,10 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the changes atomically and at once (reads see them), and
     /// resolves when they are durable. Nothing is acknowledged before that.
     fn commit(&self, changes: Vec<Change>) -> BoxFuture<Result<(), StoreError>>;
+    /// Applies the changes atomically and at once, durable with the next
+    /// commit's flush: for changes nobody waits on and a restart repairs
+    /// (a lost device outcome means that device is sent again).
+    fn record(&self, changes: Vec<Change>) -> Result<(), StoreError>;
 }
 
 /// Time, as the engine sees it.

@@ -101,7 +101,10 @@ async fn push_event(
 ) -> Result<HttpResponse, ApiError> {
     check_id(&body.delivery_id, "delivery_id")?;
     check_id(&body.device_id, "device_id")?;
-    let delivery = stored_delivery(&state, &body.delivery_id)?;
+    let customer = state
+        .store
+        .delivery_customer(&body.delivery_id)?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
     let report = DeviceReport {
         delivery_id: body.delivery_id,
         token: body.device_id,
@@ -109,7 +112,7 @@ async fn push_event(
         at: body.timestamp.unwrap_or_else(now),
     };
     let event = format!("{:?}", report.report).to_lowercase();
-    state.registry.ask(&delivery.customer_id, report).await??;
+    state.registry.ask(&customer, report).await??;
     metrics::counter!("pushd_reports_total", "event" => event).increment(1);
     Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
 }

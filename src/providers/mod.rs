@@ -9,12 +9,14 @@ mod apns;
 mod fcm;
 mod http;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pushd_actors::model::Platform;
 use pushd_actors::ports::{Accepted, BoxFuture, Provider, ProviderError, Push};
 use pushd_actors::status::FailureReason;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 pub use apns::ApnsClient;
 pub use fcm::FcmClient;
@@ -60,6 +62,11 @@ pub struct ClientOptions {
     /// FCM: the access token is refreshed once less than this of its
     /// lifetime is left.
     pub fcm_refresh_margin: Duration,
+    /// Requests in flight per provider. Beyond the connection's stream
+    /// limit a request would only wait inside the HTTP/2 client, holding
+    /// its buffers and spending its timeout there; it waits here instead,
+    /// and its timeout starts once it is on the wire.
+    pub max_in_flight: usize,
 }
 
 impl Default for ClientOptions {
@@ -68,6 +75,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             apns_token_ttl: Duration::from_secs(40 * 60),
             fcm_refresh_margin: Duration::from_secs(5 * 60),
+            max_in_flight: 1000,
         }
     }
 }
@@ -122,6 +130,8 @@ impl CredentialsError {
 pub struct Providers {
     apns: Result<ApnsClient, String>,
     fcm: Result<FcmClient, String>,
+    /// Request slots per platform (see [`ClientOptions::max_in_flight`]).
+    slots: [Arc<Semaphore>; 2],
 }
 
 impl Providers {
@@ -147,7 +157,11 @@ impl Providers {
                 e => format!("FCM credentials unusable: {e}"),
             }
         });
-        Providers { apns, fcm }
+        Providers {
+            apns,
+            fcm,
+            slots: slots(options.max_in_flight),
+        }
     }
 
     /// Routes to the given clients; `None` means not configured.
@@ -155,6 +169,7 @@ impl Providers {
         Providers {
             apns: apns.ok_or_else(|| "no APNs key configured".to_owned()),
             fcm: fcm.ok_or_else(|| "no FCM service account configured".to_owned()),
+            slots: slots(ClientOptions::default().max_in_flight),
         }
     }
 }
@@ -162,11 +177,16 @@ impl Providers {
 impl Provider for Providers {
     fn send(&self, push: Push) -> BoxFuture<Result<Accepted, ProviderError>> {
         let platform = push.platform;
-        let client = match platform {
-            Platform::Ios => self.apns.clone().map(Client::Apns),
-            Platform::Android => self.fcm.clone().map(Client::Fcm),
+        let (client, slots) = match platform {
+            Platform::Ios => (self.apns.clone().map(Client::Apns), &self.slots[0]),
+            Platform::Android => (self.fcm.clone().map(Client::Fcm), &self.slots[1]),
         };
+        let slots = slots.clone();
         Box::pin(async move {
+            let _slot = match &client {
+                Ok(_) => Some(slots.acquire_owned().await.expect("slots are never closed")),
+                Err(_) => None,
+            };
             let started = Instant::now();
             let result = match client {
                 Ok(Client::Apns(c)) => c.send(&push).await,
@@ -180,6 +200,10 @@ impl Provider for Providers {
             result
         })
     }
+}
+
+fn slots(max_in_flight: usize) -> [Arc<Semaphore>; 2] {
+    [0, 1].map(|_| Arc::new(Semaphore::new(max_in_flight.max(1))))
 }
 
 /// A configured client, moved into a send's future.

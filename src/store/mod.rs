@@ -107,6 +107,17 @@ impl SledStore {
         self.get(&[keys::DELIVERY, id].concat())
     }
 
+    /// The customer a delivery belongs to, decoding only that field: what a
+    /// device report needs to find its PersonActor.
+    pub fn delivery_customer(&self, id: &str) -> Result<Option<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Owner {
+            customer_id: String,
+        }
+        let owner: Option<Owner> = self.get(&[keys::DELIVERY, id.as_bytes()].concat())?;
+        Ok(owner.map(|o| o.customer_id))
+    }
+
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, Error> {
         commit::read(&self.db, key)
     }
@@ -141,15 +152,19 @@ impl Store for SledStore {
     }
 
     fn commit(&self, changes: Vec<Change>) -> BoxFuture<Result<(), StoreError>> {
-        if self.flusher.is_closed() {
-            return Box::pin(std::future::ready(Err(Error::Closed.into())));
-        }
-        match self.apply(&changes) {
+        match self.record(changes) {
             Ok(()) => self.flusher.durable(),
-            Err(e) => {
-                tracing::error!(error = %e, "store commit failed");
-                Box::pin(std::future::ready(Err(e.into())))
-            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
         }
+    }
+
+    fn record(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        if self.flusher.is_closed() {
+            return Err(Error::Closed.into());
+        }
+        self.apply(&changes).map_err(|e| {
+            tracing::error!(error = %e, "store commit failed");
+            e.into()
+        })
     }
 }

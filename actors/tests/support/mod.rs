@@ -80,6 +80,11 @@ impl Store for MemStore {
     }
 
     fn commit(&self, changes: Vec<Change>) -> BoxFuture<Result<(), StoreError>> {
+        let applied = self.record(changes);
+        Box::pin(async move { applied })
+    }
+
+    fn record(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         for change in changes {
             match change {
                 Change::Customer(c) => {
@@ -97,7 +102,7 @@ impl Store for MemStore {
             }
         }
         self.commits.notify_waiters();
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 }
 
