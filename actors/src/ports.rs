@@ -121,8 +121,9 @@ pub enum Change {
     Customer(Customer),
     /// Remove a customer.
     CustomerDeleted(String),
-    /// A new or changed delivery; `before` is its previous stored value, so the
-    /// store can keep its indexes and counters incrementally.
+    /// A new or changed delivery; `before` is its previous stored value (the
+    /// engine is the single writer of each customer's deliveries, so it
+    /// knows it), so the store keeps its indexes and counters incrementally.
     Delivery {
         /// The previous value, `None` for a new delivery.
         before: Option<Box<Delivery>>,
