@@ -19,9 +19,8 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::daemon::{ServeError, serve};
-use crate::providers::{ApnsConfig, FcmConfig};
 use crate::sim::fleet::{Fleet, FleetProfile, FleetStats};
-use crate::sim::{ApnsTestKey, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, FaultMix};
+use crate::sim::{FakeProviders, FaultMix};
 
 /// `pushd demo` options.
 #[derive(Args, Clone, Debug)]
@@ -68,34 +67,15 @@ const SDK_KEY: &str = "demo-sdk-key";
 const MESSAGE: &str = "spring-sale";
 const CAMPAIGN: &str = "spring";
 
-/// Fakes and their credentials, written into the data dir.
-async fn providers(
-    args: &DemoArgs,
-) -> Result<(FakeApns, FakeFcm, ApnsConfig, FcmConfig), DemoError> {
+/// The fakes, with their credentials written into the data dir.
+async fn providers(args: &DemoArgs) -> Result<FakeProviders, DemoError> {
     let mix = FaultMix {
         unregistered: 0.02,
         transient: 0.05,
         latency: Duration::from_millis(15),
         seed: args.seed,
     };
-    let key = ApnsTestKey::generate();
-    let apns = FakeApns::start(FakeApnsConfig {
-        mix: mix.clone(),
-        ..FakeApnsConfig::new(&key)
-    })
-    .await?;
-    let fcm = FakeFcm::start(FakeFcmConfig {
-        mix,
-        ..FakeFcmConfig::default()
-    })
-    .await?;
-    let key_file = args.data_dir.join("demo-apns.p8");
-    key.write_p8(&key_file)?;
-    let account = args.data_dir.join("demo-fcm.json");
-    fcm.write_service_account(&account)?;
-    let apns_config = apns.client_config(&key_file);
-    let fcm_config = fcm.client_config(&account);
-    Ok((apns, fcm, apns_config, fcm_config))
+    Ok(FakeProviders::start(&args.data_dir, mix).await?)
 }
 
 /// A small HTTP client of the demo's daemon.
@@ -306,14 +286,14 @@ async fn watch(api: &Api, stats: &FleetStats, seconds: u64) -> Result<(), DemoEr
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let _ = std::fs::remove_dir_all(&args.data_dir);
     std::fs::create_dir_all(&args.data_dir)?;
-    let (apns, fcm, apns_config, fcm_config) = providers(&args).await?;
+    let fakes = providers(&args).await?;
     let config = Config {
         listen: args.listen.clone(),
         data_dir: args.data_dir.join("store"),
         api_key: Some(API_KEY.into()),
         sdk_key: Some(SDK_KEY.into()),
-        apns: apns_config,
-        fcm: fcm_config,
+        apns: fakes.apns_config.clone(),
+        fcm: fakes.fcm_config.clone(),
         ..Config::default()
     };
     let daemon = actix_web::rt::spawn(serve(config));
@@ -334,12 +314,12 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!(
         "pushd demo: {} customers, fake APNs at {}, fake FCM at {}",
         args.customers,
-        apns.endpoint(),
-        fcm.endpoint()
+        fakes.apns.endpoint(),
+        fakes.fcm.endpoint()
     );
     let devices = create_customers(&api, &args).await?;
     let (tx, inbox) = tokio::sync::mpsc::unbounded_channel();
-    for mut rx in [apns.subscribe(), fcm.subscribe()] {
+    for mut rx in [fakes.apns.subscribe(), fakes.fcm.subscribe()] {
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(push) = rx.recv().await {

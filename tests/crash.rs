@@ -10,7 +10,7 @@ use std::time::Duration;
 use pushd::sim::FaultMix;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::{Daemon, Fakes, SDK_KEY, android_token, ios_token, recount};
+use support::{Daemon, SDK_KEY, android_token, fakes, ios_token, recount};
 
 const CUSTOMERS: usize = 120;
 const KILLS: usize = 3;
@@ -80,12 +80,12 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         latency: Duration::from_millis(20),
         ..FaultMix::default()
     };
-    let fakes = Fakes::start(dir.path(), mix).await;
+    let fakes = fakes(dir.path(), mix).await;
     let seed: u64 = rand::random();
     println!("crash test seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
-    let d = Daemon::start(&data, &fakes.env);
+    let d = Daemon::start(&data, &fakes.env());
     for i in 0..CUSTOMERS {
         let devices = [(ios_token(i), "ios"), (android_token(i), "android")];
         let devices: Vec<(&str, &str)> = devices.iter().map(|(t, p)| (t.as_str(), *p)).collect();
@@ -120,7 +120,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
             w.await.unwrap();
         }
         drop(d);
-        daemon = Daemon::start(&data, &fakes.env);
+        daemon = Daemon::start(&data, &fakes.env());
     }
     let d = daemon;
     let acked = std::mem::take(&mut *acked.lock().unwrap());

@@ -9,12 +9,12 @@ use std::collections::HashSet;
 
 use pushd::sim::{Behavior, Fault, FaultMix};
 use serde_json::{Value, json};
-use support::{Daemon, Fakes, SDK_KEY, android_token, ios_token, recount};
+use support::{Daemon, SDK_KEY, android_token, fakes, ios_token, recount};
 
-async fn setup() -> (tempfile::TempDir, Fakes, Daemon) {
+async fn setup() -> (tempfile::TempDir, pushd::sim::FakeProviders, Daemon) {
     let dir = tempfile::tempdir().unwrap();
-    let fakes = Fakes::start(dir.path(), FaultMix::default()).await;
-    let d = Daemon::start(&dir.path().join("data"), &fakes.env);
+    let fakes = fakes(dir.path(), FaultMix::default()).await;
+    let d = Daemon::start(&dir.path().join("data"), &fakes.env());
     d.message("welcome", "onboarding", "Hi {{customer.first_name}}")
         .await;
     (dir, fakes, d)
@@ -353,8 +353,8 @@ async fn metrics_equal_a_recount_after_a_random_workload() {
         seed: 7,
         ..FaultMix::default()
     };
-    let fakes = Fakes::start(dir.path(), mix).await;
-    let d = Daemon::start(&dir.path().join("data"), &fakes.env);
+    let fakes = fakes(dir.path(), mix).await;
+    let d = Daemon::start(&dir.path().join("data"), &fakes.env());
     d.message("welcome", "spring", "Hi {{customer.first_name}}")
         .await;
     d.message("other", "spring", "Yo {{customer.nickname}}")

@@ -5,9 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pushd::sim::fake_apns::{ApnsTestKey, FakeApns, FakeApnsConfig};
-use pushd::sim::fake_fcm::{FakeFcm, FakeFcmConfig};
-use pushd::sim::{FaultMix, ReceivedPush};
+use pushd::sim::{FakeProviders, ReceivedPush};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -245,69 +243,6 @@ impl Flushes {
     }
 }
 
-/// Fake APNs and FCM on loopback, and the environment that points a daemon
-/// at them with valid credentials.
-pub struct Fakes {
-    /// The fake APNs.
-    pub apns: FakeApns,
-    /// The fake FCM.
-    pub fcm: FakeFcm,
-    /// `PUSHD_APNS_*` / `PUSHD_FCM_*` for the daemon.
-    pub env: Vec<(&'static str, String)>,
-    /// The APNs signing key (PKCS#8 PEM), for the baseline's JWT.
-    pub apns_key_pem: String,
-    /// What the fake APNs accepts.
-    pub apns_config: FakeApnsConfig,
-    /// What the fake FCM accepts.
-    pub fcm_config: FakeFcmConfig,
-}
-
-impl Fakes {
-    /// Starts both fakes with `mix`; credentials files go in `dir`.
-    pub async fn start(dir: &Path, mix: FaultMix) -> Res<Fakes> {
-        let key = ApnsTestKey::generate();
-        let key_file = dir.join("apns.p8");
-        key.write_p8(&key_file)?;
-        let apns_config = FakeApnsConfig {
-            mix: mix.clone(),
-            ..FakeApnsConfig::new(&key)
-        };
-        let apns = FakeApns::start(apns_config.clone()).await?;
-        let fcm_config = FakeFcmConfig {
-            mix,
-            ..FakeFcmConfig::default()
-        };
-        let fcm = FakeFcm::start(fcm_config.clone()).await?;
-        let account = dir.join("fcm.json");
-        fcm.write_service_account(&account)?;
-        let env = vec![
-            ("PUSHD_APNS_ENDPOINT", apns.endpoint()),
-            ("PUSHD_APNS_KEY_FILE", key_file.display().to_string()),
-            ("PUSHD_APNS_KEY_ID", apns_config.key_id.clone()),
-            ("PUSHD_APNS_TEAM_ID", apns_config.team_id.clone()),
-            ("PUSHD_APNS_TOPIC", apns_config.topic.clone()),
-            ("PUSHD_FCM_ENDPOINT", fcm.endpoint()),
-            (
-                "PUSHD_FCM_SERVICE_ACCOUNT_FILE",
-                account.display().to_string(),
-            ),
-        ];
-        Ok(Fakes {
-            apns,
-            fcm,
-            env,
-            apns_key_pem: key.p8_pem,
-            apns_config,
-            fcm_config,
-        })
-    }
-
-    /// Push requests both fakes received, whatever their answer.
-    pub fn requests(&self) -> usize {
-        self.apns.requests() + self.fcm.requests()
-    }
-}
-
 /// One push a fake accepted, and when the harness saw it.
 pub struct Arrival {
     /// `CIO-Delivery-ID`.
@@ -326,7 +261,7 @@ pub struct Collector {
 
 impl Collector {
     /// Subscribes to both fakes.
-    pub fn start(fakes: &Fakes) -> Collector {
+    pub fn start(fakes: &FakeProviders) -> Collector {
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(collect(
             fakes.apns.subscribe(),

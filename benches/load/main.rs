@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use pushd::sim::FaultMix;
 
-use crate::daemon::{Api, Collector, Daemon, Fakes, Res};
+use crate::daemon::{Api, Collector, Daemon, Res};
 use crate::output::Summary;
 use crate::stats::percentile;
+use pushd::sim::FakeProviders;
 
 /// How big a run is.
 struct Sizes {
@@ -115,8 +116,8 @@ fn subdir(parent: &Path, name: &str) -> Res<PathBuf> {
 
 /// Phases 1 and 2 on one daemon with fast fakes.
 async fn throughput(sizes: &Sizes, dir: &Path, profile: Option<&PathBuf>) -> Res<Throughput> {
-    let fakes = Fakes::start(dir, FaultMix::default()).await?;
-    let daemon = Daemon::start(&dir.join("data"), &fakes.env).await?;
+    let fakes = FakeProviders::start(dir, FaultMix::default()).await?;
+    let daemon = Daemon::start(&dir.join("data"), &fakes.env()).await?;
     let api = Api::new(&daemon.base)?;
     let n = sizes.customers;
     eprintln!("[sends] registering {n} customers (pid {})", daemon.pid);
@@ -159,10 +160,10 @@ async fn memory_and_recovery(
         latency: Duration::from_secs(3600),
         ..FaultMix::default()
     };
-    let fakes = Fakes::start(dir, hold).await?;
+    let fakes = FakeProviders::start(dir, hold).await?;
     let collector = Collector::start(&fakes);
     let idle = [("PUSHD_IDLE_TIMEOUT_SECS", "1".to_owned())];
-    let env: Vec<(&str, String)> = idle.iter().cloned().chain(fakes.env.clone()).collect();
+    let env: Vec<(&str, String)> = idle.iter().cloned().chain(fakes.env()).collect();
     let data = dir.join("data");
     let daemon = Daemon::start(&data, &env).await?;
     let api = Api::new(&daemon.base)?;

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::daemon::{Api, Daemon, Fakes, Res};
+use crate::daemon::{Api, Daemon, Res};
 use crate::workload;
+use pushd::sim::FakeProviders;
 
 /// The template of this phase (and of the recovery phase that follows).
 pub const MESSAGE: &str = "mem";
@@ -59,7 +60,7 @@ fn delta(after: u64, before: u64) -> f64 {
 pub async fn run(
     daemon: &Daemon,
     api: &Api,
-    fakes: &Fakes,
+    fakes: &FakeProviders,
     (m, k): (usize, usize),
     register_limit: Duration,
 ) -> Res<MemoryResult> {
@@ -106,7 +107,7 @@ async fn wait_idle(api: &Api) -> Res<()> {
 /// Waits (bounded) until the fakes hold `pushes` requests or their count
 /// stops growing; answers the count. The fakes cap streams per connection,
 /// so the rest wait inside pushd's HTTP/2 client.
-async fn wait_held(fakes: &Fakes, pushes: usize) -> usize {
+async fn wait_held(fakes: &FakeProviders, pushes: usize) -> usize {
     let deadline = Instant::now() + REACH_LIMIT;
     let mut last = usize::MAX;
     loop {

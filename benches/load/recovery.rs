@@ -9,8 +9,9 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use pushd::sim::FaultMix;
 use reqwest::Method;
 
-use crate::daemon::{API_KEY, Api, Arrival, Collector, Daemon, Fakes, Res};
+use crate::daemon::{API_KEY, Api, Arrival, Collector, Daemon, Res};
 use crate::memory::MESSAGE;
+use pushd::sim::FakeProviders;
 
 /// How long the resumed deliveries may take to settle.
 const SETTLE_LIMIT: Duration = Duration::from_secs(600);
@@ -43,10 +44,10 @@ pub async fn run(
     before: Vec<Arrival>,
 ) -> Res<RecoveryResult> {
     daemon.kill().await?;
-    let fakes = Fakes::start(dir, FaultMix::default()).await?;
+    let fakes = FakeProviders::start(dir, FaultMix::default()).await?;
     let collector = Collector::start(&fakes);
     let t0 = Instant::now();
-    let daemon = Daemon::start(data_dir, &fakes.env).await?;
+    let daemon = Daemon::start(data_dir, &fakes.env()).await?;
     let api = Api::new(&daemon.base)?;
     api.wait_healthy(SETTLE_LIMIT).await?;
     let time_to_healthy_s = t0.elapsed().as_secs_f64();

@@ -9,9 +9,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushd::sim::fake_fcm::TEST_RSA_PRIVATE_KEY_PEM;
 use serde_json::{Value, json};
 
-use crate::daemon::{Api, Collector, Fakes, Flushes, Res, android_token, ios_token};
+use crate::daemon::{Api, Collector, Flushes, Res, android_token, ios_token};
 use crate::stats::{Bucket, percentile, series};
 use crate::workload::{self, SEND_BATCH, SENDS_IN_FLIGHT};
+use pushd::sim::FakeProviders;
 
 /// The template of this phase.
 const MESSAGE: &str = "load";
@@ -49,7 +50,7 @@ impl SendsResult {
 }
 
 /// Sends to customers `0..n` and waits until every delivery is final.
-pub async fn run(api: &Api, fakes: &Fakes, n: usize) -> Res<SendsResult> {
+pub async fn run(api: &Api, fakes: &FakeProviders, n: usize) -> Res<SendsResult> {
     workload::message(api, MESSAGE).await?;
     let flushes = Flushes::read(api).await?;
     let collector = Collector::start(fakes);
@@ -113,7 +114,7 @@ impl Baseline {
 /// Sends `n` pushes to each fake (the same payloads and auth headers pushd
 /// sends) over one HTTP/2 connection per fake, with as many in flight as
 /// pushd can have.
-pub async fn baseline(fakes: &Fakes, n: usize) -> Res<Baseline> {
+pub async fn baseline(fakes: &FakeProviders, n: usize) -> Res<Baseline> {
     let concurrency = STREAMS_PER_PROVIDER.min(SEND_BATCH * SENDS_IN_FLIGHT);
     let apns = Apns::new(fakes)?;
     let fcm = Fcm::new(fakes).await?;
@@ -179,12 +180,12 @@ struct Apns {
 }
 
 impl Apns {
-    fn new(fakes: &Fakes) -> Res<Apns> {
-        let config = &fakes.apns_config;
+    fn new(fakes: &FakeProviders) -> Res<Apns> {
+        let config = &fakes.apns_accepts;
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(config.key_id.clone());
         let claims = json!({"iss": config.team_id, "iat": unix_now()});
-        let key = EncodingKey::from_ec_pem(fakes.apns_key_pem.as_bytes())?;
+        let key = EncodingKey::from_ec_pem(fakes.apns_key.p8_pem.as_bytes())?;
         let jwt = jsonwebtoken::encode(&header, &claims, &key)?;
         Ok(Apns {
             http: h2c()?,
@@ -227,11 +228,11 @@ struct Fcm {
 }
 
 impl Fcm {
-    async fn new(fakes: &Fakes) -> Res<Fcm> {
+    async fn new(fakes: &FakeProviders) -> Res<Fcm> {
         let http = h2c()?;
         let token_uri = fakes.fcm.token_uri();
         let now = unix_now();
-        let claims = json!({"iss": fakes.fcm_config.client_email, "aud": token_uri,
+        let claims = json!({"iss": fakes.fcm_accepts.client_email, "aud": token_uri,
             "scope": "https://www.googleapis.com/auth/firebase.messaging",
             "iat": now, "exp": now + 3600});
         let key = EncodingKey::from_rsa_pem(TEST_RSA_PRIVATE_KEY_PEM.as_bytes())?;
@@ -254,7 +255,7 @@ impl Fcm {
             url: format!(
                 "{}/v1/projects/{}/messages:send",
                 fakes.fcm.endpoint(),
-                fakes.fcm_config.project_id
+                fakes.fcm_accepts.project_id
             ),
             auth: format!("Bearer {token}"),
         })

@@ -5,7 +5,9 @@ mod fake;
 pub mod fake_apns;
 pub mod fake_fcm;
 pub mod fleet;
+mod providers;
 
 pub use fake::{Behavior, Fault, FaultMix, ReceivedPush};
 pub use fake_apns::{ApnsTestKey, FakeApns, FakeApnsConfig};
 pub use fake_fcm::{FakeFcm, FakeFcmConfig, TEST_RSA_PRIVATE_KEY_PEM, TEST_RSA_PUBLIC_KEY_PEM};
+pub use providers::FakeProviders;

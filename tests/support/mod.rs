@@ -199,48 +199,9 @@ impl Drop for Daemon {
     }
 }
 
-/// Fake APNs and FCM on loopback, and the daemon environment that points
-/// pushd at them with valid credentials.
-pub struct Fakes {
-    pub apns: pushd::sim::fake_apns::FakeApns,
-    pub fcm: pushd::sim::fake_fcm::FakeFcm,
-    pub env: Vec<(&'static str, String)>,
-}
-
-impl Fakes {
-    pub async fn start(dir: &Path, mix: pushd::sim::FaultMix) -> Fakes {
-        use pushd::sim::fake_apns::{ApnsTestKey, FakeApns, FakeApnsConfig};
-        use pushd::sim::fake_fcm::{FakeFcm, FakeFcmConfig};
-        let key = ApnsTestKey::generate();
-        let key_file = dir.join("apns.p8");
-        key.write_p8(&key_file).unwrap();
-        let apns_config = FakeApnsConfig {
-            mix: mix.clone(),
-            ..FakeApnsConfig::new(&key)
-        };
-        let apns = FakeApns::start(apns_config.clone()).await.unwrap();
-        let fcm = FakeFcm::start(FakeFcmConfig {
-            mix,
-            ..FakeFcmConfig::default()
-        })
-        .await
-        .unwrap();
-        let account = dir.join("fcm.json");
-        fcm.write_service_account(&account).unwrap();
-        let env = vec![
-            ("PUSHD_APNS_ENDPOINT", apns.endpoint()),
-            ("PUSHD_APNS_KEY_FILE", key_file.display().to_string()),
-            ("PUSHD_APNS_KEY_ID", apns_config.key_id.clone()),
-            ("PUSHD_APNS_TEAM_ID", apns_config.team_id.clone()),
-            ("PUSHD_APNS_TOPIC", apns_config.topic.clone()),
-            ("PUSHD_FCM_ENDPOINT", fcm.endpoint()),
-            (
-                "PUSHD_FCM_SERVICE_ACCOUNT_FILE",
-                account.display().to_string(),
-            ),
-        ];
-        Fakes { apns, fcm, env }
-    }
+/// Fake APNs and FCM on loopback, with credentials in `dir`.
+pub async fn fakes(dir: &Path, mix: pushd::sim::FaultMix) -> pushd::sim::FakeProviders {
+    pushd::sim::FakeProviders::start(dir, mix).await.unwrap()
 }
 
 /// An APNs-shaped token (64 hex digits) for customer number `i`.

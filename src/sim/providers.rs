@@ -1,0 +1,80 @@
+//! Both fakes at once, with credentials written where a daemon can read
+//! them: what tests, the load harness and `pushd demo` start.
+
+use std::path::Path;
+
+use crate::providers::{ApnsConfig, FcmConfig};
+
+use super::{ApnsTestKey, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, FaultMix};
+
+/// A fake APNs and a fake FCM on loopback, and the client configuration
+/// that reaches them with valid credentials.
+pub struct FakeProviders {
+    /// The fake APNs.
+    pub apns: FakeApns,
+    /// The fake FCM (and its OAuth token endpoint).
+    pub fcm: FakeFcm,
+    /// The APNs signing key (its .p8 is written beside the service account).
+    pub apns_key: ApnsTestKey,
+    /// What the fake APNs accepts.
+    pub apns_accepts: FakeApnsConfig,
+    /// What the fake FCM accepts.
+    pub fcm_accepts: FakeFcmConfig,
+    /// pushd's `[apns]` section for the fake.
+    pub apns_config: ApnsConfig,
+    /// pushd's `[fcm]` section for the fake.
+    pub fcm_config: FcmConfig,
+}
+
+impl FakeProviders {
+    /// Starts both fakes with the outcome `mix`; writes `apns.p8` and
+    /// `fcm.json` into `dir`.
+    pub async fn start(dir: &Path, mix: FaultMix) -> std::io::Result<FakeProviders> {
+        let apns_key = ApnsTestKey::generate();
+        let key_file = dir.join("apns.p8");
+        apns_key.write_p8(&key_file)?;
+        let apns_accepts = FakeApnsConfig {
+            mix: mix.clone(),
+            ..FakeApnsConfig::new(&apns_key)
+        };
+        let fcm_accepts = FakeFcmConfig {
+            mix,
+            ..FakeFcmConfig::default()
+        };
+        let apns = FakeApns::start(apns_accepts.clone()).await?;
+        let fcm = FakeFcm::start(fcm_accepts.clone()).await?;
+        let account = dir.join("fcm.json");
+        fcm.write_service_account(&account)?;
+        Ok(FakeProviders {
+            apns_config: apns.client_config(&key_file),
+            fcm_config: fcm.client_config(&account),
+            apns,
+            fcm,
+            apns_key,
+            apns_accepts,
+            fcm_accepts,
+        })
+    }
+
+    /// The `PUSHD_APNS_*` / `PUSHD_FCM_*` variables pointing a daemon here.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let (a, f) = (&self.apns_config, &self.fcm_config);
+        [
+            ("PUSHD_APNS_ENDPOINT", &a.endpoint),
+            ("PUSHD_APNS_KEY_FILE", &a.key_file),
+            ("PUSHD_APNS_KEY_ID", &a.key_id),
+            ("PUSHD_APNS_TEAM_ID", &a.team_id),
+            ("PUSHD_APNS_TOPIC", &a.topic),
+            ("PUSHD_FCM_ENDPOINT", &f.endpoint),
+            ("PUSHD_FCM_SERVICE_ACCOUNT_FILE", &f.service_account_file),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.clone()?)))
+        .collect()
+    }
+
+    /// Push requests both fakes received, whatever their answer.
+    pub fn requests(&self) -> usize {
+        self.apns.requests() + self.fcm.requests()
+    }
+}
