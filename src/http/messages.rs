@@ -97,15 +97,21 @@ async fn get_message(
     Ok(HttpResponse::Ok().json(spec.ok_or_else(|| ApiError::not_found("message"))?))
 }
 
+/// 404 unless the message exists.
+fn known_message(state: &AppState, id: &str) -> Result<(), ApiError> {
+    match state.store.message(id)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found("message")),
+    }
+}
+
 async fn message_metrics(
     _: ApiKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
-    if state.store.message(id)?.is_none() {
-        return Err(ApiError::not_found("message"));
-    }
+    known_message(&state, id)?;
     Ok(HttpResponse::Ok().json(state.store.message_metrics(id)?.to_json()))
 }
 
@@ -126,9 +132,7 @@ async fn message_timeseries(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
-    if state.store.message(id)?.is_none() {
-        return Err(ApiError::not_found("message"));
-    }
+    known_message(&state, id)?;
     Ok(series_json(state.store.message_timeseries(id)?))
 }
 
