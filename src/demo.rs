@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::daemon::{ServeError, serve};
 use crate::sim::fleet::{Fleet, FleetProfile, FleetStats};
-use crate::sim::{FakeProviders, FaultMix};
+use crate::sim::{Fake, FakeProviders, FaultMix};
 
 /// `pushd demo` options.
 #[derive(Args, Clone, Debug)]

@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::HashSet;
 
-use pushd::sim::{Behavior, Fault, FaultMix};
+use pushd::sim::{Behavior, Fake, Fault, FaultMix};
 use serde_json::{Value, json};
 use support::{Daemon, SDK_KEY, android_token, fakes, ios_token, recount};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pushd::providers::{ApnsClient, ApnsConfig, ClientOptions, FcmClient, FcmConfig, Providers};
 use pushd::sim::{
-    ApnsTestKey, Behavior, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, Fault, FaultMix,
+    ApnsTestKey, Behavior, Fake, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, Fault, FaultMix,
 };
 use pushd_actors::model::{Content, Platform};
 use pushd_actors::ports::{Accepted, Provider, ProviderError, Push};

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pushd::sim::{FakeProviders, ReceivedPush};
+use pushd::sim::{Fake, FakeProviders, ReceivedPush};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

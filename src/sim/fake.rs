@@ -119,7 +119,8 @@ pub(crate) struct Decision {
 }
 
 /// Counters, scripts and records shared by a fake's connections.
-pub(crate) struct Recorder {
+/// What a fake saw and how it answers; reached through [`Fake`].
+pub struct Recorder {
     platform: Platform,
     requests: AtomicUsize,
     connections: AtomicUsize,
@@ -374,5 +375,41 @@ pub(crate) fn respond(status: u16, body: Bytes, headers: &[(&str, String)]) -> R
     match builder.body(Full::new(body)) {
         Ok(response) => Reply::Respond(response),
         Err(_) => Reply::Reset,
+    }
+}
+
+/// What tests, the harness and the demo ask of either fake.
+pub trait Fake {
+    /// The fake's record of requests and its script.
+    fn recorder(&self) -> &Recorder;
+
+    /// Sets how pushes to `token` are answered.
+    fn script(&self, token: &str, behavior: Behavior) {
+        self.recorder().script(token, behavior);
+    }
+
+    /// Push requests received, whatever their answer.
+    fn requests(&self) -> usize {
+        self.recorder().requests()
+    }
+
+    /// Pushes accepted.
+    fn accepted(&self) -> usize {
+        self.recorder().accepted()
+    }
+
+    /// Pushes accepted for `token`, in arrival order.
+    fn pushes(&self, token: &str) -> Vec<ReceivedPush> {
+        self.recorder().pushes(token)
+    }
+
+    /// TCP connections accepted.
+    fn connections(&self) -> usize {
+        self.recorder().connections()
+    }
+
+    /// Every push accepted from now on.
+    fn subscribe(&self) -> UnboundedReceiver<ReceivedPush> {
+        self.recorder().subscribe()
     }
 }

@@ -17,8 +17,7 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ReceivedPush;
-use super::fake::{Behavior, Fault, FaultMix, Recorder, Reply, Server, json_response, respond};
+use super::fake::{Fake, Fault, FaultMix, Recorder, Reply, Server, json_response, respond};
 use crate::providers::ApnsConfig;
 
 /// Largest payload APNs accepts, in bytes.
@@ -149,39 +148,15 @@ impl FakeApns {
         }
     }
 
-    /// Sets how pushes to `token` are answered.
-    pub fn script(&self, token: &str, behavior: Behavior) {
-        self.state.recorder.script(token, behavior);
-    }
-
-    /// Push requests received, whatever their answer.
-    pub fn requests(&self) -> usize {
-        self.state.recorder.requests()
-    }
-
-    /// Pushes accepted (200).
-    pub fn accepted(&self) -> usize {
-        self.state.recorder.accepted()
-    }
-
-    /// Pushes accepted for `token`, in arrival order.
-    pub fn pushes(&self, token: &str) -> Vec<ReceivedPush> {
-        self.state.recorder.pushes(token)
-    }
-
-    /// TCP connections accepted.
-    pub fn connections(&self) -> usize {
-        self.state.recorder.connections()
-    }
-
     /// Distinct provider JWTs seen.
     pub fn distinct_jwts(&self) -> usize {
         self.state.recorder.distinct_credentials()
     }
+}
 
-    /// Every push accepted from now on.
-    pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<ReceivedPush> {
-        self.state.recorder.subscribe()
+impl Fake for FakeApns {
+    fn recorder(&self) -> &Recorder {
+        &self.state.recorder
     }
 }
 

@@ -16,8 +16,7 @@ use pushd_actors::ports::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ReceivedPush;
-use super::fake::{Behavior, Fault, FaultMix, Recorder, Reply, Server, json_response};
+use super::fake::{Fake, Fault, FaultMix, Recorder, Reply, Server, json_response};
 use crate::providers::FcmConfig;
 
 /// TEST-ONLY RSA 2048 private key of the fake's service account
@@ -147,19 +146,9 @@ impl FakeFcm {
         }
     }
 
-    /// Sets how pushes to `token` are answered.
-    pub fn script(&self, token: &str, behavior: Behavior) {
-        self.state.recorder.script(token, behavior);
-    }
-
     /// Forgets every access token issued, so the next send gets a 401.
     pub fn revoke_tokens(&self) {
         self.state.issued.lock().expect("issued lock").clear();
-    }
-
-    /// Send requests received, whatever their answer.
-    pub fn requests(&self) -> usize {
-        self.state.recorder.requests()
     }
 
     /// Token requests received, whatever their answer.
@@ -167,29 +156,15 @@ impl FakeFcm {
         self.state.token_requests.load(Ordering::SeqCst)
     }
 
-    /// Messages accepted (200).
-    pub fn accepted(&self) -> usize {
-        self.state.recorder.accepted()
-    }
-
-    /// Messages accepted for `token`, in arrival order.
-    pub fn pushes(&self, token: &str) -> Vec<ReceivedPush> {
-        self.state.recorder.pushes(token)
-    }
-
-    /// TCP connections accepted.
-    pub fn connections(&self) -> usize {
-        self.state.recorder.connections()
-    }
-
     /// Distinct access tokens seen on sends.
     pub fn distinct_access_tokens(&self) -> usize {
         self.state.recorder.distinct_credentials()
     }
+}
 
-    /// Every message accepted from now on.
-    pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<ReceivedPush> {
-        self.state.recorder.subscribe()
+impl Fake for FakeFcm {
+    fn recorder(&self) -> &Recorder {
+        &self.state.recorder
     }
 }
 

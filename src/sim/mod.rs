@@ -7,7 +7,7 @@ pub mod fake_fcm;
 pub mod fleet;
 mod providers;
 
-pub use fake::{Behavior, Fault, FaultMix, ReceivedPush};
+pub use fake::{Behavior, Fake, Fault, FaultMix, ReceivedPush, Recorder};
 pub use fake_apns::{ApnsTestKey, FakeApns, FakeApnsConfig};
 pub use fake_fcm::{FakeFcm, FakeFcmConfig, TEST_RSA_PRIVATE_KEY_PEM, TEST_RSA_PUBLIC_KEY_PEM};
 pub use providers::FakeProviders;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::providers::{ApnsConfig, FcmConfig};
 
-use super::{ApnsTestKey, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, FaultMix};
+use super::{ApnsTestKey, Fake, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, FaultMix};
 
 /// A fake APNs and a fake FCM on loopback, and the client configuration
 /// that reaches them with valid credentials.
