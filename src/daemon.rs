@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use pushd_actors::ports::SystemClock;
@@ -88,6 +89,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let prometheus = web::Data::new(prometheus);
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(ErrorHandlers::new().default_handler(http::contract_body))
             .app_data(state.clone())
             .app_data(keys.clone())
             .app_data(limit.clone())

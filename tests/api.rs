@@ -169,6 +169,17 @@ async fn bad_input_gets_a_precise_error_and_changes_nothing() {
 
     let (s, v) = d.call("GET", "/v1/nothing-here", None).await;
     assert_eq!((s, code(&v)), (404, "not_found"));
+    let (s, v) = d.call("POST", "/v1/customers/c1", Some(json!({}))).await;
+    assert_eq!((s, code(&v)), (405, "method_not_allowed"));
+    let lower = d
+        .client
+        .get(d.url("/v1/customers/c1"))
+        .header("authorization", format!("bearer {}", support::API_KEY));
+    assert_eq!(
+        lower.send().await.unwrap().status(),
+        200,
+        "the scheme is case-insensitive"
+    );
 }
 
 #[tokio::test]
@@ -381,6 +392,14 @@ async fn reports_retry_and_the_delivery_log() {
         .await;
     assert_eq!(p2["deliveries"][0]["delivery_id"], newest_first[1]);
     assert_eq!(p2["next_cursor"], Value::Null);
+    let (s, big) = d.call("GET", "/v1/deliveries?limit=5000", None).await;
+    assert_eq!(
+        (s, big["deliveries"].as_array().unwrap().len()),
+        (200, 2),
+        "capped, not refused"
+    );
+    let (s, v) = d.call("GET", "/v1/deliveries?limit=0", None).await;
+    assert_eq!((s, code(&v)), (400, "invalid_field"));
     let (s, v) = d.call("GET", "/v1/deliveries?status=lost", None).await;
     assert_eq!((s, code(&v)), (400, "invalid_field"));
     let (s, v) = d.call("GET", "/v1/deliveries?cursor=%%%", None).await;

@@ -19,6 +19,8 @@ use crate::store::DeliveryFilter;
 
 /// Most customer ids in one send.
 pub const MAX_SEND_IDS: usize = 10_000;
+/// Most deliveries in one page of the log.
+const MAX_PAGE: usize = 1000;
 /// Customers asked at once while fanning a send out.
 const FAN_OUT: usize = 256;
 
@@ -197,9 +199,10 @@ async fn list_deliveries(
         ),
         None => None,
     };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid_field("limit must be between 1 and 1000"));
+    // A larger page is served as the largest one; paging goes on from its cursor.
+    let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
+    if limit == 0 {
+        return Err(ApiError::invalid_field("limit must be at least 1"));
     }
     let filter = DeliveryFilter {
         status,

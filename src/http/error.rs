@@ -1,7 +1,9 @@
 //! The API's one error type, and its mapping to the error body of API.md:
 //! `{"error": {"code": "<snake_case>", "message": "<sentence>"}}`.
 
-use actix_web::http::StatusCode;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{StatusCode, header};
+use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use pushd_actors::engine::EngineError;
 use pushd_actors::ports::StoreError;
@@ -95,4 +97,31 @@ impl From<crate::store::Error> for ApiError {
             other => StoreError::from(other).into(),
         }
     }
+}
+
+/// Gives actix-web's own error answers (405 for a known path with another
+/// method, a path that does not decode, ...) the contract's error body.
+/// Answers that already carry a JSON body pass unchanged.
+pub fn contract_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        s if s.is_client_error() => "invalid_request",
+        _ => "internal_error",
+    };
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let body = ApiError::new(status, code, reason).error_response();
+    let (req, _) = res.into_parts();
+    let res = ServiceResponse::new(req, body).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
 }

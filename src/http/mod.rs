@@ -19,7 +19,7 @@ use serde_json::json;
 
 pub use auth::Keys;
 pub use body::BodyLimit;
-pub use error::ApiError;
+pub use error::{ApiError, contract_body};
 
 use crate::store::SledStore;
 use crate::template::LiquidRenderer;
