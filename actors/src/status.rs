@@ -219,6 +219,17 @@ pub enum Report {
     Converted,
 }
 
+impl Report {
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Report::Delivered => "delivered",
+            Report::Opened => "opened",
+            Report::Converted => "converted",
+        }
+    }
+}
+
 /// Keeps the earliest of two optional timestamps, so the result does not
 /// depend on the order events arrive in.
 fn earliest(slot: &mut Option<Timestamp>, at: Timestamp) {

@@ -113,7 +113,7 @@ async fn push_event(
         report: body.event,
         at: body.timestamp.unwrap_or_else(now),
     };
-    let event = format!("{:?}", report.report).to_lowercase();
+    let event = report.report.as_str();
     state.registry.ask(&customer, report).await??;
     metrics::counter!("pushd_reports_total", "event" => event).increment(1);
     Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
