@@ -51,7 +51,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = req
             .app_data::<web::Data<BodyLimit>>()
-            .map_or(1 << 20, |l| l.0);
+            .expect("the body limit is configured")
+            .0;
         let declared = req
             .headers()
             .get(actix_web::http::header::CONTENT_LENGTH)

@@ -99,8 +99,8 @@ impl From<crate::store::Error> for ApiError {
     }
 }
 
-/// Gives actix-web's own error answers (405 for a known path with another
-/// method, a path that does not decode, ...) the contract's error body.
+/// Gives actix-web's own error answers (404 for an unknown path, 405 for a
+/// known path with another method, ...) the contract's error body.
 /// Answers that already carry a JSON body pass unchanged.
 pub fn contract_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let json = res

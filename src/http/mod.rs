@@ -63,20 +63,11 @@ async fn prometheus(handle: web::Data<PrometheusHandle>) -> HttpResponse {
         .body(handle.render())
 }
 
-async fn unknown_route() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        actix_web::http::StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint",
-    ))
-}
-
 /// Registers every route of the API.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(prometheus))
         .configure(customers::routes)
         .configure(messages::routes)
-        .configure(deliveries::routes)
-        .default_service(web::to(unknown_route));
+        .configure(deliveries::routes);
 }

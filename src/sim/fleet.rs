@@ -207,7 +207,7 @@ impl Fleet {
                 else {
                     continue;
                 };
-                let sent_at = pushd_now();
+                let sent_at = crate::http::now();
                 for (after, action) in plan(device, &fleet.profile, &mut rng) {
                     let job = Report {
                         fleet: fleet.clone(),
@@ -272,11 +272,6 @@ impl Report {
         counter.fetch_add(1, Ordering::Relaxed);
         self.stats.pending.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn pushd_now() -> i64 {
-    use pushd_actors::ports::{Clock, SystemClock};
-    SystemClock.now()
 }
 
 #[cfg(test)]
