@@ -52,6 +52,8 @@ pub struct EngineSection {
     pub idle_timeout_secs: u64,
     /// Actor threads; 0 means one per core.
     pub shards: usize,
+    /// Longest provider `Retry-After` honoured, seconds.
+    pub retry_after_max_secs: u64,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for EngineSection {
             backoff_max_ms: d.backoff_max.as_millis() as u64,
             idle_timeout_secs: d.idle_timeout.as_secs(),
             shards: 0,
+            retry_after_max_secs: d.retry_after_max.as_secs(),
         }
     }
 }
@@ -91,6 +94,7 @@ impl EngineSection {
             backoff_base: Duration::from_millis(self.backoff_base_ms),
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            retry_after_max: Duration::from_secs(self.retry_after_max_secs),
         }
     }
 
@@ -184,6 +188,9 @@ pub struct Overrides {
     /// Actor threads, 0 for one per core [default: 0]
     #[arg(long, env = "PUSHD_SHARDS")]
     pub shards: Option<usize>,
+    /// Longest provider Retry-After honoured, in seconds [default: 900]
+    #[arg(long, env = "PUSHD_RETRY_AFTER_MAX_SECS")]
+    pub retry_after_max_secs: Option<u64>,
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {
@@ -236,6 +243,10 @@ impl Overrides {
         set(&mut c.engine.backoff_max_ms, self.backoff_max_ms);
         set(&mut c.engine.idle_timeout_secs, self.idle_timeout_secs);
         set(&mut c.engine.shards, self.shards);
+        set(
+            &mut c.engine.retry_after_max_secs,
+            self.retry_after_max_secs,
+        );
     }
 }
 

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use pushd_actors::engine::Ports;
 use pushd_actors::ports::SystemClock;
 use pushd_actors::registry::Registry;
 use rand::Rng;
 
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState, BodyLimit, Keys};
+use crate::persistence::{OpenError, Persistence};
 use crate::providers::Providers;
-use crate::store::{self, SledStore};
 use crate::template::LiquidRenderer;
 
 /// Why the daemon could not start or stop cleanly.
@@ -23,9 +24,12 @@ pub enum ServeError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The store could not be opened.
-    #[error("store: {0}")]
-    Store(#[from] store::Error),
+    /// The state on disk could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The engine could not recover its state.
+    #[error("recovery: {0}")]
+    Recover(#[from] pushd_actors::engine::EngineError),
     /// The listener could not be bound, or the server failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
@@ -34,18 +38,26 @@ pub enum ServeError {
     Metrics(String),
 }
 
-/// The configured key (if not blank), else the one kept in the store, else
-/// a new one (kept, and printed once so the user can copy it).
-fn key(store: &SledStore, name: &str, configured: Option<String>) -> Result<String, ServeError> {
+/// The configured key (if not blank), else the one kept in the data dir,
+/// else a new one (kept there, and printed once so the user can copy it).
+fn key(
+    data_dir: &std::path::Path,
+    name: &str,
+    configured: Option<String>,
+) -> Result<String, ServeError> {
     if let Some(k) = configured.filter(|k| !k.trim().is_empty()) {
         return Ok(k);
     }
-    if let Some(k) = store.meta(name)? {
-        return Ok(k);
+    let path = data_dir.join(name);
+    if let Ok(k) = std::fs::read_to_string(&path)
+        && !k.trim().is_empty()
+    {
+        return Ok(k.trim().to_string());
     }
     let bytes: [u8; 24] = rand::thread_rng().r#gen();
     let k: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    store.set_meta(name, &k)?;
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&path, &k)?;
     println!("generated {name}: {k} (kept in the data dir)");
     Ok(k)
 }
@@ -55,29 +67,37 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| ServeError::Metrics(e.to_string()))?;
-    let store = Arc::new(SledStore::open(
+    let persistence = Persistence::open(
         &config.data_dir,
         config.store_cache_mb << 20,
-    )?);
+        crate::store::Timing::default(),
+    )?;
+    let store = persistence.store.clone();
     let keys = Keys {
-        api: key(&store, "api_key", config.api_key.clone())?,
-        sdk: key(&store, "sdk_key", config.sdk_key.clone())?,
+        api: key(&config.data_dir, "api_key", config.api_key.clone())?,
+        sdk: key(&config.data_dir, "sdk_key", config.sdk_key.clone())?,
     };
     let renderer = Arc::new(LiquidRenderer::default());
     let providers = Arc::new(Providers::from_config(&config.apns, &config.fcm));
+    let ports = Ports {
+        provider: providers,
+        journal: persistence.journal.clone(),
+        store: store.clone(),
+        renderer: renderer.clone(),
+        clock: Arc::new(SystemClock),
+    };
     let registry = Arc::new(Registry::new(
-        providers,
-        store.clone(),
-        renderer.clone(),
-        Arc::new(SystemClock),
+        ports,
         config.engine.engine_config(),
         config.engine.shard_count(),
     ));
-    let resumed = store.customers_with_unsettled()?;
-    for id in &resumed {
-        registry.wake(id);
-    }
-    tracing::info!(customers = resumed.len(), "resumed unsettled deliveries");
+    let recovery = registry.recover()?;
+    tracing::info!(
+        covered = recovery.replayed.covered,
+        replayed = recovery.replayed.records,
+        resumed = recovery.resumed,
+        "recovered"
+    );
 
     let state = web::Data::new(AppState {
         registry,
@@ -103,7 +123,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         println!("pushd listening on http://{addr}");
     }
     server.run().await?;
-    tracing::info!("http drained; flushing the store");
-    store.close();
+    tracing::info!("http drained; checkpointing");
+    persistence.close();
     Ok(())
 }

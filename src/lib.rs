@@ -5,6 +5,8 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod http;
+pub mod journal;
+pub mod persistence;
 pub mod providers;
 pub mod sim;
 pub mod store;

@@ -2,6 +2,7 @@
 //! HTTP/2 sockets on loopback.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pushd::providers::{ApnsClient, ApnsConfig, ClientOptions, FcmClient, FcmConfig, Providers};
@@ -23,12 +24,12 @@ fn push(platform: Platform, token: &str) -> Push {
         delivery_id: format!("dlv-{token}"),
         token: token.to_owned(),
         platform,
-        content: Content {
+        content: Arc::new(Content {
             title: "Hello".to_owned(),
             body: "Your order shipped".to_owned(),
             deep_link: Some("shop://orders/A-17".to_owned()),
             collapse_id: None,
-        },
+        }),
     }
 }
 
@@ -134,7 +135,7 @@ async fn apns_success_sends_headers_and_payload() {
     assert_eq!(payload["CIO-Delivery-Token"], token);
 
     let mut collapsing = push(Platform::Ios, &token);
-    collapsing.content.collapse_id = Some("order-A-17".to_owned());
+    Arc::make_mut(&mut collapsing.content).collapse_id = Some("order-A-17".to_owned());
     providers.send(collapsing).await.unwrap();
     let got = &apns.fake.pushes(&token)[1];
     assert_eq!(got.headers["apns-collapse-id"], "order-A-17");
@@ -223,7 +224,7 @@ async fn apns_request_validation_maps_to_provider_errors() {
     assert_eq!(got, Err(bounced("400 BadDeviceToken")));
 
     let mut big = push(Platform::Ios, &ios_token(1));
-    big.content.body = "x".repeat(5000);
+    Arc::make_mut(&mut big.content).body = "x".repeat(5000);
     let got = client.send(&big).await;
     assert_eq!(
         got,

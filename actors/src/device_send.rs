@@ -62,7 +62,7 @@ impl DeviceSendActor {
         self.attempts += 1;
         metrics::counter!("pushd_provider_attempts_total", "retry" => (self.attempts > 1).to_string())
             .increment(1);
-        let call = self.ctx.provider.send(self.push.clone());
+        let call = self.ctx.ports.provider.send(self.push.clone());
         ctx.spawn(
             call.into_actor(self)
                 .map(|result, act, ctx| act.on_result(result, ctx)),
@@ -81,8 +81,12 @@ impl DeviceSendActor {
                     let outcome = Outcome::Failed(FailureReason::RetriesExhausted);
                     return self.finish(outcome, None, ctx);
                 }
-                let delay = retry_after.unwrap_or_else(|| self.backoff());
-                let wait = self.ctx.clock.sleep(delay);
+                // A provider's hint is honoured up to a ceiling, so one bad
+                // header cannot park a send for days.
+                let delay = retry_after
+                    .map(|hint| hint.min(self.ctx.config.retry_after_max))
+                    .unwrap_or_else(|| self.backoff());
+                let wait = self.ctx.ports.clock.sleep(delay);
                 ctx.spawn(wait.into_actor(self).map(|(), act, ctx| act.attempt(ctx)));
             }
             ProviderError::Bounced { .. } => self.finish(Outcome::Bounced, None, ctx),

@@ -1,9 +1,14 @@
-//! What every actor shares: the ports, the tuning, and the engine's error.
+//! What every actor shares: the ports, the tuning, the one path by which
+//! changes are written, and the engine's error.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::ports::{Clock, Provider, Renderer, Store, StoreError};
+use crate::ports::{
+    BoxFuture, Change, Clock, Journal, JournalError, Position, Provider, Renderer, Store,
+    StoreError,
+};
 
 /// Tuning of sends and of actor lifetimes.
 #[derive(Clone, Debug)]
@@ -16,6 +21,8 @@ pub struct EngineConfig {
     pub backoff_max: Duration,
     /// A PersonActor with nothing to do stops after this long.
     pub idle_timeout: Duration,
+    /// Longest `Retry-After` honoured; a longer hint waits this long.
+    pub retry_after_max: Duration,
 }
 
 impl Default for EngineConfig {
@@ -25,22 +32,111 @@ impl Default for EngineConfig {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            retry_after_max: Duration::from_secs(15 * 60),
         }
     }
 }
 
-/// The ports and tuning, shared by all actors.
-pub struct EngineCtx {
+/// The engine's ports.
+#[derive(Clone)]
+pub struct Ports {
     /// Sends pushes.
     pub provider: Arc<dyn Provider>,
-    /// Keeps state.
+    /// Makes changes durable, in order.
+    pub journal: Arc<dyn Journal>,
+    /// Holds the state that is not in a running actor.
     pub store: Arc<dyn Store>,
     /// Renders templates.
     pub renderer: Arc<dyn Renderer>,
-    /// Tells time.
+    /// Tells the time and sleeps (a manual clock in tests).
     pub clock: Arc<dyn Clock>,
+}
+
+/// The ports and tuning, shared by all actors.
+pub struct EngineCtx {
+    /// The ports.
+    pub ports: Ports,
     /// Tuning.
     pub config: EngineConfig,
+    /// Held while a record is appended and applied, so the store applies
+    /// records in journal order and a snapshot never covers a position
+    /// whose record it has not seen.
+    order: Mutex<()>,
+    /// The position of the last record written.
+    last: AtomicU64,
+}
+
+impl EngineCtx {
+    /// A context over `ports`.
+    pub fn new(ports: Ports, config: EngineConfig) -> EngineCtx {
+        EngineCtx {
+            ports,
+            config,
+            order: Mutex::new(()),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Journals `changes` as one record and applies them to the store;
+    /// readers see them at once. Answers the record's position: the change
+    /// is durable once [`EngineCtx::durable`] of it resolves.
+    pub fn write(&self, changes: Vec<Change>) -> Result<Position, EngineError> {
+        let _order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        let position = self.ports.journal.append(&changes)?;
+        self.ports.store.apply(position, changes);
+        self.last.store(position, Ordering::Release);
+        Ok(position)
+    }
+
+    /// Resolves once the record at `position` (and every one before) is
+    /// durable.
+    pub fn durable(&self, position: Position) -> BoxFuture<Result<(), EngineError>> {
+        let durable = self.ports.journal.durable(position);
+        Box::pin(async move { Ok(durable.await?) })
+    }
+
+    /// An answer that changed nothing: it holds once every record written so
+    /// far is durable, since it may rest on state a crash could still lose
+    /// (a duplicate report answered "ok" must not outlive the report it
+    /// repeats).
+    pub fn observed<T>(&self, value: T) -> Ack<T> {
+        Ack {
+            value,
+            durable: self.durable(self.last.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Writes `changes` and answers `value` once they are durable.
+    pub fn acknowledge<T>(&self, changes: Vec<Change>, value: T) -> Result<Ack<T>, EngineError> {
+        let position = self.write(changes)?;
+        Ok(Ack {
+            value,
+            durable: self.durable(position),
+        })
+    }
+}
+
+/// An answer that holds once its journal record is durable: whoever answers
+/// the client awaits `durable` first. Nothing is acknowledged before.
+pub struct Ack<T> {
+    /// The answer.
+    pub value: T,
+    /// Resolves when the change behind the answer is durable.
+    pub durable: BoxFuture<Result<(), EngineError>>,
+}
+
+impl<T> Ack<T> {
+    /// Waits for durability, then answers the value.
+    pub async fn settle(self) -> Result<T, EngineError> {
+        self.durable.await?;
+        Ok(self.value)
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Ack<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ack").field("value", &self.value).finish()
+    }
 }
 
 /// Why the engine refused or could not do a request.
@@ -55,6 +151,12 @@ pub enum EngineError {
     /// The store failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The journal failed; nothing was acknowledged.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The request would break a limit; nothing changed.
+    #[error("{0}")]
+    Invalid(String),
     /// The customer's actor could not be reached.
     #[error("engine unavailable: {0}")]
     Unavailable(String),

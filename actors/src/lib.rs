@@ -11,6 +11,8 @@ pub mod engine;
 pub mod model;
 pub mod person;
 pub mod ports;
+pub mod recovery;
 pub mod registry;
 pub mod status;
 pub mod tally;
+pub mod thread_name;

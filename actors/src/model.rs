@@ -1,6 +1,6 @@
 //! The domain records the engine keeps: customers, their devices, message
-//! templates and deliveries. All serialize with serde so a `Store` can
-//! snapshot them as they are.
+//! templates and deliveries. All serialize with serde: as JSON for the API,
+//! and in a compact binary format for the journal and snapshots.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -37,7 +37,7 @@ pub struct Device {
     /// When the app was last used on it (Unix seconds).
     pub last_used: Timestamp,
     /// Free-form attributes (app version, ...).
-    #[serde(default)]
+    #[serde(default, with = "json_text")]
     pub attributes: Map<String, Value>,
     /// Set when a send bounced; cleared when the token is registered again.
     #[serde(default)]
@@ -50,6 +50,7 @@ pub struct Customer {
     /// The customer id.
     pub id: String,
     /// Attributes, visible to templates as `customer.*`.
+    #[serde(with = "json_text")]
     pub attributes: Map<String, Value>,
     /// True when the customer opted out of messages.
     pub unsubscribed: bool,
@@ -151,7 +152,7 @@ pub struct Delivery {
     /// Rendered content, kept so a restart can resend the same push.
     pub content: Option<Content>,
     /// The triggering call's `data`, kept for a retry's re-render.
-    #[serde(default)]
+    #[serde(default, with = "json_text")]
     pub data: Value,
     /// The message's conversion goal at send time.
     pub goal: Option<ConversionGoal>,
@@ -170,5 +171,34 @@ impl Delivery {
     /// The index of the device with this token.
     pub fn device_index(&self, token: &str) -> Option<usize> {
         self.sends.iter().position(|s| s.token == token)
+    }
+}
+
+/// Serde adapter for free-form JSON fields: themselves in human-readable
+/// formats (the API's JSON), JSON text in compact binary ones (the journal,
+/// snapshots), whose decoders cannot tell a value's type by looking at it.
+pub mod json_text {
+    use serde::de::{DeserializeOwned, Error as _};
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serializes `value` as itself or as JSON text.
+    pub fn serialize<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return value.serialize(s);
+        }
+        let text = serde_json::to_string(value).map_err(S::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    /// Deserializes what [`serialize`] wrote.
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        if d.is_human_readable() {
+            return T::deserialize(d);
+        }
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        serde_json::from_str(&text).map_err(D::Error::custom)
     }
 }

@@ -2,11 +2,13 @@
 //! state and the supervisor of its device sends.
 //!
 //! It holds the customer, its devices and its unsettled deliveries. Every
-//! change goes to the store first; a request is answered only once its change
-//! is durable. It spawns one [`DeviceSendActor`] per device, folds their
-//! outcomes and the app's reports into each delivery's status machine, and
-//! stops after an idle time (its state lives in the store; the next request
-//! loads it again, resuming any unsettled send).
+//! change is written through [`EngineCtx::write`] (journal, then store) before
+//! the actor's own state moves, and a request's answer is an [`Ack`] that
+//! holds once the change is durable. It spawns one [`DeviceSendActor`] per
+//! device once the delivery is durable, folds their outcomes and the app's
+//! reports into each delivery's status machine, and stops after an idle time
+//! (its state lives in the store; the next request loads it again, resuming
+//! any unsettled send).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,16 +16,20 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
-use crate::engine::{EngineCtx, EngineError};
+use crate::engine::{Ack, EngineCtx, EngineError};
 use crate::model::{Audience, Customer, Delivery, Device, DeviceSend, MessageSpec};
-use crate::ports::{Change, Push};
+use crate::ports::{Change, Entry, Push};
 use crate::registry::Departures;
-use crate::status::{DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome};
+use crate::status::{
+    DeliveryState, DeviceState, DeviceStatus, FailureReason, MessageStatus, Outcome,
+};
 
 /// The widest conversion window the engine looks back over.
 pub const MAX_CONVERSION_WINDOW: i64 = 366 * 24 * 3600;
+/// The most devices one customer may have.
+pub const MAX_DEVICES: usize = 100;
 
-type Reply<T> = ResponseActFuture<PersonActor, Result<T, EngineError>>;
+type Answer<T> = Result<Ack<T>, EngineError>;
 
 mod messages;
 pub use messages::*;
@@ -34,10 +40,11 @@ pub struct PersonActor {
     ctx: Arc<EngineCtx>,
     departures: Departures,
     customer: Option<Customer>,
-    /// Deliveries whose send is not settled, by id.
+    /// Deliveries whose send is not settled, by id: the ones device outcomes
+    /// come back for (a cache of the store, which always holds them too).
     unsettled: HashMap<String, Delivery>,
-    load_error: Option<EngineError>,
-    /// Device sends running plus commits not yet durable.
+    /// Device sends running, plus deliveries waiting to be durable before
+    /// their sends start.
     inflight: usize,
     last_active_ms: i64,
 }
@@ -45,57 +52,50 @@ pub struct PersonActor {
 impl PersonActor {
     /// An actor for customer `id`; it loads its state when started.
     pub fn new(id: String, ctx: Arc<EngineCtx>, departures: Departures) -> Self {
-        let now = ctx.clock.now_ms();
+        let now = ctx.ports.clock.now_ms();
         PersonActor {
             id,
             ctx,
             departures,
             customer: None,
             unsettled: HashMap::new(),
-            load_error: None,
             inflight: 0,
             last_active_ms: now,
         }
     }
 
     fn load(&mut self, ctx: &mut Context<Self>) -> Result<(), EngineError> {
-        let store = &self.ctx.store;
+        let store = &self.ctx.ports.store;
         self.customer = store.customer(&self.id)?;
-        for mut delivery in store.unsettled_deliveries(&self.id)? {
+        for stored in store.unsettled_deliveries(&self.id)? {
             // At-least-once: a device whose outcome was not recorded may
             // have been sent already; send it again and count the duplicate.
-            let pending: Vec<usize> = pending_devices(&delivery.state).collect();
+            let pending: Vec<usize> = pending_devices(&stored.state).collect();
+            let mut delivery = stored.clone();
             for &i in &pending {
                 delivery.sends[i].duplicates += 1;
             }
-            tracing::info!(delivery = %delivery.id, devices = pending.len(), "resuming send");
-            self.spawn_sends(&delivery, pending, ctx);
-            self.unsettled.insert(delivery.id.clone(), delivery);
+            tracing::debug!(delivery = %delivery.id, devices = pending.len(), "resuming send");
+            let id = delivery.id.clone();
+            // Like an outcome, the count need not be durable before the send.
+            self.ctx
+                .write(vec![Change::delivery(Some(stored), delivery.clone())])?;
+            self.unsettled.insert(id.clone(), delivery);
+            self.spawn_sends(&id, pending, ctx);
         }
         Ok(())
     }
 
-    /// Marks activity and answers the load error, if loading failed.
-    fn touch(&mut self) -> Result<(), EngineError> {
-        self.last_active_ms = self.ctx.clock.now_ms();
-        match &self.load_error {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
+    /// Marks activity (the idle timer runs from the last request).
+    fn touch(&mut self) {
+        self.last_active_ms = self.ctx.ports.clock.now_ms();
     }
 
-    /// Commits `changes`, then answers `value` once they are durable.
-    fn commit_then<T: 'static>(&mut self, changes: Vec<Change>, value: T) -> Reply<T> {
-        let durable = self.ctx.store.commit(changes);
-        self.inflight += 1;
-        Box::pin(durable.into_actor(self).map(move |res, act, _| {
-            act.inflight -= 1;
-            res.map_err(EngineError::from).map(|()| value)
-        }))
-    }
-
-    fn spawn_sends(&mut self, delivery: &Delivery, devices: Vec<usize>, ctx: &mut Context<Self>) {
-        let Some(content) = delivery.content.clone() else {
+    fn spawn_sends(&mut self, id: &str, devices: Vec<usize>, ctx: &mut Context<Self>) {
+        let Some(delivery) = self.unsettled.get(id) else {
+            return;
+        };
+        let Some(content) = delivery.content.clone().map(Arc::new) else {
             return;
         };
         for index in devices {
@@ -107,15 +107,14 @@ impl PersonActor {
                 content: content.clone(),
             };
             self.inflight += 1;
-            let actor = DeviceSendActor::new(self.ctx.clone(), ctx.address(), push, index);
-            actor.start();
+            DeviceSendActor::new(self.ctx.clone(), ctx.address(), push, index).start();
         }
     }
 
     /// Builds the delivery's sends and state for `message`: the prechecks,
     /// the render, and the choice of devices.
     fn prepare(&self, delivery: &mut Delivery, message: &MessageSpec) {
-        let now = self.ctx.clock.now();
+        let now = self.ctx.ports.clock.now();
         delivery.sends.clear();
         delivery.content = None;
         delivery.attempted_at = None;
@@ -127,7 +126,12 @@ impl PersonActor {
             }
             Some(c) => c,
         };
-        match self.ctx.renderer.render(message, customer, &delivery.data) {
+        match self
+            .ctx
+            .ports
+            .renderer
+            .render(message, customer, &delivery.data)
+        {
             Ok(content) => delivery.content = Some(content),
             Err(e) => return delivery.state = ended(e.reason()),
         }
@@ -160,28 +164,39 @@ impl PersonActor {
         }
     }
 
-    /// Commits a delivery (new or restarted), then starts its sends and
-    /// answers its id.
-    fn launch(&mut self, before: Option<Delivery>, delivery: Delivery) -> Reply<String> {
+    /// Writes a delivery (new or restarted), answers its id once durable, and
+    /// starts its sends once durable too: nothing is pushed for a delivery a
+    /// crash could still lose.
+    fn launch(
+        &mut self,
+        before: Option<Delivery>,
+        delivery: Delivery,
+        ctx: &mut Context<Self>,
+    ) -> Answer<String> {
         let pending: Vec<usize> = pending_devices(&delivery.state).collect();
-        count_status(before.as_ref(), &delivery);
         let id = delivery.id.clone();
-        let change = Change::Delivery {
-            before: before.map(Box::new),
-            after: Box::new(delivery.clone()),
-        };
-        if !pending.is_empty() {
-            self.unsettled.insert(id.clone(), delivery.clone());
+        count_status(before.as_ref(), &delivery);
+        let kept = (!pending.is_empty()).then(|| delivery.clone());
+        let position = self.ctx.write(vec![Change::delivery(before, delivery)])?;
+        if let Some(delivery) = kept {
+            self.unsettled.insert(id.clone(), delivery);
+            self.inflight += 1;
+            let durable = self.ctx.durable(position);
+            let started = id.clone();
+            ctx.spawn(durable.into_actor(self).map(move |res, act, ctx| {
+                act.inflight -= 1;
+                match res {
+                    Ok(()) => act.spawn_sends(&started, pending, ctx),
+                    Err(e) => {
+                        tracing::error!(delivery = %started, error = %e, "not durable; not sent")
+                    }
+                }
+            }));
         }
-        let durable = self.commit_then(vec![change], id);
-        Box::pin(durable.map(move |res, act, ctx| {
-            if res.is_ok() {
-                act.spawn_sends(&delivery, pending, ctx);
-            } else {
-                act.unsettled.remove(&delivery.id);
-            }
-            res
-        }))
+        Ok(Ack {
+            value: id,
+            durable: self.ctx.durable(position),
+        })
     }
 
     /// The delivery, from memory if unsettled, else from the store; only
@@ -190,31 +205,53 @@ impl PersonActor {
         if let Some(d) = self.unsettled.get(id) {
             return Ok(d.clone());
         }
-        match self.ctx.store.delivery(id)? {
+        match self.ctx.ports.store.delivery(id)? {
             Some(d) if d.customer_id == self.id => Ok(d),
             _ => Err(EngineError::NotFound("delivery")),
         }
     }
 
-    /// Records a changed delivery: keeps it in memory while unsettled and
-    /// returns the change to commit.
-    fn record(&mut self, before: Delivery, after: Delivery) -> Change {
-        count_status(Some(&before), &after);
+    /// Keeps a written delivery in memory while its send is unsettled.
+    fn keep(&mut self, after: &Delivery) {
         if after.state.settled() {
             self.unsettled.remove(&after.id);
         } else {
             self.unsettled.insert(after.id.clone(), after.clone());
         }
-        Change::Delivery {
-            before: Some(Box::new(before)),
-            after: Box::new(after),
+    }
+
+    /// Writes a delivery's change (and the customer's, if given), then moves
+    /// the actor's own state. Answers the record's position.
+    fn save(
+        &mut self,
+        before: Delivery,
+        after: Delivery,
+        customer: Option<Customer>,
+    ) -> Result<crate::ports::Position, EngineError> {
+        count_status(Some(&before), &after);
+        let mut changes = vec![Change::delivery(Some(before), after.clone())];
+        changes.extend(customer.clone().map(|c| Change::of(Entry::Customer(c))));
+        let position = self.ctx.write(changes)?;
+        self.keep(&after);
+        if customer.is_some() {
+            self.customer = customer;
         }
+        Ok(position)
+    }
+
+    /// Writes the customer as `customer` and answers once durable.
+    fn save_customer(&mut self, customer: Customer) -> Answer<()> {
+        let ack = self
+            .ctx
+            .acknowledge(vec![Change::of(Entry::Customer(customer.clone()))], ())?;
+        self.customer = Some(customer);
+        Ok(ack)
     }
 
     fn schedule_idle_check(&self, ctx: &mut Context<Self>) {
-        let wait = self.ctx.clock.sleep(self.ctx.config.idle_timeout);
+        let wait = self.ctx.ports.clock.sleep(self.ctx.config.idle_timeout);
         ctx.spawn(wait.into_actor(self).map(|(), act, ctx| {
-            let idle_ms = act.ctx.clock.now_ms() - act.last_active_ms;
+            let idle_ms = act.ctx.ports.clock.now_ms() - act.last_active_ms;
             let timeout = act.ctx.config.idle_timeout.as_millis() as i64;
             if act.inflight == 0 && idle_ms >= timeout {
                 tracing::debug!(customer = %act.id, "idle; stopping");
@@ -225,12 +262,11 @@ impl PersonActor {
         }));
     }
 
-    fn customer_change(&self) -> Vec<Change> {
+    /// The customer, or `NotFound`.
+    fn existing(&self) -> Result<&Customer, EngineError> {
         self.customer
-            .clone()
-            .map(Change::Customer)
-            .into_iter()
-            .collect()
+            .as_ref()
+            .ok_or(EngineError::NotFound("customer"))
     }
 }
 
@@ -253,9 +289,15 @@ fn pending_devices(state: &DeliveryState) -> impl Iterator<Item = usize> + '_ {
         .map(|(i, _)| i)
 }
 
-/// The device used last; on a tie, the one registered last.
+/// The unsuppressed device used last (on a tie, the one registered last);
+/// when every device is suppressed, the one used last, so the delivery ends
+/// `devices_suppressed`.
 fn last_used(devices: &[Device]) -> Option<&Device> {
-    devices.iter().max_by_key(|d| d.last_used)
+    devices
+        .iter()
+        .filter(|d| !d.suppressed)
+        .max_by_key(|d| d.last_used)
+        .or_else(|| devices.iter().max_by_key(|d| d.last_used))
 }
 
 impl Actor for PersonActor {
@@ -264,8 +306,11 @@ impl Actor for PersonActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         metrics::gauge!("pushd_person_actors").increment(1.0);
         if let Err(e) = self.load(ctx) {
+            // Stop, so the next request starts an actor that loads afresh
+            // instead of answering this error for as long as it stays busy.
             tracing::error!(customer = %self.id, error = %e, "cannot load customer");
-            self.load_error = Some(e);
+            ctx.stop();
+            return;
         }
         self.schedule_idle_check(ctx);
     }
@@ -277,21 +322,44 @@ impl Actor for PersonActor {
 }
 
 impl Handler<PutCustomer> for PersonActor {
-    type Result = Reply<()>;
+    type Result = Answer<()>;
 
-    fn handle(&mut self, msg: PutCustomer, _: &mut Context<Self>) -> Reply<()> {
-        if let Err(e) = self.touch() {
-            return Box::pin(fut::ready(Err(e)));
-        }
-        let devices = self.customer.take().map(|c| c.devices).unwrap_or_default();
-        self.customer = Some(Customer {
+    fn handle(&mut self, msg: PutCustomer, _: &mut Context<Self>) -> Answer<()> {
+        self.touch();
+        let devices = self
+            .customer
+            .as_ref()
+            .map(|c| c.devices.clone())
+            .unwrap_or_default();
+        self.save_customer(Customer {
             id: self.id.clone(),
             attributes: msg.attributes,
             unsubscribed: msg.unsubscribed,
             devices,
-        });
-        let changes = self.customer_change();
-        self.commit_then(changes, ())
+        })
+    }
+}
+
+impl Handler<ImportCustomer> for PersonActor {
+    type Result = Answer<()>;
+
+    fn handle(&mut self, msg: ImportCustomer, _: &mut Context<Self>) -> Answer<()> {
+        self.touch();
+        check_devices(&self.id, msg.devices.len())?;
+        let mut devices: Vec<Device> = Vec::with_capacity(msg.devices.len());
+        for device in msg.devices {
+            devices.retain(|d| d.id != device.id);
+            devices.push(Device {
+                suppressed: false,
+                ..device
+            });
+        }
+        self.save_customer(Customer {
+            id: self.id.clone(),
+            attributes: msg.attributes,
+            unsubscribed: msg.unsubscribed,
+            devices,
+        })
     }
 }
 
@@ -299,82 +367,71 @@ impl Handler<GetCustomer> for PersonActor {
     type Result = Result<Option<Customer>, EngineError>;
 
     fn handle(&mut self, _: GetCustomer, _: &mut Context<Self>) -> Self::Result {
-        self.touch()?;
+        self.touch();
         Ok(self.customer.clone())
     }
 }
 
 impl Handler<DeleteCustomer> for PersonActor {
-    type Result = Reply<()>;
+    type Result = Answer<()>;
 
-    fn handle(&mut self, _: DeleteCustomer, _: &mut Context<Self>) -> Reply<()> {
-        let found = self.touch().and_then(|()| {
-            self.customer
-                .take()
-                .map(|_| ())
-                .ok_or(EngineError::NotFound("customer"))
-        });
-        match found {
-            Ok(()) => self.commit_then(vec![Change::CustomerDeleted(self.id.clone())], ()),
-            Err(e) => Box::pin(fut::ready(Err(e))),
-        }
+    fn handle(&mut self, _: DeleteCustomer, _: &mut Context<Self>) -> Answer<()> {
+        self.touch();
+        self.existing()?;
+        let change = Change::of(Entry::CustomerDeleted(self.id.clone()));
+        let ack = self.ctx.acknowledge(vec![change], ())?;
+        self.customer = None;
+        Ok(ack)
     }
 }
 
 impl Handler<PutDevice> for PersonActor {
-    type Result = Reply<()>;
+    type Result = Answer<()>;
 
-    fn handle(&mut self, PutDevice(device): PutDevice, _: &mut Context<Self>) -> Reply<()> {
-        if let Err(e) = self.touch() {
-            return Box::pin(fut::ready(Err(e)));
-        }
-        let Some(customer) = self.customer.as_mut() else {
-            return Box::pin(fut::ready(Err(EngineError::NotFound("customer"))));
-        };
+    fn handle(&mut self, PutDevice(device): PutDevice, _: &mut Context<Self>) -> Answer<()> {
+        self.touch();
+        let mut customer = self.existing()?.clone();
         customer.devices.retain(|d| d.id != device.id);
+        check_devices(&self.id, customer.devices.len() + 1)?;
         customer.devices.push(Device {
             suppressed: false,
             ..device
         });
-        let changes = self.customer_change();
-        self.commit_then(changes, ())
+        self.save_customer(customer)
     }
 }
 
-impl Handler<DeleteDevice> for PersonActor {
-    type Result = Reply<()>;
+/// Refuses more than [`MAX_DEVICES`] devices for one customer.
+fn check_devices(customer: &str, count: usize) -> Result<(), EngineError> {
+    if count > MAX_DEVICES {
+        return Err(EngineError::Invalid(format!(
+            "customer {customer:?} would have {count} devices; at most {MAX_DEVICES} are kept, so delete one first"
+        )));
+    }
+    Ok(())
+}
 
-    fn handle(&mut self, DeleteDevice(token): DeleteDevice, _: &mut Context<Self>) -> Reply<()> {
-        let removed = self.touch().and_then(|()| {
-            let customer = self
-                .customer
-                .as_mut()
-                .ok_or(EngineError::NotFound("customer"))?;
-            let before = customer.devices.len();
-            customer.devices.retain(|d| d.id != token);
-            match customer.devices.len() < before {
-                true => Ok(()),
-                false => Err(EngineError::NotFound("device")),
-            }
-        });
-        match removed {
-            Ok(()) => {
-                let changes = self.customer_change();
-                self.commit_then(changes, ())
-            }
-            Err(e) => Box::pin(fut::ready(Err(e))),
+impl Handler<DeleteDevice> for PersonActor {
+    type Result = Answer<()>;
+
+    fn handle(&mut self, DeleteDevice(token): DeleteDevice, _: &mut Context<Self>) -> Answer<()> {
+        self.touch();
+        let mut customer = self.existing()?.clone();
+        let before = customer.devices.len();
+        customer.devices.retain(|d| d.id != token);
+        if customer.devices.len() == before {
+            return Err(EngineError::NotFound("device"));
         }
+        self.save_customer(customer)
     }
 }
 
 impl Handler<SendMessage> for PersonActor {
-    type Result = Reply<String>;
+    type Result = Answer<String>;
 
-    fn handle(&mut self, msg: SendMessage, _: &mut Context<Self>) -> Reply<String> {
-        if let Err(e) = self.touch() {
-            return Box::pin(fut::ready(Err(e)));
-        }
-        let clock = &self.ctx.clock;
+    fn handle(&mut self, msg: SendMessage, ctx: &mut Context<Self>) -> Answer<String> {
+        self.touch();
+        let clock = &self.ctx.ports.clock;
         let id = ulid::Ulid::from_parts(clock.now_ms() as u64, rand::random()).to_string();
         let mut delivery = Delivery {
             id,
@@ -390,31 +447,28 @@ impl Handler<SendMessage> for PersonActor {
             state: DeliveryState::new(Vec::new()),
         };
         self.prepare(&mut delivery, &msg.message);
-        self.launch(None, delivery)
+        self.launch(None, delivery, ctx)
     }
 }
 
 impl Handler<RetryDelivery> for PersonActor {
-    type Result = Reply<()>;
+    type Result = Answer<()>;
 
-    fn handle(&mut self, msg: RetryDelivery, _: &mut Context<Self>) -> Reply<()> {
-        let before = match self.touch().and_then(|()| self.delivery(&msg.delivery_id)) {
-            Ok(d) if d.status() == MessageStatus::Failed => d,
-            Ok(d) => {
-                return Box::pin(fut::ready(Err(EngineError::NotRetryable(
-                    d.status().as_str(),
-                ))));
-            }
-            Err(e) => return Box::pin(fut::ready(Err(e))),
-        };
+    fn handle(&mut self, msg: RetryDelivery, ctx: &mut Context<Self>) -> Answer<()> {
+        self.touch();
+        let before = self.delivery(&msg.delivery_id)?;
+        if before.status() != MessageStatus::Failed {
+            return Err(EngineError::NotRetryable(before.status().as_str()));
+        }
         let mut after = before.clone();
         after.goal = msg.message.conversion.clone();
         after.campaign_id = msg.message.campaign_id.clone();
         self.prepare(&mut after, &msg.message);
-        Box::pin(
-            self.launch(Some(before), after)
-                .map(|res, _, _| res.map(|_| ())),
-        )
+        let ack = self.launch(Some(before), after, ctx)?;
+        Ok(Ack {
+            value: (),
+            durable: ack.durable,
+        })
     }
 }
 
@@ -423,7 +477,7 @@ impl Handler<DeviceOutcome> for PersonActor {
 
     fn handle(&mut self, msg: DeviceOutcome, _: &mut Context<Self>) {
         self.inflight -= 1;
-        let _ = self.touch();
+        self.touch();
         // A device report may have settled the delivery before its provider
         // outcome came back: then it is read from the store.
         let before = match self.delivery(&msg.delivery_id) {
@@ -434,7 +488,7 @@ impl Handler<DeviceOutcome> for PersonActor {
             }
         };
         let mut after = before.clone();
-        let now = self.ctx.clock.now();
+        let now = self.ctx.ports.clock.now();
         after.state.apply_outcome(msg.index, &msg.outcome, now);
         let send = &mut after.sends[msg.index];
         let outcome = match &msg.outcome {
@@ -447,75 +501,94 @@ impl Handler<DeviceOutcome> for PersonActor {
         send.attempts += msg.attempts;
         send.last_error = msg.last_error;
         send.provider_id = msg.provider_id.or(send.provider_id.take());
-        let token = send.token.clone();
-        let mut changes = vec![self.record(before, after)];
-        let bounced = self
-            .customer
-            .as_mut()
-            .and_then(|c| c.devices.iter_mut().find(|d| d.id == token))
-            .filter(|_| msg.outcome == Outcome::Bounced);
-        if let Some(device) = bounced {
-            device.suppressed = true;
-            changes.extend(self.customer_change());
-        }
-        // Nobody waits on an outcome: it is durable with the next commit's
-        // flush, and if a crash comes first the device is simply sent again.
-        if let Err(e) = self.ctx.store.record(changes) {
+        // A bounce suppresses the token while the device's state is bounced.
+        let suppressed = (after.state.devices[msg.index].status == DeviceStatus::Bounced)
+            .then(|| self.with_suppression(&after.sends[msg.index].token, true))
+            .flatten();
+        // Nobody waits on an outcome: if a crash comes before its record is
+        // durable, the device is simply sent again.
+        if let Err(e) = self.save(before, after, suppressed) {
             tracing::error!(customer = %self.id, error = %e, "cannot record outcome");
         }
     }
 }
 
-impl Handler<DeviceReport> for PersonActor {
-    type Result = Reply<()>;
+impl PersonActor {
+    /// The customer with device `token` suppressed (or not), if that changes
+    /// anything.
+    fn with_suppression(&self, token: &str, suppressed: bool) -> Option<Customer> {
+        let mut customer = self.customer.clone()?;
+        let device = customer.devices.iter_mut().find(|d| d.id == token)?;
+        if device.suppressed == suppressed {
+            return None;
+        }
+        device.suppressed = suppressed;
+        Some(customer)
+    }
+}
 
-    fn handle(&mut self, msg: DeviceReport, _: &mut Context<Self>) -> Reply<()> {
-        let before = match self.touch().and_then(|()| self.delivery(&msg.delivery_id)) {
-            Ok(d) => d,
-            Err(e) => return Box::pin(fut::ready(Err(e))),
-        };
+impl Handler<DeviceReport> for PersonActor {
+    type Result = Answer<()>;
+
+    fn handle(&mut self, msg: DeviceReport, _: &mut Context<Self>) -> Answer<()> {
+        self.touch();
+        let before = self.delivery(&msg.delivery_id)?;
         let mut after = before.clone();
-        let known = after
+        // A report dated before its delivery existed counts at its creation.
+        let at = msg.at.max(after.created_at);
+        let index = after
             .device_index(&msg.token)
-            .is_some_and(|i| after.state.apply_report(i, msg.report, msg.at));
-        if !known {
-            return Box::pin(fut::ready(Err(EngineError::NotFound("device"))));
-        }
+            .filter(|&i| after.state.apply_report(i, msg.report, at))
+            .ok_or(EngineError::NotFound("device"))?;
         if after == before {
-            return Box::pin(fut::ready(Ok(())));
+            return Ok(self.ctx.observed(()));
         }
-        let change = self.record(before, after);
-        self.commit_then(vec![change], ())
+        // The phone got it after all: a bounced token is live again.
+        let unbounced = before.state.devices[index].status == DeviceStatus::Bounced
+            && after.state.devices[index].status != DeviceStatus::Bounced;
+        let customer = unbounced
+            .then(|| self.with_suppression(&msg.token, false))
+            .flatten();
+        let position = self.save(before, after, customer)?;
+        Ok(Ack {
+            value: (),
+            durable: self.ctx.durable(position),
+        })
     }
 }
 
 impl Handler<CustomerEvent> for PersonActor {
-    type Result = Reply<Option<String>>;
+    type Result = Answer<Option<String>>;
 
-    fn handle(&mut self, msg: CustomerEvent, _: &mut Context<Self>) -> Reply<Option<String>> {
-        let found = self.touch().and_then(|()| {
-            if self.customer.is_none() {
-                return Err(EngineError::NotFound("customer"));
-            }
-            let from = msg.at - MAX_CONVERSION_WINDOW;
-            let candidates = self.ctx.store.deliveries_between(&self.id, from, msg.at)?;
-            Ok(candidates.into_iter().find(|d| {
-                d.goal.as_ref().is_some_and(|g| {
-                    g.event == msg.name && msg.at - d.created_at <= g.window_seconds
-                }) && d.state.reached()
-            }))
+    fn handle(&mut self, msg: CustomerEvent, _: &mut Context<Self>) -> Answer<Option<String>> {
+        self.touch();
+        self.existing()?;
+        let from = msg.at.saturating_sub(MAX_CONVERSION_WINDOW);
+        let candidates = self
+            .ctx
+            .ports
+            .store
+            .deliveries_between(&self.id, from, msg.at)?;
+        let nearest = candidates.into_iter().find(|d| {
+            d.goal.as_ref().is_some_and(|g| {
+                g.event == msg.name
+                    && d.state
+                        .sent_at()
+                        .is_some_and(|sent| (0..=g.window_seconds).contains(&(msg.at - sent)))
+            })
         });
-        let nearest = match found {
-            Ok(Some(d)) => self.unsettled.get(&d.id).cloned().unwrap_or(d),
-            Ok(None) => return Box::pin(fut::ready(Ok(None))),
-            Err(e) => return Box::pin(fut::ready(Err(e))),
+        let Some(before) = nearest else {
+            return Ok(self.ctx.observed(None));
         };
-        let mut after = nearest.clone();
+        let mut after = before.clone();
         if !after.state.convert(msg.at) {
-            return Box::pin(fut::ready(Ok(None)));
+            return Ok(self.ctx.observed(None));
         }
         let id = after.id.clone();
-        let change = self.record(nearest, after);
-        self.commit_then(vec![change], Some(id))
+        let position = self.save(before, after, None)?;
+        Ok(Ack {
+            value: Some(id),
+            durable: self.ctx.durable(position),
+        })
     }
 }

@@ -4,9 +4,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{Content, Customer, Delivery, MessageSpec, Platform};
@@ -24,8 +25,8 @@ pub struct Push {
     pub token: String,
     /// Which provider.
     pub platform: Platform,
-    /// What to show.
-    pub content: Content,
+    /// What to show; shared by every device send of the delivery.
+    pub content: Arc<Content>,
 }
 
 /// A provider accepted the push.
@@ -114,25 +115,85 @@ pub trait Renderer: Send + Sync + 'static {
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
-/// One write the engine asks the store to make durable.
-#[derive(Clone, Debug)]
-pub enum Change {
-    /// Create or replace a customer (with its devices).
+/// A journal failure: the record is not durable and nothing is acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("journal: {0}")]
+pub struct JournalError(pub String);
+
+/// A record's place in the journal: records are numbered from 1 in the order
+/// they were appended, and a snapshot says up to which one it covers.
+pub type Position = u64;
+
+/// What one change makes true, whole. A journal record holds entries, so
+/// replaying a record onto a state that already holds it changes nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Entry {
+    /// A customer (with its devices), created or replaced.
     Customer(Customer),
-    /// Remove a customer.
+    /// A customer removed.
     CustomerDeleted(String),
-    /// A new or changed delivery; `before` is its previous stored value (the
-    /// engine is the single writer of each customer's deliveries, so it
-    /// knows it), so the store keeps its indexes and counters incrementally.
-    Delivery {
-        /// The previous value, `None` for a new delivery.
-        before: Option<Box<Delivery>>,
-        /// The new value.
-        after: Box<Delivery>,
-    },
+    /// A message template, created or replaced.
+    Message(MessageSpec),
+    /// A delivery, new or changed.
+    Delivery(Box<Delivery>),
 }
 
-/// Where the engine keeps its state.
+/// One change the engine makes: its [`Entry`], and for a delivery the value
+/// it replaces. The engine is the single writer of each customer's state, so
+/// it knows that value, and the store keeps its indexes and counters
+/// incrementally without reading it back.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// What becomes true.
+    pub entry: Entry,
+    /// The delivery's previous value; `None` for a new delivery and for
+    /// entries that are not deliveries.
+    pub before: Option<Box<Delivery>>,
+}
+
+impl Change {
+    /// A change of anything but a delivery.
+    pub fn of(entry: Entry) -> Change {
+        debug_assert!(!matches!(entry, Entry::Delivery(_)), "use Change::delivery");
+        Change {
+            entry,
+            before: None,
+        }
+    }
+
+    /// A delivery going from `before` (`None`: new) to `after`.
+    pub fn delivery(before: Option<Delivery>, after: Delivery) -> Change {
+        debug_assert!(before.as_ref().is_none_or(|b| b.id == after.id));
+        Change {
+            entry: Entry::Delivery(Box::new(after)),
+            before: before.map(Box::new),
+        }
+    }
+}
+
+/// Where every acknowledged change goes first: an ordered, durable log of
+/// records. The local file journal is the default; a replicated log can take
+/// its place.
+pub trait Journal: Send + Sync + 'static {
+    /// Appends one record holding the changes' entries and answers its
+    /// position. Records keep the order of their appends. Nothing is durable
+    /// yet: see [`Journal::durable`].
+    fn append(&self, changes: &[Change]) -> Result<Position, JournalError>;
+    /// Resolves once every record up to `position` is durable.
+    fn durable(&self, position: Position) -> BoxFuture<Result<(), JournalError>>;
+    /// Calls `apply` with every intact record after `after`, in order, and
+    /// answers the last position. A torn or corrupt tail is cut, never
+    /// replayed; appends continue after the last intact record.
+    fn replay(
+        &self,
+        after: Position,
+        apply: &mut dyn FnMut(Position, Vec<Entry>) -> Result<(), StoreError>,
+    ) -> Result<Position, JournalError>;
+}
+
+/// The engine's state beyond its running actors: what it reads back when a
+/// customer's actor starts, and where applied changes go. The daemon's store
+/// keeps recent changes in memory and snapshots them in the background.
 pub trait Store: Send + Sync + 'static {
     /// The customer, if it exists.
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError>;
@@ -147,13 +208,14 @@ pub trait Store: Send + Sync + 'static {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<Delivery>, StoreError>;
-    /// Applies the changes atomically and at once (reads see them), and
-    /// resolves when they are durable. Nothing is acknowledged before that.
-    fn commit(&self, changes: Vec<Change>) -> BoxFuture<Result<(), StoreError>>;
-    /// Applies the changes atomically and at once, durable with the next
-    /// commit's flush: for changes nobody waits on and a restart repairs
-    /// (a lost device outcome means that device is sent again).
-    fn record(&self, changes: Vec<Change>) -> Result<(), StoreError>;
+    /// Every customer with an unsettled delivery: the ones to resume on start.
+    fn customers_with_unsettled(&self) -> Result<Vec<String>, StoreError>;
+    /// The last journal position the store's state holds: replay goes on
+    /// after it.
+    fn covered(&self) -> Result<Position, StoreError>;
+    /// Applies the changes of the journal record at `position`; reads see
+    /// them at once. Records are applied in journal order.
+    fn apply(&self, position: Position, changes: Vec<Change>);
 }
 
 /// Time, as the engine sees it.

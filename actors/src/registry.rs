@@ -1,7 +1,9 @@
-//! The registry: customer id → the address of its [`PersonActor`], starting
-//! one on demand. Actors are spread over one Arbiter (thread) per core by a
-//! hash of the customer id; the map is a sharded `DashMap`, so there is no
-//! global lock on the hot path.
+//! The registry: the engine's front door. It maps a customer id to the
+//! address of its [`PersonActor`], starting one on demand; actors are spread
+//! over one Arbiter (thread) per core by a hash of the customer id, and the
+//! map is a sharded `DashMap`, so there is no global lock on the hot path.
+//! On start it recovers the engine: the journal's tail goes into the store,
+//! and every customer with an unsettled delivery is woken to resume it.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -11,17 +13,19 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use dashmap::DashMap;
 
-use crate::engine::{EngineConfig, EngineCtx, EngineError};
+use crate::engine::{Ack, EngineConfig, EngineCtx, EngineError, Ports};
+use crate::model::MessageSpec;
 use crate::person::PersonActor;
-use crate::ports::{Clock, Provider, Renderer, Store};
+use crate::ports::{Change, Entry};
+use crate::recovery::Replayed;
 
 /// A running PersonActor and the generation that tells it from a successor.
-type Entry = (u64, Addr<PersonActor>);
+type Running = (u64, Addr<PersonActor>);
 
 /// The handle a PersonActor uses to leave the registry when it stops.
 #[derive(Clone)]
 pub struct Departures {
-    actors: Arc<DashMap<String, Entry>>,
+    actors: Arc<DashMap<String, Running>>,
     generation: u64,
 }
 
@@ -37,39 +41,49 @@ pub struct Registry {
     ctx: Arc<EngineCtx>,
     arbiters: Vec<Arbiter>,
     hasher: RandomState,
-    actors: Arc<DashMap<String, Entry>>,
+    actors: Arc<DashMap<String, Running>>,
     generations: AtomicU64,
 }
 
 impl Registry {
-    /// A registry over `shards` arbiters (at least one). Must be called
-    /// inside an actix System.
-    pub fn new(
-        provider: Arc<dyn Provider>,
-        store: Arc<dyn Store>,
-        renderer: Arc<dyn Renderer>,
-        clock: Arc<dyn Clock>,
-        config: EngineConfig,
-        shards: usize,
-    ) -> Self {
-        let ctx = Arc::new(EngineCtx {
-            provider,
-            store,
-            renderer,
-            clock,
-            config,
-        });
+    /// A registry over `shards` arbiters (at least one), threads named
+    /// `pushd-actor-<n>`. Must be called inside an actix System.
+    pub fn new(ports: Ports, config: EngineConfig, shards: usize) -> Self {
+        let arbiters = (0..shards.max(1))
+            .map(|n| {
+                let arbiter = Arbiter::new();
+                arbiter.spawn_fn(move || crate::thread_name::set(&format!("pushd-actor-{n}")));
+                arbiter
+            })
+            .collect();
         Registry {
-            ctx,
-            arbiters: (0..shards.max(1)).map(|_| Arbiter::new()).collect(),
+            ctx: Arc::new(EngineCtx::new(ports, config)),
+            arbiters,
             hasher: RandomState::new(),
             actors: Arc::new(DashMap::new()),
             generations: AtomicU64::new(0),
         }
     }
 
+    /// Brings the store up to the journal's end (replaying every record after
+    /// the position the store covers; a torn tail is cut), then wakes every
+    /// customer with an unsettled delivery so its sends resume. Call once,
+    /// before serving.
+    pub fn recover(&self) -> Result<Recovery, EngineError> {
+        let ports = &self.ctx.ports;
+        let replayed = crate::recovery::replay(&*ports.journal, &*ports.store)?;
+        let customers = ports.store.customers_with_unsettled()?;
+        for id in &customers {
+            self.wake(id);
+        }
+        Ok(Recovery {
+            replayed,
+            resumed: customers.len(),
+        })
+    }
+
     /// The running actor of `id`, started (and loaded) if there is none.
-    fn actor(&self, id: &str) -> Entry {
+    fn actor(&self, id: &str) -> Running {
         if let Some(entry) = self.actors.get(id) {
             return entry.clone();
         }
@@ -116,6 +130,40 @@ impl Registry {
         )))
     }
 
+    /// Sends `msg` to customer `id`'s actor and answers once its change is
+    /// durable: what an acknowledgement to a client waits for.
+    pub async fn request<M, T>(&self, id: &str, msg: M) -> Result<T, EngineError>
+    where
+        M: Message<Result = Result<Ack<T>, EngineError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        PersonActor: Handler<M>,
+        <PersonActor as Actor>::Context: ToEnvelope<PersonActor, M>,
+    {
+        self.ask(id, msg).await??.settle().await
+    }
+
+    /// [`Registry::request`] for a customer that exists: for a customer that
+    /// does not (and has no running actor) it answers `NotFound` without
+    /// starting an actor.
+    pub async fn request_existing<M, T>(&self, id: &str, msg: M) -> Result<T, EngineError>
+    where
+        M: Message<Result = Result<Ack<T>, EngineError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        PersonActor: Handler<M>,
+        <PersonActor as Actor>::Context: ToEnvelope<PersonActor, M>,
+    {
+        if !self.actors.contains_key(id) && self.ctx.ports.store.customer(id)?.is_none() {
+            return Err(EngineError::NotFound("customer"));
+        }
+        self.request(id, msg).await
+    }
+
+    /// Creates or replaces a message template; answers once durable.
+    pub async fn put_message(&self, message: MessageSpec) -> Result<(), EngineError> {
+        let change = Change::of(Entry::Message(message));
+        self.ctx.acknowledge(vec![change], ())?.settle().await
+    }
+
     /// Starts customer `id`'s actor, which resumes its unsettled sends.
     pub fn wake(&self, id: &str) {
         self.actor(id);
@@ -125,6 +173,15 @@ impl Registry {
     pub fn active(&self) -> usize {
         self.actors.len()
     }
+}
+
+/// What [`Registry::recover`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// The journal's replay into the store.
+    pub replayed: Replayed,
+    /// Customers woken to resume unsettled sends.
+    pub resumed: usize,
 }
 
 impl Drop for Registry {

@@ -446,10 +446,31 @@ impl DeliveryState {
         true
     }
 
-    /// Marks a conversion goal met. Only a delivery that reached a device
-    /// converts; returns whether it newly converted.
+    /// When the push first reached a provider or a phone in this send (a
+    /// retry starts afresh): where a conversion window starts.
+    pub fn sent_at(&self) -> Option<Timestamp> {
+        if self.precheck.is_some() {
+            return None;
+        }
+        self.targeted().filter_map(|d| d.sent_at).min()
+    }
+
+    /// Whether the status reached `sent` by the furthest-status rule: every
+    /// targeted device settled with one success, or a device reported since.
+    pub fn reached_sent(&self) -> bool {
+        matches!(
+            self.status(),
+            MessageStatus::Sent
+                | MessageStatus::Delivered
+                | MessageStatus::Opened
+                | MessageStatus::Converted
+        )
+    }
+
+    /// Marks a conversion goal met. Only a delivery whose status reached
+    /// `sent` converts, once; returns whether it newly converted.
     pub fn convert(&mut self, at: Timestamp) -> bool {
-        if !self.reached() || self.converted_at.is_some() {
+        if !self.reached_sent() || self.converted_at.is_some() {
             return false;
         }
         self.converted_at = Some(at);

@@ -1,25 +1,27 @@
-//! Campaign-metrics arithmetic: what one delivery adds to the counters of
-//! API.md "Metrics", so a store keeps them incrementally (O(1) per change)
-//! and they always equal a recount.
+//! Campaign-metrics arithmetic: what one delivery adds to the counters of a
+//! message's or a campaign's metrics and to its time series, so a store keeps
+//! them incrementally (O(1) per change) and they always equal a recount.
 //!
 //! A delivery (a person) counts once by the furthest status it reached: an
-//! opened delivery counts in `sent`, `delivered` and `opened`. `by_platform`
-//! counts the delivery's devices. [`Tally::delta`] is what one change of a
-//! delivery adds; summing the deltas of every change gives the
-//! [`contribution`]s of the final states.
+//! opened delivery counts in `sent`, `delivered` and `opened`, and a delivery
+//! counts in `sent` only once its status reached `sent` (every targeted
+//! device settled, one succeeded) or went past it. A `converted` delivery
+//! counts in `sent` and `converted`, and in `delivered`/`opened` only where
+//! its devices reported them. `by_platform` counts the delivery's devices.
+//! [`Tally::delta`] is what one change of a delivery adds; summing the deltas
+//! of every change gives the [`contribution`]s of the final states.
 
 use std::ops::{Add, AddAssign, Neg, Sub, SubAssign};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 
 use crate::model::{Delivery, Platform};
 use crate::status::{DeviceStatus, FailureReason, MessageStatus};
 
 macro_rules! counts {
     ($($(#[$doc:meta])* $field:ident),* $(,)?) => {
-        /// The stored counters of API.md "Metrics"; `recipients` and the rates
-        /// are derived from them.
+        /// The stored counters of a message's metrics; `recipients` and the
+        /// rates are derived from them.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(default)]
         pub struct Counts {
@@ -87,25 +89,28 @@ impl Counts {
         *self == Counts::default()
     }
 
-    /// The API body: the counters, `recipients` and `rates`.
-    pub fn to_json(&self) -> Value {
-        let mut map: Map<String, Value> = self
-            .entries()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.into()))
-            .collect();
-        map.insert("recipients".into(), self.recipients().into());
-        map.insert(
-            "rates".into(),
-            json!({
-                "delivered": rate(self.delivered, self.sent),
-                "opened": rate(self.opened, self.sent),
-                "converted": rate(self.converted, self.sent),
-                "opened_of_delivered": rate(self.opened, self.delivered),
-            }),
-        );
-        Value::Object(map)
+    /// The rates, each over `sent` but `opened_of_delivered`.
+    pub fn rates(&self) -> Rates {
+        Rates {
+            delivered: rate(self.delivered, self.sent),
+            opened: rate(self.opened, self.sent),
+            converted: rate(self.converted, self.sent),
+            opened_of_delivered: rate(self.opened, self.delivered),
+        }
     }
+}
+
+/// A message's rates, rounded to 4 decimals (0 when the base is 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Rates {
+    /// Delivered of sent.
+    pub delivered: f64,
+    /// Opened of sent.
+    pub opened: f64,
+    /// Converted of sent.
+    pub converted: f64,
+    /// Opened of delivered.
+    pub opened_of_delivered: f64,
 }
 
 impl Add for Counts {
@@ -171,16 +176,6 @@ impl Tally {
             Platform::Android => &mut self.android,
         }
     }
-
-    /// The API body of `GET /v1/messages/{id}/metrics`.
-    pub fn to_json(&self) -> Value {
-        let mut body = self.message.to_json();
-        body["by_platform"] = json!({
-            "ios": self.ios.to_json(),
-            "android": self.android.to_json(),
-        });
-        body
-    }
 }
 
 impl Add for Tally {
@@ -234,7 +229,7 @@ pub fn contribution(d: &Delivery) -> Tally {
         message: Counts {
             sends: 1,
             attempted: flag(status == MessageStatus::Attempted),
-            sent: flag(state.reached()),
+            sent: flag(state.reached_sent()),
             delivered: flag(targeted().any(|s| s.delivered_at.is_some())),
             opened: flag(targeted().any(|s| s.opened_at.is_some())),
             converted: flag(converted),
@@ -264,6 +259,19 @@ pub fn contribution(d: &Delivery) -> Tally {
         };
     }
     tally
+}
+
+/// The time-series points of one delivery: the minute (since its creation)
+/// in which it was first delivered (`0`) and first opened (`1`). A message's
+/// series sums these over its deliveries.
+pub fn series_points(d: &Delivery) -> impl Iterator<Item = (i64, usize)> + '_ {
+    let targeted = || d.state.devices.iter().filter(|s| s.targeted());
+    let delivered = targeted().filter_map(|s| s.delivered_at).min();
+    let opened = targeted().filter_map(|s| s.opened_at).min();
+    let minute = move |t: i64| t.saturating_sub(d.created_at).div_euclid(60).max(0);
+    [(delivered, 0), (opened, 1)]
+        .into_iter()
+        .filter_map(move |(t, which)| t.map(|t| (minute(t), which)))
 }
 
 #[cfg(test)]

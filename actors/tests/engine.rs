@@ -40,7 +40,7 @@ async fn customer(h: &Harness, id: &str, tokens: &[(&str, Platform, i64)]) {
         attributes: attrs(json!({"first_name": "Ada"})),
         unsubscribed: false,
     };
-    h.registry.ask(id, put).await.unwrap().unwrap();
+    h.registry.request(id, put).await.unwrap();
     for &(token, platform, last_used) in tokens {
         let device = Device {
             id: token.into(),
@@ -49,11 +49,7 @@ async fn customer(h: &Harness, id: &str, tokens: &[(&str, Platform, i64)]) {
             attributes: Map::new(),
             suppressed: false,
         };
-        h.registry
-            .ask(id, PutDevice(device))
-            .await
-            .unwrap()
-            .unwrap();
+        h.registry.request(id, PutDevice(device)).await.unwrap();
     }
 }
 
@@ -62,7 +58,7 @@ async fn send(h: &Harness, id: &str, audience: Audience) -> String {
         message: message(audience),
         data: Value::Null,
     };
-    h.registry.ask(id, msg).await.unwrap().unwrap()
+    h.registry.request(id, msg).await.unwrap()
 }
 
 /// Waits until the stored delivery has settled, then returns its status.
@@ -135,7 +131,7 @@ async fn bounce_suppresses_the_token_and_the_next_send_skips_it() {
         h.store.delivery_now(&first).state.devices[0].status,
         DeviceStatus::Bounced
     );
-    assert!(h.store.customers.lock().unwrap()["c1"].devices[0].suppressed);
+    assert!(h.store.state.lock().unwrap().customers["c1"].devices[0].suppressed);
 
     let second = send(&h, "c1", Audience::AllDevices).await;
     assert_eq!(settled(&h, &second).await, MessageStatus::Sent);
@@ -196,7 +192,7 @@ async fn prechecks_fail_without_sending() {
         attributes: Map::new(),
         unsubscribed: false,
     };
-    h.registry.ask("c1", put).await.unwrap().unwrap();
+    h.registry.request("c1", put).await.unwrap();
     let no_name = send(&h, "c1", Audience::AllDevices).await;
     let d = h.store.delivery_now(&no_name);
     assert_eq!(d.status(), MessageStatus::Failed);
@@ -215,7 +211,7 @@ async fn prechecks_fail_without_sending() {
         attributes: attrs(json!({"first_name": "Bo"})),
         unsubscribed: true,
     };
-    h.registry.ask("c2", unsub).await.unwrap().unwrap();
+    h.registry.request("c2", unsub).await.unwrap();
     let u = send(&h, "c2", Audience::AllDevices).await;
     let d = h.store.delivery_now(&u);
     assert_eq!(
@@ -232,7 +228,7 @@ async fn retry_resends_a_failed_delivery_and_refuses_others() {
         attributes: Map::new(),
         unsubscribed: false,
     };
-    h.registry.ask("c1", put).await.unwrap().unwrap();
+    h.registry.request("c1", put).await.unwrap();
     let id = send(&h, "c1", Audience::AllDevices).await;
     assert_eq!(h.store.delivery_now(&id).status(), MessageStatus::Failed);
     customer(&h, "c1", &[("tok", Platform::Ios, 1)]).await;
@@ -240,9 +236,9 @@ async fn retry_resends_a_failed_delivery_and_refuses_others() {
         delivery_id: id.clone(),
         message: message(Audience::AllDevices),
     };
-    h.registry.ask("c1", retry.clone()).await.unwrap().unwrap();
+    h.registry.request("c1", retry.clone()).await.unwrap();
     assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
-    let again = h.registry.ask("c1", retry).await.unwrap();
+    let again = h.registry.request("c1", retry).await;
     assert_eq!(again, Err(EngineError::NotRetryable("sent")));
 }
 
@@ -264,28 +260,21 @@ async fn reports_move_status_forward_and_unknown_devices_are_refused() {
         at: 1_764_100_100,
     };
     h.registry
-        .ask("c1", report("b", Report::Opened))
+        .request("c1", report("b", Report::Opened))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(h.store.delivery_now(&id).status(), MessageStatus::Opened);
     h.registry
-        .ask("c1", report("b", Report::Delivered))
+        .request("c1", report("b", Report::Delivered))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(h.store.delivery_now(&id).status(), MessageStatus::Opened);
     let unknown = h
         .registry
-        .ask("c1", report("zzz", Report::Opened))
-        .await
-        .unwrap();
+        .request("c1", report("zzz", Report::Opened))
+        .await;
     assert_eq!(unknown, Err(EngineError::NotFound("device")));
-    let elsewhere = h
-        .registry
-        .ask("c2", report("a", Report::Opened))
-        .await
-        .unwrap();
+    let elsewhere = h.registry.request("c2", report("a", Report::Opened)).await;
     assert_eq!(elsewhere, Err(EngineError::NotFound("delivery")));
 }
 
@@ -303,31 +292,16 @@ async fn conversion_goal_marks_the_nearest_delivery_once() {
         name: "purchase".into(),
         at,
     };
-    let converted = h
-        .registry
-        .ask("c1", event(now + 60))
-        .await
-        .unwrap()
-        .unwrap();
+    let converted = h.registry.request("c1", event(now + 60)).await.unwrap();
     assert_eq!(converted.as_deref(), Some(nearer.as_str()));
     assert_eq!(
         h.store.delivery_now(&nearer).status(),
         MessageStatus::Converted
     );
     assert_eq!(h.store.delivery_now(&older).status(), MessageStatus::Sent);
-    let second = h
-        .registry
-        .ask("c1", event(now + 120))
-        .await
-        .unwrap()
-        .unwrap();
+    let second = h.registry.request("c1", event(now + 120)).await.unwrap();
     assert_eq!(second, None, "a second event converts nothing more");
-    let late = h
-        .registry
-        .ask("c1", event(now + 7200))
-        .await
-        .unwrap()
-        .unwrap();
+    let late = h.registry.request("c1", event(now + 7200)).await.unwrap();
     assert_eq!(late, None, "outside the window");
 }
 
@@ -359,11 +333,11 @@ async fn idle_actors_stop_and_reload_with_every_delivery() {
             report: Report::Delivered,
             at: 1_764_100_100,
         };
-        h.registry.ask("c1", report).await.unwrap().unwrap();
+        h.registry.request("c1", report).await.unwrap();
         assert_eq!(h.store.delivery_now(id).status(), MessageStatus::Delivered);
     }
     assert_eq!(h.registry.active(), 1, "reloaded on next use");
-    h.registry.ask("c1", DeleteCustomer).await.unwrap().unwrap();
+    h.registry.request("c1", DeleteCustomer).await.unwrap();
     let gone = send(&h, "c1", Audience::AllDevices).await;
     let d = h.store.delivery_now(&gone);
     assert_eq!(
@@ -383,6 +357,7 @@ async fn a_crash_between_persisted_and_sent_resumes_the_send() {
     .await;
     first.provider.script("a", [Answer::Hang]);
     first.provider.script("b", [Answer::Hang]);
+    let snapshot = first.store.snapshot();
     let id = send(&first, "c1", Audience::AllDevices).await;
     wait_for(&first.provider.called, || {
         first.provider.calls.lock().unwrap().len() == 2
@@ -392,11 +367,12 @@ async fn a_crash_between_persisted_and_sent_resumes_the_send() {
         first.store.delivery_now(&id).status(),
         MessageStatus::Attempted
     );
-    let store = first.store.clone();
+    // The snapshot was taken before the send: the journal's tail holds it.
+    let store = Arc::new(support::MemStore::from_snapshot(snapshot));
+    let journal = Arc::new(first.journal.crash());
     drop(first);
 
-    let second = Harness::on(store, Default::default());
-    second.registry.wake("c1");
+    let second = Harness::on(store, journal, Default::default());
     assert_eq!(settled(&second, &id).await, MessageStatus::Sent);
     let d = second.store.delivery_now(&id);
     assert_eq!(second.provider.calls.lock().unwrap().len(), 2);

@@ -216,27 +216,28 @@ impl Api {
     }
 }
 
-/// The store's group commits so far: flushes and seconds spent flushing.
+/// The journal's group commits so far: syncs (one write and one fdatasync
+/// each) and seconds spent on them.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Flushes {
-    /// `pushd_store_flushes_total`.
+pub struct Syncs {
+    /// `pushd_journal_sync_seconds_count`.
     pub count: f64,
-    /// `pushd_store_flush_seconds_sum`.
+    /// `pushd_journal_sync_seconds_sum`.
     pub seconds: f64,
 }
 
-impl Flushes {
+impl Syncs {
     /// The daemon's counters now.
-    pub async fn read(api: &Api) -> Res<Flushes> {
-        Ok(Flushes {
-            count: api.metric("pushd_store_flushes_total").await?,
-            seconds: api.metric("pushd_store_flush_seconds_sum").await?,
+    pub async fn read(api: &Api) -> Res<Syncs> {
+        Ok(Syncs {
+            count: api.metric("pushd_journal_sync_seconds_count").await?,
+            seconds: api.metric("pushd_journal_sync_seconds_sum").await?,
         })
     }
 
     /// What happened between `earlier` and `self`.
-    pub fn since(self, earlier: Flushes) -> Flushes {
-        Flushes {
+    pub fn since(self, earlier: Syncs) -> Syncs {
+        Syncs {
             count: self.count - earlier.count,
             seconds: self.seconds - earlier.seconds,
         }

@@ -228,9 +228,9 @@ fn summarize(
         rss_start_mib: mib(m.rss_start),
         rss_idle_mib: mib(m.rss_idle),
         rss_inflight_mib: mib(m.rss_inflight),
-        send_flushes: t.sends.flushes.count,
-        send_flush_s: t.sends.flushes.seconds,
-        report_flushes: t.reports.flushes.count,
-        report_flush_s: t.reports.flushes.seconds,
+        send_syncs: t.sends.syncs.count,
+        send_sync_s: t.sends.syncs.seconds,
+        report_syncs: t.reports.syncs.count,
+        report_sync_s: t.reports.syncs.seconds,
     }
 }

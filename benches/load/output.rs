@@ -61,12 +61,12 @@ pub struct Summary {
     pub rss_start_mib: f64,
     pub rss_idle_mib: f64,
     pub rss_inflight_mib: f64,
-    /// Store flushes (group commits) during the sends phase, and their time.
-    pub send_flushes: f64,
-    pub send_flush_s: f64,
-    /// Store flushes during the reports phase, and their time.
-    pub report_flushes: f64,
-    pub report_flush_s: f64,
+    /// Journal syncs (group commits) during the sends phase, and their time.
+    pub send_syncs: f64,
+    pub send_sync_s: f64,
+    /// Journal syncs during the reports phase, and their time.
+    pub report_syncs: f64,
+    pub report_sync_s: f64,
 }
 
 /// One target of issue 6 and whether the run met it.
@@ -169,10 +169,10 @@ fn details(s: &Summary) -> String {
 its delivery to the fake provider accepting the push: p50 {:.1} ms, p99 {:.1} ms. \
 Send call → 202 per batch of 500: p50 {:.1} ms, p99 {:.1} ms. \
 Bare client per request: p50 {:.1} ms, p99 {:.1} ms.\n\
-- store during the sends phase: {:.0} flushes (group commits), {:.2} s flushing in all \
-(mean {:.1} ms), {:.1} pushes per flush.\n\
+- journal during the sends phase: {:.0} syncs (group commits), {:.2} s writing and syncing \
+in all (mean {:.1} ms), {:.1} pushes per sync.\n\
 - reports: {} `POST /push/events` at {:.0}/s; `GET /healthz` at {:.0}/s (ratio {:.3}); \
-{:.0} store flushes, {:.2} s flushing, {:.1} reports per flush.\n\
+{:.0} journal syncs, {:.2} s syncing, {:.1} reports per sync.\n\
 - memory: {} of {} idle customers registered in {:.1} s; RSS {:.1} MiB at start, \
 {:.1} MiB idle, {:.1} MiB with {} deliveries in flight ({} pushes held by the fakes).\n\
 - recovery: {} deliveries in flight at SIGKILL; healthy after {:.3} s, all final after \
@@ -188,17 +188,17 @@ Bare client per request: p50 {:.1} ms, p99 {:.1} ms.\n\
         s.batch_p99_ms,
         s.baseline_p50_ms,
         s.baseline_p99_ms,
-        s.send_flushes,
-        s.send_flush_s,
-        1e3 * s.send_flush_s / s.send_flushes.max(1.0),
-        s.send_pushes as f64 / s.send_flushes.max(1.0),
+        s.send_syncs,
+        s.send_sync_s,
+        1e3 * s.send_sync_s / s.send_syncs.max(1.0),
+        s.send_pushes as f64 / s.send_syncs.max(1.0),
         s.reports,
         s.reports_per_s,
         s.healthz_per_s,
         s.report_ratio,
-        s.report_flushes,
-        s.report_flush_s,
-        s.reports as f64 / s.report_flushes.max(1.0),
+        s.report_syncs,
+        s.report_sync_s,
+        s.reports as f64 / s.report_syncs.max(1.0),
         s.idle_customers,
         s.idle_customers_wanted,
         s.register_s,

@@ -7,7 +7,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::daemon::{Api, Flushes, Res, SDK_KEY, android_token, ios_token};
+use crate::daemon::{Api, Syncs, Res, SDK_KEY, android_token, ios_token};
 
 /// Requests in flight.
 pub const IN_FLIGHT: usize = 64;
@@ -23,7 +23,7 @@ pub struct ReportsResult {
     /// How long those took.
     pub health_elapsed: Duration,
     /// Store group commits while reporting.
-    pub flushes: Flushes,
+    pub syncs: Syncs,
 }
 
 impl ReportsResult {
@@ -41,7 +41,7 @@ impl ReportsResult {
 /// Reports `delivered` for both devices of every delivery, and `opened`
 /// too for 30 % of customers; then as many `/healthz` calls.
 pub async fn run(api: &Api, deliveries: &[(String, usize)]) -> Res<ReportsResult> {
-    let flushes = Flushes::read(api).await?;
+    let syncs = Syncs::read(api).await?;
     let t0 = Instant::now();
     let reports: usize = stream::iter(deliveries.iter().flat_map(|(d, i)| {
         [ios_token(*i), android_token(*i)].map(|token| device_reports(api, d, token, *i))
@@ -50,7 +50,7 @@ pub async fn run(api: &Api, deliveries: &[(String, usize)]) -> Res<ReportsResult
     .try_fold(0, |n, k| std::future::ready(Ok(n + k)))
     .await?;
     let elapsed = t0.elapsed();
-    let flushes = Flushes::read(api).await?.since(flushes);
+    let syncs = Syncs::read(api).await?.since(syncs);
     let t1 = Instant::now();
     stream::iter(0..reports)
         .map(|_| healthz(api))
@@ -62,7 +62,7 @@ pub async fn run(api: &Api, deliveries: &[(String, usize)]) -> Res<ReportsResult
         elapsed,
         health_calls: reports,
         health_elapsed: t1.elapsed(),
-        flushes,
+        syncs,
     })
 }
 

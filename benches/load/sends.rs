@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushd::sim::fake_fcm::TEST_RSA_PRIVATE_KEY_PEM;
 use serde_json::{Value, json};
 
-use crate::daemon::{Api, Collector, Flushes, Res, android_token, ios_token};
+use crate::daemon::{Api, Collector, Syncs, Res, android_token, ios_token};
 use crate::stats::{Bucket, percentile, series};
 use crate::workload::{self, SEND_BATCH, SENDS_IN_FLIGHT};
 use pushd::sim::FakeProviders;
@@ -39,7 +39,7 @@ pub struct SendsResult {
     /// Deliveries acknowledged: `(delivery id, customer number)`.
     pub deliveries: Vec<(String, usize)>,
     /// Store group commits during the phase.
-    pub flushes: Flushes,
+    pub syncs: Syncs,
 }
 
 impl SendsResult {
@@ -52,7 +52,7 @@ impl SendsResult {
 /// Sends to customers `0..n` and waits until every delivery is final.
 pub async fn run(api: &Api, fakes: &FakeProviders, n: usize) -> Res<SendsResult> {
     workload::message(api, MESSAGE).await?;
-    let flushes = Flushes::read(api).await?;
+    let syncs = Syncs::read(api).await?;
     let collector = Collector::start(fakes);
     let t0 = Instant::now();
     let batches = workload::send(api, MESSAGE, 0..n).await?;
@@ -61,7 +61,7 @@ pub async fn run(api: &Api, fakes: &FakeProviders, n: usize) -> Res<SendsResult>
     })
     .await?;
     let elapsed = t0.elapsed();
-    let flushes = Flushes::read(api).await?.since(flushes);
+    let syncs = Syncs::read(api).await?.since(syncs);
     let arrivals = collector.finish().await?;
     let started: HashMap<&str, Instant> = batches
         .iter()
@@ -85,7 +85,7 @@ pub async fn run(api: &Api, fakes: &FakeProviders, n: usize) -> Res<SendsResult>
         batch_ms,
         series: series(&timed, BUCKET),
         deliveries: batches.into_iter().flat_map(|b| b.deliveries).collect(),
-        flushes,
+        syncs,
     })
 }
 

@@ -63,7 +63,7 @@ async fn put_customer(
         attributes: body.attributes,
         unsubscribed: body.unsubscribed,
     };
-    state.registry.ask(id, msg).await??;
+    state.registry.request(id, msg).await?;
     Ok(HttpResponse::Ok().json(json!({"customer_id": id})))
 }
 
@@ -85,7 +85,7 @@ async fn delete_customer(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "customer id")?;
-    state.registry.ask(id, DeleteCustomer).await??;
+    state.registry.request(id, DeleteCustomer).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -105,7 +105,7 @@ async fn put_device(
         attributes: d.attributes,
         suppressed: false,
     };
-    state.registry.ask(id, PutDevice(device)).await??;
+    state.registry.request(id, PutDevice(device)).await?;
     Ok(HttpResponse::Ok().json(json!({"customer_id": id})))
 }
 
@@ -119,8 +119,8 @@ async fn delete_device(
     let token = check_id(&token, "device id")?;
     state
         .registry
-        .ask(id, DeleteDevice(token.to_string()))
-        .await??;
+        .request(id, DeleteDevice(token.to_string()))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -136,7 +136,7 @@ async fn customer_event(
         name,
         at: body.timestamp.unwrap_or_else(now),
     };
-    let converted = state.registry.ask(id, msg).await??;
+    let converted = state.registry.request(id, msg).await?;
     Ok(HttpResponse::Ok().json(json!({"converted_delivery_id": converted})))
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 use pushd_actors::model::Delivery;
 use pushd_actors::person::{DeviceReport, RetryDelivery, SendMessage};
 use pushd_actors::ports::Store;
@@ -87,13 +87,39 @@ async fn send_push(
         };
         let state = state.clone();
         async move {
-            let delivery_id = state.registry.ask(&customer_id, msg).await??;
-            Ok::<_, ApiError>(json!({"customer_id": customer_id, "delivery_id": delivery_id}))
+            let result = state.registry.request(&customer_id, msg).await;
+            (customer_id, result)
         }
     });
-    let deliveries: Vec<Value> = stream::iter(sends).buffered(FAN_OUT).try_collect().await?;
+    let results: Vec<_> = stream::iter(sends).buffered(FAN_OUT).collect().await;
+    // Every delivery made durable is listed, and every customer whose
+    // delivery was not, with why: the client retries only those.
+    let mut deliveries = Vec::with_capacity(results.len());
+    let mut failed = Vec::new();
+    let mut first_error = None;
+    for (customer_id, result) in results {
+        match result {
+            Ok(delivery_id) => {
+                deliveries.push(json!({"customer_id": customer_id, "delivery_id": delivery_id}))
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                failed.push(json!({"customer_id": customer_id,
+                    "error": {"code": e.code, "message": e.message}}));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
     metrics::counter!("pushd_deliveries_created_total").increment(deliveries.len() as u64);
-    Ok(HttpResponse::Accepted().json(json!({"deliveries": deliveries})))
+    let body = json!({"deliveries": deliveries, "failed": failed});
+    match first_error {
+        Some(e) if deliveries.is_empty() => {
+            let mut body = body;
+            body["error"] = json!({"code": e.code, "message": e.message});
+            Ok(HttpResponse::build(e.status).json(body))
+        }
+        _ => Ok(HttpResponse::Accepted().json(body)),
+    }
 }
 
 async fn push_event(
@@ -114,7 +140,7 @@ async fn push_event(
         at: body.timestamp.unwrap_or_else(now),
     };
     let event = report.report.as_str();
-    state.registry.ask(&customer, report).await??;
+    state.registry.request(&customer, report).await?;
     metrics::counter!("pushd_reports_total", "event" => event).increment(1);
     Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
 }
@@ -232,7 +258,7 @@ async fn retry_delivery(
         delivery_id: id.to_string(),
         message: Arc::new(message),
     };
-    state.registry.ask(&d.customer_id, retry).await??;
+    state.registry.request(&d.customer_id, retry).await?;
     Ok(HttpResponse::Accepted().json(json!({"delivery_id": id})))
 }
 

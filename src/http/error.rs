@@ -65,6 +65,15 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "not_retryable", e.to_string())
             }
             EngineError::Store(e) => e.into(),
+            EngineError::Invalid(message) => ApiError::invalid_field(message),
+            EngineError::Journal(_) => {
+                tracing::error!(error = %e, "journal failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "journal_error",
+                    "the journal could not make the change durable; it was not acknowledged",
+                )
+            }
             EngineError::Unavailable(_) => {
                 tracing::error!(error = %e, "engine unavailable");
                 ApiError::new(

@@ -3,8 +3,9 @@
 use actix_web::{HttpResponse, web};
 use pushd_actors::model::{Audience, ConversionGoal, MessageSpec};
 use pushd_actors::person::MAX_CONVERSION_WINDOW;
+use pushd_actors::tally::{Counts, Tally};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use super::auth::ApiKey;
 use super::body::JsonBody;
@@ -83,7 +84,7 @@ async fn put_message(
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
     let spec = validate(&state, id, body)?;
-    state.store.put_message(&spec).await?;
+    state.registry.put_message(spec.clone()).await?;
     Ok(HttpResponse::Ok().json(spec))
 }
 
@@ -112,7 +113,27 @@ async fn message_metrics(
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
     known_message(&state, id)?;
-    Ok(HttpResponse::Ok().json(state.store.message_metrics(id)?.to_json()))
+    Ok(HttpResponse::Ok().json(tally_json(&state.store.message_metrics(id))))
+}
+
+/// The body of the metrics endpoints: the message-level counters,
+/// `recipients` and `rates`, and the same per platform under `by_platform`.
+fn tally_json(t: &Tally) -> Value {
+    let mut body = counts_json(&t.message);
+    body["by_platform"] = json!({"ios": counts_json(&t.ios), "android": counts_json(&t.android)});
+    body
+}
+
+/// One set of counters with `recipients` and `rates`.
+fn counts_json(c: &Counts) -> Value {
+    let mut map: Map<String, Value> = c
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    map.insert("recipients".into(), c.recipients().into());
+    map.insert("rates".into(), json!(c.rates()));
+    Value::Object(map)
 }
 
 /// The body of the time-series endpoints.
@@ -133,7 +154,7 @@ async fn message_timeseries(
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
     known_message(&state, id)?;
-    Ok(series_json(state.store.message_timeseries(id)?))
+    Ok(series_json(state.store.message_timeseries(id)))
 }
 
 async fn campaign_timeseries(
@@ -142,7 +163,7 @@ async fn campaign_timeseries(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "campaign id")?;
-    Ok(series_json(state.store.campaign_timeseries(id)?))
+    Ok(series_json(state.store.campaign_timeseries(id)))
 }
 
 async fn campaign_metrics(
@@ -151,7 +172,7 @@ async fn campaign_metrics(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "campaign id")?;
-    Ok(HttpResponse::Ok().json(state.store.campaign_metrics(id)?.to_json()))
+    Ok(HttpResponse::Ok().json(tally_json(&state.store.campaign_metrics(id))))
 }
 
 /// Registers the routes.

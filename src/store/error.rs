@@ -11,9 +11,15 @@ pub enum Error {
     /// sled failed (I/O, corruption).
     #[error("sled: {0}")]
     Db(#[from] sled::Error),
+    /// A file of the snapshot could not be synced.
+    #[error("snapshot files: {0}")]
+    Io(#[from] std::io::Error),
     /// A stored value does not decode, or a value does not encode.
     #[error("codec: {0}")]
-    Codec(#[from] serde_json::Error),
+    Codec(#[from] postcard::Error),
+    /// The data directory holds a snapshot this version cannot read.
+    #[error("{0}")]
+    Format(String),
     /// The store was closed.
     #[error("store is closed")]
     Closed,

@@ -12,11 +12,15 @@
 //! | `i/` | index kind, value, delivery id        | empty                  |
 //! | `u/` | customer, delivery id (unsettled)     | empty                  |
 //! | `t/` | customer, created_at, delivery id     | empty                  |
-//! | `k/` | `m`/`g`, message/campaign id, shard   | `Tally`                |
-//! | `s/` | message id, minute, shard             | `[delivered, opened]`  |
+//! | `k/` | `m`/`g`, message/campaign id          | `Tally`                |
+//! | `s/` | `m`/`g`, message/campaign id, minute  | `[delivered, opened]`  |
+//!
+//! Values are postcard-encoded (see `codec`); meta values are raw bytes.
 
 use pushd_actors::model::Delivery;
 use pushd_actors::status::{MessageStatus, Timestamp};
+
+use super::overlay::Indexed;
 
 /// Customers.
 pub const CUSTOMER: &[u8] = b"c/";
@@ -24,7 +28,7 @@ pub const CUSTOMER: &[u8] = b"c/";
 pub const DELIVERY: &[u8] = b"d/";
 /// Message templates.
 pub const MESSAGE: &[u8] = b"m/";
-/// Daemon metadata (API and SDK keys).
+/// Store metadata: the format and the journal position the snapshot covers.
 pub const META: &[u8] = b"a/";
 /// Unsettled deliveries per customer.
 pub const UNSETTLED: &[u8] = b"u/";
@@ -33,9 +37,9 @@ const INDEX: &[u8] = b"i/";
 /// Deliveries per customer by creation time.
 const CREATED: &[u8] = b"t/";
 /// Counter shards.
-const COUNTER: &[u8] = b"k/";
+pub const COUNTER: &[u8] = b"k/";
 /// Time-series shards.
-const SERIES: &[u8] = b"s/";
+pub const SERIES: &[u8] = b"s/";
 
 /// `tag` followed by the raw `id`.
 pub fn record(tag: &[u8], id: &str) -> Vec<u8> {
@@ -116,11 +120,17 @@ pub fn created_prefix(customer: &str) -> Vec<u8> {
 
 /// Every index key a delivery has in its current state.
 pub fn index_keys(d: &Delivery) -> Vec<Vec<u8>> {
+    index_keys_as(d, &Indexed::of(d))
+}
+
+/// The index keys `d` had when its index state was `was` (its id,
+/// customer, message and creation time never change).
+pub fn index_keys_as(d: &Delivery, was: &Indexed) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = [
         Some(Index::Customer(&d.customer_id)),
         Some(Index::Message(&d.message_id)),
-        d.campaign_id.as_deref().map(Index::Campaign),
-        Some(Index::Status(d.status())),
+        was.campaign_id.as_deref().map(Index::Campaign),
+        Some(Index::Status(was.status)),
     ]
     .into_iter()
     .flatten()
@@ -134,7 +144,7 @@ pub fn index_keys(d: &Delivery) -> Vec<Vec<u8>> {
         ]
         .concat(),
     );
-    if d.state.pending() {
+    if was.pending {
         keys.push([unsettled_prefix(&d.customer_id), d.id.as_bytes().to_vec()].concat());
     }
     keys
@@ -150,8 +160,8 @@ pub enum Counter<'a> {
 }
 
 impl Counter<'_> {
-    /// The prefix of the counter's shards.
-    pub fn prefix(&self) -> Vec<u8> {
+    /// The counter's key, and the prefix of its series.
+    fn prefix(&self) -> Vec<u8> {
         let (kind, id) = match self {
             Counter::Message(m) => (b'm', *m),
             Counter::Campaign(g) => (b'g', *g),
@@ -161,11 +171,9 @@ impl Counter<'_> {
         key
     }
 
-    /// One shard's key.
-    pub fn shard(&self, shard: u8) -> Vec<u8> {
-        let mut key = self.prefix();
-        key.push(shard);
-        key
+    /// Its key.
+    pub fn key(&self) -> Vec<u8> {
+        self.prefix()
     }
 }
 
@@ -174,11 +182,10 @@ pub fn series_prefix(counter: Counter<'_>) -> Vec<u8> {
     [SERIES, &counter.prefix()[COUNTER.len()..]].concat()
 }
 
-/// One shard of one minute of a message's or a campaign's time series.
-pub fn series(counter: Counter<'_>, minute: i64, shard: u8) -> Vec<u8> {
+/// One minute of a message's or a campaign's time series.
+pub fn series(counter: Counter<'_>, minute: i64) -> Vec<u8> {
     let mut key = series_prefix(counter);
     key.extend_from_slice(&time(minute));
-    key.push(shard);
     key
 }
 

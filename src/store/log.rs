@@ -1,5 +1,8 @@
 //! The delivery log and the engine's lookups by customer: filtered, paged
 //! listing newest first, creation-time ranges and unsettled deliveries.
+//!
+//! The log is read from the snapshot's indexes after a drain (a read
+//! barrier), so a page always includes every change applied before it.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -7,7 +10,7 @@ use pushd_actors::model::Delivery;
 use pushd_actors::status::{MessageStatus, Timestamp};
 
 use super::keys::{self, Index};
-use super::{Error, SledStore};
+use super::{Error, SledStore, codec};
 
 /// Which deliveries `list_deliveries` returns; `None` fields match all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -74,6 +77,7 @@ impl SledStore {
         cursor: Option<&str>,
     ) -> Result<(Vec<Delivery>, Option<String>), Error> {
         let below = cursor.map(cursor_id).transpose()?;
+        self.drain()?;
         let index = filter.index();
         let prefix = index.map_or_else(|| keys::DELIVERY.to_vec(), |i| i.prefix());
         let end = match &below {
@@ -87,9 +91,9 @@ impl SledStore {
         let mut page = Vec::new();
         for item in range.rev() {
             let (key, value) = item?;
-            let delivery = match index {
-                None => serde_json::from_slice(&value)?,
-                Some(_) => match self.delivery_by_key(&key[prefix.len()..])? {
+            let delivery: Delivery = match index {
+                None => codec::decode(&value)?,
+                Some(_) => match self.read(&[keys::DELIVERY, &key[prefix.len()..]].concat())? {
                     Some(d) => d,
                     None => continue,
                 },
@@ -106,47 +110,30 @@ impl SledStore {
         Ok((page, None))
     }
 
-    /// A customer's deliveries created in `[from, to]`, newest first.
-    pub(super) fn created_between(
+    /// The ids of a customer's snapshot deliveries created in `[from, to]`.
+    pub(super) fn created_ids(
         &self,
         customer_id: &str,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<Delivery>, Error> {
-        if from > to {
-            return Ok(Vec::new());
-        }
+    ) -> impl Iterator<Item = Result<Vec<u8>, Error>> + use<> {
         let prefix = keys::created_prefix(customer_id);
         let start = [prefix.as_slice(), &keys::time(from)].concat();
         let end = match to.checked_add(1) {
             Some(next) => Some([prefix.as_slice(), &keys::time(next)].concat()),
             None => keys::successor(&prefix),
         };
-        let range = match end {
-            Some(end) => self.db.range(start..end),
-            None => self.db.range(start..),
+        let range = match (from > to, end) {
+            (true, _) => self.db.range(start.clone()..start),
+            (false, Some(end)) => self.db.range(start..end),
+            (false, None) => self.db.range(start..),
         };
-        let mut out = Vec::new();
-        for item in range.rev() {
-            let (key, _) = item?;
-            out.extend(self.delivery_by_key(&key[prefix.len() + 8..])?);
-        }
-        Ok(out)
+        let skip = prefix.len() + 8;
+        range.map(move |item| Ok(item?.0[skip..].to_vec()))
     }
 
-    /// A customer's deliveries whose send is not settled, oldest first.
-    pub(super) fn unsettled(&self, customer_id: &str) -> Result<Vec<Delivery>, Error> {
-        let prefix = keys::unsettled_prefix(customer_id);
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix(&prefix) {
-            let (key, _) = item?;
-            out.extend(self.delivery_by_key(&key[prefix.len()..])?);
-        }
-        Ok(out)
-    }
-
-    /// Every customer with an unsettled delivery: the ones to resume on start.
-    pub fn customers_with_unsettled(&self) -> Result<Vec<String>, Error> {
+    /// Every customer with an unsettled delivery in the snapshot.
+    pub(super) fn unsettled_customers(&self) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
         let mut from = keys::UNSETTLED.to_vec();
         while let Some(item) = self.db.range(from.as_slice()..).next() {

@@ -1,145 +1,205 @@
-//! The daemon's store: sled behind the engine's [`Store`] port, plus what the
-//! HTTP layer reads (delivery log, campaign metrics, messages, meta).
+//! The daemon's store: the engine's [`Store`] port, and what the HTTP layer
+//! reads (delivery log, metrics, messages).
 //!
-//! Everything lives in one sled tree under key prefixes (see [`keys`]), so
-//! one `sled::Batch` makes each commit atomic: the records, the delivery-log
-//! indexes, the unsettled index and the counters move together. Commits are
-//! applied synchronously and made durable by group commit (see [`flusher`]).
+//! Applied changes live in memory first (see [`overlay`]): reads see them at
+//! once, and the counters behind the metrics are always current there. sled
+//! holds the snapshot — customers, deliveries, messages, the delivery-log
+//! indexes and the counters, all under key prefixes of one tree (see
+//! [`keys`]) — and receives the overlay in the background, many changes per
+//! batch, never on the request path (see [`snapshot`]). The journal, not
+//! sled, makes acknowledged changes durable.
 
-mod commit;
+mod codec;
 mod counters;
 mod error;
-mod flusher;
 mod keys;
 mod log;
+mod overlay;
+mod snapshot;
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pushd_actors::model::{Customer, Delivery, MessageSpec};
-use pushd_actors::ports::{BoxFuture, Change, Store, StoreError};
+use pushd_actors::ports::{Change, Position, Store, StoreError};
 use pushd_actors::status::Timestamp;
 use serde::de::DeserializeOwned;
 
 pub use error::Error;
 pub use log::DeliveryFilter;
+pub use snapshot::{OnCheckpoint, Snapshotter, Timing};
 
-use flusher::Flusher;
+use overlay::{Found, Overlay};
 
-/// pushd's sled store. Dropping it (or [`SledStore::close`]) flushes it.
+/// pushd's store: the overlay in memory and the snapshot in sled.
 pub struct SledStore {
     db: sled::Db,
-    stripes: Vec<Mutex<()>>,
-    flusher: Flusher,
+    path: PathBuf,
+    overlay: Mutex<Overlay>,
+    /// One drain at a time (the snapshot thread, or a reader's barrier).
+    drain_lock: Mutex<()>,
+    signal: Arc<snapshot::Signal>,
+    /// Drain early past this many changed records.
+    drain_at: usize,
 }
 
 impl SledStore {
-    /// Opens (or creates) the durable store in directory `path`, with a page
-    /// cache of at most `cache_bytes` (sled's default is 1 GiB, which would
-    /// make idle customers cost far more memory than they need).
-    pub fn open(path: impl AsRef<Path>, cache_bytes: u64) -> Result<SledStore, Error> {
-        let config = sled::Config::new().path(path).cache_capacity(cache_bytes);
-        Self::with_db(config.open()?)
-    }
-
-    /// A store in a temporary directory, removed when it is dropped.
-    pub fn temporary() -> Result<SledStore, Error> {
-        Self::with_db(sled::Config::new().temporary(true).open()?)
-    }
-
-    fn with_db(db: sled::Db) -> Result<SledStore, Error> {
-        Ok(SledStore {
-            flusher: Flusher::start(db.clone())?,
-            stripes: (0..commit::SHARDS).map(|_| Mutex::new(())).collect(),
+    /// Opens (or creates) the snapshot in directory `path`, with a page cache
+    /// of at most `cache_bytes` (sled's default is 1 GiB, which would make
+    /// idle customers cost far more memory than they need), and loads the
+    /// counters into memory.
+    pub fn open(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Arc<SledStore>, Error> {
+        let path = path.as_ref().to_path_buf();
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cache_bytes)
+            // Checkpoints flush; sled's own timer would only add writes.
+            .flush_every_ms(None)
+            .open()?;
+        check_format(&db)?;
+        let covered = match db.get(keys::record(keys::META, codec::COVERED_KEY))? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                Error::Format("the snapshot's covered position is malformed".into())
+            })?),
+            None => 0,
+        };
+        let mut overlay = Overlay::default();
+        overlay.current.position = covered;
+        for item in db.scan_prefix(keys::COUNTER) {
+            let (key, value) = item?;
+            overlay
+                .live_counters
+                .insert(key.to_vec(), codec::decode(&value)?);
+        }
+        for item in db.scan_prefix(keys::SERIES) {
+            let (key, value) = item?;
+            overlay
+                .live_series
+                .insert(key.to_vec(), codec::decode(&value)?);
+        }
+        Ok(Arc::new(SledStore {
             db,
-        })
+            path,
+            overlay: Mutex::new(overlay),
+            drain_lock: Mutex::new(()),
+            signal: Arc::default(),
+            drain_at: Timing::default().drain_at,
+        }))
     }
 
-    /// Flushes everything and stops the flusher; later commits fail.
-    pub fn close(&self) {
-        self.flusher.close();
-        if let Err(e) = self.db.flush() {
-            tracing::error!(error = %e, "store flush on close failed");
-        }
-    }
-
-    /// How many group-commit flushes ran since open.
-    pub fn flush_count(&self) -> u64 {
-        self.flusher.flushes()
-    }
-
-    /// Stores a message template; resolves when it is durable.
-    pub fn put_message(&self, message: &MessageSpec) -> BoxFuture<Result<(), StoreError>> {
-        let written = serde_json::to_vec(message)
-            .map_err(Error::from)
-            .and_then(|v| {
-                Ok(self
-                    .db
-                    .insert(keys::record(keys::MESSAGE, &message.id), v)?)
-            });
-        match written {
-            Ok(_) => self.flusher.durable(),
-            Err(e) => Box::pin(std::future::ready(Err(e.into()))),
-        }
+    fn lock(&self) -> MutexGuard<'_, Overlay> {
+        self.overlay.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A message template.
     pub fn message(&self, id: &str) -> Result<Option<MessageSpec>, Error> {
-        commit::read(&self.db, &keys::record(keys::MESSAGE, id))
+        match self.lock().message(id) {
+            Found::Here(m) => Ok(m),
+            Found::Absent => self.read(&keys::record(keys::MESSAGE, id)),
+        }
     }
 
-    /// A metadata value (API key, SDK key, ...).
-    pub fn meta(&self, key: &str) -> Result<Option<String>, Error> {
-        let value = self.db.get(keys::record(keys::META, key))?;
-        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
-    /// Sets a metadata value and flushes it to disk before returning.
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), Error> {
+    /// Every message template, by id.
+    pub fn messages(&self) -> Result<Vec<MessageSpec>, Error> {
+        self.drain()?;
         self.db
-            .insert(keys::record(keys::META, key), value.as_bytes())?;
-        self.db.flush()?;
-        Ok(())
+            .scan_prefix(keys::MESSAGE)
+            .map(|item| codec::decode(&item?.1))
+            .collect()
     }
 
-    /// The delivery whose id is `id` (raw bytes of a key's tail).
-    fn delivery_by_key(&self, id: &[u8]) -> Result<Option<Delivery>, Error> {
-        self.get(&[keys::DELIVERY, id].concat())
-    }
-
-    /// The customer a delivery belongs to, decoding only that field: what a
-    /// device report needs to find its PersonActor.
+    /// The customer a delivery belongs to, decoding only that field of a
+    /// snapshot record: what a device report needs to find its PersonActor.
     pub fn delivery_customer(&self, id: &str) -> Result<Option<String>, Error> {
         #[derive(serde::Deserialize)]
         struct Owner {
+            _id: String,
             customer_id: String,
         }
-        let owner: Option<Owner> = self.get(&[keys::DELIVERY, id.as_bytes()].concat())?;
-        Ok(owner.map(|o| o.customer_id))
+        match self.lock().delivery_customer(id) {
+            Found::Here(c) => Ok(c),
+            Found::Absent => Ok(self
+                .read::<Owner>(&keys::record(keys::DELIVERY, id))?
+                .map(|o| o.customer_id)),
+        }
     }
 
-    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, Error> {
-        commit::read(&self.db, key)
+    /// Decodes the snapshot's value at `key`.
+    fn read<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, Error> {
+        self.db.get(key)?.map(|v| codec::decode(&v)).transpose()
+    }
+
+    /// The delivery, from the overlay or the snapshot.
+    fn find_delivery(&self, id: &str) -> Result<Option<Delivery>, Error> {
+        match self.lock().delivery(id) {
+            Found::Here(d) => Ok(d),
+            Found::Absent => self.read(&keys::record(keys::DELIVERY, id)),
+        }
+    }
+
+    /// The customer's deliveries among the snapshot's `keys` (whose tails
+    /// past `skip` bytes are delivery ids) and the overlay's, current.
+    fn customer_deliveries(
+        &self,
+        customer: &str,
+        snapshot_ids: impl Iterator<Item = Result<Vec<u8>, Error>>,
+    ) -> Result<Vec<Delivery>, Error> {
+        let mut ids: Vec<String> = self.lock().customer_deliveries(customer);
+        for id in snapshot_ids {
+            ids.push(String::from_utf8_lossy(&id?).into_owned());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.find_delivery(&id)?);
+        }
+        Ok(out)
     }
 }
 
-impl Drop for SledStore {
-    fn drop(&mut self) {
-        self.close();
+/// Refuses a snapshot written in another format; marks a new one.
+fn check_format(db: &sled::Db) -> Result<(), Error> {
+    let key = keys::record(keys::META, codec::FORMAT_KEY);
+    match db.get(&key)? {
+        Some(v) if v.as_ref() == codec::FORMAT => Ok(()),
+        Some(v) => Err(Error::Format(format!(
+            "the data directory holds a snapshot in format {:?}, not {:?}; move it away",
+            String::from_utf8_lossy(&v),
+            String::from_utf8_lossy(codec::FORMAT)
+        ))),
+        None if db.is_empty() => {
+            db.insert(key, codec::FORMAT)?;
+            Ok(())
+        }
+        None => Err(Error::Format(
+            "the data directory holds a snapshot from an older pushd (JSON records); move it away"
+                .into(),
+        )),
     }
 }
 
 impl Store for SledStore {
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
-        Ok(self.get(&keys::record(keys::CUSTOMER, id))?)
+        match self.lock().customer(id) {
+            Found::Here(c) => Ok(c),
+            Found::Absent => Ok(self.read(&keys::record(keys::CUSTOMER, id))?),
+        }
     }
 
     fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        Ok(self.delivery_by_key(id.as_bytes())?)
+        Ok(self.find_delivery(id)?)
     }
 
     fn unsettled_deliveries(&self, customer_id: &str) -> Result<Vec<Delivery>, StoreError> {
-        Ok(self.unsettled(customer_id)?)
+        let prefix = keys::unsettled_prefix(customer_id);
+        let ids = self
+            .db
+            .scan_prefix(&prefix)
+            .map(|item| Ok(item?.0[prefix.len()..].to_vec()));
+        let mut all = self.customer_deliveries(customer_id, ids)?;
+        all.retain(|d| d.customer_id == customer_id && d.state.pending());
+        Ok(all)
     }
 
     fn deliveries_between(
@@ -148,23 +208,29 @@ impl Store for SledStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<Delivery>, StoreError> {
-        Ok(self.created_between(customer_id, from, to)?)
+        let mut all =
+            self.customer_deliveries(customer_id, self.created_ids(customer_id, from, to))?;
+        all.retain(|d| d.customer_id == customer_id && (from..=to).contains(&d.created_at));
+        all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        Ok(all)
     }
 
-    fn commit(&self, changes: Vec<Change>) -> BoxFuture<Result<(), StoreError>> {
-        match self.record(changes) {
-            Ok(()) => self.flusher.durable(),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+    fn customers_with_unsettled(&self) -> Result<Vec<String>, StoreError> {
+        self.drain()?;
+        Ok(self.unsettled_customers()?)
     }
 
-    fn record(&self, changes: Vec<Change>) -> Result<(), StoreError> {
-        if self.flusher.is_closed() {
-            return Err(Error::Closed.into());
+    fn covered(&self) -> Result<Position, StoreError> {
+        Ok(self.lock().position())
+    }
+
+    fn apply(&self, position: Position, changes: Vec<Change>) {
+        let mut overlay = self.lock();
+        overlay.apply(position, changes);
+        let full = overlay.current.len() >= self.drain_at;
+        drop(overlay);
+        if full {
+            self.signal.wake();
         }
-        self.apply(&changes).map_err(|e| {
-            tracing::error!(error = %e, "store commit failed");
-            e.into()
-        })
     }
 }

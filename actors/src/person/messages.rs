@@ -5,18 +5,31 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::engine::EngineError;
+use crate::engine::{Ack, EngineError};
 use crate::model::{Customer, Device, MessageSpec};
 use crate::status::{Report, Timestamp};
 
 /// Create or replace the customer (devices are kept).
 #[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<Ack<()>, EngineError>")]
 pub struct PutCustomer {
     /// Attributes for templates.
     pub attributes: Map<String, Value>,
     /// Opted out.
     pub unsubscribed: bool,
+}
+
+/// Create or replace the customer with exactly these devices (bulk import):
+/// all or nothing.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<Ack<()>, EngineError>")]
+pub struct ImportCustomer {
+    /// Attributes for templates.
+    pub attributes: Map<String, Value>,
+    /// Opted out.
+    pub unsubscribed: bool,
+    /// Every device; a token given twice keeps its last entry.
+    pub devices: Vec<Device>,
 }
 
 /// Read the customer.
@@ -26,22 +39,22 @@ pub struct GetCustomer;
 
 /// Delete the customer.
 #[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<Ack<()>, EngineError>")]
 pub struct DeleteCustomer;
 
 /// Register (or re-register, clearing suppression) a device.
 #[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<Ack<()>, EngineError>")]
 pub struct PutDevice(pub Device);
 
 /// Remove a device by token.
 #[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<Ack<()>, EngineError>")]
 pub struct DeleteDevice(pub String);
 
 /// Create and send a delivery of a message; answers its id once durable.
 #[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<String, EngineError>")]
+#[rtype(result = "Result<Ack<String>, EngineError>")]
 pub struct SendMessage {
     /// The template.
     pub message: Arc<MessageSpec>,
@@ -51,7 +64,7 @@ pub struct SendMessage {
 
 /// An app report for one device of a delivery.
 #[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<Ack<()>, EngineError>")]
 pub struct DeviceReport {
     /// The delivery.
     pub delivery_id: String,
@@ -66,7 +79,7 @@ pub struct DeviceReport {
 /// A customer event, checked against conversion goals. Answers the id of
 /// the delivery it converted, if any.
 #[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<Option<String>, EngineError>")]
+#[rtype(result = "Result<Ack<Option<String>>, EngineError>")]
 pub struct CustomerEvent {
     /// The event name.
     pub name: String,
@@ -76,7 +89,7 @@ pub struct CustomerEvent {
 
 /// Send a failed delivery again, re-rendering and re-reading devices.
 #[derive(Message, Clone, Debug)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<Ack<()>, EngineError>")]
 pub struct RetryDelivery {
     /// The delivery.
     pub delivery_id: String,

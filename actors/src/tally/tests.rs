@@ -1,8 +1,10 @@
 //! Checks of the metrics arithmetic: known cases, the API body, and that
 //! summed deltas always equal a recount.
 
+use std::collections::HashMap;
+
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::Value;
 
 use super::*;
 use crate::model::DeviceSend;
@@ -113,36 +115,66 @@ fn delta_is_after_minus_before() {
 }
 
 #[test]
-fn api_body_has_every_key_and_rounded_rates() {
-    let t = Tally {
-        message: Counts {
-            sends: 1000,
-            sent: 950,
-            delivered: 700,
-            opened: 120,
-            converted: 30,
-            failed: 20,
-            undeliverable: 10,
-            bounced: 20,
-            suppressed: 5,
-            ..Counts::default()
-        },
-        ..Tally::default()
+fn recipients_and_rounded_rates() {
+    let c = Counts {
+        sends: 1000,
+        sent: 950,
+        delivered: 700,
+        opened: 120,
+        converted: 30,
+        failed: 20,
+        undeliverable: 10,
+        bounced: 20,
+        suppressed: 5,
+        ..Counts::default()
     };
-    let body = t.to_json();
-    assert_eq!(body["recipients"], 975);
+    assert_eq!(c.recipients(), 975);
     assert_eq!(
-        body["rates"],
-        json!({"delivered": 0.7368, "opened": 0.1263, "converted": 0.0316,
-               "opened_of_delivered": 0.1714})
+        c.rates(),
+        Rates {
+            delivered: 0.7368,
+            opened: 0.1263,
+            converted: 0.0316,
+            opened_of_delivered: 0.1714
+        }
     );
-    let ios = &body["by_platform"]["ios"];
-    assert_eq!(ios["sends"], 0);
-    assert_eq!(ios["recipients"], 0);
-    assert_eq!(ios["rates"]["delivered"], 0.0);
-    let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
-    assert_eq!(keys.len(), 13, "{keys:?}");
-    assert_eq!(ios.as_object().unwrap().len(), 12);
+    assert_eq!(Counts::default().rates(), Rates::default());
+}
+
+#[test]
+fn sent_counts_only_once_every_device_settled() {
+    let mut d = delivery(&[(Platform::Ios, false), (Platform::Android, false)]);
+    d.state.apply_outcome(0, &Outcome::Sent, 1);
+    let t = contribution(&d);
+    assert_eq!((t.message.attempted, t.message.sent), (1, 0));
+    assert_eq!((t.ios.sent, t.android.attempted), (1, 1));
+    assert!(
+        !d.state.convert(5),
+        "a delivery still attempted does not convert"
+    );
+    d.state
+        .apply_outcome(1, &Outcome::Failed(FailureReason::RetriesExhausted), 2);
+    let t = contribution(&d);
+    assert_eq!((t.message.attempted, t.message.sent), (0, 1));
+    assert!(d.state.convert(5));
+}
+
+#[test]
+fn series_points_are_first_delivered_and_opened_minutes() {
+    let mut d = delivery(&[(Platform::Ios, false), (Platform::Android, false)]);
+    d.created_at = 1_000;
+    d.state.apply_outcome(0, &Outcome::Sent, 1_000);
+    d.state.apply_report(1, Report::Delivered, 1_130);
+    d.state.apply_report(0, Report::Opened, 1_200);
+    let points: Vec<_> = series_points(&d).collect();
+    assert_eq!(points, vec![(2, 0), (3, 1)]);
+    let mut early = d.clone();
+    early.state.apply_report(0, Report::Delivered, i64::MIN);
+    assert_eq!(
+        series_points(&early).next(),
+        Some((0, 0)),
+        "clamped, no overflow"
+    );
 }
 
 #[test]
@@ -196,6 +228,7 @@ proptest! {
     fn summed_deltas_equal_recount((people, steps) in workload()) {
         let mut current: Vec<Delivery> = people.iter().map(|p| delivery(p)).collect();
         let mut kept: Tally = current.iter().map(|d| Tally::delta(None, d)).fold(Tally::default(), Add::add);
+        let mut series: HashMap<(i64, usize), i64> = HashMap::new();
         for s in &steps {
             let p = match s { Step::Outcome(p, ..) | Step::Report(p, ..) | Step::Goal(p, _) => *p };
             let before = current[p].clone();
@@ -208,6 +241,8 @@ proptest! {
                 _ => {}
             }
             kept += Tally::delta(Some(&before), d);
+            for p in series_points(&before) { *series.entry(p).or_default() -= 1; }
+            for p in series_points(d) { *series.entry(p).or_default() += 1; }
             let m = kept.message;
             prop_assert!(m.sent >= m.delivered && m.delivered >= m.opened && m.sent >= m.converted);
             for c in [kept.message, kept.ios, kept.android] {
@@ -215,6 +250,10 @@ proptest! {
             }
         }
         let recount = current.iter().map(contribution).fold(Tally::default(), Add::add);
+        let mut series_recount: HashMap<(i64, usize), i64> = HashMap::new();
+        for p in current.iter().flat_map(series_points) { *series_recount.entry(p).or_default() += 1; }
+        series.retain(|_, v| *v != 0);
+        prop_assert_eq!(series, series_recount);
         prop_assert_eq!(kept, recount);
         prop_assert_eq!(recount.message.sends, people.len() as i64);
         let devices = people.iter().flatten().count() as i64;

@@ -1,14 +1,15 @@
 //! In-memory doubles of the engine's ports, with signals tests can await.
+#![allow(dead_code, reason = "each test binary uses part of the support module")]
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pushd_actors::engine::EngineConfig;
+use pushd_actors::engine::{EngineConfig, Ports};
 use pushd_actors::model::{Content, Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{
-    Accepted, BoxFuture, Change, ManualClock, Provider, ProviderError, Push, RenderError, Renderer,
-    Store, StoreError,
+    Accepted, BoxFuture, Change, Entry, Journal, JournalError, ManualClock, Position, Provider,
+    ProviderError, Push, RenderError, Renderer, Store, StoreError,
 };
 use pushd_actors::registry::Registry;
 use pushd_actors::status::Timestamp;
@@ -31,32 +32,55 @@ pub async fn wait_for(notify: &Notify, mut cond: impl FnMut() -> bool) {
     .expect("condition not reached in 10 s");
 }
 
-/// A store in memory; `commit` is durable at once.
+/// A store in memory: the state of every applied record, and the position
+/// of the last one. A [`MemStore::snapshot`] is what a checkpoint keeps.
 #[derive(Default)]
 pub struct MemStore {
-    pub customers: Mutex<HashMap<String, Customer>>,
-    pub deliveries: Mutex<HashMap<String, Delivery>>,
+    pub state: Mutex<MemState>,
     pub commits: Notify,
 }
 
+/// The whole state of a [`MemStore`].
+#[derive(Clone, Default, Debug)]
+pub struct MemState {
+    pub customers: HashMap<String, Customer>,
+    pub deliveries: HashMap<String, Delivery>,
+    pub messages: HashMap<String, MessageSpec>,
+    pub covered: Position,
+}
+
 impl MemStore {
+    /// A store holding `state`, as after a restart from that snapshot.
+    pub fn from_snapshot(state: MemState) -> MemStore {
+        MemStore {
+            state: Mutex::new(state),
+            commits: Notify::new(),
+        }
+    }
+
+    /// The state as it is now, with the position it covers.
+    pub fn snapshot(&self) -> MemState {
+        self.state.lock().unwrap().clone()
+    }
+
     pub fn delivery_now(&self, id: &str) -> Delivery {
-        self.deliveries.lock().unwrap()[id].clone()
+        self.state.lock().unwrap().deliveries[id].clone()
     }
 }
 
 impl Store for MemStore {
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
-        Ok(self.customers.lock().unwrap().get(id).cloned())
+        Ok(self.state.lock().unwrap().customers.get(id).cloned())
     }
 
     fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        Ok(self.deliveries.lock().unwrap().get(id).cloned())
+        Ok(self.state.lock().unwrap().deliveries.get(id).cloned())
     }
 
     fn unsettled_deliveries(&self, customer_id: &str) -> Result<Vec<Delivery>, StoreError> {
-        let all = self.deliveries.lock().unwrap();
-        Ok(all
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .deliveries
             .values()
             .filter(|d| d.customer_id == customer_id && !d.state.settled())
             .cloned()
@@ -69,8 +93,9 @@ impl Store for MemStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let all = self.deliveries.lock().unwrap();
-        let mut found: Vec<Delivery> = all
+        let state = self.state.lock().unwrap();
+        let mut found: Vec<Delivery> = state
+            .deliveries
             .values()
             .filter(|d| d.customer_id == customer_id && (from..=to).contains(&d.created_at))
             .cloned()
@@ -79,30 +104,162 @@ impl Store for MemStore {
         Ok(found)
     }
 
-    fn commit(&self, changes: Vec<Change>) -> BoxFuture<Result<(), StoreError>> {
-        let applied = self.record(changes);
-        Box::pin(async move { applied })
+    fn customers_with_unsettled(&self) -> Result<Vec<String>, StoreError> {
+        let state = self.state.lock().unwrap();
+        let mut ids: Vec<String> = state
+            .deliveries
+            .values()
+            .filter(|d| !d.state.settled())
+            .map(|d| d.customer_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
-    fn record(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+    fn covered(&self) -> Result<Position, StoreError> {
+        Ok(self.state.lock().unwrap().covered)
+    }
+
+    fn apply(&self, position: Position, changes: Vec<Change>) {
+        let mut state = self.state.lock().unwrap();
+        assert!(position > state.covered, "records apply in journal order");
         for change in changes {
-            match change {
-                Change::Customer(c) => {
-                    self.customers.lock().unwrap().insert(c.id.clone(), c);
+            if let (Entry::Delivery(after), Some(before)) = (&change.entry, &change.before) {
+                assert_eq!(
+                    state.deliveries.get(&after.id),
+                    Some(&**before),
+                    "the engine's before is the stored value"
+                );
+            }
+            match change.entry {
+                Entry::Customer(c) => {
+                    state.customers.insert(c.id.clone(), c);
                 }
-                Change::CustomerDeleted(id) => {
-                    self.customers.lock().unwrap().remove(&id);
+                Entry::CustomerDeleted(id) => {
+                    state.customers.remove(&id);
                 }
-                Change::Delivery { after, .. } => {
-                    self.deliveries
-                        .lock()
-                        .unwrap()
-                        .insert(after.id.clone(), *after);
+                Entry::Message(m) => {
+                    state.messages.insert(m.id.clone(), m);
+                }
+                Entry::Delivery(after) => {
+                    state.deliveries.insert(after.id.clone(), *after);
                 }
             }
         }
+        state.covered = position;
+        drop(state);
         self.commits.notify_waiters();
-        Ok(())
+    }
+}
+
+/// A journal in memory. Records are durable at once unless it was made
+/// [`MemJournal::manual`]; then only [`MemJournal::sync`] makes them durable,
+/// and [`MemJournal::crash`] keeps only what was.
+#[derive(Default)]
+pub struct MemJournal {
+    inner: Mutex<JournalState>,
+}
+
+#[derive(Default)]
+struct JournalState {
+    /// Each record as its encoded bytes, as a file journal keeps it.
+    records: Vec<(Position, Vec<u8>)>,
+    last: Position,
+    durable: Position,
+    manual: bool,
+    waiters: Vec<(
+        Position,
+        tokio::sync::oneshot::Sender<Result<(), JournalError>>,
+    )>,
+}
+
+impl MemJournal {
+    /// A journal whose records wait for [`MemJournal::sync`].
+    pub fn manual() -> MemJournal {
+        let journal = MemJournal::default();
+        journal.inner.lock().unwrap().manual = true;
+        journal
+    }
+
+    /// Makes every record durable and wakes their waiters.
+    pub fn sync(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.durable = inner.last;
+        let durable = inner.durable;
+        let (done, waiting) = std::mem::take(&mut inner.waiters)
+            .into_iter()
+            .partition(|(p, _)| *p <= durable);
+        inner.waiters = waiting;
+        drop(inner);
+        for (_, tx) in done {
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    /// The journal a restart finds: only the durable records, appending
+    /// after them.
+    pub fn crash(&self) -> MemJournal {
+        let inner = self.inner.lock().unwrap();
+        let records: Vec<_> = inner
+            .records
+            .iter()
+            .filter(|(p, _)| *p <= inner.durable)
+            .cloned()
+            .collect();
+        MemJournal {
+            inner: Mutex::new(JournalState {
+                records,
+                last: inner.durable,
+                durable: inner.durable,
+                manual: inner.manual,
+                waiters: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl Journal for MemJournal {
+    fn append(&self, changes: &[Change]) -> Result<Position, JournalError> {
+        let entries: Vec<&Entry> = changes.iter().map(|c| &c.entry).collect();
+        let bytes = postcard::to_stdvec(&entries).map_err(|e| JournalError(e.to_string()))?;
+        let mut inner = self.inner.lock().unwrap();
+        inner.last += 1;
+        let position = inner.last;
+        inner.records.push((position, bytes));
+        if !inner.manual {
+            inner.durable = position;
+        }
+        Ok(position)
+    }
+
+    fn durable(&self, position: Position) -> BoxFuture<Result<(), JournalError>> {
+        let mut inner = self.inner.lock().unwrap();
+        if position <= inner.durable {
+            return Box::pin(async { Ok(()) });
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        inner.waiters.push((position, tx));
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(JournalError("journal dropped".into())))
+        })
+    }
+
+    fn replay(
+        &self,
+        after: Position,
+        apply: &mut dyn FnMut(Position, Vec<Entry>) -> Result<(), StoreError>,
+    ) -> Result<Position, JournalError> {
+        let records = self.inner.lock().unwrap().records.clone();
+        let mut last = after;
+        for (position, bytes) in records.into_iter().filter(|(p, _)| *p > after) {
+            let entries: Vec<Entry> =
+                postcard::from_bytes(&bytes).map_err(|e| JournalError(e.to_string()))?;
+            apply(position, entries).map_err(|e| JournalError(e.to_string()))?;
+            last = position;
+        }
+        Ok(last)
     }
 }
 
@@ -213,9 +370,10 @@ impl Renderer for PlainRenderer {
 /// An engine over the doubles.
 pub struct Harness {
     pub store: Arc<MemStore>,
+    pub journal: Arc<MemJournal>,
     pub provider: Arc<ScriptedProvider>,
     pub clock: Arc<ManualClock>,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
 }
 
 pub fn config() -> EngineConfig {
@@ -224,6 +382,7 @@ pub fn config() -> EngineConfig {
         backoff_base: Duration::from_millis(100),
         backoff_max: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(60),
+        retry_after_max: Duration::from_secs(900),
     }
 }
 
@@ -231,23 +390,31 @@ impl Harness {
     pub fn new() -> Self {
         Self::on(
             Arc::new(MemStore::default()),
+            Arc::new(MemJournal::default()),
             Arc::new(ScriptedProvider::default()),
         )
     }
 
-    /// An engine on an existing store: a restart after a crash.
-    pub fn on(store: Arc<MemStore>, provider: Arc<ScriptedProvider>) -> Self {
+    /// An engine on an existing store and journal: a restart after a crash.
+    /// It recovers (replays the journal's tail, resumes unsettled sends).
+    pub fn on(
+        store: Arc<MemStore>,
+        journal: Arc<MemJournal>,
+        provider: Arc<ScriptedProvider>,
+    ) -> Self {
         let clock = Arc::new(ManualClock::new(1_764_100_000_000));
-        let registry = Registry::new(
-            provider.clone(),
-            store.clone(),
-            Arc::new(PlainRenderer),
-            clock.clone(),
-            config(),
-            2,
-        );
+        let ports = Ports {
+            provider: provider.clone(),
+            journal: journal.clone(),
+            store: store.clone(),
+            renderer: Arc::new(PlainRenderer),
+            clock: clock.clone(),
+        };
+        let registry = Arc::new(Registry::new(ports, config(), 2));
+        registry.recover().expect("recovers");
         Harness {
             store,
+            journal,
             provider,
             clock,
             registry,

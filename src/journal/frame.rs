@@ -1,0 +1,131 @@
+//! The framing of one journal record in a segment file:
+//!
+//! ```text
+//! | len: u32 LE | crc32: u32 LE | position: u64 LE | payload: len bytes |
+//! ```
+//!
+//! The checksum covers the position and the payload, so a torn write (a
+//! short tail) and a flipped bit are both caught. The payload is the
+//! record's entries in postcard, a compact binary serde format.
+
+use pushd_actors::ports::{Change, Entry, Position};
+
+/// Bytes before the payload.
+pub const HEADER: usize = 16;
+/// The largest payload a record may have; a longer length field is corrupt.
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+/// Appends the frame of the record at `position` holding `changes` to `out`.
+pub fn encode(out: &mut Vec<u8>, position: Position, changes: &[Change]) -> Result<(), String> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    let entries: Vec<&Entry> = changes.iter().map(|c| &c.entry).collect();
+    match postcard::to_extend(&entries, std::mem::take(out)) {
+        Ok(buf) => *out = buf,
+        Err(e) => return Err(format!("cannot encode a journal record: {e}")),
+    }
+    let len = out.len() - start - HEADER;
+    if len > MAX_PAYLOAD {
+        out.truncate(start);
+        return Err(format!("journal record of {len} bytes is too large"));
+    }
+    out[start + 8..start + HEADER].copy_from_slice(&position.to_le_bytes());
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// One record read back.
+pub struct Frame<'a> {
+    /// Its position.
+    pub position: Position,
+    /// Its encoded entries.
+    pub payload: &'a [u8],
+}
+
+impl Frame<'_> {
+    /// Decodes the entries.
+    pub fn entries(&self) -> Result<Vec<Entry>, postcard::Error> {
+        postcard::from_bytes(self.payload)
+    }
+}
+
+/// What lies at the start of `buf`.
+pub enum Read<'a> {
+    /// An intact record, and the bytes it takes.
+    Record(Frame<'a>, usize),
+    /// Nothing: the end of the data.
+    End,
+    /// A torn or corrupt record: everything from here on is cut.
+    Bad(&'static str),
+}
+
+/// Reads the record at the start of `buf`.
+pub fn read(buf: &[u8]) -> Read<'_> {
+    if buf.is_empty() {
+        return Read::End;
+    }
+    if buf.len() < HEADER {
+        return Read::Bad("torn record header");
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if len > MAX_PAYLOAD {
+        return Read::Bad("record length out of range");
+    }
+    let Some(body) = buf.get(8..HEADER + len) else {
+        return Read::Bad("torn record");
+    };
+    if crc32fast::hash(body) != crc {
+        return Read::Bad("record checksum mismatch");
+    }
+    let position = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
+    let frame = Frame {
+        position,
+        payload: &body[8..],
+    };
+    Read::Record(frame, HEADER + len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pushd_actors::model::MessageSpec;
+
+    fn change(id: &str) -> Change {
+        Change::of(Entry::Message(MessageSpec {
+            id: id.into(),
+            name: "n".into(),
+            campaign_id: None,
+            title: "t".into(),
+            body: "b".into(),
+            deep_link: None,
+            audience: pushd_actors::model::Audience::AllDevices,
+            collapse_id: None,
+            conversion: None,
+        }))
+    }
+
+    #[test]
+    fn round_trip_and_every_cut_is_detected() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 7, &[change("a"), change("b")]).unwrap();
+        let whole = buf.len();
+        encode(&mut buf, 8, &[change("c")]).unwrap();
+        let Read::Record(frame, used) = read(&buf) else {
+            panic!("intact record")
+        };
+        assert_eq!((frame.position, used), (7, whole));
+        let entries = frame.entries().unwrap();
+        assert!(matches!(&entries[1], Entry::Message(m) if m.id == "b"));
+        for cut in 1..whole {
+            assert!(matches!(read(&buf[..cut]), Read::Bad(_)), "cut at {cut}");
+        }
+        for flip in 0..whole {
+            let mut bad = buf[..whole].to_vec();
+            bad[flip] ^= 0x20;
+            assert!(matches!(read(&bad), Read::Bad(_)), "flip at {flip}");
+        }
+    }
+}

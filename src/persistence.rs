@@ -1,0 +1,80 @@
+//! The engine's state on disk, as one unit: the sled snapshot under
+//! `<data_dir>/snapshot`, the journal under `<data_dir>/journal`, and the
+//! thread that drains the one into the other and checkpoints.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pushd_actors::ports::Store;
+
+use crate::journal::FileJournal;
+use crate::store::{self, SledStore, Snapshotter, Timing};
+
+/// Why the state on disk could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The snapshot.
+    #[error("snapshot: {0}")]
+    Store(#[from] store::Error),
+    /// The journal, or a thread.
+    #[error("journal in {path}: {source}")]
+    Journal {
+        /// The journal directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The open snapshot and journal.
+pub struct Persistence {
+    /// The snapshot and its in-memory overlay.
+    pub store: Arc<SledStore>,
+    /// The journal.
+    pub journal: Arc<FileJournal>,
+    snapshots: Snapshotter,
+}
+
+impl Persistence {
+    /// Opens (or creates) the state in `data_dir` with a sled page cache of
+    /// `cache_bytes`, and starts the snapshot thread.
+    pub fn open(
+        data_dir: &Path,
+        cache_bytes: u64,
+        timing: Timing,
+    ) -> Result<Persistence, OpenError> {
+        if data_dir.join("db").exists() && data_dir.join("conf").exists() {
+            return Err(store::Error::Format(format!(
+                "{} holds state from an older pushd (sled files at its top level); move it away or choose another data dir",
+                data_dir.display()
+            ))
+            .into());
+        }
+        let store = SledStore::open(data_dir.join("snapshot"), cache_bytes)?;
+        let covered = store.covered().map_err(|e| store::Error::Format(e.0))?;
+        let journal_dir = data_dir.join("journal");
+        let io = |source| OpenError::Journal {
+            path: journal_dir.display().to_string(),
+            source,
+        };
+        let journal = Arc::new(FileJournal::open(&journal_dir, covered).map_err(io)?);
+        let releaser = journal.clone();
+        let snapshots = Snapshotter::start(
+            &store,
+            timing,
+            Box::new(move |covered| releaser.release(covered)),
+        )
+        .map_err(io)?;
+        Ok(Persistence {
+            store,
+            journal,
+            snapshots,
+        })
+    }
+
+    /// A last checkpoint, then the journal makes the rest durable and closes.
+    pub fn close(self) {
+        self.snapshots.stop();
+        self.journal.close();
+    }
+}

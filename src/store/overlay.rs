@@ -1,0 +1,222 @@
+//! What changed since the last snapshot, in memory: the store's side of
+//! "the engine is in memory". Every applied change lands here at once
+//! (reads see it), with the counter and time-series deltas it makes; the
+//! snapshot thread later moves a whole [`Dirty`] set into sled in one batch,
+//! so a delivery changed five times between two snapshots costs one write.
+//!
+//! The live counters (what the metrics endpoints answer) are here too, for
+//! every message and campaign: they are few, and always current.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use pushd_actors::model::{Customer, Delivery, MessageSpec};
+use pushd_actors::ports::{Change, Entry, Position};
+use pushd_actors::status::MessageStatus;
+use pushd_actors::tally::{Tally, contribution, series_points};
+
+use super::keys::{self, Counter};
+
+/// The index-relevant part of a delivery as the snapshot holds it: what the
+/// drain needs to remove its stale delivery-log index keys. (A delivery's
+/// id, customer, message and creation time never change.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Indexed {
+    /// Its status.
+    pub status: MessageStatus,
+    /// Whether its send was unsettled.
+    pub pending: bool,
+    /// Its campaign (a retry takes the message's current one).
+    pub campaign_id: Option<String>,
+}
+
+impl Indexed {
+    /// The index state of `d`.
+    pub fn of(d: &Delivery) -> Indexed {
+        Indexed {
+            status: d.status(),
+            pending: d.state.pending(),
+            campaign_id: d.campaign_id.clone(),
+        }
+    }
+}
+
+/// A delivery changed since the last snapshot.
+#[derive(Debug)]
+pub struct DirtyDelivery {
+    /// What the snapshot's indexes hold for it; `None` if it is new.
+    pub stored: Option<Indexed>,
+    /// Its current value.
+    pub latest: Delivery,
+}
+
+/// Everything changed since the last snapshot, up to `position`.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    /// The last journal position applied into this set.
+    pub position: Position,
+    /// Customers; `None` means deleted.
+    pub customers: HashMap<String, Option<Customer>>,
+    /// Messages.
+    pub messages: HashMap<String, MessageSpec>,
+    /// Deliveries, by id.
+    pub deliveries: HashMap<String, DirtyDelivery>,
+    /// Delivery ids by customer: the engine's per-customer reads merge them.
+    pub by_customer: HashMap<String, Vec<String>>,
+    /// Counter deltas, by counter key.
+    pub counters: HashMap<Vec<u8>, Tally>,
+    /// Time-series deltas (`[delivered, opened]`), by series key.
+    pub series: HashMap<Vec<u8>, [i64; 2]>,
+}
+
+impl Dirty {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty() && self.messages.is_empty() && self.deliveries.is_empty()
+    }
+
+    /// How many records changed.
+    pub fn len(&self) -> usize {
+        self.customers.len() + self.messages.len() + self.deliveries.len()
+    }
+}
+
+/// The in-memory state of the store.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    /// Changes not yet handed to a drain.
+    pub current: Dirty,
+    /// The set a drain is writing to sled right now; readers see it until
+    /// sled has it.
+    pub draining: Option<Arc<Dirty>>,
+    /// Every counter, by counter key: the snapshot's plus every change since.
+    pub live_counters: HashMap<Vec<u8>, Tally>,
+    /// Every time-series point, by series key.
+    pub live_series: BTreeMap<Vec<u8>, [i64; 2]>,
+}
+
+/// Where a lookup in the overlay ended.
+pub enum Found<T> {
+    /// The overlay has the current value (`None`: deleted).
+    Here(Option<T>),
+    /// The overlay has nothing: sled's value is current.
+    Absent,
+}
+
+impl Overlay {
+    /// The last journal position applied.
+    pub fn position(&self) -> Position {
+        self.current.position
+    }
+
+    /// Applies the changes of the record at `position`.
+    pub fn apply(&mut self, position: Position, changes: Vec<Change>) {
+        debug_assert!(position > self.current.position, "records apply in order");
+        for change in changes {
+            match change.entry {
+                Entry::Customer(c) => {
+                    self.current.customers.insert(c.id.clone(), Some(c));
+                }
+                Entry::CustomerDeleted(id) => {
+                    self.current.customers.insert(id, None);
+                }
+                Entry::Message(m) => {
+                    self.current.messages.insert(m.id.clone(), m);
+                }
+                Entry::Delivery(after) => self.apply_delivery(change.before.as_deref(), *after),
+            }
+        }
+        self.current.position = position;
+    }
+
+    fn apply_delivery(&mut self, before: Option<&Delivery>, after: Delivery) {
+        if let Some(before) = before {
+            self.count(before, -1);
+        }
+        self.count(&after, 1);
+        let dirty = &mut self.current;
+        match dirty.deliveries.get_mut(&after.id) {
+            Some(pending) => pending.latest = after,
+            None => {
+                dirty
+                    .by_customer
+                    .entry(after.customer_id.clone())
+                    .or_default()
+                    .push(after.id.clone());
+                let pending = DirtyDelivery {
+                    // The snapshot holds `before` once any drain in flight
+                    // is done: that drain holds `before` if it holds it.
+                    stored: before.map(Indexed::of),
+                    latest: after,
+                };
+                dirty.deliveries.insert(pending.latest.id.clone(), pending);
+            }
+        }
+    }
+
+    /// Adds (`sign` 1) or takes away (`sign` -1) what `d` counts, live and
+    /// as a delta for the next snapshot.
+    fn count(&mut self, d: &Delivery, sign: i64) {
+        let tally = match sign {
+            1 => contribution(d),
+            _ => -contribution(d),
+        };
+        let counters = [
+            Some(Counter::Message(&d.message_id)),
+            d.campaign_id.as_deref().map(Counter::Campaign),
+        ];
+        for counter in counters.into_iter().flatten() {
+            let key = counter.key();
+            *self.live_counters.entry(key.clone()).or_default() += tally;
+            *self.current.counters.entry(key).or_default() += tally;
+            for (minute, which) in series_points(d) {
+                let key = keys::series(counter, minute);
+                self.live_series.entry(key.clone()).or_default()[which] += sign;
+                self.current.series.entry(key).or_default()[which] += sign;
+            }
+        }
+    }
+
+    /// A customer as the overlay knows it.
+    pub fn customer(&self, id: &str) -> Found<Customer> {
+        self.find(|d| d.customers.get(id).cloned())
+    }
+
+    /// A delivery as the overlay knows it.
+    pub fn delivery(&self, id: &str) -> Found<Delivery> {
+        self.find(|d| d.deliveries.get(id).map(|p| Some(p.latest.clone())))
+    }
+
+    /// A delivery's customer, as the overlay knows it.
+    pub fn delivery_customer(&self, id: &str) -> Found<String> {
+        self.find(|d| {
+            d.deliveries
+                .get(id)
+                .map(|p| Some(p.latest.customer_id.clone()))
+        })
+    }
+
+    /// A message as the overlay knows it.
+    pub fn message(&self, id: &str) -> Found<MessageSpec> {
+        self.find(|d| d.messages.get(id).map(|m| Some(m.clone())))
+    }
+
+    /// The ids of a customer's deliveries changed since the last snapshot.
+    pub fn customer_deliveries(&self, customer: &str) -> Vec<String> {
+        let sets = std::iter::once(&self.current).chain(self.draining.as_deref());
+        sets.flat_map(|d| d.by_customer.get(customer).into_iter().flatten())
+            .cloned()
+            .collect()
+    }
+
+    /// Looks in the current set, then in the one being drained.
+    fn find<T>(&self, look: impl Fn(&Dirty) -> Option<Option<T>>) -> Found<T> {
+        if let Some(found) = look(&self.current) {
+            return Found::Here(found);
+        }
+        match self.draining.as_deref().and_then(look) {
+            Some(found) => Found::Here(found),
+            None => Found::Absent,
+        }
+    }
+}
