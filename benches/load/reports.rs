@@ -7,7 +7,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::daemon::{Api, Syncs, Res, SDK_KEY, android_token, ios_token};
+use crate::daemon::{Api, Res, SDK_KEY, Syncs, android_token, ios_token};
 
 /// Requests in flight.
 pub const IN_FLIGHT: usize = 64;

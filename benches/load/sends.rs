@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushd::sim::fake_fcm::TEST_RSA_PRIVATE_KEY_PEM;
 use serde_json::{Value, json};
 
-use crate::daemon::{Api, Collector, Syncs, Res, android_token, ios_token};
+use crate::daemon::{Api, Collector, Res, Syncs, android_token, ios_token};
 use crate::stats::{Bucket, percentile, series};
 use crate::workload::{self, SEND_BATCH, SENDS_IN_FLIGHT};
 use pushd::sim::FakeProviders;

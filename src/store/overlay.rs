@@ -1,14 +1,17 @@
 //! What changed since the last snapshot, in memory: the store's side of
 //! "the engine is in memory". Every applied change lands here at once
-//! (reads see it), with the counter and time-series deltas it makes; the
-//! snapshot thread later moves a whole [`Dirty`] set into sled in one batch,
-//! so a delivery changed five times between two snapshots costs one write.
+//! (reads see it); the snapshot thread later moves a whole [`Dirty`] set
+//! into sled, so a delivery changed five times between two snapshots costs
+//! one write. Each dirty delivery remembers what the snapshot holds for it
+//! (its index state and what it counts), so the drain can write it together
+//! with its exact counter deltas, in small self-contained batches.
 //!
 //! The live counters (what the metrics endpoints answer) are here too, for
 //! every message and campaign: they are few, and always current.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use pushd_actors::model::{Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{Change, Entry, Position};
@@ -41,11 +44,34 @@ impl Indexed {
     }
 }
 
+/// What the snapshot holds for a delivery, as far as its indexes, counters
+/// and series go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    /// Its index state.
+    pub indexed: Indexed,
+    /// What it counts.
+    pub tally: Tally,
+    /// Its time-series points.
+    pub points: Vec<(i64, usize)>,
+}
+
+impl Stored {
+    /// What a snapshot holding `d` holds.
+    pub fn of(d: &Delivery) -> Stored {
+        Stored {
+            indexed: Indexed::of(d),
+            tally: contribution(d),
+            points: series_points(d).collect(),
+        }
+    }
+}
+
 /// A delivery changed since the last snapshot.
 #[derive(Debug)]
 pub struct DirtyDelivery {
-    /// What the snapshot's indexes hold for it; `None` if it is new.
-    pub stored: Option<Indexed>,
+    /// What the snapshot holds for it; `None` if it is new.
+    pub stored: Option<Stored>,
     /// Its current value.
     pub latest: Delivery,
 }
@@ -55,6 +81,8 @@ pub struct DirtyDelivery {
 pub struct Dirty {
     /// The last journal position applied into this set.
     pub position: Position,
+    /// Records of this set already written to sled by its drain.
+    pub written: AtomicUsize,
     /// Customers; `None` means deleted.
     pub customers: HashMap<String, Option<Customer>>,
     /// Messages.
@@ -63,10 +91,6 @@ pub struct Dirty {
     pub deliveries: HashMap<String, DirtyDelivery>,
     /// Delivery ids by customer: the engine's per-customer reads merge them.
     pub by_customer: HashMap<String, Vec<String>>,
-    /// Counter deltas, by counter key.
-    pub counters: HashMap<Vec<u8>, Tally>,
-    /// Time-series deltas (`[delivered, opened]`), by series key.
-    pub series: HashMap<Vec<u8>, [i64; 2]>,
 }
 
 impl Dirty {
@@ -146,7 +170,7 @@ impl Overlay {
                 let pending = DirtyDelivery {
                     // The snapshot holds `before` once any drain in flight
                     // is done: that drain holds `before` if it holds it.
-                    stored: before.map(Indexed::of),
+                    stored: before.map(Stored::of),
                     latest: after,
                 };
                 dirty.deliveries.insert(pending.latest.id.clone(), pending);
@@ -154,8 +178,7 @@ impl Overlay {
         }
     }
 
-    /// Adds (`sign` 1) or takes away (`sign` -1) what `d` counts, live and
-    /// as a delta for the next snapshot.
+    /// Adds (`sign` 1) or takes away (`sign` -1) what `d` counts.
     fn count(&mut self, d: &Delivery, sign: i64) {
         let tally = match sign {
             1 => contribution(d),
@@ -166,13 +189,11 @@ impl Overlay {
             d.campaign_id.as_deref().map(Counter::Campaign),
         ];
         for counter in counters.into_iter().flatten() {
-            let key = counter.key();
-            *self.live_counters.entry(key.clone()).or_default() += tally;
-            *self.current.counters.entry(key).or_default() += tally;
+            *self.live_counters.entry(counter.key()).or_default() += tally;
             for (minute, which) in series_points(d) {
-                let key = keys::series(counter, minute);
-                self.live_series.entry(key.clone()).or_default()[which] += sign;
-                self.current.series.entry(key).or_default()[which] += sign;
+                self.live_series
+                    .entry(keys::series(counter, minute))
+                    .or_default()[which] += sign;
             }
         }
     }
