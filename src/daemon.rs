@@ -13,7 +13,7 @@ use rand::Rng;
 
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState, BodyLimit, Keys};
-use crate::providers::Providers;
+use crate::providers::{ClientOptions, Providers};
 use crate::store::{self, SledStore};
 use crate::template::LiquidRenderer;
 
@@ -64,7 +64,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         sdk: key(&store, "sdk_key", config.sdk_key.clone())?,
     };
     let renderer = Arc::new(LiquidRenderer::default());
-    let providers = Arc::new(Providers::from_config(&config.apns, &config.fcm));
+    let providers = Arc::new(Providers::for_apps(
+        &config.apps(),
+        &ClientOptions::default(),
+    ));
     let registry = Arc::new(Registry::new(
         providers,
         store.clone(),

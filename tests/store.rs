@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pushd::store::{DeliveryFilter, Error, SledStore};
-use pushd_actors::model::{Audience, Customer, Delivery, DeviceSend, MessageSpec, Platform};
+use pushd_actors::model::{
+    Audience, Customer, DEFAULT_APP, Delivery, DeviceSend, Environment, MessageSpec, Platform,
+    PushOptions,
+};
 use pushd_actors::ports::{Change, Store};
 use pushd_actors::status::{
     DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome, Report,
@@ -54,6 +57,8 @@ fn delivery(
             .map(|(i, &(platform, _))| DeviceSend {
                 token: format!("{customer}-t{i}"),
                 platform,
+                app: DEFAULT_APP.into(),
+                environment: Environment::Production,
                 attempts: 1,
                 last_error: None,
                 provider_id: None,
@@ -122,6 +127,8 @@ fn spec(id: &str, campaign: Option<&str>) -> MessageSpec {
         audience: Audience::AllDevices,
         collapse_id: None,
         conversion: None,
+        app: DEFAULT_APP.into(),
+        push: PushOptions::default(),
     }
 }
 

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::model::{Content, Customer, Delivery, MessageSpec, Platform};
+use crate::model::{Content, Customer, Delivery, Environment, MessageSpec, Platform};
 use crate::status::{FailureReason, Timestamp};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// One push for one device, as handed to a [`Provider`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Push {
     /// The delivery id (`CIO-Delivery-ID`).
     pub delivery_id: String,
@@ -24,6 +24,10 @@ pub struct Push {
     pub token: String,
     /// Which provider.
     pub platform: Platform,
+    /// Whose credentials (APNs key and topic, Firebase project) send it.
+    pub app: String,
+    /// The APNs environment (production or sandbox endpoint).
+    pub environment: Environment,
     /// What to show.
     pub content: Content,
 }

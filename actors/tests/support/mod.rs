@@ -206,6 +206,7 @@ impl Renderer for PlainRenderer {
             body: Self::fill(&m.body, c)?,
             deep_link: None,
             collapse_id: m.collapse_id.clone(),
+            options: m.push.clone(),
         })
     }
 }
