@@ -103,7 +103,8 @@ impl RenderError {
 
 /// Renders a message for a customer.
 pub trait Renderer: Send + Sync + 'static {
-    /// Renders title, body and deep link over `customer.*` and `event.*`.
+    /// Renders title, body, deep link and the push data's values over
+    /// `customer.*` and `event.*`.
     fn render(
         &self,
         message: &MessageSpec,

@@ -240,7 +240,10 @@ fn payload(push: &Push) -> Value {
     Value::Object(body)
 }
 
-/// Maps an APNs error answer (DESIGN.md "Provider errors").
+/// Maps an APNs error answer: a token Apple does not know for this topic
+/// bounces, refused credentials are `credentials_not_found`, a payload
+/// Apple finds too large is `payload_too_large`, throttling and server
+/// errors are retried, anything else is `provider_rejected`.
 fn map_error(status: StatusCode, reason: &str, retry_after: Option<Duration>) -> ProviderError {
     let detail = format!("{} {reason}", status.as_u16())
         .trim_end()
