@@ -67,13 +67,9 @@ pub fn parse(
     if !value.is_object() {
         return Err(ApiError::invalid_field("push must be an object"));
     }
-    let body: PushBody = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        match path.as_str() {
-            "." => ApiError::invalid_field(format!("push: {}", e.inner())),
-            _ => invalid(&path, e.inner()),
-        }
-    })?;
+    // In an object every error has a path: the field (or data key) it is about.
+    let body: PushBody = serde_path_to_error::deserialize(value)
+        .map_err(|e| invalid(&e.path().to_string(), e.inner()))?;
     let names = [
         ("sound", &body.sound),
         ("category", &body.category),

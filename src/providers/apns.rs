@@ -22,7 +22,7 @@ use super::{
 /// when the message sets no `ttl_seconds`.
 const EXPIRATION: Duration = Duration::from_secs(24 * 3600);
 /// Largest payload APNs accepts, in bytes.
-pub const APNS_MAX_PAYLOAD: usize = 4096;
+const APNS_MAX_PAYLOAD: usize = 4096;
 
 /// An APNs client: one pooled HTTP/2 connection set and a cached JWT.
 /// Cheap to clone.

@@ -22,7 +22,7 @@ use super::{ClientOptions, CredentialsError, FCM_DEFAULT_ENDPOINT, FcmConfig};
 
 /// Largest payload FCM accepts, in bytes: what reaches the device, the
 /// notification, the data and the Android notification options, as JSON.
-pub const FCM_MAX_PAYLOAD: usize = 4000;
+const FCM_MAX_PAYLOAD: usize = 4000;
 /// The field FCM names when the registration token itself is wrong.
 const TOKEN_FIELD: &str = "message.token";
 

@@ -22,8 +22,8 @@ use pushd_actors::status::FailureReason;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-pub use apns::{APNS_MAX_PAYLOAD, ApnsClient};
-pub use fcm::{FCM_MAX_PAYLOAD, FcmClient};
+pub use apns::ApnsClient;
+pub use fcm::FcmClient;
 
 /// Apple's production APNs endpoint.
 pub const APNS_DEFAULT_ENDPOINT: &str = "https://api.push.apple.com";
