@@ -5,14 +5,16 @@
 //! `PUSHD_CONFIG`, `./pushd.toml` if present), then each flag or its
 //! environment variable. `pushd serve --help` lists every key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 use pushd_actors::engine::EngineConfig;
+use pushd_actors::model::DEFAULT_APP;
 use serde::Deserialize;
 
-use crate::providers::{ApnsConfig, FcmConfig};
+use crate::providers::{ApnsConfig, AppConfig, FcmConfig};
 
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
@@ -30,10 +32,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// sled page cache, MiB.
     pub store_cache_mb: u64,
-    /// APNs.
+    /// APNs credentials of the app `default`.
     pub apns: ApnsConfig,
-    /// FCM.
+    /// FCM credentials of the app `default`.
     pub fcm: FcmConfig,
+    /// `[apps.<app_id>]`: the other apps' credentials, by app id.
+    pub apps: BTreeMap<String, AppConfig>,
     /// Sends and actors.
     pub engine: EngineSection,
 }
@@ -67,7 +71,35 @@ impl Default for Config {
             store_cache_mb: 64,
             apns: ApnsConfig::default(),
             fcm: FcmConfig::default(),
+            apps: BTreeMap::new(),
             engine: EngineSection::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Every app's credentials: `[apns]`/`[fcm]` as the app `default`, and
+    /// each `[apps.<app_id>]`.
+    pub fn apps(&self) -> BTreeMap<String, AppConfig> {
+        let default = AppConfig {
+            apns: self.apns.clone(),
+            fcm: self.fcm.clone(),
+        };
+        let mut apps = self.apps.clone();
+        apps.insert(DEFAULT_APP.to_owned(), default);
+        apps
+    }
+
+    /// Refuses what parses but cannot be meant.
+    fn check(&self) -> Result<(), String> {
+        if self.apps.contains_key(DEFAULT_APP) {
+            return Err(format!(
+                "[apps.{DEFAULT_APP}] is the top-level [apns] and [fcm]; configure the app \"{DEFAULT_APP}\" there"
+            ));
+        }
+        match self.apps.keys().find(|id| id.is_empty() || id.len() > 256) {
+            Some(id) => Err(format!("app id \"{id}\" must be 1 to 256 bytes")),
+            None => Ok(()),
         }
     }
 }
@@ -126,6 +158,9 @@ pub enum ConfigError {
         /// Why.
         source: toml::de::Error,
     },
+    /// The settings parse but contradict each other.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
 }
 
 /// Every key as a flag with its environment variable (`pushd serve --help`).
@@ -155,6 +190,9 @@ pub struct Overrides {
     /// APNs base URL; http:// speaks h2c [default: https://api.push.apple.com]
     #[arg(long, env = "PUSHD_APNS_ENDPOINT")]
     pub apns_endpoint: Option<String>,
+    /// APNs base URL for sandbox (development build) tokens [default: https://api.sandbox.push.apple.com]
+    #[arg(long, env = "PUSHD_APNS_SANDBOX_ENDPOINT")]
+    pub apns_sandbox_endpoint: Option<String>,
     /// APNs .p8 token-signing key; without it iOS sends fail credentials_not_found
     #[arg(long, env = "PUSHD_APNS_KEY_FILE")]
     pub apns_key_file: Option<String>,
@@ -218,6 +256,7 @@ impl Overrides {
             None => Config::default(),
         };
         self.apply(&mut c);
+        c.check().map_err(ConfigError::Invalid)?;
         Ok(c)
     }
 
@@ -229,6 +268,10 @@ impl Overrides {
         set(&mut c.max_body_bytes, self.max_body_bytes);
         set(&mut c.store_cache_mb, self.store_cache_mb);
         set(&mut c.apns.endpoint, self.apns_endpoint.map(Some));
+        set(
+            &mut c.apns.sandbox_endpoint,
+            self.apns_sandbox_endpoint.map(Some),
+        );
         set(&mut c.apns.key_file, self.apns_key_file.map(Some));
         set(&mut c.apns.key_id, self.apns_key_id.map(Some));
         set(&mut c.apns.team_id, self.apns_team_id.map(Some));
@@ -280,5 +323,46 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(bad.load(), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn apps_sections_beside_the_default_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        let text = "[apns]\ntopic = \"com.example.main\"\n\
+            [apps.shop.apns]\ntopic = \"com.example.shop\"\nsandbox_endpoint = \"http://127.0.0.1:9\"\n\
+            [apps.shop.fcm]\nservice_account_file = \"shop.json\"\n";
+        std::fs::write(&path, text).unwrap();
+        let o = Overrides {
+            config: Some(path.clone()),
+            apns_sandbox_endpoint: Some("http://127.0.0.1:10".into()),
+            ..Default::default()
+        };
+        let apps = o.load().unwrap().apps();
+        assert_eq!(apps.keys().collect::<Vec<_>>(), ["default", "shop"]);
+        let (main, shop) = (&apps["default"], &apps["shop"]);
+        assert_eq!(main.apns.topic.as_deref(), Some("com.example.main"));
+        assert_eq!(
+            main.apns.sandbox_endpoint.as_deref(),
+            Some("http://127.0.0.1:10")
+        );
+        assert_eq!(shop.apns.topic.as_deref(), Some("com.example.shop"));
+        assert_eq!(
+            shop.apns.sandbox_endpoint.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        assert_eq!(shop.fcm.service_account_file.as_deref(), Some("shop.json"));
+
+        for bad in [
+            "[apps.default.apns]\ntopic = \"x\"\n",
+            "[apps.shop.apns]\ntopik = \"x\"\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let o = Overrides {
+                config: Some(path.clone()),
+                ..Default::default()
+            };
+            assert!(o.load().is_err(), "{bad}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use rand::Rng;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState, BodyLimit, Keys};
 use crate::persistence::{OpenError, Persistence};
-use crate::providers::Providers;
+use crate::providers::{ClientOptions, Providers};
 use crate::template::LiquidRenderer;
 
 /// Why the daemon could not start or stop cleanly.
@@ -78,7 +78,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         sdk: key(&config.data_dir, "sdk_key", config.sdk_key.clone())?,
     };
     let renderer = Arc::new(LiquidRenderer::default());
-    let providers = Arc::new(Providers::from_config(&config.apns, &config.fcm));
+    let providers = Arc::new(Providers::for_apps(
+        &config.apps(),
+        &ClientOptions::default(),
+    ));
     let ports = Ports {
         provider: providers,
         journal: persistence.journal.clone(),

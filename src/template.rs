@@ -1,6 +1,7 @@
 //! Liquid rendering of push templates, behind the engine's `Renderer` port.
 //!
-//! Templates see `customer.*` (the customer's attributes and `customer.id`)
+//! Title, body, deep link and the values of the push `data` are templates.
+//! They see `customer.*` (the customer's attributes and `customer.id`)
 //! and `event.*` (the `data` of the triggering call). A variable the customer
 //! lacks is an error, not an empty string: that is the
 //! `liquid_variable_missing` failure users see in the delivery log.
@@ -79,6 +80,10 @@ impl Renderer for LiquidRenderer {
         };
         let globals = liquid::model::to_object(&json!({"customer": attributes, "event": event}))
             .map_err(|e| RenderError::Syntax(e.to_string()))?;
+        let mut options = message.push.clone();
+        for value in options.data.values_mut() {
+            *value = self.render_one(value, &globals)?;
+        }
         Ok(Content {
             title: self.render_one(&message.title, &globals)?,
             body: self.render_one(&message.body, &globals)?,
@@ -87,6 +92,7 @@ impl Renderer for LiquidRenderer {
                 None => None,
             },
             collapse_id: message.collapse_id.clone(),
+            options,
         })
     }
 }
@@ -94,7 +100,7 @@ impl Renderer for LiquidRenderer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pushd_actors::model::Audience;
+    use pushd_actors::model::{Audience, DEFAULT_APP, PushOptions};
 
     fn spec(title: &str) -> MessageSpec {
         MessageSpec {
@@ -107,6 +113,8 @@ mod tests {
             audience: Audience::AllDevices,
             collapse_id: None,
             conversion: None,
+            app: DEFAULT_APP.into(),
+            push: PushOptions::default(),
         }
     }
 
@@ -132,6 +140,30 @@ mod tests {
         assert_eq!(c.title, "Hi Ada");
         assert_eq!(c.body, "A-17");
         assert_eq!(c.deep_link.as_deref(), Some("app://u/c1"));
+    }
+
+    #[test]
+    fn renders_push_data_values() {
+        let r = LiquidRenderer::default();
+        let mut m = spec("t");
+        m.push
+            .data
+            .insert("screen".into(), "orders/{{ event.order }}".into());
+        m.push
+            .data
+            .insert("who".into(), "{{ customer.first_name }}".into());
+        let c = r.render(&m, &ada(), &json!({"order": "A-17"})).unwrap();
+        assert_eq!(c.options.data["screen"], "orders/A-17");
+        assert_eq!(c.options.data["who"], "Ada");
+
+        m.push
+            .data
+            .insert("plan".into(), "{{ customer.plan }}".into());
+        let missing = r.render(&m, &ada(), &json!({"order": "A-17"}));
+        assert!(
+            matches!(missing, Err(RenderError::VariableMissing(_))),
+            "{missing:?}"
+        );
     }
 
     #[test]

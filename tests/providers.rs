@@ -1,15 +1,21 @@
 //! The production APNs and FCM clients against the fake servers, over real
 //! HTTP/2 sockets on loopback.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pushd::providers::{ApnsClient, ApnsConfig, ClientOptions, FcmClient, FcmConfig, Providers};
+use pushd::providers::{
+    ApnsClient, ApnsConfig, AppConfig, ClientOptions, FcmClient, FcmConfig, Providers,
+};
 use pushd::sim::{
     ApnsTestKey, Behavior, Fake, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, Fault, FaultMix,
 };
-use pushd_actors::model::{Content, Platform};
+use pushd_actors::model::{
+    Content, DEFAULT_APP, Environment, InterruptionLevel, Platform, PushKind, PushOptions,
+    PushPriority,
+};
 use pushd_actors::ports::{Accepted, Provider, ProviderError, Push};
 use pushd_actors::status::FailureReason;
 use tempfile::TempDir;
@@ -24,11 +30,14 @@ fn push(platform: Platform, token: &str) -> Push {
         delivery_id: format!("dlv-{token}"),
         token: token.to_owned(),
         platform,
+        app: DEFAULT_APP.to_owned(),
+        environment: Environment::Production,
         content: Arc::new(Content {
             title: "Hello".to_owned(),
             body: "Your order shipped".to_owned(),
             deep_link: Some("shop://orders/A-17".to_owned()),
             collapse_id: None,
+            options: PushOptions::default(),
         }),
     }
 }
@@ -165,7 +174,9 @@ async fn fcm_success_sends_message_with_data_keys() {
     assert_eq!(message["data"]["CIO-Delivery-ID"], "dlv-fcm-tok-1");
     assert_eq!(message["data"]["CIO-Delivery-Token"], "fcm-tok-1");
     assert_eq!(message["data"]["deep_link"], "shop://orders/A-17");
-    assert_eq!(message["android"]["priority"], "high");
+    assert_eq!(message["android"]["priority"], "HIGH");
+    assert!(message["android"].get("ttl").is_none());
+    assert!(message["android"].get("notification").is_none());
     assert!(message["android"].get("collapse_key").is_none());
     assert_eq!(fcm.fake.token_requests(), 1);
 }
@@ -222,17 +233,6 @@ async fn apns_request_validation_maps_to_provider_errors() {
     let client = ApnsClient::from_config(&apns.config).unwrap();
     let got = client.send(&push(Platform::Ios, "not-a-hex-token")).await;
     assert_eq!(got, Err(bounced("400 BadDeviceToken")));
-
-    let mut big = push(Platform::Ios, &ios_token(1));
-    Arc::make_mut(&mut big.content).body = "x".repeat(5000);
-    let got = client.send(&big).await;
-    assert_eq!(
-        got,
-        Err(permanent(
-            FailureReason::ProviderRejected,
-            "413 PayloadTooLarge"
-        ))
-    );
 
     let mut other_topic = apns.config.clone();
     other_topic.topic = Some("com.example.other".to_owned());
@@ -613,4 +613,310 @@ async fn concurrent_burst_shares_few_connections() {
     assert!(apns.fake.connections() <= 4, "{}", apns.fake.connections());
     assert!(fcm.fake.connections() <= 4, "{}", fcm.fake.connections());
     assert_eq!(fcm.fake.token_requests(), 1);
+}
+
+/// Unix seconds now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Every alert option set.
+fn alert_options() -> PushOptions {
+    PushOptions {
+        priority: Some(PushPriority::Normal),
+        ttl_seconds: Some(600),
+        sound: Some("ping.caf".to_owned()),
+        badge: Some(3),
+        category: Some("ORDER".to_owned()),
+        thread_id: Some("orders".to_owned()),
+        interruption_level: Some(InterruptionLevel::TimeSensitive),
+        relevance_score: Some(0.75),
+        image_url: Some("https://cdn.example.com/a.png".to_owned()),
+        android_channel_id: Some("orders".to_owned()),
+        data: BTreeMap::from([("screen".to_owned(), "orders/A-17".to_owned())]),
+        ..PushOptions::default()
+    }
+}
+
+/// A silent push with data and a TTL of `ttl`.
+fn background_options(ttl: u32) -> PushOptions {
+    PushOptions {
+        kind: PushKind::Background,
+        ttl_seconds: Some(ttl),
+        data: BTreeMap::from([("sync".to_owned(), "inbox".to_owned())]),
+        ..PushOptions::default()
+    }
+}
+
+fn with_options(platform: Platform, token: &str, options: PushOptions) -> Push {
+    let mut p = push(platform, token);
+    Arc::make_mut(&mut p.content).options = options;
+    p
+}
+
+#[tokio::test]
+async fn apns_alert_options_become_headers_and_payload() {
+    let apns = apns().await;
+    let client = ApnsClient::from_config(&apns.config).unwrap();
+    let token = ios_token(1);
+
+    let before = unix_now();
+    let sent = with_options(Platform::Ios, &token, alert_options());
+    client.send(&sent).await.unwrap();
+    let after = unix_now();
+
+    let got = &apns.fake.pushes(&token)[0];
+    assert_eq!(got.headers["apns-push-type"], "alert");
+    assert_eq!(got.headers["apns-priority"], "5");
+    let expiration: u64 = got.headers["apns-expiration"].parse().unwrap();
+    assert!(
+        (before + 600..=after + 600).contains(&expiration),
+        "{expiration} not now + 600"
+    );
+    let aps = &got.payload["aps"];
+    assert_eq!(aps["alert"]["title"], "Hello");
+    assert_eq!(aps["sound"], "ping.caf");
+    assert_eq!(aps["badge"], 3);
+    assert_eq!(aps["category"], "ORDER");
+    assert_eq!(aps["thread-id"], "orders");
+    assert_eq!(aps["interruption-level"], "time-sensitive");
+    assert_eq!(aps["relevance-score"], 0.75);
+    assert_eq!(aps["mutable-content"], 1);
+    assert!(aps.get("content-available").is_none());
+    assert_eq!(got.payload["image_url"], "https://cdn.example.com/a.png");
+    assert_eq!(got.payload["screen"], "orders/A-17");
+    assert_eq!(got.payload["CIO-Delivery-Token"], token);
+    assert_eq!(got.environment, Environment::Production);
+}
+
+#[tokio::test]
+async fn apns_background_push_is_silent_at_normal_priority() {
+    let apns = apns().await;
+    let client = ApnsClient::from_config(&apns.config).unwrap();
+    let token = ios_token(2);
+
+    let mut silent = with_options(Platform::Ios, &token, background_options(0));
+    Arc::make_mut(&mut silent.content).title = String::new();
+    Arc::make_mut(&mut silent.content).body = String::new();
+    client.send(&silent).await.unwrap();
+
+    let got = &apns.fake.pushes(&token)[0];
+    assert_eq!(got.headers["apns-push-type"], "background");
+    assert_eq!(got.headers["apns-priority"], "5");
+    assert_eq!(got.headers["apns-expiration"], "0", "TTL 0: now or never");
+    assert_eq!(
+        got.payload["aps"],
+        serde_json::json!({"content-available": 1})
+    );
+    assert_eq!(got.payload["sync"], "inbox");
+    assert_eq!(got.payload["CIO-Delivery-ID"], format!("dlv-{token}"));
+}
+
+#[tokio::test]
+async fn fcm_alert_options_become_message_fields() {
+    let fcm = fcm().await;
+    let client = FcmClient::from_config(&fcm.config).unwrap();
+
+    client
+        .send(&with_options(Platform::Android, "a1", alert_options()))
+        .await
+        .unwrap();
+
+    let message = &fcm.fake.pushes("a1")[0].payload["message"];
+    assert_eq!(message["notification"]["title"], "Hello");
+    assert_eq!(
+        message["notification"]["image"],
+        "https://cdn.example.com/a.png"
+    );
+    let android = &message["android"];
+    assert_eq!(android["priority"], "NORMAL");
+    assert_eq!(android["ttl"], "600s");
+    assert_eq!(android["notification"]["channel_id"], "orders");
+    assert_eq!(android["notification"]["sound"], "ping.caf");
+    assert_eq!(android["notification"]["notification_count"], 3);
+    assert_eq!(message["data"]["screen"], "orders/A-17");
+    assert_eq!(message["data"]["CIO-Delivery-ID"], "dlv-a1");
+}
+
+#[tokio::test]
+async fn fcm_background_push_is_data_only() {
+    let fcm = fcm().await;
+    let client = FcmClient::from_config(&fcm.config).unwrap();
+
+    client
+        .send(&with_options(
+            Platform::Android,
+            "a2",
+            background_options(3600),
+        ))
+        .await
+        .unwrap();
+
+    let message = &fcm.fake.pushes("a2")[0].payload["message"];
+    assert!(message.get("notification").is_none(), "{message}");
+    assert!(message["android"].get("notification").is_none());
+    assert_eq!(message["android"]["priority"], "NORMAL");
+    assert_eq!(message["android"]["ttl"], "3600s");
+    assert_eq!(message["data"]["sync"], "inbox");
+    assert_eq!(message["data"]["CIO-Delivery-Token"], "a2");
+}
+
+#[tokio::test]
+async fn sandbox_tokens_go_to_the_sandbox_endpoint() {
+    let apns = apns().await;
+    let client = ApnsClient::from_config(&apns.config).unwrap();
+    let (dev, store) = (ios_token(1), ios_token(2));
+    apns.fake.issue_sandbox_token(&dev);
+
+    let mut to_sandbox = push(Platform::Ios, &dev);
+    to_sandbox.environment = Environment::Sandbox;
+    client.send(&to_sandbox).await.unwrap();
+    client.send(&push(Platform::Ios, &store)).await.unwrap();
+
+    assert_eq!(apns.fake.pushes(&dev)[0].environment, Environment::Sandbox);
+    assert_eq!(
+        apns.fake.pushes(&store)[0].environment,
+        Environment::Production
+    );
+    // What the sandbox endpoint saves the token from: production refuses it.
+    let got = client.send(&push(Platform::Ios, &dev)).await;
+    assert_eq!(got, Err(bounced("400 BadDeviceToken")));
+}
+
+#[tokio::test]
+async fn oversized_payloads_fail_before_any_request() {
+    let apns = apns().await;
+    let fcm = fcm().await;
+    let providers = Providers::from_config(&apns.config, &fcm.config);
+    let body_of = |platform, token: &str, len| {
+        let mut p = push(platform, token);
+        Arc::make_mut(&mut p.content).body = "x".repeat(len);
+        p
+    };
+
+    let ios = providers
+        .send(body_of(Platform::Ios, &ios_token(1), 4100))
+        .await;
+    let android = providers.send(body_of(Platform::Android, "a", 3990)).await;
+
+    assert!(
+        matches!(&ios, Err(ProviderError::Permanent { reason: FailureReason::PayloadTooLarge, detail })
+            if detail.ends_with("APNs accepts at most 4096")),
+        "{ios:?}"
+    );
+    assert!(
+        matches!(&android, Err(ProviderError::Permanent { reason: FailureReason::PayloadTooLarge, detail })
+            if detail.ends_with("FCM accepts at most 4000")),
+        "{android:?}"
+    );
+    assert_eq!((apns.fake.requests(), fcm.fake.requests()), (0, 0));
+
+    let ios = providers
+        .send(body_of(Platform::Ios, &ios_token(1), 3500))
+        .await;
+    let android = providers.send(body_of(Platform::Android, "a", 3500)).await;
+    assert!(ios.is_ok() && android.is_ok(), "{ios:?} {android:?}");
+}
+
+#[tokio::test]
+async fn a_refused_payload_is_not_a_bounce() {
+    let apns = apns().await;
+    let fcm = fcm().await;
+    let providers = Providers::from_config(&apns.config, &fcm.config);
+    let token = ios_token(1);
+    apns.fake
+        .script(&token, Behavior::Fail(Fault::MessageTooBig));
+    fcm.fake.script("a", Behavior::Fail(Fault::MessageTooBig));
+
+    let ios = providers.send(push(Platform::Ios, &token)).await;
+    let android = providers.send(push(Platform::Android, "a")).await;
+
+    assert_eq!(
+        ios,
+        Err(permanent(
+            FailureReason::PayloadTooLarge,
+            "413 PayloadTooLarge"
+        ))
+    );
+    assert_eq!(
+        android,
+        Err(permanent(
+            FailureReason::ProviderRejected,
+            "400 INVALID_ARGUMENT: Android message is too big"
+        ))
+    );
+}
+
+#[tokio::test]
+async fn each_app_sends_with_its_own_credentials() {
+    let main = apns().await;
+    let dir = TempDir::new().unwrap();
+    let key = ApnsTestKey::generate();
+    let key_file = dir.path().join("shop.p8");
+    key.write_p8(&key_file).unwrap();
+    let shop = FakeApns::start(FakeApnsConfig {
+        topic: "com.example.shop".to_owned(),
+        ..FakeApnsConfig::new(&key)
+    })
+    .await
+    .unwrap();
+    let apps = BTreeMap::from([
+        (
+            DEFAULT_APP.to_owned(),
+            AppConfig {
+                apns: main.config.clone(),
+                fcm: FcmConfig::default(),
+            },
+        ),
+        (
+            "shop".to_owned(),
+            AppConfig {
+                apns: shop.client_config(&key_file),
+                fcm: FcmConfig::default(),
+            },
+        ),
+    ]);
+    let providers = Providers::for_apps(&apps, &ClientOptions::default());
+    let for_app = |app: &str, platform, token: &str| Push {
+        app: app.to_owned(),
+        ..push(platform, token)
+    };
+
+    let (a, b) = (ios_token(1), ios_token(2));
+    providers
+        .send(for_app(DEFAULT_APP, Platform::Ios, &a))
+        .await
+        .unwrap();
+    providers
+        .send(for_app("shop", Platform::Ios, &b))
+        .await
+        .unwrap();
+    let android = providers
+        .send(for_app("shop", Platform::Android, "t"))
+        .await;
+    let unknown = providers.send(for_app("nope", Platform::Ios, &a)).await;
+
+    assert_eq!(
+        main.fake.pushes(&a)[0].headers["apns-topic"],
+        "io.pushd.demo"
+    );
+    assert_eq!(shop.pushes(&b)[0].headers["apns-topic"], "com.example.shop");
+    assert_eq!((main.fake.requests(), shop.requests()), (1, 1));
+    assert_eq!(
+        android,
+        Err(permanent(
+            FailureReason::CredentialsNotFound,
+            "app \"shop\": no FCM service account configured"
+        ))
+    );
+    assert_eq!(
+        unknown,
+        Err(permanent(
+            FailureReason::CredentialsNotFound,
+            "no credentials configured for app \"nope\""
+        ))
+    );
 }

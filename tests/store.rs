@@ -15,7 +15,10 @@ use pushd::providers::Providers;
 use pushd::store::{DeliveryFilter, Error, SledStore, Timing};
 use pushd::template::LiquidRenderer;
 use pushd_actors::engine::{EngineConfig, EngineCtx, Ports};
-use pushd_actors::model::{Audience, Customer, Delivery, DeviceSend, MessageSpec, Platform};
+use pushd_actors::model::{
+    Audience, Customer, DEFAULT_APP, Delivery, DeviceSend, Environment, MessageSpec, Platform,
+    PushOptions,
+};
 use pushd_actors::ports::{Change, Entry, Store, SystemClock};
 use pushd_actors::status::{
     DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome, Report,
@@ -63,6 +66,8 @@ fn delivery(
             .map(|(i, &(platform, _))| DeviceSend {
                 token: format!("{customer}-t{i}"),
                 platform,
+                app: DEFAULT_APP.into(),
+                environment: Environment::Production,
                 attempts: 1,
                 last_error: None,
                 provider_id: None,
@@ -158,7 +163,10 @@ impl Rig {
 /// The engine's write path (`EngineCtx::write`) over a store and journal.
 fn engine(store: Arc<SledStore>, journal: Arc<FileJournal>) -> EngineCtx {
     let ports = Ports {
-        provider: Arc::new(Providers::new(None, None)),
+        provider: Arc::new(Providers::from_config(
+            &Default::default(),
+            &Default::default(),
+        )),
         journal,
         store,
         renderer: Arc::new(LiquidRenderer::default()),
@@ -178,6 +186,8 @@ fn spec(id: &str, campaign: Option<&str>) -> MessageSpec {
         audience: Audience::AllDevices,
         collapse_id: None,
         conversion: None,
+        app: DEFAULT_APP.into(),
+        push: PushOptions::default(),
     }
 }
 
@@ -197,7 +207,7 @@ async fn changes_read_back_from_memory_and_from_the_snapshot() {
     let d = delivery("c1", "m1", Some("g1"), &[(Platform::Ios, false)]);
     let mut changes = change(None, &d);
     changes.push(Change::of(Entry::Customer(customer("c1"))));
-    changes.push(Change::of(Entry::Message(spec("m1", Some("g1")))));
+    changes.push(Change::of(Entry::Message(Box::new(spec("m1", Some("g1"))))));
     rig.commit(changes).await;
     let s = rig.store();
     for drained in [false, true] {
@@ -584,7 +594,7 @@ async fn reopen_after_close_keeps_everything() {
         rig.commit(change(None, &pending)).await;
         rig.commit(vec![
             Change::of(Entry::Customer(customer("c1"))),
-            Change::of(Entry::Message(spec("m1", Some("g1")))),
+            Change::of(Entry::Message(Box::new(spec("m1", Some("g1"))))),
         ])
         .await;
         let s = rig.store();

@@ -2,6 +2,8 @@
 //! templates and deliveries. All serialize with serde: as JSON for the API,
 //! and in a compact binary format for the journal and snapshots.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -27,6 +29,37 @@ impl Platform {
     }
 }
 
+/// The app a device and a message belong to when they name none.
+pub const DEFAULT_APP: &str = "default";
+
+/// [`DEFAULT_APP`], owned (serde's default for `app` fields).
+pub fn default_app() -> String {
+    DEFAULT_APP.to_owned()
+}
+
+/// Which APNs environment an iOS token was issued by: a development build's
+/// token is valid only on the sandbox, a store or TestFlight build's only on
+/// production.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    /// APNs production (App Store, TestFlight, ad hoc builds).
+    #[default]
+    Production,
+    /// APNs sandbox (development builds).
+    Sandbox,
+}
+
+impl Environment {
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Sandbox => "sandbox",
+        }
+    }
+}
+
 /// One of a customer's devices: a push token.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Device {
@@ -34,6 +67,12 @@ pub struct Device {
     pub id: String,
     /// Where the token goes.
     pub platform: Platform,
+    /// The app the token belongs to; only that app's messages reach it.
+    #[serde(default = "default_app")]
+    pub app: String,
+    /// The APNs environment of an iOS token (always production on Android).
+    #[serde(default)]
+    pub environment: Environment,
     /// When the app was last used on it (Unix seconds).
     pub last_used: Timestamp,
     /// Free-form attributes (app version, ...).
@@ -100,10 +139,111 @@ pub struct MessageSpec {
     pub collapse_id: Option<String>,
     /// Optional conversion goal.
     pub conversion: Option<ConversionGoal>,
+    /// The app whose devices it goes to (and whose credentials send it).
+    #[serde(default = "default_app")]
+    pub app: String,
+    /// How the push is delivered and shown; `data` values are Liquid templates.
+    #[serde(default)]
+    pub push: PushOptions,
 }
 
-/// A rendered push: what the devices show.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether a push shows something or only wakes the app.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushKind {
+    /// A visible notification (title, body, sound, ...).
+    #[default]
+    Alert,
+    /// A silent push that wakes the app in the background and shows nothing.
+    Background,
+}
+
+/// How urgently the provider delivers a push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushPriority {
+    /// At once, waking the device (the default of an alert).
+    High,
+    /// When convenient for the device's battery (the default, and the only
+    /// choice, of a background push).
+    Normal,
+}
+
+/// How much an iOS notification may interrupt the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InterruptionLevel {
+    /// Added to the list silently, without lighting the screen.
+    Passive,
+    /// Shown at once (the system's default).
+    Active,
+    /// Shown at once, breaking through Focus.
+    TimeSensitive,
+    /// Shown and sounded even when muted; needs Apple's entitlement.
+    Critical,
+}
+
+impl InterruptionLevel {
+    /// The API's (and APNs's) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterruptionLevel::Passive => "passive",
+            InterruptionLevel::Active => "active",
+            InterruptionLevel::TimeSensitive => "time-sensitive",
+            InterruptionLevel::Critical => "critical",
+        }
+    }
+}
+
+/// A message's push options, in the domain's terms; the provider clients
+/// turn them into APNs headers and payload keys or FCM message fields.
+/// `None` leaves the choice to pushd's default for the kind.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PushOptions {
+    /// Alert or silent background push.
+    #[serde(default)]
+    pub kind: PushKind,
+    /// Delivery priority; by default high for an alert, normal for a
+    /// background push.
+    #[serde(default)]
+    pub priority: Option<PushPriority>,
+    /// How long the provider keeps trying to reach an offline device;
+    /// 0 means now or never.
+    #[serde(default)]
+    pub ttl_seconds: Option<u32>,
+    /// The sound to play (a file in the app bundle, or "default").
+    #[serde(default)]
+    pub sound: Option<String>,
+    /// The number shown on the app icon.
+    #[serde(default)]
+    pub badge: Option<u32>,
+    /// The iOS notification category (its action buttons).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Groups iOS notifications into one thread.
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// How much an iOS notification may interrupt.
+    #[serde(default)]
+    pub interruption_level: Option<InterruptionLevel>,
+    /// Ranks the app's iOS notifications in the summary, 0 to 1.
+    #[serde(default)]
+    pub relevance_score: Option<f64>,
+    /// An image the notification shows (an iOS notification service
+    /// extension downloads it).
+    #[serde(default)]
+    pub image_url: Option<String>,
+    /// The Android notification channel.
+    #[serde(default)]
+    pub android_channel_id: Option<String>,
+    /// Custom key-values for the app: Liquid templates in a message,
+    /// rendered text in a delivery's content.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// A rendered push: what the devices show, and how it is delivered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Content {
     /// Rendered title.
     pub title: String,
@@ -114,6 +254,9 @@ pub struct Content {
     /// The message's collapse id.
     #[serde(default)]
     pub collapse_id: Option<String>,
+    /// The message's push options, `data` rendered.
+    #[serde(default)]
+    pub options: PushOptions,
 }
 
 /// The record of one device's send within a delivery, beside its status.
@@ -123,6 +266,12 @@ pub struct DeviceSend {
     pub token: String,
     /// Its platform.
     pub platform: Platform,
+    /// The app whose credentials send it.
+    #[serde(default = "default_app")]
+    pub app: String,
+    /// The APNs environment it goes to.
+    #[serde(default)]
+    pub environment: Environment,
     /// Provider calls made so far.
     pub attempts: u32,
     /// The last provider error, as the provider said it.

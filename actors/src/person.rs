@@ -104,6 +104,8 @@ impl PersonActor {
                 delivery_id: delivery.id.clone(),
                 token: send.token.clone(),
                 platform: send.platform,
+                app: send.app.clone(),
+                environment: send.environment,
                 content: content.clone(),
             };
             self.inflight += 1;
@@ -135,15 +137,19 @@ impl PersonActor {
             Ok(content) => delivery.content = Some(content),
             Err(e) => return delivery.state = ended(e.reason()),
         }
+        // A message reaches only its own app's devices.
+        let apps = customer.devices.iter().filter(|d| d.app == message.app);
         let chosen: Vec<&Device> = match message.audience {
-            Audience::AllDevices => customer.devices.iter().collect(),
-            Audience::LastDevice => last_used(&customer.devices).into_iter().collect(),
+            Audience::AllDevices => apps.collect(),
+            Audience::LastDevice => last_used(apps).into_iter().collect(),
         };
         delivery.sends = chosen
             .iter()
             .map(|d| DeviceSend {
                 token: d.id.clone(),
                 platform: d.platform,
+                app: d.app.clone(),
+                environment: d.environment,
                 attempts: 0,
                 last_error: None,
                 provider_id: None,
@@ -289,15 +295,15 @@ fn pending_devices(state: &DeliveryState) -> impl Iterator<Item = usize> + '_ {
         .map(|(i, _)| i)
 }
 
-/// The unsuppressed device used last (on a tie, the one registered last);
-/// when every device is suppressed, the one used last, so the delivery ends
-/// `devices_suppressed`.
-fn last_used(devices: &[Device]) -> Option<&Device> {
+/// Of `devices`, the unsuppressed one used last (on a tie, the one
+/// registered last); when every one is suppressed, the one used last, so the
+/// delivery ends `devices_suppressed`.
+fn last_used<'a>(devices: impl Iterator<Item = &'a Device> + Clone) -> Option<&'a Device> {
     devices
-        .iter()
+        .clone()
         .filter(|d| !d.suppressed)
         .max_by_key(|d| d.last_used)
-        .or_else(|| devices.iter().max_by_key(|d| d.last_used))
+        .or_else(|| devices.max_by_key(|d| d.last_used))
 }
 
 impl Actor for PersonActor {

@@ -10,14 +10,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{Content, Customer, Delivery, MessageSpec, Platform};
+use crate::model::{Content, Customer, Delivery, Environment, MessageSpec, Platform};
 use crate::status::{FailureReason, Timestamp};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// One push for one device, as handed to a [`Provider`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Push {
     /// The delivery id (`CIO-Delivery-ID`).
     pub delivery_id: String,
@@ -25,6 +25,10 @@ pub struct Push {
     pub token: String,
     /// Which provider.
     pub platform: Platform,
+    /// Whose credentials (APNs key and topic, Firebase project) send it.
+    pub app: String,
+    /// The APNs environment (production or sandbox endpoint).
+    pub environment: Environment,
     /// What to show; shared by every device send of the delivery.
     pub content: Arc<Content>,
 }
@@ -100,7 +104,8 @@ impl RenderError {
 
 /// Renders a message for a customer.
 pub trait Renderer: Send + Sync + 'static {
-    /// Renders title, body and deep link over `customer.*` and `event.*`.
+    /// Renders title, body, deep link and the push data's values over
+    /// `customer.*` and `event.*`.
     fn render(
         &self,
         message: &MessageSpec,
@@ -133,7 +138,7 @@ pub enum Entry {
     /// A customer removed.
     CustomerDeleted(String),
     /// A message template, created or replaced.
-    Message(MessageSpec),
+    Message(Box<MessageSpec>),
     /// A delivery, new or changed.
     Delivery(Box<Delivery>),
 }

@@ -160,7 +160,7 @@ impl Registry {
 
     /// Creates or replaces a message template; answers once durable.
     pub async fn put_message(&self, message: MessageSpec) -> Result<(), EngineError> {
-        let change = Change::of(Entry::Message(message));
+        let change = Change::of(Entry::Message(Box::new(message)));
         self.ctx.acknowledge(vec![change], ())?.settle().await
     }
 

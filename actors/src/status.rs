@@ -144,6 +144,9 @@ pub enum FailureReason {
     DevicesSuppressed,
     /// The person has no devices.
     NoDevices,
+    /// The rendered push is larger than the provider accepts; nothing was
+    /// sent and the token is left alone.
+    PayloadTooLarge,
 }
 
 impl FailureReason {
@@ -159,6 +162,7 @@ impl FailureReason {
             FailureReason::RetriesExhausted => "retries_exhausted",
             FailureReason::DevicesSuppressed => "devices_suppressed",
             FailureReason::NoDevices => "no_devices",
+            FailureReason::PayloadTooLarge => "payload_too_large",
         }
     }
 
@@ -191,6 +195,9 @@ impl FailureReason {
             }
             FailureReason::NoDevices => {
                 "The customer has no devices; the app must register a push token."
+            }
+            FailureReason::PayloadTooLarge => {
+                "The rendered push is larger than the provider accepts (APNs 4,096 bytes, FCM 4,000); shorten the title, body or push data, or the customer attributes they use, then retry."
             }
         }
     }

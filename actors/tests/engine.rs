@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pushd_actors::engine::EngineError;
-use pushd_actors::model::{Audience, ConversionGoal, Device, MessageSpec, Platform};
+use pushd_actors::model::{
+    Audience, ConversionGoal, DEFAULT_APP, Device, Environment, MessageSpec, Platform, PushOptions,
+};
 use pushd_actors::person::{
     CustomerEvent, DeleteCustomer, DeviceReport, PutCustomer, PutDevice, RetryDelivery, SendMessage,
 };
@@ -28,6 +30,8 @@ fn message(audience: Audience) -> Arc<MessageSpec> {
             event: "purchase".into(),
             window_seconds: 3600,
         }),
+        app: DEFAULT_APP.into(),
+        push: PushOptions::default(),
     })
 }
 
@@ -45,6 +49,8 @@ async fn customer(h: &Harness, id: &str, tokens: &[(&str, Platform, i64)]) {
         let device = Device {
             id: token.into(),
             platform,
+            app: DEFAULT_APP.into(),
+            environment: Environment::Production,
             last_used,
             attributes: Map::new(),
             suppressed: false,
@@ -78,6 +84,74 @@ async fn drive_retries(h: &Harness, token: &str, calls: usize) {
         wait_for(&h.clock.slept, || h.clock.sleepers() >= 2).await;
         h.clock.advance(Duration::from_secs(5));
     }
+}
+
+#[actix::test]
+async fn a_message_goes_only_to_its_apps_devices_in_their_environment() {
+    let h = Harness::new();
+    customer(&h, "c1", &[("main", Platform::Ios, 1)]).await;
+    for (token, platform, environment) in [
+        ("shop-ios", Platform::Ios, Environment::Sandbox),
+        ("shop-android", Platform::Android, Environment::Production),
+    ] {
+        let device = Device {
+            id: token.into(),
+            platform,
+            app: "shop".into(),
+            environment,
+            last_used: 9,
+            attributes: Map::new(),
+            suppressed: false,
+        };
+        let put = h.registry.request("c1", PutDevice(device)).await;
+        put.unwrap();
+    }
+    let for_app = |app: &str, audience| {
+        let mut m = (*message(audience)).clone();
+        m.app = app.into();
+        SendMessage {
+            message: Arc::new(m),
+            data: Value::Null,
+        }
+    };
+
+    let id = h
+        .registry
+        .request("c1", for_app("shop", Audience::AllDevices))
+        .await
+        .unwrap();
+    assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
+    let d = h.store.delivery_now(&id);
+    let tokens: Vec<&str> = d.sends.iter().map(|s| s.token.as_str()).collect();
+    assert_eq!(tokens, ["shop-ios", "shop-android"]);
+    let calls = h.provider.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    let ios = calls.iter().find(|p| p.token == "shop-ios").unwrap();
+    assert_eq!(
+        (ios.app.as_str(), ios.environment),
+        ("shop", Environment::Sandbox)
+    );
+    assert_eq!(h.provider.calls_to("main"), 0);
+
+    // The default app's last device is "main", though the shop's are newer.
+    let id = send(&h, "c1", Audience::LastDevice).await;
+    assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
+    let d = h.store.delivery_now(&id);
+    assert_eq!(d.sends.len(), 1);
+    assert_eq!(
+        (d.sends[0].token.as_str(), d.sends[0].app.as_str()),
+        ("main", DEFAULT_APP)
+    );
+
+    // A person with no device of the message's app has nothing to send to.
+    let id = h
+        .registry
+        .request("c1", for_app("other", Audience::AllDevices))
+        .await
+        .unwrap();
+    let d = h.store.delivery_now(&id);
+    assert_eq!(d.status(), MessageStatus::Undeliverable);
+    assert_eq!(d.state.failure_reason(), Some(FailureReason::NoDevices));
 }
 
 #[actix::test]

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use pushd_actors::model::{Audience, Device, MessageSpec, Platform};
+use pushd_actors::model::{Audience, DEFAULT_APP, Device, Environment, MessageSpec, Platform};
 use pushd_actors::person::{DeviceReport, PutCustomer, PutDevice, SendMessage};
 use pushd_actors::status::{MessageStatus, Report};
 use rand::rngs::StdRng;
@@ -57,6 +57,8 @@ fn message() -> Arc<MessageSpec> {
         audience: Audience::AllDevices,
         collapse_id: None,
         conversion: None,
+        app: DEFAULT_APP.into(),
+        push: Default::default(),
     })
 }
 
@@ -101,6 +103,8 @@ fn request(h: &Harness, rng: &mut StdRng, acked: &Rc<RefCell<Acked>>) {
                 last_used: rng.gen_range(0..100),
                 attributes: Map::new(),
                 suppressed: false,
+                app: DEFAULT_APP.into(),
+                environment: Environment::Production,
             };
             actix::spawn(async move {
                 if registry.request(&id, PutDevice(device)).await.is_ok() {

@@ -1,7 +1,7 @@
 //! Customers, their devices, and their events (conversion goals).
 
 use actix_web::{HttpResponse, web};
-use pushd_actors::model::{Device, Platform};
+use pushd_actors::model::{Device, Environment, Platform, default_app};
 use pushd_actors::person::{
     CustomerEvent, DeleteCustomer, DeleteDevice, GetCustomer, PutCustomer, PutDevice,
 };
@@ -35,6 +35,10 @@ struct DeviceBody {
 struct DeviceFields {
     id: String,
     platform: Platform,
+    #[serde(default = "default_app")]
+    app: String,
+    /// APNs production or sandbox; iOS only.
+    environment: Option<Environment>,
     #[serde(default)]
     last_used: Option<i64>,
     #[serde(default)]
@@ -98,9 +102,17 @@ async fn put_device(
     let id = check_id(&id, "customer id")?;
     let d = body.device;
     check_id(&d.id, "device id")?;
+    check_id(&d.app, "device.app")?;
+    if d.platform == Platform::Android && d.environment == Some(Environment::Sandbox) {
+        return Err(ApiError::invalid_field(
+            "device.environment: sandbox is an APNs environment; an android device has none",
+        ));
+    }
     let device = Device {
         id: d.id,
         platform: d.platform,
+        app: d.app,
+        environment: d.environment.unwrap_or_default(),
         last_used: d.last_used.unwrap_or_else(now),
         attributes: d.attributes,
         suppressed: false,

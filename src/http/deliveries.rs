@@ -171,6 +171,8 @@ pub fn delivery_json(d: &Delivery, detail: bool) -> Value {
                 json!({
                     "token": send.token,
                     "platform": send.platform,
+                    "app": send.app,
+                    "environment": send.environment,
                     "status": s.status,
                     "failure_reason": s.failure.map(|r| r.code()),
                     "attempts": send.attempts,

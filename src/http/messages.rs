@@ -1,7 +1,9 @@
 //! Push message templates and their metrics.
 
 use actix_web::{HttpResponse, web};
-use pushd_actors::model::{Audience, ConversionGoal, MessageSpec};
+use pushd_actors::model::{
+    Audience, ConversionGoal, MessageSpec, PushKind, PushOptions, default_app,
+};
 use pushd_actors::person::MAX_CONVERSION_WINDOW;
 use pushd_actors::tally::{Counts, Tally};
 use serde::Deserialize;
@@ -10,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::auth::ApiKey;
 use super::body::JsonBody;
 use super::error::ApiError;
-use super::{AppState, check_id};
+use super::{AppState, check_id, push_options};
 
 /// `PUT /v1/messages/{id}` body.
 #[derive(Deserialize)]
@@ -18,13 +20,19 @@ use super::{AppState, check_id};
 struct MessageBody {
     name: Option<String>,
     campaign_id: Option<String>,
-    title: String,
-    body: String,
+    /// Required for an alert, refused for a background push.
+    title: Option<String>,
+    /// Required for an alert, refused for a background push.
+    body: Option<String>,
     deep_link: Option<String>,
     #[serde(default = "all_devices")]
     audience: Audience,
     collapse_id: Option<String>,
     conversion: Option<ConversionGoal>,
+    #[serde(default = "default_app")]
+    app: String,
+    /// Parsed by [`push_options::parse`], which names the field in errors.
+    push: Option<Value>,
 }
 
 fn all_devices() -> Audience {
@@ -36,7 +44,33 @@ fn validate(state: &AppState, id: &str, b: MessageBody) -> Result<MessageSpec, A
     if let Some(c) = &b.campaign_id {
         check_id(c, "campaign_id")?;
     }
-    let fields = [("title", Some(&b.title)), ("body", Some(&b.body))];
+    check_id(&b.app, "app")?;
+    let push = match b.push {
+        Some(v) => push_options::parse(v, |text| state.renderer.check(text))?,
+        None => PushOptions::default(),
+    };
+    let (title, body) = match push.kind {
+        PushKind::Alert => {
+            let required = |text: Option<String>, field: &str| {
+                text.ok_or_else(|| {
+                    ApiError::invalid_field(format!("{field} is required for an alert push"))
+                })
+            };
+            (required(b.title, "title")?, required(b.body, "body")?)
+        }
+        PushKind::Background => {
+            if let Some(field) = [("title", &b.title), ("body", &b.body)]
+                .into_iter()
+                .find_map(|(field, text)| text.as_ref().map(|_| field))
+            {
+                return Err(ApiError::invalid_field(format!(
+                    "{field}: a background push shows nothing; leave title and body out"
+                )));
+            }
+            (String::new(), String::new())
+        }
+    };
+    let fields = [("title", Some(&title)), ("body", Some(&body))];
     let link = [("deep_link", b.deep_link.as_ref())];
     for (field, text) in fields.iter().chain(&link) {
         if let Some(text) = text {
@@ -67,12 +101,14 @@ fn validate(state: &AppState, id: &str, b: MessageBody) -> Result<MessageSpec, A
         id: id.to_string(),
         name: b.name.unwrap_or_else(|| id.to_string()),
         campaign_id: b.campaign_id,
-        title: b.title,
-        body: b.body,
+        title,
+        body,
         deep_link: b.deep_link,
         audience: b.audience,
         collapse_id: b.collapse_id,
         conversion: b.conversion,
+        app: b.app,
+        push,
     })
 }
 

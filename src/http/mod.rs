@@ -9,6 +9,7 @@ pub mod dashboard;
 mod deliveries;
 mod error;
 mod messages;
+mod push_options;
 
 use std::sync::Arc;
 

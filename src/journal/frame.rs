@@ -94,7 +94,7 @@ mod tests {
     use pushd_actors::model::MessageSpec;
 
     fn change(id: &str) -> Change {
-        Change::of(Entry::Message(MessageSpec {
+        Change::of(Entry::Message(Box::new(MessageSpec {
             id: id.into(),
             name: "n".into(),
             campaign_id: None,
@@ -104,7 +104,9 @@ mod tests {
             audience: pushd_actors::model::Audience::AllDevices,
             collapse_id: None,
             conversion: None,
-        }))
+            app: pushd_actors::model::DEFAULT_APP.into(),
+            push: Default::default(),
+        })))
     }
 
     #[test]

@@ -11,7 +11,7 @@ use pushd_actors::ports::{Change, Entry, Journal, Position};
 use super::{FileJournal, segments};
 
 fn change(id: &str) -> Change {
-    Change::of(Entry::Message(MessageSpec {
+    Change::of(Entry::Message(Box::new(MessageSpec {
         id: id.into(),
         name: "n".into(),
         campaign_id: None,
@@ -21,7 +21,9 @@ fn change(id: &str) -> Change {
         audience: Audience::AllDevices,
         collapse_id: None,
         conversion: None,
-    }))
+        app: pushd_actors::model::DEFAULT_APP.into(),
+        push: Default::default(),
+    })))
 }
 
 /// The ids of every record replayed after `after`, with their positions.

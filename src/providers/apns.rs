@@ -1,21 +1,28 @@
-//! APNs provider API client: HTTP/2 with token (ES256 JWT) authentication.
+//! APNs provider API client: HTTP/2 with token (ES256 JWT) authentication,
+//! to the production or the sandbox endpoint as the device's token requires.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pushd_actors::model::{Environment, PushKind, PushPriority};
 use pushd_actors::ports::{Accepted, ProviderError, Push};
 use pushd_actors::status::FailureReason;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{client_for, network_error, retry_after, unix_now};
-use super::{APNS_DEFAULT_ENDPOINT, ApnsConfig, ClientOptions, CredentialsError};
+use super::http::{check_size, client_for, network_error, retry_after, unix_now};
+use super::{
+    APNS_DEFAULT_ENDPOINT, APNS_SANDBOX_ENDPOINT, ApnsConfig, ClientOptions, CredentialsError,
+};
 
-/// How long APNs keeps trying to reach an offline device (`apns-expiration`).
+/// How long APNs keeps trying to reach an offline device (`apns-expiration`)
+/// when the message sets no `ttl_seconds`.
 const EXPIRATION: Duration = Duration::from_secs(24 * 3600);
+/// Largest payload APNs accepts, in bytes.
+const APNS_MAX_PAYLOAD: usize = 4096;
 
 /// An APNs client: one pooled HTTP/2 connection set and a cached JWT.
 /// Cheap to clone.
@@ -24,10 +31,25 @@ pub struct ApnsClient(Arc<Inner>);
 
 /// What a client's clones share.
 struct Inner {
-    http: reqwest::Client,
-    endpoint: String,
+    production: Endpoint,
+    sandbox: Endpoint,
     topic: String,
     signer: JwtSigner,
+}
+
+/// One APNs environment's base URL and its connection pool.
+struct Endpoint {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Endpoint {
+    fn new(url: &str, options: &ClientOptions) -> Result<Endpoint, CredentialsError> {
+        Ok(Endpoint {
+            http: client_for(url, options.request_timeout)?,
+            url: url.trim_end_matches('/').to_owned(),
+        })
+    }
 }
 
 impl ApnsClient {
@@ -69,33 +91,51 @@ impl ApnsClient {
         };
         // Sign once now: a key that cannot sign is a configuration error.
         signer.token().map_err(|e| invalid(e.detail().to_owned()))?;
-        let endpoint = config.endpoint.as_deref().unwrap_or(APNS_DEFAULT_ENDPOINT);
+        let production = config.endpoint.as_deref().unwrap_or(APNS_DEFAULT_ENDPOINT);
+        let sandbox = config
+            .sandbox_endpoint
+            .as_deref()
+            .unwrap_or(APNS_SANDBOX_ENDPOINT);
         Ok(ApnsClient(Arc::new(Inner {
-            http: client_for(endpoint, options.request_timeout)?,
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            production: Endpoint::new(production, options)?,
+            sandbox: Endpoint::new(sandbox, options)?,
             topic,
             signer,
         })))
     }
 
-    /// Sends one push. An `ExpiredProviderToken` answer drops the cached JWT
-    /// and retries once with a fresh one.
+    /// Sends one push to its environment's endpoint. An
+    /// `ExpiredProviderToken` answer drops the cached JWT and retries once
+    /// with a fresh one.
     pub async fn send(&self, push: &Push) -> Result<Accepted, ProviderError> {
         let inner = &self.0;
-        let url = format!("{}/3/device/{}", inner.endpoint, push.token);
+        let endpoint = match push.environment {
+            Environment::Production => &inner.production,
+            Environment::Sandbox => &inner.sandbox,
+        };
+        let url = format!("{}/3/device/{}", endpoint.url, push.token);
         let body = Bytes::from(payload(push).to_string());
+        check_size("APNs", body.len(), APNS_MAX_PAYLOAD)?;
+        let options = &push.content.options;
+        let (push_type, default_priority) = match options.kind {
+            PushKind::Alert => ("alert", PushPriority::High),
+            PushKind::Background => ("background", PushPriority::Normal),
+        };
+        let priority = match options.priority.unwrap_or(default_priority) {
+            PushPriority::High => "10",
+            PushPriority::Normal => "5",
+        };
         let mut renewed = false;
         loop {
             let jwt = inner.signer.token()?;
-            let expiration = unix_now() + EXPIRATION.as_secs();
-            let mut request = inner
+            let mut request = endpoint
                 .http
                 .post(&url)
                 .header("authorization", format!("bearer {jwt}"))
                 .header("apns-topic", &inner.topic)
-                .header("apns-push-type", "alert")
-                .header("apns-priority", "10")
-                .header("apns-expiration", expiration.to_string())
+                .header("apns-push-type", push_type)
+                .header("apns-priority", priority)
+                .header("apns-expiration", expiration(options.ttl_seconds))
                 .header("content-type", "application/json");
             if let Some(collapse) = &push.content.collapse_id {
                 request = request.header("apns-collapse-id", collapse);
@@ -138,23 +178,72 @@ struct ErrorBody {
     reason: String,
 }
 
-/// The APNs JSON payload: `aps` plus the delivery keys at the top level.
-fn payload(push: &Push) -> Value {
-    let mut body = json!({
-        "aps": {
-            "alert": {"title": push.content.title, "body": push.content.body},
-            "sound": "default",
-        },
-        "CIO-Delivery-ID": push.delivery_id,
-        "CIO-Delivery-Token": push.token,
-    });
-    if let Some(link) = &push.content.deep_link {
-        body["deep_link"] = Value::String(link.clone());
+/// `apns-expiration`: when APNs stops trying an offline device, Unix
+/// seconds; `0` (a TTL of 0) means deliver now or never.
+fn expiration(ttl_seconds: Option<u32>) -> String {
+    match ttl_seconds {
+        Some(0) => "0".to_owned(),
+        Some(ttl) => (unix_now() + u64::from(ttl)).to_string(),
+        None => (unix_now() + EXPIRATION.as_secs()).to_string(),
     }
-    body
 }
 
-/// Maps an APNs error answer (DESIGN.md "Provider errors").
+/// The APNs JSON payload: `aps`, and at the top level the push data, the
+/// deep link, the image URL and the delivery keys (which no data key can
+/// replace). A background push's `aps` holds only `content-available`.
+fn payload(push: &Push) -> Value {
+    let content = &push.content;
+    let options = &content.options;
+    let mut body = serde_json::Map::new();
+    for (key, value) in &options.data {
+        body.insert(key.clone(), Value::String(value.clone()));
+    }
+    let aps = match options.kind {
+        PushKind::Background => json!({"content-available": 1}),
+        PushKind::Alert => {
+            let mut aps = json!({
+                "alert": {"title": content.title, "body": content.body},
+                "sound": options.sound.as_deref().unwrap_or("default"),
+            });
+            let optional = [
+                ("badge", options.badge.map(Value::from)),
+                ("category", options.category.clone().map(Value::from)),
+                ("thread-id", options.thread_id.clone().map(Value::from)),
+                (
+                    "interruption-level",
+                    options.interruption_level.map(|l| Value::from(l.as_str())),
+                ),
+                ("relevance-score", options.relevance_score.map(Value::from)),
+                // Lets the app's notification service extension fetch the image.
+                (
+                    "mutable-content",
+                    options.image_url.as_ref().map(|_| json!(1)),
+                ),
+            ];
+            for (key, value) in optional {
+                if let Some(value) = value {
+                    aps[key] = value;
+                }
+            }
+            aps
+        }
+    };
+    body.insert("aps".into(), aps);
+    if let Some(link) = &content.deep_link {
+        body.insert("deep_link".into(), Value::String(link.clone()));
+    }
+    if let Some(url) = &options.image_url {
+        body.insert("image_url".into(), Value::String(url.clone()));
+    }
+    body.insert("CIO-Delivery-ID".into(), json!(push.delivery_id));
+    body.insert("CIO-Delivery-Token".into(), json!(push.token));
+    Value::Object(body)
+}
+
+/// Maps an APNs error answer: a token Apple does not know for this topic
+/// bounces, refused credentials are `credentials_not_found`, a payload
+/// Apple finds too large is `payload_too_large`, throttling and server
+/// errors are retried, anything else is `provider_rejected`.
 fn map_error(status: StatusCode, reason: &str, retry_after: Option<Duration>) -> ProviderError {
     let detail = format!("{} {reason}", status.as_u16())
         .trim_end()
@@ -165,6 +254,10 @@ fn map_error(status: StatusCode, reason: &str, retry_after: Option<Duration>) ->
         }
         (403, "InvalidProviderToken" | "ExpiredProviderToken") => ProviderError::Permanent {
             reason: FailureReason::CredentialsNotFound,
+            detail,
+        },
+        (413, _) => ProviderError::Permanent {
+            reason: FailureReason::PayloadTooLarge,
             detail,
         },
         (429, _) | (500..=599, _) => ProviderError::Transient {

@@ -10,14 +10,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pushd_actors::model::{PushKind, PushPriority};
 use pushd_actors::ports::{Accepted, ProviderError, Push};
 use pushd_actors::status::FailureReason;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{client_for, network_error, retry_after, unix_now};
+use super::http::{check_size, client_for, network_error, retry_after, unix_now};
 use super::{ClientOptions, CredentialsError, FCM_DEFAULT_ENDPOINT, FcmConfig};
+
+/// Largest payload FCM accepts, in bytes: what reaches the device, the
+/// notification, the data and the Android notification options, as JSON.
+const FCM_MAX_PAYLOAD: usize = 4000;
+/// The field FCM names when the registration token itself is wrong.
+const TOKEN_FIELD: &str = "message.token";
 
 /// The OAuth2 scope FCM sends need.
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -102,7 +109,9 @@ impl FcmClient {
     /// with a fresh one.
     pub async fn send(&self, push: &Push) -> Result<Accepted, ProviderError> {
         let inner = &self.0;
-        let body = Bytes::from(message(push).to_string());
+        let message = message(push);
+        check_size("FCM", payload_size(&message["message"]), FCM_MAX_PAYLOAD)?;
+        let body = Bytes::from(message.to_string());
         let mut refreshed = false;
         loop {
             let token = inner.access_token().await?;
@@ -254,57 +263,126 @@ struct ErrorEnvelope {
 }
 
 /// `error` of Google's envelope.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct ErrorBody {
     #[serde(default)]
     status: String,
     #[serde(default)]
+    message: String,
+    #[serde(default)]
     details: Vec<ErrorDetail>,
 }
 
-/// One entry of `error.details`; FCM's carries `errorCode`.
+/// One entry of `error.details`: FCM's carries `errorCode`, a
+/// `google.rpc.BadRequest` the fields it refused.
 #[derive(Deserialize)]
 struct ErrorDetail {
     #[serde(rename = "errorCode")]
     error_code: Option<String>,
+    #[serde(default, rename = "fieldViolations")]
+    field_violations: Vec<FieldViolation>,
 }
 
-/// The HTTP v1 message: the delivery keys go in `data`.
-fn message(push: &Push) -> Value {
-    let mut data = json!({
-        "CIO-Delivery-ID": push.delivery_id,
-        "CIO-Delivery-Token": push.token,
-    });
-    if let Some(link) = &push.content.deep_link {
-        data["deep_link"] = Value::String(link.clone());
+/// A refused field of a `google.rpc.BadRequest`.
+#[derive(Deserialize)]
+struct FieldViolation {
+    #[serde(default)]
+    field: String,
+}
+
+impl ErrorBody {
+    /// Whether the error is about the registration token rather than the
+    /// message: a field violation on `message.token`, or (as FCM answers
+    /// today, without details) its "registration token" message.
+    fn names_the_token(&self) -> bool {
+        let field = self
+            .details
+            .iter()
+            .flat_map(|d| &d.field_violations)
+            .any(|v| v.field == TOKEN_FIELD);
+        field || self.message.contains("registration token")
     }
-    let mut android = json!({"priority": "high"});
-    if let Some(collapse) = &push.content.collapse_id {
+}
+
+/// The HTTP v1 message. The push data, the deep link and the delivery keys
+/// (which no data key can replace) go in `data`; a background push is
+/// data-only, without `notification`.
+fn message(push: &Push) -> Value {
+    let content = &push.content;
+    let options = &content.options;
+    let mut data = serde_json::Map::new();
+    for (key, value) in &options.data {
+        data.insert(key.clone(), Value::String(value.clone()));
+    }
+    if let Some(link) = &content.deep_link {
+        data.insert("deep_link".into(), Value::String(link.clone()));
+    }
+    data.insert("CIO-Delivery-ID".into(), json!(push.delivery_id));
+    data.insert("CIO-Delivery-Token".into(), json!(push.token));
+    let default_priority = match options.kind {
+        PushKind::Alert => PushPriority::High,
+        PushKind::Background => PushPriority::Normal,
+    };
+    let priority = match options.priority.unwrap_or(default_priority) {
+        PushPriority::High => "HIGH",
+        PushPriority::Normal => "NORMAL",
+    };
+    let mut android = json!({ "priority": priority });
+    if let Some(collapse) = &content.collapse_id {
         android["collapse_key"] = Value::String(collapse.clone());
     }
-    json!({
-        "message": {
-            "token": push.token,
-            "notification": {"title": push.content.title, "body": push.content.body},
-            "data": data,
-            "android": android,
+    if let Some(ttl) = options.ttl_seconds {
+        android["ttl"] = Value::String(format!("{ttl}s"));
+    }
+    let mut message = json!({"token": push.token, "data": data, "android": android});
+    if options.kind == PushKind::Alert {
+        let mut notification = json!({"title": content.title, "body": content.body});
+        if let Some(url) = &options.image_url {
+            notification["image"] = Value::String(url.clone());
         }
-    })
+        message["notification"] = notification;
+        let shown = [
+            (
+                "channel_id",
+                options.android_channel_id.clone().map(Value::from),
+            ),
+            ("sound", options.sound.clone().map(Value::from)),
+            ("notification_count", options.badge.map(Value::from)),
+        ];
+        let shown: serde_json::Map<String, Value> = shown
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+            .collect();
+        if !shown.is_empty() {
+            message["android"]["notification"] = Value::Object(shown);
+        }
+    }
+    json!({ "message": message })
 }
 
-/// Maps an FCM error answer (DESIGN.md "Provider errors").
+/// Bytes of what reaches the device: the notification, the data and the
+/// Android notification options, as JSON.
+fn payload_size(message: &Value) -> usize {
+    let part = |v: &Value| match v {
+        Value::Null => 0,
+        v => v.to_string().len(),
+    };
+    part(&message["notification"])
+        + part(&message["data"])
+        + part(&message["android"]["notification"])
+}
+
+/// Maps an FCM error answer. Only an error about the token bounces (and
+/// suppresses it): `UNREGISTERED`, or `INVALID_ARGUMENT` naming the token.
+/// Any other refusal of the message is `provider_rejected`, in FCM's words.
 fn map_error(
     status: StatusCode,
     error: Option<ErrorBody>,
     retry_after: Option<Duration>,
 ) -> ProviderError {
-    let (google_status, code) = error
-        .map(|e| {
-            let code = e.details.into_iter().find_map(|d| d.error_code);
-            (e.status, code)
-        })
-        .unwrap_or_default();
-    let reason = code.as_deref().unwrap_or(&google_status);
+    let error = error.unwrap_or_default();
+    let code = error.details.iter().find_map(|d| d.error_code.as_deref());
+    let reason = code.unwrap_or(&error.status);
     let detail = format!("{} {reason}", status.as_u16())
         .trim_end()
         .to_owned();
@@ -312,7 +390,9 @@ fn map_error(
         _ if status == StatusCode::NOT_FOUND || reason == "UNREGISTERED" => {
             ProviderError::Bounced { detail }
         }
-        400 if google_status == "INVALID_ARGUMENT" => ProviderError::Bounced { detail },
+        400 if error.status == "INVALID_ARGUMENT" && error.names_the_token() => {
+            ProviderError::Bounced { detail }
+        }
         401 | 403 => ProviderError::Permanent {
             reason: FailureReason::CredentialsNotFound,
             detail,
@@ -323,7 +403,46 @@ fn map_error(
         },
         _ => ProviderError::Permanent {
             reason: FailureReason::ProviderRejected,
-            detail,
+            detail: match error.message.trim() {
+                "" => detail,
+                words => format!("{detail}: {words}"),
+            },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(body: Value) -> Option<ErrorBody> {
+        serde_json::from_value::<ErrorEnvelope>(body)
+            .ok()
+            .map(|e| e.error)
+    }
+
+    #[test]
+    fn invalid_argument_bounces_only_when_it_names_the_token() {
+        let fcm_error = json!({"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+            "errorCode": "INVALID_ARGUMENT"});
+        let token_message = answer(json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+            "message": "The registration token is not a valid FCM registration token",
+            "details": [fcm_error]}}));
+        let got = map_error(StatusCode::BAD_REQUEST, token_message, None);
+        assert!(matches!(got, ProviderError::Bounced { .. }), "{got:?}");
+
+        let payload = answer(json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+            "message": "Invalid value at 'message.android.ttl'",
+            "details": [fcm_error, {"@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": "message.android.ttl",
+                                     "description": "Invalid value"}]}]}}));
+        let got = map_error(StatusCode::BAD_REQUEST, payload, None);
+        assert_eq!(
+            got,
+            ProviderError::Permanent {
+                reason: FailureReason::ProviderRejected,
+                detail: "400 INVALID_ARGUMENT: Invalid value at 'message.android.ttl'".into(),
+            }
+        );
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use pushd_actors::ports::ProviderError;
+use pushd_actors::status::FailureReason;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 /// How long connecting may take (within the request timeout).
@@ -46,4 +47,17 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
+}
+
+/// Refuses a payload of `size` bytes when `provider` accepts at most `max`:
+/// a payload error is the message's fault, never the token's, and sending
+/// it would only be refused.
+pub(crate) fn check_size(provider: &str, size: usize, max: usize) -> Result<(), ProviderError> {
+    if size <= max {
+        return Ok(());
+    }
+    Err(ProviderError::Permanent {
+        reason: FailureReason::PayloadTooLarge,
+        detail: format!("payload is {size} bytes; {provider} accepts at most {max}"),
+    })
 }

@@ -1,21 +1,25 @@
 //! Push providers: own HTTP/2 clients for APNs and FCM HTTP v1, and
-//! [`Providers`], the engine's [`Provider`] that routes by platform.
+//! [`Providers`], the engine's [`Provider`] that routes by app and platform.
 //!
-//! Wire errors map onto [`ProviderError`] as DESIGN.md "Provider errors" says.
-//! A platform without usable credentials fails every send with
+//! The clients turn the engine's push options into each provider's headers
+//! and payload, refuse a payload larger than the provider accepts before any
+//! network call (`payload_too_large`), and map wire errors onto
+//! [`ProviderError`]: only an error about the token itself bounces. An app
+//! without usable credentials for a platform fails those sends with
 //! `credentials_not_found` and makes no network call.
 
 mod apns;
 mod fcm;
 mod http;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pushd_actors::model::Platform;
+use pushd_actors::model::{DEFAULT_APP, Platform};
 use pushd_actors::ports::{Accepted, BoxFuture, Provider, ProviderError, Push};
 use pushd_actors::status::FailureReason;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 pub use apns::ApnsClient;
@@ -23,15 +27,32 @@ pub use fcm::FcmClient;
 
 /// Apple's production APNs endpoint.
 pub const APNS_DEFAULT_ENDPOINT: &str = "https://api.push.apple.com";
+/// Apple's sandbox APNs endpoint, for development builds' tokens.
+pub const APNS_SANDBOX_ENDPOINT: &str = "https://api.sandbox.push.apple.com";
 /// Google's FCM endpoint.
 pub const FCM_DEFAULT_ENDPOINT: &str = "https://fcm.googleapis.com";
 
+/// One app's credentials: `[apns]` and `[fcm]` for the app `default`,
+/// `[apps.<app_id>.apns]` and `[apps.<app_id>.fcm]` for the others.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    /// The app's APNs key and topic.
+    pub apns: ApnsConfig,
+    /// The app's Firebase service account.
+    pub fcm: FcmConfig,
+}
+
 /// The `[apns]` configuration section.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApnsConfig {
     /// Base URL; `http://` is spoken as HTTP/2 with prior knowledge (h2c).
     /// Defaults to [`APNS_DEFAULT_ENDPOINT`].
     pub endpoint: Option<String>,
+    /// Base URL for devices registered with `"environment": "sandbox"`.
+    /// Defaults to [`APNS_SANDBOX_ENDPOINT`].
+    pub sandbox_endpoint: Option<String>,
     /// Path of the .p8 token-signing key (PKCS#8 PEM, EC P-256).
     pub key_file: Option<String>,
     /// The key's id (JWT `kid`).
@@ -43,7 +64,8 @@ pub struct ApnsConfig {
 }
 
 /// The `[fcm]` configuration section.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct FcmConfig {
     /// Base URL; `http://` is spoken as h2c. Defaults to [`FCM_DEFAULT_ENDPOINT`].
     pub endpoint: Option<String>,
@@ -125,63 +147,101 @@ impl CredentialsError {
     }
 }
 
-/// The engine's [`Provider`]: APNs for iOS, FCM for Android.
+/// The engine's [`Provider`]: each push goes out with its app's
+/// credentials, APNs for iOS, FCM for Android.
 #[derive(Clone)]
 pub struct Providers {
-    apns: Result<ApnsClient, String>,
-    fcm: Result<FcmClient, String>,
-    /// Request slots per platform (see [`ClientOptions::max_in_flight`]).
+    apps: Arc<HashMap<String, AppClients>>,
+    /// Request slots per platform, shared by all apps (see
+    /// [`ClientOptions::max_in_flight`]).
     slots: [Arc<Semaphore>; 2],
 }
 
+/// One app's clients; `Err` says why a platform cannot send.
+struct AppClients {
+    apns: Result<ApnsClient, String>,
+    fcm: Result<FcmClient, String>,
+}
+
 impl Providers {
-    /// Builds both clients; a platform whose credentials are missing or bad
-    /// is logged once and then fails its sends with `credentials_not_found`.
+    /// The app `default` alone, with these sections; a platform whose
+    /// credentials are missing or bad is logged once and then fails its
+    /// sends with `credentials_not_found`.
     pub fn from_config(apns: &ApnsConfig, fcm: &FcmConfig) -> Providers {
         Providers::with_options(apns, fcm, &ClientOptions::default())
     }
 
     /// [`Providers::from_config`] with tuned clients.
     pub fn with_options(apns: &ApnsConfig, fcm: &FcmConfig, options: &ClientOptions) -> Providers {
-        let apns = ApnsClient::new(apns, options).map_err(|e| {
-            tracing::warn!(error = %e, "APNs disabled: iOS sends fail with credentials_not_found");
-            match e {
-                CredentialsError::Missing(_) => "no APNs key configured".to_owned(),
-                e => format!("APNs credentials unusable: {e}"),
-            }
-        });
-        let fcm = FcmClient::new(fcm, options).map_err(|e| {
-            tracing::warn!(error = %e, "FCM disabled: Android sends fail with credentials_not_found");
-            match e {
-                CredentialsError::Missing(_) => "no FCM service account configured".to_owned(),
-                e => format!("FCM credentials unusable: {e}"),
-            }
-        });
+        let app = AppConfig {
+            apns: apns.clone(),
+            fcm: fcm.clone(),
+        };
+        Providers::for_apps(&BTreeMap::from([(DEFAULT_APP.to_owned(), app)]), options)
+    }
+
+    /// Every app's clients. A push for an app not listed fails with
+    /// `credentials_not_found`.
+    pub fn for_apps(apps: &BTreeMap<String, AppConfig>, options: &ClientOptions) -> Providers {
+        let apps = apps
+            .iter()
+            .map(|(id, config)| (id.clone(), AppClients::new(id, config, options)))
+            .collect();
         Providers {
-            apns,
-            fcm,
+            apps: Arc::new(apps),
             slots: slots(options.max_in_flight),
         }
     }
 
-    /// Routes to the given clients; `None` means not configured.
-    pub fn new(apns: Option<ApnsClient>, fcm: Option<FcmClient>) -> Providers {
-        Providers {
-            apns: apns.ok_or_else(|| "no APNs key configured".to_owned()),
-            fcm: fcm.ok_or_else(|| "no FCM service account configured".to_owned()),
-            slots: slots(ClientOptions::default().max_in_flight),
+    /// The client for `push`'s app and platform, or why there is none.
+    fn client(&self, push: &Push) -> Result<Client, String> {
+        let Some(app) = self.apps.get(&push.app) else {
+            return Err(format!(
+                "no credentials configured for app \"{}\"",
+                push.app
+            ));
+        };
+        match push.platform {
+            Platform::Ios => app.apns.clone().map(Client::Apns),
+            Platform::Android => app.fcm.clone().map(Client::Fcm),
         }
+    }
+}
+
+impl AppClients {
+    /// Builds both clients of app `id`, logging a platform that cannot send.
+    fn new(id: &str, config: &AppConfig, options: &ClientOptions) -> AppClients {
+        // The default app's messages keep their words from before apps existed.
+        let prefix = match id {
+            DEFAULT_APP => String::new(),
+            _ => format!("app \"{id}\": "),
+        };
+        let apns = ApnsClient::new(&config.apns, options).map_err(|e| {
+            tracing::warn!(app = id, error = %e, "APNs disabled: iOS sends fail with credentials_not_found");
+            match e {
+                CredentialsError::Missing(_) => format!("{prefix}no APNs key configured"),
+                e => format!("{prefix}APNs credentials unusable: {e}"),
+            }
+        });
+        let fcm = FcmClient::new(&config.fcm, options).map_err(|e| {
+            tracing::warn!(app = id, error = %e, "FCM disabled: Android sends fail with credentials_not_found");
+            match e {
+                CredentialsError::Missing(_) => format!("{prefix}no FCM service account configured"),
+                e => format!("{prefix}FCM credentials unusable: {e}"),
+            }
+        });
+        AppClients { apns, fcm }
     }
 }
 
 impl Provider for Providers {
     fn send(&self, push: Push) -> BoxFuture<Result<Accepted, ProviderError>> {
         let platform = push.platform;
-        let (client, slots) = match platform {
-            Platform::Ios => (self.apns.clone().map(Client::Apns), &self.slots[0]),
-            Platform::Android => (self.fcm.clone().map(Client::Fcm), &self.slots[1]),
+        let client = self.client(&push);
+        let slots = match platform {
+            Platform::Ios => self.slots[0].clone(),
+            Platform::Android => self.slots[1].clone(),
         };
-        let slots = slots.clone();
         Box::pin(async move {
             let _slot = match &client {
                 Ok(_) => Some(slots.acquire_owned().await.expect("slots are never closed")),

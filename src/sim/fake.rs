@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pushd_actors::model::Platform;
+use pushd_actors::model::{Environment, Platform};
 use pushd_actors::ports::BoxFuture;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,7 +28,7 @@ use tokio::task::{JoinHandle, JoinSet};
 pub enum Fault {
     /// APNs 410 `Unregistered`; FCM 404 `UNREGISTERED`.
     Unregistered,
-    /// APNs 400 `BadDeviceToken`; FCM 400 `INVALID_ARGUMENT`.
+    /// APNs 400 `BadDeviceToken`; FCM 400 `INVALID_ARGUMENT` naming `message.token`.
     BadDeviceToken,
     /// 429 with `Retry-After: retry_after_secs`.
     TooManyRequests {
@@ -43,6 +43,10 @@ pub enum Fault {
     Reset,
     /// APNs 403 `ExpiredProviderToken`; FCM 401 `UNAUTHENTICATED`.
     ExpiredCredentials,
+    /// The provider finds the message too big although pushd's own count
+    /// let it through: APNs 413 `PayloadTooLarge`; FCM 400
+    /// `INVALID_ARGUMENT` "Android message is too big" (not about the token).
+    MessageTooBig,
 }
 
 /// How a fake treats pushes to one token.
@@ -80,6 +84,8 @@ pub struct FaultMix {
 pub struct ReceivedPush {
     /// Which fake took it.
     pub platform: Platform,
+    /// Which APNs endpoint it came in on (always production for FCM).
+    pub environment: Environment,
     /// The device token.
     pub token: String,
     /// `CIO-Delivery-ID` from the payload, if present.
@@ -227,9 +233,11 @@ impl Recorder {
             .collect()
     }
 
-    /// Records an accepted push and hands it to every subscriber.
+    /// Records a push accepted on `environment`'s endpoint and hands it to
+    /// every subscriber.
     pub(crate) fn deliver(
         &self,
+        environment: Environment,
         token: &str,
         payload: Value,
         delivery_id: Option<String>,
@@ -247,6 +255,7 @@ impl Recorder {
             .collect();
         let push = ReceivedPush {
             platform: self.platform,
+            environment,
             token: token.to_owned(),
             delivery_id,
             payload,

@@ -1,7 +1,9 @@
 //! A fake APNs: validates requests the way Apple does (path, provider JWT,
-//! topic, payload) and answers with scripted or random outcomes.
+//! topic, push type, priority, expiration, payload) and answers with
+//! scripted or random outcomes. Like Apple it has two endpoints, production
+//! and sandbox, and a token is valid on one of them only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +12,7 @@ use bytes::Bytes;
 use hyper::Method;
 use hyper::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use pushd_actors::model::Platform;
+use pushd_actors::model::{Environment, Platform};
 use pushd_actors::ports::BoxFuture;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -24,6 +26,18 @@ use crate::providers::ApnsConfig;
 const MAX_PAYLOAD: usize = 4096;
 /// Provider tokens older than this are refused as expired.
 const MAX_TOKEN_AGE: u64 = 3600;
+/// The `apns-push-type` values Apple knows.
+const PUSH_TYPES: [&str; 9] = [
+    "alert",
+    "background",
+    "voip",
+    "complication",
+    "fileprovider",
+    "mdm",
+    "location",
+    "liveactivity",
+    "pushtotalk",
+];
 
 /// A freshly generated APNs token-signing key (EC P-256). Test-only.
 pub struct ApnsTestKey {
@@ -88,19 +102,24 @@ impl FakeApnsConfig {
     }
 }
 
-/// A running fake APNs on 127.0.0.1; stops when dropped.
+/// A running fake APNs on 127.0.0.1, a production and a sandbox endpoint;
+/// stops when dropped.
 pub struct FakeApns {
-    server: Server,
+    production: Server,
+    sandbox: Server,
     state: Arc<State>,
 }
 
-/// What the server's handler shares with [`FakeApns`].
+/// What the servers' handlers share with [`FakeApns`].
 struct State {
     config: FakeApnsConfig,
     key: DecodingKey,
     recorder: Arc<Recorder>,
     /// Signature-checked JWTs and their `iat`, so each is verified once.
     verified: Mutex<HashMap<String, u64>>,
+    /// Tokens of development builds: valid on the sandbox only. Every
+    /// other token is valid on production only.
+    sandbox_tokens: Mutex<HashSet<String>>,
 }
 
 /// A provider token's claims.
@@ -111,7 +130,7 @@ struct Claims {
 }
 
 impl FakeApns {
-    /// Starts the server.
+    /// Starts both endpoints.
     pub async fn start(config: FakeApnsConfig) -> std::io::Result<FakeApns> {
         let recorder = Arc::new(Recorder::new(Platform::Ios, config.mix.clone()));
         let state = Arc::new(State {
@@ -119,21 +138,41 @@ impl FakeApns {
             config,
             recorder: recorder.clone(),
             verified: Mutex::new(HashMap::new()),
+            sandbox_tokens: Mutex::new(HashSet::new()),
         });
-        let handler_state = state.clone();
-        let server = Server::start(recorder, |_| {
-            Arc::new(move |parts: Parts, body: Bytes| -> BoxFuture<Reply> {
-                let state = handler_state.clone();
-                Box::pin(async move { state.handle(parts, body).await })
+        let serve = |environment: Environment| {
+            let state = state.clone();
+            Server::start(recorder.clone(), move |_| {
+                Arc::new(move |parts: Parts, body: Bytes| -> BoxFuture<Reply> {
+                    let state = state.clone();
+                    Box::pin(async move { state.handle(environment, parts, body).await })
+                })
             })
+        };
+        let production = serve(Environment::Production).await?;
+        let sandbox = serve(Environment::Sandbox).await?;
+        Ok(FakeApns {
+            production,
+            sandbox,
+            state,
         })
-        .await?;
-        Ok(FakeApns { server, state })
     }
 
-    /// Its base URL, `http://127.0.0.1:port` (h2c).
+    /// Its production base URL, `http://127.0.0.1:port` (h2c).
     pub fn endpoint(&self) -> String {
-        self.server.endpoint()
+        self.production.endpoint()
+    }
+
+    /// Its sandbox base URL, `http://127.0.0.1:port` (h2c).
+    pub fn sandbox_endpoint(&self) -> String {
+        self.sandbox.endpoint()
+    }
+
+    /// Makes `token` a development build's token: accepted on the sandbox,
+    /// `BadDeviceToken` on production (and the reverse for other tokens).
+    pub fn issue_sandbox_token(&self, token: &str) {
+        let mut tokens = self.state.sandbox_tokens.lock().expect("tokens lock");
+        tokens.insert(token.to_owned());
     }
 
     /// A client configuration for this fake, with the .p8 at `key_file`.
@@ -141,6 +180,7 @@ impl FakeApns {
         let config = &self.state.config;
         ApnsConfig {
             endpoint: Some(self.endpoint()),
+            sandbox_endpoint: Some(self.sandbox_endpoint()),
             key_file: Some(key_file.display().to_string()),
             key_id: Some(config.key_id.clone()),
             team_id: Some(config.team_id.clone()),
@@ -161,8 +201,9 @@ impl Fake for FakeApns {
 }
 
 impl State {
-    /// Validates one request as APNs does, then answers as scripted.
-    async fn handle(&self, parts: Parts, body: Bytes) -> Reply {
+    /// Validates one request as APNs's `environment` endpoint does, then
+    /// answers as scripted.
+    async fn handle(&self, environment: Environment, parts: Parts, body: Bytes) -> Reply {
         self.recorder.request();
         if parts.method != Method::POST {
             return error(405, "MethodNotAllowed");
@@ -187,6 +228,17 @@ impl State {
         if header("apns-topic") != Some(self.config.topic.as_str()) {
             return error(400, "TopicDisallowed");
         }
+        if let Some(reason) = bad_headers(&header) {
+            return error(400, reason);
+        }
+        let sandbox_token = self
+            .sandbox_tokens
+            .lock()
+            .expect("tokens lock")
+            .contains(token);
+        if sandbox_token != (environment == Environment::Sandbox) {
+            return error(400, "BadDeviceToken");
+        }
         if body.len() > MAX_PAYLOAD {
             return error(413, "PayloadTooLarge");
         }
@@ -203,7 +255,8 @@ impl State {
         }
         let delivery_id = payload["CIO-Delivery-ID"].as_str().map(str::to_owned);
         let token = token.to_owned();
-        self.recorder.deliver(&token, payload, delivery_id, &parts);
+        self.recorder
+            .deliver(environment, &token, payload, delivery_id, &parts);
         let id = self.recorder.random_hex(32).to_uppercase();
         let apns_id = format!(
             "{}-{}-{}-{}-{}",
@@ -243,6 +296,26 @@ impl State {
     }
 }
 
+/// Apple's reason for a push type, priority or expiration it refuses: an
+/// unknown type, a priority other than 1, 5 or 10 (and 10 on a background
+/// push), an expiration that is not Unix seconds.
+fn bad_headers<'a>(header: &impl Fn(&str) -> Option<&'a str>) -> Option<&'static str> {
+    let push_type = header("apns-push-type").unwrap_or_default();
+    if !PUSH_TYPES.contains(&push_type) {
+        return Some("InvalidPushType");
+    }
+    match header("apns-priority") {
+        None | Some("1" | "5") => {}
+        Some("10") if push_type != "background" => {}
+        Some(_) => return Some("BadPriority"),
+    }
+    let expiration = header("apns-expiration");
+    if expiration.is_some_and(|e| e.parse::<u64>().is_err()) {
+        return Some("BadExpirationDate");
+    }
+    None
+}
+
 /// Now, Unix seconds.
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -274,5 +347,6 @@ fn fault_reply(fault: Fault) -> Reply {
         Fault::Unavailable => error(503, "ServiceUnavailable"),
         Fault::Reset => Reply::Reset,
         Fault::ExpiredCredentials => error(403, "ExpiredProviderToken"),
+        Fault::MessageTooBig => error(413, "PayloadTooLarge"),
     }
 }

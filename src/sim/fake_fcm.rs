@@ -1,5 +1,7 @@
 //! A fake FCM: the HTTP v1 send endpoint plus an OAuth2 token endpoint
 //! (`POST /token`) that verifies service-account assertions, on one h2c server.
+//! Like FCM it refuses a bad message with `INVALID_ARGUMENT` and says which
+//! field is wrong, the token or another one.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +13,7 @@ use bytes::Bytes;
 use hyper::Method;
 use hyper::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use pushd_actors::model::Platform;
+use pushd_actors::model::{Environment, Platform};
 use pushd_actors::ports::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,8 +29,10 @@ pub const TEST_RSA_PRIVATE_KEY_PEM: &str =
 pub const TEST_RSA_PUBLIC_KEY_PEM: &str =
     include_str!("../../tests/fixtures/test_only_rsa_public.pem");
 
-/// Largest `data` FCM accepts, in bytes of JSON.
-const MAX_DATA: usize = 4096;
+/// Largest message FCM accepts: its notification and data, in bytes of JSON.
+const MAX_PAYLOAD: usize = 4096;
+/// Android delivery priorities FCM accepts (it takes either case).
+const PRIORITIES: [&str; 4] = ["HIGH", "NORMAL", "high", "normal"];
 /// The scope an assertion must ask for.
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 /// The grant type the token endpoint accepts.
@@ -249,10 +253,10 @@ impl State {
         let message = &payload["message"];
         let token = match message["token"].as_str() {
             Some(t) if !t.is_empty() => t.to_owned(),
-            _ => return error(400, "INVALID_ARGUMENT", None),
+            _ => return invalid_token(),
         };
-        if message["data"].to_string().len() > MAX_DATA {
-            return error(400, "INVALID_ARGUMENT", None);
+        if let Some(reply) = invalid_message(message) {
+            return reply;
         }
         let decision = self.recorder.decide(&token);
         if !decision.delay.is_zero() {
@@ -264,7 +268,13 @@ impl State {
         let delivery_id = message["data"]["CIO-Delivery-ID"]
             .as_str()
             .map(str::to_owned);
-        self.recorder.deliver(&token, payload, delivery_id, &parts);
+        self.recorder.deliver(
+            Environment::Production,
+            &token,
+            payload,
+            delivery_id,
+            &parts,
+        );
         let name = format!(
             "projects/{}/messages/{}",
             self.config.project_id,
@@ -272,6 +282,79 @@ impl State {
         );
         json_response(200, &json!({ "name": name }), &[])
     }
+}
+
+/// What FCM refuses in a message other than its token: data values that
+/// are not strings, an unknown Android priority, a TTL that is not a
+/// duration in seconds ("3600s"), a message over its size limit.
+fn invalid_message(message: &Value) -> Option<Reply> {
+    let data = message["data"].as_object();
+    if let Some((key, _)) = data.and_then(|d| d.iter().find(|(_, v)| !v.is_string())) {
+        return Some(invalid_field(
+            &format!("message.data[{key}]"),
+            "Invalid value: data values must be strings",
+        ));
+    }
+    let android = &message["android"];
+    if let Some(priority) = android.get("priority")
+        && !priority.as_str().is_some_and(|p| PRIORITIES.contains(&p))
+    {
+        return Some(invalid_field(
+            "message.android.priority",
+            "Invalid value at 'message.android.priority'",
+        ));
+    }
+    if let Some(ttl) = android.get("ttl")
+        && !ttl.as_str().is_some_and(is_duration)
+    {
+        return Some(invalid_field(
+            "message.android.ttl",
+            "Invalid value at 'message.android.ttl'",
+        ));
+    }
+    let size = message["data"].to_string().len() + message["notification"].to_string().len();
+    (size > MAX_PAYLOAD).then(|| invalid_argument("Android message is too big", None))
+}
+
+/// A protobuf JSON duration in whole or fractional seconds: "3600s", "1.5s".
+fn is_duration(text: &str) -> bool {
+    let Some(number) = text.strip_suffix('s') else {
+        return false;
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && digits(fraction) && fraction.len() <= 9
+}
+
+/// FCM's answer to a token that is not a registration token.
+fn invalid_token() -> Reply {
+    invalid_argument(
+        "The registration token is not a valid FCM registration token",
+        Some("message.token"),
+    )
+}
+
+/// FCM's answer to a bad value in `field` (not the token).
+fn invalid_field(field: &str, message: &str) -> Reply {
+    invalid_argument(message, Some(field))
+}
+
+/// A 400 `INVALID_ARGUMENT` with FCM's message, and a `BadRequest` field
+/// violation when it names the field.
+fn invalid_argument(message: &str, field: Option<&str>) -> Reply {
+    let mut details = vec![json!({
+        "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+        "errorCode": "INVALID_ARGUMENT",
+    })];
+    if let Some(field) = field {
+        details.push(json!({
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": field, "description": message}],
+        }));
+    }
+    let body = json!({"error": {"code": 400, "message": message,
+        "status": "INVALID_ARGUMENT", "details": details}});
+    json_response(400, &body, &[])
 }
 
 /// A Google API error, with FCM's `errorCode` when given.
@@ -305,7 +388,7 @@ fn error_with(
 fn fault_reply(fault: Fault) -> Reply {
     match fault {
         Fault::Unregistered => error(404, "NOT_FOUND", Some("UNREGISTERED")),
-        Fault::BadDeviceToken => error(400, "INVALID_ARGUMENT", Some("INVALID_ARGUMENT")),
+        Fault::BadDeviceToken => invalid_token(),
         Fault::TooManyRequests { retry_after_secs } => error_with(
             429,
             "RESOURCE_EXHAUSTED",
@@ -316,5 +399,6 @@ fn fault_reply(fault: Fault) -> Reply {
         Fault::Unavailable => error(503, "UNAVAILABLE", Some("UNAVAILABLE")),
         Fault::Reset => Reply::Reset,
         Fault::ExpiredCredentials => error(401, "UNAUTHENTICATED", Some("THIRD_PARTY_AUTH_ERROR")),
+        Fault::MessageTooBig => invalid_argument("Android message is too big", None),
     }
 }

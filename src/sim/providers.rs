@@ -1,9 +1,12 @@
 //! Both fakes at once, with credentials written where a daemon can read
-//! them: what tests, the load harness and `pushd demo` start.
+//! them: what tests, the load harness and `pushd demo` start. Each app of a
+//! daemon gets its own pair, with its own APNs topic and Firebase project,
+//! so a push that went out with the wrong app's credentials is refused.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::providers::{ApnsConfig, FcmConfig};
+use crate::providers::{ApnsConfig, AppConfig, FcmConfig};
 
 use super::{ApnsTestKey, Fake, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, FaultMix};
 
@@ -27,12 +30,10 @@ pub struct FakeProviders {
 }
 
 impl FakeProviders {
-    /// Starts both fakes with the outcome `mix`; writes `apns.p8` and
-    /// `fcm.json` into `dir`.
+    /// Starts both fakes with the outcome `mix` (topic `io.pushd.demo`,
+    /// project `pushd-test`); writes `apns.p8` and `fcm.json` into `dir`.
     pub async fn start(dir: &Path, mix: FaultMix) -> std::io::Result<FakeProviders> {
         let apns_key = ApnsTestKey::generate();
-        let key_file = dir.join("apns.p8");
-        apns_key.write_p8(&key_file)?;
         let apns_accepts = FakeApnsConfig {
             mix: mix.clone(),
             ..FakeApnsConfig::new(&apns_key)
@@ -41,6 +42,37 @@ impl FakeProviders {
             mix,
             ..FakeFcmConfig::default()
         };
+        FakeProviders::start_with(dir, apns_key, apns_accepts, fcm_accepts).await
+    }
+
+    /// Starts both fakes for the app `app`: APNs topic `io.pushd.<app>`,
+    /// Firebase project `pushd-<app>`; writes `apns.p8` and `fcm.json`
+    /// into `dir/<app>`.
+    pub async fn start_app(dir: &Path, app: &str, mix: FaultMix) -> std::io::Result<FakeProviders> {
+        let apns_key = ApnsTestKey::generate();
+        let apns_accepts = FakeApnsConfig {
+            topic: format!("io.pushd.{app}"),
+            mix: mix.clone(),
+            ..FakeApnsConfig::new(&apns_key)
+        };
+        let fcm_accepts = FakeFcmConfig {
+            project_id: format!("pushd-{app}"),
+            mix,
+            ..FakeFcmConfig::default()
+        };
+        let dir = dir.join(app);
+        std::fs::create_dir_all(&dir)?;
+        FakeProviders::start_with(&dir, apns_key, apns_accepts, fcm_accepts).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        apns_key: ApnsTestKey,
+        apns_accepts: FakeApnsConfig,
+        fcm_accepts: FakeFcmConfig,
+    ) -> std::io::Result<FakeProviders> {
+        let key_file = dir.join("apns.p8");
+        apns_key.write_p8(&key_file)?;
         let apns = FakeApns::start(apns_accepts.clone()).await?;
         let fcm = FakeFcm::start(fcm_accepts.clone()).await?;
         let account = dir.join("fcm.json");
@@ -61,6 +93,7 @@ impl FakeProviders {
         let (a, f) = (&self.apns_config, &self.fcm_config);
         [
             ("PUSHD_APNS_ENDPOINT", &a.endpoint),
+            ("PUSHD_APNS_SANDBOX_ENDPOINT", &a.sandbox_endpoint),
             ("PUSHD_APNS_KEY_FILE", &a.key_file),
             ("PUSHD_APNS_KEY_ID", &a.key_id),
             ("PUSHD_APNS_TEAM_ID", &a.team_id),
@@ -71,6 +104,18 @@ impl FakeProviders {
         .into_iter()
         .filter_map(|(name, value)| Some((name, value.clone()?)))
         .collect()
+    }
+
+    /// pushd.toml's `[apps.<app>.apns]` and `[apps.<app>.fcm]` sections
+    /// pointing the app `app` here.
+    pub fn app_toml(&self, app: &str) -> String {
+        let section = AppConfig {
+            apns: self.apns_config.clone(),
+            fcm: self.fcm_config.clone(),
+        };
+        let apps = BTreeMap::from([(app.to_owned(), section)]);
+        let file = BTreeMap::from([("apps", apps)]);
+        toml::to_string(&file).expect("a configuration serializes to TOML")
     }
 
     /// Push requests both fakes received, whatever their answer.

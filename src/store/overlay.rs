@@ -145,7 +145,7 @@ impl Overlay {
                     self.current.customers.insert(id, None);
                 }
                 Entry::Message(m) => {
-                    self.current.messages.insert(m.id.clone(), m);
+                    self.current.messages.insert(m.id.clone(), *m);
                 }
                 Entry::Delivery(after) => self.apply_delivery(change.before.as_deref(), *after),
             }

@@ -19,6 +19,7 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         Just(Outcome::Failed(FailureReason::RetriesExhausted)),
         Just(Outcome::Failed(FailureReason::ProviderRejected)),
         Just(Outcome::Failed(FailureReason::CredentialsNotFound)),
+        Just(Outcome::Failed(FailureReason::PayloadTooLarge)),
     ]
 }
 

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use super::*;
-use crate::model::DeviceSend;
+use crate::model::{DEFAULT_APP, DeviceSend, Environment};
 use crate::status::{DeliveryState, DeviceState, Outcome, Report};
 
 fn delivery(devices: &[(Platform, bool)]) -> Delivery {
@@ -37,6 +37,8 @@ fn delivery(devices: &[(Platform, bool)]) -> Delivery {
             .map(|(i, &(platform, _))| DeviceSend {
                 token: format!("t{i}"),
                 platform,
+                app: DEFAULT_APP.into(),
+                environment: Environment::Production,
                 attempts: 0,
                 last_error: None,
                 provider_id: None,

@@ -140,7 +140,7 @@ impl Store for MemStore {
                     state.customers.remove(&id);
                 }
                 Entry::Message(m) => {
-                    state.messages.insert(m.id.clone(), m);
+                    state.messages.insert(m.id.clone(), *m);
                 }
                 Entry::Delivery(after) => {
                     state.deliveries.insert(after.id.clone(), *after);
@@ -363,6 +363,7 @@ impl Renderer for PlainRenderer {
             body: Self::fill(&m.body, c)?,
             deep_link: None,
             collapse_id: m.collapse_id.clone(),
+            options: m.push.clone(),
         })
     }
 }

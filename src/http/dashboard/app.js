@@ -56,13 +56,18 @@ export const FAILURES = {
   },
   credentials_not_found: {
     title: 'Credentials not found',
-    means: 'The push credentials for this platform failed or were empty, so the provider could not be called.',
-    fix: 'Check the push credentials and that they have not expired: for iOS the APNs key (PUSHD_APNS_KEY_FILE, PUSHD_APNS_KEY_ID, PUSHD_APNS_TEAM_ID, PUSHD_APNS_TOPIC); for Android the FCM service account (PUSHD_FCM_SERVICE_ACCOUNT_FILE). Restart the daemon with them set, then retry.',
+    means: 'The push credentials of the message\u2019s app for this platform failed or were empty, so the provider could not be called.',
+    fix: 'Check the push credentials and that they have not expired: for iOS the APNs key (PUSHD_APNS_KEY_FILE, PUSHD_APNS_KEY_ID, PUSHD_APNS_TEAM_ID, PUSHD_APNS_TOPIC); for Android the FCM service account (PUSHD_FCM_SERVICE_ACCOUNT_FILE); for an app other than "default", its [apps.<app_id>.apns] or [apps.<app_id>.fcm] section in pushd.toml. Restart the daemon with them set, then retry.',
   },
   provider_rejected: {
     title: 'Rejected by the push provider',
-    means: 'APNs or FCM refused the push, for example because the payload was too large, the topic or project did not match the token, or the request was malformed. Each device\u2019s last error shows the provider\u2019s reason.',
+    means: 'APNs or FCM refused the push for a reason other than the token, for example because the topic or project did not match the token, or the request was malformed. The token is not suppressed. Each device\u2019s last error shows the provider\u2019s reason.',
     fix: 'Read the last error on the device rows below, correct the message or the credentials\u2019 topic/project accordingly, then retry.',
+  },
+  payload_too_large: {
+    title: 'Payload too large',
+    means: 'The rendered push is larger than the provider accepts (APNs 4,096 bytes, FCM 4,000 bytes), so it was not sent. The token is not suppressed.',
+    fix: 'Shorten the title, body or push data, or the customer attributes they use (the device\u2019s last error tells the size), then retry.',
   },
   retries_exhausted: {
     title: 'Retries exhausted',
