@@ -1,18 +1,20 @@
-//! `pushd serve`: opens the store, starts the engine and the providers,
-//! resumes unsettled deliveries, serves the API until SIGTERM/SIGINT, then
-//! drains, flushes and exits.
+//! `pushd serve`: binds the listen address first (so a taken port fails
+//! before anything is created), then resolves the keys, opens the store,
+//! starts the engine and the providers, resumes unsettled deliveries,
+//! serves the API until SIGTERM/SIGINT, then drains, flushes and exits.
 
+use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use pushd_actors::ports::SystemClock;
+use pushd_actors::ports::{Clock, SystemClock};
 use pushd_actors::registry::Registry;
-use rand::Rng;
 
 use crate::config::{Config, ConfigError};
-use crate::http::{self, AppState, BodyLimit, Keys};
+use crate::http::{self, AppState};
+use crate::keys::{self, KeysError, Source};
 use crate::providers::Providers;
 use crate::store::{self, SledStore};
 use crate::template::LiquidRenderer;
@@ -20,13 +22,16 @@ use crate::template::LiquidRenderer;
 /// Why the daemon could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// Bad configuration.
+    /// Bad configuration, or the listen address cannot be bound.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The keys could not be read, kept or accepted.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] store::Error),
-    /// The listener could not be bound, or the server failed.
+    /// The server failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
     /// The metrics recorder could not be installed.
@@ -34,42 +39,50 @@ pub enum ServeError {
     Metrics(String),
 }
 
-/// The configured key (if not blank), else the one kept in the store, else
-/// a new one (kept, and printed once so the user can copy it).
-fn key(store: &SledStore, name: &str, configured: Option<String>) -> Result<String, ServeError> {
-    if let Some(k) = configured.filter(|k| !k.trim().is_empty()) {
-        return Ok(k);
-    }
-    if let Some(k) = store.meta(name)? {
-        return Ok(k);
-    }
-    let bytes: [u8; 24] = rand::thread_rng().r#gen();
-    let k: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    store.set_meta(name, &k)?;
-    println!("generated {name}: {k} (kept in the data dir)");
-    Ok(k)
+/// Binds `config.listen`: the first thing `serve` needs, done before
+/// anything is created so a taken port fails fast, naming the address and
+/// the setting.
+pub fn bind(config: &Config) -> Result<TcpListener, ConfigError> {
+    let addrs = config.listen_addrs()?;
+    let listener =
+        TcpListener::bind(&addrs[..]).map_err(|e| ConfigError::bind(&config.listen, e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| ConfigError::bind(&config.listen, e))?;
+    Ok(listener)
 }
 
-/// Runs the daemon until a shutdown signal.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+/// Runs the daemon on an already bound `listener` until a shutdown signal,
+/// printing where it listens and where its keys are.
+pub async fn serve(config: Config, listener: TcpListener) -> Result<(), ServeError> {
+    serve_with(config, listener, Arc::new(SystemClock), true).await
+}
+
+/// [`serve`] on another clock, with or without the start-up banner: the
+/// demo runs on compressed simulated time and prints its own lines.
+pub async fn serve_with(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    banner: bool,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr()?;
+    let keys = keys::resolve(&config)?;
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| ServeError::Metrics(e.to_string()))?;
+    crate::telemetry::register();
     let store = Arc::new(SledStore::open(
         &config.data_dir,
         config.store_cache_mb << 20,
     )?);
-    let keys = Keys {
-        api: key(&store, "api_key", config.api_key.clone())?,
-        sdk: key(&store, "sdk_key", config.sdk_key.clone())?,
-    };
     let renderer = Arc::new(LiquidRenderer::default());
     let providers = Arc::new(Providers::from_config(&config.apns, &config.fcm));
     let registry = Arc::new(Registry::new(
         providers,
         store.clone(),
         renderer.clone(),
-        Arc::new(SystemClock),
+        clock.clone(),
         config.engine.engine_config(),
         config.engine.shard_count(),
     ));
@@ -83,27 +96,45 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         registry,
         store: store.clone(),
         renderer,
+        clock,
     });
-    let keys = web::Data::new(keys);
-    let limit = web::Data::new(BodyLimit(config.max_body_bytes));
+    let key_data = web::Data::new(http::KeyCheck::new(&keys.keys));
+    let max_body = config.max_body_bytes;
     let prometheus = web::Data::new(prometheus);
     let server = HttpServer::new(move || {
         App::new()
             .wrap(ErrorHandlers::new().default_handler(http::contract_body))
             .app_data(state.clone())
-            .app_data(keys.clone())
-            .app_data(limit.clone())
+            .app_data(key_data.clone())
             .app_data(prometheus.clone())
+            .configure(|cfg| http::extractors(cfg, max_body))
             .configure(http::dashboard::routes)
             .configure(http::routes)
     })
     .shutdown_timeout(10)
-    .bind(&config.listen)?;
-    for addr in server.addrs() {
-        println!("pushd listening on http://{addr}");
+    .listen(listener)?;
+    if banner {
+        print_banner(&keys, addr);
     }
     server.run().await?;
     tracing::info!("http drained; flushing the store");
     store.close();
     Ok(())
+}
+
+/// What `serve` prints on start: generated keys (once), where the keys are
+/// kept, the dashboard, and last the address (a script waits for that line).
+fn print_banner(keys: &keys::ResolvedKeys, addr: std::net::SocketAddr) {
+    let generated = [
+        ("api_key", &keys.keys.api, &keys.api_source),
+        ("sdk_key", &keys.keys.sdk, &keys.sdk_source),
+    ];
+    for (name, key, source) in generated {
+        if let Source::Generated(path) = source {
+            println!("generated {name}: {key} (kept in {})", path.display());
+        }
+    }
+    println!("{}", keys.whereabouts());
+    println!("dashboard: http://{addr}/ (sign in with the API key)");
+    println!("pushd listening on http://{addr}");
 }

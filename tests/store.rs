@@ -61,6 +61,7 @@ fn delivery(
             })
             .collect(),
         state: DeliveryState::new(states),
+        failure_detail: None,
     }
 }
 
@@ -122,6 +123,7 @@ fn spec(id: &str, campaign: Option<&str>) -> MessageSpec {
         audience: Audience::AllDevices,
         collapse_id: None,
         conversion: None,
+        created_at: 0,
     }
 }
 

@@ -99,6 +99,10 @@ pub struct MessageSpec {
     pub collapse_id: Option<String>,
     /// Optional conversion goal.
     pub conversion: Option<ConversionGoal>,
+    /// When the message was first stored (Unix seconds); lists of messages
+    /// show the newest first.
+    #[serde(default)]
+    pub created_at: Timestamp,
 }
 
 /// A rendered push: what the devices show.
@@ -159,6 +163,10 @@ pub struct Delivery {
     pub sends: Vec<DeviceSend>,
     /// The status machine.
     pub state: DeliveryState,
+    /// The failure in the delivery's own words, beside its reason code: the
+    /// missing Liquid variable and the field that uses it, ...
+    #[serde(default)]
+    pub failure_detail: Option<String>,
 }
 
 impl Delivery {

@@ -16,7 +16,7 @@ use actix::prelude::*;
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{EngineCtx, EngineError};
 use crate::model::{Audience, Customer, Delivery, Device, DeviceSend, MessageSpec};
-use crate::ports::{Change, Push};
+use crate::ports::{Change, Push, RenderError};
 use crate::registry::Departures;
 use crate::status::{DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome};
 
@@ -119,6 +119,7 @@ impl PersonActor {
         delivery.sends.clear();
         delivery.content = None;
         delivery.attempted_at = None;
+        delivery.failure_detail = None;
         let ended = |reason| DeliveryState::ended(MessageStatus::Failed, reason, Vec::new());
         let customer = match &self.customer {
             None => return delivery.state = ended(FailureReason::CustomerNotFound),
@@ -129,7 +130,11 @@ impl PersonActor {
         };
         match self.ctx.renderer.render(message, customer, &delivery.data) {
             Ok(content) => delivery.content = Some(content),
-            Err(e) => return delivery.state = ended(e.reason()),
+            Err(e) => {
+                let (RenderError::VariableMissing(words) | RenderError::Syntax(words)) = &e;
+                delivery.failure_detail = Some(words.clone());
+                return delivery.state = ended(e.reason());
+            }
         }
         let chosen: Vec<&Device> = match message.audience {
             Audience::AllDevices => customer.devices.iter().collect(),
@@ -388,6 +393,7 @@ impl Handler<SendMessage> for PersonActor {
             goal: msg.message.conversion.clone(),
             sends: Vec::new(),
             state: DeliveryState::new(Vec::new()),
+            failure_detail: None,
         };
         self.prepare(&mut delivery, &msg.message);
         self.launch(None, delivery)

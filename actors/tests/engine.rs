@@ -28,6 +28,7 @@ fn message(audience: Audience) -> Arc<MessageSpec> {
             event: "purchase".into(),
             window_seconds: 3600,
         }),
+        created_at: 0,
     })
 }
 

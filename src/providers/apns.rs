@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use pushd_actors::ports::{Accepted, ProviderError, Push};
+use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
 use pushd_actors::status::FailureReason;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{client_for, network_error, retry_after, unix_now};
+use super::http::{client_for, network_error, retry_after};
 use super::{APNS_DEFAULT_ENDPOINT, ApnsConfig, ClientOptions, CredentialsError};
 
 /// How long APNs keeps trying to reach an offline device (`apns-expiration`).
@@ -87,7 +87,7 @@ impl ApnsClient {
         let mut renewed = false;
         loop {
             let jwt = inner.signer.token()?;
-            let expiration = unix_now() + EXPIRATION.as_secs();
+            let expiration = SystemClock.now() as u64 + EXPIRATION.as_secs();
             let mut request = inner
                 .http
                 .post(&url)
@@ -207,7 +207,7 @@ impl JwtSigner {
         header.kid = Some(self.key_id.clone());
         let claims = Claims {
             iss: &self.team_id,
-            iat: unix_now(),
+            iat: SystemClock.now() as u64,
         };
         let jwt: Arc<str> = jsonwebtoken::encode(&header, &claims, &self.key)
             .map_err(|e| ProviderError::Permanent {

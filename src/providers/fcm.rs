@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use pushd_actors::ports::{Accepted, ProviderError, Push};
+use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
 use pushd_actors::status::FailureReason;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{client_for, network_error, retry_after, unix_now};
+use super::http::{client_for, network_error, retry_after};
 use super::{ClientOptions, CredentialsError, FCM_DEFAULT_ENDPOINT, FcmConfig};
 
 /// The OAuth2 scope FCM sends need.
@@ -160,7 +160,7 @@ impl Inner {
 
     /// The signed JWT-bearer assertion.
     fn assertion(&self) -> Result<String, ProviderError> {
-        let iat = unix_now();
+        let iat = SystemClock.now() as u64;
         let claims = AssertionClaims {
             iss: &self.client_email,
             scope: SCOPE,

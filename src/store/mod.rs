@@ -88,6 +88,15 @@ impl SledStore {
         commit::read(&self.db, &keys::record(keys::MESSAGE, id))
     }
 
+    /// Every message template, in id order (one scan: messages are few).
+    pub fn messages(&self) -> Result<Vec<MessageSpec>, Error> {
+        self.db
+            .scan_prefix(keys::MESSAGE)
+            .values()
+            .map(|v| Ok(serde_json::from_slice(&v?)?))
+            .collect()
+    }
+
     /// A metadata value (API key, SDK key, ...).
     pub fn meta(&self, key: &str) -> Result<Option<String>, Error> {
         let value = self.db.get(keys::record(keys::META, key))?;
