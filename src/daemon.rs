@@ -5,6 +5,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::task::Poll;
 
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
@@ -113,10 +114,19 @@ pub async fn serve_with(
     })
     .shutdown_timeout(10)
     .listen(listener)?;
-    if banner {
-        print_banner(&keys, addr);
+    let mut server = server.run();
+    // The first poll starts the workers and installs the SIGTERM/SIGINT
+    // handlers: only then may the banner say the daemon is ready (a signal
+    // sent on seeing it must drain the daemon, not kill it).
+    match futures_util::poll!(&mut server) {
+        Poll::Ready(result) => result?,
+        Poll::Pending => {
+            if banner {
+                print_banner(&keys, addr);
+            }
+            server.await?
+        }
     }
-    server.run().await?;
     tracing::info!("http drained; flushing the store");
     store.close();
     Ok(())

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures_util::{StreamExt, stream};
-use indicatif::{HumanCount, ProgressBar, ProgressState, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use pushd_actors::model::Platform;
 use pushd_actors::ports::Clock;
 use rand::rngs::StdRng;
@@ -163,8 +163,11 @@ impl Api {
     }
 }
 
+/// A progress bar on stdout, beside the demo's other lines (hidden when
+/// stdout is not a terminal).
 fn bar(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64).with_message(what.to_string());
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stdout())
+        .with_message(what.to_string());
     // A whole number per second: `1,359/s`, not `1359.1034/s`.
     let rate = |state: &ProgressState, w: &mut dyn std::fmt::Write| {
         let _ = write!(w, "{}/s", HumanCount(state.per_sec().round() as u64));
@@ -176,6 +179,14 @@ fn bar(len: usize, what: &str) -> ProgressBar {
             .progress_chars("=> "),
     );
     bar
+}
+
+/// Leaves a finished bar on screen, and the cursor on the next line.
+fn finish(bar: &ProgressBar) {
+    bar.finish();
+    if !bar.is_hidden() {
+        println!();
+    }
 }
 
 /// Creates customers (with devices) over the API; returns the fleet's phones.
@@ -220,7 +231,7 @@ async fn create_customers(
         result?;
         progress.inc(1);
     }
-    progress.finish();
+    finish(&progress);
     Ok(phones)
 }
 
@@ -250,7 +261,7 @@ async fn send_campaign(api: &Api, customers: usize) -> Result<usize, DemoError> 
         sent += n;
         progress.inc(n as u64);
     }
-    progress.finish();
+    finish(&progress);
     Ok(sent)
 }
 
