@@ -1,9 +1,10 @@
 // End-to-end test of the pushd web dashboard in a real headless Chromium.
 //
-// Starts the real daemon (`target/debug/pushd serve`, or $PUSHD_BIN) on a free loopback
-// port with a fresh data dir and no provider credentials, seeds customers, devices and a
-// message over the HTTP API, sends a push to 50 customers, then drives the dashboard with
-// playwright-core and checks what the page shows against what the API answers.
+// Starts the real daemon (`target/debug/pushd serve`, or $PUSHD_BIN) on a loopback port
+// the system picks (the daemon prints it), with a fresh data dir and no provider
+// credentials, seeds customers, devices and a message over the HTTP API, sends a push to
+// 50 customers, then drives the dashboard with playwright-core and checks what the page
+// shows against what the API answers, at desktop width and at 390 px.
 //
 // Run: (cd tests/browser && npm ci) && cargo build && node --test tests/browser/
 // Env: PUSHD_BIN (daemon binary), CHROMIUM_PATH (default /usr/bin/chromium).
@@ -12,7 +13,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,18 +53,6 @@ const deliveryOf = new Map(); // customer id -> delivery id
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -194,12 +182,11 @@ before(async () => {
   assert.ok(fs.existsSync(BIN), `daemon binary ${BIN} (build it with cargo build, or set PUSHD_BIN)`);
   assert.ok(fs.existsSync(CHROMIUM), `Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pushd-browser-'));
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('PUSHD_')) delete env[k];
   Object.assign(env, {
-    PUSHD_LISTEN: `127.0.0.1:${port}`,
+    // Port 0: the system picks a free port, and the daemon prints it.
+    PUSHD_LISTEN: '127.0.0.1:0',
     PUSHD_DATA_DIR: path.join(dataDir, 'data'),
     PUSHD_API_KEY: API_KEY,
     PUSHD_SDK_KEY: SDK_KEY,
@@ -212,6 +199,12 @@ before(async () => {
   let exited = null;
   daemon.on('exit', (code, sig) => { exited = `exited with ${code ?? sig}`; });
 
+  await until('the daemon to print its address', async () => {
+    if (exited) throw new Error(`daemon ${exited} before it listened:\n${daemonLog}`);
+    const m = daemonLog.match(/pushd listening on (http:\/\/\S+)/);
+    if (m) base = m[1];
+    return Boolean(m);
+  }, 30_000, 50);
   await until('GET /healthz', async () => {
     if (exited) throw new Error(`daemon ${exited} before it was healthy:\n${daemonLog}`);
     try {
