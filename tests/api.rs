@@ -1,4 +1,4 @@
-//! The HTTP contract of API.md, black-box: the real binary over HTTP, no
+//! The HTTP contract, black-box: the real binary over HTTP, no
 //! provider credentials (so every failure reachable without a provider).
 
 mod support;

@@ -1,4 +1,4 @@
-//! The API's one error type, and its mapping to the error body of API.md:
+//! The API's one error type, and its mapping to the contract's error body:
 //! `{"error": {"code": "<snake_case>", "message": "<sentence>"}}`.
 
 use actix_web::dev::ServiceResponse;
