@@ -6,6 +6,7 @@
 //! environment variable. `pushd serve --help` lists every key.
 
 use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -161,6 +162,60 @@ pub enum ConfigError {
     /// The settings parse but contradict each other.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// `listen` is not an address.
+    #[error(
+        "listen address {value:?} is not valid ({reason}); set {LISTEN_SETTING} to an address \
+         like 127.0.0.1:8080"
+    )]
+    Listen {
+        /// The value given.
+        value: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// Nothing can listen on `listen`: in use, not allowed, not local, ...
+    #[error(
+        "cannot listen on {addr}: {source}; set {LISTEN_SETTING} to a free address like 127.0.0.1:8081"
+    )]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    /// The bind failure of `addr`, in words a user acts on.
+    pub fn bind(addr: impl ToString, source: std::io::Error) -> Self {
+        ConfigError::Bind {
+            addr: addr.to_string(),
+            source,
+        }
+    }
+}
+
+/// How to name the listen setting in an error: every place it can be set.
+const LISTEN_SETTING: &str = "--listen or PUSHD_LISTEN (or listen in pushd.toml)";
+
+impl Config {
+    /// The addresses `listen` names (a host name may resolve to several),
+    /// or an error that names the setting and shows a valid value.
+    pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let invalid = |reason: String| ConfigError::Listen {
+            value: self.listen.clone(),
+            reason,
+        };
+        let addrs: Vec<SocketAddr> = self
+            .listen
+            .to_socket_addrs()
+            .map_err(|e| invalid(e.to_string()))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(invalid("it names no address".into()));
+        }
+        Ok(addrs)
+    }
 }
 
 /// Every key as a flag with its environment variable (`pushd serve --help`).
@@ -364,5 +419,19 @@ mod tests {
             };
             assert!(o.load().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_listen_value_names_the_setting_and_shows_an_example() {
+        let c = Config {
+            listen: "localhost:80x0".into(),
+            ..Config::default()
+        };
+        let e = c.listen_addrs().unwrap_err().to_string();
+        assert!(e.contains("\"localhost:80x0\""), "{e}");
+        assert!(e.contains("PUSHD_LISTEN") && e.contains("--listen"), "{e}");
+        assert!(e.contains("127.0.0.1:8080"), "{e}");
+        let ok = Config::default().listen_addrs().unwrap();
+        assert_eq!(ok, vec!["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]);
     }
 }

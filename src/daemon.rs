@@ -1,36 +1,44 @@
-//! `pushd serve`: opens the store, starts the engine and the providers,
-//! resumes unsettled deliveries, serves the API until SIGTERM/SIGINT, then
-//! drains, flushes and exits.
+//! `pushd serve`: binds the listen address first (so a taken port fails
+//! before anything is created), then resolves the keys, opens the snapshot
+//! and the journal, starts the engine and the providers, recovers (replays
+//! the journal's tail, resumes unsettled deliveries), serves the API until
+//! SIGTERM/SIGINT, then drains, checkpoints and exits.
 
+use std::net::TcpListener;
 use std::sync::Arc;
+use std::task::Poll;
 
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use pushd_actors::engine::Ports;
-use pushd_actors::ports::SystemClock;
+use pushd_actors::engine::{EngineError, Ports};
+use pushd_actors::ports::{Clock, SystemClock};
 use pushd_actors::registry::Registry;
-use rand::Rng;
 
 use crate::config::{Config, ConfigError};
-use crate::http::{self, AppState, BodyLimit, Keys};
+use crate::http::{self, AppState};
+use crate::keys::{self, KeysError, Source};
 use crate::persistence::{OpenError, Persistence};
 use crate::providers::{ClientOptions, Providers};
+use crate::store::Timing;
 use crate::template::LiquidRenderer;
 
 /// Why the daemon could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// Bad configuration.
+    /// Bad configuration, or the listen address cannot be bound.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The keys could not be read, kept or accepted.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
     /// The state on disk could not be opened.
     #[error(transparent)]
     Open(#[from] OpenError),
     /// The engine could not recover its state.
     #[error("recovery: {0}")]
-    Recover(#[from] pushd_actors::engine::EngineError),
-    /// The listener could not be bound, or the server failed.
+    Recover(#[from] EngineError),
+    /// The server failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
     /// The metrics recorder could not be installed.
@@ -38,45 +46,45 @@ pub enum ServeError {
     Metrics(String),
 }
 
-/// The configured key (if not blank), else the one kept in the data dir,
-/// else a new one (kept there, and printed once so the user can copy it).
-fn key(
-    data_dir: &std::path::Path,
-    name: &str,
-    configured: Option<String>,
-) -> Result<String, ServeError> {
-    if let Some(k) = configured.filter(|k| !k.trim().is_empty()) {
-        return Ok(k);
-    }
-    let path = data_dir.join(name);
-    if let Ok(k) = std::fs::read_to_string(&path)
-        && !k.trim().is_empty()
-    {
-        return Ok(k.trim().to_string());
-    }
-    let bytes: [u8; 24] = rand::thread_rng().r#gen();
-    let k: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::create_dir_all(data_dir)?;
-    std::fs::write(&path, &k)?;
-    println!("generated {name}: {k} (kept in the data dir)");
-    Ok(k)
+/// Binds `config.listen`: the first thing `serve` needs, done before
+/// anything is created so a taken port fails fast, naming the address and
+/// the setting.
+pub fn bind(config: &Config) -> Result<TcpListener, ConfigError> {
+    let addrs = config.listen_addrs()?;
+    let listener =
+        TcpListener::bind(&addrs[..]).map_err(|e| ConfigError::bind(&config.listen, e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| ConfigError::bind(&config.listen, e))?;
+    Ok(listener)
 }
 
-/// Runs the daemon until a shutdown signal.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+/// Runs the daemon on an already bound `listener` until a shutdown signal,
+/// printing where it listens and where its keys are.
+pub async fn serve(config: Config, listener: TcpListener) -> Result<(), ServeError> {
+    serve_with(config, listener, Arc::new(SystemClock), true).await
+}
+
+/// [`serve`] on another clock, with or without the start-up banner: the
+/// demo runs on compressed simulated time and prints its own lines.
+pub async fn serve_with(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    banner: bool,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr()?;
+    let keys = keys::resolve(&config)?;
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| ServeError::Metrics(e.to_string()))?;
+    crate::telemetry::register();
     let persistence = Persistence::open(
         &config.data_dir,
         config.store_cache_mb << 20,
-        crate::store::Timing::default(),
+        Timing::default(),
     )?;
     let store = persistence.store.clone();
-    let keys = Keys {
-        api: key(&config.data_dir, "api_key", config.api_key.clone())?,
-        sdk: key(&config.data_dir, "sdk_key", config.sdk_key.clone())?,
-    };
     let renderer = Arc::new(LiquidRenderer::default());
     let providers = Arc::new(Providers::for_apps(
         &config.apps(),
@@ -87,7 +95,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         journal: persistence.journal.clone(),
         store: store.clone(),
         renderer: renderer.clone(),
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
     };
     let registry = Arc::new(Registry::new(
         ports,
@@ -106,27 +114,54 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         registry,
         store: store.clone(),
         renderer,
+        clock,
     });
-    let keys = web::Data::new(keys);
-    let limit = web::Data::new(BodyLimit(config.max_body_bytes));
+    let key_data = web::Data::new(http::KeyCheck::new(&keys.keys));
+    let max_body = config.max_body_bytes;
     let prometheus = web::Data::new(prometheus);
     let server = HttpServer::new(move || {
         App::new()
             .wrap(ErrorHandlers::new().default_handler(http::contract_body))
             .app_data(state.clone())
-            .app_data(keys.clone())
-            .app_data(limit.clone())
+            .app_data(key_data.clone())
             .app_data(prometheus.clone())
+            .configure(|cfg| http::extractors(cfg, max_body))
             .configure(http::dashboard::routes)
             .configure(http::routes)
     })
     .shutdown_timeout(10)
-    .bind(&config.listen)?;
-    for addr in server.addrs() {
-        println!("pushd listening on http://{addr}");
+    .listen(listener)?;
+    let mut server = server.run();
+    // The first poll starts the workers and installs the SIGTERM/SIGINT
+    // handlers: only then may the banner say the daemon is ready (a signal
+    // sent on seeing it must drain the daemon, not kill it).
+    match futures_util::poll!(&mut server) {
+        Poll::Ready(result) => result?,
+        Poll::Pending => {
+            if banner {
+                print_banner(&keys, addr);
+            }
+            server.await?
+        }
     }
-    server.run().await?;
     tracing::info!("http drained; checkpointing");
     persistence.close();
     Ok(())
+}
+
+/// What `serve` prints on start: generated keys (once), where the keys are
+/// kept, the dashboard, and last the address (a script waits for that line).
+fn print_banner(keys: &keys::ResolvedKeys, addr: std::net::SocketAddr) {
+    let generated = [
+        ("api_key", &keys.keys.api, &keys.api_source),
+        ("sdk_key", &keys.keys.sdk, &keys.sdk_source),
+    ];
+    for (name, key, source) in generated {
+        if let Source::Generated(path) = source {
+            println!("generated {name}: {key} (kept in {})", path.display());
+        }
+    }
+    println!("{}", keys.whereabouts());
+    println!("dashboard: http://{addr}/ (sign in with the API key)");
+    println!("pushd listening on http://{addr}");
 }

@@ -1,26 +1,30 @@
 //! `pushd demo`: the daemon, fake APNs and FCM, and a simulated device
 //! fleet in one command. It creates customers with iOS and Android devices
 //! and a templated campaign with a conversion goal, sends it with a progress
-//! bar, then shows the overview refreshing as late device reports arrive,
-//! and ends with the dashboard URL.
+//! bar, then shows the overview refreshing as late device reports arrive on
+//! compressed simulated time (see [`SimClock`]), and ends with the dashboard
+//! URL.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures_util::{StreamExt, stream};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use pushd_actors::model::Platform;
+use pushd_actors::ports::Clock;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::config::Config;
-use crate::daemon::{ServeError, serve};
-use crate::sim::fleet::{Fleet, FleetProfile, FleetStats};
-use crate::sim::{Fake, FakeProviders, FaultMix};
+use crate::config::{Config, ConfigError};
+use crate::daemon::{ServeError, bind, serve_with};
+use crate::sim::fleet::{self, Fleet, FleetProfile, FleetStats};
+use crate::sim::{Fake, FakeProviders, FaultMix, SimClock};
 
 /// `pushd demo` options.
 #[derive(Args, Clone, Debug)]
@@ -31,16 +35,19 @@ pub struct DemoArgs {
     /// Address of the daemon (and its dashboard)
     #[arg(long, env = "PUSHD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Data directory (wiped at start: the demo starts fresh)
+    /// Data directory, wiped at start (only one the demo made: it holds a
+    /// .pushd-demo file)
     #[arg(long, default_value = "./data-demo")]
     pub data_dir: PathBuf,
-    /// Simulated seconds per real second for late reports
+    /// Simulated seconds per real second while late reports arrive
     #[arg(long, default_value_t = 1800.0)]
     pub time_scale: f64,
-    /// Seconds to show the overview refreshing
-    #[arg(long, default_value_t = 20)]
+    /// Longest time to show the overview refreshing, seconds; it stops
+    /// earlier once every simulated report arrived
+    #[arg(long, default_value_t = 90)]
     pub watch_seconds: u64,
-    /// Exit after the overview instead of serving until Ctrl-C
+    /// Exit after the overview (the daemon and its dashboard stop too)
+    /// instead of serving until Ctrl-C
     #[arg(long)]
     pub exit: bool,
     /// Random seed of the fleet and the providers' faults
@@ -53,10 +60,19 @@ pub struct DemoArgs {
 pub enum DemoError {
     /// The daemon failed.
     #[error(transparent)]
-    Serve(#[from] ServeError),
+    Serve(Box<ServeError>),
     /// Files or sockets.
     #[error("demo: {0}")]
     Io(#[from] std::io::Error),
+    /// The listen address is invalid or taken.
+    #[error(transparent)]
+    Listen(#[from] ConfigError),
+    /// The data directory is not one the demo made, so it is not wiped.
+    #[error(
+        "refusing to wipe {0}: it is not empty and does not look like a directory `pushd demo` \
+         made (it has no {MARKER} file); pick another --data-dir, or remove it yourself"
+    )]
+    ForeignDataDir(PathBuf),
     /// The API refused a call.
     #[error("demo: API call failed: {0}")]
     Api(String),
@@ -66,6 +82,36 @@ const API_KEY: &str = "demo-api-key";
 const SDK_KEY: &str = "demo-sdk-key";
 const MESSAGE: &str = "spring-sale";
 const CAMPAIGN: &str = "spring";
+/// The file that marks a data directory as the demo's own.
+const MARKER: &str = ".pushd-demo";
+
+/// Empties `dir` for a fresh demo, if it is the demo's own (or new, or
+/// empty), and marks it as the demo's.
+fn fresh_data_dir(dir: &Path) -> Result<(), DemoError> {
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e.into()),
+    };
+    if !empty {
+        if !dir.join(MARKER).is_file() {
+            return Err(DemoError::ForeignDataDir(dir.to_path_buf()));
+        }
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(MARKER),
+        "made by `pushd demo`, which wipes this directory at its next start\n",
+    )?;
+    Ok(())
+}
+
+impl From<ServeError> for DemoError {
+    fn from(e: ServeError) -> Self {
+        DemoError::Serve(Box::new(e))
+    }
+}
 
 /// The fakes, with their credentials written into the data dir.
 async fn providers(args: &DemoArgs) -> Result<FakeProviders, DemoError> {
@@ -117,14 +163,30 @@ impl Api {
     }
 }
 
+/// A progress bar on stdout, beside the demo's other lines (hidden when
+/// stdout is not a terminal).
 fn bar(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64).with_message(what.to_string());
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stdout())
+        .with_message(what.to_string());
+    // A whole number per second: `1,359/s`, not `1359.1034/s`.
+    let rate = |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{}/s", HumanCount(state.per_sec().round() as u64));
+    };
     bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec}")
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {human_pos}/{human_len} {rate}")
             .expect("valid template")
+            .with_key("rate", rate)
             .progress_chars("=> "),
     );
     bar
+}
+
+/// Leaves a finished bar on screen, and the cursor on the next line.
+fn finish(bar: &ProgressBar) {
+    bar.finish();
+    if !bar.is_hidden() {
+        println!();
+    }
 }
 
 /// Creates customers (with devices) over the API; returns the fleet's phones.
@@ -169,7 +231,7 @@ async fn create_customers(
         result?;
         progress.inc(1);
     }
-    progress.finish();
+    finish(&progress);
     Ok(phones)
 }
 
@@ -199,7 +261,7 @@ async fn send_campaign(api: &Api, customers: usize) -> Result<usize, DemoError> 
         sent += n;
         progress.inc(n as u64);
     }
-    progress.finish();
+    finish(&progress);
     Ok(sent)
 }
 
@@ -244,12 +306,54 @@ fn overview(m: &Value) -> String {
     out
 }
 
-/// Shows the overview refreshing while late reports arrive.
-async fn watch(api: &Api, stats: &FleetStats, seconds: u64) -> Result<(), DemoError> {
-    use std::io::IsTerminal;
+/// Redraws a block of lines in place on a terminal. Each line is cleared to
+/// its end and whatever a longer earlier frame left below is cleared, so no
+/// characters of an earlier frame remain (`still to comee`).
+#[derive(Default)]
+struct Redraw {
+    /// Lines of the frame on screen.
+    lines: usize,
+}
+
+impl Redraw {
+    /// The bytes that replace the frame on screen with `text`.
+    fn frame(&mut self, text: &str) -> String {
+        let mut out = String::new();
+        if self.lines > 0 {
+            out.push_str(&format!("\x1b[{}A\r", self.lines));
+        }
+        for line in text.lines() {
+            out.push_str(line);
+            out.push_str("\x1b[K\n");
+        }
+        out.push_str("\x1b[J");
+        self.lines = text.lines().count();
+        out
+    }
+}
+
+/// Simulated time in words, e.g. `3 h 12 min`.
+fn span(seconds: i64) -> String {
+    let minutes = seconds.max(0) / 60;
+    match minutes / 60 {
+        0 => format!("{minutes} min"),
+        hours => format!("{hours} h {} min", minutes % 60),
+    }
+}
+
+/// Shows the overview refreshing while late reports arrive, until every
+/// simulated report arrived or `seconds` passed; says what is still to come.
+async fn watch(
+    api: &Api,
+    stats: &FleetStats,
+    clock: &SimClock,
+    sent_at: i64,
+    seconds: u64,
+) -> Result<(), DemoError> {
+    use std::io::{IsTerminal, Write};
     let redraw = std::io::stdout().is_terminal();
+    let mut screen = Redraw::default();
     let started = Instant::now();
-    let mut lines = 0;
     loop {
         let m = api
             .call(
@@ -258,24 +362,38 @@ async fn watch(api: &Api, stats: &FleetStats, seconds: u64) -> Result<(), DemoEr
                 Value::Null,
             )
             .await?;
+        let pending = stats.pending.load(Ordering::Relaxed);
+        let fleet_done = clock.caught_up() && pending == 0;
+        let clock_line = if clock.caught_up() {
+            "simulated clock: caught up with real time".to_string()
+        } else {
+            format!(
+                "simulated clock: {} after the send",
+                span(clock.now() - sent_at)
+            )
+        };
         let table = format!(
-            "{}fleet: {} pushes received, {} reports accepted, {} still to come\n",
+            "{}fleet: {} pushes received, {} reports accepted, {pending} still to come\n{clock_line}\n",
             overview(&m),
             stats.received.load(Ordering::Relaxed),
             stats.reported.load(Ordering::Relaxed),
-            stats.pending.load(Ordering::Relaxed),
         );
-        let done = started.elapsed() >= Duration::from_secs(seconds);
+        let done = fleet_done || started.elapsed() >= Duration::from_secs(seconds);
         if redraw {
-            if lines > 0 {
-                print!("\x1b[{lines}A");
-            }
-            print!("{table}");
-            lines = table.lines().count();
+            print!("{}", screen.frame(&table));
+            let _ = std::io::stdout().flush();
         } else if done || started.elapsed().as_secs().is_multiple_of(5) {
             println!("{table}");
         }
         if done {
+            if fleet_done {
+                println!("every simulated report arrived.");
+            } else {
+                println!(
+                    "{pending} reports are still to come; they keep arriving while the demo serves \
+                     (the dashboard shows them)."
+                );
+            }
             return Ok(());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -284,11 +402,16 @@ async fn watch(api: &Api, stats: &FleetStats, seconds: u64) -> Result<(), DemoEr
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
-    let _ = std::fs::remove_dir_all(&args.data_dir);
-    std::fs::create_dir_all(&args.data_dir)?;
+    // Bind first: a taken port fails before anything is wiped or started.
+    let listener = bind(&Config {
+        listen: args.listen.clone(),
+        ..Config::default()
+    })?;
+    let addr: SocketAddr = listener.local_addr()?;
+    fresh_data_dir(&args.data_dir)?;
     let fakes = providers(&args).await?;
     let config = Config {
-        listen: args.listen.clone(),
+        listen: addr.to_string(),
         data_dir: args.data_dir.join("store"),
         api_key: Some(API_KEY.into()),
         sdk_key: Some(SDK_KEY.into()),
@@ -296,26 +419,41 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         fcm: fakes.fcm_config.clone(),
         ..Config::default()
     };
-    let daemon = actix_web::rt::spawn(serve(config));
+    // The clock stands far enough back for every late report to be dated
+    // in the past; it runs once the campaign is sent.
+    let lead = fleet::horizon() + Duration::from_secs(600);
+    let clock = Arc::new(SimClock::new(lead, args.time_scale));
+    let daemon = actix_web::rt::spawn(serve_with(config, listener, clock.clone(), false));
     let api = Api {
-        base: format!("http://{}", args.listen),
+        base: format!("http://{addr}"),
         client: reqwest::Client::new(),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
     while !api.healthy().await {
-        if daemon.is_finished() || Instant::now() > deadline {
+        if daemon.is_finished() {
             return match daemon.await {
                 Ok(Err(e)) => Err(e.into()),
-                _ => Err(DemoError::Api("the daemon did not become healthy".into())),
+                _ => Err(DemoError::Api(
+                    "the daemon stopped before it was healthy".into(),
+                )),
             };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
-        "pushd demo: {} customers, fake APNs at {}, fake FCM at {}",
+        "pushd demo: daemon at {}, {} customers, fake APNs at {}, fake FCM at {}",
+        api.base,
         args.customers,
         fakes.apns.endpoint(),
         fakes.fcm.endpoint()
+    );
+    let catch_up = lead.as_secs_f64() / (args.time_scale - 1.0).max(1.0);
+    println!(
+        "simulated time: the demo's clock stands {} back while it creates customers and sends; \
+         then it runs {}x faster than real time until it catches up with now (about {catch_up:.0} s), \
+         so a day of late device reports arrives in a minute. Times the demo shows, and the \
+         dashboard's times for this campaign, are simulated and never in the future.",
+        span(lead.as_secs() as i64),
+        HumanCount(args.time_scale.round() as u64),
     );
     let devices = create_customers(&api, &args).await?;
     let (tx, inbox) = tokio::sync::mpsc::unbounded_channel();
@@ -332,24 +470,81 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         profile: FleetProfile::default(),
         base_url: api.base.clone(),
         sdk_key: SDK_KEY.into(),
-        time_scale: args.time_scale,
+        clock: clock.clone(),
         goal: "purchase".into(),
     };
     let stats = fleet.run(inbox, args.seed);
+    let sent_at = clock.now();
     let sent = send_campaign(&api, args.customers).await?;
+    clock.start();
     println!("{sent} deliveries accepted; overview of campaign {CAMPAIGN} as reports arrive:\n");
-    watch(&api, &stats, args.watch_seconds).await?;
+    watch(&api, &stats, &clock, sent_at, args.watch_seconds).await?;
+    if args.exit {
+        println!("--exit: the demo stops here, and its daemon and dashboard with it.");
+        return Ok(());
+    }
     println!("\ndashboard: {}/  (API key: {API_KEY})", api.base);
     println!(
         "delivery log: {}/v1/deliveries?campaign_id={CAMPAIGN}",
         api.base
     );
-    if args.exit {
-        return Ok(());
-    }
     println!("serving until Ctrl-C");
     match daemon.await {
         Ok(result) => Ok(result?),
         Err(e) => Err(DemoError::Api(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a terminal shows after `bytes`, row by row, trailing blanks cut.
+    fn screen(bytes: &str) -> Vec<String> {
+        let mut parser = vt100::Parser::new(10, 60, 0);
+        // The terminal driver turns each newline into CR LF (onlcr).
+        parser.process(bytes.replace('\n', "\r\n").as_bytes());
+        let rows: Vec<String> = parser
+            .screen()
+            .rows(0, 60)
+            .map(|r| r.trim_end().to_string())
+            .collect();
+        let used = rows
+            .iter()
+            .rposition(|r| !r.is_empty())
+            .map_or(0, |i| i + 1);
+        rows[..used].to_vec()
+    }
+
+    #[test]
+    fn a_shorter_frame_leaves_no_characters_of_the_longer_one() {
+        let mut redraw = Redraw::default();
+        let mut out = redraw.frame("sends 1000\nfleet: 12 still to come\nclock: 3 h 2 min\n");
+        out += &redraw.frame("sends 1000\nfleet: 9 still to come\n");
+        assert_eq!(screen(&out), ["sends 1000", "fleet: 9 still to come"]);
+        out += &redraw.frame("sends 1000\nfleet: 0 still to come\nclock: caught up\n");
+        assert_eq!(
+            screen(&out),
+            ["sends 1000", "fleet: 0 still to come", "clock: caught up"]
+        );
+    }
+
+    #[test]
+    fn only_a_demo_made_directory_is_wiped() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("d");
+        fresh_data_dir(&data).unwrap();
+        std::fs::write(data.join("old"), "x").unwrap();
+        fresh_data_dir(&data).unwrap();
+        assert!(
+            !data.join("old").exists(),
+            "the demo's own directory is wiped"
+        );
+        let foreign = dir.path().join("mine");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("precious"), "x").unwrap();
+        let e = fresh_data_dir(&foreign).unwrap_err();
+        assert!(e.to_string().contains("refusing to wipe"), "{e}");
+        assert!(foreign.join("precious").exists(), "nothing was removed");
     }
 }

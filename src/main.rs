@@ -1,5 +1,8 @@
-//! The `pushd` command: `serve` runs the daemon, `demo` shows it working
-//! against local fake providers and a simulated device fleet.
+//! The `pushd` command: `serve` runs the daemon, `keys` prints its keys,
+//! `demo` shows it working against local fake providers and a simulated
+//! device fleet.
+
+use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 use pushd::config::Overrides;
@@ -17,29 +20,48 @@ struct Cli {
 enum Command {
     /// Run the daemon (HTTP API, engine, providers) until SIGTERM/SIGINT.
     Serve(Box<Overrides>),
+    /// Print the API key and the SDK key as shell exports
+    /// (`eval "$(pushd keys)"`), with where each is kept.
+    Keys(Box<Overrides>),
     /// Run the daemon with fake APNs/FCM and a simulated device fleet.
     Demo(pushd::demo::DemoArgs),
+}
+
+fn serve(overrides: Overrides) -> Result<(), String> {
+    let config = overrides.load().map_err(|e| e.to_string())?;
+    // Bind before anything else: a taken port fails before keys or a data
+    // directory are created.
+    let listener = pushd::daemon::bind(&config).map_err(|e| e.to_string())?;
+    actix_web::rt::System::new()
+        .block_on(pushd::daemon::serve(config, listener))
+        .map_err(|e| e.to_string())
+}
+
+fn keys(overrides: Overrides) -> Result<(), String> {
+    let config = overrides.load().map_err(|e| e.to_string())?;
+    let keys = pushd::keys::current(&config).map_err(|e| e.to_string())?;
+    print!("{}", keys.export_lines());
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The demo's screen is its overview table: only warnings go beside it.
     let default_level = match cli.command {
-        Command::Serve(_) => "info",
         Command::Demo(_) => "warn",
+        _ => "info",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // A log file or a pipe gets plain text, not colour escape codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {
-        Command::Serve(overrides) => overrides
-            .load()
-            .map_err(pushd::daemon::ServeError::from)
-            .and_then(|config| actix_web::rt::System::new().block_on(pushd::daemon::serve(config)))
-            .map_err(|e| e.to_string()),
+        Command::Serve(overrides) => serve(*overrides),
+        Command::Keys(overrides) => keys(*overrides),
         Command::Demo(args) => actix_web::rt::System::new()
             .block_on(pushd::demo::run(args))
             .map_err(|e| e.to_string()),

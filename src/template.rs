@@ -32,9 +32,21 @@ impl Default for LiquidRenderer {
 }
 
 impl LiquidRenderer {
-    /// Parses `text`, or says why it does not parse.
+    /// Parses `text`, or says why it does not parse, in words: where (line
+    /// and column) and what was expected.
     pub fn check(&self, text: &str) -> Result<(), String> {
-        self.parse(text).map(|_| ()).map_err(|e| e.to_string())
+        self.parse(text).map(|_| ()).map_err(|e| {
+            let words = match e {
+                RenderError::Syntax(words) | RenderError::VariableMissing(words) => words,
+            };
+            let unclosed = [("{{", "}}"), ("{%", "%}")]
+                .into_iter()
+                .find(|(open, close)| text.matches(open).count() > text.matches(close).count());
+            match unclosed {
+                Some((open, close)) => format!("{words} (a {open} is not closed with {close})"),
+                None => words,
+            }
+        })
     }
 
     fn parse(&self, text: &str) -> Result<Arc<Template>, RenderError> {
@@ -44,24 +56,66 @@ impl LiquidRenderer {
         let parsed = self
             .parser
             .parse(text)
-            .map_err(|e| RenderError::Syntax(e.to_string()))?;
+            .map_err(|e| RenderError::Syntax(in_words(&e.to_string())))?;
         let parsed = Arc::new(parsed);
         // Templates are few (one per message field), so the cache stays small.
         self.cache.insert(text.to_string(), parsed.clone());
         Ok(parsed)
     }
 
-    fn render_one(&self, text: &str, globals: &liquid::Object) -> Result<String, RenderError> {
-        let template = self.parse(text)?;
+    /// Renders one field (`title`, `body`, `deep_link`); an error names it.
+    fn render_one(
+        &self,
+        field: &str,
+        text: &str,
+        globals: &liquid::Object,
+    ) -> Result<String, RenderError> {
+        let template = self.parse(text).map_err(|e| match e {
+            RenderError::Syntax(words) => RenderError::Syntax(format!("{field}: {words}")),
+            other => other,
+        })?;
         template.render(globals).map_err(|e| {
             let text = e.to_string();
+            let words = format!("{field}: {}", in_words(&text));
             if text.contains("Unknown variable") || text.contains("Unknown index") {
-                RenderError::VariableMissing(text)
+                RenderError::VariableMissing(words)
             } else {
-                RenderError::Syntax(text)
+                RenderError::Syntax(words)
             }
         })
     }
+}
+
+/// A Liquid error in words. liquid's errors carry their facts only in their
+/// text (a source excerpt with `--> line:column`, or `key=value` context
+/// lines), so this reads them from there.
+fn in_words(text: &str) -> String {
+    let context = |key: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+            .map(str::trim)
+    };
+    if let Some(index) = context("requested index") {
+        let variable = context("variable").unwrap_or("?");
+        return format!("the variable {variable}.{index} is missing");
+    }
+    if let Some(variable) = context("requested variable") {
+        return format!("the variable {variable} is missing");
+    }
+    if let Some(filter) = context("requested filter") {
+        return format!("there is no filter named {filter:?}");
+    }
+    if let Some((_, at)) = text.split_once("-->") {
+        let at = at.lines().next().unwrap_or("").trim();
+        let (line, column) = at.split_once(':').unwrap_or((at, "?"));
+        let what = text
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("= "))
+            .unwrap_or("unexpected text");
+        return format!("at line {line}, column {column}: {what}");
+    }
+    text.trim_start_matches("liquid:").trim().replace('\n', " ")
 }
 
 impl Renderer for LiquidRenderer {
@@ -81,14 +135,14 @@ impl Renderer for LiquidRenderer {
         let globals = liquid::model::to_object(&json!({"customer": attributes, "event": event}))
             .map_err(|e| RenderError::Syntax(e.to_string()))?;
         let mut options = message.push.clone();
-        for value in options.data.values_mut() {
-            *value = self.render_one(value, &globals)?;
+        for (key, value) in options.data.iter_mut() {
+            *value = self.render_one(&format!("push.data.{key}"), value, &globals)?;
         }
         Ok(Content {
-            title: self.render_one(&message.title, &globals)?,
-            body: self.render_one(&message.body, &globals)?,
+            title: self.render_one("title", &message.title, &globals)?,
+            body: self.render_one("body", &message.body, &globals)?,
             deep_link: match &message.deep_link {
-                Some(link) => Some(self.render_one(link, &globals)?),
+                Some(link) => Some(self.render_one("deep_link", link, &globals)?),
                 None => None,
             },
             collapse_id: message.collapse_id.clone(),
@@ -115,6 +169,7 @@ mod tests {
             conversion: None,
             app: DEFAULT_APP.into(),
             push: PushOptions::default(),
+            created_at: 0,
         }
     }
 
@@ -170,12 +225,22 @@ mod tests {
     fn missing_variable_and_bad_syntax_are_told_apart() {
         let r = LiquidRenderer::default();
         let missing = r.render(&spec("{{customer.plan}}"), &ada(), &Value::Null);
-        assert!(
-            matches!(missing, Err(RenderError::VariableMissing(_))),
-            "{missing:?}"
+        assert_eq!(
+            missing,
+            Err(RenderError::VariableMissing(
+                "title: the variable customer.plan is missing".into()
+            ))
         );
         let syntax = r.render(&spec("{{ customer.first_name "), &ada(), &Value::Null);
         assert!(matches!(syntax, Err(RenderError::Syntax(_))), "{syntax:?}");
+        assert_eq!(
+            r.check("Hi {{ customer.first_name"),
+            Err("at line 1, column 7: expected Literal (a {{ is not closed with }})".into())
+        );
+        assert_eq!(
+            r.check("a {{ x | shout }}"),
+            Err("there is no filter named \"shout\"".into())
+        );
         assert!(r.check("{% if %}").is_err());
         assert!(r.check("Hi {{customer.x}}").is_ok());
     }

@@ -1,4 +1,4 @@
-//! The HTTP contract of API.md, black-box: the real binary over HTTP, no
+//! The HTTP contract, black-box: the real binary over HTTP, no
 //! provider credentials (so every failure reachable without a provider).
 
 mod support;
@@ -17,7 +17,7 @@ fn code(v: &Value) -> &str {
 }
 
 #[tokio::test]
-async fn health_and_prometheus_need_no_key() {
+async fn health_and_prometheus_need_no_key_and_every_series_is_listed_from_the_start() {
     let (_dir, d) = daemon();
     let health: Value = reqwest::get(d.url("/healthz"))
         .await
@@ -26,6 +26,19 @@ async fn health_and_prometheus_need_no_key() {
         .await
         .unwrap();
     assert_eq!(health, json!({"status": "ok"}));
+    let text = reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in pushd::telemetry::SERIES {
+        assert!(text.contains(series), "{series} missing at start:\n{text}");
+    }
+    assert!(
+        text.contains("pushd_delivery_status_total{status=\"bounced\"} 0"),
+        "{text}"
+    );
     d.customer("c1", json!({"first_name": "Ada"}), &[]).await;
     d.message("m", "camp", "Hi").await;
     d.send("m", &["c1"]).await;
@@ -35,7 +48,7 @@ async fn health_and_prometheus_need_no_key() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("pushd_deliveries_created_total"), "{text}");
+    assert!(text.contains("pushd_deliveries_created_total 1"), "{text}");
 }
 
 #[tokio::test]
@@ -462,4 +475,227 @@ async fn keys_are_generated_once_printed_and_kept() {
     assert_eq!(s, 200, "the kept key still works");
     let (s, _) = again.call_as("", "GET", "/v1/customers/c1", None).await;
     assert_eq!(s, 401, "a blank key never authenticates");
+}
+
+fn message_of(v: &Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or("<none>")
+}
+
+#[tokio::test]
+async fn errors_name_the_id_the_field_and_the_parameter() {
+    let (_dir, d) = daemon();
+    d.message("welcome", "onboarding", "Hi {{customer.first_name}}")
+        .await;
+    d.customer("c1", json!({}), &[("tok-1", "ios")]).await;
+
+    let send = json!({"message_id": "welcom", "customer_ids": ["c1"]});
+    let (s, v) = d.call("POST", "/v1/send/push", Some(send)).await;
+    assert_eq!((s, message_of(&v)), (404, "message \"welcom\" not found"));
+    let (s, v) = d.call("GET", "/v1/customers/ghost", None).await;
+    assert_eq!((s, message_of(&v)), (404, "customer \"ghost\" not found"));
+    let (s, v) = d
+        .call("DELETE", "/v1/customers/c1/devices/tok-x", None)
+        .await;
+    assert_eq!((s, message_of(&v)), (404, "device \"tok-x\" not found"));
+    let (s, v) = d.call("GET", "/v1/deliveries/01NOPE", None).await;
+    assert_eq!((s, message_of(&v)), (404, "delivery \"01NOPE\" not found"));
+
+    // JSON type errors name the field.
+    let (s, v) = d
+        .call("PUT", "/v1/customers/c1", Some(json!({"attributes": "x"})))
+        .await;
+    assert_eq!(s, 400);
+    assert!(
+        message_of(&v).starts_with("attributes must be an object"),
+        "{v}"
+    );
+    let bad = json!({"device": {"id": "t", "platform": "windows"}});
+    let (s, v) = d.call("PUT", "/v1/customers/c1/devices", Some(bad)).await;
+    assert_eq!((s, code(&v)), (400, "invalid_field"));
+    assert!(message_of(&v).contains("device.platform"), "{v}");
+    assert!(message_of(&v).contains("`ios`"), "{v}");
+    let ids = json!({"message_id": "welcome", "customer_ids": ["c1", 7]});
+    let (s, v) = d.call("POST", "/v1/send/push", Some(ids)).await;
+    assert_eq!(s, 400);
+    assert!(
+        message_of(&v).starts_with("customer_ids[1] must be a string"),
+        "{v}"
+    );
+
+    // Query errors name the parameter and the valid values.
+    let (s, v) = d.call("GET", "/v1/deliveries?limit=lots", None).await;
+    assert_eq!((s, code(&v)), (400, "invalid_field"));
+    assert!(
+        message_of(&v).contains("limit must be a whole number from 1 to 1000"),
+        "{v}"
+    );
+    let (s, v) = d.call("GET", "/v1/deliveries?status=lost", None).await;
+    assert_eq!(s, 400);
+    assert!(
+        message_of(&v).contains("status must be one of attempted, sent, delivered"),
+        "{v}"
+    );
+    let long = "m".repeat(257);
+    for filter in ["message_id", "campaign_id", "customer_id"] {
+        let (s, v) = d
+            .call("GET", &format!("/v1/deliveries?{filter}={long}"), None)
+            .await;
+        assert_eq!(s, 400, "{filter}: {v}");
+        assert!(message_of(&v).starts_with(filter), "{v}");
+    }
+    let (s, v) = d.call("GET", "/v1/deliveries?colour=red", None).await;
+    assert_eq!(s, 400);
+    assert!(message_of(&v).contains("colour"), "{v}");
+
+    // An event's data must be an object; nothing changes.
+    let event = json!({"name": "purchase", "data": [1, 2]});
+    let (s, v) = d
+        .call_as(SDK_KEY, "POST", "/v1/customers/c1/events", Some(event))
+        .await;
+    assert_eq!((s, message_of(&v)), (400, "data must be an object"));
+
+    // A template that does not parse says which field and where.
+    let bad = json!({"title": "ok", "body": "Hi {{ customer.first_name"});
+    let (s, v) = d.call("PUT", "/v1/messages/broken", Some(bad)).await;
+    assert_eq!((s, code(&v)), (400, "invalid_template"));
+    assert!(
+        message_of(&v).starts_with("body is not a valid Liquid template: at line 1, column"),
+        "{v}"
+    );
+    assert!(message_of(&v).contains("not closed with }}"), "{v}");
+
+    // A missing variable is named in the delivery's failure_message.
+    let ids = d.send("welcome", &["c1"]).await;
+    let v = d.settled(&ids[0]).await;
+    assert_eq!(v["failure_reason"], "liquid_variable_missing");
+    assert!(
+        v["failure_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("title: the variable customer.first_name is missing."),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_method_on_a_known_path_is_405_with_allow() {
+    let (_dir, d) = daemon();
+    let cases = [
+        ("GET", "/v1/send/push", "POST"),
+        ("DELETE", "/v1/messages/x", "PUT, GET"),
+        ("POST", "/v1/deliveries", "GET"),
+        ("DELETE", "/v1/deliveries/x/retry", "POST"),
+        ("GET", "/v1/customers/c1/devices", "PUT"),
+        ("POST", "/v1/customers/c1", "PUT, GET, DELETE"),
+        ("GET", "/push/events", "POST"),
+        ("PUT", "/v1/messages", "GET"),
+        ("DELETE", "/healthz", "GET"),
+        ("POST", "/", "GET, HEAD"),
+    ];
+    for (method, path, allow) in cases {
+        let resp = d
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                d.url(path),
+            )
+            .bearer_auth(support::API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        let header = resp
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(header.as_deref(), Some(allow), "{method} {path}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(code(&v), "method_not_allowed", "{method} {path}");
+        assert!(message_of(&v).contains(allow), "{v}");
+    }
+    let (s, v) = d.call("GET", "/v1/nothing-here", None).await;
+    assert_eq!((s, code(&v)), (404, "not_found"));
+}
+
+/// Waits until the wall clock shows a later second than `after` (message
+/// creation times are whole seconds).
+async fn next_second(after: i64) {
+    while pushd_actors::ports::Clock::now(&pushd_actors::ports::SystemClock) <= after {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn messages_and_campaigns_list_newest_first_with_their_figures() {
+    let (_dir, d) = daemon();
+    let (_, empty) = d.call("GET", "/v1/messages", None).await;
+    assert_eq!(empty, json!({"messages": [], "next_cursor": null}));
+    d.customer("c1", json!({"first_name": "Ada"}), &[]).await;
+    d.customer("c2", json!({"first_name": "Bo"}), &[]).await;
+    d.message("older", "spring", "Hi {{customer.first_name}}")
+        .await;
+    let (_, older) = d.call("GET", "/v1/messages/older", None).await;
+    next_second(older["created_at"].as_i64().unwrap()).await;
+    d.message("newer", "autumn", "Hi {{customer.first_name}}")
+        .await;
+    d.send("older", &["c1", "c2"]).await;
+    d.send("newer", &["c1"]).await;
+    // Replacing a message keeps its place.
+    d.message("older", "spring", "Hello {{customer.first_name}}")
+        .await;
+
+    let (s, list) = d.call("GET", "/v1/messages", None).await;
+    assert_eq!(s, 200, "{list}");
+    let listed: Vec<&str> = list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["newer", "older"]);
+    let older_row = &list["messages"][1];
+    assert_eq!(older_row["name"], "older");
+    assert_eq!(older_row["campaign_id"], "spring");
+    let (_, metrics) = d.call("GET", "/v1/messages/older/metrics", None).await;
+    assert_eq!(older_row["metrics"], metrics);
+    assert_eq!(older_row["metrics"]["sends"], 2);
+
+    let (_, p1) = d.call("GET", "/v1/messages?limit=1", None).await;
+    assert_eq!(p1["messages"][0]["message_id"], "newer");
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = d
+        .call(
+            "GET",
+            &format!("/v1/messages?limit=1&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(p2["messages"][0]["message_id"], "older");
+    assert_eq!(p2["next_cursor"], Value::Null);
+    let (s, v) = d.call("GET", "/v1/messages?cursor=bogus", None).await;
+    assert_eq!((s, code(&v)), (400, "invalid_field"));
+
+    let (_, campaigns) = d.call("GET", "/v1/campaigns", None).await;
+    assert_eq!(campaigns["campaigns"][0]["campaign_id"], "autumn");
+    assert_eq!(campaigns["campaigns"][1]["campaign_id"], "spring");
+    assert_eq!(campaigns["campaigns"][1]["message_ids"], json!(["older"]));
+    assert_eq!(campaigns["campaigns"][1]["metrics"]["sends"], 2);
+}
+
+#[tokio::test]
+async fn the_delivery_log_and_detail_carry_the_message_name() {
+    let (_dir, d) = daemon();
+    d.ok(
+        "PUT",
+        "/v1/messages/welcome",
+        json!({"name": "Welcome push", "title": "Hi", "body": "there"}),
+    )
+    .await;
+    d.customer("c1", json!({}), &[]).await;
+    let ids = d.send("welcome", &["c1"]).await;
+    let (_, log) = d.call("GET", "/v1/deliveries", None).await;
+    assert_eq!(log["deliveries"][0]["message_id"], "welcome");
+    assert_eq!(log["deliveries"][0]["name"], "Welcome push");
+    let detail = d.settled(&ids[0]).await;
+    assert_eq!(detail["name"], "Welcome push");
 }

@@ -1,41 +1,62 @@
 //! `pushd demo` end to end: the daemon, the fake providers and the fleet in
-//! one command; the overview it prints agrees with the API's metrics.
+//! one command; the overview it prints agrees with the API's metrics, its
+//! live table redraws cleanly in a terminal, and it wipes only its own data
+//! directory.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `pushd demo` on 150 customers, watching at most `watch` seconds, with
+/// `--exit`, on a port the system picks.
+fn demo_args(data_dir: &Path, watch: &str) -> Vec<String> {
+    [
+        "demo",
+        "--customers",
+        "150",
+        "--watch-seconds",
+        watch,
+        "--exit",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([data_dir.display().to_string()])
+    .collect()
+}
+
+fn demo(data_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pushd"))
+        .args(demo_args(data_dir, "3"))
+        .env_remove("PUSHD_LISTEN")
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn demo_sends_to_the_fleet_and_shows_the_overview() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = Command::new(env!("CARGO_BIN_EXE_pushd"))
-        .args([
-            "demo",
-            "--customers",
-            "150",
-            "--watch-seconds",
-            "3",
-            "--exit",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path().join("demo"))
-        .env_remove("PUSHD_LISTEN")
-        .output()
-        .unwrap();
+    let out = demo(&dir.path().join("demo"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        stdout.contains("pushd demo: daemon at http://127.0.0.1:"),
+        "{stdout}"
+    );
     assert!(stdout.contains("150 deliveries accepted"), "{stdout}");
     assert!(
-        stdout.contains(&format!("dashboard: http://127.0.0.1:{port}/")),
-        "{stdout}"
+        stdout.contains("simulated time:"),
+        "time is explained: {stdout}"
+    );
+    assert!(stdout.contains("simulated clock:"), "{stdout}");
+    assert!(
+        !stdout.contains("dashboard: http"),
+        "--exit prints no URL that is already dead: {stdout}"
     );
     let people = stdout
         .lines()
@@ -53,4 +74,72 @@ fn demo_sends_to_the_fleet_and_shows_the_overview() {
         delivered > 0 && delivered <= sent,
         "reports arrived: {people}"
     );
+}
+
+#[test]
+fn the_live_table_redraws_in_place_in_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let transcript = dir.path().join("typescript");
+    let command: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_pushd").to_string())
+        .chain(demo_args(&dir.path().join("demo"), "4"))
+        .collect();
+    // util-linux `script` runs the demo on a pseudo-terminal and keeps what
+    // it wrote there.
+    let out = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command.join(" ")])
+        .arg(&transcript)
+        .env_remove("PUSHD_LISTEN")
+        .env("COLUMNS", "200")
+        .env("LINES", "60")
+        .output()
+        .unwrap();
+    let bytes = std::fs::read(&transcript).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&bytes));
+    let mut terminal = vt100::Parser::new(200, 200, 0);
+    terminal.process(&bytes);
+    let rows: Vec<String> = terminal
+        .screen()
+        .rows(0, 200)
+        .map(|r| r.trim_end().to_string())
+        .collect();
+    let fleet: Vec<&String> = rows.iter().filter(|r| r.starts_with("fleet:")).collect();
+    assert_eq!(fleet.len(), 1, "one table, redrawn in place: {rows:#?}");
+    let words: Vec<&str> = fleet[0].split(' ').collect();
+    assert_eq!(
+        words[words.len() - 3..],
+        ["still", "to", "come"],
+        "nothing left of a longer line: {fleet:?}"
+    );
+    let clock: Vec<&String> = rows
+        .iter()
+        .filter(|r| r.starts_with("simulated clock:"))
+        .collect();
+    assert_eq!(clock.len(), 1, "{rows:#?}");
+    assert!(
+        clock[0].ends_with("after the send") || clock[0].ends_with("caught up with real time"),
+        "{clock:?}"
+    );
+    let rates = rows
+        .iter()
+        .find(|r| r.trim_start().starts_with("sending"))
+        .expect("the sending bar");
+    assert!(rates.ends_with("/s"), "{rates}");
+    let rate = rates.rsplit(' ').next().unwrap().trim_end_matches("/s");
+    assert!(
+        rate.chars().all(|c| c.is_ascii_digit() || c == ','),
+        "a whole rate: {rates}"
+    );
+}
+
+#[test]
+fn the_demo_wipes_only_a_directory_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("precious");
+    std::fs::create_dir(&precious).unwrap();
+    std::fs::write(precious.join("notes.txt"), "keep me").unwrap();
+    let out = demo(&precious);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("refusing to wipe"), "{stderr}");
+    assert!(precious.join("notes.txt").exists(), "nothing was removed");
 }

@@ -75,6 +75,7 @@ fn delivery(
             })
             .collect(),
         state: DeliveryState::new(states),
+        failure_detail: None,
     }
 }
 
@@ -188,6 +189,7 @@ fn spec(id: &str, campaign: Option<&str>) -> MessageSpec {
         conversion: None,
         app: DEFAULT_APP.into(),
         push: PushOptions::default(),
+        created_at: 0,
     }
 }
 

@@ -145,6 +145,10 @@ pub struct MessageSpec {
     /// How the push is delivered and shown; `data` values are Liquid templates.
     #[serde(default)]
     pub push: PushOptions,
+    /// When the message was first stored (Unix seconds); lists of messages
+    /// show the newest first.
+    #[serde(default)]
+    pub created_at: Timestamp,
 }
 
 /// Whether a push shows something or only wakes the app.
@@ -309,6 +313,10 @@ pub struct Delivery {
     pub sends: Vec<DeviceSend>,
     /// The status machine.
     pub state: DeliveryState,
+    /// The failure in the delivery's own words, beside its reason code: the
+    /// missing Liquid variable and the field that uses it, ...
+    #[serde(default)]
+    pub failure_detail: Option<String>,
 }
 
 impl Delivery {

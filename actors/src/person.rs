@@ -18,7 +18,7 @@ use actix::prelude::*;
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{Ack, EngineCtx, EngineError};
 use crate::model::{Audience, Customer, Delivery, Device, DeviceSend, MessageSpec};
-use crate::ports::{Change, Entry, Push};
+use crate::ports::{Change, Entry, Push, RenderError};
 use crate::registry::Departures;
 use crate::status::{
     DeliveryState, DeviceState, DeviceStatus, FailureReason, MessageStatus, Outcome,
@@ -120,6 +120,7 @@ impl PersonActor {
         delivery.sends.clear();
         delivery.content = None;
         delivery.attempted_at = None;
+        delivery.failure_detail = None;
         let ended = |reason| DeliveryState::ended(MessageStatus::Failed, reason, Vec::new());
         let customer = match &self.customer {
             None => return delivery.state = ended(FailureReason::CustomerNotFound),
@@ -135,7 +136,11 @@ impl PersonActor {
             .render(message, customer, &delivery.data)
         {
             Ok(content) => delivery.content = Some(content),
-            Err(e) => return delivery.state = ended(e.reason()),
+            Err(e) => {
+                let (RenderError::VariableMissing(words) | RenderError::Syntax(words)) = &e;
+                delivery.failure_detail = Some(words.clone());
+                return delivery.state = ended(e.reason());
+            }
         }
         // A message reaches only its own app's devices.
         let apps = customer.devices.iter().filter(|d| d.app == message.app);
@@ -451,6 +456,7 @@ impl Handler<SendMessage> for PersonActor {
             goal: msg.message.conversion.clone(),
             sends: Vec::new(),
             state: DeliveryState::new(Vec::new()),
+            failure_detail: None,
         };
         self.prepare(&mut delivery, &msg.message);
         self.launch(None, delivery, ctx)

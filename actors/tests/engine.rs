@@ -32,6 +32,7 @@ fn message(audience: Audience) -> Arc<MessageSpec> {
         }),
         app: DEFAULT_APP.into(),
         push: PushOptions::default(),
+        created_at: 0,
     })
 }
 

@@ -59,6 +59,7 @@ fn message() -> Arc<MessageSpec> {
         conversion: None,
         app: DEFAULT_APP.into(),
         push: Default::default(),
+        created_at: 0,
     })
 }
 

@@ -6,16 +6,45 @@ use std::future::{Ready, ready};
 
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use ring::hmac;
+use ring::rand::SystemRandom;
 
 use super::error::ApiError;
 
-/// The two keys, as app data.
+/// The two keys.
 #[derive(Clone, Debug)]
 pub struct Keys {
     /// Management API key.
     pub api: String,
     /// Device/SDK key.
     pub sdk: String,
+}
+
+/// The keys as the request path checks them: HMAC tags under a key drawn at
+/// start. `ring::hmac::verify` compares tags in constant time and the tags
+/// have a fixed length, so neither a key's bytes nor its length leak
+/// through timing.
+pub struct KeyCheck {
+    hmac: hmac::Key,
+    api: hmac::Tag,
+    sdk: hmac::Tag,
+}
+
+impl KeyCheck {
+    /// Checks against `keys`.
+    pub fn new(keys: &Keys) -> Self {
+        let hmac = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
+            .expect("the system has randomness");
+        KeyCheck {
+            api: hmac::sign(&hmac, keys.api.as_bytes()),
+            sdk: hmac::sign(&hmac, keys.sdk.as_bytes()),
+            hmac,
+        }
+    }
+
+    fn is(&self, tag: &hmac::Tag, given: &str) -> bool {
+        hmac::verify(&self.hmac, given.as_bytes(), tag.as_ref()).is_ok()
+    }
 }
 
 /// Proof the request carried the API key.
@@ -30,18 +59,9 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
-/// Compares without an early exit, so timing does not leak the key.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 fn check(req: &HttpRequest, allow_sdk: bool) -> Result<(), ApiError> {
     let keys = req
-        .app_data::<web::Data<Keys>>()
+        .app_data::<web::Data<KeyCheck>>()
         .expect("keys are configured");
     let unauthorized = || {
         ApiError::new(
@@ -51,7 +71,9 @@ fn check(req: &HttpRequest, allow_sdk: bool) -> Result<(), ApiError> {
         )
     };
     let given = bearer(req).ok_or_else(unauthorized)?;
-    if same(given, &keys.api) || (allow_sdk && same(given, &keys.sdk)) {
+    // Blank keys never authenticate (a configured key is never blank).
+    if !given.is_empty() && (keys.is(&keys.api, given) || (allow_sdk && keys.is(&keys.sdk, given)))
+    {
         Ok(())
     } else {
         Err(unauthorized())
@@ -73,5 +95,23 @@ impl FromRequest for SdkKey {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(check(req, true).map(|()| SdkKey))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_key_matches() {
+        let check = KeyCheck::new(&Keys {
+            api: "api-key-123".into(),
+            sdk: "sdk-key-456".into(),
+        });
+        assert!(check.is(&check.api, "api-key-123"));
+        assert!(check.is(&check.sdk, "sdk-key-456"));
+        for wrong in ["api-key-12", "api-key-1234", "", "sdk-key-456"] {
+            assert!(!check.is(&check.api, wrong), "{wrong:?}");
+        }
     }
 }

@@ -1,78 +1,112 @@
-//! Request bodies: read within the size limit and parsed with precise
-//! errors — `invalid_json` for malformed JSON, `invalid_field` for wrong
-//! types, missing fields or unknown enum values, `body_too_large` past the
-//! limit. actix-web's own `Json` extractor answers these in its own format,
-//! so the contract's error body needs this small extractor.
+//! Request input through actix-web's own `Json`, `Query` and `Path`
+//! extractors, configured so every rejection is the contract's error body:
+//! `invalid_json` for malformed JSON, `invalid_field` naming the field or
+//! parameter for a wrong type, a missing field or an unknown value,
+//! `body_too_large` past the limit.
 
-use std::future::Future;
-use std::pin::Pin;
+use actix_web::web;
+use serde::de::{Deserialize, DeserializeOwned, Deserializer, Error as _};
+use serde_json::Value;
 
-use actix_web::http::StatusCode;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use futures_util::StreamExt;
-use serde::de::DeserializeOwned;
+use super::error::{ApiError, field_error};
 
-use super::error::ApiError;
+/// A body (or query) of type `T` whose type errors name the field, e.g.
+/// `attributes must be an object, not string "x"`.
+///
+/// It reads a JSON value first, then `T` from it with
+/// `serde_path_to_error`: a syntax error keeps its own kind (`invalid_json`),
+/// and only errors of `T`'s shape get the field's path. The intermediate
+/// value costs one extra pass over small bodies.
+pub struct Fields<T>(pub T);
 
-/// The largest body accepted, as app data.
-#[derive(Clone, Copy, Debug)]
-pub struct BodyLimit(pub usize);
-
-/// A JSON body of type `T`.
-pub struct JsonBody<T>(pub T);
-
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("the body exceeds {limit} bytes"),
-    )
-}
-
-/// Parses JSON, telling malformed documents from ill-typed ones.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ApiError::invalid_field(e.to_string()),
-            _ => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("malformed JSON: {e}"),
-            ),
-        }
-    })
-}
-
-impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<web::Data<BodyLimit>>()
-            .expect("the body limit is configured")
-            .0;
-        let declared = req
-            .headers()
-            .get(actix_web::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        let mut payload = payload.take();
-        Box::pin(async move {
-            if declared.is_some_and(|n| n > limit) {
-                return Err(too_large(limit));
-            }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| {
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
-                })?;
-                if body.len() + chunk.len() > limit {
-                    return Err(too_large(limit));
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Fields<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        serde_path_to_error::deserialize(value)
+            .map(Fields)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                match path.as_str() {
+                    // A missing or unknown top-level field names itself.
+                    "." => D::Error::custom(inner),
+                    path => D::Error::custom(field_error(path, &inner)),
                 }
-                body.extend_from_slice(&chunk);
+            })
+    }
+}
+
+/// A JSON body of type `T` (see [`Fields`]).
+pub type JsonBody<T> = web::Json<Fields<T>>;
+
+/// A query string of type `T` (see [`Fields`]).
+pub type QueryOf<T> = web::Query<Fields<T>>;
+
+/// Configures the extractors: the body limit and the contract's errors.
+pub fn extractors(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(max_body_bytes)
+            // curl's default form content type still carries JSON here.
+            .content_type_required(false)
+            .error_handler(|e, _| ApiError::from(e).into()),
+    )
+    .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::from(e).into()))
+    .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::from(e).into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "only the errors matter here")]
+    struct Body {
+        attributes: serde_json::Map<String, Value>,
+        #[serde(default)]
+        device: Option<Device>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code, reason = "only the errors matter here")]
+    struct Device {
+        platform: pushd_actors::model::Platform,
+        last_used: Option<i64>,
+    }
+
+    fn error(json: &str) -> String {
+        match serde_json::from_str::<Fields<Body>>(json) {
+            Ok(_) => panic!("{json} parsed"),
+            Err(e) => {
+                assert!(e.is_data() || e.is_syntax() || e.is_eof(), "{e}");
+                format!("{}{e}", if e.is_data() { "data: " } else { "syntax: " })
             }
-            parse(&body).map(JsonBody)
-        })
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_field_syntax_errors_stay_syntax() {
+        let e = error(r#"{"attributes": "x"}"#);
+        assert!(
+            e.starts_with("data: attributes must be an object, not string \"x\""),
+            "{e}"
+        );
+        let e = error(r#"{"attributes": {}, "device": {"platform": "windows"}}"#);
+        assert!(
+            e.starts_with("data: device.platform: unknown variant `windows`"),
+            "{e}"
+        );
+        let e = error(r#"{"attributes": {}, "device": {"platform": "ios", "last_used": "now"}}"#);
+        assert!(
+            e.starts_with("data: device.last_used must be a whole number"),
+            "{e}"
+        );
+        let e = error(r#"{"attributes": {}, "lissen": 1}"#);
+        assert!(e.starts_with("data: unknown field `lissen`"), "{e}");
+        let e = error(r#"{}"#);
+        assert!(e.starts_with("data: missing field `attributes`"), "{e}");
+        let e = error(r#"{"attributes": "#);
+        assert!(e.starts_with("syntax: "), "{e}");
     }
 }

@@ -1,5 +1,6 @@
 //! Customers, their devices, and their events (conversion goals).
 
+use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 use pushd_actors::model::{Device, Environment, Platform, default_app};
 use pushd_actors::person::{
@@ -9,9 +10,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::{ApiKey, SdkKey};
-use super::body::JsonBody;
-use super::error::ApiError;
-use super::{AppState, check_id, now};
+use super::body::{Fields, JsonBody};
+use super::error::{ApiError, naming};
+use super::{AppState, check_id, endpoint};
 
 /// `PUT /v1/customers/{id}` body.
 #[derive(Deserialize)]
@@ -50,9 +51,9 @@ struct DeviceFields {
 #[serde(deny_unknown_fields)]
 struct EventBody {
     name: String,
-    /// Accepted per the contract; goals match on the name alone.
-    #[serde(default, rename = "data")]
-    _data: Value,
+    /// Checked to be an object; goals match on the name alone.
+    #[serde(default)]
+    data: Value,
     timestamp: Option<i64>,
 }
 
@@ -60,14 +61,19 @@ async fn put_customer(
     _: ApiKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    JsonBody(body): JsonBody<CustomerBody>,
+    web::Json(Fields(body)): JsonBody<CustomerBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "customer id")?;
     let msg = PutCustomer {
         attributes: body.attributes,
         unsubscribed: body.unsubscribed,
     };
-    state.registry.request(id, msg).await?;
+    let ids = [("customer", id)];
+    state
+        .registry
+        .request(id, msg)
+        .await
+        .map_err(naming(&ids))?;
     Ok(HttpResponse::Ok().json(json!({"customer_id": id})))
 }
 
@@ -77,9 +83,11 @@ async fn get_customer(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "customer id")?;
-    match state.registry.ask(id, GetCustomer).await?? {
+    let ids = [("customer", id)];
+    let found = state.registry.ask(id, GetCustomer).await.and_then(|r| r);
+    match found.map_err(naming(&ids))? {
         Some(c) => Ok(HttpResponse::Ok().json(c)),
-        None => Err(ApiError::not_found("customer")),
+        None => Err(ApiError::not_found("customer", id)),
     }
 }
 
@@ -89,7 +97,12 @@ async fn delete_customer(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "customer id")?;
-    state.registry.request(id, DeleteCustomer).await?;
+    let ids = [("customer", id)];
+    state
+        .registry
+        .request(id, DeleteCustomer)
+        .await
+        .map_err(naming(&ids))?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -97,11 +110,11 @@ async fn put_device(
     _: ApiKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    JsonBody(body): JsonBody<DeviceBody>,
+    web::Json(Fields(body)): JsonBody<DeviceBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "customer id")?;
     let d = body.device;
-    check_id(&d.id, "device id")?;
+    check_id(&d.id, "device.id")?;
     check_id(&d.app, "device.app")?;
     if d.platform == Platform::Android && d.environment == Some(Environment::Sandbox) {
         return Err(ApiError::invalid_field(
@@ -113,11 +126,16 @@ async fn put_device(
         platform: d.platform,
         app: d.app,
         environment: d.environment.unwrap_or_default(),
-        last_used: d.last_used.unwrap_or_else(now),
+        last_used: d.last_used.unwrap_or_else(|| state.clock.now()),
         attributes: d.attributes,
         suppressed: false,
     };
-    state.registry.request(id, PutDevice(device)).await?;
+    let ids = [("customer", id)];
+    state
+        .registry
+        .request(id, PutDevice(device))
+        .await
+        .map_err(naming(&ids))?;
     Ok(HttpResponse::Ok().json(json!({"customer_id": id})))
 }
 
@@ -129,10 +147,13 @@ async fn delete_device(
     let (id, token) = path.into_inner();
     let id = check_id(&id, "customer id")?;
     let token = check_id(&token, "device id")?;
+    let ids = [("customer", id), ("device", token)];
+    let msg = DeleteDevice(token.to_string());
     state
         .registry
-        .request(id, DeleteDevice(token.to_string()))
-        .await?;
+        .request(id, msg)
+        .await
+        .map_err(naming(&ids))?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -140,30 +161,46 @@ async fn customer_event(
     _: SdkKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    JsonBody(body): JsonBody<EventBody>,
+    web::Json(Fields(body)): JsonBody<EventBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "customer id")?;
-    let name = check_id(&body.name, "event name")?.to_string();
+    let name = check_id(&body.name, "name")?.to_string();
+    if !body.data.is_null() && !body.data.is_object() {
+        return Err(ApiError::invalid_field("data must be an object"));
+    }
     let msg = CustomerEvent {
         name,
-        at: body.timestamp.unwrap_or_else(now),
+        at: body.timestamp.unwrap_or_else(|| state.clock.now()),
     };
-    let converted = state.registry.request(id, msg).await?;
+    let ids = [("customer", id)];
+    let converted = state
+        .registry
+        .request_existing(id, msg)
+        .await
+        .map_err(naming(&ids))?;
     Ok(HttpResponse::Ok().json(json!({"converted_delivery_id": converted})))
 }
 
 /// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v1/customers/{id}")
-            .route(web::put().to(put_customer))
-            .route(web::get().to(get_customer))
-            .route(web::delete().to(delete_customer)),
-    )
-    .route("/v1/customers/{id}/devices", web::put().to(put_device))
-    .route(
+    cfg.service(endpoint(
+        "/v1/customers/{id}",
+        [
+            (Method::PUT, web::to(put_customer)),
+            (Method::GET, web::to(get_customer)),
+            (Method::DELETE, web::to(delete_customer)),
+        ],
+    ))
+    .service(endpoint(
+        "/v1/customers/{id}/devices",
+        [(Method::PUT, web::to(put_device))],
+    ))
+    .service(endpoint(
         "/v1/customers/{id}/devices/{token}",
-        web::delete().to(delete_device),
-    )
-    .route("/v1/customers/{id}/events", web::post().to(customer_event));
+        [(Method::DELETE, web::to(delete_device))],
+    ))
+    .service(endpoint(
+        "/v1/customers/{id}/events",
+        [(Method::POST, web::to(customer_event))],
+    ));
 }

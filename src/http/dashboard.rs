@@ -7,7 +7,7 @@
 //!
 //! Routes: `GET /` (the page) and `GET /assets/{file}` (`app.js`, `style.css`).
 
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
@@ -42,16 +42,20 @@ fn asset(file: &str) -> Option<Asset> {
 
 /// Mount the dashboard's routes: `/` and `/assets/{file}`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/")
-            .route(web::get().to(index))
-            .route(web::head().to(index)),
-    )
-    .service(
-        web::resource("/assets/{file}")
-            .route(web::get().to(assets))
-            .route(web::head().to(assets)),
-    );
+    cfg.service(super::endpoint(
+        "/",
+        [
+            (Method::GET, web::to(index)),
+            (Method::HEAD, web::to(index)),
+        ],
+    ))
+    .service(super::endpoint(
+        "/assets/{file}",
+        [
+            (Method::GET, web::to(assets)),
+            (Method::HEAD, web::to(assets)),
+        ],
+    ));
 }
 
 async fn index() -> HttpResponse {

@@ -1,7 +1,9 @@
 //! Sending, device reports, and the delivery log.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 use futures_util::{StreamExt, stream};
 use pushd_actors::model::Delivery;
@@ -12,15 +14,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{ApiKey, SdkKey};
-use super::body::JsonBody;
-use super::error::ApiError;
-use super::{AppState, check_id, now};
-use crate::store::DeliveryFilter;
+use super::body::{Fields, JsonBody, QueryOf};
+use super::error::{ApiError, naming};
+use super::{AppState, check_id, endpoint, page_limit};
+use crate::store::{DeliveryFilter, SledStore};
 
 /// Most customer ids in one send.
 pub const MAX_SEND_IDS: usize = 10_000;
-/// Most deliveries in one page of the log.
-const MAX_PAGE: usize = 1000;
 /// Customers asked at once while fanning a send out.
 const FAN_OUT: usize = 256;
 
@@ -53,32 +53,32 @@ struct ListQuery {
     message_id: Option<String>,
     campaign_id: Option<String>,
     customer_id: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
     cursor: Option<String>,
 }
 
 async fn send_push(
     _: ApiKey,
     state: web::Data<AppState>,
-    JsonBody(body): JsonBody<SendBody>,
+    web::Json(Fields(body)): JsonBody<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
-    check_id(&body.message_id, "message_id")?;
+    let message_id = check_id(&body.message_id, "message_id")?;
     if body.customer_ids.is_empty() || body.customer_ids.len() > MAX_SEND_IDS {
         return Err(ApiError::invalid_field(format!(
             "customer_ids must hold 1 to {MAX_SEND_IDS} ids, not {}",
             body.customer_ids.len()
         )));
     }
-    for id in &body.customer_ids {
-        check_id(id, "customer id")?;
+    for (i, id) in body.customer_ids.iter().enumerate() {
+        check_id(id, &format!("customer_ids[{i}]"))?;
     }
     if !body.data.is_null() && !body.data.is_object() {
         return Err(ApiError::invalid_field("data must be an object"));
     }
     let message = state
         .store
-        .message(&body.message_id)?
-        .ok_or_else(|| ApiError::not_found("message"))?;
+        .message(message_id)?
+        .ok_or_else(|| ApiError::not_found("message", message_id))?;
     let message = Arc::new(message);
     let sends = body.customer_ids.into_iter().map(|customer_id| {
         let msg = SendMessage {
@@ -87,7 +87,12 @@ async fn send_push(
         };
         let state = state.clone();
         async move {
-            let result = state.registry.request(&customer_id, msg).await;
+            let ids = [("customer", customer_id.as_str())];
+            let result = state
+                .registry
+                .request(&customer_id, msg)
+                .await
+                .map_err(naming(&ids));
             (customer_id, result)
         }
     });
@@ -103,7 +108,6 @@ async fn send_push(
                 deliveries.push(json!({"customer_id": customer_id, "delivery_id": delivery_id}))
             }
             Err(e) => {
-                let e = ApiError::from(e);
                 failed.push(json!({"customer_id": customer_id,
                     "error": {"code": e.code, "message": e.message}}));
                 first_error.get_or_insert(e);
@@ -125,38 +129,78 @@ async fn send_push(
 async fn push_event(
     _: SdkKey,
     state: web::Data<AppState>,
-    JsonBody(body): JsonBody<ReportBody>,
+    web::Json(Fields(body)): JsonBody<ReportBody>,
 ) -> Result<HttpResponse, ApiError> {
-    check_id(&body.delivery_id, "delivery_id")?;
-    check_id(&body.device_id, "device_id")?;
+    let delivery_id = check_id(&body.delivery_id, "delivery_id")?;
+    let device_id = check_id(&body.device_id, "device_id")?;
     let customer = state
         .store
-        .delivery_customer(&body.delivery_id)?
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
+        .delivery_customer(delivery_id)?
+        .ok_or_else(|| ApiError::not_found("delivery", delivery_id))?;
     let report = DeviceReport {
-        delivery_id: body.delivery_id,
-        token: body.device_id,
+        delivery_id: delivery_id.to_string(),
+        token: device_id.to_string(),
         report: body.event,
-        at: body.timestamp.unwrap_or_else(now),
+        at: body.timestamp.unwrap_or_else(|| state.clock.now()),
     };
     let event = report.report.as_str();
-    state.registry.request(&customer, report).await?;
+    let ids = [("delivery", delivery_id), ("device", device_id)];
+    let asked = state.registry.request(&customer, report).await;
+    asked.map_err(naming(&ids))?;
     metrics::counter!("pushd_reports_total", "event" => event).increment(1);
     Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
 }
 
-/// The API's view of a delivery; `detail` adds the per-device rows.
-pub fn delivery_json(d: &Delivery, detail: bool) -> Value {
+/// The names of messages, read from the store once per message per request
+/// (a page of the log names the same few messages many times).
+struct MessageNames<'a> {
+    store: &'a SledStore,
+    names: HashMap<String, Option<String>>,
+}
+
+impl<'a> MessageNames<'a> {
+    fn new(store: &'a SledStore) -> Self {
+        MessageNames {
+            store,
+            names: HashMap::new(),
+        }
+    }
+
+    /// The name of message `id`, if it exists.
+    fn of(&mut self, id: &str) -> Result<Option<String>, ApiError> {
+        if let Some(name) = self.names.get(id) {
+            return Ok(name.clone());
+        }
+        let name = self.store.message(id)?.map(|m| m.name);
+        self.names.insert(id.to_string(), name.clone());
+        Ok(name)
+    }
+}
+
+/// The failure message: the delivery's own words first (the missing
+/// variable, ...), then what the reason means and how to fix it.
+fn failure_message(d: &Delivery) -> Option<String> {
+    let reason = d.state.failure_reason()?;
+    Some(match &d.failure_detail {
+        Some(detail) => format!("{detail}. {}", reason.message()),
+        None => reason.message().to_string(),
+    })
+}
+
+/// The API's view of a delivery, with its message's `name`; `detail` adds
+/// the per-device rows.
+fn delivery_json(d: &Delivery, message_name: Option<String>, detail: bool) -> Value {
     let reason = d.state.failure_reason();
     let mut v = json!({
         "delivery_id": d.id,
         "customer_id": d.customer_id,
         "message_id": d.message_id,
+        "name": message_name,
         "campaign_id": d.campaign_id,
         "channel": "push",
         "status": d.status(),
         "failure_reason": reason.map(|r| r.code()),
-        "failure_message": reason.map(|r| r.message()),
+        "failure_message": failure_message(d),
         "created_at": d.created_at,
         "attempted_at": d.attempted_at,
         "converted_at": d.state.converted_at,
@@ -196,7 +240,7 @@ fn stored_delivery(state: &AppState, id: &str) -> Result<Delivery, ApiError> {
     state
         .store
         .delivery(id)?
-        .ok_or_else(|| ApiError::not_found("delivery"))
+        .ok_or_else(|| ApiError::not_found("delivery", id))
 }
 
 async fn get_delivery(
@@ -206,31 +250,40 @@ async fn get_delivery(
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "delivery id")?;
     let d = stored_delivery(&state, id)?;
-    Ok(HttpResponse::Ok().json(delivery_json(&d, true)))
+    let name = MessageNames::new(&state.store).of(&d.message_id)?;
+    Ok(HttpResponse::Ok().json(delivery_json(&d, name, true)))
 }
 
 async fn list_deliveries(
     _: ApiKey,
     state: web::Data<AppState>,
-    query: Result<web::Query<ListQuery>, actix_web::Error>,
+    web::Query(Fields(q)): QueryOf<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query
-        .map_err(|e| ApiError::invalid_field(format!("bad query: {e}")))?
-        .into_inner();
     if q.channel.as_deref().is_some_and(|c| c != "push") {
-        return Err(ApiError::invalid_field("channel must be push"));
+        return Err(ApiError::invalid_field(format!(
+            "channel must be push, not {:?}",
+            q.channel.unwrap_or_default()
+        )));
     }
     let status = match q.status.as_deref() {
-        Some(s) => Some(
-            MessageStatus::parse(s)
-                .ok_or_else(|| ApiError::invalid_field(format!("unknown status {s:?}")))?,
-        ),
+        Some(s) => Some(MessageStatus::parse(s).ok_or_else(|| {
+            let all: Vec<&str> = MessageStatus::ALL.iter().map(|m| m.as_str()).collect();
+            ApiError::invalid_field(format!(
+                "status must be one of {}, not {s:?}",
+                all.join(", ")
+            ))
+        })?),
         None => None,
     };
-    // A larger page is served as the largest one; paging goes on from its cursor.
-    let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
-    if limit == 0 {
-        return Err(ApiError::invalid_field("limit must be at least 1"));
+    let limit = page_limit(q.limit.as_deref())?;
+    for (name, id) in [
+        ("message_id", &q.message_id),
+        ("campaign_id", &q.campaign_id),
+        ("customer_id", &q.customer_id),
+    ] {
+        if let Some(id) = id {
+            check_id(id, name)?;
+        }
     }
     let filter = DeliveryFilter {
         status,
@@ -241,7 +294,11 @@ async fn list_deliveries(
     let (page, next) = state
         .store
         .list_deliveries(&filter, limit, q.cursor.as_deref())?;
-    let deliveries: Vec<Value> = page.iter().map(|d| delivery_json(d, false)).collect();
+    let mut names = MessageNames::new(&state.store);
+    let mut deliveries = Vec::with_capacity(page.len());
+    for d in &page {
+        deliveries.push(delivery_json(d, names.of(&d.message_id)?, false));
+    }
     Ok(HttpResponse::Ok().json(json!({"deliveries": deliveries, "next_cursor": next})))
 }
 
@@ -255,20 +312,37 @@ async fn retry_delivery(
     let message = state
         .store
         .message(&d.message_id)?
-        .ok_or_else(|| ApiError::not_found("message"))?;
+        .ok_or_else(|| ApiError::not_found("message", &d.message_id))?;
     let retry = RetryDelivery {
         delivery_id: id.to_string(),
         message: Arc::new(message),
     };
-    state.registry.request(&d.customer_id, retry).await?;
+    let ids = [("delivery", id), ("customer", d.customer_id.as_str())];
+    let asked = state.registry.request(&d.customer_id, retry).await;
+    asked.map_err(naming(&ids))?;
     Ok(HttpResponse::Accepted().json(json!({"delivery_id": id})))
 }
 
 /// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/send/push", web::post().to(send_push))
-        .route("/push/events", web::post().to(push_event))
-        .route("/v1/deliveries", web::get().to(list_deliveries))
-        .route("/v1/deliveries/{id}", web::get().to(get_delivery))
-        .route("/v1/deliveries/{id}/retry", web::post().to(retry_delivery));
+    cfg.service(endpoint(
+        "/v1/send/push",
+        [(Method::POST, web::to(send_push))],
+    ))
+    .service(endpoint(
+        "/push/events",
+        [(Method::POST, web::to(push_event))],
+    ))
+    .service(endpoint(
+        "/v1/deliveries",
+        [(Method::GET, web::to(list_deliveries))],
+    ))
+    .service(endpoint(
+        "/v1/deliveries/{id}",
+        [(Method::GET, web::to(get_delivery))],
+    ))
+    .service(endpoint(
+        "/v1/deliveries/{id}/retry",
+        [(Method::POST, web::to(retry_delivery))],
+    ));
 }

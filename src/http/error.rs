@@ -1,10 +1,11 @@
-//! The API's one error type, and its mapping to the error body of API.md:
+//! The API's one error type, and its mapping to the contract's error body:
 //! `{"error": {"code": "<snake_case>", "message": "<sentence>"}}`.
 
 use actix_web::dev::ServiceResponse;
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::ErrorHandlerResponse;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use pushd_actors::engine::EngineError;
 use pushd_actors::ports::StoreError;
 use serde_json::json;
@@ -31,18 +32,88 @@ impl ApiError {
         }
     }
 
+    /// 400 for a `cursor` this server did not hand out.
+    pub fn bad_cursor() -> Self {
+        Self::invalid_field(
+            "cursor is not one this server handed out; page from the start (no cursor) and follow next_cursor",
+        )
+    }
+
     /// 400 with a field problem.
     pub fn invalid_field(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_field", message)
     }
 
-    /// 404 for a named kind of resource.
-    pub fn not_found(what: &str) -> Self {
+    /// 404 naming the kind and the id: `message "welcom" not found`.
+    pub fn not_found(kind: &str, id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("{what} not found"),
+            format!("{kind} {id:?} not found"),
         )
+    }
+
+    /// 405 for `req`'s method on a known path, with the `Allow` header.
+    pub fn method_not_allowed(req: &HttpRequest, allow: &str) -> HttpResponse {
+        let message = format!(
+            "{} is not allowed on {}; use {allow}",
+            req.method(),
+            req.path()
+        );
+        let mut res = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
+        .error_response();
+        if let Ok(value) = header::HeaderValue::from_str(allow) {
+            res.headers_mut().insert(header::ALLOW, value);
+        }
+        res
+    }
+}
+
+/// Maps an engine error to the API's, naming the id of what was not found:
+/// the engine says "customer", the handler knows which one.
+pub fn naming<'a>(ids: &'a [(&'a str, &'a str)]) -> impl Fn(EngineError) -> ApiError + 'a {
+    move |e| match e {
+        EngineError::NotFound(kind) => match ids.iter().find(|(k, _)| *k == kind) {
+            Some((kind, id)) => ApiError::not_found(kind, id),
+            None => ApiError::from(e),
+        },
+        e => ApiError::from(e),
+    }
+}
+
+/// Says a serde error in JSON's words, naming the field (`path`): what was
+/// expected and what was given, without serde's Rust type names.
+pub fn field_error(path: &str, message: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    if message.starts_with("unknown field") {
+        return message.to_string();
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ")
+        && let Some((given, expected)) = rest.split_once(", expected ")
+    {
+        return format!("{path} must be {}, not {given}", json_type(expected));
+    }
+    if let Some(rest) = message.strip_prefix("invalid value: ")
+        && let Some((given, expected)) = rest.split_once(", expected ")
+    {
+        return format!("{path} must be {}, not {given}", json_type(expected));
+    }
+    format!("{path}: {message}")
+}
+
+/// The JSON name of what serde expected.
+fn json_type(expected: &str) -> &str {
+    match expected {
+        e if e.contains("map") || e.starts_with("struct") => "an object",
+        e if e.contains("sequence") => "an array",
+        e if e.contains("bool") => "true or false",
+        e if e.starts_with('i') || e.starts_with('u') || e.contains("integer") => "a whole number",
+        e if e.contains("string") => "a string",
+        e => e,
     }
 }
 
@@ -60,7 +131,11 @@ impl ResponseError for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::NotFound(what) => ApiError::not_found(what),
+            EngineError::NotFound(what) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found"),
+            ),
             EngineError::NotRetryable(_) => {
                 ApiError::new(StatusCode::CONFLICT, "not_retryable", e.to_string())
             }
@@ -100,9 +175,7 @@ impl From<StoreError> for ApiError {
 impl From<crate::store::Error> for ApiError {
     fn from(e: crate::store::Error) -> Self {
         match e {
-            crate::store::Error::BadCursor => {
-                ApiError::invalid_field("cursor is not one this server handed out")
-            }
+            crate::store::Error::BadCursor => ApiError::bad_cursor(),
             other => StoreError::from(other).into(),
         }
     }
@@ -133,4 +206,43 @@ pub fn contract_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
     let (req, _) = res.into_parts();
     let res = ServiceResponse::new(req, body).map_into_right_body();
     Ok(ErrorHandlerResponse::Response(res))
+}
+
+impl From<JsonPayloadError> for ApiError {
+    fn from(e: JsonPayloadError) -> Self {
+        match e {
+            JsonPayloadError::OverflowKnownLength { limit, .. }
+            | JsonPayloadError::Overflow { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body exceeds {limit} bytes (max_body_bytes / PUSHD_MAX_BODY_BYTES)"),
+            ),
+            JsonPayloadError::Deserialize(e) if e.is_data() => {
+                // `Fields` put the field's path first; the position adds nothing.
+                let text = e.to_string();
+                ApiError::invalid_field(text.split(" at line ").next().unwrap_or(&text))
+            }
+            JsonPayloadError::Deserialize(e) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("malformed JSON: {e}"),
+            ),
+            other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", other.to_string()),
+        }
+    }
+}
+
+impl From<QueryPayloadError> for ApiError {
+    fn from(e: QueryPayloadError) -> Self {
+        match e {
+            QueryPayloadError::Deserialize(e) => ApiError::invalid_field(e.to_string()),
+            other => ApiError::invalid_field(other.to_string()),
+        }
+    }
+}
+
+impl From<PathError> for ApiError {
+    fn from(e: PathError) -> Self {
+        ApiError::invalid_field(format!("bad path: {e}"))
+    }
 }

@@ -1,18 +1,25 @@
-//! Push message templates and their metrics.
+//! Push message templates, their metrics, and the lists of messages and
+//! campaigns with their headline figures.
 
+use std::collections::BTreeMap;
+
+use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pushd_actors::model::{
     Audience, ConversionGoal, MessageSpec, PushKind, PushOptions, default_app,
 };
 use pushd_actors::person::MAX_CONVERSION_WINDOW;
+use pushd_actors::status::Timestamp;
 use pushd_actors::tally::{Counts, Tally};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::ApiKey;
-use super::body::JsonBody;
+use super::body::{Fields, JsonBody, QueryOf};
 use super::error::ApiError;
-use super::{AppState, check_id, push_options};
+use super::{AppState, check_id, endpoint, page_limit, push_options};
 
 /// `PUT /v1/messages/{id}` body.
 #[derive(Deserialize)]
@@ -39,8 +46,21 @@ fn all_devices() -> Audience {
     Audience::AllDevices
 }
 
+/// `GET /v1/messages` and `GET /v1/campaigns` query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
 /// Builds the message, refusing templates that do not parse.
-fn validate(state: &AppState, id: &str, b: MessageBody) -> Result<MessageSpec, ApiError> {
+fn validate(
+    state: &AppState,
+    id: &str,
+    b: MessageBody,
+    created_at: Timestamp,
+) -> Result<MessageSpec, ApiError> {
     if let Some(c) = &b.campaign_id {
         check_id(c, "campaign_id")?;
     }
@@ -109,6 +129,7 @@ fn validate(state: &AppState, id: &str, b: MessageBody) -> Result<MessageSpec, A
         conversion: b.conversion,
         app: b.app,
         push,
+        created_at,
     })
 }
 
@@ -116,10 +137,15 @@ async fn put_message(
     _: ApiKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    JsonBody(body): JsonBody<MessageBody>,
+    web::Json(Fields(body)): JsonBody<MessageBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
-    let spec = validate(&state, id, body)?;
+    // A replaced message keeps its place in the lists.
+    let created_at = match state.store.message(id)? {
+        Some(old) => old.created_at,
+        None => state.clock.now(),
+    };
+    let spec = validate(&state, id, body, created_at)?;
     state.registry.put_message(spec.clone()).await?;
     Ok(HttpResponse::Ok().json(spec))
 }
@@ -131,14 +157,14 @@ async fn get_message(
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
     let spec = state.store.message(id)?;
-    Ok(HttpResponse::Ok().json(spec.ok_or_else(|| ApiError::not_found("message"))?))
+    Ok(HttpResponse::Ok().json(spec.ok_or_else(|| ApiError::not_found("message", id))?))
 }
 
 /// 404 unless the message exists.
 fn known_message(state: &AppState, id: &str) -> Result<(), ApiError> {
     match state.store.message(id)? {
         Some(_) => Ok(()),
-        None => Err(ApiError::not_found("message")),
+        None => Err(ApiError::not_found("message", id)),
     }
 }
 
@@ -211,24 +237,130 @@ async fn campaign_metrics(
     Ok(HttpResponse::Ok().json(tally_json(&state.store.campaign_metrics(id))))
 }
 
+/// One page of `items` (sorted newest first by `(time, id)`) after
+/// `cursor`, and the cursor of the next page. A cursor is the position of
+/// the last item served, so items added meanwhile never shift a page.
+fn page<T>(
+    items: Vec<(Timestamp, String, T)>,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let after: Option<(Timestamp, String)> = match cursor {
+        Some(c) => Some(
+            URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .ok_or_else(ApiError::bad_cursor)?,
+        ),
+        None => None,
+    };
+    let newest_first =
+        |a: &(Timestamp, &str), b: &(Timestamp, &str)| b.0.cmp(&a.0).then(a.1.cmp(b.1));
+    let mut rest: Vec<_> = items
+        .into_iter()
+        .filter(|(t, id, _)| {
+            after.as_ref().is_none_or(|(at, aid)| {
+                newest_first(&(*t, id), &(*at, aid)) == std::cmp::Ordering::Greater
+            })
+        })
+        .collect();
+    rest.sort_by(|a, b| newest_first(&(a.0, &a.1), &(b.0, &b.1)));
+    let next = (rest.len() > limit).then(|| {
+        let (t, id, _) = &rest[limit - 1];
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&(t, id)).expect("encodes"))
+    });
+    rest.truncate(limit);
+    Ok((rest.into_iter().map(|(_, _, item)| item).collect(), next))
+}
+
+async fn list_messages(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    web::Query(Fields(q)): QueryOf<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page_limit(q.limit.as_deref())?;
+    let all = state.store.messages()?;
+    let items = all
+        .into_iter()
+        .map(|m| (m.created_at, m.id.clone(), m))
+        .collect();
+    let (messages, next) = page(items, limit, q.cursor.as_deref())?;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        out.push(json!({
+            "message_id": m.id,
+            "name": m.name,
+            "campaign_id": m.campaign_id,
+            "created_at": m.created_at,
+            "metrics": tally_json(&state.store.message_metrics(&m.id)),
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({"messages": out, "next_cursor": next})))
+}
+
+async fn list_campaigns(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    web::Query(Fields(q)): QueryOf<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page_limit(q.limit.as_deref())?;
+    // A campaign is as new as its newest message.
+    let mut campaigns: BTreeMap<String, (Timestamp, Vec<String>)> = BTreeMap::new();
+    for m in state.store.messages()? {
+        if let Some(c) = m.campaign_id {
+            let entry = campaigns.entry(c).or_default();
+            entry.0 = entry.0.max(m.created_at);
+            entry.1.push(m.id);
+        }
+    }
+    let items = campaigns
+        .into_iter()
+        .map(|(id, (newest, messages))| (newest, id.clone(), (id, messages)))
+        .collect();
+    let (campaigns, next) = page(items, limit, q.cursor.as_deref())?;
+    let mut out: Vec<Value> = Vec::with_capacity(campaigns.len());
+    for (id, messages) in campaigns {
+        out.push(json!({
+            "campaign_id": id,
+            "message_ids": messages,
+            "metrics": tally_json(&state.store.campaign_metrics(&id)),
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({"campaigns": out, "next_cursor": next})))
+}
+
 /// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v1/messages/{id}")
-            .route(web::put().to(put_message))
-            .route(web::get().to(get_message)),
-    )
-    .route("/v1/messages/{id}/metrics", web::get().to(message_metrics))
-    .route(
+    cfg.service(endpoint(
+        "/v1/messages",
+        [(Method::GET, web::to(list_messages))],
+    ))
+    .service(endpoint(
+        "/v1/messages/{id}",
+        [
+            (Method::PUT, web::to(put_message)),
+            (Method::GET, web::to(get_message)),
+        ],
+    ))
+    .service(endpoint(
+        "/v1/messages/{id}/metrics",
+        [(Method::GET, web::to(message_metrics))],
+    ))
+    .service(endpoint(
         "/v1/messages/{id}/timeseries",
-        web::get().to(message_timeseries),
-    )
-    .route(
+        [(Method::GET, web::to(message_timeseries))],
+    ))
+    .service(endpoint(
+        "/v1/campaigns",
+        [(Method::GET, web::to(list_campaigns))],
+    ))
+    .service(endpoint(
         "/v1/campaigns/{id}/metrics",
-        web::get().to(campaign_metrics),
-    )
-    .route(
+        [(Method::GET, web::to(campaign_metrics))],
+    ))
+    .service(endpoint(
         "/v1/campaigns/{id}/timeseries",
-        web::get().to(campaign_timeseries),
-    );
+        [(Method::GET, web::to(campaign_timeseries))],
+    ));
 }

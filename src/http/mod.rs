@@ -1,4 +1,4 @@
-//! The HTTP ingress of API.md, on actix-web: routing, shared state, and the
+//! The HTTP ingress of the API, on actix-web: routing, shared state, and the
 //! small helpers every handler uses. Handlers translate requests into engine
 //! messages and store reads; they hold no status logic.
 
@@ -13,13 +13,15 @@ mod push_options;
 
 use std::sync::Arc;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse, Resource, Route, web};
 use metrics_exporter_prometheus::PrometheusHandle;
+use pushd_actors::ports::Clock;
 use pushd_actors::registry::Registry;
 use serde_json::json;
 
-pub use auth::Keys;
-pub use body::BodyLimit;
+pub use auth::{KeyCheck, Keys};
+pub use body::extractors;
 pub use error::{ApiError, contract_body};
 
 use crate::store::SledStore;
@@ -33,25 +35,54 @@ pub struct AppState {
     pub store: Arc<SledStore>,
     /// Template checks at message upload.
     pub renderer: Arc<LiquidRenderer>,
+    /// The engine's clock: the time of a report or event sent without one.
+    pub clock: Arc<dyn Clock>,
 }
 
-/// Longest id, in bytes (API.md: IDs are strings of 1–256 bytes).
+/// Longest id, in bytes (IDs are strings of 1–256 bytes).
 pub const MAX_ID_BYTES: usize = 256;
+
+/// Most items in one page of a list (delivery log, messages); a larger
+/// `limit` is served as this many, and paging goes on from the cursor.
+pub const MAX_PAGE: usize = 1000;
 
 /// Checks an id's length, naming it in the error.
 pub fn check_id<'a>(id: &'a str, what: &str) -> Result<&'a str, ApiError> {
     if id.is_empty() || id.len() > MAX_ID_BYTES {
         return Err(ApiError::invalid_field(format!(
-            "{what} must be 1 to {MAX_ID_BYTES} bytes"
+            "{what} must be 1 to {MAX_ID_BYTES} bytes, not {}",
+            id.len()
         )));
     }
     Ok(id)
 }
 
-/// Now, Unix seconds.
-pub fn now() -> i64 {
-    use pushd_actors::ports::{Clock, SystemClock};
-    SystemClock.now()
+/// The page size asked for by a `limit` parameter (default 100).
+pub fn page_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    let Some(raw) = limit else { return Ok(100) };
+    match raw.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n.min(MAX_PAGE)),
+        _ => Err(ApiError::invalid_field(format!(
+            "limit must be a whole number from 1 to {MAX_PAGE} (larger ones are served as \
+             {MAX_PAGE}), not {raw:?}"
+        ))),
+    }
+}
+
+/// A resource answering `routes`, and any other method with 405
+/// `method_not_allowed` and an `Allow` header listing the ones it takes.
+pub fn endpoint(path: &str, routes: impl IntoIterator<Item = (Method, Route)>) -> Resource {
+    let mut resource = web::resource(path);
+    let mut allow = Vec::new();
+    for (method, route) in routes {
+        allow.push(method.to_string());
+        resource = resource.route(route.method(method));
+    }
+    let allow = allow.join(", ");
+    resource.default_service(web::to(move |req: HttpRequest| {
+        let res = ApiError::method_not_allowed(&req, &allow);
+        async move { res }
+    }))
 }
 
 async fn healthz() -> HttpResponse {
@@ -66,8 +97,8 @@ async fn prometheus(handle: web::Data<PrometheusHandle>) -> HttpResponse {
 
 /// Registers every route of the API.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(prometheus))
+    cfg.service(endpoint("/healthz", [(Method::GET, web::to(healthz))]))
+        .service(endpoint("/metrics", [(Method::GET, web::to(prometheus))]))
         .configure(customers::routes)
         .configure(messages::routes)
         .configure(deliveries::routes);

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushd_actors::model::{Environment, PushKind, PushPriority};
-use pushd_actors::ports::{Accepted, ProviderError, Push};
+use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
 use pushd_actors::status::FailureReason;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{check_size, client_for, network_error, retry_after, unix_now};
+use super::http::{check_size, client_for, network_error, retry_after};
 use super::{
     APNS_DEFAULT_ENDPOINT, APNS_SANDBOX_ENDPOINT, ApnsConfig, ClientOptions, CredentialsError,
 };
@@ -183,8 +183,8 @@ struct ErrorBody {
 fn expiration(ttl_seconds: Option<u32>) -> String {
     match ttl_seconds {
         Some(0) => "0".to_owned(),
-        Some(ttl) => (unix_now() + u64::from(ttl)).to_string(),
-        None => (unix_now() + EXPIRATION.as_secs()).to_string(),
+        Some(ttl) => (SystemClock.now() as u64 + u64::from(ttl)).to_string(),
+        None => (SystemClock.now() as u64 + EXPIRATION.as_secs()).to_string(),
     }
 }
 
@@ -300,7 +300,7 @@ impl JwtSigner {
         header.kid = Some(self.key_id.clone());
         let claims = Claims {
             iss: &self.team_id,
-            iat: unix_now(),
+            iat: SystemClock.now() as u64,
         };
         let jwt: Arc<str> = jsonwebtoken::encode(&header, &claims, &self.key)
             .map_err(|e| ProviderError::Permanent {

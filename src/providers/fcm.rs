@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushd_actors::model::{PushKind, PushPriority};
-use pushd_actors::ports::{Accepted, ProviderError, Push};
+use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
 use pushd_actors::status::FailureReason;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{check_size, client_for, network_error, retry_after, unix_now};
+use super::http::{check_size, client_for, network_error, retry_after};
 use super::{ClientOptions, CredentialsError, FCM_DEFAULT_ENDPOINT, FcmConfig};
 
 /// Largest payload FCM accepts, in bytes: what reaches the device, the
@@ -169,7 +169,7 @@ impl Inner {
 
     /// The signed JWT-bearer assertion.
     fn assertion(&self) -> Result<String, ProviderError> {
-        let iat = unix_now();
+        let iat = SystemClock.now() as u64;
         let claims = AssertionClaims {
             iss: &self.client_email,
             scope: SCOPE,

@@ -41,14 +41,6 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// Now, Unix seconds.
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
 /// Refuses a payload of `size` bytes when `provider` accepts at most `max`:
 /// a payload error is the message's fault, never the token's, and sending
 /// it would only be refused.

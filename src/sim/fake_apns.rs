@@ -13,7 +13,7 @@ use hyper::Method;
 use hyper::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use pushd_actors::model::{Environment, Platform};
-use pushd_actors::ports::BoxFuture;
+use pushd_actors::ports::{BoxFuture, Clock, SystemClock};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::Deserialize;
@@ -221,7 +221,7 @@ impl State {
         let Some(iat) = self.verify(jwt) else {
             return error(403, "InvalidProviderToken");
         };
-        if unix_now().saturating_sub(iat) > MAX_TOKEN_AGE {
+        if (SystemClock.now() as u64).saturating_sub(iat) > MAX_TOKEN_AGE {
             return error(403, "ExpiredProviderToken");
         }
         self.recorder.saw_credential(jwt);
@@ -316,14 +316,6 @@ fn bad_headers<'a>(header: &impl Fn(&str) -> Option<&'a str>) -> Option<&'static
     None
 }
 
-/// Now, Unix seconds.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
 /// An APNs error answer.
 fn error(status: u16, reason: &str) -> Reply {
     json_response(status, &json!({ "reason": reason }), &[])
@@ -334,7 +326,7 @@ fn fault_reply(fault: Fault) -> Reply {
     match fault {
         Fault::Unregistered => json_response(
             410,
-            &json!({"reason": "Unregistered", "timestamp": unix_now() * 1000}),
+            &json!({"reason": "Unregistered", "timestamp": SystemClock.now_ms()}),
             &[],
         ),
         Fault::BadDeviceToken => error(400, "BadDeviceToken"),

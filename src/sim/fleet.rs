@@ -12,8 +12,9 @@
 //!   **without the SDK** and never report;
 //! * users open a push and then convert with set probabilities.
 //!
-//! Simulated time runs `time_scale` times faster than real time; report
-//! timestamps are simulated, so pushd's time series shows hours of reports.
+//! Time is the demo's [`SimClock`]: report timestamps are simulated (hours
+//! of late reports arrive in a minute) and never in the future, because a
+//! report waits until the simulated clock reads its time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,19 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::ReceivedPush;
+use super::clock::SimClock;
+use pushd_actors::ports::Clock;
+
+/// Longest time a phone stays offline after a push, simulated seconds.
+const MAX_OFFLINE_SECS: u64 = 4 * 3600;
+/// Longest wait of a closed or dozing app before it next runs.
+const MAX_NEXT_RUN_SECS: u64 = 12 * 3600;
+/// Longest time from a shown push to its tap.
+const MAX_OPEN_SECS: u64 = 1800;
+/// Longest time from a tap to the purchase.
+const MAX_CONVERT_SECS: u64 = 3600;
+/// Longest time before an app that can report does.
+const MAX_REPORT_SECS: u64 = 30;
 
 /// Where the app is when a push arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,11 +127,19 @@ impl FleetProfile {
             dozing: rng.gen_bool(self.doze),
             has_sdk: rng.gen_bool(self.sdk),
             offline_secs: match rng.gen_bool(self.offline) {
-                true => rng.gen_range(600..4 * 3600),
+                true => rng.gen_range(600..MAX_OFFLINE_SECS),
                 false => 0,
             },
         }
     }
+}
+
+/// The longest time from a push to the last thing its phone does: how
+/// far the demo's clock must run for every report to arrive.
+pub fn horizon() -> Duration {
+    Duration::from_secs(
+        MAX_OFFLINE_SECS + MAX_REPORT_SECS + MAX_NEXT_RUN_SECS + MAX_OPEN_SECS + MAX_CONVERT_SECS,
+    )
 }
 
 /// Something the phone tells pushd, `after` simulated seconds past the push.
@@ -142,19 +164,19 @@ pub fn plan(device: &SimDevice, profile: &FleetProfile, rng: &mut StdRng) -> Vec
         (AppState::Background, Platform::Android) => !device.dozing,
         (AppState::Closed, _) => false,
     };
-    let mut at = device.offline_secs + rng.gen_range(1..30);
+    let mut at = device.offline_secs + rng.gen_range(1..MAX_REPORT_SECS);
     if !can_report_now {
-        at += rng.gen_range(3600..12 * 3600);
+        at += rng.gen_range(3600..MAX_NEXT_RUN_SECS);
     }
     let mut actions = Vec::new();
     if shown {
         actions.push((at, Action::Report("delivered")));
     }
     if shown && rng.gen_bool(profile.open) {
-        let opened = at + rng.gen_range(5..1800);
+        let opened = at + rng.gen_range(5..MAX_OPEN_SECS);
         actions.push((opened, Action::Report("opened")));
         if rng.gen_bool(profile.convert) {
-            actions.push((opened + rng.gen_range(30..3600), Action::Goal));
+            actions.push((opened + rng.gen_range(30..MAX_CONVERT_SECS), Action::Goal));
         }
     }
     actions
@@ -183,8 +205,8 @@ pub struct Fleet {
     pub base_url: String,
     /// The SDK key.
     pub sdk_key: String,
-    /// Simulated seconds per real second.
-    pub time_scale: f64,
+    /// Simulated time, shared with the daemon.
+    pub clock: Arc<SimClock>,
     /// The goal event name.
     pub goal: String,
 }
@@ -207,7 +229,7 @@ impl Fleet {
                 else {
                     continue;
                 };
-                let sent_at = crate::http::now();
+                let sent_at = fleet.clock.now();
                 for (after, action) in plan(device, &fleet.profile, &mut rng) {
                     let job = Report {
                         fleet: fleet.clone(),
@@ -216,7 +238,6 @@ impl Fleet {
                         token: push.token.clone(),
                         delivery: delivery.clone(),
                         at: sent_at + after as i64,
-                        wait: Duration::from_secs_f64(after as f64 / fleet.time_scale),
                         action,
                     };
                     counts.pending.fetch_add(1, Ordering::Relaxed);
@@ -235,15 +256,22 @@ struct Report {
     stats: Arc<FleetStats>,
     token: String,
     delivery: String,
+    /// When it happens, simulated Unix seconds.
     at: i64,
-    wait: Duration,
     action: Action,
 }
 
 impl Report {
     async fn send(self) {
-        tokio::time::sleep(self.wait).await;
         let f = &self.fleet;
+        // Never dated ahead of the clock: wait until it reads `at`.
+        loop {
+            let wait = f.clock.until(self.at);
+            if wait.is_zero() {
+                break;
+            }
+            tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+        }
         let request = match self.action {
             Action::Report(event) => self
                 .client
@@ -341,5 +369,24 @@ mod tests {
         let mut old_app = phone(Platform::Ios, AppState::Foreground, true);
         old_app.has_sdk = false;
         assert!(plan(&old_app, &profile, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn every_plan_ends_within_the_horizon() {
+        let profile = FleetProfile {
+            open: 1.0,
+            convert: 1.0,
+            offline: 1.0,
+            ..FleetProfile::default()
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..1000 {
+            let mut device = profile.device("c", Platform::Android, &mut rng);
+            device.state = AppState::Closed;
+            device.has_sdk = true;
+            for (after, _) in plan(&device, &profile, &mut rng) {
+                assert!(Duration::from_secs(after) <= horizon());
+            }
+        }
     }
 }

@@ -1,9 +1,10 @@
 // End-to-end test of the pushd web dashboard in a real headless Chromium.
 //
-// Starts the real daemon (`target/debug/pushd serve`, or $PUSHD_BIN) on a free loopback
-// port with a fresh data dir and no provider credentials, seeds customers, devices and a
-// message over the HTTP API, sends a push to 50 customers, then drives the dashboard with
-// playwright-core and checks what the page shows against what the API answers.
+// Starts the real daemon (`target/debug/pushd serve`, or $PUSHD_BIN) on a loopback port
+// the system picks (the daemon prints it), with a fresh data dir and no provider
+// credentials, seeds customers, devices and a message over the HTTP API, sends a push to
+// 50 customers, then drives the dashboard with playwright-core and checks what the page
+// shows against what the API answers, at desktop width and at 390 px.
 //
 // Run: (cd tests/browser && npm ci) && cargo build && node --test tests/browser/
 // Env: PUSHD_BIN (daemon binary), CHROMIUM_PATH (default /usr/bin/chromium).
@@ -12,7 +13,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,18 +53,6 @@ const deliveryOf = new Map(); // customer id -> delivery id
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -194,12 +182,11 @@ before(async () => {
   assert.ok(fs.existsSync(BIN), `daemon binary ${BIN} (build it with cargo build, or set PUSHD_BIN)`);
   assert.ok(fs.existsSync(CHROMIUM), `Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pushd-browser-'));
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('PUSHD_')) delete env[k];
   Object.assign(env, {
-    PUSHD_LISTEN: `127.0.0.1:${port}`,
+    // Port 0: the system picks a free port, and the daemon prints it.
+    PUSHD_LISTEN: '127.0.0.1:0',
     PUSHD_DATA_DIR: path.join(dataDir, 'data'),
     PUSHD_API_KEY: API_KEY,
     PUSHD_SDK_KEY: SDK_KEY,
@@ -212,6 +199,12 @@ before(async () => {
   let exited = null;
   daemon.on('exit', (code, sig) => { exited = `exited with ${code ?? sig}`; });
 
+  await until('the daemon to print its address', async () => {
+    if (exited) throw new Error(`daemon ${exited} before it listened:\n${daemonLog}`);
+    const m = daemonLog.match(/pushd listening on (http:\/\/\S+)/);
+    if (m) base = m[1];
+    return Boolean(m);
+  }, 30_000, 50);
   await until('GET /healthz', async () => {
     if (exited) throw new Error(`daemon ${exited} before it was healthy:\n${daemonLog}`);
     try {
@@ -326,18 +319,59 @@ test('the API key form: a wrong key brings it back, the right one opens the dash
   assert.equal(await page.evaluate(() => sessionStorage.getItem('pushd.apiKey')), API_KEY);
 });
 
+test('overview opens on the campaigns and messages, newest first, with their headline figures', { timeout: 30_000 }, async () => {
+  await page.goto(`${base}/#/overview`);
+  const { json: list } = await api('GET', '/v1/messages', null, { expect: 200 });
+  const { json: camps } = await api('GET', '/v1/campaigns', null, { expect: 200 });
+  await page.locator(`#messages-table tr[data-message-id="${MESSAGE}"]`).waitFor();
+  const rows = (table, key) => page.$$eval(`#${table} tbody tr[data-${key}-id]`, (trs, k) => trs.map((tr) => ({
+    id: tr.dataset[`${k}Id`],
+    text: tr.querySelector('th').textContent,
+    sends: tr.querySelector('[data-field="sends"]').dataset.value,
+    sent: tr.querySelector('[data-field="sent"]').dataset.value,
+    delivered: tr.querySelector('[data-field="rates.delivered"]').textContent,
+    opened: tr.querySelector('[data-field="rates.opened"]').textContent,
+    converted: tr.querySelector('[data-field="rates.converted"]').textContent,
+  })), key);
+  const shown = await rows('messages-table', 'message');
+  assert.deepEqual(shown.map((r) => r.id), list.messages.map((m) => m.message_id), 'messages in the API\u2019s order');
+  for (const [i, m] of list.messages.entries()) {
+    assert.ok(shown[i].text.includes(m.name), `the message\u2019s name is shown: ${shown[i].text}`);
+    assert.equal(shown[i].sends, String(m.metrics.sends));
+    assert.equal(shown[i].sent, String(m.metrics.sent));
+    assert.equal(shown[i].delivered, pct(m.metrics.rates.delivered));
+    assert.equal(shown[i].opened, pct(m.metrics.rates.opened));
+    assert.equal(shown[i].converted, pct(m.metrics.rates.converted));
+  }
+  const shownCamps = await rows('campaigns-table', 'campaign');
+  assert.deepEqual(shownCamps.map((r) => r.id), camps.campaigns.map((c) => c.campaign_id));
+  assert.equal(shownCamps[0].sends, String(camps.campaigns[0].metrics.sends));
+  assert.equal(await page.locator('#overview-body').isVisible(), false, 'no empty metrics form');
+  await shot('overview-lists');
+});
+
 test('overview shows the metrics of the campaign and of the message as the API reports them', { timeout: 60_000 }, async () => {
-  // The ids seen on the first page of the delivery log are offered.
-  await page.locator('[data-recent="campaign"]', { hasText: CAMPAIGN }).waitFor();
-  await page.locator('[data-recent="message"]', { hasText: MESSAGE }).waitFor();
+  // Delivered and opened reported at the same minute for one device: the chart's two
+  // lines are equal and must both stay visible.
+  const reported = deliveryOf.get(cid(5));
+  const { json: before } = await api('GET', `/v1/deliveries/${reported}`, null, { expect: 200 });
+  for (const event of ['delivered', 'opened']) {
+    const res = await fetch(`${base}/push/events`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${SDK_KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ delivery_id: reported, event, device_id: 'ios-token-5', timestamp: before.created_at + 60 }),
+    });
+    assert.equal(res.status, 200, event);
+  }
 
   for (const [kind, id, apiPath] of [
     ['campaign', CAMPAIGN, `/v1/campaigns/${CAMPAIGN}/metrics`],
     ['message', MESSAGE, `/v1/messages/${MESSAGE}/metrics`],
   ]) {
+    await page.goto(`${base}/#/overview`);
     const { json: m } = await api('GET', apiPath, null, { expect: 200 });
     assert.equal(m.sends, N, `${kind} sends`);
-    await page.locator(`[data-recent="${kind}"]`, { hasText: id }).click();
+    await page.locator(`[data-recent="${kind}"]`, { hasText: kind === 'message' ? 'Welcome push' : id }).click();
     await page.waitForFunction((v) => document.querySelector('[data-metric="sends"]:not([data-platform])')?.dataset.value === String(v), m.sends);
     await page.locator('#overview-subject', { hasText: id }).waitFor();
     assertMetricsShown(await readMetrics(), m, kind);
@@ -345,12 +379,39 @@ test('overview shows the metrics of the campaign and of the message as the API r
     const ts = await api('GET', `/v1/${kind}s/${id}/timeseries`);
     const points = ts.status === 200 ? ts.json.points.length : 0;
     assert.equal(await page.locator('#chart svg.chart-svg').getAttribute('data-points'), String(points), `${kind} chart points`);
-    if (points === 0) await page.locator('#chart svg', { hasText: 'No data yet' }).waitFor();
+    assert.ok(points > 0, 'the reports made points');
+    const style = (series) => page.$eval(`#chart polyline[data-series="${series}"]`, (el) => {
+      const cs = getComputedStyle(el);
+      return { dash: cs.strokeDasharray, color: cs.stroke, total: el.dataset.total };
+    });
+    const [delivered, opened] = [await style('delivered'), await style('opened')];
+    assert.equal(delivered.total, opened.total, 'equal lines');
+    assert.equal(delivered.dash, 'none', 'delivered is solid');
+    assert.notEqual(opened.dash, 'none', 'opened is dashed, so delivered shows through');
+    assert.notEqual(delivered.color, opened.color);
+    assert.ok(await page.locator('#chart circle.dot-delivered').count() > 0, 'delivered markers');
+    assert.ok(await page.locator('#chart rect.dot-opened').count() > 0, 'opened markers');
+    // Nothing here is sent on iOS with a lower delivered rate: no note.
+    assert.equal(await page.locator('#ios-note').isVisible(), false, 'no iOS note without a gap to explain');
   }
+  await shot('overview');
+
+  // With iOS's delivered rate below Android's, the note explains why.
+  const { json: real } = await api('GET', `/v1/messages/${MESSAGE}/metrics`, null, { expect: 200 });
+  const gap = structuredClone(real);
+  gap.by_platform.ios = { ...gap.by_platform.ios, sent: 10, delivered: 3, rates: { ...gap.by_platform.ios.rates, delivered: 0.3 } };
+  gap.by_platform.android = { ...gap.by_platform.android, sent: 10, delivered: 9, rates: { ...gap.by_platform.android.rates, delivered: 0.9 } };
+  await page.route(`**/v1/messages/${MESSAGE}/metrics`, (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(gap) }));
+  await page.goto(`${base}/#/overview?campaign=${CAMPAIGN}`);
+  await page.goto(`${base}/#/overview?message=${MESSAGE}`);
+  await page.locator('#ios-note').waitFor({ state: 'visible' });
   const note = await page.locator('#ios-note').textContent();
   assert.match(note, /opted in/);
   assert.match(note, /Android/);
-  await shot('overview');
+  await page.unroute(`**/v1/messages/${MESSAGE}/metrics`);
+  await page.goto(`${base}/#/overview?campaign=${CAMPAIGN}`);
+  await page.goto(`${base}/#/overview?message=${MESSAGE}`);
+  await page.waitForFunction(() => document.querySelector('#ios-note').hidden);
 });
 
 test('overview refreshes by itself within 5 s when the metrics move', { timeout: 40_000 }, async () => {
@@ -410,6 +471,7 @@ test('delivery log: filter by status, page with Next/Previous, filter by custome
   const row = page.locator(`#log-table tr[data-delivery-id="${deliveryOf.get(cid(LIQUID))}"]`);
   assert.equal(await row.locator('[data-field="customer_id"]').textContent(), cid(LIQUID));
   assert.equal(await row.locator('[data-field="message_id"]').textContent(), MESSAGE);
+  assert.equal(await row.locator('[data-field="name"]').textContent(), 'Welcome push', 'the message\u2019s name');
   assert.equal(await row.locator('[data-field="status"] .status').textContent(), 'failed');
   await shot('delivery-log');
 });
@@ -430,6 +492,8 @@ test('delivery detail: device rows, failure reason in words, Retry only on faile
   assert.deepEqual(d.devices.map((x) => x.platform).sort(), ['android', 'ios']);
   assertDevicesShown(await readDeviceRows(), d);
   assert.equal(await page.locator('#delivery-status').textContent(), 'failed');
+  assert.equal(d.name, 'Welcome push');
+  assert.equal(await page.locator('#delivery-summary [data-field="name"]').textContent(), d.name);
   assert.equal(await page.locator('#delivery-summary [data-field="devices_attempted"]').textContent(), String(d.devices_attempted));
   const failure = page.locator('#failure[data-failure-reason="credentials_not_found"]');
   await failure.waitFor();
@@ -499,6 +563,48 @@ test('Retry on a liquid failure after fixing the attribute ends in another state
   else assert.match(note, new RegExp(`from failed to ${afterward.status}`), note);
   assertDevicesShown(await readDeviceRows(), afterward);
   await shot('delivery-retried-liquid');
+});
+
+test('at 390 px wide the filter bar and the radio labels fit and stay readable', { timeout: 30_000 }, async () => {
+  const narrow = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2 });
+  const phone = await narrow.newPage();
+  await phone.goto(`${base}/`);
+  await phone.evaluate((key) => sessionStorage.setItem('pushd.apiKey', key), API_KEY);
+  const fits = async (where) => {
+    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `${where}: the page does not scroll sideways (${overflow} px too wide)`);
+  };
+  const inside = async (selector) => {
+    for (const el of await phone.locator(selector).all()) {
+      const box = await el.boundingBox();
+      assert.ok(box && box.x >= 0 && box.x + box.width <= 390, `${selector} within the screen: ${JSON.stringify(box)}`);
+    }
+  };
+
+  await phone.goto(`${base}/#/overview`);
+  await phone.locator('#messages-table tbody tr').first().waitFor();
+  await fits('overview');
+  await inside('#overview-form label, #overview-form input, #overview-form button');
+  for (const label of await phone.locator('#overview-form label.radio').all()) {
+    const [lb, input] = [await label.boundingBox(), await label.locator('input').boundingBox()];
+    assert.ok(lb.height < 40, `a radio label takes one line: ${JSON.stringify(lb)}`);
+    const mid = input.y + input.height / 2;
+    assert.ok(mid > lb.y && mid < lb.y + lb.height, 'the radio sits beside its text');
+  }
+  await phone.screenshot({ path: path.join(SHOTS, 'narrow-overview.png'), fullPage: true });
+
+  await phone.goto(`${base}/#/deliveries`);
+  await phone.locator('#log-table tbody tr').first().waitFor();
+  await fits('delivery log');
+  await inside('#filters label, #filters input, #filters select, #filters button');
+  const labels = await phone.locator('#filters label').all();
+  for (const label of labels) {
+    const box = await label.boundingBox();
+    assert.ok(box.height < 30, `filter label on one line: ${await label.textContent()}`);
+  }
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await phone.screenshot({ path: path.join(SHOTS, 'narrow-delivery-log.png'), fullPage: true });
+  await narrow.close();
 });
 
 test('a 401 brings the API key form back', { timeout: 20_000 }, async () => {

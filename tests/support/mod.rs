@@ -214,7 +214,7 @@ pub fn android_token(i: usize) -> String {
     format!("fcm-token-{i:08}")
 }
 
-/// The counters of API.md "Metrics", recounted from delivery details (each
+/// The counters of the metrics contract, recounted from delivery details (each
 /// delivery by the furthest status it reached).
 pub fn recount(details: &[Value]) -> std::collections::HashMap<&'static str, i64> {
     let mut c = std::collections::HashMap::new();

@@ -46,6 +46,7 @@ fn delivery(devices: &[(Platform, bool)]) -> Delivery {
             })
             .collect(),
         state: DeliveryState::new(states),
+        failure_detail: None,
     }
 }
 

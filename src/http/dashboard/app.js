@@ -318,14 +318,73 @@ async function showOverview(params, gen) {
   form.elements.kind.value = kind;
   form.elements.id.value = id;
   $('#overview-body').hidden = !id;
-  loadRecentIds(gen).catch(reportError);
+  $('#overview-lists').hidden = Boolean(id);
   if (!id) {
     document.title = 'Overview \u2013 pushd';
+    await refreshLists(gen);
     return;
   }
   document.title = `${id} \u2013 Overview \u2013 pushd`;
   $('#overview-subject').textContent = `${kind === 'campaign' ? 'Campaign' : 'Message'} ${id}`;
   await refreshOverview(kind, id, gen);
+}
+
+/** The campaigns and messages tables, newest first, refreshed every few seconds. */
+async function refreshLists(gen) {
+  try {
+    const [campaigns, messages] = await Promise.all([
+      api(`/v1/campaigns${query({ limit: 100 })}`),
+      api(`/v1/messages${query({ limit: 100 })}`),
+    ]);
+    if (gen !== state.generation) return;
+    renderLists(campaigns?.campaigns ?? [], messages?.messages ?? []);
+  } catch (err) {
+    if (err instanceof AuthError || gen !== state.generation) return;
+    reportError(err);
+  }
+  if (gen === state.generation) {
+    state.refreshTimer = setTimeout(() => {
+      if (gen === state.generation) refreshLists(gen);
+    }, REFRESH_MS);
+  }
+}
+
+/** Headline figures of one row: sends, sent, and the rates over sent. */
+function figures(m) {
+  return [
+    h('td', { class: 'numeric', 'data-field': 'sends', 'data-value': m?.sends }, fmtInt(m?.sends)),
+    h('td', { class: 'numeric', 'data-field': 'sent', 'data-value': m?.sent }, fmtInt(m?.sent)),
+    ...['delivered', 'opened', 'converted'].map((k) =>
+      h('td', { class: 'numeric', 'data-field': `rates.${k}`, 'data-value': m?.rates?.[k] }, fmtPct(m?.rates?.[k]))),
+  ];
+}
+
+function renderLists(campaigns, messages) {
+  const empty = (cols, text) => h('tr', { class: 'empty-row' }, h('td', { colspan: cols }, text));
+  $('#campaigns-table tbody').replaceChildren(...(campaigns.length
+    ? campaigns.map((c) => h('tr', { 'data-campaign-id': c.campaign_id },
+        h('th', { scope: 'row' }, h('a', { href: `#/overview${query({ campaign: c.campaign_id })}`, 'data-recent': 'campaign' }, c.campaign_id)),
+        h('td', {}, (c.message_ids ?? []).join(', ')),
+        ...figures(c.metrics)))
+    : [empty(7, 'No campaigns yet: a message with a campaign_id starts one.')]));
+  $('#messages-table tbody').replaceChildren(...(messages.length
+    ? messages.map((m) => h('tr', { 'data-message-id': m.message_id },
+        h('th', { scope: 'row' },
+          h('a', { href: `#/overview${query({ message: m.message_id })}`, 'data-recent': 'message' }, m.name || m.message_id),
+          m.name && m.name !== m.message_id ? h('span', { class: 'mono muted sub' }, m.message_id) : null),
+        h('td', {}, m.campaign_id
+          ? h('a', { href: `#/overview${query({ campaign: m.campaign_id })}` }, m.campaign_id)
+          : h('span', { class: 'muted' }, '\u2014')),
+        h('td', {}, timeEl(m.created_at || null)),
+        ...figures(m.metrics)))
+    : [empty(8, 'No messages yet: create one with PUT /v1/messages/{id}.')]));
+  const seen = {
+    message: messages.map((m) => m.message_id),
+    campaign: campaigns.map((c) => c.campaign_id),
+  };
+  const kind = $('#overview-form').elements.kind.value;
+  $('#overview-ids').replaceChildren(...seen[kind].map((id) => h('option', { value: id })));
+  $('#overview-lists').dataset.seen = JSON.stringify(seen);
 }
 
 async function refreshOverview(kind, id, gen) {
@@ -392,29 +451,10 @@ function renderMetrics(m) {
         h('th', { scope: 'row' }, label),
         ...PLATFORMS.map(([p]) => h('td', {}, metricValue(get(p), { 'data-metric': key, 'data-platform': p }, isRate))))),
   );
-}
-
-/** Ids of messages and campaigns seen on the first page of the delivery log. */
-async function loadRecentIds(gen) {
-  const page = await api(`/v1/deliveries${query({ channel: 'push', limit: 100 })}`);
-  if (gen !== state.generation) return;
-  const seen = { message: [], campaign: [] };
-  for (const d of page?.deliveries ?? []) {
-    if (d.message_id && !seen.message.includes(d.message_id)) seen.message.push(d.message_id);
-    if (d.campaign_id && !seen.campaign.includes(d.campaign_id)) seen.campaign.push(d.campaign_id);
-  }
-  const kind = $('#overview-form').elements.kind.value;
-  $('#overview-ids').replaceChildren(...seen[kind].map((id) => h('option', { value: id })));
-  const list = (k, title) =>
-    seen[k].length
-      ? h('div', {},
-          h('h2', { class: 'recent-title' }, title),
-          h('ul', { class: 'chips' }, ...seen[k].map((id) =>
-            h('li', {}, h('a', { href: `#/overview${query({ [k]: id })}`, 'data-recent': k }, id)))))
-      : null;
-  const box = $('#recent-ids');
-  box.replaceChildren(...[list('campaign', 'Recent campaigns'), list('message', 'Recent messages')].filter(Boolean));
-  box.dataset.seen = JSON.stringify(seen);
+  // The note explains a gap; it shows only when iOS's delivered rate is lower.
+  const ios = byPlatform.ios?.rates?.delivered;
+  const android = byPlatform.android?.rates?.delivered;
+  $('#ios-note').hidden = !(byPlatform.ios?.sent > 0 && byPlatform.android?.sent > 0 && ios < android);
 }
 
 // Inline SVG chart of delivered and opened since the send. The API gives sparse
@@ -463,10 +503,15 @@ function renderChart(points) {
       coords.push([maxX, last]);
       const attr = coords.map(([mx, my]) => `${x(mx).toFixed(1)},${y(my).toFixed(1)}`).join(' ');
       children.push(s('polyline', { class: `series series-${key}`, points: attr, 'data-series': key, 'data-total': last }));
+      // Delivered is a solid line with round dots, opened a dashed line with
+      // hollow squares: where the two are equal both stay visible.
       if (cum.length <= 60) {
         for (const p of cum) {
-          children.push(s('circle', { class: `dot dot-${key}`, cx: x(p.minute).toFixed(1), cy: y(p[key]).toFixed(1), r: 3 },
-            s('title', {}, `minute ${p.minute}: ${p[key]} ${key} in total`)));
+          const [cx, cy] = [x(p.minute), y(p[key])];
+          const tip = s('title', {}, `minute ${p.minute}: ${p[key]} ${key} in total`);
+          children.push(key === 'delivered'
+            ? s('circle', { class: `dot dot-${key}`, cx: cx.toFixed(1), cy: cy.toFixed(1), r: 3 }, tip)
+            : s('rect', { class: `dot dot-${key}`, x: (cx - 4.5).toFixed(1), y: (cy - 4.5).toFixed(1), width: 9, height: 9 }, tip));
         }
       }
     }
@@ -558,8 +603,9 @@ function logRow(d) {
   return h('tr', { 'data-delivery-id': d.delivery_id, 'data-status': d.status },
     h('td', { 'data-field': 'delivery_id' }, h('a', { href: `#/deliveries/${enc(d.delivery_id)}`, class: 'mono' }, d.delivery_id)),
     h('td', { 'data-field': 'customer_id' }, d.customer_id ?? ''),
-    h('td', { 'data-field': 'message_id' }, d.message_id
-      ? h('a', { href: `#/overview${query({ message: d.message_id })}` }, d.message_id)
+    h('td', {}, d.message_id
+      ? [h('a', { href: `#/overview${query({ message: d.message_id })}`, 'data-field': 'name' }, d.name || d.message_id),
+          h('span', { class: 'mono muted sub', 'data-field': 'message_id' }, d.message_id)]
       : ''),
     h('td', { 'data-field': 'status' }, statusBadge(d.status),
       d.failure_reason ? h('span', { class: 'reason' }, FAILURES[d.failure_reason]?.title ?? d.failure_reason) : null),
@@ -598,7 +644,9 @@ function renderDelivery(d, gen, notice) {
     ...field('Customer', d.customer_id
       ? h('a', { href: `#/deliveries${query({ customer_id: d.customer_id })}` }, d.customer_id) : '\u2014', 'customer_id'),
     ...field('Message', d.message_id
-      ? h('a', { href: `#/overview${query({ message: d.message_id })}` }, d.message_id) : '\u2014', 'message_id'),
+      ? [h('a', { href: `#/overview${query({ message: d.message_id })}`, 'data-field': 'name' }, d.name || d.message_id),
+          ' ', h('span', { class: 'mono muted' }, `(${d.message_id})`)]
+      : '\u2014', 'message_id'),
     ...field('Campaign', d.campaign_id
       ? h('a', { href: `#/overview${query({ campaign: d.campaign_id })}` }, d.campaign_id) : '\u2014', 'campaign_id'),
     ...field('Channel', d.channel ?? 'push', 'channel'),
@@ -753,7 +801,7 @@ function init() {
   });
   for (const radio of $('#overview-form').querySelectorAll('input[name=kind]')) {
     radio.addEventListener('change', () => {
-      const seen = JSON.parse($('#recent-ids').dataset.seen ?? '{"message":[],"campaign":[]}');
+      const seen = JSON.parse($('#overview-lists').dataset.seen ?? '{"message":[],"campaign":[]}');
       $('#overview-ids').replaceChildren(...(seen[radio.value] ?? []).map((id) => h('option', { value: id })));
     });
   }

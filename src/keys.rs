@@ -1,0 +1,271 @@
+//! The API key and the SDK key: configured, or generated once and kept in
+//! `<data_dir>/keys.toml` (mode 0600) so a user who missed the first start's
+//! output reads them again with `pushd keys`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::http::Keys;
+
+/// The file's name inside the data directory.
+pub const FILE_NAME: &str = "keys.toml";
+
+/// Where a key in effect comes from, for the start-up banner and `pushd keys`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Set by the configuration (`pushd.toml`, a flag or its variable).
+    Configured,
+    /// Read from `keys.toml` (generated on an earlier start).
+    Kept(PathBuf),
+    /// Generated on this start and written to `keys.toml`.
+    Generated(PathBuf),
+}
+
+/// The keys in effect and where each comes from.
+#[derive(Clone, Debug)]
+pub struct ResolvedKeys {
+    /// The keys.
+    pub keys: Keys,
+    /// Where the API key comes from.
+    pub api_source: Source,
+    /// Where the SDK key comes from.
+    pub sdk_source: Source,
+}
+
+/// Why the keys could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// `keys.toml` could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `keys.toml` is not what pushd writes.
+    #[error("{path} is not a valid keys file ({source}); fix it or delete it to generate new keys")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// The two keys are equal, so an app's SDK key would open the whole API.
+    #[error(
+        "api_key and sdk_key are the same; the SDK key ships inside apps and must differ from the \
+         API key (set PUSHD_API_KEY / --api-key and PUSHD_SDK_KEY / --sdk-key to different values)"
+    )]
+    SameKeys,
+    /// `pushd keys` found neither configured nor kept keys.
+    #[error(
+        "no keys yet: {0} does not exist and PUSHD_API_KEY / PUSHD_SDK_KEY are not set; \
+         `pushd serve` generates and keeps them on its first start"
+    )]
+    NoneYet(PathBuf),
+}
+
+/// The generated keys as kept on disk.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sdk_key: Option<String>,
+}
+
+/// The path of the keys file of `data_dir`.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE_NAME)
+}
+
+fn read(path: &Path) -> Result<Option<KeysFile>, KeysError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text)
+            .map(Some)
+            .map_err(|source| KeysError::Parse {
+                path: path.to_path_buf(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(KeysError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes the file whole or not at all: a temporary file (created 0600 by
+/// `tempfile`) in the same directory, synced, then renamed over the old one.
+fn write(path: &Path, file: &KeysFile) -> Result<(), KeysError> {
+    let io = |source| KeysError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let text = toml::to_string(file).expect("two strings serialize");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(
+        format!("# pushd's generated keys; `pushd keys` prints them.\n{text}").as_bytes(),
+    )
+    .map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+fn generate() -> String {
+    let bytes: [u8; 24] = rand::thread_rng().r#gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn configured(key: &Option<String>) -> Option<String> {
+    key.clone().filter(|k| !k.trim().is_empty())
+}
+
+/// The keys for `serve`: each configured one (if not blank), else the one
+/// kept in `keys.toml`, else a new one, written there before it is used.
+pub fn resolve(config: &Config) -> Result<ResolvedKeys, KeysError> {
+    let path = path(&config.data_dir);
+    let mut file = read(&path)?.unwrap_or_default();
+    let mut changed = false;
+    let mut pick = |configured: Option<String>, kept: &mut Option<String>| match configured {
+        Some(k) => (k, Source::Configured),
+        None => match kept.clone().filter(|k| !k.trim().is_empty()) {
+            Some(k) => (k, Source::Kept(path.clone())),
+            None => {
+                let k = generate();
+                *kept = Some(k.clone());
+                changed = true;
+                (k, Source::Generated(path.clone()))
+            }
+        },
+    };
+    let (api, api_source) = pick(configured(&config.api_key), &mut file.api_key);
+    let (sdk, sdk_source) = pick(configured(&config.sdk_key), &mut file.sdk_key);
+    if api == sdk {
+        return Err(KeysError::SameKeys);
+    }
+    if changed {
+        write(&path, &file)?;
+    }
+    Ok(ResolvedKeys {
+        keys: Keys { api, sdk },
+        api_source,
+        sdk_source,
+    })
+}
+
+/// The keys in effect without generating any, for `pushd keys`.
+pub fn current(config: &Config) -> Result<ResolvedKeys, KeysError> {
+    let path = path(&config.data_dir);
+    let file = read(&path)?;
+    let kept = |k: Option<&String>| {
+        k.filter(|k| !k.trim().is_empty())
+            .map(|k| (k.clone(), Source::Kept(path.clone())))
+    };
+    let api = configured(&config.api_key)
+        .map(|k| (k, Source::Configured))
+        .or_else(|| kept(file.as_ref().and_then(|f| f.api_key.as_ref())));
+    let sdk = configured(&config.sdk_key)
+        .map(|k| (k, Source::Configured))
+        .or_else(|| kept(file.as_ref().and_then(|f| f.sdk_key.as_ref())));
+    match (api, sdk) {
+        (Some((api, api_source)), Some((sdk, sdk_source))) => Ok(ResolvedKeys {
+            keys: Keys { api, sdk },
+            api_source,
+            sdk_source,
+        }),
+        _ => Err(KeysError::NoneYet(path)),
+    }
+}
+
+impl ResolvedKeys {
+    /// `pushd keys`'s output: shell lines that export both keys, with
+    /// comments saying where they come from (`eval "$(pushd keys)"`).
+    pub fn export_lines(&self) -> String {
+        let line = |var: &str, key: &str, source: &Source| {
+            let from = match source {
+                Source::Configured => "set by the configuration".to_string(),
+                Source::Kept(p) | Source::Generated(p) => format!("kept in {}", p.display()),
+            };
+            format!("# {var}: {from}\nexport {var}={key}\n")
+        };
+        line("PUSHD_API_KEY", &self.keys.api, &self.api_source)
+            + &line("PUSHD_SDK_KEY", &self.keys.sdk, &self.sdk_source)
+    }
+
+    /// Where the API key is kept, in words for the start-up banner.
+    pub fn whereabouts(&self) -> String {
+        match &self.api_source {
+            Source::Configured => {
+                "keys: set by the configuration (api_key / PUSHD_API_KEY, sdk_key / PUSHD_SDK_KEY)"
+                    .to_string()
+            }
+            Source::Kept(p) | Source::Generated(p) => format!(
+                "keys: kept in {} (print them again with `pushd keys`)",
+                p.display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> Config {
+        Config {
+            data_dir: dir.join("data"),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn generated_once_then_kept_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        assert!(matches!(current(&c), Err(KeysError::NoneYet(_))));
+        let first = resolve(&c).unwrap();
+        assert!(matches!(first.api_source, Source::Generated(_)));
+        let file = path(&c.data_dir);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "keys.toml is private");
+        let again = resolve(&c).unwrap();
+        assert_eq!(again.keys.api, first.keys.api);
+        assert_eq!(again.keys.sdk, first.keys.sdk);
+        assert_eq!(again.api_source, Source::Kept(file.clone()));
+        let shown = current(&c).unwrap().export_lines();
+        assert!(shown.contains(&format!("export PUSHD_API_KEY={}\n", first.keys.api)));
+        assert!(shown.contains(&format!("export PUSHD_SDK_KEY={}\n", first.keys.sdk)));
+        assert!(shown.contains(&file.display().to_string()));
+    }
+
+    #[test]
+    fn configured_keys_win_and_equal_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.api_key = Some("same".into());
+        c.sdk_key = Some("same".into());
+        let err = resolve(&c).unwrap_err();
+        assert!(matches!(err, KeysError::SameKeys));
+        assert!(err.to_string().contains("api_key and sdk_key"));
+        assert!(!path(&c.data_dir).exists(), "nothing written");
+        c.sdk_key = Some("other".into());
+        let r = resolve(&c).unwrap();
+        assert_eq!(
+            (r.keys.api.as_str(), r.keys.sdk.as_str()),
+            ("same", "other")
+        );
+        assert_eq!(r.api_source, Source::Configured);
+    }
+}

@@ -1,0 +1,204 @@
+//! Every Prometheus series pushd exports, in one place: described and set to
+//! zero at start, so dashboards and alerts on a fresh daemon find each one
+//! before its first event. A new series is added here (a test checks that
+//! every `pushd_*` name in the code is listed).
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use pushd_actors::status::MessageStatus;
+
+const PLATFORMS: [&str; 2] = ["ios", "android"];
+/// Provider answers counted by `pushd_provider_requests_total` and device
+/// outcomes by `pushd_device_sends_total` (the usual ones; rarer failure
+/// reasons appear when they first happen).
+const PROVIDER_RESULTS: [&str; 4] = ["accepted", "transient", "bounced", "credentials_not_found"];
+const DEVICE_OUTCOMES: [&str; 4] = [
+    "sent",
+    "bounced",
+    "credentials_not_found",
+    "provider_rejected",
+];
+
+/// Every series name, for the test that keeps this list complete.
+pub const SERIES: [&str; 17] = [
+    "pushd_deliveries_created_total",
+    "pushd_reports_total",
+    "pushd_delivery_status_total",
+    "pushd_device_sends_total",
+    "pushd_provider_requests_total",
+    "pushd_provider_attempts_total",
+    "pushd_provider_latency_seconds",
+    "pushd_person_actors",
+    "pushd_journal_sync_seconds",
+    "pushd_journal_bytes_total",
+    "pushd_journal_records_total",
+    "pushd_journal_segments_total",
+    "pushd_snapshot_drains_total",
+    "pushd_snapshot_records_total",
+    "pushd_snapshot_drain_seconds",
+    "pushd_checkpoints_total",
+    "pushd_checkpoint_seconds",
+];
+
+/// Describes every series and makes it appear at zero. Call once, after
+/// the recorder is installed.
+pub fn register() {
+    describe_counter!(
+        "pushd_deliveries_created_total",
+        "Deliveries acknowledged by POST /v1/send/push."
+    );
+    metrics::counter!("pushd_deliveries_created_total").absolute(0);
+
+    describe_counter!(
+        "pushd_reports_total",
+        "Device reports accepted by POST /push/events, by event."
+    );
+    for event in ["delivered", "opened", "converted"] {
+        metrics::counter!("pushd_reports_total", "event" => event).absolute(0);
+    }
+
+    describe_counter!(
+        "pushd_delivery_status_total",
+        "Deliveries entering each message status."
+    );
+    for status in MessageStatus::ALL {
+        metrics::counter!("pushd_delivery_status_total", "status" => status.as_str()).absolute(0);
+    }
+
+    describe_counter!(
+        "pushd_device_sends_total",
+        "Device sends ended, by platform and outcome."
+    );
+    describe_counter!(
+        "pushd_provider_requests_total",
+        "Calls to APNs and FCM, by platform and result."
+    );
+    describe_histogram!(
+        "pushd_provider_latency_seconds",
+        Unit::Seconds,
+        "Time of one call to APNs or FCM."
+    );
+    for platform in PLATFORMS {
+        for outcome in DEVICE_OUTCOMES {
+            metrics::counter!("pushd_device_sends_total", "platform" => platform, "outcome" => outcome)
+                .absolute(0);
+        }
+        for result in PROVIDER_RESULTS {
+            metrics::counter!("pushd_provider_requests_total", "platform" => platform, "result" => result)
+                .absolute(0);
+        }
+        // Registers the (empty) histogram so it is listed.
+        let _ = metrics::histogram!("pushd_provider_latency_seconds", "platform" => platform);
+    }
+
+    describe_counter!(
+        "pushd_provider_attempts_total",
+        "Provider calls started; retry=true for the second and later of a device send."
+    );
+    for retry in ["false", "true"] {
+        metrics::counter!("pushd_provider_attempts_total", "retry" => retry).absolute(0);
+    }
+
+    describe_gauge!(
+        "pushd_person_actors",
+        "Customers whose actor is in memory (active customers)."
+    );
+    metrics::gauge!("pushd_person_actors").increment(0.0);
+
+    describe_histogram!(
+        "pushd_journal_sync_seconds",
+        Unit::Seconds,
+        "Time of one journal group commit (one write and one fdatasync)."
+    );
+    let _ = metrics::histogram!("pushd_journal_sync_seconds");
+    describe_counter!(
+        "pushd_journal_bytes_total",
+        Unit::Bytes,
+        "Bytes written to the journal."
+    );
+    metrics::counter!("pushd_journal_bytes_total").absolute(0);
+    describe_counter!(
+        "pushd_journal_records_total",
+        "Records made durable by the journal."
+    );
+    metrics::counter!("pushd_journal_records_total").absolute(0);
+    describe_counter!(
+        "pushd_journal_segments_total",
+        "Journal segment files started."
+    );
+    metrics::counter!("pushd_journal_segments_total").absolute(0);
+
+    describe_counter!(
+        "pushd_snapshot_drains_total",
+        "Moves of the changes held in memory into the sled snapshot."
+    );
+    metrics::counter!("pushd_snapshot_drains_total").absolute(0);
+    describe_counter!(
+        "pushd_snapshot_records_total",
+        "Records written to the sled snapshot by drains."
+    );
+    metrics::counter!("pushd_snapshot_records_total").absolute(0);
+    describe_histogram!(
+        "pushd_snapshot_drain_seconds",
+        Unit::Seconds,
+        "Time of one drain into the sled snapshot."
+    );
+    let _ = metrics::histogram!("pushd_snapshot_drain_seconds");
+    describe_counter!(
+        "pushd_checkpoints_total",
+        "Checkpoints: the snapshot made durable and the journal trimmed."
+    );
+    metrics::counter!("pushd_checkpoints_total").absolute(0);
+    describe_histogram!(
+        "pushd_checkpoint_seconds",
+        Unit::Seconds,
+        "Time of one checkpoint (drain, flush, fsync of sled's files)."
+    );
+    let _ = metrics::histogram!("pushd_checkpoint_seconds");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `pushd_*` series the code records, found in the sources.
+    fn recorded(dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                recorded(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("telemetry.rs")
+            {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for macro_call in ["counter!(\"", "gauge!(\"", "histogram!(\""] {
+                    for (at, _) in text.match_indices(macro_call) {
+                        let rest = &text[at + macro_call.len()..];
+                        let name = &rest[..rest.find('"').unwrap()];
+                        if name.starts_with("pushd_") {
+                            found.push(name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_series_in_the_code_is_listed() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut found = Vec::new();
+        recorded(&root.join("src"), &mut found);
+        recorded(&root.join("actors/src"), &mut found);
+        for name in &found {
+            assert!(
+                super::SERIES.contains(&name.as_str()),
+                "{name} is recorded but not listed in src/telemetry.rs"
+            );
+        }
+        for name in super::SERIES {
+            assert!(
+                found.iter().any(|f| f == name),
+                "{name} is listed in src/telemetry.rs but nothing records it"
+            );
+        }
+    }
+}

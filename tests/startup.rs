@@ -1,0 +1,173 @@
+//! Start-up as a user meets it: the real binary's messages when the listen
+//! address is taken or invalid, when the keys clash, where the keys are
+//! kept and `pushd keys`, and plain logs when stderr is not a terminal.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::json;
+use support::Daemon;
+
+/// `pushd <args>` in `dir` with only these variables; waits for it to end.
+fn pushd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushd"));
+    cmd.args(args).current_dir(dir).env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("pushd runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_taken_port_fails_fast_naming_the_address_and_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let out = pushd(
+        dir.path(),
+        &["serve"],
+        &[
+            ("PUSHD_LISTEN", &addr),
+            ("PUSHD_DATA_DIR", data.to_str().unwrap()),
+        ],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(
+        err.contains("--listen") && err.contains("PUSHD_LISTEN"),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing was created before the bind failed");
+}
+
+#[test]
+fn a_bad_listen_value_names_the_setting_and_shows_a_valid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pushd(dir.path(), &["serve", "--listen", "localhost:80x0"], &[]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("\"localhost:80x0\" is not valid"), "{err}");
+    assert!(
+        err.contains("PUSHD_LISTEN") && err.contains("127.0.0.1:8080"),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
+fn equal_api_and_sdk_keys_are_refused_naming_both_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pushd(
+        dir.path(),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("PUSHD_API_KEY", "same-key"), ("PUSHD_SDK_KEY", "same-key")],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("api_key and sdk_key are the same"), "{err}");
+    assert!(
+        err.contains("PUSHD_API_KEY") && err.contains("PUSHD_SDK_KEY"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn keys_are_kept_in_a_private_file_and_pushd_keys_prints_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let none = pushd(
+        dir.path(),
+        &["keys"],
+        &[("PUSHD_DATA_DIR", data.to_str().unwrap())],
+    );
+    assert!(!none.status.success());
+    assert!(stderr(&none).contains("no keys yet"), "{}", stderr(&none));
+
+    let d = Daemon::launch(&data, &[]);
+    let file = data.join("keys.toml");
+    let banner = d.banner.join("\n");
+    assert!(
+        banner.contains(&format!("keys: kept in {}", file.display())),
+        "{banner}"
+    );
+    assert!(banner.contains("pushd keys"), "{banner}");
+    assert!(
+        banner.contains(&format!("dashboard: {}/", d.base)),
+        "{banner}"
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner reads the keys");
+
+    // `eval "$(pushd keys)"` exports keys that work against the daemon.
+    let script = format!(
+        "eval \"$({} keys)\" && printf '%s %s' \"$PUSHD_API_KEY\" \"$PUSHD_SDK_KEY\"",
+        env!("CARGO_BIN_EXE_pushd")
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .env_clear()
+        .env("PUSHD_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let (api, sdk) = printed.split_once(' ').unwrap();
+    assert!(
+        banner.contains(&format!("generated api_key: {api}")),
+        "{banner}"
+    );
+    let (s, _) = d
+        .call_as(api, "PUT", "/v1/customers/c1", Some(json!({})))
+        .await;
+    assert_eq!(s, 200, "the printed API key works");
+    let (s, _) = d
+        .call_as(sdk, "PUT", "/v1/customers/c1", Some(json!({})))
+        .await;
+    assert_eq!(s, 401, "the printed SDK key is the SDK key");
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushd"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .env("PUSHD_API_KEY", "a-key")
+        .env("PUSHD_SDK_KEY", "s-key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        if line.unwrap().starts_with("pushd listening on") {
+            break;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("recovered"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no escape codes: {log:?}");
+}
