@@ -19,7 +19,7 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 ];
 
 /// Every series name, for the test that keeps this list complete.
-pub const SERIES: [&str; 17] = [
+pub const SERIES: [&str; 18] = [
     "pushd_deliveries_created_total",
     "pushd_reports_total",
     "pushd_delivery_status_total",
@@ -27,6 +27,7 @@ pub const SERIES: [&str; 17] = [
     "pushd_provider_requests_total",
     "pushd_provider_attempts_total",
     "pushd_provider_latency_seconds",
+    "pushd_provider_connections_total",
     "pushd_person_actors",
     "pushd_journal_sync_seconds",
     "pushd_journal_bytes_total",
@@ -89,6 +90,12 @@ pub fn register() {
         // Registers the (empty) histogram so it is listed.
         let _ = metrics::histogram!("pushd_provider_latency_seconds", "platform" => platform);
     }
+
+    describe_counter!(
+        "pushd_provider_connections_total",
+        "HTTP/2 connections opened to APNs and FCM."
+    );
+    metrics::counter!("pushd_provider_connections_total").absolute(0);
 
     describe_counter!(
         "pushd_provider_attempts_total",

@@ -16,7 +16,7 @@ use pushd_actors::model::{
     Content, DEFAULT_APP, Environment, InterruptionLevel, Platform, PushKind, PushOptions,
     PushPriority,
 };
-use pushd_actors::ports::{Accepted, Provider, ProviderError, Push};
+use pushd_actors::ports::{Accepted, Provider, ProviderError, Push, Slot};
 use pushd_actors::status::FailureReason;
 use tempfile::TempDir;
 
@@ -119,7 +119,10 @@ async fn apns_success_sends_headers_and_payload() {
     let providers = Providers::from_config(&apns.config, &FcmConfig::default());
     let token = ios_token(1);
 
-    let accepted = providers.send(push(Platform::Ios, &token)).await.unwrap();
+    let accepted = providers
+        .send(push(Platform::Ios, &token), Slot::free())
+        .await
+        .unwrap();
 
     assert!(accepted.provider_id.is_some_and(|id| id.len() == 36));
     let received = apns.fake.pushes(&token);
@@ -145,7 +148,7 @@ async fn apns_success_sends_headers_and_payload() {
 
     let mut collapsing = push(Platform::Ios, &token);
     Arc::make_mut(&mut collapsing.content).collapse_id = Some("order-A-17".to_owned());
-    providers.send(collapsing).await.unwrap();
+    providers.send(collapsing, Slot::free()).await.unwrap();
     let got = &apns.fake.pushes(&token)[1];
     assert_eq!(got.headers["apns-collapse-id"], "order-A-17");
 }
@@ -156,7 +159,7 @@ async fn fcm_success_sends_message_with_data_keys() {
     let providers = Providers::from_config(&ApnsConfig::default(), &fcm.config);
 
     let accepted = providers
-        .send(push(Platform::Android, "fcm-tok-1"))
+        .send(push(Platform::Android, "fcm-tok-1"), Slot::free())
         .await
         .unwrap();
 
@@ -372,8 +375,12 @@ async fn missing_or_bad_credentials_fail_without_a_request() {
     };
     let providers = Providers::from_config(&apns_unset, &fcm_unset);
 
-    let ios = providers.send(push(Platform::Ios, &ios_token(1))).await;
-    let android = providers.send(push(Platform::Android, "tok")).await;
+    let ios = providers
+        .send(push(Platform::Ios, &ios_token(1)), Slot::free())
+        .await;
+    let android = providers
+        .send(push(Platform::Android, "tok"), Slot::free())
+        .await;
 
     assert_eq!(
         ios,
@@ -403,7 +410,9 @@ async fn missing_or_bad_credentials_fail_without_a_request() {
     };
     let providers = Providers::from_config(&bad_apns, &bad_fcm);
     for platform in [Platform::Ios, Platform::Android] {
-        let got = providers.send(push(platform, &ios_token(1))).await;
+        let got = providers
+            .send(push(platform, &ios_token(1)), Slot::free())
+            .await;
         assert!(
             matches!(
                 got,
@@ -456,8 +465,12 @@ async fn slow_answers_time_out_as_transient() {
     fcm.fake
         .script("slow", Behavior::Delay(Duration::from_secs(3600)));
 
-    let ios = providers.send(push(Platform::Ios, &token)).await;
-    let android = providers.send(push(Platform::Android, "slow")).await;
+    let ios = providers
+        .send(push(Platform::Ios, &token), Slot::free())
+        .await;
+    let android = providers
+        .send(push(Platform::Android, "slow"), Slot::free())
+        .await;
 
     for got in [ios, android] {
         assert!(
@@ -553,8 +566,14 @@ async fn subscribers_receive_accepted_pushes() {
     let providers = Providers::from_config(&apns.config, &fcm.config);
     let token = ios_token(9);
 
-    providers.send(push(Platform::Ios, &token)).await.unwrap();
-    providers.send(push(Platform::Android, "a9")).await.unwrap();
+    providers
+        .send(push(Platform::Ios, &token), Slot::free())
+        .await
+        .unwrap();
+    providers
+        .send(push(Platform::Android, "a9"), Slot::free())
+        .await
+        .unwrap();
 
     let ios = ios_rx.recv().await.unwrap();
     assert_eq!(
@@ -584,8 +603,12 @@ async fn fault_mix_applies_to_unscripted_tokens() {
     .await;
     let providers = Providers::from_config(&apns.config, &fcm.config);
 
-    let ios = providers.send(push(Platform::Ios, &ios_token(1))).await;
-    let android = providers.send(push(Platform::Android, "a")).await;
+    let ios = providers
+        .send(push(Platform::Ios, &ios_token(1)), Slot::free())
+        .await;
+    let android = providers
+        .send(push(Platform::Android, "a"), Slot::free())
+        .await;
 
     assert_eq!(ios, Err(bounced("410 Unregistered")));
     assert_eq!(android, Err(transient("503 UNAVAILABLE", None)));
@@ -603,7 +626,7 @@ async fn concurrent_burst_shares_few_connections() {
         } else {
             (Platform::Android, format!("android-{n}"))
         };
-        tokio::spawn(providers.send(push(platform, &token)))
+        tokio::spawn(providers.send(push(platform, &token), Slot::free()))
     });
     let results: Vec<Result<Accepted, ProviderError>> =
         futures_util::future::try_join_all(sends).await.unwrap();
@@ -613,6 +636,32 @@ async fn concurrent_burst_shares_few_connections() {
     assert!(apns.fake.connections() <= 4, "{}", apns.fake.connections());
     assert!(fcm.fake.connections() <= 4, "{}", fcm.fake.connections());
     assert_eq!(fcm.fake.token_requests(), 1);
+}
+
+/// A burst wider than one connection's streams opens more connections, up
+/// to the limit; below the limit it never opens one more than it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_connection_opens_another_up_to_the_limit() {
+    for (max_connections, expected) in [(1, 1), (3, 3)] {
+        let apns = apns_with(FaultMix {
+            latency: Duration::from_millis(200),
+            ..FaultMix::default()
+        })
+        .await;
+        let options = ClientOptions {
+            streams_per_connection: 5,
+            max_connections,
+            ..ClientOptions::default()
+        };
+        let providers = Providers::with_options(&apns.config, &FcmConfig::default(), &options);
+        let sends = (0..30u64).map(|n| {
+            tokio::spawn(providers.send(push(Platform::Ios, &ios_token(n)), Slot::free()))
+        });
+        let results = futures_util::future::try_join_all(sends).await.unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(apns.fake.accepted(), 30);
+        assert_eq!(apns.fake.connections(), expected, "max {max_connections}");
+    }
 }
 
 /// Unix seconds now.
@@ -798,9 +847,11 @@ async fn oversized_payloads_fail_before_any_request() {
     };
 
     let ios = providers
-        .send(body_of(Platform::Ios, &ios_token(1), 4100))
+        .send(body_of(Platform::Ios, &ios_token(1), 4100), Slot::free())
         .await;
-    let android = providers.send(body_of(Platform::Android, "a", 3990)).await;
+    let android = providers
+        .send(body_of(Platform::Android, "a", 3990), Slot::free())
+        .await;
 
     assert!(
         matches!(&ios, Err(ProviderError::Permanent { reason: FailureReason::PayloadTooLarge, detail })
@@ -815,9 +866,11 @@ async fn oversized_payloads_fail_before_any_request() {
     assert_eq!((apns.fake.requests(), fcm.fake.requests()), (0, 0));
 
     let ios = providers
-        .send(body_of(Platform::Ios, &ios_token(1), 3500))
+        .send(body_of(Platform::Ios, &ios_token(1), 3500), Slot::free())
         .await;
-    let android = providers.send(body_of(Platform::Android, "a", 3500)).await;
+    let android = providers
+        .send(body_of(Platform::Android, "a", 3500), Slot::free())
+        .await;
     assert!(ios.is_ok() && android.is_ok(), "{ios:?} {android:?}");
 }
 
@@ -831,8 +884,12 @@ async fn a_refused_payload_is_not_a_bounce() {
         .script(&token, Behavior::Fail(Fault::MessageTooBig));
     fcm.fake.script("a", Behavior::Fail(Fault::MessageTooBig));
 
-    let ios = providers.send(push(Platform::Ios, &token)).await;
-    let android = providers.send(push(Platform::Android, "a")).await;
+    let ios = providers
+        .send(push(Platform::Ios, &token), Slot::free())
+        .await;
+    let android = providers
+        .send(push(Platform::Android, "a"), Slot::free())
+        .await;
 
     assert_eq!(
         ios,
@@ -887,17 +944,19 @@ async fn each_app_sends_with_its_own_credentials() {
 
     let (a, b) = (ios_token(1), ios_token(2));
     providers
-        .send(for_app(DEFAULT_APP, Platform::Ios, &a))
+        .send(for_app(DEFAULT_APP, Platform::Ios, &a), Slot::free())
         .await
         .unwrap();
     providers
-        .send(for_app("shop", Platform::Ios, &b))
+        .send(for_app("shop", Platform::Ios, &b), Slot::free())
         .await
         .unwrap();
     let android = providers
-        .send(for_app("shop", Platform::Android, "t"))
+        .send(for_app("shop", Platform::Android, "t"), Slot::free())
         .await;
-    let unknown = providers.send(for_app("nope", Platform::Ios, &a)).await;
+    let unknown = providers
+        .send(for_app("nope", Platform::Ios, &a), Slot::free())
+        .await;
 
     assert_eq!(
         main.fake.pushes(&a)[0].headers["apns-topic"],

@@ -1,10 +1,11 @@
 //! `DeviceSendActor`: one push to one device, through the provider port.
 //!
-//! It makes the provider call, retries transient errors with exponential
-//! backoff and full jitter (or the provider's `Retry-After`), at most
-//! `max_attempts` calls in all, and reports exactly one [`DeviceOutcome`] to
-//! its parent [`PersonActor`] before it stops. Permanent errors end it at
-//! once.
+//! It starts with a slot its parent reserved at the provider, makes the
+//! provider call, retries transient errors with exponential backoff and full
+//! jitter (or the provider's `Retry-After`), reserving a slot again after
+//! each wait, at most `max_attempts` calls in all, and reports exactly one
+//! [`DeviceOutcome`] to its parent [`PersonActor`] before it stops.
+//! Permanent errors end it at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use rand::Rng;
 
 use crate::engine::EngineCtx;
 use crate::person::PersonActor;
-use crate::ports::{Accepted, ProviderError, Push};
+use crate::ports::{Accepted, ProviderError, Push, Slot};
 use crate::status::{FailureReason, Outcome};
 
 /// The one report a device send makes to its parent.
@@ -43,11 +44,20 @@ pub struct DeviceSendActor {
     index: usize,
     attempts: u32,
     last_error: Option<String>,
+    /// The slot of the first attempt, until it starts.
+    slot: Option<Slot>,
 }
 
 impl DeviceSendActor {
-    /// A send of `push` (device `index` of its delivery) reporting to `parent`.
-    pub fn new(ctx: Arc<EngineCtx>, parent: Addr<PersonActor>, push: Push, index: usize) -> Self {
+    /// A send of `push` (device `index` of its delivery) reporting to
+    /// `parent`, in a `slot` reserved at the provider; started at once.
+    pub fn start(
+        ctx: Arc<EngineCtx>,
+        parent: Addr<PersonActor>,
+        push: Push,
+        index: usize,
+        slot: Slot,
+    ) {
         DeviceSendActor {
             ctx,
             parent,
@@ -55,14 +65,16 @@ impl DeviceSendActor {
             index,
             attempts: 0,
             last_error: None,
+            slot: Some(slot),
         }
+        .start();
     }
 
-    fn attempt(&mut self, ctx: &mut Context<Self>) {
+    fn attempt(&mut self, slot: Slot, ctx: &mut Context<Self>) {
         self.attempts += 1;
-        metrics::counter!("pushd_provider_attempts_total", "retry" => (self.attempts > 1).to_string())
-            .increment(1);
-        let call = self.ctx.ports.provider.send(self.push.clone());
+        let retry = if self.attempts > 1 { "true" } else { "false" };
+        metrics::counter!("pushd_provider_attempts_total", "retry" => retry).increment(1);
+        let call = self.ctx.ports.provider.send(self.push.clone(), slot);
         ctx.spawn(
             call.into_actor(self)
                 .map(|result, act, ctx| act.on_result(result, ctx)),
@@ -86,8 +98,20 @@ impl DeviceSendActor {
                 let delay = retry_after
                     .map(|hint| hint.min(self.ctx.config.retry_after_max))
                     .unwrap_or_else(|| self.backoff());
+                // The slot went back with the answer; the retry waits for a
+                // new one after its delay.
                 let wait = self.ctx.ports.clock.sleep(delay);
-                ctx.spawn(wait.into_actor(self).map(|(), act, ctx| act.attempt(ctx)));
+                let provider = self.ctx.ports.provider.clone();
+                let push = self.push.clone();
+                let again = async move {
+                    wait.await;
+                    provider.reserve(&push).await
+                };
+                ctx.spawn(
+                    again
+                        .into_actor(self)
+                        .map(|slot, act, ctx| act.attempt(slot, ctx)),
+                );
             }
             ProviderError::Bounced { .. } => self.finish(Outcome::Bounced, None, ctx),
             ProviderError::Permanent { reason, .. } => {
@@ -124,6 +148,7 @@ impl Actor for DeviceSendActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.attempt(ctx);
+        let slot = self.slot.take().unwrap_or_else(Slot::free);
+        self.attempt(slot, ctx);
     }
 }

@@ -91,6 +91,8 @@ impl PersonActor {
         self.last_active_ms = self.ctx.ports.clock.now_ms();
     }
 
+    /// Starts one [`DeviceSendActor`] per device, each once the provider has
+    /// room for it: until then a send is only a reservation in line.
     fn spawn_sends(&mut self, id: &str, devices: Vec<usize>, ctx: &mut Context<Self>) {
         let Some(delivery) = self.unsettled.get(id) else {
             return;
@@ -98,6 +100,8 @@ impl PersonActor {
         let Some(content) = delivery.content.clone().map(Arc::new) else {
             return;
         };
+        let provider = &self.ctx.ports.provider;
+        let mut reservations = Vec::with_capacity(devices.len());
         for index in devices {
             let send = &delivery.sends[index];
             let push = Push {
@@ -108,8 +112,13 @@ impl PersonActor {
                 environment: send.environment,
                 content: content.clone(),
             };
+            reservations.push((provider.reserve(&push), push, index));
+        }
+        for (reserved, push, index) in reservations {
             self.inflight += 1;
-            DeviceSendActor::new(self.ctx.clone(), ctx.address(), push, index).start();
+            ctx.spawn(reserved.into_actor(self).map(move |slot, act, ctx| {
+                DeviceSendActor::start(act.ctx.clone(), ctx.address(), push, index, slot);
+            }));
         }
     }
 

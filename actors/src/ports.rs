@@ -75,10 +75,47 @@ impl ProviderError {
     }
 }
 
+/// Room at a provider for one push (a free HTTP/2 stream, say), reserved
+/// before the push is sent and given back when dropped. What it holds is
+/// the provider's business.
+pub struct Slot(Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl Slot {
+    /// A slot of a provider that keeps no count.
+    pub fn free() -> Slot {
+        Slot(None)
+    }
+
+    /// A slot holding the provider's own reservation.
+    pub fn holding<T: std::any::Any + Send + Sync>(reservation: T) -> Slot {
+        Slot(Some(Box::new(reservation)))
+    }
+
+    /// The provider's reservation, if this slot holds a `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.as_ref()?.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Slot(held)"
+        } else {
+            "Slot(free)"
+        })
+    }
+}
+
 /// Sends one push to APNs or FCM.
 pub trait Provider: Send + Sync + 'static {
-    /// Makes one attempt; retries are the caller's business.
-    fn send(&self, push: Push) -> BoxFuture<Result<Accepted, ProviderError>>;
+    /// Waits until the provider has room for `push` (first come, first
+    /// served). A push waiting here holds only this future: nothing of its
+    /// request is built and no timeout runs yet.
+    fn reserve(&self, push: &Push) -> BoxFuture<Slot>;
+    /// Makes one attempt in a reserved slot; retries are the caller's
+    /// business.
+    fn send(&self, push: Push, slot: Slot) -> BoxFuture<Result<Accepted, ProviderError>>;
 }
 
 /// Why a template did not render.

@@ -1,13 +1,14 @@
-//! The end-to-end load harness (issue 6): the release `pushd` binary against
+//! The end-to-end load harness: the release `pushd` binary against
 //! fake APNs/FCM on loopback.
 //!
-//! `cargo bench --bench load [-- --quick] [--profile]` runs four phases —
+//! `cargo bench --bench load [-- --quick] [--profile | --profile-graph]` runs four phases —
 //! sends (against a bare HTTP/2 client), device reports (against
 //! `/healthz`), memory per idle customer and per in-flight delivery, and
 //! recovery after SIGKILL — then writes `target/load/report.{json,md}` and
 //! `sends.svg`, and prints the summary as the last line. `--profile` runs
 //! `perf record` on the daemon during the sends phase.
 
+mod cpu;
 mod daemon;
 mod memory;
 mod output;
@@ -66,7 +67,9 @@ impl Sizes {
 /// What the throughput daemon measured.
 struct Throughput {
     sends: sends::SendsResult,
+    sends_cpu: cpu::Spent,
     baseline: sends::Baseline,
+    baseline_cpu: cpu::Spent,
     reports: reports::ReportsResult,
     profile: Option<String>,
 }
@@ -74,15 +77,17 @@ struct Throughput {
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let sizes = Sizes::new(args.iter().any(|a| a == "--quick"));
-    let profile = args.iter().any(|a| a == "--profile");
+    let graph = args.iter().any(|a| a == "--profile-graph");
+    let profile = graph || args.iter().any(|a| a == "--profile");
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(sizes, profile))
+        .block_on(run(sizes, profile.then_some(graph)))
 }
 
-async fn run(sizes: Sizes, profile: bool) -> Res<()> {
+/// `profile`: `None` for no profile, else whether to record call graphs.
+async fn run(sizes: Sizes, profile: Option<bool>) -> Res<()> {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load");
     std::fs::create_dir_all(&out)?;
     let dir = tempfile::tempdir()?;
@@ -91,7 +96,7 @@ async fn run(sizes: Sizes, profile: bool) -> Res<()> {
     let t = throughput(
         &sizes,
         &subdir(dir.path(), "throughput")?,
-        profile.then_some(&out),
+        profile.map(|graph| (&out, graph)),
     )
     .await?;
     let (memory, recovery) = memory_and_recovery(&sizes, &subdir(dir.path(), "memory")?).await?;
@@ -115,7 +120,11 @@ fn subdir(parent: &Path, name: &str) -> Res<PathBuf> {
 }
 
 /// Phases 1 and 2 on one daemon with fast fakes.
-async fn throughput(sizes: &Sizes, dir: &Path, profile: Option<&PathBuf>) -> Res<Throughput> {
+async fn throughput(
+    sizes: &Sizes,
+    dir: &Path,
+    profile: Option<(&PathBuf, bool)>,
+) -> Res<Throughput> {
     let fakes = FakeProviders::start(dir, FaultMix::default()).await?;
     let daemon = Daemon::start(&dir.join("data"), &fakes.env()).await?;
     let api = Api::new(&daemon.base)?;
@@ -127,15 +136,15 @@ async fn throughput(sizes: &Sizes, dir: &Path, profile: Option<&PathBuf>) -> Res
     }
     eprintln!("[sends] sending to {n} customers ({} pushes)", 2 * n);
     let perf = profile
-        .map(|out| profile::Perf::start(daemon.pid, out))
+        .map(|(out, graph)| profile::Perf::start(daemon.pid, out, graph))
         .transpose()?;
-    let sends = sends::run(&api, &fakes, n).await?;
+    let (sends, sends_cpu) = cpu::measure(Some(daemon.pid), sends::run(&api, &fakes, n)).await?;
     let profile = perf.map(profile::Perf::finish).transpose()?;
     eprintln!("[sends] {:.0} pushes/s; baseline next", sends.rate());
-    let baseline = sends::baseline(&fakes, n).await?;
+    let (baseline, baseline_cpu) = cpu::measure(None, sends::baseline(&fakes, n)).await?;
     eprintln!("[sends] baseline {:.0} pushes/s", baseline.rate());
     eprintln!("[reports] {} deliveries", sends.deliveries.len());
-    let reports = reports::run(&api, &sends.deliveries).await?;
+    let reports = reports::run(&api, daemon.pid, &sends.deliveries).await?;
     eprintln!(
         "[reports] {:.0} reports/s, /healthz {:.0}/s",
         reports.rate(),
@@ -144,7 +153,9 @@ async fn throughput(sizes: &Sizes, dir: &Path, profile: Option<&PathBuf>) -> Res
     daemon.kill().await?;
     Ok(Throughput {
         sends,
+        sends_cpu,
         baseline,
+        baseline_cpu,
         reports,
         profile,
     })
@@ -210,6 +221,10 @@ fn summarize(
         reports_per_s: t.reports.rate(),
         healthz_per_s: t.reports.baseline_rate(),
         report_ratio: t.reports.rate() / t.reports.baseline_rate(),
+        cpu_us_per_push: t.sends_cpu.per(t.sends.pushes),
+        baseline_cpu_us_per_push: t.baseline_cpu.per(t.baseline.pushes).1,
+        cpu_us_per_report: t.reports.cpu.per(t.reports.reports),
+        cpu_us_per_healthz: t.reports.health_cpu.per(t.reports.health_calls),
         bytes_per_idle_customer: m.per_idle_customer(),
         bytes_per_inflight_delivery: m.per_inflight_delivery(),
         time_to_healthy_s: r.time_to_healthy_s,

@@ -35,6 +35,13 @@ pub struct Summary {
     pub reports_per_s: f64,
     pub healthz_per_s: f64,
     pub report_ratio: f64,
+    /// CPU µs per push: (daemon, harness = fakes and client) while pushd
+    /// sent, and the harness's while the bare client sent.
+    pub cpu_us_per_push: (f64, f64),
+    pub baseline_cpu_us_per_push: f64,
+    /// CPU µs per report and per `/healthz` call: (daemon, harness).
+    pub cpu_us_per_report: (f64, f64),
+    pub cpu_us_per_healthz: (f64, f64),
     /// ΔRSS per idle customer, and per in-flight delivery.
     pub bytes_per_idle_customer: f64,
     pub bytes_per_inflight_delivery: f64,
@@ -171,6 +178,9 @@ Send call → 202 per batch of 500: p50 {:.1} ms, p99 {:.1} ms. \
 Bare client per request: p50 {:.1} ms, p99 {:.1} ms.\n\
 - journal during the sends phase: {:.0} syncs (group commits), {:.2} s writing and syncing \
 in all (mean {:.1} ms), {:.1} pushes per sync.\n\
+- CPU per push: pushd {:.0} µs + harness (fakes, client) {:.0} µs; bare client and fakes \
+{:.0} µs. Per report: pushd {:.0} µs (harness {:.0} µs); per `/healthz`: pushd {:.0} µs \
+(harness {:.0} µs).\n\
 - reports: {} `POST /push/events` at {:.0}/s; `GET /healthz` at {:.0}/s (ratio {:.3}); \
 {:.0} journal syncs, {:.2} s syncing, {:.1} reports per sync.\n\
 - memory: {} of {} idle customers registered in {:.1} s; RSS {:.1} MiB at start, \
@@ -192,6 +202,13 @@ in all (mean {:.1} ms), {:.1} pushes per sync.\n\
         s.send_sync_s,
         1e3 * s.send_sync_s / s.send_syncs.max(1.0),
         s.send_pushes as f64 / s.send_syncs.max(1.0),
+        s.cpu_us_per_push.0,
+        s.cpu_us_per_push.1,
+        s.baseline_cpu_us_per_push,
+        s.cpu_us_per_report.0,
+        s.cpu_us_per_report.1,
+        s.cpu_us_per_healthz.0,
+        s.cpu_us_per_healthz.1,
         s.reports,
         s.reports_per_s,
         s.healthz_per_s,

@@ -1,5 +1,7 @@
-//! `--profile`: `perf record` (software clock, no call graphs) attached to
-//! the daemon, and a flat report of where it spent its time.
+//! `--profile`: `perf record` (software clock) attached to the daemon, and
+//! a flat report of where it spent its time. `--profile-graph` records call
+//! graphs too (DWARF unwinding: heavier, for `perf report --children` on
+//! `target/load/perf.data`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,11 +19,18 @@ pub struct Perf {
 }
 
 impl Perf {
-    /// Attaches to `pid`; samples go to `out/perf.data`.
-    pub fn start(pid: u32, out: &Path) -> Res<Perf> {
+    /// Attaches to `pid`; samples (with call graphs if `graph`) go to
+    /// `out/perf.data`.
+    pub fn start(pid: u32, out: &Path, graph: bool) -> Res<Perf> {
         let data = out.join("perf.data");
-        let child = Command::new("perf")
-            .args(["record", "-e", "cpu-clock", "-F", "499", "-p"])
+        let mut perf = Command::new("perf");
+        perf.args(["record", "-e", "cpu-clock"]);
+        match graph {
+            true => perf.args(["-F", "1999", "--call-graph", "dwarf,16384"]),
+            false => perf.args(["-F", "499"]),
+        };
+        let child = perf
+            .arg("-p")
             .arg(pid.to_string())
             .arg("-o")
             .arg(&data)

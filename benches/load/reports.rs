@@ -7,6 +7,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use reqwest::Method;
 use serde_json::json;
 
+use crate::cpu::{self, Spent};
 use crate::daemon::{Api, Res, SDK_KEY, Syncs, android_token, ios_token};
 
 /// Requests in flight.
@@ -24,6 +25,9 @@ pub struct ReportsResult {
     pub health_elapsed: Duration,
     /// Store group commits while reporting.
     pub syncs: Syncs,
+    /// CPU spent on the reports, and on the `/healthz` calls.
+    pub cpu: Spent,
+    pub health_cpu: Spent,
 }
 
 impl ReportsResult {
@@ -40,29 +44,31 @@ impl ReportsResult {
 
 /// Reports `delivered` for both devices of every delivery, and `opened`
 /// too for 30 % of customers; then as many `/healthz` calls.
-pub async fn run(api: &Api, deliveries: &[(String, usize)]) -> Res<ReportsResult> {
+pub async fn run(api: &Api, pid: u32, deliveries: &[(String, usize)]) -> Res<ReportsResult> {
     let syncs = Syncs::read(api).await?;
     let t0 = Instant::now();
-    let reports: usize = stream::iter(deliveries.iter().flat_map(|(d, i)| {
+    let sent = stream::iter(deliveries.iter().flat_map(|(d, i)| {
         [ios_token(*i), android_token(*i)].map(|token| device_reports(api, d, token, *i))
     }))
     .buffer_unordered(IN_FLIGHT)
-    .try_fold(0, |n, k| std::future::ready(Ok(n + k)))
-    .await?;
+    .try_fold(0, |n, k| std::future::ready(Ok(n + k)));
+    let (reports, cpu) = cpu::measure(Some(pid), sent).await?;
     let elapsed = t0.elapsed();
     let syncs = Syncs::read(api).await?.since(syncs);
     let t1 = Instant::now();
-    stream::iter(0..reports)
+    let health = stream::iter(0..reports)
         .map(|_| healthz(api))
         .buffer_unordered(IN_FLIGHT)
-        .try_collect::<()>()
-        .await?;
+        .try_collect::<()>();
+    let ((), health_cpu) = cpu::measure(Some(pid), health).await?;
     Ok(ReportsResult {
         reports,
         elapsed,
         health_calls: reports,
         health_elapsed: t1.elapsed(),
         syncs,
+        cpu,
+        health_cpu,
     })
 }
 

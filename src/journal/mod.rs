@@ -51,6 +51,10 @@ struct State {
     closing: bool,
     /// Groups written (one write and one sync each).
     syncs: u64,
+    /// Whether the writer sleeps on `work`: only then does an append wake it
+    /// (a wake-up is a system call; a busy writer takes the next group by
+    /// itself).
+    writer_idle: bool,
     /// The highest position a checkpoint covers: segments wholly at or
     /// before it may be deleted.
     released: Position,
@@ -108,6 +112,7 @@ impl FileJournal {
                 failed: None,
                 closing: false,
                 syncs: 0,
+                writer_idle: false,
                 released: 0,
             }),
             work: Condvar::new(),
@@ -201,8 +206,11 @@ impl Journal for FileJournal {
         }
         frame::encode(&mut state.buf, position, changes).map_err(JournalError)?;
         state.last = position;
+        let idle = std::mem::take(&mut state.writer_idle);
         drop(state);
-        self.shared.work.notify_one();
+        if idle {
+            self.shared.work.notify_one();
+        }
         Ok(position)
     }
 

@@ -69,11 +69,13 @@ impl Writer {
                     if state.closing {
                         return;
                     }
+                    state.writer_idle = true;
                     state = shared
                         .work
                         .wait(state)
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
+                state.writer_idle = false;
                 let data = std::mem::replace(&mut state.buf, std::mem::take(&mut self.spare));
                 (data, state.buf_first, state.last, state.released)
             };

@@ -5,15 +5,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushd_actors::model::{Environment, PushKind, PushPriority};
 use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
 use pushd_actors::status::FailureReason;
-use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{check_size, client_for, network_error, retry_after};
+use super::h2::{Endpoint, Reserved};
+use super::http::{check_size, endpoint, invalid_request, retry_after, transport_error};
 use super::{
     APNS_DEFAULT_ENDPOINT, APNS_SANDBOX_ENDPOINT, ApnsConfig, ClientOptions, CredentialsError,
 };
@@ -24,7 +26,8 @@ const EXPIRATION: Duration = Duration::from_secs(24 * 3600);
 /// Largest payload APNs accepts, in bytes.
 const APNS_MAX_PAYLOAD: usize = 4096;
 
-/// An APNs client: one pooled HTTP/2 connection set and a cached JWT.
+/// An APNs client: HTTP/2 connections to each environment's endpoint and a
+/// cached JWT.
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct ApnsClient(Arc<Inner>);
@@ -35,21 +38,6 @@ struct Inner {
     sandbox: Endpoint,
     topic: String,
     signer: JwtSigner,
-}
-
-/// One APNs environment's base URL and its connection pool.
-struct Endpoint {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Endpoint {
-    fn new(url: &str, options: &ClientOptions) -> Result<Endpoint, CredentialsError> {
-        Ok(Endpoint {
-            http: client_for(url, options.request_timeout)?,
-            url: url.trim_end_matches('/').to_owned(),
-        })
-    }
 }
 
 impl ApnsClient {
@@ -97,23 +85,40 @@ impl ApnsClient {
             .as_deref()
             .unwrap_or(APNS_SANDBOX_ENDPOINT);
         Ok(ApnsClient(Arc::new(Inner {
-            production: Endpoint::new(production, options)?,
-            sandbox: Endpoint::new(sandbox, options)?,
+            production: endpoint(production, options)?,
+            sandbox: endpoint(sandbox, options)?,
             topic,
             signer,
         })))
     }
 
-    /// Sends one push to its environment's endpoint. An
-    /// `ExpiredProviderToken` answer drops the cached JWT and retries once
-    /// with a fresh one.
+    /// The connections to `environment`'s endpoint.
+    pub fn endpoint(&self, environment: Environment) -> &Endpoint {
+        match environment {
+            Environment::Production => &self.0.production,
+            Environment::Sandbox => &self.0.sandbox,
+        }
+    }
+
+    /// Sends one push to its environment's endpoint, once there is room.
     pub async fn send(&self, push: &Push) -> Result<Accepted, ProviderError> {
+        let room = self.endpoint(push.environment).reserve().await;
+        self.send_reserved(push, &room).await
+    }
+
+    /// Sends one push to its environment's endpoint, in a slot reserved
+    /// there. An `ExpiredProviderToken` answer drops the cached JWT and
+    /// retries once with a fresh one.
+    pub async fn send_reserved(
+        &self,
+        push: &Push,
+        room: &Reserved,
+    ) -> Result<Accepted, ProviderError> {
         let inner = &self.0;
-        let endpoint = match push.environment {
-            Environment::Production => &inner.production,
-            Environment::Sandbox => &inner.sandbox,
-        };
-        let url = format!("{}/3/device/{}", endpoint.url, push.token);
+        let endpoint = self.endpoint(push.environment);
+        let uri = endpoint
+            .uri(&format!("/3/device/{}", push.token))
+            .map_err(invalid_request)?;
         let body = Bytes::from(payload(push).to_string());
         check_size("APNs", body.len(), APNS_MAX_PAYLOAD)?;
         let options = &push.content.options;
@@ -128,9 +133,7 @@ impl ApnsClient {
         let mut renewed = false;
         loop {
             let jwt = inner.signer.token()?;
-            let mut request = endpoint
-                .http
-                .post(&url)
+            let mut request = Request::post(uri.clone())
                 .header("authorization", format!("bearer {jwt}"))
                 .header("apns-topic", &inner.topic)
                 .header("apns-push-type", push_type)
@@ -140,24 +143,22 @@ impl ApnsClient {
             if let Some(collapse) = &push.content.collapse_id {
                 request = request.header("apns-collapse-id", collapse);
             }
-            let response = request
-                .body(body.clone())
-                .send()
+            let request = request
+                .body(Full::new(body.clone()))
+                .map_err(|e| invalid_request(e.to_string()))?;
+            let (status, headers, answer) = endpoint
+                .send(request, room)
                 .await
-                .map_err(|e| network_error(&e))?;
-            let status = response.status();
+                .map_err(transport_error)?;
             if status.is_success() {
-                let provider_id = response
-                    .headers()
+                let provider_id = headers
                     .get("apns-id")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 return Ok(Accepted { provider_id });
             }
-            let retry = retry_after(response.headers());
-            let reason = response
-                .json::<ErrorBody>()
-                .await
+            let retry = retry_after(&headers);
+            let reason = serde_json::from_slice::<ErrorBody>(&answer)
                 .map(|b| b.reason)
                 .unwrap_or_default();
             if status == StatusCode::FORBIDDEN && reason == "ExpiredProviderToken" && !renewed {

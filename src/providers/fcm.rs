@@ -9,15 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushd_actors::model::{PushKind, PushPriority};
 use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
 use pushd_actors::status::FailureReason;
-use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{check_size, client_for, network_error, retry_after};
+use super::h2::{Endpoint, Reserved};
+use super::http::{
+    check_size, client_for, endpoint, invalid_request, network_error, retry_after, transport_error,
+};
 use super::{ClientOptions, CredentialsError, FCM_DEFAULT_ENDPOINT, FcmConfig};
 
 /// Largest payload FCM accepts, in bytes: what reaches the device, the
@@ -33,16 +37,18 @@ const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Lifetime of the signed assertion; Google accepts at most an hour.
 const ASSERTION_TTL: u64 = 3600;
 
-/// An FCM client: pooled HTTP/2 connections and a cached access token.
+/// An FCM client: HTTP/2 connections to the send endpoint and a cached
+/// access token.
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct FcmClient(Arc<Inner>);
 
 /// What a client's clones share.
 struct Inner {
-    http: reqwest::Client,
+    endpoint: Endpoint,
+    /// Fetches access tokens: a few an hour, so the general client.
     token_http: reqwest::Client,
-    send_url: String,
+    send_uri: Uri,
     client_email: String,
     token_uri: String,
     key: EncodingKey,
@@ -83,15 +89,18 @@ impl FcmClient {
             serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
         let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes())
             .map_err(|e| invalid(e.to_string()))?;
-        let endpoint = config.endpoint.as_deref().unwrap_or(FCM_DEFAULT_ENDPOINT);
-        let inner = Inner {
-            http: client_for(endpoint, options.request_timeout)?,
-            token_http: client_for(&account.token_uri, options.request_timeout)?,
-            send_url: format!(
-                "{}/v1/projects/{}/messages:send",
-                endpoint.trim_end_matches('/'),
+        let url = config.endpoint.as_deref().unwrap_or(FCM_DEFAULT_ENDPOINT);
+        let endpoint = endpoint(url, options)?;
+        let send_uri = endpoint
+            .uri(&format!(
+                "/v1/projects/{}/messages:send",
                 account.project_id
-            ),
+            ))
+            .map_err(invalid)?;
+        let inner = Inner {
+            endpoint,
+            token_http: client_for(&account.token_uri, options.request_timeout)?,
+            send_uri,
             client_email: account.client_email,
             token_uri: account.token_uri,
             key,
@@ -105,9 +114,24 @@ impl FcmClient {
         Ok(FcmClient(Arc::new(inner)))
     }
 
-    /// Sends one push. A 401 drops the cached access token and retries once
-    /// with a fresh one.
+    /// The connections to the send endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.0.endpoint
+    }
+
+    /// Sends one push, once there is room at the endpoint.
     pub async fn send(&self, push: &Push) -> Result<Accepted, ProviderError> {
+        let room = self.endpoint().reserve().await;
+        self.send_reserved(push, &room).await
+    }
+
+    /// Sends one push in a slot reserved at the endpoint. A 401 drops the
+    /// cached access token and retries once with a fresh one.
+    pub async fn send_reserved(
+        &self,
+        push: &Push,
+        room: &Reserved,
+    ) -> Result<Accepted, ProviderError> {
         let inner = &self.0;
         let message = message(push);
         check_size("FCM", payload_size(&message["message"]), FCM_MAX_PAYLOAD)?;
@@ -115,22 +139,26 @@ impl FcmClient {
         let mut refreshed = false;
         loop {
             let token = inner.access_token().await?;
-            let response = inner
-                .http
-                .post(&inner.send_url)
-                .bearer_auth(&token)
+            let request = Request::post(inner.send_uri.clone())
+                .header("authorization", format!("Bearer {token}"))
                 .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
+                .body(Full::new(body.clone()))
+                .map_err(|e| invalid_request(e.to_string()))?;
+            let (status, headers, answer) = inner
+                .endpoint
+                .send(request, room)
                 .await
-                .map_err(|e| network_error(&e))?;
-            let status = response.status();
+                .map_err(transport_error)?;
             if status.is_success() {
-                let name = response.json::<SendResponse>().await.ok().map(|r| r.name);
+                let name = serde_json::from_slice::<SendResponse>(&answer)
+                    .ok()
+                    .map(|r| r.name);
                 return Ok(Accepted { provider_id: name });
             }
-            let retry = retry_after(response.headers());
-            let error = response.json::<ErrorEnvelope>().await.ok().map(|e| e.error);
+            let retry = retry_after(&headers);
+            let error = serde_json::from_slice::<ErrorEnvelope>(&answer)
+                .ok()
+                .map(|e| e.error);
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 tracing::info!("FCM refused the access token; fetching a new one");
                 inner.invalidate(&token).await;

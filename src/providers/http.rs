@@ -1,17 +1,22 @@
-//! What both provider clients share: the HTTP/2 client and the mapping of
-//! transport failures and `Retry-After`.
+//! What both provider clients share: their endpoints' connections, the
+//! general HTTP client (FCM's token endpoint), and the mapping of transport
+//! failures and `Retry-After`.
 
 use std::time::Duration;
 
+use http::HeaderMap;
+use http::header::RETRY_AFTER;
 use pushd_actors::ports::ProviderError;
 use pushd_actors::status::FailureReason;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use super::h2::{Endpoint, H2Error, Limits};
+use super::{ClientOptions, CredentialsError};
 
 /// How long connecting may take (within the request timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One pooled client for `url`'s host: HTTP/2 with prior knowledge (h2c) for
-/// `http://`, TLS with ALPN `h2` for `https://`. Requests multiplex over it.
+/// A pooled general client for `url`'s host: HTTP/2 with prior knowledge
+/// (h2c) for `http://`, TLS with ALPN `h2` for `https://`.
 pub(crate) fn client_for(url: &str, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     let builder = reqwest::Client::builder()
         .timeout(timeout)
@@ -26,7 +31,38 @@ pub(crate) fn client_for(url: &str, timeout: Duration) -> Result<reqwest::Client
     builder.build()
 }
 
-/// A request that got no response: always worth retrying.
+/// The connections to a provider endpoint at `url`, as `options` size them.
+pub(crate) fn endpoint(url: &str, options: &ClientOptions) -> Result<Endpoint, CredentialsError> {
+    let limits = Limits {
+        streams_per_connection: options.streams_per_connection,
+        max_connections: options.max_connections,
+        timeout: options.request_timeout,
+    };
+    Endpoint::new(url, limits).map_err(CredentialsError::Endpoint)
+}
+
+/// A push that got no answer on the wire: always worth retrying.
+pub(crate) fn transport_error(e: H2Error) -> ProviderError {
+    let kind = match e {
+        H2Error::Timeout(_) => "timeout",
+        _ => "network",
+    };
+    ProviderError::Transient {
+        detail: format!("{kind}: {e}"),
+        retry_after: None,
+    }
+}
+
+/// A request that could not be built (a token the URI cannot hold, say):
+/// the push is refused, and the token is not to blame.
+pub(crate) fn invalid_request(detail: String) -> ProviderError {
+    ProviderError::Permanent {
+        reason: FailureReason::ProviderRejected,
+        detail,
+    }
+}
+
+/// A request to the token endpoint that got no response: worth retrying.
 pub(crate) fn network_error(e: &reqwest::Error) -> ProviderError {
     let kind = if e.is_timeout() { "timeout" } else { "network" };
     ProviderError::Transient {

@@ -10,6 +10,7 @@
 
 mod apns;
 mod fcm;
+mod h2;
 mod http;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,13 +18,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pushd_actors::model::{DEFAULT_APP, Platform};
-use pushd_actors::ports::{Accepted, BoxFuture, Provider, ProviderError, Push};
+use pushd_actors::ports::{Accepted, BoxFuture, Provider, ProviderError, Push, Slot};
 use pushd_actors::status::FailureReason;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 
 pub use apns::ApnsClient;
 pub use fcm::FcmClient;
+pub use h2::{Endpoint, Reserved};
 
 /// Apple's production APNs endpoint.
 pub const APNS_DEFAULT_ENDPOINT: &str = "https://api.push.apple.com";
@@ -84,11 +85,12 @@ pub struct ClientOptions {
     /// FCM: the access token is refreshed once less than this of its
     /// lifetime is left.
     pub fcm_refresh_margin: Duration,
-    /// Requests in flight per provider. Beyond the connection's stream
-    /// limit a request would only wait inside the HTTP/2 client, holding
-    /// its buffers and spending its timeout there; it waits here instead,
-    /// and its timeout starts once it is on the wire.
-    pub max_in_flight: usize,
+    /// Requests in flight on one provider connection. Beyond it a push
+    /// waits for a slot before its request is built and before its timeout
+    /// starts (see `h2`).
+    pub streams_per_connection: usize,
+    /// Connections per provider endpoint, opened as the ones open fill up.
+    pub max_connections: usize,
 }
 
 impl Default for ClientOptions {
@@ -97,7 +99,8 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             apns_token_ttl: Duration::from_secs(40 * 60),
             fcm_refresh_margin: Duration::from_secs(5 * 60),
-            max_in_flight: 1000,
+            streams_per_connection: 1000,
+            max_connections: 2,
         }
     }
 }
@@ -127,6 +130,9 @@ pub enum CredentialsError {
     /// The HTTP client could not be built.
     #[error("http client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The endpoint URL is not usable.
+    #[error("{0}")]
+    Endpoint(String),
 }
 
 impl CredentialsError {
@@ -148,13 +154,11 @@ impl CredentialsError {
 }
 
 /// The engine's [`Provider`]: each push goes out with its app's
-/// credentials, APNs for iOS, FCM for Android.
+/// credentials, APNs for iOS, FCM for Android, on its endpoint's HTTP/2
+/// connections, in a slot reserved there first.
 #[derive(Clone)]
 pub struct Providers {
     apps: Arc<HashMap<String, AppClients>>,
-    /// Request slots per platform, shared by all apps (see
-    /// [`ClientOptions::max_in_flight`]).
-    slots: [Arc<Semaphore>; 2],
 }
 
 /// One app's clients; `Err` says why a platform cannot send.
@@ -189,7 +193,6 @@ impl Providers {
             .collect();
         Providers {
             apps: Arc::new(apps),
-            slots: slots(options.max_in_flight),
         }
     }
 
@@ -235,22 +238,36 @@ impl AppClients {
 }
 
 impl Provider for Providers {
-    fn send(&self, push: Push) -> BoxFuture<Result<Accepted, ProviderError>> {
+    fn reserve(&self, push: &Push) -> BoxFuture<Slot> {
+        match self.client(push) {
+            Ok(Client::Apns(c)) => {
+                let endpoint = c.endpoint(push.environment).clone();
+                Box::pin(async move { Slot::holding(endpoint.reserve().await) })
+            }
+            Ok(Client::Fcm(c)) => {
+                let endpoint = c.endpoint().clone();
+                Box::pin(async move { Slot::holding(endpoint.reserve().await) })
+            }
+            // Nothing will be sent: no room to wait for.
+            Err(_) => Box::pin(std::future::ready(Slot::free())),
+        }
+    }
+
+    fn send(&self, push: Push, slot: Slot) -> BoxFuture<Result<Accepted, ProviderError>> {
         let platform = push.platform;
         let client = self.client(&push);
-        let slots = match platform {
-            Platform::Ios => self.slots[0].clone(),
-            Platform::Android => self.slots[1].clone(),
-        };
         Box::pin(async move {
-            let _slot = match &client {
-                Ok(_) => Some(slots.acquire_owned().await.expect("slots are never closed")),
-                Err(_) => None,
-            };
             let started = Instant::now();
             let result = match client {
-                Ok(Client::Apns(c)) => c.send(&push).await,
-                Ok(Client::Fcm(c)) => c.send(&push).await,
+                Ok(Client::Apns(c)) => {
+                    let endpoint = c.endpoint(push.environment);
+                    c.send_reserved(&push, &*reserved(endpoint, &slot).await)
+                        .await
+                }
+                Ok(Client::Fcm(c)) => {
+                    c.send_reserved(&push, &*reserved(c.endpoint(), &slot).await)
+                        .await
+                }
                 Err(detail) => Err(ProviderError::Permanent {
                     reason: FailureReason::CredentialsNotFound,
                     detail,
@@ -262,8 +279,29 @@ impl Provider for Providers {
     }
 }
 
-fn slots(max_in_flight: usize) -> [Arc<Semaphore>; 2] {
-    [0, 1].map(|_| Arc::new(Semaphore::new(max_in_flight.max(1))))
+/// The reservation `slot` holds on `endpoint`, or a new one if it holds
+/// none (a slot of another provider or none at all).
+async fn reserved<'a>(endpoint: &Endpoint, slot: &'a Slot) -> Held<'a> {
+    match slot.get::<Reserved>() {
+        Some(held) => Held::Given(held),
+        None => Held::Taken(endpoint.reserve().await),
+    }
+}
+
+/// A reservation, borrowed from the slot or taken for this send.
+enum Held<'a> {
+    Given(&'a Reserved),
+    Taken(Reserved),
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Reserved;
+    fn deref(&self) -> &Reserved {
+        match self {
+            Held::Given(r) => r,
+            Held::Taken(r) => r,
+        }
+    }
 }
 
 /// A configured client, moved into a send's future.

@@ -67,13 +67,14 @@ impl Stored {
     }
 }
 
-/// A delivery changed since the last snapshot.
+/// A delivery changed since the last snapshot (boxed parts keep the map's
+/// entries small, so it grows without moving whole deliveries).
 #[derive(Debug)]
 pub struct DirtyDelivery {
     /// What the snapshot holds for it; `None` if it is new.
-    pub stored: Option<Stored>,
+    pub stored: Option<Box<Stored>>,
     /// Its current value.
-    pub latest: Delivery,
+    pub latest: Box<Delivery>,
 }
 
 /// Everything changed since the last snapshot, up to `position`.
@@ -119,6 +120,16 @@ pub struct Overlay {
     pub live_series: BTreeMap<Vec<u8>, [i64; 2]>,
 }
 
+/// The counters a delivery counts in: its message's and its campaign's.
+fn counters(d: &Delivery) -> impl Iterator<Item = Counter<'_>> {
+    [
+        Some(Counter::Message(&d.message_id)),
+        d.campaign_id.as_deref().map(Counter::Campaign),
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// Where a lookup in the overlay ended.
 pub enum Found<T> {
     /// The overlay has the current value (`None`: deleted).
@@ -147,17 +158,14 @@ impl Overlay {
                 Entry::Message(m) => {
                     self.current.messages.insert(m.id.clone(), *m);
                 }
-                Entry::Delivery(after) => self.apply_delivery(change.before.as_deref(), *after),
+                Entry::Delivery(after) => self.apply_delivery(change.before.as_deref(), after),
             }
         }
         self.current.position = position;
     }
 
-    fn apply_delivery(&mut self, before: Option<&Delivery>, after: Delivery) {
-        if let Some(before) = before {
-            self.count(before, -1);
-        }
-        self.count(&after, 1);
+    fn apply_delivery(&mut self, before: Option<&Delivery>, after: Box<Delivery>) {
+        self.count(before, &after);
         let dirty = &mut self.current;
         match dirty.deliveries.get_mut(&after.id) {
             Some(pending) => pending.latest = after,
@@ -170,7 +178,7 @@ impl Overlay {
                 let pending = DirtyDelivery {
                     // The snapshot holds `before` once any drain in flight
                     // is done: that drain holds `before` if it holds it.
-                    stored: before.map(Stored::of),
+                    stored: before.map(|b| Box::new(Stored::of(b))),
                     latest: after,
                 };
                 dirty.deliveries.insert(pending.latest.id.clone(), pending);
@@ -178,23 +186,48 @@ impl Overlay {
         }
     }
 
-    /// Adds (`sign` 1) or takes away (`sign` -1) what `d` counts.
-    fn count(&mut self, d: &Delivery, sign: i64) {
-        let tally = match sign {
-            1 => contribution(d),
-            _ => -contribution(d),
-        };
-        let counters = [
-            Some(Counter::Message(&d.message_id)),
-            d.campaign_id.as_deref().map(Counter::Campaign),
-        ];
-        for counter in counters.into_iter().flatten() {
-            *self.live_counters.entry(counter.key()).or_default() += tally;
-            for (minute, which) in series_points(d) {
-                self.live_series
-                    .entry(keys::series(counter, minute))
-                    .or_default()[which] += sign;
+    /// Moves the live counters and series by what changing a delivery from
+    /// `before` to `after` changes.
+    fn count(&mut self, before: Option<&Delivery>, after: &Delivery) {
+        if let Some(b) = before.filter(|b| b.campaign_id != after.campaign_id) {
+            // A retry took the message's new campaign: out of the old one.
+            self.add(b, -contribution(b), -1);
+            self.add(after, contribution(after), 1);
+            return;
+        }
+        let delta = Tally::delta(before, after);
+        if !delta.is_zero() {
+            for counter in counters(after) {
+                *self.live_counters.entry(counter.key()).or_default() += delta;
             }
+        }
+        let old: Vec<(i64, usize)> = before
+            .map(|b| series_points(b).collect())
+            .unwrap_or_default();
+        let new: Vec<(i64, usize)> = series_points(after).collect();
+        for point in old.iter().filter(|p| !new.contains(p)) {
+            self.add_point(after, *point, -1);
+        }
+        for point in new.iter().filter(|p| !old.contains(p)) {
+            self.add_point(after, *point, 1);
+        }
+    }
+
+    /// Adds `tally` and `d`'s series points (with `sign`) to its counters.
+    fn add(&mut self, d: &Delivery, tally: Tally, sign: i64) {
+        for counter in counters(d) {
+            *self.live_counters.entry(counter.key()).or_default() += tally;
+        }
+        for point in series_points(d) {
+            self.add_point(d, point, sign);
+        }
+    }
+
+    fn add_point(&mut self, d: &Delivery, (minute, which): (i64, usize), sign: i64) {
+        for counter in counters(d) {
+            self.live_series
+                .entry(keys::series(counter, minute))
+                .or_default()[which] += sign;
         }
     }
 
@@ -205,7 +238,7 @@ impl Overlay {
 
     /// A delivery as the overlay knows it.
     pub fn delivery(&self, id: &str) -> Found<Delivery> {
-        self.find(|d| d.deliveries.get(id).map(|p| Some(p.latest.clone())))
+        self.find(|d| d.deliveries.get(id).map(|p| Some((*p.latest).clone())))
     }
 
     /// A delivery's customer, as the overlay knows it.

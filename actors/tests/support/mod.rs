@@ -9,7 +9,7 @@ use pushd_actors::engine::{EngineConfig, Ports};
 use pushd_actors::model::{Content, Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{
     Accepted, BoxFuture, Change, Entry, Journal, JournalError, ManualClock, Position, Provider,
-    ProviderError, Push, RenderError, Renderer, Store, StoreError,
+    ProviderError, Push, RenderError, Renderer, Slot, Store, StoreError,
 };
 use pushd_actors::registry::Registry;
 use pushd_actors::status::Timestamp;
@@ -300,7 +300,11 @@ impl ScriptedProvider {
 }
 
 impl Provider for ScriptedProvider {
-    fn send(&self, push: Push) -> BoxFuture<Result<Accepted, ProviderError>> {
+    fn reserve(&self, _: &Push) -> BoxFuture<Slot> {
+        Box::pin(async { Slot::free() })
+    }
+
+    fn send(&self, push: Push, _: Slot) -> BoxFuture<Result<Accepted, ProviderError>> {
         let answer = self
             .scripts
             .lock()

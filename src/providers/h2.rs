@@ -1,0 +1,294 @@
+//! HTTP/2 connections to one provider endpoint, on hyper's connection-level
+//! client: what the APNs and FCM clients send pushes through.
+//!
+//! Written on hyper rather than reqwest (which still fetches FCM's OAuth
+//! tokens) for two reasons the load harness measured: reqwest keeps one
+//! connection per host, while APNs recommends several and one connection's
+//! stream limit caps a provider's throughput; and its per-request layers
+//! (URL parsing, redirect and timeout wrappers, a ~10 KB future per request)
+//! cost about as much CPU and memory as the rest of a push. Here a request
+//! is built from its parts, and capacity is reserved first (see
+//! [`Endpoint::reserve`]), so a push waiting for a stream holds nothing but
+//! its place in line.
+//!
+//! Connections open on demand, up to `max_connections`: a request goes to the
+//! open connection with the fewest streams in flight, and a new connection is
+//! opened once every open one is full. A closed connection (GOAWAY, reset,
+//! keep-alive timeout) is dropped and replaced by the next request.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long connecting (TCP and TLS) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on idle connections keep NATs and provider load balancers
+/// from dropping them silently.
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+
+/// How many connections, and how many streams on each.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Requests in flight on one connection (APNs and FCM accept about 1,000).
+    pub streams_per_connection: usize,
+    /// Connections opened at most.
+    pub max_connections: usize,
+    /// One request's time on the wire, connecting included.
+    pub timeout: Duration,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum H2Error {
+    /// Connecting failed.
+    #[error("connect to {0}: {1}")]
+    Connect(String, String),
+    /// The connection or the stream failed.
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    /// No answer in time.
+    #[error("timeout after {0:?}")]
+    Timeout(Duration),
+}
+
+/// A provider endpoint's connections. Cheap to clone.
+#[derive(Clone)]
+pub struct Endpoint(Arc<Inner>);
+
+struct Inner {
+    /// `scheme://authority`, for the request URIs.
+    base: String,
+    host: String,
+    port: u16,
+    /// Present for `https://`: TLS with ALPN `h2`.
+    tls: Option<tokio_rustls::TlsConnector>,
+    limits: Limits,
+    /// Streams anyone may use: `streams_per_connection × max_connections`.
+    capacity: Arc<Semaphore>,
+    connections: Mutex<Vec<Connection>>,
+    /// Held while a connection is being opened, so a burst opens one.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// One open connection and its streams in flight.
+#[derive(Clone)]
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Room for one request on an endpoint, held from before the request is
+/// built until its answer is read.
+pub struct Reserved {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A stream in use on a connection; counted down when dropped.
+struct Stream(Arc<AtomicUsize>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Endpoint {
+    /// Connections to `url` (`http://` is HTTP/2 with prior knowledge,
+    /// `https://` TLS with ALPN `h2`), opened when first needed.
+    pub fn new(url: &str, limits: Limits) -> Result<Endpoint, String> {
+        let uri: Uri = url
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("invalid endpoint {url:?}: {e}"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(format!(
+                    "endpoint {url:?} must start with http:// or https://"
+                ));
+            }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("endpoint {url:?} has no host"))?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let base = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("https"),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        let streams = limits.streams_per_connection.max(1) * limits.max_connections.max(1);
+        Ok(Endpoint(Arc::new(Inner {
+            base,
+            host,
+            port,
+            tls: https.then(tls_connector),
+            limits,
+            capacity: Arc::new(Semaphore::new(streams)),
+            connections: Mutex::new(Vec::new()),
+            connecting: tokio::sync::Mutex::new(()),
+        })))
+    }
+
+    /// The absolute URI of `path` on this endpoint.
+    pub fn uri(&self, path: &str) -> Result<Uri, String> {
+        format!("{}{path}", self.0.base)
+            .parse()
+            .map_err(|e| format!("invalid request path {path:?}: {e}"))
+    }
+
+    /// Waits for room for one request (first come, first served).
+    pub async fn reserve(&self) -> Reserved {
+        let permit = self.0.capacity.clone().acquire_owned().await;
+        Reserved {
+            _permit: permit.expect("the capacity semaphore is never closed"),
+        }
+    }
+
+    /// Sends `request` on a reserved stream and reads the whole answer,
+    /// within the endpoint's timeout (which starts now, on the wire).
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        _room: &Reserved,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), H2Error> {
+        let timeout = self.0.limits.timeout;
+        let exchange = async {
+            let (mut sender, _stream) = self.stream().await?;
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, H2Error>((parts.status, parts.headers, body))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| H2Error::Timeout(timeout))?
+    }
+
+    /// A stream on the least busy open connection, opening one if every
+    /// open connection is full (or closed) and the limit allows.
+    async fn stream(&self) -> Result<(SendRequest<Full<Bytes>>, Stream), H2Error> {
+        if let Some(found) = self.pick(false) {
+            return Ok(found);
+        }
+        let _one = self.0.connecting.lock().await;
+        if let Some(found) = self.pick(false) {
+            return Ok(found);
+        }
+        let full = self.lock().len() >= self.0.limits.max_connections.max(1);
+        if full && let Some(found) = self.pick(true) {
+            return Ok(found);
+        }
+        let connection = self.connect().await?;
+        self.lock().push(connection);
+        self.pick(true)
+            .ok_or_else(|| H2Error::Connect(self.0.base.clone(), "closed at once".into()))
+    }
+
+    /// The open connection with the fewest streams in flight (dropping
+    /// closed ones); unless `any`, only one with a free stream.
+    fn pick(&self, any: bool) -> Option<(SendRequest<Full<Bytes>>, Stream)> {
+        let mut connections = self.lock();
+        connections.retain(|c| !c.sender.is_closed());
+        let least = connections
+            .iter()
+            .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))?;
+        let busy = least.in_flight.load(Ordering::Relaxed);
+        if !any && busy >= self.0.limits.streams_per_connection {
+            return None;
+        }
+        least.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some((least.sender.clone(), Stream(least.in_flight.clone())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.0
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens one connection and starts its driver task.
+    async fn connect(&self) -> Result<Connection, H2Error> {
+        let inner = &self.0;
+        let failed = |e: String| H2Error::Connect(inner.base.clone(), e);
+        let open = async {
+            let tcp = TcpStream::connect((inner.host.as_str(), inner.port))
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            tcp.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
+            let builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(KEEP_ALIVE)
+                .keep_alive_while_idle(true)
+                .clone();
+            let sender = match &inner.tls {
+                None => handshake(builder, TokioIo::new(tcp)).await?,
+                Some(tls) => {
+                    let name = rustls_pki_types::ServerName::try_from(inner.host.clone())
+                        .map_err(|e| failed(e.to_string()))?;
+                    let stream = tls
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| failed(format!("tls: {e}")))?;
+                    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                        return Err(failed("the server does not speak HTTP/2".into()));
+                    }
+                    handshake(builder, TokioIo::new(stream)).await?
+                }
+            };
+            Ok(Connection {
+                sender,
+                in_flight: Arc::new(AtomicUsize::new(0)),
+            })
+        };
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, open)
+            .await
+            .map_err(|_| failed(format!("no answer in {CONNECT_TIMEOUT:?}")))??;
+        metrics::counter!("pushd_provider_connections_total").increment(1);
+        tracing::debug!(endpoint = %inner.base, "provider connection opened");
+        Ok(connection)
+    }
+}
+
+/// The HTTP/2 handshake over `io`; the connection is driven by a task.
+async fn handshake<T>(
+    builder: hyper::client::conn::http2::Builder<TokioExecutor>,
+    io: TokioIo<T>,
+) -> Result<SendRequest<Full<Bytes>>, H2Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = builder.handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "provider connection closed");
+        }
+    });
+    Ok(sender)
+}
+
+/// TLS for `https://` endpoints: the Mozilla roots, ALPN `h2`.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
