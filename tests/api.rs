@@ -141,6 +141,16 @@ async fn bad_input_gets_a_precise_error_and_changes_nothing() {
     assert_eq!(code(&v), "invalid_json");
     assert!(v["error"]["message"].as_str().unwrap().len() > 5);
 
+    // serde alone would read `[]` as a body of defaults (no attributes).
+    let resp = raw("[]").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(code(&v), "invalid_field");
+    assert_eq!(
+        message_of(&v),
+        "the body must be a JSON object, not an array"
+    );
+
     let (s, v) = d
         .call("PUT", "/v1/customers/c1", Some(json!({"attributes": "x"})))
         .await;

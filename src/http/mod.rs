@@ -9,6 +9,7 @@ pub mod dashboard;
 mod deliveries;
 mod error;
 mod messages;
+mod openapi;
 mod push_options;
 
 use std::sync::Arc;
@@ -123,6 +124,7 @@ async fn prometheus(handle: web::Data<PrometheusHandle>) -> HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/healthz", [(Method::GET, web::to(healthz))]))
         .service(endpoint("/metrics", [(Method::GET, web::to(prometheus))]))
+        .configure(openapi::routes)
         .configure(customers::routes)
         .configure(messages::routes)
         .configure(deliveries::routes);
