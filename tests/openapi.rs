@@ -27,14 +27,6 @@ fn schemathesis_installed() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn seed() -> u64 {
-    let seed = std::env::var("PUSHD_TEST_SEED")
-        .map(|s| s.parse().expect("PUSHD_TEST_SEED is a number"))
-        .unwrap_or_else(|_| rand::random::<u32>().into());
-    eprintln!("schemathesis seed {seed} (PUSHD_TEST_SEED={seed} replays it)");
-    seed
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn served_description_matches_the_api_under_a_schema_driven_fuzzer() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,7 +59,7 @@ async fn served_description_matches_the_api_under_a_schema_driven_fuzzer() {
         .args(["--checks", "all"])
         .args(["--header", &format!("Authorization: Bearer {API_KEY}")])
         .args(["--max-examples", EXAMPLES])
-        .args(["--seed", &seed().to_string()])
+        .args(["--seed", &support::seed("schemathesis").to_string()])
         .args(["--generation-database", "none"])
         .args(["--request-timeout", "30"])
         .env("SCHEMATHESIS_TELEMETRY", "false")
