@@ -1,4 +1,4 @@
-//! The end-to-end load harness (issue 6): the release `pushd` binary against
+//! The end-to-end load harness: the release `pushd` binary against
 //! fake APNs/FCM on loopback.
 //!
 //! `cargo bench --bench load [-- --quick] [--profile]` runs four phases —
