@@ -222,6 +222,11 @@ async fn messages_validate_their_templates() {
     let bad_audience = json!({"title": "t", "body": "b", "audience": "everyone"});
     let (s, v) = d.call("PUT", "/v1/messages/m2", Some(bad_audience)).await;
     assert_eq!((s, code(&v)), (400, "invalid_field"));
+    let typo = json!({"title": "t", "body": "b",
+        "conversion": {"event": "purchase", "window_seconds": 60, "windows": 2}});
+    let (s, v) = d.call("PUT", "/v1/messages/m3", Some(typo)).await;
+    assert_eq!((s, code(&v)), (400, "invalid_field"), "{v}");
+    assert!(message_of(&v).contains("unknown field `windows`"), "{v}");
     let (s, v) = d.call("GET", "/v1/messages/nope/metrics", None).await;
     assert_eq!((s, code(&v)), (404, "not_found"));
 }
