@@ -369,7 +369,7 @@ async fn watch(
         } else {
             format!(
                 "simulated clock: {} after the send",
-                span(clock.now() - sent_at)
+                span(clock.now().saturating_sub(sent_at))
             )
         };
         let table = format!(

@@ -8,30 +8,41 @@
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use liquid::{Parser, Template};
 use pushd_actors::model::{Content, Customer, MessageSpec};
 use pushd_actors::ports::{RenderError, Renderer};
+use quick_cache::sync::Cache;
 use serde_json::{Value, json};
 
-/// Renders with the Liquid standard library, caching parsed templates.
+/// Parsed templates kept: a message has a few fields, so this covers
+/// thousands of messages; past it the least used are parsed again.
+pub const TEMPLATE_CACHE_ENTRIES: usize = 10_000;
+
+/// Renders with the Liquid standard library, caching parsed templates in a
+/// bounded cache that evicts the least recently used: message uploads
+/// (and their checks) cannot grow it without end.
 pub struct LiquidRenderer {
     parser: Parser,
-    cache: DashMap<String, Arc<Template>>,
+    cache: Cache<String, Arc<Template>>,
 }
 
 impl Default for LiquidRenderer {
     fn default() -> Self {
-        LiquidRenderer {
-            parser: liquid::ParserBuilder::with_stdlib()
-                .build()
-                .expect("the standard library builds"),
-            cache: DashMap::new(),
-        }
+        LiquidRenderer::with_capacity(TEMPLATE_CACHE_ENTRIES)
     }
 }
 
 impl LiquidRenderer {
+    /// A renderer keeping at most about `entries` parsed templates.
+    pub fn with_capacity(entries: usize) -> Self {
+        LiquidRenderer {
+            parser: liquid::ParserBuilder::with_stdlib()
+                .build()
+                .expect("the standard library builds"),
+            cache: Cache::new(entries),
+        }
+    }
+
     /// Parses `text`, or says why it does not parse, in words: where (line
     /// and column) and what was expected.
     pub fn check(&self, text: &str) -> Result<(), String> {
@@ -51,14 +62,13 @@ impl LiquidRenderer {
 
     fn parse(&self, text: &str) -> Result<Arc<Template>, RenderError> {
         if let Some(t) = self.cache.get(text) {
-            return Ok(t.clone());
+            return Ok(t);
         }
         let parsed = self
             .parser
             .parse(text)
             .map_err(|e| RenderError::Syntax(in_words(&e.to_string())))?;
         let parsed = Arc::new(parsed);
-        // Templates are few (one per message field), so the cache stays small.
         self.cache.insert(text.to_string(), parsed.clone());
         Ok(parsed)
     }
@@ -219,6 +229,20 @@ mod tests {
             matches!(missing, Err(RenderError::VariableMissing(_))),
             "{missing:?}"
         );
+    }
+
+    #[test]
+    fn the_template_cache_is_bounded_and_keeps_rendering() {
+        let r = LiquidRenderer::with_capacity(50);
+        for i in 0..1000 {
+            r.check(&format!("Hi {{{{ customer.first_name }}}} #{i}"))
+                .unwrap();
+        }
+        let kept = r.cache.len();
+        assert!((1..=50).contains(&kept), "{kept} templates kept");
+        let order = json!({"order": "A-17"});
+        let c = r.render(&spec("Hi {{customer.first_name}}"), &ada(), &order);
+        assert_eq!(c.unwrap().title, "Hi Ada", "evicted templates parse again");
     }
 
     #[test]

@@ -141,6 +141,16 @@ async fn bad_input_gets_a_precise_error_and_changes_nothing() {
     assert_eq!(code(&v), "invalid_json");
     assert!(v["error"]["message"].as_str().unwrap().len() > 5);
 
+    // serde alone would read `[]` as a body of defaults (no attributes).
+    let resp = raw("[]").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(code(&v), "invalid_field");
+    assert_eq!(
+        message_of(&v),
+        "the body must be a JSON object, not an array"
+    );
+
     let (s, v) = d
         .call("PUT", "/v1/customers/c1", Some(json!({"attributes": "x"})))
         .await;
@@ -212,6 +222,11 @@ async fn messages_validate_their_templates() {
     let bad_audience = json!({"title": "t", "body": "b", "audience": "everyone"});
     let (s, v) = d.call("PUT", "/v1/messages/m2", Some(bad_audience)).await;
     assert_eq!((s, code(&v)), (400, "invalid_field"));
+    let typo = json!({"title": "t", "body": "b",
+        "conversion": {"event": "purchase", "window_seconds": 60, "windows": 2}});
+    let (s, v) = d.call("PUT", "/v1/messages/m3", Some(typo)).await;
+    assert_eq!((s, code(&v)), (400, "invalid_field"), "{v}");
+    assert!(message_of(&v).contains("unknown field `windows`"), "{v}");
     let (s, v) = d.call("GET", "/v1/messages/nope/metrics", None).await;
     assert_eq!((s, code(&v)), (404, "not_found"));
 }
@@ -698,4 +713,164 @@ async fn the_delivery_log_and_detail_carry_the_message_name() {
     assert_eq!(log["deliveries"][0]["name"], "Welcome push");
     let detail = d.settled(&ids[0]).await;
     assert_eq!(detail["name"], "Welcome push");
+}
+
+/// The current time as the daemon sees it (the system clock), Unix seconds.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn report_and_event_times_before_2000_or_a_day_ahead_are_refused() {
+    let (_dir, d) = daemon();
+    d.customer("c1", json!({"first_name": "Ada"}), &[("tok", "ios")])
+        .await;
+    d.message("m", "camp", "Hi").await;
+    let id = d.send("m", &["c1"]).await.remove(0);
+    let before = d.settled(&id).await;
+    let day_ahead = now() + 24 * 3600;
+    let refused = [
+        i64::MIN,
+        -1,
+        0,
+        946_684_799,
+        1_764_100_000_000,
+        day_ahead + 120,
+        i64::MAX,
+    ];
+    for at in refused {
+        let report =
+            json!({"delivery_id": id, "event": "opened", "device_id": "tok", "timestamp": at});
+        let (s, v) = d
+            .call_as(SDK_KEY, "POST", "/push/events", Some(report))
+            .await;
+        assert_eq!((s, code(&v)), (400, "invalid_field"), "report at {at}: {v}");
+        assert!(message_of(&v).starts_with("timestamp must be"), "{v}");
+        let event = json!({"name": "purchase", "timestamp": at});
+        let (s, v) = d.call("POST", "/v1/customers/c1/events", Some(event)).await;
+        assert_eq!((s, code(&v)), (400, "invalid_field"), "event at {at}: {v}");
+        assert!(message_of(&v).contains("timestamp"), "{v}");
+    }
+    assert_eq!(d.settled(&id).await, before, "nothing changed");
+    // The bounds themselves are accepted: 2000-01-01, and a report dated
+    // before its delivery counts at the delivery's creation.
+    let report = json!({"delivery_id": id, "event": "delivered", "device_id": "tok",
+        "timestamp": 946_684_800});
+    let (s, v) = d
+        .call_as(SDK_KEY, "POST", "/push/events", Some(report))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let v = d.settled(&id).await;
+    assert_eq!(v["devices"][0]["delivered_at"], v["created_at"], "{v}");
+    let ahead = now() + 23 * 3600;
+    let report =
+        json!({"delivery_id": id, "event": "opened", "device_id": "tok", "timestamp": ahead});
+    let (s, v) = d
+        .call_as(SDK_KEY, "POST", "/push/events", Some(report))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(d.settled(&id).await["devices"][0]["opened_at"], ahead);
+}
+
+#[tokio::test]
+async fn device_last_used_takes_any_whole_number() {
+    let (_dir, d) = daemon();
+    d.customer("c1", json!({"first_name": "Ada"}), &[]).await;
+    for (token, last_used) in [("oldest", i64::MIN), ("newest", i64::MAX), ("mid", 0)] {
+        let device = json!({"device": {"id": token, "platform": "ios", "last_used": last_used}});
+        d.ok("PUT", "/v1/customers/c1/devices", device).await;
+    }
+    let body = json!({"title": "t", "body": "b", "audience": "last_device"});
+    d.ok("PUT", "/v1/messages/last", body).await;
+    let id = d.send("last", &["c1"]).await.remove(0);
+    let v = d.settled(&id).await;
+    let tokens: Vec<&str> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens, ["newest"], "{v}");
+}
+
+#[tokio::test]
+async fn send_data_is_at_most_16_kib() {
+    let (_dir, d) = daemon();
+    d.customer("c1", json!({"first_name": "Ada"}), &[]).await;
+    d.message("m", "camp", "Hi").await;
+    // {"k":"…"} is 8 bytes of JSON around the value.
+    let send = |len: usize| json!({"message_id": "m", "customer_ids": ["c1"], "data": {"k": "x".repeat(len)}});
+    let (s, v) = d
+        .call("POST", "/v1/send/push", Some(send(16 * 1024 - 7)))
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_field"), "{v}");
+    assert!(
+        message_of(&v).starts_with("data must be at most 16384 bytes"),
+        "{v}"
+    );
+    let (_, list) = d.call("GET", "/v1/deliveries", None).await;
+    assert_eq!(list["deliveries"], json!([]), "nothing was sent");
+    let (s, v) = d
+        .call("POST", "/v1/send/push", Some(send(16 * 1024 - 8)))
+        .await;
+    assert_eq!(s, 202, "{v}");
+}
+
+#[tokio::test]
+async fn a_customer_keeps_at_most_100_devices() {
+    let (_dir, d) = daemon();
+    d.customer("c1", json!({}), &[]).await;
+    let device = |i: usize| json!({"device": {"id": format!("tok-{i}"), "platform": "android"}});
+    for i in 0..100 {
+        d.ok("PUT", "/v1/customers/c1/devices", device(i)).await;
+    }
+    let (s, v) = d
+        .call("PUT", "/v1/customers/c1/devices", Some(device(100)))
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_field"), "{v}");
+    assert!(message_of(&v).contains("at most 100"), "{v}");
+    // Re-registering a kept token is no new device.
+    d.ok("PUT", "/v1/customers/c1/devices", device(7)).await;
+    let (_, c) = d.call("GET", "/v1/customers/c1", None).await;
+    let devices = c["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 100);
+    assert!(
+        devices.iter().all(|x| x["id"] != "tok-100"),
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn events_for_an_unknown_customer_are_404_and_start_nothing() {
+    let (_dir, d) = daemon();
+    let event = json!({"name": "purchase", "data": {"amount": 1}});
+    for key in [support::API_KEY, SDK_KEY] {
+        let (s, v) = d
+            .call_as(
+                key,
+                "POST",
+                "/v1/customers/nobody/events",
+                Some(event.clone()),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
+        assert_eq!(message_of(&v), "customer \"nobody\" not found");
+    }
+    let text = reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines().any(|l| l == "pushd_person_actors 0"),
+        "no customer actor was started:\n{text}"
+    );
+    let (_, list) = d
+        .call("GET", "/v1/deliveries?customer_id=nobody", None)
+        .await;
+    assert_eq!(list["deliveries"], json!([]));
 }

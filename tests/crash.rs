@@ -76,13 +76,13 @@ async fn load(d: Arc<Daemon>, acked: Arc<Mutex<Acked>>, seed: u64) {
 async fn sigkill_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let seed = support::seed("crash test");
     let mix = FaultMix {
         latency: Duration::from_millis(20),
+        seed,
         ..FaultMix::default()
     };
     let fakes = fakes(dir.path(), mix).await;
-    let seed: u64 = rand::random();
-    println!("crash test seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
     let d = Daemon::start(&data, &fakes.env());

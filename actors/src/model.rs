@@ -109,6 +109,7 @@ pub enum Audience {
 
 /// A conversion goal: an event that counts as success after the push.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConversionGoal {
     /// The customer event name.
     pub event: String,

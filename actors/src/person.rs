@@ -595,7 +595,8 @@ impl Handler<CustomerEvent> for PersonActor {
                 g.event == msg.name
                     && d.state
                         .sent_at()
-                        .is_some_and(|sent| (0..=g.window_seconds).contains(&(msg.at - sent)))
+                        .and_then(|sent| msg.at.checked_sub(sent))
+                        .is_some_and(|since| (0..=g.window_seconds).contains(&since))
             })
         });
         let Some(before) = nearest else {

@@ -4,7 +4,7 @@
 //! Everything here is pure: no clocks, no I/O. A [`DeviceState`] moves forward
 //! only, by provider [`Outcome`]s and by app [`Report`]s; a [`DeliveryState`]
 //! holds its devices and derives the message [`MessageStatus`] from them with
-//! the all/any rules of DESIGN.md "Status rules":
+//! the all/any rules of docs/statuses.md:
 //!
 //! * `converted` once the app reported `converted` or a conversion goal was met;
 //! * else `opened` / `delivered` when *any* device reported it;
@@ -122,7 +122,7 @@ impl MessageStatus {
     }
 }
 
-/// Why a delivery or a device send failed; codes as in API.md.
+/// Why a delivery or a device send failed; `code` is the API's `failure_reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {

@@ -381,6 +381,51 @@ async fn conversion_goal_marks_the_nearest_delivery_once() {
 }
 
 #[actix::test]
+async fn extreme_timestamps_neither_overflow_nor_convert() {
+    let h = Harness::new();
+    customer(&h, "c1", &[("a", Platform::Ios, 1)]).await;
+    let id = send(&h, "c1", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
+    for at in [i64::MIN, i64::MAX] {
+        let event = CustomerEvent {
+            name: "purchase".into(),
+            at,
+        };
+        let converted = h.registry.request("c1", event).await;
+        assert_eq!(
+            converted,
+            Ok(None),
+            "an event at {at} is outside the window"
+        );
+    }
+    let report = |report, at| DeviceReport {
+        delivery_id: id.clone(),
+        token: "a".into(),
+        report,
+        at,
+    };
+    h.registry
+        .request("c1", report(Report::Delivered, i64::MIN))
+        .await
+        .unwrap();
+    let d = h.store.delivery_now(&id);
+    assert_eq!(
+        d.state.devices[0].delivered_at,
+        Some(d.created_at),
+        "a report dated before the delivery counts at its creation"
+    );
+    h.registry
+        .request("c1", report(Report::Opened, i64::MAX))
+        .await
+        .unwrap();
+    let d = h.store.delivery_now(&id);
+    assert_eq!(d.status(), MessageStatus::Opened);
+    assert_eq!(d.state.devices[0].opened_at, Some(i64::MAX));
+    let points: Vec<_> = pushd_actors::tally::series_points(&d).collect();
+    assert_eq!(points.len(), 2, "{points:?}");
+}
+
+#[actix::test]
 async fn idle_actors_stop_and_reload_with_every_delivery() {
     let h = Harness::new();
     customer(&h, "c1", &[("a", Platform::Ios, 1)]).await;

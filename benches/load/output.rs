@@ -76,7 +76,7 @@ pub struct Summary {
     pub report_sync_s: f64,
 }
 
-/// One target of issue 6 and whether the run met it.
+/// One load target and whether the run met it.
 struct Target {
     name: &'static str,
     goal: &'static str,

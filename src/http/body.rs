@@ -22,6 +22,14 @@ pub struct Fields<T>(pub T);
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Fields<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(d)?;
+        // serde would also read a struct from an array of its fields in
+        // order (`[]` for a body of defaults): only an object is a body.
+        if !value.is_object() {
+            return Err(D::Error::custom(format!(
+                "the body must be a JSON object, not {}",
+                json_kind(&value)
+            )));
+        }
         serde_path_to_error::deserialize(value)
             .map(Fields)
             .map_err(|e| {
@@ -33,6 +41,18 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Fields<T> {
                     path => D::Error::custom(field_error(path, &inner)),
                 }
             })
+    }
+}
+
+/// What kind of JSON value `v` is, in words.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "true or false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -106,6 +126,11 @@ mod tests {
         assert!(e.starts_with("data: unknown field `lissen`"), "{e}");
         let e = error(r#"{}"#);
         assert!(e.starts_with("data: missing field `attributes`"), "{e}");
+        let e = error(r#"[]"#);
+        assert!(
+            e.starts_with("data: the body must be a JSON object, not an array"),
+            "{e}"
+        );
         let e = error(r#"{"attributes": "#);
         assert!(e.starts_with("syntax: "), "{e}");
     }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::auth::{ApiKey, SdkKey};
 use super::body::{Fields, JsonBody};
 use super::error::{ApiError, naming};
-use super::{AppState, check_id, endpoint};
+use super::{AppState, check_id, endpoint, event_time};
 
 /// `PUT /v1/customers/{id}` body.
 #[derive(Deserialize)]
@@ -170,7 +170,7 @@ async fn customer_event(
     }
     let msg = CustomerEvent {
         name,
-        at: body.timestamp.unwrap_or_else(|| state.clock.now()),
+        at: event_time(body.timestamp, &*state.clock, "timestamp")?,
     };
     let ids = [("customer", id)];
     let converted = state

@@ -16,11 +16,14 @@ use serde_json::{Value, json};
 use super::auth::{ApiKey, SdkKey};
 use super::body::{Fields, JsonBody, QueryOf};
 use super::error::{ApiError, naming};
-use super::{AppState, check_id, endpoint, page_limit};
+use super::{AppState, check_id, endpoint, event_time, page_limit};
 use crate::store::{DeliveryFilter, SledStore};
 
 /// Most customer ids in one send.
 pub const MAX_SEND_IDS: usize = 10_000;
+/// Largest `data` of one send, as JSON text: it is copied into every
+/// delivery of the call.
+pub const MAX_SEND_DATA_BYTES: usize = 16 * 1024;
 /// Customers asked at once while fanning a send out.
 const FAN_OUT: usize = 256;
 
@@ -74,6 +77,13 @@ async fn send_push(
     }
     if !body.data.is_null() && !body.data.is_object() {
         return Err(ApiError::invalid_field("data must be an object"));
+    }
+    let data_bytes = serde_json::to_vec(&body.data).map_or(0, |text| text.len());
+    if data_bytes > MAX_SEND_DATA_BYTES {
+        return Err(ApiError::invalid_field(format!(
+            "data must be at most {MAX_SEND_DATA_BYTES} bytes of JSON (it is copied into every \
+             delivery), not {data_bytes}; send large data by reference"
+        )));
     }
     let message = state
         .store
@@ -133,6 +143,7 @@ async fn push_event(
 ) -> Result<HttpResponse, ApiError> {
     let delivery_id = check_id(&body.delivery_id, "delivery_id")?;
     let device_id = check_id(&body.device_id, "device_id")?;
+    let at = event_time(body.timestamp, &*state.clock, "timestamp")?;
     let customer = state
         .store
         .delivery_customer(delivery_id)?
@@ -141,7 +152,7 @@ async fn push_event(
         delivery_id: delivery_id.to_string(),
         token: device_id.to_string(),
         report: body.event,
-        at: body.timestamp.unwrap_or_else(|| state.clock.now()),
+        at,
     };
     let event = report.report.as_str();
     let ids = [("delivery", delivery_id), ("device", device_id)];

@@ -9,6 +9,7 @@ pub mod dashboard;
 mod deliveries;
 mod error;
 mod messages;
+mod openapi;
 mod push_options;
 
 use std::sync::Arc;
@@ -57,6 +58,30 @@ pub fn check_id<'a>(id: &'a str, what: &str) -> Result<&'a str, ApiError> {
     Ok(id)
 }
 
+/// The earliest time a report or event may carry: 2000-01-01T00:00:00Z.
+pub const EARLIEST_TIMESTAMP: i64 = 946_684_800;
+
+/// How far past the daemon's clock a report or event may be dated: phones'
+/// clocks drift, but not by days.
+pub const MAX_AHEAD_SECS: i64 = 24 * 3600;
+
+/// The time of a device report or customer event: `given` (Unix seconds),
+/// or now when it has none. A time before 2000 or more than a day ahead is
+/// refused, naming `field`: it is a unit mistake (milliseconds) or a broken
+/// clock, and it would skew conversion windows and time series.
+pub fn event_time(given: Option<i64>, clock: &dyn Clock, field: &str) -> Result<i64, ApiError> {
+    let now = clock.now();
+    let Some(at) = given else { return Ok(now) };
+    let latest = now.saturating_add(MAX_AHEAD_SECS);
+    if (EARLIEST_TIMESTAMP..=latest).contains(&at) {
+        return Ok(at);
+    }
+    Err(ApiError::invalid_field(format!(
+        "{field} must be Unix seconds from {EARLIEST_TIMESTAMP} (2000-01-01) to {latest} (24 hours \
+         from now), not {at}"
+    )))
+}
+
 /// The page size asked for by a `limit` parameter (default 100).
 pub fn page_limit(limit: Option<&str>) -> Result<usize, ApiError> {
     let Some(raw) = limit else { return Ok(100) };
@@ -99,6 +124,7 @@ async fn prometheus(handle: web::Data<PrometheusHandle>) -> HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/healthz", [(Method::GET, web::to(healthz))]))
         .service(endpoint("/metrics", [(Method::GET, web::to(prometheus))]))
+        .configure(openapi::routes)
         .configure(customers::routes)
         .configure(messages::routes)
         .configure(deliveries::routes);

@@ -237,7 +237,7 @@ impl Fleet {
                         stats: counts.clone(),
                         token: push.token.clone(),
                         delivery: delivery.clone(),
-                        at: sent_at + after as i64,
+                        at: sent_at.saturating_add(after as i64),
                         action,
                     };
                     counts.pending.fetch_add(1, Ordering::Relaxed);

@@ -199,6 +199,17 @@ impl Drop for Daemon {
     }
 }
 
+/// The seed of a randomised test: `PUSHD_TEST_SEED` when set (to replay a
+/// failed run), else a fresh one. Printed either way, so a failure's output
+/// names the seed that replays it.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("PUSHD_TEST_SEED")
+        .map(|s| s.parse().expect("PUSHD_TEST_SEED is a number"))
+        .unwrap_or_else(|_| rand::random::<u32>().into());
+    eprintln!("{test} seed {seed} (PUSHD_TEST_SEED={seed} replays it)");
+    seed
+}
+
 /// Fake APNs and FCM on loopback, with credentials in `dir`.
 pub async fn fakes(dir: &Path, mix: pushd::sim::FaultMix) -> pushd::sim::FakeProviders {
     pushd::sim::FakeProviders::start(dir, mix).await.unwrap()

@@ -94,7 +94,7 @@ fn progress(s: MessageStatus) -> u8 {
     }
 }
 
-/// The rule of DESIGN.md, written independently of `DeliveryState::status`:
+/// The status rule (docs/statuses.md), written independently of `DeliveryState::status`:
 /// from the set of events, not from the folded device states.
 fn rule(suppressed: &[bool], events: &[Event]) -> MessageStatus {
     let targeted: Vec<usize> = (0..suppressed.len()).filter(|&i| !suppressed[i]).collect();
