@@ -19,7 +19,7 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 ];
 
 /// Every series name, for the test that keeps this list complete.
-pub const SERIES: [&str; 17] = [
+pub const SERIES: [&str; 23] = [
     "pushd_deliveries_created_total",
     "pushd_reports_total",
     "pushd_delivery_status_total",
@@ -37,6 +37,12 @@ pub const SERIES: [&str; 17] = [
     "pushd_snapshot_drain_seconds",
     "pushd_checkpoints_total",
     "pushd_checkpoint_seconds",
+    "pushd_events_total",
+    "pushd_event_log_bytes_total",
+    "pushd_webhook_attempts_total",
+    "pushd_webhook_dropped_total",
+    "pushd_webhook_queue_depth",
+    "pushd_webhook_oldest_undelivered_seconds",
 ];
 
 /// Describes every series and makes it appear at zero. Call once, after
@@ -154,6 +160,43 @@ pub fn register() {
         "Time of one checkpoint (drain, flush, fsync of sled's files)."
     );
     let _ = metrics::histogram!("pushd_checkpoint_seconds");
+
+    register_events();
+}
+
+/// The delivery events and the webhooks. Webhook series are labelled by
+/// webhook id and appear with the first webhook.
+fn register_events() {
+    describe_counter!(
+        "pushd_events_total",
+        "Delivery events recorded for the feed and the webhooks, by event."
+    );
+    for status in pushd_actors::transition::EVENT_STATUSES {
+        metrics::counter!("pushd_events_total", "event" => status.as_str()).absolute(0);
+    }
+    describe_counter!(
+        "pushd_event_log_bytes_total",
+        Unit::Bytes,
+        "Bytes written to the delivery event log."
+    );
+    metrics::counter!("pushd_event_log_bytes_total").absolute(0);
+    describe_counter!(
+        "pushd_webhook_attempts_total",
+        "Webhook posts, by webhook and outcome (success, http_error, timeout, network)."
+    );
+    describe_counter!(
+        "pushd_webhook_dropped_total",
+        "Events a webhook gave up on after its retry window, by webhook."
+    );
+    describe_gauge!(
+        "pushd_webhook_queue_depth",
+        "Events a webhook has not yet posted or dropped, by webhook."
+    );
+    describe_gauge!(
+        "pushd_webhook_oldest_undelivered_seconds",
+        Unit::Seconds,
+        "Age of the oldest event a webhook has not yet posted, by webhook (0 when none)."
+    );
 }
 
 #[cfg(test)]
