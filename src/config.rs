@@ -82,8 +82,8 @@ impl WebhooksSection {
     pub fn settings(&self) -> crate::webhooks::Settings {
         crate::webhooks::Settings {
             timeout: Duration::from_millis(self.timeout_ms.max(1)),
-            backoff_base: Duration::from_millis(self.backoff_base_ms),
-            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            backoff_base: Duration::from_millis(self.backoff_base_ms.max(1)),
+            backoff_max: Duration::from_millis(self.backoff_max_ms.max(self.backoff_base_ms)),
             max_age: Duration::from_secs(self.max_age_secs),
             in_flight: self.in_flight.max(1),
         }
@@ -476,6 +476,33 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(bad.load(), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn webhook_and_event_settings_from_file_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        std::fs::write(
+            &path,
+            "[webhooks]\ntimeout_ms = 250\nin_flight = 0\n[events]\nretention_days = 7\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path),
+            webhook_max_age_secs: Some(60),
+            event_retention_days: Some(3),
+            ..Default::default()
+        };
+        let c = o.load().unwrap();
+        let s = c.webhooks.settings();
+        assert_eq!(s.timeout, Duration::from_millis(250));
+        assert_eq!(s.max_age, Duration::from_secs(60));
+        assert_eq!(s.in_flight, 1, "at least one post at a time");
+        assert_eq!(s.backoff_base, Duration::from_secs(1), "the default");
+        assert_eq!(
+            c.events.options().retention,
+            Duration::from_secs(3 * 24 * 3600)
+        );
     }
 
     #[test]

@@ -54,15 +54,20 @@ pub async fn run(hook: Arc<Hook>, shared: Arc<Shared>) {
             let room = (shared.settings.in_flight - posts.len()).min(MAX_WINDOW - window.len());
             let page = match log.read(read, room) {
                 Ok(page) => page,
+                Err(ReadError::Io(e)) => {
+                    tracing::error!(webhook = %hook.id, error = %e, "cannot read the event log; trying again in a second");
+                    shared.clock.sleep(Duration::from_secs(1)).await;
+                    break;
+                }
                 Err(e) => {
-                    let end = log.tail().offset;
-                    if !matches!(e, ReadError::PastEnd { .. }) {
-                        tracing::error!(webhook = %hook.id, error = %e, "cannot read the event log; the webhook goes on from its end");
-                    }
-                    read = end;
+                    tracing::error!(webhook = %hook.id, error = %e, "webhook cursor unusable; it goes on from the event log's end");
+                    read = log.tail().offset;
                     break;
                 }
             };
+            if page.events.first().is_some_and(|e| e.offset > read) {
+                tracing::warn!(webhook = %hook.id, cursor = read, "events older than the retention were deleted before this webhook posted them");
+            }
             if page.events.is_empty() {
                 break;
             }
