@@ -574,6 +574,21 @@ async fn webhooks_are_managed_checked_and_durable() {
     let first = webhook(&d, "w1", url, Some(&["bounced", "sent"])).await;
     assert_eq!(first["events"], json!(["sent", "bounced"]));
     assert_eq!(first["stats"]["delivered"], 0);
+    let text = d
+        .client
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in pushd::telemetry::WEBHOOK_SERIES {
+        let listed = text
+            .lines()
+            .any(|l| l.starts_with(series) && l.contains("webhook=\"w1\"") && l.ends_with(" 0"));
+        assert!(listed, "{series} of w1 at zero from its creation:\n{text}");
+    }
     let replaced = webhook(&d, "w1", "http://127.0.0.1:9/other", Some(&["failed"])).await;
     assert_eq!(replaced["created_at"], first["created_at"]);
     assert_eq!(replaced["url"], "http://127.0.0.1:9/other");

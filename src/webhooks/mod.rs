@@ -193,6 +193,9 @@ impl Webhooks {
             .into_iter()
             .map(|(id, s)| (id.clone(), Hook::new(id, s)))
             .collect();
+        for id in hooks.keys() {
+            crate::telemetry::register_webhook(id);
+        }
         let client = reqwest::Client::builder()
             .user_agent(concat!("pushd/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -267,6 +270,7 @@ impl Webhooks {
                 hook
             }
             None => {
+                crate::telemetry::register_webhook(id);
                 let hook = Hook::new(id.to_string(), saved);
                 hooks.insert(id.to_string(), hook.clone());
                 self.command(Command::Start(hook.clone()));
