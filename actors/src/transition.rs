@@ -2,7 +2,7 @@
 //! delivery events (webhooks, the event feed) are made of.
 //!
 //! A delivery *reaches* a status by the same furthest-status rule as the
-//! metrics ([`tally::contribution`]): an opened delivery has reached `sent`,
+//! metrics ([`crate::tally::contribution`]): an opened delivery has reached `sent`,
 //! `delivered` and `opened`, a converted one `sent` and `converted`. A change
 //! *enters* each status it reached that the value before it had not, so a
 //! report that jumps a device from `attempted` to `opened` enters `sent`,

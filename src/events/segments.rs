@@ -1,6 +1,6 @@
 //! The event log's segment files: `<offset of the first event, 20
 //! digits>.events` in the events directory, each a run of framed events
-//! (see [`frame`](super::frame)) that ends on a record boundary. Offsets run
+//! (see [`super::frame`]) that ends on a record boundary. Offsets run
 //! on from one segment to the next, so an offset names one place in the
 //! whole log.
 

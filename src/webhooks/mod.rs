@@ -3,7 +3,7 @@
 //! flight may complete out of order), with retries for up to a day.
 //!
 //! Definitions and progress live in their own durable file (see [`book`]).
-//! Every webhook has a worker (see [`worker`]) on the thread
+//! Every webhook has a worker (see `worker.rs`) on the thread
 //! `pushd-webhooks`, which also saves progress and runs the event log's
 //! retention: nothing of the engine or the API waits on a receiver.
 
