@@ -436,62 +436,31 @@ impl EventLog {
             all[from..].to_vec()
         };
         let oldest = found.first().map_or(end, |s| s.base);
-        let (mut at, mut check) = match after < oldest {
-            true => (oldest, false),
-            false => (after, true),
+        let mut reader = Reader {
+            after,
+            at: after.max(oldest),
+            check: after >= oldest,
+            limit,
+            events: Vec::new(),
         };
-        let mut events = Vec::new();
         for (i, segment) in found.iter().enumerate() {
             let seg_end = found.get(i + 1).map_or(end, |n| n.base).min(end);
-            if at >= seg_end {
+            if reader.events.len() >= limit || reader.at >= seg_end {
                 continue;
             }
-            let file = match File::open(&segment.path) {
-                Ok(f) => f,
+            match File::open(&segment.path) {
+                Ok(file) => reader.segment(&file, segment, seg_end)?,
                 // Deleted by retention since: its events are gone.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    (at, check) = (seg_end, false);
-                    continue;
+                    (reader.at, reader.check) = (seg_end, false);
                 }
                 Err(e) => return Err(e.into()),
-            };
-            while at < seg_end && events.len() < limit {
-                let len = (seg_end - at).min((HEADER + MAX_BODY) as u64) as usize;
-                let mut buf = vec![0; len];
-                file.read_exact_at(&mut buf, at - segment.base)?;
-                let mut used = 0;
-                while events.len() < limit {
-                    let f = match frame::read(&buf[used..]) {
-                        Read::Frame(f) if !check || f.offset == at => f,
-                        Read::End | Read::Short if used > 0 => break,
-                        _ if check => return Err(ReadError::BadCursor(after)),
-                        Read::End | Read::Short | Read::Bad(_) | Read::Frame(_) => {
-                            return Err(io::Error::other(format!(
-                                "corrupt event at offset {at} in {}",
-                                segment.path.display()
-                            ))
-                            .into());
-                        }
-                    };
-                    check = false;
-                    let next = at + f.framed_len() as u64;
-                    events.push(StoredEvent {
-                        offset: at,
-                        next,
-                        seq: f.seq,
-                        time_ms: f.time_ms,
-                        status: EVENT_STATUSES[usize::from(f.status) % EVENT_STATUSES.len()],
-                        body: f.body.to_vec(),
-                    });
-                    used += f.framed_len();
-                    at = next;
-                }
-            }
-            if events.len() >= limit {
-                break;
             }
         }
-        Ok(Page { events, next: at })
+        Ok(Page {
+            next: reader.at,
+            events: reader.events,
+        })
     }
 
     /// After a crash, drops the events of journal records the journal does
@@ -554,6 +523,67 @@ impl EventLog {
         {
             tracing::error!(error = %e, "cannot sync the event log");
         }
+    }
+}
+
+/// A read in progress.
+struct Reader {
+    /// The cursor asked for.
+    after: u64,
+    /// Where the next event starts.
+    at: u64,
+    /// The first event read must start exactly at `at`.
+    check: bool,
+    limit: usize,
+    events: Vec<StoredEvent>,
+}
+
+impl Reader {
+    /// Reads the events of `segment` from `at` up to `seg_end` (or the
+    /// limit), in chunks sized to the need.
+    fn segment(&mut self, file: &File, segment: &Segment, seg_end: u64) -> Result<(), ReadError> {
+        let most = HEADER + MAX_BODY;
+        let mut chunk = self.limit.saturating_mul(512).clamp(4096, most);
+        while self.at < seg_end && self.events.len() < self.limit {
+            let start = self.at;
+            let len = (seg_end - start).min(chunk as u64) as usize;
+            let mut buf = vec![0; len];
+            file.read_exact_at(&mut buf, start - segment.base)?;
+            let mut used = 0;
+            while self.events.len() < self.limit {
+                let f = match frame::read(&buf[used..]) {
+                    Read::Frame(f) if !self.check || f.offset == self.at => f,
+                    Read::End => break,
+                    Read::Short if used > 0 => break,
+                    // One frame larger than the chunk: read it whole.
+                    Read::Short if chunk < most && (len as u64) < seg_end - start => {
+                        chunk = (chunk * 2).min(most);
+                        break;
+                    }
+                    _ if self.check => return Err(ReadError::BadCursor(self.after)),
+                    _ => {
+                        let at = self.at;
+                        let path = segment.path.display();
+                        return Err(
+                            io::Error::other(format!("corrupt event at {at} in {path}")).into()
+                        );
+                    }
+                };
+                self.check = false;
+                let next = self.at + f.framed_len() as u64;
+                self.events.push(StoredEvent {
+                    offset: self.at,
+                    next,
+                    seq: f.seq,
+                    time_ms: f.time_ms,
+                    status: EVENT_STATUSES[usize::from(f.status) % EVENT_STATUSES.len()],
+                    body: f.body.to_vec(),
+                });
+                used += f.framed_len();
+                self.at = next;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -175,6 +175,31 @@ fn pages_by_cursor_across_segments_and_refuses_foreign_cursors() {
 }
 
 #[test]
+fn an_event_larger_than_a_read_chunk_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 1 << 20, clock());
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(20_000));
+    log.queue(1, events(1, 1, 0));
+    log.queue(
+        2,
+        vec![NewEvent {
+            status: MessageStatus::Opened,
+            time_ms: 0,
+            body: big.clone().into_bytes(),
+        }],
+    );
+    log.queue(3, events(3, 1, 0));
+    log.persist(3).unwrap();
+    assert_eq!(read_all(&log, 0, 1), read_all(&log, 0, 100));
+    let all = read_all(&log, 0, 1);
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[1], big);
+    let second = log.read(log.read(0, 1).unwrap().next, 1).unwrap();
+    assert_eq!(second.events[0].status, MessageStatus::Opened);
+    log.close();
+}
+
+#[test]
 fn reopening_cuts_a_torn_record_and_skips_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 1 << 20, clock());
