@@ -338,9 +338,11 @@ async fn an_event_failing_past_its_retry_window_is_dropped_and_counted() {
     d.customer("c1", json!({}), &[]).await;
     d.message("promo", "spring", "Hi").await;
     d.send("promo", &["c1"]).await;
-    let v = webhook_until(&d, "h", |v| v["stats"]["dropped"] == 1).await;
+    let v = webhook_until(&d, "h", |v| {
+        v["stats"]["dropped"] == 1 && v["stats"]["queue_depth"] == 0
+    })
+    .await;
     assert_eq!(v["stats"]["delivered"], 0);
-    assert_eq!(v["stats"]["queue_depth"], 0, "{v}");
     assert!(v["stats"]["failed_attempts"].as_u64().unwrap() >= 1);
     assert_eq!(v["stats"]["last_error"], "HTTP 500");
     assert_eq!(
@@ -381,9 +383,8 @@ async fn a_dead_receiver_holds_a_bounded_window_and_slows_no_other_webhook() {
     assert_eq!(got, deliveries, "the healthy webhook got every event");
     let v = webhook_until(&d, "dead", |v| v["stats"]["queue_depth"] == 20).await;
     assert_eq!(v["stats"]["in_flight"], 3, "{v}");
-    assert_eq!(dead.posts(), 3, "no more posts than the in-flight bound");
-    let (_, healthy) = d.call("GET", "/v1/webhooks/healthy", None).await;
-    assert_eq!(healthy["stats"]["queue_depth"], 0);
+    assert!(dead.posts() <= 3, "no more posts than the in-flight bound");
+    webhook_until(&d, "healthy", |v| v["stats"]["queue_depth"] == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,8 +427,10 @@ async fn queued_events_survive_a_sigkill_and_arrive_after_restart() {
         }
     }
     // Kill once the progress of the ten posted events is saved.
-    let v = webhook_until(&d, "h", |v| v["stats"]["delivered"] == 10).await;
-    assert!(v["stats"]["failed_attempts"].as_u64() > Some(0), "{v}");
+    webhook_until(&d, "h", |v| {
+        v["stats"]["delivered"] == 10 && v["stats"]["failed_attempts"].as_u64() > Some(0)
+    })
+    .await;
     let saved = |d: &Daemon| {
         let text = std::fs::read_to_string(d.data_dir.join("webhooks.json")).unwrap_or_default();
         let file: Value = serde_json::from_str(&text).unwrap_or_default();
