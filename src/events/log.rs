@@ -120,6 +120,8 @@ struct Writer {
     base: u64,
     size: u64,
     tail: Tail,
+    /// The offset up to which the log is fsynced.
+    synced: u64,
     failed: Option<String>,
 }
 
@@ -200,6 +202,7 @@ impl EventLog {
             base: found.last().map_or(0, |s| s.base),
             size,
             tail,
+            synced: tail.offset,
             failed: None,
         };
         let log = Arc::new(EventLog {
@@ -264,10 +267,14 @@ impl EventLog {
             pending.records.drain(..n).collect()
         };
         self.write_durable(&mut w, batch)?;
-        match &w.file {
-            Some(file) => file.sync_data(),
-            None => Ok(()),
+        if w.synced == w.tail.offset {
+            return Ok(());
         }
+        if let Some(file) = &w.file {
+            file.sync_data()?;
+        }
+        w.synced = w.tail.offset;
+        Ok(())
     }
 
     /// Where the readable log ends now.
@@ -500,6 +507,7 @@ impl EventLog {
             w.base = last.base;
             w.size = prefix.len as u64;
             w.tail.offset = last.base + w.size;
+            w.synced = w.tail.offset;
             w.tail.next_seq = prefix.last.map_or(1, |l| l.seq + 1);
             w.file = Some(OpenOptions::new().append(true).open(&last.path)?);
             break;
