@@ -313,7 +313,7 @@ impl EventLog {
             let mut w = lock(&self.writer);
             let batch: Vec<PendingRecord> = lock(&self.pending).records.drain(..).collect();
             if let Err(e) = self.write_durable(&mut w, batch) {
-                tracing::error!(error = %e, "event log write failed; events come back with the journal's replay at the next start");
+                tracing::error!(error = %e, "event log write failed: snapshots wait (the journal keeps every change) until a restart replays the events");
             }
         }
     }

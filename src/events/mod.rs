@@ -39,6 +39,11 @@
 //! drops those events first: [`EventLog::align`].) What waits in memory is
 //! bounded by the journal's group commit: events of records not yet
 //! durable. The webhooks read from disk.
+//!
+//! A failed write is final, as in the journal (the file's state is
+//! unknown): nothing more is written and drains fail, so sled covers no
+//! record whose events are missing, and the journal keeps every change
+//! until a restart replays them.
 
 pub mod frame;
 mod log;
