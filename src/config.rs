@@ -41,6 +41,77 @@ pub struct Config {
     pub apps: BTreeMap<String, AppConfig>,
     /// Sends and actors.
     pub engine: EngineSection,
+    /// How webhooks post and retry.
+    pub webhooks: WebhooksSection,
+    /// The delivery event log.
+    pub events: EventsSection,
+}
+
+/// `[webhooks]`: how webhooks post and retry.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// A post not answered within this fails, ms.
+    pub timeout_ms: u64,
+    /// The first retry's wait, ms (doubling per retry, with jitter).
+    pub backoff_base_ms: u64,
+    /// Longest wait between two tries, ms.
+    pub backoff_max_ms: u64,
+    /// An event still failing this long after it was recorded is dropped,
+    /// seconds.
+    pub max_age_secs: u64,
+    /// Posts under way at once per webhook.
+    pub in_flight: usize,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        let d = crate::webhooks::Settings::default();
+        WebhooksSection {
+            timeout_ms: d.timeout.as_millis() as u64,
+            backoff_base_ms: d.backoff_base.as_millis() as u64,
+            backoff_max_ms: d.backoff_max.as_millis() as u64,
+            max_age_secs: d.max_age.as_secs(),
+            in_flight: d.in_flight,
+        }
+    }
+}
+
+impl WebhooksSection {
+    /// The webhooks' settings.
+    pub fn settings(&self) -> crate::webhooks::Settings {
+        crate::webhooks::Settings {
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            backoff_base: Duration::from_millis(self.backoff_base_ms.max(1)),
+            backoff_max: Duration::from_millis(self.backoff_max_ms.max(self.backoff_base_ms)),
+            max_age: Duration::from_secs(self.max_age_secs),
+            in_flight: self.in_flight.max(1),
+        }
+    }
+}
+
+/// `[events]`: the delivery event log behind the webhooks and the feed.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSection {
+    /// Events older than this are deleted, days.
+    pub retention_days: u64,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        EventsSection { retention_days: 30 }
+    }
+}
+
+impl EventsSection {
+    /// The event log's options.
+    pub fn options(&self) -> crate::events::Options {
+        crate::events::Options {
+            retention: Duration::from_secs(self.retention_days.max(1) * 24 * 3600),
+            ..crate::events::Options::default()
+        }
+    }
 }
 
 /// `[engine]`: retries and actor lifetimes.
@@ -74,6 +145,8 @@ impl Default for Config {
             fcm: FcmConfig::default(),
             apps: BTreeMap::new(),
             engine: EngineSection::default(),
+            webhooks: WebhooksSection::default(),
+            events: EventsSection::default(),
         }
     }
 }
@@ -284,6 +357,24 @@ pub struct Overrides {
     /// Longest provider Retry-After honoured, in seconds [default: 900]
     #[arg(long, env = "PUSHD_RETRY_AFTER_MAX_SECS")]
     pub retry_after_max_secs: Option<u64>,
+    /// A webhook post not answered within this many ms fails and is retried [default: 4000]
+    #[arg(long, env = "PUSHD_WEBHOOK_TIMEOUT_MS")]
+    pub webhook_timeout_ms: Option<u64>,
+    /// First webhook retry wait in ms, doubling per retry [default: 1000]
+    #[arg(long, env = "PUSHD_WEBHOOK_BACKOFF_BASE_MS")]
+    pub webhook_backoff_base_ms: Option<u64>,
+    /// Longest wait between two webhook tries in ms [default: 900000]
+    #[arg(long, env = "PUSHD_WEBHOOK_BACKOFF_MAX_MS")]
+    pub webhook_backoff_max_ms: Option<u64>,
+    /// Seconds after which an event a webhook keeps failing is dropped [default: 86400]
+    #[arg(long, env = "PUSHD_WEBHOOK_MAX_AGE_SECS")]
+    pub webhook_max_age_secs: Option<u64>,
+    /// Posts under way at once per webhook [default: 16]
+    #[arg(long, env = "PUSHD_WEBHOOK_IN_FLIGHT")]
+    pub webhook_in_flight: Option<usize>,
+    /// Days delivery events are kept for the feed and the webhooks [default: 30]
+    #[arg(long, env = "PUSHD_EVENT_RETENTION_DAYS")]
+    pub event_retention_days: Option<u64>,
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {
@@ -345,6 +436,13 @@ impl Overrides {
             &mut c.engine.retry_after_max_secs,
             self.retry_after_max_secs,
         );
+        let w = &mut c.webhooks;
+        set(&mut w.timeout_ms, self.webhook_timeout_ms);
+        set(&mut w.backoff_base_ms, self.webhook_backoff_base_ms);
+        set(&mut w.backoff_max_ms, self.webhook_backoff_max_ms);
+        set(&mut w.max_age_secs, self.webhook_max_age_secs);
+        set(&mut w.in_flight, self.webhook_in_flight);
+        set(&mut c.events.retention_days, self.event_retention_days);
     }
 }
 
@@ -378,6 +476,33 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(bad.load(), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn webhook_and_event_settings_from_file_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        std::fs::write(
+            &path,
+            "[webhooks]\ntimeout_ms = 250\nin_flight = 0\n[events]\nretention_days = 7\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path),
+            webhook_max_age_secs: Some(60),
+            event_retention_days: Some(3),
+            ..Default::default()
+        };
+        let c = o.load().unwrap();
+        let s = c.webhooks.settings();
+        assert_eq!(s.timeout, Duration::from_millis(250));
+        assert_eq!(s.max_age, Duration::from_secs(60));
+        assert_eq!(s.in_flight, 1, "at least one post at a time");
+        assert_eq!(s.backoff_base, Duration::from_secs(1), "the default");
+        assert_eq!(
+            c.events.options().retention,
+            Duration::from_secs(3 * 24 * 3600)
+        );
     }
 
     #[test]

@@ -12,16 +12,18 @@ use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use pushd_actors::engine::{EngineError, Ports};
-use pushd_actors::ports::{Clock, SystemClock};
+use pushd_actors::ports::{Clock, Store, SystemClock};
 use pushd_actors::registry::Registry;
 
 use crate::config::{Config, ConfigError};
+use crate::events::EventLog;
 use crate::http::{self, AppState};
 use crate::keys::{self, KeysError, Source};
 use crate::persistence::{OpenError, Persistence};
 use crate::providers::{ClientOptions, Providers};
 use crate::store::Timing;
 use crate::template::LiquidRenderer;
+use crate::webhooks::{self, Webhooks};
 
 /// Why the daemon could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,17 @@ pub enum ServeError {
     /// The engine could not recover its state.
     #[error("recovery: {0}")]
     Recover(#[from] EngineError),
+    /// The delivery event log could not be opened.
+    #[error("event log in {path}: {source}")]
+    Events {
+        /// Its directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The webhooks could not be loaded or started.
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] webhooks::Error),
     /// The server failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
@@ -85,6 +98,7 @@ pub async fn serve_with(
         Timing::default(),
     )?;
     let store = persistence.store.clone();
+    let events = open_events(&config, &persistence, clock.clone())?;
     let renderer = Arc::new(LiquidRenderer::default());
     let providers = Arc::new(Providers::for_apps(
         &config.apps(),
@@ -109,12 +123,20 @@ pub async fn serve_with(
         resumed = recovery.resumed,
         "recovered"
     );
+    let webhooks = Webhooks::start(
+        &config.data_dir,
+        events.clone(),
+        config.webhooks.settings(),
+        clock.clone(),
+    )?;
 
     let state = web::Data::new(AppState {
         registry,
         store: store.clone(),
         renderer,
         clock,
+        events: events.clone(),
+        webhooks: webhooks.clone(),
     });
     let key_data = web::Data::new(http::KeyCheck::new(&keys.keys));
     let max_body = config.max_body_bytes;
@@ -145,8 +167,38 @@ pub async fn serve_with(
         }
     }
     tracing::info!("http drained; checkpointing");
+    webhooks.stop();
     persistence.close();
+    events.close();
     Ok(())
+}
+
+/// Opens the delivery event log under `<data_dir>/events`, drops events of
+/// journal records the journal no longer holds, and attaches it to the
+/// store before the journal's replay, so replayed records make their
+/// events again.
+fn open_events(
+    config: &Config,
+    persistence: &Persistence,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<EventLog>, ServeError> {
+    let dir = config.data_dir.join("events");
+    let failed = |source| ServeError::Events {
+        path: dir.display().to_string(),
+        source,
+    };
+    let journal = persistence.journal.clone();
+    let durable = Box::new(move |position| journal.wait_durable(position));
+    let events = EventLog::open(&dir, config.events.options(), clock, durable).map_err(failed)?;
+    let covered = persistence
+        .store
+        .covered()
+        .map_err(|e| failed(std::io::Error::other(e)))?;
+    events
+        .align(&*persistence.journal, covered)
+        .map_err(|e| failed(std::io::Error::other(e)))?;
+    persistence.store.attach(events.clone());
+    Ok(events)
 }
 
 /// What `serve` prints on start: generated keys (once), where the keys are

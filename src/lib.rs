@@ -4,6 +4,7 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod events;
 pub mod http;
 pub mod journal;
 pub mod keys;
@@ -13,3 +14,4 @@ pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod webhooks;

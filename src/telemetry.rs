@@ -18,8 +18,9 @@ const DEVICE_OUTCOMES: [&str; 4] = [
     "provider_rejected",
 ];
 
-/// Every series name, for the test that keeps this list complete.
-pub const SERIES: [&str; 18] = [
+/// Every series name, for the test that keeps this list complete. Each one
+/// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
+pub const SERIES: [&str; 20] = [
     "pushd_deliveries_created_total",
     "pushd_reports_total",
     "pushd_delivery_status_total",
@@ -38,7 +39,33 @@ pub const SERIES: [&str; 18] = [
     "pushd_snapshot_drain_seconds",
     "pushd_checkpoints_total",
     "pushd_checkpoint_seconds",
+    "pushd_events_total",
+    "pushd_event_log_bytes_total",
 ];
+
+/// The series labelled by webhook id: listed (at zero) from the webhook's
+/// creation, or from the start for the webhooks the daemon starts with.
+pub const WEBHOOK_SERIES: [&str; 4] = [
+    "pushd_webhook_attempts_total",
+    "pushd_webhook_dropped_total",
+    "pushd_webhook_queue_depth",
+    "pushd_webhook_oldest_undelivered_seconds",
+];
+
+/// Outcomes of `pushd_webhook_attempts_total`.
+const WEBHOOK_OUTCOMES: [&str; 4] = ["success", "http_error", "timeout", "network"];
+
+/// Makes the series of webhook `id` appear at zero.
+pub fn register_webhook(id: &str) {
+    for outcome in WEBHOOK_OUTCOMES {
+        metrics::counter!("pushd_webhook_attempts_total", "webhook" => id.to_owned(), "outcome" => outcome)
+            .absolute(0);
+    }
+    metrics::counter!("pushd_webhook_dropped_total", "webhook" => id.to_owned()).absolute(0);
+    metrics::gauge!("pushd_webhook_queue_depth", "webhook" => id.to_owned()).set(0.0);
+    metrics::gauge!("pushd_webhook_oldest_undelivered_seconds", "webhook" => id.to_owned())
+        .set(0.0);
+}
 
 /// Describes every series and makes it appear at zero. Call once, after
 /// the recorder is installed.
@@ -161,6 +188,43 @@ pub fn register() {
         "Time of one checkpoint (drain, flush, fsync of sled's files)."
     );
     let _ = metrics::histogram!("pushd_checkpoint_seconds");
+
+    register_events();
+}
+
+/// The delivery events, and the descriptions of the webhooks' series
+/// (which [`register_webhook`] makes appear, per webhook).
+fn register_events() {
+    describe_counter!(
+        "pushd_events_total",
+        "Delivery events recorded for the feed and the webhooks, by event."
+    );
+    for status in pushd_actors::transition::EVENT_STATUSES {
+        metrics::counter!("pushd_events_total", "event" => status.as_str()).absolute(0);
+    }
+    describe_counter!(
+        "pushd_event_log_bytes_total",
+        Unit::Bytes,
+        "Bytes written to the delivery event log."
+    );
+    metrics::counter!("pushd_event_log_bytes_total").absolute(0);
+    describe_counter!(
+        "pushd_webhook_attempts_total",
+        "Webhook posts, by webhook and outcome (success, http_error, timeout, network)."
+    );
+    describe_counter!(
+        "pushd_webhook_dropped_total",
+        "Events a webhook gave up on after its retry window, by webhook."
+    );
+    describe_gauge!(
+        "pushd_webhook_queue_depth",
+        "Events a webhook has not yet posted or dropped, by webhook."
+    );
+    describe_gauge!(
+        "pushd_webhook_oldest_undelivered_seconds",
+        Unit::Seconds,
+        "Age of the oldest event a webhook has not yet posted, by webhook (0 when none)."
+    );
 }
 
 #[cfg(test)]
@@ -195,13 +259,14 @@ mod tests {
         let mut found = Vec::new();
         recorded(&root.join("src"), &mut found);
         recorded(&root.join("actors/src"), &mut found);
+        let listed = || super::SERIES.iter().chain(&super::WEBHOOK_SERIES);
         for name in &found {
             assert!(
-                super::SERIES.contains(&name.as_str()),
+                listed().any(|s| s == name),
                 "{name} is recorded but not listed in src/telemetry.rs"
             );
         }
-        for name in super::SERIES {
+        for name in listed() {
             assert!(
                 found.iter().any(|f| f == name),
                 "{name} is listed in src/telemetry.rs but nothing records it"

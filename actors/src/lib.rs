@@ -16,3 +16,4 @@ pub mod registry;
 pub mod status;
 pub mod tally;
 pub mod thread_name;
+pub mod transition;

@@ -6,7 +6,8 @@
 //! `/healthz`), memory per idle customer and per in-flight delivery, and
 //! recovery after SIGKILL — then writes `target/load/report.{json,md}` and
 //! `sends.svg`, and prints the summary as the last line. `--profile` runs
-//! `perf record` on the daemon during the sends phase.
+//! `perf record` on the daemon during the sends phase; `--webhook` runs it
+//! with a webhook taking every event.
 
 mod cpu;
 mod daemon;
@@ -17,6 +18,7 @@ mod recovery;
 mod reports;
 mod sends;
 mod stats;
+mod webhook;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +74,9 @@ struct Throughput {
     baseline_cpu: cpu::Spent,
     reports: reports::ReportsResult,
     profile: Option<String>,
+    /// With `--webhook`: posts received and events not yet posted when
+    /// the sends phase ended.
+    webhook: Option<(usize, u64)>,
 }
 
 fn main() -> Res<()> {
@@ -79,15 +84,16 @@ fn main() -> Res<()> {
     let sizes = Sizes::new(args.iter().any(|a| a == "--quick"));
     let graph = args.iter().any(|a| a == "--profile-graph");
     let profile = graph || args.iter().any(|a| a == "--profile");
+    let webhook = args.iter().any(|a| a == "--webhook");
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(sizes, profile.then_some(graph)))
+        .block_on(run(sizes, profile.then_some(graph), webhook))
 }
 
 /// `profile`: `None` for no profile, else whether to record call graphs.
-async fn run(sizes: Sizes, profile: Option<bool>) -> Res<()> {
+async fn run(sizes: Sizes, profile: Option<bool>, webhook: bool) -> Res<()> {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load");
     std::fs::create_dir_all(&out)?;
     let dir = tempfile::tempdir()?;
@@ -97,6 +103,7 @@ async fn run(sizes: Sizes, profile: Option<bool>) -> Res<()> {
         &sizes,
         &subdir(dir.path(), "throughput")?,
         profile.map(|graph| (&out, graph)),
+        webhook,
     )
     .await?;
     let (memory, recovery) = memory_and_recovery(&sizes, &subdir(dir.path(), "memory")?).await?;
@@ -124,10 +131,15 @@ async fn throughput(
     sizes: &Sizes,
     dir: &Path,
     profile: Option<(&PathBuf, bool)>,
+    webhook: bool,
 ) -> Res<Throughput> {
     let fakes = FakeProviders::start(dir, FaultMix::default()).await?;
     let daemon = Daemon::start(&dir.join("data"), &fakes.env()).await?;
     let api = Api::new(&daemon.base)?;
+    let receiver = match webhook {
+        true => Some(webhook::configure(&api).await?),
+        false => None,
+    };
     let n = sizes.customers;
     eprintln!("[sends] registering {n} customers (pid {})", daemon.pid);
     let far = Instant::now() + Duration::from_secs(3600);
@@ -140,6 +152,10 @@ async fn throughput(
         .transpose()?;
     let (sends, sends_cpu) = cpu::measure(Some(daemon.pid), sends::run(&api, &fakes, n)).await?;
     let profile = perf.map(profile::Perf::finish).transpose()?;
+    let webhook = match &receiver {
+        Some(r) => Some(webhook::figures(&api, r).await?),
+        None => None,
+    };
     eprintln!("[sends] {:.0} pushes/s; baseline next", sends.rate());
     let (baseline, baseline_cpu) = cpu::measure(None, sends::baseline(&fakes, n)).await?;
     eprintln!("[sends] baseline {:.0} pushes/s", baseline.rate());
@@ -158,6 +174,7 @@ async fn throughput(
         baseline_cpu,
         reports,
         profile,
+        webhook,
     })
 }
 
@@ -247,5 +264,7 @@ fn summarize(
         send_sync_s: t.sends.syncs.seconds,
         report_syncs: t.reports.syncs.count,
         report_sync_s: t.reports.syncs.seconds,
+        webhook_posts: t.webhook.map(|w| w.0),
+        webhook_backlog: t.webhook.map(|w| w.1),
     }
 }

@@ -74,6 +74,10 @@ pub struct Summary {
     /// Journal syncs during the reports phase, and their time.
     pub report_syncs: f64,
     pub report_sync_s: f64,
+    /// With `--webhook` (every event posted to a receiver in the harness):
+    /// posts received, and events not yet posted, when the sends phase ended.
+    pub webhook_posts: Option<usize>,
+    pub webhook_backlog: Option<u64>,
 }
 
 /// One load target and whether the run met it.
@@ -157,6 +161,14 @@ figures vary between runs on a shared machine.\n{}",
         s.load_avg_end,
         details(s)
     );
+    if let (Some(posts), Some(backlog)) = (s.webhook_posts, s.webhook_backlog) {
+        let _ = writeln!(
+            md,
+            "- webhook (`--webhook`): every event posted to a receiver in the harness; {posts} \
+posts received and {backlog} events not yet posted when the sends phase ended. Its cost is \
+this run's send_ratio against a run without `--webhook`."
+        );
+    }
     md.push_str("\n## Sends over time\n\n![throughput and latency](sends.svg)\n");
     if let Some(p) = profile {
         let _ = write!(

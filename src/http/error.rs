@@ -246,3 +246,53 @@ impl From<PathError> for ApiError {
         ApiError::invalid_field(format!("bad path: {e}"))
     }
 }
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        tracing::error!(error = %e, "blocking call failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the call could not run; nothing was changed",
+        )
+    }
+}
+
+impl From<crate::webhooks::Error> for ApiError {
+    fn from(e: crate::webhooks::Error) -> Self {
+        use crate::webhooks::Error;
+        match e {
+            Error::NotFound(id) => ApiError::not_found("webhook", &id),
+            Error::Invalid(message) => ApiError::invalid_field(message),
+            Error::Io { .. } => {
+                tracing::error!(error = %e, "webhooks file failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_error",
+                    "the webhooks file could not be written; nothing was changed",
+                )
+            }
+        }
+    }
+}
+
+impl From<crate::events::ReadError> for ApiError {
+    fn from(e: crate::events::ReadError) -> Self {
+        use crate::events::ReadError;
+        match e {
+            ReadError::BadCursor(_) | ReadError::PastEnd { .. } => {
+                ApiError::invalid_field(format!(
+                    "after: {e}; start again without after, or from the last cursor you stored"
+                ))
+            }
+            ReadError::Io(_) => {
+                tracing::error!(error = %e, "event log failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_error",
+                    "the event log could not be read",
+                )
+            }
+        }
+    }
+}

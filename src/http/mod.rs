@@ -8,9 +8,11 @@ mod customers;
 pub mod dashboard;
 mod deliveries;
 mod error;
+mod events;
 mod messages;
 mod openapi;
 mod push_options;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -25,8 +27,10 @@ pub use auth::{KeyCheck, Keys};
 pub use body::extractors;
 pub use error::{ApiError, contract_body};
 
+use crate::events::EventLog;
 use crate::store::SledStore;
 use crate::template::LiquidRenderer;
+use crate::webhooks::Webhooks;
 
 /// What every handler shares.
 pub struct AppState {
@@ -38,6 +42,10 @@ pub struct AppState {
     pub renderer: Arc<LiquidRenderer>,
     /// The engine's clock: the time of a report or event sent without one.
     pub clock: Arc<dyn Clock>,
+    /// The delivery events (`/v1/events`).
+    pub events: Arc<EventLog>,
+    /// The webhooks (`/v1/webhooks`).
+    pub webhooks: Arc<Webhooks>,
 }
 
 /// Longest id, in bytes (IDs are strings of 1–256 bytes).
@@ -127,5 +135,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(openapi::routes)
         .configure(customers::routes)
         .configure(messages::routes)
-        .configure(deliveries::routes);
+        .configure(deliveries::routes)
+        .configure(events::routes)
+        .configure(webhooks::routes);
 }

@@ -18,7 +18,7 @@ mod overlay;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use pushd_actors::model::{Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{Change, Position, Store, StoreError};
@@ -31,10 +31,24 @@ pub use snapshot::{OnCheckpoint, Snapshotter, Timing};
 
 use overlay::{Found, Overlay};
 
+/// Sees every journal record the store applies, in journal order, with
+/// each delivery's value before and after (the delivery events are made
+/// here); and keeps up with the snapshot: a drain writes nothing to sled
+/// before [`ChangeSink::persist`] made durable what the sink saw of the
+/// records it writes, so sled never covers a record the sink could lose.
+pub trait ChangeSink: Send + Sync {
+    /// The changes of the journal record at `position`, before the store
+    /// applies them.
+    fn applied(&self, position: Position, changes: &[Change]);
+    /// Makes what `applied` saw up to `through` durable.
+    fn persist(&self, through: Position) -> std::io::Result<()>;
+}
+
 /// pushd's store: the overlay in memory and the snapshot in sled.
 pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
+    sink: OnceLock<Arc<dyn ChangeSink>>,
     overlay: Mutex<Overlay>,
     /// One drain at a time (the snapshot thread, or a reader's barrier).
     drain_lock: Mutex<()>,
@@ -80,11 +94,20 @@ impl SledStore {
         Ok(Arc::new(SledStore {
             db,
             path,
+            sink: OnceLock::new(),
             overlay: Mutex::new(overlay),
             drain_lock: Mutex::new(()),
             signal: Arc::default(),
             drain_at: Timing::default().drain_at,
         }))
+    }
+
+    /// Hands every record applied from now on to `sink` too. Attach before
+    /// the journal's replay, so the sink sees the replayed records.
+    pub fn attach(&self, sink: Arc<dyn ChangeSink>) {
+        if self.sink.set(sink).is_err() {
+            tracing::error!("a change sink is attached already; the second one is ignored");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Overlay> {
@@ -225,6 +248,9 @@ impl Store for SledStore {
     }
 
     fn apply(&self, position: Position, changes: Vec<Change>) {
+        if let Some(sink) = self.sink.get() {
+            sink.applied(position, &changes);
+        }
         let mut overlay = self.lock();
         overlay.apply(position, changes);
         let full = overlay.current.len() >= self.drain_at;

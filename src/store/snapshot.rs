@@ -172,6 +172,9 @@ impl SledStore {
                 }
             };
             let started = Instant::now();
+            if let Some(sink) = self.sink.get() {
+                sink.persist(set.position)?;
+            }
             self.write_set(&set)?;
             self.lock().draining = None;
             metrics::counter!("pushd_snapshot_drains_total").increment(1);

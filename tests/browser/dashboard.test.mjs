@@ -4,7 +4,8 @@
 // the system picks (the daemon prints it), with a fresh data dir and no provider
 // credentials, seeds customers, devices and a message over the HTTP API, sends a push to
 // 50 customers, then drives the dashboard with playwright-core and checks what the page
-// shows against what the API answers, at desktop width and at 390 px.
+// shows against what the API answers (overview, delivery log, webhooks), at desktop width
+// and at 390 px.
 //
 // Run: (cd tests/browser && npm ci) && cargo build && node --test tests/browser/
 // Env: PUSHD_BIN (daemon binary), CHROMIUM_PATH (default /usr/bin/chromium).
@@ -563,6 +564,27 @@ test('Retry on a liquid failure after fixing the attribute ends in another state
   else assert.match(note, new RegExp(`from failed to ${afterward.status}`), note);
   assertDevicesShown(await readDeviceRows(), afterward);
   await shot('delivery-retried-liquid');
+});
+
+test('webhooks: each webhook with its queue depth and last error, as the API reports them', { timeout: 30_000 }, async () => {
+  // Nothing listens on port 9: every post fails to connect and the event stays queued.
+  await api('PUT', '/v1/webhooks/warehouse', { url: 'http://127.0.0.1:9/events', secret: 'browser-secret' }, { expect: 200 });
+  await api('POST', '/v1/send/push', { message_id: MESSAGE, customer_ids: [cid(0)] }, { expect: 202 });
+  const w = await until('the webhook to fail a post', async () => {
+    const { json } = await api('GET', '/v1/webhooks/warehouse', null, { expect: 200 });
+    return json.stats.last_error && json.stats.queue_depth === 1 ? json : null;
+  });
+  await page.goto(`${base}/#/webhooks`);
+  const row = page.locator('#webhooks-table tr[data-webhook-id="warehouse"]');
+  await row.waitFor();
+  const field = (k) => row.locator(`[data-field="${k}"]`);
+  assert.equal(await field('queue_depth').getAttribute('data-value'), '1');
+  assert.equal(await field('delivered').textContent(), '0');
+  const lastError = await field('last_error').textContent();
+  assert.ok(lastError.includes(w.stats.last_error), `the API's last error is shown: ${lastError}`);
+  assert.match(lastError, /cannot connect/);
+  assert.equal(await page.locator('[data-nav="webhooks"][aria-current="page"]').count(), 1);
+  await shot('webhooks');
 });
 
 test('at 390 px wide the filter bar and the radio labels fit and stay readable', { timeout: 30_000 }, async () => {

@@ -7,6 +7,7 @@
 //   #/overview?message=<id> | #/overview?campaign=<id>
 //   #/deliveries?status=&message_id=&campaign_id=&customer_id=&cursor=
 //   #/deliveries/<delivery id>
+//   #/webhooks
 //
 // Every number on the overview sits in an element with `data-metric="<key>"` (the key's
 // path in the metrics JSON, e.g. `sent` or `rates.delivered`), `data-platform="ios|android"`
@@ -301,6 +302,10 @@ function route() {
     state.lastLogHash = location.hash || '#/deliveries';
     showView('deliveries');
     work = showLog(params, gen);
+  } else if (parts[0] === 'webhooks') {
+    showView('webhooks');
+    document.title = 'Webhooks \u2013 pushd';
+    work = refreshWebhooks(gen);
   } else {
     showView('overview');
     work = showOverview(params, gen);
@@ -385,6 +390,58 @@ function renderLists(campaigns, messages) {
   const kind = $('#overview-form').elements.kind.value;
   $('#overview-ids').replaceChildren(...seen[kind].map((id) => h('option', { value: id })));
   $('#overview-lists').dataset.seen = JSON.stringify(seen);
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks
+
+/** The webhooks table, refreshed every few seconds. */
+async function refreshWebhooks(gen) {
+  try {
+    const list = await api('/v1/webhooks');
+    if (gen !== state.generation) return;
+    renderWebhooks(list?.webhooks ?? []);
+    const now = new Date();
+    $('#webhooks-updated').textContent = `Updated ${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}.`;
+  } catch (err) {
+    if (err instanceof AuthError || gen !== state.generation) return;
+    reportError(err);
+  }
+  if (gen === state.generation) {
+    state.refreshTimer = setTimeout(() => {
+      if (gen === state.generation) refreshWebhooks(gen);
+    }, REFRESH_MS);
+  }
+}
+
+/** The age of the oldest waiting event, in words: 45 s, 12 min, 3 h (a dash when none waits). */
+function fmtAge(seconds, waiting) {
+  if (!waiting) return '\u2014';
+  if (!seconds) return '< 1 s';
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  return `${Math.round(seconds / 3600)} h`;
+}
+
+function renderWebhooks(webhooks) {
+  const num = (field, value, text = fmtInt(value)) =>
+    h('td', { class: 'numeric', 'data-field': field, 'data-value': value }, text);
+  $('#webhooks-table tbody').replaceChildren(...(webhooks.length
+    ? webhooks.map((w) => {
+        const s = w.stats ?? {};
+        return h('tr', { 'data-webhook-id': w.id },
+          h('th', { scope: 'row' }, w.id, h('span', { class: 'mono muted sub' }, w.url)),
+          h('td', {}, (w.events ?? []).join(', ')),
+          num('queue_depth', s.queue_depth),
+          num('oldest_undelivered_seconds', s.oldest_undelivered_seconds, fmtAge(s.oldest_undelivered_seconds, s.queue_depth)),
+          num('delivered', s.delivered),
+          num('failed_attempts', s.failed_attempts),
+          num('dropped', s.dropped),
+          h('td', { 'data-field': 'last_error' }, s.last_error
+            ? [h('span', { class: 'error-text' }, s.last_error), ' ', timeEl(s.last_error_at, { class: 'muted' })]
+            : h('span', { class: 'muted' }, 'None')));
+      })
+    : [h('tr', { class: 'empty-row' }, h('td', { colspan: 8 }, 'No webhooks yet: create one with PUT /v1/webhooks/{id}.'))]));
 }
 
 async function refreshOverview(kind, id, gen) {

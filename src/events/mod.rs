@@ -1,0 +1,77 @@
+//! Delivery events: one each time a delivery's status moves to `sent`,
+//! `delivered`, `opened`, `converted`, `failed`, `undeliverable` or
+//! `bounced`, kept on disk in order for the webhooks and the event feed.
+//!
+//! **Where they come from.** The store hands every journal record it
+//! applies to the log ([`ChangeSink`]), in journal order, with each
+//! delivery's value before and after; the engine's `transition::entered`
+//! says which statuses the change entered (see [`record`]). The events
+//! wait in a queue until the journal makes their record durable, then one
+//! writer thread appends them to segment files (see [`frame`],
+//! [`segments`]). A cursor is an offset in the log; readers (the feed,
+//! the webhook workers) read only what was written, so a page never holds
+//! half of a write.
+//!
+//! **Why the log needs no fsync of its own on the request path**, and
+//! loses nothing a webhook or the feed should see:
+//!
+//! 1. An event is written only once its journal record is durable. So the
+//!    log never holds the event of a change a crash can undo, and the
+//!    journal holds every record the log has events of.
+//! 2. A drain writes nothing to sled before [`EventLog::persist`] has
+//!    written and fsynced the events of every record it writes. So sled
+//!    never covers a record whose events the log could lose, and the
+//!    journal segments a checkpoint deletes (it follows a drain) hold no
+//!    record whose events are not durable in the log.
+//! 3. On start the log cuts a torn tail back to the last whole record
+//!    (a record's events are kept whole or not at all) and knows the last
+//!    record it holds. The journal's replay starts after the position sled
+//!    covers; records the log holds are skipped, the others queue their
+//!    events again. Events are written in journal order, so the log holds
+//!    every record up to its last one: nothing is skipped that is missing.
+//! 4. A replayed record makes events with the same ids (an id names the
+//!    record's position, which never changes once durable), so a receiver
+//!    that got an event before a power loss took the log's unsynced tail
+//!    drops the copy. After a SIGKILL nothing is lost at all: written
+//!    bytes outlive the process.
+//!
+//! (If the journal cut a corrupt record the log holds events of, the start
+//! drops those events first: [`EventLog::align`].) What waits in memory is
+//! bounded by the journal's group commit: events of records not yet
+//! durable. The webhooks read from disk.
+//!
+//! A failed write is final, as in the journal (the file's state is
+//! unknown): nothing more is written and drains fail, so sled covers no
+//! record whose events are missing, and the journal keeps every change
+//! until a restart replays them.
+
+pub mod frame;
+mod log;
+pub mod record;
+pub mod segments;
+
+use pushd_actors::ports::{Change, Position};
+
+pub use log::{EventLog, NewEvent, Options, Page, ReadError, StoredEvent, Tail, WaitDurable};
+
+use crate::store::ChangeSink;
+
+impl ChangeSink for EventLog {
+    fn applied(&self, position: Position, changes: &[Change]) {
+        if position <= self.complete_through() {
+            return;
+        }
+        let events = record::events_of(position, changes, self.clock().now_ms());
+        for e in &events {
+            metrics::counter!("pushd_events_total", "event" => e.status.as_str()).increment(1);
+        }
+        self.queue(position, events);
+    }
+
+    fn persist(&self, through: Position) -> std::io::Result<()> {
+        EventLog::persist(self, through)
+    }
+}
+
+#[cfg(test)]
+mod tests;

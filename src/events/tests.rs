@@ -1,0 +1,304 @@
+//! The event log against its guarantees: nothing before its journal record
+//! is durable, pages by cursor across segments, a torn tail cut back to a
+//! whole record, retention, and alignment with a journal that lost records.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use pushd_actors::model::{Audience, MessageSpec};
+use pushd_actors::ports::{Change, Clock, Entry, Journal, ManualClock, Position};
+use pushd_actors::status::MessageStatus;
+
+use super::*;
+use crate::journal::FileJournal;
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// A journal durability the test moves by hand.
+#[derive(Default)]
+struct Gate {
+    durable: Mutex<Position>,
+    moved: Condvar,
+}
+
+impl Gate {
+    fn open_through(&self, p: Position) {
+        *self.durable.lock().unwrap() = p;
+        self.moved.notify_all();
+    }
+
+    fn wait(gate: Arc<Gate>) -> WaitDurable {
+        Box::new(move |p| {
+            let mut d = gate.durable.lock().unwrap();
+            while *d < p {
+                d = gate.moved.wait(d).unwrap();
+            }
+            Ok(())
+        })
+    }
+}
+
+fn always() -> WaitDurable {
+    Box::new(|_| Ok(()))
+}
+
+fn open(dir: &std::path::Path, segment_bytes: u64, clock: Arc<dyn Clock>) -> Arc<EventLog> {
+    let options = Options {
+        segment_bytes,
+        retention: Duration::from_millis(DAY_MS as u64),
+    };
+    EventLog::open(dir, options, clock, always()).unwrap()
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(1_764_100_000_000))
+}
+
+/// `n` events for record `position`, bodies naming both.
+fn events(position: Position, n: usize, time_ms: i64) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| NewEvent {
+            status: MessageStatus::Sent,
+            time_ms,
+            body: format!(r#"{{"record":{position},"i":{i}}}"#).into_bytes(),
+        })
+        .collect()
+}
+
+fn bodies(page: &Page) -> Vec<String> {
+    page.events
+        .iter()
+        .map(|e| String::from_utf8(e.body.clone()).unwrap())
+        .collect()
+}
+
+/// Every event from `after` on, `limit` at a time, with the cursors used.
+fn read_all(log: &EventLog, mut after: u64, limit: usize) -> Vec<String> {
+    let mut all = Vec::new();
+    loop {
+        let page = log.read(after, limit).unwrap();
+        if page.events.is_empty() {
+            return all;
+        }
+        assert!(page.events.len() <= limit);
+        all.extend(bodies(&page));
+        after = page.next;
+    }
+}
+
+#[test]
+fn events_wait_for_their_record_to_be_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let log = EventLog::open(
+        dir.path(),
+        Options::default(),
+        clock(),
+        Gate::wait(gate.clone()),
+    )
+    .unwrap();
+    let mut watch = log.watch();
+    log.queue(1, events(1, 2, 0));
+    log.queue(2, events(2, 1, 0));
+    assert_eq!(
+        log.tail().offset,
+        0,
+        "nothing is written before the journal syncs"
+    );
+    assert!(log.read(0, 10).unwrap().events.is_empty());
+    gate.open_through(1);
+    // The writer may take both records in one group and wait for record 2.
+    let persisted = std::thread::spawn({
+        let log = log.clone();
+        move || log.persist(1)
+    });
+    gate.open_through(2);
+    persisted.join().unwrap().unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            while log.tail().next_seq < 4 {
+                watch.changed().await.unwrap();
+            }
+        });
+    let page = log.read(0, 10).unwrap();
+    assert_eq!(
+        bodies(&page),
+        [
+            r#"{"record":1,"i":0}"#,
+            r#"{"record":1,"i":1}"#,
+            r#"{"record":2,"i":0}"#
+        ]
+    );
+    let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(page.next, log.tail().offset);
+    assert_eq!(log.complete_through(), 2);
+    log.close();
+}
+
+#[test]
+fn pages_by_cursor_across_segments_and_refuses_foreign_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let log = open(dir.path(), 200, clock.clone());
+    for p in 1..=20 {
+        log.queue(p, events(p, 1 + (p as usize % 3), clock.now_ms()));
+    }
+    log.persist(20).unwrap();
+    assert!(
+        segments::list(dir.path()).unwrap().len() > 3,
+        "small segments roll"
+    );
+    let every = read_all(&log, 0, 1000);
+    assert_eq!(
+        every.len(),
+        (1..=20).map(|p| 1 + p % 3).sum::<u64>() as usize
+    );
+    for limit in [1, 2, 7] {
+        assert_eq!(read_all(&log, 0, limit), every, "limit {limit}");
+    }
+    let first = log.read(0, 1).unwrap();
+    assert!(matches!(
+        log.read(first.next - 1, 5),
+        Err(ReadError::BadCursor(_))
+    ));
+    let end = log.tail().offset;
+    assert!(log.read(end, 5).unwrap().events.is_empty());
+    assert!(matches!(
+        log.read(end + 1, 5),
+        Err(ReadError::PastEnd { .. })
+    ));
+    log.close();
+}
+
+#[test]
+fn an_event_larger_than_a_read_chunk_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 1 << 20, clock());
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(20_000));
+    log.queue(1, events(1, 1, 0));
+    log.queue(
+        2,
+        vec![NewEvent {
+            status: MessageStatus::Opened,
+            time_ms: 0,
+            body: big.clone().into_bytes(),
+        }],
+    );
+    log.queue(3, events(3, 1, 0));
+    log.persist(3).unwrap();
+    assert_eq!(read_all(&log, 0, 1), read_all(&log, 0, 100));
+    let all = read_all(&log, 0, 1);
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[1], big);
+    let second = log.read(log.read(0, 1).unwrap().next, 1).unwrap();
+    assert_eq!(second.events[0].status, MessageStatus::Opened);
+    log.close();
+}
+
+#[test]
+fn reopening_cuts_a_torn_record_and_skips_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 1 << 20, clock());
+    log.queue(1, events(1, 1, 0));
+    log.queue(2, events(2, 2, 0));
+    log.persist(2).unwrap();
+    log.close();
+    // Tear record 2's last event: the whole record goes.
+    let segment = segments::list(dir.path()).unwrap().pop().unwrap();
+    let len = std::fs::metadata(&segment.path).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment.path)
+        .unwrap();
+    file.set_len(len - 3).unwrap();
+
+    let log = open(dir.path(), 1 << 20, clock());
+    assert_eq!(log.complete_through(), 1);
+    assert_eq!(read_all(&log, 0, 10), [r#"{"record":1,"i":0}"#]);
+    // A replay of record 1 adds nothing; record 2 comes back whole.
+    log.queue(1, events(1, 1, 0));
+    log.queue(2, events(2, 2, 0));
+    log.persist(2).unwrap();
+    assert_eq!(read_all(&log, 0, 10).len(), 3);
+    assert_eq!(log.read(0, 10).unwrap().events[2].seq, 3);
+    log.close();
+}
+
+#[test]
+fn retention_deletes_whole_old_segments_and_old_cursors_read_from_the_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let log = open(dir.path(), 100, clock.clone());
+    let start = clock.now_ms();
+    for p in 1..=6 {
+        log.queue(p, events(p, 1, start + p as i64));
+        log.persist(p).unwrap();
+    }
+    let before = segments::list(dir.path()).unwrap().len();
+    assert!(before >= 3);
+    assert_eq!(log.prune(), 0, "nothing is older than the retention yet");
+    clock.advance(Duration::from_millis(DAY_MS as u64 + 4));
+    let removed = log.prune();
+    assert!(removed >= 1, "old segments go");
+    assert_eq!(segments::list(dir.path()).unwrap().len(), before - removed);
+    let page = log.read(0, 100).unwrap();
+    assert_eq!(page.events[0].offset, log.oldest());
+    assert!(page.events.len() < 6);
+    clock.advance(Duration::from_millis(DAY_MS as u64));
+    log.prune();
+    assert_eq!(
+        segments::list(dir.path()).unwrap().len(),
+        1,
+        "the active segment stays"
+    );
+    log.close();
+}
+
+fn message(id: &str) -> Change {
+    Change::of(Entry::Message(Box::new(MessageSpec {
+        id: id.into(),
+        name: "n".into(),
+        campaign_id: None,
+        title: "t".into(),
+        body: "b".into(),
+        deep_link: None,
+        audience: Audience::AllDevices,
+        collapse_id: None,
+        conversion: None,
+        app: pushd_actors::model::DEFAULT_APP.into(),
+        push: Default::default(),
+        created_at: 0,
+    })))
+}
+
+#[tokio::test]
+async fn events_of_records_the_journal_lost_are_dropped_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path().join("journal"), 0).unwrap();
+    let mut last = 0;
+    for i in 0..3 {
+        last = journal.append(&[message(&format!("m{i}"))]).unwrap();
+    }
+    journal.durable(last).await.unwrap();
+    let log = open(&dir.path().join("events"), 1 << 20, clock());
+    for p in 1..=5 {
+        log.queue(p, events(p, 1, 0));
+    }
+    log.persist(5).unwrap();
+    assert_eq!(log.complete_through(), 5);
+    log.align(&journal, 0).unwrap();
+    assert_eq!(log.complete_through(), 3);
+    assert_eq!(read_all(&log, 0, 10).len(), 3);
+    log.queue(4, events(4, 1, 0));
+    log.persist(4).unwrap();
+    assert_eq!(
+        bodies(&log.read(0, 10).unwrap()).last().unwrap(),
+        r#"{"record":4,"i":0}"#
+    );
+    log.close();
+    journal.close();
+}

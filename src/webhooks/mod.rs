@@ -1,0 +1,410 @@
+//! Webhooks: each one posts the delivery events it takes to its URL, signed
+//! (see [`signature`]), at least once, in the event log's order (posts in
+//! flight may complete out of order), with retries for up to a day.
+//!
+//! Definitions and progress live in their own durable file (see [`book`]).
+//! Every webhook has a worker (see `worker.rs`) on the thread
+//! `pushd-webhooks`, which also saves progress and runs the event log's
+//! retention: nothing of the engine or the API waits on a receiver.
+
+pub mod book;
+mod hook;
+pub mod signature;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pushd_actors::ports::Clock;
+use pushd_actors::status::MessageStatus;
+use pushd_actors::transition::EVENT_STATUSES;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+
+pub use hook::{Stats, View};
+
+use crate::events::EventLog;
+use book::{Definition, Saved};
+use hook::Hook;
+
+/// How progress is saved and retention runs, at most.
+const SAVE_EVERY: Duration = Duration::from_millis(250);
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Longest webhook URL, bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Longest secret, bytes.
+pub const MAX_SECRET_BYTES: usize = 256;
+
+/// How webhooks post and retry.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// A post not answered within this fails (and is retried).
+    pub timeout: Duration,
+    /// The first retry waits about this long; each next one twice as long.
+    pub backoff_base: Duration,
+    /// The longest wait between two tries.
+    pub backoff_max: Duration,
+    /// An event still failing this long after it was recorded is dropped.
+    pub max_age: Duration,
+    /// Posts (and retries) under way at once, per webhook.
+    pub in_flight: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            timeout: Duration::from_secs(4),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(15 * 60),
+            max_age: Duration::from_secs(24 * 3600),
+            in_flight: 16,
+        }
+    }
+}
+
+/// Why a webhook call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No webhook with this id.
+    #[error("webhook {0:?} not found")]
+    NotFound(String),
+    /// The definition cannot be used; nothing changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The webhooks file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A webhook as asked for by `PUT /v1/webhooks/{id}`.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The receiver.
+    pub url: String,
+    /// The signing secret.
+    pub secret: String,
+    /// The event kinds to post; all of them if `None`.
+    pub events: Option<Vec<MessageStatus>>,
+}
+
+impl Request {
+    /// The events it takes, checked, without duplicates, in the API's order.
+    fn events(&self) -> Result<Vec<MessageStatus>, Error> {
+        let Some(asked) = &self.events else {
+            return Ok(EVENT_STATUSES.to_vec());
+        };
+        if asked.is_empty() {
+            return Err(Error::Invalid(
+                "events must name at least one event (leave it out for all of them)".into(),
+            ));
+        }
+        if let Some((i, s)) = asked
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !EVENT_STATUSES.contains(s))
+        {
+            let names: Vec<&str> = EVENT_STATUSES.iter().map(|s| s.as_str()).collect();
+            return Err(Error::Invalid(format!(
+                "events[{i}]: \"{}\" is not an event; use {}",
+                s.as_str(),
+                names.join(", ")
+            )));
+        }
+        Ok(EVENT_STATUSES
+            .into_iter()
+            .filter(|s| asked.contains(s))
+            .collect())
+    }
+
+    /// Refuses a URL that is not http(s) and a secret out of bounds.
+    fn check(&self) -> Result<(), Error> {
+        let url_ok = self.url.len() <= MAX_URL_BYTES
+            && reqwest::Url::parse(&self.url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+            });
+        if !url_ok {
+            return Err(Error::Invalid(format!(
+                "url must be an http:// or https:// URL of at most {MAX_URL_BYTES} bytes, not {:?}",
+                self.url
+            )));
+        }
+        if self.secret.is_empty() || self.secret.len() > MAX_SECRET_BYTES {
+            return Err(Error::Invalid(format!(
+                "secret must be 1 to {MAX_SECRET_BYTES} bytes, not {}",
+                self.secret.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What the workers share.
+pub(crate) struct Shared {
+    log: Arc<EventLog>,
+    settings: Settings,
+    client: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+enum Command {
+    Start(Arc<Hook>),
+    Stop(String),
+}
+
+/// The webhooks: their definitions, their workers.
+pub struct Webhooks {
+    path: PathBuf,
+    hooks: Mutex<BTreeMap<String, Arc<Hook>>>,
+    shared: Arc<Shared>,
+    commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Webhooks {
+    /// Loads the webhooks of `data_dir` and starts their workers on the
+    /// thread `pushd-webhooks`, posting the events of `log`.
+    pub fn start(
+        data_dir: &Path,
+        log: Arc<EventLog>,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Webhooks>, Error> {
+        let path = book::path(data_dir);
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        let saved = book::load(&path).map_err(io)?;
+        let hooks: BTreeMap<String, Arc<Hook>> = saved
+            .into_iter()
+            .map(|(id, s)| (id.clone(), Hook::new(id, s)))
+            .collect();
+        for id in hooks.keys() {
+            crate::telemetry::register_webhook(id);
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("pushd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        for hook in hooks.values() {
+            let _ = tx.send(Command::Start(hook.clone()));
+        }
+        let webhooks = Arc::new(Webhooks {
+            path: path.clone(),
+            hooks: Mutex::new(hooks),
+            shared: Arc::new(Shared {
+                log,
+                settings: Settings {
+                    in_flight: settings.in_flight.max(1),
+                    ..settings
+                },
+                client,
+                clock,
+            }),
+            commands: Mutex::new(Some(tx)),
+            thread: Mutex::new(None),
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io)?;
+        let supervisor = webhooks.clone();
+        let thread = std::thread::Builder::new()
+            .name("pushd-webhooks".into())
+            .spawn(move || runtime.block_on(supervisor.supervise(rx)))
+            .map_err(io)?;
+        *lock(&webhooks.thread) = Some(thread);
+        Ok(webhooks)
+    }
+
+    /// Creates or replaces webhook `id`; answers once the definition is
+    /// durable. A new webhook posts the events recorded from now on; a
+    /// replaced one goes on from where it was.
+    pub fn put(&self, id: &str, request: Request) -> Result<View, Error> {
+        request.check()?;
+        let events = request.events()?;
+        let now = self.shared.clock.now();
+        let mut hooks = lock(&self.hooks);
+        let existing = hooks.get(id).cloned();
+        let definition = Definition {
+            url: request.url,
+            secret: request.secret,
+            events,
+            created_at: existing
+                .as_ref()
+                .map_or(now, |h| h.active().definition.created_at),
+            updated_at: now,
+        };
+        let progress = existing.as_ref().map_or_else(
+            || book::Progress {
+                cursor: self.shared.log.tail().offset,
+                ..Default::default()
+            },
+            |h| h.progress(),
+        );
+        let saved = Saved {
+            definition: definition.clone(),
+            progress,
+        };
+        let mut all = self.snapshot(&hooks);
+        all.insert(id.to_string(), saved.clone());
+        self.save(&hooks, all)?;
+        let hook = match existing {
+            Some(hook) => {
+                hook.replace(definition);
+                hook
+            }
+            None => {
+                crate::telemetry::register_webhook(id);
+                let hook = Hook::new(id.to_string(), saved);
+                hooks.insert(id.to_string(), hook.clone());
+                self.command(Command::Start(hook.clone()));
+                hook
+            }
+        };
+        Ok(hook.view(self.shared.clock.now_ms()))
+    }
+
+    /// Webhook `id` with its delivery figures.
+    pub fn get(&self, id: &str) -> Result<View, Error> {
+        let hook = lock(&self.hooks)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        Ok(hook.view(self.shared.clock.now_ms()))
+    }
+
+    /// Every webhook, by id.
+    pub fn list(&self) -> Vec<View> {
+        let now = self.shared.clock.now_ms();
+        lock(&self.hooks).values().map(|h| h.view(now)).collect()
+    }
+
+    /// Deletes webhook `id` and stops its posts; answers once durable.
+    pub fn delete(&self, id: &str) -> Result<(), Error> {
+        let mut hooks = lock(&self.hooks);
+        let mut all = self.snapshot(&hooks);
+        if all.remove(id).is_none() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        self.save(&hooks, all)?;
+        hooks.remove(id);
+        self.command(Command::Stop(id.to_string()));
+        Ok(())
+    }
+
+    /// Stops every worker and saves their progress.
+    pub fn stop(&self) {
+        lock(&self.commands).take();
+        if let Some(thread) = lock(&self.thread).take()
+            && thread.join().is_err()
+        {
+            tracing::error!("webhooks thread panicked");
+        }
+    }
+
+    fn command(&self, command: Command) {
+        if let Some(tx) = lock(&self.commands).as_ref() {
+            let _ = tx.send(command);
+        }
+    }
+
+    /// Every webhook as the file keeps it, now.
+    fn snapshot(&self, hooks: &BTreeMap<String, Arc<Hook>>) -> BTreeMap<String, Saved> {
+        hooks
+            .iter()
+            .map(|(id, h)| (id.clone(), h.saved()))
+            .collect()
+    }
+
+    /// Replaces the file with `all`; called with the webhooks locked, so
+    /// saves never cross. On failure every webhook's progress is saved
+    /// again next time.
+    fn save(
+        &self,
+        hooks: &BTreeMap<String, Arc<Hook>>,
+        all: BTreeMap<String, Saved>,
+    ) -> Result<(), Error> {
+        book::save(&self.path, all).map_err(|source| {
+            for hook in hooks.values() {
+                hook.update(|_| ());
+            }
+            Error::Io {
+                path: self.path.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Saves progress if any changed.
+    fn save_progress(&self) {
+        let hooks = lock(&self.hooks);
+        if !hooks.values().any(|h| h.dirty()) {
+            return;
+        }
+        let all = self.snapshot(&hooks);
+        if let Err(e) = self.save(&hooks, all) {
+            tracing::error!(error = %e, "cannot save webhook progress; retrying");
+        }
+    }
+
+    /// Runs the workers until [`Webhooks::stop`], saving progress and
+    /// pruning the event log on the way.
+    async fn supervise(self: Arc<Self>, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut workers = JoinSet::new();
+        let mut running: HashMap<String, AbortHandle> = HashMap::new();
+        let mut save = tokio::time::interval(SAVE_EVERY);
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Start(hook)) => {
+                        let id = hook.id.clone();
+                        let handle = workers.spawn(worker::run(hook, self.shared.clone()));
+                        if let Some(old) = running.insert(id, handle) {
+                            old.abort();
+                        }
+                    }
+                    Some(Command::Stop(id)) => {
+                        if let Some(handle) = running.remove(&id) {
+                            handle.abort();
+                        }
+                        metrics::gauge!("pushd_webhook_queue_depth", "webhook" => id.clone()).set(0.0);
+                        metrics::gauge!("pushd_webhook_oldest_undelivered_seconds", "webhook" => id).set(0.0);
+                    }
+                    None => break,
+                },
+                _ = save.tick() => {
+                    let me = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || me.save_progress()).await;
+                }
+                _ = prune.tick() => {
+                    let log = self.shared.log.clone();
+                    let _ = tokio::task::spawn_blocking(move || log.prune()).await;
+                }
+                Some(ended) = workers.join_next(), if !workers.is_empty() => {
+                    if let Err(e) = ended && e.is_panic() {
+                        tracing::error!(error = %e, "a webhook worker panicked; it restarts with the daemon");
+                    }
+                }
+            }
+        }
+        workers.shutdown().await;
+        self.save_progress();
+    }
+}
