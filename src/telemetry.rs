@@ -20,8 +20,9 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 20] = [
+pub const SERIES: [&str; 21] = [
     "pushd_deliveries_created_total",
+    "pushd_customers_imported_total",
     "pushd_reports_total",
     "pushd_delivery_status_total",
     "pushd_device_sends_total",
@@ -75,6 +76,12 @@ pub fn register() {
         "Deliveries acknowledged by POST /v1/send/push."
     );
     metrics::counter!("pushd_deliveries_created_total").absolute(0);
+
+    describe_counter!(
+        "pushd_customers_imported_total",
+        "Customers imported by POST /v1/batch."
+    );
+    metrics::counter!("pushd_customers_imported_total").absolute(0);
 
     describe_counter!(
         "pushd_reports_total",

@@ -123,6 +123,74 @@ async fn customers_and_devices() {
 }
 
 #[tokio::test]
+async fn batch_import_is_all_or_nothing_per_customer() {
+    let (_dir, d) = daemon();
+    d.customer("c2", json!({"plan": "old"}), &[("old-tok", "ios")])
+        .await;
+    let body = json!({"customers": [
+        {"id": "c1", "attributes": {"first_name": "Ada"},
+         "devices": [{"id": "t1", "platform": "ios", "environment": "sandbox"},
+                     {"id": "t2", "platform": "android", "last_used": 1764100000}]},
+        {"id": "c2", "attributes": {"plan": "new"}, "unsubscribed": true,
+         "devices": [{"id": "new-tok", "platform": "android"}]},
+    ]});
+    let (s, v) = d.call("POST", "/v1/batch", Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["imported"].as_u64(), v["refused"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let results = v["results"].as_array().unwrap();
+    let ids: Vec<_> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["c1", "c2"]);
+    assert!(results.iter().all(|r| r["status"] == "imported"), "{v}");
+
+    let (_, c1) = d.call("GET", "/v1/customers/c1", None).await;
+    assert_eq!(c1["attributes"]["first_name"], "Ada");
+    assert_eq!(c1["devices"][0]["environment"], "sandbox");
+    assert_eq!(c1["devices"][1]["last_used"], 1764100000);
+    // An import replaces the customer with exactly the devices given.
+    let (_, c2) = d.call("GET", "/v1/customers/c2", None).await;
+    assert_eq!(
+        (
+            c2["attributes"]["plan"].as_str(),
+            c2["unsubscribed"].as_bool()
+        ),
+        (Some("new"), Some(true))
+    );
+    let tokens: Vec<_> = c2["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].clone())
+        .collect();
+    assert_eq!(tokens, [json!("new-tok")]);
+
+    // A malformed item refuses the whole call, naming it; nothing goes in.
+    let bad_device = json!({"customers": [
+        {"id": "c3", "devices": [{"id": "ok", "platform": "ios"}]},
+        {"id": "c4", "devices": [{"id": "ok", "platform": "ios"},
+                                 {"id": "bad", "platform": "android", "environment": "sandbox"}]},
+    ]});
+    let (s, v) = d.call("POST", "/v1/batch", Some(bad_device)).await;
+    assert_eq!((s, code(&v)), (400, "invalid_field"), "{v}");
+    let why = v["error"]["message"].as_str().unwrap();
+    assert!(why.contains("customers[1].devices[1].environment"), "{why}");
+    for bad in [
+        json!({"customers": []}),
+        json!({"customers": vec![json!({"id": "x"}); 1001]}),
+        json!({"customers": [{"id": "x"}, {"id": ""}]}),
+    ] {
+        let (s, v) = d.call("POST", "/v1/batch", Some(bad)).await;
+        assert_eq!((s, code(&v)), (400, "invalid_field"), "{v}");
+    }
+    for id in ["c3", "c4", "x"] {
+        let (s, _) = d.call("GET", &format!("/v1/customers/{id}"), None).await;
+        assert_eq!(s, 404, "{id}");
+    }
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_precise_error_and_changes_nothing() {
     let (_dir, d) = daemon();
     d.customer("c1", json!({"first_name": "Ada"}), &[("tok", "ios")])

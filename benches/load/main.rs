@@ -147,11 +147,14 @@ async fn throughput(
         return Err("registration stopped early".into());
     }
     eprintln!("[sends] sending to {n} customers ({} pushes)", 2 * n);
-    let perf = profile
-        .map(|(out, graph)| profile::Perf::start(daemon.pid, out, graph))
-        .transpose()?;
+    let perf = |phase| {
+        profile
+            .map(|(out, graph)| profile::Perf::start(daemon.pid, out, graph, phase))
+            .transpose()
+    };
+    let sends_perf = perf("sends")?;
     let (sends, sends_cpu) = cpu::measure(Some(daemon.pid), sends::run(&api, &fakes, n)).await?;
-    let profile = perf.map(profile::Perf::finish).transpose()?;
+    let sends_profile = sends_perf.map(profile::Perf::finish).transpose()?;
     let webhook = match &receiver {
         Some(r) => Some(webhook::figures(&api, r).await?),
         None => None,
@@ -160,7 +163,12 @@ async fn throughput(
     let (baseline, baseline_cpu) = cpu::measure(None, sends::baseline(&fakes, n)).await?;
     eprintln!("[sends] baseline {:.0} pushes/s", baseline.rate());
     eprintln!("[reports] {} deliveries", sends.deliveries.len());
+    let reports_perf = perf("reports")?;
     let reports = reports::run(&api, daemon.pid, &sends.deliveries).await?;
+    let reports_profile = reports_perf.map(profile::Perf::finish).transpose()?;
+    let profile = sends_profile.zip(reports_profile).map(|(s, r)| {
+        format!("### Sends phase\n\n```\n{s}\n```\n\n### Reports phase (and /healthz)\n\n```\n{r}\n```\n")
+    });
     eprintln!(
         "[reports] {:.0} reports/s, /healthz {:.0}/s",
         reports.rate(),

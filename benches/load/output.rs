@@ -171,10 +171,7 @@ this run's send_ratio against a run without `--webhook`."
     }
     md.push_str("\n## Sends over time\n\n![throughput and latency](sends.svg)\n");
     if let Some(p) = profile {
-        let _ = write!(
-            md,
-            "\n## Profile of the daemon during the sends phase\n\n```\n{p}\n```\n"
-        );
+        let _ = write!(md, "\n## Profile of the daemon\n\n{p}");
     }
     md
 }

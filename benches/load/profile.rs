@@ -1,7 +1,8 @@
-//! `--profile`: `perf record` (software clock) attached to the daemon, and
-//! a flat report of where it spent its time. `--profile-graph` records call
-//! graphs too (DWARF unwinding: heavier, for `perf report --children` on
-//! `target/load/perf.data`).
+//! `--profile`: `perf record` (software clock) attached to the daemon during
+//! the sends phase and during the reports phase, and a flat report of where
+//! it spent its time in each. `--profile-graph` records call graphs too
+//! (DWARF unwinding: heavier, for `perf report --children` on
+//! `target/load/perf-<phase>.data`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,10 +20,10 @@ pub struct Perf {
 }
 
 impl Perf {
-    /// Attaches to `pid`; samples (with call graphs if `graph`) go to
-    /// `out/perf.data`.
-    pub fn start(pid: u32, out: &Path, graph: bool) -> Res<Perf> {
-        let data = out.join("perf.data");
+    /// Attaches to `pid`; samples of `phase` (with call graphs if `graph`)
+    /// go to `out/perf-<phase>.data`.
+    pub fn start(pid: u32, out: &Path, graph: bool, phase: &str) -> Res<Perf> {
+        let data = out.join(format!("perf-{phase}.data"));
         let mut perf = Command::new("perf");
         perf.args(["record", "-e", "cpu-clock"]);
         match graph {
@@ -40,13 +41,13 @@ impl Perf {
         Ok(Perf {
             child,
             data,
-            text: out.join("perf.txt"),
+            text: out.join(format!("perf-{phase}.txt")),
         })
     }
 
     /// Stops recording (SIGINT, so perf writes its file) and answers the
     /// CPU share by thread, by binary, and the top symbols; the whole
-    /// symbol report is kept in perf.txt.
+    /// symbol report is kept in perf-<phase>.txt.
     pub fn finish(mut self) -> Res<String> {
         Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])

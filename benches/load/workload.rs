@@ -10,8 +10,10 @@ use serde_json::{Value, json};
 
 use crate::daemon::{Api, Res, android_token, ios_token};
 
-/// Customers registered at once.
-const REGISTER_IN_FLIGHT: usize = 64;
+/// Customers per `POST /v1/batch`.
+const IMPORT_BATCH: usize = 1000;
+/// Import calls in flight.
+const IMPORTS_IN_FLIGHT: usize = 4;
 /// Customer ids per `POST /v1/send/push`.
 pub const SEND_BATCH: usize = 500;
 /// Send calls in flight.
@@ -33,35 +35,45 @@ pub fn customer_id(i: usize) -> String {
     format!("c{i}")
 }
 
-/// Registers customers `range` (one iOS and one Android device each), 64 at
-/// a time, stopping early at `deadline`; answers how many were registered
-/// (always a prefix of `range`).
+/// Registers customers `range` (one iOS and one Android device each) with
+/// bulk imports of 1,000, several in flight, starting no import after
+/// `deadline`; answers how many were registered (always a prefix of `range`).
 pub async fn register(api: &Api, range: Range<usize>, deadline: Instant) -> Res<usize> {
-    stream::iter(range)
+    let chunks: Vec<Range<usize>> = range
+        .clone()
+        .step_by(IMPORT_BATCH)
+        .map(|s| s..(s + IMPORT_BATCH).min(range.end))
+        .collect();
+    stream::iter(chunks)
         .take_while(|_| std::future::ready(Instant::now() < deadline))
-        .map(|i| register_one(api, i))
-        .buffered(REGISTER_IN_FLIGHT)
-        .try_fold(0, |n, ()| std::future::ready(Ok(n + 1)))
+        .map(|chunk| import(api, chunk))
+        .buffered(IMPORTS_IN_FLIGHT)
+        .try_fold(0, |n, k| std::future::ready(Ok(n + k)))
         .await
 }
 
-/// One customer and its two devices.
-async fn register_one(api: &Api, i: usize) -> Res<()> {
-    let id = customer_id(i);
-    let person = json!({"attributes": {"first_name": format!("N{i}"), "plan": "pro"}});
-    api.ok(Method::PUT, &format!("/v1/customers/{id}"), Some(&person))
+/// One bulk import of customers `chunk`; answers how many it imported.
+async fn import(api: &Api, chunk: Range<usize>) -> Res<usize> {
+    let customers: Vec<Value> = chunk
+        .clone()
+        .map(|i| {
+            let devices = [(ios_token(i), "ios"), (android_token(i), "android")].map(
+                |(token, platform)| {
+                    json!({"id": token, "platform": platform, "last_used": 1_764_100_000,
+                        "attributes": {"app_version": "2.1.0"}})
+                },
+            );
+            json!({"id": customer_id(i), "devices": devices,
+                "attributes": {"first_name": format!("N{i}"), "plan": "pro"}})
+        })
+        .collect();
+    let v = api
+        .ok(Method::POST, "/v1/batch", Some(&json!({"customers": customers})))
         .await?;
-    for (token, platform) in [(ios_token(i), "ios"), (android_token(i), "android")] {
-        let device = json!({"device": {"id": token, "platform": platform,
-            "last_used": 1_764_100_000, "attributes": {"app_version": "2.1.0"}}});
-        api.ok(
-            Method::PUT,
-            &format!("/v1/customers/{id}/devices"),
-            Some(&device),
-        )
-        .await?;
+    match v["imported"].as_u64() {
+        Some(n) if n as usize == chunk.len() => Ok(chunk.len()),
+        _ => Err(format!("import of {} customers: {v}", chunk.len()).into()),
     }
-    Ok(())
 }
 
 /// Creates the push template `id` (Liquid over the customer's attributes).

@@ -31,9 +31,10 @@ struct DeviceBody {
     device: DeviceFields,
 }
 
+/// A device as the API takes it (`PUT .../devices` and `POST /v1/batch`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeviceFields {
+pub(super) struct DeviceFields {
     id: String,
     platform: Platform,
     #[serde(default = "default_app")]
@@ -44,6 +45,29 @@ struct DeviceFields {
     last_used: Option<i64>,
     #[serde(default)]
     attributes: Map<String, Value>,
+}
+
+impl DeviceFields {
+    /// The device, checked; `field` names it in errors (`device`,
+    /// `customers[3].devices[0]`); `now` is its `last_used` if none is given.
+    pub(super) fn checked(self, field: &str, now: i64) -> Result<Device, ApiError> {
+        check_id(&self.id, &format!("{field}.id"))?;
+        check_id(&self.app, &format!("{field}.app"))?;
+        if self.platform == Platform::Android && self.environment == Some(Environment::Sandbox) {
+            return Err(ApiError::invalid_field(format!(
+                "{field}.environment: sandbox is an APNs environment; an android device has none"
+            )));
+        }
+        Ok(Device {
+            id: self.id,
+            platform: self.platform,
+            app: self.app,
+            environment: self.environment.unwrap_or_default(),
+            last_used: self.last_used.unwrap_or(now),
+            attributes: self.attributes,
+            suppressed: false,
+        })
+    }
 }
 
 /// `POST /v1/customers/{id}/events` body.
@@ -113,23 +137,7 @@ async fn put_device(
     web::Json(Fields(body)): JsonBody<DeviceBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "customer id")?;
-    let d = body.device;
-    check_id(&d.id, "device.id")?;
-    check_id(&d.app, "device.app")?;
-    if d.platform == Platform::Android && d.environment == Some(Environment::Sandbox) {
-        return Err(ApiError::invalid_field(
-            "device.environment: sandbox is an APNs environment; an android device has none",
-        ));
-    }
-    let device = Device {
-        id: d.id,
-        platform: d.platform,
-        app: d.app,
-        environment: d.environment.unwrap_or_default(),
-        last_used: d.last_used.unwrap_or_else(|| state.clock.now()),
-        attributes: d.attributes,
-        suppressed: false,
-    };
+    let device = body.device.checked("device", state.clock.now())?;
     let ids = [("customer", id)];
     state
         .registry

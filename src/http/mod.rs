@@ -3,6 +3,7 @@
 //! messages and store reads; they hold no status logic.
 
 mod auth;
+mod batch;
 mod body;
 mod customers;
 pub mod dashboard;
@@ -134,6 +135,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/metrics", [(Method::GET, web::to(prometheus))]))
         .configure(openapi::routes)
         .configure(customers::routes)
+        .configure(batch::routes)
         .configure(messages::routes)
         .configure(deliveries::routes)
         .configure(events::routes)
