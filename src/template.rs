@@ -12,7 +12,7 @@ use liquid::{Parser, Template};
 use pushd_actors::model::{Content, Customer, MessageSpec};
 use pushd_actors::ports::{RenderError, Renderer};
 use quick_cache::sync::Cache;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Parsed templates kept: a message has a few fields, so this covers
 /// thousands of messages; past it the least used are parsed again.
@@ -80,11 +80,19 @@ impl LiquidRenderer {
         text: &str,
         globals: &liquid::Object,
     ) -> Result<String, RenderError> {
+        // Plain text (no tag, no output) renders as itself.
+        if !text.contains("{{") && !text.contains("{%") {
+            return Ok(text.to_owned());
+        }
         let template = self.parse(text).map_err(|e| match e {
             RenderError::Syntax(words) => RenderError::Syntax(format!("{field}: {words}")),
             other => other,
         })?;
-        template.render(globals).map_err(|e| {
+        // Into a buffer of about the template's size: liquid's own `render`
+        // reserves 10 KB per call, which the returned string keeps (and a
+        // delivery keeps its rendered content for as long as it lives).
+        let mut out = Vec::with_capacity(text.len() + 32);
+        template.render_to(&mut out, globals).map_err(|e| {
             let text = e.to_string();
             let words = format!("{field}: {}", in_words(&text));
             if text.contains("Unknown variable") || text.contains("Unknown index") {
@@ -92,7 +100,8 @@ impl LiquidRenderer {
             } else {
                 RenderError::Syntax(words)
             }
-        })
+        })?;
+        String::from_utf8(out).map_err(|e| RenderError::Syntax(format!("{field}: {e}")))
     }
 }
 
@@ -135,15 +144,25 @@ impl Renderer for LiquidRenderer {
         customer: &Customer,
         data: &Value,
     ) -> Result<Content, RenderError> {
-        let mut attributes = customer.attributes.clone();
-        attributes.insert("id".into(), Value::String(customer.id.clone()));
-        let event = if data.is_object() {
-            data.clone()
-        } else {
-            json!({})
+        // The globals built straight from the attributes, without cloning
+        // them into another JSON value first.
+        let value =
+            |v: &Value| liquid::model::to_value(v).map_err(|e| RenderError::Syntax(e.to_string()));
+        let mut person = liquid::Object::new();
+        for (key, v) in &customer.attributes {
+            person.insert(key.clone().into(), value(v)?);
+        }
+        person.insert(
+            "id".into(),
+            liquid::model::Value::scalar(customer.id.clone()),
+        );
+        let event = match data {
+            Value::Object(_) => value(data)?,
+            _ => liquid::model::Value::Object(liquid::Object::new()),
         };
-        let globals = liquid::model::to_object(&json!({"customer": attributes, "event": event}))
-            .map_err(|e| RenderError::Syntax(e.to_string()))?;
+        let mut globals = liquid::Object::new();
+        globals.insert("customer".into(), liquid::model::Value::Object(person));
+        globals.insert("event".into(), event);
         let mut options = message.push.clone();
         for (key, value) in options.data.iter_mut() {
             *value = self.render_one(&format!("push.data.{key}"), value, &globals)?;
@@ -165,6 +184,7 @@ impl Renderer for LiquidRenderer {
 mod tests {
     use super::*;
     use pushd_actors::model::{Audience, DEFAULT_APP, PushOptions};
+    use serde_json::json;
 
     fn spec(title: &str) -> MessageSpec {
         MessageSpec {

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -303,8 +305,9 @@ pub struct Delivery {
     pub created_at: Timestamp,
     /// When devices were first handed to the provider.
     pub attempted_at: Option<Timestamp>,
-    /// Rendered content, kept so a restart can resend the same push.
-    pub content: Option<Content>,
+    /// Rendered content, kept so a restart can resend the same push; shared
+    /// with the device sends' pushes.
+    pub content: Option<Arc<Content>>,
     /// The triggering call's `data`, kept for a retry's re-render.
     #[serde(default, with = "json_text")]
     pub data: Value,

@@ -42,7 +42,8 @@ pub struct PersonActor {
     customer: Option<Customer>,
     /// Deliveries whose send is not settled, by id: the ones device outcomes
     /// come back for (a cache of the store, which always holds them too).
-    unsettled: HashMap<String, Delivery>,
+    /// Boxed, so the map's table stays small.
+    unsettled: HashMap<String, Box<Delivery>>,
     /// Device sends running, plus deliveries waiting to be durable before
     /// their sends start.
     inflight: usize,
@@ -80,7 +81,7 @@ impl PersonActor {
             // Like an outcome, the count need not be durable before the send.
             self.ctx
                 .write(vec![Change::delivery(Some(stored), delivery.clone())])?;
-            self.unsettled.insert(id.clone(), delivery);
+            self.unsettled.insert(id.clone(), Box::new(delivery));
             self.spawn_sends(&id, pending, ctx);
         }
         Ok(())
@@ -97,7 +98,7 @@ impl PersonActor {
         let Some(delivery) = self.unsettled.get(id) else {
             return;
         };
-        let Some(content) = delivery.content.clone().map(Arc::new) else {
+        let Some(content) = delivery.content.clone() else {
             return;
         };
         let provider = &self.ctx.ports.provider;
@@ -144,7 +145,7 @@ impl PersonActor {
             .renderer
             .render(message, customer, &delivery.data)
         {
-            Ok(content) => delivery.content = Some(content),
+            Ok(content) => delivery.content = Some(Arc::new(content)),
             Err(e) => {
                 let (RenderError::VariableMissing(words) | RenderError::Syntax(words)) = &e;
                 delivery.failure_detail = Some(words.clone());
@@ -199,7 +200,7 @@ impl PersonActor {
         let kept = (!pending.is_empty()).then(|| delivery.clone());
         let position = self.ctx.write(vec![Change::delivery(before, delivery)])?;
         if let Some(delivery) = kept {
-            self.unsettled.insert(id.clone(), delivery);
+            self.unsettled.insert(id.clone(), Box::new(delivery));
             self.inflight += 1;
             let durable = self.ctx.durable(position);
             let started = id.clone();
@@ -223,7 +224,7 @@ impl PersonActor {
     /// this customer's.
     fn delivery(&self, id: &str) -> Result<Delivery, EngineError> {
         if let Some(d) = self.unsettled.get(id) {
-            return Ok(d.clone());
+            return Ok((**d).clone());
         }
         match self.ctx.ports.store.delivery(id)? {
             Some(d) if d.customer_id == self.id => Ok(d),
@@ -236,7 +237,8 @@ impl PersonActor {
         if after.state.settled() {
             self.unsettled.remove(&after.id);
         } else {
-            self.unsettled.insert(after.id.clone(), after.clone());
+            self.unsettled
+                .insert(after.id.clone(), Box::new(after.clone()));
         }
     }
 

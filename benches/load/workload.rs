@@ -57,18 +57,21 @@ async fn import(api: &Api, chunk: Range<usize>) -> Res<usize> {
     let customers: Vec<Value> = chunk
         .clone()
         .map(|i| {
-            let devices = [(ios_token(i), "ios"), (android_token(i), "android")].map(
-                |(token, platform)| {
+            let devices =
+                [(ios_token(i), "ios"), (android_token(i), "android")].map(|(token, platform)| {
                     json!({"id": token, "platform": platform, "last_used": 1_764_100_000,
                         "attributes": {"app_version": "2.1.0"}})
-                },
-            );
+                });
             json!({"id": customer_id(i), "devices": devices,
                 "attributes": {"first_name": format!("N{i}"), "plan": "pro"}})
         })
         .collect();
     let v = api
-        .ok(Method::POST, "/v1/batch", Some(&json!({"customers": customers})))
+        .ok(
+            Method::POST,
+            "/v1/batch",
+            Some(&json!({"customers": customers})),
+        )
         .await?;
     match v["imported"].as_u64() {
         Some(n) if n as usize == chunk.len() => Ok(chunk.len()),

@@ -191,7 +191,9 @@ impl Endpoint {
         if full && let Some(found) = self.pick(true) {
             return Ok(found);
         }
-        let connection = self.connect().await?;
+        // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is rare but its
+        // future is kilobytes, which every request's future would carry.
+        let connection = Box::pin(self.connect()).await?;
         self.lock().push(connection);
         self.pick(true)
             .ok_or_else(|| H2Error::Connect(self.0.base.clone(), "closed at once".into()))
