@@ -44,6 +44,8 @@ struct DeviceFields {
     last_used: Option<i64>,
     #[serde(default)]
     attributes: Map<String, Value>,
+    /// Whether the user allowed notifications (the app knows).
+    opted_in: Option<bool>,
 }
 
 /// `POST /v1/customers/{id}/events` body.
@@ -129,6 +131,7 @@ async fn put_device(
         last_used: d.last_used.unwrap_or_else(|| state.clock.now()),
         attributes: d.attributes,
         suppressed: false,
+        opted_in: d.opted_in,
     };
     let ids = [("customer", id)];
     state

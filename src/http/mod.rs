@@ -12,6 +12,7 @@ mod events;
 mod messages;
 mod openapi;
 mod push_options;
+mod send;
 mod webhooks;
 
 use std::sync::Arc;
@@ -135,6 +136,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(openapi::routes)
         .configure(customers::routes)
         .configure(messages::routes)
+        .configure(send::routes)
         .configure(deliveries::routes)
         .configure(events::routes)
         .configure(webhooks::routes);
