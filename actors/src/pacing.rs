@@ -53,13 +53,30 @@ impl Pacing {
     ) -> impl Future<Output = ()> + Send + 'static {
         let wait = self.turn(message, per_minute, clock.now_ms());
         let sleep = (!wait.is_zero()).then(|| clock.sleep(wait));
-        metrics::gauge!("pushd_paced_sends_waiting").increment(1.0);
+        let waiting = Waiting::new();
         async move {
             if let Some(sleep) = sleep {
                 sleep.await;
             }
-            metrics::gauge!("pushd_paced_sends_waiting").decrement(1.0);
+            drop(waiting);
         }
+    }
+}
+
+/// One send counted in `pushd_paced_sends_waiting` until its turn came or
+/// its wait was dropped.
+struct Waiting;
+
+impl Waiting {
+    fn new() -> Waiting {
+        metrics::gauge!("pushd_paced_sends_waiting").increment(1.0);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!("pushd_paced_sends_waiting").decrement(1.0);
     }
 }
 
