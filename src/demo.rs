@@ -1,9 +1,12 @@
 //! `pushd demo`: the daemon, fake APNs and FCM, and a simulated device
 //! fleet in one command. It creates customers with iOS and Android devices
-//! and a templated campaign with a conversion goal, sends it with a progress
-//! bar, then shows the overview refreshing as late device reports arrive on
-//! compressed simulated time (see [`SimClock`]), and ends with the dashboard
-//! URL.
+//! (each saying whether its user allowed notifications; a few iOS ones are
+//! development builds on the APNs sandbox) and, for some, a second app
+//! (`shop`, with its own fake providers and credentials). It sends a
+//! templated campaign with a conversion goal with a progress bar, and a
+//! silent push to the shop app, then shows the overview refreshing as late
+//! device reports arrive on compressed simulated time (see [`SimClock`]),
+//! and ends with the dashboard URL.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::providers::AppConfig;
 use clap::Args;
 use futures_util::{StreamExt, stream};
 use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
@@ -82,6 +86,9 @@ const API_KEY: &str = "demo-api-key";
 const SDK_KEY: &str = "demo-sdk-key";
 const MESSAGE: &str = "spring-sale";
 const CAMPAIGN: &str = "spring";
+/// The second app, and its silent push.
+const SHOP_APP: &str = "shop";
+const SHOP_SYNC: &str = "shop-cart-sync";
 /// The file that marks a data directory as the demo's own.
 const MARKER: &str = ".pushd-demo";
 
@@ -113,15 +120,35 @@ impl From<ServeError> for DemoError {
     }
 }
 
-/// The fakes, with their credentials written into the data dir.
-async fn providers(args: &DemoArgs) -> Result<FakeProviders, DemoError> {
+/// The fakes of the app `default` and of the app [`SHOP_APP`], with their
+/// credentials written into the data dir.
+async fn providers(args: &DemoArgs) -> Result<(FakeProviders, FakeProviders), DemoError> {
     let mix = FaultMix {
         unregistered: 0.02,
         transient: 0.05,
         latency: Duration::from_millis(15),
         seed: args.seed,
     };
-    Ok(FakeProviders::start(&args.data_dir, mix).await?)
+    let main = FakeProviders::start(&args.data_dir, mix.clone()).await?;
+    let shop = FakeProviders::start_app(&args.data_dir, SHOP_APP, mix).await?;
+    Ok((main, shop))
+}
+
+/// One device the demo registers.
+struct DemoDevice {
+    token: String,
+    platform: Platform,
+    app: &'static str,
+    /// A development build's token, on the APNs sandbox.
+    sandbox: bool,
+}
+
+/// Who got what: the fleet's phones, the customers with the shop app, and
+/// the development builds' tokens.
+struct Population {
+    phones: HashMap<String, crate::sim::fleet::SimDevice>,
+    shop_customers: Vec<String>,
+    sandbox_tokens: Vec<String>,
 }
 
 /// A small HTTP client of the demo's daemon.
@@ -189,40 +216,100 @@ fn finish(bar: &ProgressBar) {
     }
 }
 
-/// Creates customers (with devices) over the API; returns the fleet's phones.
+/// A random token for `platform`.
+fn token(platform: Platform, rng: &mut StdRng) -> String {
+    match platform {
+        Platform::Ios => format!("{:064x}", rng.r#gen::<u128>()),
+        Platform::Android => format!("fcm-{}", rng.r#gen::<u64>()),
+    }
+}
+
+/// Creates customers (with devices) over the API. Each device says whether
+/// its user allowed notifications; every 30th customer is a tester whose
+/// iPhone runs a development build (a sandbox token, issued by the fake
+/// APNs); about a quarter of the people also have the shop app.
 async fn create_customers(
     api: &Api,
     args: &DemoArgs,
-) -> Result<HashMap<String, crate::sim::fleet::SimDevice>, DemoError> {
+    fakes: &FakeProviders,
+) -> Result<Population, DemoError> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let profile = FleetProfile::default();
-    let mut phones = HashMap::new();
+    let mut people = Population {
+        phones: HashMap::new(),
+        shop_customers: Vec::new(),
+        sandbox_tokens: Vec::new(),
+    };
     let mut calls = Vec::new();
     for i in 0..args.customers {
         let id = format!("customer-{i:05}");
         let plan = ["free", "pro", "team"][i % 3];
         let unsubscribed = rng.gen_bool(0.02);
-        let mut devices = Vec::new();
+        let mut platforms = Vec::new();
         let roll: f64 = rng.r#gen();
         // About 45 % iOS only, 45 % Android only, 7 % both, 3 % no device.
         if roll < 0.45 || (0.9..0.97).contains(&roll) {
-            devices.push((format!("{:064x}", rng.r#gen::<u128>()), Platform::Ios));
+            platforms.push(Platform::Ios);
         }
         if (0.45..0.97).contains(&roll) {
-            devices.push((format!("fcm-{}", rng.r#gen::<u64>()), Platform::Android));
+            platforms.push(Platform::Android);
         }
-        for (token, platform) in &devices {
-            phones.insert(token.clone(), profile.device(&id, *platform, &mut rng));
+        // Every 30th customer is one of the team's testers, whose iPhone
+        // runs a development build.
+        let tester = i % 30 == 0;
+        if tester && !platforms.contains(&Platform::Ios) {
+            platforms.push(Platform::Ios);
+        }
+        let mut devices: Vec<DemoDevice> = (platforms.iter())
+            .map(|&platform| DemoDevice {
+                token: token(platform, &mut rng),
+                platform,
+                app: pushd_actors::model::DEFAULT_APP,
+                sandbox: tester && platform == Platform::Ios,
+            })
+            .collect();
+        if let Some(&platform) = platforms.first().filter(|_| rng.gen_bool(0.25)) {
+            devices.push(DemoDevice {
+                token: token(platform, &mut rng),
+                platform,
+                app: SHOP_APP,
+                sandbox: false,
+            });
+            people.shop_customers.push(id.clone());
+        }
+        for d in devices.iter().filter(|d| d.sandbox) {
+            fakes.apns.issue_sandbox_token(&d.token);
+            people.sandbox_tokens.push(d.token.clone());
+        }
+        let mut bodies = Vec::new();
+        for (n, d) in devices.iter().enumerate() {
+            let phone = profile.device(&id, d.platform, &mut rng);
+            let environment = if d.sandbox { "sandbox" } else { "production" };
+            bodies.push(
+                json!({"device": {"id": d.token, "platform": d.platform, "app": d.app,
+                "environment": environment, "opted_in": phone.opted_in,
+                "last_used": 1_764_100_000 + n as i64}}),
+            );
+            people.phones.insert(d.token.clone(), phone);
         }
         let customer = json!({"attributes": {"first_name": format!("Pat {i}"), "plan": plan}, "unsubscribed": unsubscribed});
-        calls.push((id, customer, devices));
+        calls.push((id, customer, bodies));
     }
     let progress = bar(calls.len(), "customers");
     let mut done = stream::iter(calls.into_iter().map(|(id, customer, devices)| async move {
-        api.call(reqwest::Method::PUT, &format!("/v1/customers/{id}"), customer).await?;
-        for (i, (token, platform)) in devices.iter().enumerate() {
-            let device = json!({"device": {"id": token, "platform": platform, "last_used": 1_764_100_000 + i as i64}});
-            api.call(reqwest::Method::PUT, &format!("/v1/customers/{id}/devices"), device).await?;
+        api.call(
+            reqwest::Method::PUT,
+            &format!("/v1/customers/{id}"),
+            customer,
+        )
+        .await?;
+        for device in devices {
+            api.call(
+                reqwest::Method::PUT,
+                &format!("/v1/customers/{id}/devices"),
+                device,
+            )
+            .await?;
         }
         Ok::<_, DemoError>(())
     }))
@@ -232,7 +319,30 @@ async fn create_customers(
         progress.inc(1);
     }
     finish(&progress);
-    Ok(phones)
+    Ok(people)
+}
+
+/// Sends the shop app's silent push (it wakes the app to sync the cart and
+/// shows nothing) to the customers who have the app; returns the
+/// deliveries.
+async fn send_silent(api: &Api, customers: &[String]) -> Result<usize, DemoError> {
+    let message = json!({"name": "Cart sync", "app": SHOP_APP,
+        "push": {"kind": "background", "data": {"sync": "cart", "customer": "{{customer.id}}"}}});
+    api.call(
+        reqwest::Method::PUT,
+        &format!("/v1/messages/{SHOP_SYNC}"),
+        message,
+    )
+    .await?;
+    let mut sent = 0;
+    for chunk in customers.chunks(250) {
+        let body = json!({"message_id": SHOP_SYNC, "customer_ids": chunk});
+        let v = api
+            .call(reqwest::Method::POST, "/v1/send/push", body)
+            .await?;
+        sent += v["deliveries"].as_array().map_or(0, Vec::len);
+    }
+    Ok(sent)
 }
 
 /// Sends the campaign to everyone, in batches; returns the deliveries.
@@ -302,6 +412,15 @@ fn overview(m: &Value) -> String {
         rate("delivered"),
         rate("opened"),
         rate("converted")
+    ));
+    let platform_rate =
+        |p: &str, k: &str| m["by_platform"][p]["rates"][k].as_f64().unwrap_or(0.0) * 100.0;
+    out.push_str(&format!(
+        "delivered of sent, all devices / opted-in devices: iOS {:.1}% / {:.1}%  Android {:.1}% / {:.1}%\n",
+        platform_rate("ios", "delivered"),
+        platform_rate("ios", "delivered_of_opted_in"),
+        platform_rate("android", "delivered"),
+        platform_rate("android", "delivered_of_opted_in"),
     ));
     out
 }
@@ -409,7 +528,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     })?;
     let addr: SocketAddr = listener.local_addr()?;
     fresh_data_dir(&args.data_dir)?;
-    let fakes = providers(&args).await?;
+    let (fakes, shop) = providers(&args).await?;
+    let shop_app = AppConfig {
+        apns: shop.apns_config.clone(),
+        fcm: shop.fcm_config.clone(),
+    };
     let config = Config {
         listen: addr.to_string(),
         data_dir: args.data_dir.join("store"),
@@ -417,6 +540,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         sdk_key: Some(SDK_KEY.into()),
         apns: fakes.apns_config.clone(),
         fcm: fakes.fcm_config.clone(),
+        apps: [(SHOP_APP.to_owned(), shop_app)].into(),
         ..Config::default()
     };
     // The clock stands far enough back for every late report to be dated
@@ -440,11 +564,15 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
-        "pushd demo: daemon at {}, {} customers, fake APNs at {}, fake FCM at {}",
+        "pushd demo: daemon at {}, {} customers, fake APNs at {} (sandbox {}), fake FCM at {}; \
+         app {SHOP_APP}: fake APNs at {}, fake FCM at {}",
         api.base,
         args.customers,
         fakes.apns.endpoint(),
-        fakes.fcm.endpoint()
+        fakes.apns.sandbox_endpoint(),
+        fakes.fcm.endpoint(),
+        shop.apns.endpoint(),
+        shop.fcm.endpoint(),
     );
     let catch_up = lead.as_secs_f64() / (args.time_scale - 1.0).max(1.0);
     println!(
@@ -455,9 +583,15 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         span(lead.as_secs() as i64),
         HumanCount(args.time_scale.round() as u64),
     );
-    let devices = create_customers(&api, &args).await?;
+    let people = create_customers(&api, &args, &fakes).await?;
     let (tx, inbox) = tokio::sync::mpsc::unbounded_channel();
-    for mut rx in [fakes.apns.subscribe(), fakes.fcm.subscribe()] {
+    let subscriptions = [
+        fakes.apns.subscribe(),
+        fakes.fcm.subscribe(),
+        shop.apns.subscribe(),
+        shop.fcm.subscribe(),
+    ];
+    for mut rx in subscriptions {
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(push) = rx.recv().await {
@@ -466,7 +600,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         });
     }
     let fleet = Fleet {
-        devices,
+        devices: people.phones,
         profile: FleetProfile::default(),
         base_url: api.base.clone(),
         sdk_key: SDK_KEY.into(),
@@ -476,9 +610,23 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let stats = fleet.run(inbox, args.seed);
     let sent_at = clock.now();
     let sent = send_campaign(&api, args.customers).await?;
+    let silent = send_silent(&api, &people.shop_customers).await?;
     clock.start();
+    println!("silent push {SHOP_SYNC} (app {SHOP_APP}, background): {silent} deliveries accepted");
     println!("{sent} deliveries accepted; overview of campaign {CAMPAIGN} as reports arrive:\n");
     watch(&api, &stats, &clock, sent_at, args.watch_seconds).await?;
+    let sandbox: usize = (people.sandbox_tokens.iter())
+        .map(|t| fakes.apns.pushes(t).len())
+        .sum();
+    println!(
+        "app default: {} pushes accepted by its fake APNs ({sandbox} on the sandbox, to {} \
+         development builds) and {} by its fake FCM; app {SHOP_APP}: {} by APNs, {} by FCM",
+        fakes.apns.accepted(),
+        people.sandbox_tokens.len(),
+        fakes.fcm.accepted(),
+        shop.apns.accepted(),
+        shop.fcm.accepted(),
+    );
     if args.exit {
         println!("--exit: the demo stops here, and its daemon and dashboard with it.");
         return Ok(());

@@ -20,9 +20,11 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 21] = [
+pub const SERIES: [&str; 23] = [
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
+    "pushd_idempotent_replays_total",
+    "pushd_paced_sends_waiting",
     "pushd_reports_total",
     "pushd_delivery_status_total",
     "pushd_device_sends_total",
@@ -76,6 +78,16 @@ pub fn register() {
         "Deliveries acknowledged by POST /v1/send/push."
     );
     metrics::counter!("pushd_deliveries_created_total").absolute(0);
+    describe_counter!(
+        "pushd_idempotent_replays_total",
+        "Send calls answered with an Idempotency-Key's first answer instead of sending again."
+    );
+    metrics::counter!("pushd_idempotent_replays_total").absolute(0);
+    describe_gauge!(
+        "pushd_paced_sends_waiting",
+        "Device sends of paced messages (rate_per_minute) waiting for their turn."
+    );
+    metrics::gauge!("pushd_paced_sends_waiting").increment(0.0);
 
     describe_counter!(
         "pushd_customers_imported_total",

@@ -176,6 +176,7 @@ impl Renderer for LiquidRenderer {
             },
             collapse_id: message.collapse_id.clone(),
             options,
+            rate_per_minute: message.rate_per_minute,
         })
     }
 }
@@ -199,6 +200,7 @@ mod tests {
             conversion: None,
             app: DEFAULT_APP.into(),
             push: PushOptions::default(),
+            rate_per_minute: None,
             created_at: 0,
         }
     }

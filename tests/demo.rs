@@ -74,6 +74,39 @@ fn demo_sends_to_the_fleet_and_shows_the_overview() {
         delivered > 0 && delivered <= sent,
         "reports arrived: {people}"
     );
+    assert!(
+        stdout.contains("delivered of sent, all devices / opted-in devices: iOS"),
+        "the opt-in-aware rates: {stdout}"
+    );
+    // A silent push to the second app, and development builds on the sandbox.
+    let silent = number_after(
+        &stdout,
+        "silent push shop-cart-sync (app shop, background): ",
+    );
+    assert!(silent > 0, "{stdout}");
+    let apps = stdout
+        .lines()
+        .find(|l| l.starts_with("app default: "))
+        .expect("the apps line");
+    let on_sandbox = number_after(apps, "fake APNs (");
+    assert!(on_sandbox > 0, "pushes reached the sandbox: {apps}");
+    let shop = number_after(apps, "app shop: ") + number_after(apps, " by APNs, ");
+    assert!(shop > 0, "the shop's own fakes took its pushes: {apps}");
+}
+
+/// The whole number right after the first `prefix` in `text`.
+fn number_after(text: &str, prefix: &str) -> i64 {
+    let at = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("{prefix:?} in {text}"))
+        + prefix.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("a number after {prefix:?} in {text}"))
 }
 
 #[test]

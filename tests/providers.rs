@@ -38,6 +38,7 @@ fn push(platform: Platform, token: &str) -> Push {
             deep_link: Some("shop://orders/A-17".to_owned()),
             collapse_id: None,
             options: PushOptions::default(),
+            rate_per_minute: None,
         }),
     }
 }

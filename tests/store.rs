@@ -15,6 +15,7 @@ use pushd::providers::Providers;
 use pushd::store::{DeliveryFilter, Error, SledStore, Timing};
 use pushd::template::LiquidRenderer;
 use pushd_actors::engine::{EngineConfig, EngineCtx, Ports};
+use pushd_actors::idempotency::{SendAnswer, SendRecord, SentTo};
 use pushd_actors::model::{
     Audience, Customer, DEFAULT_APP, Delivery, DeviceSend, Environment, MessageSpec, Platform,
     PushOptions,
@@ -72,6 +73,7 @@ fn delivery(
                 last_error: None,
                 provider_id: None,
                 duplicates: 0,
+                opted_in: None,
             })
             .collect(),
         state: DeliveryState::new(states),
@@ -189,6 +191,7 @@ fn spec(id: &str, campaign: Option<&str>) -> MessageSpec {
         conversion: None,
         app: DEFAULT_APP.into(),
         push: PushOptions::default(),
+        rate_per_minute: None,
         created_at: 0,
     }
 }
@@ -691,6 +694,83 @@ async fn replay_onto_a_partial_snapshot_is_exact() {
         series_of(all.iter()),
         "seed {seed}"
     );
+    rig.close();
+}
+
+fn send_record(key: &str, started_ms: i64, answered: bool) -> SendRecord {
+    let answer = SendAnswer {
+        deliveries: vec![SentTo {
+            customer_id: "c1".into(),
+            delivery_id: format!("d-{key}-{started_ms}"),
+        }],
+        failed: vec![],
+    };
+    SendRecord {
+        started_ms,
+        key: key.into(),
+        fingerprint: "f".into(),
+        seed: 7,
+        answer: answered.then_some(answer),
+    }
+}
+
+/// Keyed send records read back from memory, from sled and after a
+/// reopen; expiry drops the old ones, but never a key's newer record.
+#[tokio::test]
+async fn send_records_read_back_and_expire_from_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let put = |r: SendRecord| vec![Change::of(Entry::SendRecord(Box::new(r)))];
+    {
+        let rig = Rig::open(dir.path(), Timing::default());
+        let s = rig.store();
+        rig.commit(put(send_record("k1", 5_000, false))).await;
+        rig.commit(put(send_record("reused", 1_000, true))).await;
+        rig.commit(put(send_record("rewritten", 1_000, true))).await;
+        assert_eq!(
+            s.send_record("k1").unwrap(),
+            Some(send_record("k1", 5_000, false))
+        );
+        s.drain().unwrap();
+        assert_eq!(
+            s.send_record("k1").unwrap(),
+            Some(send_record("k1", 5_000, false))
+        );
+        assert_eq!(s.send_record("nope").unwrap(), None);
+        // k1 answered; "reused" used again once expired, in its own drain.
+        rig.commit(put(send_record("k1", 5_000, true))).await;
+        rig.commit(put(send_record("reused", 90_000, false))).await;
+        s.drain().unwrap();
+        // "rewritten" used again in the same drain as the expiry.
+        rig.commit(put(send_record("rewritten", 95_000, true)))
+            .await;
+        rig.commit(vec![Change::of(Entry::SendRecordsExpired(10_000))])
+            .await;
+        assert_eq!(
+            s.send_record("k1").unwrap(),
+            Some(send_record("k1", 5_000, true)),
+            "sled's copy is read until the drain"
+        );
+        s.drain().unwrap();
+        assert_eq!(s.send_record("k1").unwrap(), None);
+        rig.close();
+    }
+    let rig = Rig::open(dir.path(), Timing::default());
+    let s = rig.store();
+    assert_eq!(s.send_record("k1").unwrap(), None);
+    assert_eq!(
+        s.send_record("reused").unwrap(),
+        Some(send_record("reused", 90_000, false))
+    );
+    assert_eq!(
+        s.send_record("rewritten").unwrap(),
+        Some(send_record("rewritten", 95_000, true))
+    );
+    // The newer records' index entries remain: a later expiry drops them.
+    rig.commit(vec![Change::of(Entry::SendRecordsExpired(100_000))])
+        .await;
+    s.drain().unwrap();
+    assert_eq!(s.send_record("reused").unwrap(), None);
+    assert_eq!(s.send_record("rewritten").unwrap(), None);
     rig.close();
 }
 

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::pacing::Pacing;
 use crate::ports::{
-    BoxFuture, Change, Clock, Journal, JournalError, Position, Provider, Renderer, Store,
-    StoreError,
+    BoxFuture, Change, Clock, Journal, JournalError, Position, Provider, Push, Renderer, Slot,
+    Store, StoreError,
 };
 
 /// Tuning of sends and of actor lifetimes.
@@ -64,6 +65,8 @@ pub struct EngineCtx {
     order: Mutex<()>,
     /// The position of the last record written.
     last: AtomicU64,
+    /// The turns of paced messages.
+    pacing: Pacing,
 }
 
 impl EngineCtx {
@@ -74,7 +77,23 @@ impl EngineCtx {
             config,
             order: Mutex::new(()),
             last: AtomicU64::new(0),
+            pacing: Pacing::default(),
         }
+    }
+
+    /// Reserves room at the provider for `push` of message `message_id`,
+    /// once the message's pace (if it has one) gives the push its turn.
+    pub fn reserve(&self, message_id: &str, push: &Push) -> BoxFuture<Slot> {
+        let provider = &self.ports.provider;
+        let Some(rate) = push.content.rate_per_minute else {
+            return provider.reserve(push);
+        };
+        let turn = self.pacing.wait(&*self.ports.clock, message_id, rate);
+        let (provider, push) = (provider.clone(), push.clone());
+        Box::pin(async move {
+            turn.await;
+            provider.reserve(&push).await
+        })
     }
 
     /// Journals `changes` as one record and applies them to the store;
@@ -160,4 +179,10 @@ pub enum EngineError {
     /// The customer's actor could not be reached.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// An idempotency key came back with another body within its window.
+    #[error(
+        "idempotency key {0:?} was used for another send body within the last 24 hours; \
+         use a new key for a new send"
+    )]
+    IdempotencyConflict(String),
 }

@@ -8,7 +8,9 @@
 
 pub mod device_send;
 pub mod engine;
+pub mod idempotency;
 pub mod model;
+pub mod pacing;
 pub mod person;
 pub mod ports;
 pub mod recovery;

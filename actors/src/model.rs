@@ -83,6 +83,11 @@ pub struct Device {
     /// Set when a send bounced; cleared when the token is registered again.
     #[serde(default)]
     pub suppressed: bool,
+    /// Whether the user allowed notifications, as the app last said
+    /// (`None`: it did not say). iOS devices report `delivered` only when
+    /// they did, so the metrics compare opted-in devices apart.
+    #[serde(default)]
+    pub opted_in: Option<bool>,
 }
 
 /// A person who receives pushes.
@@ -148,6 +153,10 @@ pub struct MessageSpec {
     /// How the push is delivered and shown; `data` values are Liquid templates.
     #[serde(default)]
     pub push: PushOptions,
+    /// At most this many device sends of the message start per minute,
+    /// across all sends; the rest wait their turn (`None`: unpaced).
+    #[serde(default)]
+    pub rate_per_minute: Option<u32>,
     /// When the message was first stored (Unix seconds); lists of messages
     /// show the newest first.
     #[serde(default)]
@@ -264,6 +273,9 @@ pub struct Content {
     /// The message's push options, `data` rendered.
     #[serde(default)]
     pub options: PushOptions,
+    /// The message's pace, kept with the push so a resumed send keeps it.
+    #[serde(default)]
+    pub rate_per_minute: Option<u32>,
 }
 
 /// The record of one device's send within a delivery, beside its status.
@@ -288,6 +300,10 @@ pub struct DeviceSend {
     /// Sends beyond the first caused by a restart (at-least-once).
     #[serde(default)]
     pub duplicates: u32,
+    /// The device's opt-in when the delivery was made (what its metrics
+    /// count it under).
+    #[serde(default)]
+    pub opted_in: Option<bool>,
 }
 
 /// One message to one person: the unit of status and of the delivery log.

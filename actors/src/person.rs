@@ -101,7 +101,6 @@ impl PersonActor {
         let Some(content) = delivery.content.clone() else {
             return;
         };
-        let provider = &self.ctx.ports.provider;
         let mut reservations = Vec::with_capacity(devices.len());
         for index in devices {
             let send = &delivery.sends[index];
@@ -113,7 +112,8 @@ impl PersonActor {
                 environment: send.environment,
                 content: content.clone(),
             };
-            reservations.push((provider.reserve(&push), push, index));
+            let reserved = self.ctx.reserve(&delivery.message_id, &push);
+            reservations.push((reserved, push, index));
         }
         for (reserved, push, index) in reservations {
             self.inflight += 1;
@@ -169,6 +169,7 @@ impl PersonActor {
                 last_error: None,
                 provider_id: None,
                 duplicates: 0,
+                opted_in: d.opted_in,
             })
             .collect();
         delivery.state = DeliveryState::new(
@@ -453,8 +454,18 @@ impl Handler<SendMessage> for PersonActor {
 
     fn handle(&mut self, msg: SendMessage, ctx: &mut Context<Self>) -> Answer<String> {
         self.touch();
+        if let Some(id) = &msg.delivery_id {
+            // A keyed call tried again: the delivery it made stands.
+            match self.delivery(id) {
+                Ok(made) => return Ok(self.ctx.observed(made.id)),
+                Err(EngineError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let clock = &self.ctx.ports.clock;
-        let id = ulid::Ulid::from_parts(clock.now_ms() as u64, rand::random()).to_string();
+        let id = msg.delivery_id.unwrap_or_else(|| {
+            ulid::Ulid::from_parts(clock.now_ms() as u64, rand::random()).to_string()
+        });
         let mut delivery = Delivery {
             id,
             customer_id: self.id.clone(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::idempotency::SendRecord;
 use crate::model::{Content, Customer, Delivery, Environment, MessageSpec, Platform};
 use crate::status::{FailureReason, Timestamp};
 
@@ -178,6 +179,10 @@ pub enum Entry {
     Message(Box<MessageSpec>),
     /// A delivery, new or changed.
     Delivery(Box<Delivery>),
+    /// A keyed send call, started or answered (replaces the key's record).
+    SendRecord(Box<SendRecord>),
+    /// Every send record started before this time (Unix ms) is dropped.
+    SendRecordsExpired(i64),
 }
 
 /// One change the engine makes: its [`Entry`], and for a delivery the value
@@ -252,6 +257,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Delivery>, StoreError>;
     /// Every customer with an unsettled delivery: the ones to resume on start.
     fn customers_with_unsettled(&self) -> Result<Vec<String>, StoreError>;
+    /// The record of the keyed send call `key`, if one is kept (it may have
+    /// expired: the caller checks its time).
+    fn send_record(&self, key: &str) -> Result<Option<SendRecord>, StoreError>;
     /// The last journal position the store's state holds: replay goes on
     /// after it.
     fn covered(&self) -> Result<Position, StoreError>;

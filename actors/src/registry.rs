@@ -14,6 +14,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use crate::engine::{Ack, EngineConfig, EngineCtx, EngineError, Ports};
+use crate::idempotency::IdempotentSends;
 use crate::model::MessageSpec;
 use crate::person::PersonActor;
 use crate::ports::{Change, Entry};
@@ -43,6 +44,7 @@ pub struct Registry {
     hasher: RandomState,
     actors: Arc<DashMap<String, Running>>,
     generations: AtomicU64,
+    sends: IdempotentSends,
 }
 
 impl Registry {
@@ -56,8 +58,10 @@ impl Registry {
                 arbiter
             })
             .collect();
+        let ctx = Arc::new(EngineCtx::new(ports, config));
         Registry {
-            ctx: Arc::new(EngineCtx::new(ports, config)),
+            sends: IdempotentSends::new(ctx.clone()),
+            ctx,
             arbiters,
             hasher: RandomState::new(),
             actors: Arc::new(DashMap::new()),
@@ -162,6 +166,11 @@ impl Registry {
     pub async fn put_message(&self, message: MessageSpec) -> Result<(), EngineError> {
         let change = Change::of(Entry::Message(Box::new(message)));
         self.ctx.acknowledge(vec![change], ())?.settle().await
+    }
+
+    /// The keyed send calls (`Idempotency-Key`).
+    pub fn idempotent_sends(&self) -> &IdempotentSends {
+        &self.sends
     }
 
     /// Starts customer `id`'s actor, which resumes its unsettled sends.

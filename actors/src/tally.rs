@@ -8,6 +8,10 @@
 //! device settled, one succeeded) or went past it. A `converted` delivery
 //! counts in `sent` and `converted`, and in `delivered`/`opened` only where
 //! its devices reported them. `by_platform` counts the delivery's devices.
+//! The opted-in counters count the same way over devices whose user allowed
+//! notifications when the delivery was made: iOS reports `delivered` only
+//! from those, so `delivered_of_opted_in` compares iOS with Android like
+//! with like.
 //! [`Tally::delta`] is what one change of a delivery adds; summing the deltas
 //! of every change gives the [`contribution`]s of the final states.
 
@@ -63,6 +67,11 @@ counts! {
     bounced,
     /// Every device of the person was suppressed (per device: the device was).
     suppressed,
+    /// Counted in `sent` with a device whose user had opted in that
+    /// succeeded (per device: an opted-in device that succeeded).
+    opted_in_sent,
+    /// Reported delivered by a device whose user had opted in.
+    opted_in_delivered,
 }
 
 /// `n / d` rounded to 4 decimals, 0 when `d` is 0.
@@ -89,13 +98,15 @@ impl Counts {
         *self == Counts::default()
     }
 
-    /// The rates, each over `sent` but `opened_of_delivered`.
+    /// The rates, each over `sent` but `opened_of_delivered` and
+    /// `delivered_of_opted_in`.
     pub fn rates(&self) -> Rates {
         Rates {
             delivered: rate(self.delivered, self.sent),
             opened: rate(self.opened, self.sent),
             converted: rate(self.converted, self.sent),
             opened_of_delivered: rate(self.opened, self.delivered),
+            delivered_of_opted_in: rate(self.opted_in_delivered, self.opted_in_sent),
         }
     }
 }
@@ -111,6 +122,8 @@ pub struct Rates {
     pub converted: f64,
     /// Opened of delivered.
     pub opened_of_delivered: f64,
+    /// Delivered of sent, over devices whose user had opted in.
+    pub delivered_of_opted_in: f64,
 }
 
 impl Add for Counts {
@@ -224,6 +237,11 @@ pub fn contribution(d: &Delivery) -> Tally {
     let state = &d.state;
     let status = state.status();
     let targeted = || state.devices.iter().filter(|s| s.targeted());
+    let opted_in = || {
+        (d.sends.iter().zip(&state.devices))
+            .filter(|(send, device)| send.opted_in == Some(true) && device.targeted())
+            .map(|(_, device)| device)
+    };
     let converted = state.converted_at.is_some();
     let mut tally = Tally {
         message: Counts {
@@ -240,22 +258,28 @@ pub fn contribution(d: &Delivery) -> Tally {
                 status == MessageStatus::Undeliverable
                     && state.failure_reason() == Some(FailureReason::DevicesSuppressed),
             ),
+            opted_in_sent: flag(state.reached_sent() && opted_in().any(|s| s.status.succeeded())),
+            opted_in_delivered: flag(opted_in().any(|s| s.delivered_at.is_some())),
         },
         ..Tally::default()
     };
     for (send, device) in d.sends.iter().zip(&state.devices) {
         let s = device.status;
+        let opted_in = send.opted_in == Some(true);
+        let delivered = matches!(s, DeviceStatus::Delivered | DeviceStatus::Opened);
         *tally.platform_mut(send.platform) += Counts {
             sends: 1,
             attempted: flag(s == DeviceStatus::Attempted),
             sent: flag(s.succeeded()),
-            delivered: flag(matches!(s, DeviceStatus::Delivered | DeviceStatus::Opened)),
+            delivered: flag(delivered),
             opened: flag(s == DeviceStatus::Opened),
             converted: flag(converted && s.succeeded()),
             failed: flag(s == DeviceStatus::Failed),
             undeliverable: 0,
             bounced: flag(s == DeviceStatus::Bounced),
             suppressed: flag(s == DeviceStatus::Suppressed),
+            opted_in_sent: flag(opted_in && s.succeeded()),
+            opted_in_delivered: flag(opted_in && delivered),
         };
     }
     tally

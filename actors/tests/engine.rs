@@ -32,6 +32,7 @@ fn message(audience: Audience) -> Arc<MessageSpec> {
         }),
         app: DEFAULT_APP.into(),
         push: PushOptions::default(),
+        rate_per_minute: None,
         created_at: 0,
     })
 }
@@ -55,6 +56,7 @@ async fn customer(h: &Harness, id: &str, tokens: &[(&str, Platform, i64)]) {
             last_used,
             attributes: Map::new(),
             suppressed: false,
+            opted_in: None,
         };
         h.registry.request(id, PutDevice(device)).await.unwrap();
     }
@@ -64,6 +66,7 @@ async fn send(h: &Harness, id: &str, audience: Audience) -> String {
     let msg = SendMessage {
         message: message(audience),
         data: Value::Null,
+        delivery_id: None,
     };
     h.registry.request(id, msg).await.unwrap()
 }
@@ -103,6 +106,7 @@ async fn a_message_goes_only_to_its_apps_devices_in_their_environment() {
             last_used: 9,
             attributes: Map::new(),
             suppressed: false,
+            opted_in: None,
         };
         let put = h.registry.request("c1", PutDevice(device)).await;
         put.unwrap();
@@ -113,6 +117,7 @@ async fn a_message_goes_only_to_its_apps_devices_in_their_environment() {
         SendMessage {
             message: Arc::new(m),
             data: Value::Null,
+            delivery_id: None,
         }
     };
 

@@ -59,6 +59,7 @@ fn message() -> Arc<MessageSpec> {
         conversion: None,
         app: DEFAULT_APP.into(),
         push: Default::default(),
+        rate_per_minute: None,
         created_at: 0,
     })
 }
@@ -104,6 +105,7 @@ fn request(h: &Harness, rng: &mut StdRng, acked: &Rc<RefCell<Acked>>) {
                 last_used: rng.gen_range(0..100),
                 attributes: Map::new(),
                 suppressed: false,
+                opted_in: None,
                 app: DEFAULT_APP.into(),
                 environment: Environment::Production,
             };
@@ -125,6 +127,7 @@ fn request(h: &Harness, rng: &mut StdRng, acked: &Rc<RefCell<Acked>>) {
             let send = SendMessage {
                 message: message(),
                 data: Value::Null,
+                delivery_id: None,
             };
             actix::spawn(async move {
                 if let Ok(delivery) = registry.request(&id, send).await {

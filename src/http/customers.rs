@@ -45,6 +45,8 @@ pub(super) struct DeviceFields {
     last_used: Option<i64>,
     #[serde(default)]
     attributes: Map<String, Value>,
+    /// Whether the user allowed notifications (the app knows).
+    opted_in: Option<bool>,
 }
 
 impl DeviceFields {
@@ -66,6 +68,7 @@ impl DeviceFields {
             last_used: self.last_used.unwrap_or(now),
             attributes: self.attributes,
             suppressed: false,
+            opted_in: self.opted_in,
         })
     }
 }

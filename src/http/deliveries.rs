@@ -1,13 +1,12 @@
-//! Sending, device reports, and the delivery log.
+//! Device reports, and the delivery log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
-use futures_util::{StreamExt, stream};
 use pushd_actors::model::Delivery;
-use pushd_actors::person::{DeviceReport, RetryDelivery, SendMessage};
+use pushd_actors::person::{DeviceReport, RetryDelivery};
 use pushd_actors::ports::Store;
 use pushd_actors::status::{MessageStatus, Report};
 use serde::Deserialize;
@@ -18,24 +17,6 @@ use super::body::{Fields, JsonBody, QueryOf};
 use super::error::{ApiError, naming};
 use super::{AppState, check_id, endpoint, event_time, page_limit};
 use crate::store::{DeliveryFilter, SledStore};
-
-/// Most customer ids in one send.
-pub const MAX_SEND_IDS: usize = 10_000;
-/// Largest `data` of one send, as JSON text: it is copied into every
-/// delivery of the call.
-pub const MAX_SEND_DATA_BYTES: usize = 16 * 1024;
-/// Customers asked at once while fanning a send out.
-const FAN_OUT: usize = 256;
-
-/// `POST /v1/send/push` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SendBody {
-    message_id: String,
-    customer_ids: Vec<String>,
-    #[serde(default)]
-    data: Value,
-}
 
 /// `POST /push/events` body.
 #[derive(Deserialize)]
@@ -58,82 +39,6 @@ struct ListQuery {
     customer_id: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
-}
-
-async fn send_push(
-    _: ApiKey,
-    state: web::Data<AppState>,
-    web::Json(Fields(body)): JsonBody<SendBody>,
-) -> Result<HttpResponse, ApiError> {
-    let message_id = check_id(&body.message_id, "message_id")?;
-    if body.customer_ids.is_empty() || body.customer_ids.len() > MAX_SEND_IDS {
-        return Err(ApiError::invalid_field(format!(
-            "customer_ids must hold 1 to {MAX_SEND_IDS} ids, not {}",
-            body.customer_ids.len()
-        )));
-    }
-    for (i, id) in body.customer_ids.iter().enumerate() {
-        check_id(id, &format!("customer_ids[{i}]"))?;
-    }
-    if !body.data.is_null() && !body.data.is_object() {
-        return Err(ApiError::invalid_field("data must be an object"));
-    }
-    let data_bytes = serde_json::to_vec(&body.data).map_or(0, |text| text.len());
-    if data_bytes > MAX_SEND_DATA_BYTES {
-        return Err(ApiError::invalid_field(format!(
-            "data must be at most {MAX_SEND_DATA_BYTES} bytes of JSON (it is copied into every \
-             delivery), not {data_bytes}; send large data by reference"
-        )));
-    }
-    let message = state
-        .store
-        .message(message_id)?
-        .ok_or_else(|| ApiError::not_found("message", message_id))?;
-    let message = Arc::new(message);
-    let sends = body.customer_ids.into_iter().map(|customer_id| {
-        let msg = SendMessage {
-            message: message.clone(),
-            data: body.data.clone(),
-        };
-        let state = state.clone();
-        async move {
-            let ids = [("customer", customer_id.as_str())];
-            let result = state
-                .registry
-                .request(&customer_id, msg)
-                .await
-                .map_err(naming(&ids));
-            (customer_id, result)
-        }
-    });
-    let results: Vec<_> = stream::iter(sends).buffered(FAN_OUT).collect().await;
-    // Every delivery made durable is listed, and every customer whose
-    // delivery was not, with why: the client retries only those.
-    let mut deliveries = Vec::with_capacity(results.len());
-    let mut failed = Vec::new();
-    let mut first_error = None;
-    for (customer_id, result) in results {
-        match result {
-            Ok(delivery_id) => {
-                deliveries.push(json!({"customer_id": customer_id, "delivery_id": delivery_id}))
-            }
-            Err(e) => {
-                failed.push(json!({"customer_id": customer_id,
-                    "error": {"code": e.code, "message": e.message}}));
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    metrics::counter!("pushd_deliveries_created_total").increment(deliveries.len() as u64);
-    let body = json!({"deliveries": deliveries, "failed": failed});
-    match first_error {
-        Some(e) if deliveries.is_empty() => {
-            let mut body = body;
-            body["error"] = json!({"code": e.code, "message": e.message});
-            Ok(HttpResponse::build(e.status).json(body))
-        }
-        _ => Ok(HttpResponse::Accepted().json(body)),
-    }
 }
 
 async fn push_event(
@@ -234,6 +139,7 @@ fn delivery_json(d: &Delivery, message_name: Option<String>, detail: bool) -> Va
                     "last_error": send.last_error,
                     "provider_id": send.provider_id,
                     "duplicates": send.duplicates,
+                    "opted_in": send.opted_in,
                     "sent_at": s.sent_at,
                     "delivered_at": s.delivered_at,
                     "opened_at": s.opened_at,
@@ -337,10 +243,6 @@ async fn retry_delivery(
 /// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint(
-        "/v1/send/push",
-        [(Method::POST, web::to(send_push))],
-    ))
-    .service(endpoint(
         "/push/events",
         [(Method::POST, web::to(push_event))],
     ))

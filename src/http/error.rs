@@ -141,6 +141,9 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Store(e) => e.into(),
             EngineError::Invalid(message) => ApiError::invalid_field(message),
+            EngineError::IdempotencyConflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", e.to_string())
+            }
             EngineError::Journal(_) => {
                 tracing::error!(error = %e, "journal failure");
                 ApiError::new(

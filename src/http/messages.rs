@@ -40,7 +40,11 @@ struct MessageBody {
     app: String,
     /// Parsed by [`push_options::parse`], which names the field in errors.
     push: Option<Value>,
+    rate_per_minute: Option<u32>,
 }
+
+/// The fastest pace a message may set: device sends a minute.
+pub const MAX_RATE_PER_MINUTE: u32 = 1_000_000;
 
 fn all_devices() -> Audience {
     Audience::AllDevices
@@ -109,6 +113,13 @@ fn validate(
     {
         return Err(ApiError::invalid_field("collapse_id must be 1 to 64 bytes"));
     }
+    if let Some(rate) = b.rate_per_minute
+        && !(1..=MAX_RATE_PER_MINUTE).contains(&rate)
+    {
+        return Err(ApiError::invalid_field(format!(
+            "rate_per_minute must be 1 to {MAX_RATE_PER_MINUTE} device sends a minute, not              {rate}; leave it out to send unpaced"
+        )));
+    }
     if let Some(goal) = &b.conversion {
         check_id(&goal.event, "conversion.event")?;
         if !(1..=MAX_CONVERSION_WINDOW).contains(&goal.window_seconds) {
@@ -129,6 +140,7 @@ fn validate(
         conversion: b.conversion,
         app: b.app,
         push,
+        rate_per_minute: b.rate_per_minute,
         created_at,
     })
 }

@@ -13,6 +13,7 @@ mod events;
 mod messages;
 mod openapi;
 mod push_options;
+mod send;
 mod webhooks;
 
 use std::sync::Arc;
@@ -137,6 +138,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(customers::routes)
         .configure(batch::routes)
         .configure(messages::routes)
+        .configure(send::routes)
         .configure(deliveries::routes)
         .configure(events::routes)
         .configure(webhooks::routes);

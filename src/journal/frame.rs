@@ -106,6 +106,7 @@ mod tests {
             conversion: None,
             app: pushd_actors::model::DEFAULT_APP.into(),
             push: Default::default(),
+            rate_per_minute: None,
             created_at: 0,
         })))
     }

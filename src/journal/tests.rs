@@ -23,6 +23,7 @@ fn change(id: &str) -> Change {
         conversion: None,
         app: pushd_actors::model::DEFAULT_APP.into(),
         push: Default::default(),
+        rate_per_minute: None,
         created_at: 0,
     })))
 }

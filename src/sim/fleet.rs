@@ -10,7 +10,9 @@
 //!   **Android** reports regardless of opt-in;
 //! * some phones are **offline** for a while, and some run an app version
 //!   **without the SDK** and never report;
-//! * users open a push and then convert with set probabilities.
+//! * users open a push and then convert with set probabilities;
+//! * a **silent** (background) push shows nothing: it needs no opt-in, the
+//!   app reports it `delivered` when it gets to run, and nobody opens it.
 //!
 //! Time is the demo's [`SimClock`]: report timestamps are simulated (hours
 //! of late reports arrive in a minute) and never in the future, because a
@@ -151,8 +153,26 @@ pub enum Action {
     Goal,
 }
 
-/// What a phone does with one push: actions and when (simulated seconds).
-pub fn plan(device: &SimDevice, profile: &FleetProfile, rng: &mut StdRng) -> Vec<(u64, Action)> {
+/// Whether a push the fakes received is silent: APNs `content-available`
+/// without an alert, or an FCM message without a notification.
+pub fn is_silent(push: &ReceivedPush) -> bool {
+    match push.platform {
+        Platform::Ios => {
+            let aps = &push.payload["aps"];
+            aps["content-available"] == 1 && aps.get("alert").is_none()
+        }
+        Platform::Android => push.payload["message"].get("notification").is_none(),
+    }
+}
+
+/// What a phone does with one push (`silent`: a background push): actions
+/// and when (simulated seconds).
+pub fn plan(
+    device: &SimDevice,
+    profile: &FleetProfile,
+    silent: bool,
+    rng: &mut StdRng,
+) -> Vec<(u64, Action)> {
     let shown = device.platform == Platform::Android || device.opted_in;
     if !device.has_sdk {
         return Vec::new();
@@ -169,6 +189,10 @@ pub fn plan(device: &SimDevice, profile: &FleetProfile, rng: &mut StdRng) -> Vec
         at += rng.gen_range(3600..MAX_NEXT_RUN_SECS);
     }
     let mut actions = Vec::new();
+    if silent {
+        // The app ran to take it: it reports, and shows nothing to open.
+        return vec![(at, Action::Report("delivered"))];
+    }
     if shown {
         actions.push((at, Action::Report("delivered")));
     }
@@ -230,7 +254,8 @@ impl Fleet {
                     continue;
                 };
                 let sent_at = fleet.clock.now();
-                for (after, action) in plan(device, &fleet.profile, &mut rng) {
+                let silent = is_silent(&push);
+                for (after, action) in plan(device, &fleet.profile, silent, &mut rng) {
                     let job = Report {
                         fleet: fleet.clone(),
                         client: client.clone(),
@@ -329,12 +354,14 @@ mod tests {
         let ios_out = plan(
             &phone(Platform::Ios, AppState::Foreground, false),
             &profile,
+            false,
             &mut rng,
         );
         assert!(ios_out.is_empty());
         let ios_in = plan(
             &phone(Platform::Ios, AppState::Foreground, true),
             &profile,
+            false,
             &mut rng,
         );
         assert_eq!(ios_in[0].1, Action::Report("delivered"));
@@ -342,9 +369,41 @@ mod tests {
         let android = plan(
             &phone(Platform::Android, AppState::Foreground, false),
             &profile,
+            false,
             &mut rng,
         );
         assert_eq!(android[0].1, Action::Report("delivered"));
+    }
+
+    #[test]
+    fn a_silent_push_is_reported_delivered_without_opt_in_and_never_opened() {
+        let profile = FleetProfile {
+            open: 1.0,
+            ..FleetProfile::default()
+        };
+        let mut rng = StdRng::seed_from_u64(4);
+        let not_opted_in = phone(Platform::Ios, AppState::Background, false);
+        let actions = plan(&not_opted_in, &profile, true, &mut rng);
+        assert_eq!(actions.len(), 1);
+        assert_eq!(actions[0].1, Action::Report("delivered"));
+        let push = |platform, payload| ReceivedPush {
+            platform,
+            environment: pushd_actors::model::Environment::Production,
+            token: "t".into(),
+            delivery_id: None,
+            payload,
+            headers: Default::default(),
+        };
+        let silent = json!({"aps": {"content-available": 1}});
+        assert!(is_silent(&push(Platform::Ios, silent)));
+        let alert = json!({"aps": {"alert": {"title": "Hi"}}});
+        assert!(!is_silent(&push(Platform::Ios, alert)));
+        assert!(is_silent(&push(
+            Platform::Android,
+            json!({"message": {"data": {}}})
+        )));
+        let shown = json!({"message": {"notification": {"title": "Hi"}}});
+        assert!(!is_silent(&push(Platform::Android, shown)));
     }
 
     #[test]
@@ -354,21 +413,23 @@ mod tests {
         let closed = plan(
             &phone(Platform::Android, AppState::Closed, true),
             &profile,
+            false,
             &mut rng,
         );
         assert!(closed[0].0 >= 3600);
         let mut dozing = phone(Platform::Android, AppState::Background, true);
         dozing.dozing = true;
-        assert!(plan(&dozing, &profile, &mut rng)[0].0 >= 3600);
+        assert!(plan(&dozing, &profile, false, &mut rng)[0].0 >= 3600);
         let fg = plan(
             &phone(Platform::Android, AppState::Foreground, true),
             &profile,
+            false,
             &mut rng,
         );
         assert!(fg[0].0 < 60);
         let mut old_app = phone(Platform::Ios, AppState::Foreground, true);
         old_app.has_sdk = false;
-        assert!(plan(&old_app, &profile, &mut rng).is_empty());
+        assert!(plan(&old_app, &profile, false, &mut rng).is_empty());
     }
 
     #[test]
@@ -384,7 +445,7 @@ mod tests {
             let mut device = profile.device("c", Platform::Android, &mut rng);
             device.state = AppState::Closed;
             device.has_sdk = true;
-            for (after, _) in plan(&device, &profile, &mut rng) {
+            for (after, _) in plan(&device, &profile, false, &mut rng) {
                 assert!(Duration::from_secs(after) <= horizon());
             }
         }

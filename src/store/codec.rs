@@ -9,8 +9,9 @@ use super::Error;
 
 /// The meta key of the format marker.
 pub const FORMAT_KEY: &str = "format";
-/// The format this version writes and reads.
-pub const FORMAT: &[u8] = b"pushd-snapshot-v2 (postcard)";
+/// The format this version writes and reads (v3: devices' opt-in, message
+/// pacing, the opted-in counters and keyed send records).
+pub const FORMAT: &[u8] = b"pushd-snapshot-v3 (postcard)";
 /// The meta key of the journal position the snapshot covers.
 pub const COVERED_KEY: &str = "covered";
 

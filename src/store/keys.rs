@@ -14,6 +14,8 @@
 //! | `t/` | customer, created_at, delivery id     | empty                  |
 //! | `k/` | `m`/`g`, message/campaign id          | `Tally`                |
 //! | `s/` | `m`/`g`, message/campaign id, minute  | `[delivered, opened]`  |
+//! | `p/` | idempotency key                       | `SendRecord`           |
+//! | `x/` | started (ms), idempotency key         | empty                  |
 //!
 //! Values are postcard-encoded (see `codec`); meta values are raw bytes.
 
@@ -40,6 +42,10 @@ const CREATED: &[u8] = b"t/";
 pub const COUNTER: &[u8] = b"k/";
 /// Time-series shards.
 pub const SERIES: &[u8] = b"s/";
+/// Keyed send records, by idempotency key.
+pub const SEND: &[u8] = b"p/";
+/// Keyed send records by start time: what expiry scans.
+pub const SEND_STARTED: &[u8] = b"x/";
 
 /// `tag` followed by the raw `id`.
 pub fn record(tag: &[u8], id: &str) -> Vec<u8> {
@@ -150,6 +156,20 @@ pub fn index_keys_as(d: &Delivery, was: &Indexed) -> Vec<Vec<u8>> {
     keys
 }
 
+/// The start-time index key of the send record of `key` started at
+/// `started_ms`; the key's bytes end it.
+pub fn send_started(started_ms: i64, key: &str) -> Vec<u8> {
+    [SEND_STARTED, &time(started_ms), key.as_bytes()].concat()
+}
+
+/// The start time and idempotency key of a start-time index key.
+pub fn send_started_parts(index: &[u8]) -> Option<(i64, String)> {
+    let rest = index.strip_prefix(SEND_STARTED)?;
+    let bytes: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+    let key = String::from_utf8(rest[8..].to_vec()).ok()?;
+    Some(((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64, key))
+}
+
 /// The counters of a message or a campaign.
 #[derive(Clone, Copy, Debug)]
 pub enum Counter<'a> {
@@ -219,5 +239,13 @@ mod tests {
         assert!(!ab.starts_with(&a) && !a.starts_with(&ab));
         let key = [unsettled_prefix("c/1"), b"D1".to_vec()].concat();
         assert_eq!(unsettled_customer(&key).as_deref(), Some("c/1"));
+    }
+
+    #[test]
+    fn send_start_keys_sort_by_time_and_read_back() {
+        let (early, late) = (send_started(-5, "zz"), send_started(7, "aa"));
+        assert!(early < late);
+        assert!(late < [SEND_STARTED, &time(8)].concat());
+        assert_eq!(send_started_parts(&late), Some((7, "aa".to_owned())));
     }
 }

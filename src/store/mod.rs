@@ -20,6 +20,7 @@ mod snapshot;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{Change, Position, Store, StoreError};
 use pushd_actors::status::Timestamp;
@@ -241,6 +242,13 @@ impl Store for SledStore {
     fn customers_with_unsettled(&self) -> Result<Vec<String>, StoreError> {
         self.drain()?;
         Ok(self.unsettled_customers()?)
+    }
+
+    fn send_record(&self, key: &str) -> Result<Option<SendRecord>, StoreError> {
+        match self.lock().send_record(key) {
+            Found::Here(r) => Ok(r),
+            Found::Absent => Ok(self.read(&keys::record(keys::SEND, key))?),
+        }
     }
 
     fn covered(&self) -> Result<Position, StoreError> {

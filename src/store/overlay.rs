@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{Change, Entry, Position};
 use pushd_actors::status::MessageStatus;
@@ -92,17 +93,21 @@ pub struct Dirty {
     pub deliveries: HashMap<String, DirtyDelivery>,
     /// Delivery ids by customer: the engine's per-customer reads merge them.
     pub by_customer: HashMap<String, Vec<String>>,
+    /// Keyed send records, by key.
+    pub sends: HashMap<String, SendRecord>,
+    /// Send records started before this time (Unix ms) are to be dropped.
+    pub sends_expired_before: Option<i64>,
 }
 
 impl Dirty {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.customers.is_empty() && self.messages.is_empty() && self.deliveries.is_empty()
+        self.len() == 0 && self.sends_expired_before.is_none()
     }
 
     /// How many records changed.
     pub fn len(&self) -> usize {
-        self.customers.len() + self.messages.len() + self.deliveries.len()
+        self.customers.len() + self.messages.len() + self.deliveries.len() + self.sends.len()
     }
 }
 
@@ -159,6 +164,14 @@ impl Overlay {
                     self.current.messages.insert(m.id.clone(), *m);
                 }
                 Entry::Delivery(after) => self.apply_delivery(change.before.as_deref(), after),
+                Entry::SendRecord(record) => {
+                    self.current.sends.insert(record.key.clone(), *record);
+                }
+                Entry::SendRecordsExpired(before) => {
+                    let dirty = &mut self.current;
+                    dirty.sends.retain(|_, r| r.started_ms >= before);
+                    dirty.sends_expired_before = dirty.sends_expired_before.max(Some(before));
+                }
             }
         }
         self.current.position = position;
@@ -253,6 +266,11 @@ impl Overlay {
     /// A message as the overlay knows it.
     pub fn message(&self, id: &str) -> Found<MessageSpec> {
         self.find(|d| d.messages.get(id).map(|m| Some(m.clone())))
+    }
+
+    /// A keyed send record as the overlay knows it.
+    pub fn send_record(&self, key: &str) -> Found<SendRecord> {
+        self.find(|d| d.sends.get(key).map(|r| Some(r.clone())))
     }
 
     /// The ids of a customer's deliveries changed since the last snapshot.

@@ -28,10 +28,11 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use pushd_actors::idempotency::SendRecord;
 use pushd_actors::ports::Position;
 use pushd_actors::tally::{Tally, contribution, series_points};
 
-use super::keys::{self, CUSTOMER, Counter, DELIVERY, MESSAGE};
+use super::keys::{self, CUSTOMER, Counter, DELIVERY, MESSAGE, SEND};
 use super::overlay::{Dirty, DirtyDelivery};
 use super::{Error, SledStore, codec};
 
@@ -205,15 +206,24 @@ impl SledStore {
     fn write_set(&self, set: &Dirty) -> Result<(), Error> {
         let customers = set.customers.iter().map(Item::Customer);
         let messages = set.messages.iter().map(Item::Message);
+        // Expiry before the set's own send records: a record written again
+        // in this set is never removed by it.
+        let expired = set.sends_expired_before.map(Item::SendsExpired);
+        let sends = set.sends.values().map(Item::Send);
         let deliveries = set.deliveries.values().map(Item::Delivery);
-        let items: Vec<Item<'_>> = customers.chain(messages).chain(deliveries).collect();
+        let items: Vec<Item<'_>> = customers
+            .chain(messages)
+            .chain(expired)
+            .chain(sends)
+            .chain(deliveries)
+            .collect();
         let mut chunk = Chunk::default();
         for (i, item) in items
             .iter()
             .enumerate()
             .skip(set.written.load(Ordering::Acquire))
         {
-            chunk.stage(item)?;
+            chunk.stage(item, &self.db)?;
             if chunk.ops >= OPS_PER_BATCH {
                 self.commit(std::mem::take(&mut chunk), None)?;
                 set.written.store(i + 1, Ordering::Release);
@@ -264,7 +274,16 @@ impl SledStore {
 enum Item<'a> {
     Customer((&'a String, &'a Option<pushd_actors::model::Customer>)),
     Message((&'a String, &'a pushd_actors::model::MessageSpec)),
+    /// Send records started before this time (Unix ms) go.
+    SendsExpired(i64),
+    Send(&'a SendRecord),
     Delivery(&'a DirtyDelivery),
+}
+
+/// The start time of a stored send record: its first field, read alone.
+#[derive(serde::Deserialize)]
+struct Started {
+    started_ms: i64,
 }
 
 /// A batch being built, with the counter and series deltas of its records.
@@ -277,8 +296,9 @@ struct Chunk {
 }
 
 impl Chunk {
-    /// Adds one record's writes.
-    fn stage(&mut self, item: &Item<'_>) -> Result<(), Error> {
+    /// Adds one record's writes; `db` is read for what a send record's
+    /// change removes.
+    fn stage(&mut self, item: &Item<'_>, db: &sled::Db) -> Result<(), Error> {
         match item {
             Item::Customer((id, customer)) => {
                 let key = keys::record(CUSTOMER, id);
@@ -293,7 +313,48 @@ impl Chunk {
                     .insert(keys::record(MESSAGE, id), codec::encode(message)?);
                 self.ops += 1;
             }
+            Item::SendsExpired(before) => self.stage_expiry(*before, db)?,
+            Item::Send(record) => {
+                let key = keys::record(SEND, &record.key);
+                // The key's older record (a key used again once expired)
+                // leaves the start-time index.
+                if let Some(old) = db.get(&key)? {
+                    let old: Started = codec::decode(&old)?;
+                    if old.started_ms != record.started_ms {
+                        self.batch
+                            .remove(keys::send_started(old.started_ms, &record.key));
+                        self.ops += 1;
+                    }
+                }
+                self.batch.insert(key, codec::encode(record)?);
+                let started = keys::send_started(record.started_ms, &record.key);
+                self.batch.insert(started, sled::IVec::default());
+                self.ops += 2;
+            }
             Item::Delivery(pending) => self.stage_delivery(pending)?,
+        }
+        Ok(())
+    }
+
+    /// Removes every send record started before `before` (Unix ms), found
+    /// through the start-time index.
+    fn stage_expiry(&mut self, before: i64, db: &sled::Db) -> Result<(), Error> {
+        let end = [keys::SEND_STARTED, &keys::time(before)].concat();
+        for item in db.range(keys::SEND_STARTED.to_vec()..end) {
+            let (index, _) = item?;
+            self.batch.remove(index.clone());
+            self.ops += 1;
+            let Some((started_ms, key)) = keys::send_started_parts(&index) else {
+                continue;
+            };
+            let record = keys::record(SEND, &key);
+            // The record may be a newer one of the same key.
+            let current = db.get(&record)?;
+            let current = current.map(|v| codec::decode::<Started>(&v)).transpose()?;
+            if current.is_some_and(|c| c.started_ms == started_ms) {
+                self.batch.remove(record);
+                self.ops += 1;
+            }
         }
         Ok(())
     }

@@ -120,6 +120,9 @@ function assertMetricsShown(cells, m, label) {
     assert.ok(m.by_platform?.[p], `${label}: API metrics has by_platform.${p}`);
     for (const k of COUNTERS) check(cell(k, p), m.by_platform[p][k], false, `${label} ${p} ${k}`);
     for (const k of RATES) check(cell(`rates.${k}`, p), m.by_platform[p].rates?.[k], true, `${label} ${p} rates.${k}`);
+    assert.equal(typeof m.by_platform[p].opted_in_sent, 'number', `${label}: API metrics has by_platform.${p}.opted_in_sent`);
+    check(cell('opted_in_sent', p), m.by_platform[p].opted_in_sent, false, `${label} ${p} opted_in_sent`);
+    check(cell('rates.delivered_of_opted_in', p), m.by_platform[p].rates?.delivered_of_opted_in, true, `${label} ${p} rates.delivered_of_opted_in`);
   }
 }
 
@@ -408,6 +411,11 @@ test('overview shows the metrics of the campaign and of the message as the API r
   await page.locator('#ios-note').waitFor({ state: 'visible' });
   const note = await page.locator('#ios-note').textContent();
   assert.match(note, /opted in/);
+  assert.match(note, /Delivered rate, opted in/);
+  // The opted-in rate sits right after the plain one, per platform.
+  const rowLabels = await page.$$eval('#platform-table tbody th', (ths) => ths.map((th) => th.textContent.trim()));
+  const plainRate = rowLabels.indexOf('Delivered rate');
+  assert.equal(rowLabels[plainRate + 1], 'Delivered rate, opted in', rowLabels.join(' | '));
   assert.match(note, /Android/);
   await page.unroute(`**/v1/messages/${MESSAGE}/metrics`);
   await page.goto(`${base}/#/overview?campaign=${CAMPAIGN}`);

@@ -60,6 +60,10 @@ pub struct SendMessage {
     pub message: Arc<MessageSpec>,
     /// The triggering call's data (`event.*`).
     pub data: Value,
+    /// The id to make the delivery under (a keyed send call's); if this
+    /// customer has a delivery with it already, that one is answered and
+    /// nothing is sent. `None`: a new id.
+    pub delivery_id: Option<String>,
 }
 
 /// An app report for one device of a delivery.

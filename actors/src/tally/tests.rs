@@ -43,6 +43,7 @@ fn delivery(devices: &[(Platform, bool)]) -> Delivery {
                 last_error: None,
                 provider_id: None,
                 duplicates: 0,
+                opted_in: None,
             })
             .collect(),
         state: DeliveryState::new(states),
@@ -118,6 +119,52 @@ fn delta_is_after_minus_before() {
 }
 
 #[test]
+fn opted_in_counters_count_only_opted_in_devices() {
+    // An iOS user who allowed notifications, one who did not, and an
+    // Android device whose app did not say.
+    let mut d = delivery(&[
+        (Platform::Ios, false),
+        (Platform::Ios, false),
+        (Platform::Android, false),
+    ]);
+    d.sends[0].opted_in = Some(true);
+    d.sends[1].opted_in = Some(false);
+    for i in 0..3 {
+        d.state.apply_outcome(i, &Outcome::Sent, 1);
+    }
+    let t = contribution(&d);
+    assert_eq!((t.ios.sent, t.ios.opted_in_sent), (2, 1));
+    assert_eq!((t.android.sent, t.android.opted_in_sent), (1, 0));
+    assert_eq!(
+        (t.message.opted_in_sent, t.message.opted_in_delivered),
+        (1, 0)
+    );
+    d.state.apply_report(0, Report::Delivered, 5);
+    let t = contribution(&d);
+    assert_eq!((t.ios.delivered, t.ios.opted_in_delivered), (1, 1));
+    let rates = t.ios.rates();
+    assert_eq!((rates.delivered, rates.delivered_of_opted_in), (0.5, 1.0));
+    assert_eq!(t.message.opted_in_delivered, 1);
+    // A report from the device that had not opted in moves only the plain
+    // counters.
+    d.state.apply_report(1, Report::Delivered, 6);
+    let t = contribution(&d);
+    assert_eq!((t.ios.delivered, t.ios.opted_in_delivered), (2, 1));
+}
+
+#[test]
+fn a_failed_opted_in_device_is_not_opted_in_sent() {
+    let mut d = delivery(&[(Platform::Ios, false), (Platform::Ios, false)]);
+    d.sends[0].opted_in = Some(true);
+    d.state
+        .apply_outcome(0, &Outcome::Failed(FailureReason::ProviderRejected), 1);
+    d.state.apply_outcome(1, &Outcome::Sent, 1);
+    let t = contribution(&d);
+    assert_eq!((t.message.sent, t.message.opted_in_sent), (1, 0));
+    assert_eq!((t.ios.sent, t.ios.opted_in_sent), (1, 0));
+}
+
+#[test]
 fn recipients_and_rounded_rates() {
     let c = Counts {
         sends: 1000,
@@ -129,6 +176,8 @@ fn recipients_and_rounded_rates() {
         undeliverable: 10,
         bounced: 20,
         suppressed: 5,
+        opted_in_sent: 600,
+        opted_in_delivered: 540,
         ..Counts::default()
     };
     assert_eq!(c.recipients(), 975);
@@ -138,7 +187,8 @@ fn recipients_and_rounded_rates() {
             delivered: 0.7368,
             opened: 0.1263,
             converted: 0.0316,
-            opened_of_delivered: 0.1714
+            opened_of_delivered: 0.1714,
+            delivered_of_opted_in: 0.9,
         }
     );
     assert_eq!(Counts::default().rates(), Rates::default());
@@ -213,13 +263,27 @@ fn step(people: usize) -> impl Strategy<Value = Step> {
     ]
 }
 
-fn workload() -> impl Strategy<Value = (Vec<Vec<(Platform, bool)>>, Vec<Step>)> {
+/// A device: its platform, whether it is suppressed, and its opt-in.
+type Spec = (Platform, bool, Option<bool>);
+
+fn workload() -> impl Strategy<Value = (Vec<Vec<Spec>>, Vec<Step>)> {
     let platform = prop_oneof![Just(Platform::Ios), Just(Platform::Android)];
-    let device = (platform, prop::bool::weighted(0.2));
+    let opt_in = prop_oneof![Just(None), Just(Some(true)), Just(Some(false))];
+    let device = (platform, prop::bool::weighted(0.2), opt_in);
     prop::collection::vec(prop::collection::vec(device, 0..=4), 1..6).prop_flat_map(|people| {
         let n = people.len();
         (Just(people), prop::collection::vec(step(n), 0..40))
     })
+}
+
+/// The delivery of one person of a workload.
+fn person(devices: &[Spec]) -> Delivery {
+    let shape: Vec<(Platform, bool)> = devices.iter().map(|&(p, s, _)| (p, s)).collect();
+    let mut d = delivery(&shape);
+    for (send, &(_, _, opted_in)) in d.sends.iter_mut().zip(devices) {
+        send.opted_in = opted_in;
+    }
+    d
 }
 
 proptest! {
@@ -229,7 +293,7 @@ proptest! {
     /// and the totals stay consistent along the way.
     #[test]
     fn summed_deltas_equal_recount((people, steps) in workload()) {
-        let mut current: Vec<Delivery> = people.iter().map(|p| delivery(p)).collect();
+        let mut current: Vec<Delivery> = people.iter().map(|p| person(p)).collect();
         let mut kept: Tally = current.iter().map(|d| Tally::delta(None, d)).fold(Tally::default(), Add::add);
         let mut series: HashMap<(i64, usize), i64> = HashMap::new();
         for s in &steps {
@@ -250,6 +314,8 @@ proptest! {
             prop_assert!(m.sent >= m.delivered && m.delivered >= m.opened && m.sent >= m.converted);
             for c in [kept.message, kept.ios, kept.android] {
                 prop_assert!(c.entries().iter().all(|&(_, v)| v >= 0));
+                prop_assert!(c.opted_in_sent <= c.sent && c.opted_in_delivered <= c.delivered);
+                prop_assert!(c.opted_in_delivered <= c.opted_in_sent);
             }
         }
         let recount = current.iter().map(contribution).fold(Tally::default(), Add::add);

@@ -29,6 +29,7 @@ fn delivery(devices: usize) -> Delivery {
                 last_error: None,
                 provider_id: None,
                 duplicates: 0,
+                opted_in: None,
             })
             .collect(),
         state: DeliveryState::new((0..devices).map(|_| DeviceState::attempted()).collect()),

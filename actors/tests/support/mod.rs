@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pushd_actors::engine::{EngineConfig, Ports};
+use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Content, Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{
     Accepted, BoxFuture, Change, Entry, Journal, JournalError, ManualClock, Position, Provider,
@@ -46,6 +47,7 @@ pub struct MemState {
     pub customers: HashMap<String, Customer>,
     pub deliveries: HashMap<String, Delivery>,
     pub messages: HashMap<String, MessageSpec>,
+    pub sends: HashMap<String, SendRecord>,
     pub covered: Position,
 }
 
@@ -117,6 +119,10 @@ impl Store for MemStore {
         Ok(ids)
     }
 
+    fn send_record(&self, key: &str) -> Result<Option<SendRecord>, StoreError> {
+        Ok(self.state.lock().unwrap().sends.get(key).cloned())
+    }
+
     fn covered(&self) -> Result<Position, StoreError> {
         Ok(self.state.lock().unwrap().covered)
     }
@@ -144,6 +150,12 @@ impl Store for MemStore {
                 }
                 Entry::Delivery(after) => {
                     state.deliveries.insert(after.id.clone(), *after);
+                }
+                Entry::SendRecord(record) => {
+                    state.sends.insert(record.key.clone(), *record);
+                }
+                Entry::SendRecordsExpired(before) => {
+                    state.sends.retain(|_, r| r.started_ms >= before);
                 }
             }
         }
@@ -368,6 +380,7 @@ impl Renderer for PlainRenderer {
             deep_link: None,
             collapse_id: m.collapse_id.clone(),
             options: m.push.clone(),
+            rate_per_minute: m.rate_per_minute,
         })
     }
 }

@@ -110,6 +110,15 @@ const RATES = [
 
 const PLATFORMS = [['ios', 'iOS'], ['android', 'Android']];
 
+// Rows only the platform table has: devices whose user allowed notifications (the app
+// says so when it registers the device), shown beside the plain counter and rate they
+// refine. iOS reports delivered only from those, so this rate compares iOS and Android
+// like with like.
+const OPTED_IN_AFTER = {
+  sent: ['opted_in_sent', 'Sent, opted in', false, (pm) => pm?.opted_in_sent],
+  'rates.delivered': ['rates.delivered_of_opted_in', 'Delivered rate, opted in', true, (pm) => pm?.rates?.delivered_of_opted_in],
+};
+
 // ---------------------------------------------------------------------------------------
 // Small helpers
 
@@ -498,10 +507,16 @@ function renderMetrics(m) {
   );
 
   const byPlatform = m.by_platform ?? {};
-  const rows = [
+  const plain = [
     ...COUNTERS.map(([key, label]) => [key, label, false, (p) => byPlatform[p]?.[key]]),
     ...RATES.map(([key, label]) => [`rates.${key}`, label, true, (p) => byPlatform[p]?.rates?.[key]]),
   ];
+  const rows = plain.flatMap((row) => {
+    const extra = OPTED_IN_AFTER[row[0]];
+    if (!extra) return [row];
+    const [key, label, isRate, get] = extra;
+    return [row, [key, label, isRate, (p) => get(byPlatform[p])]];
+  });
   $('#platform-table tbody').replaceChildren(
     ...rows.map(([key, label, isRate, get]) =>
       h('tr', { class: isRate ? 'rate-row' : null },

@@ -1,0 +1,220 @@
+//! `POST /v1/send/push`: one delivery per customer, fanned out to their
+//! actors; with an `Idempotency-Key` header, the key's first answer is
+//! replayed for 24 hours instead of sending again (see the engine's
+//! [`idempotency`](pushd_actors::idempotency) for how a call cut short is
+//! finished by its retry without sending twice).
+
+use std::sync::Arc;
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::{StreamExt, stream};
+use pushd_actors::idempotency::{Claim, MAX_KEY_BYTES, NotSent, SendAnswer, SendTicket, SentTo};
+use pushd_actors::model::MessageSpec;
+use pushd_actors::person::SendMessage;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::ApiKey;
+use super::body::{Fields, JsonBody};
+use super::error::{ApiError, naming};
+use super::{AppState, check_id, endpoint};
+
+/// Most customer ids in one send.
+pub const MAX_SEND_IDS: usize = 10_000;
+/// Largest `data` of one send, as JSON text: it is copied into every
+/// delivery of the call.
+pub const MAX_SEND_DATA_BYTES: usize = 16 * 1024;
+/// Customers asked at once while fanning a send out.
+const FAN_OUT: usize = 256;
+/// The request header naming a send call for retries.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// The answer header saying an answer is the key's first one, replayed.
+pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+
+/// `POST /v1/send/push` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    message_id: String,
+    customer_ids: Vec<String>,
+    #[serde(default)]
+    data: Value,
+}
+
+impl SendBody {
+    /// A digest of what the call asks for: the same message, customers (in
+    /// order) and data give the same digest, however the JSON was written
+    /// (key order, spacing; absent data is empty data).
+    fn fingerprint(&self) -> String {
+        let data = match &self.data {
+            Value::Null => json!({}),
+            data => data.clone(),
+        };
+        // serde_json's maps are sorted: this text is canonical.
+        let canonical = json!([self.message_id, self.customer_ids, data]).to_string();
+        let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The `Idempotency-Key` header, if given: 1 to 256 bytes of visible ASCII.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.to_str().ok().filter(|k| {
+        (1..=MAX_KEY_BYTES).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
+    });
+    match key {
+        Some(key) => Ok(Some(key.to_owned())),
+        None => Err(ApiError::invalid_field(format!(
+            "{IDEMPOTENCY_KEY} must be 1 to {MAX_KEY_BYTES} visible ASCII characters (a UUID \
+             is a good key), not {} bytes",
+            value.len()
+        ))),
+    }
+}
+
+/// Checks the body; answers the message it sends.
+fn check(state: &AppState, body: &SendBody) -> Result<MessageSpec, ApiError> {
+    let message_id = check_id(&body.message_id, "message_id")?;
+    if body.customer_ids.is_empty() || body.customer_ids.len() > MAX_SEND_IDS {
+        return Err(ApiError::invalid_field(format!(
+            "customer_ids must hold 1 to {MAX_SEND_IDS} ids, not {}",
+            body.customer_ids.len()
+        )));
+    }
+    for (i, id) in body.customer_ids.iter().enumerate() {
+        check_id(id, &format!("customer_ids[{i}]"))?;
+    }
+    if !body.data.is_null() && !body.data.is_object() {
+        return Err(ApiError::invalid_field("data must be an object"));
+    }
+    let data_bytes = serde_json::to_vec(&body.data).map_or(0, |text| text.len());
+    if data_bytes > MAX_SEND_DATA_BYTES {
+        return Err(ApiError::invalid_field(format!(
+            "data must be at most {MAX_SEND_DATA_BYTES} bytes of JSON (it is copied into every \
+             delivery), not {data_bytes}; send large data by reference"
+        )));
+    }
+    state
+        .store
+        .message(message_id)?
+        .ok_or_else(|| ApiError::not_found("message", message_id))
+}
+
+async fn send_push(
+    _: ApiKey,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    web::Json(Fields(body)): JsonBody<SendBody>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let message = Arc::new(check(&state, &body)?);
+    let Some(key) = key else {
+        let (answer, first_error) = fan_out(&state, &message, body, None).await;
+        return Ok(respond(&answer, first_error, false));
+    };
+    let claimed = state
+        .registry
+        .idempotent_sends()
+        .claim(&key, &body.fingerprint())
+        .await;
+    match claimed? {
+        Claim::Replay(answer) => {
+            metrics::counter!("pushd_idempotent_replays_total").increment(1);
+            Ok(respond(&answer, None, true))
+        }
+        Claim::Send(ticket) => {
+            let (answer, first_error) = fan_out(&state, &message, body, Some(&ticket)).await;
+            ticket.record(&answer).await?;
+            Ok(respond(&answer, first_error, false))
+        }
+    }
+}
+
+/// Asks every customer's actor for a delivery (under the ticket's ids for a
+/// keyed call) and answers which were made durable and which were not, with
+/// the first error.
+async fn fan_out(
+    state: &web::Data<AppState>,
+    message: &Arc<MessageSpec>,
+    body: SendBody,
+    ticket: Option<&SendTicket>,
+) -> (SendAnswer, Option<ApiError>) {
+    let sends = body
+        .customer_ids
+        .into_iter()
+        .enumerate()
+        .map(|(n, customer_id)| {
+            let msg = SendMessage {
+                message: message.clone(),
+                data: body.data.clone(),
+                delivery_id: ticket.map(|t| t.delivery_id(n)),
+            };
+            let state = state.clone();
+            async move {
+                let ids = [("customer", customer_id.as_str())];
+                let result = state
+                    .registry
+                    .request(&customer_id, msg)
+                    .await
+                    .map_err(naming(&ids));
+                (customer_id, result)
+            }
+        });
+    let results: Vec<_> = stream::iter(sends).buffered(FAN_OUT).collect().await;
+    // Every delivery made durable is listed, and every customer whose
+    // delivery was not, with why: the client retries only those.
+    let mut answer = SendAnswer::default();
+    let mut first_error = None;
+    for (customer_id, result) in results {
+        match result {
+            Ok(delivery_id) => answer.deliveries.push(SentTo {
+                customer_id,
+                delivery_id,
+            }),
+            Err(e) => {
+                answer.failed.push(NotSent {
+                    customer_id,
+                    code: e.code.to_owned(),
+                    message: e.message.clone(),
+                });
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    metrics::counter!("pushd_deliveries_created_total").increment(answer.deliveries.len() as u64);
+    (answer, first_error)
+}
+
+/// The answer's body: `202` when some delivery was made, else the first
+/// error's status with its error beside the lists.
+fn respond(answer: &SendAnswer, first_error: Option<ApiError>, replayed: bool) -> HttpResponse {
+    let deliveries: Vec<Value> = (answer.deliveries.iter())
+        .map(|d| json!({"customer_id": d.customer_id, "delivery_id": d.delivery_id}))
+        .collect();
+    let failed: Vec<Value> = (answer.failed.iter())
+        .map(|f| json!({"customer_id": f.customer_id, "error": {"code": f.code, "message": f.message}}))
+        .collect();
+    let mut body = json!({"deliveries": deliveries, "failed": failed});
+    let mut status = StatusCode::ACCEPTED;
+    if let Some(e) = first_error.filter(|_| answer.deliveries.is_empty()) {
+        body["error"] = json!({"code": e.code, "message": e.message});
+        status = e.status;
+    }
+    let mut response = HttpResponse::build(status);
+    if replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    response.json(body)
+}
+
+/// Registers the route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(endpoint(
+        "/v1/send/push",
+        [(Method::POST, web::to(send_push))],
+    ));
+}
