@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushd_actors::model::{Environment, PushKind, PushPriority};
 use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
@@ -144,10 +143,10 @@ impl ApnsClient {
                 request = request.header("apns-collapse-id", collapse);
             }
             let request = request
-                .body(Full::new(body.clone()))
+                .body(())
                 .map_err(|e| invalid_request(e.to_string()))?;
             let (status, headers, answer) = endpoint
-                .send(request, room)
+                .send(request, body.clone(), room)
                 .await
                 .map_err(transport_error)?;
             if status.is_success() {

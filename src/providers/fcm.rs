@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
-use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushd_actors::model::{PushKind, PushPriority};
 use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
@@ -133,20 +132,24 @@ impl FcmClient {
         room: &Reserved,
     ) -> Result<Accepted, ProviderError> {
         let inner = &self.0;
-        let message = message(push);
-        check_size("FCM", payload_size(&message["message"]), FCM_MAX_PAYLOAD)?;
-        let body = Bytes::from(message.to_string());
+        // The message is built, checked and encoded, then dropped: only its
+        // bytes wait for the answer.
+        let body = {
+            let message = message(push);
+            check_size("FCM", payload_size(&message["message"]), FCM_MAX_PAYLOAD)?;
+            Bytes::from(message.to_string())
+        };
         let mut refreshed = false;
         loop {
             let token = inner.access_token().await?;
             let request = Request::post(inner.send_uri.clone())
                 .header("authorization", format!("Bearer {token}"))
                 .header("content-type", "application/json")
-                .body(Full::new(body.clone()))
+                .body(())
                 .map_err(|e| invalid_request(e.to_string()))?;
             let (status, headers, answer) = inner
                 .endpoint
-                .send(request, room)
+                .send(request, body.clone(), room)
                 .await
                 .map_err(transport_error)?;
             if status.is_success() {

@@ -1,38 +1,41 @@
-//! HTTP/2 connections to one provider endpoint, on hyper's connection-level
-//! client: what the APNs and FCM clients send pushes through.
+//! HTTP/2 connections to one provider endpoint, on the `h2` crate: what the
+//! APNs and FCM clients send pushes through.
 //!
-//! Written on hyper rather than reqwest (which still fetches FCM's OAuth
-//! tokens) for two reasons the load harness measured: reqwest keeps one
-//! connection per host, while APNs recommends several and one connection's
-//! stream limit caps a provider's throughput; and its per-request layers
-//! (URL parsing, redirect and timeout wrappers, a ~10 KB future per request)
-//! cost about as much CPU and memory as the rest of a push. Here a request
-//! is built from its parts, and capacity is reserved first (see
-//! [`Endpoint::reserve`]), so a push waiting for a stream holds nothing but
-//! its place in line.
+//! Written on `h2` rather than reqwest (which still fetches FCM's OAuth
+//! tokens) or hyper's client, for what the load harness measured: reqwest
+//! keeps one connection per host, while APNs recommends several and one
+//! connection's stream limit caps a provider's throughput; its per-request
+//! layers (URL parsing, redirect and timeout wrappers, a ~10 KB future per
+//! request) cost about as much CPU and memory as the rest of a push; and
+//! hyper's client spawns a task per request to stream its body (~3 KB each
+//! while the answer is awaited). Here a request is its head and one data
+//! frame, and capacity is reserved first (see [`Endpoint::reserve`]), so a
+//! push waiting for a stream holds nothing but its place in line.
 //!
 //! Connections open on demand, up to `max_connections`: a request goes to the
 //! open connection with the fewest streams in flight, and a new connection is
 //! opened once every open one is full. A closed connection (GOAWAY, reset,
 //! keep-alive timeout) is dropped and replaced by the next request.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use h2::client::SendRequest;
 use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long connecting (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/2 pings on idle connections keep NATs and provider load balancers
-/// from dropping them silently.
+/// HTTP/2 pings keep NATs and provider load balancers from dropping a
+/// connection silently, and find one that died without a word.
 const KEEP_ALIVE: Duration = Duration::from_secs(60);
+/// How long a keep-alive ping may go unanswered before the connection is
+/// given up.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How many connections, and how many streams on each.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +56,7 @@ pub enum H2Error {
     Connect(String, String),
     /// The connection or the stream failed.
     #[error("{0}")]
-    Http(#[from] hyper::Error),
+    Http(#[from] h2::Error),
     /// No answer in time.
     #[error("timeout after {0:?}")]
     Timeout(Duration),
@@ -81,8 +84,10 @@ struct Inner {
 /// One open connection and its streams in flight.
 #[derive(Clone)]
 struct Connection {
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<Bytes>,
     in_flight: Arc<AtomicUsize>,
+    /// Set by the connection's driver when it ends.
+    closed: Arc<AtomicBool>,
 }
 
 /// Room for one request on an endpoint, held from before the request is
@@ -156,21 +161,28 @@ impl Endpoint {
         }
     }
 
-    /// Sends `request` on a reserved stream and reads the whole answer,
-    /// within the endpoint's timeout (which starts now, on the wire).
+    /// Sends `head` and `body` on a reserved stream and reads the whole
+    /// answer, within the endpoint's timeout (which starts now, on the wire).
     pub async fn send(
         &self,
-        request: Request<Full<Bytes>>,
+        head: Request<()>,
+        body: Bytes,
         _room: &Reserved,
     ) -> Result<(StatusCode, HeaderMap, Bytes), H2Error> {
         let timeout = self.0.limits.timeout;
         let exchange = async {
-            let (mut sender, _stream) = self.stream().await?;
-            sender.ready().await?;
-            let response = sender.send_request(request).await?;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await?.to_bytes();
-            Ok::<_, H2Error>((parts.status, parts.headers, body))
+            let (sender, _stream) = self.stream().await?;
+            let mut sender = sender.ready().await?;
+            let (answer, mut out) = sender.send_request(head, false)?;
+            out.send_data(body, true)?;
+            let (parts, mut incoming) = answer.await?.into_parts();
+            let mut read = BytesMut::new();
+            while let Some(chunk) = incoming.data().await {
+                let chunk = chunk?;
+                let _ = incoming.flow_control().release_capacity(chunk.len());
+                read.extend_from_slice(&chunk);
+            }
+            Ok::<_, H2Error>((parts.status, parts.headers, read.freeze()))
         };
         tokio::time::timeout(timeout, exchange)
             .await
@@ -179,7 +191,7 @@ impl Endpoint {
 
     /// A stream on the least busy open connection, opening one if every
     /// open connection is full (or closed) and the limit allows.
-    async fn stream(&self) -> Result<(SendRequest<Full<Bytes>>, Stream), H2Error> {
+    async fn stream(&self) -> Result<(SendRequest<Bytes>, Stream), H2Error> {
         if let Some(found) = self.pick(false) {
             return Ok(found);
         }
@@ -201,9 +213,9 @@ impl Endpoint {
 
     /// The open connection with the fewest streams in flight (dropping
     /// closed ones); unless `any`, only one with a free stream.
-    fn pick(&self, any: bool) -> Option<(SendRequest<Full<Bytes>>, Stream)> {
+    fn pick(&self, any: bool) -> Option<(SendRequest<Bytes>, Stream)> {
         let mut connections = self.lock();
-        connections.retain(|c| !c.sender.is_closed());
+        connections.retain(|c| !c.closed.load(Ordering::Acquire));
         let least = connections
             .iter()
             .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))?;
@@ -231,13 +243,8 @@ impl Endpoint {
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             tcp.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
-            let builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .keep_alive_interval(KEEP_ALIVE)
-                .keep_alive_while_idle(true)
-                .clone();
-            let sender = match &inner.tls {
-                None => handshake(builder, TokioIo::new(tcp)).await?,
+            match &inner.tls {
+                None => handshake(tcp).await,
                 Some(tls) => {
                     let name = rustls_pki_types::ServerName::try_from(inner.host.clone())
                         .map_err(|e| failed(e.to_string()))?;
@@ -248,13 +255,9 @@ impl Endpoint {
                     if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
                         return Err(failed("the server does not speak HTTP/2".into()));
                     }
-                    handshake(builder, TokioIo::new(stream)).await?
+                    handshake(stream).await
                 }
-            };
-            Ok(Connection {
-                sender,
-                in_flight: Arc::new(AtomicUsize::new(0)),
-            })
+            }
         };
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, open)
             .await
@@ -265,21 +268,49 @@ impl Endpoint {
     }
 }
 
-/// The HTTP/2 handshake over `io`; the connection is driven by a task.
-async fn handshake<T>(
-    builder: hyper::client::conn::http2::Builder<TokioExecutor>,
-    io: TokioIo<T>,
-) -> Result<SendRequest<Full<Bytes>>, H2Error>
+/// The HTTP/2 handshake over `io`. A task drives the connection, pinging it
+/// while it lives, and marks it closed when it ends.
+async fn handshake<T>(io: T) -> Result<Connection, H2Error>
 where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = builder.handshake(io).await?;
+    let (sender, mut connection) = h2::client::handshake(io).await?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let ping = connection.ping_pong();
+    let done = closed.clone();
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "provider connection closed");
+        let drive = async {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "provider connection closed");
+            }
+        };
+        match ping {
+            Some(ping) => {
+                tokio::select! {
+                    () = drive => {}
+                    () = keep_alive(ping) => tracing::debug!("provider connection stopped answering pings"),
+                }
+            }
+            None => drive.await,
         }
+        done.store(true, Ordering::Release);
     });
-    Ok(sender)
+    Ok(Connection {
+        sender,
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        closed,
+    })
+}
+
+/// Pings every [`KEEP_ALIVE`]; returns when a ping goes unanswered.
+async fn keep_alive(mut ping: h2::PingPong) {
+    loop {
+        tokio::time::sleep(KEEP_ALIVE).await;
+        let answered = tokio::time::timeout(PING_TIMEOUT, ping.ping(h2::Ping::opaque())).await;
+        if !matches!(answered, Ok(Ok(_))) {
+            return;
+        }
+    }
 }
 
 /// TLS for `https://` endpoints: the Mozilla roots, ALPN `h2`.
