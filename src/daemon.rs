@@ -148,7 +148,6 @@ pub async fn serve_with(
             .app_data(key_data.clone())
             .app_data(prometheus.clone())
             .configure(|cfg| http::extractors(cfg, max_body))
-            .configure(http::dashboard::routes)
             .configure(http::routes)
     })
     .shutdown_timeout(10)

@@ -217,13 +217,16 @@ impl Api {
 }
 
 /// The journal's group commits so far: syncs (one write and one fdatasync
-/// each) and seconds spent on them.
+/// each) and seconds spent on them; and the records drained into the sled
+/// snapshot.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Syncs {
     /// `pushd_journal_sync_seconds_count`.
     pub count: f64,
     /// `pushd_journal_sync_seconds_sum`.
     pub seconds: f64,
+    /// `pushd_snapshot_records_total`.
+    pub snapshot_records: f64,
 }
 
 impl Syncs {
@@ -232,6 +235,7 @@ impl Syncs {
         Ok(Syncs {
             count: api.metric("pushd_journal_sync_seconds_count").await?,
             seconds: api.metric("pushd_journal_sync_seconds_sum").await?,
+            snapshot_records: api.metric("pushd_snapshot_records_total").await?,
         })
     }
 
@@ -240,6 +244,7 @@ impl Syncs {
         Syncs {
             count: self.count - earlier.count,
             seconds: self.seconds - earlier.seconds,
+            snapshot_records: self.snapshot_records - earlier.snapshot_records,
         }
     }
 }

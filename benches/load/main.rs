@@ -268,6 +268,9 @@ fn summarize(
         rss_start_mib: mib(m.rss_start),
         rss_idle_mib: mib(m.rss_idle),
         rss_inflight_mib: mib(m.rss_inflight),
+        snapshot_records_per_push: t.sends.syncs.snapshot_records / t.sends.pushes.max(1) as f64,
+        snapshot_records_per_report: t.reports.syncs.snapshot_records
+            / t.reports.reports.max(1) as f64,
         send_syncs: t.sends.syncs.count,
         send_sync_s: t.sends.syncs.seconds,
         report_syncs: t.reports.syncs.count,

@@ -71,6 +71,10 @@ pub struct Summary {
     /// Journal syncs (group commits) during the sends phase, and their time.
     pub send_syncs: f64,
     pub send_sync_s: f64,
+    /// Records drained into the sled snapshot per push (sends phase) and
+    /// per report (reports phase).
+    pub snapshot_records_per_push: f64,
+    pub snapshot_records_per_report: f64,
     /// Journal syncs during the reports phase, and their time.
     pub report_syncs: f64,
     pub report_sync_s: f64,

@@ -130,6 +130,9 @@ struct Writer {
 struct Pending {
     records: VecDeque<PendingRecord>,
     closing: bool,
+    /// Whether the writer sleeps on `work`: only then does queueing wake it
+    /// (a wake-up is a system call, under the engine's write lock).
+    writer_idle: bool,
 }
 
 /// The event log.
@@ -247,10 +250,13 @@ impl EventLog {
         if events.is_empty() {
             return;
         }
-        lock(&self.pending)
-            .records
-            .push_back(PendingRecord { position, events });
-        self.work.notify_one();
+        let mut pending = lock(&self.pending);
+        pending.records.push_back(PendingRecord { position, events });
+        let idle = std::mem::take(&mut pending.writer_idle);
+        drop(pending);
+        if idle {
+            self.work.notify_one();
+        }
     }
 
     /// Writes every queued event of the records up to `through` (once the
@@ -301,11 +307,13 @@ impl EventLog {
             {
                 let mut pending = lock(&self.pending);
                 while pending.records.is_empty() && !pending.closing {
+                    pending.writer_idle = true;
                     pending = self
                         .work
                         .wait(pending)
                         .unwrap_or_else(PoisonError::into_inner);
                 }
+                pending.writer_idle = false;
                 if pending.records.is_empty() {
                     return;
                 }

@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use ring::hmac;
 use ring::rand::SystemRandom;
+use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 
@@ -21,9 +22,9 @@ pub struct Keys {
 }
 
 /// The keys as the request path checks them: HMAC tags under a key drawn at
-/// start. `ring::hmac::verify` compares tags in constant time and the tags
-/// have a fixed length, so neither a key's bytes nor its length leak
-/// through timing.
+/// start. A given key's tag is computed once and compared with each in
+/// constant time (`subtle`); the tags have a fixed length, so neither a
+/// key's bytes nor its length leak through timing.
 pub struct KeyCheck {
     hmac: hmac::Key,
     api: hmac::Tag,
@@ -42,9 +43,23 @@ impl KeyCheck {
         }
     }
 
-    fn is(&self, tag: &hmac::Tag, given: &str) -> bool {
-        hmac::verify(&self.hmac, given.as_bytes(), tag.as_ref()).is_ok()
+    /// Which key `given` is, if any.
+    fn which(&self, given: &str) -> Option<Which> {
+        let tag = hmac::sign(&self.hmac, given.as_bytes());
+        let same = |known: &hmac::Tag| bool::from(tag.as_ref().ct_eq(known.as_ref()));
+        match (same(&self.api), same(&self.sdk)) {
+            (true, _) => Some(Which::Api),
+            (_, true) => Some(Which::Sdk),
+            _ => None,
+        }
     }
+}
+
+/// A key the request carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Api,
+    Sdk,
 }
 
 /// Proof the request carried the API key.
@@ -72,11 +87,10 @@ fn check(req: &HttpRequest, allow_sdk: bool) -> Result<(), ApiError> {
     };
     let given = bearer(req).ok_or_else(unauthorized)?;
     // Blank keys never authenticate (a configured key is never blank).
-    if !given.is_empty() && (keys.is(&keys.api, given) || (allow_sdk && keys.is(&keys.sdk, given)))
-    {
-        Ok(())
-    } else {
-        Err(unauthorized())
+    match keys.which(given).filter(|_| !given.is_empty()) {
+        Some(Which::Api) => Ok(()),
+        Some(Which::Sdk) if allow_sdk => Ok(()),
+        _ => Err(unauthorized()),
     }
 }
 
@@ -108,10 +122,10 @@ mod tests {
             api: "api-key-123".into(),
             sdk: "sdk-key-456".into(),
         });
-        assert!(check.is(&check.api, "api-key-123"));
-        assert!(check.is(&check.sdk, "sdk-key-456"));
-        for wrong in ["api-key-12", "api-key-1234", "", "sdk-key-456"] {
-            assert!(!check.is(&check.api, wrong), "{wrong:?}");
+        assert_eq!(check.which("api-key-123"), Some(Which::Api));
+        assert_eq!(check.which("sdk-key-456"), Some(Which::Sdk));
+        for wrong in ["api-key-12", "api-key-1234", "", "sdk-key-45"] {
+            assert_eq!(check.which(wrong), None, "{wrong:?}");
         }
     }
 }

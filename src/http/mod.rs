@@ -131,15 +131,19 @@ async fn prometheus(handle: web::Data<PrometheusHandle>) -> HttpResponse {
 }
 
 /// Registers every route of the API.
+///
+/// Paths are tried in order, and one with a `{parameter}` is a regex
+/// match: the hot paths (device reports, sends, health) come first.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(endpoint("/healthz", [(Method::GET, web::to(healthz))]))
+    cfg.configure(deliveries::routes)
+        .configure(send::routes)
+        .service(endpoint("/healthz", [(Method::GET, web::to(healthz))]))
         .service(endpoint("/metrics", [(Method::GET, web::to(prometheus))]))
         .configure(openapi::routes)
         .configure(customers::routes)
         .configure(batch::routes)
         .configure(messages::routes)
-        .configure(send::routes)
-        .configure(deliveries::routes)
         .configure(events::routes)
-        .configure(webhooks::routes);
+        .configure(webhooks::routes)
+        .configure(dashboard::routes);
 }
