@@ -251,7 +251,9 @@ impl EventLog {
             return;
         }
         let mut pending = lock(&self.pending);
-        pending.records.push_back(PendingRecord { position, events });
+        pending
+            .records
+            .push_back(PendingRecord { position, events });
         let idle = std::mem::take(&mut pending.writer_idle);
         drop(pending);
         if idle {

@@ -1,0 +1,221 @@
+//! The journal under the daemon: a torn or corrupt tail (a crash in the
+//! middle of a write, a flipped bit) is cut at recovery, never replayed,
+//! and every change acknowledged before it is kept.
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use support::Daemon;
+
+/// The newest journal segment of a data dir.
+fn last_segment(data: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "journal"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a journal segment")
+}
+
+/// Acknowledged customers `c0..c{n}`, then a SIGKILL before any checkpoint.
+async fn acknowledged(data: &Path, n: usize) {
+    let d = Daemon::start(data, &[]);
+    for i in 0..n {
+        d.customer(&format!("c{i}"), json!({"n": i}), &[]).await;
+    }
+    d.kill();
+}
+
+async fn exists(d: &Daemon, id: &str) -> bool {
+    let (status, v) = d.call("GET", &format!("/v1/customers/{id}"), None).await;
+    assert!(status == 200 || status == 404, "{status} {v}");
+    status == 200
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_every_acknowledged_change_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    acknowledged(&data, 10).await;
+    // A record whose write was cut short: a header promising 500 bytes,
+    // and 7 of them.
+    let mut torn = Vec::new();
+    torn.extend_from_slice(&500u32.to_le_bytes());
+    torn.extend_from_slice(&[0xab; 4 + 8 + 7]);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(last_segment(&data))
+        .unwrap()
+        .write_all(&torn)
+        .unwrap();
+
+    let d = Daemon::start(&data, &[]);
+    for i in 0..10 {
+        assert!(exists(&d, &format!("c{i}")).await, "c{i} lost");
+    }
+    // Appends go on after the cut, and survive another crash.
+    d.customer("after", json!({}), &[]).await;
+    d.kill();
+    let d = Daemon::start(&data, &[]);
+    assert!(exists(&d, "after").await);
+    assert!(exists(&d, "c9").await);
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_never_replayed_and_what_came_before_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    acknowledged(&data, 10).await;
+    // Flip a bit near the end of the file: inside the last record (c9's
+    // device-less customer), whose checksum no longer matches.
+    let segment = last_segment(&data);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x10;
+    std::fs::write(&segment, bytes).unwrap();
+
+    let d = Daemon::start(&data, &[]);
+    for i in 0..9 {
+        assert!(exists(&d, &format!("c{i}")).await, "c{i} lost");
+    }
+    let (_, v) = d.call("GET", "/v1/customers/c9", None).await;
+    // Unless a snapshot had taken it before the crash, c9 is gone: its
+    // record is cut, not replayed half-read.
+    assert!(
+        v["attributes"]["n"] == 9 || v["error"]["code"] == "not_found",
+        "{v}"
+    );
+    d.customer("after", json!({}), &[]).await;
+    assert!(exists(&d, "after").await);
+}
+
+/// Under `strace`, a report's journal record is written and `fdatasync`ed
+/// before its `200` goes out. Skipped (saying so) where strace is missing;
+/// CI installs it.
+#[tokio::test]
+async fn a_report_is_synced_before_its_answer() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.txt");
+    let mut child = Command::new("strace")
+        .args([
+            "-f",
+            "-tt",
+            "-s",
+            "64",
+            "-e",
+            "trace=fdatasync,write,sendto",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_pushd"))
+        .arg("serve")
+        .env_clear()
+        .env("PUSHD_LISTEN", "127.0.0.1:0")
+        .env("PUSHD_DATA_DIR", dir.path().join("data"))
+        .env("PUSHD_API_KEY", support::API_KEY)
+        .env("PUSHD_SDK_KEY", support::SDK_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("pushd listening on ").map(str::to_owned))
+        .expect("pushd listens");
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, key: &str, body: serde_json::Value| {
+        client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    use reqwest::Method;
+    let api = support::API_KEY;
+    call(Method::PUT, "/v1/customers/c1", api, json!({}))
+        .await
+        .unwrap();
+    let device = json!({"device": {"id": "tok", "platform": "ios"}});
+    call(Method::PUT, "/v1/customers/c1/devices", api, device)
+        .await
+        .unwrap();
+    call(
+        Method::PUT,
+        "/v1/messages/m",
+        api,
+        json!({"title": "t", "body": "b"}),
+    )
+    .await
+    .unwrap();
+    let sent: serde_json::Value = call(
+        Method::POST,
+        "/v1/send/push",
+        api,
+        json!({"message_id": "m", "customer_ids": ["c1"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let delivery = sent["deliveries"][0]["delivery_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let report = json!({"delivery_id": delivery, "event": "delivered", "device_id": "tok"});
+    let answer = call(Method::POST, "/push/events", support::SDK_KEY, report)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // strace and pushd: the whole process group.
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.wait();
+
+    // The report's record is the last journal write naming the delivery
+    // (strace shows a write's first 64 bytes, the id among them); then a
+    // sync of that file; then the report's answer, `{"status":"ok"}`.
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let record = lines
+        .iter()
+        .rposition(|l| l.contains(" write(") && l.contains(&delivery[..12]))
+        .expect("the report's journal record is written");
+    let fd = lines[record]
+        .split("write(")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap();
+    let synced = lines[record..]
+        .iter()
+        .position(|l| l.contains(&format!("fdatasync({fd}")))
+        .map(|i| record + i)
+        .expect("the journal is synced after the record");
+    let answered = lines[record..]
+        .iter()
+        .position(|l| {
+            l.contains("sendto(") && l.contains("HTTP/1.1 200") && l.contains("content-length: 15")
+        })
+        .map(|i| record + i)
+        .expect("the report's 200 is sent");
+    assert!(
+        synced < answered,
+        "the 200 went out before the sync:\n{}",
+        lines[record..=answered].join("\n")
+    );
+}
