@@ -452,7 +452,7 @@ impl Handler<SendMessage> for PersonActor {
     fn handle(&mut self, msg: SendMessage, ctx: &mut Context<Self>) -> Answer<String> {
         self.touch();
         let clock = &self.ctx.ports.clock;
-        let id = ulid::Ulid::from_parts(clock.now_ms() as u64, rand::random()).to_string();
+        let id = self.ctx.partition.delivery_id(clock.now_ms());
         let mut delivery = Delivery {
             id,
             customer_id: self.id.clone(),
