@@ -11,14 +11,15 @@ use std::task::Poll;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use pushd_actors::engine::{EngineError, Ports};
+use pushd_actors::engine::{EngineError, PartitionTag, Ports};
 use pushd_actors::ports::{Clock, Store, SystemClock};
 use pushd_actors::registry::Registry;
 
 use crate::config::{Config, ConfigError};
 use crate::events::EventLog;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Catalog};
 use crate::keys::{self, KeysError, Source};
+use crate::partition::{Partition, Partitioning, Partitions};
 use crate::persistence::{OpenError, Persistence};
 use crate::providers::{ClientOptions, Providers};
 use crate::store::Timing;
@@ -130,13 +131,20 @@ pub async fn serve_with(
         clock.clone(),
     )?;
 
-    let state = web::Data::new(AppState {
+    let partition = Arc::new(Partition {
+        tag: PartitionTag::default(),
         registry,
         store: store.clone(),
+    });
+    let partitions = Arc::new(Partitions::new(Partitioning::single()));
+    partitions.insert(partition.clone());
+    let state = web::Data::new(AppState {
+        partitions,
+        catalog: Catalog::Local(partition),
         renderer,
         clock,
-        events: events.clone(),
-        webhooks: webhooks.clone(),
+        events: Some(events.clone()),
+        webhooks: Some(webhooks.clone()),
     });
     let key_data = web::Data::new(http::KeyCheck::new(&keys.keys));
     let max_body = config.max_body_bytes;

@@ -8,6 +8,7 @@ pub mod events;
 pub mod http;
 pub mod journal;
 pub mod keys;
+pub mod partition;
 pub mod persistence;
 pub mod providers;
 pub mod sim;
