@@ -145,6 +145,8 @@ pub async fn serve_with(
         clock,
         events: Some(events.clone()),
         webhooks: Some(webhooks.clone()),
+        cluster: None,
+        max_body: config.max_body_bytes,
     });
     let key_data = web::Data::new(http::KeyCheck::new(&keys.keys));
     let max_body = config.max_body_bytes;

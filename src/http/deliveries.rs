@@ -1,10 +1,10 @@
 //! Sending, device reports, and the delivery log.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use actix_web::http::Method;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::{StreamExt, stream};
 use pushd_actors::model::Delivery;
 use pushd_actors::person::{DeviceReport, RetryDelivery, SendMessage};
@@ -16,7 +16,10 @@ use serde_json::{Value, json};
 use super::auth::{ApiKey, SdkKey};
 use super::body::{Fields, JsonBody, QueryOf};
 use super::error::{ApiError, naming};
+use super::reach::{Scope, newest_page};
+use super::split::{Refusal, send_elsewhere};
 use super::{AppState, Catalog, check_id, endpoint, event_time, page_limit};
+use crate::cluster::peers::FORWARDED;
 use crate::partition::Partition;
 use crate::store::DeliveryFilter;
 
@@ -64,6 +67,7 @@ struct ListQuery {
 async fn send_push(
     _: ApiKey,
     state: web::Data<AppState>,
+    req: HttpRequest,
     web::Json(Fields(body)): JsonBody<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
     let message_id = check_id(&body.message_id, "message_id")?;
@@ -92,7 +96,27 @@ async fn send_push(
         .await?
         .ok_or_else(|| ApiError::not_found("message", message_id))?;
     let message = Arc::new(message);
-    let sends = body.customer_ids.into_iter().map(|customer_id| {
+    // Customers of partitions another node serves go there, in one
+    // forwarded send per node; a forwarded send is answered here.
+    let forwarded = req.headers().contains_key(FORWARDED);
+    let partitioning = state.partitions.partitioning();
+    let mut here = Vec::new();
+    let mut elsewhere: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    for (i, customer_id) in body.customer_ids.into_iter().enumerate() {
+        let tag = partitioning.of_customer(&customer_id);
+        let owner = match (
+            &state.cluster,
+            forwarded || state.partitions.get(tag).is_some(),
+        ) {
+            (Some(link), false) => link.node.owner_address(tag),
+            _ => None,
+        };
+        match owner {
+            Some(address) => elsewhere.entry(address).or_default().push((i, customer_id)),
+            None => here.push((i, customer_id)),
+        }
+    }
+    let sends = here.into_iter().map(|(i, customer_id)| {
         let msg = SendMessage {
             message: message.clone(),
             data: body.data.clone(),
@@ -108,16 +132,25 @@ async fn send_push(
                     .map_err(naming(&ids)),
                 Err(e) => Err(e),
             };
-            (customer_id, result)
+            (i, customer_id, result.map_err(Refusal::from))
         }
     });
-    let results: Vec<_> = stream::iter(sends).buffered(FAN_OUT).collect().await;
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let (mut results, others): (Vec<_>, _) = futures_util::join!(
+        stream::iter(sends).buffered(FAN_OUT).collect(),
+        send_elsewhere(&state, authorization, message_id, &body.data, elsewhere)
+    );
+    results.extend(others);
+    results.sort_by_key(|(i, _, _)| *i);
     // Every delivery made durable is listed, and every customer whose
     // delivery was not, with why: the client retries only those.
     let mut deliveries = Vec::with_capacity(results.len());
     let mut failed = Vec::new();
     let mut first_error = None;
-    for (customer_id, result) in results {
+    for (_, customer_id, result) in results {
         match result {
             Ok(delivery_id) => {
                 deliveries.push(json!({"customer_id": customer_id, "delivery_id": delivery_id}))
@@ -276,6 +309,8 @@ async fn get_delivery(
 async fn list_deliveries(
     _: ApiKey,
     state: web::Data<AppState>,
+    scope: Scope,
+    req: HttpRequest,
     web::Query(Fields(q)): QueryOf<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if q.channel.as_deref().is_some_and(|c| c != "push") {
@@ -310,14 +345,22 @@ async fn list_deliveries(
         campaign_id: q.campaign_id,
         customer_id: q.customer_id,
     };
-    let (page, next) = state
-        .deliveries(&filter, limit, q.cursor.as_deref())
-        .await?;
+    let (page, next) = state.local_deliveries(&filter, limit, q.cursor.as_deref())?;
     let mut names = MessageNames::new(&state.catalog);
     let mut deliveries = Vec::with_capacity(page.len());
     for d in &page {
         deliveries.push(delivery_json(d, names.of(&d.message_id).await?, false));
     }
+    let mut more = next.is_some();
+    if state.cluster.is_some() && !scope.local {
+        let path = req.uri().path_and_query().map_or("", |p| p.as_str());
+        let (theirs, their_more) = state.peer_deliveries(path).await?;
+        deliveries.extend(theirs);
+        more |= their_more;
+    }
+    let (deliveries, next) = newest_page(deliveries, limit, more, |d| {
+        d["delivery_id"].as_str().unwrap_or_default()
+    });
     Ok(HttpResponse::Ok().json(json!({"deliveries": deliveries, "next_cursor": next})))
 }
 

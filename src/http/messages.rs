@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::Method;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pushd_actors::model::{
@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use super::auth::ApiKey;
 use super::body::{Fields, JsonBody, QueryOf};
 use super::error::ApiError;
-use super::reach::Counted;
+use super::reach::{Counted, CountedOwned, Scope, TalliesAnswer, TalliesAsked};
 use super::{AppState, check_id, endpoint, page_limit, push_options};
 
 /// `PUT /v1/messages/{id}` body.
@@ -176,7 +176,7 @@ async fn message_metrics(
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
     known_message(&state, id).await?;
-    let tally = state.tallies(&[Counted::Message(id)]).await?;
+    let tally = state.tallies(&[Counted::Message(id)], Scope::ALL).await?;
     Ok(HttpResponse::Ok().json(tally_json(&tally[0])))
 }
 
@@ -214,20 +214,49 @@ fn series_json(points: Vec<(i64, i64, i64)>) -> HttpResponse {
 async fn message_timeseries(
     _: ApiKey,
     state: web::Data<AppState>,
+    scope: Scope,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
     known_message(&state, id).await?;
-    Ok(series_json(state.series(Counted::Message(id)).await?))
+    let points = state
+        .series(Counted::Message(id), scope, req.path())
+        .await?;
+    Ok(series_json(points))
 }
 
 async fn campaign_timeseries(
     _: ApiKey,
     state: web::Data<AppState>,
+    scope: Scope,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "campaign id")?;
-    Ok(series_json(state.series(Counted::Campaign(id)).await?))
+    let points = state
+        .series(Counted::Campaign(id), scope, req.path())
+        .await?;
+    Ok(series_json(points))
+}
+
+/// `POST /v1/cluster/tallies`: this node's share of the counters of
+/// several messages and campaigns, for a node summing every node's.
+async fn local_tallies(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    web::Json(Fields(asked)): JsonBody<TalliesAsked>,
+) -> Result<HttpResponse, ApiError> {
+    let counted: Vec<Counted<'_>> = asked
+        .counted
+        .iter()
+        .map(|c| match c {
+            CountedOwned::Message(id) => Counted::Message(id),
+            CountedOwned::Campaign(id) => Counted::Campaign(id),
+        })
+        .collect();
+    let tallies = state.tallies(&counted, Scope { local: true }).await?;
+    Ok(HttpResponse::Ok().json(TalliesAnswer { tallies }))
 }
 
 async fn campaign_metrics(
@@ -236,7 +265,7 @@ async fn campaign_metrics(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "campaign id")?;
-    let tally = state.tallies(&[Counted::Campaign(id)]).await?;
+    let tally = state.tallies(&[Counted::Campaign(id)], Scope::ALL).await?;
     Ok(HttpResponse::Ok().json(tally_json(&tally[0])))
 }
 
@@ -290,7 +319,7 @@ async fn list_messages(
         .collect();
     let (messages, next) = page(items, limit, q.cursor.as_deref())?;
     let counted: Vec<Counted<'_>> = messages.iter().map(|m| Counted::Message(&m.id)).collect();
-    let tallies = state.tallies(&counted).await?;
+    let tallies = state.tallies(&counted, Scope::ALL).await?;
     let mut out = Vec::with_capacity(messages.len());
     for (m, tally) in messages.iter().zip(&tallies) {
         out.push(json!({
@@ -328,7 +357,7 @@ async fn list_campaigns(
         .iter()
         .map(|(id, _)| Counted::Campaign(id))
         .collect();
-    let tallies = state.tallies(&counted).await?;
+    let tallies = state.tallies(&counted, Scope::ALL).await?;
     let mut out: Vec<Value> = Vec::with_capacity(campaigns.len());
     for ((id, messages), tally) in campaigns.iter().zip(&tallies) {
         out.push(json!({
@@ -372,5 +401,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(endpoint(
         "/v1/campaigns/{id}/timeseries",
         [(Method::GET, web::to(campaign_timeseries))],
+    ))
+    .service(endpoint(
+        "/v1/cluster/tallies",
+        [(Method::POST, web::to(local_tallies))],
     ));
 }

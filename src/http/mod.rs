@@ -9,10 +9,12 @@ pub mod dashboard;
 mod deliveries;
 mod error;
 mod events;
+pub mod forward;
 mod messages;
 mod openapi;
 mod push_options;
 mod reach;
+mod split;
 mod webhooks;
 
 use std::sync::Arc;
@@ -49,6 +51,10 @@ pub struct AppState {
     pub events: Option<Arc<EventLog>>,
     /// The webhooks (`/v1/webhooks`); a cluster node runs none.
     pub webhooks: Option<Arc<Webhooks>>,
+    /// A cluster node's links to the others; `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::Link>>,
+    /// Largest request body, bytes.
+    pub max_body: usize,
 }
 
 impl AppState {

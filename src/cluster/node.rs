@@ -1,0 +1,568 @@
+//! A cluster node: the loop that keeps its leases and its share of the
+//! partitions, and the taking over and dropping of one partition.
+//!
+//! Every tick (a fifth of the lease time) a node renews its member key and
+//! its leases, reads who holds every lease, and then evens the load: with
+//! `n` live members each holds at most `ceil(partitions / n)`; a node under
+//! that takes free partitions (a lapsed lease is free), a node over it
+//! hands one back (its last snapshot uploaded first). Taking a partition
+//! over loads its latest snapshot, reads the journal after it (fencing off
+//! the previous writer), replays it into the store and resumes the unsettled
+//! sends; only then does the node serve it. A lease found lost, or a journal
+//! that failed (fenced), drops the partition at once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use pushd_actors::engine::{EngineConfig, PartitionTag, Ports};
+use pushd_actors::ports::{Clock, Position, Provider, Renderer, Store};
+use pushd_actors::registry::{Registry, Shards};
+use serde::Serialize;
+
+use super::journal::{Place, StreamJournal};
+use super::lease::{self, Held, Holder, Renewal};
+use super::{ClusterError, Nats, Settings, key_of, nats, snapshots};
+use crate::partition::{Partition, Partitions};
+use crate::store::{SledStore, Snapshotter, Timing};
+
+/// What a partition's engine is built from, besides its journal and store.
+#[derive(Clone)]
+pub struct EngineParts {
+    /// Sends pushes.
+    pub provider: Arc<dyn Provider>,
+    /// Renders templates.
+    pub renderer: Arc<dyn Renderer>,
+    /// Tells the time.
+    pub clock: Arc<dyn Clock>,
+    /// Tuning.
+    pub config: EngineConfig,
+    /// The actor threads every partition shares.
+    pub shards: Arc<Shards>,
+}
+
+/// A partition this node holds the lease of.
+struct Owned {
+    held: Held,
+    /// The revision the lease was taken at: names this tenure.
+    epoch: u64,
+    renewed_at: Instant,
+    running: Option<Running>,
+}
+
+/// A partition this node serves.
+struct Running {
+    journal: Arc<StreamJournal>,
+    store: Arc<SledStore>,
+    snapshotter: Snapshotter,
+    uploader: tokio::task::JoinHandle<()>,
+    dir: PathBuf,
+}
+
+/// A cluster node.
+pub struct Node {
+    settings: Settings,
+    nats: Nats,
+    me: Holder,
+    partitions: Arc<Partitions>,
+    engine: EngineParts,
+    data_dir: PathBuf,
+    cache_bytes: u64,
+    runtime: tokio::runtime::Handle,
+    owned: Mutex<BTreeMap<PartitionTag, Owned>>,
+    /// Who holds each lease, as last read.
+    holders: RwLock<BTreeMap<PartitionTag, Holder>>,
+    /// Live members and their addresses, as last read.
+    members: RwLock<BTreeMap<String, String>>,
+}
+
+/// A node's view, for `/healthz`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// This node.
+    pub node: String,
+    /// Partitions in the cluster.
+    pub partitions: u16,
+    /// Partitions this node serves.
+    pub serving: Vec<u16>,
+    /// Partitions whose lease this node holds while it loads them.
+    pub loading: Vec<u16>,
+    /// Live members.
+    pub members: Vec<String>,
+    /// Partitions no node holds a lease of.
+    pub free: Vec<u16>,
+    /// The oldest lease renewal of this node, ms ago.
+    pub oldest_renewal_ms: u64,
+}
+
+impl Node {
+    /// A node over `nats`; [`Node::run`] starts it.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the node's parts, named once here"
+    )]
+    pub fn new(
+        settings: Settings,
+        nats: Nats,
+        partitions: Arc<Partitions>,
+        engine: EngineParts,
+        data_dir: PathBuf,
+        cache_bytes: u64,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Node> {
+        let me = Holder {
+            node: settings.node.clone(),
+            address: settings.advertise.clone(),
+        };
+        Arc::new(Node {
+            settings,
+            nats,
+            me,
+            partitions,
+            engine,
+            data_dir,
+            cache_bytes,
+            runtime,
+            owned: Mutex::new(BTreeMap::new()),
+            holders: RwLock::new(BTreeMap::new()),
+            members: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    fn owned(&self) -> MutexGuard<'_, BTreeMap<PartitionTag, Owned>> {
+        self.owned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.me.node
+    }
+
+    /// The address of the node holding partition `tag`'s lease, unless it
+    /// is this one or none holds it.
+    pub fn owner_address(&self, tag: PartitionTag) -> Option<String> {
+        let holders = self.holders.read().unwrap_or_else(PoisonError::into_inner);
+        holders
+            .get(&tag)
+            .filter(|h| h.node != self.me.node)
+            .map(|h| h.address.clone())
+    }
+
+    /// The addresses of the other live members.
+    pub fn peer_addresses(&self) -> Vec<String> {
+        let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
+        members
+            .iter()
+            .filter(|(node, _)| **node != self.me.node)
+            .map(|(_, address)| address.clone())
+            .collect()
+    }
+
+    /// What this node holds and sees.
+    pub fn status(&self) -> Status {
+        let owned = self.owned();
+        let serving = owned
+            .iter()
+            .filter(|(_, o)| o.running.is_some())
+            .map(|(t, _)| t.0)
+            .collect();
+        let loading = owned
+            .iter()
+            .filter(|(_, o)| o.running.is_none())
+            .map(|(t, _)| t.0)
+            .collect();
+        let oldest = owned
+            .values()
+            .map(|o| o.renewed_at.elapsed())
+            .max()
+            .unwrap_or_default();
+        drop(owned);
+        let holders = self.holders.read().unwrap_or_else(PoisonError::into_inner);
+        let free = (0..self.settings.partitions)
+            .filter(|p| !holders.contains_key(&PartitionTag(*p)))
+            .collect();
+        drop(holders);
+        let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
+        Status {
+            node: self.me.node.clone(),
+            partitions: self.settings.partitions,
+            serving,
+            loading,
+            members: members.keys().cloned().collect(),
+            free,
+            oldest_renewal_ms: oldest.as_millis() as u64,
+        }
+    }
+
+    /// Runs the node's loop until the runtime stops.
+    pub async fn run(self: Arc<Self>) {
+        let tick = self.settings.tick();
+        // Let the other nodes starting now announce themselves before
+        // taking a share, so the first one up does not take everything.
+        if let Err(e) = self.announce().await {
+            tracing::warn!(error = %e, "cannot announce this node");
+        }
+        tokio::time::sleep(tick * 2).await;
+        loop {
+            if let Err(e) = self.review().await {
+                tracing::warn!(error = %e, "cluster review failed; trying again");
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+
+    /// Renews this node's member key.
+    async fn announce(&self) -> Result<(), ClusterError> {
+        let address = self.me.address.clone().into_bytes();
+        self.nats
+            .members
+            .put(key_of(&self.me.node), address.into())
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+
+    /// One tick: membership, renewals, and evening the load.
+    async fn review(self: &Arc<Self>) -> Result<(), ClusterError> {
+        self.announce().await?;
+        self.read_members().await?;
+        self.renew_all().await;
+        let holders = lease::holders(&self.nats.leases, self.settings.partitions).await?;
+        *self.holders.write().unwrap_or_else(PoisonError::into_inner) = holders.clone();
+        let members = self
+            .members
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            .max(1);
+        let share = usize::from(self.settings.partitions).div_ceil(members);
+        let held: Vec<PartitionTag> = self.owned().keys().copied().collect();
+        if held.len() > share {
+            if let Some(&tag) = held.last() {
+                tracing::info!(
+                    partition = tag.0,
+                    share,
+                    "handing a partition back to even the load"
+                );
+                self.hand_back(tag).await;
+            }
+            return Ok(());
+        }
+        let mut room = share - held.len();
+        for tag in (0..self.settings.partitions).map(PartitionTag) {
+            if room == 0 {
+                break;
+            }
+            if holders.contains_key(&tag) || held.contains(&tag) {
+                continue;
+            }
+            if let Some(won) = lease::acquire(&self.nats.leases, tag, &self.me).await? {
+                room -= 1;
+                self.owned().insert(
+                    tag,
+                    Owned {
+                        held: won,
+                        epoch: won.revision,
+                        renewed_at: Instant::now(),
+                        running: None,
+                    },
+                );
+                let node = self.clone();
+                self.runtime.spawn(async move { node.take_over(won).await });
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_members(&self) -> Result<(), ClusterError> {
+        let keys: Vec<String> = self
+            .nats
+            .members
+            .keys()
+            .await
+            .map_err(nats)?
+            .try_collect()
+            .await
+            .map_err(nats)?;
+        let mut members = BTreeMap::new();
+        for key in keys {
+            let Some(entry) = self.nats.members.entry(&key).await.map_err(nats)? else {
+                continue;
+            };
+            if entry.operation != async_nats::jetstream::kv::Operation::Put {
+                continue;
+            }
+            let address = String::from_utf8_lossy(&entry.value).into_owned();
+            let node = base64_name(&key).unwrap_or(key);
+            members.insert(node, address);
+        }
+        members.insert(self.me.node.clone(), self.me.address.clone());
+        *self.members.write().unwrap_or_else(PoisonError::into_inner) = members;
+        Ok(())
+    }
+
+    /// Renews every held lease; drops the partitions whose lease was lost
+    /// or not renewed for a lease time, or whose journal failed.
+    async fn renew_all(self: &Arc<Self>) {
+        let held: Vec<(Held, Instant, bool)> = self
+            .owned()
+            .values()
+            .map(|o| {
+                let failed = o
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| r.journal.failure().is_some());
+                (o.held, o.renewed_at, failed)
+            })
+            .collect();
+        let renewals = held
+            .iter()
+            .map(|(h, _, _)| lease::renew(&self.nats.leases, *h, &self.me));
+        let results = futures_util::future::join_all(renewals).await;
+        for ((held, renewed_at, failed), result) in held.into_iter().zip(results) {
+            match result {
+                Renewal::Renewed(revision) if !failed => {
+                    if let Some(o) = self.owned().get_mut(&held.tag) {
+                        o.held.revision = revision;
+                        o.renewed_at = Instant::now();
+                    }
+                }
+                Renewal::Renewed(revision) => {
+                    tracing::warn!(
+                        partition = held.tag.0,
+                        "journal failed; dropping the partition"
+                    );
+                    self.drop_partition(held.tag).map(retire);
+                    let held = Held { revision, ..held };
+                    lease::release(&self.nats.leases, held).await;
+                }
+                Renewal::Lost => {
+                    tracing::warn!(partition = held.tag.0, "lease lost; dropping the partition");
+                    metrics::counter!("pushd_cluster_leases_lost_total").increment(1);
+                    self.drop_partition(held.tag).map(retire);
+                }
+                Renewal::Unknown(e) if renewed_at.elapsed() >= self.settings.lease => {
+                    tracing::warn!(partition = held.tag.0, error = %e, "lease not renewed in time; dropping the partition");
+                    metrics::counter!("pushd_cluster_leases_lost_total").increment(1);
+                    self.drop_partition(held.tag).map(retire);
+                }
+                Renewal::Unknown(e) => {
+                    tracing::warn!(partition = held.tag.0, error = %e, "lease renewal failed; trying again");
+                }
+            }
+        }
+        metrics::gauge!("pushd_cluster_partitions_served").set(self.partitions.tags().len() as f64);
+        metrics::gauge!("pushd_cluster_leases_held").set(self.owned().len() as f64);
+    }
+
+    /// Stops serving `tag` at once: requests for it are refused (503) or
+    /// forwarded, its journal refuses every later write.
+    fn drop_partition(&self, tag: PartitionTag) -> Option<Running> {
+        self.partitions.remove(tag);
+        let owned = self.owned().remove(&tag)?;
+        let running = owned.running?;
+        running.journal.close();
+        running.uploader.abort();
+        Some(running)
+    }
+
+    /// Hands partition `tag` back: stops serving it, lets its journal
+    /// publish what it holds, uploads a last snapshot, releases the lease.
+    async fn hand_back(&self, tag: PartitionTag) {
+        let held = self.owned().get(&tag).map(|o| o.held);
+        let Some(held) = held else { return };
+        if let Some(running) = self.drop_partition(tag) {
+            running.journal.stopped().await;
+            let Running {
+                journal,
+                store,
+                snapshotter,
+                dir,
+                ..
+            } = running;
+            let _ = tokio::task::spawn_blocking(move || snapshotter.stop()).await;
+            let subject = self.settings.journal_subject(tag.0);
+            if let Err(e) = snapshots::upload(&self.nats, tag, &subject, &store, &journal, 0).await
+            {
+                tracing::warn!(partition = tag.0, error = %e, "no last snapshot; the next owner replays more");
+            }
+            remove_later(dir);
+        }
+        lease::release(&self.nats.leases, held).await;
+    }
+
+    /// Takes partition `held.tag` over; on failure gives the lease back.
+    async fn take_over(self: Arc<Self>, held: Held) {
+        let started = Instant::now();
+        let tag = held.tag;
+        match self.load(held).await {
+            Ok(running) => {
+                let mut owned = self.owned();
+                match owned.get_mut(&tag).filter(|o| o.epoch == held.revision) {
+                    Some(o) => {
+                        o.running = Some(running);
+                        drop(owned);
+                        metrics::counter!("pushd_cluster_takeovers_total").increment(1);
+                        metrics::histogram!("pushd_cluster_takeover_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        tracing::info!(partition = tag.0, elapsed = ?started.elapsed(), "partition taken over");
+                    }
+                    None => {
+                        // Lost while loading.
+                        drop(owned);
+                        self.partitions.remove(tag);
+                        running.journal.close();
+                        running.uploader.abort();
+                        retire(running);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition = tag.0, error = %e, "cannot take the partition over; giving the lease back");
+                let current = self.owned().remove(&tag).map(|o| o.held);
+                if let Some(current) = current {
+                    lease::release(&self.nats.leases, current).await;
+                }
+            }
+        }
+    }
+
+    /// Builds the partition's engine: snapshot, journal, replay, resume.
+    async fn load(self: &Arc<Self>, held: Held) -> Result<Running, ClusterError> {
+        let tag = held.tag;
+        let dir = self
+            .data_dir
+            .join("partitions")
+            .join(format!("p{}-{}", tag.0, held.revision));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+        }
+        std::fs::create_dir_all(dir.parent().expect("a parent"))
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+        let covered = snapshots::load(&self.nats, tag, &dir).await?;
+        let (path, cache) = (dir.clone(), self.cache_bytes);
+        let store = tokio::task::spawn_blocking(move || SledStore::open(path, cache))
+            .await
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+        debug_assert_eq!(store.covered().ok(), Some(covered));
+        let subject = self.settings.journal_subject(tag.0);
+        let place = Place {
+            js: self.nats.js.clone(),
+            stream: self.nats.journal.clone(),
+            subject: subject.clone(),
+            writer: format!("{}-{}", key_of(&self.me.node), held.revision),
+        };
+        let opened = StreamJournal::open(place, covered, &self.runtime).await?;
+        let journal = opened.journal;
+        let ports = Ports {
+            provider: self.engine.provider.clone(),
+            journal: journal.clone(),
+            store: store.clone(),
+            renderer: self.engine.renderer.clone(),
+            clock: self.engine.clock.clone(),
+        };
+        let registry = Arc::new(Registry::for_partition(
+            ports,
+            self.engine.config.clone(),
+            self.engine.shards.clone(),
+            tag,
+        ));
+        let recovering = registry.clone();
+        let recovery = tokio::task::spawn_blocking(move || recovering.recover())
+            .await
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?
+            .map_err(|e| ClusterError::Snapshot(format!("recovery: {e}")))?;
+        tracing::info!(
+            partition = tag.0,
+            covered,
+            messages = opened.messages,
+            replayed = recovery.replayed.records,
+            resumed = recovery.resumed,
+            "partition recovered"
+        );
+        let snapshotter = Snapshotter::start(&store, Timing::default(), Box::new(|_| {}))
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+        self.partitions.insert(Arc::new(Partition {
+            tag,
+            registry,
+            store: store.clone(),
+        }));
+        let uploader = self.runtime.spawn(upload_every(
+            self.nats.clone(),
+            tag,
+            subject,
+            store.clone(),
+            journal.clone(),
+            self.settings.snapshot_every,
+            covered,
+        ));
+        Ok(Running {
+            journal,
+            store,
+            snapshotter,
+            uploader,
+            dir,
+        })
+    }
+
+    /// Hands every partition back (last snapshots uploaded) and leaves the
+    /// members: what a node does on SIGTERM, so the others take over at
+    /// once instead of after the lease time.
+    pub async fn leave(&self) {
+        let tags: Vec<PartitionTag> = self.owned().keys().copied().collect();
+        let hand_backs = tags.into_iter().map(|tag| self.hand_back(tag));
+        futures_util::future::join_all(hand_backs).await;
+        let _ = self.nats.members.delete(key_of(&self.me.node)).await;
+    }
+}
+
+/// Uploads the partition's snapshot every `every` while it runs.
+async fn upload_every(
+    nats: Nats,
+    tag: PartitionTag,
+    subject: String,
+    store: Arc<SledStore>,
+    journal: Arc<StreamJournal>,
+    every: Duration,
+    mut uploaded: Position,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match snapshots::upload(&nats, tag, &subject, &store, &journal, uploaded).await {
+            Ok(covered) => uploaded = covered,
+            Err(e) => tracing::warn!(partition = tag.0, error = %e, "snapshot upload failed"),
+        }
+    }
+}
+
+/// Stops a dropped partition's snapshot thread and deletes its directory,
+/// in the background.
+fn retire(running: Running) {
+    std::thread::spawn(move || {
+        running.snapshotter.stop();
+        remove_later(running.dir);
+    });
+}
+
+/// Deletes a dropped partition's directory in the background (its store
+/// may still be open while its last actors stop).
+fn remove_later(dir: PathBuf) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(5));
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::debug!(dir = %dir.display(), error = %e, "partition directory not removed");
+        }
+    });
+}
+
+/// The node name a member key encodes.
+fn base64_name(key: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(key)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
