@@ -58,6 +58,9 @@ pub enum ServeError {
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Binds `config.listen`: the first thing `serve` needs, done before
@@ -87,7 +90,9 @@ pub async fn serve_with(
     clock: Arc<dyn Clock>,
     banner: bool,
 ) -> Result<(), ServeError> {
-    let addr = listener.local_addr()?;
+    if config.cluster.enabled() {
+        return crate::cluster::serve::run(config, listener, clock, banner).await;
+    }
     let keys = keys::resolve(&config)?;
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
@@ -148,11 +153,38 @@ pub async fn serve_with(
         cluster: None,
         max_body: config.max_body_bytes,
     });
+    run_api(
+        state,
+        &keys,
+        listener,
+        prometheus,
+        config.max_body_bytes,
+        banner,
+    )
+    .await?;
+    tracing::info!("http drained; checkpointing");
+    webhooks.stop();
+    persistence.close();
+    events.close();
+    Ok(())
+}
+
+/// Serves the API on `listener` until SIGTERM/SIGINT has drained it; with
+/// `banner`, prints where the keys are and where it listens once ready.
+pub(crate) async fn run_api(
+    state: web::Data<AppState>,
+    keys: &keys::ResolvedKeys,
+    listener: TcpListener,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    max_body: usize,
+    banner: bool,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr()?;
     let key_data = web::Data::new(http::KeyCheck::new(&keys.keys));
-    let max_body = config.max_body_bytes;
     let prometheus = web::Data::new(prometheus);
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(http::forward::to_owner))
             .wrap(ErrorHandlers::new().default_handler(http::contract_body))
             .app_data(state.clone())
             .app_data(key_data.clone())
@@ -171,15 +203,11 @@ pub async fn serve_with(
         Poll::Ready(result) => result?,
         Poll::Pending => {
             if banner {
-                print_banner(&keys, addr);
+                print_banner(keys, addr);
             }
             server.await?
         }
     }
-    tracing::info!("http drained; checkpointing");
-    webhooks.stop();
-    persistence.close();
-    events.close();
     Ok(())
 }
 

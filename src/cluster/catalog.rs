@@ -4,7 +4,6 @@
 //! one node is there for a send through any other at once.
 
 use async_nats::jetstream::kv;
-use futures_util::TryStreamExt;
 use pushd_actors::model::MessageSpec;
 
 use super::{ClusterError, key_of, nats};
@@ -52,17 +51,11 @@ impl Templates {
 
     /// Every template.
     pub async fn all(&self) -> Result<Vec<MessageSpec>, ClusterError> {
-        let keys: Vec<String> = self
-            .kv
-            .keys()
-            .await
-            .map_err(nats)?
-            .try_collect()
-            .await
-            .map_err(nats)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            out.extend(self.read(&key).await?);
+        let mut out = Vec::new();
+        for (key, value) in super::scan(&self.kv).await? {
+            let spec = postcard::from_bytes(&value)
+                .map_err(|e| nats(format!("template {key} does not decode: {e}")))?;
+            out.push(spec);
         }
         Ok(out)
     }

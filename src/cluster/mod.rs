@@ -16,6 +16,7 @@ pub mod journal;
 pub mod lease;
 pub mod node;
 pub mod peers;
+pub mod serve;
 pub mod snapshots;
 
 use std::time::Duration;
@@ -143,6 +144,25 @@ impl Nats {
             .await
             .map_err(|e| ClusterError::Nats(format!("cannot reach {:?}: {e}", settings.servers)))?;
         let js = jetstream::new(client);
+        // A NATS cluster just started elects its JetStream leader first:
+        // wait for it (bounded) instead of failing the start.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match Nats::open(js.clone(), settings).await {
+                Ok(nats) => return Ok(nats),
+                Err(e @ ClusterError::Settings(_)) => return Err(e),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::info!(error = %e, "JetStream not ready; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Makes sure the stream and buckets exist and the partition count
+    /// agrees.
+    async fn open(js: jetstream::Context, settings: &Settings) -> Result<Nats, ClusterError> {
         let p = &settings.prefix;
         let r = settings.replicas;
         let journal = js
@@ -156,28 +176,37 @@ impl Nats {
             })
             .await
             .map_err(nats)?;
-        let bucket = |name: &str, max_age: Duration| kv::Config {
-            bucket: format!("{p}-{name}"),
-            history: 1,
-            max_age,
-            num_replicas: r,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        };
-        let kv = |config: kv::Config| {
-            let js = js.clone();
+        // Buckets are made as their streams, as async-nats would make them,
+        // except that reads go to the stream's leader (no direct gets from
+        // replicas that may lag): a template or a lease read is current.
+        // (async-nats's own bucket creation also asks for account fields a
+        // 2.9 server does not send.)
+        let kv = |name: &str, max_age: Duration| {
+            let (js, bucket) = (js.clone(), format!("{p}-{name}"));
             async move {
-                match js.get_key_value(&config.bucket).await {
-                    Ok(store) => Ok(store),
-                    Err(_) => js.create_key_value(config).await.map_err(nats),
-                }
+                js.get_or_create_stream(stream::Config {
+                    name: format!("KV_{bucket}"),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    max_age,
+                    storage: stream::StorageType::File,
+                    num_replicas: r,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    discard: stream::DiscardPolicy::New,
+                    duplicate_window: max_age.min(Duration::from_secs(120)),
+                    ..Default::default()
+                })
+                .await
+                .map_err(nats)?;
+                js.get_key_value(&bucket).await.map_err(nats)
             }
         };
-        let leases = kv(bucket("leases", settings.lease)).await?;
-        let members = kv(bucket("members", settings.lease)).await?;
-        let snapshot_index = kv(bucket("snapshot-index", Duration::ZERO)).await?;
-        let templates = kv(bucket("templates", Duration::ZERO)).await?;
-        let facts = kv(bucket("facts", Duration::ZERO)).await?;
+        let leases = kv("leases", settings.lease).await?;
+        let members = kv("members", settings.lease).await?;
+        let snapshot_index = kv("snapshot-index", Duration::ZERO).await?;
+        let templates = kv("templates", Duration::ZERO).await?;
+        let facts = kv("facts", Duration::ZERO).await?;
         let snapshots = match js.get_object_store(format!("{p}-snapshots")).await {
             Ok(store) => store,
             Err(_) => js
@@ -223,6 +252,40 @@ impl Nats {
                 }
             }
             Err(e) => Err(nats(e)),
+        }
+    }
+}
+
+/// Every live key of a bucket and its value, read from the bucket's
+/// stream message by message (async-nats's key listing waits forever on a
+/// 2.9 server). Meant for small buckets: members, templates.
+pub async fn scan(bucket: &kv::Store) -> Result<Vec<(String, bytes::Bytes)>, ClusterError> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let wildcard = format!("{}>", bucket.prefix);
+    let mut out = Vec::new();
+    let mut seq = 1;
+    loop {
+        let message = match bucket
+            .stream
+            .raw_message_builder()
+            .sequence(seq)
+            .next_by_subject(wildcard.clone())
+            .send()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(out),
+            Err(e) => return Err(nats(e)),
+        };
+        tracing::debug!(seq, found = message.sequence, subject = %message.subject, "scan");
+        seq = message.sequence + 1;
+        let deleted = message
+            .headers
+            .get("KV-Operation")
+            .is_some_and(|op| op.as_str() != "PUT");
+        let key = message.subject.as_str().strip_prefix(&bucket.prefix);
+        if let (Some(key), false) = (key, deleted) {
+            out.push((key.to_string(), message.payload));
         }
     }
 }

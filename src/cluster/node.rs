@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use futures_util::TryStreamExt;
+use futures_util::future::join_all;
 use pushd_actors::engine::{EngineConfig, PartitionTag, Ports};
 use pushd_actors::ports::{Clock, Position, Provider, Renderer, Store};
 use pushd_actors::registry::{Registry, Shards};
@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::journal::{Place, StreamJournal};
 use super::lease::{self, Held, Holder, Renewal};
-use super::{ClusterError, Nats, Settings, key_of, nats, snapshots};
+use super::{ClusterError, Nats, Settings, key_of, nats, scan, snapshots};
 use crate::partition::{Partition, Partitions};
 use crate::store::{SledStore, Snapshotter, Timing};
 
@@ -277,26 +277,10 @@ impl Node {
     }
 
     async fn read_members(&self) -> Result<(), ClusterError> {
-        let keys: Vec<String> = self
-            .nats
-            .members
-            .keys()
-            .await
-            .map_err(nats)?
-            .try_collect()
-            .await
-            .map_err(nats)?;
         let mut members = BTreeMap::new();
-        for key in keys {
-            let Some(entry) = self.nats.members.entry(&key).await.map_err(nats)? else {
-                continue;
-            };
-            if entry.operation != async_nats::jetstream::kv::Operation::Put {
-                continue;
-            }
-            let address = String::from_utf8_lossy(&entry.value).into_owned();
+        for (key, address) in scan(&self.nats.members).await? {
             let node = base64_name(&key).unwrap_or(key);
-            members.insert(node, address);
+            members.insert(node, String::from_utf8_lossy(&address).into_owned());
         }
         members.insert(self.me.node.clone(), self.me.address.clone());
         *self.members.write().unwrap_or_else(PoisonError::into_inner) = members;
@@ -320,7 +304,7 @@ impl Node {
         let renewals = held
             .iter()
             .map(|(h, _, _)| lease::renew(&self.nats.leases, *h, &self.me));
-        let results = futures_util::future::join_all(renewals).await;
+        let results = join_all(renewals).await;
         for ((held, renewed_at, failed), result) in held.into_iter().zip(results) {
             match result {
                 Renewal::Renewed(revision) if !failed => {
@@ -334,19 +318,19 @@ impl Node {
                         partition = held.tag.0,
                         "journal failed; dropping the partition"
                     );
-                    self.drop_partition(held.tag).map(retire);
+                    self.retire(held.tag);
                     let held = Held { revision, ..held };
                     lease::release(&self.nats.leases, held).await;
                 }
                 Renewal::Lost => {
                     tracing::warn!(partition = held.tag.0, "lease lost; dropping the partition");
                     metrics::counter!("pushd_cluster_leases_lost_total").increment(1);
-                    self.drop_partition(held.tag).map(retire);
+                    self.retire(held.tag);
                 }
                 Renewal::Unknown(e) if renewed_at.elapsed() >= self.settings.lease => {
                     tracing::warn!(partition = held.tag.0, error = %e, "lease not renewed in time; dropping the partition");
                     metrics::counter!("pushd_cluster_leases_lost_total").increment(1);
-                    self.drop_partition(held.tag).map(retire);
+                    self.retire(held.tag);
                 }
                 Renewal::Unknown(e) => {
                     tracing::warn!(partition = held.tag.0, error = %e, "lease renewal failed; trying again");
@@ -366,6 +350,13 @@ impl Node {
         running.journal.close();
         running.uploader.abort();
         Some(running)
+    }
+
+    /// Drops partition `tag` and cleans up after it in the background.
+    fn retire(&self, tag: PartitionTag) {
+        if let Some(running) = self.drop_partition(tag) {
+            retire(running);
+        }
     }
 
     /// Hands partition `tag` back: stops serving it, lets its journal
@@ -514,7 +505,7 @@ impl Node {
     pub async fn leave(&self) {
         let tags: Vec<PartitionTag> = self.owned().keys().copied().collect();
         let hand_backs = tags.into_iter().map(|tag| self.hand_back(tag));
-        futures_util::future::join_all(hand_backs).await;
+        join_all(hand_backs).await;
         let _ = self.nats.members.delete(key_of(&self.me.node)).await;
     }
 }

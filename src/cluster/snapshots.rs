@@ -161,10 +161,10 @@ pub async fn upload(
     {
         tracing::warn!(object = %old.object, error = %e, "old snapshot not deleted");
     }
-    if let Some(seq) = journal.purge_point(covered) {
-        if let Err(e) = nats.journal.purge().filter(subject).sequence(seq).await {
-            tracing::warn!(partition = tag.0, error = %e, "journal purge failed; retried after the next snapshot");
-        }
+    if let Some(seq) = journal.purge_point(covered)
+        && let Err(e) = nats.journal.purge().filter(subject).sequence(seq).await
+    {
+        tracing::warn!(partition = tag.0, error = %e, "journal purge failed; retried after the next snapshot");
     }
     metrics::counter!("pushd_cluster_snapshots_uploaded_total").increment(1);
     Ok(covered)

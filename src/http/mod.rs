@@ -148,8 +148,14 @@ pub fn endpoint(path: &str, routes: impl IntoIterator<Item = (Method, Route)>) -
     }))
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// `{"status": "ok"}`; a cluster node adds what it serves and sees.
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    match &state.cluster {
+        Some(link) => {
+            HttpResponse::Ok().json(json!({"status": "ok", "cluster": link.node.status()}))
+        }
+        None => HttpResponse::Ok().json(json!({"status": "ok"})),
+    }
 }
 
 async fn prometheus(handle: web::Data<PrometheusHandle>) -> HttpResponse {
