@@ -88,6 +88,14 @@ pub async fn release(leases: &kv::Store, held: Held) {
     }
 }
 
+/// Who holds partition `tag`'s lease now, if anyone.
+pub async fn holder(leases: &kv::Store, tag: PartitionTag) -> Result<Option<Holder>, ClusterError> {
+    let entry = leases.entry(key(tag)).await.map_err(nats)?;
+    Ok(entry
+        .filter(|e| e.operation == kv::Operation::Put)
+        .and_then(|e| serde_json::from_slice(&e.value).ok()))
+}
+
 /// Who holds each of the `count` partitions' leases now; a partition
 /// missing from the map is free.
 pub async fn holders(

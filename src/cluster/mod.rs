@@ -5,7 +5,7 @@
 //! independent engine (registry, store, journal) run by one node at a time:
 //! the holder of its lease in a key-value bucket ([`lease`]). Its journal is
 //! its subject of one replicated stream ([`journal`]), fenced so a node that
-//! lost the lease cannot write; its snapshots go to the object store
+//! lost the lease cannot write; its snapshots go to a stream every node reads
 //! ([`snapshots`]) so any node can take it over ([`node`]). Message
 //! templates live in a key-value bucket every node reads ([`catalog`]).
 //! Any node answers any call: the HTTP layer forwards what another node's
@@ -21,7 +21,7 @@ pub mod snapshots;
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, object_store, stream};
+use async_nats::jetstream::{self, kv, stream};
 
 pub use node::Node;
 
@@ -124,8 +124,10 @@ pub struct Nats {
     pub members: kv::Store,
     /// The latest snapshot of each partition (name and covered position).
     pub snapshot_index: kv::Store,
-    /// The snapshots' bytes.
-    pub snapshots: object_store::ObjectStore,
+    /// The snapshots' chunks (a subject per snapshot).
+    pub snapshots: stream::Stream,
+    /// The prefix of the snapshot subjects.
+    pub snapshot_prefix: String,
     /// Message templates.
     pub templates: kv::Store,
     /// The bucket holding cluster-wide facts (the partition count).
@@ -143,12 +145,12 @@ impl Nats {
             .connect(settings.servers.as_slice())
             .await
             .map_err(|e| ClusterError::Nats(format!("cannot reach {:?}: {e}", settings.servers)))?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         // A NATS cluster just started elects its JetStream leader first:
         // wait for it (bounded) instead of failing the start.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            match Nats::open(js.clone(), settings).await {
+            match Nats::open(js.clone(), client.clone(), settings).await {
                 Ok(nats) => return Ok(nats),
                 Err(e @ ClusterError::Settings(_)) => return Err(e),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
@@ -162,8 +164,16 @@ impl Nats {
 
     /// Makes sure the stream and buckets exist and the partition count
     /// agrees.
-    async fn open(js: jetstream::Context, settings: &Settings) -> Result<Nats, ClusterError> {
+    async fn open(
+        js: jetstream::Context,
+        client: async_nats::Client,
+        settings: &Settings,
+    ) -> Result<Nats, ClusterError> {
         let p = &settings.prefix;
+        // Lease and member calls answer within a tick or count as failed,
+        // so a NATS server's loss slows the node's loop by no more.
+        let mut quick = jetstream::new(client);
+        quick.set_timeout(settings.tick());
         let r = settings.replicas;
         let journal = js
             .get_or_create_stream(stream::Config {
@@ -181,7 +191,7 @@ impl Nats {
         // replicas that may lag): a template or a lease read is current.
         // (async-nats's own bucket creation also asks for account fields a
         // 2.9 server does not send.)
-        let kv = |name: &str, max_age: Duration| {
+        let kv = |name: &str, max_age: Duration, js: &jetstream::Context| {
             let (js, bucket) = (js.clone(), format!("{p}-{name}"));
             async move {
                 js.get_or_create_stream(stream::Config {
@@ -202,23 +212,22 @@ impl Nats {
                 js.get_key_value(&bucket).await.map_err(nats)
             }
         };
-        let leases = kv("leases", settings.lease).await?;
-        let members = kv("members", settings.lease).await?;
-        let snapshot_index = kv("snapshot-index", Duration::ZERO).await?;
-        let templates = kv("templates", Duration::ZERO).await?;
-        let facts = kv("facts", Duration::ZERO).await?;
-        let snapshots = match js.get_object_store(format!("{p}-snapshots")).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: format!("{p}-snapshots"),
-                    num_replicas: r,
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(nats)?,
-        };
+        let leases = kv("leases", settings.lease, &quick).await?;
+        let members = kv("members", settings.lease, &quick).await?;
+        let snapshot_index = kv("snapshot-index", Duration::ZERO, &js).await?;
+        let templates = kv("templates", Duration::ZERO, &js).await?;
+        let facts = kv("facts", Duration::ZERO, &js).await?;
+        let snapshot_prefix = format!("{p}.snapshot");
+        let snapshots = js
+            .get_or_create_stream(stream::Config {
+                name: format!("{p}-snapshots"),
+                subjects: vec![format!("{snapshot_prefix}.>")],
+                storage: stream::StorageType::File,
+                num_replicas: r,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats)?;
         let nats = Nats {
             js,
             journal,
@@ -226,6 +235,7 @@ impl Nats {
             members,
             snapshot_index,
             snapshots,
+            snapshot_prefix,
             templates,
             facts,
         };

@@ -150,6 +150,18 @@ impl Node {
             .map(|h| h.address.clone())
     }
 
+    /// [`Node::owner_address`] read afresh from the lease (when the view of
+    /// the last tick is out of date: a partition just moved).
+    pub async fn current_owner_address(&self, tag: PartitionTag) -> Option<String> {
+        let holder = lease::holder(&self.nats.leases, tag).await.ok()?;
+        let mut holders = self.holders.write().unwrap_or_else(PoisonError::into_inner);
+        match &holder {
+            Some(h) => holders.insert(tag, h.clone()),
+            None => holders.remove(&tag),
+        };
+        holder.filter(|h| h.node != self.me.node).map(|h| h.address)
+    }
+
     /// The addresses of the other live members.
     pub fn peer_addresses(&self) -> Vec<String> {
         let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
@@ -206,8 +218,12 @@ impl Node {
         }
         tokio::time::sleep(tick * 2).await;
         loop {
+            let started = Instant::now();
             if let Err(e) = self.review().await {
                 tracing::warn!(error = %e, "cluster review failed; trying again");
+            }
+            if started.elapsed() > tick * 2 {
+                tracing::warn!(took = ?started.elapsed(), "a cluster review took long");
             }
             tokio::time::sleep(tick).await;
         }

@@ -7,6 +7,8 @@
 //! answered here. A send with many customers is split by the send handler
 //! itself.
 
+use std::time::Duration;
+
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -46,12 +48,17 @@ pub async fn to_owner(
         }
         None => None,
     };
-    let Some(address) = tag
-        .filter(|t| state.partitions.get(*t).is_none())
-        .and_then(|t| link.node.owner_address(t))
-    else {
+    let Some(tag) = tag.filter(|t| state.partitions.get(*t).is_none()) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
+    let mut owner = link.node.owner_address(tag);
+    if owner.is_none() {
+        owner = link.node.current_owner_address(tag).await;
+    }
+    if owner.is_none() {
+        // No other node holds it: answered here (503 while it moves).
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
     if body.is_empty() {
         body = read_body(&mut req, state.max_body).await?;
     }
@@ -65,31 +72,47 @@ pub async fn to_owner(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let answer = link
-        .peers
-        .call(
-            &address,
-            req.method(),
-            &path,
-            authorization.as_deref(),
-            (FORWARDED, "1"),
-            body,
-        )
-        .await;
-    metrics::counter!("pushd_cluster_forwarded_total").increment(1);
-    let response = match answer {
-        Ok(a) => {
-            let mut res = HttpResponse::build(a.status);
-            if let Some(ct) = a.content_type {
-                res.content_type(ct);
+    // A partition moving is asked again of its new owner, a few times.
+    let mut response = unavailable(tag, "no node serves it now").error_response();
+    for attempt in 0..3 {
+        let Some(address) = owner.take() else { break };
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(150 * attempt)).await;
+        }
+        let answer = link
+            .peers
+            .call(
+                &address,
+                req.method(),
+                &path,
+                authorization.as_deref(),
+                (FORWARDED, "1"),
+                body.clone(),
+            )
+            .await;
+        metrics::counter!("pushd_cluster_forwarded_total").increment(1);
+        let moving = match &answer {
+            Ok(a) => a.status == StatusCode::SERVICE_UNAVAILABLE,
+            Err(e) => {
+                tracing::debug!(error = %e, "forwarding failed");
+                true
             }
-            res.body(a.body)
+        };
+        response = match answer {
+            Ok(a) => {
+                let mut res = HttpResponse::build(a.status);
+                if let Some(ct) = a.content_type {
+                    res.content_type(ct);
+                }
+                res.body(a.body)
+            }
+            Err(e) => unavailable(tag, &e.to_string()).error_response(),
+        };
+        if !moving {
+            break;
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "forwarding failed");
-            unavailable(tag.unwrap_or_default(), &e.to_string()).error_response()
-        }
-    };
+        owner = link.node.current_owner_address(tag).await;
+    }
     Ok(req.into_response(response))
 }
 
