@@ -383,6 +383,7 @@ async fn publish(
                 if tried && let Some(seq) = last_with_id(place, msg_id).await {
                     return Ok(seq);
                 }
+                metrics::counter!("pushd_cluster_fenced_total").increment(1);
                 return Err(PublishFailure::Fenced(place.subject.clone()));
             }
             Err(e) => e,

@@ -354,7 +354,11 @@ impl Node {
             }
         }
         metrics::gauge!("pushd_cluster_partitions_served").set(self.partitions.tags().len() as f64);
-        metrics::gauge!("pushd_cluster_leases_held").set(self.owned().len() as f64);
+        let owned = self.owned();
+        let oldest = owned.values().map(|o| o.renewed_at.elapsed()).max();
+        metrics::gauge!("pushd_cluster_leases_held").set(owned.len() as f64);
+        metrics::gauge!("pushd_cluster_lease_renewal_age_seconds")
+            .set(oldest.unwrap_or_default().as_secs_f64());
     }
 
     /// Stops serving `tag` at once: requests for it are refused (503) or

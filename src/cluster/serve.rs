@@ -47,6 +47,7 @@ pub async fn run(
         .install_recorder()
         .map_err(|e| ServeError::Metrics(e.to_string()))?;
     crate::telemetry::register();
+    crate::telemetry::register_cluster();
     let background = Background(Some(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
