@@ -72,6 +72,11 @@ pub async fn run(
         config: config.engine.engine_config(),
         shards: Shards::new(config.engine.shard_count()),
     };
+    // Partitions live in NATS; what a previous run left here is stale.
+    let stale = config.data_dir.join("partitions");
+    if stale.exists() {
+        std::fs::remove_dir_all(&stale)?;
+    }
     let partitions = Arc::new(Partitions::new(Partitioning::new(settings.partitions)));
     // Each partition keeps its own page cache: the node's share of it.
     let cache_bytes = ((config.store_cache_mb << 20) / 8).max(4 << 20);

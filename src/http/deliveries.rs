@@ -143,6 +143,9 @@ async fn send_push(
         stream::iter(sends).buffered(FAN_OUT).collect(),
         send_elsewhere(&state, authorization, message_id, &body.data, elsewhere)
     );
+    // Each node counts the deliveries it made.
+    let made_here = results.iter().filter(|(_, _, r)| r.is_ok()).count();
+    metrics::counter!("pushd_deliveries_created_total").increment(made_here as u64);
     results.extend(others);
     results.sort_by_key(|(i, _, _)| *i);
     // Every delivery made durable is listed, and every customer whose
@@ -162,7 +165,6 @@ async fn send_push(
             }
         }
     }
-    metrics::counter!("pushd_deliveries_created_total").increment(deliveries.len() as u64);
     let body = json!({"deliveries": deliveries, "failed": failed});
     match first_error {
         Some(e) if deliveries.is_empty() => {

@@ -43,9 +43,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts three nats-servers forming one JetStream cluster under `dir`;
-/// answers once each takes clients.
-pub fn start(dir: &Path) -> Vec<NatsServer> {
+/// Fails the test unless `nats-server` is installed.
+fn installed() {
     assert!(
         Command::new("nats-server")
             .arg("--version")
@@ -54,6 +53,38 @@ pub fn start(dir: &Path) -> Vec<NatsServer> {
             .is_ok_and(|s| s.success()),
         "nats-server is not installed: apt-get install nats-server (.ci/run does)"
     );
+}
+
+/// One nats-server with JetStream, alone, under `dir`.
+pub fn single(dir: &Path) -> NatsServer {
+    installed();
+    let home = dir.join("nats");
+    std::fs::create_dir_all(&home).unwrap();
+    let conf = home.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:-1\nports_file_dir: \"{home}\"\njetstream {{ store_dir: \"{home}/js\" }}\n",
+            home = home.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(home.join("nats.log")).unwrap();
+    let child = Command::new("nats-server")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("nats-server starts");
+    let url = client_url(&home);
+    NatsServer { child, url }
+}
+
+/// Starts three nats-servers forming one JetStream cluster under `dir`;
+/// answers once each takes clients.
+pub fn start(dir: &Path) -> Vec<NatsServer> {
+    installed();
     let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let route_urls: Vec<String> = routes
         .iter()
