@@ -42,11 +42,6 @@ impl Partitioning {
         self.count
     }
 
-    /// Every partition.
-    pub fn all(&self) -> impl Iterator<Item = PartitionTag> + use<> {
-        (0..self.count).map(PartitionTag)
-    }
-
     /// The partition of a customer.
     pub fn of_customer(&self, id: &str) -> PartitionTag {
         PartitionTag((crc32fast::hash(id.as_bytes()) % u32::from(self.count)) as u16)

@@ -170,11 +170,6 @@ impl StreamJournal {
         self.shared.lock().failed.clone()
     }
 
-    /// The last position JetStream acknowledged.
-    pub fn durable_position(&self) -> Position {
-        self.shared.lock().durable
-    }
-
     /// The stream sequence below which the subject holds only records at
     /// or before `covered` (a snapshot holds them, so they may be purged);
     /// the subject's last message is always kept, as the next publish

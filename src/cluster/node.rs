@@ -135,11 +135,6 @@ impl Node {
         self.owned.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// This node's name.
-    pub fn name(&self) -> &str {
-        &self.me.node
-    }
-
     /// The address of the node holding partition `tag`'s lease, unless it
     /// is this one or none holds it.
     pub fn owner_address(&self, tag: PartitionTag) -> Option<String> {
