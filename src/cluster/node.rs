@@ -239,9 +239,10 @@ impl Node {
 
     /// One tick: membership, renewals, and evening the load.
     async fn review(self: &Arc<Self>) -> Result<(), ClusterError> {
+        // Renewals first: nothing else failing this tick may cost a lease.
+        self.renew_all().await;
         self.announce().await?;
         self.read_members().await?;
-        self.renew_all().await;
         let holders = lease::holders(&self.nats.leases, self.settings.partitions).await?;
         *self.holders.write().unwrap_or_else(PoisonError::into_inner) = holders.clone();
         let members = self
