@@ -45,6 +45,100 @@ pub struct Config {
     pub webhooks: WebhooksSection,
     /// The delivery event log.
     pub events: EventsSection,
+    /// Cluster mode: several nodes over NATS JetStream.
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: several pushd nodes sharing the customers over a NATS
+/// JetStream cluster. With no `servers` the daemon runs alone.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// NATS server URLs (`nats://host:port`); empty for a single node.
+    pub servers: Vec<String>,
+    /// This node's name, unique in the cluster [default: the advertised
+    /// address].
+    pub node: Option<String>,
+    /// The address other nodes reach this node's API at [default: the
+    /// listen address].
+    pub advertise: Option<String>,
+    /// Customer partitions; every node must agree.
+    pub partitions: u16,
+    /// JetStream replicas of the journal, leases, snapshots and templates.
+    pub replicas: usize,
+    /// A node's lease of a partition lapses after this long unrenewed, ms.
+    pub lease_ms: u64,
+    /// How often a partition's snapshot is uploaded, seconds.
+    pub snapshot_secs: u64,
+    /// Prefix of the stream, buckets and subjects.
+    pub prefix: String,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            servers: Vec::new(),
+            node: None,
+            advertise: None,
+            partitions: 64,
+            replicas: 3,
+            lease_ms: 5000,
+            snapshot_secs: 10,
+            prefix: "pushd".into(),
+        }
+    }
+}
+
+impl ClusterSection {
+    /// Whether the daemon runs as a cluster node.
+    pub fn enabled(&self) -> bool {
+        !self.servers.is_empty()
+    }
+
+    /// The cluster's settings for a node listening on `listen`.
+    pub fn settings(&self, listen: &str) -> Result<crate::cluster::Settings, ConfigError> {
+        let max = crate::partition::MAX_PARTITIONS;
+        if !(1..=max).contains(&self.partitions) {
+            return Err(ConfigError::Invalid(format!(
+                "[cluster] partitions must be 1 to {max}, not {}",
+                self.partitions
+            )));
+        }
+        if self.replicas == 0 || self.replicas > 5 {
+            return Err(ConfigError::Invalid(format!(
+                "[cluster] replicas must be 1 to 5, not {}",
+                self.replicas
+            )));
+        }
+        if self.lease_ms < 500 {
+            return Err(ConfigError::Invalid(format!(
+                "[cluster] lease_ms must be at least 500, not {}",
+                self.lease_ms
+            )));
+        }
+        let prefix_ok = !self.prefix.is_empty()
+            && self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !prefix_ok {
+            return Err(ConfigError::Invalid(format!(
+                "[cluster] prefix must be letters, digits, - or _, not {:?}",
+                self.prefix
+            )));
+        }
+        let advertise = self.advertise.clone().unwrap_or_else(|| listen.to_string());
+        Ok(crate::cluster::Settings {
+            servers: self.servers.clone(),
+            node: self.node.clone().unwrap_or_else(|| advertise.clone()),
+            advertise,
+            partitions: self.partitions,
+            replicas: self.replicas,
+            lease: Duration::from_millis(self.lease_ms),
+            snapshot_every: Duration::from_secs(self.snapshot_secs.max(1)),
+            prefix: self.prefix.clone(),
+        })
+    }
 }
 
 /// `[webhooks]`: how webhooks post and retry.
@@ -147,6 +241,7 @@ impl Default for Config {
             engine: EngineSection::default(),
             webhooks: WebhooksSection::default(),
             events: EventsSection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -375,6 +470,27 @@ pub struct Overrides {
     /// Days delivery events are kept for the feed and the webhooks [default: 30]
     #[arg(long, env = "PUSHD_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<u64>,
+    /// Run as a cluster node over these NATS servers (comma-separated nats:// URLs)
+    #[arg(long, env = "PUSHD_CLUSTER", value_delimiter = ',')]
+    pub cluster: Option<Vec<String>>,
+    /// This cluster node's name [default: the advertised address]
+    #[arg(long, env = "PUSHD_CLUSTER_NODE")]
+    pub cluster_node: Option<String>,
+    /// Address other nodes reach this node's API at [default: the listen address]
+    #[arg(long, env = "PUSHD_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<String>,
+    /// Customer partitions of the cluster, the same on every node [default: 64]
+    #[arg(long, env = "PUSHD_CLUSTER_PARTITIONS")]
+    pub cluster_partitions: Option<u16>,
+    /// JetStream replicas of the cluster's journal and buckets [default: 3]
+    #[arg(long, env = "PUSHD_CLUSTER_REPLICAS")]
+    pub cluster_replicas: Option<usize>,
+    /// Lease time of a partition in ms: a node silent this long loses it [default: 5000]
+    #[arg(long, env = "PUSHD_CLUSTER_LEASE_MS")]
+    pub cluster_lease_ms: Option<u64>,
+    /// Seconds between uploads of a partition's snapshot [default: 10]
+    #[arg(long, env = "PUSHD_CLUSTER_SNAPSHOT_SECS")]
+    pub cluster_snapshot_secs: Option<u64>,
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {
@@ -443,6 +559,18 @@ impl Overrides {
         set(&mut w.max_age_secs, self.webhook_max_age_secs);
         set(&mut w.in_flight, self.webhook_in_flight);
         set(&mut c.events.retention_days, self.event_retention_days);
+        let k = &mut c.cluster;
+        set(
+            &mut k.servers,
+            self.cluster
+                .map(|s| s.into_iter().filter(|u| !u.is_empty()).collect()),
+        );
+        set(&mut k.node, self.cluster_node.map(Some));
+        set(&mut k.advertise, self.cluster_advertise.map(Some));
+        set(&mut k.partitions, self.cluster_partitions);
+        set(&mut k.replicas, self.cluster_replicas);
+        set(&mut k.lease_ms, self.cluster_lease_ms);
+        set(&mut k.snapshot_secs, self.cluster_snapshot_secs);
     }
 }
 
@@ -544,6 +672,46 @@ mod tests {
             };
             assert!(o.load().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cluster_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        std::fs::write(&path, "[cluster]\nnode = \"n1\"\npartitions = 16\n").unwrap();
+        let o = Overrides {
+            config: Some(path.clone()),
+            cluster: Some(vec![
+                "nats://127.0.0.1:4222".into(),
+                "nats://127.0.0.1:4223".into(),
+            ]),
+            cluster_lease_ms: Some(2000),
+            ..Default::default()
+        };
+        let c = o.load().unwrap();
+        assert!(c.cluster.enabled());
+        let s = c.cluster.settings("127.0.0.1:8081").unwrap();
+        assert_eq!(s.servers.len(), 2);
+        assert_eq!(
+            (s.node.as_str(), s.advertise.as_str()),
+            ("n1", "127.0.0.1:8081")
+        );
+        assert_eq!((s.partitions, s.replicas), (16, 3));
+        assert_eq!(s.lease, Duration::from_millis(2000));
+        assert!(
+            !Config::default().cluster.enabled(),
+            "a single node by default"
+        );
+
+        std::fs::write(&path, "[cluster]\npartitions = 0\n").unwrap();
+        let c = Overrides {
+            config: Some(path),
+            ..Default::default()
+        }
+        .load()
+        .unwrap();
+        let e = c.cluster.settings("127.0.0.1:1").unwrap_err().to_string();
+        assert!(e.contains("partitions must be 1 to 1024, not 0"), "{e}");
     }
 
     #[test]

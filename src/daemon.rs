@@ -11,14 +11,15 @@ use std::task::Poll;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use pushd_actors::engine::{EngineError, Ports};
+use pushd_actors::engine::{EngineError, PartitionTag, Ports};
 use pushd_actors::ports::{Clock, Store, SystemClock};
 use pushd_actors::registry::Registry;
 
 use crate::config::{Config, ConfigError};
 use crate::events::EventLog;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Catalog};
 use crate::keys::{self, KeysError, Source};
+use crate::partition::{Partition, Partitioning, Partitions};
 use crate::persistence::{OpenError, Persistence};
 use crate::providers::{ClientOptions, Providers};
 use crate::store::Timing;
@@ -57,6 +58,9 @@ pub enum ServeError {
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Binds `config.listen`: the first thing `serve` needs, done before
@@ -86,7 +90,9 @@ pub async fn serve_with(
     clock: Arc<dyn Clock>,
     banner: bool,
 ) -> Result<(), ServeError> {
-    let addr = listener.local_addr()?;
+    if config.cluster.enabled() {
+        return crate::cluster::serve::run(config, listener, clock, banner).await;
+    }
     let keys = keys::resolve(&config)?;
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
@@ -130,19 +136,55 @@ pub async fn serve_with(
         clock.clone(),
     )?;
 
-    let state = web::Data::new(AppState {
+    let partition = Arc::new(Partition {
+        tag: PartitionTag::default(),
         registry,
         store: store.clone(),
+    });
+    let partitions = Arc::new(Partitions::new(Partitioning::single()));
+    partitions.insert(partition.clone());
+    let state = web::Data::new(AppState {
+        partitions,
+        catalog: Catalog::Local(partition),
         renderer,
         clock,
-        events: events.clone(),
-        webhooks: webhooks.clone(),
+        events: Some(events.clone()),
+        webhooks: Some(webhooks.clone()),
+        cluster: None,
+        max_body: config.max_body_bytes,
     });
+    run_api(
+        state,
+        &keys,
+        listener,
+        prometheus,
+        config.max_body_bytes,
+        banner,
+    )
+    .await?;
+    tracing::info!("http drained; checkpointing");
+    webhooks.stop();
+    persistence.close();
+    events.close();
+    Ok(())
+}
+
+/// Serves the API on `listener` until SIGTERM/SIGINT has drained it; with
+/// `banner`, prints where the keys are and where it listens once ready.
+pub(crate) async fn run_api(
+    state: web::Data<AppState>,
+    keys: &keys::ResolvedKeys,
+    listener: TcpListener,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    max_body: usize,
+    banner: bool,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr()?;
     let key_data = web::Data::new(http::KeyCheck::new(&keys.keys));
-    let max_body = config.max_body_bytes;
     let prometheus = web::Data::new(prometheus);
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(http::forward::to_owner))
             .wrap(ErrorHandlers::new().default_handler(http::contract_body))
             .app_data(state.clone())
             .app_data(key_data.clone())
@@ -160,15 +202,11 @@ pub async fn serve_with(
         Poll::Ready(result) => result?,
         Poll::Pending => {
             if banner {
-                print_banner(&keys, addr);
+                print_banner(keys, addr);
             }
             server.await?
         }
     }
-    tracing::info!("http drained; checkpointing");
-    webhooks.stop();
-    persistence.close();
-    events.close();
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The pushd daemon: HTTP ingress, providers, the sled store, Liquid
 //! templates and the simulators, around the engine of `pushd-actors`.
 
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -8,6 +9,7 @@ pub mod events;
 pub mod http;
 pub mod journal;
 pub mod keys;
+pub mod partition;
 pub mod persistence;
 pub mod providers;
 pub mod sim;

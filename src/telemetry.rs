@@ -55,6 +55,98 @@ pub const WEBHOOK_SERIES: [&str; 4] = [
     "pushd_webhook_oldest_undelivered_seconds",
 ];
 
+/// The series of a cluster node (`pushd serve --cluster`), listed from its
+/// start.
+pub const CLUSTER_SERIES: [&str; 12] = [
+    "pushd_cluster_partitions_served",
+    "pushd_cluster_leases_held",
+    "pushd_cluster_lease_renewal_age_seconds",
+    "pushd_cluster_leases_lost_total",
+    "pushd_cluster_takeovers_total",
+    "pushd_cluster_takeover_seconds",
+    "pushd_cluster_publish_seconds",
+    "pushd_cluster_publish_retries_total",
+    "pushd_cluster_fenced_total",
+    "pushd_cluster_snapshots_uploaded_total",
+    "pushd_cluster_forwarded_total",
+    "pushd_cluster_peer_calls_total",
+];
+
+/// Describes a cluster node's series and makes them appear at zero.
+pub fn register_cluster() {
+    describe_gauge!(
+        "pushd_cluster_partitions_served",
+        "Partitions this node serves now."
+    );
+    describe_gauge!(
+        "pushd_cluster_leases_held",
+        "Partition leases this node holds (served, or being loaded)."
+    );
+    describe_gauge!(
+        "pushd_cluster_lease_renewal_age_seconds",
+        Unit::Seconds,
+        "Time since this node's least recently renewed lease was renewed."
+    );
+    for gauge in [
+        "pushd_cluster_partitions_served",
+        "pushd_cluster_leases_held",
+        "pushd_cluster_lease_renewal_age_seconds",
+    ] {
+        metrics::gauge!(gauge).set(0.0);
+    }
+    describe_counter!(
+        "pushd_cluster_leases_lost_total",
+        "Partitions dropped because their lease was lost or not renewed in time."
+    );
+    describe_counter!(
+        "pushd_cluster_takeovers_total",
+        "Partitions taken over (snapshot loaded, journal replayed, sends resumed)."
+    );
+    describe_histogram!(
+        "pushd_cluster_takeover_seconds",
+        Unit::Seconds,
+        "Time from winning a partition's lease to serving it."
+    );
+    describe_histogram!(
+        "pushd_cluster_publish_seconds",
+        Unit::Seconds,
+        "Time of one journal group publish until JetStream acknowledged it."
+    );
+    describe_counter!(
+        "pushd_cluster_publish_retries_total",
+        "Journal publishes sent again after a failure."
+    );
+    describe_counter!(
+        "pushd_cluster_fenced_total",
+        "Journal publishes refused because another node wrote to the partition."
+    );
+    describe_counter!(
+        "pushd_cluster_snapshots_uploaded_total",
+        "Partition snapshots uploaded for other nodes."
+    );
+    describe_counter!(
+        "pushd_cluster_forwarded_total",
+        "Requests forwarded to the node serving their partition."
+    );
+    describe_counter!(
+        "pushd_cluster_peer_calls_total",
+        "Calls to other nodes (forwarded requests, gathered reads)."
+    );
+    for counter in [
+        "pushd_cluster_leases_lost_total",
+        "pushd_cluster_takeovers_total",
+        "pushd_cluster_publish_retries_total",
+        "pushd_cluster_fenced_total",
+        "pushd_cluster_snapshots_uploaded_total",
+        "pushd_cluster_forwarded_total",
+        "pushd_cluster_peer_calls_total",
+    ] {
+        metrics::counter!(counter).absolute(0);
+    }
+    let _ = metrics::histogram!("pushd_cluster_takeover_seconds");
+    let _ = metrics::histogram!("pushd_cluster_publish_seconds");
+}
+
 /// Outcomes of `pushd_webhook_attempts_total`.
 const WEBHOOK_OUTCOMES: [&str; 4] = ["success", "http_error", "timeout", "network"];
 
@@ -278,7 +370,12 @@ mod tests {
         let mut found = Vec::new();
         recorded(&root.join("src"), &mut found);
         recorded(&root.join("actors/src"), &mut found);
-        let listed = || super::SERIES.iter().chain(&super::WEBHOOK_SERIES);
+        let listed = || {
+            super::SERIES
+                .iter()
+                .chain(&super::WEBHOOK_SERIES)
+                .chain(&super::CLUSTER_SERIES)
+        };
         for name in &found {
             assert!(
                 listed().any(|s| s == name),

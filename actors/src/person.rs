@@ -463,9 +463,9 @@ impl Handler<SendMessage> for PersonActor {
             }
         }
         let clock = &self.ctx.ports.clock;
-        let id = msg.delivery_id.unwrap_or_else(|| {
-            ulid::Ulid::from_parts(clock.now_ms() as u64, rand::random()).to_string()
-        });
+        let id = msg
+            .delivery_id
+            .unwrap_or_else(|| self.ctx.partition.delivery_id(clock.now_ms()));
         let mut delivery = Delivery {
             id,
             customer_id: self.id.clone(),

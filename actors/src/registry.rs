@@ -13,7 +13,7 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use dashmap::DashMap;
 
-use crate::engine::{Ack, EngineConfig, EngineCtx, EngineError, Ports};
+use crate::engine::{Ack, EngineConfig, EngineCtx, EngineError, PartitionTag, Ports};
 use crate::idempotency::IdempotentSends;
 use crate::model::MessageSpec;
 use crate::person::PersonActor;
@@ -37,10 +37,38 @@ impl Departures {
     }
 }
 
+/// The actor threads PersonActors run on, one Arbiter each, named
+/// `pushd-actor-<n>`. The registries of several partitions share one set:
+/// a node's threads follow its cores, not its partitions. Stopped when the
+/// last registry using them is dropped.
+pub struct Shards(Vec<Arbiter>);
+
+impl Shards {
+    /// `count` threads (at least one). Must be called inside an actix System.
+    pub fn new(count: usize) -> Arc<Shards> {
+        let arbiters = (0..count.max(1))
+            .map(|n| {
+                let arbiter = Arbiter::new();
+                arbiter.spawn_fn(move || crate::thread_name::set(&format!("pushd-actor-{n}")));
+                arbiter
+            })
+            .collect();
+        Arc::new(Shards(arbiters))
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        for arbiter in &self.0 {
+            arbiter.stop();
+        }
+    }
+}
+
 /// Finds or starts the PersonActor of a customer.
 pub struct Registry {
     ctx: Arc<EngineCtx>,
-    arbiters: Vec<Arbiter>,
+    arbiters: Arc<Shards>,
     hasher: RandomState,
     actors: Arc<DashMap<String, Running>>,
     generations: AtomicU64,
@@ -51,14 +79,18 @@ impl Registry {
     /// A registry over `shards` arbiters (at least one), threads named
     /// `pushd-actor-<n>`. Must be called inside an actix System.
     pub fn new(ports: Ports, config: EngineConfig, shards: usize) -> Self {
-        let arbiters = (0..shards.max(1))
-            .map(|n| {
-                let arbiter = Arbiter::new();
-                arbiter.spawn_fn(move || crate::thread_name::set(&format!("pushd-actor-{n}")));
-                arbiter
-            })
-            .collect();
-        let ctx = Arc::new(EngineCtx::new(ports, config));
+        Registry::for_partition(ports, config, Shards::new(shards), PartitionTag::default())
+    }
+
+    /// A registry of one partition's customers, on threads it may share
+    /// with other partitions; the delivery ids it makes carry `partition`.
+    pub fn for_partition(
+        ports: Ports,
+        config: EngineConfig,
+        arbiters: Arc<Shards>,
+        partition: PartitionTag,
+    ) -> Self {
+        let ctx = Arc::new(EngineCtx::new(ports, config).in_partition(partition));
         Registry {
             sends: IdempotentSends::new(ctx.clone()),
             ctx,
@@ -99,9 +131,9 @@ impl Registry {
                     actors: self.actors.clone(),
                     generation,
                 };
-                let shard = self.hasher.hash_one(id) as usize % self.arbiters.len();
+                let shard = self.hasher.hash_one(id) as usize % self.arbiters.0.len();
                 let (ctx, id) = (self.ctx.clone(), id.to_string());
-                let addr = PersonActor::start_in_arbiter(&self.arbiters[shard].handle(), |_| {
+                let addr = PersonActor::start_in_arbiter(&self.arbiters.0[shard].handle(), |_| {
                     PersonActor::new(id, ctx, departures)
                 });
                 (generation, addr)
@@ -191,12 +223,4 @@ pub struct Recovery {
     pub replayed: Replayed,
     /// Customers woken to resume unsettled sends.
     pub resumed: usize,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        for arbiter in &self.arbiters {
-            arbiter.stop();
-        }
-    }
 }

@@ -7,8 +7,11 @@
 //! recovery after SIGKILL — then writes `target/load/report.{json,md}` and
 //! `sends.svg`, and prints the summary as the last line. `--profile` runs
 //! `perf record` on the daemon during the sends phase; `--webhook` runs it
-//! with a webhook taking every event.
+//! with a webhook taking every event. `--cluster N` runs only the sends and
+//! reports phases, through a cluster of one node and then of N nodes (see
+//! `cluster.rs`).
 
+mod cluster;
 mod cpu;
 mod daemon;
 mod memory;
@@ -85,11 +88,21 @@ fn main() -> Res<()> {
     let graph = args.iter().any(|a| a == "--profile-graph");
     let profile = graph || args.iter().any(|a| a == "--profile");
     let webhook = args.iter().any(|a| a == "--webhook");
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?
-        .block_on(run(sizes, profile.then_some(graph), webhook))
+        .build()?;
+    if let Some(at) = args.iter().position(|a| a == "--cluster") {
+        let nodes: usize = args
+            .get(at + 1)
+            .and_then(|n| n.parse().ok())
+            .ok_or("--cluster takes a node count, e.g. --cluster 3")?;
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load");
+        std::fs::create_dir_all(&out)?;
+        let customers = sizes.customers / 2;
+        return runtime.block_on(cluster::run(nodes, customers, &out));
+    }
+    runtime.block_on(run(sizes, profile.then_some(graph), webhook))
 }
 
 /// `profile`: `None` for no profile, else whether to record call graphs.

@@ -5,10 +5,15 @@
 //! nothing (one journal record through the customer's actor: the customer
 //! replaced with exactly these devices), and the answer has one result per
 //! item, in order: an item the engine could not take (its actor unavailable,
-//! the journal failing) does not hold up the others.
+//! the journal failing) does not hold up the others. In cluster mode the
+//! items of customers other nodes serve go there, one forwarded import per
+//! node.
+
+use std::collections::BTreeMap;
 
 use actix_web::http::Method;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use pushd_actors::model::Device;
 use pushd_actors::person::{ImportCustomer, MAX_DEVICES};
@@ -20,6 +25,7 @@ use super::body::{Fields, JsonBody};
 use super::customers::DeviceFields;
 use super::error::{ApiError, naming};
 use super::{AppState, check_id, endpoint};
+use crate::cluster::peers::FORWARDED;
 
 /// Most customers per call.
 pub const MAX_BATCH: usize = 1000;
@@ -72,6 +78,7 @@ fn checked(item: ImportItem, at: usize, now: i64) -> Result<(String, ImportCusto
 
 async fn import(
     _: ApiKey,
+    req: HttpRequest,
     state: web::Data<AppState>,
     web::Json(Fields(body)): JsonBody<BatchBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -88,23 +95,54 @@ async fn import(
         .enumerate()
         .map(|(at, item)| checked(item, at, now))
         .collect::<Result<_, _>>()?;
-    let items = imports.into_iter().map(|(id, import)| {
+    // Customers of partitions other nodes serve go there; a forwarded
+    // import is taken here whole.
+    let forwarded = req.headers().contains_key(FORWARDED);
+    let partitioning = state.partitions.partitioning();
+    let mut here = Vec::new();
+    let mut elsewhere: BTreeMap<String, Vec<(usize, String, ImportCustomer)>> = BTreeMap::new();
+    for (n, (id, import)) in imports.into_iter().enumerate() {
+        let tag = partitioning.of_customer(&id);
+        let owner = match (
+            &state.cluster,
+            forwarded || state.partitions.get(tag).is_some(),
+        ) {
+            (Some(link), false) => link.node.owner_address(tag),
+            _ => None,
+        };
+        match owner {
+            Some(address) => elsewhere.entry(address).or_default().push((n, id, import)),
+            None => here.push((n, id, import)),
+        }
+    }
+    let local = here.into_iter().map(|(n, id, import)| {
         let state = state.clone();
         async move {
             let ids = [("customer", id.as_str())];
-            let done = state
-                .registry
-                .request(&id, import)
-                .await
-                .map_err(naming(&ids));
-            match done {
-                Ok(()) => json!({"id": id, "status": "imported"}),
-                Err(e) => json!({"id": id, "status": "refused",
-                    "error": {"code": e.code, "message": e.message}}),
-            }
+            let done = match state.customer_partition(&id) {
+                Ok(p) => p.registry.request(&id, import).await.map_err(naming(&ids)),
+                Err(e) => Err(e),
+            };
+            (
+                n,
+                result(&id, done.map_err(|e| (e.code.to_owned(), e.message))),
+            )
         }
     });
-    let results: Vec<Value> = stream::iter(items).buffered(FAN_OUT).collect().await;
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let remote = elsewhere
+        .into_iter()
+        .map(|(address, items)| import_elsewhere(&state, authorization, address, items));
+    let (mut results, others): (Vec<(usize, Value)>, Vec<Vec<(usize, Value)>>) = futures_util::join!(
+        stream::iter(local).buffered(FAN_OUT).collect(),
+        futures_util::future::join_all(remote)
+    );
+    results.extend(others.into_iter().flatten());
+    results.sort_by_key(|(n, _)| *n);
+    let results: Vec<Value> = results.into_iter().map(|(_, r)| r).collect();
     let imported = results.iter().filter(|r| r["status"] == "imported").count();
     metrics::counter!("pushd_customers_imported_total").increment(imported as u64);
     Ok(HttpResponse::Ok().json(json!({
@@ -112,6 +150,76 @@ async fn import(
         "refused": count - imported,
         "results": results,
     })))
+}
+
+/// One item's result: imported, or refused with `(code, message)`.
+fn result(id: &str, done: Result<(), (String, String)>) -> Value {
+    match done {
+        Ok(()) => json!({"id": id, "status": "imported"}),
+        Err((code, message)) => json!({"id": id, "status": "refused",
+            "error": {"code": code, "message": message}}),
+    }
+}
+
+/// Cluster mode: the items of customers the node at `address` serves, in
+/// one forwarded import; their results, by their place in the request.
+async fn import_elsewhere(
+    state: &AppState,
+    authorization: Option<&str>,
+    address: String,
+    items: Vec<(usize, String, ImportCustomer)>,
+) -> Vec<(usize, Value)> {
+    let customers: Vec<Value> = items
+        .iter()
+        .map(|(_, id, import)| {
+            let devices: Vec<Value> = (import.devices.iter())
+                .map(|d| {
+                    json!({"id": d.id, "platform": d.platform, "app": d.app,
+                        "environment": d.environment, "last_used": d.last_used,
+                        "attributes": d.attributes, "opted_in": d.opted_in})
+                })
+                .collect();
+            json!({"id": id, "attributes": import.attributes,
+                "unsubscribed": import.unsubscribed, "devices": devices})
+        })
+        .collect();
+    let body = Bytes::from(json!({"customers": customers}).to_string());
+    let answer = match &state.cluster {
+        Some(link) => link
+            .peers
+            .call(
+                &address,
+                &Method::POST,
+                "/v1/batch",
+                authorization,
+                (FORWARDED, "1"),
+                body,
+            )
+            .await
+            .map_err(|e| e.to_string()),
+        None => Err("not in a cluster".to_owned()),
+    };
+    let answered: Vec<Value> = match &answer {
+        Ok(a) => serde_json::from_slice::<Value>(&a.body)
+            .ok()
+            .and_then(|v| v["results"].as_array().cloned())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(k, (n, id, _))| {
+            let r = answered.get(k).cloned().unwrap_or_else(|| {
+                let why = match &answer {
+                    Err(e) => e.clone(),
+                    Ok(a) => format!("node {address} answered {}", a.status),
+                };
+                result(&id, Err(("unavailable".to_owned(), why)))
+            });
+            (n, r)
+        })
+        .collect()
 }
 
 /// Registers the route.

@@ -97,6 +97,7 @@ async fn put_customer(
     };
     let ids = [("customer", id)];
     state
+        .customer_partition(id)?
         .registry
         .request(id, msg)
         .await
@@ -111,7 +112,8 @@ async fn get_customer(
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "customer id")?;
     let ids = [("customer", id)];
-    let found = state.registry.ask(id, GetCustomer).await.and_then(|r| r);
+    let registry = state.customer_partition(id)?.registry.clone();
+    let found = registry.ask(id, GetCustomer).await.and_then(|r| r);
     match found.map_err(naming(&ids))? {
         Some(c) => Ok(HttpResponse::Ok().json(c)),
         None => Err(ApiError::not_found("customer", id)),
@@ -126,6 +128,7 @@ async fn delete_customer(
     let id = check_id(&id, "customer id")?;
     let ids = [("customer", id)];
     state
+        .customer_partition(id)?
         .registry
         .request(id, DeleteCustomer)
         .await
@@ -143,6 +146,7 @@ async fn put_device(
     let device = body.device.checked("device", state.clock.now())?;
     let ids = [("customer", id)];
     state
+        .customer_partition(id)?
         .registry
         .request(id, PutDevice(device))
         .await
@@ -161,6 +165,7 @@ async fn delete_device(
     let ids = [("customer", id), ("device", token)];
     let msg = DeleteDevice(token.to_string());
     state
+        .customer_partition(id)?
         .registry
         .request(id, msg)
         .await
@@ -185,6 +190,7 @@ async fn customer_event(
     };
     let ids = [("customer", id)];
     let converted = state
+        .customer_partition(id)?
         .registry
         .request_existing(id, msg)
         .await

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_web::http::Method;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use pushd_actors::model::Delivery;
 use pushd_actors::person::{DeviceReport, RetryDelivery};
 use pushd_actors::ports::Store;
@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 use super::auth::{ApiKey, SdkKey};
 use super::body::{Fields, JsonBody, QueryOf};
 use super::error::{ApiError, naming};
-use super::{AppState, check_id, endpoint, event_time, page_limit};
-use crate::store::{DeliveryFilter, SledStore};
+use super::reach::{Scope, newest_page};
+use super::{AppState, Catalog, check_id, endpoint, event_time, page_limit};
+use crate::partition::Partition;
+use crate::store::DeliveryFilter;
 
 /// `POST /push/events` body.
 #[derive(Deserialize)]
@@ -49,7 +51,8 @@ async fn push_event(
     let delivery_id = check_id(&body.delivery_id, "delivery_id")?;
     let device_id = check_id(&body.device_id, "device_id")?;
     let at = event_time(body.timestamp, &*state.clock, "timestamp")?;
-    let customer = state
+    let partition = state.delivery_partition(delivery_id)?;
+    let customer = partition
         .store
         .delivery_customer(delivery_id)?
         .ok_or_else(|| ApiError::not_found("delivery", delivery_id))?;
@@ -61,33 +64,33 @@ async fn push_event(
     };
     let event = report.report.as_str();
     let ids = [("delivery", delivery_id), ("device", device_id)];
-    let asked = state.registry.request(&customer, report).await;
+    let asked = partition.registry.request(&customer, report).await;
     asked.map_err(naming(&ids))?;
     metrics::counter!("pushd_reports_total", "event" => event).increment(1);
     Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
 }
 
-/// The names of messages, read from the store once per message per request
-/// (a page of the log names the same few messages many times).
+/// The names of messages, read from the catalog once per message per
+/// request (a page of the log names the same few messages many times).
 struct MessageNames<'a> {
-    store: &'a SledStore,
+    catalog: &'a Catalog,
     names: HashMap<String, Option<String>>,
 }
 
 impl<'a> MessageNames<'a> {
-    fn new(store: &'a SledStore) -> Self {
+    fn new(catalog: &'a Catalog) -> Self {
         MessageNames {
-            store,
+            catalog,
             names: HashMap::new(),
         }
     }
 
     /// The name of message `id`, if it exists.
-    fn of(&mut self, id: &str) -> Result<Option<String>, ApiError> {
+    async fn of(&mut self, id: &str) -> Result<Option<String>, ApiError> {
         if let Some(name) = self.names.get(id) {
             return Ok(name.clone());
         }
-        let name = self.store.message(id)?.map(|m| m.name);
+        let name = self.catalog.get(id).await?.map(|m| m.name);
         self.names.insert(id.to_string(), name.clone());
         Ok(name)
     }
@@ -152,12 +155,14 @@ fn delivery_json(d: &Delivery, message_name: Option<String>, detail: bool) -> Va
     v
 }
 
-/// The stored delivery, or 404.
-fn stored_delivery(state: &AppState, id: &str) -> Result<Delivery, ApiError> {
-    state
+/// The stored delivery and its partition, or 404.
+fn stored_delivery(state: &AppState, id: &str) -> Result<(Delivery, Arc<Partition>), ApiError> {
+    let partition = state.delivery_partition(id)?;
+    let d = partition
         .store
         .delivery(id)?
-        .ok_or_else(|| ApiError::not_found("delivery", id))
+        .ok_or_else(|| ApiError::not_found("delivery", id))?;
+    Ok((d, partition))
 }
 
 async fn get_delivery(
@@ -166,14 +171,16 @@ async fn get_delivery(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "delivery id")?;
-    let d = stored_delivery(&state, id)?;
-    let name = MessageNames::new(&state.store).of(&d.message_id)?;
+    let (d, _) = stored_delivery(&state, id)?;
+    let name = MessageNames::new(&state.catalog).of(&d.message_id).await?;
     Ok(HttpResponse::Ok().json(delivery_json(&d, name, true)))
 }
 
 async fn list_deliveries(
     _: ApiKey,
     state: web::Data<AppState>,
+    scope: Scope,
+    req: HttpRequest,
     web::Query(Fields(q)): QueryOf<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if q.channel.as_deref().is_some_and(|c| c != "push") {
@@ -208,14 +215,22 @@ async fn list_deliveries(
         campaign_id: q.campaign_id,
         customer_id: q.customer_id,
     };
-    let (page, next) = state
-        .store
-        .list_deliveries(&filter, limit, q.cursor.as_deref())?;
-    let mut names = MessageNames::new(&state.store);
+    let (page, next) = state.local_deliveries(&filter, limit, q.cursor.as_deref())?;
+    let mut names = MessageNames::new(&state.catalog);
     let mut deliveries = Vec::with_capacity(page.len());
     for d in &page {
-        deliveries.push(delivery_json(d, names.of(&d.message_id)?, false));
+        deliveries.push(delivery_json(d, names.of(&d.message_id).await?, false));
     }
+    let mut more = next.is_some();
+    if state.cluster.is_some() && !scope.local {
+        let path = req.uri().path_and_query().map_or("", |p| p.as_str());
+        let (theirs, their_more) = state.peer_deliveries(path).await?;
+        deliveries.extend(theirs);
+        more |= their_more;
+    }
+    let (deliveries, next) = newest_page(deliveries, limit, more, |d| {
+        d["delivery_id"].as_str().unwrap_or_default()
+    });
     Ok(HttpResponse::Ok().json(json!({"deliveries": deliveries, "next_cursor": next})))
 }
 
@@ -225,17 +240,18 @@ async fn retry_delivery(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "delivery id")?;
-    let d = stored_delivery(&state, id)?;
+    let (d, partition) = stored_delivery(&state, id)?;
     let message = state
-        .store
-        .message(&d.message_id)?
+        .catalog
+        .get(&d.message_id)
+        .await?
         .ok_or_else(|| ApiError::not_found("message", &d.message_id))?;
     let retry = RetryDelivery {
         delivery_id: id.to_string(),
         message: Arc::new(message),
     };
     let ids = [("delivery", id), ("customer", d.customer_id.as_str())];
-    let asked = state.registry.request(&d.customer_id, retry).await;
+    let asked = partition.registry.request(&d.customer_id, retry).await;
     asked.map_err(naming(&ids))?;
     Ok(HttpResponse::Accepted().json(json!({"delivery_id": id})))
 }

@@ -38,7 +38,7 @@ async fn feed(
         })?,
     };
     let limit = page_limit(query.limit.as_deref())?;
-    let events = state.events.clone();
+    let events = state.events()?;
     let page = web::block(move || events.read(after, limit))
         .await
         .map_err(ApiError::from)??;

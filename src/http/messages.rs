@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::Method;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pushd_actors::model::{
@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use super::auth::ApiKey;
 use super::body::{Fields, JsonBody, QueryOf};
 use super::error::ApiError;
+use super::reach::{Counted, CountedOwned, Scope, TalliesAnswer, TalliesAsked};
 use super::{AppState, check_id, endpoint, page_limit, push_options};
 
 /// `PUT /v1/messages/{id}` body.
@@ -153,12 +154,12 @@ async fn put_message(
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
     // A replaced message keeps its place in the lists.
-    let created_at = match state.store.message(id)? {
+    let created_at = match state.catalog.get(id).await? {
         Some(old) => old.created_at,
         None => state.clock.now(),
     };
     let spec = validate(&state, id, body, created_at)?;
-    state.registry.put_message(spec.clone()).await?;
+    state.catalog.put(spec.clone()).await?;
     Ok(HttpResponse::Ok().json(spec))
 }
 
@@ -168,13 +169,13 @@ async fn get_message(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
-    let spec = state.store.message(id)?;
+    let spec = state.catalog.get(id).await?;
     Ok(HttpResponse::Ok().json(spec.ok_or_else(|| ApiError::not_found("message", id))?))
 }
 
 /// 404 unless the message exists.
-fn known_message(state: &AppState, id: &str) -> Result<(), ApiError> {
-    match state.store.message(id)? {
+async fn known_message(state: &AppState, id: &str) -> Result<(), ApiError> {
+    match state.catalog.get(id).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("message", id)),
     }
@@ -186,8 +187,9 @@ async fn message_metrics(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
-    known_message(&state, id)?;
-    Ok(HttpResponse::Ok().json(tally_json(&state.store.message_metrics(id))))
+    known_message(&state, id).await?;
+    let tally = state.tallies(&[Counted::Message(id)], Scope::ALL).await?;
+    Ok(HttpResponse::Ok().json(tally_json(&tally[0])))
 }
 
 /// The body of the metrics endpoints: the message-level counters,
@@ -224,20 +226,49 @@ fn series_json(points: Vec<(i64, i64, i64)>) -> HttpResponse {
 async fn message_timeseries(
     _: ApiKey,
     state: web::Data<AppState>,
+    scope: Scope,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "message id")?;
-    known_message(&state, id)?;
-    Ok(series_json(state.store.message_timeseries(id)))
+    known_message(&state, id).await?;
+    let points = state
+        .series(Counted::Message(id), scope, req.path())
+        .await?;
+    Ok(series_json(points))
 }
 
 async fn campaign_timeseries(
     _: ApiKey,
     state: web::Data<AppState>,
+    scope: Scope,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "campaign id")?;
-    Ok(series_json(state.store.campaign_timeseries(id)))
+    let points = state
+        .series(Counted::Campaign(id), scope, req.path())
+        .await?;
+    Ok(series_json(points))
+}
+
+/// `POST /v1/cluster/tallies`: this node's share of the counters of
+/// several messages and campaigns, for a node summing every node's.
+async fn local_tallies(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    web::Json(Fields(asked)): JsonBody<TalliesAsked>,
+) -> Result<HttpResponse, ApiError> {
+    let counted: Vec<Counted<'_>> = asked
+        .counted
+        .iter()
+        .map(|c| match c {
+            CountedOwned::Message(id) => Counted::Message(id),
+            CountedOwned::Campaign(id) => Counted::Campaign(id),
+        })
+        .collect();
+    let tallies = state.tallies(&counted, Scope { local: true }).await?;
+    Ok(HttpResponse::Ok().json(TalliesAnswer { tallies }))
 }
 
 async fn campaign_metrics(
@@ -246,7 +277,8 @@ async fn campaign_metrics(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "campaign id")?;
-    Ok(HttpResponse::Ok().json(tally_json(&state.store.campaign_metrics(id))))
+    let tally = state.tallies(&[Counted::Campaign(id)], Scope::ALL).await?;
+    Ok(HttpResponse::Ok().json(tally_json(&tally[0])))
 }
 
 /// One page of `items` (sorted newest first by `(time, id)`) after
@@ -292,20 +324,22 @@ async fn list_messages(
     web::Query(Fields(q)): QueryOf<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(q.limit.as_deref())?;
-    let all = state.store.messages()?;
+    let all = state.catalog.all().await?;
     let items = all
         .into_iter()
         .map(|m| (m.created_at, m.id.clone(), m))
         .collect();
     let (messages, next) = page(items, limit, q.cursor.as_deref())?;
+    let counted: Vec<Counted<'_>> = messages.iter().map(|m| Counted::Message(&m.id)).collect();
+    let tallies = state.tallies(&counted, Scope::ALL).await?;
     let mut out = Vec::with_capacity(messages.len());
-    for m in messages {
+    for (m, tally) in messages.iter().zip(&tallies) {
         out.push(json!({
             "message_id": m.id,
             "name": m.name,
             "campaign_id": m.campaign_id,
             "created_at": m.created_at,
-            "metrics": tally_json(&state.store.message_metrics(&m.id)),
+            "metrics": tally_json(tally),
         }));
     }
     Ok(HttpResponse::Ok().json(json!({"messages": out, "next_cursor": next})))
@@ -319,7 +353,7 @@ async fn list_campaigns(
     let limit = page_limit(q.limit.as_deref())?;
     // A campaign is as new as its newest message.
     let mut campaigns: BTreeMap<String, (Timestamp, Vec<String>)> = BTreeMap::new();
-    for m in state.store.messages()? {
+    for m in state.catalog.all().await? {
         if let Some(c) = m.campaign_id {
             let entry = campaigns.entry(c).or_default();
             entry.0 = entry.0.max(m.created_at);
@@ -331,12 +365,17 @@ async fn list_campaigns(
         .map(|(id, (newest, messages))| (newest, id.clone(), (id, messages)))
         .collect();
     let (campaigns, next) = page(items, limit, q.cursor.as_deref())?;
+    let counted: Vec<Counted<'_>> = campaigns
+        .iter()
+        .map(|(id, _)| Counted::Campaign(id))
+        .collect();
+    let tallies = state.tallies(&counted, Scope::ALL).await?;
     let mut out: Vec<Value> = Vec::with_capacity(campaigns.len());
-    for (id, messages) in campaigns {
+    for ((id, messages), tally) in campaigns.iter().zip(&tallies) {
         out.push(json!({
             "campaign_id": id,
             "message_ids": messages,
-            "metrics": tally_json(&state.store.campaign_metrics(&id)),
+            "metrics": tally_json(tally),
         }));
     }
     Ok(HttpResponse::Ok().json(json!({"campaigns": out, "next_cursor": next})))
@@ -374,5 +413,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(endpoint(
         "/v1/campaigns/{id}/timeseries",
         [(Method::GET, web::to(campaign_timeseries))],
+    ))
+    .service(endpoint(
+        "/v1/cluster/tallies",
+        [(Method::POST, web::to(local_tallies))],
     ));
 }

@@ -10,10 +10,13 @@ pub mod dashboard;
 mod deliveries;
 mod error;
 mod events;
+pub mod forward;
 mod messages;
 mod openapi;
 mod push_options;
+mod reach;
 mod send;
+mod split;
 mod webhooks;
 
 use std::sync::Arc;
@@ -22,32 +25,60 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, Resource, Route, web};
 use metrics_exporter_prometheus::PrometheusHandle;
 use pushd_actors::ports::Clock;
-use pushd_actors::registry::Registry;
 use serde_json::json;
 
 pub use auth::{KeyCheck, Keys};
 pub use body::extractors;
 pub use error::{ApiError, contract_body};
+pub use reach::Catalog;
 
 use crate::events::EventLog;
-use crate::store::SledStore;
+use crate::partition::Partitions;
 use crate::template::LiquidRenderer;
 use crate::webhooks::Webhooks;
 
 /// What every handler shares.
 pub struct AppState {
-    /// The engine's front door.
-    pub registry: Arc<Registry>,
-    /// Reads of the delivery log, messages and counters.
-    pub store: Arc<SledStore>,
+    /// The partitions this node runs (the one partition of a single node):
+    /// their registries are the engine's front door, their stores what the
+    /// delivery log and the counters read.
+    pub partitions: Arc<Partitions>,
+    /// Where message templates are kept.
+    pub catalog: Catalog,
     /// Template checks at message upload.
     pub renderer: Arc<LiquidRenderer>,
     /// The engine's clock: the time of a report or event sent without one.
     pub clock: Arc<dyn Clock>,
-    /// The delivery events (`/v1/events`).
-    pub events: Arc<EventLog>,
-    /// The webhooks (`/v1/webhooks`).
-    pub webhooks: Arc<Webhooks>,
+    /// The delivery events (`/v1/events`); a cluster node keeps none.
+    pub events: Option<Arc<EventLog>>,
+    /// The webhooks (`/v1/webhooks`); a cluster node runs none.
+    pub webhooks: Option<Arc<Webhooks>>,
+    /// A cluster node's links to the others; `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::Link>>,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+}
+
+impl AppState {
+    /// The event log, or 501 on a cluster node, which keeps none.
+    pub fn events(&self) -> Result<Arc<EventLog>, ApiError> {
+        self.events.clone().ok_or_else(not_in_cluster)
+    }
+
+    /// The webhooks, or 501 on a cluster node, which runs none.
+    pub fn webhooks(&self) -> Result<Arc<Webhooks>, ApiError> {
+        self.webhooks.clone().ok_or_else(not_in_cluster)
+    }
+}
+
+/// 501 for the event feed and the webhooks in cluster mode.
+pub(super) fn not_in_cluster() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::NOT_IMPLEMENTED,
+        "not_in_cluster",
+        "the event feed, webhooks and idempotency keys are served by a single-node pushd only, \
+         not in cluster mode",
+    )
 }
 
 /// Longest id, in bytes (IDs are strings of 1–256 bytes).
@@ -120,8 +151,14 @@ pub fn endpoint(path: &str, routes: impl IntoIterator<Item = (Method, Route)>) -
     }))
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// `{"status": "ok"}`; a cluster node adds what it serves and sees.
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    match &state.cluster {
+        Some(link) => {
+            HttpResponse::Ok().json(json!({"status": "ok", "cluster": link.node.status()}))
+        }
+        None => HttpResponse::Ok().json(json!({"status": "ok"})),
+    }
 }
 
 async fn prometheus(handle: web::Data<PrometheusHandle>) -> HttpResponse {

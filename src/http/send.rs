@@ -1,9 +1,12 @@
 //! `POST /v1/send/push`: one delivery per customer, fanned out to their
-//! actors; with an `Idempotency-Key` header, the key's first answer is
-//! replayed for 24 hours instead of sending again (see the engine's
-//! [`idempotency`](pushd_actors::idempotency) for how a call cut short is
-//! finished by its retry without sending twice).
+//! actors (in cluster mode, the customers of partitions other nodes serve
+//! go there in one forwarded send per node); with an `Idempotency-Key`
+//! header, the key's first answer is replayed for 24 hours instead of
+//! sending again (see the engine's [`idempotency`](pushd_actors::idempotency)
+//! for how a call cut short is finished by its retry without sending twice).
+//! Keys are a single node's: a cluster node refuses them (501).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::http::{Method, StatusCode};
@@ -18,7 +21,9 @@ use serde_json::{Value, json};
 use super::auth::ApiKey;
 use super::body::{Fields, JsonBody};
 use super::error::{ApiError, naming};
-use super::{AppState, check_id, endpoint};
+use super::split::{Refusal, send_elsewhere};
+use super::{AppState, check_id, endpoint, not_in_cluster};
+use crate::cluster::peers::FORWARDED;
 
 /// Most customer ids in one send.
 pub const MAX_SEND_IDS: usize = 10_000;
@@ -77,7 +82,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 /// Checks the body; answers the message it sends.
-fn check(state: &AppState, body: &SendBody) -> Result<MessageSpec, ApiError> {
+async fn check(state: &AppState, body: &SendBody) -> Result<MessageSpec, ApiError> {
     let message_id = check_id(&body.message_id, "message_id")?;
     if body.customer_ids.is_empty() || body.customer_ids.len() > MAX_SEND_IDS {
         return Err(ApiError::invalid_field(format!(
@@ -99,8 +104,9 @@ fn check(state: &AppState, body: &SendBody) -> Result<MessageSpec, ApiError> {
         )));
     }
     state
-        .store
-        .message(message_id)?
+        .catalog
+        .get(message_id)
+        .await?
         .ok_or_else(|| ApiError::not_found("message", message_id))
 }
 
@@ -111,13 +117,17 @@ async fn send_push(
     web::Json(Fields(body)): JsonBody<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
-    let message = Arc::new(check(&state, &body)?);
+    let message = Arc::new(check(&state, &body).await?);
     let Some(key) = key else {
-        let (answer, first_error) = fan_out(&state, &message, body, None).await;
+        let (answer, first_error) = fan_out(&state, &req, &message, body, None).await;
         return Ok(respond(&answer, first_error, false));
     };
-    let claimed = state
-        .registry
+    if state.cluster.is_some() {
+        return Err(not_in_cluster());
+    }
+    // A single node runs the one partition: its engine keeps the keys.
+    let registry = state.customer_partition(&key)?.registry.clone();
+    let claimed = registry
         .idempotent_sends()
         .claim(&key, &body.fingerprint())
         .await;
@@ -127,7 +137,7 @@ async fn send_push(
             Ok(respond(&answer, None, true))
         }
         Claim::Send(ticket) => {
-            let (answer, first_error) = fan_out(&state, &message, body, Some(&ticket)).await;
+            let (answer, first_error) = fan_out(&state, &req, &message, body, Some(&ticket)).await;
             ticket.record(&answer).await?;
             Ok(respond(&answer, first_error, false))
         }
@@ -135,41 +145,74 @@ async fn send_push(
 }
 
 /// Asks every customer's actor for a delivery (under the ticket's ids for a
-/// keyed call) and answers which were made durable and which were not, with
-/// the first error.
+/// keyed call; through the serving node for another node's customers) and
+/// answers which were made durable and which were not, in the order asked,
+/// with the first error.
 async fn fan_out(
     state: &web::Data<AppState>,
+    req: &HttpRequest,
     message: &Arc<MessageSpec>,
     body: SendBody,
     ticket: Option<&SendTicket>,
-) -> (SendAnswer, Option<ApiError>) {
-    let sends = body
-        .customer_ids
-        .into_iter()
-        .enumerate()
-        .map(|(n, customer_id)| {
-            let msg = SendMessage {
-                message: message.clone(),
-                data: body.data.clone(),
-                delivery_id: ticket.map(|t| t.delivery_id(n)),
-            };
-            let state = state.clone();
-            async move {
-                let ids = [("customer", customer_id.as_str())];
-                let result = state
+) -> (SendAnswer, Option<Refusal>) {
+    // A forwarded send is answered here: its sender found this node the
+    // owner of every customer in it.
+    let forwarded = req.headers().contains_key(FORWARDED);
+    let partitioning = state.partitions.partitioning();
+    let mut here = Vec::new();
+    let mut elsewhere: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    for (n, customer_id) in body.customer_ids.into_iter().enumerate() {
+        let tag = partitioning.of_customer(&customer_id);
+        let owner = match (
+            &state.cluster,
+            forwarded || state.partitions.get(tag).is_some(),
+        ) {
+            (Some(link), false) => link.node.owner_address(tag),
+            _ => None,
+        };
+        match owner {
+            Some(address) => elsewhere.entry(address).or_default().push((n, customer_id)),
+            None => here.push((n, customer_id)),
+        }
+    }
+    let sends = here.into_iter().map(|(n, customer_id)| {
+        let msg = SendMessage {
+            message: message.clone(),
+            data: body.data.clone(),
+            delivery_id: ticket.map(|t| t.delivery_id(n)),
+        };
+        let state = state.clone();
+        async move {
+            let ids = [("customer", customer_id.as_str())];
+            let result = match state.customer_partition(&customer_id) {
+                Ok(p) => p
                     .registry
                     .request(&customer_id, msg)
                     .await
-                    .map_err(naming(&ids));
-                (customer_id, result)
-            }
-        });
-    let results: Vec<_> = stream::iter(sends).buffered(FAN_OUT).collect().await;
+                    .map_err(naming(&ids)),
+                Err(e) => Err(e),
+            };
+            (n, customer_id, result.map_err(Refusal::from))
+        }
+    });
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let (mut results, others): (Vec<_>, _) = futures_util::join!(
+        stream::iter(sends).buffered(FAN_OUT).collect(),
+        send_elsewhere(state, authorization, &message.id, &body.data, elsewhere)
+    );
+    // Each node counts the deliveries it made.
+    let made_here = results.iter().filter(|(_, _, r)| r.is_ok()).count();
+    metrics::counter!("pushd_deliveries_created_total").increment(made_here as u64);
+    results.extend(others);
+    results.sort_by_key(|(n, _, _)| *n);
     // Every delivery made durable is listed, and every customer whose
     // delivery was not, with why: the client retries only those.
     let mut answer = SendAnswer::default();
     let mut first_error = None;
-    for (customer_id, result) in results {
+    for (_, customer_id, result) in results {
         match result {
             Ok(delivery_id) => answer.deliveries.push(SentTo {
                 customer_id,
@@ -178,20 +221,19 @@ async fn fan_out(
             Err(e) => {
                 answer.failed.push(NotSent {
                     customer_id,
-                    code: e.code.to_owned(),
+                    code: e.code.clone(),
                     message: e.message.clone(),
                 });
                 first_error.get_or_insert(e);
             }
         }
     }
-    metrics::counter!("pushd_deliveries_created_total").increment(answer.deliveries.len() as u64);
     (answer, first_error)
 }
 
 /// The answer's body: `202` when some delivery was made, else the first
 /// error's status with its error beside the lists.
-fn respond(answer: &SendAnswer, first_error: Option<ApiError>, replayed: bool) -> HttpResponse {
+fn respond(answer: &SendAnswer, first_error: Option<Refusal>, replayed: bool) -> HttpResponse {
     let deliveries: Vec<Value> = (answer.deliveries.iter())
         .map(|d| json!({"customer_id": d.customer_id, "delivery_id": d.delivery_id}))
         .collect();

@@ -46,7 +46,7 @@ async fn put_webhook(
         secret: body.secret,
         events: body.events,
     };
-    let webhooks = state.webhooks.clone();
+    let webhooks = state.webhooks()?;
     let view = blocking(move || webhooks.put(&id, request)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -57,13 +57,13 @@ async fn get_webhook(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "webhook id")?.to_string();
-    let webhooks = state.webhooks.clone();
+    let webhooks = state.webhooks()?;
     let view = blocking(move || webhooks.get(&id)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 async fn list_webhooks(_: ApiKey, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let webhooks = state.webhooks.clone();
+    let webhooks = state.webhooks()?;
     let views = blocking(move || Ok(webhooks.list())).await?;
     Ok(HttpResponse::Ok().json(json!({"webhooks": views})))
 }
@@ -74,7 +74,7 @@ async fn delete_webhook(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "webhook id")?.to_string();
-    let webhooks = state.webhooks.clone();
+    let webhooks = state.webhooks()?;
     blocking(move || webhooks.delete(&id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -15,7 +15,7 @@
 //! journal refuses every later append (and nothing more is acknowledged)
 //! until the daemon restarts and replays what is really on disk.
 
-mod frame;
+pub(crate) mod frame;
 mod segments;
 mod writer;
 

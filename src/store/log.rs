@@ -49,8 +49,9 @@ impl DeliveryFilter {
     }
 }
 
-/// The opaque cursor after delivery `id`.
-fn cursor_of(id: &str) -> String {
+/// The opaque cursor after delivery `id` (partitions merging their pages
+/// of the log hand out the same cursors).
+pub fn cursor_of(id: &str) -> String {
     URL_SAFE_NO_PAD.encode(id)
 }
 

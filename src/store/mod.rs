@@ -15,6 +15,7 @@ mod error;
 mod keys;
 mod log;
 mod overlay;
+mod portable;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use pushd_actors::status::Timestamp;
 use serde::de::DeserializeOwned;
 
 pub use error::Error;
-pub use log::DeliveryFilter;
+pub use log::{DeliveryFilter, cursor_of};
 pub use snapshot::{OnCheckpoint, Snapshotter, Timing};
 
 use overlay::{Found, Overlay};

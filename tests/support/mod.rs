@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod cluster;
+
 pub const API_KEY: &str = "test-api-key";
 pub const SDK_KEY: &str = "test-sdk-key";
 

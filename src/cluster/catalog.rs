@@ -1,0 +1,72 @@
+//! Message templates shared by every node: a JetStream key-value bucket,
+//! replicated like the journal. A put is acknowledged once JetStream stored
+//! it; reads ask the bucket's stream leader, so a template written through
+//! one node is there for a send through any other at once.
+
+use async_nats::jetstream::kv;
+use pushd_actors::model::MessageSpec;
+
+use super::{ClusterError, key_of, nats};
+
+/// The templates bucket.
+pub struct Templates {
+    kv: kv::Store,
+}
+
+impl Templates {
+    /// Templates in `kv`.
+    pub fn new(kv: kv::Store) -> Templates {
+        Templates { kv }
+    }
+
+    /// The template `id`, if it exists.
+    pub async fn get(&self, id: &str) -> Result<Option<MessageSpec>, ClusterError> {
+        self.read(&key_of(id)).await
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<MessageSpec>, ClusterError> {
+        let subject = format!("{}{key}", self.kv.prefix);
+        let message = match self
+            .kv
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(m) => m,
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(nats(e)),
+        };
+        if message.payload.is_empty() {
+            return Ok(None);
+        }
+        postcard::from_bytes(&message.payload)
+            .map(Some)
+            .map_err(|e| nats(format!("template {key} does not decode: {e}")))
+    }
+
+    /// Every template.
+    pub async fn all(&self) -> Result<Vec<MessageSpec>, ClusterError> {
+        let mut out = Vec::new();
+        for (key, value) in super::scan(&self.kv).await? {
+            let spec = postcard::from_bytes(&value)
+                .map_err(|e| nats(format!("template {key} does not decode: {e}")))?;
+            out.push(spec);
+        }
+        Ok(out)
+    }
+
+    /// Creates or replaces a template; answers once stored.
+    pub async fn put(&self, spec: &MessageSpec) -> Result<(), ClusterError> {
+        let bytes = postcard::to_allocvec(spec).map_err(nats)?;
+        self.kv
+            .put(key_of(&spec.id), bytes.into())
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+}

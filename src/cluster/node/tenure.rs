@@ -1,0 +1,217 @@
+//! One partition's tenure on a node: taking it over (snapshot, journal,
+//! replay, resumed sends), serving it (snapshot uploads), and giving it up,
+//! at once when its lease is lost or gracefully when handing it back.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pushd_actors::engine::{PartitionTag, Ports};
+use pushd_actors::ports::{Position, Store};
+use pushd_actors::registry::Registry;
+
+use super::super::journal::{Place, StreamJournal};
+use super::super::lease::{self, Held};
+use super::super::{ClusterError, Nats, key_of, snapshots};
+use super::{Node, Running};
+use crate::partition::Partition;
+use crate::store::{SledStore, Snapshotter, Timing};
+
+impl Node {
+    /// Stops serving `tag` at once: requests for it are refused (503) or
+    /// forwarded, its journal refuses every later write.
+    pub(super) fn drop_partition(&self, tag: PartitionTag) -> Option<Running> {
+        self.partitions.remove(tag);
+        let owned = self.owned().remove(&tag)?;
+        let running = owned.running?;
+        running.journal.close();
+        running.uploader.abort();
+        Some(running)
+    }
+
+    /// Drops partition `tag` and cleans up after it in the background.
+    pub(super) fn retire(&self, tag: PartitionTag) {
+        if let Some(running) = self.drop_partition(tag) {
+            retire(running);
+        }
+    }
+
+    /// Hands partition `tag` back: stops serving it, lets its journal
+    /// publish what it holds, uploads a last snapshot, releases the lease.
+    pub(super) async fn hand_back(&self, tag: PartitionTag) {
+        let held = self.owned().get(&tag).map(|o| o.held);
+        let Some(held) = held else { return };
+        if let Some(running) = self.drop_partition(tag) {
+            running.journal.stopped().await;
+            let Running {
+                journal,
+                store,
+                snapshotter,
+                dir,
+                ..
+            } = running;
+            let _ = tokio::task::spawn_blocking(move || snapshotter.stop()).await;
+            let subject = self.settings.journal_subject(tag.0);
+            if let Err(e) = snapshots::upload(&self.nats, tag, &subject, &store, &journal, 0).await
+            {
+                tracing::warn!(partition = tag.0, error = %e, "no last snapshot; the next owner replays more");
+            }
+            remove_later(dir);
+        }
+        lease::release(&self.nats.leases, held).await;
+    }
+
+    /// Takes partition `held.tag` over; on failure gives the lease back.
+    pub(super) async fn take_over(self: Arc<Self>, held: Held) {
+        let started = Instant::now();
+        let tag = held.tag;
+        match self.load(held).await {
+            Ok(running) => {
+                let mut owned = self.owned();
+                match owned.get_mut(&tag).filter(|o| o.epoch == held.revision) {
+                    Some(o) => {
+                        o.running = Some(running);
+                        drop(owned);
+                        metrics::counter!("pushd_cluster_takeovers_total").increment(1);
+                        metrics::histogram!("pushd_cluster_takeover_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        tracing::info!(partition = tag.0, elapsed = ?started.elapsed(), "partition taken over");
+                    }
+                    None => {
+                        // Lost while loading.
+                        drop(owned);
+                        self.partitions.remove(tag);
+                        running.journal.close();
+                        running.uploader.abort();
+                        retire(running);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition = tag.0, error = %e, "cannot take the partition over; giving the lease back");
+                let current = self.owned().remove(&tag).map(|o| o.held);
+                if let Some(current) = current {
+                    lease::release(&self.nats.leases, current).await;
+                }
+            }
+        }
+    }
+
+    /// Builds the partition's engine: snapshot, journal, replay, resume.
+    pub(super) async fn load(self: &Arc<Self>, held: Held) -> Result<Running, ClusterError> {
+        let tag = held.tag;
+        let dir = self
+            .data_dir
+            .join("partitions")
+            .join(format!("p{}-{}", tag.0, held.revision));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+        }
+        std::fs::create_dir_all(dir.parent().expect("a parent"))
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+        let covered = snapshots::load(&self.nats, tag, &dir).await?;
+        let (path, cache) = (dir.clone(), self.cache_bytes);
+        let store = tokio::task::spawn_blocking(move || SledStore::open(path, cache))
+            .await
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+        debug_assert_eq!(store.covered().ok(), Some(covered));
+        let subject = self.settings.journal_subject(tag.0);
+        let place = Place {
+            js: self.nats.js.clone(),
+            stream: self.nats.journal.clone(),
+            subject: subject.clone(),
+            writer: format!("{}-{}", key_of(&self.me.node), held.revision),
+        };
+        let opened = StreamJournal::open(place, covered, &self.runtime).await?;
+        let journal = opened.journal;
+        let ports = Ports {
+            provider: self.engine.provider.clone(),
+            journal: journal.clone(),
+            store: store.clone(),
+            renderer: self.engine.renderer.clone(),
+            clock: self.engine.clock.clone(),
+        };
+        let registry = Arc::new(Registry::for_partition(
+            ports,
+            self.engine.config.clone(),
+            self.engine.shards.clone(),
+            tag,
+        ));
+        let recovering = registry.clone();
+        let recovery = tokio::task::spawn_blocking(move || recovering.recover())
+            .await
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?
+            .map_err(|e| ClusterError::Snapshot(format!("recovery: {e}")))?;
+        tracing::info!(
+            partition = tag.0,
+            covered,
+            messages = opened.messages,
+            replayed = recovery.replayed.records,
+            resumed = recovery.resumed,
+            "partition recovered"
+        );
+        let snapshotter = Snapshotter::start(&store, Timing::default(), Box::new(|_| {}))
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+        self.partitions.insert(Arc::new(Partition {
+            tag,
+            registry,
+            store: store.clone(),
+        }));
+        let uploader = self.runtime.spawn(upload_every(
+            self.nats.clone(),
+            tag,
+            subject,
+            store.clone(),
+            journal.clone(),
+            self.settings.snapshot_every,
+            covered,
+        ));
+        Ok(Running {
+            journal,
+            store,
+            snapshotter,
+            uploader,
+            dir,
+        })
+    }
+}
+
+/// Uploads the partition's snapshot every `every` while it runs.
+async fn upload_every(
+    nats: Nats,
+    tag: PartitionTag,
+    subject: String,
+    store: Arc<SledStore>,
+    journal: Arc<StreamJournal>,
+    every: Duration,
+    mut uploaded: Position,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match snapshots::upload(&nats, tag, &subject, &store, &journal, uploaded).await {
+            Ok(covered) => uploaded = covered,
+            Err(e) => tracing::warn!(partition = tag.0, error = %e, "snapshot upload failed"),
+        }
+    }
+}
+
+/// Stops a dropped partition's snapshot thread and deletes its directory,
+/// in the background.
+fn retire(running: Running) {
+    std::thread::spawn(move || {
+        running.snapshotter.stop();
+        remove_later(running.dir);
+    });
+}
+
+/// Deletes a dropped partition's directory in the background (its store
+/// may still be open while its last actors stop).
+fn remove_later(dir: PathBuf) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(5));
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::debug!(dir = %dir.display(), error = %e, "partition directory not removed");
+        }
+    });
+}

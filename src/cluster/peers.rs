@@ -1,0 +1,111 @@
+//! Calls between nodes, over the same HTTP API clients use: a request for
+//! a partition another node serves is forwarded to it as it came (with the
+//! client's key), and reads that combine every partition ask each other
+//! node for its own partitions only. A node marks what it sends with
+//! [`FORWARDED`] (answer here, do not forward again) or [`SCOPE`] (answer
+//! from this node's partitions only).
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use bytes::Bytes;
+
+/// Header of a request another node forwarded: answered where it lands.
+pub const FORWARDED: &str = "Pushd-Forwarded";
+/// Header asking for this node's partitions only (value `local`).
+pub const SCOPE: &str = "Pushd-Scope";
+
+/// What a peer answered.
+pub struct Answer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its content type, if any.
+    pub content_type: Option<String>,
+    /// Its body.
+    pub body: Bytes,
+}
+
+/// Why a peer did not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("node {address} did not answer: {reason}")]
+pub struct Unreachable {
+    /// Where it was asked.
+    pub address: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The HTTP client of node-to-node calls.
+#[derive(Clone)]
+pub struct Peers {
+    client: reqwest::Client,
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Peers::new()
+    }
+}
+
+impl Peers {
+    /// A client with bounded waits: a node that does not answer within
+    /// them is treated as gone for this request.
+    pub fn new() -> Peers {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("an HTTP client");
+        Peers { client }
+    }
+
+    /// Sends `method path_and_query` with `body` to the node at `address`,
+    /// with the client's `authorization` and `header` set.
+    pub async fn call(
+        &self,
+        address: &str,
+        method: &actix_web::http::Method,
+        path_and_query: &str,
+        authorization: Option<&str>,
+        header: (&str, &str),
+        body: Bytes,
+    ) -> Result<Answer, Unreachable> {
+        let unreachable = |reason: String| Unreachable {
+            address: address.to_string(),
+            reason,
+        };
+        let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut request = self
+            .client
+            .request(method, format!("http://{address}{path_and_query}"))
+            .header(header.0, header.1)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(auth) = authorization {
+            request = request.header("authorization", auth);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = StatusCode::from_u16(response.status().as_u16())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        metrics::counter!("pushd_cluster_peer_calls_total").increment(1);
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+        })
+    }
+}

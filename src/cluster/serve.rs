@@ -1,0 +1,147 @@
+//! `pushd serve --cluster ...`: a cluster node. It connects to NATS, joins
+//! the members, takes its share of the partitions as the node loop finds
+//! them free, and serves the whole API: what another node's partition must
+//! do is forwarded there. On SIGTERM it hands its partitions back (last
+//! snapshots uploaded) so the others take them at once.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use pushd_actors::ports::Clock;
+use pushd_actors::registry::Shards;
+
+use super::catalog::Templates;
+use super::node::EngineParts;
+use super::peers::Peers;
+use super::{ClusterError, Link, Nats, Node};
+use crate::config::{Config, ConfigError};
+use crate::daemon::{ServeError, run_api};
+use crate::http::{AppState, Catalog};
+use crate::keys;
+use crate::partition::{Partitioning, Partitions};
+use crate::providers::{ClientOptions, Providers};
+use crate::template::LiquidRenderer;
+
+/// Runs a cluster node on `listener` until SIGTERM/SIGINT.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    banner: bool,
+) -> Result<(), ServeError> {
+    if config.api_key.is_none() || config.sdk_key.is_none() {
+        return Err(ConfigError::Invalid(
+            "a cluster node needs api_key and sdk_key set (PUSHD_API_KEY, PUSHD_SDK_KEY), the \
+             same on every node: nodes forward clients' calls to each other"
+                .into(),
+        )
+        .into());
+    }
+    let keys = keys::resolve(&config)?;
+    let listening = listener.local_addr()?.to_string();
+    let settings = config.cluster.settings(&listening)?;
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| ServeError::Metrics(e.to_string()))?;
+    crate::telemetry::register();
+    crate::telemetry::register_cluster();
+    let background = Background(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pushd-cluster")
+            .enable_all()
+            .build()?,
+    ));
+    let runtime = background.handle();
+    let connecting = settings.clone();
+    let nats = runtime
+        .spawn(async move { Nats::connect(&connecting).await })
+        .await
+        .map_err(|e| ClusterError::Nats(e.to_string()))??;
+    let renderer = Arc::new(LiquidRenderer::default());
+    let engine = EngineParts {
+        provider: Arc::new(Providers::for_apps(
+            &config.apps(),
+            &ClientOptions::default(),
+        )),
+        renderer: renderer.clone(),
+        clock: clock.clone(),
+        config: config.engine.engine_config(),
+        shards: Shards::new(config.engine.shard_count()),
+    };
+    // Partitions live in NATS; what a previous run left here is stale.
+    let stale = config.data_dir.join("partitions");
+    if stale.exists() {
+        std::fs::remove_dir_all(&stale)?;
+    }
+    let partitions = Arc::new(Partitions::new(Partitioning::new(settings.partitions)));
+    // Each partition keeps its own page cache: the node's share of it.
+    let cache_bytes = ((config.store_cache_mb << 20) / 8).max(4 << 20);
+    let node = Node::new(
+        settings.clone(),
+        nats.clone(),
+        partitions.clone(),
+        engine,
+        config.data_dir.clone(),
+        cache_bytes,
+        runtime.clone(),
+    );
+    tracing::info!(node = %settings.node, partitions = settings.partitions, "joining the cluster");
+    let running = runtime.spawn(node.clone().run());
+    let state = web::Data::new(AppState {
+        partitions,
+        catalog: Catalog::Shared(Arc::new(Templates::new(nats.templates.clone()))),
+        renderer,
+        clock,
+        events: None,
+        webhooks: None,
+        cluster: Some(Arc::new(Link {
+            node: node.clone(),
+            peers: Peers::new(),
+            api_key: keys.keys.api.clone(),
+        })),
+        max_body: config.max_body_bytes,
+    });
+    let served = run_api(
+        state,
+        &keys,
+        listener,
+        prometheus,
+        config.max_body_bytes,
+        banner,
+    )
+    .await;
+    tracing::info!("http drained; handing the partitions back");
+    running.abort();
+    let leaving = node.clone();
+    let left = runtime.spawn(async move { leaving.leave().await });
+    if tokio::time::timeout(Duration::from_secs(20), left)
+        .await
+        .is_err()
+    {
+        tracing::warn!("partitions not all handed back in time; their leases lapse");
+    }
+    served
+}
+
+/// The runtime of the node's NATS calls and loops, stopped without waiting
+/// when dropped (it is dropped inside the HTTP server's runtime, where
+/// waiting is not allowed).
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Background {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("running").handle().clone()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

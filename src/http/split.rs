@@ -1,0 +1,140 @@
+//! Cluster mode: the part of a send whose customers other nodes serve. The
+//! send handler keeps the customers of partitions this node runs, and
+//! hands each other node its customers in one forwarded send; their
+//! answers are put back in the order of the request.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use actix_web::http::{Method, StatusCode};
+use bytes::Bytes;
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::cluster::peers::FORWARDED;
+
+/// Why one customer of a send got no delivery.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    /// The status it would have alone.
+    pub status: StatusCode,
+    /// The error code.
+    pub code: String,
+    /// The error message.
+    pub message: String,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Refusal {
+            status: e.status,
+            code: e.code.to_string(),
+            message: e.message,
+        }
+    }
+}
+
+/// One customer's outcome: its delivery id, or why not.
+pub type Outcome = Result<String, Refusal>;
+
+/// Sends `message_id` with `data` to the customers of `groups` (by the
+/// address of the node serving them: index in the request and customer
+/// id) through those nodes, with the client's `authorization`.
+pub async fn send_elsewhere(
+    state: &AppState,
+    authorization: Option<&str>,
+    message_id: &str,
+    data: &Value,
+    groups: BTreeMap<String, Vec<(usize, String)>>,
+) -> Vec<(usize, String, Outcome)> {
+    let Some(link) = &state.cluster else {
+        return Vec::new();
+    };
+    let calls = groups.into_iter().map(|(address, customers)| async move {
+        let ids: Vec<&str> = customers.iter().map(|(_, id)| id.as_str()).collect();
+        let body = json!({"message_id": message_id, "customer_ids": ids, "data": data});
+        let body = Bytes::from(serde_json::to_vec(&body).expect("encodes"));
+        let answer = link
+            .peers
+            .call(
+                &address,
+                &Method::POST,
+                "/v1/send/push",
+                authorization,
+                (FORWARDED, "1"),
+                body,
+            )
+            .await;
+        let mut by_customer: HashMap<String, VecDeque<Outcome>> = HashMap::new();
+        let mut refusal = None;
+        match answer {
+            Ok(a) => match serde_json::from_slice::<Value>(&a.body) {
+                Ok(body) => {
+                    for d in body["deliveries"].as_array().into_iter().flatten() {
+                        let (Some(c), Some(id)) =
+                            (d["customer_id"].as_str(), d["delivery_id"].as_str())
+                        else {
+                            continue;
+                        };
+                        let queue = by_customer.entry(c.to_string()).or_default();
+                        queue.push_back(Ok(id.to_string()));
+                    }
+                    for f in body["failed"].as_array().into_iter().flatten() {
+                        let Some(c) = f["customer_id"].as_str() else {
+                            continue;
+                        };
+                        let queue = by_customer.entry(c.to_string()).or_default();
+                        queue.push_back(Err(Refusal {
+                            status: a.status,
+                            code: f["error"]["code"].as_str().unwrap_or("unavailable").into(),
+                            message: f["error"]["message"].as_str().unwrap_or_default().into(),
+                        }));
+                    }
+                    if by_customer.is_empty() {
+                        refusal = Some(Refusal {
+                            status: a.status,
+                            code: body["error"]["code"]
+                                .as_str()
+                                .unwrap_or("unavailable")
+                                .into(),
+                            message: body["error"]["message"]
+                                .as_str()
+                                .unwrap_or("the node serving these customers refused the send")
+                                .into(),
+                        });
+                    }
+                }
+                Err(e) => refusal = Some(unreachable(&address, &e.to_string())),
+            },
+            Err(e) => refusal = Some(unreachable(&address, &e.reason)),
+        }
+        customers
+            .into_iter()
+            .map(|(i, customer)| {
+                let outcome = by_customer
+                    .get_mut(&customer)
+                    .and_then(VecDeque::pop_front)
+                    .unwrap_or_else(|| {
+                        Err(refusal.clone().unwrap_or_else(|| {
+                            unreachable(&address, "its answer left this customer out")
+                        }))
+                    });
+                (i, customer, outcome)
+            })
+            .collect::<Vec<_>>()
+    });
+    join_all(calls).await.into_iter().flatten().collect()
+}
+
+/// The refusal of customers whose node could not be reached: nothing was
+/// acknowledged for them (a delivery may have been made; a retry sends
+/// again).
+fn unreachable(address: &str, why: &str) -> Refusal {
+    Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "partition_unavailable".into(),
+        message: format!(
+            "node {address} serving this customer did not answer ({why}); retry in a moment"
+        ),
+    }
+}
