@@ -136,7 +136,7 @@ async fn import(
     let remote = elsewhere
         .into_iter()
         .map(|(address, items)| import_elsewhere(&state, authorization, address, items));
-    let (mut results, others): (Vec<(usize, Value)>, Vec<Vec<(usize, Value)>>) = futures_util::join!(
+    let (mut results, others): (Vec<Placed>, Vec<Vec<Placed>>) = futures_util::join!(
         stream::iter(local).buffered(FAN_OUT).collect(),
         futures_util::future::join_all(remote)
     );
@@ -151,6 +151,9 @@ async fn import(
         "results": results,
     })))
 }
+
+/// An item's result and its place in the request.
+type Placed = (usize, Value);
 
 /// One item's result: imported, or refused with `(code, message)`.
 fn result(id: &str, done: Result<(), (String, String)>) -> Value {
@@ -168,7 +171,7 @@ async fn import_elsewhere(
     authorization: Option<&str>,
     address: String,
     items: Vec<(usize, String, ImportCustomer)>,
-) -> Vec<(usize, Value)> {
+) -> Vec<Placed> {
     let customers: Vec<Value> = items
         .iter()
         .map(|(_, id, import)| {
