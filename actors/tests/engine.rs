@@ -10,7 +10,8 @@ use pushd_actors::model::{
     Audience, ConversionGoal, DEFAULT_APP, Device, Environment, MessageSpec, Platform, PushOptions,
 };
 use pushd_actors::person::{
-    CustomerEvent, DeleteCustomer, DeviceReport, PutCustomer, PutDevice, RetryDelivery, SendMessage,
+    CustomerEvent, DeleteCustomer, DeviceReport, GetCustomer, PutCustomer, PutDevice,
+    RetryDelivery, SendMessage,
 };
 use pushd_actors::status::{DeviceStatus, FailureReason, MessageStatus, Report};
 use serde_json::{Map, Value, json};
@@ -259,6 +260,119 @@ async fn last_device_picks_the_greatest_last_used() {
 }
 
 #[actix::test]
+async fn last_device_skips_a_suppressed_token() {
+    let h = Harness::new();
+    customer(
+        &h,
+        "c1",
+        &[
+            ("older", Platform::Ios, 5),
+            ("newest", Platform::Android, 9),
+        ],
+    )
+    .await;
+    h.provider.script("newest", [Answer::Bounce]);
+    let bounced = send(&h, "c1", Audience::LastDevice).await;
+    assert_eq!(settled(&h, &bounced).await, MessageStatus::Bounced);
+    // The newest token is suppressed now: the last used live one is chosen.
+    let id = send(&h, "c1", Audience::LastDevice).await;
+    assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
+    let d = h.store.delivery_now(&id);
+    let tokens: Vec<&str> = d.sends.iter().map(|s| s.token.as_str()).collect();
+    assert_eq!(tokens, ["older"]);
+    // With every token suppressed, the delivery says so.
+    h.provider.script("older", [Answer::Bounce]);
+    let second = send(&h, "c1", Audience::LastDevice).await;
+    settled(&h, &second).await;
+    let none = send(&h, "c1", Audience::LastDevice).await;
+    let d = h.store.delivery_now(&none);
+    assert_eq!(
+        (d.status(), d.state.failure_reason()),
+        (
+            MessageStatus::Undeliverable,
+            Some(FailureReason::DevicesSuppressed)
+        )
+    );
+}
+
+#[actix::test]
+async fn a_report_from_a_bounced_device_lifts_its_suppression() {
+    let h = Harness::new();
+    customer(&h, "c1", &[("tok", Platform::Ios, 1)]).await;
+    h.provider.script("tok", [Answer::Bounce]);
+    let id = send(&h, "c1", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &id).await, MessageStatus::Bounced);
+    let suppressed = || h.store.state.lock().unwrap().customers["c1"].devices[0].suppressed;
+    assert!(suppressed());
+    // The phone got it after all: the device is live again.
+    let report = DeviceReport {
+        delivery_id: id.clone(),
+        token: "tok".into(),
+        report: Report::Delivered,
+        at: 1_764_100_100,
+    };
+    h.registry.request("c1", report).await.unwrap();
+    assert_eq!(h.store.delivery_now(&id).status(), MessageStatus::Delivered);
+    assert!(
+        !suppressed(),
+        "a token is suppressed only while its device is bounced"
+    );
+    let next = send(&h, "c1", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &next).await, MessageStatus::Sent);
+    assert_eq!(h.provider.calls_to("tok"), 2);
+}
+
+/// Waits until every idle actor stopped (the clock moves past idle times).
+async fn evict(h: &Harness) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while h.registry.active() > 0 {
+            h.clock.advance(Duration::from_secs(61));
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("idle actors stopped");
+}
+
+#[actix::test]
+async fn an_actor_whose_load_failed_stops_and_the_next_request_loads_afresh() {
+    let h = Harness::new();
+    customer(&h, "c1", &[("tok", Platform::Ios, 1)]).await;
+    evict(&h).await;
+    // One failed load: the actor stops, and the request goes to a fresh
+    // one that loads the customer (it is not answered with the old error).
+    h.store.fail_loads(1);
+    let c = h.registry.ask("c1", GetCustomer).await.unwrap().unwrap();
+    assert_eq!(c.map(|c| c.devices.len()), Some(1));
+    // Loads failing on and on: the request gives up, and nothing stays
+    // stuck: once the store answers, so does the customer.
+    evict(&h).await;
+    h.store.fail_loads(1000);
+    let failed = h.registry.ask("c1", GetCustomer).await;
+    assert!(
+        matches!(failed, Err(EngineError::Unavailable(_))),
+        "{failed:?}"
+    );
+    h.store.fail_loads(0);
+    let put = PutCustomer {
+        attributes: attrs(json!({"first_name": "Bo"})),
+        unsubscribed: false,
+    };
+    h.registry.request("c1", put).await.unwrap();
+    let c = h
+        .registry
+        .ask("c1", GetCustomer)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.attributes["first_name"].as_str(), c.devices.len()),
+        (Some("Bo"), 1)
+    );
+}
+
+#[actix::test]
 async fn prechecks_fail_without_sending() {
     let h = Harness::new();
     let missing = send(&h, "nobody", Audience::AllDevices).await;
@@ -443,14 +557,7 @@ async fn idle_actors_stop_and_reload_with_every_delivery() {
     assert_eq!(h.registry.active(), 1);
     // The last commit may still be finishing when the first check runs; the
     // actor then checks again one idle period later.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while h.registry.active() > 0 {
-            h.clock.advance(Duration::from_secs(61));
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("idle actor stopped");
+    evict(&h).await;
     for id in &ids {
         let report = DeviceReport {
             delivery_id: id.clone(),

@@ -39,6 +39,8 @@ pub async fn wait_for(notify: &Notify, mut cond: impl FnMut() -> bool) {
 pub struct MemStore {
     pub state: Mutex<MemState>,
     pub commits: Notify,
+    /// Customer loads that fail before loads work again.
+    failing_loads: std::sync::atomic::AtomicUsize,
 }
 
 /// The whole state of a [`MemStore`].
@@ -57,12 +59,19 @@ impl MemStore {
         MemStore {
             state: Mutex::new(state),
             commits: Notify::new(),
+            failing_loads: Default::default(),
         }
     }
 
     /// The state as it is now, with the position it covers.
     pub fn snapshot(&self) -> MemState {
         self.state.lock().unwrap().clone()
+    }
+
+    /// Makes the next `n` customer loads fail.
+    pub fn fail_loads(&self, n: usize) {
+        self.failing_loads
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn delivery_now(&self, id: &str) -> Delivery {
@@ -72,6 +81,17 @@ impl MemStore {
 
 impl Store for MemStore {
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        let failing = &self.failing_loads;
+        let fail = failing
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if fail {
+            return Err(StoreError("disk on fire".into()));
+        }
         Ok(self.state.lock().unwrap().customers.get(id).cloned())
     }
 
