@@ -15,7 +15,7 @@ use pushd_actors::engine::EngineConfig;
 use pushd_actors::model::DEFAULT_APP;
 use serde::Deserialize;
 
-use crate::providers::{ApnsConfig, AppConfig, FcmConfig};
+use crate::providers::{ApnsConfig, AppConfig, ClientOptions, FcmConfig};
 
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
@@ -224,6 +224,11 @@ pub struct EngineSection {
     pub shards: usize,
     /// Longest provider `Retry-After` honoured, seconds.
     pub retry_after_max_secs: u64,
+    /// HTTP/2 connections per provider endpoint, opened as the open ones
+    /// fill up.
+    pub provider_connections: usize,
+    /// Pushes in flight on one provider connection.
+    pub provider_streams: usize,
 }
 
 impl Default for Config {
@@ -283,6 +288,8 @@ impl Default for EngineSection {
             idle_timeout_secs: d.idle_timeout.as_secs(),
             shards: 0,
             retry_after_max_secs: d.retry_after_max.as_secs(),
+            provider_connections: ClientOptions::default().max_connections,
+            provider_streams: ClientOptions::default().streams_per_connection,
         }
     }
 }
@@ -296,6 +303,15 @@ impl EngineSection {
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
             retry_after_max: Duration::from_secs(self.retry_after_max_secs),
+        }
+    }
+
+    /// The provider clients' tuning.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            max_connections: self.provider_connections.max(1),
+            streams_per_connection: self.provider_streams.max(1),
+            ..ClientOptions::default()
         }
     }
 
@@ -452,6 +468,12 @@ pub struct Overrides {
     /// Longest provider Retry-After honoured, in seconds [default: 900]
     #[arg(long, env = "PUSHD_RETRY_AFTER_MAX_SECS")]
     pub retry_after_max_secs: Option<u64>,
+    /// HTTP/2 connections per provider endpoint, opened as the open ones fill [default: 2]
+    #[arg(long, env = "PUSHD_PROVIDER_CONNECTIONS")]
+    pub provider_connections: Option<usize>,
+    /// Pushes in flight on one provider connection [default: 1000]
+    #[arg(long, env = "PUSHD_PROVIDER_STREAMS")]
+    pub provider_streams: Option<usize>,
     /// A webhook post not answered within this many ms fails and is retried [default: 4000]
     #[arg(long, env = "PUSHD_WEBHOOK_TIMEOUT_MS")]
     pub webhook_timeout_ms: Option<u64>,
@@ -552,6 +574,11 @@ impl Overrides {
             &mut c.engine.retry_after_max_secs,
             self.retry_after_max_secs,
         );
+        set(
+            &mut c.engine.provider_connections,
+            self.provider_connections,
+        );
+        set(&mut c.engine.provider_streams, self.provider_streams);
         let w = &mut c.webhooks;
         set(&mut w.timeout_ms, self.webhook_timeout_ms);
         set(&mut w.backoff_base_ms, self.webhook_backoff_base_ms);

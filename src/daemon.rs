@@ -21,7 +21,7 @@ use crate::http::{self, AppState, Catalog};
 use crate::keys::{self, KeysError, Source};
 use crate::partition::{Partition, Partitioning, Partitions};
 use crate::persistence::{OpenError, Persistence};
-use crate::providers::{ClientOptions, Providers};
+use crate::providers::Providers;
 use crate::store::Timing;
 use crate::template::LiquidRenderer;
 use crate::webhooks::{self, Webhooks};
@@ -108,7 +108,7 @@ pub async fn serve_with(
     let renderer = Arc::new(LiquidRenderer::default());
     let providers = Arc::new(Providers::for_apps(
         &config.apps(),
-        &ClientOptions::default(),
+        &config.engine.client_options(),
     ));
     let ports = Ports {
         provider: providers,

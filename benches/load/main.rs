@@ -62,7 +62,7 @@ impl Sizes {
                 quick,
                 customers: 50_000,
                 idle: 1_000_000,
-                inflight: 100_000,
+                inflight: 50_000,
                 register_limit: Duration::from_secs(600),
             }
         }
@@ -177,10 +177,14 @@ async fn throughput(
     eprintln!("[sends] baseline {:.0} pushes/s", baseline.rate());
     eprintln!("[reports] {} deliveries", sends.deliveries.len());
     let reports_perf = perf("reports")?;
-    let reports = reports::run(&api, daemon.pid, &sends.deliveries).await?;
-    let reports_profile = reports_perf.map(profile::Perf::finish).transpose()?;
+    let mut reports_profile = None;
+    let reports = reports::run(&api, daemon.pid, &sends.deliveries, || {
+        reports_profile = reports_perf.map(profile::Perf::finish);
+    })
+    .await?;
+    let reports_profile = reports_profile.transpose()?;
     let profile = sends_profile.zip(reports_profile).map(|(s, r)| {
-        format!("### Sends phase\n\n```\n{s}\n```\n\n### Reports phase (and /healthz)\n\n```\n{r}\n```\n")
+        format!("### Sends phase\n\n```\n{s}\n```\n\n### Reports phase\n\n```\n{r}\n```\n")
     });
     eprintln!(
         "[reports] {:.0} reports/s, /healthz {:.0}/s",

@@ -43,8 +43,14 @@ impl ReportsResult {
 }
 
 /// Reports `delivered` for both devices of every delivery, and `opened`
-/// too for 30 % of customers; then as many `/healthz` calls.
-pub async fn run(api: &Api, pid: u32, deliveries: &[(String, usize)]) -> Res<ReportsResult> {
+/// too for 30 % of customers; then, once `between` ran (the end of a
+/// profile of the reports alone), as many `/healthz` calls.
+pub async fn run(
+    api: &Api,
+    pid: u32,
+    deliveries: &[(String, usize)],
+    between: impl FnOnce(),
+) -> Res<ReportsResult> {
     let syncs = Syncs::read(api).await?;
     let t0 = Instant::now();
     let sent = stream::iter(deliveries.iter().flat_map(|(d, i)| {
@@ -55,6 +61,7 @@ pub async fn run(api: &Api, pid: u32, deliveries: &[(String, usize)]) -> Res<Rep
     let (reports, cpu) = cpu::measure(Some(pid), sent).await?;
     let elapsed = t0.elapsed();
     let syncs = Syncs::read(api).await?.since(syncs);
+    between();
     let t1 = Instant::now();
     let health = stream::iter(0..reports)
         .map(|_| healthz(api))

@@ -22,7 +22,7 @@ use crate::daemon::{ServeError, run_api};
 use crate::http::{AppState, Catalog};
 use crate::keys;
 use crate::partition::{Partitioning, Partitions};
-use crate::providers::{ClientOptions, Providers};
+use crate::providers::Providers;
 use crate::template::LiquidRenderer;
 
 /// Runs a cluster node on `listener` until SIGTERM/SIGINT.
@@ -65,7 +65,7 @@ pub async fn run(
     let engine = EngineParts {
         provider: Arc::new(Providers::for_apps(
             &config.apps(),
-            &ClientOptions::default(),
+            &config.engine.client_options(),
         )),
         renderer: renderer.clone(),
         clock: clock.clone(),
