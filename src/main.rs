@@ -6,10 +6,24 @@ use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
-/// See Cargo.toml: faster than glibc malloc for pushd's many small
-/// allocations, and it gives freed memory back.
+/// See Cargo.toml: jemalloc holds pushd's many small allocations with
+/// little waste and gives freed memory back.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start (`_RJEM_MALLOC_CONF` in the
+/// environment overrides them): a background thread returns freed pages
+/// to the system within about a second, so memory once used by a burst of
+/// work does not stay resident.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: MallocConf = MallocConf(c"background_thread:true,dirty_decay_ms:1000".as_ptr());
+
+/// A C string pointer jemalloc reads once.
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+// SAFETY: it points to a static, immutable C string.
+unsafe impl Sync for MallocConf {}
+
 use pushd::config::Overrides;
 use tracing_subscriber::EnvFilter;
 

@@ -36,9 +36,9 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts the release binary on `data_dir` with extra environment, and
-    /// waits for its "pushd listening on" line. `PUSHD_*`, `MALLOC_*` and `MIMALLOC_*`
-    /// variables of the harness's environment pass through (for tuning
-    /// experiments); the harness's own settings win.
+    /// waits for its "pushd listening on" line. The harness's `PUSHD_*`
+    /// variables and `_RJEM_MALLOC_CONF` (jemalloc's options) pass through,
+    /// for tuning experiments; the harness's own settings win.
     pub async fn start(data_dir: &Path, env: &[(&str, String)]) -> Res<Daemon> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushd"));
         cmd.arg("serve")
@@ -93,7 +93,7 @@ impl Daemon {
 
 /// Whether the daemon inherits the harness's variable `name`.
 fn passes_through(name: &str) -> bool {
-    name.starts_with("PUSHD_") || name.starts_with("MALLOC_") || name.starts_with("MIMALLOC_")
+    name.starts_with("PUSHD_") || name == "_RJEM_MALLOC_CONF"
 }
 
 /// A client for one daemon's API (HTTP/1.1, keep-alive).

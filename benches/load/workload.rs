@@ -8,7 +8,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::daemon::{Api, Res, android_token, ios_token};
+use crate::daemon::{API_KEY, Api, Res, android_token, ios_token};
 
 /// Customers per `POST /v1/batch`.
 const IMPORT_BATCH: usize = 1000;
@@ -52,9 +52,21 @@ pub async fn register(api: &Api, range: Range<usize>, deadline: Instant) -> Res<
         .await
 }
 
+/// Attempts at a call whose items a moving partition refused (a cluster
+/// node answers `partition_unavailable` while a partition changes owner).
+const MOVING_ATTEMPTS: usize = 50;
+/// Pause before asking again for such items.
+const MOVING_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether an item's error says its partition is moving: ask again.
+fn moving(error: &Value) -> bool {
+    error["code"] == "partition_unavailable"
+}
+
 /// One bulk import of customers `chunk`; answers how many it imported.
+/// Items refused while their partition moves are imported again.
 async fn import(api: &Api, chunk: Range<usize>) -> Res<usize> {
-    let customers: Vec<Value> = chunk
+    let mut customers: Vec<Value> = chunk
         .clone()
         .map(|i| {
             let devices =
@@ -66,17 +78,29 @@ async fn import(api: &Api, chunk: Range<usize>) -> Res<usize> {
                 "attributes": {"first_name": format!("N{i}"), "plan": "pro"}})
         })
         .collect();
-    let v = api
-        .ok(
-            Method::POST,
-            "/v1/batch",
-            Some(&json!({"customers": customers})),
-        )
-        .await?;
-    match v["imported"].as_u64() {
-        Some(n) if n as usize == chunk.len() => Ok(chunk.len()),
-        _ => Err(format!("import of {} customers: {v}", chunk.len()).into()),
+    for _ in 0..MOVING_ATTEMPTS {
+        let body = json!({"customers": customers});
+        let v = api.ok(Method::POST, "/v1/batch", Some(&body)).await?;
+        let results = v["results"].as_array().ok_or("no results in the answer")?;
+        let mut again = Vec::new();
+        for (customer, result) in customers.into_iter().zip(results) {
+            match result["status"].as_str() {
+                Some("imported") => {}
+                _ if moving(&result["error"]) => again.push(customer),
+                _ => return Err(format!("import refused: {result}").into()),
+            }
+        }
+        if again.is_empty() {
+            return Ok(chunk.len());
+        }
+        customers = again;
+        tokio::time::sleep(MOVING_PAUSE).await;
     }
+    Err(format!(
+        "import of {} customers: partitions kept moving",
+        chunk.len()
+    )
+    .into())
 }
 
 /// Creates the push template `id` (Liquid over the customer's attributes).
@@ -104,25 +128,37 @@ pub async fn send(api: &Api, message: &str, range: Range<usize>) -> Res<Vec<Batc
         .await
 }
 
-/// One send call.
+/// One send call; customers whose partition was moving are sent again.
 async fn send_batch(api: &Api, message: &str, chunk: Range<usize>) -> Res<Batch> {
-    let ids: Vec<String> = chunk.clone().map(customer_id).collect();
-    let body = json!({"message_id": message, "customer_ids": ids});
+    let mut ids: Vec<String> = chunk.clone().map(customer_id).collect();
     let started = Instant::now();
-    let v = api.ok(Method::POST, "/v1/send/push", Some(&body)).await?;
-    let took = started.elapsed();
-    let deliveries = v["deliveries"]
-        .as_array()
-        .ok_or("no deliveries in the 202")?
-        .iter()
-        .map(entry)
-        .collect::<Res<Vec<_>>>()?;
+    let mut deliveries = Vec::with_capacity(chunk.len());
+    for _ in 0..MOVING_ATTEMPTS {
+        let body = json!({"message_id": message, "customer_ids": ids});
+        let (status, v) = api
+            .call(API_KEY, Method::POST, "/v1/send/push", Some(&body))
+            .await?;
+        let made = v["deliveries"].as_array().map_or(&[][..], Vec::as_slice);
+        deliveries.extend(made.iter().map(entry).collect::<Res<Vec<_>>>()?);
+        let failed = v["failed"].as_array().map_or(&[][..], Vec::as_slice);
+        if failed.iter().any(|f| !moving(&f["error"])) || (made.is_empty() && failed.is_empty()) {
+            return Err(format!("send refused: {status} {v}").into());
+        }
+        ids = failed
+            .iter()
+            .filter_map(|f| f["customer_id"].as_str().map(str::to_owned))
+            .collect();
+        if ids.is_empty() {
+            break;
+        }
+        tokio::time::sleep(MOVING_PAUSE).await;
+    }
     if deliveries.len() != chunk.len() {
         return Err(format!("{} deliveries for {} ids", deliveries.len(), chunk.len()).into());
     }
     Ok(Batch {
         started,
-        took,
+        took: started.elapsed(),
         deliveries,
     })
 }

@@ -7,41 +7,62 @@
 use actix_web::web;
 use serde::de::{Deserialize, DeserializeOwned, Deserializer, Error as _};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::error::{ApiError, field_error};
 
 /// A body (or query) of type `T` whose type errors name the field, e.g.
 /// `attributes must be an object, not string "x"`.
 ///
-/// It reads a JSON value first, then `T` from it with
-/// `serde_path_to_error`: a syntax error keeps its own kind (`invalid_json`),
-/// and only errors of `T`'s shape get the field's path. The intermediate
-/// value costs one extra pass over small bodies.
+/// It captures the body's JSON text first (a syntax error keeps its own
+/// kind, `invalid_json`) and reads `T` straight from it. Only when that
+/// fails does it build a JSON value and read `T` again with
+/// `serde_path_to_error`, so the error names the field's path: the common,
+/// valid body is parsed into `T` once, with no intermediate value.
 pub struct Fields<T>(pub T);
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Fields<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(d)?;
+        let raw = Box::<RawValue>::deserialize(d)?;
         // serde would also read a struct from an array of its fields in
-        // order (`[]` for a body of defaults): only an object is a body.
-        if !value.is_object() {
-            return Err(D::Error::custom(format!(
-                "the body must be a JSON object, not {}",
-                json_kind(&value)
-            )));
+        // order: only an object is a body, which the slow path says.
+        if raw.get().starts_with('{')
+            && let Ok(body) = serde_json::from_str(raw.get())
+        {
+            return Ok(Fields(body));
         }
-        serde_path_to_error::deserialize(value)
-            .map(Fields)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                match path.as_str() {
-                    // A missing or unknown top-level field names itself.
-                    "." => D::Error::custom(inner),
-                    path => D::Error::custom(field_error(path, &inner)),
-                }
-            })
+        let value: Value = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+        with_path(value).map(Fields)
     }
+}
+
+/// A query string of type `T` whose type errors name the parameter (the
+/// query's deserializer is not JSON's, so this always goes through a value).
+pub struct Params<T>(pub T);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Params<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        with_path(Value::deserialize(d)?).map(Params)
+    }
+}
+
+/// Reads `T` from `value`, an error naming the field's path.
+fn with_path<T: DeserializeOwned, E: serde::de::Error>(value: Value) -> Result<T, E> {
+    if !value.is_object() {
+        return Err(E::custom(format!(
+            "the body must be a JSON object, not {}",
+            json_kind(&value)
+        )));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        match path.as_str() {
+            // A missing or unknown top-level field names itself.
+            "." => E::custom(inner),
+            path => E::custom(field_error(path, &inner)),
+        }
+    })
 }
 
 /// What kind of JSON value `v` is, in words.
@@ -59,8 +80,8 @@ fn json_kind(v: &Value) -> &'static str {
 /// A JSON body of type `T` (see [`Fields`]).
 pub type JsonBody<T> = web::Json<Fields<T>>;
 
-/// A query string of type `T` (see [`Fields`]).
-pub type QueryOf<T> = web::Query<Fields<T>>;
+/// A query string of type `T` (see [`Params`]).
+pub type QueryOf<T> = web::Query<Params<T>>;
 
 /// Configures the extractors: the body limit and the contract's errors.
 pub fn extractors(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {

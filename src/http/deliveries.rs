@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{ApiKey, SdkKey};
-use super::body::{Fields, JsonBody, QueryOf};
+use super::body::{Fields, JsonBody, Params, QueryOf};
 use super::error::{ApiError, naming};
 use super::reach::{Scope, newest_page};
 use super::{AppState, Catalog, check_id, endpoint, event_time, page_limit};
@@ -67,7 +67,7 @@ async fn push_event(
     let asked = partition.registry.request(&customer, report).await;
     asked.map_err(naming(&ids))?;
     metrics::counter!("pushd_reports_total", "event" => event).increment(1);
-    Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
+    Ok(super::status_ok())
 }
 
 /// The names of messages, read from the catalog once per message per
@@ -181,7 +181,7 @@ async fn list_deliveries(
     state: web::Data<AppState>,
     scope: Scope,
     req: HttpRequest,
-    web::Query(Fields(q)): QueryOf<ListQuery>,
+    web::Query(Params(q)): QueryOf<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if q.channel.as_deref().is_some_and(|c| c != "push") {
         return Err(ApiError::invalid_field(format!(

@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use super::auth::ApiKey;
-use super::body::{Fields, QueryOf};
+use super::body::{Params, QueryOf};
 use super::error::ApiError;
 use super::{AppState, endpoint, page_limit};
 
@@ -27,7 +27,7 @@ struct FeedQuery {
 async fn feed(
     _: ApiKey,
     state: web::Data<AppState>,
-    web::Query(Fields(query)): QueryOf<FeedQuery>,
+    web::Query(Params(query)): QueryOf<FeedQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let after = match query.after.as_deref() {
         None | Some("") => 0,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::ApiKey;
-use super::body::{Fields, JsonBody, QueryOf};
+use super::body::{Fields, JsonBody, Params, QueryOf};
 use super::error::ApiError;
 use super::reach::{Counted, CountedOwned, Scope, TalliesAnswer, TalliesAsked};
 use super::{AppState, check_id, endpoint, page_limit, push_options};
@@ -321,7 +321,7 @@ fn page<T>(
 async fn list_messages(
     _: ApiKey,
     state: web::Data<AppState>,
-    web::Query(Fields(q)): QueryOf<ListQuery>,
+    web::Query(Params(q)): QueryOf<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(q.limit.as_deref())?;
     let all = state.catalog.all().await?;
@@ -348,7 +348,7 @@ async fn list_messages(
 async fn list_campaigns(
     _: ApiKey,
     state: web::Data<AppState>,
-    web::Query(Fields(q)): QueryOf<ListQuery>,
+    web::Query(Params(q)): QueryOf<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(q.limit.as_deref())?;
     // A campaign is as new as its newest message.

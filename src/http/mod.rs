@@ -22,6 +22,7 @@ mod webhooks;
 use std::sync::Arc;
 
 use actix_web::http::Method;
+use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, Resource, Route, web};
 use metrics_exporter_prometheus::PrometheusHandle;
 use pushd_actors::ports::Clock;
@@ -157,8 +158,15 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         Some(link) => {
             HttpResponse::Ok().json(json!({"status": "ok", "cluster": link.node.status()}))
         }
-        None => HttpResponse::Ok().json(json!({"status": "ok"})),
+        None => status_ok(),
     }
+}
+
+/// `200 {"status":"ok"}` from a static body: nothing to build per request.
+fn status_ok() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(r#"{"status":"ok"}"#)
 }
 
 async fn prometheus(handle: web::Data<PrometheusHandle>) -> HttpResponse {
