@@ -149,8 +149,8 @@ impl Renderer for LiquidRenderer {
         let value =
             |v: &Value| liquid::model::to_value(v).map_err(|e| RenderError::Syntax(e.to_string()));
         let mut person = liquid::Object::new();
-        for (key, v) in &customer.attributes {
-            person.insert(key.clone().into(), value(v)?);
+        for (key, v) in customer.attributes.to_map() {
+            person.insert(key.into(), value(&v)?);
         }
         person.insert(
             "id".into(),
@@ -208,7 +208,11 @@ mod tests {
     fn ada() -> Customer {
         Customer {
             id: "c1".into(),
-            attributes: json!({"first_name": "Ada"}).as_object().unwrap().clone(),
+            attributes: json!({"first_name": "Ada"})
+                .as_object()
+                .unwrap()
+                .clone()
+                .into(),
             unsubscribed: false,
             devices: vec![],
         }

@@ -27,10 +27,10 @@ fn ios_token(n: u64) -> String {
 
 fn push(platform: Platform, token: &str) -> Push {
     Push {
-        delivery_id: format!("dlv-{token}"),
-        token: token.to_owned(),
+        delivery_id: format!("dlv-{token}").into(),
+        token: token.into(),
         platform,
-        app: DEFAULT_APP.to_owned(),
+        app: DEFAULT_APP.into(),
         environment: Environment::Production,
         content: Arc::new(Content {
             title: "Hello".to_owned(),
@@ -939,7 +939,7 @@ async fn each_app_sends_with_its_own_credentials() {
     ]);
     let providers = Providers::for_apps(&apps, &ClientOptions::default());
     let for_app = |app: &str, platform, token: &str| Push {
-        app: app.to_owned(),
+        app: app.into(),
         ..push(platform, token)
     };
 

@@ -199,7 +199,7 @@ fn spec(id: &str, campaign: Option<&str>) -> MessageSpec {
 fn customer(id: &str) -> Customer {
     Customer {
         id: id.into(),
-        attributes: Map::from_iter([("first_name".to_owned(), Value::from("Ada"))]),
+        attributes: Map::from_iter([("first_name".to_owned(), Value::from("Ada"))]).into(),
         unsubscribed: false,
         devices: vec![],
     }

@@ -133,7 +133,7 @@ impl DeviceSendActor {
 
     fn finish(&mut self, outcome: Outcome, provider_id: Option<String>, ctx: &mut Context<Self>) {
         self.parent.do_send(DeviceOutcome {
-            delivery_id: self.push.delivery_id.clone(),
+            delivery_id: self.push.delivery_id.to_string(),
             index: self.index,
             outcome,
             attempts: self.attempts,

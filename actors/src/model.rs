@@ -7,9 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::status::{DeliveryState, MessageStatus, Timestamp};
+
+mod attributes;
+pub use attributes::Attributes;
 
 /// Which push service a device's token belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,8 +81,8 @@ pub struct Device {
     /// When the app was last used on it (Unix seconds).
     pub last_used: Timestamp,
     /// Free-form attributes (app version, ...).
-    #[serde(default, with = "json_text")]
-    pub attributes: Map<String, Value>,
+    #[serde(default)]
+    pub attributes: Attributes,
     /// Set when a send bounced; cleared when the token is registered again.
     #[serde(default)]
     pub suppressed: bool,
@@ -96,8 +99,7 @@ pub struct Customer {
     /// The customer id.
     pub id: String,
     /// Attributes, visible to templates as `customer.*`.
-    #[serde(with = "json_text")]
-    pub attributes: Map<String, Value>,
+    pub attributes: Attributes,
     /// True when the customer opted out of messages.
     pub unsubscribed: bool,
     /// Registered devices.

@@ -17,7 +17,7 @@ use actix::prelude::*;
 
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{Ack, EngineCtx, EngineError};
-use crate::model::{Audience, Customer, Delivery, Device, DeviceSend, MessageSpec};
+use crate::model::{Attributes, Audience, Customer, Delivery, Device, DeviceSend, MessageSpec};
 use crate::ports::{Change, Entry, Push, RenderError};
 use crate::registry::Departures;
 use crate::status::{
@@ -102,13 +102,18 @@ impl PersonActor {
             return;
         };
         let mut reservations = Vec::with_capacity(devices.len());
+        let delivery_id: Arc<str> = delivery.id.as_str().into();
+        let mut app: Arc<str> = Arc::from("");
         for index in devices {
             let send = &delivery.sends[index];
+            if *app != *send.app {
+                app = send.app.as_str().into();
+            }
             let push = Push {
-                delivery_id: delivery.id.clone(),
-                token: send.token.clone(),
+                delivery_id: delivery_id.clone(),
+                token: send.token.as_str().into(),
                 platform: send.platform,
-                app: send.app.clone(),
+                app: app.clone(),
                 environment: send.environment,
                 content: content.clone(),
             };
@@ -356,7 +361,7 @@ impl Handler<PutCustomer> for PersonActor {
             .unwrap_or_default();
         self.save_customer(Customer {
             id: self.id.clone(),
-            attributes: msg.attributes,
+            attributes: Attributes::new(&msg.attributes),
             unsubscribed: msg.unsubscribed,
             devices,
         })
@@ -379,7 +384,7 @@ impl Handler<ImportCustomer> for PersonActor {
         }
         self.save_customer(Customer {
             id: self.id.clone(),
-            attributes: msg.attributes,
+            attributes: Attributes::new(&msg.attributes),
             unsubscribed: msg.unsubscribed,
             devices,
         })

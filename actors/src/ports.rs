@@ -18,16 +18,19 @@ use crate::status::{FailureReason, Timestamp};
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// One push for one device, as handed to a [`Provider`].
+///
+/// Its strings are shared (`Arc<str>`): a push is cloned for every attempt,
+/// and the devices of one delivery share its id and app.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Push {
     /// The delivery id (`CIO-Delivery-ID`).
-    pub delivery_id: String,
+    pub delivery_id: Arc<str>,
     /// The device token (`CIO-Delivery-Token`).
-    pub token: String,
+    pub token: Arc<str>,
     /// Which provider.
     pub platform: Platform,
     /// Whose credentials (APNs key and topic, Firebase project) send it.
-    pub app: String,
+    pub app: Arc<str>,
     /// The APNs environment (production or sandbox endpoint).
     pub environment: Environment,
     /// What to show; shared by every device send of the delivery.

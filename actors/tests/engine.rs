@@ -55,7 +55,7 @@ async fn customer(h: &Harness, id: &str, tokens: &[(&str, Platform, i64)]) {
             app: DEFAULT_APP.into(),
             environment: Environment::Production,
             last_used,
-            attributes: Map::new(),
+            attributes: Default::default(),
             suppressed: false,
             opted_in: None,
         };
@@ -105,7 +105,7 @@ async fn a_message_goes_only_to_its_apps_devices_in_their_environment() {
             app: "shop".into(),
             environment,
             last_used: 9,
-            attributes: Map::new(),
+            attributes: Default::default(),
             suppressed: false,
             opted_in: None,
         };
@@ -133,11 +133,8 @@ async fn a_message_goes_only_to_its_apps_devices_in_their_environment() {
     assert_eq!(tokens, ["shop-ios", "shop-android"]);
     let calls = h.provider.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 2);
-    let ios = calls.iter().find(|p| p.token == "shop-ios").unwrap();
-    assert_eq!(
-        (ios.app.as_str(), ios.environment),
-        ("shop", Environment::Sandbox)
-    );
+    let ios = calls.iter().find(|p| &*p.token == "shop-ios").unwrap();
+    assert_eq!((&*ios.app, ios.environment), ("shop", Environment::Sandbox));
     assert_eq!(h.provider.calls_to("main"), 0);
 
     // The default app's last device is "main", though the shop's are newer.
@@ -367,7 +364,10 @@ async fn an_actor_whose_load_failed_stops_and_the_next_request_loads_afresh() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (c.attributes["first_name"].as_str(), c.devices.len()),
+        (
+            c.attributes.to_map()["first_name"].as_str(),
+            c.devices.len()
+        ),
         (Some("Bo"), 1)
     );
 }
@@ -383,7 +383,7 @@ async fn prechecks_fail_without_sending() {
     );
 
     let put = PutCustomer {
-        attributes: Map::new(),
+        attributes: Default::default(),
         unsubscribed: false,
     };
     h.registry.request("c1", put).await.unwrap();
@@ -419,7 +419,7 @@ async fn prechecks_fail_without_sending() {
 async fn retry_resends_a_failed_delivery_and_refuses_others() {
     let h = Harness::new();
     let put = PutCustomer {
-        attributes: Map::new(),
+        attributes: Default::default(),
         unsubscribed: false,
     };
     h.registry.request("c1", put).await.unwrap();

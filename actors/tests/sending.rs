@@ -13,7 +13,7 @@ use pushd_actors::model::{
 };
 use pushd_actors::person::{PutCustomer, PutDevice, SendMessage};
 use pushd_actors::status::MessageStatus;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use support::{Harness, MemStore, wait_for};
 
 fn message(rate_per_minute: Option<u32>) -> Arc<MessageSpec> {
@@ -37,7 +37,7 @@ fn message(rate_per_minute: Option<u32>) -> Arc<MessageSpec> {
 /// Customer `id` with one iOS device, token `t-<id>`.
 async fn customer(h: &Harness, id: &str) {
     let put = PutCustomer {
-        attributes: Map::new(),
+        attributes: Default::default(),
         unsubscribed: false,
     };
     h.registry.request(id, put).await.unwrap();
@@ -47,7 +47,7 @@ async fn customer(h: &Harness, id: &str) {
         app: DEFAULT_APP.into(),
         environment: Environment::Production,
         last_used: 1,
-        attributes: Map::new(),
+        attributes: Default::default(),
         suppressed: false,
         opted_in: Some(true),
     };
@@ -66,7 +66,7 @@ async fn send(h: &Harness, id: &str, rate: Option<u32>, delivery_id: Option<Stri
 /// The tokens the provider was called for, in order.
 fn called(h: &Harness) -> Vec<String> {
     let calls = h.provider.calls.lock().unwrap();
-    calls.iter().map(|p| p.token.clone()).collect()
+    calls.iter().map(|p| p.token.to_string()).collect()
 }
 
 async fn calls_reach(h: &Harness, n: usize) {

@@ -19,7 +19,7 @@ use pushd_actors::person::{DeviceReport, PutCustomer, PutDevice, SendMessage};
 use pushd_actors::status::{MessageStatus, Report};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use support::{Answer, Harness, MemJournal, MemState, MemStore, ScriptedProvider, wait_for};
 
 const RUNS: u64 = 16;
@@ -84,7 +84,7 @@ fn request(h: &Harness, rng: &mut StdRng, acked: &Rc<RefCell<Acked>>) {
     match rng.gen_range(0..10) {
         0 | 1 => {
             let put = PutCustomer {
-                attributes: Map::new(),
+                attributes: Default::default(),
                 unsubscribed: false,
             };
             actix::spawn(async move {
@@ -103,7 +103,7 @@ fn request(h: &Harness, rng: &mut StdRng, acked: &Rc<RefCell<Acked>>) {
                     Platform::Android
                 },
                 last_used: rng.gen_range(0..100),
-                attributes: Map::new(),
+                attributes: Default::default(),
                 suppressed: false,
                 opted_in: None,
                 app: DEFAULT_APP.into(),

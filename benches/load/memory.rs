@@ -15,6 +15,10 @@ const IDLE_LIMIT: Duration = Duration::from_secs(120);
 const REACH_LIMIT: Duration = Duration::from_secs(30);
 /// Interval between polls.
 const POLL: Duration = Duration::from_millis(100);
+/// Interval between RSS reads while it settles.
+const SETTLE_POLL: Duration = Duration::from_millis(500);
+/// How long RSS may take to settle.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// What the memory phase measured.
 pub struct MemoryResult {
@@ -28,7 +32,7 @@ pub struct MemoryResult {
     pub rss_start: u64,
     /// RSS with every customer registered and every actor stopped.
     pub rss_idle: u64,
-    /// RSS with `inflight` deliveries in flight.
+    /// RSS with `inflight` deliveries in flight, once settled.
     pub rss_inflight: u64,
     /// Deliveries in flight.
     pub inflight: usize,
@@ -78,7 +82,7 @@ pub async fn run(
     eprintln!("[memory] sending {inflight} deliveries that the fakes will hold");
     let batches = workload::send(api, MESSAGE, 0..inflight).await?;
     let held_pushes = wait_held(fakes, 2 * inflight).await;
-    let rss_inflight = daemon.rss_bytes()?;
+    let rss_inflight = settled_rss(daemon).await?;
     Ok(MemoryResult {
         wanted: m,
         customers,
@@ -90,6 +94,24 @@ pub async fn run(
         held_pushes,
         deliveries: batches.into_iter().flat_map(|b| b.deliveries).collect(),
     })
+}
+
+/// The daemon's RSS once the send burst's garbage is returned: the
+/// allocator gives freed pages back to the system gradually (within about
+/// a second), and what the deliveries hold is what stays. Polls until RSS
+/// stops falling, bounded by [`SETTLE_LIMIT`].
+async fn settled_rss(daemon: &Daemon) -> Res<u64> {
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    let mut rss = daemon.rss_bytes()?;
+    loop {
+        tokio::time::sleep(SETTLE_POLL).await;
+        let now = daemon.rss_bytes()?;
+        // Falling by less than 1 % is settled.
+        if now + rss / 100 >= rss || Instant::now() > deadline {
+            return Ok(now.min(rss));
+        }
+        rss = now;
+    }
 }
 
 /// Polls the `pushd_person_actors` gauge until no actor is left.

@@ -2,7 +2,7 @@
 
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
-use pushd_actors::model::{Device, Environment, Platform, default_app};
+use pushd_actors::model::{Attributes, Device, Environment, Platform, default_app};
 use pushd_actors::person::{
     CustomerEvent, DeleteCustomer, DeleteDevice, GetCustomer, PutCustomer, PutDevice,
 };
@@ -66,7 +66,7 @@ impl DeviceFields {
             app: self.app,
             environment: self.environment.unwrap_or_default(),
             last_used: self.last_used.unwrap_or(now),
-            attributes: self.attributes,
+            attributes: Attributes::new(&self.attributes),
             suppressed: false,
             opted_in: self.opted_in,
         })

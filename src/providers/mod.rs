@@ -198,7 +198,7 @@ impl Providers {
 
     /// The client for `push`'s app and platform, or why there is none.
     fn client(&self, push: &Push) -> Result<Client, String> {
-        let Some(app) = self.apps.get(&push.app) else {
+        let Some(app) = self.apps.get(&*push.app) else {
             return Err(format!(
                 "no credentials configured for app \"{}\"",
                 push.app

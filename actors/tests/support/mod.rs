@@ -326,7 +326,7 @@ impl ScriptedProvider {
             .lock()
             .unwrap()
             .iter()
-            .filter(|p| p.token == token)
+            .filter(|p| *p.token == *token)
             .count()
     }
 }
@@ -341,7 +341,7 @@ impl Provider for ScriptedProvider {
             .scripts
             .lock()
             .unwrap()
-            .get_mut(&push.token)
+            .get_mut(&*push.token)
             .and_then(VecDeque::pop_front)
             .unwrap_or(Answer::Ok);
         let n = {
@@ -372,6 +372,7 @@ pub struct PlainRenderer;
 
 impl PlainRenderer {
     fn fill(text: &str, customer: &Customer) -> Result<String, RenderError> {
+        let attributes = customer.attributes.to_map();
         let mut out = String::new();
         let mut rest = text;
         while let Some(start) = rest.find("{{customer.") {
@@ -380,7 +381,7 @@ impl PlainRenderer {
                 .find("}}")
                 .ok_or_else(|| RenderError::Syntax(text.into()))?;
             let key = &rest[start + 11..start + end];
-            match customer.attributes.get(key) {
+            match attributes.get(key) {
                 Some(Value::String(s)) => out.push_str(s),
                 Some(v) => out.push_str(&v.to_string()),
                 None => return Err(RenderError::VariableMissing(key.into())),
