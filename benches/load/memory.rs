@@ -30,7 +30,8 @@ pub struct MemoryResult {
     pub register_s: f64,
     /// RSS after start, bytes.
     pub rss_start: u64,
-    /// RSS with every customer registered and every actor stopped.
+    /// RSS with every customer registered and every actor stopped, once
+    /// settled.
     pub rss_idle: u64,
     /// RSS with `inflight` deliveries in flight, once settled.
     pub rss_inflight: u64,
@@ -77,7 +78,7 @@ pub async fn run(
         "[memory] {customers} customers registered in {register_s:.1} s; waiting for idle actors to stop"
     );
     wait_idle(api).await?;
-    let rss_idle = daemon.rss_bytes()?;
+    let rss_idle = settled_rss(daemon).await?;
     let inflight = k.min(customers);
     eprintln!("[memory] sending {inflight} deliveries that the fakes will hold");
     let batches = workload::send(api, MESSAGE, 0..inflight).await?;

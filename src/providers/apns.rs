@@ -131,6 +131,7 @@ impl ApnsClient {
         };
         let mut renewed = false;
         loop {
+            let ready = endpoint.ready(room).await.map_err(transport_error)?;
             let jwt = inner.signer.token()?;
             let mut request = Request::post(uri.clone())
                 .header("authorization", format!("bearer {jwt}"))
@@ -145,8 +146,8 @@ impl ApnsClient {
             let request = request
                 .body(())
                 .map_err(|e| invalid_request(e.to_string()))?;
-            let (status, headers, answer) = endpoint
-                .send(request, body.clone(), room)
+            let (status, headers, answer) = ready
+                .send(request, body.clone())
                 .await
                 .map_err(transport_error)?;
             if status.is_success() {

@@ -142,14 +142,14 @@ impl FcmClient {
         let mut refreshed = false;
         loop {
             let token = inner.access_token().await?;
+            let ready = inner.endpoint.ready(room).await.map_err(transport_error)?;
             let request = Request::post(inner.send_uri.clone())
                 .header("authorization", format!("Bearer {token}"))
                 .header("content-type", "application/json")
                 .body(())
                 .map_err(|e| invalid_request(e.to_string()))?;
-            let (status, headers, answer) = inner
-                .endpoint
-                .send(request, body.clone(), room)
+            let (status, headers, answer) = ready
+                .send(request, body.clone())
                 .await
                 .map_err(transport_error)?;
             if status.is_success() {

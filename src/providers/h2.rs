@@ -27,6 +27,7 @@ use http::{HeaderMap, Request, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// How long connecting (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,6 +97,57 @@ pub struct Reserved {
     _permit: OwnedSemaphorePermit,
 }
 
+/// A stream ready to take one request (see [`Endpoint::ready`]).
+pub struct Ready {
+    sender: SendRequest<Bytes>,
+    stream: Stream,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Ready {
+    /// Sends `head` and `body` and reads the whole answer, by the deadline.
+    ///
+    /// The request is handed to the connection before the returned future
+    /// first runs, so that future, which a push holds for as long as the
+    /// provider takes to answer, carries only the stream's handles: not the
+    /// request head, nor the wait for a stream (the load bench's memory
+    /// phase holds thousands of pushes at the fakes).
+    pub fn send(
+        mut self,
+        head: Request<()>,
+        body: Bytes,
+    ) -> impl Future<Output = Result<(StatusCode, HeaderMap, Bytes), H2Error>> {
+        let sent = self
+            .sender
+            .send_request(head, false)
+            .and_then(|(answer, mut out)| out.send_data(body, true).map(|()| (answer, out)));
+        let Ready {
+            stream,
+            deadline,
+            timeout,
+            ..
+        } = self;
+        async move {
+            let _stream = stream;
+            let (answer, _out) = sent?;
+            let read = async {
+                let (parts, mut incoming) = answer.await?.into_parts();
+                let mut read = BytesMut::new();
+                while let Some(chunk) = incoming.data().await {
+                    let chunk = chunk?;
+                    let _ = incoming.flow_control().release_capacity(chunk.len());
+                    read.extend_from_slice(&chunk);
+                }
+                Ok::<_, H2Error>((parts.status, parts.headers, read.freeze()))
+            };
+            tokio::time::timeout_at(deadline, read)
+                .await
+                .map_err(|_| H2Error::Timeout(timeout))?
+        }
+    }
+}
+
 /// A stream in use on a connection; counted down when dropped.
 struct Stream(Arc<AtomicUsize>);
 
@@ -161,32 +213,25 @@ impl Endpoint {
         }
     }
 
-    /// Sends `head` and `body` on a reserved stream and reads the whole
-    /// answer, within the endpoint's timeout (which starts now, on the wire).
-    pub async fn send(
-        &self,
-        head: Request<()>,
-        body: Bytes,
-        _room: &Reserved,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), H2Error> {
+    /// Waits for a stream ready to take one request, in a slot reserved on
+    /// this endpoint. The endpoint's timeout starts now, on the wire, and
+    /// covers the request until its answer is read.
+    pub async fn ready(&self, _room: &Reserved) -> Result<Ready, H2Error> {
         let timeout = self.0.limits.timeout;
-        let exchange = async {
-            let (sender, _stream) = self.stream().await?;
-            let mut sender = sender.ready().await?;
-            let (answer, mut out) = sender.send_request(head, false)?;
-            out.send_data(body, true)?;
-            let (parts, mut incoming) = answer.await?.into_parts();
-            let mut read = BytesMut::new();
-            while let Some(chunk) = incoming.data().await {
-                let chunk = chunk?;
-                let _ = incoming.flow_control().release_capacity(chunk.len());
-                read.extend_from_slice(&chunk);
-            }
-            Ok::<_, H2Error>((parts.status, parts.headers, read.freeze()))
+        let deadline = Instant::now() + timeout;
+        let ready = async {
+            let (sender, stream) = self.stream().await?;
+            Ok::<_, H2Error>((sender.ready().await?, stream))
         };
-        tokio::time::timeout(timeout, exchange)
+        let (sender, stream) = tokio::time::timeout_at(deadline, ready)
             .await
-            .map_err(|_| H2Error::Timeout(timeout))?
+            .map_err(|_| H2Error::Timeout(timeout))??;
+        Ok(Ready {
+            sender,
+            stream,
+            deadline,
+            timeout,
+        })
     }
 
     /// A stream on the least busy open connection, opening one if every
