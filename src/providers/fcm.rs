@@ -184,7 +184,9 @@ impl Inner {
         {
             return Ok(token.value.clone());
         }
-        let fetched = self.fetch_token().await?;
+        // Boxed: the fetch (an HTTPS call) is rare, and its future inline
+        // would widen every push's future for as long as it waits.
+        let fetched = Box::pin(self.fetch_token()).await?;
         let value = fetched.value.clone();
         *cached = Some(fetched);
         Ok(value)
