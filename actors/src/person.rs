@@ -10,7 +10,6 @@
 //! (its state lives in the store; the next request loads it again, resuming
 //! any unsettled send).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -32,7 +31,9 @@ pub const MAX_DEVICES: usize = 100;
 type Answer<T> = Result<Ack<T>, EngineError>;
 
 mod messages;
+mod unsettled;
 pub use messages::*;
+use unsettled::Unsettled;
 
 /// The supervisor of one customer.
 pub struct PersonActor {
@@ -40,10 +41,9 @@ pub struct PersonActor {
     ctx: Arc<EngineCtx>,
     departures: Departures,
     customer: Option<Customer>,
-    /// Deliveries whose send is not settled, by id: the ones device outcomes
-    /// come back for (a cache of the store, which always holds them too).
-    /// Boxed, so the map's table stays small.
-    unsettled: HashMap<String, Box<Delivery>>,
+    /// Deliveries whose send is not settled: the ones device outcomes come
+    /// back for (a cache of the store, which always holds them too).
+    unsettled: Unsettled,
     /// Device sends running, plus deliveries waiting to be durable before
     /// their sends start.
     inflight: usize,
@@ -59,7 +59,7 @@ impl PersonActor {
             ctx,
             departures,
             customer: None,
-            unsettled: HashMap::new(),
+            unsettled: Unsettled::default(),
             inflight: 0,
             last_active_ms: now,
         }
@@ -81,7 +81,7 @@ impl PersonActor {
             // Like an outcome, the count need not be durable before the send.
             self.ctx
                 .write(vec![Change::delivery(Some(stored), delivery.clone())])?;
-            self.unsettled.insert(id.clone(), Box::new(delivery));
+            self.unsettled.insert(delivery);
             self.spawn_sends(&id, pending, ctx);
         }
         Ok(())
@@ -206,7 +206,7 @@ impl PersonActor {
         let kept = (!pending.is_empty()).then(|| delivery.clone());
         let position = self.ctx.write(vec![Change::delivery(before, delivery)])?;
         if let Some(delivery) = kept {
-            self.unsettled.insert(id.clone(), Box::new(delivery));
+            self.unsettled.insert(delivery);
             self.inflight += 1;
             let durable = self.ctx.durable(position);
             let started = id.clone();
@@ -230,7 +230,7 @@ impl PersonActor {
     /// this customer's.
     fn delivery(&self, id: &str) -> Result<Delivery, EngineError> {
         if let Some(d) = self.unsettled.get(id) {
-            return Ok((**d).clone());
+            return Ok(d.clone());
         }
         match self.ctx.ports.store.delivery(id)? {
             Some(d) if d.customer_id == self.id => Ok(d),
@@ -243,8 +243,7 @@ impl PersonActor {
         if after.state.settled() {
             self.unsettled.remove(&after.id);
         } else {
-            self.unsettled
-                .insert(after.id.clone(), Box::new(after.clone()));
+            self.unsettled.insert(after.clone());
         }
     }
 

@@ -17,6 +17,9 @@ const REACH_LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
 /// Interval between RSS reads while it settles.
 const SETTLE_POLL: Duration = Duration::from_millis(500);
+/// The shortest wait for RSS to settle: longer than the allocator's decay
+/// (`dirty_decay_ms:1000`, see `src/main.rs`).
+const SETTLE_MIN: Duration = Duration::from_millis(1500);
 /// How long RSS may take to settle.
 const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -97,19 +100,21 @@ pub async fn run(
     })
 }
 
-/// The daemon's RSS once the send burst's garbage is returned: the
-/// allocator gives freed pages back to the system gradually (within about
-/// a second), and what the deliveries hold is what stays. Polls until RSS
-/// stops falling, bounded by [`SETTLE_LIMIT`].
+/// The daemon's RSS once freed memory is returned: the allocator gives
+/// freed pages back to the system gradually, over about a second, so a
+/// reading taken at once would count garbage of the work just done (and
+/// vary with when it is taken). Polls until RSS moved less than 0.5 %
+/// between two readings, at least [`SETTLE_MIN`] after the first, bounded
+/// by [`SETTLE_LIMIT`].
 async fn settled_rss(daemon: &Daemon) -> Res<u64> {
-    let deadline = Instant::now() + SETTLE_LIMIT;
+    let started = Instant::now();
     let mut rss = daemon.rss_bytes()?;
     loop {
         tokio::time::sleep(SETTLE_POLL).await;
         let now = daemon.rss_bytes()?;
-        // Falling by less than 1 % is settled.
-        if now + rss / 100 >= rss || Instant::now() > deadline {
-            return Ok(now.min(rss));
+        let still = now.abs_diff(rss) * 200 <= rss;
+        if (still && started.elapsed() >= SETTLE_MIN) || started.elapsed() > SETTLE_LIMIT {
+            return Ok(now);
         }
         rss = now;
     }

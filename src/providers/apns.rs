@@ -115,41 +115,18 @@ impl ApnsClient {
     ) -> Result<Accepted, ProviderError> {
         let inner = &self.0;
         let endpoint = self.endpoint(push.environment);
-        let uri = endpoint
-            .uri(&format!("/3/device/{}", push.token))
-            .map_err(invalid_request)?;
-        let body = Bytes::from(payload(push).to_string());
-        check_size("APNs", body.len(), APNS_MAX_PAYLOAD)?;
-        let options = &push.content.options;
-        let (push_type, default_priority) = match options.kind {
-            PushKind::Alert => ("alert", PushPriority::High),
-            PushKind::Background => ("background", PushPriority::Normal),
-        };
-        let priority = match options.priority.unwrap_or(default_priority) {
-            PushPriority::High => "10",
-            PushPriority::Normal => "5",
-        };
         let mut renewed = false;
         loop {
+            // The request is built for each attempt (a second one is rare)
+            // and handed over whole, so nothing of it, its payload
+            // included, stays with the push while the answer is awaited.
+            let body = Bytes::from(payload(push).to_string());
+            check_size("APNs", body.len(), APNS_MAX_PAYLOAD)?;
             let ready = endpoint.ready(room).await.map_err(transport_error)?;
             let jwt = inner.signer.token()?;
-            let mut request = Request::post(uri.clone())
-                .header("authorization", format!("bearer {jwt}"))
-                .header("apns-topic", &inner.topic)
-                .header("apns-push-type", push_type)
-                .header("apns-priority", priority)
-                .header("apns-expiration", expiration(options.ttl_seconds))
-                .header("content-type", "application/json");
-            if let Some(collapse) = &push.content.collapse_id {
-                request = request.header("apns-collapse-id", collapse);
-            }
-            let request = request
-                .body(())
-                .map_err(|e| invalid_request(e.to_string()))?;
-            let (status, headers, answer) = ready
-                .send(request, body.clone())
-                .await
-                .map_err(transport_error)?;
+            let request = self.head(push, endpoint, &jwt)?;
+            let (status, headers, answer) =
+                ready.send(request, body).await.map_err(transport_error)?;
             if status.is_success() {
                 let provider_id = headers
                     .get("apns-id")
@@ -169,6 +146,38 @@ impl ApnsClient {
             }
             return Err(map_error(status, &reason, retry));
         }
+    }
+
+    /// The request head of `push` to `endpoint`, signed with `jwt`.
+    fn head(
+        &self,
+        push: &Push,
+        endpoint: &Endpoint,
+        jwt: &str,
+    ) -> Result<Request<()>, ProviderError> {
+        let options = &push.content.options;
+        let (push_type, default_priority) = match options.kind {
+            PushKind::Alert => ("alert", PushPriority::High),
+            PushKind::Background => ("background", PushPriority::Normal),
+        };
+        let priority = match options.priority.unwrap_or(default_priority) {
+            PushPriority::High => "10",
+            PushPriority::Normal => "5",
+        };
+        let uri = endpoint
+            .uri(&format!("/3/device/{}", push.token))
+            .map_err(invalid_request)?;
+        let mut request = Request::post(uri)
+            .header("authorization", format!("bearer {jwt}"))
+            .header("apns-topic", &self.0.topic)
+            .header("apns-push-type", push_type)
+            .header("apns-priority", priority)
+            .header("apns-expiration", expiration(options.ttl_seconds))
+            .header("content-type", "application/json");
+        if let Some(collapse) = &push.content.collapse_id {
+            request = request.header("apns-collapse-id", collapse);
+        }
+        request.body(()).map_err(|e| invalid_request(e.to_string()))
     }
 }
 

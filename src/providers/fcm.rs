@@ -132,15 +132,16 @@ impl FcmClient {
         room: &Reserved,
     ) -> Result<Accepted, ProviderError> {
         let inner = &self.0;
-        // The message is built, checked and encoded, then dropped: only its
-        // bytes wait for the answer.
-        let body = {
-            let message = message(push);
-            check_size("FCM", payload_size(&message["message"]), FCM_MAX_PAYLOAD)?;
-            Bytes::from(message.to_string())
-        };
         let mut refreshed = false;
         loop {
+            // The message is built, checked and encoded for each attempt (a
+            // second one is rare) and its bytes handed over whole, so
+            // nothing of it stays with the push while the answer is awaited.
+            let body = {
+                let message = message(push);
+                check_size("FCM", payload_size(&message["message"]), FCM_MAX_PAYLOAD)?;
+                Bytes::from(message.to_string())
+            };
             let token = inner.access_token().await?;
             let ready = inner.endpoint.ready(room).await.map_err(transport_error)?;
             let request = Request::post(inner.send_uri.clone())
@@ -148,10 +149,8 @@ impl FcmClient {
                 .header("content-type", "application/json")
                 .body(())
                 .map_err(|e| invalid_request(e.to_string()))?;
-            let (status, headers, answer) = ready
-                .send(request, body.clone())
-                .await
-                .map_err(transport_error)?;
+            let (status, headers, answer) =
+                ready.send(request, body).await.map_err(transport_error)?;
             if status.is_success() {
                 let name = serde_json::from_slice::<SendResponse>(&answer)
                     .ok()
