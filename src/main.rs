@@ -14,14 +14,16 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read at its start (`_RJEM_MALLOC_CONF` in the
 /// environment overrides them): a background thread returns freed pages to
 /// the system within about a second, so memory once used by a burst of
-/// work does not stay resident; and two arenas instead of four per core,
-/// so memory one thread freed serves another's next allocations (the load
-/// bench on 2 cores: ~5.3 KB per in-flight delivery instead of ~6.7 KB, at
-/// the same CPU per push and per report; a machine with many cores busy
-/// allocating may want `_RJEM_MALLOC_CONF=narenas:<cores>`).
+/// work does not stay resident; and one arena instead of four per core, so
+/// memory any thread freed serves every thread's next allocations (each
+/// thread still allocates from its own cache first). The load bench on 2
+/// cores: ~4.8 KB per in-flight delivery against ~5.8 KB with two arenas
+/// and ~6.7 KB with jemalloc's default, at the same CPU per push and per
+/// report. A machine with many cores allocating at once may want
+/// `_RJEM_MALLOC_CONF=narenas:<cores>`.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: MallocConf =
-    MallocConf(c"background_thread:true,dirty_decay_ms:1000,narenas:2".as_ptr());
+    MallocConf(c"background_thread:true,dirty_decay_ms:1000,narenas:1".as_ptr());
 
 /// A C string pointer jemalloc reads once.
 #[repr(transparent)]
