@@ -9,8 +9,6 @@
 //! items of customers other nodes serve go there, one forwarded import per
 //! node.
 
-use std::collections::BTreeMap;
-
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
@@ -24,6 +22,7 @@ use super::auth::ApiKey;
 use super::body::{Fields, JsonBody};
 use super::customers::DeviceFields;
 use super::error::{ApiError, naming};
+use super::split::by_owner;
 use super::{AppState, check_id, endpoint};
 use crate::cluster::peers::FORWARDED;
 
@@ -95,27 +94,10 @@ async fn import(
         .enumerate()
         .map(|(at, item)| checked(item, at, now))
         .collect::<Result<_, _>>()?;
-    // Customers of partitions other nodes serve go there; a forwarded
-    // import is taken here whole.
+    // Customers of partitions other nodes serve go there.
     let forwarded = req.headers().contains_key(FORWARDED);
-    let partitioning = state.partitions.partitioning();
-    let mut here = Vec::new();
-    let mut elsewhere: BTreeMap<String, Vec<(usize, String, ImportCustomer)>> = BTreeMap::new();
-    for (n, (id, import)) in imports.into_iter().enumerate() {
-        let tag = partitioning.of_customer(&id);
-        let owner = match (
-            &state.cluster,
-            forwarded || state.partitions.get(tag).is_some(),
-        ) {
-            (Some(link), false) => link.node.owner_address(tag),
-            _ => None,
-        };
-        match owner {
-            Some(address) => elsewhere.entry(address).or_default().push((n, id, import)),
-            None => here.push((n, id, import)),
-        }
-    }
-    let local = here.into_iter().map(|(n, id, import)| {
+    let (here, elsewhere) = by_owner(&state, forwarded, imports, |(id, _)| id.as_str());
+    let local = here.into_iter().map(|(n, (id, import))| {
         let state = state.clone();
         async move {
             let ids = [("customer", id.as_str())];
@@ -170,11 +152,11 @@ async fn import_elsewhere(
     state: &AppState,
     authorization: Option<&str>,
     address: String,
-    items: Vec<(usize, String, ImportCustomer)>,
+    items: Vec<(usize, (String, ImportCustomer))>,
 ) -> Vec<Placed> {
     let customers: Vec<Value> = items
         .iter()
-        .map(|(_, id, import)| {
+        .map(|(_, (id, import))| {
             let devices: Vec<Value> = (import.devices.iter())
                 .map(|d| {
                     json!({"id": d.id, "platform": d.platform, "app": d.app,
@@ -212,7 +194,7 @@ async fn import_elsewhere(
     items
         .into_iter()
         .enumerate()
-        .map(|(k, (n, id, _))| {
+        .map(|(k, (n, (id, _)))| {
             let r = answered.get(k).cloned().unwrap_or_else(|| {
                 let why = match &answer {
                     Err(e) => e.clone(),

@@ -6,7 +6,6 @@
 //! for how a call cut short is finished by its retry without sending twice).
 //! Keys are a single node's: a cluster node refuses them (501).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::http::{Method, StatusCode};
@@ -21,7 +20,7 @@ use serde_json::{Value, json};
 use super::auth::ApiKey;
 use super::body::{Fields, JsonBody};
 use super::error::{ApiError, naming};
-use super::split::{Refusal, send_elsewhere};
+use super::split::{Refusal, by_owner, send_elsewhere};
 use super::{AppState, check_id, endpoint, not_in_cluster};
 use crate::cluster::peers::FORWARDED;
 
@@ -155,26 +154,8 @@ async fn fan_out(
     body: SendBody,
     ticket: Option<&SendTicket>,
 ) -> (SendAnswer, Option<Refusal>) {
-    // A forwarded send is answered here: its sender found this node the
-    // owner of every customer in it.
     let forwarded = req.headers().contains_key(FORWARDED);
-    let partitioning = state.partitions.partitioning();
-    let mut here = Vec::new();
-    let mut elsewhere: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
-    for (n, customer_id) in body.customer_ids.into_iter().enumerate() {
-        let tag = partitioning.of_customer(&customer_id);
-        let owner = match (
-            &state.cluster,
-            forwarded || state.partitions.get(tag).is_some(),
-        ) {
-            (Some(link), false) => link.node.owner_address(tag),
-            _ => None,
-        };
-        match owner {
-            Some(address) => elsewhere.entry(address).or_default().push((n, customer_id)),
-            None => here.push((n, customer_id)),
-        }
-    }
+    let (here, elsewhere) = by_owner(state, forwarded, body.customer_ids, |id| id.as_str());
     let sends = here.into_iter().map(|(n, customer_id)| {
         let msg = SendMessage {
             message: message.clone(),

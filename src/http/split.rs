@@ -1,7 +1,7 @@
-//! Cluster mode: the part of a send whose customers other nodes serve. The
-//! send handler keeps the customers of partitions this node runs, and
-//! hands each other node its customers in one forwarded send; their
-//! answers are put back in the order of the request.
+//! Cluster mode: the part of a request whose customers other nodes serve.
+//! A send (or a bulk import) keeps the customers of partitions this node
+//! runs ([`by_owner`]) and hands each other node its customers in one
+//! forwarded call; their answers are put back in the order of the request.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -36,6 +36,39 @@ impl From<ApiError> for Refusal {
 
 /// One customer's outcome: its delivery id, or why not.
 pub type Outcome = Result<String, Refusal>;
+
+/// Items of a request, each with its place in the request.
+pub type Indexed<T> = Vec<(usize, T)>;
+
+/// The items of a request (each about the customer `customer` names), by
+/// who answers them: this node (with each item's place in the request),
+/// or other nodes, by address. A request another node forwarded here is
+/// answered here whole: its sender found this node the owner of all of it.
+pub fn by_owner<T>(
+    state: &AppState,
+    forwarded: bool,
+    items: impl IntoIterator<Item = T>,
+    customer: impl Fn(&T) -> &str,
+) -> (Indexed<T>, BTreeMap<String, Indexed<T>>) {
+    let partitioning = state.partitions.partitioning();
+    let mut here = Vec::new();
+    let mut elsewhere: BTreeMap<String, Indexed<T>> = BTreeMap::new();
+    for (n, item) in items.into_iter().enumerate() {
+        let tag = partitioning.of_customer(customer(&item));
+        let owner = match (
+            &state.cluster,
+            forwarded || state.partitions.get(tag).is_some(),
+        ) {
+            (Some(link), false) => link.node.owner_address(tag),
+            _ => None,
+        };
+        match owner {
+            Some(address) => elsewhere.entry(address).or_default().push((n, item)),
+            None => here.push((n, item)),
+        }
+    }
+    (here, elsewhere)
+}
 
 /// Sends `message_id` with `data` to the customers of `groups` (by the
 /// address of the node serving them: index in the request and customer
