@@ -59,25 +59,28 @@ fn installed() {
 pub fn single(dir: &Path) -> NatsServer {
     installed();
     let home = dir.join("nats");
-    std::fs::create_dir_all(&home).unwrap();
-    let conf = home.join("nats.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listen: 127.0.0.1:-1\nports_file_dir: \"{home}\"\njetstream {{ store_dir: \"{home}/js\" }}\n",
-            home = home.display()
-        ),
-    )
-    .unwrap();
+    let conf = format!(
+        "listen: 127.0.0.1:-1\nports_file_dir: \"{home}\"\njetstream {{ store_dir: \"{home}/js\" }}\n",
+        home = home.display()
+    );
+    launch(&home, &conf)
+}
+
+/// Starts a nats-server in `home` with configuration `conf`, logging to
+/// `home/nats.log`.
+fn launch(home: &Path, conf: &str) -> NatsServer {
+    std::fs::create_dir_all(home).unwrap();
+    let path = home.join("nats.conf");
+    std::fs::write(&path, conf).unwrap();
     let log = std::fs::File::create(home.join("nats.log")).unwrap();
     let child = Command::new("nats-server")
         .arg("-c")
-        .arg(&conf)
+        .arg(&path)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("nats-server starts");
-    let url = client_url(&home);
+    let url = client_url(home);
     NatsServer { child, url }
 }
 
@@ -93,30 +96,15 @@ pub fn start(dir: &Path) -> Vec<NatsServer> {
     (0..3)
         .map(|i| {
             let home = dir.join(format!("nats{i}"));
-            std::fs::create_dir_all(&home).unwrap();
-            let conf = home.join("nats.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "server_name: s{i}\nlisten: 127.0.0.1:-1\nports_file_dir: \"{home}\"\n\
-                     max_payload: 8MB\njetstream {{ store_dir: \"{home}/js\" }}\n\
-                     cluster {{ name: test, listen: 127.0.0.1:{port}, routes: [{routes}] }}\n",
-                    home = home.display(),
-                    port = routes[i],
-                    routes = route_urls.join(", "),
-                ),
-            )
-            .unwrap();
-            let log = std::fs::File::create(home.join("nats.log")).unwrap();
-            let child = Command::new("nats-server")
-                .arg("-c")
-                .arg(&conf)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("nats-server starts");
-            let url = client_url(&home);
-            NatsServer { child, url }
+            let conf = format!(
+                "server_name: s{i}\nlisten: 127.0.0.1:-1\nports_file_dir: \"{home}\"\n\
+                 max_payload: 8MB\njetstream {{ store_dir: \"{home}/js\" }}\n\
+                 cluster {{ name: test, listen: 127.0.0.1:{port}, routes: [{routes}] }}\n",
+                home = home.display(),
+                port = routes[i],
+                routes = route_urls.join(", "),
+            );
+            launch(&home, &conf)
         })
         .collect()
 }
