@@ -165,27 +165,23 @@ pub fn register_webhook(id: &str) {
 /// Describes every series and makes it appear at zero. Call once, after
 /// the recorder is installed.
 pub fn register() {
-    describe_counter!(
+    counter(
         "pushd_deliveries_created_total",
-        "Deliveries acknowledged by POST /v1/send/push."
+        "Deliveries acknowledged by POST /v1/send/push.",
     );
-    metrics::counter!("pushd_deliveries_created_total").absolute(0);
-    describe_counter!(
+    counter(
         "pushd_idempotent_replays_total",
-        "Send calls answered with an Idempotency-Key's first answer instead of sending again."
+        "Send calls answered with an Idempotency-Key's first answer instead of sending again.",
     );
-    metrics::counter!("pushd_idempotent_replays_total").absolute(0);
-    describe_gauge!(
+    gauge(
         "pushd_paced_sends_waiting",
-        "Device sends of paced messages (rate_per_minute) waiting for their turn."
+        "Device sends of paced messages (rate_per_minute) waiting for their turn.",
     );
-    metrics::gauge!("pushd_paced_sends_waiting").increment(0.0);
 
-    describe_counter!(
+    counter(
         "pushd_customers_imported_total",
-        "Customers imported by POST /v1/batch."
+        "Customers imported by POST /v1/batch.",
     );
-    metrics::counter!("pushd_customers_imported_total").absolute(0);
 
     describe_counter!(
         "pushd_reports_total",
@@ -229,11 +225,10 @@ pub fn register() {
         let _ = metrics::histogram!("pushd_provider_latency_seconds", "platform" => platform);
     }
 
-    describe_counter!(
+    counter(
         "pushd_provider_connections_total",
-        "HTTP/2 connections opened to APNs and FCM."
+        "HTTP/2 connections opened to APNs and FCM.",
     );
-    metrics::counter!("pushd_provider_connections_total").absolute(0);
 
     describe_counter!(
         "pushd_provider_attempts_total",
@@ -243,62 +238,45 @@ pub fn register() {
         metrics::counter!("pushd_provider_attempts_total", "retry" => retry).absolute(0);
     }
 
-    describe_gauge!(
+    gauge(
         "pushd_person_actors",
-        "Customers whose actor is in memory (active customers)."
+        "Customers whose actor is in memory (active customers).",
     );
-    metrics::gauge!("pushd_person_actors").increment(0.0);
 
-    describe_histogram!(
+    seconds(
         "pushd_journal_sync_seconds",
-        Unit::Seconds,
-        "Time of one journal group commit (one write and one fdatasync)."
+        "Time of one journal group commit (one write and one fdatasync).",
     );
-    let _ = metrics::histogram!("pushd_journal_sync_seconds");
-    describe_counter!(
-        "pushd_journal_bytes_total",
-        Unit::Bytes,
-        "Bytes written to the journal."
-    );
-    metrics::counter!("pushd_journal_bytes_total").absolute(0);
-    describe_counter!(
+    bytes_counter("pushd_journal_bytes_total", "Bytes written to the journal.");
+    counter(
         "pushd_journal_records_total",
-        "Records made durable by the journal."
+        "Records made durable by the journal.",
     );
-    metrics::counter!("pushd_journal_records_total").absolute(0);
-    describe_counter!(
+    counter(
         "pushd_journal_segments_total",
-        "Journal segment files started."
+        "Journal segment files started.",
     );
-    metrics::counter!("pushd_journal_segments_total").absolute(0);
 
-    describe_counter!(
+    counter(
         "pushd_snapshot_drains_total",
-        "Moves of the changes held in memory into the sled snapshot."
+        "Moves of the changes held in memory into the sled snapshot.",
     );
-    metrics::counter!("pushd_snapshot_drains_total").absolute(0);
-    describe_counter!(
+    counter(
         "pushd_snapshot_records_total",
-        "Records written to the sled snapshot by drains."
+        "Records written to the sled snapshot by drains.",
     );
-    metrics::counter!("pushd_snapshot_records_total").absolute(0);
-    describe_histogram!(
+    seconds(
         "pushd_snapshot_drain_seconds",
-        Unit::Seconds,
-        "Time of one drain into the sled snapshot."
+        "Time of one drain into the sled snapshot.",
     );
-    let _ = metrics::histogram!("pushd_snapshot_drain_seconds");
-    describe_counter!(
+    counter(
         "pushd_checkpoints_total",
-        "Checkpoints: the snapshot made durable and the journal trimmed."
+        "Checkpoints: the snapshot made durable and the journal trimmed.",
     );
-    metrics::counter!("pushd_checkpoints_total").absolute(0);
-    describe_histogram!(
+    seconds(
         "pushd_checkpoint_seconds",
-        Unit::Seconds,
-        "Time of one checkpoint (drain, flush, fsync of sled's files)."
+        "Time of one checkpoint (drain, flush, fsync of sled's files).",
     );
-    let _ = metrics::histogram!("pushd_checkpoint_seconds");
 
     register_events();
 }
@@ -313,12 +291,10 @@ fn register_events() {
     for status in pushd_actors::transition::EVENT_STATUSES {
         metrics::counter!("pushd_events_total", "event" => status.as_str()).absolute(0);
     }
-    describe_counter!(
+    bytes_counter(
         "pushd_event_log_bytes_total",
-        Unit::Bytes,
-        "Bytes written to the delivery event log."
+        "Bytes written to the delivery event log.",
     );
-    metrics::counter!("pushd_event_log_bytes_total").absolute(0);
     describe_counter!(
         "pushd_webhook_attempts_total",
         "Webhook posts, by webhook and outcome (success, http_error, timeout, network)."
@@ -336,6 +312,31 @@ fn register_events() {
         Unit::Seconds,
         "Age of the oldest event a webhook has not yet posted, by webhook (0 when none)."
     );
+}
+
+/// Describes the unlabelled counter `name` and lists it at zero.
+fn counter(name: &'static str, help: &'static str) {
+    describe_counter!(name, help);
+    metrics::counter!(name).absolute(0);
+}
+
+/// Describes the unlabelled counter of bytes `name` and lists it at zero.
+fn bytes_counter(name: &'static str, help: &'static str) {
+    describe_counter!(name, Unit::Bytes, help);
+    metrics::counter!(name).absolute(0);
+}
+
+/// Describes the unlabelled gauge `name` and lists it at zero.
+fn gauge(name: &'static str, help: &'static str) {
+    describe_gauge!(name, help);
+    metrics::gauge!(name).increment(0.0);
+}
+
+/// Describes the unlabelled histogram of seconds `name` and lists it
+/// (empty).
+fn seconds(name: &'static str, help: &'static str) {
+    describe_histogram!(name, Unit::Seconds, help);
+    let _ = metrics::histogram!(name);
 }
 
 #[cfg(test)]
