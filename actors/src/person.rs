@@ -103,17 +103,13 @@ impl PersonActor {
         };
         let mut reservations = Vec::with_capacity(devices.len());
         let delivery_id: Arc<str> = delivery.id.as_str().into();
-        let mut app: Arc<str> = Arc::from("");
         for index in devices {
             let send = &delivery.sends[index];
-            if *app != *send.app {
-                app = send.app.as_str().into();
-            }
             let push = Push {
                 delivery_id: delivery_id.clone(),
                 token: send.token.as_str().into(),
                 platform: send.platform,
-                app: app.clone(),
+                app: send.app.as_str().into(),
                 environment: send.environment,
                 content: content.clone(),
             };

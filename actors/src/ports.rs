@@ -20,7 +20,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// One push for one device, as handed to a [`Provider`].
 ///
 /// Its strings are shared (`Arc<str>`): a push is cloned for every attempt,
-/// and the devices of one delivery share its id and app.
+/// and the devices of one delivery share its id.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Push {
     /// The delivery id (`CIO-Delivery-ID`).

@@ -11,8 +11,9 @@ use serde_json::value::RawValue;
 
 use super::error::{ApiError, field_error};
 
-/// A body (or query) of type `T` whose type errors name the field, e.g.
-/// `attributes must be an object, not string "x"`.
+/// A JSON body of type `T` whose type errors name the field, e.g.
+/// `attributes must be an object, not string "x"` (a query string's
+/// counterpart is [`Params`]).
 ///
 /// It captures the body's JSON text first (a syntax error keeps its own
 /// kind, `invalid_json`) and reads `T` straight from it. Only when that
