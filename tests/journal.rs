@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -19,6 +19,21 @@ fn last_segment(data: &Path) -> PathBuf {
         .collect();
     segments.sort();
     segments.pop().expect("a journal segment")
+}
+
+/// Where the records of a segment end: each is a 16-byte header (length,
+/// checksum, position) and its payload; zeros fill the file after them.
+fn data_end(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 16 + len;
+    }
+    assert!(bytes[at..].iter().all(|&b| b == 0), "zeros after the data");
+    at
 }
 
 /// Acknowledged customers `c0..c{n}`, then a SIGKILL before any checkpoint.
@@ -46,11 +61,13 @@ async fn a_torn_tail_is_cut_and_every_acknowledged_change_is_kept() {
     let mut torn = Vec::new();
     torn.extend_from_slice(&500u32.to_le_bytes());
     torn.extend_from_slice(&[0xab; 4 + 8 + 7]);
+    let segment = last_segment(&data);
+    let end = data_end(&std::fs::read(&segment).unwrap());
     std::fs::OpenOptions::new()
-        .append(true)
-        .open(last_segment(&data))
+        .write(true)
+        .open(&segment)
         .unwrap()
-        .write_all(&torn)
+        .write_all_at(&torn, end as u64)
         .unwrap();
 
     let d = Daemon::start(&data, &[]);
@@ -70,11 +87,11 @@ async fn a_corrupt_record_is_never_replayed_and_what_came_before_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     acknowledged(&data, 10).await;
-    // Flip a bit near the end of the file: inside the last record (c9's
+    // Flip a bit near the end of the data: inside the last record (c9's
     // device-less customer), whose checksum no longer matches.
     let segment = last_segment(&data);
     let mut bytes = std::fs::read(&segment).unwrap();
-    let at = bytes.len() - 3;
+    let at = data_end(&bytes) - 3;
     bytes[at] ^= 0x10;
     std::fs::write(&segment, bytes).unwrap();
 
@@ -115,7 +132,7 @@ async fn a_report_is_synced_before_its_answer() {
             "-s",
             "64",
             "-e",
-            "trace=fdatasync,write,sendto",
+            "trace=fdatasync,write,pwrite64,sendto",
             "-o",
         ])
         .arg(&trace)
@@ -188,16 +205,17 @@ async fn a_report_is_synced_before_its_answer() {
     let _ = child.wait();
 
     // The report's record is the last journal write naming the delivery
-    // (strace shows a write's first 64 bytes, the id among them); then a
-    // sync of that file; then the report's answer, `{"status":"ok"}`.
+    // (strace shows a write's first 64 bytes, the id among them; the
+    // journal writes at an offset, `pwrite64`); then a sync of that file;
+    // then the report's answer, `{"status":"ok"}`.
     let text = std::fs::read_to_string(&trace).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let record = lines
         .iter()
-        .rposition(|l| l.contains(" write(") && l.contains(&delivery[..12]))
+        .rposition(|l| l.contains(" pwrite64(") && l.contains(&delivery[..12]))
         .expect("the report's journal record is written");
     let fd = lines[record]
-        .split("write(")
+        .split("pwrite64(")
         .nth(1)
         .and_then(|rest| rest.split(',').next())
         .unwrap();

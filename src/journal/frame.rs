@@ -6,7 +6,10 @@
 //!
 //! The checksum covers the position and the payload, so a torn write (a
 //! short tail) and a flipped bit are both caught. The payload is the
-//! record's entries in postcard, a compact binary serde format.
+//! record's entries in postcard, a compact binary serde format, so it is
+//! never empty: a zero length field is not a record. Segments are
+//! zero-filled ahead of their data (see the writer), so zeros to the end
+//! of the file mark where the data ends.
 
 use pushd_actors::ports::{Change, Entry, Position};
 
@@ -55,7 +58,8 @@ impl Frame<'_> {
 pub enum Read<'a> {
     /// An intact record, and the bytes it takes.
     Record(Frame<'a>, usize),
-    /// Nothing: the end of the data.
+    /// Nothing, or only the zeros a segment is filled with ahead of its
+    /// data: the end of the data.
     End,
     /// A torn or corrupt record: everything from here on is cut.
     Bad(&'static str),
@@ -63,8 +67,13 @@ pub enum Read<'a> {
 
 /// Reads the record at the start of `buf`.
 pub fn read(buf: &[u8]) -> Read<'_> {
-    if buf.is_empty() {
-        return Read::End;
+    if buf.iter().take(4).all(|&b| b == 0) {
+        // A torn group may reach the disk out of order: zeros followed by
+        // data are a tear, not the end.
+        return match buf.iter().all(|&b| b == 0) {
+            true => Read::End,
+            false => Read::Bad("zeros where a record should start"),
+        };
     }
     if buf.len() < HEADER {
         return Read::Bad("torn record header");
@@ -126,6 +135,17 @@ mod tests {
         for cut in 1..whole {
             assert!(matches!(read(&buf[..cut]), Read::Bad(_)), "cut at {cut}");
         }
+        let mut filled = buf[..whole].to_vec();
+        filled.resize(whole + 4096, 0);
+        let Read::Record(_, used) = read(&filled) else {
+            panic!("intact record before the fill")
+        };
+        assert!(matches!(read(&filled[used..]), Read::End));
+        filled[whole + 100] = 1;
+        assert!(
+            matches!(read(&filled[used..]), Read::Bad(_)),
+            "data after zeros"
+        );
         for flip in 0..whole {
             let mut bad = buf[..whole].to_vec();
             bad[flip] ^= 0x20;

@@ -118,7 +118,7 @@ impl FileJournal {
             work: Condvar::new(),
             synced: Condvar::new(),
         });
-        let writer = writer::Writer::open(&dir, scan.segments, last, segment_bytes)?;
+        let writer = writer::Writer::open(&dir, scan.segments, last, scan.end, segment_bytes)?;
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("pushd-journal".into())

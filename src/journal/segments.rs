@@ -60,6 +60,9 @@ pub struct Scan {
     pub segments: Vec<Segment>,
     /// The last intact position (0 if none).
     pub last: Position,
+    /// Where the last segment's data ends (the zero fill after it is
+    /// overwritten by the next appends).
+    pub end: u64,
 }
 
 /// Walks every record of every segment, checking framing, checksums and
@@ -71,6 +74,7 @@ pub struct Scan {
 pub fn scan(dir: &Path, floor: Position) -> io::Result<Scan> {
     let mut kept: Vec<Segment> = Vec::new();
     let mut last: Position = 0;
+    let mut end = 0;
     let mut all = list(dir)?;
     let covered = all
         .windows(2)
@@ -104,6 +108,7 @@ pub fn scan(dir: &Path, floor: Position) -> io::Result<Scan> {
         };
         let Some(why) = bad else {
             kept.push(segment);
+            end = offset as u64;
             continue;
         };
         tracing::warn!(
@@ -119,6 +124,7 @@ pub fn scan(dir: &Path, floor: Position) -> io::Result<Scan> {
             file.set_len(offset as u64)?;
             file.sync_all()?;
             kept.push(segment);
+            end = offset as u64;
         }
         remove_all(segments, dir)?;
         break;
@@ -126,6 +132,7 @@ pub fn scan(dir: &Path, floor: Position) -> io::Result<Scan> {
     Ok(Scan {
         segments: kept,
         last,
+        end,
     })
 }
 

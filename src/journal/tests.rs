@@ -2,12 +2,13 @@
 //! group commit, replay after a position, and a cut torn or corrupt tail.
 
 use std::fs::OpenOptions;
-use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
 
 use pushd_actors::model::{Audience, MessageSpec};
 use pushd_actors::ports::{Change, Entry, Journal, Position};
 
+use super::frame::{self, Read};
 use super::{FileJournal, segments};
 
 fn change(id: &str) -> Change {
@@ -71,6 +72,31 @@ async fn appends_are_durable_in_order_and_replay_after_a_position() {
     assert_eq!(journal.append(&[change("m6")]).unwrap(), 6, "appends go on");
 }
 
+#[tokio::test]
+async fn appends_overwrite_the_zero_fill_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let journal = FileJournal::open(dir.path(), 0).unwrap();
+        let more: Vec<String> = (0..301).map(|i| format!("r{round}-{i:04}")).collect();
+        append_durably(&journal, more.iter().cloned()).await;
+        ids.extend(more);
+        drop(journal);
+        let segment = &segments::list(dir.path()).unwrap()[0].path;
+        let (end, len) = (data_end(segment), std::fs::metadata(segment).unwrap().len());
+        assert!(
+            (end..=2 * end.max(4096)).contains(&len),
+            "zeros ahead of the data, growing with it: {end} of {len} bytes"
+        );
+    }
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    let kept: Vec<String> = replayed(&journal, 0)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(kept, ids);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_share_syncs() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,15 +123,27 @@ async fn concurrent_appends_share_syncs() {
     );
 }
 
+/// Where the records of the segment at `path` end (its zero fill follows).
+fn data_end(path: &std::path::Path) -> u64 {
+    let buf = std::fs::read(path).unwrap();
+    let mut offset = 0;
+    while let Read::Record(_, used) = frame::read(&buf[offset..]) {
+        offset += used;
+    }
+    assert!(
+        buf[offset..].iter().all(|&b| b == 0),
+        "zeros follow the data"
+    );
+    offset as u64
+}
+
 /// Appends three records, then damages the last with `damage`; a reopen
 /// keeps exactly the first two and appends after them.
 async fn damaged_tail_is_cut(damage: impl FnOnce(&std::path::Path, u64)) {
     let dir = tempfile::tempdir().unwrap();
     let journal = FileJournal::open(dir.path(), 0).unwrap();
     append_durably(&journal, ["a", "b"].into_iter().map(String::from)).await;
-    let before_last = std::fs::metadata(&segments::list(dir.path()).unwrap()[0].path)
-        .unwrap()
-        .len();
+    let before_last = data_end(&segments::list(dir.path()).unwrap()[0].path);
     append_durably(&journal, std::iter::once("c".to_string())).await;
     drop(journal);
     let segment = segments::list(dir.path()).unwrap()[0].path.clone();
@@ -156,8 +194,9 @@ async fn garbage_after_the_last_record_is_cut() {
     append_durably(&journal, ["a", "b"].into_iter().map(String::from)).await;
     drop(journal);
     let segment = segments::list(dir.path()).unwrap()[0].path.clone();
-    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-    file.write_all(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3]).unwrap();
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.write_all_at(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3], data_end(&segment))
+        .unwrap();
     drop(file);
     let journal = FileJournal::open(dir.path(), 0).unwrap();
     assert_eq!(replayed(&journal, 0).len(), 2);
