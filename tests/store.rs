@@ -223,7 +223,12 @@ async fn changes_read_back_from_memory_and_from_the_snapshot() {
         );
         assert_eq!(s.customer("c1").unwrap(), Some(customer("c1")));
         assert_eq!(s.message("m1").unwrap(), Some(spec("m1", Some("g1"))));
-        assert_eq!(s.delivery_customer(&d.id).unwrap().as_deref(), Some("c1"));
+        let seen = s.delivery_as_of(&d.id).unwrap().expect("the delivery");
+        assert_eq!(
+            (seen.value, seen.position),
+            (d.clone(), 1),
+            "drained {drained}"
+        );
         assert_eq!(s.delivery("nope").unwrap(), None);
         assert_eq!(s.message("m2").unwrap(), None);
         s.drain().unwrap();

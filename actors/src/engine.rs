@@ -140,6 +140,11 @@ impl EngineCtx {
         Ok(position)
     }
 
+    /// The position of the last record written.
+    pub fn last_written(&self) -> Position {
+        self.last.load(Ordering::Acquire)
+    }
+
     /// Resolves once the record at `position` (and every one before) is
     /// durable.
     pub fn durable(&self, position: Position) -> BoxFuture<Result<(), EngineError>> {
@@ -154,7 +159,7 @@ impl EngineCtx {
     pub fn observed<T>(&self, value: T) -> Ack<T> {
         Ack {
             value,
-            durable: self.durable(self.last.load(Ordering::Acquire)),
+            durable: self.durable(self.last_written()),
         }
     }
 

@@ -17,7 +17,7 @@ use actix::prelude::*;
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{Ack, EngineCtx, EngineError};
 use crate::model::{Attributes, Audience, Customer, Delivery, Device, DeviceSend, MessageSpec};
-use crate::ports::{Change, Entry, Push, RenderError};
+use crate::ports::{AsOf, Change, Entry, Position, Push, RenderError};
 use crate::registry::Departures;
 use crate::status::{
     DeliveryState, DeviceState, DeviceStatus, FailureReason, MessageStatus, Outcome,
@@ -48,12 +48,18 @@ pub struct PersonActor {
     /// their sends start.
     inflight: usize,
     last_active_ms: i64,
+    /// The position of this customer's last delivery record, or of the
+    /// engine's last record when the actor started (an earlier actor of the
+    /// customer wrote nothing after it): a delivery read as of this
+    /// position or later holds every change made to it.
+    written: Position,
 }
 
 impl PersonActor {
     /// An actor for customer `id`; it loads its state when started.
     pub fn new(id: String, ctx: Arc<EngineCtx>, departures: Departures) -> Self {
         let now = ctx.ports.clock.now_ms();
+        let written = ctx.last_written();
         PersonActor {
             id,
             ctx,
@@ -62,6 +68,7 @@ impl PersonActor {
             unsettled: Unsettled::default(),
             inflight: 0,
             last_active_ms: now,
+            written,
         }
     }
 
@@ -201,6 +208,7 @@ impl PersonActor {
         count_status(before.as_ref(), &delivery);
         let kept = (!pending.is_empty()).then(|| delivery.clone());
         let position = self.ctx.write(vec![Change::delivery(before, delivery)])?;
+        self.written = position;
         if let Some(delivery) = kept {
             self.unsettled.insert(delivery);
             self.inflight += 1;
@@ -225,21 +233,27 @@ impl PersonActor {
     /// The delivery, from memory if unsettled, else from the store; only
     /// this customer's.
     fn delivery(&self, id: &str) -> Result<Delivery, EngineError> {
+        self.delivery_seen(id, None)
+    }
+
+    /// [`PersonActor::delivery`], taking `seen` (what a caller read) instead
+    /// of the store's when this actor wrote no record after it was read.
+    fn delivery_seen(
+        &self,
+        id: &str,
+        seen: Option<Box<AsOf<Delivery>>>,
+    ) -> Result<Delivery, EngineError> {
         if let Some(d) = self.unsettled.get(id) {
             return Ok(d.clone());
         }
-        match self.ctx.ports.store.delivery(id)? {
+        let current = seen.filter(|s| s.position >= self.written && s.value.id == id);
+        let found = match current {
+            Some(seen) => Some(seen.value),
+            None => self.ctx.ports.store.delivery(id)?,
+        };
+        match found {
             Some(d) if d.customer_id == self.id => Ok(d),
             _ => Err(EngineError::NotFound("delivery")),
-        }
-    }
-
-    /// Keeps a written delivery in memory while its send is unsettled.
-    fn keep(&mut self, after: &Delivery) {
-        if after.state.settled() {
-            self.unsettled.remove(&after.id);
-        } else {
-            self.unsettled.insert(after.clone());
         }
     }
 
@@ -252,10 +266,17 @@ impl PersonActor {
         customer: Option<Customer>,
     ) -> Result<crate::ports::Position, EngineError> {
         count_status(Some(&before), &after);
-        let mut changes = vec![Change::delivery(Some(before), after.clone())];
+        // Kept in memory while its send is unsettled (copied only then).
+        let id = after.id.clone();
+        let unsettled = (!after.state.settled()).then(|| after.clone());
+        let mut changes = vec![Change::delivery(Some(before), after)];
         changes.extend(customer.clone().map(|c| Change::of(Entry::Customer(c))));
         let position = self.ctx.write(changes)?;
-        self.keep(&after);
+        self.written = position;
+        match unsettled {
+            Some(delivery) => self.unsettled.insert(delivery),
+            None => self.unsettled.remove(&id),
+        }
         if customer.is_some() {
             self.customer = customer;
         }
@@ -566,7 +587,7 @@ impl Handler<DeviceReport> for PersonActor {
 
     fn handle(&mut self, msg: DeviceReport, _: &mut Context<Self>) -> Answer<()> {
         self.touch();
-        let before = self.delivery(&msg.delivery_id)?;
+        let before = self.delivery_seen(&msg.delivery_id, msg.seen)?;
         let mut after = before.clone();
         // A report dated before its delivery existed counts at its creation.
         let at = msg.at.max(after.created_at);

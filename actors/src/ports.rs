@@ -241,6 +241,17 @@ pub trait Journal: Send + Sync + 'static {
     ) -> Result<Position, JournalError>;
 }
 
+/// A value read from the store, and the position of the last record the
+/// store had applied when it was read: the value holds every change up to
+/// that position.
+#[derive(Clone, Debug)]
+pub struct AsOf<T> {
+    /// The value.
+    pub value: T,
+    /// The last record it holds.
+    pub position: Position,
+}
+
 /// The engine's state beyond its running actors: what it reads back when a
 /// customer's actor starts, and where applied changes go. The daemon's store
 /// keeps recent changes in memory and snapshots them in the background.
@@ -249,6 +260,9 @@ pub trait Store: Send + Sync + 'static {
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError>;
     /// One delivery by id.
     fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError>;
+    /// One delivery by id, as of the position it holds: a reader that knows
+    /// no later record changed it may hand it on instead of reading again.
+    fn delivery_as_of(&self, id: &str) -> Result<Option<AsOf<Delivery>>, StoreError>;
     /// The customer's deliveries whose send is not settled.
     fn unsettled_deliveries(&self, customer_id: &str) -> Result<Vec<Delivery>, StoreError>;
     /// The customer's deliveries created in `[from, to]`, newest first.

@@ -144,7 +144,7 @@ impl Registry {
     /// Sends `msg` to customer `id`'s actor. A message that finds the actor
     /// stopping (idle eviction) is sent again to a fresh one: it was not
     /// handled, so this cannot apply it twice.
-    pub async fn ask<M>(&self, id: &str, msg: M) -> Result<M::Result, EngineError>
+    pub async fn ask<M>(&self, id: &str, mut msg: M) -> Result<M::Result, EngineError>
     where
         M: Message + Clone + Send + 'static,
         M::Result: Send,
@@ -153,10 +153,13 @@ impl Registry {
     {
         for _ in 0..8 {
             let (generation, addr) = self.actor(id);
-            match addr.send(msg.clone()).await {
+            // actix drops a message its closed mailbox refuses: keep a copy.
+            let again = msg.clone();
+            match addr.send(msg).await {
                 Ok(result) => return Ok(result),
                 Err(MailboxError::Closed) => {
                     self.actors.remove_if(id, |_, (g, _)| *g == generation);
+                    msg = again;
                 }
                 Err(e) => return Err(EngineError::Unavailable(e.to_string())),
             }

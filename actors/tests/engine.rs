@@ -13,6 +13,7 @@ use pushd_actors::person::{
     CustomerEvent, DeleteCustomer, DeviceReport, GetCustomer, PutCustomer, PutDevice,
     RetryDelivery, SendMessage,
 };
+use pushd_actors::ports::Store as _;
 use pushd_actors::status::{DeviceStatus, FailureReason, MessageStatus, Report};
 use serde_json::{Map, Value, json};
 use support::{Answer, Harness, wait_for};
@@ -307,6 +308,7 @@ async fn a_report_from_a_bounced_device_lifts_its_suppression() {
         token: "tok".into(),
         report: Report::Delivered,
         at: 1_764_100_100,
+        seen: None,
     };
     h.registry.request("c1", report).await.unwrap();
     assert_eq!(h.store.delivery_now(&id).status(), MessageStatus::Delivered);
@@ -452,6 +454,7 @@ async fn reports_move_status_forward_and_unknown_devices_are_refused() {
         token: token.into(),
         report,
         at: 1_764_100_100,
+        seen: None,
     };
     h.registry
         .request("c1", report("b", Report::Opened))
@@ -470,6 +473,40 @@ async fn reports_move_status_forward_and_unknown_devices_are_refused() {
     assert_eq!(unknown, Err(EngineError::NotFound("device")));
     let elsewhere = h.registry.request("c2", report("a", Report::Opened)).await;
     assert_eq!(elsewhere, Err(EngineError::NotFound("delivery")));
+}
+
+/// A report hands on the delivery as read to find its customer; one read
+/// before another report changed the delivery is stale, and the actor reads
+/// again instead of undoing that report.
+#[actix::test]
+async fn a_report_read_before_another_changed_the_delivery_keeps_both() {
+    let h = Harness::new();
+    customer(
+        &h,
+        "c1",
+        &[("a", Platform::Ios, 1), ("b", Platform::Android, 2)],
+    )
+    .await;
+    let id = send(&h, "c1", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
+    let read = || Some(Box::new(h.store.delivery_as_of(&id).unwrap().unwrap()));
+    let (early, late) = (read(), read());
+    let report = |token: &str, seen| DeviceReport {
+        delivery_id: id.clone(),
+        token: token.into(),
+        report: Report::Delivered,
+        at: 1_764_100_100,
+        seen,
+    };
+    h.registry.request("c1", report("a", early)).await.unwrap();
+    h.registry.request("c1", report("b", late)).await.unwrap();
+    let d = h.store.delivery_now(&id);
+    assert!(
+        d.state.devices.iter().all(|s| s.delivered_at.is_some()),
+        "both reports kept: {:?}",
+        d.state.devices
+    );
+    assert_eq!(d.status(), MessageStatus::Delivered);
 }
 
 #[actix::test]
@@ -522,6 +559,7 @@ async fn extreme_timestamps_neither_overflow_nor_convert() {
         token: "a".into(),
         report,
         at,
+        seen: None,
     };
     h.registry
         .request("c1", report(Report::Delivered, i64::MIN))
@@ -564,6 +602,7 @@ async fn idle_actors_stop_and_reload_with_every_delivery() {
             token: "a".into(),
             report: Report::Delivered,
             at: 1_764_100_100,
+            seen: None,
         };
         h.registry.request("c1", report).await.unwrap();
         assert_eq!(h.store.delivery_now(id).status(), MessageStatus::Delivered);

@@ -141,9 +141,14 @@ fn request(h: &Harness, rng: &mut StdRng, acked: &Rc<RefCell<Acked>>) {
                 return;
             }
             let delivery = known[rng.gen_range(0..known.len())].clone();
-            let Ok(Some(d)) = pushd_actors::ports::Store::delivery(&*h.store, &delivery) else {
+            // Read the way the daemon routes a report: the delivery, handed
+            // on; other reports of it may be in flight, so the actor must
+            // see when what was read is stale.
+            let Ok(Some(seen)) = pushd_actors::ports::Store::delivery_as_of(&*h.store, &delivery)
+            else {
                 return;
             };
+            let d = seen.value.clone();
             let Some(send) = d.sends.first() else { return };
             let report =
                 [Report::Delivered, Report::Opened, Report::Converted][rng.gen_range(0..3)];
@@ -152,6 +157,7 @@ fn request(h: &Harness, rng: &mut StdRng, acked: &Rc<RefCell<Acked>>) {
                 token: send.token.clone(),
                 report,
                 at: 1_764_100_100,
+                seen: Some(Box::new(seen)),
             };
             let token = send.token.clone();
             let customer = d.customer_id.clone();

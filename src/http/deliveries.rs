@@ -52,15 +52,17 @@ async fn push_event(
     let device_id = check_id(&body.device_id, "device_id")?;
     let at = event_time(body.timestamp, &*state.clock, "timestamp")?;
     let partition = state.delivery_partition(delivery_id)?;
-    let customer = partition
+    let seen = partition
         .store
-        .delivery_customer(delivery_id)?
+        .delivery_as_of(delivery_id)?
         .ok_or_else(|| ApiError::not_found("delivery", delivery_id))?;
+    let customer = seen.value.customer_id.clone();
     let report = DeviceReport {
         delivery_id: delivery_id.to_string(),
         token: device_id.to_string(),
         report: body.event,
         at,
+        seen: Some(Box::new(seen)),
     };
     let event = report.report.as_str();
     let ids = [("delivery", delivery_id), ("device", device_id)];

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Customer, Delivery, MessageSpec};
-use pushd_actors::ports::{Change, Position, Store, StoreError};
+use pushd_actors::ports::{AsOf, Change, Position, Store, StoreError};
 use pushd_actors::status::Timestamp;
 use serde::de::DeserializeOwned;
 
@@ -133,22 +133,6 @@ impl SledStore {
             .collect()
     }
 
-    /// The customer a delivery belongs to, decoding only that field of a
-    /// snapshot record: what a device report needs to find its PersonActor.
-    pub fn delivery_customer(&self, id: &str) -> Result<Option<String>, Error> {
-        #[derive(serde::Deserialize)]
-        struct Owner {
-            _id: String,
-            customer_id: String,
-        }
-        match self.lock().delivery_customer(id) {
-            Found::Here(c) => Ok(c),
-            Found::Absent => Ok(self
-                .read::<Owner>(&keys::record(keys::DELIVERY, id))?
-                .map(|o| o.customer_id)),
-        }
-    }
-
     /// Decodes the snapshot's value at `key`.
     fn read<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, Error> {
         self.db.get(key)?.map(|v| codec::decode(&v)).transpose()
@@ -214,6 +198,20 @@ impl Store for SledStore {
 
     fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
         Ok(self.find_delivery(id)?)
+    }
+
+    fn delivery_as_of(&self, id: &str) -> Result<Option<AsOf<Delivery>>, StoreError> {
+        let (position, found) = {
+            let overlay = self.lock();
+            (overlay.position(), overlay.delivery(id))
+        };
+        // Not in the overlay: sled holds every change up to `position` (a
+        // drain finishing meanwhile only makes it newer).
+        let value = match found {
+            Found::Here(d) => d,
+            Found::Absent => self.read(&keys::record(keys::DELIVERY, id))?,
+        };
+        Ok(value.map(|value| AsOf { value, position }))
     }
 
     fn unsettled_deliveries(&self, customer_id: &str) -> Result<Vec<Delivery>, StoreError> {

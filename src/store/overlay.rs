@@ -254,15 +254,6 @@ impl Overlay {
         self.find(|d| d.deliveries.get(id).map(|p| Some((*p.latest).clone())))
     }
 
-    /// A delivery's customer, as the overlay knows it.
-    pub fn delivery_customer(&self, id: &str) -> Found<String> {
-        self.find(|d| {
-            d.deliveries
-                .get(id)
-                .map(|p| Some(p.latest.customer_id.clone()))
-        })
-    }
-
     /// A message as the overlay knows it.
     pub fn message(&self, id: &str) -> Found<MessageSpec> {
         self.find(|d| d.messages.get(id).map(|m| Some(m.clone())))

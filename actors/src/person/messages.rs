@@ -6,7 +6,8 @@ use actix::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::engine::{Ack, EngineError};
-use crate::model::{Customer, Device, MessageSpec};
+use crate::model::{Customer, Delivery, Device, MessageSpec};
+use crate::ports::AsOf;
 use crate::status::{Report, Timestamp};
 
 /// Create or replace the customer (devices are kept).
@@ -67,7 +68,7 @@ pub struct SendMessage {
 }
 
 /// An app report for one device of a delivery.
-#[derive(Message, Clone, Debug)]
+#[derive(Message, Debug)]
 #[rtype(result = "Result<Ack<()>, EngineError>")]
 pub struct DeviceReport {
     /// The delivery.
@@ -78,6 +79,25 @@ pub struct DeviceReport {
     pub report: Report,
     /// When.
     pub at: Timestamp,
+    /// The delivery as the caller read it to find its customer, if it did:
+    /// the actor uses it unless it changed the delivery since, and so reads
+    /// it once, not twice.
+    pub seen: Option<Box<AsOf<Delivery>>>,
+}
+
+/// A copy (what the registry keeps to send again if the actor it reached
+/// was stopping) leaves out `seen`: the next actor reads the store, and no
+/// report copies a whole delivery to save a read.
+impl Clone for DeviceReport {
+    fn clone(&self) -> Self {
+        DeviceReport {
+            delivery_id: self.delivery_id.clone(),
+            token: self.token.clone(),
+            report: self.report,
+            at: self.at,
+            seen: None,
+        }
+    }
 }
 
 /// A customer event, checked against conversion goals. Answers the id of

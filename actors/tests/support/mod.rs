@@ -9,8 +9,8 @@ use pushd_actors::engine::{EngineConfig, Ports};
 use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Content, Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{
-    Accepted, BoxFuture, Change, Entry, Journal, JournalError, ManualClock, Position, Provider,
-    ProviderError, Push, RenderError, Renderer, Slot, Store, StoreError,
+    Accepted, AsOf, BoxFuture, Change, Entry, Journal, JournalError, ManualClock, Position,
+    Provider, ProviderError, Push, RenderError, Renderer, Slot, Store, StoreError,
 };
 use pushd_actors::registry::Registry;
 use pushd_actors::status::Timestamp;
@@ -97,6 +97,14 @@ impl Store for MemStore {
 
     fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
         Ok(self.state.lock().unwrap().deliveries.get(id).cloned())
+    }
+
+    fn delivery_as_of(&self, id: &str) -> Result<Option<AsOf<Delivery>>, StoreError> {
+        let state = self.state.lock().unwrap();
+        Ok(state.deliveries.get(id).map(|d| AsOf {
+            value: d.clone(),
+            position: state.covered,
+        }))
     }
 
     fn unsettled_deliveries(&self, customer_id: &str) -> Result<Vec<Delivery>, StoreError> {
