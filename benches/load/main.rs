@@ -176,11 +176,14 @@ async fn throughput(
     let (baseline, baseline_cpu) = cpu::measure(None, sends::baseline(&fakes, n)).await?;
     eprintln!("[sends] baseline {:.0} pushes/s", baseline.rate());
     eprintln!("[reports] {} deliveries", sends.deliveries.len());
-    let reports_perf = perf("reports")?;
     let mut reports_profile = None;
-    let reports = reports::run(&api, daemon.pid, &sends.deliveries, || {
-        reports_profile = reports_perf.map(profile::Perf::finish);
-    })
+    let reports = reports::run(
+        &api,
+        daemon.pid,
+        &sends.deliveries,
+        || perf("reports"),
+        |started| reports_profile = started.map(profile::Perf::finish),
+    )
     .await?;
     let reports_profile = reports_profile.transpose()?;
     let profile = sends_profile.zip(reports_profile).map(|(s, r)| {

@@ -1,11 +1,14 @@
 //! Phase 2: SDK device reports per second, against `GET /healthz` (a bare
-//! handler on the same server) at the same concurrency.
+//! handler on the same server) at the same concurrency. The baseline
+//! brackets the reports: half of its calls just before them, half just
+//! after, so a machine that gets slower or faster during the phase (these
+//! are shared cores) moves both sides of the ratio alike, and the daemon's
+//! background work left over from the reports weighs on half of the
+//! baseline, not all of it.
 
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
-use reqwest::Method;
-use serde_json::json;
 
 use crate::cpu::{self, Spent};
 use crate::daemon::{Api, Res, SDK_KEY, Syncs, android_token, ios_token};
@@ -42,15 +45,20 @@ impl ReportsResult {
     }
 }
 
-/// Reports `delivered` for both devices of every delivery, and `opened`
-/// too for 30 % of customers; then, once `between` ran (the end of a
-/// profile of the reports alone), as many `/healthz` calls.
-pub async fn run(
+/// Half as many `/healthz` calls as there are reports; then, between
+/// `start` and `stop` (a profile of the reports alone), `delivered` for
+/// both devices of every delivery and `opened` too for 30 % of customers;
+/// then the other half of the `/healthz` calls.
+pub async fn run<P>(
     api: &Api,
     pid: u32,
     deliveries: &[(String, usize)],
-    between: impl FnOnce(),
+    start: impl FnOnce() -> Res<P>,
+    stop: impl FnOnce(P),
 ) -> Res<ReportsResult> {
+    let calls: usize = deliveries.iter().map(|(_, i)| 2 * events(*i).len()).sum();
+    let (early_elapsed, early_cpu) = healthz_calls(api, pid, calls / 2).await?;
+    let started = start()?;
     let syncs = Syncs::read(api).await?;
     let t0 = Instant::now();
     let sent = stream::iter(deliveries.iter().flat_map(|(d, i)| {
@@ -61,37 +69,62 @@ pub async fn run(
     let (reports, cpu) = cpu::measure(Some(pid), sent).await?;
     let elapsed = t0.elapsed();
     let syncs = Syncs::read(api).await?.since(syncs);
-    between();
-    let t1 = Instant::now();
-    let health = stream::iter(0..reports)
-        .map(|_| healthz(api))
-        .buffer_unordered(IN_FLIGHT)
-        .try_collect::<()>();
-    let ((), health_cpu) = cpu::measure(Some(pid), health).await?;
+    stop(started);
+    let (late_elapsed, late_cpu) = healthz_calls(api, pid, calls - calls / 2).await?;
     Ok(ReportsResult {
         reports,
         elapsed,
-        health_calls: reports,
-        health_elapsed: t1.elapsed(),
+        health_calls: calls,
+        health_elapsed: early_elapsed + late_elapsed,
         syncs,
         cpu,
-        health_cpu,
+        health_cpu: Spent {
+            daemon: early_cpu.daemon + late_cpu.daemon,
+            harness: early_cpu.harness + late_cpu.harness,
+        },
     })
+}
+
+/// `calls` `/healthz` calls at [`IN_FLIGHT`]: how long they took, and
+/// their CPU.
+async fn healthz_calls(api: &Api, pid: u32, calls: usize) -> Res<(Duration, Spent)> {
+    let t0 = Instant::now();
+    let health = stream::iter(0..calls)
+        .map(|_| healthz(api))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<()>();
+    let ((), cpu) = cpu::measure(Some(pid), health).await?;
+    Ok((t0.elapsed(), cpu))
+}
+
+/// The reports a device of customer `i` sends, in order.
+fn events(i: usize) -> &'static [&'static str] {
+    match i % 10 < 3 {
+        true => &["delivered", "opened"],
+        false => &["delivered"],
+    }
+}
+
+/// The body of `POST /push/events`.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    delivery_id: &'a str,
+    event: &'a str,
+    device_id: &'a str,
+    timestamp: i64,
 }
 
 /// One device's reports, in order; answers how many were sent.
 async fn device_reports(api: &Api, delivery: &str, token: String, i: usize) -> Res<usize> {
-    let events: &[&str] = if i % 10 < 3 {
-        &["delivered", "opened"]
-    } else {
-        &["delivered"]
-    };
+    let events = events(i);
     for event in events {
-        let body = json!({"delivery_id": delivery, "event": event, "device_id": token,
-            "timestamp": 1_764_100_100});
-        let (status, v) = api
-            .call(SDK_KEY, Method::POST, "/push/events", Some(&body))
-            .await?;
+        let body = serde_json::to_string(&Report {
+            delivery_id: delivery,
+            event,
+            device_id: &token,
+            timestamp: 1_764_100_100,
+        })?;
+        let (status, v) = api.post(SDK_KEY, "/push/events", body).await?;
         if status != 200 {
             return Err(format!("report refused: {status} {v}").into());
         }
