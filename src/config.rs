@@ -179,7 +179,7 @@ impl WebhooksSection {
             backoff_base: Duration::from_millis(self.backoff_base_ms.max(1)),
             backoff_max: Duration::from_millis(self.backoff_max_ms.max(self.backoff_base_ms)),
             max_age: Duration::from_secs(self.max_age_secs),
-            in_flight: self.in_flight.max(1),
+            in_flight: self.in_flight,
         }
     }
 }
@@ -266,6 +266,31 @@ impl Config {
 
     /// Refuses what parses but cannot be meant.
     fn check(&self) -> Result<(), String> {
+        let counts = [
+            (
+                "[engine] max_attempts",
+                "PUSHD_MAX_ATTEMPTS",
+                self.engine.max_attempts as usize,
+            ),
+            (
+                "[engine] provider_connections",
+                "PUSHD_PROVIDER_CONNECTIONS",
+                self.engine.provider_connections,
+            ),
+            (
+                "[engine] provider_streams",
+                "PUSHD_PROVIDER_STREAMS",
+                self.engine.provider_streams,
+            ),
+            (
+                "[webhooks] in_flight",
+                "PUSHD_WEBHOOK_IN_FLIGHT",
+                self.webhooks.in_flight,
+            ),
+        ];
+        if let Some((setting, variable, _)) = counts.iter().find(|(_, _, n)| *n == 0) {
+            return Err(format!("{setting} ({variable}) must be at least 1, not 0"));
+        }
         if self.apps.contains_key(DEFAULT_APP) {
             return Err(format!(
                 "[apps.{DEFAULT_APP}] is the top-level [apns] and [fcm]; configure the app \"{DEFAULT_APP}\" there"
@@ -298,7 +323,7 @@ impl EngineSection {
     /// The engine's tuning.
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
-            max_attempts: self.max_attempts.max(1),
+            max_attempts: self.max_attempts,
             backoff_base: Duration::from_millis(self.backoff_base_ms),
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
@@ -309,8 +334,8 @@ impl EngineSection {
     /// The provider clients' tuning.
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
-            max_connections: self.provider_connections.max(1),
-            streams_per_connection: self.provider_streams.max(1),
+            max_connections: self.provider_connections,
+            streams_per_connection: self.provider_streams,
             ..ClientOptions::default()
         }
     }
@@ -644,7 +669,7 @@ mod tests {
         let path = dir.path().join("pushd.toml");
         std::fs::write(
             &path,
-            "[webhooks]\ntimeout_ms = 250\nin_flight = 0\n[events]\nretention_days = 7\n",
+            "[webhooks]\ntimeout_ms = 250\nin_flight = 3\n[events]\nretention_days = 7\n",
         )
         .unwrap();
         let o = Overrides {
@@ -657,12 +682,37 @@ mod tests {
         let s = c.webhooks.settings();
         assert_eq!(s.timeout, Duration::from_millis(250));
         assert_eq!(s.max_age, Duration::from_secs(60));
-        assert_eq!(s.in_flight, 1, "at least one post at a time");
+        assert_eq!(s.in_flight, 3);
         assert_eq!(s.backoff_base, Duration::from_secs(1), "the default");
         assert_eq!(
             c.events.options().retention,
             Duration::from_secs(3 * 24 * 3600)
         );
+    }
+
+    #[test]
+    fn a_zero_count_is_refused_naming_its_setting() {
+        for (field, variable) in [
+            ("max_attempts", "PUSHD_MAX_ATTEMPTS"),
+            ("provider_connections", "PUSHD_PROVIDER_CONNECTIONS"),
+            ("provider_streams", "PUSHD_PROVIDER_STREAMS"),
+        ] {
+            let mut o = Overrides::default();
+            match field {
+                "max_attempts" => o.max_attempts = Some(0),
+                "provider_connections" => o.provider_connections = Some(0),
+                _ => o.provider_streams = Some(0),
+            }
+            let Err(ConfigError::Invalid(why)) = o.load() else {
+                panic!("{field} = 0 is refused")
+            };
+            assert!(why.contains(field) && why.contains(variable), "{why}");
+        }
+        let o = Overrides {
+            webhook_in_flight: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(o.load(), Err(ConfigError::Invalid(why)) if why.contains("in_flight")));
     }
 
     #[test]
