@@ -138,12 +138,20 @@ impl SledStore {
         self.db.get(key)?.map(|v| codec::decode(&v)).transpose()
     }
 
-    /// The delivery, from the overlay or the snapshot.
-    fn find_delivery(&self, id: &str) -> Result<Option<Delivery>, Error> {
-        match self.lock().delivery(id) {
-            Found::Here(d) => Ok(d),
-            Found::Absent => self.read(&keys::record(keys::DELIVERY, id)),
-        }
+    /// The delivery, from the overlay or the snapshot, as of the last record
+    /// applied when it was read.
+    fn find_delivery(&self, id: &str) -> Result<Option<AsOf<Delivery>>, Error> {
+        let (position, found) = {
+            let overlay = self.lock();
+            (overlay.position(), overlay.delivery(id))
+        };
+        // Not in the overlay: sled holds every change up to `position` (a
+        // drain finishing meanwhile only makes it newer).
+        let value = match found {
+            Found::Here(d) => d,
+            Found::Absent => self.read(&keys::record(keys::DELIVERY, id))?,
+        };
+        Ok(value.map(|value| AsOf { value, position }))
     }
 
     /// The customer's deliveries among the snapshot's `keys` (whose tails
@@ -161,7 +169,7 @@ impl SledStore {
         ids.dedup();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.extend(self.find_delivery(&id)?);
+            out.extend(self.find_delivery(&id)?.map(|d| d.value));
         }
         Ok(out)
     }
@@ -197,21 +205,11 @@ impl Store for SledStore {
     }
 
     fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        Ok(self.find_delivery(id)?)
+        Ok(self.find_delivery(id)?.map(|d| d.value))
     }
 
     fn delivery_as_of(&self, id: &str) -> Result<Option<AsOf<Delivery>>, StoreError> {
-        let (position, found) = {
-            let overlay = self.lock();
-            (overlay.position(), overlay.delivery(id))
-        };
-        // Not in the overlay: sled holds every change up to `position` (a
-        // drain finishing meanwhile only makes it newer).
-        let value = match found {
-            Found::Here(d) => d,
-            Found::Absent => self.read(&keys::record(keys::DELIVERY, id))?,
-        };
-        Ok(value.map(|value| AsOf { value, position }))
+        Ok(self.find_delivery(id)?)
     }
 
     fn unsettled_deliveries(&self, customer_id: &str) -> Result<Vec<Delivery>, StoreError> {
