@@ -82,6 +82,19 @@ async fn settled(h: &Harness, id: &str) -> MessageStatus {
     h.store.delivery_now(id).status()
 }
 
+/// A delivery to customer `c1`'s iPhone `a` and Android `b`, sent to both.
+async fn sent_to_a_and_b(h: &Harness) -> String {
+    customer(
+        h,
+        "c1",
+        &[("a", Platform::Ios, 1), ("b", Platform::Android, 2)],
+    )
+    .await;
+    let id = send(h, "c1", Audience::AllDevices).await;
+    assert_eq!(settled(h, &id).await, MessageStatus::Sent);
+    id
+}
+
 /// Answers each retry wait: advances the clock once the send slept.
 async fn drive_retries(h: &Harness, token: &str, calls: usize) {
     for n in 1..calls {
@@ -441,14 +454,7 @@ async fn retry_resends_a_failed_delivery_and_refuses_others() {
 #[actix::test]
 async fn reports_move_status_forward_and_unknown_devices_are_refused() {
     let h = Harness::new();
-    customer(
-        &h,
-        "c1",
-        &[("a", Platform::Ios, 1), ("b", Platform::Android, 2)],
-    )
-    .await;
-    let id = send(&h, "c1", Audience::AllDevices).await;
-    assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
+    let id = sent_to_a_and_b(&h).await;
     let report = |token: &str, report| DeviceReport {
         delivery_id: id.clone(),
         token: token.into(),
@@ -481,14 +487,7 @@ async fn reports_move_status_forward_and_unknown_devices_are_refused() {
 #[actix::test]
 async fn a_report_read_before_another_changed_the_delivery_keeps_both() {
     let h = Harness::new();
-    customer(
-        &h,
-        "c1",
-        &[("a", Platform::Ios, 1), ("b", Platform::Android, 2)],
-    )
-    .await;
-    let id = send(&h, "c1", Audience::AllDevices).await;
-    assert_eq!(settled(&h, &id).await, MessageStatus::Sent);
+    let id = sent_to_a_and_b(&h).await;
     let read = || Some(Box::new(h.store.delivery_as_of(&id).unwrap().unwrap()));
     let (early, late) = (read(), read());
     let report = |token: &str, seen| DeviceReport {
