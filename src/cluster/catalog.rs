@@ -2,11 +2,25 @@
 //! replicated like the journal. A put is acknowledged once JetStream stored
 //! it; reads ask the bucket's stream leader, so a template written through
 //! one node is there for a send through any other at once.
+//!
+//! A template's value is its version-1 record ([`records::v1::MessageSpec`])
+//! without a version byte, as every pushd so far wrote it, so nodes of
+//! mixed versions share the bucket. A new record version must come with a
+//! new bucket key layout, which older nodes do not read.
 
 use async_nats::jetstream::kv;
 use pushd_actors::model::MessageSpec;
 
 use super::{ClusterError, key_of, nats};
+use crate::records::{self, Freeze as _, Thaw as _};
+
+/// Decodes the template stored under `key`.
+fn decode(key: &str, bytes: &[u8]) -> Result<MessageSpec, ClusterError> {
+    postcard::from_bytes::<records::v1::MessageSpec>(bytes)
+        .map_err(records::RecordError::from)
+        .and_then(|r| r.thaw())
+        .map_err(|e| nats(format!("template {key} does not decode: {e}")))
+}
 
 /// The templates bucket.
 pub struct Templates {
@@ -44,25 +58,22 @@ impl Templates {
         if message.payload.is_empty() {
             return Ok(None);
         }
-        postcard::from_bytes(&message.payload)
-            .map(Some)
-            .map_err(|e| nats(format!("template {key} does not decode: {e}")))
+        decode(key, &message.payload).map(Some)
     }
 
     /// Every template.
     pub async fn all(&self) -> Result<Vec<MessageSpec>, ClusterError> {
         let mut out = Vec::new();
         for (key, value) in super::scan(&self.kv).await? {
-            let spec = postcard::from_bytes(&value)
-                .map_err(|e| nats(format!("template {key} does not decode: {e}")))?;
-            out.push(spec);
+            out.push(decode(&key, &value)?);
         }
         Ok(out)
     }
 
     /// Creates or replaces a template; answers once stored.
     pub async fn put(&self, spec: &MessageSpec) -> Result<(), ClusterError> {
-        let bytes = postcard::to_allocvec(spec).map_err(nats)?;
+        let record: records::v1::MessageSpec = spec.freeze();
+        let bytes = postcard::to_allocvec(&record).map_err(nats)?;
         self.kv
             .put(key_of(&spec.id), bytes.into())
             .await

@@ -39,6 +39,9 @@ use read::read_after;
 
 /// Header naming the first record position a group message holds.
 pub const FIRST_HEADER: &str = "Pushd-First";
+/// Header naming the version of the records a group message holds
+/// ([`crate::records`]); a message without it holds version 1.
+pub const FORMAT_HEADER: &str = "Pushd-Format";
 /// Largest group message: well under a NATS server's default 1 MiB
 /// `max_payload` less headers; a larger group is split.
 pub const MAX_GROUP_BYTES: usize = 768 * 1024;
@@ -368,6 +371,7 @@ async fn publish(
         headers.insert("Nats-Expected-Last-Subject-Sequence", expected.to_string());
         headers.insert("Nats-Msg-Id", msg_id);
         headers.insert(FIRST_HEADER, first.to_string());
+        headers.insert(FORMAT_HEADER, crate::records::JOURNAL_VERSION.to_string());
         let sent = async {
             context
                 .publish_with_headers(place.subject.clone(), headers, data.clone())

@@ -64,6 +64,10 @@ pub enum ClusterError {
     /// A snapshot could not be written, read or loaded.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// The partition holds records or a snapshot written by a newer pushd
+    /// than this node: a newer node must serve it.
+    #[error("{0}")]
+    NewerRecords(String),
 }
 
 /// Any NATS error, as a [`ClusterError`].

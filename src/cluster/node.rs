@@ -78,6 +78,9 @@ pub struct Node {
     holders: RwLock<BTreeMap<PartitionTag, Holder>>,
     /// Live members and their addresses, as last read.
     members: RwLock<BTreeMap<String, String>>,
+    /// Partitions this node refused to serve because a newer pushd wrote
+    /// them, with why (cleared once it serves them).
+    refused: Mutex<BTreeMap<u16, String>>,
 }
 
 /// A node's view, for `/healthz`.
@@ -97,6 +100,11 @@ pub struct Status {
     pub free: Vec<u16>,
     /// The oldest lease renewal of this node, ms ago.
     pub oldest_renewal_ms: u64,
+    /// Partitions this node refused because a newer pushd wrote records
+    /// or a snapshot it cannot read, with why: a newer node must serve
+    /// them (see docs/cluster.md on rolling upgrades).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<u16, String>,
 }
 
 impl Node {
@@ -130,6 +138,7 @@ impl Node {
             owned: Mutex::new(BTreeMap::new()),
             holders: RwLock::new(BTreeMap::new()),
             members: RwLock::new(BTreeMap::new()),
+            refused: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -201,6 +210,11 @@ impl Node {
             loading,
             members: members.keys().cloned().collect(),
             free,
+            refused: self
+                .refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             oldest_renewal_ms: oldest.as_millis() as u64,
         }
     }

@@ -13,6 +13,8 @@
 
 use pushd_actors::ports::{Change, Entry, Position};
 
+use crate::records::{self, RecordError};
+
 /// Bytes before the payload.
 pub const HEADER: usize = 16;
 /// The largest payload a record may have; a longer length field is corrupt.
@@ -22,8 +24,7 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 pub fn encode(out: &mut Vec<u8>, position: Position, changes: &[Change]) -> Result<(), String> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
-    let entries: Vec<&Entry> = changes.iter().map(|c| &c.entry).collect();
-    match postcard::to_extend(&entries, std::mem::take(out)) {
+    match records::encode_entries(changes, std::mem::take(out)) {
         Ok(buf) => *out = buf,
         Err(e) => return Err(format!("cannot encode a journal record: {e}")),
     }
@@ -48,9 +49,9 @@ pub struct Frame<'a> {
 }
 
 impl Frame<'_> {
-    /// Decodes the entries.
-    pub fn entries(&self) -> Result<Vec<Entry>, postcard::Error> {
-        postcard::from_bytes(self.payload)
+    /// Decodes the entries of a record of `version`.
+    pub fn entries(&self, version: u32) -> Result<Vec<Entry>, RecordError> {
+        records::decode_entries(version, self.payload)
     }
 }
 
@@ -130,7 +131,7 @@ mod tests {
             panic!("intact record")
         };
         assert_eq!((frame.position, used), (7, whole));
-        let entries = frame.entries().unwrap();
+        let entries = frame.entries(records::JOURNAL_VERSION).unwrap();
         assert!(matches!(&entries[1], Entry::Message(m) if m.id == "b"));
         for cut in 1..whole {
             assert!(matches!(read(&buf[..cut]), Read::Bad(_)), "cut at {cut}");

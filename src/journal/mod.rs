@@ -254,9 +254,11 @@ impl Journal for FileJournal {
                 if frame.position <= after || frame.position > durable {
                     continue;
                 }
-                let entries = frame.entries().map_err(|e| {
-                    JournalError(format!("record {} does not decode: {e}", frame.position))
-                })?;
+                let entries = frame
+                    .entries(crate::records::JOURNAL_VERSION)
+                    .map_err(|e| {
+                        JournalError(format!("record {} does not decode: {e}", frame.position))
+                    })?;
                 apply(frame.position, entries)
                     .map_err(|e| JournalError(format!("replay of {}: {e}", frame.position)))?;
                 last = frame.position;

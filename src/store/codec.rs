@@ -1,27 +1,46 @@
-//! How values sit in sled: postcard, a compact binary serde format (about a
-//! tenth of JSON's encoding cost), and the format marker that tells a
-//! snapshot this version can read.
+//! How values sit in sled: each a versioned record (see
+//! [`crate::records`]), and the snapshot's format marker.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use crate::records::Stored;
 
 use super::Error;
 
 /// The meta key of the format marker.
 pub const FORMAT_KEY: &str = "format";
-/// The format this version writes and reads (v3: devices' opt-in, message
-/// pacing, the opted-in counters and keyed send records).
-pub const FORMAT: &[u8] = b"pushd-snapshot-v3 (postcard)";
+/// The meta key of an upgrade in progress: the last key it rewrote.
+pub const UPGRADE_KEY: &str = "upgrading";
+/// The snapshot format this version writes: every value starts with its
+/// record's version (format 3, before it, held version-1 records without
+/// that byte).
+pub const FORMAT: u32 = 4;
+/// The oldest format this version opens (and upgrades in place).
+pub const OLDEST: u32 = 3;
 /// The meta key of the journal position the snapshot covers.
 pub const COVERED_KEY: &str = "covered";
 
-/// Encodes a value.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    postcard::to_stdvec(value).map_err(Error::from)
+/// The marker of snapshot format `format`.
+pub fn marker(format: u32) -> Vec<u8> {
+    match format {
+        // Format 3 named its encoding too.
+        3 => b"pushd-snapshot-v3 (postcard)".to_vec(),
+        n => format!("pushd-snapshot-v{n}").into_bytes(),
+    }
 }
 
-/// Decodes a value (trailing bytes are ignored, so a prefix of a record's
-/// fields decodes on its own).
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    postcard::from_bytes(bytes).map_err(Error::from)
+/// The format a marker names, if it is one.
+pub fn format_of(marker: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(marker).ok()?;
+    let rest = text.strip_prefix("pushd-snapshot-v")?;
+    let digits = rest.split(' ').next()?;
+    digits.parse().ok()
+}
+
+/// Encodes a value as its current record.
+pub fn encode<T: Stored>(value: &T) -> Result<Vec<u8>, Error> {
+    value.encode().map_err(Error::from)
+}
+
+/// Decodes a value from a record of any version this binary reads.
+pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, Error> {
+    T::decode(bytes).map_err(Error::from)
 }

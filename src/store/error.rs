@@ -14,12 +14,16 @@ pub enum Error {
     /// A file of the snapshot could not be synced.
     #[error("snapshot files: {0}")]
     Io(#[from] std::io::Error),
-    /// A stored value does not decode, or a value does not encode.
-    #[error("codec: {0}")]
-    Codec(#[from] postcard::Error),
+    /// A stored value is not a record this version reads, or a value does
+    /// not encode.
+    #[error("snapshot: {0}")]
+    Record(#[from] crate::records::RecordError),
     /// The data directory holds a snapshot this version cannot read.
     #[error("{0}")]
     Format(String),
+    /// The snapshot was written by a newer pushd.
+    #[error("{0}")]
+    NewerFormat(String),
     /// The store was closed.
     #[error("store is closed")]
     Closed,

@@ -17,7 +17,7 @@
 //! | `p/` | idempotency key                       | `SendRecord`           |
 //! | `x/` | started (ms), idempotency key         | empty                  |
 //!
-//! Values are postcard-encoded (see `codec`); meta values are raw bytes.
+//! Values are versioned records (see `codec`); meta values are raw bytes.
 
 use pushd_actors::model::Delivery;
 use pushd_actors::status::{MessageStatus, Timestamp};

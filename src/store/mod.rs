@@ -17,6 +17,7 @@ mod log;
 mod overlay;
 mod portable;
 mod snapshot;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -25,7 +26,6 @@ use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{AsOf, Change, Position, Store, StoreError};
 use pushd_actors::status::Timestamp;
-use serde::de::DeserializeOwned;
 
 pub use error::Error;
 pub use log::{DeliveryFilter, cursor_of};
@@ -72,7 +72,7 @@ impl SledStore {
             // Checkpoints flush; sled's own timer would only add writes.
             .flush_every_ms(None)
             .open()?;
-        check_format(&db)?;
+        upgrade::open(&db, &path)?;
         let covered = match db.get(keys::record(keys::META, codec::COVERED_KEY))? {
             Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
                 Error::Format("the snapshot's covered position is malformed".into())
@@ -134,7 +134,7 @@ impl SledStore {
     }
 
     /// Decodes the snapshot's value at `key`.
-    fn read<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, Error> {
+    fn read<T: crate::records::Stored>(&self, key: &[u8]) -> Result<Option<T>, Error> {
         self.db.get(key)?.map(|v| codec::decode(&v)).transpose()
     }
 
@@ -172,27 +172,6 @@ impl SledStore {
             out.extend(self.find_delivery(&id)?.map(|d| d.value));
         }
         Ok(out)
-    }
-}
-
-/// Refuses a snapshot written in another format; marks a new one.
-fn check_format(db: &sled::Db) -> Result<(), Error> {
-    let key = keys::record(keys::META, codec::FORMAT_KEY);
-    match db.get(&key)? {
-        Some(v) if v.as_ref() == codec::FORMAT => Ok(()),
-        Some(v) => Err(Error::Format(format!(
-            "the data directory holds a snapshot in format {:?}, not {:?}; move it away",
-            String::from_utf8_lossy(&v),
-            String::from_utf8_lossy(codec::FORMAT)
-        ))),
-        None if db.is_empty() => {
-            db.insert(key, codec::FORMAT)?;
-            Ok(())
-        }
-        None => Err(Error::Format(
-            "the data directory holds a snapshot from an older pushd (JSON records); move it away"
-                .into(),
-        )),
     }
 }
 

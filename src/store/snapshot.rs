@@ -280,12 +280,6 @@ enum Item<'a> {
     Delivery(&'a DirtyDelivery),
 }
 
-/// The start time of a stored send record: its first field, read alone.
-#[derive(serde::Deserialize)]
-struct Started {
-    started_ms: i64,
-}
-
 /// A batch being built, with the counter and series deltas of its records.
 #[derive(Default)]
 struct Chunk {
@@ -310,7 +304,7 @@ impl Chunk {
             }
             Item::Message((id, message)) => {
                 self.batch
-                    .insert(keys::record(MESSAGE, id), codec::encode(message)?);
+                    .insert(keys::record(MESSAGE, id), codec::encode(*message)?);
                 self.ops += 1;
             }
             Item::SendsExpired(before) => self.stage_expiry(*before, db)?,
@@ -319,14 +313,14 @@ impl Chunk {
                 // The key's older record (a key used again once expired)
                 // leaves the start-time index.
                 if let Some(old) = db.get(&key)? {
-                    let old: Started = codec::decode(&old)?;
+                    let old: SendRecord = codec::decode(&old)?;
                     if old.started_ms != record.started_ms {
                         self.batch
                             .remove(keys::send_started(old.started_ms, &record.key));
                         self.ops += 1;
                     }
                 }
-                self.batch.insert(key, codec::encode(record)?);
+                self.batch.insert(key, codec::encode(*record)?);
                 let started = keys::send_started(record.started_ms, &record.key);
                 self.batch.insert(started, sled::IVec::default());
                 self.ops += 2;
@@ -350,7 +344,9 @@ impl Chunk {
             let record = keys::record(SEND, &key);
             // The record may be a newer one of the same key.
             let current = db.get(&record)?;
-            let current = current.map(|v| codec::decode::<Started>(&v)).transpose()?;
+            let current = current
+                .map(|v| codec::decode::<SendRecord>(&v))
+                .transpose()?;
             if current.is_some_and(|c| c.started_ms == started_ms) {
                 self.batch.remove(record);
                 self.ops += 1;
@@ -363,7 +359,7 @@ impl Chunk {
     fn stage_delivery(&mut self, pending: &DirtyDelivery) -> Result<(), Error> {
         let d = &pending.latest;
         self.batch
-            .insert(keys::record(DELIVERY, &d.id), codec::encode(d)?);
+            .insert(keys::record(DELIVERY, &d.id), codec::encode(&**d)?);
         let new = keys::index_keys(d);
         let old = pending
             .stored

@@ -37,7 +37,12 @@ impl Daemon {
 
     /// Starts `pushd serve` on `data_dir` with only these extra variables.
     pub fn launch(data_dir: &Path, env: &[(&str, String)]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushd"));
+        Daemon::launch_bin(Path::new(env!("CARGO_BIN_EXE_pushd")), data_dir, env)
+    }
+
+    /// [`Daemon::launch`] with another `pushd` binary (an older release).
+    pub fn launch_bin(bin: &Path, data_dir: &Path, env: &[(&str, String)]) -> Daemon {
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env_clear()
             .env("PUSHD_LISTEN", "127.0.0.1:0")

@@ -44,12 +44,12 @@ impl Attributes {
     }
 
     /// The JSON text (`{}` when empty).
-    fn text(&self) -> &str {
+    pub fn json_text(&self) -> &str {
         self.0.as_deref().unwrap_or("{}")
     }
 
     /// Attributes from stored JSON text, checked to be an object.
-    fn from_text(text: String) -> Result<Attributes, String> {
+    pub fn from_json_text(text: String) -> Result<Attributes, String> {
         let object =
             text.trim_start().starts_with('{') && serde_json::from_str::<IgnoredAny>(&text).is_ok();
         match object {
@@ -74,7 +74,7 @@ impl Serialize for Attributes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match s.is_human_readable() {
             true => self.to_map().serialize(s),
-            false => s.serialize_str(self.text()),
+            false => s.serialize_str(self.json_text()),
         }
     }
 }
@@ -83,7 +83,7 @@ impl<'de> Deserialize<'de> for Attributes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Attributes, D::Error> {
         match d.is_human_readable() {
             true => Map::deserialize(d).map(|m| Attributes::new(&m)),
-            false => Attributes::from_text(String::deserialize(d)?).map_err(D::Error::custom),
+            false => Attributes::from_json_text(String::deserialize(d)?).map_err(D::Error::custom),
         }
     }
 }

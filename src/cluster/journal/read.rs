@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use pushd_actors::ports::{Entry, Position};
 
 use super::super::ClusterError;
-use super::{FIRST_HEADER, Place};
+use super::{FIRST_HEADER, FORMAT_HEADER, Place};
 use crate::journal::frame::{self, Read};
 
 /// The partition's records after `covered`, as read from the stream.
@@ -72,6 +72,23 @@ pub(super) async fn read_after(place: &Place, covered: Position) -> Result<ReadB
                 ))
             })?;
         back.last = back.last.max(first.saturating_sub(1));
+        let version = match message.headers.get(FORMAT_HEADER) {
+            None => 1,
+            Some(v) => v.as_str().parse().map_err(|_| {
+                nats(&format!(
+                    "message {} has a malformed {FORMAT_HEADER}",
+                    message.sequence
+                ))
+            })?,
+        };
+        if version > crate::records::JOURNAL_VERSION {
+            return Err(ClusterError::NewerRecords(format!(
+                "{}: message {} holds records of version {version}; this pushd reads versions 1 to {}: upgrade this node",
+                place.subject,
+                message.sequence,
+                crate::records::JOURNAL_VERSION
+            )));
+        }
         let mut rest = &message.payload[..];
         while let Read::Record(f, used) = frame::read(rest) {
             rest = &rest[used..];
@@ -88,7 +105,7 @@ pub(super) async fn read_after(place: &Place, covered: Position) -> Result<ReadB
                 });
             }
             let entries = f
-                .entries()
+                .entries(version)
                 .map_err(|e| nats(&format!("record {} does not decode: {e}", f.position)))?;
             back.tail.push((f.position, entries));
         }

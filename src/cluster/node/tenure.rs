@@ -15,7 +15,7 @@ use super::super::lease::{self, Held};
 use super::super::{ClusterError, Nats, key_of, snapshots};
 use super::{Node, Running};
 use crate::partition::Partition;
-use crate::store::{SledStore, Snapshotter, Timing};
+use crate::store::{Error as StoreError, SledStore, Snapshotter, Timing};
 
 impl Node {
     /// Stops serving `tag` at once: requests for it are refused (503) or
@@ -76,6 +76,7 @@ impl Node {
                         metrics::histogram!("pushd_cluster_takeover_seconds")
                             .record(started.elapsed().as_secs_f64());
                         tracing::info!(partition = tag.0, elapsed = ?started.elapsed(), "partition taken over");
+                        self.refused_because(tag, None);
                     }
                     None => {
                         // Lost while loading.
@@ -88,13 +89,31 @@ impl Node {
                 }
             }
             Err(e) => {
-                tracing::warn!(partition = tag.0, error = %e, "cannot take the partition over; giving the lease back");
+                if let ClusterError::NewerRecords(why) = &e {
+                    tracing::error!(partition = tag.0, error = %e, "partition written by a newer pushd; giving the lease back");
+                    self.refused_because(tag, Some(why.clone()));
+                } else {
+                    tracing::warn!(partition = tag.0, error = %e, "cannot take the partition over; giving the lease back");
+                }
                 let current = self.owned().remove(&tag).map(|o| o.held);
                 if let Some(current) = current {
                     lease::release(&self.nats.leases, current).await;
                 }
             }
         }
+    }
+
+    /// Notes (`Some`) or clears (`None`) why this node refused partition
+    /// `tag`, for `/healthz`.
+    fn refused_because(&self, tag: PartitionTag, why: Option<String>) {
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match why {
+            Some(why) => refused.insert(tag.0, why),
+            None => refused.remove(&tag.0),
+        };
     }
 
     /// Builds the partition's engine: snapshot, journal, replay, resume.
@@ -114,7 +133,10 @@ impl Node {
         let store = tokio::task::spawn_blocking(move || SledStore::open(path, cache))
             .await
             .map_err(|e| ClusterError::Snapshot(e.to_string()))?
-            .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+            .map_err(|e| match e {
+                StoreError::NewerFormat(why) => ClusterError::NewerRecords(why),
+                e => ClusterError::Snapshot(e.to_string()),
+            })?;
         debug_assert_eq!(store.covered().ok(), Some(covered));
         let subject = self.settings.journal_subject(tag.0);
         let place = Place {

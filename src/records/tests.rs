@@ -1,0 +1,163 @@
+use std::sync::Arc;
+
+use pushd_actors::model::{
+    Attributes, Audience, Content, Customer, DEFAULT_APP, Delivery, Device, DeviceSend,
+    Environment, MessageSpec, Platform, PushOptions,
+};
+use pushd_actors::ports::{Change, Entry};
+use pushd_actors::status::{DeliveryState, DeviceState, FailureReason, Outcome};
+use pushd_actors::tally::Tally;
+use serde_json::json;
+
+use super::*;
+
+fn customer() -> Customer {
+    let attrs = json!({"plan": "pro", "n": 3});
+    Customer {
+        id: "ada".into(),
+        attributes: Attributes::new(attrs.as_object().unwrap()),
+        unsubscribed: false,
+        devices: vec![Device {
+            id: "tok".into(),
+            platform: Platform::Ios,
+            app: DEFAULT_APP.into(),
+            environment: Environment::Sandbox,
+            last_used: 1_764_100_000,
+            attributes: Attributes::default(),
+            suppressed: true,
+            opted_in: Some(true),
+        }],
+    }
+}
+
+fn delivery() -> Delivery {
+    let mut state = DeliveryState::new(vec![DeviceState::attempted(), DeviceState::attempted()]);
+    state.devices[0].apply_outcome(&Outcome::Sent, 1_764_100_001);
+    state.devices[1].apply_outcome(
+        &Outcome::Failed(FailureReason::RetriesExhausted),
+        1_764_100_002,
+    );
+    let send = |token: &str, platform| DeviceSend {
+        token: token.into(),
+        platform,
+        app: DEFAULT_APP.into(),
+        environment: Environment::Production,
+        attempts: 3,
+        last_error: Some("503".into()),
+        provider_id: None,
+        duplicates: 1,
+        opted_in: None,
+    };
+    let mut options = PushOptions {
+        relevance_score: Some(0.5),
+        ..PushOptions::default()
+    };
+    options.data.insert("k".into(), "v".into());
+    Delivery {
+        id: "01D".into(),
+        customer_id: "ada".into(),
+        message_id: "m".into(),
+        campaign_id: Some("c".into()),
+        created_at: 1_764_100_000,
+        attempted_at: Some(1_764_100_000),
+        content: Some(Arc::new(Content {
+            title: "t".into(),
+            body: "b".into(),
+            deep_link: None,
+            collapse_id: Some("x".into()),
+            options,
+            rate_per_minute: Some(60),
+        })),
+        data: json!({"order": 7}),
+        goal: None,
+        sends: vec![send("a", Platform::Ios), send("b", Platform::Android)],
+        state,
+        failure_detail: Some("detail".into()),
+    }
+}
+
+fn message() -> MessageSpec {
+    MessageSpec {
+        id: "m".into(),
+        name: "n".into(),
+        campaign_id: None,
+        title: "t".into(),
+        body: "b".into(),
+        deep_link: None,
+        audience: Audience::LastDevice,
+        collapse_id: None,
+        conversion: None,
+        app: DEFAULT_APP.into(),
+        push: PushOptions::default(),
+        rate_per_minute: None,
+        created_at: 5,
+    }
+}
+
+#[test]
+fn snapshot_values_round_trip_with_their_version_first() {
+    let c = customer();
+    let bytes = c.encode().unwrap();
+    assert_eq!(bytes[0], VALUE_VERSION);
+    assert_eq!(Customer::decode(&bytes).unwrap(), c);
+    let d = delivery();
+    assert_eq!(Delivery::decode(&d.encode().unwrap()).unwrap(), d);
+    let m = message();
+    assert_eq!(MessageSpec::decode(&m.encode().unwrap()).unwrap(), m);
+    let mut t = Tally::default();
+    t.message.sent = 4;
+    t.android.opted_in_delivered = 2;
+    assert_eq!(Tally::decode(&t.encode().unwrap()).unwrap(), t);
+    assert_eq!(
+        <[i64; 2]>::decode(&[3, 7].encode().unwrap()).unwrap(),
+        [3, 7]
+    );
+}
+
+#[test]
+fn an_unversioned_value_reads_once_tagged() {
+    // Format 3 wrote the version-1 record alone.
+    let record: v1::Customer = customer().freeze();
+    let old = postcard::to_allocvec(&record).unwrap();
+    assert_eq!(
+        Customer::decode(&tag_unversioned(&old)).unwrap(),
+        customer()
+    );
+}
+
+#[test]
+fn newer_versions_are_refused_naming_both() {
+    let mut bytes = customer().encode().unwrap();
+    bytes[0] = 9;
+    let e = Customer::decode(&bytes).unwrap_err().to_string();
+    assert!(e.contains("version 9") && e.contains("1 to 1"), "{e}");
+    assert!(matches!(Customer::decode(&[]), Err(RecordError::Empty)));
+    let e = decode_entries(3, &[0]).unwrap_err().to_string();
+    assert!(e.contains("version 3") && e.contains("1 to 1"), "{e}");
+}
+
+#[test]
+fn journal_entries_round_trip() {
+    let changes = vec![
+        Change::of(Entry::Customer(customer())),
+        Change::delivery(None, delivery()),
+        Change::of(Entry::Message(Box::new(message()))),
+        Change::of(Entry::CustomerDeleted("ada".into())),
+        Change::of(Entry::SendRecordsExpired(42)),
+    ];
+    let bytes = encode_entries(&changes, Vec::new()).unwrap();
+    let back = decode_entries(JOURNAL_VERSION, &bytes).unwrap();
+    let expected: Vec<Entry> = changes.into_iter().map(|c| c.entry).collect();
+    assert_eq!(back, expected);
+}
+
+#[test]
+fn invalid_stored_attributes_are_refused() {
+    let mut record: v1::Customer = customer().freeze();
+    record.attributes = v1::AttributesText("[1]".into());
+    let bytes = postcard::to_extend(&record, vec![1]).unwrap();
+    assert!(matches!(
+        Customer::decode(&bytes),
+        Err(RecordError::Invalid(_))
+    ));
+}
