@@ -111,3 +111,66 @@ async fn a_takeover_replays_every_record_and_fences_the_old_writer() {
     let all: Vec<String> = replayed(&third, 0).into_iter().map(|(_, id)| id).collect();
     assert_eq!(all, ["c0", "c1", "c2", "c3", "c4", "c5"]);
 }
+
+/// One record framed as a group message holds it: length, CRC-32 of what
+/// follows it, position, then the entries.
+fn framed(position: u64, payload: &[u8]) -> Vec<u8> {
+    let mut body = position.to_le_bytes().to_vec();
+    body.extend_from_slice(payload);
+    let mut out = (payload.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_without_a_version_read_as_version_1_and_newer_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = cluster::single(dir.path());
+    let nats = Nats::connect(&settings(&server.url)).await.unwrap();
+    let runtime = tokio::runtime::Handle::current();
+    let subject = "pushd.journal.2";
+
+    // A group message as pushd 0.1 published it: no Pushd-Format header.
+    let payload = pushd::records::encode_entries(&customer("old"), Vec::new()).unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Pushd-First", "1");
+    nats.js
+        .publish_with_headers(subject, headers, framed(1, &payload).into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let journal = StreamJournal::open(place(&nats, "new-1"), 0, &runtime)
+        .await
+        .unwrap()
+        .journal;
+    assert_eq!(replayed(&journal, 0), [(1, "old".to_string())]);
+    let next = journal.append(&customer("new")).unwrap();
+    journal.durable(next).await.unwrap();
+    drop(journal);
+
+    // A message of a newer pushd: the partition is refused, naming both.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Pushd-First", "3");
+    headers.insert("Pushd-Format", "99");
+    nats.js
+        .publish_with_headers(subject, headers, framed(3, &payload).into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let refused = StreamJournal::open(place(&nats, "old-2"), 0, &runtime)
+        .await
+        .err()
+        .expect("a newer record is refused");
+    let why = refused.to_string();
+    assert!(
+        matches!(refused, pushd::cluster::ClusterError::NewerRecords(_)),
+        "{why}"
+    );
+    assert!(
+        why.contains("version 99") && why.contains("1 to 1"),
+        "{why}"
+    );
+}
