@@ -35,12 +35,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the release binary on `data_dir` with extra environment, and
-    /// waits for its "pushd listening on" line. The harness's `PUSHD_*`
-    /// variables and `_RJEM_MALLOC_CONF` (jemalloc's options) pass through,
-    /// for tuning experiments; the harness's own settings win.
+    /// Starts the release binary (or the one `PUSHD_LOAD_BIN` names, to
+    /// measure another build with the same harness) on `data_dir` with extra
+    /// environment, and waits for its "pushd listening on" line. The
+    /// harness's `PUSHD_*` variables and `_RJEM_MALLOC_CONF` (jemalloc's
+    /// options) pass through, for tuning experiments; the harness's own
+    /// settings win.
     pub async fn start(data_dir: &Path, env: &[(&str, String)]) -> Res<Daemon> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushd"));
+        let bin = std::env::var_os("PUSHD_LOAD_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_pushd").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env_clear()
             .envs(std::env::vars().filter(|(k, _)| passes_through(k)))
@@ -93,7 +97,7 @@ impl Daemon {
 
 /// Whether the daemon inherits the harness's variable `name`.
 fn passes_through(name: &str) -> bool {
-    name.starts_with("PUSHD_") || name == "_RJEM_MALLOC_CONF"
+    (name.starts_with("PUSHD_") && name != "PUSHD_LOAD_BIN") || name == "_RJEM_MALLOC_CONF"
 }
 
 /// A client for one daemon's API (HTTP/1.1, keep-alive).

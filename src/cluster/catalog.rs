@@ -12,7 +12,7 @@ use async_nats::jetstream::kv;
 use pushd_actors::model::MessageSpec;
 
 use super::{ClusterError, key_of, nats};
-use crate::records::{self, Freeze as _, Thaw as _};
+use crate::records::{self, Frozen, Thaw as _};
 
 /// Decodes the template stored under `key`.
 fn decode(key: &str, bytes: &[u8]) -> Result<MessageSpec, ClusterError> {
@@ -72,8 +72,7 @@ impl Templates {
 
     /// Creates or replaces a template; answers once stored.
     pub async fn put(&self, spec: &MessageSpec) -> Result<(), ClusterError> {
-        let record: records::v1::MessageSpec = spec.freeze();
-        let bytes = postcard::to_allocvec(&record).map_err(nats)?;
+        let bytes = postcard::to_allocvec(&Frozen(spec)).map_err(nats)?;
         self.kv
             .put(key_of(&spec.id), bytes.into())
             .await

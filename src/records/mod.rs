@@ -17,8 +17,8 @@
 //!   snapshot: it is read as it is and converted.
 //!
 //! A model may change freely: the record types ([`v1`], ...) are
-//! frozen, and each version converts to the current models with the
-//! [`Thaw`] and [`Freeze`] conversions. A record that must change gets a
+//! frozen: each version reads into the current models with [`Thaw`], and
+//! the current version is written from them through [`Frozen`]. A record that must change gets a
 //! new version module beside the old ones, and the old one stays readable.
 //! Bytes of a version newer than this binary knows are refused with
 //! [`RecordError::Newer`], naming both versions. A new snapshot value
@@ -34,6 +34,7 @@ use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Content, Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{Change, Entry};
 use pushd_actors::tally::Tally;
+use serde::{Serialize, Serializer};
 
 /// The version of the journal records this binary writes: [`v1`] entries.
 pub const JOURNAL_VERSION: u32 = 1;
@@ -64,12 +65,12 @@ pub enum RecordError {
     Empty,
 }
 
-/// A model value's record: what is written (by reference, so the model
-/// is not consumed).
-pub trait Freeze<R> {
-    /// The record of `self`.
-    fn freeze(&self) -> R;
-}
+/// A model value seen as its record: serializes exactly as the record
+/// type deserializes, without copying the model into a record first (the
+/// journal writes every change, so a copy per record would cost on the
+/// hot path). `record_struct!` and `record_enum!` write both sides from
+/// one list of fields.
+pub struct Frozen<'a, T: ?Sized>(pub &'a T);
 
 /// A record's model value.
 pub trait Thaw<M> {
@@ -81,9 +82,9 @@ pub trait Thaw<M> {
 /// Values stored as they are: primitives and maps of them.
 macro_rules! identity {
     ($($t:ty),*) => {$(
-        impl Freeze<$t> for $t {
-            fn freeze(&self) -> $t {
-                self.clone()
+        impl Serialize for Frozen<'_, $t> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize(s)
             }
         }
         impl Thaw<$t> for $t {
@@ -95,9 +96,15 @@ macro_rules! identity {
 }
 identity!(String, bool, i64, u32, u64, f64, [i64; 2], BTreeMap<String, String>);
 
-impl<M: Freeze<R>, R> Freeze<Option<R>> for Option<M> {
-    fn freeze(&self) -> Option<R> {
-        self.as_ref().map(M::freeze)
+impl<T> Serialize for Frozen<'_, Option<T>>
+where
+    for<'b> Frozen<'b, T>: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(v) => s.serialize_some(&Frozen(v)),
+            None => s.serialize_none(),
+        }
     }
 }
 
@@ -107,9 +114,12 @@ impl<R: Thaw<M>, M> Thaw<Option<M>> for Option<R> {
     }
 }
 
-impl<M: Freeze<R>, R> Freeze<Vec<R>> for Vec<M> {
-    fn freeze(&self) -> Vec<R> {
-        self.iter().map(M::freeze).collect()
+impl<T> Serialize for Frozen<'_, Vec<T>>
+where
+    for<'b> Frozen<'b, T>: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(Frozen))
     }
 }
 
@@ -119,9 +129,12 @@ impl<R: Thaw<M>, M> Thaw<Vec<M>> for Vec<R> {
     }
 }
 
-impl<M: Freeze<R>, R> Freeze<Box<R>> for Box<M> {
-    fn freeze(&self) -> Box<R> {
-        Box::new((**self).freeze())
+impl<T> Serialize for Frozen<'_, Box<T>>
+where
+    for<'b> Frozen<'b, T>: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Frozen(&**self.0).serialize(s)
     }
 }
 
@@ -131,9 +144,12 @@ impl<R: Thaw<M>, M> Thaw<Box<M>> for Box<R> {
     }
 }
 
-impl Freeze<v1::Content> for Arc<Content> {
-    fn freeze(&self) -> v1::Content {
-        (**self).freeze()
+impl<T> Serialize for Frozen<'_, Arc<T>>
+where
+    for<'b> Frozen<'b, T>: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Frozen(&**self.0).serialize(s)
     }
 }
 
@@ -143,48 +159,83 @@ impl Thaw<Arc<Content>> for v1::Content {
     }
 }
 
-/// A record struct and the model struct with the same fields: each field
-/// converts with its own [`Freeze`] and [`Thaw`].
-macro_rules! mirror_struct {
-    ($record:ident = $model:path { $($field:ident),* $(,)? }) => {
-        impl $crate::records::Freeze<$record> for $model {
-            fn freeze(&self) -> $record {
-                $record { $($field: $crate::records::Freeze::freeze(&self.$field)),* }
-            }
+/// A frozen record struct: the struct (what is read from disk), its
+/// model value ([`Thaw`]), and the model seen as it ([`Frozen`]), from one
+/// list of fields, in the order the bytes hold them.
+macro_rules! record_struct {
+    (
+        $(#[$doc:meta])*
+        $record:ident = $model:path { $($field:ident: $ty:ty),* $(,)? }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+        pub struct $record {
+            $(#[allow(missing_docs)] pub $field: $ty),*
         }
+
         impl $crate::records::Thaw<$model> for $record {
             fn thaw(self) -> Result<$model, $crate::records::RecordError> {
                 type M = $model;
                 Ok(M { $($field: $crate::records::Thaw::thaw(self.$field)?),* })
             }
         }
+
+        impl serde::Serialize for $crate::records::Frozen<'_, $model> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeStruct as _;
+                let fields = [$(stringify!($field)),*].len();
+                let mut out = s.serialize_struct(stringify!($record), fields)?;
+                $(out.serialize_field(stringify!($field), &$crate::records::Frozen(&self.0.$field))?;)*
+                out.end()
+            }
+        }
     };
 }
 
-/// A record enum and the model enum with the same unit variants.
-macro_rules! mirror_enum {
-    ($record:ident = $model:path { $($variant:ident),* $(,)? }) => {
-        impl $crate::records::Freeze<$record> for $model {
-            fn freeze(&self) -> $record {
-                type M = $model;
-                match self { $(M::$variant => $record::$variant),* }
-            }
+/// A frozen record enum of unit variants, and the model enum with the
+/// same variants.
+macro_rules! record_enum {
+    (
+        $(#[$doc:meta])*
+        $record:ident = $model:path { $($(#[$vdoc:meta])* $variant:ident),* $(,)? }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub enum $record {
+            $($(#[$vdoc])* $variant),*
         }
+
         impl $crate::records::Thaw<$model> for $record {
             fn thaw(self) -> Result<$model, $crate::records::RecordError> {
                 type M = $model;
                 Ok(match self { $($record::$variant => M::$variant),* })
             }
         }
+
+        impl serde::Serialize for $crate::records::Frozen<'_, $model> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                type M = $model;
+                match self.0 { $(M::$variant => $record::$variant),* }.serialize(s)
+            }
+        }
     };
 }
 
-pub(crate) use {mirror_enum, mirror_struct};
+pub(crate) use {record_enum, record_struct};
 
 /// Appends the current version's record of `changes`' entries to `out`.
 pub fn encode_entries(changes: &[Change], out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
-    let entries: Vec<v1::Entry> = changes.iter().map(|c| c.entry.freeze()).collect();
-    postcard::to_extend(&entries, out)
+    postcard::to_extend(&Entries(changes), out)
+}
+
+/// The entries of a record's changes, written as the current version's
+/// list of entries.
+struct Entries<'a>(&'a [Change]);
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|c| Frozen(&c.entry)))
+    }
 }
 
 /// The entries of a journal record of `version`.
@@ -212,8 +263,7 @@ macro_rules! stored_v1 {
     ($($model:ty => $record:ty),* $(,)?) => {$(
         impl Stored for $model {
             fn encode(&self) -> Result<Vec<u8>, RecordError> {
-                let record: $record = self.freeze();
-                Ok(postcard::to_extend(&record, vec![VALUE_VERSION])?)
+                Ok(postcard::to_extend(&Frozen(self), vec![VALUE_VERSION])?)
             }
 
             fn decode(bytes: &[u8]) -> Result<Self, RecordError> {

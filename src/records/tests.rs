@@ -117,8 +117,7 @@ fn snapshot_values_round_trip_with_their_version_first() {
 #[test]
 fn an_unversioned_value_reads_once_tagged() {
     // Format 3 wrote the version-1 record alone.
-    let record: v1::Customer = customer().freeze();
-    let old = postcard::to_allocvec(&record).unwrap();
+    let old = postcard::to_allocvec(&Frozen(&customer())).unwrap();
     assert_eq!(
         Customer::decode(&tag_unversioned(&old)).unwrap(),
         customer()
@@ -153,9 +152,12 @@ fn journal_entries_round_trip() {
 
 #[test]
 fn invalid_stored_attributes_are_refused() {
-    let mut record: v1::Customer = customer().freeze();
-    record.attributes = v1::AttributesText("[1]".into());
-    let bytes = postcard::to_extend(&record, vec![1]).unwrap();
+    let mut bad = customer();
+    bad.attributes = Attributes::default();
+    let mut bytes = bad.encode().unwrap();
+    // The empty attributes' text `{}` (2 bytes) becomes `[1]`.
+    let at = bytes.windows(3).position(|w| w == [2, b'{', b'}']).unwrap();
+    bytes.splice(at..at + 3, [3, b'[', b'1', b']']);
     assert!(matches!(
         Customer::decode(&bytes),
         Err(RecordError::Invalid(_))

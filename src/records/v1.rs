@@ -6,7 +6,7 @@
 //! change never changes them; a record that must change gets a new version
 //! beside this one, and its conversion.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use pushd_actors::idempotency as idem;
 use pushd_actors::model::{self as m, Attributes};
@@ -14,40 +14,35 @@ use pushd_actors::ports as p;
 use pushd_actors::status as st;
 use pushd_actors::tally as ta;
 
-use super::{Freeze, RecordError, Thaw, mirror_enum, mirror_struct};
+use super::{Frozen, RecordError, Thaw, record_enum, record_struct};
 
-/// A device's platform.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Platform {
-    /// APNs.
-    Ios,
-    /// FCM.
-    Android,
-}
-mirror_enum!(Platform = m::Platform { Ios, Android });
-
-/// An iOS token's APNs environment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Environment {
-    /// Production.
-    Production,
-    /// Sandbox.
-    Sandbox,
-}
-mirror_enum!(
-    Environment = m::Environment {
-        Production,
-        Sandbox
+record_enum! {
+    /// A device's platform.
+    Platform = m::Platform {
+        /// APNs.
+        Ios,
+        /// FCM.
+        Android,
     }
-);
+}
+
+record_enum! {
+    /// An iOS token's APNs environment.
+    Environment = m::Environment {
+        /// Production.
+        Production,
+        /// Sandbox.
+        Sandbox,
+    }
+}
 
 /// Free-form attributes, as their compact JSON text.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct AttributesText(pub String);
 
-impl Freeze<AttributesText> for Attributes {
-    fn freeze(&self) -> AttributesText {
-        AttributesText(self.json_text().to_owned())
+impl Serialize for Frozen<'_, Attributes> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.json_text())
     }
 }
 
@@ -58,12 +53,12 @@ impl Thaw<Attributes> for AttributesText {
 }
 
 /// Free-form JSON, as its text.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct JsonText(pub String);
 
-impl Freeze<JsonText> for serde_json::Value {
-    fn freeze(&self) -> JsonText {
-        JsonText(self.to_string())
+impl Serialize for Frozen<'_, serde_json::Value> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
     }
 }
 
@@ -74,516 +69,326 @@ impl Thaw<serde_json::Value> for JsonText {
     }
 }
 
-/// A device.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Device {
-    pub id: String,
-    pub platform: Platform,
-    pub app: String,
-    pub environment: Environment,
-    pub last_used: i64,
-    pub attributes: AttributesText,
-    pub suppressed: bool,
-    pub opted_in: Option<bool>,
-}
-mirror_struct!(
+record_struct! {
+    /// A device.
     Device = m::Device {
-        id,
-        platform,
-        app,
-        environment,
-        last_used,
-        attributes,
-        suppressed,
-        opted_in
+        id: String,
+        platform: Platform,
+        app: String,
+        environment: Environment,
+        last_used: i64,
+        attributes: AttributesText,
+        suppressed: bool,
+        opted_in: Option<bool>,
     }
-);
-
-/// A customer with its devices.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Customer {
-    pub id: String,
-    pub attributes: AttributesText,
-    pub unsubscribed: bool,
-    pub devices: Vec<Device>,
 }
-mirror_struct!(
+
+record_struct! {
+    /// A customer with its devices.
     Customer = m::Customer {
-        id,
-        attributes,
-        unsubscribed,
-        devices
+        id: String,
+        attributes: AttributesText,
+        unsubscribed: bool,
+        devices: Vec<Device>,
     }
-);
-
-/// Which devices a message goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Audience {
-    /// Every device.
-    AllDevices,
-    /// The last used one.
-    LastDevice,
 }
-mirror_enum!(
+
+record_enum! {
+    /// Which devices a message goes to.
     Audience = m::Audience {
+        /// Every device.
         AllDevices,
-        LastDevice
+        /// The last used one.
+        LastDevice,
     }
-);
-
-/// A conversion goal.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConversionGoal {
-    pub event: String,
-    pub window_seconds: i64,
 }
-mirror_struct!(
+
+record_struct! {
+    /// A conversion goal.
     ConversionGoal = m::ConversionGoal {
-        event,
-        window_seconds
+        event: String,
+        window_seconds: i64,
     }
-);
-
-/// Alert or background.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PushKind {
-    /// A visible notification.
-    Alert,
-    /// A silent push.
-    Background,
 }
-mirror_enum!(PushKind = m::PushKind { Alert, Background });
 
-/// Delivery priority.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PushPriority {
-    /// At once.
-    High,
-    /// When convenient.
-    Normal,
+record_enum! {
+    /// Alert or background.
+    PushKind = m::PushKind {
+        /// A visible notification.
+        Alert,
+        /// A silent push.
+        Background,
+    }
 }
-mirror_enum!(PushPriority = m::PushPriority { High, Normal });
 
-/// An iOS interruption level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum InterruptionLevel {
-    /// Passive.
-    Passive,
-    /// Active.
-    Active,
-    /// Time sensitive.
-    TimeSensitive,
-    /// Critical.
-    Critical,
+record_enum! {
+    /// Delivery priority.
+    PushPriority = m::PushPriority {
+        /// At once.
+        High,
+        /// When convenient.
+        Normal,
+    }
 }
-mirror_enum!(
+
+record_enum! {
+    /// An iOS interruption level.
     InterruptionLevel = m::InterruptionLevel {
+        /// Passive.
         Passive,
+        /// Active.
         Active,
+        /// Time sensitive.
         TimeSensitive,
-        Critical
+        /// Critical.
+        Critical,
     }
-);
-
-/// A message's push options.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PushOptions {
-    pub kind: PushKind,
-    pub priority: Option<PushPriority>,
-    pub ttl_seconds: Option<u32>,
-    pub sound: Option<String>,
-    pub badge: Option<u32>,
-    pub category: Option<String>,
-    pub thread_id: Option<String>,
-    pub interruption_level: Option<InterruptionLevel>,
-    pub relevance_score: Option<f64>,
-    pub image_url: Option<String>,
-    pub android_channel_id: Option<String>,
-    pub data: std::collections::BTreeMap<String, String>,
 }
-mirror_struct!(
+
+record_struct! {
+    /// A message's push options.
     PushOptions = m::PushOptions {
-        kind,
-        priority,
-        ttl_seconds,
-        sound,
-        badge,
-        category,
-        thread_id,
-        interruption_level,
-        relevance_score,
-        image_url,
-        android_channel_id,
-        data
+        kind: PushKind,
+        priority: Option<PushPriority>,
+        ttl_seconds: Option<u32>,
+        sound: Option<String>,
+        badge: Option<u32>,
+        category: Option<String>,
+        thread_id: Option<String>,
+        interruption_level: Option<InterruptionLevel>,
+        relevance_score: Option<f64>,
+        image_url: Option<String>,
+        android_channel_id: Option<String>,
+        data: std::collections::BTreeMap<String, String>,
     }
-);
-
-/// A message template.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MessageSpec {
-    pub id: String,
-    pub name: String,
-    pub campaign_id: Option<String>,
-    pub title: String,
-    pub body: String,
-    pub deep_link: Option<String>,
-    pub audience: Audience,
-    pub collapse_id: Option<String>,
-    pub conversion: Option<ConversionGoal>,
-    pub app: String,
-    pub push: PushOptions,
-    pub rate_per_minute: Option<u32>,
-    pub created_at: i64,
 }
-mirror_struct!(
+
+record_struct! {
+    /// A message template.
     MessageSpec = m::MessageSpec {
-        id,
-        name,
-        campaign_id,
-        title,
-        body,
-        deep_link,
-        audience,
-        collapse_id,
-        conversion,
-        app,
-        push,
-        rate_per_minute,
-        created_at
+        id: String,
+        name: String,
+        campaign_id: Option<String>,
+        title: String,
+        body: String,
+        deep_link: Option<String>,
+        audience: Audience,
+        collapse_id: Option<String>,
+        conversion: Option<ConversionGoal>,
+        app: String,
+        push: PushOptions,
+        rate_per_minute: Option<u32>,
+        created_at: i64,
     }
-);
-
-/// A rendered push.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Content {
-    pub title: String,
-    pub body: String,
-    pub deep_link: Option<String>,
-    pub collapse_id: Option<String>,
-    pub options: PushOptions,
-    pub rate_per_minute: Option<u32>,
 }
-mirror_struct!(
+
+record_struct! {
+    /// A rendered push.
     Content = m::Content {
-        title,
-        body,
-        deep_link,
-        collapse_id,
-        options,
-        rate_per_minute
+        title: String,
+        body: String,
+        deep_link: Option<String>,
+        collapse_id: Option<String>,
+        options: PushOptions,
+        rate_per_minute: Option<u32>,
     }
-);
-
-/// One device's send within a delivery.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceSend {
-    pub token: String,
-    pub platform: Platform,
-    pub app: String,
-    pub environment: Environment,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub provider_id: Option<String>,
-    pub duplicates: u32,
-    pub opted_in: Option<bool>,
 }
-mirror_struct!(
+
+record_struct! {
+    /// One device's send within a delivery.
     DeviceSend = m::DeviceSend {
-        token,
-        platform,
-        app,
-        environment,
-        attempts,
-        last_error,
-        provider_id,
-        duplicates,
-        opted_in
+        token: String,
+        platform: Platform,
+        app: String,
+        environment: Environment,
+        attempts: u32,
+        last_error: Option<String>,
+        provider_id: Option<String>,
+        duplicates: u32,
+        opted_in: Option<bool>,
     }
-);
-
-/// A device's status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeviceStatus {
-    /// No outcome yet.
-    Attempted,
-    /// Accepted.
-    Sent,
-    /// Reported delivered.
-    Delivered,
-    /// Reported opened.
-    Opened,
-    /// Failed.
-    Failed,
-    /// Bounced.
-    Bounced,
-    /// Suppressed before the send.
-    Suppressed,
 }
-mirror_enum!(
+
+record_enum! {
+    /// A device's status.
     DeviceStatus = st::DeviceStatus {
+        /// No outcome yet.
         Attempted,
+        /// Accepted.
         Sent,
+        /// Reported delivered.
         Delivered,
+        /// Reported opened.
         Opened,
+        /// Failed.
         Failed,
+        /// Bounced.
         Bounced,
-        Suppressed
+        /// Suppressed before the send.
+        Suppressed,
     }
-);
-
-/// A message status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MessageStatus {
-    /// Attempted.
-    Attempted,
-    /// Sent.
-    Sent,
-    /// Delivered.
-    Delivered,
-    /// Opened.
-    Opened,
-    /// Converted.
-    Converted,
-    /// Failed.
-    Failed,
-    /// Undeliverable.
-    Undeliverable,
-    /// Bounced.
-    Bounced,
 }
-mirror_enum!(
+
+record_enum! {
+    /// A message status.
     MessageStatus = st::MessageStatus {
+        /// Attempted.
         Attempted,
+        /// Sent.
         Sent,
+        /// Delivered.
         Delivered,
+        /// Opened.
         Opened,
+        /// Converted.
         Converted,
+        /// Failed.
         Failed,
+        /// Undeliverable.
         Undeliverable,
-        Bounced
+        /// Bounced.
+        Bounced,
     }
-);
-
-/// A failure reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FailureReason {
-    /// Liquid variable missing.
-    LiquidVariableMissing,
-    /// Liquid syntax.
-    LiquidSyntax,
-    /// Customer not found.
-    CustomerNotFound,
-    /// Customer unsubscribed.
-    CustomerUnsubscribed,
-    /// Credentials not found.
-    CredentialsNotFound,
-    /// Provider rejected.
-    ProviderRejected,
-    /// Retries exhausted.
-    RetriesExhausted,
-    /// Devices suppressed.
-    DevicesSuppressed,
-    /// No devices.
-    NoDevices,
-    /// Payload too large.
-    PayloadTooLarge,
 }
-mirror_enum!(
+
+record_enum! {
+    /// A failure reason.
     FailureReason = st::FailureReason {
+        /// Liquid variable missing.
         LiquidVariableMissing,
+        /// Liquid syntax.
         LiquidSyntax,
+        /// Customer not found.
         CustomerNotFound,
+        /// Customer unsubscribed.
         CustomerUnsubscribed,
+        /// Credentials not found.
         CredentialsNotFound,
+        /// Provider rejected.
         ProviderRejected,
+        /// Retries exhausted.
         RetriesExhausted,
+        /// Devices suppressed.
         DevicesSuppressed,
+        /// No devices.
         NoDevices,
-        PayloadTooLarge
+        /// Payload too large.
+        PayloadTooLarge,
     }
-);
-
-/// One device's state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceState {
-    pub status: DeviceStatus,
-    pub failure: Option<FailureReason>,
-    pub sent_at: Option<i64>,
-    pub delivered_at: Option<i64>,
-    pub opened_at: Option<i64>,
 }
-mirror_struct!(
+
+record_struct! {
+    /// One device's state.
     DeviceState = st::DeviceState {
-        status,
-        failure,
-        sent_at,
-        delivered_at,
-        opened_at
+        status: DeviceStatus,
+        failure: Option<FailureReason>,
+        sent_at: Option<i64>,
+        delivered_at: Option<i64>,
+        opened_at: Option<i64>,
     }
-);
-
-/// A failure decided before sending.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Precheck {
-    pub status: MessageStatus,
-    pub reason: FailureReason,
 }
-mirror_struct!(Precheck = st::Precheck { status, reason });
 
-/// A delivery's status machine.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryState {
-    pub precheck: Option<Precheck>,
-    pub devices: Vec<DeviceState>,
-    pub converted_at: Option<i64>,
+record_struct! {
+    /// A failure decided before sending.
+    Precheck = st::Precheck {
+        status: MessageStatus,
+        reason: FailureReason,
+    }
 }
-mirror_struct!(
+
+record_struct! {
+    /// A delivery's status machine.
     DeliveryState = st::DeliveryState {
-        precheck,
-        devices,
-        converted_at
+        precheck: Option<Precheck>,
+        devices: Vec<DeviceState>,
+        converted_at: Option<i64>,
     }
-);
-
-/// A delivery.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Delivery {
-    pub id: String,
-    pub customer_id: String,
-    pub message_id: String,
-    pub campaign_id: Option<String>,
-    pub created_at: i64,
-    pub attempted_at: Option<i64>,
-    pub content: Option<Content>,
-    pub data: JsonText,
-    pub goal: Option<ConversionGoal>,
-    pub sends: Vec<DeviceSend>,
-    pub state: DeliveryState,
-    pub failure_detail: Option<String>,
 }
-mirror_struct!(
+
+record_struct! {
+    /// A delivery.
     Delivery = m::Delivery {
-        id,
-        customer_id,
-        message_id,
-        campaign_id,
-        created_at,
-        attempted_at,
-        content,
-        data,
-        goal,
-        sends,
-        state,
-        failure_detail
+        id: String,
+        customer_id: String,
+        message_id: String,
+        campaign_id: Option<String>,
+        created_at: i64,
+        attempted_at: Option<i64>,
+        content: Option<Content>,
+        data: JsonText,
+        goal: Option<ConversionGoal>,
+        sends: Vec<DeviceSend>,
+        state: DeliveryState,
+        failure_detail: Option<String>,
     }
-);
-
-/// A customer a keyed send made a delivery for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SentTo {
-    pub customer_id: String,
-    pub delivery_id: String,
 }
-mirror_struct!(
+
+record_struct! {
+    /// A customer a keyed send made a delivery for.
     SentTo = idem::SentTo {
-        customer_id,
-        delivery_id
+        customer_id: String,
+        delivery_id: String,
     }
-);
-
-/// A customer a keyed send made no delivery for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotSent {
-    pub customer_id: String,
-    pub code: String,
-    pub message: String,
 }
-mirror_struct!(
+
+record_struct! {
+    /// A customer a keyed send made no delivery for.
     NotSent = idem::NotSent {
-        customer_id,
-        code,
-        message
+        customer_id: String,
+        code: String,
+        message: String,
     }
-);
-
-/// A keyed send's answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendAnswer {
-    pub deliveries: Vec<SentTo>,
-    pub failed: Vec<NotSent>,
 }
-mirror_struct!(SendAnswer = idem::SendAnswer { deliveries, failed });
 
-/// A keyed send call's record. `started_ms` stays first: the store reads
-/// it alone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendRecord {
-    pub started_ms: i64,
-    pub key: String,
-    pub fingerprint: String,
-    pub seed: u64,
-    pub answer: Option<SendAnswer>,
+record_struct! {
+    /// A keyed send's answer.
+    SendAnswer = idem::SendAnswer {
+        deliveries: Vec<SentTo>,
+        failed: Vec<NotSent>,
+    }
 }
-mirror_struct!(
+
+record_struct! {
+    /// A keyed send call's record. `started_ms` stays first: the store reads
+    /// it alone.
     SendRecord = idem::SendRecord {
-        started_ms,
-        key,
-        fingerprint,
-        seed,
-        answer
+        started_ms: i64,
+        key: String,
+        fingerprint: String,
+        seed: u64,
+        answer: Option<SendAnswer>,
     }
-);
-
-/// One set of metric counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub sends: i64,
-    pub attempted: i64,
-    pub sent: i64,
-    pub delivered: i64,
-    pub opened: i64,
-    pub converted: i64,
-    pub failed: i64,
-    pub undeliverable: i64,
-    pub bounced: i64,
-    pub suppressed: i64,
-    pub opted_in_sent: i64,
-    pub opted_in_delivered: i64,
 }
-mirror_struct!(
+
+record_struct! {
+    /// One set of metric counters.
     Counts = ta::Counts {
-        sends,
-        attempted,
-        sent,
-        delivered,
-        opened,
-        converted,
-        failed,
-        undeliverable,
-        bounced,
-        suppressed,
-        opted_in_sent,
-        opted_in_delivered
+        sends: i64,
+        attempted: i64,
+        sent: i64,
+        delivered: i64,
+        opened: i64,
+        converted: i64,
+        failed: i64,
+        undeliverable: i64,
+        bounced: i64,
+        suppressed: i64,
+        opted_in_sent: i64,
+        opted_in_delivered: i64,
     }
-);
-
-/// A message's or campaign's counters, per person and per platform.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tally {
-    pub message: Counts,
-    pub ios: Counts,
-    pub android: Counts,
 }
-mirror_struct!(
+
+record_struct! {
+    /// A message's or campaign's counters, per person and per platform.
     Tally = ta::Tally {
-        message,
-        ios,
-        android
+        message: Counts,
+        ios: Counts,
+        android: Counts,
     }
-);
+}
 
 /// A journal entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub enum Entry {
     /// A customer created or replaced.
     Customer(Customer),
@@ -599,15 +404,26 @@ pub enum Entry {
     SendRecordsExpired(i64),
 }
 
-impl Freeze<Entry> for p::Entry {
-    fn freeze(&self) -> Entry {
-        match self {
-            p::Entry::Customer(c) => Entry::Customer(c.freeze()),
-            p::Entry::CustomerDeleted(id) => Entry::CustomerDeleted(id.clone()),
-            p::Entry::Message(m) => Entry::Message(m.freeze()),
-            p::Entry::Delivery(d) => Entry::Delivery(d.freeze()),
-            p::Entry::SendRecord(r) => Entry::SendRecord(r.freeze()),
-            p::Entry::SendRecordsExpired(t) => Entry::SendRecordsExpired(*t),
+/// Written as [`Entry`] reads: the variant's index, then its record.
+impl Serialize for Frozen<'_, p::Entry> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            p::Entry::Customer(c) => {
+                s.serialize_newtype_variant("Entry", 0, "Customer", &Frozen(c))
+            }
+            p::Entry::CustomerDeleted(id) => {
+                s.serialize_newtype_variant("Entry", 1, "CustomerDeleted", id)
+            }
+            p::Entry::Message(m) => s.serialize_newtype_variant("Entry", 2, "Message", &Frozen(m)),
+            p::Entry::Delivery(d) => {
+                s.serialize_newtype_variant("Entry", 3, "Delivery", &Frozen(d))
+            }
+            p::Entry::SendRecord(r) => {
+                s.serialize_newtype_variant("Entry", 4, "SendRecord", &Frozen(r))
+            }
+            p::Entry::SendRecordsExpired(t) => {
+                s.serialize_newtype_variant("Entry", 5, "SendRecordsExpired", t)
+            }
         }
     }
 }
