@@ -9,8 +9,9 @@
 //! events of the records it covers before sled covers them, so the event log
 //! then holds every event up to that position: its segments are copied up
 //! to its readable end, cut back to the last record at or before the
-//! position. The webhooks, with their progress (cursors no further than
-//! that cut), and `keys.toml` come with it. See [`take`].
+//! position (see [`EventLog::export`](crate::events::EventLog::export)).
+//! The webhooks, with their progress (cursors no further than that cut),
+//! and `keys.toml` come with it. See [`take`].
 //!
 //! **The archive** is described in [`archive`]: named sections with their
 //! lengths, an end mark and a CRC-32 of everything.
@@ -24,7 +25,6 @@
 mod archive;
 mod error;
 mod restore;
-mod segments;
 mod take;
 
 pub use error::Error;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::archive::{self, MANIFEST, Manifest, STORE, Section};
-use super::{Error, segments};
+use super::Error;
+use super::archive::{self, EVENTS_PREFIX, MANIFEST, Manifest, STORE, Section};
 use crate::events::EventLog;
 use crate::store::SledStore;
 use crate::webhooks::Webhooks;
@@ -58,7 +58,10 @@ impl Source {
             .into_inner()
             .map_err(|e| Error::io(&self.data_dir)(e.into_error()))?;
         let store_len = spool.metadata().map_err(Error::io(&self.data_dir))?.len();
-        let (events, events_end) = segments::sections(&self.events, position)?;
+        let events = self
+            .events
+            .export(position)
+            .map_err(Error::io(self.events.dir()))?;
         let manifest = Manifest {
             position,
             taken_at: SystemTime::now()
@@ -72,12 +75,17 @@ impl Source {
                 serde_json::to_vec(&manifest).expect("a manifest serializes"),
             ),
             Section::file(STORE, spool, store_len),
-            Section::bytes(book::FILE_NAME, self.webhooks_file(events_end)?),
+            Section::bytes(book::FILE_NAME, self.webhooks_file(events.end)?),
         ];
         if let Some(keys) = self.keys_file()? {
             sections.push(Section::bytes(crate::keys::FILE_NAME, keys));
         }
-        sections.extend(events);
+        sections.extend(
+            events
+                .segments
+                .into_iter()
+                .map(|s| Section::file(format!("{EVENTS_PREFIX}{}", s.name), s.file, s.len)),
+        );
         let backup = Backup {
             size: archive::size(&sections),
             sections,
