@@ -150,6 +150,12 @@ pub async fn serve_with(
         clock,
         events: Some(events.clone()),
         webhooks: Some(webhooks.clone()),
+        backup: Some(Arc::new(crate::backup::Source::new(
+            &config.data_dir,
+            store.clone(),
+            events.clone(),
+            webhooks.clone(),
+        ))),
         cluster: None,
         max_body: config.max_body_bytes,
     });

@@ -1,6 +1,7 @@
 //! The pushd daemon: HTTP ingress, providers, the sled store, Liquid
 //! templates and the simulators, around the engine of `pushd-actors`.
 
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

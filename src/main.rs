@@ -1,8 +1,9 @@
 //! The `pushd` command: `serve` runs the daemon, `keys` prints its keys,
-//! `demo` shows it working against local fake providers and a simulated
-//! device fleet.
+//! `restore` makes a data directory from a backup, `demo` shows it working
+//! against local fake providers and a simulated device fleet.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -49,8 +50,22 @@ enum Command {
     /// Print the API key and the SDK key as shell exports
     /// (`eval "$(pushd keys)"`), with where each is kept.
     Keys(Box<Overrides>),
+    /// Make the data directory (which must be new or empty) from an archive
+    /// of `GET /v1/backup`; a damaged archive is refused and nothing is
+    /// written.
+    Restore(Box<RestoreArgs>),
     /// Run the daemon with fake APNs/FCM and a simulated device fleet.
     Demo(pushd::demo::DemoArgs),
+}
+
+/// `pushd restore FILE`: the archive, and the configuration that names the
+/// data directory (as `serve` reads it).
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The archive, as `GET /v1/backup` answered it
+    archive: PathBuf,
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 fn serve(overrides: Overrides) -> Result<(), String> {
@@ -67,6 +82,27 @@ fn keys(overrides: Overrides) -> Result<(), String> {
     let config = overrides.load().map_err(|e| e.to_string())?;
     let keys = pushd::keys::current(&config).map_err(|e| e.to_string())?;
     print!("{}", keys.export_lines());
+    Ok(())
+}
+
+fn restore(args: RestoreArgs) -> Result<(), String> {
+    let config = args.overrides.load().map_err(|e| e.to_string())?;
+    if config.cluster.enabled() {
+        return Err(
+            "restore makes a single node's data directory; a cluster keeps its state in NATS \
+             (this configuration sets [cluster] servers)"
+                .into(),
+        );
+    }
+    let (archive, data_dir) = (args.archive.display(), config.data_dir.display());
+    let restored = pushd::backup::restore(&args.archive, &config.data_dir).map_err(|e| {
+        format!("cannot restore {archive} into {data_dir}: {e}; nothing was written")
+    })?;
+    println!(
+        "restored {archive} into {data_dir}: journal position {}, taken at {} (Unix seconds), \
+         {} sections; `pushd serve` with this data directory serves it",
+        restored.position, restored.taken_at, restored.sections
+    );
     Ok(())
 }
 
@@ -88,6 +124,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(overrides) => serve(*overrides),
         Command::Keys(overrides) => keys(*overrides),
+        Command::Restore(args) => restore(*args),
         Command::Demo(args) => actix_web::rt::System::new()
             .block_on(pushd::demo::run(args))
             .map_err(|e| e.to_string()),

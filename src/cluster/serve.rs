@@ -98,6 +98,7 @@ pub async fn run(
         clock,
         events: None,
         webhooks: None,
+        backup: None,
         cluster: Some(Arc::new(Link {
             node: node.clone(),
             peers: Peers::new(),

@@ -230,6 +230,11 @@ impl EventLog {
         Ok(log)
     }
 
+    /// The directory of its segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The log's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock

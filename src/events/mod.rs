@@ -40,11 +40,15 @@
 //! bounded by the journal's group commit: events of records not yet
 //! durable. The webhooks read from disk.
 //!
+//! A backup copies the log's files as of a journal position, cut back to
+//! the store's (see [`export`]).
+//!
 //! A failed write is final, as in the journal (the file's state is
 //! unknown): nothing more is written and drains fail, so sled covers no
 //! record whose events are missing, and the journal keeps every change
 //! until a restart replays them.
 
+mod export;
 pub mod frame;
 mod log;
 pub mod record;
@@ -52,6 +56,7 @@ pub mod segments;
 
 use pushd_actors::ports::{Change, Position};
 
+pub use export::{Export, SegmentCopy};
 pub use log::{EventLog, NewEvent, Options, Page, ReadError, StoredEvent, Tail, WaitDurable};
 
 use crate::store::ChangeSink;

@@ -299,3 +299,14 @@ impl From<crate::events::ReadError> for ApiError {
         }
     }
 }
+
+impl From<crate::backup::Error> for ApiError {
+    fn from(e: crate::backup::Error) -> Self {
+        tracing::error!(error = %e, "backup failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            "the backup could not be taken (the daemon's log says why); nothing was changed",
+        )
+    }
+}

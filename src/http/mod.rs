@@ -3,6 +3,7 @@
 //! messages and store reads; they hold no status logic.
 
 mod auth;
+mod backup;
 mod batch;
 mod body;
 mod customers;
@@ -54,6 +55,9 @@ pub struct AppState {
     pub events: Option<Arc<EventLog>>,
     /// The webhooks (`/v1/webhooks`); a cluster node runs none.
     pub webhooks: Option<Arc<Webhooks>>,
+    /// What `GET /v1/backup` archives; a cluster node, whose state lives
+    /// in NATS, has none.
+    pub backup: Option<Arc<crate::backup::Source>>,
     /// A cluster node's links to the others; `None` on a single node.
     pub cluster: Option<Arc<crate::cluster::Link>>,
     /// Largest request body, bytes.
@@ -70,15 +74,20 @@ impl AppState {
     pub fn webhooks(&self) -> Result<Arc<Webhooks>, ApiError> {
         self.webhooks.clone().ok_or_else(not_in_cluster)
     }
+
+    /// What a backup is taken from, or 501 on a cluster node.
+    pub fn backup(&self) -> Result<Arc<crate::backup::Source>, ApiError> {
+        self.backup.clone().ok_or_else(not_in_cluster)
+    }
 }
 
-/// 501 for the event feed and the webhooks in cluster mode.
+/// 501 for the event feed, the webhooks and backups in cluster mode.
 pub(super) fn not_in_cluster() -> ApiError {
     ApiError::new(
         actix_web::http::StatusCode::NOT_IMPLEMENTED,
         "not_in_cluster",
-        "the event feed, webhooks and idempotency keys are served by a single-node pushd only, \
-         not in cluster mode",
+        "the event feed, webhooks, idempotency keys and backups are served by a single-node \
+         pushd only, not in cluster mode",
     )
 }
 
@@ -190,5 +199,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(messages::routes)
         .configure(events::routes)
         .configure(webhooks::routes)
+        .configure(backup::routes)
         .configure(dashboard::routes);
 }

@@ -71,9 +71,12 @@ struct File {
     webhooks: BTreeMap<String, Saved>,
 }
 
+/// The file's name inside the data directory.
+pub const FILE_NAME: &str = "webhooks.json";
+
 /// The file in `data_dir`.
 pub fn path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("webhooks.json")
+    data_dir.join(FILE_NAME)
 }
 
 /// Every saved webhook, by id (none if there is no file yet).
@@ -96,12 +99,17 @@ pub fn load(path: &Path) -> io::Result<BTreeMap<String, Saved>> {
 /// 0600 (it holds the secrets).
 pub fn save(path: &Path, webhooks: BTreeMap<String, Saved>) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let text = serde_json::to_vec_pretty(&File { webhooks }).map_err(io::Error::other)?;
+    let text = encode(webhooks)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(&text)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The file's contents for `webhooks`.
+pub fn encode(webhooks: BTreeMap<String, Saved>) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(&File { webhooks }).map_err(io::Error::other)
 }
 
 #[cfg(test)]

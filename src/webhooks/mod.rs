@@ -318,6 +318,12 @@ impl Webhooks {
         }
     }
 
+    /// Every webhook with its progress as of now, as the file keeps them
+    /// (the file itself may be a moment behind).
+    pub fn saved(&self) -> BTreeMap<String, Saved> {
+        self.snapshot(&lock(&self.hooks))
+    }
+
     fn command(&self, command: Command) {
         if let Some(tx) = lock(&self.commands).as_ref() {
             let _ = tx.send(command);
