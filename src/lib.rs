@@ -12,6 +12,7 @@ pub mod keys;
 pub mod partition;
 pub mod persistence;
 pub mod providers;
+pub mod segfile;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
