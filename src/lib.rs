@@ -14,6 +14,7 @@ pub mod partition;
 pub mod persistence;
 pub mod providers;
 pub mod records;
+pub mod segfile;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

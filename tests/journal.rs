@@ -1,30 +1,47 @@
 //! The journal under the daemon: a torn or corrupt tail (a crash in the
 //! middle of a write, a flipped bit) is cut at recovery, never replayed,
-//! and every change acknowledged before it is kept.
+//! and every change acknowledged before it is kept; segments without a
+//! header (the previous release's) open, one of a newer format stops the
+//! start.
 
 mod support;
 
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::json;
 use support::Daemon;
 
-/// The newest journal segment of a data dir.
-fn last_segment(data: &Path) -> PathBuf {
+/// The journal segments of a data dir, oldest first.
+fn segments(data: &Path) -> Vec<PathBuf> {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(data.join("journal"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "journal"))
         .collect();
     segments.sort();
-    segments.pop().expect("a journal segment")
+    segments
 }
 
-/// Where the records of a segment end: each is a 16-byte header (length,
-/// checksum, position) and its payload; zeros fill the file after them.
+/// The newest journal segment of a data dir.
+fn last_segment(data: &Path) -> PathBuf {
+    segments(data).pop().expect("a journal segment")
+}
+
+/// Bytes of a segment's header (magic `PUSHDJNL`, format, reserved);
+/// segments written before formats were numbered have none.
+const HEADER: usize = 16;
+
+/// Where the records of a segment end: after its header, each is 16 bytes
+/// (length, checksum, position) and its payload; zeros fill the file after
+/// them.
 fn data_end(bytes: &[u8]) -> usize {
-    let mut at = 0;
+    let mut at = if bytes.starts_with(b"PUSHDJNL") {
+        HEADER
+    } else {
+        0
+    };
     while at + 4 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         if len == 0 {
@@ -108,6 +125,75 @@ async fn a_corrupt_record_is_never_replayed_and_what_came_before_is_kept() {
     );
     d.customer("after", json!({}), &[]).await;
     assert!(exists(&d, "after").await);
+}
+
+#[tokio::test]
+async fn a_data_dir_of_segments_without_a_header_opens_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    acknowledged(&data, 10).await;
+    // As the previous release wrote them: the same records, no header.
+    let mut legacy = Vec::new();
+    for segment in segments(&data) {
+        let bytes = std::fs::read(&segment).unwrap();
+        assert!(bytes.starts_with(b"PUSHDJNL"), "new segments have a header");
+        std::fs::write(&segment, &bytes[HEADER..]).unwrap();
+        legacy.push((segment, bytes[HEADER..].to_vec()));
+    }
+    // Records are kept in the last segment a change went to until a later
+    // checkpoint deletes it, once a newer segment holds data.
+    assert!(
+        legacy.iter().any(|(_, b)| b.iter().any(|&b| b != 0)),
+        "a segment holds records"
+    );
+
+    let d = Daemon::start(&data, &[]);
+    for i in 0..10 {
+        assert!(exists(&d, &format!("c{i}")).await, "c{i} lost");
+    }
+    d.customer("after", json!({}), &[]).await;
+    d.kill();
+    for (segment, bytes) in &legacy {
+        if bytes.iter().any(|&b| b != 0) {
+            assert_eq!(&std::fs::read(segment).unwrap(), bytes, "kept as it is");
+        }
+    }
+    let last = last_segment(&data);
+    assert!(std::fs::read(&last).unwrap().starts_with(b"PUSHDJNL"));
+    let d = Daemon::start(&data, &[]);
+    assert!(exists(&d, "after").await);
+    assert!(exists(&d, "c9").await);
+}
+
+#[test]
+fn a_segment_of_a_newer_format_stops_the_start_naming_both_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("journal")).unwrap();
+    let segment = data.join("journal").join("00000000000000000001.journal");
+    let mut header = b"PUSHDJNL".to_vec();
+    header.extend_from_slice(&99u32.to_le_bytes());
+    header.extend_from_slice(&[0; 4]);
+    std::fs::write(&segment, &header).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pushd"))
+        .arg("serve")
+        .env_clear()
+        .env("PUSHD_LISTEN", "127.0.0.1:0")
+        .env("PUSHD_DATA_DIR", &data)
+        .env("PUSHD_API_KEY", support::API_KEY)
+        .env("PUSHD_SDK_KEY", support::SDK_KEY)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "journal segment {} is format 99; this pushd reads formats 1 to 2",
+            segment.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&segment).unwrap(), header, "untouched");
 }
 
 /// Under `strace`, a report's journal record is written and `fdatasync`ed

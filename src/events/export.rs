@@ -8,9 +8,9 @@
 //! exported at a position, the log holds every event up to it, and perhaps
 //! some of records after it (made durable since). Those are left out.
 //!
-//! This knows how segment files lie on disk (a segment's bytes are its
-//! frames, from its base offset on): a change of the segment files'
-//! layout changes it too.
+//! A segment is copied as it lies on disk (its header, then its frames),
+//! up to the end of the data kept; the zeros a segment is filled with
+//! ahead of its data are left out.
 
 use std::fs::File;
 use std::io;
@@ -18,10 +18,12 @@ use std::os::unix::fs::FileExt as _;
 
 use pushd_actors::ports::Position;
 
-use super::EventLog;
 use super::segments::{self, Segment};
+use super::{EventLog, KIND};
+use crate::segfile::Contents;
 
-/// A segment file to copy: its first `len` bytes, under its own name.
+/// A segment file to copy: its first `len` bytes (header and data), under
+/// its own name.
 #[derive(Debug)]
 pub struct SegmentCopy {
     /// Its file name in the events directory.
@@ -77,7 +79,7 @@ impl EventLog {
         for i in 0..kept.len() {
             let end = kept.get(i + 1).map_or(tail, |next| next.segment.base);
             let k = &mut kept[i];
-            k.len = end - k.segment.base;
+            k.len = k.segment.file_position(end);
             let size = k.file.metadata().map_err(|e| at(&k.segment, e))?.len();
             if size < k.len {
                 let why = format!("{size} bytes, where the event log reads {}", k.len);
@@ -85,7 +87,9 @@ impl EventLog {
             }
         }
         cut_after(&mut kept, position)?;
-        let end = kept.last().map_or(0, |k| k.segment.base + k.len);
+        let end = kept
+            .last()
+            .map_or(0, |k| k.segment.base + (k.len - k.segment.layout.start));
         let segments = kept
             .into_iter()
             .map(|k| SegmentCopy {
@@ -112,23 +116,24 @@ fn cut_after(kept: &mut Vec<Kept>, position: Position) -> io::Result<()> {
         last.file
             .read_exact_at(&mut buf, 0)
             .map_err(|e| at(&last.segment, e))?;
-        let prefix = segments::intact_prefix(&buf, |p| p <= position);
-        if prefix.len == buf.len() {
+        let contents = Contents::of(&KIND, &last.segment.path, buf)?;
+        let prefix = segments::intact_prefix(&contents, |p| p <= position).kept;
+        if prefix.end == last.len {
             return Ok(());
         }
         tracing::debug!(
             segment = %last.segment.path.display(),
-            kept = prefix.len,
-            of = buf.len(),
+            kept = prefix.end,
+            of = last.len,
             position,
             "events of records after the exported position left out"
         );
-        if prefix.len == 0 && count > 1 {
+        if prefix.data == 0 && count > 1 {
             kept.pop();
             count -= 1;
             continue;
         }
-        last.len = prefix.len as u64;
+        last.len = prefix.end;
         return Ok(());
     }
     Ok(())

@@ -2,10 +2,17 @@
 //! that appends an event only once its journal record is durable, readers
 //! that page by offset, retention, and the alignment with the journal after
 //! a crash.
+//!
+//! Appends overwrite the zeros a segment is filled with ahead of its data
+//! (see [`crate::segfile::append`]), so the `fdatasync` of a drain syncs
+//! data alone. They go only to a segment of the current format
+//! ([`super::FORMAT`]): a segment of an older format found at open (one
+//! written before an upgrade) is kept as it is, with its offsets, and the
+//! next write starts a new segment at the log's end.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs::{self, File};
+use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,8 +25,10 @@ use pushd_actors::status::MessageStatus;
 use pushd_actors::transition::EVENT_STATUSES;
 use tokio::sync::watch;
 
-use super::frame::{self, Frame, HEADER, LAST_OF_RECORD, MAX_BODY, Read};
+use super::KIND;
+use super::frame::{self, Frame, HEADER, LAST_OF_RECORD, MAX_BODY};
 use super::segments::{self, Segment};
+use crate::segfile::{self, Appender, Contents, Read};
 
 /// Blocks until the journal record at a position is durable.
 pub type WaitDurable = Box<dyn Fn(Position) -> Result<(), JournalError> + Send + Sync>;
@@ -115,10 +124,9 @@ pub struct Tail {
 
 /// The writer's side: the active segment.
 struct Writer {
-    file: Option<File>,
-    /// The active segment's base offset and size.
-    base: u64,
-    size: u64,
+    /// The last segment, if it is of the current format (else the next
+    /// write starts one).
+    file: Option<Appender>,
     tail: Tail,
     /// The offset up to which the log is fsynced.
     synced: u64,
@@ -175,35 +183,34 @@ impl EventLog {
             next_seq: 1,
         };
         let mut complete_through = 0;
-        let mut size = 0;
+        let mut file = None;
         while let Some(last) = found.last() {
-            let buf = fs::read(&last.path)?;
-            let prefix = segments::intact_prefix(&buf, |_| true);
-            if let Some(why) = prefix.cut {
-                tracing::warn!(segment = %last.path.display(), offset = prefix.len, why, "event log tail cut");
-                truncate(&last.path, prefix.len as u64)?;
+            let prefix = segments::intact_prefix(&Contents::read(&KIND, &last.path)?, |_| true);
+            let kept = prefix.kept;
+            if let Some(why) = kept.cut {
+                let offset = last.base + kept.data;
+                tracing::warn!(segment = %last.path.display(), offset, why, "event log tail cut");
+                segfile::scan::cut(&last.path, kept.end)?;
             }
-            if prefix.len == 0 && found.len() > 1 {
+            if kept.data == 0 && found.len() > 1 {
                 fs::remove_file(&last.path)?;
                 found.pop();
                 continue;
             }
-            size = prefix.len as u64;
-            tail.offset = last.base + size;
+            tail.offset = last.base + kept.data;
             if let Some(l) = prefix.last {
                 tail.next_seq = l.seq + 1;
                 complete_through = l.position;
             }
+            file = Appender::resume(&KIND, &last.path, &kept, options.segment_bytes)?;
             break;
         }
-        let file = match found.last() {
-            Some(s) => Some(OpenOptions::new().append(true).open(&s.path)?),
-            None => None,
-        };
+        if let (Some(a), Some(last)) = (&file, found.last_mut()) {
+            // An empty segment of an older format was written afresh.
+            last.layout = a.layout();
+        }
         let writer = Writer {
             file,
-            base: found.last().map_or(0, |s| s.base),
-            size,
             tail,
             synced: tail.offset,
             failed: None,
@@ -284,7 +291,7 @@ impl EventLog {
             return Ok(());
         }
         if let Some(file) = &w.file {
-            file.sync_data()?;
+            file.sync()?;
         }
         w.synced = w.tail.offset;
         Ok(())
@@ -356,7 +363,8 @@ impl EventLog {
     fn write(&self, w: &mut Writer, batch: &[PendingRecord]) -> io::Result<()> {
         let mut buf = Vec::new();
         for record in batch {
-            if w.file.is_none() || w.size + buf.len() as u64 >= self.options.segment_bytes {
+            let full = |a: &Appender| a.data_len() + buf.len() as u64 >= self.options.segment_bytes;
+            if w.file.as_ref().is_none_or(full) {
                 self.flush(w, &mut buf)?;
                 let first = record.events.first().map_or(0, |e| e.time_ms);
                 self.start_segment(w, first)?;
@@ -372,7 +380,7 @@ impl EventLog {
                     flags: if i + 1 == n { LAST_OF_RECORD } else { 0 },
                     body: &event.body[..event.body.len().min(MAX_BODY)],
                 };
-                frame.encode(&mut buf);
+                frame.encode(&mut buf).map_err(io::Error::other)?;
                 w.tail.next_seq += 1;
             }
         }
@@ -390,8 +398,7 @@ impl EventLog {
             return Ok(());
         }
         let file = w.file.as_mut().expect("an active segment");
-        file.write_all(buf)?;
-        w.size += buf.len() as u64;
+        file.append(buf)?;
         w.tail.offset += buf.len() as u64;
         metrics::counter!("pushd_event_log_bytes_total").increment(buf.len() as u64);
         buf.clear();
@@ -406,20 +413,18 @@ impl EventLog {
     /// log's end.
     fn start_segment(&self, w: &mut Writer, first_time_ms: i64) -> io::Result<()> {
         if let Some(old) = &w.file {
-            old.sync_data()?;
+            old.sync()?;
         }
         let base = w.tail.offset;
         let path = segments::path_of(&self.dir, base);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        file.set_len(0)?;
-        segments::sync_dir(&self.dir)?;
+        let file = Appender::create(&KIND, &path, self.options.segment_bytes)?;
+        let layout = file.layout();
         w.file = Some(file);
-        w.base = base;
-        w.size = 0;
         lock(&self.segments).push(Segment {
             base,
             first_time_ms,
             path,
+            layout,
         });
         self.prune();
         Ok(())
@@ -508,24 +513,27 @@ impl EventLog {
         let mut w = lock(&self.writer);
         let mut found = lock(&self.segments);
         while let Some(last) = found.last() {
-            let buf = fs::read(&last.path)?;
-            let prefix = segments::intact_prefix(&buf, |p| p <= position);
-            if prefix.len < buf.len() {
-                tracing::warn!(segment = %last.path.display(), kept = prefix.len, journal = position, "events of records the journal lost are dropped");
-                truncate(&last.path, prefix.len as u64)?;
+            let contents = Contents::read(&KIND, &last.path)?;
+            let prefix = segments::intact_prefix(&contents, |p| p <= position);
+            let kept = prefix.kept;
+            if kept.cut.is_some() {
+                let offset = last.base + kept.data;
+                tracing::warn!(segment = %last.path.display(), offset, journal = position, "events of records the journal lost are dropped");
+                segfile::scan::cut(&last.path, kept.end)?;
             }
-            if prefix.len == 0 && found.len() > 1 {
+            if kept.data == 0 && found.len() > 1 {
                 fs::remove_file(&last.path)?;
                 found.pop();
                 continue;
             }
-            w.base = last.base;
-            w.size = prefix.len as u64;
-            w.tail.offset = last.base + w.size;
+            w.tail.offset = last.base + kept.data;
             w.synced = w.tail.offset;
             w.tail.next_seq = prefix.last.map_or(1, |l| l.seq + 1);
-            w.file = Some(OpenOptions::new().append(true).open(&last.path)?);
+            w.file = Appender::resume(&KIND, &last.path, &kept, self.options.segment_bytes)?;
             break;
+        }
+        if let (Some(a), Some(last)) = (&w.file, found.last_mut()) {
+            last.layout = a.layout();
         }
         self.complete_through.store(position, Ordering::Release);
         self.tail.send_replace(w.tail);
@@ -542,7 +550,7 @@ impl EventLog {
             tracing::error!("event log writer panicked");
         }
         if let Some(file) = &lock(&self.writer).file
-            && let Err(e) = file.sync_data()
+            && let Err(e) = file.sync()
         {
             tracing::error!(error = %e, "cannot sync the event log");
         }
@@ -571,13 +579,14 @@ impl Reader {
             let start = self.at;
             let len = (seg_end - start).min(chunk as u64) as usize;
             let mut buf = vec![0; len];
-            file.read_exact_at(&mut buf, start - segment.base)?;
+            file.read_exact_at(&mut buf, segment.file_position(start))?;
             let mut used = 0;
             while self.events.len() < self.limit {
-                let f = match frame::read(&buf[used..]) {
-                    Read::Frame(f) if !self.check || f.offset == self.at => f,
-                    Read::End => break,
-                    Read::Short if used > 0 => break,
+                let f = match frame::read(&buf[used..], segment.layout.version) {
+                    Read::Frame(f, _) if !self.check || f.offset == self.at => f,
+                    // The chunk ends inside a frame (zeros inside the data
+                    // are corrupt: read again from here, they are caught).
+                    Read::Short | Read::End if used > 0 => break,
                     // One frame larger than the chunk: read it whole.
                     Read::Short if chunk < most && (len as u64) < seg_end - start => {
                         chunk = (chunk * 2).min(most);
@@ -616,14 +625,4 @@ fn status_index(status: MessageStatus) -> u8 {
         .iter()
         .position(|s| *s == status)
         .expect("an event status") as u8
-}
-
-/// Cuts a segment file to `len` bytes, durably.
-fn truncate(path: &Path, len: u64) -> io::Result<()> {
-    let file = OpenOptions::new().write(true).open(path)?;
-    if file.metadata()?.len() != len {
-        file.set_len(len)?;
-        file.sync_all()?;
-    }
-    Ok(())
 }

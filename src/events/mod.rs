@@ -8,7 +8,9 @@
 //! says which statuses the change entered (see [`record`]). The events
 //! wait in a queue until the journal makes their record durable, then one
 //! writer thread appends them to segment files (see [`frame`],
-//! [`segments`]). A cursor is an offset in the log; readers (the feed,
+//! [`segments`], and [`crate::segfile`] for what they share with the
+//! journal's: a header naming the format, the framing, the zero fill, the
+//! cut of a torn tail). A cursor is an offset in the log; readers (the feed,
 //! the webhook workers) read only what was written, so a page never holds
 //! half of a write.
 //!
@@ -59,7 +61,24 @@ use pushd_actors::ports::{Change, Position};
 pub use export::{Export, SegmentCopy};
 pub use log::{EventLog, NewEvent, Options, Page, ReadError, StoredEvent, Tail, WaitDurable};
 
+use crate::segfile::Kind;
 use crate::store::ChangeSink;
+
+/// The format new segments are written in. Format 1: no header (segments
+/// written before formats were numbered); format 2: the header, then
+/// events framed as in format 1, at the same offsets (a header takes
+/// none). Segments of formats 1 to this one are read; a newer one stops
+/// the open.
+pub const FORMAT: u32 = 2;
+
+/// Event log segment files.
+pub const KIND: Kind = Kind {
+    name: "event log",
+    suffix: ".events",
+    magic: *b"PUSHDEVT",
+    format: FORMAT,
+    framing: frame::FRAMING,
+};
 
 impl ChangeSink for EventLog {
     fn applied(&self, position: Position, changes: &[Change]) {

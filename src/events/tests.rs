@@ -1,6 +1,7 @@
 //! The event log against its guarantees: nothing before its journal record
 //! is durable, pages by cursor across segments, a torn tail cut back to a
-//! whole record, retention, and alignment with a journal that lost records.
+//! whole record, retention, alignment with a journal that lost records, and
+//! segments of the previous release (no header) read at their offsets.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use pushd_actors::status::MessageStatus;
 
 use super::*;
 use crate::journal::FileJournal;
+use crate::segfile::Layout;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -206,15 +208,15 @@ fn reopening_cuts_a_torn_record_and_skips_what_it_holds() {
     log.queue(1, events(1, 1, 0));
     log.queue(2, events(2, 2, 0));
     log.persist(2).unwrap();
+    let end = log.tail().offset;
     log.close();
     // Tear record 2's last event: the whole record goes.
     let segment = segments::list(dir.path()).unwrap().pop().unwrap();
-    let len = std::fs::metadata(&segment.path).unwrap().len();
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&segment.path)
         .unwrap();
-    file.set_len(len - 3).unwrap();
+    file.set_len(segment.file_position(end) - 3).unwrap();
 
     let log = open(dir.path(), 1 << 20, clock());
     assert_eq!(log.complete_through(), 1);
@@ -302,4 +304,159 @@ async fn events_of_records_the_journal_lost_are_dropped_at_start() {
     );
     log.close();
     journal.close();
+}
+
+/// A segment as pushd wrote it before segments had a header (format 1),
+/// byte for byte: for each event `len: u32 | crc32: u32 | offset: u64 |
+/// seq: u64 | position: u64 | time_ms: i64 | status: u8 | flags: u8 |
+/// body (len bytes)`, all little-endian, the checksum over everything after
+/// it, offsets from `base`, the last event of a record flagged 1; no zero
+/// fill. `records` are (position, events); answers the bytes and each
+/// event's offset.
+fn legacy_segment(base: u64, records: &[(Position, usize)]) -> (Vec<u8>, Vec<u64>) {
+    let (mut out, mut offsets, mut seq) = (Vec::new(), Vec::new(), 1u64);
+    for &(position, n) in records {
+        for i in 0..n {
+            let body = format!(r#"{{"record":{position},"i":{i}}}"#);
+            let offset = base + out.len() as u64;
+            let mut covered = Vec::new();
+            for field in [offset, seq, position, 1_764_100_000_000] {
+                covered.extend_from_slice(&field.to_le_bytes());
+            }
+            covered.extend_from_slice(&[0, u8::from(i + 1 == n)]);
+            covered.extend_from_slice(body.as_bytes());
+            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(&covered).to_le_bytes());
+            out.extend_from_slice(&covered);
+            offsets.push(offset);
+            seq += 1;
+        }
+    }
+    (out, offsets)
+}
+
+#[test]
+fn a_segment_without_a_header_keeps_its_offsets_and_appends_go_to_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // As if retention had deleted the segments before it.
+    let (bytes, offsets) = legacy_segment(5000, &[(1, 2), (2, 1)]);
+    let legacy = segments::path_of(dir.path(), 5000);
+    std::fs::write(&legacy, &bytes).unwrap();
+    let log = open(dir.path(), 1 << 20, clock());
+    let end = 5000 + bytes.len() as u64;
+    assert_eq!(log.complete_through(), 2);
+    assert_eq!(
+        log.tail(),
+        Tail {
+            offset: end,
+            next_seq: 4
+        }
+    );
+    let page = log.read(0, 10).unwrap();
+    let at: Vec<u64> = page.events.iter().map(|e| e.offset).collect();
+    assert_eq!(at, offsets, "the events are at their old offsets");
+    assert_eq!(
+        bodies(&page),
+        [
+            r#"{"record":1,"i":0}"#,
+            r#"{"record":1,"i":1}"#,
+            r#"{"record":2,"i":0}"#
+        ]
+    );
+    // A cursor a client saved before the upgrade reads on from there.
+    let saved = offsets[1];
+    assert_eq!(log.read(saved, 10).unwrap().events.len(), 2);
+    assert!(matches!(
+        log.read(saved - 1, 10),
+        Err(ReadError::BadCursor(_))
+    ));
+    // Recorded now: retention keeps the legacy segment.
+    log.queue(3, events(3, 2, clock().now_ms()));
+    log.persist(3).unwrap();
+    let page = log.read(saved, 10).unwrap();
+    let at: Vec<(u64, u64)> = page.events.iter().map(|e| (e.offset, e.seq)).collect();
+    assert_eq!(&at[..2], [(offsets[1], 2), (offsets[2], 3)]);
+    assert_eq!(at[2], (end, 4), "new events follow on");
+    log.close();
+
+    assert_eq!(std::fs::read(&legacy).unwrap(), bytes, "left as it is");
+    let found = segments::list(dir.path()).unwrap();
+    assert_eq!(found.len(), 2, "new events went to a new segment");
+    assert_eq!(found[1].base, end);
+    assert_eq!(found[1].layout, Layout::current(&KIND));
+    assert_eq!(&std::fs::read(&found[1].path).unwrap()[..8], b"PUSHDEVT");
+    let log = open(dir.path(), 1 << 20, clock());
+    assert_eq!(read_all(&log, saved, 1).len(), 4);
+    assert_eq!(log.read(end, 1).unwrap().events[0].seq, 4);
+    log.close();
+}
+
+#[test]
+fn a_torn_record_of_a_segment_without_a_header_is_cut_to_the_record_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, offsets) = legacy_segment(0, &[(1, 1), (2, 2)]);
+    let legacy = segments::path_of(dir.path(), 0);
+    std::fs::write(&legacy, &bytes[..bytes.len() - 3]).unwrap();
+    let log = open(dir.path(), 1 << 20, clock());
+    assert_eq!(log.complete_through(), 1);
+    assert_eq!(log.tail().offset, offsets[1]);
+    assert_eq!(read_all(&log, 0, 10), [r#"{"record":1,"i":0}"#]);
+    log.queue(2, events(2, 2, clock().now_ms()));
+    log.persist(2).unwrap();
+    assert_eq!(
+        log.read(offsets[1], 10).unwrap().events[0].offset,
+        offsets[1]
+    );
+    assert_eq!(read_all(&log, 0, 10).len(), 3);
+    log.close();
+}
+
+#[test]
+fn an_empty_segment_without_a_header_is_written_afresh_at_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = segments::path_of(dir.path(), 777);
+    std::fs::write(&legacy, []).unwrap();
+    let log = open(dir.path(), 1 << 20, clock());
+    assert_eq!(log.tail().offset, 777);
+    log.queue(1, events(1, 1, 0));
+    log.persist(1).unwrap();
+    assert_eq!(log.read(777, 10).unwrap().events[0].offset, 777);
+    log.close();
+    let found = segments::list(dir.path()).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].layout, Layout::current(&KIND));
+    let log = open(dir.path(), 1 << 20, clock());
+    assert_eq!(read_all(&log, 777, 10), [r#"{"record":1,"i":0}"#]);
+    log.close();
+}
+
+#[test]
+fn a_segment_of_a_newer_format_or_not_of_the_log_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segments::path_of(dir.path(), 0);
+    let mut header = b"PUSHDEVT".to_vec();
+    header.extend_from_slice(&(FORMAT + 1).to_le_bytes());
+    header.extend_from_slice(&[0; 4]);
+    std::fs::write(&path, &header).unwrap();
+    let options = Options::default();
+    let err = EventLog::open(dir.path(), options, clock(), always())
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "event log segment {} is format {}; this pushd reads formats 1 to {FORMAT}",
+            path.display(),
+            FORMAT + 1
+        )
+    );
+    header[..8].copy_from_slice(b"PUSHDJNL");
+    std::fs::write(&path, &header).unwrap();
+    let err = EventLog::open(dir.path(), options, clock(), always())
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("is not a pushd event log segment"),
+        "{err}"
+    );
 }

@@ -1,106 +1,99 @@
-//! The framing of one journal record in a segment file:
+//! One journal record, framed as every segment record is (see
+//! [`crate::segfile::frame`]):
 //!
 //! ```text
 //! | len: u32 LE | crc32: u32 LE | position: u64 LE | payload: len bytes |
 //! ```
 //!
-//! The checksum covers the position and the payload, so a torn write (a
-//! short tail) and a flipped bit are both caught. The payload is the
-//! record's entries in postcard, a compact binary serde format, so it is
-//! never empty: a zero length field is not a record. Segments are
-//! zero-filled ahead of their data (see the writer), so zeros to the end
-//! of the file mark where the data ends.
+//! The prefix is the record's position; the payload is its entries in
+//! postcard, a compact binary serde format, so it is never empty. Formats
+//! 1 and 2 encode records alike; a [`Frame`] carries the format it was read
+//! as, and [`Frame::entries`] decodes by it.
+//!
+//! The cluster journal frames its records so too, inside NATS messages
+//! that have no segment header (`src/cluster/journal.rs`).
 
 use pushd_actors::ports::{Change, Entry, Position};
 
+use super::FORMAT;
 use crate::records::{self, RecordError};
+use crate::segfile::{self, Framing};
 
-/// Bytes before the payload.
-pub const HEADER: usize = 16;
 /// The largest payload a record may have; a longer length field is corrupt.
 pub const MAX_PAYLOAD: usize = 64 << 20;
+/// A record's framing: its prefix is its position.
+pub const FRAMING: Framing = Framing {
+    prefix: 8,
+    max_body: MAX_PAYLOAD,
+};
 
-/// Appends the frame of the record at `position` holding `changes` to `out`.
+/// Appends the frame of the record at `position` holding `changes` to
+/// `out`, in the current format.
 pub fn encode(out: &mut Vec<u8>, position: Position, changes: &[Change]) -> Result<(), String> {
-    let start = out.len();
-    out.extend_from_slice(&[0; HEADER]);
+    let start = FRAMING.begin(out);
+    FRAMING
+        .prefix_mut(out, start)
+        .copy_from_slice(&position.to_le_bytes());
     match records::encode_entries(changes, std::mem::take(out)) {
         Ok(buf) => *out = buf,
         Err(e) => return Err(format!("cannot encode a journal record: {e}")),
     }
-    let len = out.len() - start - HEADER;
-    if len > MAX_PAYLOAD {
-        out.truncate(start);
-        return Err(format!("journal record of {len} bytes is too large"));
-    }
-    out[start + 8..start + HEADER].copy_from_slice(&position.to_le_bytes());
-    let crc = crc32fast::hash(&out[start + 8..]);
-    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
+    FRAMING
+        .finish(out, start)
+        .map_err(|e| format!("journal record {position}: {e}"))
 }
 
 /// One record read back.
+#[derive(Clone, Copy, Debug)]
 pub struct Frame<'a> {
+    /// The format of the segment (or message) it was read from.
+    pub version: u32,
     /// Its position.
     pub position: Position,
     /// Its encoded entries.
     pub payload: &'a [u8],
 }
 
-impl Frame<'_> {
-    /// Decodes the entries of a record of `version`.
-    pub fn entries(&self, version: u32) -> Result<Vec<Entry>, RecordError> {
-        records::decode_entries(version, self.payload)
+impl<'a> Frame<'a> {
+    /// The record an intact segment frame holds.
+    pub fn of(frame: segfile::Frame<'a>) -> Frame<'a> {
+        Frame {
+            version: frame.version,
+            position: u64::from_le_bytes(frame.prefix.try_into().expect("8 bytes")),
+            payload: frame.body,
+        }
+    }
+
+    /// Decodes the entries, as the record's segment format lays them out.
+    pub fn entries(&self) -> Result<Vec<Entry>, RecordError> {
+        let records = records_of(self.version).ok_or(RecordError::Newer {
+            what: "a journal segment format",
+            found: self.version,
+            known: FORMAT,
+        })?;
+        records::decode_entries(records, self.payload)
     }
 }
 
-/// What lies at the start of `buf`.
-pub enum Read<'a> {
-    /// An intact record, and the bytes it takes.
-    Record(Frame<'a>, usize),
-    /// Nothing, or only the zeros a segment is filled with ahead of its
-    /// data: the end of the data.
-    End,
-    /// A torn or corrupt record: everything from here on is cut.
-    Bad(&'static str),
+/// The version of the records (see [`crate::records`]) a segment of
+/// `format` holds: formats 1 (no header) and 2 hold version-1 records.
+pub fn records_of(format: u32) -> Option<u32> {
+    match format {
+        1 | 2 => Some(1),
+        _ => None,
+    }
 }
 
-/// Reads the record at the start of `buf`.
-pub fn read(buf: &[u8]) -> Read<'_> {
-    if buf.iter().take(4).all(|&b| b == 0) {
-        // A torn group may reach the disk out of order: zeros followed by
-        // data are a tear, not the end.
-        return match buf.iter().all(|&b| b == 0) {
-            true => Read::End,
-            false => Read::Bad("zeros where a record should start"),
-        };
-    }
-    if buf.len() < HEADER {
-        return Read::Bad("torn record header");
-    }
-    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-    if len > MAX_PAYLOAD {
-        return Read::Bad("record length out of range");
-    }
-    let Some(body) = buf.get(8..HEADER + len) else {
-        return Read::Bad("torn record");
-    };
-    if crc32fast::hash(body) != crc {
-        return Read::Bad("record checksum mismatch");
-    }
-    let position = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
-    let frame = Frame {
-        position,
-        payload: &body[8..],
-    };
-    Read::Record(frame, HEADER + len)
+/// Reads the record at the start of `buf`, which holds records of format
+/// `version`.
+pub fn read(buf: &[u8], version: u32) -> segfile::Read<Frame<'_>> {
+    FRAMING.read(buf, version).map(Frame::of)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segfile::Read;
     use pushd_actors::model::MessageSpec;
 
     fn change(id: &str) -> Change {
@@ -127,30 +120,54 @@ mod tests {
         encode(&mut buf, 7, &[change("a"), change("b")]).unwrap();
         let whole = buf.len();
         encode(&mut buf, 8, &[change("c")]).unwrap();
-        let Read::Record(frame, used) = read(&buf) else {
+        let Read::Frame(frame, used) = read(&buf, FORMAT) else {
             panic!("intact record")
         };
-        assert_eq!((frame.position, used), (7, whole));
-        let entries = frame.entries(records::JOURNAL_VERSION).unwrap();
+        assert_eq!((frame.position, frame.version, used), (7, FORMAT, whole));
+        let entries = frame.entries().unwrap();
         assert!(matches!(&entries[1], Entry::Message(m) if m.id == "b"));
         for cut in 1..whole {
-            assert!(matches!(read(&buf[..cut]), Read::Bad(_)), "cut at {cut}");
+            assert!(
+                !matches!(read(&buf[..cut], FORMAT), Read::Frame(..)),
+                "cut at {cut}"
+            );
         }
         let mut filled = buf[..whole].to_vec();
         filled.resize(whole + 4096, 0);
-        let Read::Record(_, used) = read(&filled) else {
+        let Read::Frame(_, used) = read(&filled, FORMAT) else {
             panic!("intact record before the fill")
         };
-        assert!(matches!(read(&filled[used..]), Read::End));
+        assert!(matches!(read(&filled[used..], FORMAT), Read::End));
         filled[whole + 100] = 1;
         assert!(
-            matches!(read(&filled[used..]), Read::Bad(_)),
+            matches!(read(&filled[used..], FORMAT), Read::Bad(_)),
             "data after zeros"
         );
         for flip in 0..whole {
             let mut bad = buf[..whole].to_vec();
             bad[flip] ^= 0x20;
-            assert!(matches!(read(&bad), Read::Bad(_)), "flip at {flip}");
+            assert!(
+                !matches!(read(&bad, FORMAT), Read::Frame(..)),
+                "flip at {flip}"
+            );
         }
+    }
+
+    #[test]
+    fn a_record_of_a_format_this_pushd_does_not_know_is_not_decoded() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 1, &[change("a")]).unwrap();
+        let Read::Frame(frame, _) = read(&buf, FORMAT + 1) else {
+            panic!("intact record")
+        };
+        let refused = frame.entries().unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("version {}", FORMAT + 1)),
+            "{refused}"
+        );
+        let Read::Frame(legacy, _) = read(&buf, 1) else {
+            panic!("intact record")
+        };
+        assert_eq!(legacy.entries().unwrap().len(), 1);
     }
 }

@@ -1,10 +1,12 @@
 //! The local journal: the engine's [`Journal`] port on segment files.
 //!
 //! Every acknowledged change is appended here first, as a framed binary
-//! record (see [`frame`]). One writer thread makes each group of records
-//! durable with one `write` and one `fdatasync`: whatever is appended while
-//! one sync runs is the next group, so the group grows with the load and no
-//! one sleeps to gather it. Waiters of a group are woken together.
+//! record (see [`frame`]) in a segment file (see [`crate::segfile`]: a
+//! header naming the format, the records, zeros after them). One writer
+//! thread makes each group of records durable with one `write` and one
+//! `fdatasync`: whatever is appended while one sync runs is the next group,
+//! so the group grows with the load and no one sleeps to gather it. Waiters
+//! of a group are woken together.
 //!
 //! On open, the segments are scanned and a torn or corrupt tail is cut (see
 //! [`segments::scan`]); [`Journal::replay`] then hands the records after a
@@ -26,10 +28,25 @@ use std::thread::JoinHandle;
 use pushd_actors::ports::{BoxFuture, Change, Entry, Journal, JournalError, Position, StoreError};
 use tokio::sync::oneshot;
 
-use frame::Read;
+use crate::segfile::{Contents, Kind};
 
 /// A segment is closed and a new one started once it holds this much.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// The format new segments are written in. Format 1: no header (segments
+/// written before formats were numbered); format 2: the header, then
+/// records framed and encoded as in format 1. Segments of formats 1 to
+/// this one are read; a newer one stops the open.
+pub const FORMAT: u32 = 2;
+
+/// Journal segment files.
+pub const KIND: Kind = Kind {
+    name: "journal",
+    suffix: ".journal",
+    magic: *b"PUSHDJNL",
+    format: FORMAT,
+    framing: frame::FRAMING,
+};
 
 type Waiter = oneshot::Sender<Result<(), JournalError>>;
 
@@ -86,7 +103,9 @@ impl FileJournal {
     /// Opens (or creates) the journal in `dir`, cutting a torn tail. Appends
     /// continue after the last intact record, and never at or before
     /// `floor` (the position a snapshot already covers: the segments up to
-    /// it may have been deleted).
+    /// it may have been deleted). A segment of a newer format than
+    /// [`FORMAT`], or a file named as a segment that is not one, is an
+    /// error (`InvalidData`) that names it, and nothing is changed.
     pub fn open(dir: impl AsRef<Path>, floor: Position) -> std::io::Result<FileJournal> {
         FileJournal::open_with(dir, floor, SEGMENT_BYTES)
     }
@@ -118,7 +137,7 @@ impl FileJournal {
             work: Condvar::new(),
             synced: Condvar::new(),
         });
-        let writer = writer::Writer::open(&dir, scan.segments, last, scan.end, segment_bytes)?;
+        let writer = writer::Writer::open(&dir, scan.segments, last, scan.tail, segment_bytes)?;
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("pushd-journal".into())
@@ -244,21 +263,17 @@ impl Journal for FileJournal {
             if next_first.is_some_and(|n| n <= after + 1) {
                 continue;
             }
-            let buf = segments::read_all(&segment.path).map_err(io)?;
-            let mut offset = 0;
+            let contents = Contents::read(&KIND, &segment.path).map_err(io)?;
             // The scan at open checked every frame; only a record being
             // appended now may stop the reading, and only durable records
-            // are replayed.
-            while let Read::Record(frame, used) = frame::read(&buf[offset..]) {
-                offset += used;
+            // are replayed. Each is decoded as its segment's format says.
+            for frame in contents.frames().map(frame::Frame::of) {
                 if frame.position <= after || frame.position > durable {
                     continue;
                 }
-                let entries = frame
-                    .entries(crate::records::JOURNAL_VERSION)
-                    .map_err(|e| {
-                        JournalError(format!("record {} does not decode: {e}", frame.position))
-                    })?;
+                let entries = frame.entries().map_err(|e| {
+                    JournalError(format!("record {} does not decode: {e}", frame.position))
+                })?;
                 apply(frame.position, entries)
                     .map_err(|e| JournalError(format!("replay of {}: {e}", frame.position)))?;
                 last = frame.position;

@@ -1,18 +1,18 @@
 //! The journal's segment files: `<first position, 20 digits>.journal` in the
-//! journal directory, each a run of framed records with consecutive
-//! positions. Opening scans them once, cuts a torn or corrupt tail (and any
-//! segment after it), and finds where appends continue.
+//! journal directory, each a header and a run of framed records with
+//! consecutive positions (see [`crate::segfile`]). Opening scans them once,
+//! cuts a torn or corrupt tail (and any segment after it), and finds where
+//! appends continue.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use pushd_actors::ports::Position;
 
-use super::frame::{self, Read};
-
-/// File name suffix of segments.
-const SUFFIX: &str = ".journal";
+use super::KIND;
+use super::frame::Frame;
+use crate::segfile::{self, Contents, Layout, Prefix, Step, dir};
 
 /// One segment file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,33 +25,16 @@ pub struct Segment {
 
 /// The path of the segment whose first record is at `first`.
 pub fn path_of(dir: &Path, first: Position) -> PathBuf {
-    dir.join(format!("{first:020}{SUFFIX}"))
+    dir::path_of(&KIND, dir, first)
 }
 
 /// The segments in `dir`, in position order.
 pub fn list(dir: &Path) -> io::Result<Vec<Segment>> {
-    let mut segments = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(first) = name.strip_suffix(SUFFIX).and_then(|n| n.parse().ok()) {
-            segments.push(Segment { first, path });
-        }
-    }
-    segments.sort_by_key(|s| s.first);
-    Ok(segments)
-}
-
-/// Reads a whole segment file.
-pub fn read_all(path: &Path) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    File::open(path)?.read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
-/// Makes directory entries (created or removed files) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    let found = dir::list(&KIND, dir)?;
+    Ok(found
+        .into_iter()
+        .map(|(first, path)| Segment { first, path })
+        .collect())
 }
 
 /// What a scan found.
@@ -60,9 +43,9 @@ pub struct Scan {
     pub segments: Vec<Segment>,
     /// The last intact position (0 if none).
     pub last: Position,
-    /// Where the last segment's data ends (the zero fill after it is
-    /// overwritten by the next appends).
-    pub end: u64,
+    /// The data kept in the last segment, if any: appends continue after it
+    /// (over the zero fill) if it is of the current format.
+    pub tail: Option<Prefix>,
 }
 
 /// Walks every record of every segment, checking framing, checksums and
@@ -70,12 +53,17 @@ pub struct Scan {
 /// truncated there and every later segment is deleted, so the bad bytes
 /// are never replayed and appends continue after the last good record.
 /// Segments wholly at or before `floor` (a snapshot covers them; a crash
-/// may have undone their deletion) are deleted first.
+/// may have undone their deletion) are deleted first. Before anything is
+/// cut or deleted, every segment's header is read: a segment of a newer
+/// format, or not a journal segment, is an error.
 pub fn scan(dir: &Path, floor: Position) -> io::Result<Scan> {
     let mut kept: Vec<Segment> = Vec::new();
     let mut last: Position = 0;
-    let mut end = 0;
+    let mut tail = None;
     let mut all = list(dir)?;
+    for segment in &all {
+        Layout::read(&KIND, &segment.path)?;
+    }
     let covered = all
         .windows(2)
         .take_while(|w| w[1].first <= floor + 1)
@@ -90,41 +78,33 @@ pub fn scan(dir: &Path, floor: Position) -> io::Result<Scan> {
             remove_all(std::iter::once(segment).chain(segments), dir)?;
             break;
         }
-        let buf = read_all(&segment.path)?;
-        let (mut offset, mut expected) = (0, segment.first);
-        let bad = loop {
-            match frame::read(&buf[offset..]) {
-                Read::End => break None,
-                Read::Bad(why) => break Some(why),
-                Read::Record(f, _) if f.position != expected => {
-                    break Some("record out of sequence");
-                }
-                Read::Record(f, used) => {
-                    last = f.position;
-                    expected += 1;
-                    offset += used;
-                }
+        let mut expected = segment.first;
+        let prefix = Contents::read(&KIND, &segment.path)?.intact_prefix(|f| {
+            let position = Frame::of(*f).position;
+            if position != expected {
+                return Step::Stop("record out of sequence");
             }
-        };
-        let Some(why) = bad else {
+            last = position;
+            expected += 1;
+            Step::Boundary
+        });
+        let Some(why) = prefix.cut else {
             kept.push(segment);
-            end = offset as u64;
+            tail = Some(prefix);
             continue;
         };
         tracing::warn!(
             segment = %segment.path.display(),
-            offset,
+            offset = prefix.end,
             why,
             "journal tail cut: a torn or corrupt record and everything after it are dropped"
         );
-        if offset == 0 {
+        if prefix.data == 0 {
             fs::remove_file(&segment.path)?;
         } else {
-            let file = OpenOptions::new().write(true).open(&segment.path)?;
-            file.set_len(offset as u64)?;
-            file.sync_all()?;
+            segfile::scan::cut(&segment.path, prefix.end)?;
             kept.push(segment);
-            end = offset as u64;
+            tail = Some(prefix);
         }
         remove_all(segments, dir)?;
         break;
@@ -132,7 +112,7 @@ pub fn scan(dir: &Path, floor: Position) -> io::Result<Scan> {
     Ok(Scan {
         segments: kept,
         last,
-        end,
+        tail,
     })
 }
 
@@ -142,5 +122,5 @@ fn remove_all(segments: impl Iterator<Item = Segment>, dir: &Path) -> io::Result
         tracing::warn!(segment = %segment.path.display(), "journal segment dropped");
         fs::remove_file(&segment.path)?;
     }
-    sync_dir(dir)
+    dir::sync_dir(dir)
 }

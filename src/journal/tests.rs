@@ -1,5 +1,6 @@
 //! The file journal against its guarantees: durability before the answer,
-//! group commit, replay after a position, and a cut torn or corrupt tail.
+//! group commit, replay after a position, a cut torn or corrupt tail, and
+//! segments of the previous release (no header) replayed and kept.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt as _;
@@ -8,8 +9,8 @@ use std::sync::Arc;
 use pushd_actors::model::{Audience, MessageSpec};
 use pushd_actors::ports::{Change, Entry, Journal, Position};
 
-use super::frame::{self, Read};
-use super::{FileJournal, segments};
+use super::{FORMAT, FileJournal, KIND, segments};
+use crate::segfile::{Contents, HEADER_LEN, Step};
 
 fn change(id: &str) -> Change {
     Change::of(Entry::Message(Box::new(MessageSpec {
@@ -125,16 +126,11 @@ async fn concurrent_appends_share_syncs() {
 
 /// Where the records of the segment at `path` end (its zero fill follows).
 fn data_end(path: &std::path::Path) -> u64 {
-    let buf = std::fs::read(path).unwrap();
-    let mut offset = 0;
-    while let Read::Record(_, used) = frame::read(&buf[offset..]) {
-        offset += used;
-    }
-    assert!(
-        buf[offset..].iter().all(|&b| b == 0),
-        "zeros follow the data"
-    );
-    offset as u64
+    let kept = Contents::read(&KIND, path)
+        .unwrap()
+        .intact_prefix(|_| Step::Boundary);
+    assert_eq!(kept.cut, None, "zeros follow the data");
+    kept.end
 }
 
 /// Appends three records, then damages the last with `damage`; a reopen
@@ -230,4 +226,128 @@ async fn released_segments_are_deleted_and_positions_continue_past_the_floor() {
     std::fs::create_dir_all(dir.path()).unwrap();
     let empty = FileJournal::open(dir.path(), 40).unwrap();
     assert_eq!(empty.append(&[change("x")]).unwrap(), 41);
+}
+
+/// A segment as pushd wrote it before segments had a header (format 1),
+/// byte for byte: for each record `len: u32 | crc32: u32 | position: u64 |
+/// entries in postcard (len bytes)`, the checksum over position and
+/// entries; then the zero fill.
+fn legacy_segment(first: Position, ids: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (position, id) in (first..).zip(ids) {
+        let change = change(id);
+        let payload = postcard::to_stdvec(&vec![&change.entry]).unwrap();
+        let mut covered = position.to_le_bytes().to_vec();
+        covered.extend_from_slice(&payload);
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&covered).to_le_bytes());
+        out.extend_from_slice(&covered);
+    }
+    out.resize(out.len() + 4096, 0);
+    out
+}
+
+#[tokio::test]
+async fn a_segment_without_a_header_is_replayed_and_kept_and_appends_go_to_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = segments::path_of(dir.path(), 1);
+    let bytes = legacy_segment(1, &["a", "b", "c"]);
+    std::fs::write(&legacy, &bytes).unwrap();
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    let ids = |journal: &FileJournal| -> Vec<(Position, String)> { replayed(journal, 0) };
+    assert_eq!(
+        ids(&journal),
+        [(1, "a".into()), (2, "b".into()), (3, "c".into())]
+    );
+    let versions: Vec<u32> = Contents::read(&KIND, &legacy)
+        .unwrap()
+        .frames()
+        .map(|f| f.version)
+        .collect();
+    assert_eq!(versions, [1, 1, 1], "each record says its segment's format");
+    assert_eq!(
+        append_durably(&journal, ["d".to_string()].into_iter()).await,
+        4
+    );
+    drop(journal);
+    assert_eq!(std::fs::read(&legacy).unwrap(), bytes, "left as it is");
+    let found = segments::list(dir.path()).unwrap();
+    assert_eq!(found.len(), 2, "appends went to a new segment");
+    let new = std::fs::read(&found[1].path).unwrap();
+    assert_eq!(&new[..8], b"PUSHDJNL");
+    assert_eq!(new[8..12], FORMAT.to_le_bytes());
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    assert_eq!(ids(&journal).len(), 4);
+    assert_eq!(ids(&journal)[3], (4, "d".into()));
+}
+
+#[tokio::test]
+async fn a_torn_tail_of_a_segment_without_a_header_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = segments::path_of(dir.path(), 1);
+    let whole = legacy_segment(1, &["a", "b"]);
+    let two = whole.len() - 4096;
+    let mut torn = legacy_segment(1, &["a", "b", "c"]);
+    torn.truncate(two + 20);
+    std::fs::write(&legacy, &torn).unwrap();
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    assert_eq!(replayed(&journal, 0).len(), 2);
+    assert_eq!(std::fs::metadata(&legacy).unwrap().len(), two as u64);
+    assert_eq!(
+        append_durably(&journal, ["c".to_string()].into_iter()).await,
+        3
+    );
+    drop(journal);
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    assert_eq!(replayed(&journal, 0)[2], (3, "c".into()));
+}
+
+#[tokio::test]
+async fn an_empty_segment_without_a_header_is_written_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = segments::path_of(dir.path(), 1);
+    std::fs::write(&legacy, [0; 4096]).unwrap();
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    assert_eq!(
+        append_durably(&journal, ["a".to_string()].into_iter()).await,
+        1
+    );
+    drop(journal);
+    assert_eq!(segments::list(dir.path()).unwrap().len(), 1);
+    assert_eq!(&std::fs::read(&legacy).unwrap()[..8], b"PUSHDJNL");
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    assert_eq!(replayed(&journal, 0), [(1, "a".into())]);
+}
+
+#[tokio::test]
+async fn a_segment_of_a_newer_format_or_not_a_journal_stops_the_open_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    append_durably(&journal, ["a".to_string()].into_iter()).await;
+    drop(journal);
+    let path = segments::list(dir.path()).unwrap()[0].path.clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&(FORMAT + 1).to_le_bytes());
+    // Damaged too: a reader of the older format must not cut it.
+    let end = data_end(&path) as usize;
+    bytes[end - 1] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = FileJournal::open(dir.path(), 0).err().unwrap();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "journal segment {} is format {}; this pushd reads formats 1 to {FORMAT}",
+            path.display(),
+            FORMAT + 1
+        )
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "untouched");
+    bytes[..HEADER_LEN].copy_from_slice(b"PUSHDEVT\x02\0\0\0\0\0\0\0");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = FileJournal::open(dir.path(), 0).err().unwrap();
+    assert!(
+        err.to_string().contains("is not a pushd journal segment"),
+        "{err}"
+    );
 }

@@ -7,7 +7,8 @@ use pushd_actors::ports::{Entry, Position};
 
 use super::super::ClusterError;
 use super::{FIRST_HEADER, FORMAT_HEADER, Place};
-use crate::journal::frame::{self, Read};
+use crate::journal::{FORMAT, frame};
+use crate::segfile::Read;
 
 /// The partition's records after `covered`, as read from the stream.
 pub(super) struct ReadBack {
@@ -90,7 +91,9 @@ pub(super) async fn read_after(place: &Place, covered: Position) -> Result<ReadB
             )));
         }
         let mut rest = &message.payload[..];
-        while let Read::Record(f, used) = frame::read(rest) {
+        // A message has no segment header: its records are read as the
+        // format `frame::encode` writes.
+        while let Read::Frame(f, used) = frame::read(rest, FORMAT) {
             rest = &rest[used..];
             back.last = back.last.max(f.position);
             if f.position <= covered {
@@ -104,8 +107,9 @@ pub(super) async fn read_after(place: &Place, covered: Position) -> Result<ReadB
                     found: f.position,
                 });
             }
-            let entries = f
-                .entries(version)
+            // The message's header, not a segment's, names the records'
+            // version.
+            let entries = crate::records::decode_entries(version, f.payload)
                 .map_err(|e| nats(&format!("record {} does not decode: {e}", f.position)))?;
             back.tail.push((f.position, entries));
         }
