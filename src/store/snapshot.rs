@@ -37,7 +37,7 @@ use super::overlay::{Dirty, DirtyDelivery};
 use super::{Error, SledStore, codec};
 
 /// sled operations per batch (see the module doc).
-const OPS_PER_BATCH: usize = 256;
+pub(super) const OPS_PER_BATCH: usize = 256;
 
 /// When the background thread drains and checkpoints.
 #[derive(Clone, Copy, Debug)]
@@ -365,9 +365,11 @@ impl Chunk {
         self.batch
             .insert(keys::record(DELIVERY, &d.id), codec::encode(d)?);
         let new = keys::index_keys(d);
+        // An expired delivery brought back by a change has no index keys.
         let old = pending
             .stored
             .as_ref()
+            .filter(|was| !was.expired)
             .map(|was| keys::index_keys_as(d, &was.indexed))
             .unwrap_or_default();
         for key in old.iter().filter(|k| !new.contains(k)) {
