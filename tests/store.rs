@@ -135,6 +135,7 @@ fn busy() -> Timing {
         drain_every: Duration::from_millis(3),
         checkpoint_every: Duration::from_millis(20),
         drain_at: 50,
+        ..Timing::default()
     }
 }
 

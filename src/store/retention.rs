@@ -3,9 +3,10 @@
 //! the counters and time series they counted in stay as they are (they are
 //! aggregates, never decremented).
 //!
-//! [`SledStore::expire`] runs a pass a few batches of about
-//! [`OPS_PER_BATCH`] sled operations at a time, to be called between
-//! drains, never on the request path. A *pass* removes every delivery created before its cut-off. Delivery ids
+//! The snapshot thread runs it between drains, a few batches of about
+//! [`OPS_PER_BATCH`] sled operations at a time, never on the request path,
+//! once told the retention after the journal's replay (a replayed change
+//! reads the delivery it changes from the store). A *pass* removes every delivery created before its cut-off. Delivery ids
 //! are ULIDs made at the delivery's creation (a keyed send's, at its call's
 //! start: never later), so the `d/` keys sort by creation time and a pass
 //! reads only the range of ids made before its cut-off; the delivery's
@@ -20,6 +21,7 @@
 //! index key and counts only its change. A later pass expires it again.
 
 use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use pushd_actors::model::Delivery;
 use pushd_actors::ports::Clock;
@@ -32,6 +34,9 @@ use super::{Error, SledStore, codec};
 /// Deliveries read per batch at most (the ones left for a later pass
 /// cost a read each, and no operation).
 const READS_PER_BATCH: usize = 1024;
+/// Batches per step of the snapshot thread: a pass with much to remove
+/// goes on after the next drain.
+const BATCHES_PER_STEP: usize = 8;
 const SECONDS_PER_DAY: i64 = 24 * 3600;
 
 /// How long deliveries are kept, and the clock that tells their age.
@@ -170,5 +175,62 @@ impl SledStore {
         }
         found.next = None;
         Ok(found)
+    }
+}
+
+/// The snapshot thread's side of retention: when passes start, and the
+/// one under way.
+pub(super) struct Expiry {
+    retention: Retention,
+    /// A pass starts at most this often.
+    every: Duration,
+    /// The pass under way.
+    pass: Option<Pass>,
+    /// When the last pass started.
+    started: Option<Instant>,
+}
+
+impl Expiry {
+    /// Passes of `retention`, one at most every `every`.
+    pub(super) fn new(retention: Retention, every: Duration) -> Expiry {
+        Expiry {
+            retention,
+            every,
+            pass: None,
+            started: None,
+        }
+    }
+
+    /// One step, between drains: goes on with the pass under way, or
+    /// starts one when it is time.
+    pub(super) fn step(&mut self, store: &SledStore) {
+        if self.pass.is_none() && self.started.is_none_or(|at| at.elapsed() >= self.every) {
+            self.started = Some(Instant::now());
+            self.pass = self.retention.pass();
+        }
+        let Some(pass) = &mut self.pass else {
+            return;
+        };
+        match store.expire(pass, BATCHES_PER_STEP) {
+            Ok(false) => {}
+            Ok(true) => self.finish(),
+            Err(e) => tracing::error!(error = %e, "delivery expiry failed; retrying"),
+        }
+    }
+
+    /// Ends the pass under way, logging what it removed, if anything.
+    fn finish(&mut self) {
+        let Some(pass) = self.pass.take() else {
+            return;
+        };
+        if pass.expired > 0 {
+            let seconds = self.started.map_or(0.0, |at| at.elapsed().as_secs_f64());
+            tracing::info!(
+                expired = pass.expired,
+                created_before = pass.before,
+                seconds,
+                "deliveries expired"
+            );
+        }
     }
 }

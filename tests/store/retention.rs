@@ -2,10 +2,13 @@
 //! list and index while the counters and time series stay; unsettled
 //! deliveries and ones with a change in memory wait; a change racing the
 //! expiry brings a delivery back whole; a pass cut short by a reopen leaves
-//! nothing half-deleted.
+//! nothing half-deleted; and the snapshot thread runs it on its own once
+//! told the retention.
+
+use std::sync::mpsc;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
-use pushd::store::Retention;
+use pushd::store::{Retention, Snapshotter};
 use pushd_actors::engine::PartitionTag;
 use pushd_actors::ports::ManualClock;
 use pushd_actors::tally::contribution;
@@ -290,4 +293,82 @@ async fn expiry_in_small_batches_survives_a_reopen() {
     );
     assert_eq!(counted(s), before);
     rig.close();
+}
+
+/// A store holding `d`, with its snapshot thread, and the thread's
+/// checkpoints as they happen.
+struct Background {
+    store: Arc<SledStore>,
+    journal: Arc<FileJournal>,
+    thread: Snapshotter,
+    checkpoints: mpsc::Receiver<u64>,
+}
+
+impl Background {
+    fn start(dir: &Path, d: &Delivery) -> Background {
+        let store = SledStore::open(dir.join("snapshot"), 8 << 20).unwrap();
+        let journal = Arc::new(FileJournal::open(dir.join("journal"), 0).unwrap());
+        engine(store.clone(), journal.clone())
+            .write(change(None, d))
+            .unwrap();
+        let timing = Timing {
+            expire_every: Duration::ZERO,
+            ..busy()
+        };
+        let (tx, checkpoints) = mpsc::channel();
+        let on_checkpoint = Box::new(move |p| {
+            // The test may have stopped listening.
+            let _ = tx.send(p);
+        });
+        let thread = Snapshotter::start(&store, timing, on_checkpoint).unwrap();
+        Background {
+            store,
+            journal,
+            thread,
+            checkpoints,
+        }
+    }
+
+    /// Returns after two checkpoints that start after the call: the thread
+    /// took what it was told, and a pass ran, between them.
+    fn two_checkpoints(&self) {
+        while self.checkpoints.try_recv().is_ok() {}
+        self.checkpoints.recv().unwrap();
+        self.checkpoints.recv().unwrap();
+    }
+
+    fn stop(self) {
+        self.thread.stop();
+        self.journal.close();
+    }
+}
+
+/// The snapshot thread expires on its own between drains, once told the
+/// retention (after the journal's replay). The test waits for its
+/// checkpoints, not for time.
+#[tokio::test]
+async fn the_snapshot_thread_expires_once_told_the_retention() {
+    let d = aged("c1", "m1", 170, true);
+    let clock = clock();
+    let dir = tempfile::tempdir().unwrap();
+    let background = Background::start(dir.path(), &d);
+    let store = &background.store;
+    clock.advance(days(20));
+    background.two_checkpoints();
+    assert_eq!(store.delivery(&d.id).unwrap(), Some(d.clone()), "not told");
+    background
+        .thread
+        .retain(Retention::days(180, clock.clone()));
+    background.two_checkpoints();
+    assert_eq!(store.delivery(&d.id).unwrap(), None, "190 days old");
+    background.stop();
+
+    let forever = tempfile::tempdir().unwrap();
+    let background = Background::start(forever.path(), &d);
+    background.thread.retain(Retention::days(0, clock.clone()));
+    clock.advance(days(3650));
+    background.two_checkpoints();
+    let kept = background.store.delivery(&d.id).unwrap();
+    assert_eq!(kept, Some(d), "0 days keeps it");
+    background.stop();
 }
