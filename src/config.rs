@@ -8,14 +8,17 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use pushd_actors::engine::EngineConfig;
 use pushd_actors::model::DEFAULT_APP;
+use pushd_actors::ports::Clock;
 use serde::Deserialize;
 
 use crate::providers::{ApnsConfig, AppConfig, ClientOptions, FcmConfig};
+use crate::store::Retention;
 
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
@@ -31,8 +34,10 @@ pub struct Config {
     pub sdk_key: Option<String>,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
-    /// sled page cache, MiB.
+    /// sled page cache, MiB (a top-level key, from before `[store]`).
     pub store_cache_mb: u64,
+    /// The snapshot: how long deliveries are kept.
+    pub store: StoreSection,
     /// APNs credentials of the app `default`.
     pub apns: ApnsConfig,
     /// FCM credentials of the app `default`.
@@ -208,6 +213,34 @@ impl EventsSection {
     }
 }
 
+/// The longest delivery retention taken, days (100 years): a longer one
+/// is meant as for ever, which is 0.
+const MAX_RETENTION_DAYS: u64 = 36_500;
+
+/// `[store]`: the snapshot.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Deliveries created more than this many days ago leave the delivery
+    /// log; 0 keeps them for ever.
+    pub delivery_retention_days: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            delivery_retention_days: 180,
+        }
+    }
+}
+
+impl StoreSection {
+    /// The delivery retention, on `clock`'s time.
+    pub fn retention(&self, clock: Arc<dyn Clock>) -> Retention {
+        Retention::days(self.delivery_retention_days, clock)
+    }
+}
+
 /// `[engine]`: retries and actor lifetimes.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -240,6 +273,7 @@ impl Default for Config {
             sdk_key: None,
             max_body_bytes: 1 << 20,
             store_cache_mb: 64,
+            store: StoreSection::default(),
             apns: ApnsConfig::default(),
             fcm: FcmConfig::default(),
             apps: BTreeMap::new(),
@@ -290,6 +324,13 @@ impl Config {
         ];
         if let Some((setting, variable, _)) = counts.iter().find(|(_, _, n)| *n == 0) {
             return Err(format!("{setting} ({variable}) must be at least 1, not 0"));
+        }
+        let days = self.store.delivery_retention_days;
+        if days > MAX_RETENTION_DAYS {
+            return Err(format!(
+                "[store] delivery_retention_days (PUSHD_DELIVERY_RETENTION_DAYS) must be at most \
+                 {MAX_RETENTION_DAYS}, not {days}; 0 keeps deliveries for ever"
+            ));
         }
         if self.apps.contains_key(DEFAULT_APP) {
             return Err(format!(
@@ -456,6 +497,9 @@ pub struct Overrides {
     /// sled page cache in MiB [default: 64]
     #[arg(long, env = "PUSHD_STORE_CACHE_MB")]
     pub store_cache_mb: Option<u64>,
+    /// Days a delivery stays in the delivery log after its creation, 0 for ever [default: 180]
+    #[arg(long, env = "PUSHD_DELIVERY_RETENTION_DAYS")]
+    pub delivery_retention_days: Option<u64>,
     /// APNs base URL; http:// speaks h2c [default: https://api.push.apple.com]
     #[arg(long, env = "PUSHD_APNS_ENDPOINT")]
     pub apns_endpoint: Option<String>,
@@ -581,6 +625,10 @@ impl Overrides {
         set(&mut c.sdk_key, self.sdk_key.map(Some));
         set(&mut c.max_body_bytes, self.max_body_bytes);
         set(&mut c.store_cache_mb, self.store_cache_mb);
+        set(
+            &mut c.store.delivery_retention_days,
+            self.delivery_retention_days,
+        );
         set(&mut c.apns.endpoint, self.apns_endpoint.map(Some));
         set(
             &mut c.apns.sandbox_endpoint,
@@ -713,6 +761,53 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(o.load(), Err(ConfigError::Invalid(why)) if why.contains("in_flight")));
+    }
+
+    #[test]
+    fn delivery_retention_from_file_and_overrides() {
+        assert_eq!(Config::default().store.delivery_retention_days, 180);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        std::fs::write(
+            &path,
+            "store_cache_mb = 32\n[store]\ndelivery_retention_days = 30\n",
+        )
+        .unwrap();
+        let load = |o: Overrides| o.load();
+        let c = load(Overrides {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (c.store_cache_mb, c.store.delivery_retention_days),
+            (32, 30)
+        );
+        let c = load(Overrides {
+            config: Some(path.clone()),
+            delivery_retention_days: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.store.delivery_retention_days, 0, "0 keeps them for ever");
+
+        let Err(ConfigError::Invalid(why)) = load(Overrides {
+            delivery_retention_days: Some(MAX_RETENTION_DAYS + 1),
+            ..Default::default()
+        }) else {
+            panic!("a retention past 100 years is refused")
+        };
+        assert!(
+            why.contains("delivery_retention_days")
+                && why.contains("PUSHD_DELIVERY_RETENTION_DAYS"),
+            "{why}"
+        );
+        std::fs::write(&path, "[store]\ndelivery_retention = 30\n").unwrap();
+        let typo = load(Overrides {
+            config: Some(path),
+            ..Default::default()
+        });
+        assert!(matches!(typo, Err(ConfigError::Parse { .. })));
     }
 
     #[test]

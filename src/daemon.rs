@@ -129,6 +129,7 @@ pub async fn serve_with(
         resumed = recovery.resumed,
         "recovered"
     );
+    persistence.retain(config.store.retention(clock.clone()));
     let webhooks = Webhooks::start(
         &config.data_dir,
         events.clone(),

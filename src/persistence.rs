@@ -8,7 +8,7 @@ use std::sync::Arc;
 use pushd_actors::ports::Store;
 
 use crate::journal::FileJournal;
-use crate::store::{self, SledStore, Snapshotter, Timing};
+use crate::store::{self, Retention, SledStore, Snapshotter, Timing};
 
 /// Why the state on disk could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,13 @@ impl Persistence {
             journal,
             snapshots,
         })
+    }
+
+    /// Expires the deliveries past `retention` from now on, in the
+    /// snapshot thread. Call it once recovery replayed the journal (see
+    /// [`Snapshotter::retain`]).
+    pub fn retain(&self, retention: Retention) {
+        self.snapshots.retain(retention);
     }
 
     /// A last checkpoint, then the journal makes the rest durable and closes.

@@ -20,7 +20,7 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 23] = [
+pub const SERIES: [&str; 24] = [
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
     "pushd_idempotent_replays_total",
@@ -42,6 +42,7 @@ pub const SERIES: [&str; 23] = [
     "pushd_snapshot_drain_seconds",
     "pushd_checkpoints_total",
     "pushd_checkpoint_seconds",
+    "pushd_deliveries_expired_total",
     "pushd_events_total",
     "pushd_event_log_bytes_total",
 ];
@@ -276,6 +277,10 @@ pub fn register() {
     seconds(
         "pushd_checkpoint_seconds",
         "Time of one checkpoint (drain, flush, fsync of sled's files).",
+    );
+    counter(
+        "pushd_deliveries_expired_total",
+        "Deliveries removed from the delivery log past their retention.",
     );
 
     register_events();

@@ -2,7 +2,11 @@
 //! journaled, then applied): reads see changes at once and after a drain
 //! into sled, counters against recounts under concurrent load, the delivery
 //! log's filters and paging while snapshots run, the unsettled index,
-//! reopening, and an exact replay after the overlay was lost.
+//! reopening, and an exact replay after the overlay was lost. Delivery
+//! retention is in `store/retention.rs`.
+
+#[path = "store/retention.rs"]
+mod retention;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -131,6 +135,7 @@ fn busy() -> Timing {
         drain_every: Duration::from_millis(3),
         checkpoint_every: Duration::from_millis(20),
         drain_at: 50,
+        ..Timing::default()
     }
 }
 

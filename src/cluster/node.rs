@@ -28,7 +28,7 @@ use super::journal::StreamJournal;
 use super::lease::{self, Held, Holder, Renewal};
 use super::{ClusterError, Nats, Settings, key_of, nats, scan};
 use crate::partition::Partitions;
-use crate::store::{SledStore, Snapshotter};
+use crate::store::{Retention, SledStore, Snapshotter};
 
 /// What a partition's engine is built from, besides its journal and store.
 #[derive(Clone)]
@@ -43,6 +43,8 @@ pub struct EngineParts {
     pub config: EngineConfig,
     /// The actor threads every partition shares.
     pub shards: Arc<Shards>,
+    /// How long each partition's snapshot keeps deliveries.
+    pub retention: Retention,
 }
 
 /// A partition this node holds the lease of.

@@ -71,6 +71,7 @@ pub async fn run(
         clock: clock.clone(),
         config: config.engine.engine_config(),
         shards: Shards::new(config.engine.shard_count()),
+        retention: config.store.retention(clock.clone()),
     };
     // Partitions live in NATS; what a previous run left here is stale.
     let stale = config.data_dir.join("partitions");

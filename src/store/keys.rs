@@ -46,6 +46,8 @@ pub const SERIES: &[u8] = b"s/";
 pub const SEND: &[u8] = b"p/";
 /// Keyed send records by start time: what expiry scans.
 pub const SEND_STARTED: &[u8] = b"x/";
+/// The tags of every key [`index_keys`] makes.
+pub const DELIVERY_INDEXES: [&[u8]; 3] = [INDEX, CREATED, UNSETTLED];
 
 /// `tag` followed by the raw `id`.
 pub fn record(tag: &[u8], id: &str) -> Vec<u8> {

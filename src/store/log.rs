@@ -4,6 +4,8 @@
 //! The log is read from the snapshot's indexes after a drain (a read
 //! barrier), so a page always includes every change applied before it.
 
+use std::collections::HashSet;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pushd_actors::model::Delivery;
@@ -109,6 +111,33 @@ impl SledStore {
             page.push(delivery);
         }
         Ok((page, None))
+    }
+
+    /// What is wrong between the snapshot's deliveries and their index
+    /// keys: each index key no delivery has, and each key a delivery has
+    /// but the snapshot lacks. A full scan of a quiet store, for checks,
+    /// not for serving.
+    pub fn index_problems(&self) -> Result<Vec<String>, Error> {
+        self.drain()?;
+        let mut expected = HashSet::new();
+        for item in self.db.scan_prefix(keys::DELIVERY) {
+            expected.extend(keys::index_keys(&codec::decode(&item?.1)?));
+        }
+        let mut problems = Vec::new();
+        for prefix in keys::DELIVERY_INDEXES {
+            for item in self.db.scan_prefix(prefix) {
+                let (key, _) = item?;
+                if !expected.remove(key.as_ref()) {
+                    problems.push(format!("index key without its delivery: {key:?}"));
+                }
+            }
+        }
+        problems.extend(
+            expected
+                .into_iter()
+                .map(|key| format!("index key missing: {key:?}")),
+        );
+        Ok(problems)
     }
 
     /// The ids of a customer's snapshot deliveries created in `[from, to]`.

@@ -7,7 +7,9 @@
 //! indexes and the counters, all under key prefixes of one tree (see
 //! [`keys`]) — and receives the overlay in the background, many changes per
 //! batch, never on the request path (see [`snapshot`]). The journal, not
-//! sled, makes acknowledged changes durable.
+//! sled, makes acknowledged changes durable. Deliveries past their
+//! retention leave the snapshot, a few batches at a time between drains;
+//! the counters keep counting them (see [`retention`]).
 
 mod codec;
 mod counters;
@@ -16,6 +18,7 @@ mod keys;
 mod log;
 mod overlay;
 mod portable;
+mod retention;
 mod snapshot;
 mod upgrade;
 
@@ -29,6 +32,7 @@ use pushd_actors::status::Timestamp;
 
 pub use error::Error;
 pub use log::{DeliveryFilter, cursor_of};
+pub use retention::{Pass, Retention};
 pub use snapshot::{OnCheckpoint, Snapshotter, Timing};
 
 use overlay::{Found, Overlay};

@@ -8,10 +8,15 @@
 //!
 //! The live counters (what the metrics endpoints answer) are here too, for
 //! every message and campaign: they are few, and always current.
+//!
+//! So are the ids of the deliveries expiry removed from the snapshot lately
+//! (see `retention`): a change the engine makes to one of them, from a
+//! value it read before the removal, brings the delivery back whole.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
 
 use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Customer, Delivery, MessageSpec};
@@ -55,6 +60,9 @@ pub struct Stored {
     pub tally: Tally,
     /// Its time-series points.
     pub points: Vec<(i64, usize)>,
+    /// Whether expiry removed its record and index keys from the snapshot
+    /// (its counters and series stay: they are aggregates).
+    pub expired: bool,
 }
 
 impl Stored {
@@ -64,6 +72,7 @@ impl Stored {
             indexed: Indexed::of(d),
             tally: contribution(d),
             points: series_points(d).collect(),
+            expired: false,
         }
     }
 }
@@ -123,6 +132,52 @@ pub struct Overlay {
     pub live_counters: HashMap<Vec<u8>, Tally>,
     /// Every time-series point, by series key.
     pub live_series: BTreeMap<Vec<u8>, [i64; 2]>,
+    /// Deliveries expiry removed from the snapshot lately.
+    pub expired: Expired,
+}
+
+/// How long the ids of expired deliveries are remembered: far longer than
+/// the engine holds a delivery it read before changing it.
+const REMEMBER_EXPIRED: Duration = Duration::from_secs(60);
+
+/// The ids of the deliveries expiry removed from the snapshot in the last
+/// [`REMEMBER_EXPIRED`], with when.
+#[derive(Debug, Default)]
+pub struct Expired {
+    ids: HashMap<String, Instant>,
+    batches: VecDeque<(Instant, Vec<String>)>,
+}
+
+impl Expired {
+    /// Remembers `ids` as removed at `at`, and forgets what is older than
+    /// [`REMEMBER_EXPIRED`].
+    fn remember(&mut self, at: Instant, ids: Vec<String>) {
+        let stale = |then: &Instant| at.saturating_duration_since(*then) >= REMEMBER_EXPIRED;
+        while self.batches.front().is_some_and(|(then, _)| stale(then)) {
+            let Some((then, old)) = self.batches.pop_front() else {
+                break;
+            };
+            for id in old {
+                // Unless removed again since.
+                if self.ids.get(&id) == Some(&then) {
+                    self.ids.remove(&id);
+                }
+            }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        for id in &ids {
+            self.ids.insert(id.clone(), at);
+        }
+        self.batches.push_back((at, ids));
+    }
+
+    /// Forgets `id`; answers whether it was remembered. (Every change of
+    /// a delivery asks: most often nothing is remembered.)
+    fn forget(&mut self, id: &str) -> bool {
+        !self.ids.is_empty() && self.ids.remove(id).is_some()
+    }
 }
 
 /// The counters a delivery counts in: its message's and its campaign's.
@@ -188,10 +243,15 @@ impl Overlay {
                     .entry(after.customer_id.clone())
                     .or_default()
                     .push(after.id.clone());
+                // The snapshot holds `before` once any drain in flight is
+                // done (that drain holds `before` if it holds it), unless
+                // expiry removed it: then the drain writes it back whole.
+                let mut stored = before.map(|b| Box::new(Stored::of(b)));
+                if let Some(stored) = &mut stored {
+                    stored.expired = self.expired.forget(&after.id);
+                }
                 let pending = DirtyDelivery {
-                    // The snapshot holds `before` once any drain in flight
-                    // is done: that drain holds `before` if it holds it.
-                    stored: before.map(|b| Box::new(Stored::of(b))),
+                    stored,
                     latest: after,
                 };
                 dirty.deliveries.insert(pending.latest.id.clone(), pending);
@@ -270,6 +330,34 @@ impl Overlay {
         sets.flat_map(|d| d.by_customer.get(customer).into_iter().flatten())
             .cloned()
             .collect()
+    }
+
+    /// Of `found`, the deliveries expiry may remove from the snapshot: the
+    /// ones the overlay holds no change of. They are remembered as removed
+    /// from now on (see [`Overlay::unexpire`] if the removal fails).
+    pub fn expire(&mut self, found: Vec<Delivery>) -> Vec<Delivery> {
+        let changed = |id: &str| {
+            std::iter::once(&self.current)
+                .chain(self.draining.as_deref())
+                .any(|d| d.deliveries.contains_key(id))
+        };
+        let doomed: Vec<Delivery> = found.into_iter().filter(|d| !changed(&d.id)).collect();
+        let ids = doomed.iter().map(|d| d.id.clone()).collect();
+        self.expired.remember(Instant::now(), ids);
+        doomed
+    }
+
+    /// Undoes [`Overlay::expire`] for `ids`, whose removal failed: the
+    /// snapshot still holds them, and the changes made since to them
+    /// change what it holds.
+    pub fn unexpire<'a>(&mut self, ids: impl Iterator<Item = &'a str>) {
+        for id in ids {
+            self.expired.forget(id);
+            let dirty = self.current.deliveries.get_mut(id);
+            if let Some(stored) = dirty.and_then(|d| d.stored.as_mut()) {
+                stored.expired = false;
+            }
+        }
     }
 
     /// Looks in the current set, then in the one being drained.

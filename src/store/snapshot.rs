@@ -20,10 +20,15 @@
 //! flush uses `sync_file_range`, which makes neither file metadata nor the
 //! drive's cache durable. Only then may the journal delete the segments the
 //! checkpoint covers.
+//!
+//! Between drains the thread also expires the deliveries past their
+//! retention, a few batches at a time (see `retention`), once it is told
+//! the retention: after the journal's replay.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,10 +39,11 @@ use pushd_actors::tally::{Tally, contribution, series_points};
 
 use super::keys::{self, CUSTOMER, Counter, DELIVERY, MESSAGE, SEND};
 use super::overlay::{Dirty, DirtyDelivery};
+use super::retention::{Expiry, Retention};
 use super::{Error, SledStore, codec};
 
 /// sled operations per batch (see the module doc).
-const OPS_PER_BATCH: usize = 256;
+pub(super) const OPS_PER_BATCH: usize = 256;
 
 /// When the background thread drains and checkpoints.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +54,8 @@ pub struct Timing {
     pub checkpoint_every: Duration,
     /// Drain early once this many records changed.
     pub drain_at: usize,
+    /// A pass of delivery expiry starts at most this often.
+    pub expire_every: Duration,
 }
 
 impl Default for Timing {
@@ -56,6 +64,7 @@ impl Default for Timing {
             drain_every: Duration::from_millis(250),
             checkpoint_every: Duration::from_secs(2),
             drain_at: 20_000,
+            expire_every: Duration::from_secs(600),
         }
     }
 }
@@ -97,6 +106,7 @@ impl Signal {
 /// The running snapshot thread.
 pub struct Snapshotter {
     signal: Arc<Signal>,
+    retention: Sender<Retention>,
     thread: JoinHandle<()>,
 }
 
@@ -109,10 +119,25 @@ impl Snapshotter {
     ) -> std::io::Result<Snapshotter> {
         let signal = store.signal.clone();
         let weak = Arc::downgrade(store);
+        let (retention, retained) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("pushd-snapshot".into())
-            .spawn(move || run(&weak, timing, &on_checkpoint))?;
-        Ok(Snapshotter { signal, thread })
+            .spawn(move || run(&weak, timing, &retained, &on_checkpoint))?;
+        Ok(Snapshotter {
+            signal,
+            retention,
+            thread,
+        })
+    }
+
+    /// From now on, expires the deliveries past `retention` too, between
+    /// drains. Call it once the journal is replayed: a replayed change
+    /// reads the delivery it changes from the store, so none may leave
+    /// before.
+    pub fn retain(&self, retention: Retention) {
+        if self.retention.send(retention).is_err() {
+            tracing::error!("snapshot thread stopped; deliveries are not expired");
+        }
     }
 
     /// Stops the thread after a last checkpoint.
@@ -124,8 +149,14 @@ impl Snapshotter {
     }
 }
 
-fn run(store: &Weak<SledStore>, timing: Timing, on_checkpoint: &OnCheckpoint) {
+fn run(
+    store: &Weak<SledStore>,
+    timing: Timing,
+    retained: &Receiver<Retention>,
+    on_checkpoint: &OnCheckpoint,
+) {
     let mut checkpointed = Instant::now();
+    let mut expiry = None;
     loop {
         let closing = store
             .upgrade()
@@ -144,6 +175,12 @@ fn run(store: &Weak<SledStore>, timing: Timing, on_checkpoint: &OnCheckpoint) {
         }
         if closing {
             return;
+        }
+        if let Some(retention) = retained.try_iter().last() {
+            expiry = Some(Expiry::new(retention, timing.expire_every));
+        }
+        if let Some(expiry) = &mut expiry {
+            expiry.step(&store);
         }
     }
 }
@@ -361,9 +398,11 @@ impl Chunk {
         self.batch
             .insert(keys::record(DELIVERY, &d.id), codec::encode(&**d)?);
         let new = keys::index_keys(d);
+        // An expired delivery brought back by a change has no index keys.
         let old = pending
             .stored
             .as_ref()
+            .filter(|was| !was.expired)
             .map(|was| keys::index_keys_as(d, &was.indexed))
             .unwrap_or_default();
         for key in old.iter().filter(|k| !new.contains(k)) {

@@ -175,6 +175,8 @@ impl Node {
         );
         let snapshotter = Snapshotter::start(&store, Timing::default(), Box::new(|_| {}))
             .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+        // Replayed above: its deliveries may expire from now on.
+        snapshotter.retain(self.engine.retention.clone());
         self.partitions.insert(Arc::new(Partition {
             tag,
             registry,
