@@ -150,18 +150,10 @@ impl Appender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segfile::{Contents, Framing, Step};
+    use crate::segfile::{Contents, Step};
 
-    const KIND: Kind = Kind {
-        name: "journal",
-        suffix: ".journal",
-        magic: *b"PUSHDJNL",
-        format: 2,
-        framing: Framing {
-            prefix: 8,
-            max_body: 64 << 20,
-        },
-    };
+    /// The journal's kind: a file kind with a header and an 8-byte prefix.
+    const KIND: Kind = crate::journal::KIND;
 
     fn record(n: u8) -> Vec<u8> {
         let mut out = Vec::new();

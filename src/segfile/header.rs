@@ -122,18 +122,9 @@ pub fn head(path: &Path, n: usize) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segfile::Framing;
 
-    const KIND: Kind = Kind {
-        name: "journal",
-        suffix: ".journal",
-        magic: *b"PUSHDJNL",
-        format: 2,
-        framing: Framing {
-            prefix: 8,
-            max_body: 64 << 20,
-        },
-    };
+    /// The journal's kind: a file kind with a header and an 8-byte prefix.
+    const KIND: Kind = crate::journal::KIND;
 
     fn of(head: &[u8]) -> io::Result<Layout> {
         Layout::of(&KIND, Path::new("/d/1.journal"), head)
