@@ -132,7 +132,8 @@ async fn messages_without_a_version_read_as_version_1_and_newer_ones_are_refused
     let subject = "pushd.journal.2";
 
     // A group message as pushd 0.1 published it: no Pushd-Format header.
-    let payload = pushd::records::encode_entries(&customer("old"), Vec::new()).unwrap();
+    let mut payload = Vec::new();
+    pushd::records::encode_entries(&customer("old"), &mut payload).unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Pushd-First", "1");
     nats.js
