@@ -1,6 +1,7 @@
 //! A partition's JetStream journal against a real nats-server: records come
 //! back in order after a takeover, and the node that wrote before the
-//! takeover can no longer write, though nothing told it so.
+//! takeover can no longer write, though nothing told it so; a group larger
+//! than a message is published as several.
 
 mod support;
 
@@ -132,7 +133,8 @@ async fn messages_without_a_version_read_as_version_1_and_newer_ones_are_refused
     let subject = "pushd.journal.2";
 
     // A group message as pushd 0.1 published it: no Pushd-Format header.
-    let payload = pushd::records::encode_entries(&customer("old"), Vec::new()).unwrap();
+    let mut payload = Vec::new();
+    pushd::records::encode_entries(&customer("old"), &mut payload).unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Pushd-First", "1");
     nats.js
@@ -172,5 +174,43 @@ async fn messages_without_a_version_read_as_version_1_and_newer_ones_are_refused
     assert!(
         why.contains("version 99") && why.contains("1 to 1"),
         "{why}"
+    );
+}
+
+#[tokio::test]
+async fn a_group_larger_than_a_message_is_published_as_several_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = cluster::single(dir.path());
+    let nats = Nats::connect(&settings(&server.url)).await.unwrap();
+    let runtime = tokio::runtime::Handle::current();
+
+    let journal = StreamJournal::open(place(&nats, "big-1"), 0, &runtime)
+        .await
+        .unwrap()
+        .journal;
+    // On this one-thread runtime the writer runs only at the await below:
+    // the ten records (about 1 MB) are one group.
+    let ids: Vec<String> = (0..10)
+        .map(|i| format!("{i}-{}", "x".repeat(100_000)))
+        .collect();
+    let mut last = 0;
+    for id in &ids {
+        last = journal.append(&customer(id)).unwrap();
+    }
+    journal.durable(last).await.unwrap();
+
+    let opened = StreamJournal::open(place(&nats, "big-2"), 0, &runtime)
+        .await
+        .unwrap();
+    assert_eq!(
+        opened.messages, 3,
+        "the first writer's empty group, then seven records and three"
+    );
+    let read: Vec<(u64, String)> = replayed(&opened.journal, 0);
+    let expected: Vec<(u64, String)> = (1..).zip(ids).collect();
+    assert!(
+        read == expected,
+        "{} records read back, not these",
+        read.len()
     );
 }

@@ -8,6 +8,7 @@
 
 pub mod device_send;
 pub mod engine;
+pub mod group_commit;
 pub mod idempotency;
 pub mod model;
 pub mod pacing;

@@ -2,10 +2,12 @@
 //! port, replicated by the NATS cluster instead of synced to a local disk.
 //!
 //! Records are framed as in the local journal and numbered per partition
-//! (1, 2, 3, ...). A writer task publishes each group of records appended
-//! while the previous publish was under way as one message on the
-//! partition's subject, and a group is durable once JetStream acknowledges
-//! it (stored on a majority of the stream's replicas). Every publish states
+//! (1, 2, 3, ...). Appends, waiters and groups are the engine's group
+//! commit ([`pushd_actors::group_commit`]); a writer task publishes each
+//! group as one message on the partition's subject (a group larger than
+//! [`MAX_GROUP_BYTES`] as several, in order), and a group is durable once
+//! JetStream acknowledged it (stored on a majority of the stream's
+//! replicas). Every publish states
 //! the sequence of the last message this writer knows on the subject
 //! (`Nats-Expected-Last-Subject-Sequence`): once another node has written
 //! to the partition, every later publish of this one is refused, so a node
@@ -28,8 +30,9 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
+use pushd_actors::group_commit::GroupCommit;
 use pushd_actors::ports::{BoxFuture, Change, Entry, Journal, JournalError, Position, StoreError};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 mod read;
 
@@ -49,48 +52,25 @@ pub const MAX_GROUP_BYTES: usize = 768 * 1024;
 /// gives up (a NATS server's leader election takes seconds, not this long).
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(20);
 
-type Waiter = oneshot::Sender<Result<(), JournalError>>;
-
-/// What appenders and the writer task share.
-struct State {
-    /// Framed records appended and not yet taken by the writer.
-    buf: Vec<u8>,
-    /// Where each record in `buf` ends, and its position.
-    ends: Vec<(usize, Position)>,
-    /// The last position appended.
-    last: Position,
-    /// The last position JetStream acknowledged.
-    durable: Position,
-    waiters: Vec<(Position, Waiter)>,
-    /// Set when the journal failed for good (fenced, or JetStream kept
-    /// refusing).
-    failed: Option<String>,
+/// What the journal's callers and its writer task share.
+struct Shared {
+    /// Appends, waiters and the groups the writer takes.
+    commit: GroupCommit,
     /// Records read at open, handed to the engine's replay once.
-    tail: Vec<(Position, Vec<Entry>)>,
+    tail: Mutex<Vec<(Position, Vec<Entry>)>>,
     /// The stream sequence and last position of each group message not
     /// yet purged, oldest first: where a purge after a snapshot may cut.
-    groups: VecDeque<(u64, Position)>,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    work: Notify,
+    groups: Mutex<VecDeque<(u64, Position)>>,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn groups(&self) -> MutexGuard<'_, VecDeque<(u64, Position)>> {
+        self.groups.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Fails the journal for good and every waiter with it.
-    fn fail(&self, why: String) {
-        let mut state = self.lock();
-        state.failed.get_or_insert(why.clone());
-        let waiters = std::mem::take(&mut state.waiters);
-        drop(state);
-        for (_, w) in waiters {
-            let _ = w.send(Err(JournalError(why.clone())));
-        }
+    /// The records read at open; later, none.
+    fn take_tail(&self) -> Vec<(Position, Vec<Entry>)> {
+        std::mem::take(&mut *self.tail.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -137,17 +117,9 @@ impl StreamJournal {
         let read = read_after(&place, covered).await?;
         let last = read.tail.last().map_or(covered, |(p, _)| *p).max(read.last);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                buf: Vec::new(),
-                ends: Vec::new(),
-                last,
-                durable: last,
-                waiters: Vec::new(),
-                failed: None,
-                tail: read.tail,
-                groups: read.groups,
-            }),
-            work: Notify::new(),
+            commit: GroupCommit::new(last, 0),
+            tail: Mutex::new(read.tail),
+            groups: Mutex::new(read.groups),
         });
         // Fence off the previous writer before anything is replayed or
         // acknowledged.
@@ -155,7 +127,7 @@ impl StreamJournal {
         let seq = publish(&place, read.last_seq, &fence, last + 1, Bytes::new())
             .await
             .map_err(|e| ClusterError::Fenced(e.to_string()))?;
-        shared.lock().groups.push_back((seq, last));
+        shared.groups().push_back((seq, last));
         let (done, stopped) = oneshot::channel();
         let writer = shared.clone();
         runtime.spawn(async move {
@@ -173,7 +145,7 @@ impl StreamJournal {
 
     /// Why the journal failed, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.shared.lock().failed.clone()
+        self.shared.commit.failure()
     }
 
     /// The stream sequence below which the subject holds only records at
@@ -181,14 +153,13 @@ impl StreamJournal {
     /// the subject's last message is always kept, as the next publish
     /// names its sequence.
     pub fn purge_point(&self, covered: Position) -> Option<u64> {
-        let mut state = self.shared.lock();
-        let keep = state
-            .groups
+        let mut groups = self.shared.groups();
+        let keep = groups
             .iter()
             .position(|(_, upto)| *upto > covered)
-            .unwrap_or(state.groups.len().saturating_sub(1));
-        state.groups.drain(..keep);
-        state.groups.front().map(|(seq, _)| *seq)
+            .unwrap_or(groups.len().saturating_sub(1));
+        groups.drain(..keep);
+        groups.front().map(|(seq, _)| *seq)
     }
 
     /// Resolves once the writer stopped: the journal failed or closed.
@@ -206,12 +177,7 @@ impl StreamJournal {
     /// Refuses every later append, publishes what was appended, and stops
     /// the writer.
     pub fn close(&self) {
-        let mut state = self.shared.lock();
-        state
-            .failed
-            .get_or_insert("the partition's journal is closed".into());
-        drop(state);
-        self.shared.work.notify_one();
+        self.shared.commit.close();
     }
 }
 
@@ -223,34 +189,13 @@ impl Drop for StreamJournal {
 
 impl Journal for StreamJournal {
     fn append(&self, changes: &[Change]) -> Result<Position, JournalError> {
-        let mut state = self.shared.lock();
-        if let Some(e) = &state.failed {
-            return Err(JournalError(e.clone()));
-        }
-        let position = state.last + 1;
-        frame::encode(&mut state.buf, position, changes).map_err(JournalError)?;
-        let end = state.buf.len();
-        state.ends.push((end, position));
-        state.last = position;
-        drop(state);
-        self.shared.work.notify_one();
-        Ok(position)
+        self.shared
+            .commit
+            .append(|position, buf| frame::encode(buf, position, changes))
     }
 
     fn durable(&self, position: Position) -> BoxFuture<Result<(), JournalError>> {
-        let mut state = self.shared.lock();
-        if position <= state.durable {
-            return Box::pin(std::future::ready(Ok(())));
-        }
-        if let Some(e) = &state.failed {
-            return Box::pin(std::future::ready(Err(JournalError(e.clone()))));
-        }
-        let (tx, rx) = oneshot::channel();
-        state.waiters.push((position, tx));
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(JournalError("the journal stopped".into())))
-        })
+        self.shared.commit.durable(position)
     }
 
     fn replay(
@@ -258,7 +203,7 @@ impl Journal for StreamJournal {
         after: Position,
         apply: &mut dyn FnMut(Position, Vec<Entry>) -> Result<(), StoreError>,
     ) -> Result<Position, JournalError> {
-        let tail = std::mem::take(&mut self.shared.lock().tail);
+        let tail = self.shared.take_tail();
         let mut last = after;
         for (position, entries) in tail.into_iter().filter(|(p, _)| *p > after) {
             apply(position, entries)
@@ -269,71 +214,32 @@ impl Journal for StreamJournal {
     }
 }
 
-/// Publishes groups until the journal fails or closes; `seq` is the
+/// Publishes each group, as messages of at most [`MAX_GROUP_BYTES`] (one
+/// record at least), until the journal fails or closes; `seq` is the
 /// subject's last sequence, this writer's own.
 async fn write_groups(shared: &Shared, place: &Place, mut seq: u64) {
-    loop {
-        let group = {
-            let mut state = shared.lock();
-            if state.ends.is_empty() {
-                if state.failed.is_some() {
-                    return;
+    while let Some(group) = shared.commit.next_group().await {
+        let mut outcome = Ok(());
+        for part in group.parts(MAX_GROUP_BYTES) {
+            let started = std::time::Instant::now();
+            let msg_id = format!("{}-{}", place.writer, part.first);
+            let data = Bytes::copy_from_slice(part.bytes);
+            match publish(place, seq, &msg_id, part.first, data).await {
+                Ok(stored) => {
+                    seq = stored;
+                    metrics::histogram!("pushd_cluster_publish_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    shared.groups().push_back((stored, part.last));
                 }
-                None
-            } else {
-                Some(take_group(&mut state))
-            }
-        };
-        let Some((data, first, upto)) = group else {
-            shared.work.notified().await;
-            continue;
-        };
-        let started = std::time::Instant::now();
-        let msg_id = format!("{}-{first}", place.writer);
-        match publish(place, seq, &msg_id, first, data).await {
-            Ok(stored) => {
-                seq = stored;
-                metrics::histogram!("pushd_cluster_publish_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                let mut state = shared.lock();
-                state.durable = upto;
-                state.groups.push_back((stored, upto));
-                let (done, waiting) = std::mem::take(&mut state.waiters)
-                    .into_iter()
-                    .partition(|(p, _)| *p <= upto);
-                state.waiters = waiting;
-                drop(state);
-                for (_, w) in done {
-                    let _ = w.send(Ok(()));
+                Err(e) => {
+                    tracing::error!(subject = %place.subject, error = %e, "partition journal failed; nothing more is acknowledged");
+                    outcome = Err(e.to_string());
+                    break;
                 }
-            }
-            Err(e) => {
-                tracing::error!(subject = %place.subject, error = %e, "partition journal failed; nothing more is acknowledged");
-                shared.fail(e.to_string());
-                return;
             }
         }
+        shared.commit.finish(group, outcome);
     }
-}
-
-/// Takes the records appended so far, up to [`MAX_GROUP_BYTES`] (at least
-/// one record): their bytes, first and last positions.
-fn take_group(state: &mut State) -> (Bytes, Position, Position) {
-    let first = state.ends[0].1;
-    let cut = state
-        .ends
-        .iter()
-        .take_while(|(end, _)| *end <= MAX_GROUP_BYTES)
-        .count()
-        .max(1);
-    let (end, upto) = state.ends[cut - 1];
-    let data = Bytes::copy_from_slice(&state.buf[..end]);
-    state.buf.drain(..end);
-    state.ends.drain(..cut);
-    for e in &mut state.ends {
-        e.0 -= end;
-    }
-    (data, first, upto)
 }
 
 /// Why a publish failed.

@@ -28,15 +28,15 @@ pub const FRAMING: Framing = Framing {
 };
 
 /// Appends the frame of the record at `position` holding `changes` to
-/// `out`, in the current format.
+/// `out`, in the current format. On an error, `out` is left as it was.
 pub fn encode(out: &mut Vec<u8>, position: Position, changes: &[Change]) -> Result<(), String> {
     let start = FRAMING.begin(out);
     FRAMING
         .prefix_mut(out, start)
         .copy_from_slice(&position.to_le_bytes());
-    match records::encode_entries(changes, std::mem::take(out)) {
-        Ok(buf) => *out = buf,
-        Err(e) => return Err(format!("cannot encode a journal record: {e}")),
+    if let Err(e) = records::encode_entries(changes, out) {
+        out.truncate(start);
+        return Err(format!("cannot encode a journal record: {e}"));
     }
     FRAMING
         .finish(out, start)

@@ -2,11 +2,10 @@
 //!
 //! Every acknowledged change is appended here first, as a framed binary
 //! record (see [`frame`]) in a segment file (see [`crate::segfile`]: a
-//! header naming the format, the records, zeros after them). One writer
-//! thread makes each group of records durable with one `write` and one
-//! `fdatasync`: whatever is appended while one sync runs is the next group,
-//! so the group grows with the load and no one sleeps to gather it. Waiters
-//! of a group are woken together.
+//! header naming the format, the records, zeros after them). Appends,
+//! waiters and groups are the engine's group commit
+//! ([`pushd_actors::group_commit`]); one writer thread (see [`writer`])
+//! makes each group durable with one `write` and one `fdatasync`.
 //!
 //! On open, the segments are scanned and a torn or corrupt tail is cut (see
 //! [`segments::scan`]); [`Journal::replay`] then hands the records after a
@@ -22,11 +21,12 @@ mod segments;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
+use pushd_actors::group_commit::GroupCommit;
 use pushd_actors::ports::{BoxFuture, Change, Entry, Journal, JournalError, Position, StoreError};
-use tokio::sync::oneshot;
 
 use crate::segfile::{Contents, Kind};
 
@@ -48,47 +48,20 @@ pub const KIND: Kind = Kind {
     framing: frame::FRAMING,
 };
 
-type Waiter = oneshot::Sender<Result<(), JournalError>>;
-
-/// What appenders and the writer share, under one lock.
-struct State {
-    /// Framed records appended and not yet handed to the writer.
-    buf: Vec<u8>,
-    /// The position of the first record in `buf`.
-    buf_first: Position,
-    /// The last position appended.
-    last: Position,
-    /// The last position made durable.
-    durable: Position,
-    /// Async waiters for positions not yet durable.
-    waiters: Vec<(Position, Waiter)>,
-    /// Set when a write or sync failed: every later append fails.
-    failed: Option<String>,
-    /// Set by [`FileJournal::close`].
-    closing: bool,
-    /// Groups written (one write and one sync each).
-    syncs: u64,
-    /// Whether the writer sleeps on `work`: only then does an append wake it
-    /// (a wake-up is a system call; a busy writer takes the next group by
-    /// itself).
-    writer_idle: bool,
-    /// The highest position a checkpoint covers: segments wholly at or
-    /// before it may be deleted.
-    released: Position,
-}
-
+/// What the journal's callers and its writer share.
 struct Shared {
     dir: PathBuf,
-    state: Mutex<State>,
-    /// Wakes the writer: records appended, a release, or closing.
-    work: Condvar,
-    /// Wakes blocking waiters when `durable` moves or the journal fails.
-    synced: Condvar,
+    /// Appends, waiters and the groups the writer takes.
+    commit: GroupCommit,
+    /// The highest position a checkpoint covers: segments wholly at or
+    /// before it may be deleted.
+    released: AtomicU64,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The position the last release covers.
+    fn released(&self) -> Position {
+        self.released.load(Ordering::Acquire)
     }
 }
 
@@ -122,20 +95,8 @@ impl FileJournal {
         let last = scan.last.max(floor);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
-            state: Mutex::new(State {
-                buf: Vec::with_capacity(1 << 20),
-                buf_first: last + 1,
-                last,
-                durable: last,
-                waiters: Vec::new(),
-                failed: None,
-                closing: false,
-                syncs: 0,
-                writer_idle: false,
-                released: 0,
-            }),
-            work: Condvar::new(),
-            synced: Condvar::new(),
+            commit: GroupCommit::new(last, 1 << 20),
+            released: AtomicU64::new(0),
         });
         let writer = writer::Writer::open(&dir, scan.segments, last, scan.tail, segment_bytes)?;
         let worker = shared.clone();
@@ -150,35 +111,20 @@ impl FileJournal {
 
     /// Blocks until every record up to `position` is durable.
     pub fn wait_durable(&self, position: Position) -> Result<(), JournalError> {
-        let mut state = self.shared.lock();
-        loop {
-            if let Some(e) = &state.failed {
-                return Err(JournalError(e.clone()));
-            }
-            if state.durable >= position {
-                return Ok(());
-            }
-            state = self
-                .shared
-                .synced
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        self.shared.commit.wait_durable(position)
     }
 
     /// A checkpoint made the store durable up to `covered`: the segments
     /// holding only records at or before it are deleted (by the writer,
     /// between two groups).
     pub fn release(&self, covered: Position) {
-        let mut state = self.shared.lock();
-        state.released = state.released.max(covered);
-        drop(state);
-        self.shared.work.notify_one();
+        self.shared.released.fetch_max(covered, Ordering::AcqRel);
+        self.shared.commit.wake_writer();
     }
 
     /// Groups written so far (each one `write` and one `fdatasync`).
     pub fn syncs(&self) -> u64 {
-        self.shared.lock().syncs
+        self.shared.commit.groups()
     }
 
     /// The segment files now in the journal directory.
@@ -189,8 +135,7 @@ impl FileJournal {
     /// Makes everything appended durable and stops the writer; later
     /// appends fail. Idempotent.
     pub fn close(&self) {
-        self.shared.lock().closing = true;
-        self.shared.work.notify_one();
+        self.shared.commit.close();
         let thread = self
             .thread
             .lock()
@@ -212,41 +157,13 @@ impl Drop for FileJournal {
 
 impl Journal for FileJournal {
     fn append(&self, changes: &[Change]) -> Result<Position, JournalError> {
-        let mut state = self.shared.lock();
-        if let Some(e) = &state.failed {
-            return Err(JournalError(e.clone()));
-        }
-        if state.closing {
-            return Err(JournalError("the journal is closed".into()));
-        }
-        let position = state.last + 1;
-        if state.buf.is_empty() {
-            state.buf_first = position;
-        }
-        frame::encode(&mut state.buf, position, changes).map_err(JournalError)?;
-        state.last = position;
-        let idle = std::mem::take(&mut state.writer_idle);
-        drop(state);
-        if idle {
-            self.shared.work.notify_one();
-        }
-        Ok(position)
+        self.shared
+            .commit
+            .append(|position, buf| frame::encode(buf, position, changes))
     }
 
     fn durable(&self, position: Position) -> BoxFuture<Result<(), JournalError>> {
-        let mut state = self.shared.lock();
-        if let Some(e) = &state.failed {
-            return Box::pin(std::future::ready(Err(JournalError(e.clone()))));
-        }
-        if position <= state.durable {
-            return Box::pin(std::future::ready(Ok(())));
-        }
-        let (tx, rx) = oneshot::channel();
-        state.waiters.push((position, tx));
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(JournalError("the journal closed".into())))
-        })
+        self.shared.commit.durable(position)
     }
 
     fn replay(
@@ -257,7 +174,7 @@ impl Journal for FileJournal {
         let io = |e: std::io::Error| JournalError(format!("replay: {e}"));
         let mut last = after;
         let found = segments::list(&self.shared.dir).map_err(io)?;
-        let durable = self.shared.lock().durable;
+        let durable = self.shared.commit.last_durable();
         for (i, segment) in found.iter().enumerate() {
             let next_first = found.get(i + 1).map(|s| s.first);
             if next_first.is_some_and(|n| n <= after + 1) {

@@ -1,5 +1,6 @@
-//! The journal's writer thread: one `write` and one `fdatasync` per group,
-//! segment rollover, and deletion of released segments.
+//! The journal's writer thread: takes each group from the group commit
+//! ([`pushd_actors::group_commit`]) and makes it durable with one `write`
+//! and one `fdatasync`; rolls segments over, and deletes released ones.
 //!
 //! Groups overwrite the zeros a segment is filled with ahead of its data
 //! (see [`crate::segfile::append`]), so a group's `fdatasync` syncs its data
@@ -15,7 +16,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pushd_actors::ports::{JournalError, Position};
+use pushd_actors::group_commit::{Group, GroupCommit, Next};
+use pushd_actors::ports::Position;
 
 use super::segments::{self, Segment};
 use super::{KIND, Shared};
@@ -36,8 +38,6 @@ pub struct Writer {
     roll: bool,
     /// The release already acted on.
     released: Position,
-    /// A spare buffer, swapped with the appenders' so neither allocates.
-    spare: Vec<u8>,
 }
 
 impl Writer {
@@ -62,72 +62,46 @@ impl Writer {
             written: last,
             roll: false,
             released: 0,
-            spare: Vec::with_capacity(1 << 20),
         })
     }
 
-    /// Writes groups until the journal closes.
+    /// Writes groups, and deletes released segments between them, until
+    /// the journal closes (or fails).
     pub fn run(mut self, shared: &Shared) {
         loop {
-            let (mut data, first, upto, released) = {
-                let mut state = shared.lock();
-                while state.buf.is_empty() && state.released <= self.released {
-                    if state.closing {
-                        return;
-                    }
-                    state.writer_idle = true;
-                    state = shared
-                        .work
-                        .wait(state)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                }
-                state.writer_idle = false;
-                let data = std::mem::replace(&mut state.buf, std::mem::take(&mut self.spare));
-                (data, state.buf_first, state.last, state.released)
-            };
-            if !data.is_empty() {
-                let started = Instant::now();
-                let result = self.write(&data, first);
-                metrics::histogram!("pushd_journal_sync_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::counter!("pushd_journal_bytes_total").increment(data.len() as u64);
-                metrics::counter!("pushd_journal_records_total").increment(upto + 1 - first);
-                self.finish(shared, upto, result);
-                data.clear();
-                self.spare = data;
+            let next = shared
+                .commit
+                .next_group_blocking(|| shared.released() > self.released);
+            match next {
+                Next::Group(group) => self.commit(&shared.commit, group),
+                Next::Other => {}
+                Next::Closed => return,
             }
+            let released = shared.released();
             if released > self.released {
                 self.release(released);
             }
         }
     }
 
-    /// Publishes the group's outcome and wakes its waiters.
-    fn finish(&mut self, shared: &Shared, upto: Position, result: io::Result<()>) {
-        let mut state = shared.lock();
-        let done: Vec<_> = match &result {
+    /// Writes and syncs one group, then publishes its outcome.
+    fn commit(&mut self, commit: &GroupCommit, group: Group) {
+        let started = Instant::now();
+        let result = self.write(group.bytes(), group.first());
+        metrics::histogram!("pushd_journal_sync_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("pushd_journal_bytes_total").increment(group.bytes().len() as u64);
+        metrics::counter!("pushd_journal_records_total").increment(group.count());
+        let outcome = match result {
             Ok(()) => {
-                self.written = upto;
-                state.durable = upto;
-                state.syncs += 1;
-                let (done, waiting) = std::mem::take(&mut state.waiters)
-                    .into_iter()
-                    .partition(|(p, _)| *p <= upto);
-                state.waiters = waiting;
-                done
+                self.written = group.last();
+                Ok(())
             }
             Err(e) => {
                 tracing::error!(error = %e, "journal write failed; refusing every later change");
-                state.failed = Some(format!("journal write failed: {e}"));
-                std::mem::take(&mut state.waiters)
+                Err(format!("journal write failed: {e}"))
             }
         };
-        let answer = state.failed.clone().map(JournalError);
-        drop(state);
-        shared.synced.notify_all();
-        for (_, waiter) in done {
-            let _ = waiter.send(answer.clone().map_or(Ok(()), Err));
-        }
+        commit.finish(group, outcome);
     }
 
     /// Appends one group to the active segment and syncs it.

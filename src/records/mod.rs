@@ -224,8 +224,19 @@ macro_rules! record_enum {
 pub(crate) use {record_enum, record_struct};
 
 /// Appends the current version's record of `changes`' entries to `out`.
-pub fn encode_entries(changes: &[Change], out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
-    postcard::to_extend(&Entries(changes), out)
+/// On an error, `out` keeps what it held, and may hold part of the record
+/// after it.
+pub fn encode_entries(changes: &[Change], out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    postcard::to_extend(&Entries(changes), Extending(out)).map(drop)
+}
+
+/// A borrowed buffer postcard appends to, so an error leaves it in place.
+struct Extending<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Extending<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
 }
 
 /// The entries of a record's changes, written as the current version's

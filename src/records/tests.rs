@@ -144,7 +144,8 @@ fn journal_entries_round_trip() {
         Change::of(Entry::CustomerDeleted("ada".into())),
         Change::of(Entry::SendRecordsExpired(42)),
     ];
-    let bytes = encode_entries(&changes, Vec::new()).unwrap();
+    let mut bytes = Vec::new();
+    encode_entries(&changes, &mut bytes).unwrap();
     let back = decode_entries(JOURNAL_VERSION, &bytes).unwrap();
     let expected: Vec<Entry> = changes.into_iter().map(|c| c.entry).collect();
     assert_eq!(back, expected);

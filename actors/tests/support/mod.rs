@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pushd_actors::engine::{EngineConfig, Ports};
+use pushd_actors::group_commit::GroupCommit;
 use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Content, Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{
@@ -193,97 +194,70 @@ impl Store for MemStore {
     }
 }
 
-/// A journal in memory. Records are durable at once unless it was made
-/// [`MemJournal::manual`]; then only [`MemJournal::sync`] makes them durable,
-/// and [`MemJournal::crash`] keeps only what was.
-#[derive(Default)]
+/// A journal in memory, on the engine's group commit. Records are durable
+/// at once unless it was made [`MemJournal::manual`]; then only
+/// [`MemJournal::sync`] makes them durable, and [`MemJournal::crash`] keeps
+/// only what was.
 pub struct MemJournal {
-    inner: Mutex<JournalState>,
+    commit: GroupCommit,
+    /// Each durable record as its encoded bytes, as a file journal keeps it.
+    records: Mutex<Vec<(Position, Vec<u8>)>>,
+    manual: bool,
 }
 
-#[derive(Default)]
-struct JournalState {
-    /// Each record as its encoded bytes, as a file journal keeps it.
-    records: Vec<(Position, Vec<u8>)>,
-    last: Position,
-    durable: Position,
-    manual: bool,
-    waiters: Vec<(
-        Position,
-        tokio::sync::oneshot::Sender<Result<(), JournalError>>,
-    )>,
+impl Default for MemJournal {
+    fn default() -> MemJournal {
+        MemJournal::with(Vec::new(), 0, false)
+    }
 }
 
 impl MemJournal {
-    /// A journal whose records wait for [`MemJournal::sync`].
-    pub fn manual() -> MemJournal {
-        let journal = MemJournal::default();
-        journal.inner.lock().unwrap().manual = true;
-        journal
+    fn with(records: Vec<(Position, Vec<u8>)>, last: Position, manual: bool) -> MemJournal {
+        MemJournal {
+            commit: GroupCommit::new(last, 0),
+            records: Mutex::new(records),
+            manual,
+        }
     }
 
-    /// Makes every record durable and wakes their waiters.
+    /// A journal whose records wait for [`MemJournal::sync`].
+    pub fn manual() -> MemJournal {
+        MemJournal::with(Vec::new(), 0, true)
+    }
+
+    /// Makes every record durable, as one group, and wakes their waiters.
     pub fn sync(&self) {
-        let mut inner = self.inner.lock().unwrap();
-        inner.durable = inner.last;
-        let durable = inner.durable;
-        let (done, waiting) = std::mem::take(&mut inner.waiters)
-            .into_iter()
-            .partition(|(p, _)| *p <= durable);
-        inner.waiters = waiting;
-        drop(inner);
-        for (_, tx) in done {
-            let _ = tx.send(Ok(()));
+        let mut records = self.records.lock().unwrap();
+        if let Some(group) = self.commit.take_group() {
+            records.extend(group.records().map(|(p, bytes)| (p, bytes.to_vec())));
+            self.commit.finish(group, Ok(()));
         }
     }
 
     /// The journal a restart finds: only the durable records, appending
     /// after them.
     pub fn crash(&self) -> MemJournal {
-        let inner = self.inner.lock().unwrap();
-        let records: Vec<_> = inner
-            .records
-            .iter()
-            .filter(|(p, _)| *p <= inner.durable)
-            .cloned()
-            .collect();
-        MemJournal {
-            inner: Mutex::new(JournalState {
-                records,
-                last: inner.durable,
-                durable: inner.durable,
-                manual: inner.manual,
-                waiters: Vec::new(),
-            }),
-        }
+        let records = self.records.lock().unwrap();
+        MemJournal::with(records.clone(), self.commit.last_durable(), self.manual)
     }
 }
 
 impl Journal for MemJournal {
     fn append(&self, changes: &[Change]) -> Result<Position, JournalError> {
         let entries: Vec<&Entry> = changes.iter().map(|c| &c.entry).collect();
-        let bytes = postcard::to_stdvec(&entries).map_err(|e| JournalError(e.to_string()))?;
-        let mut inner = self.inner.lock().unwrap();
-        inner.last += 1;
-        let position = inner.last;
-        inner.records.push((position, bytes));
-        if !inner.manual {
-            inner.durable = position;
+        let position = self.commit.append(|_, buf| {
+            postcard::to_io(&entries, buf)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })?;
+        if !self.manual {
+            self.sync();
         }
         Ok(position)
     }
 
     fn durable(&self, position: Position) -> BoxFuture<Result<(), JournalError>> {
-        let mut inner = self.inner.lock().unwrap();
-        if position <= inner.durable {
-            return Box::pin(async { Ok(()) });
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        inner.waiters.push((position, tx));
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(JournalError("journal dropped".into())))
-        })
+        self.commit.durable(position)
     }
 
     fn replay(
@@ -291,7 +265,7 @@ impl Journal for MemJournal {
         after: Position,
         apply: &mut dyn FnMut(Position, Vec<Entry>) -> Result<(), StoreError>,
     ) -> Result<Position, JournalError> {
-        let records = self.inner.lock().unwrap().records.clone();
+        let records = self.records.lock().unwrap().clone();
         let mut last = after;
         for (position, bytes) in records.into_iter().filter(|(p, _)| *p > after) {
             let entries: Vec<Entry> =
