@@ -126,14 +126,18 @@ fn an_unversioned_value_reads_once_tagged() {
 }
 
 #[test]
-fn newer_versions_are_refused_naming_both() {
+fn newer_snapshot_values_are_refused_naming_both() {
     let mut bytes = customer().encode().unwrap();
     bytes[0] = 9;
     let e = Customer::decode(&bytes).unwrap_err().to_string();
     assert!(e.contains("version 9") && e.contains("1 to 1"), "{e}");
     assert!(matches!(Customer::decode(&[]), Err(RecordError::Empty)));
+}
+
+#[test]
+fn a_journal_record_of_a_newer_version_is_refused_naming_both() {
     let e = decode_entries(3, &[0]).unwrap_err().to_string();
-    assert!(e.contains("version 3") && e.contains("1 to 1"), "{e}");
+    assert!(e.contains("version 3") && e.contains("1 to 2"), "{e}");
 }
 
 #[test]
@@ -144,11 +148,51 @@ fn journal_entries_round_trip() {
         Change::of(Entry::Message(Box::new(message()))),
         Change::of(Entry::CustomerDeleted("ada".into())),
         Change::of(Entry::SendRecordsExpired(42)),
+        Change::of(Entry::CustomerErased("ada".into())),
     ];
     let bytes = encode_entries(&changes, Vec::new()).unwrap();
+    assert_eq!(JOURNAL_VERSION, 2);
     let back = decode_entries(JOURNAL_VERSION, &bytes).unwrap();
     let expected: Vec<Entry> = changes.into_iter().map(|c| c.entry).collect();
     assert_eq!(back, expected);
+}
+
+#[test]
+fn an_erasure_is_a_version_2_entry_after_version_1_s() {
+    let bytes = encode_entries(
+        &[Change::of(Entry::CustomerErased("ada".into()))],
+        Vec::new(),
+    )
+    .unwrap();
+    // One entry, variant 6 (after version 1's six), then the id.
+    assert_eq!(bytes, [&[1u8, 6, 3][..], b"ada"].concat());
+    assert!(
+        decode_entries(1, &bytes).is_err(),
+        "version 1 has no erasure"
+    );
+}
+
+#[test]
+fn a_version_1_record_still_decodes_as_1_and_as_2() {
+    // What pushd 0.1 wrote: version-1 entries.
+    let old = vec![
+        v1::Entry::Customer(customer().freeze()),
+        v1::Entry::Delivery(Box::new(delivery().freeze())),
+        v1::Entry::Message(Box::new(message().freeze())),
+        v1::Entry::CustomerDeleted("ada".into()),
+        v1::Entry::SendRecordsExpired(42),
+    ];
+    let bytes = postcard::to_allocvec(&old).unwrap();
+    let expected = vec![
+        Entry::Customer(customer()),
+        Entry::Delivery(Box::new(delivery())),
+        Entry::Message(Box::new(message())),
+        Entry::CustomerDeleted("ada".into()),
+        Entry::SendRecordsExpired(42),
+    ];
+    assert_eq!(decode_entries(1, &bytes).unwrap(), expected);
+    // Segments without a version are read as the current one: a superset.
+    assert_eq!(decode_entries(2, &bytes).unwrap(), expected);
 }
 
 #[test]

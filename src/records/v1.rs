@@ -582,7 +582,8 @@ mirror_struct!(
     }
 );
 
-/// A journal entry.
+/// A journal entry. Read, never written: records are written in the
+/// current version, whose entries this version cannot all hold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Entry {
     /// A customer created or replaced.
@@ -597,19 +598,6 @@ pub enum Entry {
     SendRecord(Box<SendRecord>),
     /// Send records started before this time are dropped.
     SendRecordsExpired(i64),
-}
-
-impl Freeze<Entry> for p::Entry {
-    fn freeze(&self) -> Entry {
-        match self {
-            p::Entry::Customer(c) => Entry::Customer(c.freeze()),
-            p::Entry::CustomerDeleted(id) => Entry::CustomerDeleted(id.clone()),
-            p::Entry::Message(m) => Entry::Message(m.freeze()),
-            p::Entry::Delivery(d) => Entry::Delivery(d.freeze()),
-            p::Entry::SendRecord(r) => Entry::SendRecord(r.freeze()),
-            p::Entry::SendRecordsExpired(t) => Entry::SendRecordsExpired(*t),
-        }
-    }
 }
 
 impl Thaw<p::Entry> for Entry {

@@ -157,7 +157,7 @@ impl Overlay {
                 Entry::Customer(c) => {
                     self.current.customers.insert(c.id.clone(), Some(c));
                 }
-                Entry::CustomerDeleted(id) => {
+                Entry::CustomerDeleted(id) | Entry::CustomerErased(id) => {
                     self.current.customers.insert(id, None);
                 }
                 Entry::Message(m) => {
