@@ -8,8 +8,14 @@
 //!
 //! The live counters (what the metrics endpoints answer) are here too, for
 //! every message and campaign: they are few, and always current.
+//!
+//! An erased customer's deliveries leave the reads at once: its dirty ones
+//! move aside (the drain still writes them, so sled's counters follow the
+//! live ones, then removes them with the rest of the customer's), and each
+//! set names the customers erased in it, so a read of an older set or of
+//! sled skips their deliveries until the drain has removed them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
@@ -93,6 +99,13 @@ pub struct Dirty {
     pub deliveries: HashMap<String, DirtyDelivery>,
     /// Delivery ids by customer: the engine's per-customer reads merge them.
     pub by_customer: HashMap<String, Vec<String>>,
+    /// Customers erased in this set: every delivery of theirs made before
+    /// the erasure is hidden from reads and removed from sled by the drain.
+    pub erased: HashSet<String>,
+    /// Deliveries of customers erased in this set that changed since the
+    /// last snapshot: written like the others (so a drain cut short leaves
+    /// sled's records and counters in step), never read, then removed.
+    pub erased_deliveries: Vec<DirtyDelivery>,
     /// Keyed send records, by key.
     pub sends: HashMap<String, SendRecord>,
     /// Send records started before this time (Unix ms) are to be dropped.
@@ -107,7 +120,11 @@ impl Dirty {
 
     /// How many records changed.
     pub fn len(&self) -> usize {
-        self.customers.len() + self.messages.len() + self.deliveries.len() + self.sends.len()
+        self.customers.len()
+            + self.messages.len()
+            + self.deliveries.len()
+            + self.sends.len()
+            + self.erased_deliveries.len()
     }
 }
 
@@ -157,9 +174,10 @@ impl Overlay {
                 Entry::Customer(c) => {
                     self.current.customers.insert(c.id.clone(), Some(c));
                 }
-                Entry::CustomerDeleted(id) | Entry::CustomerErased(id) => {
+                Entry::CustomerDeleted(id) => {
                     self.current.customers.insert(id, None);
                 }
+                Entry::CustomerErased(id) => self.erase(id),
                 Entry::Message(m) => {
                     self.current.messages.insert(m.id.clone(), *m);
                 }
@@ -175,6 +193,19 @@ impl Overlay {
             }
         }
         self.current.position = position;
+    }
+
+    /// Erases customer `id`: it goes, and its deliveries changed in this set
+    /// move aside (their counts stay in the live counters).
+    fn erase(&mut self, id: String) {
+        let dirty = &mut self.current;
+        for delivery in dirty.by_customer.remove(&id).unwrap_or_default() {
+            if let Some(pending) = dirty.deliveries.remove(&delivery) {
+                dirty.erased_deliveries.push(pending);
+            }
+        }
+        dirty.customers.insert(id.clone(), None);
+        dirty.erased.insert(id);
     }
 
     fn apply_delivery(&mut self, before: Option<&Delivery>, after: Box<Delivery>) {
@@ -249,9 +280,25 @@ impl Overlay {
         self.find(|d| d.customers.get(id).cloned())
     }
 
-    /// A delivery as the overlay knows it.
+    /// A delivery as the overlay knows it. One found in the set being
+    /// drained is gone if the current set erased its customer.
     pub fn delivery(&self, id: &str) -> Found<Delivery> {
-        self.find(|d| d.deliveries.get(id).map(|p| Some((*p.latest).clone())))
+        if let Some(pending) = self.current.deliveries.get(id) {
+            return Found::Here(Some((*pending.latest).clone()));
+        }
+        let Some(pending) = self.draining.as_deref().and_then(|d| d.deliveries.get(id)) else {
+            return Found::Absent;
+        };
+        let d = &pending.latest;
+        let erased = self.current.erased.contains(&d.customer_id);
+        Found::Here((!erased).then(|| (**d).clone()))
+    }
+
+    /// The customers erased since the last snapshot: sled may still hold
+    /// their deliveries, which reads skip.
+    pub fn erased(&self) -> HashSet<String> {
+        let sets = std::iter::once(&self.current).chain(self.draining.as_deref());
+        sets.flat_map(|d| d.erased.iter().cloned()).collect()
     }
 
     /// A message as the overlay knows it.

@@ -16,12 +16,15 @@
 //! that were never acknowledged, which is allowed, and never loses one that
 //! was.)
 //!
+//! A set holding an erasure also removes the erased customer's
+//! deliveries, after its last batch (see [`erase`](super::erase)).
+//!
 //! A *checkpoint* drains, flushes sled, and fsyncs its files: sled's own
 //! flush uses `sync_file_range`, which makes neither file metadata nor the
 //! drive's cache durable. Only then may the journal delete the segments the
 //! checkpoint covers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
@@ -34,10 +37,10 @@ use pushd_actors::tally::{Tally, contribution, series_points};
 
 use super::keys::{self, CUSTOMER, Counter, DELIVERY, MESSAGE, SEND};
 use super::overlay::{Dirty, DirtyDelivery};
-use super::{Error, SledStore, codec};
+use super::{Error, SledStore, codec, erase};
 
 /// sled operations per batch (see the module doc).
-const OPS_PER_BATCH: usize = 256;
+pub(super) const OPS_PER_BATCH: usize = 256;
 
 /// When the background thread drains and checkpoints.
 #[derive(Clone, Copy, Debug)]
@@ -210,7 +213,9 @@ impl SledStore {
         // in this set is never removed by it.
         let expired = set.sends_expired_before.map(Item::SendsExpired);
         let sends = set.sends.values().map(Item::Send);
-        let deliveries = set.deliveries.values().map(Item::Delivery);
+        let deliveries = (set.deliveries.values())
+            .chain(&set.erased_deliveries)
+            .map(Item::Delivery);
         let items: Vec<Item<'_>> = customers
             .chain(messages)
             .chain(expired)
@@ -229,8 +234,24 @@ impl SledStore {
                 set.written.store(i + 1, Ordering::Release);
             }
         }
+        // The erasures of the set: marked with its position, then done.
+        let erasures: Vec<(&String, HashSet<String>)> = (set.erased.iter())
+            .map(|customer| {
+                let later = set.deliveries.values().map(|p| &p.latest);
+                let keep = later.filter(|d| d.customer_id == *customer);
+                (customer, keep.map(|d| d.id.clone()).collect())
+            })
+            .collect();
+        for (customer, keep) in &erasures {
+            let marker = erase::marker(keep.iter().map(String::as_str));
+            chunk.batch.insert(keys::erasing(customer), marker);
+        }
         self.commit(chunk, Some(set.position))?;
         set.written.store(items.len(), Ordering::Release);
+        for (customer, keep) in &erasures {
+            let removed = erase::remove(&self.db, customer, keep)?;
+            tracing::debug!(removed, "erased deliveries removed from the snapshot");
+        }
         Ok(())
     }
 
