@@ -20,7 +20,7 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 23] = [
+pub const SERIES: [&str; 24] = [
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
     "pushd_idempotent_replays_total",
@@ -44,6 +44,7 @@ pub const SERIES: [&str; 23] = [
     "pushd_checkpoint_seconds",
     "pushd_events_total",
     "pushd_event_log_bytes_total",
+    "pushd_event_log_erased_total",
 ];
 
 /// The series labelled by webhook id: listed (at zero) from the webhook's
@@ -294,6 +295,10 @@ fn register_events() {
     bytes_counter(
         "pushd_event_log_bytes_total",
         "Bytes written to the delivery event log.",
+    );
+    counter(
+        "pushd_event_log_erased_total",
+        "Events of erased customers overwritten with tombstones by compaction.",
     );
     describe_counter!(
         "pushd_webhook_attempts_total",

@@ -1,6 +1,7 @@
 //! The event log against its guarantees: nothing before its journal record
 //! is durable, pages by cursor across segments, a torn tail cut back to a
-//! whole record, retention, and alignment with a journal that lost records.
+//! whole record, retention, alignment with a journal that lost records, and
+//! erasure (skipped at once, tombstoned in place, cursors kept).
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -302,4 +303,117 @@ async fn events_of_records_the_journal_lost_are_dropped_at_start() {
     );
     log.close();
     journal.close();
+}
+
+/// An event of `customer` in record `position`, naming a secret of its own.
+fn event_of(customer: &str, position: Position) -> Vec<NewEvent> {
+    let body = serde_json::json!({
+        "event_id": format!("d{position}-sent-{position}"),
+        "customer_id": customer,
+        "device_id": format!("secret-{customer}-{position}."),
+    });
+    vec![NewEvent {
+        status: MessageStatus::Sent,
+        // The test clock's time: retention keeps it.
+        time_ms: 1_764_100_000_000,
+        body: serde_json::to_vec(&body).unwrap(),
+    }]
+}
+
+/// Every event with its offset, one page of `limit` at a time.
+fn offsets_and_bodies(log: &EventLog, limit: usize) -> Vec<(u64, String)> {
+    let (mut all, mut after) = (Vec::new(), 0);
+    loop {
+        let page = log.read(after, limit).unwrap();
+        if page.events.is_empty() {
+            return all;
+        }
+        for e in &page.events {
+            all.push((e.offset, String::from_utf8(e.body.clone()).unwrap()));
+        }
+        after = page.next;
+    }
+}
+
+/// Whether any file in `dir` holds `what`.
+fn on_disk(dir: &std::path::Path, what: &str) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        bytes.windows(what.len()).any(|w| w == what.as_bytes())
+    })
+}
+
+#[test]
+fn an_erased_customers_events_are_skipped_then_tombstoned_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments: the customer's events span several.
+    let log = open(dir.path(), 300, clock());
+    for p in 1..=12 {
+        let who = if p % 3 == 0 { "kept" } else { "gone" };
+        log.queue(p, event_of(who, p));
+    }
+    log.persist(12).unwrap();
+    assert!(segments::list(dir.path()).unwrap().len() > 2);
+    let before = offsets_and_bodies(&log, 5);
+    let kept: Vec<(u64, String)> = (before.iter())
+        .filter(|(_, body)| body.contains(r#""customer_id":"kept""#))
+        .cloned()
+        .collect();
+    assert_eq!(kept.len(), 4);
+
+    log.erase(13, vec!["gone".into()]);
+    assert_eq!(offsets_and_bodies(&log, 3), kept, "skipped at once");
+    // The id used again after its erasure: that event stays.
+    log.queue(14, event_of("gone", 14));
+    log.persist(14).unwrap();
+    let again = offsets_and_bodies(&log, 100).pop().unwrap();
+    assert!(again.1.contains("secret-gone-14."), "{again:?}");
+    let mut expected = kept.clone();
+    expected.push(again);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (1..=12).any(|p| on_disk(dir.path(), &format!("secret-gone-{p}.")))
+        || dir.path().join("erasures.json").exists()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction did not run"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(on_disk(dir.path(), "secret-kept-3.") && on_disk(dir.path(), "secret-gone-14."));
+    assert_eq!(offsets_and_bodies(&log, 2), expected, "cursors kept");
+    assert_eq!(log.read(kept[1].0, 1).unwrap().events[0].offset, kept[1].0);
+    log.close();
+
+    let log = open(dir.path(), 300, clock());
+    assert_eq!(offsets_and_bodies(&log, 7), expected, "reopened");
+    log.close();
+}
+
+#[test]
+fn an_erasure_recorded_before_a_crash_is_compacted_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 1 << 20, clock());
+    log.queue(1, event_of("gone", 1));
+    log.queue(2, event_of("kept", 2));
+    log.persist(2).unwrap();
+    // What the writer records before compaction, as a crash would leave it.
+    std::fs::write(
+        dir.path().join("erasures.json"),
+        r#"{"erased":[{"customer_id":"gone","position":3}]}"#,
+    )
+    .unwrap();
+    log.close();
+
+    let log = open(dir.path(), 1 << 20, clock());
+    let read = offsets_and_bodies(&log, 10);
+    assert_eq!(read.len(), 1, "skipped from the start: {read:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while on_disk(dir.path(), "secret-gone-1.") || dir.path().join("erasures.json").exists() {
+        assert!(std::time::Instant::now() < deadline, "not compacted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(offsets_and_bodies(&log, 10), read);
+    log.close();
 }
