@@ -9,7 +9,11 @@
 //! On open, the segments are scanned and a torn or corrupt tail is cut (see
 //! [`segments::scan`]); [`Journal::replay`] then hands the records after a
 //! snapshot's position to the engine. A checkpoint calls
-//! [`FileJournal::release`] so whole segments it covers are deleted.
+//! [`FileJournal::release`] so whole segments it covers are deleted. A
+//! record erasing a customer also closes the segment it is written in: the
+//! first checkpoint covering it deletes every segment holding the person's
+//! records, the active one included, instead of leaving them until the
+//! segment fills.
 //!
 //! A failed write or sync is final: the file's state is unknown, so the
 //! journal refuses every later append (and nothing more is acknowledged)
@@ -58,6 +62,9 @@ struct State {
     /// The highest position a checkpoint covers: segments wholly at or
     /// before it may be deleted.
     released: Position,
+    /// The last record erasing a customer: the segments holding records at
+    /// or before it go once a checkpoint covers it, the active one too.
+    erased: Position,
 }
 
 struct Shared {
@@ -114,6 +121,7 @@ impl FileJournal {
                 syncs: 0,
                 writer_idle: false,
                 released: 0,
+                erased: 0,
             }),
             work: Condvar::new(),
             synced: Condvar::new(),
@@ -206,6 +214,12 @@ impl Journal for FileJournal {
         }
         frame::encode(&mut state.buf, position, changes).map_err(JournalError)?;
         state.last = position;
+        if changes
+            .iter()
+            .any(|c| matches!(c.entry, Entry::CustomerErased(_)))
+        {
+            state.erased = position;
+        }
         let idle = std::mem::take(&mut state.writer_idle);
         drop(state);
         if idle {

@@ -44,6 +44,8 @@ pub struct Writer {
     roll: bool,
     /// The release already acted on.
     released: Position,
+    /// The erasure already acted on.
+    purged: Position,
     /// A spare buffer, swapped with the appenders' so neither allocates.
     spare: Vec<u8>,
 }
@@ -76,6 +78,7 @@ impl Writer {
             written: last,
             roll: false,
             released: 0,
+            purged: 0,
             spare: Vec::with_capacity(1 << 20),
         })
     }
@@ -83,7 +86,7 @@ impl Writer {
     /// Writes groups until the journal closes.
     pub fn run(mut self, shared: &Shared) {
         loop {
-            let (mut data, first, upto, released) = {
+            let (mut data, first, upto, released, erased) = {
                 let mut state = shared.lock();
                 while state.buf.is_empty() && state.released <= self.released {
                     if state.closing {
@@ -97,7 +100,13 @@ impl Writer {
                 }
                 state.writer_idle = false;
                 let data = std::mem::replace(&mut state.buf, std::mem::take(&mut self.spare));
-                (data, state.buf_first, state.last, state.released)
+                (
+                    data,
+                    state.buf_first,
+                    state.last,
+                    state.released,
+                    state.erased,
+                )
             };
             if !data.is_empty() {
                 let started = Instant::now();
@@ -111,7 +120,7 @@ impl Writer {
                 self.spare = data;
             }
             if released > self.released {
-                self.release(released);
+                self.release(released, erased);
             }
         }
     }
@@ -184,8 +193,11 @@ impl Writer {
 
     /// Deletes the segments holding only records at or before `covered`,
     /// oldest first; the active one is closed with the next group if it is
-    /// wholly covered too.
-    fn release(&mut self, covered: Position) {
+    /// wholly covered too. Once `covered` reaches the last erasure, the
+    /// active segment, if it holds records up to the erasure, is deleted
+    /// at once when wholly covered, else closed with the next group (and
+    /// deleted by a later release).
+    fn release(&mut self, covered: Position, erased: Position) {
         self.released = covered;
         let mut deleted = false;
         while self.segments.len() >= 2 && self.segments[1].first <= covered + 1 {
@@ -200,6 +212,32 @@ impl Writer {
         if deleted && let Err(e) = segments::sync_dir(&self.dir) {
             tracing::error!(error = %e, "cannot sync the journal directory");
         }
-        self.roll = self.size > 0 && self.written <= covered;
+        let purge = erased > self.purged
+            && erased <= covered
+            && self.segments.back().is_some_and(|s| s.first <= erased);
+        if purge && self.written <= covered && self.delete_active() {
+            self.purged = erased;
+            return;
+        }
+        self.purged = self.purged.max(erased.min(covered));
+        self.roll = (self.size > 0 && self.written <= covered) || purge;
+    }
+
+    /// Deletes the active segment (the next group starts a new one).
+    /// Answers whether it went.
+    fn delete_active(&mut self) -> bool {
+        let Some(active) = self.segments.pop_back() else {
+            return false;
+        };
+        if let Err(e) = std::fs::remove_file(&active.path) {
+            tracing::error!(segment = %active.path.display(), error = %e, "cannot delete a released journal segment");
+            self.segments.push_back(active);
+            return false;
+        }
+        if let Err(e) = segments::sync_dir(&self.dir) {
+            tracing::error!(error = %e, "cannot sync the journal directory");
+        }
+        (self.file, self.size, self.filled, self.roll) = (None, 0, 0, false);
+        true
     }
 }
