@@ -20,9 +20,10 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 24] = [
+pub const SERIES: [&str; 25] = [
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
+    "pushd_customers_erased_total",
     "pushd_idempotent_replays_total",
     "pushd_paced_sends_waiting",
     "pushd_reports_total",
@@ -182,6 +183,10 @@ pub fn register() {
     counter(
         "pushd_customers_imported_total",
         "Customers imported by POST /v1/batch.",
+    );
+    counter(
+        "pushd_customers_erased_total",
+        "Customers erased by DELETE /v1/customers/{id}?erase=true.",
     );
 
     describe_counter!(
