@@ -970,3 +970,67 @@ async fn an_erasure_replayed_after_a_crash_gives_the_same_result() {
     made.check(rig.store(), "replayed and drained");
     rig.close();
 }
+
+/// The keys of an export (the portable snapshot's stream) that end with
+/// `id`.
+fn keys_ending_with(export: &[u8], id: &str) -> Vec<Vec<u8>> {
+    let mut rest = &export[export.iter().position(|&b| b == b'\n').unwrap() + 1..];
+    let mut found = Vec::new();
+    let take = |rest: &mut &[u8]| {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap());
+        let part = (len != u32::MAX).then(|| rest[4..4 + len as usize].to_vec());
+        *rest = &rest[4 + part.as_ref().map_or(0, Vec::len)..];
+        part
+    };
+    while let Some(key) = take(&mut rest) {
+        take(&mut rest);
+        if key.ends_with(id.as_bytes()) {
+            found.push(key);
+        }
+    }
+    found
+}
+
+/// A keyed send tried again after the erasure may make a delivery under an
+/// erased delivery's id, in the same set: the new one stays, with its own
+/// index keys only.
+#[tokio::test]
+async fn a_delivery_id_used_again_after_its_erasure_keeps_only_its_own_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::open(dir.path(), Timing::default());
+    let s = rig.store();
+    let old = delivery(ERASED, "m1", Some("g1"), &[(Platform::Ios, false)]);
+    rig.commit(change(None, &old)).await;
+    s.drain().unwrap();
+    let mut sent = old.clone();
+    sent.state.apply_outcome(0, &Outcome::Sent, 1_001);
+    rig.commit(change(Some(&old), &sent)).await;
+    rig.commit(vec![Change::of(Entry::CustomerErased(ERASED.into()))])
+        .await;
+    let mut again = delivery(ERASED, "m2", None, &[]);
+    again.id = old.id.clone();
+    again.state = DeliveryState::ended(
+        MessageStatus::Failed,
+        FailureReason::CustomerNotFound,
+        Vec::new(),
+    );
+    rig.commit(change(None, &again)).await;
+    assert_eq!(s.delivery(&again.id).unwrap().as_ref(), Some(&again));
+    s.drain().unwrap();
+    assert_eq!(s.delivery(&again.id).unwrap().as_ref(), Some(&again));
+    let mut export = Vec::new();
+    s.export(&mut export).unwrap();
+    // Its record, and its customer, message, status and creation indexes.
+    assert_eq!(keys_ending_with(&export, &again.id).len(), 5);
+    let counted = (s.message_metrics("m1"), s.message_metrics("m2"));
+    assert_eq!(
+        counted.0.message.sent, 1,
+        "the erased delivery still counts"
+    );
+    rig.close();
+    let rig = Rig::open(dir.path(), Timing::default());
+    let s = rig.store();
+    assert_eq!((s.message_metrics("m1"), s.message_metrics("m2")), counted);
+    assert_eq!(s.delivery(&again.id).unwrap(), Some(again));
+    rig.close();
+}

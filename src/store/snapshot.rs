@@ -213,8 +213,10 @@ impl SledStore {
         // in this set is never removed by it.
         let expired = set.sends_expired_before.map(Item::SendsExpired);
         let sends = set.sends.values().map(Item::Send);
-        let deliveries = (set.deliveries.values())
-            .chain(&set.erased_deliveries)
+        // Erased ones first: a delivery made after the erasure under an id
+        // erased in this set (a keyed send tried again) overwrites it.
+        let deliveries = (set.erased_deliveries.iter())
+            .chain(set.deliveries.values())
             .map(Item::Delivery);
         let items: Vec<Item<'_>> = customers
             .chain(messages)
@@ -245,6 +247,18 @@ impl SledStore {
         for (customer, keep) in &erasures {
             let marker = erase::marker(keep.iter().map(String::as_str));
             chunk.batch.insert(keys::erasing(customer), marker);
+        }
+        // An erased delivery's id used again: the index keys only the
+        // erased one had go (its record was overwritten).
+        for erased in &set.erased_deliveries {
+            if let Some(again) = set.deliveries.get(&erased.latest.id) {
+                let kept = keys::index_keys(&again.latest);
+                for key in keys::index_keys(&erased.latest) {
+                    if !kept.contains(&key) {
+                        chunk.batch.remove(key);
+                    }
+                }
+            }
         }
         self.commit(chunk, Some(set.position))?;
         set.written.store(items.len(), Ordering::Release);
