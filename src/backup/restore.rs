@@ -50,6 +50,9 @@ impl Place {
             book::FILE_NAME | crate::keys::FILE_NAME => Some(Place::File(name.into())),
             _ => {
                 let file = name.strip_prefix(EVENTS_PREFIX)?;
+                if file == crate::events::ERASURES_FILE {
+                    return Some(Place::File(name.into()));
+                }
                 let base: u64 = file.split('.').next()?.parse().ok()?;
                 let path = segments::path_of(Path::new(""), base);
                 (path == Path::new(file)).then(|| Place::File(name.into()))

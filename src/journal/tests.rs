@@ -351,3 +351,53 @@ async fn a_segment_of_a_newer_format_or_not_a_journal_stops_the_open_untouched()
         "{err}"
     );
 }
+
+async fn erase_durably(journal: &FileJournal) -> Position {
+    let erasure = Change::of(Entry::CustomerErased("c".into()));
+    let position = journal.append(&[erasure]).unwrap();
+    journal.durable(position).await.unwrap();
+    position
+}
+
+#[tokio::test]
+async fn an_erasure_covered_deletes_the_active_segment_of_an_idle_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    append_durably(&journal, (1..=3).map(|i| format!("m{i}"))).await;
+    let erased = erase_durably(&journal).await;
+    journal.release(erased - 1);
+    append_durably(&journal, std::iter::once("m5".to_string())).await;
+    assert_eq!(journal.segment_count(), 1, "not covered yet: kept");
+    let covered = 5;
+    journal.release(covered);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while journal.segment_count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "segment kept");
+        tokio::task::yield_now().await;
+    }
+    let next = append_durably(&journal, std::iter::once("m6".to_string())).await;
+    assert_eq!(next, 6);
+    drop(journal);
+    let journal = FileJournal::open(dir.path(), covered).unwrap();
+    assert_eq!(replayed(&journal, 0), vec![(6, "m6".into())]);
+    assert_eq!(journal.append(&[change("m7")]).unwrap(), 7);
+}
+
+#[tokio::test]
+async fn an_erasure_closes_a_busy_active_segment_deleted_by_the_next_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    append_durably(&journal, (1..=3).map(|i| format!("m{i}"))).await;
+    let erased = erase_durably(&journal).await;
+    append_durably(&journal, std::iter::once("m5".to_string())).await;
+    // Covered up to the erasure, not past it: the segment is closed.
+    journal.release(erased);
+    append_durably(&journal, std::iter::once("m6".to_string())).await;
+    let last = append_durably(&journal, std::iter::once("m7".to_string())).await;
+    assert_eq!(journal.segment_count(), 2, "closed, a new one started");
+    journal.release(last);
+    append_durably(&journal, std::iter::once("m8".to_string())).await;
+    let kept = replayed(&journal, 0);
+    assert!(kept.iter().all(|(p, _)| *p > erased + 1), "{kept:?}");
+    assert_eq!(kept.last(), Some(&(8, "m8".to_string())));
+}
