@@ -3,7 +3,8 @@
 //! its deliveries (every status, reports, a conversion) and its events go
 //! from every read, the webhook and, after compaction, the event log's
 //! files and the journal's; another customer's deliveries and events stay,
-//! with the same cursors; metrics stay; a restart changes none of it.
+//! with the same cursors; metrics stay; a restart changes none of it, nor
+//! does a restore of a backup taken after the erasure.
 
 mod support;
 
@@ -284,6 +285,21 @@ async fn an_erased_person_leaves_every_read_the_feed_and_the_log_files() {
         .call("DELETE", &format!("/v1/customers/{GONE}?erase=true"), None)
         .await;
     assert_eq!(status, 404, "erased already");
+    // A backup taken now, perhaps before compaction: restored at the end.
+    let archive = dir.path().join("after-erasure.pushd");
+    let mut resp = d
+        .client
+        .get(d.url("/v1/backup"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        bytes.extend_from_slice(&chunk);
+    }
+    std::fs::write(&archive, bytes).unwrap();
 
     // Restarted: the same, and the webhook, which retried every event until
     // now, posts the kept customer's and none of the erased one's.
@@ -331,6 +347,59 @@ async fn an_erased_person_leaves_every_read_the_feed_and_the_log_files() {
         (&v["status"], &v["failure_reason"]),
         (&json!("failed"), &json!("customer_not_found"))
     );
+    assert_eq!(d.terminate(), Some(0));
+
+    // The backup taken after the erasure restores none of the person: not
+    // in the store, not in the feed (the same cursors read the kept
+    // customer's events), and not in the event log's files once the
+    // restored daemon has compacted what the backup's segments still held.
+    let restored = dir.path().join("restored");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushd"))
+        .arg("restore")
+        .arg(&archive)
+        .arg("--data-dir")
+        .arg(&restored)
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = Daemon::start(&restored, &env(&fakes));
+    let (status, v) = d.call("GET", &format!("/v1/customers/{GONE}"), None).await;
+    assert_eq!(status, 404, "restored: {v}");
+    for id in &expected.erased {
+        let (status, v) = d.call("GET", &format!("/v1/deliveries/{id}"), None).await;
+        assert_eq!(status, 404, "restored: {v}");
+    }
+    let events: Vec<Value> = feed(&d).await.into_iter().map(|(_, e)| e).collect();
+    let kept: Vec<Value> = expected
+        .kept_events
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect();
+    assert_eq!(events, kept, "restored");
+    for (cursor, event) in &expected.kept_events {
+        let read = feed_at(&d, cursor).await.map(|(e, _)| e);
+        assert_eq!(read.as_ref(), Some(event), "restored: cursor {cursor:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = files_hold(&restored.join("events"), &needles);
+        if found.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restored, still on disk: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!restored.join("events/erasures.json").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
