@@ -146,8 +146,22 @@ struct Rig {
 }
 
 impl Rig {
+    /// Waits (up to 5 s) while sled's file lock is still held: a store
+    /// dropped just before (with the engine's tasks, which let go of it a
+    /// moment after their context) releases it a moment later.
     fn open(dir: &Path, timing: Timing) -> Rig {
-        let persistence = Persistence::open(dir, 8 << 20, timing).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let persistence = loop {
+            match Persistence::open(dir, 8 << 20, timing) {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                opened => break opened.unwrap(),
+            }
+        };
         let ctx = engine(persistence.store.clone(), persistence.journal.clone());
         pushd_actors::recovery::replay(&*persistence.journal, &*persistence.store).unwrap();
         Rig { persistence, ctx }
