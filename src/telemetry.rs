@@ -20,9 +20,10 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 24] = [
+pub const SERIES: [&str; 26] = [
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
+    "pushd_customers_erased_total",
     "pushd_idempotent_replays_total",
     "pushd_paced_sends_waiting",
     "pushd_reports_total",
@@ -45,6 +46,7 @@ pub const SERIES: [&str; 24] = [
     "pushd_deliveries_expired_total",
     "pushd_events_total",
     "pushd_event_log_bytes_total",
+    "pushd_event_log_erased_total",
 ];
 
 /// The series labelled by webhook id: listed (at zero) from the webhook's
@@ -183,6 +185,10 @@ pub fn register() {
         "pushd_customers_imported_total",
         "Customers imported by POST /v1/batch.",
     );
+    counter(
+        "pushd_customers_erased_total",
+        "Customers erased by DELETE /v1/customers/{id}?erase=true.",
+    );
 
     describe_counter!(
         "pushd_reports_total",
@@ -299,6 +305,10 @@ fn register_events() {
     bytes_counter(
         "pushd_event_log_bytes_total",
         "Bytes written to the delivery event log.",
+    );
+    counter(
+        "pushd_event_log_erased_total",
+        "Events of erased customers overwritten with tombstones by compaction.",
     );
     describe_counter!(
         "pushd_webhook_attempts_total",

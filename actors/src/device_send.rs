@@ -5,7 +5,8 @@
 //! jitter (or the provider's `Retry-After`), reserving a slot again after
 //! each wait, at most `max_attempts` calls in all, and reports exactly one
 //! [`DeviceOutcome`] to its parent [`PersonActor`] before it stops.
-//! Permanent errors end it at once.
+//! Permanent errors end it at once, and so does a retry whose parent is
+//! gone (its customer was erased).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,11 +108,14 @@ impl DeviceSendActor {
                     wait.await;
                     provider.reserve(&push).await
                 };
-                ctx.spawn(
-                    again
-                        .into_actor(self)
-                        .map(|slot, act, ctx| act.attempt(slot, ctx)),
-                );
+                // A parent gone (its customer erased) takes no outcome:
+                // the send stops instead of retrying.
+                ctx.spawn(again.into_actor(self).map(
+                    |slot, act, ctx| match act.parent.connected() {
+                        true => act.attempt(slot, ctx),
+                        false => ctx.stop(),
+                    },
+                ));
             }
             ProviderError::Bounced { .. } => self.finish(Outcome::Bounced, None, ctx),
             ProviderError::Permanent { reason, .. } => {

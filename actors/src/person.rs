@@ -8,7 +8,8 @@
 //! device once the delivery is durable, folds their outcomes and the app's
 //! reports into each delivery's status machine, and stops after an idle time
 //! (its state lives in the store; the next request loads it again, resuming
-//! any unsettled send).
+//! any unsettled send), or as soon as it has written its customer's
+//! erasure.
 
 use std::sync::Arc;
 
@@ -425,6 +426,22 @@ impl Handler<DeleteCustomer> for PersonActor {
         let change = Change::of(Entry::CustomerDeleted(self.id.clone()));
         let ack = self.ctx.acknowledge(vec![change], ())?;
         self.customer = None;
+        Ok(ack)
+    }
+}
+
+impl Handler<EraseCustomer> for PersonActor {
+    type Result = Answer<()>;
+
+    fn handle(&mut self, _: EraseCustomer, ctx: &mut Context<Self>) -> Answer<()> {
+        self.existing()?;
+        let change = Change::of(Entry::CustomerErased(self.id.clone()));
+        let ack = self.ctx.acknowledge(vec![change], ())?;
+        // Its state is gone. A stopping actor handles no more messages: the
+        // outcomes of device sends still running are dropped with its
+        // mailbox (and the sends stop before any retry), and the next
+        // request starts an actor that loads what the store has left.
+        ctx.stop();
         Ok(ack)
     }
 }

@@ -186,6 +186,10 @@ pub enum Entry {
     SendRecord(Box<SendRecord>),
     /// Every send record started before this time (Unix ms) is dropped.
     SendRecordsExpired(i64),
+    /// A customer erased: the customer goes, and with it every delivery of
+    /// it made before this record (their content, conversions and events);
+    /// the message and campaign counters they counted in stay as they are.
+    CustomerErased(String),
 }
 
 /// One change the engine makes: its [`Entry`], and for a delivery the value

@@ -10,13 +10,13 @@ use pushd_actors::model::{
     Audience, ConversionGoal, DEFAULT_APP, Device, Environment, MessageSpec, Platform, PushOptions,
 };
 use pushd_actors::person::{
-    CustomerEvent, DeleteCustomer, DeviceReport, GetCustomer, PutCustomer, PutDevice,
-    RetryDelivery, SendMessage,
+    CustomerEvent, DeleteCustomer, DeviceReport, EraseCustomer, GetCustomer, PutCustomer,
+    PutDevice, RetryDelivery, SendMessage,
 };
 use pushd_actors::ports::Store as _;
 use pushd_actors::status::{DeviceStatus, FailureReason, MessageStatus, Report};
 use serde_json::{Map, Value, json};
-use support::{Answer, Harness, wait_for};
+use support::{Answer, Harness, MemJournal, MemStore, wait_for};
 
 fn message(audience: Audience) -> Arc<MessageSpec> {
     Arc::new(MessageSpec {
@@ -647,4 +647,120 @@ async fn a_crash_between_persisted_and_sent_resumes_the_send() {
     let d = second.store.delivery_now(&id);
     assert_eq!(second.provider.calls.lock().unwrap().len(), 2);
     assert!(d.sends.iter().all(|s| s.duplicates == 1));
+}
+
+/// The ids of the stored deliveries of `customer`, sorted.
+fn deliveries_of(h: &Harness, customer: &str) -> Vec<String> {
+    let state = h.store.snapshot();
+    let mut ids: Vec<String> = (state.deliveries.values())
+        .filter(|d| d.customer_id == customer)
+        .map(|d| d.id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[actix::test]
+async fn an_erased_customer_goes_with_its_deliveries_and_its_sends_in_flight_stop() {
+    let h = Harness::new();
+    let converted = sent_to_a_and_b(&h).await;
+    let at = h.store.delivery_now(&converted).created_at + 60;
+    let event = CustomerEvent {
+        name: "purchase".into(),
+        at,
+    };
+    let found = h.registry.request("c1", event).await.unwrap();
+    assert_eq!(found.as_deref(), Some(converted.as_str()));
+    customer(&h, "c2", &[("z", Platform::Ios, 1)]).await;
+    let kept = send(&h, "c2", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &kept).await, MessageStatus::Sent);
+    // In flight: `a` waits to retry, `b` waits for its provider.
+    h.provider
+        .script("a", [Answer::Transient, Answer::Transient]);
+    h.provider.script("b", [Answer::Hang]);
+    let flying = send(&h, "c1", Audience::AllDevices).await;
+    wait_for(&h.provider.called, || h.provider.calls_to("a") == 2).await;
+    // The two actors' idle checks, and `a`'s retry.
+    wait_for(&h.clock.slept, || h.clock.sleepers() >= 3).await;
+    assert_eq!(deliveries_of(&h, "c1").len(), 2);
+
+    h.registry.request("c1", EraseCustomer).await.unwrap();
+    assert!(!h.store.snapshot().customers.contains_key("c1"));
+    assert!(deliveries_of(&h, "c1").is_empty(), "{flying} went too");
+    assert_eq!(deliveries_of(&h, "c2"), vec![kept.clone()]);
+    // The actor stopped; `a`'s send stops at its retry instead of calling.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while h.registry.active() > 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the erased customer's actor stopped");
+    for _ in 0..5 {
+        h.clock.advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(h.provider.calls_to("a"), 2, "no retry after the erasure");
+    assert!(deliveries_of(&h, "c1").is_empty(), "nothing came back");
+
+    // After it: the id is unknown to reports, sends and a second erasure.
+    let report = DeviceReport {
+        delivery_id: converted.clone(),
+        token: "a".into(),
+        report: Report::Opened,
+        at,
+        seen: None,
+    };
+    let refused = h.registry.request("c1", report).await;
+    assert_eq!(refused, Err(EngineError::NotFound("delivery")));
+    let again = h.registry.request("c1", EraseCustomer).await;
+    assert_eq!(again, Err(EngineError::NotFound("customer")));
+    let later = send(&h, "c1", Audience::AllDevices).await;
+    assert_eq!(
+        h.store.delivery_now(&later).state.failure_reason(),
+        Some(FailureReason::CustomerNotFound)
+    );
+
+    // The journal replayed onto an empty store comes to the same state.
+    let replayed = Harness::on(
+        Arc::new(MemStore::default()),
+        h.journal.clone(),
+        Default::default(),
+    );
+    assert!(!replayed.store.snapshot().customers.contains_key("c1"));
+    assert_eq!(deliveries_of(&replayed, "c1"), vec![later]);
+    assert_eq!(deliveries_of(&replayed, "c2"), vec![kept]);
+}
+
+#[actix::test]
+async fn an_erasure_is_answered_once_durable() {
+    let journal = Arc::new(MemJournal::manual());
+    let h = Harness::on(Default::default(), journal.clone(), Default::default());
+    let registry = h.registry.clone();
+    let put = actix::spawn(async move {
+        let put = PutCustomer {
+            attributes: Map::new(),
+            unsubscribed: false,
+        };
+        registry.request("c1", put).await
+    });
+    wait_for(&h.store.commits, || {
+        h.store.snapshot().customers.contains_key("c1")
+    })
+    .await;
+    journal.sync();
+    put.await.unwrap().unwrap();
+
+    let registry = h.registry.clone();
+    let erase = actix::spawn(async move { registry.request("c1", EraseCustomer).await });
+    wait_for(&h.store.commits, || {
+        !h.store.snapshot().customers.contains_key("c1")
+    })
+    .await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!erase.is_finished(), "answered before it was durable");
+    journal.sync();
+    erase.await.unwrap().unwrap();
 }

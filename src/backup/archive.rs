@@ -11,8 +11,11 @@
 //! sections, in this order: `manifest` (JSON: the journal position, when it
 //! was taken, by which pushd), `store` (the store's portable export, with
 //! its own header and CRC), `webhooks.json`, `keys.toml` if the data
-//! directory has one, and `events/<offset>.events` for each event-log
-//! segment. A file name in the data directory is the section's name.
+//! directory has one, `events/erasures.json` if erasures at or before the
+//! position may have left events in the segments that compaction has not
+//! overwritten yet (see `EventLog::export`), and `events/<offset>.events`
+//! for each event-log segment. A file name in the data directory is the
+//! section's name.
 //!
 //! Why not tar (or zip): tar checksums its headers only, so a changed byte
 //! of a file passes, and an archive cut at a block boundary reads as a

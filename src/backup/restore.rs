@@ -8,6 +8,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::Error;
 use super::archive::{self, EVENTS_PREFIX, Entry, MANIFEST, Manifest, STORE};
@@ -19,6 +21,10 @@ use crate::webhooks::book;
 const MAX_MANIFEST: u64 = 64 << 10;
 /// sled's page cache while the restored snapshot is opened to check it.
 const CHECK_CACHE_BYTES: u64 = 8 << 20;
+/// How long the check waits for sled to release the snapshot it imported:
+/// sled's threads may hold its file lock a moment after the import's
+/// database is dropped.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// What a restore made.
 #[derive(Clone, Debug)]
@@ -50,6 +56,9 @@ impl Place {
             book::FILE_NAME | crate::keys::FILE_NAME => Some(Place::File(name.into())),
             _ => {
                 let file = name.strip_prefix(EVENTS_PREFIX)?;
+                if file == crate::events::ERASURES_FILE {
+                    return Some(Place::File(name.into()));
+                }
                 let base: u64 = file.split('.').next()?.parse().ok()?;
                 let path = segments::path_of(Path::new(""), base);
                 (path == Path::new(file)).then(|| Place::File(name.into()))
@@ -201,10 +210,28 @@ fn restore_store(
             manifest.position
         )));
     }
-    let store = SledStore::open(&path, CHECK_CACHE_BYTES)?;
+    let store = open_imported(&path)?;
     store.checkpoint()?;
     tracing::info!(position = covered, "store imported");
     Ok(())
+}
+
+/// Opens the snapshot just imported at `path`, waiting up to [`LOCK_WAIT`]
+/// while its file is still locked.
+fn open_imported(path: &Path) -> Result<Arc<SledStore>, Error> {
+    let started = Instant::now();
+    loop {
+        match SledStore::open(path, CHECK_CACHE_BYTES) {
+            Err(crate::store::Error::Db(sled::Error::Io(e)))
+                // sled says so only in the message (of kind `Other`).
+                if e.to_string().starts_with("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened => return Ok(opened?),
+        }
+    }
 }
 
 /// Writes `entry`'s bytes to `path` (mode 0600: keys and webhook secrets),

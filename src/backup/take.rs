@@ -80,6 +80,10 @@ impl Source {
         if let Some(keys) = self.keys_file()? {
             sections.push(Section::bytes(crate::keys::FILE_NAME, keys));
         }
+        if let Some(erasures) = events.erasures {
+            let name = format!("{EVENTS_PREFIX}{}", crate::events::ERASURES_FILE);
+            sections.push(Section::bytes(name, erasures));
+        }
         sections.extend(
             events
                 .segments

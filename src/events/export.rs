@@ -10,7 +10,10 @@
 //!
 //! A segment is copied as it lies on disk (its header, then its frames),
 //! up to the end of the data kept; the zeros a segment is filled with
-//! ahead of its data are left out.
+//! ahead of its data are left out. It may so hold events of a customer
+//! erased at or before the position that compaction has not overwritten
+//! yet: the erasures go with the copy, as the log's erasure file, so a log
+//! opened on it skips those events and overwrites them.
 
 use std::fs::File;
 use std::io;
@@ -43,6 +46,11 @@ pub struct Export {
     /// The log offset the copy ends at: where a log opened on it goes on
     /// (a webhook cursor past it is past that log's end).
     pub end: u64,
+    /// The content of the events directory's [`ERASURES_FILE`](super::ERASURES_FILE)
+    /// for the copy, if erasures at or before the position may have left
+    /// events not yet overwritten in the segments copied: a log opened on
+    /// the copy skips them from the start, then overwrites them.
+    pub erasures: Option<Vec<u8>>,
 }
 
 /// A segment being planned.
@@ -57,6 +65,9 @@ impl EventLog {
     /// to the log's readable end now and cut back to the last record at or
     /// before `position`. Call once the log holds every event up to it.
     pub fn export(&self, position: Position) -> io::Result<Export> {
+        // Before the segments are read: an erasure whose compaction ends
+        // after this left tombstones in them by the time they are copied.
+        let erasures = self.erasures().export(position);
         let tail = self.tail().offset;
         let mut kept: Vec<Kept> = Vec::new();
         for segment in segments::list(self.dir())? {
@@ -102,7 +113,11 @@ impl EventLog {
                 len: k.len,
             })
             .collect();
-        Ok(Export { segments, end })
+        Ok(Export {
+            segments,
+            end,
+            erasures,
+        })
     }
 }
 
@@ -182,6 +197,9 @@ mod tests {
             s.file.read_exact_at(&mut bytes, 0).unwrap();
             std::fs::write(dir.join(&s.name), bytes).unwrap();
         }
+        if let Some(erasures) = export.erasures {
+            std::fs::write(dir.join(crate::events::ERASURES_FILE), erasures).unwrap();
+        }
         open(dir)
     }
 
@@ -216,6 +234,47 @@ mod tests {
             assert_eq!(copy.complete_through(), position.min(6), "at {position}");
             copy.close();
         }
+        log.close();
+    }
+
+    #[test]
+    fn a_copy_keeps_an_erased_customers_events_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir.path().join("log"));
+        for position in 1..=4 {
+            let who = if position % 2 == 0 { "kept" } else { "gone" };
+            let body = format!(r#"{{"customer_id":"{who}","secret":"s-{position}."}}"#);
+            let event = NewEvent {
+                status: MessageStatus::Sent,
+                time_ms: 1_764_100_000_000,
+                body: body.into_bytes(),
+            };
+            log.queue(position, vec![event]);
+            log.persist(position).unwrap();
+        }
+        log.erase(5, vec!["gone".into()]);
+        // Taken whether or not compaction has overwritten the events yet.
+        let export = log.export(5).unwrap();
+        let copied = dir.path().join("copy");
+        let copy = copy(export, &copied);
+        let kept = [
+            r#"{"customer_id":"kept","secret":"s-2."}"#,
+            r#"{"customer_id":"kept","secret":"s-4."}"#,
+        ];
+        assert_eq!(bodies(&copy), kept);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let on_disk = |secret: &str| {
+            std::fs::read_dir(&copied).unwrap().any(|entry| {
+                std::fs::read(entry.unwrap().path())
+                    .is_ok_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+            })
+        };
+        while on_disk("s-1.") || on_disk("s-3.") {
+            assert!(std::time::Instant::now() < deadline, "not overwritten");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(bodies(&copy), kept);
+        copy.close();
         log.close();
     }
 }

@@ -1,6 +1,7 @@
 //! The event log on disk: a pending queue filled by the store, one writer
 //! that appends an event only once its journal record is durable, readers
-//! that page by offset, retention, and the alignment with the journal after
+//! that page by offset, retention, erasure (see [`super::erasure`];
+//! compaction is in [`compact`]), and the alignment with the journal after
 //! a crash.
 //!
 //! Appends overwrite the zeros a segment is filled with ahead of its data
@@ -9,6 +10,8 @@
 //! ([`super::FORMAT`]): a segment of an older format found at open (one
 //! written before an upgrade) is kept as it is, with its offsets, and the
 //! next write starts a new segment at the log's end.
+
+mod compact;
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -26,6 +29,7 @@ use pushd_actors::transition::EVENT_STATUSES;
 use tokio::sync::watch;
 
 use super::KIND;
+use super::erasure::{self, Erased, Erasures};
 use super::frame::{self, Frame, HEADER, LAST_OF_RECORD, MAX_BODY};
 use super::segments::{self, Segment};
 use crate::segfile::{self, Appender, Contents, Read};
@@ -62,10 +66,11 @@ pub struct NewEvent {
     pub body: Vec<u8>,
 }
 
-/// The events of one journal record.
+/// The events of one journal record, or the customers it erased.
 struct PendingRecord {
     position: Position,
     events: Vec<NewEvent>,
+    erased: Vec<String>,
 }
 
 /// One event read back.
@@ -154,6 +159,8 @@ pub struct EventLog {
     writer: Mutex<Writer>,
     /// The segments readers may open.
     segments: Mutex<Vec<Segment>>,
+    /// The erased customers, whose events reads skip and compaction erases.
+    erasures: Erasures,
     tail: watch::Sender<Tail>,
     /// Every journal record at or before it has its events in the log.
     complete_through: AtomicU64,
@@ -177,6 +184,7 @@ impl EventLog {
         durable: WaitDurable,
     ) -> io::Result<Arc<EventLog>> {
         fs::create_dir_all(dir)?;
+        let erasures = Erasures::open(dir)?;
         let mut found = segments::list(dir)?;
         let mut tail = Tail {
             offset: found.first().map_or(0, |s| s.base),
@@ -224,6 +232,7 @@ impl EventLog {
             work: Condvar::new(),
             writer: Mutex::new(writer),
             segments: Mutex::new(found),
+            erasures,
             tail: watch::Sender::new(tail),
             complete_through: AtomicU64::new(complete_through),
             failed: AtomicBool::new(false),
@@ -235,6 +244,11 @@ impl EventLog {
             .spawn(move || worker.run())?;
         *lock(&log.flusher) = Some(thread);
         Ok(log)
+    }
+
+    /// The log's erasures.
+    pub(super) fn erasures(&self) -> &Erasures {
+        &self.erasures
     }
 
     /// The directory of its segments.
@@ -262,10 +276,33 @@ impl EventLog {
         if events.is_empty() {
             return;
         }
+        self.push(PendingRecord {
+            position,
+            events,
+            erased: Vec::new(),
+        });
+    }
+
+    /// Hides the events of `customers` from journal records up to
+    /// `position` at once, and queues their erasure: the writer records it
+    /// once the record is durable, then compacts. Queued even for a record
+    /// whose events the log has (a replay): a compaction a crash cut short
+    /// is done again.
+    pub fn erase(&self, position: Position, customers: Vec<String>) {
+        self.erasures.hide(position, &customers);
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        self.push(PendingRecord {
+            position,
+            events: Vec::new(),
+            erased: customers,
+        });
+    }
+
+    fn push(&self, record: PendingRecord) {
         let mut pending = lock(&self.pending);
-        pending
-            .records
-            .push_back(PendingRecord { position, events });
+        pending.records.push_back(record);
         let idle = std::mem::take(&mut pending.writer_idle);
         drop(pending);
         if idle {
@@ -315,12 +352,13 @@ impl EventLog {
     }
 
     /// The writer thread: waits for queued records, for the journal to make
-    /// them durable, then writes them with one `write` per group.
+    /// them durable, then writes them with one `write` per group; with
+    /// nothing queued, compacts the erasures due.
     fn run(&self) {
         loop {
             {
                 let mut pending = lock(&self.pending);
-                while pending.records.is_empty() && !pending.closing {
+                while pending.records.is_empty() && !pending.closing && !self.erasures.due() {
                     pending.writer_idle = true;
                     pending = self
                         .work
@@ -328,8 +366,13 @@ impl EventLog {
                         .unwrap_or_else(PoisonError::into_inner);
                 }
                 pending.writer_idle = false;
-                if pending.records.is_empty() {
+                if pending.closing && pending.records.is_empty() {
                     return;
+                }
+                if pending.records.is_empty() {
+                    drop(pending);
+                    self.compact();
+                    continue;
                 }
             }
             let mut w = lock(&self.writer);
@@ -362,7 +405,7 @@ impl EventLog {
     /// once the active one is full.
     fn write(&self, w: &mut Writer, batch: &[PendingRecord]) -> io::Result<()> {
         let mut buf = Vec::new();
-        for record in batch {
+        for record in batch.iter().filter(|r| !r.events.is_empty()) {
             let full = |a: &Appender| a.data_len() + buf.len() as u64 >= self.options.segment_bytes;
             if w.file.as_ref().is_none_or(full) {
                 self.flush(w, &mut buf)?;
@@ -385,6 +428,13 @@ impl EventLog {
             }
         }
         self.flush(w, &mut buf)?;
+        // Every event before them is written: the erasures are recorded
+        // before sled may cover their records, then compacted.
+        for record in batch.iter().filter(|r| !r.erased.is_empty()) {
+            self.erasures.record(record.position, &record.erased)?;
+            let _pending = lock(&self.pending);
+            self.work.notify_one();
+        }
         if let Some(last) = batch.last() {
             self.complete_through
                 .fetch_max(last.position, Ordering::AcqRel);
@@ -451,7 +501,8 @@ impl EventLog {
     }
 
     /// Reads up to `limit` events from cursor `after` on, oldest first. A
-    /// cursor older than the oldest event kept reads from the oldest.
+    /// cursor older than the oldest event kept reads from the oldest. The
+    /// events of erased customers are skipped.
     pub fn read(&self, after: u64, limit: usize) -> Result<Page, ReadError> {
         let end = self.tail().offset;
         if after > end {
@@ -469,6 +520,8 @@ impl EventLog {
             check: after >= oldest,
             limit,
             events: Vec::new(),
+            erasures: &self.erasures,
+            hidden: self.erasures.hidden(),
         };
         for (i, segment) in found.iter().enumerate() {
             let seg_end = found.get(i + 1).map_or(end, |n| n.base).min(end);
@@ -558,7 +611,7 @@ impl EventLog {
 }
 
 /// A read in progress.
-struct Reader {
+struct Reader<'a> {
     /// The cursor asked for.
     after: u64,
     /// Where the next event starts.
@@ -567,9 +620,12 @@ struct Reader {
     check: bool,
     limit: usize,
     events: Vec<StoredEvent>,
+    erasures: &'a Erasures,
+    /// The erasures whose events are skipped (tombstones always are).
+    hidden: Arc<Erased>,
 }
 
-impl Reader {
+impl Reader<'_> {
     /// Reads the events of `segment` from `at` up to `seg_end` (or the
     /// limit), in chunks sized to the need.
     fn segment(&mut self, file: &File, segment: &Segment, seg_end: u64) -> Result<(), ReadError> {
@@ -579,7 +635,10 @@ impl Reader {
             let start = self.at;
             let len = (seg_end - start).min(chunk as u64) as usize;
             let mut buf = vec![0; len];
-            file.read_exact_at(&mut buf, segment.file_position(start))?;
+            {
+                let _no_rewrite = self.erasures.reading();
+                file.read_exact_at(&mut buf, segment.file_position(start))?;
+            }
             let mut used = 0;
             while self.events.len() < self.limit {
                 let f = match frame::read(&buf[used..], segment.layout.version) {
@@ -603,14 +662,17 @@ impl Reader {
                 };
                 self.check = false;
                 let next = self.at + f.framed_len() as u64;
-                self.events.push(StoredEvent {
-                    offset: self.at,
-                    next,
-                    seq: f.seq,
-                    time_ms: f.time_ms,
-                    status: EVENT_STATUSES[usize::from(f.status) % EVENT_STATUSES.len()],
-                    body: f.body.to_vec(),
-                });
+                let erased = erasure::is_tombstone(f.body) || erasure::erases(&self.hidden, &f);
+                if !erased {
+                    self.events.push(StoredEvent {
+                        offset: self.at,
+                        next,
+                        seq: f.seq,
+                        time_ms: f.time_ms,
+                        status: EVENT_STATUSES[usize::from(f.status) % EVENT_STATUSES.len()],
+                        body: f.body.to_vec(),
+                    });
+                }
                 used += f.framed_len();
                 self.at = next;
             }

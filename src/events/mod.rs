@@ -44,20 +44,29 @@
 //!
 //! A backup copies the log's files as of a journal position, cut back to
 //! the store's (see [`export`]).
+//! **Erasure.** A journal record erasing a customer reaches the log the
+//! same way. Reads (the feed, the webhook workers) skip the customer's
+//! events from then on, and the writer records the erasure durably, in
+//! journal order, before sled may cover its record (as point 2 asks of
+//! events), then compacts in the background: each such event is
+//! overwritten in place with a tombstone of the same length, so every
+//! offset handed out stays a valid cursor (see [`erasure`]).
 //!
 //! A failed write is final, as in the journal (the file's state is
 //! unknown): nothing more is written and drains fail, so sled covers no
 //! record whose events are missing, and the journal keeps every change
 //! until a restart replays them.
 
+mod erasure;
 mod export;
 pub mod frame;
 mod log;
 pub mod record;
 pub mod segments;
 
-use pushd_actors::ports::{Change, Position};
+use pushd_actors::ports::{Change, Entry, Position};
 
+pub use erasure::FILE as ERASURES_FILE;
 pub use export::{Export, SegmentCopy};
 pub use log::{EventLog, NewEvent, Options, Page, ReadError, StoredEvent, Tail, WaitDurable};
 
@@ -82,14 +91,22 @@ pub const KIND: Kind = Kind {
 
 impl ChangeSink for EventLog {
     fn applied(&self, position: Position, changes: &[Change]) {
-        if position <= self.complete_through() {
-            return;
+        if position > self.complete_through() {
+            let events = record::events_of(position, changes, self.clock().now_ms());
+            for e in &events {
+                metrics::counter!("pushd_events_total", "event" => e.status.as_str()).increment(1);
+            }
+            self.queue(position, events);
         }
-        let events = record::events_of(position, changes, self.clock().now_ms());
-        for e in &events {
-            metrics::counter!("pushd_events_total", "event" => e.status.as_str()).increment(1);
+        let erased: Vec<String> = (changes.iter())
+            .filter_map(|c| match &c.entry {
+                Entry::CustomerErased(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        if !erased.is_empty() {
+            self.erase(position, erased);
         }
-        self.queue(position, events);
     }
 
     fn persist(&self, through: Position) -> std::io::Result<()> {

@@ -1,7 +1,8 @@
 //! The event log against its guarantees: nothing before its journal record
 //! is durable, pages by cursor across segments, a torn tail cut back to a
 //! whole record, retention, alignment with a journal that lost records, and
-//! segments of the previous release (no header) read at their offsets.
+//! segments of the previous release (no header) read at their offsets, and
+//! erasure (skipped at once, tombstoned in place, cursors kept).
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -391,6 +392,95 @@ fn a_segment_without_a_header_keeps_its_offsets_and_appends_go_to_a_new_one() {
     log.close();
 }
 
+/// An event of `customer` in record `position`, naming a secret of its own.
+fn event_of(customer: &str, position: Position) -> Vec<NewEvent> {
+    let body = serde_json::json!({
+        "event_id": format!("d{position}-sent-{position}"),
+        "customer_id": customer,
+        "device_id": format!("secret-{customer}-{position}."),
+    });
+    vec![NewEvent {
+        status: MessageStatus::Sent,
+        // The test clock's time: retention keeps it.
+        time_ms: 1_764_100_000_000,
+        body: serde_json::to_vec(&body).unwrap(),
+    }]
+}
+
+/// Every event with its offset, one page of `limit` at a time.
+fn offsets_and_bodies(log: &EventLog, limit: usize) -> Vec<(u64, String)> {
+    let (mut all, mut after) = (Vec::new(), 0);
+    loop {
+        let page = log.read(after, limit).unwrap();
+        if page.events.is_empty() {
+            return all;
+        }
+        for e in &page.events {
+            all.push((e.offset, String::from_utf8(e.body.clone()).unwrap()));
+        }
+        after = page.next;
+    }
+}
+
+/// Whether any file in `dir` holds `what`.
+fn on_disk(dir: &std::path::Path, what: &str) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        // A file renamed over another meanwhile (erasures.json) is gone.
+        let Ok(bytes) = std::fs::read(entry.unwrap().path()) else {
+            return false;
+        };
+        bytes.windows(what.len()).any(|w| w == what.as_bytes())
+    })
+}
+
+#[test]
+fn an_erased_customers_events_are_skipped_then_tombstoned_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments: the customer's events span several.
+    let log = open(dir.path(), 300, clock());
+    for p in 1..=12 {
+        let who = if p % 3 == 0 { "kept" } else { "gone" };
+        log.queue(p, event_of(who, p));
+    }
+    log.persist(12).unwrap();
+    assert!(segments::list(dir.path()).unwrap().len() > 2);
+    let before = offsets_and_bodies(&log, 5);
+    let kept: Vec<(u64, String)> = (before.iter())
+        .filter(|(_, body)| body.contains(r#""customer_id":"kept""#))
+        .cloned()
+        .collect();
+    assert_eq!(kept.len(), 4);
+
+    log.erase(13, vec!["gone".into()]);
+    assert_eq!(offsets_and_bodies(&log, 3), kept, "skipped at once");
+    // The id used again after its erasure: that event stays.
+    log.queue(14, event_of("gone", 14));
+    log.persist(14).unwrap();
+    let again = offsets_and_bodies(&log, 100).pop().unwrap();
+    assert!(again.1.contains("secret-gone-14."), "{again:?}");
+    let mut expected = kept.clone();
+    expected.push(again);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (1..=12).any(|p| on_disk(dir.path(), &format!("secret-gone-{p}.")))
+        || dir.path().join("erasures.json").exists()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction did not run"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(on_disk(dir.path(), "secret-kept-3.") && on_disk(dir.path(), "secret-gone-14."));
+    assert_eq!(offsets_and_bodies(&log, 2), expected, "cursors kept");
+    assert_eq!(log.read(kept[1].0, 1).unwrap().events[0].offset, kept[1].0);
+    log.close();
+
+    let log = open(dir.path(), 300, clock());
+    assert_eq!(offsets_and_bodies(&log, 7), expected, "reopened");
+    log.close();
+}
+
 #[test]
 fn a_torn_record_of_a_segment_without_a_header_is_cut_to_the_record_before() {
     let dir = tempfile::tempdir().unwrap();
@@ -459,4 +549,78 @@ fn a_segment_of_a_newer_format_or_not_of_the_log_stops_the_open() {
         err.to_string().contains("is not a pushd event log segment"),
         "{err}"
     );
+}
+
+#[test]
+fn an_erasure_recorded_before_a_crash_is_compacted_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 1 << 20, clock());
+    log.queue(1, event_of("gone", 1));
+    log.queue(2, event_of("kept", 2));
+    log.persist(2).unwrap();
+    // What the writer records before compaction, as a crash would leave it.
+    std::fs::write(
+        dir.path().join("erasures.json"),
+        r#"{"erased":[{"customer_id":"gone","position":3}]}"#,
+    )
+    .unwrap();
+    log.close();
+
+    let log = open(dir.path(), 1 << 20, clock());
+    let read = offsets_and_bodies(&log, 10);
+    assert_eq!(read.len(), 1, "skipped from the start: {read:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while on_disk(dir.path(), "secret-gone-1.") || dir.path().join("erasures.json").exists() {
+        assert!(std::time::Instant::now() < deadline, "not compacted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(offsets_and_bodies(&log, 10), read);
+    log.close();
+}
+
+#[test]
+fn events_in_a_segment_without_a_header_are_tombstoned_at_their_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    // Framed as pushd 0.1 wrote them: no header, offsets from 5000.
+    let base = 5000;
+    let mut bytes = Vec::new();
+    for position in 1..=4 {
+        let who = if position % 2 == 0 { "kept" } else { "gone" };
+        let body = serde_json::json!({
+            "customer_id": who,
+            "device_id": format!("secret-{who}-{position}."),
+        });
+        let body = serde_json::to_vec(&body).unwrap();
+        frame::Frame {
+            offset: base + bytes.len() as u64,
+            seq: position,
+            position,
+            time_ms: 1_764_100_000_000,
+            status: 0,
+            flags: frame::LAST_OF_RECORD,
+            body: &body,
+        }
+        .encode(&mut bytes)
+        .unwrap();
+    }
+    let legacy = segments::path_of(dir.path(), base);
+    std::fs::write(&legacy, &bytes).unwrap();
+    let log = open(dir.path(), 1 << 20, clock());
+    let before = offsets_and_bodies(&log, 10);
+    assert_eq!(before.len(), 4);
+    let kept: Vec<(u64, String)> = before.into_iter().skip(1).step_by(2).collect();
+    log.erase(5, vec!["gone".into()]);
+    assert_eq!(offsets_and_bodies(&log, 10), kept, "skipped at once");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while on_disk(dir.path(), "secret-gone-") || dir.path().join("erasures.json").exists() {
+        assert!(std::time::Instant::now() < deadline, "not compacted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let after = std::fs::read(&legacy).unwrap();
+    assert_eq!(after.len(), bytes.len(), "overwritten in place");
+    assert_eq!(offsets_and_bodies(&log, 1), kept, "cursors kept");
+    log.close();
+    let log = open(dir.path(), 1 << 20, clock());
+    assert_eq!(offsets_and_bodies(&log, 10), kept, "reopened");
+    log.close();
 }

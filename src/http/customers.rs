@@ -4,13 +4,13 @@ use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 use pushd_actors::model::{Attributes, Device, Environment, Platform, default_app};
 use pushd_actors::person::{
-    CustomerEvent, DeleteCustomer, DeleteDevice, GetCustomer, PutCustomer, PutDevice,
+    CustomerEvent, DeleteCustomer, DeleteDevice, EraseCustomer, GetCustomer, PutCustomer, PutDevice,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::{ApiKey, SdkKey};
-use super::body::{Fields, JsonBody};
+use super::body::{Fields, JsonBody, Params, QueryOf};
 use super::error::{ApiError, naming};
 use super::{AppState, check_id, endpoint, event_time};
 
@@ -22,6 +22,27 @@ struct CustomerBody {
     attributes: Map<String, Value>,
     #[serde(default)]
     unsubscribed: bool,
+}
+
+/// `DELETE /v1/customers/{id}` query. Unknown parameters are refused, so a
+/// misspelt `erase` never deletes without erasing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    erase: Option<String>,
+}
+
+impl DeleteQuery {
+    /// Whether the call erases the customer.
+    fn erases(&self) -> Result<bool, ApiError> {
+        match self.erase.as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ApiError::invalid_field(format!(
+                "erase must be true or false, not {other:?}"
+            ))),
+        }
+    }
 }
 
 /// `PUT /v1/customers/{id}/devices` body.
@@ -120,19 +141,26 @@ async fn get_customer(
     }
 }
 
+/// Deletes the customer (its deliveries stay), or with `erase=true` erases
+/// it: the customer and every delivery of it, with their events.
 async fn delete_customer(
     _: ApiKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    web::Query(Params(query)): QueryOf<DeleteQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = check_id(&id, "customer id")?;
+    let erase = query.erases()?;
     let ids = [("customer", id)];
-    state
-        .customer_partition(id)?
-        .registry
-        .request(id, DeleteCustomer)
-        .await
-        .map_err(naming(&ids))?;
+    let registry = &state.customer_partition(id)?.registry;
+    let done = match erase {
+        true => registry.request(id, EraseCustomer).await,
+        false => registry.request(id, DeleteCustomer).await,
+    };
+    done.map_err(naming(&ids))?;
+    if erase {
+        metrics::counter!("pushd_customers_erased_total").increment(1);
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 

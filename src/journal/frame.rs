@@ -6,9 +6,11 @@
 //! ```
 //!
 //! The prefix is the record's position; the payload is its entries in
-//! postcard, a compact binary serde format, so it is never empty. Formats
-//! 1 and 2 encode records alike; a [`Frame`] carries the format it was read
-//! as, and [`Frame::entries`] decodes by it.
+//! postcard, a compact binary serde format, so it is never empty. Every
+//! format frames records alike; the format names the version of the
+//! entries ([`records_of`]: formats 1 and 2 hold version-1 records, format 3
+//! version-2 ones). A [`Frame`] carries the format it was read as, and
+//! [`Frame::entries`] decodes by it.
 //!
 //! The cluster journal frames its records so too, inside NATS messages
 //! that have no segment header (`src/cluster/journal.rs`).
@@ -76,10 +78,12 @@ impl<'a> Frame<'a> {
 }
 
 /// The version of the records (see [`crate::records`]) a segment of
-/// `format` holds: formats 1 (no header) and 2 hold version-1 records.
+/// `format` holds: formats 1 (no header) and 2 hold version-1 records,
+/// format 3 version-2 ones (version 1's and the erasure of a customer).
 pub fn records_of(format: u32) -> Option<u32> {
     match format {
         1 | 2 => Some(1),
+        3 => Some(2),
         _ => None,
     }
 }
@@ -169,5 +173,27 @@ mod tests {
             panic!("intact record")
         };
         assert_eq!(legacy.entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn each_segment_format_names_its_records_version() {
+        assert_eq!(records_of(1), Some(1));
+        assert_eq!(records_of(2), Some(1));
+        assert_eq!(records_of(FORMAT), Some(crate::records::JOURNAL_VERSION));
+        assert_eq!(records_of(FORMAT + 1), None);
+        let mut buf = Vec::new();
+        let erased = Change::of(Entry::CustomerErased("c".into()));
+        encode(&mut buf, 1, &[erased]).unwrap();
+        let Read::Frame(frame, _) = read(&buf, FORMAT) else {
+            panic!("intact record")
+        };
+        assert!(matches!(&frame.entries().unwrap()[..], [Entry::CustomerErased(id)] if id == "c"));
+        let Read::Frame(old, _) = read(&buf, 2) else {
+            panic!("intact record")
+        };
+        assert!(
+            old.entries().is_err(),
+            "a format-2 segment holds no erasure"
+        );
     }
 }

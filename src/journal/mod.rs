@@ -10,7 +10,11 @@
 //! On open, the segments are scanned and a torn or corrupt tail is cut (see
 //! [`segments::scan`]); [`Journal::replay`] then hands the records after a
 //! snapshot's position to the engine. A checkpoint calls
-//! [`FileJournal::release`] so whole segments it covers are deleted.
+//! [`FileJournal::release`] so whole segments it covers are deleted. A
+//! record erasing a customer also closes the segment it is written in: the
+//! first checkpoint covering it deletes every segment holding the person's
+//! records, the active one included, instead of leaving them until the
+//! segment fills.
 //!
 //! A failed write or sync is final: the file's state is unknown, so the
 //! journal refuses every later append (and nothing more is acknowledged)
@@ -35,9 +39,11 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// The format new segments are written in. Format 1: no header (segments
 /// written before formats were numbered); format 2: the header, then
-/// records framed and encoded as in format 1. Segments of formats 1 to
-/// this one are read; a newer one stops the open.
-pub const FORMAT: u32 = 2;
+/// records framed and encoded as in format 1 (both hold version-1
+/// records); format 3: framed alike, holding version-2 records (see
+/// [`frame::records_of`]). Segments of formats 1 to this one are read; a
+/// newer one stops the open.
+pub const FORMAT: u32 = 3;
 
 /// Journal segment files.
 pub const KIND: Kind = Kind {
@@ -56,12 +62,20 @@ struct Shared {
     /// The highest position a checkpoint covers: segments wholly at or
     /// before it may be deleted.
     released: AtomicU64,
+    /// The last record erasing a customer: the segments holding records at
+    /// or before it go once a checkpoint covers it, the active one too.
+    erased: AtomicU64,
 }
 
 impl Shared {
     /// The position the last release covers.
     fn released(&self) -> Position {
         self.released.load(Ordering::Acquire)
+    }
+
+    /// The position of the last record erasing a customer.
+    fn erased(&self) -> Position {
+        self.erased.load(Ordering::Acquire)
     }
 }
 
@@ -97,6 +111,7 @@ impl FileJournal {
             dir: dir.clone(),
             commit: GroupCommit::new(last, 1 << 20),
             released: AtomicU64::new(0),
+            erased: AtomicU64::new(0),
         });
         let writer = writer::Writer::open(&dir, scan.segments, last, scan.tail, segment_bytes)?;
         let worker = shared.clone();
@@ -157,9 +172,17 @@ impl Drop for FileJournal {
 
 impl Journal for FileJournal {
     fn append(&self, changes: &[Change]) -> Result<Position, JournalError> {
-        self.shared
+        let position = self
+            .shared
             .commit
-            .append(|position, buf| frame::encode(buf, position, changes))
+            .append(|position, buf| frame::encode(buf, position, changes))?;
+        if changes
+            .iter()
+            .any(|c| matches!(c.entry, Entry::CustomerErased(_)))
+        {
+            self.shared.erased.fetch_max(position, Ordering::AcqRel);
+        }
+        Ok(position)
     }
 
     fn durable(&self, position: Position) -> BoxFuture<Result<(), JournalError>> {

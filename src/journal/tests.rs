@@ -282,6 +282,49 @@ async fn a_segment_without_a_header_is_replayed_and_kept_and_appends_go_to_a_new
 }
 
 #[tokio::test]
+async fn a_format_2_segment_of_version_1_records_is_replayed_and_appends_go_to_format_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = segments::path_of(dir.path(), 1);
+    // Format 2: the header, then version-1 records framed as in format 1.
+    let mut bytes = crate::segfile::header::encode(&KIND).to_vec();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes.extend(legacy_segment(1, &["a", "b"]));
+    std::fs::write(&old, &bytes).unwrap();
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    assert_eq!(replayed(&journal, 0), [(1, "a".into()), (2, "b".into())]);
+    let erasure = Change::of(Entry::CustomerErased("c".into()));
+    let position = journal.append(&[erasure]).unwrap();
+    journal.durable(position).await.unwrap();
+    assert_eq!(position, 3);
+    drop(journal);
+    assert_eq!(std::fs::read(&old).unwrap(), bytes, "left as it is");
+    let found = segments::list(dir.path()).unwrap();
+    assert_eq!(found.len(), 2, "the erasure went to a new segment");
+    let versions: Vec<u32> = [&old, &found[1].path]
+        .iter()
+        .flat_map(|p| {
+            Contents::read(&KIND, p)
+                .unwrap()
+                .frames()
+                .map(|f| f.version)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(versions, [2, 2, FORMAT]);
+    assert_eq!(FORMAT, 3);
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    let mut entries = Vec::new();
+    journal
+        .replay(0, &mut |position, e| {
+            entries.push((position, e));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(matches!(&entries[2].1[..], [Entry::CustomerErased(id)] if id == "c"));
+}
+
+#[tokio::test]
 async fn a_torn_tail_of_a_segment_without_a_header_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let legacy = segments::path_of(dir.path(), 1);
@@ -350,4 +393,54 @@ async fn a_segment_of_a_newer_format_or_not_a_journal_stops_the_open_untouched()
         err.to_string().contains("is not a pushd journal segment"),
         "{err}"
     );
+}
+
+async fn erase_durably(journal: &FileJournal) -> Position {
+    let erasure = Change::of(Entry::CustomerErased("c".into()));
+    let position = journal.append(&[erasure]).unwrap();
+    journal.durable(position).await.unwrap();
+    position
+}
+
+#[tokio::test]
+async fn an_erasure_covered_deletes_the_active_segment_of_an_idle_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    append_durably(&journal, (1..=3).map(|i| format!("m{i}"))).await;
+    let erased = erase_durably(&journal).await;
+    journal.release(erased - 1);
+    append_durably(&journal, std::iter::once("m5".to_string())).await;
+    assert_eq!(journal.segment_count(), 1, "not covered yet: kept");
+    let covered = 5;
+    journal.release(covered);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while journal.segment_count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "segment kept");
+        tokio::task::yield_now().await;
+    }
+    let next = append_durably(&journal, std::iter::once("m6".to_string())).await;
+    assert_eq!(next, 6);
+    drop(journal);
+    let journal = FileJournal::open(dir.path(), covered).unwrap();
+    assert_eq!(replayed(&journal, 0), vec![(6, "m6".into())]);
+    assert_eq!(journal.append(&[change("m7")]).unwrap(), 7);
+}
+
+#[tokio::test]
+async fn an_erasure_closes_a_busy_active_segment_deleted_by_the_next_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), 0).unwrap();
+    append_durably(&journal, (1..=3).map(|i| format!("m{i}"))).await;
+    let erased = erase_durably(&journal).await;
+    append_durably(&journal, std::iter::once("m5".to_string())).await;
+    // Covered up to the erasure, not past it: the segment is closed.
+    journal.release(erased);
+    append_durably(&journal, std::iter::once("m6".to_string())).await;
+    let last = append_durably(&journal, std::iter::once("m7".to_string())).await;
+    assert_eq!(journal.segment_count(), 2, "closed, a new one started");
+    journal.release(last);
+    append_durably(&journal, std::iter::once("m8".to_string())).await;
+    let kept = replayed(&journal, 0);
+    assert!(kept.iter().all(|(p, _)| *p > erased + 1), "{kept:?}");
+    assert_eq!(kept.last(), Some(&(8, "m8".to_string())));
 }

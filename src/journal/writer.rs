@@ -38,6 +38,8 @@ pub struct Writer {
     roll: bool,
     /// The release already acted on.
     released: Position,
+    /// The erasure already acted on.
+    purged: Position,
 }
 
 impl Writer {
@@ -62,6 +64,7 @@ impl Writer {
             written: last,
             roll: false,
             released: 0,
+            purged: 0,
         })
     }
 
@@ -79,7 +82,7 @@ impl Writer {
             }
             let released = shared.released();
             if released > self.released {
-                self.release(released);
+                self.release(released, shared.erased());
             }
         }
     }
@@ -127,8 +130,11 @@ impl Writer {
 
     /// Deletes the segments holding only records at or before `covered`,
     /// oldest first; the active one is closed with the next group if it is
-    /// wholly covered too.
-    fn release(&mut self, covered: Position) {
+    /// wholly covered too. Once `covered` reaches the last erasure, the
+    /// active segment, if it holds records up to the erasure, is deleted
+    /// at once when wholly covered, else closed with the next group (and
+    /// deleted by a later release).
+    fn release(&mut self, covered: Position, erased: Position) {
         self.released = covered;
         let mut deleted = false;
         while self.segments.len() >= 2 && self.segments[1].first <= covered + 1 {
@@ -143,7 +149,33 @@ impl Writer {
         if deleted && let Err(e) = dir::sync_dir(&self.dir) {
             tracing::error!(error = %e, "cannot sync the journal directory");
         }
+        let purge = erased > self.purged
+            && erased <= covered
+            && self.segments.back().is_some_and(|s| s.first <= erased);
+        if purge && self.written <= covered && self.delete_active() {
+            self.purged = erased;
+            return;
+        }
+        self.purged = self.purged.max(erased.min(covered));
         let holds_data = self.active.as_ref().is_some_and(|a| a.data_len() > 0);
-        self.roll = holds_data && self.written <= covered;
+        self.roll = (holds_data && self.written <= covered) || purge;
+    }
+
+    /// Deletes the last segment (the next group starts a new one). Answers
+    /// whether it went.
+    fn delete_active(&mut self) -> bool {
+        let Some(last) = self.segments.pop_back() else {
+            return false;
+        };
+        if let Err(e) = std::fs::remove_file(&last.path) {
+            tracing::error!(segment = %last.path.display(), error = %e, "cannot delete a released journal segment");
+            self.segments.push_back(last);
+            return false;
+        }
+        if let Err(e) = dir::sync_dir(&self.dir) {
+            tracing::error!(error = %e, "cannot sync the journal directory");
+        }
+        (self.active, self.roll) = (None, false);
+        true
     }
 }

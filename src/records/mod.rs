@@ -26,6 +26,7 @@
 //! an older pushd refuses the snapshot when it opens it, not at a read.
 
 pub mod v1;
+pub mod v2;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,8 +37,10 @@ use pushd_actors::ports::{Change, Entry};
 use pushd_actors::tally::Tally;
 use serde::{Serialize, Serializer};
 
-/// The version of the journal records this binary writes: [`v1`] entries.
-pub const JOURNAL_VERSION: u32 = 1;
+/// The version of the journal records this binary writes: [`v2`] entries.
+/// Version 2 is a superset of version 1 (see [`v2`]), so version-1 bytes
+/// also read as version 2.
+pub const JOURNAL_VERSION: u32 = 2;
 /// The version of the snapshot values this binary writes: [`v1`] records.
 pub const VALUE_VERSION: u8 = 1;
 
@@ -253,6 +256,7 @@ impl Serialize for Entries<'_> {
 pub fn decode_entries(version: u32, payload: &[u8]) -> Result<Vec<Entry>, RecordError> {
     match version {
         1 => postcard::from_bytes::<Vec<v1::Entry>>(payload)?.thaw(),
+        2 => postcard::from_bytes::<Vec<v2::Entry>>(payload)?.thaw(),
         found => Err(RecordError::Newer {
             what: "a journal record",
             found,

@@ -125,14 +125,18 @@ fn an_unversioned_value_reads_once_tagged() {
 }
 
 #[test]
-fn newer_versions_are_refused_naming_both() {
+fn newer_snapshot_values_are_refused_naming_both() {
     let mut bytes = customer().encode().unwrap();
     bytes[0] = 9;
     let e = Customer::decode(&bytes).unwrap_err().to_string();
     assert!(e.contains("version 9") && e.contains("1 to 1"), "{e}");
     assert!(matches!(Customer::decode(&[]), Err(RecordError::Empty)));
+}
+
+#[test]
+fn a_journal_record_of_a_newer_version_is_refused_naming_both() {
     let e = decode_entries(3, &[0]).unwrap_err().to_string();
-    assert!(e.contains("version 3") && e.contains("1 to 1"), "{e}");
+    assert!(e.contains("version 3") && e.contains("1 to 2"), "{e}");
 }
 
 #[test]
@@ -143,12 +147,60 @@ fn journal_entries_round_trip() {
         Change::of(Entry::Message(Box::new(message()))),
         Change::of(Entry::CustomerDeleted("ada".into())),
         Change::of(Entry::SendRecordsExpired(42)),
+        Change::of(Entry::CustomerErased("ada".into())),
     ];
     let mut bytes = Vec::new();
     encode_entries(&changes, &mut bytes).unwrap();
     let back = decode_entries(JOURNAL_VERSION, &bytes).unwrap();
     let expected: Vec<Entry> = changes.into_iter().map(|c| c.entry).collect();
     assert_eq!(back, expected);
+}
+
+#[test]
+fn an_erasure_is_a_version_2_entry_after_version_1_s() {
+    assert_eq!(JOURNAL_VERSION, 2);
+    let mut bytes = Vec::new();
+    encode_entries(
+        &[Change::of(Entry::CustomerErased("ada".into()))],
+        &mut bytes,
+    )
+    .unwrap();
+    // One entry, variant 6 (after version 1's six), then the id.
+    assert_eq!(bytes, [&[1u8, 6, 3][..], b"ada"].concat());
+    assert!(
+        decode_entries(1, &bytes).is_err(),
+        "version 1 has no erasure"
+    );
+}
+
+#[test]
+fn a_version_1_record_still_decodes_as_1_and_as_2() {
+    // What pushd 0.1 wrote: a list of five version-1 entries, each its
+    // variant's index, then its record.
+    let mut bytes = vec![5, 0];
+    bytes.extend(postcard::to_allocvec(&Frozen(&customer())).unwrap());
+    bytes.push(3);
+    bytes.extend(postcard::to_allocvec(&Frozen(&delivery())).unwrap());
+    bytes.push(2);
+    bytes.extend(postcard::to_allocvec(&Frozen(&message())).unwrap());
+    bytes.extend([1, 3]);
+    bytes.extend(b"ada");
+    // 42, zigzagged.
+    bytes.extend([5, 84]);
+    let expected = vec![
+        Entry::Customer(customer()),
+        Entry::Delivery(Box::new(delivery())),
+        Entry::Message(Box::new(message())),
+        Entry::CustomerDeleted("ada".into()),
+        Entry::SendRecordsExpired(42),
+    ];
+    assert_eq!(decode_entries(1, &bytes).unwrap(), expected);
+    // Version 2 holds version 1's entries in their order: the same bytes
+    // read as version 2 too.
+    assert_eq!(decode_entries(2, &bytes).unwrap(), expected);
+    // And a version beyond is refused, naming both.
+    let e = decode_entries(3, &bytes).unwrap_err().to_string();
+    assert!(e.contains("version 3") && e.contains("1 to 2"), "{e}");
 }
 
 #[test]

@@ -387,7 +387,9 @@ record_struct! {
     }
 }
 
-/// A journal entry.
+/// A journal entry. Read, never written: records are written in the
+/// current version (see [`super::v2`]), whose entries this version cannot all
+/// hold.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub enum Entry {
     /// A customer created or replaced.
@@ -402,30 +404,6 @@ pub enum Entry {
     SendRecord(Box<SendRecord>),
     /// Send records started before this time are dropped.
     SendRecordsExpired(i64),
-}
-
-/// Written as [`Entry`] reads: the variant's index, then its record.
-impl Serialize for Frozen<'_, p::Entry> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            p::Entry::Customer(c) => {
-                s.serialize_newtype_variant("Entry", 0, "Customer", &Frozen(c))
-            }
-            p::Entry::CustomerDeleted(id) => {
-                s.serialize_newtype_variant("Entry", 1, "CustomerDeleted", id)
-            }
-            p::Entry::Message(m) => s.serialize_newtype_variant("Entry", 2, "Message", &Frozen(m)),
-            p::Entry::Delivery(d) => {
-                s.serialize_newtype_variant("Entry", 3, "Delivery", &Frozen(d))
-            }
-            p::Entry::SendRecord(r) => {
-                s.serialize_newtype_variant("Entry", 4, "SendRecord", &Frozen(r))
-            }
-            p::Entry::SendRecordsExpired(t) => {
-                s.serialize_newtype_variant("Entry", 5, "SendRecordsExpired", t)
-            }
-        }
-    }
 }
 
 impl Thaw<p::Entry> for Entry {

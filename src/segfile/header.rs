@@ -146,12 +146,16 @@ mod tests {
     #[test]
     fn a_newer_format_is_refused_naming_both_versions() {
         let mut header = encode(&KIND);
-        header[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let newer = KIND.format + 1;
+        header[8..12].copy_from_slice(&newer.to_le_bytes());
         let err = of(&header).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(
             err.to_string(),
-            "journal segment /d/1.journal is format 3; this pushd reads formats 1 to 2"
+            format!(
+                "journal segment /d/1.journal is format {newer}; this pushd reads formats 1 to {}",
+                KIND.format
+            )
         );
         header[8..12].copy_from_slice(&1u32.to_le_bytes());
         assert!(of(&header).unwrap_err().to_string().contains("corrupt"));

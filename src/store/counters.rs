@@ -29,7 +29,8 @@ impl SledStore {
     }
 
     /// A message's metrics recounted from its deliveries (a full scan; for
-    /// checks, not for serving).
+    /// checks, not for serving). Erased deliveries still count in the
+    /// metrics, not in a recount.
     pub fn recount_message(&self, message_id: &str) -> Result<Tally, Error> {
         self.drain()?;
         let prefix = Index::Message(message_id).prefix();

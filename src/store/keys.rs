@@ -18,6 +18,8 @@
 //! | `x/` | started (ms), idempotency key         | empty                  |
 //!
 //! Values are versioned records (see `codec`); meta values are raw bytes.
+//! The meta keys `a/erasing/<customer id>` mark an erasure whose deliveries
+//! are being removed (see `erase`).
 
 use pushd_actors::model::Delivery;
 use pushd_actors::status::{MessageStatus, Timestamp};
@@ -52,6 +54,16 @@ pub const DELIVERY_INDEXES: [&[u8]; 3] = [INDEX, CREATED, UNSETTLED];
 /// `tag` followed by the raw `id`.
 pub fn record(tag: &[u8], id: &str) -> Vec<u8> {
     [tag, id.as_bytes()].concat()
+}
+
+/// The prefix of the erasure markers; a customer id ends each.
+pub fn erasing_prefix() -> Vec<u8> {
+    record(META, "erasing/")
+}
+
+/// The marker of customer `id`'s erasure in progress.
+pub fn erasing(id: &str) -> Vec<u8> {
+    [erasing_prefix(), id.as_bytes().to_vec()].concat()
 }
 
 /// Appends `s` with its length in front.

@@ -81,6 +81,8 @@ impl SledStore {
     ) -> Result<(Vec<Delivery>, Option<String>), Error> {
         let below = cursor.map(cursor_id).transpose()?;
         self.drain()?;
+        // Erased after the drain: sled still holds their deliveries.
+        let erased = self.lock().erased();
         let index = filter.index();
         let prefix = index.map_or_else(|| keys::DELIVERY.to_vec(), |i| i.prefix());
         let end = match &below {
@@ -101,7 +103,7 @@ impl SledStore {
                     None => continue,
                 },
             };
-            if !filter.matches(&delivery) {
+            if !filter.matches(&delivery) || erased.contains(&delivery.customer_id) {
                 continue;
             }
             if page.len() == limit {

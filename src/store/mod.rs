@@ -9,10 +9,13 @@
 //! batch, never on the request path (see [`snapshot`]). The journal, not
 //! sled, makes acknowledged changes durable. Deliveries past their
 //! retention leave the snapshot, a few batches at a time between drains;
-//! the counters keep counting them (see [`retention`]).
+//! the counters keep counting them (see [`retention`]). An erased customer's
+//! deliveries leave every read at once and sled at the next drain (see
+//! [`overlay`] and [`erase`]); the counters keep what they counted.
 
 mod codec;
 mod counters;
+mod erase;
 mod error;
 mod keys;
 mod log;
@@ -77,6 +80,7 @@ impl SledStore {
             .flush_every_ms(None)
             .open()?;
         upgrade::open(&db, &path)?;
+        erase::resume(&db)?;
         let covered = match db.get(keys::record(keys::META, codec::COVERED_KEY))? {
             Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
                 Error::Format("the snapshot's covered position is malformed".into())
@@ -147,13 +151,20 @@ impl SledStore {
     fn find_delivery(&self, id: &str) -> Result<Option<AsOf<Delivery>>, Error> {
         let (position, found) = {
             let overlay = self.lock();
-            (overlay.position(), overlay.delivery(id))
+            let found = match overlay.delivery(id) {
+                Found::Here(d) => Ok(d),
+                Found::Absent => Err(overlay.erased()),
+            };
+            (overlay.position(), found)
         };
         // Not in the overlay: sled holds every change up to `position` (a
-        // drain finishing meanwhile only makes it newer).
+        // drain finishing meanwhile only makes it newer), and a delivery of
+        // a customer erased since the last snapshot is gone.
         let value = match found {
-            Found::Here(d) => d,
-            Found::Absent => self.read(&keys::record(keys::DELIVERY, id))?,
+            Ok(d) => d,
+            Err(erased) => self
+                .read::<Delivery>(&keys::record(keys::DELIVERY, id))?
+                .filter(|d| !erased.contains(&d.customer_id)),
         };
         Ok(value.map(|value| AsOf { value, position }))
     }

@@ -12,8 +12,14 @@
 //! So are the ids of the deliveries expiry removed from the snapshot lately
 //! (see `retention`): a change the engine makes to one of them, from a
 //! value it read before the removal, brings the delivery back whole.
+//!
+//! An erased customer's deliveries leave the reads at once: its dirty ones
+//! move aside (the drain still writes them, so sled's counters follow the
+//! live ones, then removes them with the rest of the customer's), and each
+//! set names the customers erased in it, so a read of an older set or of
+//! sled skips their deliveries until the drain has removed them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
@@ -102,6 +108,13 @@ pub struct Dirty {
     pub deliveries: HashMap<String, DirtyDelivery>,
     /// Delivery ids by customer: the engine's per-customer reads merge them.
     pub by_customer: HashMap<String, Vec<String>>,
+    /// Customers erased in this set: every delivery of theirs made before
+    /// the erasure is hidden from reads and removed from sled by the drain.
+    pub erased: HashSet<String>,
+    /// Deliveries of customers erased in this set that changed since the
+    /// last snapshot: written like the others (so a drain cut short leaves
+    /// sled's records and counters in step), never read, then removed.
+    pub erased_deliveries: Vec<DirtyDelivery>,
     /// Keyed send records, by key.
     pub sends: HashMap<String, SendRecord>,
     /// Send records started before this time (Unix ms) are to be dropped.
@@ -116,7 +129,11 @@ impl Dirty {
 
     /// How many records changed.
     pub fn len(&self) -> usize {
-        self.customers.len() + self.messages.len() + self.deliveries.len() + self.sends.len()
+        self.customers.len()
+            + self.messages.len()
+            + self.deliveries.len()
+            + self.sends.len()
+            + self.erased_deliveries.len()
     }
 }
 
@@ -215,6 +232,7 @@ impl Overlay {
                 Entry::CustomerDeleted(id) => {
                     self.current.customers.insert(id, None);
                 }
+                Entry::CustomerErased(id) => self.erase(id),
                 Entry::Message(m) => {
                     self.current.messages.insert(m.id.clone(), *m);
                 }
@@ -230,6 +248,19 @@ impl Overlay {
             }
         }
         self.current.position = position;
+    }
+
+    /// Erases customer `id`: it goes, and its deliveries changed in this set
+    /// move aside (their counts stay in the live counters).
+    fn erase(&mut self, id: String) {
+        let dirty = &mut self.current;
+        for delivery in dirty.by_customer.remove(&id).unwrap_or_default() {
+            if let Some(pending) = dirty.deliveries.remove(&delivery) {
+                dirty.erased_deliveries.push(pending);
+            }
+        }
+        dirty.customers.insert(id.clone(), None);
+        dirty.erased.insert(id);
     }
 
     fn apply_delivery(&mut self, before: Option<&Delivery>, after: Box<Delivery>) {
@@ -309,9 +340,25 @@ impl Overlay {
         self.find(|d| d.customers.get(id).cloned())
     }
 
-    /// A delivery as the overlay knows it.
+    /// A delivery as the overlay knows it. One found in the set being
+    /// drained is gone if the current set erased its customer.
     pub fn delivery(&self, id: &str) -> Found<Delivery> {
-        self.find(|d| d.deliveries.get(id).map(|p| Some((*p.latest).clone())))
+        if let Some(pending) = self.current.deliveries.get(id) {
+            return Found::Here(Some((*pending.latest).clone()));
+        }
+        let Some(pending) = self.draining.as_deref().and_then(|d| d.deliveries.get(id)) else {
+            return Found::Absent;
+        };
+        let d = &pending.latest;
+        let erased = self.current.erased.contains(&d.customer_id);
+        Found::Here((!erased).then(|| (**d).clone()))
+    }
+
+    /// The customers erased since the last snapshot: sled may still hold
+    /// their deliveries, which reads skip.
+    pub fn erased(&self) -> HashSet<String> {
+        let sets = std::iter::once(&self.current).chain(self.draining.as_deref());
+        sets.flat_map(|d| d.erased.iter().cloned()).collect()
     }
 
     /// A message as the overlay knows it.
@@ -333,15 +380,18 @@ impl Overlay {
     }
 
     /// Of `found`, the deliveries expiry may remove from the snapshot: the
-    /// ones the overlay holds no change of. They are remembered as removed
-    /// from now on (see [`Overlay::unexpire`] if the removal fails).
+    /// ones the overlay holds no change of, and whose customer no set not
+    /// yet written erased (the erasure removes those: one expired now would
+    /// lose its index keys, and the drain writing the erased set's changed
+    /// deliveries would bring its record back where the erasure no longer
+    /// finds it). They are remembered as removed from now on (see
+    /// [`Overlay::unexpire`] if the removal fails).
     pub fn expire(&mut self, found: Vec<Delivery>) -> Vec<Delivery> {
-        let changed = |id: &str| {
-            std::iter::once(&self.current)
-                .chain(self.draining.as_deref())
-                .any(|d| d.deliveries.contains_key(id))
+        let sets = || std::iter::once(&self.current).chain(self.draining.as_deref());
+        let left = |d: &Delivery| {
+            sets().any(|s| s.deliveries.contains_key(&d.id) || s.erased.contains(&d.customer_id))
         };
-        let doomed: Vec<Delivery> = found.into_iter().filter(|d| !changed(&d.id)).collect();
+        let doomed: Vec<Delivery> = found.into_iter().filter(|d| !left(d)).collect();
         let ids = doomed.iter().map(|d| d.id.clone()).collect();
         self.expired.remember(Instant::now(), ids);
         doomed

@@ -16,6 +16,9 @@
 //! that were never acknowledged, which is allowed, and never loses one that
 //! was.)
 //!
+//! A set holding an erasure also removes the erased customer's
+//! deliveries, after its last batch (see [`erase`](super::erase)).
+//!
 //! A *checkpoint* drains, flushes sled, and fsyncs its files: sled's own
 //! flush uses `sync_file_range`, which makes neither file metadata nor the
 //! drive's cache durable. Only then may the journal delete the segments the
@@ -25,7 +28,7 @@
 //! retention, a few batches at a time (see `retention`), once it is told
 //! the retention: after the journal's replay.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
@@ -40,7 +43,7 @@ use pushd_actors::tally::{Tally, contribution, series_points};
 use super::keys::{self, CUSTOMER, Counter, DELIVERY, MESSAGE, SEND};
 use super::overlay::{Dirty, DirtyDelivery};
 use super::retention::{Expiry, Retention};
-use super::{Error, SledStore, codec};
+use super::{Error, SledStore, codec, erase};
 
 /// sled operations per batch (see the module doc).
 pub(super) const OPS_PER_BATCH: usize = 256;
@@ -247,7 +250,11 @@ impl SledStore {
         // in this set is never removed by it.
         let expired = set.sends_expired_before.map(Item::SendsExpired);
         let sends = set.sends.values().map(Item::Send);
-        let deliveries = set.deliveries.values().map(Item::Delivery);
+        // Erased ones first: a delivery made after the erasure under an id
+        // erased in this set (a keyed send tried again) overwrites it.
+        let deliveries = (set.erased_deliveries.iter())
+            .chain(set.deliveries.values())
+            .map(Item::Delivery);
         let items: Vec<Item<'_>> = customers
             .chain(messages)
             .chain(expired)
@@ -266,8 +273,36 @@ impl SledStore {
                 set.written.store(i + 1, Ordering::Release);
             }
         }
+        // The erasures of the set: marked with its position, then done.
+        let erasures: Vec<(&String, HashSet<String>)> = (set.erased.iter())
+            .map(|customer| {
+                let later = set.deliveries.values().map(|p| &p.latest);
+                let keep = later.filter(|d| d.customer_id == *customer);
+                (customer, keep.map(|d| d.id.clone()).collect())
+            })
+            .collect();
+        for (customer, keep) in &erasures {
+            let marker = erase::marker(keep.iter().map(String::as_str));
+            chunk.batch.insert(keys::erasing(customer), marker);
+        }
+        // An erased delivery's id used again: the index keys only the
+        // erased one had go (its record was overwritten).
+        for erased in &set.erased_deliveries {
+            if let Some(again) = set.deliveries.get(&erased.latest.id) {
+                let kept = keys::index_keys(&again.latest);
+                for key in keys::index_keys(&erased.latest) {
+                    if !kept.contains(&key) {
+                        chunk.batch.remove(key);
+                    }
+                }
+            }
+        }
         self.commit(chunk, Some(set.position))?;
         set.written.store(items.len(), Ordering::Release);
+        for (customer, keep) in &erasures {
+            let removed = erase::remove(&self.db, customer, keep)?;
+            tracing::debug!(removed, "erased deliveries removed from the snapshot");
+        }
         Ok(())
     }
 

@@ -8,7 +8,8 @@
 //! cursor moves only over events that are done (posted, dropped, or of a
 //! kind the webhook does not take), so a crash or a restart posts again,
 //! never skips: at least once, and the receiver drops copies by
-//! `event_id`. Posts may complete out of order.
+//! `event_id`. Posts may complete out of order. An event whose customer is
+//! erased while its posts are retried is not posted again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use reqwest::header::CONTENT_TYPE;
 
 use super::hook::{Active, Hook, Live};
 use super::{Settings, Shared, signature};
-use crate::events::{ReadError, StoredEvent};
+use crate::events::{EventLog, ReadError, StoredEvent};
 
 /// Most events read and not yet done (posted ones included).
 const MAX_WINDOW: usize = 4096;
@@ -163,6 +164,10 @@ async fn deliver(hook: Arc<Hook>, shared: Arc<Shared>, event: StoredEvent) -> u6
     let deadline = event.time_ms + settings.max_age.as_millis() as i64;
     let mut failures = 0;
     loop {
+        if failures > 0 && !still_kept(&shared.log, event.offset) {
+            // Erased since it was read (its customer erased): not posted.
+            return event.seq;
+        }
         let now = shared.clock.now();
         let result = post(&shared.client, &hook.active(), body.clone(), now, settings).await;
         let outcome = result
@@ -197,6 +202,14 @@ async fn deliver(hook: Arc<Hook>, shared: Arc<Shared>, event: StoredEvent) -> u6
         let wait = backoff(settings, failures).min(Duration::from_millis(left as u64));
         shared.clock.sleep(wait).await;
     }
+}
+
+/// Whether the event at `offset` is still in the log: one erased since it
+/// was read is skipped by reads. (A log that cannot be read keeps it.)
+fn still_kept(log: &EventLog, offset: u64) -> bool {
+    log.read(offset, 1).map_or(true, |page| {
+        page.events.first().is_some_and(|e| e.offset == offset)
+    })
 }
 
 /// The wait before retry number `failures`: doubling from the base up to

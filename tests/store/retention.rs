@@ -238,6 +238,65 @@ async fn changes_in_memory_are_never_half_deleted() {
     rig.close();
 }
 
+/// Erasure and expiry together: a delivery expiry removed, brought back by
+/// a racing change, then erased, leaves sled with the erasure; and expiry
+/// leaves the deliveries of a customer erased since the last drain to the
+/// erasure (one expired then would lose its index keys, and the drain
+/// writing the erased customer's changed deliveries would bring its record
+/// back where the erasure no longer finds it).
+#[tokio::test]
+async fn erased_deliveries_are_not_brought_back_by_expiry_nor_expiry_by_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::open(dir.path(), Timing::default());
+    let s = rig.store();
+    let retention = Retention::days(180, clock());
+
+    // Expired, then changed from the value read before: back whole, then
+    // its customer erased.
+    let racing = aged("c1", "m1", 300, true);
+    rig.commit(change(None, &racing)).await;
+    s.drain().unwrap();
+    assert_eq!(expire_all(s, &retention), 1);
+    let mut reported = racing.clone();
+    reported
+        .state
+        .apply_report(0, Report::Opened, racing.created_at + 300);
+    rig.commit(change(Some(&racing), &reported)).await;
+    assert_eq!(s.delivery(&racing.id).unwrap(), Some(reported.clone()));
+    rig.commit(vec![Change::of(Entry::CustomerErased("c1".into()))])
+        .await;
+    assert_eq!(s.delivery(&racing.id).unwrap(), None);
+    s.drain().unwrap();
+    check_log(s, &[&racing], &[]);
+    assert_eq!(expire_all(s, &retention), 0, "nothing came back");
+
+    // Erased, not yet drained: expiry leaves them to the erasure, the one
+    // changed in memory too.
+    let changed = aged("c2", "m1", 300, true);
+    let still = aged("c2", "m2", 300, true);
+    let other = aged("c3", "m1", 300, true);
+    for d in [&changed, &still, &other] {
+        rig.commit(change(None, d)).await;
+    }
+    s.drain().unwrap();
+    let mut opened = changed.clone();
+    opened
+        .state
+        .apply_report(0, Report::Opened, changed.created_at + 200);
+    rig.commit(change(Some(&changed), &opened)).await;
+    rig.commit(vec![Change::of(Entry::CustomerErased("c2".into()))])
+        .await;
+    assert_eq!(expire_all(s, &retention), 1, "the other customer's only");
+    check_log(s, &[&racing, &changed, &still, &other], &[]);
+    s.drain().unwrap();
+    check_log(s, &[&racing, &changed, &still, &other], &[]);
+    assert_eq!(expire_all(s, &retention), 0);
+    rig.close();
+    let rig = Rig::open(dir.path(), Timing::default());
+    check_log(rig.store(), &[&racing, &changed, &still, &other], &[]);
+    rig.close();
+}
+
 /// A pass stopped after one batch, then the store closed: what went stays
 /// gone, the rest is whole, and the next pass finishes.
 #[tokio::test]

@@ -43,6 +43,13 @@ pub struct GetCustomer;
 #[rtype(result = "Result<Ack<()>, EngineError>")]
 pub struct DeleteCustomer;
 
+/// Erase the customer: it goes with every delivery of it, their content,
+/// conversions and events (the counters keep what they counted). The actor
+/// stops once the erasure is written; the answer holds once it is durable.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<Ack<()>, EngineError>")]
+pub struct EraseCustomer;
+
 /// Register (or re-register, clearing suppression) a device.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "Result<Ack<()>, EngineError>")]

@@ -186,6 +186,10 @@ impl Store for MemStore {
                 Entry::SendRecordsExpired(before) => {
                     state.sends.retain(|_, r| r.started_ms >= before);
                 }
+                Entry::CustomerErased(id) => {
+                    state.customers.remove(&id);
+                    state.deliveries.retain(|_, d| d.customer_id != id);
+                }
             }
         }
         state.covered = position;
