@@ -8,8 +8,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use super::Error;
 use super::archive::{self, EVENTS_PREFIX, Entry, MANIFEST, Manifest, STORE};
@@ -21,10 +19,6 @@ use crate::webhooks::book;
 const MAX_MANIFEST: u64 = 64 << 10;
 /// sled's page cache while the restored snapshot is opened to check it.
 const CHECK_CACHE_BYTES: u64 = 8 << 20;
-/// How long the check waits for sled to release the snapshot it imported:
-/// sled's threads may hold its file lock a moment after the import's
-/// database is dropped.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// What a restore made.
 #[derive(Clone, Debug)]
@@ -203,35 +197,17 @@ fn restore_store(
     manifest: &Manifest,
 ) -> Result<(), Error> {
     let path = dir.join("snapshot");
-    let covered = SledStore::import(&path, &mut section(file, entry)?)?;
+    let store = SledStore::import(&path, &mut section(file, entry)?, CHECK_CACHE_BYTES)?;
+    let covered = store.sled_covered()?;
     if covered != manifest.position {
         return Err(Error::Damaged(format!(
             "its store covers journal position {covered}, its manifest says {}",
             manifest.position
         )));
     }
-    let store = open_imported(&path)?;
     store.checkpoint()?;
     tracing::info!(position = covered, "store imported");
     Ok(())
-}
-
-/// Opens the snapshot just imported at `path`, waiting up to [`LOCK_WAIT`]
-/// while its file is still locked.
-fn open_imported(path: &Path) -> Result<Arc<SledStore>, Error> {
-    let started = Instant::now();
-    loop {
-        match SledStore::open(path, CHECK_CACHE_BYTES) {
-            Err(crate::store::Error::Db(sled::Error::Io(e)))
-                // sled says so only in the message (of kind `Other`).
-                if e.to_string().starts_with("could not acquire lock")
-                    && started.elapsed() < LOCK_WAIT =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            opened => return Ok(opened?),
-        }
-    }
 }
 
 /// Writes `entry`'s bytes to `path` (mode 0600: keys and webhook secrets),

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::StreamJournal;
 use super::{ClusterError, Nats, nats};
-use crate::store::SledStore;
+use crate::store::{Error as StoreError, SledStore};
 
 /// Bytes per snapshot chunk message.
 const CHUNK_BYTES: usize = 512 * 1024;
@@ -77,27 +77,44 @@ async fn purge(nats: &Nats, subject: &str) {
 }
 
 /// Builds the partition's store in `dir` from its latest snapshot (an
-/// empty store if it has none); answers the position it covers.
-pub async fn load(nats: &Nats, tag: PartitionTag, dir: &Path) -> Result<Position, ClusterError> {
+/// empty store if it has none), with a page cache of at most
+/// `cache_bytes`.
+pub async fn load(
+    nats: &Nats,
+    tag: PartitionTag,
+    dir: &Path,
+    cache_bytes: u64,
+) -> Result<Arc<SledStore>, ClusterError> {
+    let dir = dir.to_path_buf();
     for _ in 0..3 {
         let Some((latest, _)) = latest(nats, tag).await? else {
-            return Ok(0);
+            return blocking(move || SledStore::open(dir, cache_bytes)).await;
         };
         let Some(bytes) = read_chunks(nats, &latest).await? else {
             // Replaced by a newer one meanwhile: read the index again.
             continue;
         };
-        let dir = dir.to_path_buf();
-        let covered = tokio::task::spawn_blocking(move || SledStore::import(&dir, &mut &bytes[..]))
-            .await
-            .map_err(|e| ClusterError::Snapshot(e.to_string()))?
-            .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
-        return Ok(covered);
+        let dir = dir.clone();
+        return blocking(move || SledStore::import(&dir, &mut &bytes[..], cache_bytes)).await;
     }
     Err(ClusterError::Snapshot(format!(
         "the snapshot of partition {} kept changing while it was read",
         tag.0
     )))
+}
+
+/// Runs `open` off the runtime; a snapshot written by a newer pushd is
+/// [`ClusterError::NewerRecords`].
+async fn blocking(
+    open: impl FnOnce() -> Result<Arc<SledStore>, StoreError> + Send + 'static,
+) -> Result<Arc<SledStore>, ClusterError> {
+    tokio::task::spawn_blocking(open)
+        .await
+        .map_err(|e| ClusterError::Snapshot(e.to_string()))?
+        .map_err(|e| match e {
+            StoreError::NewerFormat(why) => ClusterError::NewerRecords(why),
+            e => ClusterError::Snapshot(e.to_string()),
+        })
 }
 
 /// The snapshot's bytes; `None` if its chunks are gone (purged after a

@@ -73,12 +73,13 @@ impl SledStore {
     /// counters into memory.
     pub fn open(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Arc<SledStore>, Error> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(cache_bytes)
-            // Checkpoints flush; sled's own timer would only add writes.
-            .flush_every_ms(None)
-            .open()?;
+        SledStore::over(open_db(&path, cache_bytes)?, path)
+    }
+
+    /// The store over the open database `db` at `path`: its format checked
+    /// (an older one upgraded), an erasure a crash cut short finished, the
+    /// counters loaded.
+    fn over(db: sled::Db, path: PathBuf) -> Result<Arc<SledStore>, Error> {
         upgrade::open(&db, &path)?;
         erase::resume(&db)?;
         let covered = match db.get(keys::record(keys::META, codec::COVERED_KEY))? {
@@ -188,6 +189,17 @@ impl SledStore {
         }
         Ok(out)
     }
+}
+
+/// Opens sled at `path` with a page cache of at most `cache_bytes`.
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        // Checkpoints flush; sled's own timer would only add writes.
+        .flush_every_ms(None)
+        .open()?;
+    Ok(db)
 }
 
 impl Store for SledStore {

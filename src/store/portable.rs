@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use pushd_actors::ports::Position;
 
@@ -71,7 +71,7 @@ impl SledStore {
     }
 
     /// The position sled's own records cover (what the last drain wrote).
-    fn sled_covered(&self) -> Result<Position, Error> {
+    pub fn sled_covered(&self) -> Result<Position, Error> {
         match self.db.get(keys::record(keys::META, codec::COVERED_KEY))? {
             Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
                 Error::Format("the snapshot's covered position is malformed".into())
@@ -81,13 +81,18 @@ impl SledStore {
     }
 
     /// Builds a snapshot directory at `path` (which must not hold one) from
-    /// an export; [`SledStore::open`] then opens it. Answers the position
-    /// it covers. A damaged or cut export is refused.
-    pub fn import(path: &Path, input: &mut impl Read) -> Result<Position, Error> {
+    /// an export, and answers the store over it (what [`SledStore::open`]
+    /// would answer, without closing and opening sled again), with a page
+    /// cache of at most `cache_bytes`. A damaged or cut export is refused.
+    pub fn import(
+        path: &Path,
+        input: &mut impl Read,
+        cache_bytes: u64,
+    ) -> Result<Arc<SledStore>, Error> {
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes)?;
         let records = parse(&bytes)?;
-        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        let db = super::open_db(path, cache_bytes)?;
         if !db.is_empty() {
             return Err(Error::Format(format!(
                 "{} already holds a snapshot",
@@ -102,15 +107,7 @@ impl SledStore {
             db.apply_batch(batch)?;
         }
         db.flush()?;
-        let covered = match db.get(keys::record(keys::META, codec::COVERED_KEY))? {
-            Some(v) => u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Format("malformed covered position".into()))?,
-            ),
-            None => 0,
-        };
-        Ok(covered)
+        SledStore::over(db, path.to_path_buf())
     }
 }
 
@@ -199,8 +196,7 @@ mod tests {
         let mut export = Vec::new();
         assert_eq!(store.export(&mut export).unwrap(), 2);
         let copy = dir.path().join("b");
-        assert_eq!(SledStore::import(&copy, &mut &export[..]).unwrap(), 2);
-        let loaded = SledStore::open(&copy, 1 << 20).unwrap();
+        let loaded = SledStore::import(&copy, &mut &export[..], 1 << 20).unwrap();
         assert_eq!(loaded.covered().unwrap(), 2);
         assert_eq!(loaded.customer("ada").unwrap(), Some(ada));
         assert_eq!(loaded.message("m1").unwrap(), Some(message("m1")));
@@ -208,10 +204,14 @@ mod tests {
         let mut damaged = export.clone();
         let middle = damaged.len() / 2;
         damaged[middle] ^= 1;
-        let e = SledStore::import(&dir.path().join("c"), &mut &damaged[..]).unwrap_err();
+        let e = SledStore::import(&dir.path().join("c"), &mut &damaged[..], 1 << 20)
+            .err()
+            .expect("refused");
         assert!(e.to_string().contains("damaged"), "{e}");
         let cut = &export[..export.len() - 9];
-        let e = SledStore::import(&dir.path().join("d"), &mut &cut[..]).unwrap_err();
+        let e = SledStore::import(&dir.path().join("d"), &mut &cut[..], 1 << 20)
+            .err()
+            .expect("refused");
         assert!(e.to_string().contains("damaged"), "{e}");
     }
 }

@@ -15,7 +15,7 @@ use super::super::lease::{self, Held};
 use super::super::{ClusterError, Nats, key_of, snapshots};
 use super::{Node, Running};
 use crate::partition::Partition;
-use crate::store::{Error as StoreError, SledStore, Snapshotter, Timing};
+use crate::store::{SledStore, Snapshotter, Timing};
 
 impl Node {
     /// Stops serving `tag` at once: requests for it are refused (503) or
@@ -128,16 +128,10 @@ impl Node {
         }
         std::fs::create_dir_all(dir.parent().expect("a parent"))
             .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
-        let covered = snapshots::load(&self.nats, tag, &dir).await?;
-        let (path, cache) = (dir.clone(), self.cache_bytes);
-        let store = tokio::task::spawn_blocking(move || SledStore::open(path, cache))
-            .await
-            .map_err(|e| ClusterError::Snapshot(e.to_string()))?
-            .map_err(|e| match e {
-                StoreError::NewerFormat(why) => ClusterError::NewerRecords(why),
-                e => ClusterError::Snapshot(e.to_string()),
-            })?;
-        debug_assert_eq!(store.covered().ok(), Some(covered));
+        let store = snapshots::load(&self.nats, tag, &dir, self.cache_bytes).await?;
+        let covered = store
+            .covered()
+            .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
         let subject = self.settings.journal_subject(tag.0);
         let place = Place {
             js: self.nats.js.clone(),
