@@ -173,30 +173,14 @@ async fn all_deliveries(d: &Daemon) -> HashSet<String> {
 
 /// Every event of the feed.
 async fn all_events(d: &Daemon) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut after = String::new();
+    let (mut events, mut after) = (Vec::new(), String::new());
     loop {
-        let resp = d
-            .client
-            .get(d.url(&format!("/v1/events?limit=1000{after}")))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let next = resp.headers()["pushd-next-cursor"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let text = resp.text().await.unwrap();
-        if text.is_empty() {
+        let (page, next) = d.feed_page(&after, 1000).await;
+        if page.is_empty() {
             return events;
         }
-        events.extend(
-            text.lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
-        );
-        after = format!("&after={next}");
+        events.extend(page);
+        after = next;
     }
 }
 

@@ -39,21 +39,8 @@ async fn report(d: &Daemon, delivery: &str, token: &str, event: &str) -> (u16, V
 /// The first event of the feed from cursor `after` on, and the cursor
 /// after it.
 async fn feed_at(d: &Daemon, after: &str) -> Option<(Value, String)> {
-    let resp = d
-        .client
-        .get(d.url(&format!("/v1/events?after={after}&limit=1")))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let next = resp.headers()["pushd-next-cursor"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let text = resp.text().await.unwrap();
-    let line = text.lines().next()?;
-    Some((serde_json::from_str(line).unwrap(), next))
+    let (page, next) = d.feed_page(after, 1).await;
+    page.into_iter().next().map(|event| (event, next))
 }
 
 /// Every event of the feed, each with the cursor that read it (one page

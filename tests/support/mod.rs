@@ -176,6 +176,30 @@ impl Daemon {
             .collect()
     }
 
+    /// A page of the event feed (`GET /v1/events`) from cursor `after`
+    /// (empty: the oldest event): its events and the cursor to read on from.
+    pub async fn feed_page(&self, after: &str, limit: usize) -> (Vec<Value>, String) {
+        let after = match after {
+            "" => String::new(),
+            cursor => format!("&after={cursor}"),
+        };
+        let resp = self
+            .client
+            .get(self.url(&format!("/v1/events?limit={limit}{after}")))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200);
+        let next = resp.headers()["pushd-next-cursor"]
+            .to_str()
+            .expect("a cursor")
+            .to_string();
+        let text = resp.text().await.unwrap_or_default();
+        let events = text.lines().map(|l| serde_json::from_str(l).unwrap());
+        (events.collect(), next)
+    }
+
     /// Polls a delivery until `done` holds (bounded: 20 s).
     pub async fn delivery_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
