@@ -161,6 +161,10 @@ pub struct WebhooksSection {
     pub max_age_secs: u64,
     /// Posts under way at once per webhook.
     pub in_flight: usize,
+    /// Whether webhooks may post to loopback, link-local, private, CGNAT,
+    /// multicast, unspecified and broadcast addresses: for tests and
+    /// private networks only.
+    pub allow_private_targets: bool,
 }
 
 impl Default for WebhooksSection {
@@ -172,6 +176,7 @@ impl Default for WebhooksSection {
             backoff_max_ms: d.backoff_max.as_millis() as u64,
             max_age_secs: d.max_age.as_secs(),
             in_flight: d.in_flight,
+            allow_private_targets: d.allow_private_targets,
         }
     }
 }
@@ -185,6 +190,7 @@ impl WebhooksSection {
             backoff_max: Duration::from_millis(self.backoff_max_ms.max(self.backoff_base_ms)),
             max_age: Duration::from_secs(self.max_age_secs),
             in_flight: self.in_flight,
+            allow_private_targets: self.allow_private_targets,
         }
     }
 }
@@ -563,6 +569,10 @@ pub struct Overrides {
     /// Posts under way at once per webhook [default: 16]
     #[arg(long, env = "PUSHD_WEBHOOK_IN_FLIGHT")]
     pub webhook_in_flight: Option<usize>,
+    /// Let webhooks post to loopback, private, link-local and other
+    /// non-public addresses: for tests and private networks [default: false]
+    #[arg(long, env = "PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS")]
+    pub webhook_allow_private_targets: Option<bool>,
     /// Days delivery events are kept for the feed and the webhooks [default: 30]
     #[arg(long, env = "PUSHD_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<u64>,
@@ -663,6 +673,10 @@ impl Overrides {
         set(&mut w.backoff_max_ms, self.webhook_backoff_max_ms);
         set(&mut w.max_age_secs, self.webhook_max_age_secs);
         set(&mut w.in_flight, self.webhook_in_flight);
+        set(
+            &mut w.allow_private_targets,
+            self.webhook_allow_private_targets,
+        );
         set(&mut c.events.retention_days, self.event_retention_days);
         let k = &mut c.cluster;
         set(
@@ -732,6 +746,15 @@ mod tests {
         assert_eq!(s.max_age, Duration::from_secs(60));
         assert_eq!(s.in_flight, 3);
         assert_eq!(s.backoff_base, Duration::from_secs(1), "the default");
+        assert!(
+            !s.allow_private_targets,
+            "private targets refused by default"
+        );
+        let o = Overrides {
+            webhook_allow_private_targets: Some(true),
+            ..Default::default()
+        };
+        assert!(o.load().unwrap().webhooks.settings().allow_private_targets);
         assert_eq!(
             c.events.options().retention,
             Duration::from_secs(3 * 24 * 3600)

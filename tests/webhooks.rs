@@ -1,8 +1,11 @@
 //! Webhooks and the event feed, black-box: the real daemon against fake
 //! providers and a webhook receiver on loopback. Signatures, every event
 //! kind, retries after 500s and time-outs, dedup by `event_id`, a dead
-//! receiver that slows nothing else, nothing lost across a SIGKILL, and a
-//! feed that pages correctly while events are written.
+//! receiver that slows nothing else, nothing lost across a SIGKILL, a
+//! feed that pages correctly while events are written; and what makes
+//! webhooks safe to expose: answers read to 64 KiB, redirects never
+//! followed, private targets refused (at `PUT` and on connecting), URL
+//! passwords never shown.
 
 mod support;
 
@@ -736,5 +739,235 @@ async fn sigkill_under_load_loses_no_event_and_records_none_twice() {
         "{} deliveries acknowledged, {} with events",
         acked.len(),
         by_delivery.len()
+    );
+}
+
+/// The resident memory of process `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_answer_is_cut_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let fakes = fakes(dir.path(), FaultMix::default()).await;
+    let (receiver, mut posts) = WebhookReceiver::recording().await.unwrap();
+    receiver.answer_otherwise(Answer::Endless(200));
+    let mut env = fast_env(&fakes);
+    // Time enough to read gigabytes, were the answer read whole.
+    env.push(("PUSHD_WEBHOOK_TIMEOUT_MS", "10000".to_string()));
+    let d = Daemon::start(&dir.path().join("data"), &env);
+    webhook(&d, "h", &receiver.url(), Some(&["sent"])).await;
+    d.customer("c1", json!({}), &[(&android_token(1), "android")])
+        .await;
+    d.message("promo", "spring", "Hi").await;
+    let before = rss_kib(d.pid());
+    d.send("promo", &["c1"]).await;
+    assert!(next(&mut posts).await.taken());
+
+    let mut most = before;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        most = most.max(rss_kib(d.pid()));
+        let (_, v) = d.call("GET", "/v1/webhooks/h", None).await;
+        if v["stats"]["delivered"] == 1 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the post never finished: {v}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        v["stats"]["failed_attempts"], 0,
+        "a 200 with a long body is taken: {v}"
+    );
+    assert_eq!(receiver.posts(), 1, "posted once");
+    let grown = most.saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "RSS grew {grown} KiB while the receiver streamed an endless answer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_a_failed_post_and_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fakes = fakes(dir.path(), FaultMix::default()).await;
+    let (elsewhere, _) = WebhookReceiver::recording().await.unwrap();
+    let (receiver, mut posts) = WebhookReceiver::recording().await.unwrap();
+    receiver.answer_next([
+        Answer::Redirect(307, elsewhere.addr()),
+        Answer::Redirect(308, elsewhere.addr()),
+    ]);
+    let d = Daemon::start(&dir.path().join("data"), &fast_env(&fakes));
+    webhook(&d, "h", &receiver.url(), Some(&["sent"])).await;
+    d.customer("c1", json!({}), &[(&android_token(1), "android")])
+        .await;
+    d.message("promo", "spring", "Hi").await;
+    d.send("promo", &["c1"]).await;
+
+    let answers: Vec<Answer> = [next(&mut posts).await, next(&mut posts).await]
+        .iter()
+        .map(|p| p.answer)
+        .collect();
+    assert!(matches!(
+        answers[..],
+        [Answer::Redirect(307, _), Answer::Redirect(308, _)]
+    ));
+    let v = webhook_until(&d, "h", |v| v["stats"]["delivered"] == 1).await;
+    assert_eq!(v["stats"]["failed_attempts"], 2, "{v}");
+    assert_eq!(v["stats"]["last_error"], "308 redirect not followed", "{v}");
+    assert!(
+        next(&mut posts).await.taken(),
+        "retried like a 5xx, then taken"
+    );
+    assert_eq!(elsewhere.posts(), 0, "the redirect target got no post");
+    let labels = [("webhook", "h"), ("outcome", "http_error")];
+    assert_eq!(
+        metric(&d, "pushd_webhook_attempts_total", &labels).await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_targets_are_refused_in_every_spelling_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let refuse = [("PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS", "false".to_string())];
+    let d = Daemon::start(&data, &refuse);
+    for (url, address) in [
+        ("http://127.0.0.1:8080/hook", "127.0.0.1, a loopback"),
+        ("http://2130706433/", "127.0.0.1, a loopback"),
+        ("http://0177.0.0.1/", "127.0.0.1, a loopback"),
+        ("http://0x7f.0.0.1/", "127.0.0.1, a loopback"),
+        ("http://127.1/", "127.0.0.1, a loopback"),
+        ("http://[::1]/", "::1, a loopback"),
+        ("http://[::ffff:127.0.0.1]/", "::ffff:127.0.0.1, a loopback"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "169.254.169.254, a link-local",
+        ),
+        ("http://[fe80::1]/", "fe80::1, a link-local"),
+        ("http://10.0.0.1/", "10.0.0.1, a private"),
+        ("http://172.16.5.4/", "172.16.5.4, a private"),
+        ("http://192.168.0.1/", "192.168.0.1, a private"),
+        ("http://[fd12::1]/", "fd12::1, a private"),
+        ("http://100.64.0.1/", "100.64.0.1, a CGNAT"),
+        ("http://224.0.0.251/", "224.0.0.251, a multicast"),
+        ("http://[ff02::1]/", "ff02::1, a multicast"),
+        ("http://0.0.0.0/", "0.0.0.0, an unspecified"),
+        ("http://[::]/", "::, an unspecified"),
+        ("http://255.255.255.255/", "255.255.255.255, a broadcast"),
+        ("http://localhost:8080/", "a loopback"),
+    ] {
+        let body = json!({"url": url, "secret": SECRET});
+        let (status, v) = d.call("PUT", "/v1/webhooks/w", Some(body)).await;
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (400, &json!("invalid_field")),
+            "{url}: {v}"
+        );
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("url resolves to "), "{url}: {message}");
+        assert!(
+            message.contains(&format!("{address} address;")),
+            "{url}: {message}"
+        );
+        assert!(
+            message.contains("allow_private_targets = true (PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS)"),
+            "{message}"
+        );
+    }
+    let (status, _) = d.call("GET", "/v1/webhooks/w", None).await;
+    assert_eq!(status, 404, "nothing refused was kept");
+    assert_eq!(d.terminate(), Some(0));
+
+    // Allowed, loopback webhooks are taken; then, refused again after a
+    // restart, they are checked on connecting and never connected to: an
+    // open port and a closed one fail alike.
+    let fakes = fakes(dir.path(), FaultMix::default()).await;
+    let receiver = WebhookReceiver::start().await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let named = format!("http://localhost:{}/hook", receiver.addr().port());
+    let hooks = [
+        ("open", receiver.url()),
+        ("closed", format!("http://{closed}/hook")),
+        ("named", named),
+    ];
+    let d = Daemon::start(&data, &fast_env(&fakes));
+    for (id, url) in &hooks {
+        webhook(&d, id, url, Some(&["sent"])).await;
+    }
+    assert_eq!(d.terminate(), Some(0));
+    let mut env = fast_env(&fakes);
+    env.extend(refuse.iter().cloned());
+    let d = Daemon::start(&data, &env);
+    d.customer("c1", json!({}), &[(&android_token(1), "android")])
+        .await;
+    d.message("promo", "spring", "Hi").await;
+    d.send("promo", &["c1"]).await;
+    let mut errors = HashMap::new();
+    for (id, _) in &hooks {
+        let v = webhook_until(&d, id, |v| {
+            v["stats"]["failed_attempts"].as_u64() >= Some(2)
+        })
+        .await;
+        assert_eq!(v["stats"]["delivered"], 0, "{v}");
+        errors.insert(*id, v["stats"]["last_error"].as_str().unwrap().to_string());
+    }
+    assert!(
+        errors["open"].starts_with(
+            "url resolves to 127.0.0.1, a loopback address; set [webhooks] allow_private_targets"
+        ),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors["open"], errors["closed"],
+        "an open port looks like a closed one"
+    );
+    assert!(
+        errors["named"].contains("a loopback address;"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        receiver.posts(),
+        0,
+        "a refused target is never connected to"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_password_is_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = Daemon::start(&data, &[]);
+    let url = "https://user:s3cret@hooks.example.com/pushd?x=1";
+    let shown = "https://user:***@hooks.example.com/pushd?x=1";
+    let put = webhook(&d, "w", url, None).await;
+    let (_, got) = d.call("GET", "/v1/webhooks/w", None).await;
+    let (_, list) = d.call("GET", "/v1/webhooks", None).await;
+    assert_eq!(put["url"], shown);
+    assert_eq!(got["url"], shown);
+    assert_eq!(list["webhooks"][0]["url"], shown);
+    for v in [&put, &got, &list] {
+        assert!(!v.to_string().contains("s3cret"), "{v}");
+    }
+    let plain = webhook(&d, "p", "https://user@hooks.example.com/pushd", None).await;
+    assert_eq!(
+        plain["url"], "https://user@hooks.example.com/pushd",
+        "no password, as it is"
+    );
+    assert_eq!(d.terminate(), Some(0));
+    let saved = pushd::webhooks::book::load(&pushd::webhooks::book::path(&data)).unwrap();
+    assert_eq!(
+        saved["w"].definition.url, url,
+        "the stored URL keeps its password"
     );
 }

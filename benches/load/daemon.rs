@@ -53,6 +53,8 @@ impl Daemon {
             .env("PUSHD_API_KEY", API_KEY)
             .env("PUSHD_SDK_KEY", SDK_KEY)
             .env("RUST_LOG", "warn")
+            // `--webhook`'s receiver is on loopback.
+            .env("PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

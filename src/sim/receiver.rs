@@ -1,15 +1,19 @@
 //! A webhook receiver on loopback (HTTP/1.1, as most receivers are): it
 //! hands every post (its `Pushd-Signature` and body) to whoever listens,
-//! and answers as scripted — a status, or nothing at all, so the post
-//! times out. Tests and the load harness point webhooks at it.
+//! and answers as scripted — a status, a redirect, an endless body, or
+//! nothing at all, so the post times out. Tests and the load harness point
+//! webhooks at it.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -25,6 +29,11 @@ pub enum Answer {
     Status(u16),
     /// No answer: the connection stays open until the sender gives up.
     Silence,
+    /// This redirect status (3xx) with `Location: http://<addr>/hook`.
+    Redirect(u16, SocketAddr),
+    /// This status and a chunked body that never ends, until the sender
+    /// drops the connection.
+    Endless(u16),
 }
 
 /// One post received.
@@ -41,7 +50,10 @@ pub struct Post {
 impl Post {
     /// Whether the receiver took it (answered 2xx).
     pub fn taken(&self) -> bool {
-        matches!(self.answer, Answer::Status(200..=299))
+        matches!(
+            self.answer,
+            Answer::Status(200..=299) | Answer::Endless(200..=299)
+        )
     }
 
     /// The body as JSON (`Null` if it is not JSON).
@@ -94,6 +106,11 @@ impl WebhookReceiver {
         });
         let task = tokio::spawn(accept_loop(socket, shared.clone()));
         Ok(WebhookReceiver { addr, shared, task })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The URL to give a webhook.
@@ -166,15 +183,25 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
                     answer,
                 });
             }
-            match answer {
-                Answer::Status(status) => Ok::<_, hyper::Error>(
+            let empty = || Full::new(Bytes::new()).boxed();
+            let response = match answer {
+                Answer::Status(status) => Response::builder().status(status).body(empty()),
+                Answer::Redirect(status, to) => Response::builder()
+                    .status(status)
+                    .header("location", format!("http://{to}/hook"))
+                    .body(empty()),
+                Answer::Endless(status) => {
+                    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+                    let frames = futures_util::stream::repeat_with(move || {
+                        Ok::<_, Infallible>(Frame::data(chunk.clone()))
+                    });
                     Response::builder()
                         .status(status)
-                        .body(Full::new(Bytes::new()))
-                        .expect("a valid status"),
-                ),
+                        .body(BoxBody::new(StreamBody::new(frames)))
+                }
                 Answer::Silence => std::future::pending().await,
-            }
+            };
+            Ok::<_, hyper::Error>(response.expect("a valid answer"))
         }
     });
     let _ = hyper::server::conn::http1::Builder::new()

@@ -1,7 +1,8 @@
 //! One webhook in memory: its definition (with the signing key), its
 //! progress, and what its worker reports live (queue depth, oldest
 //! undelivered event, posts in flight). The API reads it, the worker
-//! writes it, the saver copies it to the book.
+//! writes it, the saver copies it to the book. The API never sees a URL's
+//! password.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -59,7 +60,7 @@ pub struct Hook {
 pub struct View {
     /// Its id.
     pub id: String,
-    /// The receiver.
+    /// The receiver, its password (if any) shown as `***`.
     pub url: String,
     /// The event kinds posted.
     pub events: Vec<MessageStatus>,
@@ -94,6 +95,18 @@ pub struct Stats {
     pub last_success_at: Option<Timestamp>,
     /// Its place in the event feed: the events before this cursor are done.
     pub cursor: String,
+}
+
+/// `url` with its password, if it has one, replaced by `***`
+/// (`https://user:***@host/...`); any other URL as it is.
+pub fn masked(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
 }
 
 impl Hook {
@@ -167,7 +180,7 @@ impl Hook {
         let (d, p, live) = (&state.active.definition, &state.progress, state.live);
         View {
             id: self.id.clone(),
-            url: d.url.clone(),
+            url: masked(&d.url),
             events: d.events.clone(),
             created_at: d.created_at,
             updated_at: d.updated_at,

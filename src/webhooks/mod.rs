@@ -10,6 +10,7 @@
 pub mod book;
 mod hook;
 pub mod signature;
+mod target;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -52,6 +53,10 @@ pub struct Settings {
     pub max_age: Duration,
     /// Posts (and retries) under way at once, per webhook.
     pub in_flight: usize,
+    /// Whether receivers may be on loopback, link-local, private, CGNAT,
+    /// multicast, unspecified or broadcast addresses (see `target.rs`):
+    /// for tests and private networks.
+    pub allow_private_targets: bool,
 }
 
 impl Default for Settings {
@@ -62,6 +67,7 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(15 * 60),
             max_age: Duration::from_secs(24 * 3600),
             in_flight: 16,
+            allow_private_targets: false,
         }
     }
 }
@@ -125,18 +131,22 @@ impl Request {
             .collect())
     }
 
-    /// Refuses a URL that is not http(s) and a secret out of bounds.
-    fn check(&self) -> Result<(), Error> {
-        let url_ok = self.url.len() <= MAX_URL_BYTES
-            && reqwest::Url::parse(&self.url).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some_and(|h| !h.is_empty())
-            });
-        if !url_ok {
+    /// Refuses a URL that is not http(s), or (unless `allow_private`) not
+    /// on a public address, and a secret out of bounds.
+    fn check(&self, allow_private: bool) -> Result<(), Error> {
+        let url = reqwest::Url::parse(&self.url).ok().filter(|u| {
+            self.url.len() <= MAX_URL_BYTES
+                && matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+        let Some(url) = url else {
             return Err(Error::Invalid(format!(
                 "url must be an http:// or https:// URL of at most {MAX_URL_BYTES} bytes, not {:?}",
-                self.url
+                hook::masked(&self.url)
             )));
+        };
+        if !allow_private {
+            target::check_url(&url).map_err(|e| Error::Invalid(e.to_string()))?;
         }
         if self.secret.is_empty() || self.secret.len() > MAX_SECRET_BYTES {
             return Err(Error::Invalid(format!(
@@ -196,10 +206,13 @@ impl Webhooks {
         for id in hooks.keys() {
             crate::telemetry::register_webhook(id);
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .user_agent(concat!("pushd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| io(std::io::Error::other(e)))?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !settings.allow_private_targets {
+            client = client.dns_resolver(Arc::new(target::Resolver));
+        }
+        let client = client.build().map_err(|e| io(std::io::Error::other(e)))?;
         let (tx, rx) = mpsc::unbounded_channel();
         for hook in hooks.values() {
             let _ = tx.send(Command::Start(hook.clone()));
@@ -236,7 +249,7 @@ impl Webhooks {
     /// durable. A new webhook posts the events recorded from now on; a
     /// replaced one goes on from where it was.
     pub fn put(&self, id: &str, request: Request) -> Result<View, Error> {
-        request.check()?;
+        request.check(self.shared.settings.allow_private_targets)?;
         let events = request.events()?;
         let now = self.shared.clock.now();
         let mut hooks = lock(&self.hooks);

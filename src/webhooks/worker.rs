@@ -21,11 +21,15 @@ use futures_util::stream::FuturesUnordered;
 use reqwest::header::CONTENT_TYPE;
 
 use super::hook::{Active, Hook, Live};
-use super::{Settings, Shared, signature};
+use super::{Settings, Shared, signature, target};
 use crate::events::{EventLog, ReadError, StoredEvent};
 
 /// Most events read and not yet done (posted ones included).
 const MAX_WINDOW: usize = 4096;
+
+/// Most bytes of a receiver's answer read; past this the connection is
+/// dropped (the status alone decides the post).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// An event read from the log and not yet passed by the cursor.
 struct Slot {
@@ -137,6 +141,13 @@ enum PostError {
     /// The receiver answered, but not 2xx.
     #[error("HTTP {0}")]
     Status(u16),
+    /// The receiver answered a redirect, which is never followed.
+    #[error("{0} redirect not followed")]
+    Redirect(u16),
+    /// The target is not a public address (and private targets are not
+    /// allowed); nothing was connected to.
+    #[error("{0}")]
+    Refused(target::Refused),
     /// No answer in time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -149,9 +160,9 @@ impl PostError {
     /// The `outcome` label of `pushd_webhook_attempts_total`.
     fn outcome(&self) -> &'static str {
         match self {
-            PostError::Status(_) => "http_error",
+            PostError::Status(_) | PostError::Redirect(_) => "http_error",
             PostError::Timeout(_) => "timeout",
-            PostError::Network(_) => "network",
+            PostError::Network(_) | PostError::Refused(_) => "network",
         }
     }
 }
@@ -223,7 +234,9 @@ fn backoff(settings: &Settings, failures: u32) -> Duration {
     ceiling / 2 + ceiling.mul_f64(rand::random::<f64>() / 2.0)
 }
 
-/// One signed post.
+/// One signed post. Its status decides it: 2xx is taken, a redirect is
+/// not followed and fails, like any other status. At most
+/// [`MAX_ANSWER_BYTES`] of the answer are read.
 async fn post(
     client: &reqwest::Client,
     active: &Active,
@@ -231,27 +244,65 @@ async fn post(
     now: i64,
     settings: &Settings,
 ) -> Result<(), PostError> {
+    let url = &active.definition.url;
+    // An IP host is connected to without the resolver: checked here.
+    if !settings.allow_private_targets
+        && let Some(ip) = reqwest::Url::parse(url)
+            .ok()
+            .as_ref()
+            .and_then(target::literal)
+    {
+        target::check_ip(ip).map_err(PostError::Refused)?;
+    }
     let signed = signature::sign(&active.key, now, &body);
     let sent = client
-        .post(&active.definition.url)
+        .post(url)
         .header(CONTENT_TYPE, "application/json")
         .header(signature::HEADER, signed)
         .timeout(settings.timeout)
         .body(body)
         .send()
         .await;
-    let failed = |e: reqwest::Error| match e.is_timeout() {
+    let mut response = sent.map_err(|e| match e.is_timeout() {
         true => PostError::Timeout(settings.timeout),
-        false => PostError::Network(network_words(&e)),
-    };
-    let response = sent.map_err(failed)?;
+        false => {
+            refused(&e).map_or_else(|| PostError::Network(network_words(&e)), PostError::Refused)
+        }
+    })?;
     let status = response.status();
-    // Read the (small) answer so the connection can carry the next post.
-    response.bytes().await.map_err(failed)?;
-    match status.is_success() {
-        true => Ok(()),
-        false => Err(PostError::Status(status.as_u16())),
+    // Read a small answer whole, so the connection can carry the next post;
+    // past the cap (or on a broken answer) the connection is dropped.
+    let mut read = 0;
+    while read <= MAX_ANSWER_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %network_words(&e), "webhook answer body not read to its end");
+                break;
+            }
+        }
     }
+    drop(response);
+    if status.is_success() {
+        Ok(())
+    } else if status.is_redirection() {
+        Err(PostError::Redirect(status.as_u16()))
+    } else {
+        Err(PostError::Status(status.as_u16()))
+    }
+}
+
+/// The refusal of a target by the resolver, if that is why `e` happened.
+fn refused(e: &reqwest::Error) -> Option<target::Refused> {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<target::Refused>() {
+            return Some(refused.clone());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// A network error in words, with its cause (reqwest's own text names only

@@ -50,6 +50,9 @@ impl Daemon {
             .env("PUSHD_BACKOFF_BASE_MS", "5")
             .env("PUSHD_BACKOFF_MAX_MS", "50")
             .env("RUST_LOG", "warn")
+            // The webhook receivers of the tests are on loopback; a test
+            // of the refusal sets it back to false.
+            .env("PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
