@@ -971,3 +971,34 @@ async fn a_url_password_is_never_shown() {
         "the stored URL keeps its password"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_proxy_posts_for_a_checked_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let fakes = fakes(dir.path(), FaultMix::default()).await;
+    let proxy = WebhookReceiver::start().await.unwrap();
+    let mut env = fast_env(&fakes);
+    env.extend([
+        ("PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS", "false".to_string()),
+        // HTTPS only: the fake providers are plain http:// and go direct.
+        ("HTTPS_PROXY", format!("http://{}", proxy.addr())),
+        ("https_proxy", format!("http://{}", proxy.addr())),
+    ]);
+    let d = Daemon::start(&dir.path().join("data"), &env);
+    // TEST-NET-3 (RFC 5737): public as far as the check goes, reaches no one.
+    webhook(&d, "h", "https://203.0.113.7/hook", Some(&["sent"])).await;
+    d.customer("c1", json!({}), &[(&android_token(1), "android")])
+        .await;
+    d.message("promo", "spring", "Hi").await;
+    d.send("promo", &["c1"]).await;
+    let v = webhook_until(&d, "h", |v| {
+        v["stats"]["failed_attempts"].as_u64() >= Some(2)
+    })
+    .await;
+    assert_eq!(v["stats"]["delivered"], 0, "{v}");
+    assert_eq!(
+        proxy.posts(),
+        0,
+        "a proxy on loopback would bypass the check"
+    );
+}

@@ -210,7 +210,9 @@ impl Webhooks {
             .user_agent(concat!("pushd/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none());
         if !settings.allow_private_targets {
-            client = client.dns_resolver(Arc::new(target::Resolver));
+            // Checked on connecting: the resolver filters names, and no
+            // proxy (HTTP_PROXY, ...) may connect on a post's behalf.
+            client = client.dns_resolver(Arc::new(target::Resolver)).no_proxy();
         }
         let client = client.build().map_err(|e| io(std::io::Error::other(e)))?;
         let (tx, rx) = mpsc::unbounded_channel();

@@ -194,6 +194,8 @@ before(async () => {
     PUSHD_DATA_DIR: path.join(dataDir, 'data'),
     PUSHD_API_KEY: API_KEY,
     PUSHD_SDK_KEY: SDK_KEY,
+    // The webhooks test points a webhook at a (closed) loopback port.
+    PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true',
   });
   // cwd is the empty temp dir, so no pushd.toml is found: defaults plus the env above.
   daemon = spawn(BIN, ['serve'], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
