@@ -27,8 +27,8 @@ use crate::events::{EventLog, ReadError, StoredEvent};
 /// Most events read and not yet done (posted ones included).
 const MAX_WINDOW: usize = 4096;
 
-/// Most bytes of a receiver's answer read; past this the connection is
-/// dropped (the status alone decides the post).
+/// Bytes of a receiver's answer read at most; once this many have come,
+/// the connection is dropped (the status alone decides the post).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// An event read from the log and not yet passed by the cursor.
@@ -235,8 +235,9 @@ fn backoff(settings: &Settings, failures: u32) -> Duration {
 }
 
 /// One signed post. Its status decides it: 2xx is taken, a redirect is
-/// not followed and fails, like any other status. At most
-/// [`MAX_ANSWER_BYTES`] of the answer are read.
+/// not followed and fails, like any other status. The answer's body is
+/// read to its end or until [`MAX_ANSWER_BYTES`] have come, whichever is
+/// first.
 async fn post(
     client: &reqwest::Client,
     active: &Active,
@@ -271,9 +272,10 @@ async fn post(
     })?;
     let status = response.status();
     // Read a small answer whole, so the connection can carry the next post;
-    // past the cap (or on a broken answer) the connection is dropped.
+    // once the cap is reached (or on a broken answer) the connection is
+    // dropped. Each chunk is let go as soon as it is counted.
     let mut read = 0;
-    while read <= MAX_ANSWER_BYTES {
+    while read < MAX_ANSWER_BYTES {
         match response.chunk().await {
             Ok(Some(chunk)) => read += chunk.len(),
             Ok(None) => break,
