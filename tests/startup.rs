@@ -242,3 +242,80 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(log.contains("recovered"), "{log}");
     assert!(!log.contains('\u{1b}'), "no escape codes: {log:?}");
 }
+
+/// Every directory and file under `dir` (itself included) with its mode.
+fn modes(dir: &Path) -> Vec<(std::path::PathBuf, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                todo.push(entry.unwrap().path());
+            }
+        }
+        out.push((path, meta.is_dir(), meta.permissions().mode() & 0o777));
+    }
+    out
+}
+
+/// `pushd` started from a shell whose umask is 022.
+fn umask_022(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("pushd-umask-022");
+    let body = format!(
+        "#!/bin/sh\numask 022\nexec {} \"$@\"\n",
+        env!("CARGO_BIN_EXE_pushd")
+    );
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test]
+async fn the_data_directory_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = umask_022(dir.path());
+
+    // A new data directory: generated keys, the snapshot, journal, events.
+    let data = dir.path().join("data");
+    let d = Daemon::launch_bin(&bin, &data, &[]);
+    let api = d
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("generated api_key: "));
+    let api = api
+        .expect("keys generated")
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let (s, _) = d
+        .call_as(api, "PUT", "/v1/customers/c1", Some(json!({})))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(d.terminate(), Some(0));
+    let all = modes(&data);
+    assert!(all.len() > 5, "{all:?}");
+    for (path, is_dir, mode) in &all {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} is {mode:o}", path.display());
+    }
+
+    // An existing one with looser modes is tightened at start.
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(old.join("journal")).unwrap();
+    std::fs::write(old.join("journal/stray"), "x").unwrap();
+    for (path, mode) in [(&old, 0o755), (&old.join("journal"), 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let stray = old.join("journal/stray");
+    std::fs::set_permissions(&stray, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Daemon::start(&old, &[]);
+    assert_eq!(d.terminate(), Some(0));
+    for (path, is_dir, mode) in modes(&old) {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
+}
