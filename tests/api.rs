@@ -1050,6 +1050,12 @@ async fn ids_are_utf8_without_control_characters_in_paths_and_bodies() {
             json!({"title": "t", "body": "b", "campaign_id": "c\u{9b}"}),
             "campaign_id",
         ),
+        (
+            "PUT",
+            "/v1/messages/m2",
+            json!({"title": "t", "body": "b", "name": "bell\u{7}"}),
+            "name",
+        ),
     ];
     for (method, path, body, name) in bodies {
         let (s, v) = d.call(method, path, Some(body)).await;

@@ -129,6 +129,14 @@ fn validate(
             )));
         }
     }
+    // The name is listed next to the id and shown by the dashboard: no
+    // control characters either.
+    if b.name
+        .as_deref()
+        .is_some_and(|n| n.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_id("name"));
+    }
     Ok(MessageSpec {
         id: id.to_string(),
         name: b.name.unwrap_or_else(|| id.to_string()),
