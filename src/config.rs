@@ -219,6 +219,10 @@ impl EventsSection {
     }
 }
 
+/// The fewest characters a configured API or SDK key may have: a shorter
+/// one is guessable. Generated keys are far longer (src/keys.rs).
+pub const MIN_KEY_CHARS: usize = 16;
+
 /// The longest delivery retention taken, days (100 years): a longer one
 /// is meant as for ever, which is 0.
 const MAX_RETENTION_DAYS: u64 = 36_500;
@@ -337,6 +341,23 @@ impl Config {
                 "[store] delivery_retention_days (PUSHD_DELIVERY_RETENTION_DAYS) must be at most \
                  {MAX_RETENTION_DAYS}, not {days}; 0 keeps deliveries for ever"
             ));
+        }
+        let keys = [
+            ("api_key", "PUSHD_API_KEY", &self.api_key),
+            ("sdk_key", "PUSHD_SDK_KEY", &self.sdk_key),
+        ];
+        for (setting, variable, key) in keys {
+            // A blank key is no key: one is generated (src/keys.rs).
+            let Some(key) = key.as_deref().filter(|k| !k.trim().is_empty()) else {
+                continue;
+            };
+            let length = key.chars().count();
+            if length < MIN_KEY_CHARS {
+                return Err(format!(
+                    "{setting} ({variable}) must be at least {MIN_KEY_CHARS} characters, not \
+                     {length}; leave it unset and pushd generates one"
+                ));
+            }
         }
         if self.apps.contains_key(DEFAULT_APP) {
             return Err(format!(

@@ -41,6 +41,14 @@ pub enum ServeError {
     /// The engine could not recover its state.
     #[error("recovery: {0}")]
     Recover(#[from] EngineError),
+    /// The data directory could not be created or made private.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The delivery event log could not be opened.
     #[error("event log in {path}: {source}")]
     Events {
@@ -90,6 +98,10 @@ pub async fn serve_with(
     clock: Arc<dyn Clock>,
     banner: bool,
 ) -> Result<(), ServeError> {
+    crate::persistence::make_private(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     if config.cluster.enabled() {
         return crate::cluster::serve::run(config, listener, clock, banner).await;
     }

@@ -82,8 +82,8 @@ pub enum DemoError {
     Api(String),
 }
 
-const API_KEY: &str = "demo-api-key";
-const SDK_KEY: &str = "demo-sdk-key";
+const API_KEY: &str = "demo-api-key-0123456789";
+const SDK_KEY: &str = "demo-sdk-key-0123456789";
 const MESSAGE: &str = "spring-sale";
 const CAMPAIGN: &str = "spring";
 /// The second app, and its silent push.

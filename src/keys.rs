@@ -188,16 +188,32 @@ pub fn current(config: &Config) -> Result<ResolvedKeys, KeysError> {
     }
 }
 
+/// `text` as one single-quoted shell word: `'` becomes `'\''`, and nothing
+/// inside (`$(...)`, backquotes, `;`) is run when the line is evaluated.
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 impl ResolvedKeys {
     /// `pushd keys`'s output: shell lines that export both keys, with
-    /// comments saying where they come from (`eval "$(pushd keys)"`).
+    /// comments saying where they come from (`eval "$(pushd keys)"`). Each
+    /// key is single-quoted, so evaluating the output only assigns.
     pub fn export_lines(&self) -> String {
         let line = |var: &str, key: &str, source: &Source| {
             let from = match source {
                 Source::Configured => "set by the configuration".to_string(),
-                Source::Kept(p) | Source::Generated(p) => format!("kept in {}", p.display()),
+                // A control character (a newline) in the path would end
+                // the comment and start a command.
+                Source::Kept(p) | Source::Generated(p) => {
+                    let path = p.display().to_string();
+                    let path: String = path
+                        .chars()
+                        .map(|c| if c.is_control() { '?' } else { c })
+                        .collect();
+                    format!("kept in {path}")
+                }
             };
-            format!("# {var}: {from}\nexport {var}={key}\n")
+            format!("# {var}: {from}\nexport {var}={}\n", shell_quoted(key))
         };
         line("PUSHD_API_KEY", &self.keys.api, &self.api_source)
             + &line("PUSHD_SDK_KEY", &self.keys.sdk, &self.sdk_source)
@@ -245,9 +261,28 @@ mod tests {
         assert_eq!(again.keys.sdk, first.keys.sdk);
         assert_eq!(again.api_source, Source::Kept(file.clone()));
         let shown = current(&c).unwrap().export_lines();
-        assert!(shown.contains(&format!("export PUSHD_API_KEY={}\n", first.keys.api)));
-        assert!(shown.contains(&format!("export PUSHD_SDK_KEY={}\n", first.keys.sdk)));
+        assert!(shown.contains(&format!("export PUSHD_API_KEY='{}'\n", first.keys.api)));
+        assert!(shown.contains(&format!("export PUSHD_SDK_KEY='{}'\n", first.keys.sdk)));
         assert!(shown.contains(&file.display().to_string()));
+    }
+
+    #[test]
+    fn the_printed_lines_only_comment_and_assign_whatever_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config {
+            data_dir: dir.path().join("data\ntouch ran"),
+            ..Config::default()
+        };
+        resolve(&c).unwrap();
+        let shown = current(&c).unwrap().export_lines();
+        assert_eq!(shown.lines().count(), 4, "{shown}");
+        for line in shown.lines() {
+            assert!(
+                line.starts_with("# ") || line.starts_with("export PUSHD_"),
+                "{line}"
+            );
+        }
+        assert_eq!(shell_quoted("it's"), r"'it'\''s'");
     }
 
     #[test]

@@ -26,6 +26,62 @@ pub enum OpenError {
     },
 }
 
+/// Makes the data directory private, whatever the umask pushd was started
+/// with: the process's umask becomes 0077, so every directory and file
+/// pushd (and sled) creates from now on is 0700 / 0600; the directory is
+/// created if need be; and what is already in it with looser modes (an
+/// older pushd's, or a copy's) is tightened to 0700 / 0600, said in one
+/// log line.
+pub fn make_private(data_dir: &Path) -> std::io::Result<()> {
+    // SAFETY: umask(2) only sets the process's file mode creation mask; it
+    // touches no memory and cannot fail.
+    unsafe { libc::umask(0o077) };
+    std::fs::create_dir_all(data_dir)?;
+    let mut tightened = Tightened::default();
+    tighten(data_dir, &mut tightened)?;
+    if tightened.dirs + tightened.files > 0 {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            directories = tightened.dirs,
+            files = tightened.files,
+            "tightened the data directory's modes: {} directories to 0700, {} files to 0600 \
+             (they were readable by others)",
+            tightened.dirs,
+            tightened.files,
+        );
+    }
+    Ok(())
+}
+
+/// How many directories and files [`tighten`] changed.
+#[derive(Default)]
+struct Tightened {
+    dirs: usize,
+    files: usize,
+}
+
+/// Takes group and other access away from `path` and, for a directory,
+/// everything under it; symbolic links are left alone (not followed).
+fn tighten(path: &Path, tightened: &mut Tightened) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    let kind = meta.file_type();
+    let loose = meta.permissions().mode() & 0o077 != 0;
+    if kind.is_dir() {
+        if loose {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+            tightened.dirs += 1;
+        }
+        for entry in std::fs::read_dir(path)? {
+            tighten(&entry?.path(), tightened)?;
+        }
+    } else if kind.is_file() && loose {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        tightened.files += 1;
+    }
+    Ok(())
+}
+
 /// The open snapshot and journal.
 pub struct Persistence {
     /// The snapshot and its in-memory overlay.

@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Daemon, SDK_KEY};
+use support::{API_KEY, Daemon, SDK_KEY};
 
 fn daemon() -> (tempfile::TempDir, Daemon) {
     let dir = tempfile::tempdir().unwrap();
@@ -941,4 +941,139 @@ async fn events_for_an_unknown_customer_are_404_and_start_nothing() {
         .call("GET", "/v1/deliveries?customer_id=nobody", None)
         .await;
     assert_eq!(list["deliveries"], json!([]));
+}
+
+/// The id rule: every id, in a path or a body, is UTF-8 (after
+/// percent-decoding) without control characters; a refused request
+/// changes nothing.
+#[tokio::test]
+async fn ids_are_utf8_without_control_characters_in_paths_and_bodies() {
+    let (_dir, d) = daemon();
+    d.message("welcome", "onboarding", "Hi").await;
+    d.customer("c1", json!({}), &[("tok-1", "ios")]).await;
+    let rule = "must be valid UTF-8 without control characters";
+
+    // Invalid UTF-8 (actix-web decoded it lossily, so these three were the
+    // same customer), C0, DEL and C1 characters.
+    for raw in [
+        "%FF%FE", "%FE%FF", "%C0%80", "c%00", "c%0A", "%7F", "c%C2%85",
+    ] {
+        let path = format!("/v1/customers/{raw}");
+        let (s, v) = d.call("PUT", &path, Some(json!({}))).await;
+        assert_eq!((s, code(&v)), (400, "invalid_field"), "{raw}: {v}");
+        assert_eq!(message_of(&v), format!("customer_id {rule}"), "{raw}");
+    }
+    // Nothing was created under the lossy decoding's name.
+    let (s, _) = d
+        .call("GET", "/v1/customers/%EF%BF%BD%EF%BF%BD", None)
+        .await;
+    assert_eq!(s, 404);
+
+    // Every id a path takes, with the name the API gives it.
+    let sdk = [("POST", "/v1/customers/%FF/events", "customer_id")];
+    let api = [
+        ("GET", "/v1/customers/%FF", "customer_id"),
+        ("DELETE", "/v1/customers/%FF", "customer_id"),
+        ("PUT", "/v1/customers/%FF/devices", "customer_id"),
+        ("DELETE", "/v1/customers/c1/devices/%FF", "token"),
+        ("DELETE", "/v1/customers/c1/devices/tok%00", "token"),
+        ("PUT", "/v1/messages/%00", "message_id"),
+        ("GET", "/v1/messages/%FF/metrics", "message_id"),
+        ("GET", "/v1/messages/%FF/timeseries", "message_id"),
+        ("GET", "/v1/campaigns/%FF/metrics", "campaign_id"),
+        ("GET", "/v1/campaigns/%1B/timeseries", "campaign_id"),
+        ("GET", "/v1/deliveries/%FF", "delivery_id"),
+        ("POST", "/v1/deliveries/%FF/retry", "delivery_id"),
+        ("PUT", "/v1/webhooks/%FF", "webhook_id"),
+        ("GET", "/v1/webhooks/%C2%9F", "webhook_id"),
+    ];
+    let calls = sdk
+        .iter()
+        .map(|c| (SDK_KEY, c))
+        .chain(api.iter().map(|c| (API_KEY, c)));
+    for (key, (method, path, name)) in calls {
+        let (s, v) = d.call_as(key, method, path, Some(json!({}))).await;
+        assert_eq!(
+            (s, code(&v)),
+            (400, "invalid_field"),
+            "{method} {path}: {v}"
+        );
+        assert_eq!(message_of(&v), format!("{name} {rule}"), "{method} {path}");
+    }
+    let (_, c1) = d.call("GET", "/v1/customers/c1", None).await;
+    assert_eq!(c1["devices"].as_array().map(Vec::len), Some(1), "{c1}");
+
+    // Valid ids decode exactly: an escaped slash, a non-ASCII letter.
+    for (raw, id) in [("a%2Fb", "a/b"), ("%C3%A9t%C3%A9", "été")] {
+        let path = format!("/v1/customers/{raw}");
+        let v = d.ok("PUT", &path, json!({})).await;
+        assert_eq!(v["customer_id"], id);
+        let (s, v) = d.call("GET", &path, None).await;
+        assert_eq!((s, v["id"].as_str()), (200, Some(id)), "{v}");
+    }
+
+    // Ids in bodies.
+    let bodies = [
+        (
+            "POST",
+            "/v1/send/push",
+            json!({"message_id": "welcome", "customer_ids": ["c1", "c\u{0}"]}),
+            "customer_ids[1]",
+        ),
+        (
+            "POST",
+            "/v1/send/push",
+            json!({"message_id": "wel\u{7f}come", "customer_ids": ["c1"]}),
+            "message_id",
+        ),
+        (
+            "PUT",
+            "/v1/customers/c1/devices",
+            json!({"device": {"id": "tok\n", "platform": "ios"}}),
+            "device.id",
+        ),
+        (
+            "POST",
+            "/v1/batch",
+            json!({"customers": [{"id": "c9"}, {"id": "c\u{85}"}]}),
+            "customers[1].id",
+        ),
+        (
+            "POST",
+            "/v1/batch",
+            json!({"customers": [{"id": "c9", "devices": [{"id": "t\u{1}", "platform": "ios"}]}]}),
+            "customers[0].devices[0].id",
+        ),
+        (
+            "PUT",
+            "/v1/messages/m2",
+            json!({"title": "t", "body": "b", "campaign_id": "c\u{9b}"}),
+            "campaign_id",
+        ),
+        (
+            "PUT",
+            "/v1/messages/m2",
+            json!({"title": "t", "body": "b", "name": "bell\u{7}"}),
+            "name",
+        ),
+    ];
+    for (method, path, body, name) in bodies {
+        let (s, v) = d.call(method, path, Some(body)).await;
+        assert_eq!((s, code(&v)), (400, "invalid_field"), "{path}: {v}");
+        assert_eq!(message_of(&v), format!("{name} {rule}"), "{path}");
+    }
+    let report = json!({"delivery_id": "d\u{0}", "event": "delivered", "device_id": "tok-1"});
+    let (s, v) = d
+        .call_as(SDK_KEY, "POST", "/push/events", Some(report))
+        .await;
+    assert_eq!(
+        (s, message_of(&v)),
+        (400, format!("delivery_id {rule}").as_str())
+    );
+    for path in ["/v1/customers/c9", "/v1/messages/m2"] {
+        let (s, _) = d.call("GET", path, None).await;
+        assert_eq!(s, 404, "{path}");
+    }
+    let (_, c1) = d.call("GET", "/v1/customers/c1", None).await;
+    assert_eq!(c1["devices"].as_array().map(Vec::len), Some(1), "{c1}");
 }

@@ -69,7 +69,10 @@ fn equal_api_and_sdk_keys_are_refused_naming_both_settings() {
     let out = pushd(
         dir.path(),
         &["serve", "--listen", "127.0.0.1:0"],
-        &[("PUSHD_API_KEY", "same-key"), ("PUSHD_SDK_KEY", "same-key")],
+        &[
+            ("PUSHD_API_KEY", "the-same-key-0123456789"),
+            ("PUSHD_SDK_KEY", "the-same-key-0123456789"),
+        ],
     );
     let err = stderr(&out);
     assert!(!out.status.success());
@@ -78,6 +81,74 @@ fn equal_api_and_sdk_keys_are_refused_naming_both_settings() {
         err.contains("PUSHD_API_KEY") && err.contains("PUSHD_SDK_KEY"),
         "{err}"
     );
+}
+
+#[test]
+fn configured_keys_shorter_than_16_characters_are_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let long = "a-long-enough-key-0123";
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for (short, setting, variable) in [
+        ("PUSHD_API_KEY", "api_key", "PUSHD_API_KEY"),
+        ("PUSHD_SDK_KEY", "sdk_key", "PUSHD_SDK_KEY"),
+    ] {
+        let other = if short == "PUSHD_API_KEY" {
+            "PUSHD_SDK_KEY"
+        } else {
+            "PUSHD_API_KEY"
+        };
+        // 15 characters, even if more bytes.
+        let env = [
+            (short, "fifteen-chars-é"),
+            (other, long),
+            ("PUSHD_DATA_DIR", data.to_str().unwrap()),
+        ];
+        // A taken port: were the key taken, serve would stop there, not run.
+        for args in [&["serve", "--listen", &addr][..], &["keys"]] {
+            let out = pushd(dir.path(), args, &env);
+            let err = stderr(&out);
+            assert!(!out.status.success(), "{args:?} {short}: {err}");
+            assert!(
+                err.contains(&format!(
+                    "{setting} ({variable}) must be at least 16 characters, not 15"
+                )),
+                "{err}"
+            );
+        }
+    }
+    assert!(!data.exists(), "a refused start creates nothing");
+}
+
+#[test]
+fn pushd_keys_quotes_the_keys_so_eval_only_assigns() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = "it's-$(touch api-ran)-`touch api-ticks`";
+    let sdk = "'; touch sdk-ran; echo '\"$HOME\"";
+    let script = format!(
+        "eval \"$({} keys)\" && printf '%s\\n%s' \"$PUSHD_API_KEY\" \"$PUSHD_SDK_KEY\"",
+        env!("CARGO_BIN_EXE_pushd")
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PUSHD_DATA_DIR", dir.path().join("data"))
+        .env("PUSHD_API_KEY", api)
+        .env("PUSHD_SDK_KEY", sdk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{api}\n{sdk}")
+    );
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(made.is_empty(), "eval ran something: {made:?}");
 }
 
 #[tokio::test]
@@ -144,8 +215,8 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         .current_dir(dir.path())
         .env_clear()
         .env("RUST_LOG", "info")
-        .env("PUSHD_API_KEY", "a-key")
-        .env("PUSHD_SDK_KEY", "s-key")
+        .env("PUSHD_API_KEY", support::API_KEY)
+        .env("PUSHD_SDK_KEY", support::SDK_KEY)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -170,4 +241,81 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(status.success(), "{status}: {log}");
     assert!(log.contains("recovered"), "{log}");
     assert!(!log.contains('\u{1b}'), "no escape codes: {log:?}");
+}
+
+/// Every directory and file under `dir` (itself included) with its mode.
+fn modes(dir: &Path) -> Vec<(std::path::PathBuf, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                todo.push(entry.unwrap().path());
+            }
+        }
+        out.push((path, meta.is_dir(), meta.permissions().mode() & 0o777));
+    }
+    out
+}
+
+/// `pushd` started from a shell whose umask is 022.
+fn umask_022(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("pushd-umask-022");
+    let body = format!(
+        "#!/bin/sh\numask 022\nexec {} \"$@\"\n",
+        env!("CARGO_BIN_EXE_pushd")
+    );
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test]
+async fn the_data_directory_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = umask_022(dir.path());
+
+    // A new data directory: generated keys, the snapshot, journal, events.
+    let data = dir.path().join("data");
+    let d = Daemon::launch_bin(&bin, &data, &[]);
+    let api = d
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("generated api_key: "));
+    let api = api
+        .expect("keys generated")
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let (s, _) = d
+        .call_as(api, "PUT", "/v1/customers/c1", Some(json!({})))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(d.terminate(), Some(0));
+    let all = modes(&data);
+    assert!(all.len() > 5, "{all:?}");
+    for (path, is_dir, mode) in &all {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} is {mode:o}", path.display());
+    }
+
+    // An existing one with looser modes is tightened at start.
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(old.join("journal")).unwrap();
+    std::fs::write(old.join("journal/stray"), "x").unwrap();
+    for (path, mode) in [(&old, 0o755), (&old.join("journal"), 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let stray = old.join("journal/stray");
+    std::fs::set_permissions(&stray, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Daemon::start(&old, &[]);
+    assert_eq!(d.terminate(), Some(0));
+    for (path, is_dir, mode) in modes(&old) {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
 }

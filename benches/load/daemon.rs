@@ -14,9 +14,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The management key every daemon of the harness uses.
-pub const API_KEY: &str = "load-api-key";
+pub const API_KEY: &str = "load-api-key-0123456789";
 /// The SDK key every daemon of the harness uses.
-pub const SDK_KEY: &str = "load-sdk-key";
+pub const SDK_KEY: &str = "load-sdk-key-0123456789";
 /// How long a daemon may take to print its address.
 const START_LIMIT: Duration = Duration::from_secs(120);
 /// Interval between polls of an endpoint.

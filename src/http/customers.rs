@@ -14,7 +14,7 @@ use super::body::{Fields, JsonBody, Params, QueryOf};
 use super::error::{ApiError, naming};
 use super::{AppState, check_id, endpoint, event_time};
 
-/// `PUT /v1/customers/{id}` body.
+/// `PUT /v1/customers/{customer_id}` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CustomerBody {
@@ -24,7 +24,7 @@ struct CustomerBody {
     unsubscribed: bool,
 }
 
-/// `DELETE /v1/customers/{id}` query. Unknown parameters are refused, so a
+/// `DELETE /v1/customers/{customer_id}` query. Unknown parameters are refused, so a
 /// misspelt `erase` never deletes without erasing.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,7 +45,7 @@ impl DeleteQuery {
     }
 }
 
-/// `PUT /v1/customers/{id}/devices` body.
+/// `PUT /v1/customers/{customer_id}/devices` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeviceBody {
@@ -94,7 +94,7 @@ impl DeviceFields {
     }
 }
 
-/// `POST /v1/customers/{id}/events` body.
+/// `POST /v1/customers/{customer_id}/events` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventBody {
@@ -111,7 +111,7 @@ async fn put_customer(
     id: web::Path<String>,
     web::Json(Fields(body)): JsonBody<CustomerBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "customer id")?;
+    let id = id.as_str();
     let msg = PutCustomer {
         attributes: body.attributes,
         unsubscribed: body.unsubscribed,
@@ -131,7 +131,7 @@ async fn get_customer(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "customer id")?;
+    let id = id.as_str();
     let ids = [("customer", id)];
     let registry = state.customer_partition(id)?.registry.clone();
     let found = registry.ask(id, GetCustomer).await.and_then(|r| r);
@@ -149,7 +149,7 @@ async fn delete_customer(
     id: web::Path<String>,
     web::Query(Params(query)): QueryOf<DeleteQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "customer id")?;
+    let id = id.as_str();
     let erase = query.erases()?;
     let ids = [("customer", id)];
     let registry = &state.customer_partition(id)?.registry;
@@ -170,7 +170,7 @@ async fn put_device(
     id: web::Path<String>,
     web::Json(Fields(body)): JsonBody<DeviceBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "customer id")?;
+    let id = id.as_str();
     let device = body.device.checked("device", state.clock.now())?;
     let ids = [("customer", id)];
     state
@@ -188,8 +188,8 @@ async fn delete_device(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, token) = path.into_inner();
-    let id = check_id(&id, "customer id")?;
-    let token = check_id(&token, "device id")?;
+    let id = id.as_str();
+    let token = token.as_str();
     let ids = [("customer", id), ("device", token)];
     let msg = DeleteDevice(token.to_string());
     state
@@ -207,7 +207,7 @@ async fn customer_event(
     id: web::Path<String>,
     web::Json(Fields(body)): JsonBody<EventBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "customer id")?;
+    let id = id.as_str();
     let name = check_id(&body.name, "name")?.to_string();
     if !body.data.is_null() && !body.data.is_object() {
         return Err(ApiError::invalid_field("data must be an object"));
@@ -229,7 +229,7 @@ async fn customer_event(
 /// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint(
-        "/v1/customers/{id}",
+        "/v1/customers/{customer_id}",
         [
             (Method::PUT, web::to(put_customer)),
             (Method::GET, web::to(get_customer)),
@@ -237,15 +237,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ],
     ))
     .service(endpoint(
-        "/v1/customers/{id}/devices",
+        "/v1/customers/{customer_id}/devices",
         [(Method::PUT, web::to(put_device))],
     ))
     .service(endpoint(
-        "/v1/customers/{id}/devices/{token}",
+        "/v1/customers/{customer_id}/devices/{token}",
         [(Method::DELETE, web::to(delete_device))],
     ))
     .service(endpoint(
-        "/v1/customers/{id}/events",
+        "/v1/customers/{customer_id}/events",
         [(Method::POST, web::to(customer_event))],
     ));
 }

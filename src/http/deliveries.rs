@@ -172,7 +172,7 @@ async fn get_delivery(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "delivery id")?;
+    let id = id.as_str();
     let (d, _) = stored_delivery(&state, id)?;
     let name = MessageNames::new(&state.catalog).of(&d.message_id).await?;
     Ok(HttpResponse::Ok().json(delivery_json(&d, name, true)))
@@ -241,7 +241,7 @@ async fn retry_delivery(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "delivery id")?;
+    let id = id.as_str();
     let (d, partition) = stored_delivery(&state, id)?;
     let message = state
         .catalog
@@ -269,11 +269,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         [(Method::GET, web::to(list_deliveries))],
     ))
     .service(endpoint(
-        "/v1/deliveries/{id}",
+        "/v1/deliveries/{delivery_id}",
         [(Method::GET, web::to(get_delivery))],
     ))
     .service(endpoint(
-        "/v1/deliveries/{id}/retry",
+        "/v1/deliveries/{delivery_id}/retry",
         [(Method::POST, web::to(retry_delivery))],
     ));
 }

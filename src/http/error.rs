@@ -44,6 +44,13 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_field", message)
     }
 
+    /// 400 for an id against the id rule's characters, naming it.
+    pub fn bad_id(what: &str) -> Self {
+        Self::invalid_field(format!(
+            "{what} must be valid UTF-8 without control characters"
+        ))
+    }
+
     /// 404 naming the kind and the id: `message "welcom" not found`.
     pub fn not_found(kind: &str, id: &str) -> Self {
         Self::new(

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::reach::{Counted, CountedOwned, Scope, TalliesAnswer, TalliesAsked};
 use super::{AppState, check_id, endpoint, page_limit, push_options};
 
-/// `PUT /v1/messages/{id}` body.
+/// `PUT /v1/messages/{message_id}` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MessageBody {
@@ -129,6 +129,14 @@ fn validate(
             )));
         }
     }
+    // The name is listed next to the id and shown by the dashboard: no
+    // control characters either.
+    if b.name
+        .as_deref()
+        .is_some_and(|n| n.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_id("name"));
+    }
     Ok(MessageSpec {
         id: id.to_string(),
         name: b.name.unwrap_or_else(|| id.to_string()),
@@ -152,7 +160,7 @@ async fn put_message(
     id: web::Path<String>,
     web::Json(Fields(body)): JsonBody<MessageBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "message id")?;
+    let id = id.as_str();
     // A replaced message keeps its place in the lists.
     let created_at = match state.catalog.get(id).await? {
         Some(old) => old.created_at,
@@ -168,7 +176,7 @@ async fn get_message(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "message id")?;
+    let id = id.as_str();
     let spec = state.catalog.get(id).await?;
     Ok(HttpResponse::Ok().json(spec.ok_or_else(|| ApiError::not_found("message", id))?))
 }
@@ -186,7 +194,7 @@ async fn message_metrics(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "message id")?;
+    let id = id.as_str();
     known_message(&state, id).await?;
     let tally = state.tallies(&[Counted::Message(id)], Scope::ALL).await?;
     Ok(HttpResponse::Ok().json(tally_json(&tally[0])))
@@ -230,7 +238,7 @@ async fn message_timeseries(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "message id")?;
+    let id = id.as_str();
     known_message(&state, id).await?;
     let points = state
         .series(Counted::Message(id), scope, req.path())
@@ -245,7 +253,7 @@ async fn campaign_timeseries(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "campaign id")?;
+    let id = id.as_str();
     let points = state
         .series(Counted::Campaign(id), scope, req.path())
         .await?;
@@ -276,7 +284,7 @@ async fn campaign_metrics(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "campaign id")?;
+    let id = id.as_str();
     let tally = state.tallies(&[Counted::Campaign(id)], Scope::ALL).await?;
     Ok(HttpResponse::Ok().json(tally_json(&tally[0])))
 }
@@ -388,18 +396,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         [(Method::GET, web::to(list_messages))],
     ))
     .service(endpoint(
-        "/v1/messages/{id}",
+        "/v1/messages/{message_id}",
         [
             (Method::PUT, web::to(put_message)),
             (Method::GET, web::to(get_message)),
         ],
     ))
     .service(endpoint(
-        "/v1/messages/{id}/metrics",
+        "/v1/messages/{message_id}/metrics",
         [(Method::GET, web::to(message_metrics))],
     ))
     .service(endpoint(
-        "/v1/messages/{id}/timeseries",
+        "/v1/messages/{message_id}/timeseries",
         [(Method::GET, web::to(message_timeseries))],
     ))
     .service(endpoint(
@@ -407,11 +415,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         [(Method::GET, web::to(list_campaigns))],
     ))
     .service(endpoint(
-        "/v1/campaigns/{id}/metrics",
+        "/v1/campaigns/{campaign_id}/metrics",
         [(Method::GET, web::to(campaign_metrics))],
     ))
     .service(endpoint(
-        "/v1/campaigns/{id}/timeseries",
+        "/v1/campaigns/{campaign_id}/timeseries",
         [(Method::GET, web::to(campaign_timeseries))],
     ))
     .service(endpoint(

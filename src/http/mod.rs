@@ -22,9 +22,11 @@ mod webhooks;
 
 use std::sync::Arc;
 
+use actix_web::dev::{HttpServiceFactory, Service};
 use actix_web::http::Method;
 use actix_web::http::header::ContentType;
-use actix_web::{HttpRequest, HttpResponse, Resource, Route, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
+use futures_util::future::Either;
 use metrics_exporter_prometheus::PrometheusHandle;
 use pushd_actors::ports::Clock;
 use serde_json::json;
@@ -98,7 +100,10 @@ pub const MAX_ID_BYTES: usize = 256;
 /// `limit` is served as this many, and paging goes on from the cursor.
 pub const MAX_PAGE: usize = 1000;
 
-/// Checks an id's length, naming it in the error.
+/// The id rule: 1 to [`MAX_ID_BYTES`] bytes of UTF-8 without control
+/// characters (C0, DEL, C1), naming the id (`what`) in the error. Body ids
+/// come through here as they are; path ids through [`check_path_ids`],
+/// which decodes them first.
 pub fn check_id<'a>(id: &'a str, what: &str) -> Result<&'a str, ApiError> {
     if id.is_empty() || id.len() > MAX_ID_BYTES {
         return Err(ApiError::invalid_field(format!(
@@ -106,7 +111,39 @@ pub fn check_id<'a>(id: &'a str, what: &str) -> Result<&'a str, ApiError> {
             id.len()
         )));
     }
+    if id.chars().any(char::is_control) {
+        return Err(ApiError::bad_id(what));
+    }
     Ok(id)
+}
+
+/// The `{name}`d segments of a route's `pattern`: their place among the
+/// path's `/`-separated segments, and their name.
+fn path_ids(pattern: &str) -> Vec<(usize, String)> {
+    pattern
+        .split('/')
+        .enumerate()
+        .filter_map(|(at, segment)| {
+            let name = segment.strip_prefix('{')?.strip_suffix('}')?;
+            Some((at, name.to_string()))
+        })
+        .collect()
+}
+
+/// Checks the ids of a request path against the id rule, from its raw
+/// (still percent-encoded) text: actix-web decodes a path lossily, so
+/// `%FF%FE` and `%FE%FF` would both reach a handler as the same id.
+fn check_path_ids(ids: &[(usize, String)], raw_path: &str) -> Result<(), ApiError> {
+    for (at, raw) in raw_path.split('/').enumerate() {
+        let Some((_, name)) = ids.iter().find(|(i, _)| *i == at) else {
+            continue;
+        };
+        let id = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| ApiError::bad_id(name))?;
+        check_id(&id, name)?;
+    }
+    Ok(())
 }
 
 /// The earliest time a report or event may carry: 2000-01-01T00:00:00Z.
@@ -147,7 +184,13 @@ pub fn page_limit(limit: Option<&str>) -> Result<usize, ApiError> {
 
 /// A resource answering `routes`, and any other method with 405
 /// `method_not_allowed` and an `Allow` header listing the ones it takes.
-pub fn endpoint(path: &str, routes: impl IntoIterator<Item = (Method, Route)>) -> Resource {
+/// Every id in the path (each `{name}` of `path`) is checked against the
+/// id rule ([`check_id`]) before anything else runs: a refused id is a 400
+/// `invalid_field` naming it.
+pub fn endpoint(
+    path: &str,
+    routes: impl IntoIterator<Item = (Method, Route)>,
+) -> impl HttpServiceFactory {
     let mut resource = web::resource(path);
     let mut allow = Vec::new();
     for (method, route) in routes {
@@ -155,10 +198,21 @@ pub fn endpoint(path: &str, routes: impl IntoIterator<Item = (Method, Route)>) -
         resource = resource.route(route.method(method));
     }
     let allow = allow.join(", ");
-    resource.default_service(web::to(move |req: HttpRequest| {
-        let res = ApiError::method_not_allowed(&req, &allow);
-        async move { res }
-    }))
+    let ids: Arc<[(usize, String)]> = path_ids(path).into();
+    resource
+        .default_service(web::to(move |req: HttpRequest| {
+            let res = ApiError::method_not_allowed(&req, &allow);
+            async move { res }
+        }))
+        .wrap_fn(
+            move |req, service| match check_path_ids(&ids, req.uri().path()) {
+                Ok(()) => Either::Left(service.call(req)),
+                Err(e) => {
+                    let res = req.into_response(e.error_response());
+                    Either::Right(std::future::ready(Ok(res)))
+                }
+            },
+        )
 }
 
 /// `{"status": "ok"}`; a cluster node adds what it serves and sees.

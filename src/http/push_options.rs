@@ -1,4 +1,4 @@
-//! The `push` object of `PUT /v1/messages/{id}`: parsed with the offending
+//! The `push` object of `PUT /v1/messages/{message_id}`: parsed with the offending
 //! field named in every error, and checked for values and combinations a
 //! provider would refuse, so a bad message is refused when it is uploaded
 //! rather than failing every send.

@@ -1,4 +1,4 @@
-//! Webhooks over the API: `PUT`, `GET` and `DELETE /v1/webhooks/{id}`, and
+//! Webhooks over the API: `PUT`, `GET` and `DELETE /v1/webhooks/{webhook_id}`, and
 //! `GET /v1/webhooks`. The secret is taken, never answered.
 
 use actix_web::http::Method;
@@ -10,10 +10,10 @@ use serde_json::json;
 use super::auth::ApiKey;
 use super::body::{Fields, JsonBody};
 use super::error::ApiError;
-use super::{AppState, check_id, endpoint};
+use super::{AppState, endpoint};
 use crate::webhooks::Request;
 
-/// `PUT /v1/webhooks/{id}` body.
+/// `PUT /v1/webhooks/{webhook_id}` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WebhookBody {
@@ -40,7 +40,7 @@ async fn put_webhook(
     id: web::Path<String>,
     web::Json(Fields(body)): JsonBody<WebhookBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "webhook id")?.to_string();
+    let id = id.into_inner();
     let request = Request {
         url: body.url,
         secret: body.secret,
@@ -56,7 +56,7 @@ async fn get_webhook(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "webhook id")?.to_string();
+    let id = id.into_inner();
     let webhooks = state.webhooks()?;
     let view = blocking(move || webhooks.get(&id)).await?;
     Ok(HttpResponse::Ok().json(view))
@@ -73,7 +73,7 @@ async fn delete_webhook(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = check_id(&id, "webhook id")?.to_string();
+    let id = id.into_inner();
     let webhooks = state.webhooks()?;
     blocking(move || webhooks.delete(&id)).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -86,7 +86,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         [(Method::GET, web::to(list_webhooks))],
     ))
     .service(endpoint(
-        "/v1/webhooks/{id}",
+        "/v1/webhooks/{webhook_id}",
         [
             (Method::PUT, web::to(put_webhook)),
             (Method::GET, web::to(get_webhook)),

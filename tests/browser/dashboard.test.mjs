@@ -24,8 +24,8 @@ const ROOT = path.resolve(HERE, '..', '..');
 const BIN = process.env.PUSHD_BIN ?? path.join(ROOT, 'target', 'debug', 'pushd');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SHOTS = path.join(ROOT, 'target', 'browser');
-const API_KEY = 'test-key';
-const SDK_KEY = 'sdk-key';
+const API_KEY = 'test-api-key-0123456789';
+const SDK_KEY = 'test-sdk-key-0123456789';
 
 const MESSAGE = 'welcome';
 const CAMPAIGN = 'onboarding';

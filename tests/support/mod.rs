@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 pub mod cluster;
 
-pub const API_KEY: &str = "test-api-key";
-pub const SDK_KEY: &str = "test-sdk-key";
+pub const API_KEY: &str = "test-api-key-0123456789";
+pub const SDK_KEY: &str = "test-sdk-key-0123456789";
 
 /// A running daemon; killed when dropped.
 pub struct Daemon {
