@@ -14,22 +14,11 @@ use std::time::{Duration, Instant};
 
 use pushd::sim::{Answer, Behavior, Fake, Fault, FaultMix, WebhookReceiver};
 use serde_json::{Value, json};
-use support::{API_KEY, Daemon, SDK_KEY, android_token, fakes, ios_token};
+use support::{API_KEY, Daemon, SDK_KEY, android_token, fakes, fast_webhook_env, ios_token};
 
 /// The customer erased, and the one kept.
 const GONE: &str = "erased-person";
 const KEPT: &str = "kept-person";
-
-/// Fast webhook retries, so the receiver's refusals come back quickly.
-fn env(fakes: &pushd::sim::FakeProviders) -> Vec<(&'static str, String)> {
-    let mut env = fakes.env();
-    env.extend([
-        ("PUSHD_WEBHOOK_TIMEOUT_MS", "300".to_string()),
-        ("PUSHD_WEBHOOK_BACKOFF_BASE_MS", "10".to_string()),
-        ("PUSHD_WEBHOOK_BACKOFF_MAX_MS", "40".to_string()),
-    ]);
-    env
-}
 
 async fn report(d: &Daemon, delivery: &str, token: &str, event: &str) -> (u16, Value) {
     let body = json!({"delivery_id": delivery, "event": event, "device_id": token});
@@ -163,7 +152,7 @@ async fn an_erased_person_leaves_every_read_the_feed_and_the_log_files() {
     // The receiver refuses every post: every event stays in the webhook's
     // retries until the restart.
     receiver.answer_otherwise(Answer::Status(500));
-    let d = Daemon::start(&data, &env(&fakes));
+    let d = Daemon::start(&data, &fast_webhook_env(&fakes));
     let hook = json!({"url": receiver.url(), "secret": "whsec_erase"});
     d.ok("PUT", "/v1/webhooks/all", hook).await;
     d.message("welcome", "onboarding", "Hi {{customer.first_name}}")
@@ -293,7 +282,7 @@ async fn an_erased_person_leaves_every_read_the_feed_and_the_log_files() {
     assert_eq!(d.terminate(), Some(0));
     while posts.try_recv().is_ok() {}
     receiver.answer_otherwise(Answer::Status(200));
-    let d = Daemon::start(&data, &env(&fakes));
+    let d = Daemon::start(&data, &fast_webhook_env(&fakes));
     expected.check(&d, "restarted").await;
     let mut posted = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -356,7 +345,7 @@ async fn an_erased_person_leaves_every_read_the_feed_and_the_log_files() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let d = Daemon::start(&restored, &env(&fakes));
+    let d = Daemon::start(&restored, &fast_webhook_env(&fakes));
     let (status, v) = d.call("GET", &format!("/v1/customers/{GONE}"), None).await;
     assert_eq!(status, 404, "restored: {v}");
     for id in &expected.erased {
@@ -393,7 +382,7 @@ async fn an_erased_person_leaves_every_read_the_feed_and_the_log_files() {
 async fn without_erase_a_delete_keeps_the_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let fakes = fakes(dir.path(), FaultMix::default()).await;
-    let d = Daemon::start(&dir.path().join("data"), &env(&fakes));
+    let d = Daemon::start(&dir.path().join("data"), &fast_webhook_env(&fakes));
     d.message("welcome", "onboarding", "Hi").await;
     d.customer("c1", json!({}), &[(&ios_token(1), "ios")]).await;
     let sent = d.send("welcome", &["c1"]).await.remove(0);

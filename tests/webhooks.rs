@@ -15,21 +15,10 @@ use std::time::{Duration, Instant};
 use pushd::sim::{Answer, Behavior, Fake, Fault, FaultMix, Post, WebhookReceiver};
 use ring::hmac;
 use serde_json::{Value, json};
-use support::{Daemon, SDK_KEY, android_token, fakes, ios_token};
+use support::{Daemon, SDK_KEY, android_token, fakes, fast_webhook_env, ios_token};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const SECRET: &str = "whsec_test_secret";
-
-/// Fast posts and retries, so failures are seen in milliseconds.
-fn fast_env(fakes: &pushd::sim::FakeProviders) -> Vec<(&'static str, String)> {
-    let mut env = fakes.env();
-    env.extend([
-        ("PUSHD_WEBHOOK_TIMEOUT_MS", "300".to_string()),
-        ("PUSHD_WEBHOOK_BACKOFF_BASE_MS", "10".to_string()),
-        ("PUSHD_WEBHOOK_BACKOFF_MAX_MS", "40".to_string()),
-    ]);
-    env
-}
 
 async fn webhook(d: &Daemon, id: &str, url: &str, events: Option<&[&str]>) -> Value {
     let mut body = json!({"url": url, "secret": SECRET});
@@ -152,7 +141,7 @@ async fn every_event_kind_is_posted_signed_and_in_the_feed() {
         .apns
         .script(&ios_token(3), Behavior::Fail(Fault::Unregistered));
     let (receiver, mut posts) = WebhookReceiver::recording().await.unwrap();
-    let d = Daemon::start(&dir.path().join("data"), &fast_env(&fakes));
+    let d = Daemon::start(&dir.path().join("data"), &fast_webhook_env(&fakes));
     let created = webhook(&d, "all", &receiver.url(), None).await;
     assert_eq!(created["url"], receiver.url().as_str());
     assert_eq!(
@@ -282,7 +271,7 @@ async fn failed_posts_are_retried_with_the_same_event_until_a_2xx() {
         Answer::Silence,
         Answer::Status(204),
     ]);
-    let d = Daemon::start(&dir.path().join("data"), &fast_env(&fakes));
+    let d = Daemon::start(&dir.path().join("data"), &fast_webhook_env(&fakes));
     webhook(&d, "h", &receiver.url(), Some(&["sent"])).await;
     d.customer("c1", json!({}), &[(&android_token(1), "android")])
         .await;
@@ -334,7 +323,7 @@ async fn an_event_failing_past_its_retry_window_is_dropped_and_counted() {
     let fakes = fakes(dir.path(), FaultMix::default()).await;
     let receiver = WebhookReceiver::start().await.unwrap();
     receiver.answer_otherwise(Answer::Status(500));
-    let mut env = fast_env(&fakes);
+    let mut env = fast_webhook_env(&fakes);
     env.push(("PUSHD_WEBHOOK_MAX_AGE_SECS", "1".to_string()));
     let d = Daemon::start(&dir.path().join("data"), &env);
     webhook(&d, "h", &receiver.url(), Some(&["undeliverable"])).await;
@@ -361,7 +350,7 @@ async fn a_dead_receiver_holds_a_bounded_window_and_slows_no_other_webhook() {
     let dead = WebhookReceiver::start().await.unwrap();
     dead.answer_otherwise(Answer::Silence);
     let (healthy, mut posts) = WebhookReceiver::recording().await.unwrap();
-    let mut env = fast_env(&fakes);
+    let mut env = fast_webhook_env(&fakes);
     env.extend([
         ("PUSHD_WEBHOOK_TIMEOUT_MS", "60000".to_string()),
         ("PUSHD_WEBHOOK_IN_FLIGHT", "3".to_string()),
@@ -398,7 +387,7 @@ async fn queued_events_survive_a_sigkill_and_arrive_after_restart() {
     let (receiver, mut posts) = WebhookReceiver::recording().await.unwrap();
     receiver.answer_next(std::iter::repeat_n(Answer::Status(200), 10));
     receiver.answer_otherwise(Answer::Status(503));
-    let env = fast_env(&fakes);
+    let env = fast_webhook_env(&fakes);
     let d = Daemon::start(&data, &env);
     webhook(&d, "h", &receiver.url(), Some(&["sent"])).await;
     let customers: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
@@ -758,7 +747,7 @@ async fn an_endless_answer_is_cut_and_memory_stays_bounded() {
     let fakes = fakes(dir.path(), FaultMix::default()).await;
     let (receiver, mut posts) = WebhookReceiver::recording().await.unwrap();
     receiver.answer_otherwise(Answer::Endless(200));
-    let mut env = fast_env(&fakes);
+    let mut env = fast_webhook_env(&fakes);
     // Time enough to read gigabytes, were the answer read whole.
     env.push(("PUSHD_WEBHOOK_TIMEOUT_MS", "10000".to_string()));
     let d = Daemon::start(&dir.path().join("data"), &env);
@@ -803,7 +792,7 @@ async fn a_redirect_is_a_failed_post_and_never_followed() {
         Answer::Redirect(307, elsewhere.addr()),
         Answer::Redirect(308, elsewhere.addr()),
     ]);
-    let d = Daemon::start(&dir.path().join("data"), &fast_env(&fakes));
+    let d = Daemon::start(&dir.path().join("data"), &fast_webhook_env(&fakes));
     webhook(&d, "h", &receiver.url(), Some(&["sent"])).await;
     d.customer("c1", json!({}), &[(&android_token(1), "android")])
         .await;
@@ -901,12 +890,12 @@ async fn private_targets_are_refused_in_every_spelling_unless_allowed() {
         ("closed", format!("http://{closed}/hook")),
         ("named", named),
     ];
-    let d = Daemon::start(&data, &fast_env(&fakes));
+    let d = Daemon::start(&data, &fast_webhook_env(&fakes));
     for (id, url) in &hooks {
         webhook(&d, id, url, Some(&["sent"])).await;
     }
     assert_eq!(d.terminate(), Some(0));
-    let mut env = fast_env(&fakes);
+    let mut env = fast_webhook_env(&fakes);
     env.extend(refuse.iter().cloned());
     let d = Daemon::start(&data, &env);
     d.customer("c1", json!({}), &[(&android_token(1), "android")])
@@ -977,7 +966,7 @@ async fn no_proxy_posts_for_a_checked_target() {
     let dir = tempfile::tempdir().unwrap();
     let fakes = fakes(dir.path(), FaultMix::default()).await;
     let proxy = WebhookReceiver::start().await.unwrap();
-    let mut env = fast_env(&fakes);
+    let mut env = fast_webhook_env(&fakes);
     env.extend([
         ("PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS", "false".to_string()),
         // HTTPS only: the fake providers are plain http:// and go direct.

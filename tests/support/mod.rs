@@ -249,6 +249,18 @@ pub async fn fakes(dir: &Path, mix: pushd::sim::FaultMix) -> pushd::sim::FakePro
     pushd::sim::FakeProviders::start(dir, mix).await.unwrap()
 }
 
+/// The fakes' environment with fast webhook posts and retries, so a
+/// receiver's failures are seen in milliseconds.
+pub fn fast_webhook_env(fakes: &pushd::sim::FakeProviders) -> Vec<(&'static str, String)> {
+    let mut env = fakes.env();
+    env.extend([
+        ("PUSHD_WEBHOOK_TIMEOUT_MS", "300".to_string()),
+        ("PUSHD_WEBHOOK_BACKOFF_BASE_MS", "10".to_string()),
+        ("PUSHD_WEBHOOK_BACKOFF_MAX_MS", "40".to_string()),
+    ]);
+    env
+}
+
 /// An APNs-shaped token (64 hex digits) for customer number `i`.
 pub fn ios_token(i: usize) -> String {
     format!("{i:064x}")
