@@ -32,6 +32,8 @@ pub struct Config {
     pub api_key: Option<String>,
     /// Device/SDK key; generated on first start if absent.
     pub sdk_key: Option<String>,
+    /// What the SDK key may do.
+    pub keys: KeysSection,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
     /// sled page cache, MiB (a top-level key, from before `[store]`).
@@ -227,6 +229,26 @@ pub const MIN_KEY_CHARS: usize = 16;
 /// is meant as for ever, which is 0.
 const MAX_RETENTION_DAYS: u64 = 36_500;
 
+/// Whether an SDK-key call about a customer must prove it speaks for
+/// that customer (`Pushd-Customer-Auth`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityVerification {
+    /// The proof is required.
+    Required,
+    /// No proof: the SDK key may send events for any customer id.
+    Off,
+}
+
+/// `[keys]`: what the public SDK key may do.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysSection {
+    /// Identity verification [default: `required` for a new data
+    /// directory, `off` for one an earlier release made].
+    pub identity_verification: Option<IdentityVerification>,
+}
+
 /// `[store]`: the snapshot.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -281,6 +303,7 @@ impl Default for Config {
             data_dir: "./data".into(),
             api_key: None,
             sdk_key: None,
+            keys: KeysSection::default(),
             max_body_bytes: 1 << 20,
             store_cache_mb: 64,
             store: StoreSection::default(),
@@ -518,6 +541,10 @@ pub struct Overrides {
     /// Device/SDK key [default: generated on first start, kept in the data dir]
     #[arg(long, env = "PUSHD_SDK_KEY", hide_env_values = true)]
     pub sdk_key: Option<String>,
+    /// Whether SDK-key calls about a customer need its Pushd-Customer-Auth proof
+    /// [default: required for a new data directory, off for one an earlier release made]
+    #[arg(long, env = "PUSHD_IDENTITY_VERIFICATION", value_enum)]
+    pub identity_verification: Option<IdentityVerification>,
     /// Largest request body in bytes [default: 1048576]
     #[arg(long, env = "PUSHD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -654,6 +681,10 @@ impl Overrides {
         set(&mut c.data_dir, self.data_dir);
         set(&mut c.api_key, self.api_key.map(Some));
         set(&mut c.sdk_key, self.sdk_key.map(Some));
+        set(
+            &mut c.keys.identity_verification,
+            self.identity_verification.map(Some),
+        );
         set(&mut c.max_body_bytes, self.max_body_bytes);
         set(&mut c.store_cache_mb, self.store_cache_mb);
         set(

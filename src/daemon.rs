@@ -15,7 +15,7 @@ use pushd_actors::engine::{EngineError, PartitionTag, Ports};
 use pushd_actors::ports::{Clock, Store, SystemClock};
 use pushd_actors::registry::Registry;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, IdentityVerification};
 use crate::events::EventLog;
 use crate::http::{self, AppState, Catalog};
 use crate::keys::{self, KeysError, Source};
@@ -116,6 +116,7 @@ pub async fn serve_with(
         Timing::default(),
     )?;
     let store = persistence.store.clone();
+    let identity = identity_verification(&config, store.made_requiring_identity());
     let events = open_events(&config, &persistence, clock.clone())?;
     let renderer = Arc::new(LiquidRenderer::default());
     let providers = Arc::new(Providers::for_apps(
@@ -175,6 +176,7 @@ pub async fn serve_with(
     run_api(
         state,
         &keys,
+        identity,
         listener,
         prometheus,
         config.max_body_bytes,
@@ -193,13 +195,14 @@ pub async fn serve_with(
 pub(crate) async fn run_api(
     state: web::Data<AppState>,
     keys: &keys::ResolvedKeys,
+    identity: IdentityVerification,
     listener: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     max_body: usize,
     banner: bool,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
-    let key_data = web::Data::new(http::KeyCheck::new(&keys.keys));
+    let key_data = web::Data::new(http::KeyCheck::new(&keys.keys, identity));
     let prometheus = web::Data::new(prometheus);
     let server = HttpServer::new(move || {
         App::new()
@@ -227,6 +230,29 @@ pub(crate) async fn run_api(
         }
     }
     Ok(())
+}
+
+/// The identity verification in effect: the configured one, else the
+/// data directory's default (`required` unless an earlier release made
+/// it), said in a log line.
+pub(crate) fn identity_verification(config: &Config, new_data_dir: bool) -> IdentityVerification {
+    let default = match new_data_dir {
+        true => IdentityVerification::Required,
+        false => IdentityVerification::Off,
+    };
+    let mode = config.keys.identity_verification.unwrap_or(default);
+    match mode {
+        IdentityVerification::Required => tracing::info!(
+            "identity verification required: SDK-key events name their customer with its \
+             Pushd-Customer-Auth proof"
+        ),
+        IdentityVerification::Off => tracing::warn!(
+            "identity verification is off: the SDK key can send events for any customer id; set \
+             [keys] identity_verification = \"required\" (PUSHD_IDENTITY_VERIFICATION) once your \
+             apps send Pushd-Customer-Auth"
+        ),
+    }
+    mode
 }
 
 /// Opens the delivery event log under `<data_dir>/events`, drops events of

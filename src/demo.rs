@@ -604,6 +604,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         profile: FleetProfile::default(),
         base_url: api.base.clone(),
         sdk_key: SDK_KEY.into(),
+        identity_secret: crate::keys::identity_secret(API_KEY),
         clock: clock.clone(),
         goal: "purchase".into(),
     };

@@ -1,6 +1,7 @@
 //! The API key and the SDK key: configured, or generated once and kept in
 //! `<data_dir>/keys.toml` (mode 0600) so a user who missed the first start's
-//! output reads them again with `pushd keys`.
+//! output reads them again with `pushd keys`. The identity secret, which an
+//! app backend signs its customer ids with, is derived from the API key.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -122,9 +123,34 @@ fn write(path: &Path, file: &KeysFile) -> Result<(), KeysError> {
         .map_err(io)
 }
 
+/// 32 random bytes in hex.
 fn generate() -> String {
-    let bytes: [u8; 24] = rand::thread_rng().r#gen();
+    let bytes: [u8; 32] = rand::thread_rng().r#gen();
+    hex(&bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the identity secret is derived from the API key with.
+const IDENTITY_LABEL: &[u8] = b"pushd identity verification";
+
+/// The identity secret of `api_key`: HMAC-SHA256 keyed by the API key over
+/// the label `pushd identity verification`, in lowercase hex. An app
+/// backend signs customer ids with it (see [`identity_proof`]); it opens
+/// nothing else, and changes when the API key does.
+pub fn identity_secret(api_key: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, api_key.as_bytes());
+    hex(ring::hmac::sign(&key, IDENTITY_LABEL).as_ref())
+}
+
+/// The `Pushd-Customer-Auth` proof for `customer_id`: HMAC-SHA256 keyed by
+/// the identity secret's text over the customer id's UTF-8 bytes, in
+/// lowercase hex, as an app backend computes it.
+pub fn identity_proof(secret: &str, customer_id: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    hex(ring::hmac::sign(&key, customer_id.as_bytes()).as_ref())
 }
 
 fn configured(key: &Option<String>) -> Option<String> {
@@ -195,9 +221,10 @@ fn shell_quoted(text: &str) -> String {
 }
 
 impl ResolvedKeys {
-    /// `pushd keys`'s output: shell lines that export both keys, with
-    /// comments saying where they come from (`eval "$(pushd keys)"`). Each
-    /// key is single-quoted, so evaluating the output only assigns.
+    /// `pushd keys`'s output: shell lines that export both keys and the
+    /// identity secret, with comments saying where they come from
+    /// (`eval "$(pushd keys)"`). Each value is single-quoted, so evaluating
+    /// the output only assigns.
     pub fn export_lines(&self) -> String {
         let line = |var: &str, key: &str, source: &Source| {
             let from = match source {
@@ -217,6 +244,11 @@ impl ResolvedKeys {
         };
         line("PUSHD_API_KEY", &self.keys.api, &self.api_source)
             + &line("PUSHD_SDK_KEY", &self.keys.sdk, &self.sdk_source)
+            + &format!(
+                "# PUSHD_IDENTITY_SECRET: derived from the API key; your backend signs \
+                 customer ids with it (Pushd-Customer-Auth)\nexport PUSHD_IDENTITY_SECRET={}\n",
+                shell_quoted(&identity_secret(&self.keys.api))
+            )
     }
 
     /// Where the API key is kept, in words for the start-up banner.
@@ -263,6 +295,9 @@ mod tests {
         let shown = current(&c).unwrap().export_lines();
         assert!(shown.contains(&format!("export PUSHD_API_KEY='{}'\n", first.keys.api)));
         assert!(shown.contains(&format!("export PUSHD_SDK_KEY='{}'\n", first.keys.sdk)));
+        assert_eq!(first.keys.api.len(), 64, "32 random bytes in hex");
+        let secret = identity_secret(&first.keys.api);
+        assert!(shown.contains(&format!("export PUSHD_IDENTITY_SECRET='{secret}'\n")));
         assert!(shown.contains(&file.display().to_string()));
     }
 
@@ -275,7 +310,7 @@ mod tests {
         };
         resolve(&c).unwrap();
         let shown = current(&c).unwrap().export_lines();
-        assert_eq!(shown.lines().count(), 4, "{shown}");
+        assert_eq!(shown.lines().count(), 6, "{shown}");
         for line in shown.lines() {
             assert!(
                 line.starts_with("# ") || line.starts_with("export PUSHD_"),
@@ -283,6 +318,19 @@ mod tests {
             );
         }
         assert_eq!(shell_quoted("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn the_identity_proof_is_hmac_sha256_of_the_id_under_the_secret() {
+        // RFC 4231 test case 2: HMAC-SHA256("Jefe", "what do ya want for nothing?").
+        assert_eq!(
+            identity_proof("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let secret = identity_secret("api-key-0123456789");
+        assert_eq!(secret.len(), 64);
+        assert_ne!(secret, identity_secret("api-key-0123456780"));
+        assert_ne!(identity_proof(&secret, "c1"), identity_proof(&secret, "c2"));
     }
 
     #[test]

@@ -65,7 +65,23 @@ async fn keys_are_required_and_the_sdk_key_only_reports() {
     d.customer("c1", json!({}), &[]).await;
     let event = json!({"name": "purchase", "timestamp": 1_764_100_200});
     let (s, v) = d
-        .call_as(SDK_KEY, "POST", "/v1/customers/c1/events", Some(event))
+        .call_as(
+            SDK_KEY,
+            "POST",
+            "/v1/customers/c1/events",
+            Some(event.clone()),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "no identity proof");
+    let (name, proof) = support::customer_auth("c1");
+    let (s, v) = d
+        .call_with(
+            SDK_KEY,
+            &[(name, &proof)],
+            "POST",
+            "/v1/customers/c1/events",
+            Some(event),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let report = json!({"delivery_id": "nope", "event": "opened", "device_id": "t"});
@@ -632,9 +648,7 @@ async fn errors_name_the_id_the_field_and_the_parameter() {
 
     // An event's data must be an object; nothing changes.
     let event = json!({"name": "purchase", "data": [1, 2]});
-    let (s, v) = d
-        .call_as(SDK_KEY, "POST", "/v1/customers/c1/events", Some(event))
-        .await;
+    let (s, v) = d.call("POST", "/v1/customers/c1/events", Some(event)).await;
     assert_eq!((s, message_of(&v)), (400, "data must be an object"));
 
     // A template that does not parse says which field and where.
@@ -915,10 +929,15 @@ async fn a_customer_keeps_at_most_100_devices() {
 async fn events_for_an_unknown_customer_are_404_and_start_nothing() {
     let (_dir, d) = daemon();
     let event = json!({"name": "purchase", "data": {"amount": 1}});
-    for key in [support::API_KEY, SDK_KEY] {
+    let (name, proof) = support::customer_auth("nobody");
+    for (key, headers) in [
+        (support::API_KEY, vec![]),
+        (SDK_KEY, vec![(name, proof.as_str())]),
+    ] {
         let (s, v) = d
-            .call_as(
+            .call_with(
                 key,
+                &headers,
                 "POST",
                 "/v1/customers/nobody/events",
                 Some(event.clone()),

@@ -67,13 +67,16 @@ fn demo_sends_to_the_fleet_and_shows_the_overview() {
         .skip(1)
         .map(|n| n.parse().unwrap())
         .collect();
-    let (sends, sent, delivered) = (counts[0], counts[1], counts[2]);
+    let (sends, sent, delivered, converted) = (counts[0], counts[1], counts[2], counts[4]);
     assert_eq!(sends, 150);
     assert!(sent > 100 && sent <= sends, "{people}");
     assert!(
         delivered > 0 && delivered <= sent,
         "reports arrived: {people}"
     );
+    // The fleet's purchases go with the SDK key and each person's identity
+    // proof (a data directory of this release requires it).
+    assert!(converted > 0, "purchases converted: {people}");
     assert!(
         stdout.contains("delivered of sent, all devices / opted-in devices: iOS"),
         "the opt-in-aware rates: {stdout}"

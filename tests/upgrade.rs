@@ -256,6 +256,9 @@ async fn open_and_check(build: &str, name: &str) {
         .call_as(&keys.sdk, "POST", "/push/events", Some(report))
         .await;
     assert_eq!(status, 200, "{v}");
+    // Its apps send no identity proof yet: an earlier release's directory
+    // keeps verification off unless configured.
+    assert_takes_unproven_events(&d, &keys).await;
     let (status, v) = d
         .call_as(
             &keys.api,
@@ -283,7 +286,18 @@ async fn open_and_check(build: &str, name: &str) {
     assert_eq!(d.terminate(), Some(0));
     let d = Daemon::launch(&data, &fakes.env());
     assert_served(&before, &capture(&d, &keys, &all).await);
+    assert_takes_unproven_events(&d, &keys).await;
     drop(d);
+}
+
+/// An SDK-key event without `Pushd-Customer-Auth` is taken, and answered
+/// without a delivery id.
+async fn assert_takes_unproven_events(d: &Daemon, keys: &Keys) {
+    let event = json!({"name": "app_opened"});
+    let (status, v) = d
+        .call_as(&keys.sdk, "POST", "/v1/customers/c1/events", Some(event))
+        .await;
+    assert_eq!((status, v.clone()), (200, json!({"status": "ok"})), "{v}");
 }
 
 /// The delivery a send answer made for `customer`.

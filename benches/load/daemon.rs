@@ -149,16 +149,25 @@ impl Api {
     /// `POST` of a body already serialized, answering the status and, only
     /// when it is not 200, the body (the load phases send many small calls:
     /// the harness builds and reads no more than it must, so its CPU goes
-    /// to the wire, not to JSON).
-    pub async fn post(&self, key: &str, path: &str, body: String) -> Res<(u16, String)> {
-        let resp = self
+    /// to the wire, not to JSON). An SDK call carries its customer's
+    /// `Pushd-Customer-Auth` proof, as an app does.
+    pub async fn post(
+        &self,
+        key: &str,
+        path: &str,
+        body: String,
+        proof: Option<&str>,
+    ) -> Res<(u16, String)> {
+        let mut request = self
             .client
             .post(format!("{}{path}", self.base))
             .bearer_auth(key)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await?;
+            .body(body);
+        if let Some(proof) = proof {
+            request = request.header(pushd::http::CUSTOMER_AUTH, proof);
+        }
+        let resp = request.send().await?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await?;
         match status {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::cpu::{self, Spent};
-use crate::daemon::{Api, Res, SDK_KEY, Syncs, android_token, ios_token};
+use crate::daemon::{API_KEY, Api, Res, SDK_KEY, Syncs, android_token, ios_token};
+use crate::workload::customer_id;
 
 /// Requests in flight.
 pub const IN_FLIGHT: usize = 64;
@@ -114,9 +115,13 @@ struct Report<'a> {
     timestamp: i64,
 }
 
-/// One device's reports, in order; answers how many were sent.
+/// One device's reports, in order, each with its customer's identity
+/// proof (what an app's backend hands it at sign-in); answers how many
+/// were sent.
 async fn device_reports(api: &Api, delivery: &str, token: String, i: usize) -> Res<usize> {
     let events = events(i);
+    let proof =
+        pushd::keys::identity_proof(&pushd::keys::identity_secret(API_KEY), &customer_id(i));
     for event in events {
         let body = serde_json::to_string(&Report {
             delivery_id: delivery,
@@ -124,7 +129,9 @@ async fn device_reports(api: &Api, delivery: &str, token: String, i: usize) -> R
             device_id: &token,
             timestamp: 1_764_100_100,
         })?;
-        let (status, v) = api.post(SDK_KEY, "/push/events", body).await?;
+        let (status, v) = api
+            .post(SDK_KEY, "/push/events", body, Some(&proof))
+            .await?;
         if status != 200 {
             return Err(format!("report refused: {status} {v}").into());
         }

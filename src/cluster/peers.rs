@@ -61,14 +61,14 @@ impl Peers {
     }
 
     /// Sends `method path_and_query` with `body` to the node at `address`,
-    /// with the client's `authorization` and `header` set.
+    /// with the client's `authorization` and `headers` set.
     pub async fn call(
         &self,
         address: &str,
         method: &actix_web::http::Method,
         path_and_query: &str,
         authorization: Option<&str>,
-        header: (&str, &str),
+        headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Answer, Unreachable> {
         let unreachable = |reason: String| Unreachable {
@@ -80,9 +80,11 @@ impl Peers {
         let mut request = self
             .client
             .request(method, format!("http://{address}{path_and_query}"))
-            .header(header.0, header.1)
             .header("content-type", "application/json")
             .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(auth) = authorization {
             request = request.header("authorization", auth);
         }

@@ -107,9 +107,14 @@ pub async fn run(
         })),
         max_body: config.max_body_bytes,
     });
+    // Partitions live in NATS and move between nodes: a cluster has no
+    // data directory of its own age, so verification is required unless
+    // configured off.
+    let identity = crate::daemon::identity_verification(&config, true);
     let served = run_api(
         state,
         &keys,
+        identity,
         listener,
         prometheus,
         config.max_body_bytes,

@@ -1,6 +1,14 @@
 //! Bearer-key authentication: the management API key for `/v1/`, and the
-//! SDK key (or the API key) for device reports. Extractors, so a handler
-//! states in its signature which key it needs.
+//! SDK key (or the API key) for device reports and a customer's own
+//! events. Extractors, so a handler states in its signature which key it
+//! needs.
+//!
+//! The SDK key ships inside every copy of the app, so anyone has it. With
+//! identity verification on, an SDK-key call about a customer must also
+//! carry `Pushd-Customer-Auth`: the HMAC of the customer id under the
+//! identity secret, which only the app's backend (holding the API key) can
+//! compute. Without it the answer is `401` before anything is looked up,
+//! so it says nothing about whether the customer exists.
 
 use std::future::{Ready, ready};
 
@@ -11,6 +19,11 @@ use ring::rand::SystemRandom;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use crate::config::IdentityVerification;
+use crate::keys::{identity_proof, identity_secret};
+
+/// The header an app sends its customer's identity proof in.
+pub const CUSTOMER_AUTH: &str = "Pushd-Customer-Auth";
 
 /// The two keys.
 #[derive(Clone, Debug)]
@@ -29,18 +42,39 @@ pub struct KeyCheck {
     hmac: hmac::Key,
     api: hmac::Tag,
     sdk: hmac::Tag,
+    /// The identity secret, when SDK-key calls must prove their customer.
+    identity: Option<String>,
 }
 
 impl KeyCheck {
-    /// Checks against `keys`.
-    pub fn new(keys: &Keys) -> Self {
+    /// Checks against `keys`, asking SDK-key calls about a customer for its
+    /// proof when `identity` is `Required`.
+    pub fn new(keys: &Keys, identity: IdentityVerification) -> Self {
         let hmac = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
             .expect("the system has randomness");
         KeyCheck {
             api: hmac::sign(&hmac, keys.api.as_bytes()),
             sdk: hmac::sign(&hmac, keys.sdk.as_bytes()),
             hmac,
+            identity: (identity == IdentityVerification::Required)
+                .then(|| identity_secret(&keys.api)),
         }
+    }
+
+    /// Whether `proof` is `customer_id`'s; true when verification is off.
+    /// The comparison takes the same time wherever the proof differs.
+    fn vouches(&self, customer_id: &str, proof: Option<&str>) -> bool {
+        let Some(secret) = &self.identity else {
+            return true;
+        };
+        let Some(proof) = proof else { return false };
+        let expected = identity_proof(secret, customer_id);
+        bool::from(
+            proof
+                .to_ascii_lowercase()
+                .as_bytes()
+                .ct_eq(expected.as_bytes()),
+        )
     }
 
     /// Which key `given` is, if any.
@@ -65,8 +99,22 @@ enum Which {
 /// Proof the request carried the API key.
 pub struct ApiKey;
 
-/// Proof the request carried the SDK key or the API key.
-pub struct SdkKey;
+/// Proof the request carried the SDK key or the API key, and which.
+pub struct SdkKey(pub Caller);
+
+/// Who made a call that either key may make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The app's backend (or an operator): the API key.
+    Backend,
+    /// The app on a device: the SDK key.
+    App,
+}
+
+/// Proof the request may act for the customer its path names: the API
+/// key, or the SDK key with that customer's `Pushd-Customer-Auth` proof
+/// (no proof when identity verification is off).
+pub struct ForCustomer(pub Caller);
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get("authorization")?.to_str().ok()?;
@@ -74,24 +122,61 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
-fn check(req: &HttpRequest, allow_sdk: bool) -> Result<(), ApiError> {
-    let keys = req
-        .app_data::<web::Data<KeyCheck>>()
-        .expect("keys are configured");
-    let unauthorized = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer key",
-        )
-    };
-    let given = bearer(req).ok_or_else(unauthorized)?;
+fn key_check(req: &HttpRequest) -> &KeyCheck {
+    req.app_data::<web::Data<KeyCheck>>()
+        .expect("keys are configured")
+}
+
+fn unauthorized(words: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", words)
+}
+
+fn check(req: &HttpRequest, allow_sdk: bool) -> Result<Caller, ApiError> {
+    let wrong_key = || unauthorized("missing or wrong bearer key");
+    let given = bearer(req).ok_or_else(wrong_key)?;
     // Blank keys never authenticate (a configured key is never blank).
-    match keys.which(given).filter(|_| !given.is_empty()) {
-        Some(Which::Api) => Ok(()),
-        Some(Which::Sdk) if allow_sdk => Ok(()),
-        _ => Err(unauthorized()),
+    match key_check(req).which(given).filter(|_| !given.is_empty()) {
+        Some(Which::Api) => Ok(Caller::Backend),
+        Some(Which::Sdk) if allow_sdk => Ok(Caller::App),
+        _ => Err(wrong_key()),
     }
+}
+
+/// The request's `Pushd-Customer-Auth`, if it carries one.
+fn customer_auth(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(CUSTOMER_AUTH)?.to_str().ok()?;
+    Some(value.trim())
+}
+
+/// Checks that an SDK-key call speaks for `customer_id`: with
+/// verification on, it must carry that customer's proof. An API-key call
+/// always may.
+fn speaks_for(req: &HttpRequest, caller: Caller, customer_id: &str) -> Result<(), ApiError> {
+    match caller == Caller::Backend || key_check(req).vouches(customer_id, customer_auth(req)) {
+        true => Ok(()),
+        false => Err(wrong_proof()),
+    }
+}
+
+/// Checks the proof an SDK-key call carries, if any, against
+/// `customer_id`: a device report needs none (it names its delivery and
+/// device), but an app that sends one must send its own customer's.
+pub fn proof_if_given(
+    req: &HttpRequest,
+    caller: Caller,
+    customer_id: &str,
+) -> Result<(), ApiError> {
+    match customer_auth(req) {
+        Some(_) => speaks_for(req, caller, customer_id),
+        None => Ok(()),
+    }
+}
+
+fn wrong_proof() -> ApiError {
+    unauthorized(&format!(
+        "an SDK-key call about a customer needs that customer's {CUSTOMER_AUTH} proof \
+         (HMAC-SHA256 of the customer id under the identity secret, from your backend)"
+    ))
 }
 
 impl FromRequest for ApiKey {
@@ -99,7 +184,7 @@ impl FromRequest for ApiKey {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(check(req, false).map(|()| ApiKey))
+        ready(check(req, false).map(|_| ApiKey))
     }
 }
 
@@ -108,7 +193,25 @@ impl FromRequest for SdkKey {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(check(req, true).map(|()| SdkKey))
+        ready(check(req, true).map(SdkKey))
+    }
+}
+
+impl FromRequest for ForCustomer {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    /// Runs before the body is read: a call without the proof is refused
+    /// having read and looked up nothing.
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(check(req, true).and_then(|caller| {
+            // The id exactly as the handler's `web::Path` reads it.
+            let id = web::Path::<String>::extract(req)
+                .into_inner()
+                .map(web::Path::into_inner)
+                .unwrap_or_default();
+            speaks_for(req, caller, &id).map(|()| ForCustomer(caller))
+        }))
     }
 }
 
@@ -118,14 +221,36 @@ mod tests {
 
     #[test]
     fn only_the_exact_key_matches() {
-        let check = KeyCheck::new(&Keys {
-            api: "api-key-123".into(),
-            sdk: "sdk-key-456".into(),
-        });
+        let check = KeyCheck::new(
+            &Keys {
+                api: "api-key-123".into(),
+                sdk: "sdk-key-456".into(),
+            },
+            IdentityVerification::Off,
+        );
         assert_eq!(check.which("api-key-123"), Some(Which::Api));
         assert_eq!(check.which("sdk-key-456"), Some(Which::Sdk));
         for wrong in ["api-key-12", "api-key-1234", "", "sdk-key-45"] {
             assert_eq!(check.which(wrong), None, "{wrong:?}");
         }
+        assert!(check.vouches("c1", None), "verification off");
+    }
+
+    #[test]
+    fn only_the_customers_own_proof_vouches_for_it() {
+        let keys = Keys {
+            api: "api-key-0123456789".into(),
+            sdk: "sdk-key-0123456789".into(),
+        };
+        let check = KeyCheck::new(&keys, IdentityVerification::Required);
+        let secret = identity_secret(&keys.api);
+        let proof = identity_proof(&secret, "c1");
+        assert!(check.vouches("c1", Some(&proof)));
+        assert!(check.vouches("c1", Some(&proof.to_ascii_uppercase())));
+        assert!(!check.vouches("c2", Some(&proof)));
+        assert!(!check.vouches("c1", None));
+        assert!(!check.vouches("c1", Some("")));
+        let under_sdk_key = identity_proof(&identity_secret(&keys.sdk), "c1");
+        assert!(!check.vouches("c1", Some(&under_sdk_key)));
     }
 }

@@ -177,7 +177,7 @@ async fn import_elsewhere(
                 &Method::POST,
                 "/v1/batch",
                 authorization,
-                (FORWARDED, "1"),
+                &[(FORWARDED, "1")],
                 body,
             )
             .await

@@ -9,7 +9,7 @@ use pushd_actors::person::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::auth::{ApiKey, SdkKey};
+use super::auth::{ApiKey, Caller, ForCustomer};
 use super::body::{Fields, JsonBody, Params, QueryOf};
 use super::error::{ApiError, naming};
 use super::{AppState, check_id, endpoint, event_time};
@@ -202,7 +202,7 @@ async fn delete_device(
 }
 
 async fn customer_event(
-    _: SdkKey,
+    ForCustomer(caller): ForCustomer,
     state: web::Data<AppState>,
     id: web::Path<String>,
     web::Json(Fields(body)): JsonBody<EventBody>,
@@ -223,7 +223,12 @@ async fn customer_event(
         .request_existing(id, msg)
         .await
         .map_err(naming(&ids))?;
-    Ok(HttpResponse::Ok().json(json!({"converted_delivery_id": converted})))
+    // The app is answered that the event was taken, nothing more: which
+    // delivery converted is the backend's business.
+    match caller {
+        Caller::Backend => Ok(HttpResponse::Ok().json(json!({"converted_delivery_id": converted}))),
+        Caller::App => Ok(super::status_ok()),
+    }
 }
 
 /// Registers the routes.

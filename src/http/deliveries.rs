@@ -12,7 +12,7 @@ use pushd_actors::status::{MessageStatus, Report};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{ApiKey, SdkKey};
+use super::auth::{ApiKey, SdkKey, proof_if_given};
 use super::body::{Fields, JsonBody, Params, QueryOf};
 use super::error::{ApiError, naming};
 use super::reach::{Scope, newest_page};
@@ -44,7 +44,8 @@ struct ListQuery {
 }
 
 async fn push_event(
-    _: SdkKey,
+    SdkKey(caller): SdkKey,
+    req: HttpRequest,
     state: web::Data<AppState>,
     web::Json(Fields(body)): JsonBody<ReportBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -57,6 +58,9 @@ async fn push_event(
         .delivery_as_of(delivery_id)?
         .ok_or_else(|| ApiError::not_found("delivery", delivery_id))?;
     let customer = seen.value.customer_id.clone();
+    // A report names its delivery and device; a proof, when the app sends
+    // one, must be that delivery's customer's.
+    proof_if_given(&req, caller, &customer)?;
     let report = DeviceReport {
         delivery_id: delivery_id.to_string(),
         token: device_id.to_string(),

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use pushd_actors::engine::PartitionTag;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, CUSTOMER_AUTH};
 use crate::cluster::peers::{FORWARDED, SCOPE};
 
 /// Forwards a request for another node's partition; passes the rest on.
@@ -72,6 +72,16 @@ pub async fn to_owner(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // An app's identity proof goes along: the owner checks it.
+    let proof = req
+        .headers()
+        .get(CUSTOMER_AUTH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut headers = vec![(FORWARDED, "1")];
+    if let Some(proof) = &proof {
+        headers.push((CUSTOMER_AUTH, proof));
+    }
     // A partition moving is asked again of its new owner, a few times.
     let mut response = unavailable(tag, "no node serves it now").error_response();
     for attempt in 0..3 {
@@ -86,7 +96,7 @@ pub async fn to_owner(
                 req.method(),
                 &path,
                 authorization.as_deref(),
-                (FORWARDED, "1"),
+                &headers,
                 body.clone(),
             )
             .await;

@@ -31,7 +31,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use pushd_actors::ports::Clock;
 use serde_json::json;
 
-pub use auth::{KeyCheck, Keys};
+pub use auth::{CUSTOMER_AUTH, KeyCheck, Keys};
 pub use body::extractors;
 pub use error::{ApiError, contract_body};
 pub use reach::Catalog;

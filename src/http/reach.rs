@@ -255,7 +255,14 @@ impl AppState {
             async move {
                 let answer = link
                     .peers
-                    .call(&address, &method, path, Some(&auth), (SCOPE, "local"), body)
+                    .call(
+                        &address,
+                        &method,
+                        path,
+                        Some(&auth),
+                        &[(SCOPE, "local")],
+                        body,
+                    )
                     .await;
                 (address, answer)
             }

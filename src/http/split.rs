@@ -94,7 +94,7 @@ pub async fn send_elsewhere(
                 &Method::POST,
                 "/v1/send/push",
                 authorization,
-                (FORWARDED, "1"),
+                &[(FORWARDED, "1")],
                 body,
             )
             .await;

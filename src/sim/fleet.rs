@@ -229,6 +229,10 @@ pub struct Fleet {
     pub base_url: String,
     /// The SDK key.
     pub sdk_key: String,
+    /// The identity secret the app's backend signs customer ids with: each
+    /// phone sends its customer's proof (`Pushd-Customer-Auth`), as an app
+    /// given it at sign-in would.
+    pub identity_secret: String,
     /// Simulated time, shared with the daemon.
     pub clock: Arc<SimClock>,
     /// The goal event name.
@@ -297,23 +301,22 @@ impl Report {
             }
             tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
         }
+        let customer = &f.devices[&self.token].customer_id;
+        let proof = crate::keys::identity_proof(&f.identity_secret, customer);
         let request = match self.action {
             Action::Report(event) => self
                 .client
                 .post(format!("{}/push/events", f.base_url))
                 .json(&json!({"delivery_id": self.delivery, "event": event,
                     "device_id": self.token, "timestamp": self.at})),
-            Action::Goal => {
-                let customer = &f.devices[&self.token].customer_id;
-                self.client
-                    .post(format!("{}/v1/customers/{customer}/events", f.base_url))
-                    .json(
-                        &json!({"name": f.goal, "data": {"source": "fleet"}, "timestamp": self.at}),
-                    )
-            }
+            Action::Goal => self
+                .client
+                .post(format!("{}/v1/customers/{customer}/events", f.base_url))
+                .json(&json!({"name": f.goal, "data": {"source": "fleet"}, "timestamp": self.at})),
         };
         let ok = request
             .bearer_auth(&f.sdk_key)
+            .header(crate::http::CUSTOMER_AUTH, proof)
             .send()
             .await
             .is_ok_and(|r| r.status().is_success());

@@ -17,6 +17,9 @@ pub const FORMAT: u32 = 4;
 pub const OLDEST: u32 = 3;
 /// The meta key of the journal position the snapshot covers.
 pub const COVERED_KEY: &str = "covered";
+/// The meta key of the store's default identity verification
+/// (`required` or `off`), recorded when it was first opened.
+pub const IDENTITY_KEY: &str = "identity_verification";
 
 /// The marker of snapshot format `format`.
 pub fn marker(format: u32) -> Vec<u8> {

@@ -64,6 +64,9 @@ pub struct SledStore {
     signal: Arc<snapshot::Signal>,
     /// Drain early past this many changed records.
     drain_at: usize,
+    /// Whether a release that requires identity verification by default
+    /// created this store (see [`SledStore::made_requiring_identity`]).
+    made_requiring_identity: bool,
 }
 
 impl SledStore {
@@ -80,7 +83,9 @@ impl SledStore {
     /// (an older one upgraded), an erasure a crash cut short finished, the
     /// counters loaded.
     fn over(db: sled::Db, path: PathBuf) -> Result<Arc<SledStore>, Error> {
+        let fresh = db.is_empty();
         upgrade::open(&db, &path)?;
+        let made_requiring_identity = identity_default(&db, fresh)?;
         erase::resume(&db)?;
         let covered = match db.get(keys::record(keys::META, codec::COVERED_KEY))? {
             Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
@@ -110,7 +115,16 @@ impl SledStore {
             drain_lock: Mutex::new(()),
             signal: Arc::default(),
             drain_at: Timing::default().drain_at,
+            made_requiring_identity,
         }))
+    }
+
+    /// Whether this store was made by a release that requires identity
+    /// verification by default: the default of `[keys]
+    /// identity_verification` for its data directory, so an upgrade does
+    /// not lock out apps that send no proof yet.
+    pub fn made_requiring_identity(&self) -> bool {
+        self.made_requiring_identity
     }
 
     /// Hands every record applied from now on to `sink` too. Attach before
@@ -192,6 +206,19 @@ impl SledStore {
 }
 
 /// Opens sled at `path` with a page cache of at most `cache_bytes`.
+/// Reads, or records on first open, whether identity verification is
+/// required by default for this store: yes for one made now (`fresh`: it
+/// was empty), no for one an earlier release made (records but no mark).
+fn identity_default(db: &sled::Db, fresh: bool) -> Result<bool, Error> {
+    let key = keys::record(keys::META, codec::IDENTITY_KEY);
+    if let Some(value) = db.get(&key)? {
+        return Ok(value.as_ref() == b"required");
+    }
+    let required = fresh;
+    db.insert(key, if required { &b"required"[..] } else { b"off" })?;
+    Ok(required)
+}
+
 fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
     let db = sled::Config::new()
         .path(path)

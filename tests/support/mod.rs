@@ -14,6 +14,16 @@ pub mod cluster;
 pub const API_KEY: &str = "test-api-key-0123456789";
 pub const SDK_KEY: &str = "test-sdk-key-0123456789";
 
+/// The `Pushd-Customer-Auth` header an app signed in as `customer` sends,
+/// as the test backend (holding [`API_KEY`]) computes it.
+pub fn customer_auth(customer: &str) -> (&'static str, String) {
+    let secret = pushd::keys::identity_secret(API_KEY);
+    (
+        "Pushd-Customer-Auth",
+        pushd::keys::identity_proof(&secret, customer),
+    )
+}
+
 /// A running daemon; killed when dropped.
 pub struct Daemon {
     child: Child,
@@ -117,8 +127,23 @@ impl Daemon {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.call_with(key, &[], method, path, body).await
+    }
+
+    /// [`Daemon::call_as`] with extra request headers.
+    pub async fn call_with(
+        &self,
+        key: &str,
+        headers: &[(&str, &str)],
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.client.request(method, self.url(path)).bearer_auth(key);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
