@@ -95,6 +95,8 @@ fn restore(args: RestoreArgs) -> Result<(), String> {
         );
     }
     let (archive, data_dir) = (args.archive.display(), config.data_dir.display());
+    // The data directory it makes is as private as one `serve` makes.
+    pushd::persistence::private_umask();
     let restored = pushd::backup::restore(&args.archive, &config.data_dir).map_err(|e| {
         format!("cannot restore {archive} into {data_dir}: {e}; nothing was written")
     })?;

@@ -33,9 +33,7 @@ pub enum OpenError {
 /// older pushd's, or a copy's) is tightened to 0700 / 0600, said in one
 /// log line.
 pub fn make_private(data_dir: &Path) -> std::io::Result<()> {
-    // SAFETY: umask(2) only sets the process's file mode creation mask; it
-    // touches no memory and cannot fail.
-    unsafe { libc::umask(0o077) };
+    private_umask();
     std::fs::create_dir_all(data_dir)?;
     let mut tightened = Tightened::default();
     tighten(data_dir, &mut tightened)?;
@@ -51,6 +49,14 @@ pub fn make_private(data_dir: &Path) -> std::io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Sets the process's umask to `0077`: every directory it creates from now
+/// on is `0700` and every file `0600`, whatever umask it inherited.
+pub fn private_umask() {
+    // SAFETY: umask(2) only sets the process's file mode creation mask; it
+    // touches no memory and cannot fail.
+    unsafe { libc::umask(0o077) };
 }
 
 /// How many directories and files [`tighten`] changed.

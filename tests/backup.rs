@@ -49,9 +49,19 @@ async fn download(d: &Daemon, key: &str, to: &Path) -> (u16, reqwest::header::He
 }
 
 /// Runs `pushd restore ARCHIVE --data-dir DIR`.
+/// `pushd restore`, run under the usual umask 022 (so what it creates is
+/// private only because it makes it so).
 fn restore(archive: &Path, data_dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pushd"))
-        .arg("restore")
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushd"));
+    // SAFETY: umask(2) in the child before exec; it touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    cmd.arg("restore")
         .arg(archive)
         .arg("--data-dir")
         .arg(data_dir)
@@ -60,6 +70,21 @@ fn restore(archive: &Path, data_dir: &Path) -> Output {
         .current_dir(archive.parent().unwrap())
         .output()
         .expect("pushd runs")
+}
+
+/// Every directory under `path` is 0700 and every file 0600.
+fn assert_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_dir() {
+        assert_eq!(mode, 0o700, "{}", path.display());
+        for entry in std::fs::read_dir(path).unwrap() {
+            assert_private(&entry.unwrap().path());
+        }
+    } else if meta.is_file() {
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
 }
 
 fn stderr(out: &Output) -> String {
@@ -259,6 +284,7 @@ async fn a_backup_taken_under_load_restores_everything_acknowledged_before_it() 
     assert!(out.status.success(), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("journal position"), "{said}");
+    assert_private(&data);
     let d = Daemon::start(&data, &fakes.env());
 
     // Every delivery acknowledged before the call, at least as far along.

@@ -33,10 +33,30 @@ pub struct Refused {
 pub fn class(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => class_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => class_v4(v4),
             None => class_v6(v6),
         },
+    }
+}
+
+/// The IPv4 address an IPv6 address carries to reach it: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64
+/// (`64:ff9b::a.b.c.d`, RFC 6052) and 6to4 (`2002:aabb:ccdd::`, RFC 3056)
+/// all end up at that IPv4 address, so they are judged by it.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    match s {
+        // `::` and `::1` are themselves, not 0.0.0.0 and 0.0.0.1.
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
+        [0, 0, 0, 0, 0, 0, hi, lo] => Some(v4(hi, lo)),
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(v4(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(v4(hi, lo)),
+        _ => None,
     }
 }
 
@@ -57,6 +77,9 @@ fn class_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("an unspecified")
     } else if ip.is_broadcast() {
         Some("a broadcast")
+    } else if a >= 240 {
+        // 240.0.0.0/4, reserved for future use: no public host is there.
+        Some("a reserved")
     } else {
         None
     }
@@ -180,6 +203,15 @@ mod tests {
             ("http://0/", "0.0.0.0", "an unspecified"),
             ("http://[::]/", "::", "an unspecified"),
             ("http://255.255.255.255/", "255.255.255.255", "a broadcast"),
+            ("http://240.0.0.1/", "240.0.0.1", "a reserved"),
+            ("http://[::7f00:1]/", "::7f00:1", "a loopback"),
+            (
+                "http://[64:ff9b::a9fe:a9fe]/",
+                "64:ff9b::a9fe:a9fe",
+                "a link-local",
+            ),
+            ("http://[2002:a00:1::]/", "2002:a00:1::", "a private"),
+            ("http://[2002:7f00:1::1]/", "2002:7f00:1::1", "a loopback"),
         ] {
             let parsed = Url::parse(url).unwrap();
             let refused = check_url(&parsed).expect_err(url);
@@ -196,6 +228,8 @@ mod tests {
             "http://100.128.0.1/",
             "http://[2606:2800:220:1::1]/",
             "http://[::ffff:93.184.216.34]/",
+            "http://[64:ff9b::5db8:d822]/",
+            "http://[2002:5db8:d822::1]/",
         ] {
             assert_eq!(check_url(&Url::parse(url).unwrap()), Ok(()), "{url}");
         }
