@@ -256,12 +256,16 @@ pub struct StoreSection {
     /// Deliveries created more than this many days ago leave the delivery
     /// log; 0 keeps them for ever.
     pub delivery_retention_days: u64,
+    /// Below this many free bytes on the data directory's disk, pushd is
+    /// not ready (`/readyz` answers 503).
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             delivery_retention_days: 180,
+            min_free_bytes: 128 << 20,
         }
     }
 }
@@ -554,6 +558,9 @@ pub struct Overrides {
     /// Days a delivery stays in the delivery log after its creation, 0 for ever [default: 180]
     #[arg(long, env = "PUSHD_DELIVERY_RETENTION_DAYS")]
     pub delivery_retention_days: Option<u64>,
+    /// Free bytes on the data directory's disk below which /readyz answers 503 [default: 134217728]
+    #[arg(long, env = "PUSHD_MIN_FREE_BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// APNs base URL; http:// speaks h2c [default: https://api.push.apple.com]
     #[arg(long, env = "PUSHD_APNS_ENDPOINT")]
     pub apns_endpoint: Option<String>,
@@ -691,6 +698,7 @@ impl Overrides {
             &mut c.store.delivery_retention_days,
             self.delivery_retention_days,
         );
+        set(&mut c.store.min_free_bytes, self.min_free_bytes);
         set(&mut c.apns.endpoint, self.apns_endpoint.map(Some));
         set(
             &mut c.apns.sandbox_endpoint,

@@ -22,6 +22,7 @@ use crate::keys::{self, KeysError, Source};
 use crate::partition::{Partition, Partitioning, Partitions};
 use crate::persistence::{OpenError, Persistence};
 use crate::providers::Providers;
+use crate::readiness::{self, Readiness};
 use crate::store::Timing;
 use crate::template::LiquidRenderer;
 use crate::webhooks::{self, Webhooks};
@@ -157,6 +158,22 @@ pub async fn serve_with(
     });
     let partitions = Arc::new(Partitions::new(Partitioning::single()));
     partitions.insert(partition.clone());
+    let readiness = Readiness::new(vec![
+        readiness::failed_for_good("journal", {
+            let journal = persistence.journal.clone();
+            move || journal.failure()
+        }),
+        readiness::failed_for_good("event log", {
+            let events = events.clone();
+            move || events.failure()
+        }),
+        readiness::drains({
+            let store = store.clone();
+            move || store.drains_failing_for()
+        }),
+        readiness::free_disk(&config.data_dir, config.store.min_free_bytes),
+    ]);
+    readiness.watch()?;
     let state = web::Data::new(AppState {
         partitions,
         catalog: Catalog::Local(partition),
@@ -172,6 +189,7 @@ pub async fn serve_with(
         ))),
         cluster: None,
         max_body: config.max_body_bytes,
+        readiness,
     });
     run_api(
         state,

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod partition;
 pub mod persistence;
 pub mod providers;
+pub mod readiness;
 pub mod records;
 pub mod segfile;
 pub mod sim;

@@ -20,7 +20,8 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 26] = [
+pub const SERIES: [&str; 27] = [
+    "pushd_ready",
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
     "pushd_customers_erased_total",
@@ -168,6 +169,10 @@ pub fn register_webhook(id: &str) {
 /// Describes every series and makes it appear at zero. Call once, after
 /// the recorder is installed.
 pub fn register() {
+    gauge(
+        "pushd_ready",
+        "1 while writes are acknowledged (GET /readyz answers 200), else 0.",
+    );
     counter(
         "pushd_deliveries_created_total",
         "Deliveries acknowledged by POST /v1/send/push.",

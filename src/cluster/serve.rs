@@ -92,6 +92,13 @@ pub async fn run(
     );
     tracing::info!(node = %settings.node, partitions = settings.partitions, "joining the cluster");
     let running = runtime.spawn(node.clone().run());
+    let client = nats.js.client();
+    let readiness = crate::readiness::Readiness::new(vec![Box::new(move || {
+        let state = client.connection_state();
+        (state != async_nats::connection::State::Connected)
+            .then(|| format!("not connected to NATS ({state})"))
+    })]);
+    readiness.watch()?;
     let state = web::Data::new(AppState {
         partitions,
         catalog: Catalog::Shared(Arc::new(Templates::new(nats.templates.clone()))),
@@ -106,6 +113,7 @@ pub async fn run(
             api_key: keys.keys.api.clone(),
         })),
         max_body: config.max_body_bytes,
+        readiness,
     });
     // Partitions live in NATS and move between nodes: a cluster has no
     // data directory of its own age, so verification is required unless

@@ -175,6 +175,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EventLog {
+    /// Why a write failed, if one did: no event is logged until a restart
+    /// replays them from the journal.
+    pub fn failure(&self) -> Option<String> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(lock(&self.writer).failed.clone().unwrap_or_default())
+    }
+
     /// Opens (or creates) the log in `dir`, cutting a torn tail back to the
     /// last whole record, and starts the writer thread `pushd-events`.
     pub fn open(

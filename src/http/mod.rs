@@ -64,6 +64,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Link>>,
     /// Largest request body, bytes.
     pub max_body: usize,
+    /// Whether writes are acknowledged now (`/readyz`).
+    pub readiness: Arc<crate::readiness::Readiness>,
 }
 
 impl AppState {
@@ -225,6 +227,17 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// `200 {"ready": true, "reasons": []}` while writes are acknowledged,
+/// else `503` with `"ready": false` and each reason.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let reasons = state.readiness.reasons();
+    let body = json!({"ready": reasons.is_empty(), "reasons": reasons});
+    match reasons.is_empty() {
+        true => HttpResponse::Ok().json(body),
+        false => HttpResponse::ServiceUnavailable().json(body),
+    }
+}
+
 /// `200 {"status":"ok"}` from a static body: nothing to build per request.
 fn status_ok() -> HttpResponse {
     HttpResponse::Ok()
@@ -246,6 +259,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(deliveries::routes)
         .configure(send::routes)
         .service(endpoint("/healthz", [(Method::GET, web::to(healthz))]))
+        .service(endpoint("/readyz", [(Method::GET, web::to(readyz))]))
         .service(endpoint("/metrics", [(Method::GET, web::to(prometheus))]))
         .configure(openapi::routes)
         .configure(customers::routes)

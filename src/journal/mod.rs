@@ -137,6 +137,12 @@ impl FileJournal {
         self.shared.commit.wake_writer();
     }
 
+    /// Why the journal failed for good, if it did: every later change is
+    /// refused until a restart replays it.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.commit.failure()
+    }
+
     /// Groups written so far (each one `write` and one `fdatasync`).
     pub fn syncs(&self) -> u64 {
         self.shared.commit.groups()

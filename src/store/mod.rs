@@ -64,6 +64,8 @@ pub struct SledStore {
     signal: Arc<snapshot::Signal>,
     /// Drain early past this many changed records.
     drain_at: usize,
+    /// When the snapshot thread's drains started failing, while they fail.
+    failing_since: Mutex<Option<std::time::Instant>>,
     /// Whether a release that requires identity verification by default
     /// created this store (see [`SledStore::made_requiring_identity`]).
     made_requiring_identity: bool,
@@ -115,8 +117,33 @@ impl SledStore {
             drain_lock: Mutex::new(()),
             signal: Arc::default(),
             drain_at: Timing::default().drain_at,
+            failing_since: Mutex::new(None),
             made_requiring_identity,
         }))
+    }
+
+    /// Notes how the snapshot thread's last drain or checkpoint went.
+    fn note_snapshot(&self, failed: Option<&Error>) {
+        let mut since = self
+            .failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match failed {
+            None => *since = None,
+            Some(_) => {
+                since.get_or_insert_with(std::time::Instant::now);
+            }
+        }
+    }
+
+    /// How long the snapshot thread's drains have been failing, if they
+    /// are (the journal keeps every change meanwhile, but grows).
+    pub fn drains_failing_for(&self) -> Option<std::time::Duration> {
+        let since = self
+            .failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        since.map(|t| t.elapsed())
     }
 
     /// Whether this store was made by a release that requires identity

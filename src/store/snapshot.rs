@@ -173,6 +173,7 @@ fn run(
         } else {
             store.drain().map(drop)
         };
+        store.note_snapshot(result.as_ref().err());
         if let Err(e) = result {
             tracing::error!(error = %e, "snapshot failed; retrying");
         }
