@@ -36,6 +36,8 @@ pub struct Config {
     pub keys: KeysSection,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// Seconds a SIGTERM may take: draining HTTP, then the last checkpoint.
+    pub shutdown_timeout_secs: u64,
     /// sled page cache, MiB (a top-level key, from before `[store]`).
     pub store_cache_mb: u64,
     /// The snapshot: how long deliveries are kept.
@@ -309,6 +311,7 @@ impl Default for Config {
             sdk_key: None,
             keys: KeysSection::default(),
             max_body_bytes: 1 << 20,
+            shutdown_timeout_secs: 30,
             store_cache_mb: 64,
             store: StoreSection::default(),
             apns: ApnsConfig::default(),
@@ -323,6 +326,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How long a SIGTERM may take in all.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
     /// Every app's credentials: `[apns]`/`[fcm]` as the app `default`, and
     /// each `[apps.<app_id>]`.
     pub fn apps(&self) -> BTreeMap<String, AppConfig> {
@@ -357,6 +365,11 @@ impl Config {
                 "[webhooks] in_flight",
                 "PUSHD_WEBHOOK_IN_FLIGHT",
                 self.webhooks.in_flight,
+            ),
+            (
+                "shutdown_timeout_secs",
+                "PUSHD_SHUTDOWN_TIMEOUT_SECS",
+                self.shutdown_timeout_secs as usize,
             ),
         ];
         if let Some((setting, variable, _)) = counts.iter().find(|(_, _, n)| *n == 0) {
@@ -552,6 +565,9 @@ pub struct Overrides {
     /// Largest request body in bytes [default: 1048576]
     #[arg(long, env = "PUSHD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Seconds a SIGTERM may take before pushd exits anyway, status 1 [default: 30]
+    #[arg(long, env = "PUSHD_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
     /// sled page cache in MiB [default: 64]
     #[arg(long, env = "PUSHD_STORE_CACHE_MB")]
     pub store_cache_mb: Option<u64>,
@@ -693,6 +709,7 @@ impl Overrides {
             self.identity_verification.map(Some),
         );
         set(&mut c.max_body_bytes, self.max_body_bytes);
+        set(&mut c.shutdown_timeout_secs, self.shutdown_timeout_secs);
         set(&mut c.store_cache_mb, self.store_cache_mb);
         set(
             &mut c.store.delivery_retention_days,

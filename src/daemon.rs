@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
@@ -192,20 +193,62 @@ pub async fn serve_with(
         readiness,
     });
     run_api(
-        state,
-        &keys,
-        identity,
-        listener,
-        prometheus,
-        config.max_body_bytes,
-        banner,
+        state, &keys, identity, listener, prometheus, &config, banner,
     )
     .await?;
     tracing::info!("http drained; checkpointing");
-    webhooks.stop();
-    persistence.close();
-    events.close();
+    let budget = config
+        .shutdown_timeout()
+        .saturating_sub(http_drain(&config));
+    finish_within(budget, move || {
+        webhooks.stop();
+        persistence.close();
+        events.close();
+        match store.drains_failing_for() {
+            Some(_) => Err("the last checkpoint failed (the error is logged above)".to_string()),
+            None => Ok(()),
+        }
+    });
     Ok(())
+}
+
+/// How long the HTTP server may drain its connections on SIGTERM: a third
+/// of `shutdown_timeout_secs`, at most 10 s; the rest is the last
+/// checkpoint's.
+fn http_drain(config: &Config) -> Duration {
+    Duration::from_secs((config.shutdown_timeout_secs / 3).clamp(1, 10))
+}
+
+/// Runs `close` (the last checkpoint, the journal's and event log's last
+/// syncs) on a thread of its own and waits at most `budget` for it. Past
+/// it — a full or failing disk can hold a sync for ever — or when `close`
+/// says the checkpoint failed, the process exits at once with status 1 and
+/// a message: every acknowledged change is in the journal, which the next
+/// start replays. Exiting here, not returning, skips the destructors, which
+/// would wait on that same disk (sled flushes when its last handle drops).
+fn finish_within(budget: Duration, close: impl FnOnce() -> Result<(), String> + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    let closing = std::thread::Builder::new()
+        .name("pushd-close".into())
+        .spawn(move || {
+            let _ = done.send(close());
+        });
+    let failed = match closing.map(|_| finished.recv_timeout(budget)) {
+        Ok(Ok(Ok(()))) => return,
+        Ok(Ok(Err(why))) => why,
+        Ok(Err(_)) => format!(
+            "the last checkpoint was not written within shutdown_timeout_secs ({} s left after \
+             draining HTTP)",
+            budget.as_secs()
+        ),
+        Err(e) => format!("cannot start the last checkpoint: {e}"),
+    };
+    let words = format!(
+        "{failed}; every acknowledged change is in the journal and the next start replays it"
+    );
+    tracing::error!("{words}");
+    eprintln!("pushd: {words}");
+    std::process::exit(1);
 }
 
 /// Serves the API on `listener` until SIGTERM/SIGINT has drained it; with
@@ -216,9 +259,10 @@ pub(crate) async fn run_api(
     identity: IdentityVerification,
     listener: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    max_body: usize,
+    config: &Config,
     banner: bool,
 ) -> Result<(), ServeError> {
+    let max_body = config.max_body_bytes;
     let addr = listener.local_addr()?;
     let key_data = web::Data::new(http::KeyCheck::new(&keys.keys, identity));
     let prometheus = web::Data::new(prometheus);
@@ -232,7 +276,7 @@ pub(crate) async fn run_api(
             .configure(|cfg| http::extractors(cfg, max_body))
             .configure(http::routes)
     })
-    .shutdown_timeout(10)
+    .shutdown_timeout(http_drain(config).as_secs())
     .listen(listener)?;
     let mut server = server.run();
     // The first poll starts the workers and installs the SIGTERM/SIGINT

@@ -120,13 +120,7 @@ pub async fn run(
     // configured off.
     let identity = crate::daemon::identity_verification(&config, true);
     let served = run_api(
-        state,
-        &keys,
-        identity,
-        listener,
-        prometheus,
-        config.max_body_bytes,
-        banner,
+        state, &keys, identity, listener, prometheus, &config, banner,
     )
     .await;
     tracing::info!("http drained; handing the partitions back");
