@@ -205,8 +205,7 @@ async fn a_report_is_synced_before_its_answer() {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("skipped: strace is not installed");
+    if !support::strace_installed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -3,12 +3,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::Daemon;
+use support::{Daemon, Strace};
 
 /// `GET /readyz`: its status and body.
 async fn readyz(d: &Daemon) -> (u16, Value) {
@@ -22,15 +20,7 @@ async fn ready_gauge(d: &Daemon, value: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let line = format!("pushd_ready {value}");
     loop {
-        let text = d
-            .client
-            .get(d.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = d.metrics_text().await;
         if text.lines().any(|l| l == line) {
             return;
         }
@@ -87,8 +77,7 @@ async fn too_little_free_disk_is_not_ready_but_alive() {
 /// Skipped (saying so) where strace is missing; CI installs it.
 #[tokio::test]
 async fn a_failed_journal_sync_is_not_ready_until_a_restart() {
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("skipped: strace is not installed");
+    if !support::strace_installed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -96,21 +85,15 @@ async fn a_failed_journal_sync_is_not_ready_until_a_restart() {
     let d = Daemon::start(&data, &[]);
     d.customer("kept", json!({"plan": "pro"}), &[]).await;
 
-    let mut strace = Command::new("strace")
-        .args([
-            "-f",
+    let strace = Strace::attach(
+        d.pid(),
+        &[
             "-e",
             "trace=fdatasync,fsync",
             "-e",
             "inject=fdatasync,fsync:error=EIO",
-        ])
-        .args(["-o", "/dev/null", "-p", &d.pid().to_string()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strace runs");
-    let mut said = BufReader::new(strace.stderr.take().unwrap()).lines();
-    let first = said.next().expect("strace says it attached").unwrap();
-    assert!(first.contains("attached"), "strace: {first}");
+        ],
+    );
 
     let (status, v) = d
         .call("PUT", "/v1/customers/lost", Some(json!({"attributes": {}})))
@@ -135,8 +118,7 @@ async fn a_failed_journal_sync_is_not_ready_until_a_restart() {
     );
     assert_eq!(healthz(&d).await, 200);
     ready_gauge(&d, "0").await;
-    let _ = strace.kill();
-    let _ = strace.wait();
+    drop(strace);
 
     drop(d);
     let d = Daemon::start(&data, &[]);

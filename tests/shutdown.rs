@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{API_KEY, Daemon, SDK_KEY};
+use support::{API_KEY, Daemon, SDK_KEY, Strace};
 
 /// Every `fsync` and `fdatasync` of the running daemon waits 100 s
 /// (strace holds it): SIGTERM with `PUSHD_SHUTDOWN_TIMEOUT_SECS=3` still
@@ -18,8 +18,7 @@ use support::{API_KEY, Daemon, SDK_KEY};
 /// missing; CI installs it.
 #[tokio::test]
 async fn sigterm_ends_the_daemon_in_time_while_the_disk_hangs() {
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("skipped: strace is not installed");
+    if !support::strace_installed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -62,16 +61,15 @@ async fn sigterm_ends_the_daemon_in_time_while_the_disk_hangs() {
         .unwrap();
     assert_eq!(answer.status(), 200);
 
-    let mut strace = Command::new("strace")
-        .args(["-f", "-e", "trace=fsync,fdatasync"])
-        .args(["-e", "inject=fsync,fdatasync:delay_enter=100000000"])
-        .args(["-o", "/dev/null", "-p", &child.id().to_string()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strace runs");
-    let mut traced = BufReader::new(strace.stderr.take().unwrap()).lines();
-    let first = traced.next().expect("strace says it attached").unwrap();
-    assert!(first.contains("attached"), "strace: {first}");
+    let strace = Strace::attach(
+        child.id(),
+        &[
+            "-e",
+            "trace=fsync,fdatasync",
+            "-e",
+            "inject=fsync,fdatasync:delay_enter=100000000",
+        ],
+    );
 
     let terminated = Instant::now();
     Command::new("kill")
@@ -95,8 +93,7 @@ async fn sigterm_ends_the_daemon_in_time_while_the_disk_hangs() {
             && words.contains("the next start replays it"),
         "{words}"
     );
-    let _ = strace.kill();
-    let _ = strace.wait();
+    drop(strace);
     assert_eq!(child.wait().unwrap().code(), Some(1));
 
     let d = Daemon::start(&data, &[]);

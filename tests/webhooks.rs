@@ -113,15 +113,7 @@ async fn webhook_until(d: &Daemon, id: &str, done: impl Fn(&Value) -> bool) -> V
 
 /// The value of a Prometheus series with exactly these labels.
 async fn metric(d: &Daemon, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.metrics_text().await;
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))
         .find(|l| {

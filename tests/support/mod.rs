@@ -228,6 +228,12 @@ impl Daemon {
         (events.collect(), next)
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self.client.get(self.url("/metrics")).send().await;
+        resp.expect("request").text().await.expect("a body")
+    }
+
     /// Polls a delivery until `done` holds (bounded: 20 s).
     pub async fn delivery_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -255,6 +261,49 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Whether `strace` can be run; says so when not (a test that needs it is
+/// then skipped; CI installs it).
+pub fn strace_installed() -> bool {
+    let found = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok();
+    if !found {
+        eprintln!("skipped: strace is not installed");
+    }
+    found
+}
+
+/// `strace` attached to every thread of process `pid` with `args` (which
+/// syscalls to trace and what to inject), once it says it is attached.
+/// Killed when dropped: the faults it injects end with it.
+pub struct Strace(Child);
+
+impl Strace {
+    pub fn attach(pid: u32, args: &[&str]) -> Strace {
+        let mut child = Command::new("strace")
+            .arg("-f")
+            .args(args)
+            .args(["-o", "/dev/null", "-p", &pid.to_string()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("strace runs");
+        let mut said = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = said.next().expect("strace says it attached").unwrap();
+        assert!(first.contains("attached"), "strace: {first}");
+        // Keep reading what it says: a closed pipe would end it (SIGPIPE).
+        std::thread::spawn(move || for _ in said {});
+        Strace(child)
+    }
+}
+
+impl Drop for Strace {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
