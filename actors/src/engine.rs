@@ -93,6 +93,8 @@ pub struct EngineCtx {
     last: AtomicU64,
     /// The turns of paced messages.
     pacing: Pacing,
+    /// Renders running at once: one per core.
+    renders: Arc<tokio::sync::Semaphore>,
 }
 
 impl EngineCtx {
@@ -105,7 +107,25 @@ impl EngineCtx {
             order: Mutex::new(()),
             last: AtomicU64::new(0),
             pacing: Pacing::default(),
+            renders: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
         }
+    }
+
+    /// Runs `render` with the renderer on a blocking thread, one per core
+    /// at most: a template, however slow within its limits, never holds an
+    /// actor thread and the other customers' requests queued on it.
+    pub fn render<T: Send + 'static>(
+        &self,
+        render: impl FnOnce(&dyn Renderer) -> T + Send + 'static,
+    ) -> BoxFuture<T> {
+        let (renderer, renders) = (self.ports.renderer.clone(), self.renders.clone());
+        Box::pin(async move {
+            let _turn = renders.acquire_owned().await;
+            let rendered = tokio::task::spawn_blocking(move || render(&*renderer)).await;
+            rendered.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        })
     }
 
     /// Reserves room at the provider for `push` of message `message_id`,
