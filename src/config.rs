@@ -54,6 +54,8 @@ pub struct Config {
     pub webhooks: WebhooksSection,
     /// The delivery event log.
     pub events: EventsSection,
+    /// What a template's render may spend.
+    pub templates: TemplatesSection,
     /// Cluster mode: several nodes over NATS JetStream.
     pub cluster: ClusterSection,
 }
@@ -223,6 +225,41 @@ impl EventsSection {
     }
 }
 
+/// `[templates]`: the budget of a message's render; past it the delivery
+/// fails `template_limit_exceeded`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplatesSection {
+    /// Loop iterations per field, nested loops' included.
+    pub max_iterations: u64,
+    /// Bytes of a field's output, and of any value made on the way.
+    pub max_output_bytes: usize,
+    /// CPU time of a push's render, ms.
+    pub max_render_cpu_ms: u64,
+}
+
+impl Default for TemplatesSection {
+    fn default() -> Self {
+        let d = crate::template::Limits::default();
+        TemplatesSection {
+            max_iterations: d.max_iterations,
+            max_output_bytes: d.max_output_bytes,
+            max_render_cpu_ms: d.max_render_cpu.as_millis() as u64,
+        }
+    }
+}
+
+impl TemplatesSection {
+    /// The renderer's limits.
+    pub fn limits(&self) -> crate::template::Limits {
+        crate::template::Limits {
+            max_iterations: self.max_iterations,
+            max_output_bytes: self.max_output_bytes,
+            max_render_cpu: Duration::from_millis(self.max_render_cpu_ms),
+        }
+    }
+}
+
 /// The fewest characters a configured API or SDK key may have: a shorter
 /// one is guessable. Generated keys are far longer (src/keys.rs).
 pub const MIN_KEY_CHARS: usize = 16;
@@ -320,6 +357,7 @@ impl Default for Config {
             engine: EngineSection::default(),
             webhooks: WebhooksSection::default(),
             events: EventsSection::default(),
+            templates: TemplatesSection::default(),
             cluster: ClusterSection::default(),
         }
     }
@@ -369,7 +407,22 @@ impl Config {
             (
                 "shutdown_timeout_secs",
                 "PUSHD_SHUTDOWN_TIMEOUT_SECS",
-                self.shutdown_timeout_secs as usize,
+                self.shutdown_timeout_secs.min(1) as usize,
+            ),
+            (
+                "[templates] max_iterations",
+                "PUSHD_TEMPLATE_MAX_ITERATIONS",
+                self.templates.max_iterations.min(1) as usize,
+            ),
+            (
+                "[templates] max_output_bytes",
+                "PUSHD_TEMPLATE_MAX_OUTPUT_BYTES",
+                self.templates.max_output_bytes,
+            ),
+            (
+                "[templates] max_render_cpu_ms",
+                "PUSHD_TEMPLATE_MAX_RENDER_CPU_MS",
+                self.templates.max_render_cpu_ms.min(1) as usize,
             ),
         ];
         if let Some((setting, variable, _)) = counts.iter().find(|(_, _, n)| *n == 0) {
@@ -644,6 +697,15 @@ pub struct Overrides {
     /// non-public addresses: for tests and private networks [default: false]
     #[arg(long, env = "PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS")]
     pub webhook_allow_private_targets: Option<bool>,
+    /// Loop iterations a template's field may run, nested loops' included [default: 10000]
+    #[arg(long, env = "PUSHD_TEMPLATE_MAX_ITERATIONS")]
+    pub template_max_iterations: Option<u64>,
+    /// Bytes of a template field's output, and of any value made on the way [default: 16384]
+    #[arg(long, env = "PUSHD_TEMPLATE_MAX_OUTPUT_BYTES")]
+    pub template_max_output_bytes: Option<usize>,
+    /// CPU time in ms a push's render may take [default: 100]
+    #[arg(long, env = "PUSHD_TEMPLATE_MAX_RENDER_CPU_MS")]
+    pub template_max_render_cpu_ms: Option<u64>,
     /// Days delivery events are kept for the feed and the webhooks [default: 30]
     #[arg(long, env = "PUSHD_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<u64>,
@@ -755,6 +817,10 @@ impl Overrides {
             self.webhook_allow_private_targets,
         );
         set(&mut c.events.retention_days, self.event_retention_days);
+        let t = &mut c.templates;
+        set(&mut t.max_iterations, self.template_max_iterations);
+        set(&mut t.max_output_bytes, self.template_max_output_bytes);
+        set(&mut t.max_render_cpu_ms, self.template_max_render_cpu_ms);
         let k = &mut c.cluster;
         set(
             &mut k.servers,
@@ -835,6 +901,38 @@ mod tests {
         assert_eq!(
             c.events.options().retention,
             Duration::from_secs(3 * 24 * 3600)
+        );
+    }
+
+    #[test]
+    fn template_limits_from_file_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        std::fs::write(
+            &path,
+            "[templates]
+max_iterations = 500
+",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path.clone()),
+            template_max_render_cpu_ms: Some(40),
+            ..Default::default()
+        };
+        let limits = o.load().unwrap().templates.limits();
+        assert_eq!(limits.max_iterations, 500);
+        assert_eq!(limits.max_output_bytes, 16 * 1024, "the default");
+        assert_eq!(limits.max_render_cpu, Duration::from_millis(40));
+        let zero = Overrides {
+            config: Some(path),
+            template_max_output_bytes: Some(0),
+            ..Default::default()
+        };
+        let e = zero.load().unwrap_err().to_string();
+        assert!(
+            e.contains("[templates] max_output_bytes (PUSHD_TEMPLATE_MAX_OUTPUT_BYTES)"),
+            "{e}"
         );
     }
 

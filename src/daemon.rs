@@ -120,7 +120,7 @@ pub async fn serve_with(
     let store = persistence.store.clone();
     let identity = identity_verification(&config, store.made_requiring_identity());
     let events = open_events(&config, &persistence, clock.clone())?;
-    let renderer = Arc::new(LiquidRenderer::default());
+    let renderer = Arc::new(LiquidRenderer::default().with_limits(config.templates.limits()));
     let providers = Arc::new(Providers::for_apps(
         &config.apps(),
         &config.engine.client_options(),

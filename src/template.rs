@@ -4,15 +4,24 @@
 //! They see `customer.*` (the customer's attributes and `customer.id`)
 //! and `event.*` (the `data` of the triggering call). A variable the customer
 //! lacks is an error, not an empty string: that is the
-//! `liquid_variable_missing` failure users see in the delivery log.
+//! `liquid_variable_missing` failure users see in the delivery log. A
+//! render has a budget ([`Limits`]): past it, the delivery fails
+//! `template_limit_exceeded`.
+
+mod limits;
+mod sample;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use liquid::{Parser, Template};
 use pushd_actors::model::{Content, Customer, MessageSpec};
 use pushd_actors::ports::{RenderError, Renderer};
 use quick_cache::sync::Cache;
 use serde_json::Value;
+
+pub use limits::Limits;
+use limits::{Bounded, thread_cpu};
 
 /// Parsed templates kept: a message has a few fields, so this covers
 /// thousands of messages; past it the least used are parsed again.
@@ -24,6 +33,7 @@ pub const TEMPLATE_CACHE_ENTRIES: usize = 10_000;
 pub struct LiquidRenderer {
     parser: Parser,
     cache: Cache<String, Arc<Template>>,
+    limits: Limits,
 }
 
 impl Default for LiquidRenderer {
@@ -36,20 +46,24 @@ impl LiquidRenderer {
     /// A renderer keeping at most about `entries` parsed templates.
     pub fn with_capacity(entries: usize) -> Self {
         LiquidRenderer {
-            parser: liquid::ParserBuilder::with_stdlib()
+            parser: limits::stdlib()
                 .build()
                 .expect("the standard library builds"),
             cache: Cache::new(entries),
+            limits: Limits::default(),
         }
+    }
+
+    /// This renderer, rendering within `limits`.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        LiquidRenderer { limits, ..self }
     }
 
     /// Parses `text`, or says why it does not parse, in words: where (line
     /// and column) and what was expected.
     pub fn check(&self, text: &str) -> Result<(), String> {
         self.parse(text).map(|_| ()).map_err(|e| {
-            let words = match e {
-                RenderError::Syntax(words) | RenderError::VariableMissing(words) => words,
-            };
+            let words = e.words().to_owned();
             let unclosed = [("{{", "}}"), ("{%", "%}")]
                 .into_iter()
                 .find(|(open, close)| text.matches(open).count() > text.matches(close).count());
@@ -73,12 +87,14 @@ impl LiquidRenderer {
         Ok(parsed)
     }
 
-    /// Renders one field (`title`, `body`, `deep_link`); an error names it.
+    /// Renders one field (`title`, `body`, `deep_link`) within the limits,
+    /// the CPU time counted from `since`; an error names the field.
     fn render_one(
         &self,
         field: &str,
         text: &str,
-        globals: &liquid::Object,
+        globals: &dyn liquid::ObjectView,
+        since: Duration,
     ) -> Result<String, RenderError> {
         // Plain text (no tag, no output) renders as itself.
         if !text.contains("{{") && !text.contains("{%") {
@@ -91,8 +107,14 @@ impl LiquidRenderer {
         // Into a buffer of about the template's size: liquid's own `render`
         // reserves 10 KB per call, which the returned string keeps (and a
         // delivery keeps its rendered content for as long as it lives).
-        let mut out = Vec::with_capacity(text.len() + 32);
-        template.render_to(&mut out, globals).map_err(|e| {
+        let mut out = Bounded(Vec::with_capacity(text.len() + 32));
+        let (rendered, exceeded) = limits::bounded(&self.limits, since, || {
+            template.render_to(&mut out, globals)
+        });
+        if let Some(words) = exceeded {
+            return Err(RenderError::LimitExceeded(format!("{field}: {words}")));
+        }
+        rendered.map_err(|e| {
             let text = e.to_string();
             let words = format!("{field}: {}", in_words(&text));
             if text.contains("Unknown variable") || text.contains("Unknown index") {
@@ -101,7 +123,7 @@ impl LiquidRenderer {
                 RenderError::Syntax(words)
             }
         })?;
-        String::from_utf8(out).map_err(|e| RenderError::Syntax(format!("{field}: {e}")))
+        String::from_utf8(out.0).map_err(|e| RenderError::Syntax(format!("{field}: {e}")))
     }
 }
 
@@ -163,15 +185,39 @@ impl Renderer for LiquidRenderer {
         let mut globals = liquid::Object::new();
         globals.insert("customer".into(), liquid::model::Value::Object(person));
         globals.insert("event".into(), event);
+        self.render_over(message, &globals)
+    }
+}
+
+impl LiquidRenderer {
+    /// Renders a stored message's fields once over empty variables (any
+    /// customer, any event): the words of the limit it goes past, if it
+    /// does. Other errors are left to the send, where the customer's and
+    /// the event's values are known.
+    pub fn sample(&self, message: &MessageSpec) -> Result<(), String> {
+        match self.render_over(message, &sample::Anything) {
+            Err(RenderError::LimitExceeded(words)) => Err(words),
+            _ => Ok(()),
+        }
+    }
+
+    /// Renders every field of `message` over `globals`, within the limits.
+    fn render_over(
+        &self,
+        message: &MessageSpec,
+        globals: &dyn liquid::ObjectView,
+    ) -> Result<Content, RenderError> {
+        let since = thread_cpu();
+        let render = |field: &str, text: &str| self.render_one(field, text, globals, since);
         let mut options = message.push.clone();
         for (key, value) in options.data.iter_mut() {
-            *value = self.render_one(&format!("push.data.{key}"), value, &globals)?;
+            *value = render(&format!("push.data.{key}"), value)?;
         }
         Ok(Content {
-            title: self.render_one("title", &message.title, &globals)?,
-            body: self.render_one("body", &message.body, &globals)?,
+            title: render("title", &message.title)?,
+            body: render("body", &message.body)?,
             deep_link: match &message.deep_link {
-                Some(link) => Some(self.render_one("deep_link", link, &globals)?),
+                Some(link) => Some(render("deep_link", link)?),
                 None => None,
             },
             collapse_id: message.collapse_id.clone(),
@@ -293,5 +339,123 @@ mod tests {
         );
         assert!(r.check("{% if %}").is_err());
         assert!(r.check("Hi {{customer.x}}").is_ok());
+    }
+
+    /// The body `body` renders to for Ada, under `limits`.
+    fn body(limits: Limits, body: &str) -> Result<String, RenderError> {
+        let r = LiquidRenderer::default().with_limits(limits);
+        let mut m = spec("t");
+        m.body = body.into();
+        r.render(&m, &ada(), &json!({})).map(|c| c.body)
+    }
+
+    fn exceeded(result: Result<String, RenderError>, words: &str) {
+        match result {
+            Err(RenderError::LimitExceeded(w)) => assert!(w.contains(words), "{w}"),
+            other => panic!("expected {words}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn loops_stop_at_the_iteration_budget_before_they_run() {
+        let nested = "{% for i in (1..5000) %}{% for j in (1..5000) %}x{% endfor %}{% endfor %}";
+        exceeded(
+            body(Limits::default(), nested),
+            "body: its loops run more than 10000 iterations (max_iterations 10000)",
+        );
+        // A range is not built past the budget.
+        let huge = "{% for i in (1..1000000000) %}{% endfor %}";
+        exceeded(body(Limits::default(), huge), "max_iterations 10000");
+        let rows = "{% tablerow i in (1..20000) %}{% endtablerow %}";
+        exceeded(body(Limits::default(), rows), "max_iterations");
+        // A range counts whole: liquid makes it before limit takes some.
+        let limited = "{% for i in (1..1000000000) limit: 3 %}{{ i }}{% endfor %}";
+        exceeded(body(Limits::default(), limited), "max_iterations");
+        // An array counts what limit and offset leave; within the budget
+        // loops run as before.
+        let items = "{% assign a = \"a,b,c,d\" | split: \",\" %}{% for x in a offset: 1 limit: 2 %}{{ x }}{% endfor %}{% for i in (1..3) %}{{ i }}{% endfor %}";
+        assert_eq!(body(Limits::default(), items).unwrap(), "bc123");
+        let rows = "{% tablerow i in (1..2) cols: 2 %}{{ i }}{% endtablerow %}";
+        assert!(
+            body(Limits::default(), rows)
+                .unwrap()
+                .contains("<td class=\"col2\">2</td>")
+        );
+    }
+
+    #[test]
+    fn growing_values_stop_at_the_byte_limit() {
+        let doubled = format!(
+            "{{% assign s = \"xxxxxxxx\" %}}{}{{{{ s | size }}}}",
+            "{% assign s = s | append: s %}".repeat(28)
+        );
+        exceeded(
+            body(Limits::default(), &doubled),
+            "body: it makes more than 16384 bytes of text (max_output_bytes 16384)",
+        );
+        let looped = "{% assign s = \"xxxxxxxx\" %}{% for i in (1..28) %}{% assign s = s | append: s %}{% endfor %}";
+        exceeded(body(Limits::default(), looped), "max_output_bytes 16384");
+        let captured = "{% assign s = \"xxxxxxxx\" %}{% for i in (1..28) %}{% capture s %}{{ s }}{{ s }}{% endcapture %}{% endfor %}";
+        exceeded(body(Limits::default(), captured), "max_output_bytes");
+        let arrays = "{% assign a = \"x,y\" | split: \",\" %}{% for i in (1..28) %}{% assign a = a | concat: a %}{% endfor %}";
+        exceeded(body(Limits::default(), arrays), "max_output_bytes");
+        // A product is refused before it is made.
+        let product = "{% assign s = \"xxxxxxxxxxxxxxxx\" %}{% for i in (1..10) %}{% assign s = s | append: s %}{% endfor %}{{ s | replace: \"x\", s }}";
+        exceeded(body(Limits::default(), product), "max_output_bytes");
+        let printed = "{% for i in (1..5000) %}xxxxxxxx{% endfor %}";
+        exceeded(body(Limits::default(), printed), "max_output_bytes");
+        // Output, capture and ifchanged within the limit render as before.
+        let small = "{% capture c %}{{ customer.first_name | append: '!' }}{% endcapture %}{{ c }}{% for i in (1..6) %}{% ifchanged %}{{ i | divided_by: 3 }}{% endifchanged %}{% endfor %}";
+        assert_eq!(body(Limits::default(), small).unwrap(), "Ada!012");
+    }
+
+    #[test]
+    fn a_render_stops_at_its_cpu_time() {
+        let limits = Limits {
+            max_iterations: u64::MAX,
+            max_output_bytes: usize::MAX,
+            max_render_cpu: Duration::from_millis(50),
+        };
+        let slow = "{% for i in (1..100000) %}{% for j in (1..100000) %}{{ j | plus: i }}{% endfor %}{% endfor %}";
+        exceeded(
+            body(limits, slow),
+            "body: it takes more than 50 ms of CPU time (max_render_cpu_ms 50)",
+        );
+    }
+
+    #[test]
+    fn values_no_larger_than_their_input_pass() {
+        let r = LiquidRenderer::default();
+        let mut m = spec("t");
+        m.body = "{{ customer.tags | sort | first }} {{ customer.tags | size }}".into();
+        let mut c = ada();
+        let tags: Vec<String> = (0..3000).map(|i| format!("tag-{i:05}")).collect();
+        c.attributes = json!({ "tags": tags }).as_object().unwrap().clone().into();
+        assert_eq!(r.render(&m, &c, &json!({})).unwrap().body, "tag-00000 3000");
+    }
+
+    #[test]
+    fn a_sample_render_refuses_only_what_exceeds_a_limit_whatever_the_data() {
+        let r = LiquidRenderer::default();
+        let mut m = spec("Hi {{ customer.first_name }}");
+        m.body = "{{ customer.plan }} {% for i in (1..5000) %}{% for j in (1..5000) %}{% endfor %}{% endfor %}".into();
+        let refused = r.sample(&m).unwrap_err();
+        assert!(
+            refused.starts_with("body: ") && refused.contains("max_iterations 10000"),
+            "{refused}"
+        );
+        // Missing variables, bad input and loops over data pass.
+        m.body = "{{ customer.n | plus: 1 }} {% for i in (1..customer.n) %}{% for j in (1..customer.n) %}{% endfor %}{% endfor %}".into();
+        assert_eq!(r.sample(&m), Ok(()));
+        m.push.data.insert(
+            "x".into(),
+            "{% assign s = 'xx' %}{% for i in (1..20) %}{% assign s = s | append: s %}{% endfor %}"
+                .into(),
+        );
+        let refused = r.sample(&m).unwrap_err();
+        assert!(
+            refused.starts_with("push.data.x: ") && refused.contains("max_output_bytes 16384"),
+            "{refused}"
+        );
     }
 }

@@ -95,6 +95,13 @@ pub struct EngineCtx {
     pacing: Pacing,
 }
 
+/// Turns to render, one per core, shared by every engine of the process
+/// (a cluster node runs one per partition).
+static RENDERS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Arc::new(tokio::sync::Semaphore::new(cores))
+});
+
 impl EngineCtx {
     /// A context over `ports`.
     pub fn new(ports: Ports, config: EngineConfig) -> EngineCtx {
@@ -106,6 +113,26 @@ impl EngineCtx {
             last: AtomicU64::new(0),
             pacing: Pacing::default(),
         }
+    }
+
+    /// Runs `render` with the renderer on a blocking thread (`pushd-render`),
+    /// one per core at most: a template, however slow within its limits,
+    /// never holds an actor thread and the other customers' requests queued
+    /// on it.
+    pub fn render<T: Send + 'static>(
+        &self,
+        render: impl FnOnce(&dyn Renderer) -> T + Send + 'static,
+    ) -> BoxFuture<T> {
+        let renderer = self.ports.renderer.clone();
+        Box::pin(async move {
+            let _turn = RENDERS.clone().acquire_owned().await;
+            let rendered = tokio::task::spawn_blocking(move || {
+                crate::thread_name::set("pushd-render");
+                render(&*renderer)
+            })
+            .await;
+            rendered.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        })
     }
 
     /// Reserves room at the provider for `push` of message `message_id`,

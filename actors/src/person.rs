@@ -17,7 +17,9 @@ use actix::prelude::*;
 
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{Ack, EngineCtx, EngineError};
-use crate::model::{Attributes, Audience, Customer, Delivery, Device, DeviceSend, MessageSpec};
+use crate::model::{
+    Attributes, Audience, Content, Customer, Delivery, Device, DeviceSend, MessageSpec,
+};
 use crate::ports::{AsOf, Change, Entry, Position, Push, RenderError};
 use crate::registry::Departures;
 use crate::status::{
@@ -132,33 +134,66 @@ impl PersonActor {
         }
     }
 
-    /// Builds the delivery's sends and state for `message`: the prechecks,
-    /// the render, and the choice of devices.
-    fn prepare(&self, delivery: &mut Delivery, message: &MessageSpec) {
-        let now = self.ctx.ports.clock.now();
+    /// Prepares `delivery` for `message` (the prechecks, the render, the
+    /// choice of devices), then launches it. The render runs off this
+    /// thread (see [`EngineCtx::render`]), so other customers' actors go on
+    /// meanwhile; this one takes no other message until it is launched.
+    fn prepare_and_launch(
+        &mut self,
+        before: Option<Delivery>,
+        mut delivery: Delivery,
+        message: Arc<MessageSpec>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Answer<String>> {
+        let Some(customer) = self.precheck(&mut delivery) else {
+            return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
+        };
+        let data = std::mem::take(&mut delivery.data);
+        let rendering = self.ctx.render(move |renderer| {
+            let rendered = renderer.render(&message, &customer, &data);
+            (rendered, message, customer, data)
+        });
+        Box::pin(rendering.into_actor(self).map(move |done, act, ctx| {
+            let (rendered, message, customer, data) = done;
+            delivery.data = data;
+            act.prepare(&mut delivery, &message, &customer, rendered);
+            act.launch(before, delivery, ctx)
+        }))
+    }
+
+    /// Clears what a delivery's last send left and checks the customer:
+    /// answers the customer to render for, or `None` once a precheck has
+    /// ended the delivery.
+    fn precheck(&self, delivery: &mut Delivery) -> Option<Customer> {
         delivery.sends.clear();
         delivery.content = None;
         delivery.attempted_at = None;
         delivery.failure_detail = None;
-        let ended = |reason| DeliveryState::ended(MessageStatus::Failed, reason, Vec::new());
-        let customer = match &self.customer {
-            None => return delivery.state = ended(FailureReason::CustomerNotFound),
-            Some(c) if c.unsubscribed => {
-                return delivery.state = ended(FailureReason::CustomerUnsubscribed);
-            }
-            Some(c) => c,
+        let reason = match &self.customer {
+            None => FailureReason::CustomerNotFound,
+            Some(c) if c.unsubscribed => FailureReason::CustomerUnsubscribed,
+            Some(c) => return Some(c.clone()),
         };
-        match self
-            .ctx
-            .ports
-            .renderer
-            .render(message, customer, &delivery.data)
-        {
+        delivery.state = DeliveryState::ended(MessageStatus::Failed, reason, Vec::new());
+        None
+    }
+
+    /// Builds the delivery's sends and state for `message` from its render
+    /// for `customer`: the content, and the choice of devices.
+    fn prepare(
+        &self,
+        delivery: &mut Delivery,
+        message: &MessageSpec,
+        customer: &Customer,
+        rendered: Result<Content, RenderError>,
+    ) {
+        let now = self.ctx.ports.clock.now();
+        match rendered {
             Ok(content) => delivery.content = Some(Arc::new(content)),
             Err(e) => {
-                let (RenderError::VariableMissing(words) | RenderError::Syntax(words)) = &e;
-                delivery.failure_detail = Some(words.clone());
-                return delivery.state = ended(e.reason());
+                delivery.failure_detail = Some(e.words().to_owned());
+                let ended = DeliveryState::ended(MessageStatus::Failed, e.reason(), Vec::new());
+                return delivery.state = ended;
             }
         }
         // A message reaches only its own app's devices.
@@ -488,23 +523,26 @@ impl Handler<DeleteDevice> for PersonActor {
 }
 
 impl Handler<SendMessage> for PersonActor {
-    type Result = Answer<String>;
+    type Result = AtomicResponse<Self, Answer<String>>;
 
-    fn handle(&mut self, msg: SendMessage, ctx: &mut Context<Self>) -> Answer<String> {
+    fn handle(&mut self, msg: SendMessage, ctx: &mut Context<Self>) -> Self::Result {
         self.touch();
         if let Some(id) = &msg.delivery_id {
             // A keyed call tried again: the delivery it made stands.
-            match self.delivery(id) {
-                Ok(made) => return Ok(self.ctx.observed(made.id)),
-                Err(EngineError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+            let answer = match self.delivery(id) {
+                Ok(made) => Some(Ok(self.ctx.observed(made.id))),
+                Err(EngineError::NotFound(_)) => None,
+                Err(e) => Some(Err(e)),
+            };
+            if let Some(answer) = answer {
+                return AtomicResponse::new(Box::pin(fut::ready(answer)));
             }
         }
         let clock = &self.ctx.ports.clock;
         let id = msg
             .delivery_id
             .unwrap_or_else(|| self.ctx.partition.delivery_id(clock.now_ms()));
-        let mut delivery = Delivery {
+        let delivery = Delivery {
             id,
             customer_id: self.id.clone(),
             message_id: msg.message.id.clone(),
@@ -518,29 +556,35 @@ impl Handler<SendMessage> for PersonActor {
             state: DeliveryState::new(Vec::new()),
             failure_detail: None,
         };
-        self.prepare(&mut delivery, &msg.message);
-        self.launch(None, delivery, ctx)
+        AtomicResponse::new(self.prepare_and_launch(None, delivery, msg.message, ctx))
     }
 }
 
 impl Handler<RetryDelivery> for PersonActor {
-    type Result = Answer<()>;
+    type Result = AtomicResponse<Self, Answer<()>>;
 
-    fn handle(&mut self, msg: RetryDelivery, ctx: &mut Context<Self>) -> Answer<()> {
+    fn handle(&mut self, msg: RetryDelivery, ctx: &mut Context<Self>) -> Self::Result {
         self.touch();
-        let before = self.delivery(&msg.delivery_id)?;
-        if before.status() != MessageStatus::Failed {
-            return Err(EngineError::NotRetryable(before.status().as_str()));
-        }
+        let before = match self.delivery(&msg.delivery_id) {
+            Ok(d) if d.status() != MessageStatus::Failed => {
+                Err(EngineError::NotRetryable(d.status().as_str()))
+            }
+            found => found,
+        };
+        let before = match before {
+            Ok(before) => before,
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+        };
         let mut after = before.clone();
         after.goal = msg.message.conversion.clone();
         after.campaign_id = msg.message.campaign_id.clone();
-        self.prepare(&mut after, &msg.message);
-        let ack = self.launch(Some(before), after, ctx)?;
-        Ok(Ack {
-            value: (),
-            durable: ack.durable,
-        })
+        let launched = self.prepare_and_launch(Some(before), after, msg.message, ctx);
+        AtomicResponse::new(Box::pin(launched.map(|answer, _, _| {
+            answer.map(|ack| Ack {
+                value: (),
+                durable: ack.durable,
+            })
+        })))
     }
 }
 

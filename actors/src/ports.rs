@@ -131,6 +131,9 @@ pub enum RenderError {
     /// The template does not parse.
     #[error("liquid syntax error: {0}")]
     Syntax(String),
+    /// The render went past a limit (iterations, output, CPU time).
+    #[error("template limit exceeded: {0}")]
+    LimitExceeded(String),
 }
 
 impl RenderError {
@@ -139,6 +142,16 @@ impl RenderError {
         match self {
             RenderError::VariableMissing(_) => FailureReason::LiquidVariableMissing,
             RenderError::Syntax(_) => FailureReason::LiquidSyntax,
+            RenderError::LimitExceeded(_) => FailureReason::TemplateLimitExceeded,
+        }
+    }
+
+    /// What went wrong, naming the field.
+    pub fn words(&self) -> &str {
+        match self {
+            RenderError::VariableMissing(words)
+            | RenderError::Syntax(words)
+            | RenderError::LimitExceeded(words) => words,
         }
     }
 }

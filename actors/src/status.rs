@@ -147,6 +147,9 @@ pub enum FailureReason {
     /// The rendered push is larger than the provider accepts; nothing was
     /// sent and the token is left alone.
     PayloadTooLarge,
+    /// The template's render went past a limit (loop iterations, bytes of
+    /// output, CPU time).
+    TemplateLimitExceeded,
 }
 
 impl FailureReason {
@@ -163,6 +166,7 @@ impl FailureReason {
             FailureReason::DevicesSuppressed => "devices_suppressed",
             FailureReason::NoDevices => "no_devices",
             FailureReason::PayloadTooLarge => "payload_too_large",
+            FailureReason::TemplateLimitExceeded => "template_limit_exceeded",
         }
     }
 
@@ -198,6 +202,9 @@ impl FailureReason {
             }
             FailureReason::PayloadTooLarge => {
                 "The rendered push is larger than the provider accepts (APNs 4,096 bytes, FCM 4,000); shorten the title, body or push data, or the customer attributes they use, then retry."
+            }
+            FailureReason::TemplateLimitExceeded => {
+                "Rendering the message went past a template limit (loop iterations, bytes of output or CPU time; the detail names which, and the field); make its loops and text smaller, then retry."
             }
         }
     }

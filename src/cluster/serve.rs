@@ -61,7 +61,7 @@ pub async fn run(
         .spawn(async move { Nats::connect(&connecting).await })
         .await
         .map_err(|e| ClusterError::Nats(e.to_string()))??;
-    let renderer = Arc::new(LiquidRenderer::default());
+    let renderer = Arc::new(LiquidRenderer::default().with_limits(config.templates.limits()));
     let engine = EngineParts {
         provider: Arc::new(Providers::for_apps(
             &config.apps(),

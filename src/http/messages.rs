@@ -59,7 +59,8 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-/// Builds the message, refusing templates that do not parse.
+/// Builds the message, refusing templates that do not parse or that go past
+/// a render limit on a sample render.
 fn validate(
     state: &AppState,
     id: &str,
@@ -137,7 +138,7 @@ fn validate(
     {
         return Err(ApiError::bad_id("name"));
     }
-    Ok(MessageSpec {
+    let spec = MessageSpec {
         id: id.to_string(),
         name: b.name.unwrap_or_else(|| id.to_string()),
         campaign_id: b.campaign_id,
@@ -151,7 +152,18 @@ fn validate(
         push,
         rate_per_minute: b.rate_per_minute,
         created_at,
-    })
+    };
+    state.renderer.sample(&spec).map_err(|words| {
+        ApiError::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "template_limit_exceeded",
+            format!(
+                "{words} on a sample render (every variable empty); make the template's loops \
+                 and text smaller, or raise the limit in [templates]"
+            ),
+        )
+    })?;
+    Ok(spec)
 }
 
 async fn put_message(

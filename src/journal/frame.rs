@@ -9,7 +9,7 @@
 //! postcard, a compact binary serde format, so it is never empty. Every
 //! format frames records alike; the format names the version of the
 //! entries ([`records_of`]: formats 1 and 2 hold version-1 records, format 3
-//! version-2 ones). A [`Frame`] carries the format it was read as, and
+//! version-2 ones, format 4 version-3 ones). A [`Frame`] carries the format it was read as, and
 //! [`Frame::entries`] decodes by it.
 //!
 //! The cluster journal frames its records so too, inside NATS messages
@@ -79,11 +79,13 @@ impl<'a> Frame<'a> {
 
 /// The version of the records (see [`crate::records`]) a segment of
 /// `format` holds: formats 1 (no header) and 2 hold version-1 records,
-/// format 3 version-2 ones (version 1's and the erasure of a customer).
+/// format 3 version-2 ones (version 1's and the erasure of a customer),
+/// format 4 version-3 ones (the failure reason `template_limit_exceeded`).
 pub fn records_of(format: u32) -> Option<u32> {
     match format {
         1 | 2 => Some(1),
         3 => Some(2),
+        4 => Some(3),
         _ => None,
     }
 }

@@ -27,6 +27,7 @@
 
 pub mod v1;
 pub mod v2;
+pub mod v3;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,12 +38,14 @@ use pushd_actors::ports::{Change, Entry};
 use pushd_actors::tally::Tally;
 use serde::{Serialize, Serializer};
 
-/// The version of the journal records this binary writes: [`v2`] entries.
-/// Version 2 is a superset of version 1 (see [`v2`]), so version-1 bytes
-/// also read as version 2.
-pub const JOURNAL_VERSION: u32 = 2;
-/// The version of the snapshot values this binary writes: [`v1`] records.
-pub const VALUE_VERSION: u8 = 1;
+/// The version of the journal records this binary writes: [`v3`] entries.
+/// Each version is a superset of the one before (see [`v2`], [`v3`]), so
+/// older bytes also read as the newer versions.
+pub const JOURNAL_VERSION: u32 = 3;
+/// The newest version of the snapshot values this binary writes: a
+/// delivery's, a [`v3`] record. The other values are still written as
+/// version 1: their records have not changed since.
+pub const VALUE_VERSION: u8 = 3;
 
 /// Why bytes are not a record this binary can read.
 #[derive(Debug, thiserror::Error)]
@@ -164,11 +167,13 @@ impl Thaw<Arc<Content>> for v1::Content {
 
 /// A frozen record struct: the struct (what is read from disk), its
 /// model value ([`Thaw`]), and the model seen as it ([`Frozen`]), from one
-/// list of fields, in the order the bytes hold them.
+/// list of fields, in the order the bytes hold them. `read` before the
+/// name leaves out [`Frozen`]: a record a newer version replaced is only
+/// read.
 macro_rules! record_struct {
     (
         $(#[$doc:meta])*
-        $record:ident = $model:path { $($field:ident: $ty:ty),* $(,)? }
+        read $record:ident = $model:path { $($field:ident: $ty:ty),* $(,)? }
     ) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
@@ -181,6 +186,15 @@ macro_rules! record_struct {
                 type M = $model;
                 Ok(M { $($field: $crate::records::Thaw::thaw(self.$field)?),* })
             }
+        }
+    };
+    (
+        $(#[$doc:meta])*
+        $record:ident = $model:path { $($field:ident: $ty:ty),* $(,)? }
+    ) => {
+        $crate::records::record_struct! {
+            $(#[$doc])*
+            read $record = $model { $($field: $ty),* }
         }
 
         impl serde::Serialize for $crate::records::Frozen<'_, $model> {
@@ -196,11 +210,12 @@ macro_rules! record_struct {
 }
 
 /// A frozen record enum of unit variants, and the model enum with the
-/// same variants.
+/// same variants (`read`: the model has these and more, and the record
+/// is only read).
 macro_rules! record_enum {
     (
         $(#[$doc:meta])*
-        $record:ident = $model:path { $($(#[$vdoc:meta])* $variant:ident),* $(,)? }
+        read $record:ident = $model:path { $($(#[$vdoc:meta])* $variant:ident),* $(,)? }
     ) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -213,6 +228,15 @@ macro_rules! record_enum {
                 type M = $model;
                 Ok(match self { $($record::$variant => M::$variant),* })
             }
+        }
+    };
+    (
+        $(#[$doc:meta])*
+        $record:ident = $model:path { $($(#[$vdoc:meta])* $variant:ident),* $(,)? }
+    ) => {
+        $crate::records::record_enum! {
+            $(#[$doc])*
+            read $record = $model { $($(#[$vdoc])* $variant),* }
         }
 
         impl serde::Serialize for $crate::records::Frozen<'_, $model> {
@@ -257,6 +281,7 @@ pub fn decode_entries(version: u32, payload: &[u8]) -> Result<Vec<Entry>, Record
     match version {
         1 => postcard::from_bytes::<Vec<v1::Entry>>(payload)?.thaw(),
         2 => postcard::from_bytes::<Vec<v2::Entry>>(payload)?.thaw(),
+        3 => postcard::from_bytes::<Vec<v3::Entry>>(payload)?.thaw(),
         found => Err(RecordError::Newer {
             what: "a journal record",
             found,
@@ -273,32 +298,57 @@ pub trait Stored: Sized {
     fn decode(bytes: &[u8]) -> Result<Self, RecordError>;
 }
 
+/// A snapshot value's version and record.
+fn versioned(bytes: &[u8]) -> Result<(u8, &[u8]), RecordError> {
+    let (&version, rest) = bytes.split_first().ok_or(RecordError::Empty)?;
+    Ok((version, rest))
+}
+
+/// A snapshot value of a version newer than `known`.
+fn newer(found: u8, known: u8) -> RecordError {
+    RecordError::Newer {
+        what: "a snapshot value",
+        found: found.into(),
+        known: known.into(),
+    }
+}
+
 /// [`Stored`] for a model type whose records are so far only of version 1.
 macro_rules! stored_v1 {
     ($($model:ty => $record:ty),* $(,)?) => {$(
         impl Stored for $model {
             fn encode(&self) -> Result<Vec<u8>, RecordError> {
-                Ok(postcard::to_extend(&Frozen(self), vec![VALUE_VERSION])?)
+                Ok(postcard::to_extend(&Frozen(self), vec![1])?)
             }
 
             fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-                let (&version, rest) = bytes.split_first().ok_or(RecordError::Empty)?;
-                match version {
-                    1 => postcard::from_bytes::<$record>(rest)?.thaw(),
-                    found => Err(RecordError::Newer {
-                        what: "a snapshot value",
-                        found: found.into(),
-                        known: VALUE_VERSION.into(),
-                    }),
+                match versioned(bytes)? {
+                    (1, rest) => postcard::from_bytes::<$record>(rest)?.thaw(),
+                    (found, _) => Err(newer(found, 1)),
                 }
             }
         }
     )*};
 }
 
+/// A delivery: version 3 since its failure reasons gained
+/// `template_limit_exceeded`; version 2's record is version 1's.
+impl Stored for Delivery {
+    fn encode(&self) -> Result<Vec<u8>, RecordError> {
+        Ok(postcard::to_extend(&Frozen(self), vec![VALUE_VERSION])?)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        match versioned(bytes)? {
+            (1 | 2, rest) => postcard::from_bytes::<v1::Delivery>(rest)?.thaw(),
+            (3, rest) => postcard::from_bytes::<v3::Delivery>(rest)?.thaw(),
+            (found, _) => Err(newer(found, VALUE_VERSION)),
+        }
+    }
+}
+
 stored_v1! {
     Customer => v1::Customer,
-    Delivery => v1::Delivery,
     MessageSpec => v1::MessageSpec,
     SendRecord => v1::SendRecord,
     Tally => v1::Tally,

@@ -5,7 +5,7 @@ use pushd_actors::model::{
     Environment, MessageSpec, Platform, PushOptions,
 };
 use pushd_actors::ports::{Change, Entry};
-use pushd_actors::status::{DeliveryState, DeviceState, FailureReason, Outcome};
+use pushd_actors::status::{DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome};
 use pushd_actors::tally::Tally;
 use serde_json::json;
 
@@ -98,10 +98,12 @@ fn message() -> MessageSpec {
 fn snapshot_values_round_trip_with_their_version_first() {
     let c = customer();
     let bytes = c.encode().unwrap();
-    assert_eq!(bytes[0], VALUE_VERSION);
+    assert_eq!(bytes[0], 1);
     assert_eq!(Customer::decode(&bytes).unwrap(), c);
     let d = delivery();
-    assert_eq!(Delivery::decode(&d.encode().unwrap()).unwrap(), d);
+    let bytes = d.encode().unwrap();
+    assert_eq!(bytes[0], VALUE_VERSION);
+    assert_eq!(Delivery::decode(&bytes).unwrap(), d);
     let m = message();
     assert_eq!(MessageSpec::decode(&m.encode().unwrap()).unwrap(), m);
     let mut t = Tally::default();
@@ -135,8 +137,8 @@ fn newer_snapshot_values_are_refused_naming_both() {
 
 #[test]
 fn a_journal_record_of_a_newer_version_is_refused_naming_both() {
-    let e = decode_entries(3, &[0]).unwrap_err().to_string();
-    assert!(e.contains("version 3") && e.contains("1 to 2"), "{e}");
+    let e = decode_entries(4, &[0]).unwrap_err().to_string();
+    assert!(e.contains("version 4") && e.contains("1 to 3"), "{e}");
 }
 
 #[test]
@@ -158,7 +160,6 @@ fn journal_entries_round_trip() {
 
 #[test]
 fn an_erasure_is_a_version_2_entry_after_version_1_s() {
-    assert_eq!(JOURNAL_VERSION, 2);
     let mut bytes = Vec::new();
     encode_entries(
         &[Change::of(Entry::CustomerErased("ada".into()))],
@@ -195,12 +196,46 @@ fn a_version_1_record_still_decodes_as_1_and_as_2() {
         Entry::SendRecordsExpired(42),
     ];
     assert_eq!(decode_entries(1, &bytes).unwrap(), expected);
-    // Version 2 holds version 1's entries in their order: the same bytes
-    // read as version 2 too.
+    // Versions 2 and 3 hold version 1's entries in their order: the same
+    // bytes read as versions 2 and 3 too.
     assert_eq!(decode_entries(2, &bytes).unwrap(), expected);
+    assert_eq!(decode_entries(3, &bytes).unwrap(), expected);
     // And a version beyond is refused, naming both.
-    let e = decode_entries(3, &bytes).unwrap_err().to_string();
-    assert!(e.contains("version 3") && e.contains("1 to 2"), "{e}");
+    let e = decode_entries(4, &bytes).unwrap_err().to_string();
+    assert!(e.contains("version 4") && e.contains("1 to 3"), "{e}");
+}
+
+#[test]
+fn a_template_limit_failure_is_a_version_3_record() {
+    let mut failed = delivery();
+    failed.sends.clear();
+    failed.content = None;
+    failed.state = DeliveryState::ended(
+        MessageStatus::Failed,
+        FailureReason::TemplateLimitExceeded,
+        Vec::new(),
+    );
+    // As a snapshot value: version 3, which reads back.
+    let bytes = failed.encode().unwrap();
+    assert_eq!(bytes[0], 3);
+    assert_eq!(Delivery::decode(&bytes).unwrap(), failed);
+    // In the journal: version 3 holds it; version 2 cannot.
+    let mut entries = Vec::new();
+    encode_entries(&[Change::delivery(None, failed.clone())], &mut entries).unwrap();
+    let back = decode_entries(3, &entries).unwrap();
+    assert_eq!(back, [Entry::Delivery(Box::new(failed))]);
+    assert!(decode_entries(2, &entries).is_err());
+    // A delivery of versions 1 and 2 (the same record) reads as before:
+    // version 3 writes the older reasons as they did.
+    let old = delivery();
+    let mut bytes = old.encode().unwrap();
+    for version in [1, 2] {
+        bytes[0] = version;
+        assert_eq!(Delivery::decode(&bytes).unwrap(), old);
+    }
+    bytes[0] = 4;
+    let e = Delivery::decode(&bytes).unwrap_err().to_string();
+    assert!(e.contains("version 4") && e.contains("1 to 3"), "{e}");
 }
 
 #[test]

@@ -252,8 +252,8 @@ record_enum! {
 }
 
 record_enum! {
-    /// A failure reason.
-    FailureReason = st::FailureReason {
+    /// A failure reason (read only: [`super::v3`] added one).
+    read FailureReason = st::FailureReason {
         /// Liquid variable missing.
         LiquidVariableMissing,
         /// Liquid syntax.
@@ -279,7 +279,7 @@ record_enum! {
 
 record_struct! {
     /// One device's state.
-    DeviceState = st::DeviceState {
+    read DeviceState = st::DeviceState {
         status: DeviceStatus,
         failure: Option<FailureReason>,
         sent_at: Option<i64>,
@@ -290,7 +290,7 @@ record_struct! {
 
 record_struct! {
     /// A failure decided before sending.
-    Precheck = st::Precheck {
+    read Precheck = st::Precheck {
         status: MessageStatus,
         reason: FailureReason,
     }
@@ -298,7 +298,7 @@ record_struct! {
 
 record_struct! {
     /// A delivery's status machine.
-    DeliveryState = st::DeliveryState {
+    read DeliveryState = st::DeliveryState {
         precheck: Option<Precheck>,
         devices: Vec<DeviceState>,
         converted_at: Option<i64>,
@@ -307,7 +307,7 @@ record_struct! {
 
 record_struct! {
     /// A delivery.
-    Delivery = m::Delivery {
+    read Delivery = m::Delivery {
         id: String,
         customer_id: String,
         message_id: String,

@@ -5,16 +5,17 @@
 //! their order, then [`Entry::CustomerErased`]: postcard writes a variant as
 //! its index, so the bytes of a version-1 journal record read as version 2
 //! too. Every other record is version 1's type, reused. Like every version,
-//! these types are frozen.
+//! these types are frozen; [`super::v3`] replaced them as the one written.
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 
 use pushd_actors::ports as p;
 
 use super::v1::{Customer, Delivery, MessageSpec, SendRecord};
-use super::{Frozen, RecordError, Thaw};
+use super::{RecordError, Thaw};
 
-/// A journal entry.
+/// A journal entry. Read, never written: [`super::v3`] holds its
+/// deliveries' new failure reason.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub enum Entry {
     /// A customer created or replaced.
@@ -31,33 +32,6 @@ pub enum Entry {
     SendRecordsExpired(i64),
     /// A customer erased, with its deliveries and their events.
     CustomerErased(String),
-}
-
-/// Written as [`Entry`] reads: the variant's index, then its record.
-impl Serialize for Frozen<'_, p::Entry> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            p::Entry::Customer(c) => {
-                s.serialize_newtype_variant("Entry", 0, "Customer", &Frozen(c))
-            }
-            p::Entry::CustomerDeleted(id) => {
-                s.serialize_newtype_variant("Entry", 1, "CustomerDeleted", id)
-            }
-            p::Entry::Message(m) => s.serialize_newtype_variant("Entry", 2, "Message", &Frozen(m)),
-            p::Entry::Delivery(d) => {
-                s.serialize_newtype_variant("Entry", 3, "Delivery", &Frozen(d))
-            }
-            p::Entry::SendRecord(r) => {
-                s.serialize_newtype_variant("Entry", 4, "SendRecord", &Frozen(r))
-            }
-            p::Entry::SendRecordsExpired(t) => {
-                s.serialize_newtype_variant("Entry", 5, "SendRecordsExpired", t)
-            }
-            p::Entry::CustomerErased(id) => {
-                s.serialize_newtype_variant("Entry", 6, "CustomerErased", id)
-            }
-        }
-    }
 }
 
 impl Thaw<p::Entry> for Entry {

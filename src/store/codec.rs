@@ -11,8 +11,9 @@ pub const FORMAT_KEY: &str = "format";
 pub const UPGRADE_KEY: &str = "upgrading";
 /// The snapshot format this version writes: every value starts with its
 /// record's version (format 3, before it, held version-1 records without
-/// that byte).
-pub const FORMAT: u32 = 4;
+/// that byte); format 5 may hold deliveries of version 3, which format 4
+/// did not.
+pub const FORMAT: u32 = 5;
 /// The oldest format this version opens (and upgrades in place).
 pub const OLDEST: u32 = 3;
 /// The meta key of the journal position the snapshot covers.

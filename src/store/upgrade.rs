@@ -6,8 +6,11 @@
 //! version. The upgrade from 3 prefixes every value of the record trees
 //! with version 1, in batches; each batch also records the last key it
 //! rewrote, so an upgrade cut short by a crash goes on where it stopped
-//! (a sled batch is atomic). The last batch writes the new marker.
-//! Formats newer than this binary's are refused, naming both.
+//! (a sled batch is atomic). The last batch writes the new marker. Format
+//! 5 only adds a record version (deliveries of version 3): a snapshot of
+//! format 4 reads as it is and just gets the new marker, so an older pushd
+//! refuses it once it may hold them. Formats newer than this binary's are
+//! refused, naming both.
 
 use std::path::Path;
 
@@ -46,8 +49,11 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
     };
     match codec::format_of(&found) {
         Some(codec::FORMAT) => Ok(()),
+        Some(codec::OLDEST) => upgrade_from_3(db, path),
         Some(format) if (codec::OLDEST..codec::FORMAT).contains(&format) => {
-            upgrade_from_3(db, path)
+            db.insert(key, codec::marker(codec::FORMAT))?;
+            db.flush()?;
+            Ok(())
         }
         Some(format) if format > codec::FORMAT => Err(Error::NewerFormat(format!(
             "{} holds a snapshot of format {format}, written by a newer pushd; this pushd reads formats {} to {}: run the newer pushd, or restore a backup taken before the upgrade",
@@ -65,11 +71,12 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
     }
 }
 
-/// Prefixes every record value with version 1, then marks format 4.
+/// Prefixes every record value with version 1, then marks the current
+/// format.
 fn upgrade_from_3(db: &sled::Db, path: &Path) -> Result<(), Error> {
     let progress_key = keys::record(keys::META, codec::UPGRADE_KEY);
     let mut after = db.get(&progress_key)?.map(|k| k.to_vec());
-    tracing::info!(snapshot = %path.display(), resumed = after.is_some(), "upgrading the snapshot from format 3 to 4");
+    tracing::info!(snapshot = %path.display(), resumed = after.is_some(), "upgrading the snapshot from format 3 to {}", codec::FORMAT);
     let mut done = 0usize;
     loop {
         let mut batch = sled::Batch::default();
@@ -106,6 +113,10 @@ fn upgrade_from_3(db: &sled::Db, path: &Path) -> Result<(), Error> {
     );
     db.apply_batch(finish)?;
     db.flush()?;
-    tracing::info!(values = done, "snapshot upgraded to format 4");
+    tracing::info!(
+        values = done,
+        "snapshot upgraded to format {}",
+        codec::FORMAT
+    );
     Ok(())
 }

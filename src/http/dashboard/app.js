@@ -45,6 +45,11 @@ export const FAILURES = {
     means: 'The message\u2019s title, body or deep link is not valid Liquid, so it could not be rendered for anyone.',
     fix: 'Correct the template (unclosed {{ or {% tags, unknown filters, mismatched quotes) with PUT /v1/messages/{id}, then retry the delivery.',
   },
+  template_limit_exceeded: {
+    title: 'Template limit exceeded',
+    means: 'Rendering the message for this customer went past a template limit: too many loop iterations, too much text, or too much CPU time. The failure message names the limit and the field. Nothing was sent.',
+    fix: 'Make the template\u2019s loops and text smaller (or the customer data it loops over) with PUT /v1/messages/{id}, or raise the limit in [templates] of pushd.toml, then retry the delivery.',
+  },
   customer_not_found: {
     title: 'Customer doesn\u2019t exist',
     means: 'A rare error: the customer ID the message was sent to does not exist (or was deleted).',
