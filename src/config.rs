@@ -50,6 +50,8 @@ pub struct Config {
     pub webhooks: WebhooksSection,
     /// The delivery event log.
     pub events: EventsSection,
+    /// The HTTP server's limits.
+    pub http: HttpSection,
     /// Cluster mode: several nodes over NATS JetStream.
     pub cluster: ClusterSection,
 }
@@ -219,6 +221,40 @@ impl EventsSection {
     }
 }
 
+/// `[http]`: what the API's HTTP server allows a client.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// A request body not read whole this many seconds after its read
+    /// began is answered 408 and its connection closed.
+    pub body_timeout_secs: u64,
+    /// Connections served at once [default: sized from the open files
+    /// limit].
+    pub max_connections: Option<usize>,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            body_timeout_secs: 10,
+            max_connections: None,
+        }
+    }
+}
+
+impl HttpSection {
+    /// The body deadline.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+
+    /// The connection limit, `max_connections` or one sized from
+    /// `open_files` (the process's open files limit).
+    pub fn connection_limit(&self, open_files: u64) -> crate::http::ConnectionLimit {
+        crate::http::ConnectionLimit::new(self.max_connections, open_files)
+    }
+}
+
 /// The fewest characters a configured API or SDK key may have: a shorter
 /// one is guessable. Generated keys are far longer (src/keys.rs).
 pub const MIN_KEY_CHARS: usize = 16;
@@ -290,6 +326,7 @@ impl Default for Config {
             engine: EngineSection::default(),
             webhooks: WebhooksSection::default(),
             events: EventsSection::default(),
+            http: HttpSection::default(),
             cluster: ClusterSection::default(),
         }
     }
@@ -330,6 +367,16 @@ impl Config {
                 "[webhooks] in_flight",
                 "PUSHD_WEBHOOK_IN_FLIGHT",
                 self.webhooks.in_flight,
+            ),
+            (
+                "[http] body_timeout_secs",
+                "PUSHD_HTTP_BODY_TIMEOUT_SECS",
+                usize::try_from(self.http.body_timeout_secs).unwrap_or(usize::MAX),
+            ),
+            (
+                "[http] max_connections",
+                "PUSHD_HTTP_MAX_CONNECTIONS",
+                self.http.max_connections.unwrap_or(1),
             ),
         ];
         if let Some((setting, variable, _)) = counts.iter().find(|(_, _, n)| *n == 0) {
@@ -594,6 +641,12 @@ pub struct Overrides {
     /// non-public addresses: for tests and private networks [default: false]
     #[arg(long, env = "PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS")]
     pub webhook_allow_private_targets: Option<bool>,
+    /// Seconds a request body may take to arrive whole; a slower one gets 408 [default: 10]
+    #[arg(long, env = "PUSHD_HTTP_BODY_TIMEOUT_SECS")]
+    pub http_body_timeout_secs: Option<u64>,
+    /// Connections served at once; more are refused with 503 [default: sized from the open files limit]
+    #[arg(long, env = "PUSHD_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
     /// Days delivery events are kept for the feed and the webhooks [default: 30]
     #[arg(long, env = "PUSHD_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<u64>,
@@ -699,6 +752,11 @@ impl Overrides {
             self.webhook_allow_private_targets,
         );
         set(&mut c.events.retention_days, self.event_retention_days);
+        set(&mut c.http.body_timeout_secs, self.http_body_timeout_secs);
+        set(
+            &mut c.http.max_connections,
+            self.http_max_connections.map(Some),
+        );
         let k = &mut c.cluster;
         set(
             &mut k.servers,
@@ -780,6 +838,49 @@ mod tests {
             c.events.options().retention,
             Duration::from_secs(3 * 24 * 3600)
         );
+    }
+
+    #[test]
+    fn http_settings_from_file_and_overrides() {
+        let c = Config::default();
+        assert_eq!(c.http.body_timeout(), Duration::from_secs(10));
+        assert_eq!(c.http.max_connections, None, "sized from the fd limit");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        std::fs::write(
+            &path,
+            "[http]\nbody_timeout_secs = 3\nmax_connections = 500\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path.clone()),
+            http_max_connections: Some(200),
+            ..Default::default()
+        };
+        let c = o.load().unwrap();
+        assert_eq!(c.http.body_timeout(), Duration::from_secs(3));
+        assert_eq!(c.http.connection_limit(1024).max, 200);
+        for (o, variable) in [
+            (
+                Overrides {
+                    http_body_timeout_secs: Some(0),
+                    ..Default::default()
+                },
+                "PUSHD_HTTP_BODY_TIMEOUT_SECS",
+            ),
+            (
+                Overrides {
+                    http_max_connections: Some(0),
+                    ..Default::default()
+                },
+                "PUSHD_HTTP_MAX_CONNECTIONS",
+            ),
+        ] {
+            let Err(ConfigError::Invalid(why)) = o.load() else {
+                panic!("{variable} = 0 is refused")
+            };
+            assert!(why.contains(variable), "{why}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::task::Poll;
 
-use actix_web::middleware::ErrorHandlers;
+use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use pushd_actors::engine::{EngineError, PartitionTag, Ports};
@@ -102,8 +102,11 @@ pub async fn serve_with(
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    let open_files = crate::persistence::raise_open_files();
+    let connections = config.http.connection_limit(open_files);
+    connections.report(open_files);
     if config.cluster.enabled() {
-        return crate::cluster::serve::run(config, listener, clock, banner).await;
+        return crate::cluster::serve::run(config, listener, clock, connections, banner).await;
     }
     let keys = keys::resolve(&config)?;
     let prometheus = PrometheusBuilder::new()
@@ -171,16 +174,9 @@ pub async fn serve_with(
         ))),
         cluster: None,
         max_body: config.max_body_bytes,
+        body_timeout: config.http.body_timeout(),
     });
-    run_api(
-        state,
-        &keys,
-        listener,
-        prometheus,
-        config.max_body_bytes,
-        banner,
-    )
-    .await?;
+    run_api(state, &keys, listener, prometheus, connections, banner).await?;
     tracing::info!("http drained; checkpointing");
     webhooks.stop();
     persistence.close();
@@ -188,23 +184,28 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// Serves the API on `listener` until SIGTERM/SIGINT has drained it; with
-/// `banner`, prints where the keys are and where it listens once ready.
+/// Serves the API on `listener` until SIGTERM/SIGINT has drained it, with
+/// at most `limit` connections; with `banner`, prints where the keys are
+/// and where it listens once ready.
 pub(crate) async fn run_api(
     state: web::Data<AppState>,
     keys: &keys::ResolvedKeys,
     listener: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    max_body: usize,
+    limit: http::ConnectionLimit,
     banner: bool,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
     let key_data = web::Data::new(http::KeyCheck::new(&keys.keys));
     let prometheus = web::Data::new(prometheus);
+    let max_body = state.max_body;
+    let connections = http::Connections::new(limit);
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(actix_web::middleware::from_fn(http::forward::to_owner))
+            .wrap(from_fn(http::forward::to_owner))
             .wrap(ErrorHandlers::new().default_handler(http::contract_body))
+            .wrap(from_fn(http::deadline::enforce))
+            .wrap(from_fn(http::gate))
             .app_data(state.clone())
             .app_data(key_data.clone())
             .app_data(prometheus.clone())
@@ -212,6 +213,10 @@ pub(crate) async fn run_api(
             .configure(http::routes)
     })
     .shutdown_timeout(10)
+    .on_connect(move |io, data| connections.accepted(io, data))
+    // actix-web's own limit is per worker and stops accepting when reached:
+    // above ours (one worker may hold them all), it is never reached.
+    .max_connections(2 * limit.total())
     .listen(listener)?;
     let mut server = server.run();
     // The first poll starts the workers and installs the SIGTERM/SIGINT

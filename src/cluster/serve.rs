@@ -25,11 +25,13 @@ use crate::partition::{Partitioning, Partitions};
 use crate::providers::Providers;
 use crate::template::LiquidRenderer;
 
-/// Runs a cluster node on `listener` until SIGTERM/SIGINT.
+/// Runs a cluster node on `listener`, with at most `connections`, until
+/// SIGTERM/SIGINT.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     clock: Arc<dyn Clock>,
+    connections: crate::http::ConnectionLimit,
     banner: bool,
 ) -> Result<(), ServeError> {
     if config.api_key.is_none() || config.sdk_key.is_none() {
@@ -106,16 +108,9 @@ pub async fn run(
             api_key: keys.keys.api.clone(),
         })),
         max_body: config.max_body_bytes,
+        body_timeout: config.http.body_timeout(),
     });
-    let served = run_api(
-        state,
-        &keys,
-        listener,
-        prometheus,
-        config.max_body_bytes,
-        banner,
-    )
-    .await;
+    let served = run_api(state, &keys, listener, prometheus, connections, banner).await;
     tracing::info!("http drained; handing the partitions back");
     running.abort();
     let leaving = node.clone();
