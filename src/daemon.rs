@@ -216,7 +216,7 @@ pub(crate) async fn run_api(
     .on_connect(move |io, data| connections.accepted(io, data))
     // actix-web's own limit is per worker and stops accepting when reached:
     // above ours (one worker may hold them all), it is never reached.
-    .max_connections(2 * limit.total())
+    .max_connections(limit.total().saturating_mul(2))
     .listen(listener)?;
     let mut server = server.run();
     // The first poll starts the workers and installs the SIGTERM/SIGINT

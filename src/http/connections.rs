@@ -54,7 +54,7 @@ impl ConnectionLimit {
 
     /// Connections open at once at most: `max` and the reserve.
     pub fn total(&self) -> usize {
-        self.max + self.reserve
+        self.max.saturating_add(self.reserve)
     }
 
     /// Logs the limit, warning when it does not fit in `open_files`.
