@@ -56,6 +56,8 @@ pub struct Config {
     pub events: EventsSection,
     /// What a template's render may spend.
     pub templates: TemplatesSection,
+    /// The HTTP server's limits.
+    pub http: HttpSection,
     /// Cluster mode: several nodes over NATS JetStream.
     pub cluster: ClusterSection,
 }
@@ -249,6 +251,27 @@ impl Default for TemplatesSection {
     }
 }
 
+/// `[http]`: what the API's HTTP server allows a client.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// A request body not read whole this many seconds after its read
+    /// began is answered 408 and its connection closed.
+    pub body_timeout_secs: u64,
+    /// Connections served at once [default: sized from the open files
+    /// limit].
+    pub max_connections: Option<usize>,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            body_timeout_secs: 10,
+            max_connections: None,
+        }
+    }
+}
+
 impl TemplatesSection {
     /// The renderer's limits.
     pub fn limits(&self) -> crate::template::Limits {
@@ -257,6 +280,19 @@ impl TemplatesSection {
             max_output_bytes: self.max_output_bytes,
             max_render_cpu: Duration::from_millis(self.max_render_cpu_ms),
         }
+    }
+}
+
+impl HttpSection {
+    /// The body deadline.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+
+    /// The connection limit, `max_connections` or one sized from
+    /// `open_files` (the process's open files limit).
+    pub fn connection_limit(&self, open_files: u64) -> crate::http::ConnectionLimit {
+        crate::http::ConnectionLimit::new(self.max_connections, open_files)
     }
 }
 
@@ -358,6 +394,7 @@ impl Default for Config {
             webhooks: WebhooksSection::default(),
             events: EventsSection::default(),
             templates: TemplatesSection::default(),
+            http: HttpSection::default(),
             cluster: ClusterSection::default(),
         }
     }
@@ -423,6 +460,16 @@ impl Config {
                 "[templates] max_render_cpu_ms",
                 "PUSHD_TEMPLATE_MAX_RENDER_CPU_MS",
                 self.templates.max_render_cpu_ms.min(1) as usize,
+            ),
+            (
+                "[http] body_timeout_secs",
+                "PUSHD_HTTP_BODY_TIMEOUT_SECS",
+                usize::try_from(self.http.body_timeout_secs).unwrap_or(usize::MAX),
+            ),
+            (
+                "[http] max_connections",
+                "PUSHD_HTTP_MAX_CONNECTIONS",
+                self.http.max_connections.unwrap_or(1),
             ),
         ];
         if let Some((setting, variable, _)) = counts.iter().find(|(_, _, n)| *n == 0) {
@@ -706,6 +753,12 @@ pub struct Overrides {
     /// CPU time in ms a push's render may take [default: 100]
     #[arg(long, env = "PUSHD_TEMPLATE_MAX_RENDER_CPU_MS")]
     pub template_max_render_cpu_ms: Option<u64>,
+    /// Seconds a request body may take to arrive whole; a slower one gets 408 [default: 10]
+    #[arg(long, env = "PUSHD_HTTP_BODY_TIMEOUT_SECS")]
+    pub http_body_timeout_secs: Option<u64>,
+    /// Connections served at once; more are refused with 503 [default: sized from the open files limit]
+    #[arg(long, env = "PUSHD_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
     /// Days delivery events are kept for the feed and the webhooks [default: 30]
     #[arg(long, env = "PUSHD_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<u64>,
@@ -821,6 +874,11 @@ impl Overrides {
         set(&mut t.max_iterations, self.template_max_iterations);
         set(&mut t.max_output_bytes, self.template_max_output_bytes);
         set(&mut t.max_render_cpu_ms, self.template_max_render_cpu_ms);
+        set(&mut c.http.body_timeout_secs, self.http_body_timeout_secs);
+        set(
+            &mut c.http.max_connections,
+            self.http_max_connections.map(Some),
+        );
         let k = &mut c.cluster;
         set(
             &mut k.servers,
@@ -934,6 +992,49 @@ max_iterations = 500
             e.contains("[templates] max_output_bytes (PUSHD_TEMPLATE_MAX_OUTPUT_BYTES)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn http_settings_from_file_and_overrides() {
+        let c = Config::default();
+        assert_eq!(c.http.body_timeout(), Duration::from_secs(10));
+        assert_eq!(c.http.max_connections, None, "sized from the fd limit");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        std::fs::write(
+            &path,
+            "[http]\nbody_timeout_secs = 3\nmax_connections = 500\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path.clone()),
+            http_max_connections: Some(200),
+            ..Default::default()
+        };
+        let c = o.load().unwrap();
+        assert_eq!(c.http.body_timeout(), Duration::from_secs(3));
+        assert_eq!(c.http.connection_limit(1024).max, 200);
+        for (o, variable) in [
+            (
+                Overrides {
+                    http_body_timeout_secs: Some(0),
+                    ..Default::default()
+                },
+                "PUSHD_HTTP_BODY_TIMEOUT_SECS",
+            ),
+            (
+                Overrides {
+                    http_max_connections: Some(0),
+                    ..Default::default()
+                },
+                "PUSHD_HTTP_MAX_CONNECTIONS",
+            ),
+        ] {
+            let Err(ConfigError::Invalid(why)) = o.load() else {
+                panic!("{variable} = 0 is refused")
+            };
+            assert!(why.contains(variable), "{why}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use actix_web::middleware::ErrorHandlers;
+use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use pushd_actors::engine::{EngineError, PartitionTag, Ports};
@@ -191,6 +191,7 @@ pub async fn serve_with(
         cluster: None,
         max_body: config.max_body_bytes,
         readiness,
+        body_timeout: config.http.body_timeout(),
     });
     run_api(
         state, &keys, identity, listener, prometheus, &config, banner,
@@ -251,8 +252,10 @@ fn finish_within(budget: Duration, close: impl FnOnce() -> Result<(), String> + 
     std::process::exit(1);
 }
 
-/// Serves the API on `listener` until SIGTERM/SIGINT has drained it; with
-/// `banner`, prints where the keys are and where it listens once ready.
+/// Serves the API on `listener` until SIGTERM/SIGINT has drained it, with
+/// at most `[http] max_connections` connections (sized from the open files
+/// limit, which it raises first); with `banner`, prints where the keys are
+/// and where it listens once ready.
 pub(crate) async fn run_api(
     state: web::Data<AppState>,
     keys: &keys::ResolvedKeys,
@@ -262,14 +265,20 @@ pub(crate) async fn run_api(
     config: &Config,
     banner: bool,
 ) -> Result<(), ServeError> {
-    let max_body = config.max_body_bytes;
+    let open_files = crate::persistence::raise_open_files();
+    let limit = config.http.connection_limit(open_files);
+    limit.report(open_files);
     let addr = listener.local_addr()?;
     let key_data = web::Data::new(http::KeyCheck::new(&keys.keys, identity));
     let prometheus = web::Data::new(prometheus);
+    let max_body = state.max_body;
+    let connections = http::Connections::new(limit);
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(actix_web::middleware::from_fn(http::forward::to_owner))
+            .wrap(from_fn(http::forward::to_owner))
             .wrap(ErrorHandlers::new().default_handler(http::contract_body))
+            .wrap(from_fn(http::deadline::enforce))
+            .wrap(from_fn(http::gate))
             .app_data(state.clone())
             .app_data(key_data.clone())
             .app_data(prometheus.clone())
@@ -277,6 +286,10 @@ pub(crate) async fn run_api(
             .configure(http::routes)
     })
     .shutdown_timeout(http_drain(config).as_secs())
+    .on_connect(move |io, data| connections.accepted(io, data))
+    // actix-web's own limit is per worker and stops accepting when reached:
+    // above ours (one worker may hold them all), it is never reached.
+    .max_connections(limit.total().saturating_mul(2))
     .listen(listener)?;
     let mut server = server.run();
     // The first poll starts the workers and installs the SIGTERM/SIGINT

@@ -59,6 +59,53 @@ pub fn private_umask() {
     unsafe { libc::umask(0o077) };
 }
 
+/// Raises the process's soft limit of open files to its hard limit (every
+/// connection is one) and answers the limit in force, logged. A limit that
+/// cannot be read or raised is logged as a warning and the soft limit
+/// stays; the connection limit is sized from what is in force.
+///
+/// Two libc calls rather than the `rlimit` crate: libc is already a
+/// dependency, and the crate would only wrap these same calls.
+pub fn raise_open_files() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes the one struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "cannot read the open files limit; assuming 1024");
+        return 1024;
+    }
+    let soft = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit(2) only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            let error = std::io::Error::last_os_error();
+            tracing::warn!(
+                %error,
+                soft,
+                hard = limit.rlim_max,
+                "cannot raise the open files limit to its hard limit; it stays {soft}"
+            );
+        }
+    }
+    tracing::info!(
+        open_files = limit.rlim_cur,
+        was = soft,
+        hard = limit.rlim_max,
+        "open files limit {}",
+        limit.rlim_cur
+    );
+    limit.rlim_cur
+}
+
 /// How many directories and files [`tighten`] changed.
 #[derive(Default)]
 struct Tightened {

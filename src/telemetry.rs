@@ -20,7 +20,7 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 27] = [
+pub const SERIES: [&str; 31] = [
     "pushd_ready",
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
@@ -48,6 +48,10 @@ pub const SERIES: [&str; 27] = [
     "pushd_events_total",
     "pushd_event_log_bytes_total",
     "pushd_event_log_erased_total",
+    "pushd_http_connections",
+    "pushd_http_connections_max",
+    "pushd_http_connections_refused_total",
+    "pushd_http_body_timeouts_total",
 ];
 
 /// The series labelled by webhook id: listed (at zero) from the webhook's
@@ -295,6 +299,29 @@ pub fn register() {
     );
 
     register_events();
+    register_http();
+}
+
+/// The HTTP server's limits ([`crate::http::Connections`] sets the
+/// maximum when it starts).
+fn register_http() {
+    gauge(
+        "pushd_http_connections",
+        "HTTP connections open now, served or being refused.",
+    );
+    gauge(
+        "pushd_http_connections_max",
+        "HTTP connections served at once ([http] max_connections).",
+    );
+    counter(
+        "pushd_http_connections_refused_total",
+        "HTTP connections refused past max_connections: answered 503 too_many_connections, \
+         or closed at once past the reserve.",
+    );
+    counter(
+        "pushd_http_body_timeouts_total",
+        "Requests answered 408 request_timeout: the body did not arrive within body_timeout_secs.",
+    );
 }
 
 /// The delivery events, and the descriptions of the webhooks' series

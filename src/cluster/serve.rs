@@ -25,7 +25,8 @@ use crate::partition::{Partitioning, Partitions};
 use crate::providers::Providers;
 use crate::template::LiquidRenderer;
 
-/// Runs a cluster node on `listener` until SIGTERM/SIGINT.
+/// Runs a cluster node on `listener` until
+/// SIGTERM/SIGINT.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -114,6 +115,7 @@ pub async fn run(
         })),
         max_body: config.max_body_bytes,
         readiness,
+        body_timeout: config.http.body_timeout(),
     });
     // Partitions live in NATS and move between nodes: a cluster has no
     // data directory of its own age, so verification is required unless

@@ -60,6 +60,30 @@ impl ApiError {
         )
     }
 
+    /// 408 for a body not read whole within `secs` seconds.
+    pub fn request_timeout(secs: u64) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {secs} s ([http] body_timeout_secs / \
+                 PUSHD_HTTP_BODY_TIMEOUT_SECS); send the whole body at once, on a new connection"
+            ),
+        )
+    }
+
+    /// 503 for a request on a connection past the `max` served at once.
+    pub fn too_many_connections(max: usize) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!(
+                "pushd serves {max} connections at once ([http] max_connections / \
+                 PUSHD_HTTP_MAX_CONNECTIONS) and all are in use; retry in a moment"
+            ),
+        )
+    }
+
     /// 405 for `req`'s method on a known path, with the `Allow` header.
     pub fn method_not_allowed(req: &HttpRequest, allow: &str) -> HttpResponse {
         let message = format!(

@@ -6,8 +6,10 @@ mod auth;
 mod backup;
 mod batch;
 mod body;
+mod connections;
 mod customers;
 pub mod dashboard;
+pub mod deadline;
 mod deliveries;
 mod error;
 mod events;
@@ -33,6 +35,7 @@ use serde_json::json;
 
 pub use auth::{CUSTOMER_AUTH, KeyCheck, Keys};
 pub use body::extractors;
+pub use connections::{ConnectionLimit, Connections, gate};
 pub use error::{ApiError, contract_body};
 pub use reach::Catalog;
 
@@ -66,6 +69,8 @@ pub struct AppState {
     pub max_body: usize,
     /// Whether writes are acknowledged now (`/readyz`).
     pub readiness: Arc<crate::readiness::Readiness>,
+    /// How long a request body may take to arrive whole.
+    pub body_timeout: std::time::Duration,
 }
 
 impl AppState {

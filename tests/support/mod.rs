@@ -50,8 +50,42 @@ impl Daemon {
         Daemon::launch_bin(Path::new(env!("CARGO_BIN_EXE_pushd")), data_dir, env)
     }
 
+    /// [`Daemon::start`] under an open files limit of `soft` (the hard
+    /// limit `hard`), set in the child before `pushd` runs.
+    pub fn start_with_open_files(
+        data_dir: &Path,
+        env: &[(&str, String)],
+        soft: u64,
+        hard: u64,
+    ) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let keys = [
+            ("PUSHD_API_KEY", API_KEY.to_string()),
+            ("PUSHD_SDK_KEY", SDK_KEY.to_string()),
+        ];
+        let bin = Path::new(env!("CARGO_BIN_EXE_pushd"));
+        let mut cmd = Daemon::command(bin, data_dir, &[&keys[..], env].concat());
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit(2) is async-signal-safe and only reads `limit`.
+        unsafe {
+            cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+        Daemon::spawn(cmd, data_dir)
+    }
+
     /// [`Daemon::launch`] with another `pushd` binary (an older release).
     pub fn launch_bin(bin: &Path, data_dir: &Path, env: &[(&str, String)]) -> Daemon {
+        Daemon::spawn(Daemon::command(bin, data_dir, env), data_dir)
+    }
+
+    /// `bin serve` on `data_dir` with the tests' settings and `env`.
+    fn command(bin: &Path, data_dir: &Path, env: &[(&str, String)]) -> Command {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env_clear()
@@ -68,6 +102,11 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Runs `cmd` and waits for the address it prints.
+    fn spawn(mut cmd: Command, data_dir: &Path) -> Daemon {
         let mut child = cmd.spawn().expect("pushd starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
