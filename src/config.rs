@@ -272,6 +272,9 @@ pub struct EngineSection {
     pub provider_connections: usize,
     /// Pushes in flight on one provider connection.
     pub provider_streams: usize,
+    /// A provider connection this old takes no new push, seconds: the next
+    /// one opens a fresh connection before the provider closes the old one.
+    pub provider_max_connection_age_secs: u64,
 }
 
 impl Default for Config {
@@ -325,6 +328,11 @@ impl Config {
                 "[engine] provider_streams",
                 "PUSHD_PROVIDER_STREAMS",
                 self.engine.provider_streams,
+            ),
+            (
+                "[engine] provider_max_connection_age_secs",
+                "PUSHD_PROVIDER_MAX_CONNECTION_AGE_SECS",
+                self.engine.provider_max_connection_age_secs as usize,
             ),
             (
                 "[webhooks] in_flight",
@@ -383,6 +391,7 @@ impl Default for EngineSection {
             retry_after_max_secs: d.retry_after_max.as_secs(),
             provider_connections: ClientOptions::default().max_connections,
             provider_streams: ClientOptions::default().streams_per_connection,
+            provider_max_connection_age_secs: ClientOptions::default().max_connection_age.as_secs(),
         }
     }
 }
@@ -404,6 +413,7 @@ impl EngineSection {
         ClientOptions {
             max_connections: self.provider_connections,
             streams_per_connection: self.provider_streams,
+            max_connection_age: Duration::from_secs(self.provider_max_connection_age_secs),
             ..ClientOptions::default()
         }
     }
@@ -575,6 +585,9 @@ pub struct Overrides {
     /// Pushes in flight on one provider connection [default: 1000]
     #[arg(long, env = "PUSHD_PROVIDER_STREAMS")]
     pub provider_streams: Option<usize>,
+    /// Seconds after which a provider connection takes no new push and a fresh one opens [default: 1800]
+    #[arg(long, env = "PUSHD_PROVIDER_MAX_CONNECTION_AGE_SECS")]
+    pub provider_max_connection_age_secs: Option<u64>,
     /// A webhook post not answered within this many ms fails and is retried [default: 4000]
     #[arg(long, env = "PUSHD_WEBHOOK_TIMEOUT_MS")]
     pub webhook_timeout_ms: Option<u64>,
@@ -688,6 +701,10 @@ impl Overrides {
             self.provider_connections,
         );
         set(&mut c.engine.provider_streams, self.provider_streams);
+        set(
+            &mut c.engine.provider_max_connection_age_secs,
+            self.provider_max_connection_age_secs,
+        );
         let w = &mut c.webhooks;
         set(&mut w.timeout_ms, self.webhook_timeout_ms);
         set(&mut w.backoff_base_ms, self.webhook_backoff_base_ms);
@@ -788,12 +805,17 @@ mod tests {
             ("max_attempts", "PUSHD_MAX_ATTEMPTS"),
             ("provider_connections", "PUSHD_PROVIDER_CONNECTIONS"),
             ("provider_streams", "PUSHD_PROVIDER_STREAMS"),
+            (
+                "provider_max_connection_age_secs",
+                "PUSHD_PROVIDER_MAX_CONNECTION_AGE_SECS",
+            ),
         ] {
             let mut o = Overrides::default();
             match field {
                 "max_attempts" => o.max_attempts = Some(0),
                 "provider_connections" => o.provider_connections = Some(0),
-                _ => o.provider_streams = Some(0),
+                "provider_streams" => o.provider_streams = Some(0),
+                _ => o.provider_max_connection_age_secs = Some(0),
             }
             let Err(ConfigError::Invalid(why)) = o.load() else {
                 panic!("{field} = 0 is refused")

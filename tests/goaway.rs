@@ -113,6 +113,15 @@ async fn send_through(mix: FaultMix) {
         fakes.apns.goaways() + fakes.fcm.goaways() > 0,
         "the fakes closed no connection"
     );
+    // The operator sees the connections given up on a GOAWAY.
+    let metrics = reqwest::get(d.url("/metrics")).await.unwrap();
+    let text = metrics.text().await.unwrap();
+    let goaways: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("pushd_provider_reconnects_total") && l.contains("\"goaway\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(goaways > 0.0, "{text}");
 }
 
 /// The requests the fake of `device`'s platform received for its token.
