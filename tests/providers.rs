@@ -228,6 +228,9 @@ async fn apns_errors_map_to_provider_errors() {
         matches!(got, Err(ProviderError::Transient { .. })),
         "{got:?}"
     );
+    // A reset after APNs took the push (which it may have pushed) is one
+    // attempt: not sent again at once.
+    assert_eq!(apns.fake.calls(&token), 1);
 }
 
 #[tokio::test]
