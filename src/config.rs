@@ -58,6 +58,8 @@ pub struct Config {
     pub templates: TemplatesSection,
     /// The HTTP server's limits.
     pub http: HttpSection,
+    /// The provider connections.
+    pub providers: ProvidersSection,
     /// Cluster mode: several nodes over NATS JetStream.
     pub cluster: ClusterSection,
 }
@@ -375,6 +377,23 @@ pub struct EngineSection {
     pub provider_streams: usize,
 }
 
+/// `[providers]`: how pushd keeps its connections to APNs and FCM.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersSection {
+    /// A provider connection this old takes no new push, seconds: the next
+    /// one opens a fresh connection before the provider closes the old one.
+    pub max_connection_age: u64,
+}
+
+impl Default for ProvidersSection {
+    fn default() -> Self {
+        ProvidersSection {
+            max_connection_age: ClientOptions::default().max_connection_age.as_secs(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -395,12 +414,24 @@ impl Default for Config {
             events: EventsSection::default(),
             templates: TemplatesSection::default(),
             http: HttpSection::default(),
+            providers: ProvidersSection::default(),
             cluster: ClusterSection::default(),
         }
     }
 }
 
 impl Config {
+    /// The provider clients' tuning: `[engine]`'s connection counts and
+    /// `[providers]`' connection age.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            max_connections: self.engine.provider_connections,
+            streams_per_connection: self.engine.provider_streams,
+            max_connection_age: Duration::from_secs(self.providers.max_connection_age),
+            ..ClientOptions::default()
+        }
+    }
+
     /// How long a SIGTERM may take in all.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
@@ -435,6 +466,11 @@ impl Config {
                 "[engine] provider_streams",
                 "PUSHD_PROVIDER_STREAMS",
                 self.engine.provider_streams,
+            ),
+            (
+                "[providers] max_connection_age",
+                "PUSHD_PROVIDER_MAX_CONNECTION_AGE",
+                self.providers.max_connection_age.min(1) as usize,
             ),
             (
                 "[webhooks] in_flight",
@@ -536,15 +572,6 @@ impl EngineSection {
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
             retry_after_max: Duration::from_secs(self.retry_after_max_secs),
-        }
-    }
-
-    /// The provider clients' tuning.
-    pub fn client_options(&self) -> ClientOptions {
-        ClientOptions {
-            max_connections: self.provider_connections,
-            streams_per_connection: self.provider_streams,
-            ..ClientOptions::default()
         }
     }
 
@@ -725,6 +752,9 @@ pub struct Overrides {
     /// Pushes in flight on one provider connection [default: 1000]
     #[arg(long, env = "PUSHD_PROVIDER_STREAMS")]
     pub provider_streams: Option<usize>,
+    /// Seconds after which a provider connection takes no new push and a fresh one opens [default: 1800]
+    #[arg(long, env = "PUSHD_PROVIDER_MAX_CONNECTION_AGE")]
+    pub provider_max_connection_age: Option<u64>,
     /// A webhook post not answered within this many ms fails and is retried [default: 4000]
     #[arg(long, env = "PUSHD_WEBHOOK_TIMEOUT_MS")]
     pub webhook_timeout_ms: Option<u64>,
@@ -859,6 +889,10 @@ impl Overrides {
             self.provider_connections,
         );
         set(&mut c.engine.provider_streams, self.provider_streams);
+        set(
+            &mut c.providers.max_connection_age,
+            self.provider_max_connection_age,
+        );
         let w = &mut c.webhooks;
         set(&mut w.timeout_ms, self.webhook_timeout_ms);
         set(&mut w.backoff_base_ms, self.webhook_backoff_base_ms);
@@ -1043,12 +1077,17 @@ max_iterations = 500
             ("max_attempts", "PUSHD_MAX_ATTEMPTS"),
             ("provider_connections", "PUSHD_PROVIDER_CONNECTIONS"),
             ("provider_streams", "PUSHD_PROVIDER_STREAMS"),
+            (
+                "[providers] max_connection_age",
+                "PUSHD_PROVIDER_MAX_CONNECTION_AGE",
+            ),
         ] {
             let mut o = Overrides::default();
             match field {
                 "max_attempts" => o.max_attempts = Some(0),
                 "provider_connections" => o.provider_connections = Some(0),
-                _ => o.provider_streams = Some(0),
+                "provider_streams" => o.provider_streams = Some(0),
+                _ => o.provider_max_connection_age = Some(0),
             }
             let Err(ConfigError::Invalid(why)) = o.load() else {
                 panic!("{field} = 0 is refused")

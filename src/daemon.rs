@@ -123,7 +123,7 @@ pub async fn serve_with(
     let renderer = Arc::new(LiquidRenderer::default().with_limits(config.templates.limits()));
     let providers = Arc::new(Providers::for_apps(
         &config.apps(),
-        &config.engine.client_options(),
+        &config.client_options(),
     ));
     let ports = Ports {
         provider: providers,

@@ -57,6 +57,10 @@ pub struct DemoArgs {
     /// Random seed of the fleet and the providers' faults
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Have the fake APNs and FCM close each connection gracefully (HTTP/2
+    /// GOAWAY) after this many requests, as real providers and servers do
+    #[arg(long, env = "PUSHD_FAKE_GOAWAY_EVERY")]
+    pub goaway_every: Option<usize>,
 }
 
 /// Why the demo stopped early.
@@ -128,6 +132,8 @@ async fn providers(args: &DemoArgs) -> Result<(FakeProviders, FakeProviders), De
         transient: 0.05,
         latency: Duration::from_millis(15),
         seed: args.seed,
+        goaway_every: args.goaway_every,
+        ..FaultMix::default()
     };
     let main = FakeProviders::start(&args.data_dir, mix.clone()).await?;
     let shop = FakeProviders::start_app(&args.data_dir, SHOP_APP, mix).await?;

@@ -20,7 +20,7 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 31] = [
+pub const SERIES: [&str; 32] = [
     "pushd_ready",
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
@@ -34,6 +34,7 @@ pub const SERIES: [&str; 31] = [
     "pushd_provider_attempts_total",
     "pushd_provider_latency_seconds",
     "pushd_provider_connections_total",
+    "pushd_provider_reconnects_total",
     "pushd_person_actors",
     "pushd_journal_sync_seconds",
     "pushd_journal_bytes_total",
@@ -245,6 +246,17 @@ pub fn register() {
         "pushd_provider_connections_total",
         "HTTP/2 connections opened to APNs and FCM.",
     );
+    describe_counter!(
+        "pushd_provider_reconnects_total",
+        "Provider connections that stopped taking pushes, by reason: goaway (the provider's \
+         GOAWAY), closed (reset or unanswered pings), age (max_connection_age)."
+    );
+    for platform in PLATFORMS {
+        for reason in ["goaway", "closed", "age"] {
+            metrics::counter!("pushd_provider_reconnects_total", "platform" => platform, "reason" => reason)
+                .absolute(0);
+        }
+    }
 
     describe_counter!(
         "pushd_provider_attempts_total",

@@ -228,6 +228,9 @@ async fn apns_errors_map_to_provider_errors() {
         matches!(got, Err(ProviderError::Transient { .. })),
         "{got:?}"
     );
+    // A reset after APNs took the push (which it may have pushed) is one
+    // attempt: not sent again at once.
+    assert_eq!(apns.fake.calls(&token), 1);
 }
 
 #[tokio::test]
@@ -662,6 +665,47 @@ async fn a_full_connection_opens_another_up_to_the_limit() {
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(apns.fake.accepted(), 30);
         assert_eq!(apns.fake.connections(), expected, "max {max_connections}");
+    }
+}
+
+/// A connection that goes away after every request (GOAWAY): each next
+/// push, which that connection would not process, goes out at once on a
+/// fresh one, in one call, none lost, none doubled.
+#[tokio::test]
+async fn a_push_after_a_goaway_goes_out_on_a_fresh_connection() {
+    let apns = apns_with(FaultMix {
+        goaway_every: Some(1),
+        latency: Duration::from_millis(5),
+        ..FaultMix::default()
+    })
+    .await;
+    let providers = Providers::from_config(&apns.config, &FcmConfig::default());
+    for n in 0..10 {
+        let token = ios_token(n);
+        let sent = providers.send(push(Platform::Ios, &token), Slot::free());
+        assert!(sent.await.is_ok(), "{token}");
+        assert_eq!(apns.fake.calls(&token), 1, "{token}");
+        assert_eq!(apns.fake.pushes(&token).len(), 1, "{token}");
+    }
+    assert!(apns.fake.connections() > 1);
+}
+
+/// A connection older than `max_connection_age` takes no new push: the
+/// next one opens a fresh connection; younger ones are reused.
+#[tokio::test]
+async fn a_connection_past_its_age_is_replaced() {
+    for (max_connection_age, expected) in [(Duration::ZERO, 3), (Duration::from_secs(3600), 1)] {
+        let apns = apns().await;
+        let options = ClientOptions {
+            max_connection_age,
+            ..ClientOptions::default()
+        };
+        let providers = Providers::with_options(&apns.config, &FcmConfig::default(), &options);
+        for n in 0..3 {
+            let sent = providers.send(push(Platform::Ios, &ios_token(n)), Slot::free());
+            assert!(sent.await.is_ok());
+        }
+        assert_eq!(apns.fake.connections(), expected, "{max_connection_age:?}");
     }
 }
 

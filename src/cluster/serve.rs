@@ -66,7 +66,7 @@ pub async fn run(
     let engine = EngineParts {
         provider: Arc::new(Providers::for_apps(
             &config.apps(),
-            &config.engine.client_options(),
+            &config.client_options(),
         )),
         renderer: renderer.clone(),
         clock: clock.clone(),

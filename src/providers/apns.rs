@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use pushd_actors::model::{Environment, PushKind, PushPriority};
+use pushd_actors::model::{Environment, Platform, PushKind, PushPriority};
 use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
 use pushd_actors::status::FailureReason;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::h2::{Endpoint, Reserved};
-use super::http::{check_size, endpoint, invalid_request, retry_after, transport_error};
+use super::http::{check_size, endpoint, invalid_request, resend, retry_after, transport_error};
 use super::{
     APNS_DEFAULT_ENDPOINT, APNS_SANDBOX_ENDPOINT, ApnsConfig, ClientOptions, CredentialsError,
 };
@@ -84,8 +84,8 @@ impl ApnsClient {
             .as_deref()
             .unwrap_or(APNS_SANDBOX_ENDPOINT);
         Ok(ApnsClient(Arc::new(Inner {
-            production: endpoint(production, options)?,
-            sandbox: endpoint(sandbox, options)?,
+            production: endpoint(production, Platform::Ios, options)?,
+            sandbox: endpoint(sandbox, Platform::Ios, options)?,
             topic,
             signer,
         })))
@@ -107,7 +107,8 @@ impl ApnsClient {
 
     /// Sends one push to its environment's endpoint, in a slot reserved
     /// there. An `ExpiredProviderToken` answer drops the cached JWT and
-    /// retries once with a fresh one.
+    /// retries once with a fresh one; a push APNs never processed (its
+    /// connection went away) is sent again at once.
     pub async fn send_reserved(
         &self,
         push: &Push,
@@ -115,18 +116,25 @@ impl ApnsClient {
     ) -> Result<Accepted, ProviderError> {
         let inner = &self.0;
         let endpoint = self.endpoint(push.environment);
-        let mut renewed = false;
+        let (mut renewed, mut resent) = (false, 0);
         loop {
             // The request is built for each attempt (a second one is rare)
             // and handed over whole, so nothing of it, its payload
             // included, stays with the push while the answer is awaited.
             let body = Bytes::from(payload(push).to_string());
             check_size("APNs", body.len(), APNS_MAX_PAYLOAD)?;
-            let ready = endpoint.ready(room).await.map_err(transport_error)?;
+            let ready = match endpoint.ready(room).await {
+                Ok(ready) => ready,
+                Err(e) if resend(&e, &mut resent) => continue,
+                Err(e) => return Err(transport_error(e)),
+            };
             let jwt = inner.signer.token()?;
             let request = self.head(push, endpoint, &jwt)?;
-            let (status, headers, answer) =
-                ready.send(request, body).await.map_err(transport_error)?;
+            let (status, headers, answer) = match ready.send(request, body).await {
+                Ok(answer) => answer,
+                Err(e) if resend(&e, &mut resent) => continue,
+                Err(e) => return Err(transport_error(e)),
+            };
             if status.is_success() {
                 let provider_id = headers
                     .get("apns-id")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use pushd_actors::model::{PushKind, PushPriority};
+use pushd_actors::model::{Platform, PushKind, PushPriority};
 use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
 use pushd_actors::status::FailureReason;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 
 use super::h2::{Endpoint, Reserved};
 use super::http::{
-    check_size, client_for, endpoint, invalid_request, network_error, retry_after, transport_error,
+    check_size, client_for, endpoint, invalid_request, network_error, resend, retry_after,
+    transport_error,
 };
 use super::{ClientOptions, CredentialsError, FCM_DEFAULT_ENDPOINT, FcmConfig};
 
@@ -89,7 +90,7 @@ impl FcmClient {
         let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes())
             .map_err(|e| invalid(e.to_string()))?;
         let url = config.endpoint.as_deref().unwrap_or(FCM_DEFAULT_ENDPOINT);
-        let endpoint = endpoint(url, options)?;
+        let endpoint = endpoint(url, Platform::Android, options)?;
         let send_uri = endpoint
             .uri(&format!(
                 "/v1/projects/{}/messages:send",
@@ -125,14 +126,15 @@ impl FcmClient {
     }
 
     /// Sends one push in a slot reserved at the endpoint. A 401 drops the
-    /// cached access token and retries once with a fresh one.
+    /// cached access token and retries once with a fresh one; a push FCM
+    /// never processed (its connection went away) is sent again at once.
     pub async fn send_reserved(
         &self,
         push: &Push,
         room: &Reserved,
     ) -> Result<Accepted, ProviderError> {
         let inner = &self.0;
-        let mut refreshed = false;
+        let (mut refreshed, mut resent) = (false, 0);
         loop {
             // The message is built, checked and encoded for each attempt (a
             // second one is rare) and its bytes handed over whole, so
@@ -143,14 +145,21 @@ impl FcmClient {
                 Bytes::from(message.to_string())
             };
             let token = inner.access_token().await?;
-            let ready = inner.endpoint.ready(room).await.map_err(transport_error)?;
+            let ready = match inner.endpoint.ready(room).await {
+                Ok(ready) => ready,
+                Err(e) if resend(&e, &mut resent) => continue,
+                Err(e) => return Err(transport_error(e)),
+            };
             let request = Request::post(inner.send_uri.clone())
                 .header("authorization", format!("Bearer {token}"))
                 .header("content-type", "application/json")
                 .body(())
                 .map_err(|e| invalid_request(e.to_string()))?;
-            let (status, headers, answer) =
-                ready.send(request, body).await.map_err(transport_error)?;
+            let (status, headers, answer) = match ready.send(request, body).await {
+                Ok(answer) => answer,
+                Err(e) if resend(&e, &mut resent) => continue,
+                Err(e) => return Err(transport_error(e)),
+            };
             if status.is_success() {
                 let name = serde_json::from_slice::<SendResponse>(&answer)
                     .ok()

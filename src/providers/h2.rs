@@ -14,10 +14,17 @@
 //!
 //! Connections open on demand, up to `max_connections`: a request goes to the
 //! open connection with the fewest streams in flight, and a new connection is
-//! opened once every open one is full. A closed connection (GOAWAY, reset,
-//! keep-alive timeout) is dropped and replaced by the next request.
+//! opened once every open one is full. A connection that is closed (reset,
+//! keep-alive timeout), going away (the provider's GOAWAY) or older than
+//! `max_age` takes no new request: the next one opens a fresh connection,
+//! while the old one's streams in flight finish on it.
+//!
+//! A request the provider never processed ([`H2Error::Unprocessed`]: above
+//! a GOAWAY's last stream id, refused with `REFUSED_STREAM`, or never sent
+//! because its connection was already going away) is safe to send again at
+//! once; one reset or cut off after it was sent may have been pushed.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,6 +54,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// One request's time on the wire, connecting included.
     pub timeout: Duration,
+    /// A connection this old takes no new request (providers and their
+    /// load balancers close old connections).
+    pub max_age: Duration,
+    /// The platform (`ios`, `android`), for metrics.
+    pub platform: &'static str,
 }
 
 /// Why a request got no answer.
@@ -55,7 +67,11 @@ pub enum H2Error {
     /// Connecting failed.
     #[error("connect to {0}: {1}")]
     Connect(String, String),
-    /// The connection or the stream failed.
+    /// The provider never processed the request: safe to send again at once.
+    #[error("not processed: {0}")]
+    Unprocessed(h2::Error),
+    /// The connection or the stream failed, perhaps after the provider
+    /// processed the request.
     #[error("{0}")]
     Http(#[from] h2::Error),
     /// No answer in time.
@@ -82,13 +98,56 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
 }
 
-/// One open connection and its streams in flight.
+/// One open connection.
 #[derive(Clone)]
 struct Connection {
     sender: SendRequest<Bytes>,
-    in_flight: Arc<AtomicUsize>,
-    /// Set by the connection's driver when it ends.
-    closed: Arc<AtomicBool>,
+    state: Arc<ConnState>,
+}
+
+/// What a connection's requests and its driver share.
+struct ConnState {
+    /// Streams in flight.
+    in_flight: AtomicUsize,
+    /// Why it takes no new request ([`OPEN`] while it does).
+    retired: AtomicU8,
+    opened: Instant,
+    /// The endpoint's platform, for metrics.
+    platform: &'static str,
+}
+
+/// A connection taking requests.
+const OPEN: u8 = 0;
+/// The provider sent GOAWAY.
+const GOAWAY: u8 = 1;
+/// The connection ended (reset, unanswered pings).
+const CLOSED: u8 = 2;
+/// Older than [`Limits::max_age`].
+const AGED: u8 = 3;
+
+impl ConnState {
+    /// Retires the connection for `reason` unless it already is, counting
+    /// it in `pushd_provider_reconnects_total`.
+    fn retire(&self, reason: u8) {
+        let retired =
+            self.retired
+                .compare_exchange(OPEN, reason, Ordering::AcqRel, Ordering::Acquire);
+        if retired.is_err() {
+            return;
+        }
+        let reason = match reason {
+            GOAWAY => "goaway",
+            AGED => "age",
+            _ => "closed",
+        };
+        metrics::counter!("pushd_provider_reconnects_total", "platform" => self.platform, "reason" => reason)
+            .increment(1);
+        tracing::debug!(
+            platform = self.platform,
+            reason,
+            "provider connection retired"
+        );
+    }
 }
 
 /// Room for one request on an endpoint, held from before the request is
@@ -107,6 +166,8 @@ pub struct Ready {
 
 impl Ready {
     /// Sends `head` and `body` and reads the whole answer, by the deadline.
+    /// A failure the provider cannot have seen is [`H2Error::Unprocessed`]
+    /// (and a GOAWAY retires the connection).
     ///
     /// The request is handed to the connection before the returned future
     /// first runs, so that future, which a push holds for as long as the
@@ -118,10 +179,13 @@ impl Ready {
         head: Request<()>,
         body: Bytes,
     ) -> impl Future<Output = Result<(StatusCode, HeaderMap, Bytes), H2Error>> {
-        let sent = self
-            .sender
-            .send_request(head, false)
-            .and_then(|(answer, mut out)| out.send_data(body, true).map(|()| (answer, out)));
+        let sent = match self.sender.send_request(head, false) {
+            Ok((answer, mut out)) => out
+                .send_data(body, true)
+                .map(|()| (answer, out))
+                .map_err(|e| self.stream.failed(e)),
+            Err(e) => Err(self.stream.unsent(e)),
+        };
         let Ready {
             stream,
             deadline,
@@ -129,7 +193,6 @@ impl Ready {
             ..
         } = self;
         async move {
-            let _stream = stream;
             let (answer, _out) = sent?;
             let read = async {
                 let (parts, mut incoming) = answer.await?.into_parts();
@@ -141,19 +204,49 @@ impl Ready {
                 }
                 Ok::<_, H2Error>((parts.status, parts.headers, read.freeze()))
             };
-            tokio::time::timeout_at(deadline, read)
-                .await
-                .map_err(|_| H2Error::Timeout(timeout))?
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(Err(H2Error::Http(e))) => Err(stream.failed(e)),
+                Ok(answered) => answered,
+                Err(_) => Err(H2Error::Timeout(timeout)),
+            }
         }
     }
 }
 
 /// A stream in use on a connection; counted down when dropped.
-struct Stream(Arc<AtomicUsize>);
+struct Stream(Arc<ConnState>);
+
+impl Stream {
+    /// Classifies a request its connection would not start: one going away
+    /// or gone sent nothing, and takes no more requests.
+    fn unsent(&self, e: h2::Error) -> H2Error {
+        if !(e.is_go_away() || e.is_io()) {
+            return H2Error::Http(e);
+        }
+        self.0.retire(if e.is_go_away() { GOAWAY } else { CLOSED });
+        H2Error::Unprocessed(e)
+    }
+
+    /// Classifies a failure of this stream. The provider never processed
+    /// it if the stream was above a GOAWAY's last stream id (or opened
+    /// after a GOAWAY), or refused; a GOAWAY also retires the connection.
+    fn failed(&self, e: h2::Error) -> H2Error {
+        let goaway = e.is_go_away() && e.is_remote();
+        let refused =
+            e.is_reset() && e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM);
+        if goaway {
+            self.0.retire(GOAWAY);
+        }
+        match goaway || refused {
+            true => H2Error::Unprocessed(e),
+            false => H2Error::Http(e),
+        }
+    }
+}
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -221,7 +314,10 @@ impl Endpoint {
         let deadline = Instant::now() + timeout;
         let ready = async {
             let (sender, stream) = self.stream().await?;
-            Ok::<_, H2Error>((sender.ready().await?, stream))
+            match sender.ready().await {
+                Ok(sender) => Ok((sender, stream)),
+                Err(e) => Err(stream.unsent(e)),
+            }
         };
         let (sender, stream) = tokio::time::timeout_at(deadline, ready)
             .await
@@ -251,25 +347,32 @@ impl Endpoint {
         // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is rare but its
         // future is kilobytes, which every request's future would carry.
         let connection = Box::pin(self.connect()).await?;
+        connection.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        let stream = (connection.sender.clone(), Stream(connection.state.clone()));
         self.lock().push(connection);
-        self.pick(true)
-            .ok_or_else(|| H2Error::Connect(self.0.base.clone(), "closed at once".into()))
+        Ok(stream)
     }
 
     /// The open connection with the fewest streams in flight (dropping
-    /// closed ones); unless `any`, only one with a free stream.
+    /// retired ones); unless `any`, only one with a free stream.
     fn pick(&self, any: bool) -> Option<(SendRequest<Bytes>, Stream)> {
+        let limits = &self.0.limits;
         let mut connections = self.lock();
-        connections.retain(|c| !c.closed.load(Ordering::Acquire));
+        connections.retain(|c| {
+            if c.state.opened.elapsed() >= limits.max_age {
+                c.state.retire(AGED);
+            }
+            c.state.retired.load(Ordering::Acquire) == OPEN
+        });
         let least = connections
             .iter()
-            .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))?;
-        let busy = least.in_flight.load(Ordering::Relaxed);
-        if !any && busy >= self.0.limits.streams_per_connection {
+            .min_by_key(|c| c.state.in_flight.load(Ordering::Relaxed))?;
+        let busy = least.state.in_flight.load(Ordering::Relaxed);
+        if !any && busy >= limits.streams_per_connection {
             return None;
         }
-        least.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some((least.sender.clone(), Stream(least.in_flight.clone())))
+        least.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some((least.sender.clone(), Stream(least.state.clone())))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
@@ -289,7 +392,7 @@ impl Endpoint {
                 .map_err(|e| failed(e.to_string()))?;
             tcp.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
             match &inner.tls {
-                None => handshake(tcp).await,
+                None => handshake(tcp, inner.limits.platform).await,
                 Some(tls) => {
                     let name = rustls_pki_types::ServerName::try_from(inner.host.clone())
                         .map_err(|e| failed(e.to_string()))?;
@@ -300,7 +403,7 @@ impl Endpoint {
                     if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
                         return Err(failed("the server does not speak HTTP/2".into()));
                     }
-                    handshake(stream).await
+                    handshake(stream, inner.limits.platform).await
                 }
             }
         };
@@ -313,38 +416,52 @@ impl Endpoint {
     }
 }
 
-/// The HTTP/2 handshake over `io`. A task drives the connection, pinging it
-/// while it lives, and marks it closed when it ends.
-async fn handshake<T>(io: T) -> Result<Connection, H2Error>
+/// The HTTP/2 handshake over `io` to `platform`'s provider. A task drives
+/// the connection, pinging it while it lives, and retires it when it ends.
+async fn handshake<T>(io: T, platform: &'static str) -> Result<Connection, H2Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, mut connection) = h2::client::handshake(io).await?;
-    let closed = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(ConnState {
+        in_flight: AtomicUsize::new(0),
+        retired: AtomicU8::new(OPEN),
+        opened: Instant::now(),
+        platform,
+    });
     let ping = connection.ping_pong();
-    let done = closed.clone();
+    let done = state.clone();
     tokio::spawn(async move {
+        // It ends well only after the provider's GOAWAY (or ours, once
+        // retired and idle).
         let drive = async {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "provider connection closed");
+            match connection.await {
+                Ok(()) => GOAWAY,
+                Err(e) => {
+                    tracing::debug!(error = %e, "provider connection closed");
+                    if e.is_go_away() && e.is_remote() {
+                        GOAWAY
+                    } else {
+                        CLOSED
+                    }
+                }
             }
         };
-        match ping {
+        let reason = match ping {
             Some(ping) => {
                 tokio::select! {
-                    () = drive => {}
-                    () = keep_alive(ping) => tracing::debug!("provider connection stopped answering pings"),
+                    reason = drive => reason,
+                    () = keep_alive(ping) => {
+                        tracing::debug!("provider connection stopped answering pings");
+                        CLOSED
+                    }
                 }
             }
             None => drive.await,
-        }
-        done.store(true, Ordering::Release);
+        };
+        done.retire(reason);
     });
-    Ok(Connection {
-        sender,
-        in_flight: Arc::new(AtomicUsize::new(0)),
-        closed,
-    })
+    Ok(Connection { sender, state })
 }
 
 /// Pings every [`KEEP_ALIVE`]; returns when a ping goes unanswered.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use http::header::RETRY_AFTER;
+use pushd_actors::model::Platform;
 use pushd_actors::ports::ProviderError;
 use pushd_actors::status::FailureReason;
 
@@ -31,14 +32,37 @@ pub(crate) fn client_for(url: &str, timeout: Duration) -> Result<reqwest::Client
     builder.build()
 }
 
-/// The connections to a provider endpoint at `url`, as `options` size them.
-pub(crate) fn endpoint(url: &str, options: &ClientOptions) -> Result<Endpoint, CredentialsError> {
+/// The connections to `platform`'s provider endpoint at `url`, as
+/// `options` size them.
+pub(crate) fn endpoint(
+    url: &str,
+    platform: Platform,
+    options: &ClientOptions,
+) -> Result<Endpoint, CredentialsError> {
     let limits = Limits {
         streams_per_connection: options.streams_per_connection,
         max_connections: options.max_connections,
         timeout: options.request_timeout,
+        max_age: options.max_connection_age,
+        platform: platform.as_str(),
     };
     Endpoint::new(url, limits).map_err(CredentialsError::Endpoint)
+}
+
+/// How many times a push the provider never processed is sent again at
+/// once, on a fresh connection, before it counts as a failed attempt (a
+/// provider that sends GOAWAY to every new connection).
+pub(crate) const UNPROCESSED_RESENDS: u32 = 4;
+
+/// Whether `e` says the provider never processed the request, and it may be
+/// sent again at once (`resent` times so far) without costing an attempt.
+pub(crate) fn resend(e: &H2Error, resent: &mut u32) -> bool {
+    if !matches!(e, H2Error::Unprocessed(_)) || *resent >= UNPROCESSED_RESENDS {
+        return false;
+    }
+    *resent += 1;
+    tracing::debug!(error = %e, "push not processed by the provider; sending it again");
+    true
 }
 
 /// A push that got no answer on the wire: always worth retrying.

@@ -91,6 +91,9 @@ pub struct ClientOptions {
     pub streams_per_connection: usize,
     /// Connections per provider endpoint, opened as the ones open fill up.
     pub max_connections: usize,
+    /// A connection this old takes no new push; the next one opens a fresh
+    /// connection before a provider or its load balancer closes the old one.
+    pub max_connection_age: Duration,
 }
 
 impl Default for ClientOptions {
@@ -101,6 +104,7 @@ impl Default for ClientOptions {
             fcm_refresh_margin: Duration::from_secs(5 * 60),
             streams_per_connection: 1000,
             max_connections: 2,
+            max_connection_age: Duration::from_secs(30 * 60),
         }
     }
 }

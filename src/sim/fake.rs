@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,6 +77,12 @@ pub struct FaultMix {
     pub latency: Duration,
     /// The RNG seed.
     pub seed: u64,
+    /// Close each connection gracefully (HTTP/2 GOAWAY, its streams in
+    /// flight answered) once it took this many requests, as hypercorn does
+    /// after 1,000.
+    pub goaway_every: Option<usize>,
+    /// Share of requests after which their connection is closed gracefully.
+    pub goaway: f64,
 }
 
 /// One push a fake accepted.
@@ -130,6 +136,8 @@ pub struct Recorder {
     platform: Platform,
     requests: AtomicUsize,
     connections: AtomicUsize,
+    goaways: AtomicUsize,
+    calls: Mutex<HashMap<String, u32>>,
     script: Mutex<HashMap<String, Behavior>>,
     mix: FaultMix,
     rng: Mutex<StdRng>,
@@ -145,6 +153,8 @@ impl Recorder {
             platform,
             requests: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            goaways: AtomicUsize::new(0),
+            calls: Mutex::new(HashMap::new()),
             script: Mutex::new(HashMap::new()),
             rng: Mutex::new(StdRng::seed_from_u64(mix.seed)),
             mix,
@@ -164,9 +174,39 @@ impl Recorder {
         self.requests.load(Ordering::SeqCst)
     }
 
+    /// Counts one push request for `token` (one that named a token).
+    pub(crate) fn call(&self, token: &str) {
+        let mut calls = self.calls.lock().expect("calls lock");
+        *calls.entry(token.to_owned()).or_default() += 1;
+    }
+
+    /// Push requests for `token`, whatever their answer.
+    pub(crate) fn calls(&self, token: &str) -> u32 {
+        let calls = self.calls.lock().expect("calls lock");
+        calls.get(token).copied().unwrap_or_default()
+    }
+
     /// TCP connections accepted.
     pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections closed with a GOAWAY.
+    pub(crate) fn goaways(&self) -> usize {
+        self.goaways.load(Ordering::SeqCst)
+    }
+
+    /// Whether a connection that just took its `served`th request goes
+    /// away: at `goaway_every`, or by the `goaway` share. Counts it if so.
+    fn goes_away(&self, served: usize) -> bool {
+        let every = self.mix.goaway_every == Some(served);
+        let goes = every
+            || (self.mix.goaway > 0.0
+                && self.rng.lock().expect("rng lock").r#gen::<f64>() < self.mix.goaway);
+        if goes {
+            self.goaways.fetch_add(1, Ordering::SeqCst);
+        }
+        goes
     }
 
     /// Notes a bearer credential (JWT or access token) a push came with.
@@ -336,17 +376,32 @@ async fn accept_loop(listener: TcpListener, recorder: Arc<Recorder>, handler: Ha
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 recorder.connections.fetch_add(1, Ordering::SeqCst);
-                connections.spawn(serve_connection(stream, handler.clone()));
+                let (handler, recorder) = (handler.clone(), recorder.clone());
+                connections.spawn(serve_connection(stream, handler, recorder));
             }
             Some(_) = connections.join_next() => {}
         }
     }
 }
 
-/// Serves one HTTP/2 connection.
-async fn serve_connection(stream: tokio::net::TcpStream, handler: Handler) {
+/// Serves one HTTP/2 connection, closing it gracefully (GOAWAY, then the
+/// streams in flight are answered) when the recorder says so.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    handler: Handler,
+    recorder: Arc<Recorder>,
+) {
+    let served = AtomicUsize::new(0);
+    let going = AtomicBool::new(false);
+    let goaway = Arc::new(tokio::sync::Notify::new());
+    let notify = goaway.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let handler = handler.clone();
+        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+        if !going.load(Ordering::SeqCst) && recorder.goes_away(n) {
+            going.store(true, Ordering::SeqCst);
+            notify.notify_one();
+        }
         async move {
             let (parts, body) = request.into_parts();
             let body = match body.collect().await {
@@ -359,10 +414,17 @@ async fn serve_connection(stream: tokio::net::TcpStream, handler: Handler) {
             }
         }
     });
-    let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .max_concurrent_streams(1000)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = goaway.notified() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
     if let Err(e) = result {
         tracing::debug!(error = %e, "fake provider connection ended");
     }
@@ -412,9 +474,19 @@ pub trait Fake {
         self.recorder().pushes(token)
     }
 
+    /// Push requests for `token`, whatever their answer.
+    fn calls(&self, token: &str) -> u32 {
+        self.recorder().calls(token)
+    }
+
     /// TCP connections accepted.
     fn connections(&self) -> usize {
         self.recorder().connections()
+    }
+
+    /// Connections closed with a GOAWAY.
+    fn goaways(&self) -> usize {
+        self.recorder().goaways()
     }
 
     /// Every push accepted from now on.

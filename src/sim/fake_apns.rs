@@ -214,6 +214,7 @@ impl State {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return error(400, "BadDeviceToken");
         }
+        self.recorder.call(token);
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let Some(jwt) = header("authorization").and_then(|v| v.strip_prefix("bearer ")) else {
             return error(403, "MissingProviderToken");

@@ -255,6 +255,7 @@ impl State {
             Some(t) if !t.is_empty() => t.to_owned(),
             _ => return invalid_token(),
         };
+        self.recorder.call(&token);
         if let Some(reply) = invalid_message(message) {
             return reply;
         }

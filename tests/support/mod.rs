@@ -289,6 +289,21 @@ impl Daemon {
         }
     }
 
+    /// Polls a message's metrics until `done` holds (bounded: 60 s).
+    pub async fn metrics_until(&self, message: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let path = format!("/v1/messages/{message}/metrics");
+        loop {
+            let (status, m) = self.call("GET", &path, None).await;
+            assert_eq!(status, 200, "{m}");
+            if done(&m) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "message {message} stuck: {m}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Polls until the delivery leaves `attempted`.
     pub async fn settled(&self, id: &str) -> Value {
         self.delivery_until(id, |v| v["status"] != "attempted")
