@@ -20,7 +20,7 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 32] = [
+pub const SERIES: [&str; 33] = [
     "pushd_ready",
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
@@ -32,6 +32,7 @@ pub const SERIES: [&str; 32] = [
     "pushd_device_sends_total",
     "pushd_provider_requests_total",
     "pushd_provider_attempts_total",
+    "pushd_device_sends_lost_total",
     "pushd_provider_latency_seconds",
     "pushd_provider_connections_total",
     "pushd_provider_reconnects_total",
@@ -265,6 +266,10 @@ pub fn register() {
     for retry in ["false", "true"] {
         metrics::counter!("pushd_provider_attempts_total", "retry" => retry).absolute(0);
     }
+    counter(
+        "pushd_device_sends_lost_total",
+        "Device sends that ended without an outcome (a panic, an early stop): each failed its device internal_error.",
+    );
 
     gauge(
         "pushd_person_actors",

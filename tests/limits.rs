@@ -26,10 +26,19 @@ const PATIENCE: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(10);
 
 /// The request head of a slow client: the SDK key and a megabyte body to
-/// come, of which only `{` is sent with it.
+/// come, of which only `{` is sent with it. A customer's events carry the
+/// customer's proof (an app that has it trickles too); anyone with the SDK
+/// key can trickle a report to `/push/events`.
 fn slow_head(method: &str, path: &str, key: &str) -> String {
+    let proof = match path.strip_prefix("/v1/customers/") {
+        Some(rest) if rest.ends_with("/events") => {
+            let (name, value) = support::customer_auth(rest.trim_end_matches("/events"));
+            format!("{name}: {value}\r\n")
+        }
+        _ => String::new(),
+    };
     format!(
-        "{method} {path} HTTP/1.1\r\nHost: pushd\r\nAuthorization: Bearer {key}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: pushd\r\nAuthorization: Bearer {key}\r\n{proof}\
          Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{{"
     )
 }
@@ -257,9 +266,11 @@ async fn a_body_trickled_a_byte_at_a_time_is_answered_408_and_its_connection_clo
     }
     // A body sent whole is read as always, and nothing of the slow ones
     // was kept.
+    let (name, proof) = support::customer_auth("c1");
     let (status, body) = d
-        .call_as(
+        .call_with(
             SDK_KEY,
+            &[(name, &proof)],
             "POST",
             "/v1/customers/c1/events",
             Some(json!({"name": "purchase"})),
@@ -287,7 +298,7 @@ async fn thousands_of_slow_clients_leave_healthz_and_the_api_answering() {
     d.customer("c1", json!({"plan": "pro"}), &[]).await;
 
     let mut clients = SlowClients::new();
-    let head = slow_head("POST", "/v1/customers/c1/events", SDK_KEY);
+    let head = slow_head("POST", "/push/events", SDK_KEY);
     clients
         .open(addr(&d), CLIENTS, &head, Duration::from_secs(1))
         .await;
@@ -321,7 +332,7 @@ async fn connections_past_max_connections_are_refused_at_once_and_healthz_still_
     d.customer("c1", json!({}), &[]).await;
 
     let mut clients = SlowClients::new();
-    let head = slow_head("POST", "/v1/customers/c1/events", SDK_KEY);
+    let head = slow_head("POST", "/push/events", SDK_KEY);
     let every = Duration::from_secs(1);
     clients.open(addr(&d), MAX, &head, every).await;
     let body = take_every_connection(&d, &mut clients, &head).await;
@@ -376,7 +387,7 @@ async fn under_a_low_open_files_limit_slow_clients_are_refused_before_accept_fai
     d.customer("c1", json!({}), &[]).await;
 
     let mut clients = SlowClients::new();
-    let head = slow_head("POST", "/v1/customers/c1/events", SDK_KEY);
+    let head = slow_head("POST", "/push/events", SDK_KEY);
     clients
         .open(addr(&d), CLIENTS, &head, Duration::from_secs(1))
         .await;

@@ -7,6 +7,11 @@
 //! [`DeviceOutcome`] to its parent [`PersonActor`] before it stops.
 //! Permanent errors end it at once, and so does a retry whose parent is
 //! gone (its customer was erased).
+//!
+//! It supervises itself: an actor dropped without having reported (its
+//! provider call panicked, or it stopped early while its parent lives)
+//! reports `failed` / `internal_error` from its `Drop`, so its customer's
+//! actor always settles the delivery and stops when idle.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +52,8 @@ pub struct DeviceSendActor {
     last_error: Option<String>,
     /// The slot of the first attempt, until it starts.
     slot: Option<Slot>,
+    /// Whether the outcome went to the parent.
+    reported: bool,
 }
 
 impl DeviceSendActor {
@@ -67,6 +74,7 @@ impl DeviceSendActor {
             attempts: 0,
             last_error: None,
             slot: Some(slot),
+            reported: false,
         }
         .start();
     }
@@ -136,6 +144,12 @@ impl DeviceSendActor {
     }
 
     fn finish(&mut self, outcome: Outcome, provider_id: Option<String>, ctx: &mut Context<Self>) {
+        self.report(outcome, provider_id);
+        ctx.stop();
+    }
+
+    fn report(&mut self, outcome: Outcome, provider_id: Option<String>) {
+        self.reported = true;
         self.parent.do_send(DeviceOutcome {
             delivery_id: self.push.delivery_id.to_string(),
             index: self.index,
@@ -144,7 +158,29 @@ impl DeviceSendActor {
             last_error: self.last_error.take(),
             provider_id,
         });
-        ctx.stop();
+    }
+}
+
+/// The supervision guard: a send that ends without an outcome while its
+/// parent lives (a panic unwound its task, or it stopped early) reports
+/// `failed` / `internal_error`, so the delivery settles and the parent's
+/// count of sends in flight comes back to zero.
+impl Drop for DeviceSendActor {
+    fn drop(&mut self) {
+        if self.reported || !self.parent.connected() {
+            return;
+        }
+        tracing::error!(
+            delivery_id = %self.push.delivery_id,
+            device = self.index,
+            attempts = self.attempts,
+            "a device send ended without an outcome (it panicked or stopped early): \
+             its device fails internal_error"
+        );
+        metrics::counter!("pushd_device_sends_lost_total").increment(1);
+        let detail = "the send ended without an outcome (an internal fault, logged)";
+        self.last_error.get_or_insert_with(|| detail.to_string());
+        self.report(Outcome::Failed(FailureReason::InternalError), None);
     }
 }
 

@@ -150,6 +150,9 @@ pub enum FailureReason {
     /// The template's render went past a limit (loop iterations, bytes of
     /// output, CPU time).
     TemplateLimitExceeded,
+    /// The device's send ended without an outcome (it panicked or stopped
+    /// early): a fault of pushd's, logged and counted.
+    InternalError,
 }
 
 impl FailureReason {
@@ -167,6 +170,7 @@ impl FailureReason {
             FailureReason::NoDevices => "no_devices",
             FailureReason::PayloadTooLarge => "payload_too_large",
             FailureReason::TemplateLimitExceeded => "template_limit_exceeded",
+            FailureReason::InternalError => "internal_error",
         }
     }
 
@@ -205,6 +209,9 @@ impl FailureReason {
             }
             FailureReason::TemplateLimitExceeded => {
                 "Rendering the message went past a template limit (loop iterations, bytes of output or CPU time; the detail names which, and the field); make its loops and text smaller, then retry."
+            }
+            FailureReason::InternalError => {
+                "pushd's send to the device ended without an answer (an internal fault, logged with its details); the push may not have gone out: send again."
             }
         }
     }

@@ -207,6 +207,56 @@ async fn ten_transient_failures_exhaust_retries() {
     assert_eq!(h.provider.calls_to("tok"), 10);
 }
 
+/// A provider port that panics (a bug in a client): the device send's
+/// guard reports `failed` / `internal_error` for its device, the other
+/// device's send goes on, and the customer's actor settles and stops.
+#[actix::test]
+async fn a_device_send_that_panics_fails_its_device_internal_error_and_its_actor_settles() {
+    let h = Harness::new();
+    customer(
+        &h,
+        "c1",
+        &[("a", Platform::Ios, 1), ("b", Platform::Android, 2)],
+    )
+    .await;
+    h.provider.script("a", [Answer::Panic]);
+    let both = send(&h, "c1", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &both).await, MessageStatus::Sent);
+    let d = h.store.delivery_now(&both);
+    let a = &d.state.devices[0];
+    assert_eq!(
+        (a.status, a.failure),
+        (DeviceStatus::Failed, Some(FailureReason::InternalError))
+    );
+    assert_eq!(d.state.devices[1].status, DeviceStatus::Sent);
+    assert!(
+        d.sends[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("internal fault")
+    );
+
+    // Its only device panicking fails the delivery, named so.
+    customer(&h, "c2", &[("z", Platform::Ios, 1)]).await;
+    h.provider.script("z", [Answer::Panic]);
+    let only = send(&h, "c2", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &only).await, MessageStatus::Failed);
+    let d = h.store.delivery_now(&only);
+    assert_eq!(d.state.failure_reason(), Some(FailureReason::InternalError));
+    assert_eq!(
+        h.provider.calls_to("z"),
+        1,
+        "an internal error is not retried"
+    );
+
+    // No send is left in flight: both actors stop once idle, and the
+    // customers take the next send.
+    evict(&h).await;
+    let next = send(&h, "c2", Audience::AllDevices).await;
+    assert_eq!(settled(&h, &next).await, MessageStatus::Sent);
+}
+
 #[actix::test]
 async fn bounce_suppresses_the_token_and_the_next_send_skips_it() {
     let h = Harness::new();

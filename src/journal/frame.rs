@@ -80,7 +80,7 @@ impl<'a> Frame<'a> {
 /// The version of the records (see [`crate::records`]) a segment of
 /// `format` holds: formats 1 (no header) and 2 hold version-1 records,
 /// format 3 version-2 ones (version 1's and the erasure of a customer),
-/// format 4 version-3 ones (the failure reason `template_limit_exceeded`).
+/// format 4 version-3 ones (the failure reasons `template_limit_exceeded` and `internal_error`).
 pub fn records_of(format: u32) -> Option<u32> {
     match format {
         1 | 2 => Some(1),

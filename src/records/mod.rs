@@ -332,7 +332,7 @@ macro_rules! stored_v1 {
 }
 
 /// A delivery: version 3 since its failure reasons gained
-/// `template_limit_exceeded`; version 2's record is version 1's.
+/// `template_limit_exceeded` and `internal_error`; version 2's record is version 1's.
 impl Stored for Delivery {
     fn encode(&self) -> Result<Vec<u8>, RecordError> {
         Ok(postcard::to_extend(&Frozen(self), vec![VALUE_VERSION])?)

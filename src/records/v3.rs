@@ -1,8 +1,8 @@
-//! Records of version 3: version 2's, and the failure reason
-//! `template_limit_exceeded`.
+//! Records of version 3: version 2's, and the failure reasons
+//! `template_limit_exceeded` and `internal_error`.
 //!
 //! Only the failure reason changed. [`FailureReason`] holds version 1's
-//! reasons in their order, then `TemplateLimitExceeded`: postcard writes a
+//! reasons in their order, then `TemplateLimitExceeded` and `InternalError`: postcard writes a
 //! variant as its index, so bytes of versions 1 and 2 read as version 3
 //! too. The records that hold a reason (a device's state, a precheck, a
 //! delivery's state, the delivery, the journal entry) are this version's
@@ -46,6 +46,8 @@ record_enum! {
         PayloadTooLarge,
         /// Template limit exceeded.
         TemplateLimitExceeded,
+        /// Internal error.
+        InternalError,
     }
 }
 

@@ -289,6 +289,8 @@ pub enum Answer {
     Bounce,
     /// Never answers: the send hangs (a crash stand-in).
     Hang,
+    /// Panics while the send polls it (a bug in a provider client).
+    Panic,
 }
 
 /// A provider that answers from a per-token script (then `Ok`).
@@ -348,6 +350,7 @@ impl Provider for ScriptedProvider {
                 detail: "410 Unregistered".into(),
             }),
             Answer::Hang => return Box::pin(std::future::pending()),
+            Answer::Panic => return Box::pin(async { panic!("the provider port panicked") }),
         };
         Box::pin(async move { result })
     }
