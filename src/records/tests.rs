@@ -206,15 +206,20 @@ fn a_version_1_record_still_decodes_as_1_and_as_2() {
 }
 
 #[test]
-fn a_template_limit_failure_is_a_version_3_record() {
+fn the_reasons_of_version_3_are_version_3_records() {
+    for reason in [
+        FailureReason::TemplateLimitExceeded,
+        FailureReason::InternalError,
+    ] {
+        reason_is_a_version_3_record(reason);
+    }
+}
+
+fn reason_is_a_version_3_record(reason: FailureReason) {
     let mut failed = delivery();
     failed.sends.clear();
     failed.content = None;
-    failed.state = DeliveryState::ended(
-        MessageStatus::Failed,
-        FailureReason::TemplateLimitExceeded,
-        Vec::new(),
-    );
+    failed.state = DeliveryState::ended(MessageStatus::Failed, reason, Vec::new());
     // As a snapshot value: version 3, which reads back.
     let bytes = failed.encode().unwrap();
     assert_eq!(bytes[0], 3);
