@@ -221,7 +221,7 @@ async fn list_deliveries(
         campaign_id: q.campaign_id,
         customer_id: q.customer_id,
     };
-    let (page, next) = state.local_deliveries(&filter, limit, q.cursor.as_deref())?;
+    let (page, next) = state.local_deliveries(filter, limit, q.cursor).await?;
     let mut names = MessageNames::new(&state.catalog);
     let mut deliveries = Vec::with_capacity(page.len());
     for d in &page {

@@ -31,11 +31,25 @@ pub enum Catalog {
     Shared(Arc<Templates>),
 }
 
+/// Runs `read`, a read of the store, on the blocking pool. A read may
+/// wait for a drain (which syncs the event log and writes sled) or for a
+/// page from disk: on a slow disk it holds a pool thread, never the HTTP
+/// worker, which serves every other request of its connections
+/// (`/healthz` and reports included).
+pub async fn off_workers<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    actix_web::web::block(read).await.map_err(ApiError::from)?
+}
+
 impl Catalog {
     /// The message `id`, if it exists.
     pub async fn get(&self, id: &str) -> Result<Option<MessageSpec>, ApiError> {
         match self {
-            Catalog::Local(p) => Ok(p.store.message(id)?),
+            Catalog::Local(p) => {
+                let (p, id) = (p.clone(), id.to_string());
+                off_workers(move || Ok(p.store.message(&id)?)).await
+            }
             Catalog::Shared(t) => t.get(id).await.map_err(cluster_error),
         }
     }
@@ -43,7 +57,10 @@ impl Catalog {
     /// Every message.
     pub async fn all(&self) -> Result<Vec<MessageSpec>, ApiError> {
         match self {
-            Catalog::Local(p) => Ok(p.store.messages()?),
+            Catalog::Local(p) => {
+                let p = p.clone();
+                off_workers(move || Ok(p.store.messages()?)).await
+            }
             Catalog::Shared(t) => t.all().await.map_err(cluster_error),
         }
     }
@@ -102,7 +119,7 @@ pub struct TalliesAsked {
 }
 
 /// One message or campaign, owned.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CountedOwned {
     /// A message's counters.
@@ -125,6 +142,16 @@ pub enum Counted<'a> {
     Message(&'a str),
     /// Every delivery of a campaign's messages.
     Campaign(&'a str),
+}
+
+impl Counted<'_> {
+    /// The same, owned (to move to another thread or node).
+    pub fn owned(self) -> CountedOwned {
+        match self {
+            Counted::Message(id) => CountedOwned::Message(id.to_string()),
+            Counted::Campaign(id) => CountedOwned::Campaign(id.to_string()),
+        }
+    }
 }
 
 impl AppState {
@@ -163,19 +190,12 @@ impl AppState {
     /// The counters of each of `of`, summed over every partition (every
     /// node's, unless `scope` is local).
     pub async fn tallies(&self, of: &[Counted<'_>], scope: Scope) -> Result<Vec<Tally>, ApiError> {
-        let mut sums: Vec<Tally> = of.iter().map(|c| self.local_tally(*c)).collect();
+        let owned: Vec<CountedOwned> = of.iter().map(|c| c.owned()).collect();
+        let mut sums = self.local_tallies(owned.clone()).await?;
         if scope.local {
             return Ok(sums);
         }
-        let asked = TalliesAsked {
-            counted: of
-                .iter()
-                .map(|c| match c {
-                    Counted::Message(id) => CountedOwned::Message(id.to_string()),
-                    Counted::Campaign(id) => CountedOwned::Campaign(id.to_string()),
-                })
-                .collect(),
-        };
+        let asked = TalliesAsked { counted: owned };
         let body = Bytes::from(serde_json::to_vec(&asked).expect("encodes"));
         for answer in self
             .gather(Method::POST, "/v1/cluster/tallies", body)
@@ -197,7 +217,7 @@ impl AppState {
         scope: Scope,
         path: &str,
     ) -> Result<Vec<(i64, i64, i64)>, ApiError> {
-        let mut points = self.local_series(of);
+        let mut points = self.local_series(of.owned()).await?;
         if scope.local {
             return Ok(points);
         }
@@ -280,54 +300,71 @@ impl AppState {
         Ok(out)
     }
 
-    /// A message's or campaign's counters summed over this node's
-    /// partitions.
-    pub fn local_tally(&self, of: Counted<'_>) -> Tally {
-        let mut sum = Tally::default();
-        for p in self.partitions.running() {
-            sum += match of {
-                Counted::Message(id) => p.store.message_metrics(id),
-                Counted::Campaign(id) => p.store.campaign_metrics(id),
+    /// The counters of each of `of`, summed over this node's partitions
+    /// (read off the HTTP workers: counters drain the store first).
+    pub async fn local_tallies(&self, of: Vec<CountedOwned>) -> Result<Vec<Tally>, ApiError> {
+        let partitions = self.partitions.running();
+        off_workers(move || {
+            let tally = |c: &CountedOwned| {
+                let mut sum = Tally::default();
+                for p in &partitions {
+                    sum += match c {
+                        CountedOwned::Message(id) => p.store.message_metrics(id),
+                        CountedOwned::Campaign(id) => p.store.campaign_metrics(id),
+                    };
+                }
+                sum
             };
-        }
-        sum
+            Ok(of.iter().map(tally).collect())
+        })
+        .await
     }
 
     /// A message's or campaign's time series (minute, delivered, opened)
-    /// summed over this node's partitions, oldest minute first.
-    pub fn local_series(&self, of: Counted<'_>) -> Vec<(i64, i64, i64)> {
-        let mut minutes: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
-        for p in self.partitions.running() {
-            let points = match of {
-                Counted::Message(id) => p.store.message_timeseries(id),
-                Counted::Campaign(id) => p.store.campaign_timeseries(id),
-            };
-            for (minute, delivered, opened) in points {
-                let sum = minutes.entry(minute).or_default();
-                sum.0 += delivered;
-                sum.1 += opened;
+    /// summed over this node's partitions, oldest minute first (read off
+    /// the HTTP workers).
+    pub async fn local_series(&self, of: CountedOwned) -> Result<Vec<(i64, i64, i64)>, ApiError> {
+        let partitions = self.partitions.running();
+        off_workers(move || {
+            let mut minutes: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+            for p in partitions {
+                let points = match &of {
+                    CountedOwned::Message(id) => p.store.message_timeseries(id),
+                    CountedOwned::Campaign(id) => p.store.campaign_timeseries(id),
+                };
+                for (minute, delivered, opened) in points {
+                    let sum = minutes.entry(minute).or_default();
+                    sum.0 += delivered;
+                    sum.1 += opened;
+                }
             }
-        }
-        minutes.into_iter().map(|(m, (d, o))| (m, d, o)).collect()
+            Ok(minutes.into_iter().map(|(m, (d, o))| (m, d, o)).collect())
+        })
+        .await
     }
 
     /// One page of the delivery log over this node's partitions, newest
     /// first, and the cursor of the next. Every partition pages by delivery
     /// id below the same cursor, so their pages merge into one.
-    pub fn local_deliveries(
+    /// Read off the HTTP workers (the log drains the store first).
+    pub async fn local_deliveries(
         &self,
-        filter: &DeliveryFilter,
+        filter: DeliveryFilter,
         limit: usize,
-        cursor: Option<&str>,
+        cursor: Option<String>,
     ) -> Result<(Vec<Delivery>, Option<String>), ApiError> {
-        let mut merged = Vec::new();
-        let mut more = false;
-        for p in self.partitions.running() {
-            let (page, next) = p.store.list_deliveries(filter, limit, cursor)?;
-            more |= next.is_some();
-            merged.extend(page);
-        }
-        Ok(newest_page(merged, limit, more, |d| &d.id))
+        let partitions = self.partitions.running();
+        off_workers(move || {
+            let mut merged = Vec::new();
+            let mut more = false;
+            for p in partitions {
+                let (page, next) = p.store.list_deliveries(&filter, limit, cursor.as_deref())?;
+                more |= next.is_some();
+                merged.extend(page);
+            }
+            Ok(newest_page(merged, limit, more, |d| &d.id))
+        })
+        .await
     }
 }
 

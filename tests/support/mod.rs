@@ -2,7 +2,7 @@
 //! on its own temporary data dir, driven over HTTP.
 #![allow(dead_code, reason = "each test binary uses part of the support module")]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -337,20 +337,43 @@ pub fn strace_installed() -> bool {
 pub struct Strace(Child);
 
 impl Strace {
+    /// Attaches strace to `pid` and its threads with `args`; what it traces
+    /// is not kept.
     pub fn attach(pid: u32, args: &[&str]) -> Strace {
-        let mut child = Command::new("strace")
-            .arg("-f")
-            .args(args)
-            .args(["-o", "/dev/null", "-p", &pid.to_string()])
+        Strace::spawn(pid, args, true).0
+    }
+
+    /// Attaches as [`Strace::attach`] does; what strace says (every traced
+    /// call) comes on the receiver as it is written, a call's entry before
+    /// its end (a delayed call's entry shows while it is held).
+    pub fn attach_watching(pid: u32, args: &[&str]) -> (Strace, std::sync::mpsc::Receiver<String>) {
+        Strace::spawn(pid, args, false)
+    }
+
+    fn spawn(pid: u32, args: &[&str], quiet: bool) -> (Strace, std::sync::mpsc::Receiver<String>) {
+        let mut command = Command::new("strace");
+        command.arg("-f").args(args);
+        if quiet {
+            command.args(["-o", "/dev/null"]);
+        }
+        let mut child = command
+            .args(["-p", &pid.to_string()])
             .stderr(Stdio::piped())
             .spawn()
             .expect("strace runs");
-        let mut said = BufReader::new(child.stderr.take().unwrap()).lines();
-        let first = said.next().expect("strace says it attached").unwrap();
+        let mut said = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        said.read_line(&mut first).expect("strace says it attached");
         assert!(first.contains("attached"), "strace: {first}");
         // Keep reading what it says: a closed pipe would end it (SIGPIPE).
-        std::thread::spawn(move || for _ in said {});
-        Strace(child)
+        let (sends, watched) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut chunk = [0; 4096];
+            while let Ok(n @ 1..) = said.read(&mut chunk) {
+                let _ = sends.send(String::from_utf8_lossy(&chunk[..n]).into_owned());
+            }
+        });
+        (Strace(child), watched)
     }
 }
 
