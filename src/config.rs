@@ -336,6 +336,12 @@ pub struct StoreSection {
     /// Below this many free bytes on the data directory's disk, pushd is
     /// not ready (`/readyz` answers 503).
     pub min_free_bytes: u64,
+    /// Past this many bytes of changes waiting for the journal's disk,
+    /// writes answer `503 overloaded`.
+    pub max_journal_queue_bytes: usize,
+    /// Past this many records changed and not yet drained to the snapshot,
+    /// writes answer `503 overloaded`.
+    pub max_undrained_records: usize,
 }
 
 impl Default for StoreSection {
@@ -343,6 +349,8 @@ impl Default for StoreSection {
         StoreSection {
             delivery_retention_days: 180,
             min_free_bytes: 128 << 20,
+            max_journal_queue_bytes: 64 << 20,
+            max_undrained_records: 500_000,
         }
     }
 }
@@ -496,6 +504,16 @@ impl Config {
                 "[templates] max_render_cpu_ms",
                 "PUSHD_TEMPLATE_MAX_RENDER_CPU_MS",
                 self.templates.max_render_cpu_ms.min(1) as usize,
+            ),
+            (
+                "[store] max_journal_queue_bytes",
+                "PUSHD_MAX_JOURNAL_QUEUE_BYTES",
+                self.store.max_journal_queue_bytes,
+            ),
+            (
+                "[store] max_undrained_records",
+                "PUSHD_MAX_UNDRAINED_RECORDS",
+                self.store.max_undrained_records,
             ),
             (
                 "[http] body_timeout_secs",
@@ -704,6 +722,12 @@ pub struct Overrides {
     /// Free bytes on the data directory's disk below which /readyz answers 503 [default: 134217728]
     #[arg(long, env = "PUSHD_MIN_FREE_BYTES")]
     pub min_free_bytes: Option<u64>,
+    /// Bytes of changes waiting for the journal's disk past which writes answer 503 overloaded [default: 67108864]
+    #[arg(long, env = "PUSHD_MAX_JOURNAL_QUEUE_BYTES")]
+    pub max_journal_queue_bytes: Option<usize>,
+    /// Records changed and not yet drained to the snapshot past which writes answer 503 overloaded [default: 500000]
+    #[arg(long, env = "PUSHD_MAX_UNDRAINED_RECORDS")]
+    pub max_undrained_records: Option<usize>,
     /// APNs base URL; http:// speaks h2c [default: https://api.push.apple.com]
     #[arg(long, env = "PUSHD_APNS_ENDPOINT")]
     pub apns_endpoint: Option<String>,
@@ -861,6 +885,14 @@ impl Overrides {
             self.delivery_retention_days,
         );
         set(&mut c.store.min_free_bytes, self.min_free_bytes);
+        set(
+            &mut c.store.max_journal_queue_bytes,
+            self.max_journal_queue_bytes,
+        );
+        set(
+            &mut c.store.max_undrained_records,
+            self.max_undrained_records,
+        );
         set(&mut c.apns.endpoint, self.apns_endpoint.map(Some));
         set(
             &mut c.apns.sandbox_endpoint,

@@ -164,6 +164,16 @@ pub async fn serve_with(
             let journal = persistence.journal.clone();
             move || journal.failure()
         }),
+        Box::new({
+            let journal = persistence.journal.clone();
+            move || {
+                journal.disk_full().map(|why| {
+                    format!(
+                        "journal's disk is full ({why}): writes answer 507 until space is freed"
+                    )
+                })
+            }
+        }),
         readiness::failed_for_good("event log", {
             let events = events.clone();
             move || events.failure()
@@ -175,6 +185,11 @@ pub async fn serve_with(
         readiness::free_disk(&config.data_dir, config.store.min_free_bytes),
     ]);
     readiness.watch()?;
+    let writes = Arc::new(http::backpressure::WriteGate::new(
+        Some(persistence.journal.clone()),
+        partitions.clone(),
+        &config.store,
+    ));
     let state = web::Data::new(AppState {
         partitions,
         catalog: Catalog::Local(partition),
@@ -192,6 +207,7 @@ pub async fn serve_with(
         max_body: config.max_body_bytes,
         readiness,
         body_timeout: config.http.body_timeout(),
+        writes,
     });
     run_api(
         state, &keys, identity, listener, prometheus, &config, banner,
@@ -277,6 +293,7 @@ pub(crate) async fn run_api(
         App::new()
             .wrap(from_fn(http::forward::to_owner))
             .wrap(ErrorHandlers::new().default_handler(http::contract_body))
+            .wrap(from_fn(http::backpressure::guard))
             .wrap(from_fn(http::deadline::enforce))
             .wrap(from_fn(http::gate))
             .app_data(state.clone())

@@ -353,6 +353,17 @@ impl GroupCommit {
     pub fn groups(&self) -> u64 {
         self.lock().groups
     }
+
+    /// Bytes of records appended and not yet taken by the writer: the
+    /// queue that grows while a slow disk holds a group.
+    pub fn backlog(&self) -> usize {
+        self.lock().buf.len()
+    }
+
+    /// Whether [`GroupCommit::close`] was called.
+    pub fn closing(&self) -> bool {
+        self.lock().closing
+    }
 }
 
 #[cfg(test)]

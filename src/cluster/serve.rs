@@ -100,6 +100,11 @@ pub async fn run(
             .then(|| format!("not connected to NATS ({state})"))
     })]);
     readiness.watch()?;
+    let writes = Arc::new(crate::http::backpressure::WriteGate::new(
+        None,
+        partitions.clone(),
+        &config.store,
+    ));
     let state = web::Data::new(AppState {
         partitions,
         catalog: Catalog::Shared(Arc::new(Templates::new(nats.templates.clone()))),
@@ -116,6 +121,7 @@ pub async fn run(
         max_body: config.max_body_bytes,
         readiness,
         body_timeout: config.http.body_timeout(),
+        writes,
     });
     // Partitions live in NATS and move between nodes: a cluster has no
     // data directory of its own age, so verification is required unless

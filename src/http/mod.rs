@@ -3,6 +3,7 @@
 //! messages and store reads; they hold no status logic.
 
 mod auth;
+pub mod backpressure;
 mod backup;
 mod batch;
 mod body;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub readiness: Arc<crate::readiness::Readiness>,
     /// How long a request body may take to arrive whole.
     pub body_timeout: std::time::Duration,
+    /// What a write is checked against before it changes anything.
+    pub writes: Arc<backpressure::WriteGate>,
 }
 
 impl AppState {

@@ -16,9 +16,14 @@
 //! records, the active one included, instead of leaving them until the
 //! segment fills.
 //!
-//! A failed write or sync is final: the file's state is unknown, so the
-//! journal refuses every later append (and nothing more is acknowledged)
-//! until the daemon restarts and replays what is really on disk.
+//! A failed sync is final, as in PostgreSQL: what the file holds is
+//! unknown, so the journal refuses every later append (and nothing more is
+//! acknowledged) until the daemon restarts and replays what is really on
+//! disk. A full disk is not: a write refused with `ENOSPC` leaves what was
+//! synced as it was, so the writer keeps the group and writes it again
+//! every second until space returns ([`FileJournal::disk_full`] says so
+//! meanwhile, and the API refuses writes with 507). Any other failed write
+//! is final too.
 
 pub(crate) mod frame;
 mod segments;
@@ -65,6 +70,8 @@ struct Shared {
     /// The last record erasing a customer: the segments holding records at
     /// or before it go once a checkpoint covers it, the active one too.
     erased: AtomicU64,
+    /// Why writes wait for space, while the disk is full.
+    disk_full: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Shared {
@@ -112,6 +119,7 @@ impl FileJournal {
             commit: GroupCommit::new(last, 1 << 20),
             released: AtomicU64::new(0),
             erased: AtomicU64::new(0),
+            disk_full: tokio::sync::watch::Sender::new(None),
         });
         let writer = writer::Writer::open(&dir, scan.segments, last, scan.tail, segment_bytes)?;
         let worker = shared.clone();
@@ -141,6 +149,24 @@ impl FileJournal {
     /// refused until a restart replays it.
     pub fn failure(&self) -> Option<String> {
         self.shared.commit.failure()
+    }
+
+    /// Why the journal waits for space (its disk is full), while it does:
+    /// changes appended meanwhile are kept, and made durable once space
+    /// returns.
+    pub fn disk_full(&self) -> Option<String> {
+        self.shared.disk_full.borrow().clone()
+    }
+
+    /// Follows [`FileJournal::disk_full`] as it changes.
+    pub fn watch_disk_full(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.shared.disk_full.subscribe()
+    }
+
+    /// Bytes of changes appended and waiting for the writer (the queue a
+    /// slow disk grows).
+    pub fn backlog(&self) -> usize {
+        self.shared.commit.backlog()
     }
 
     /// Groups written so far (each one `write` and one `fdatasync`).

@@ -14,14 +14,17 @@
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use pushd_actors::group_commit::{Group, GroupCommit, Next};
+use pushd_actors::group_commit::{Group, Next};
 use pushd_actors::ports::Position;
 
 use super::segments::{self, Segment};
 use super::{KIND, Shared};
 use crate::segfile::{Appender, Prefix, dir};
+
+/// How often a group refused for want of space is written again.
+const NO_SPACE_RETRY: Duration = Duration::from_secs(1);
 
 /// The writer: the segments, and the active one's file.
 pub struct Writer {
@@ -76,7 +79,7 @@ impl Writer {
                 .commit
                 .next_group_blocking(|| shared.released() > self.released);
             match next {
-                Next::Group(group) => self.commit(&shared.commit, group),
+                Next::Group(group) => self.commit(shared, group),
                 Next::Other => {}
                 Next::Closed => return,
             }
@@ -87,10 +90,25 @@ impl Writer {
         }
     }
 
-    /// Writes and syncs one group, then publishes its outcome.
-    fn commit(&mut self, commit: &GroupCommit, group: Group) {
+    /// Writes and syncs one group, then publishes its outcome. A write the
+    /// disk refuses for want of space is made again every second, the
+    /// group kept, until it goes through or the journal closes.
+    fn commit(&mut self, shared: &Shared, group: Group) {
         let started = Instant::now();
-        let result = self.write(group.bytes(), group.first());
+        let mut result = self.write(group.bytes(), group.first());
+        while let Err(Failure::NoSpace(e)) = &result
+            && !shared.commit.closing()
+        {
+            if shared.disk_full.borrow().is_none() {
+                tracing::error!(error = %e, "the journal's disk is full: writes are refused (507) until space is freed; nothing acknowledged is lost");
+                shared.disk_full.send_replace(Some(e.to_string()));
+            }
+            std::thread::sleep(NO_SPACE_RETRY);
+            result = self.write(group.bytes(), group.first());
+        }
+        if result.is_ok() && shared.disk_full.send_replace(None).is_some() {
+            tracing::warn!("the journal's disk has space again: writes are taken");
+        }
         metrics::histogram!("pushd_journal_sync_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("pushd_journal_bytes_total").increment(group.bytes().len() as u64);
         metrics::counter!("pushd_journal_records_total").increment(group.count());
@@ -104,24 +122,28 @@ impl Writer {
                 Err(format!("journal write failed: {e}"))
             }
         };
-        commit.finish(group, outcome);
+        shared.commit.finish(group, outcome);
     }
 
     /// Appends one group to the active segment and syncs it.
-    fn write(&mut self, data: &[u8], first: Position) -> io::Result<()> {
+    fn write(&mut self, data: &[u8], first: Position) -> Result<(), Failure> {
         let full = |a: &Appender| a.data_len() >= self.segment_bytes;
         if self.active.as_ref().is_none_or(full) || self.roll {
-            self.start_segment(first)?;
+            self.start_segment(first).map_err(Failure::of_write)?;
         }
         let active = self.active.as_mut().expect("an active segment");
-        active.append(data)?;
-        active.sync()
+        active.append(data).map_err(Failure::of_write)?;
+        active.sync().map_err(Failure::Other)
     }
 
-    /// Starts a new segment whose first record is at `first`.
+    /// Starts a new segment whose first record is at `first`. A segment
+    /// that could not be started is removed, so a later try starts afresh.
     fn start_segment(&mut self, first: Position) -> io::Result<()> {
         let path = segments::path_of(&self.dir, first);
-        self.active = Some(Appender::create(&KIND, &path, self.segment_bytes)?);
+        let created = Appender::create(&KIND, &path, self.segment_bytes);
+        self.active = Some(created.inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })?);
         self.segments.push_back(Segment { first, path });
         self.roll = false;
         metrics::counter!("pushd_journal_segments_total").increment(1);
@@ -177,5 +199,28 @@ impl Writer {
         }
         (self.active, self.roll) = (None, false);
         true
+    }
+}
+
+/// Why a group was not made durable.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// A write refused for want of space: nothing was synced, and the
+    /// group may be written again.
+    #[error("{0}")]
+    NoSpace(io::Error),
+    /// Any other: the file's state is unknown.
+    #[error("{0}")]
+    Other(io::Error),
+}
+
+impl Failure {
+    /// A failed write (not a sync): `ENOSPC` leaves the synced data as it
+    /// was.
+    fn of_write(e: io::Error) -> Failure {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) => Failure::NoSpace(e),
+            _ => Failure::Other(e),
+        }
     }
 }

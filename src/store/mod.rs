@@ -146,6 +146,14 @@ impl SledStore {
         since.map(|t| t.elapsed())
     }
 
+    /// Records changed since the last drain (the overlay's current set and
+    /// the one a drain is writing): what memory holds beyond the snapshot,
+    /// which grows while drains are slow or failing.
+    pub fn backlog(&self) -> usize {
+        let overlay = self.lock();
+        overlay.current.len() + overlay.draining.as_ref().map_or(0, |d| d.len())
+    }
+
     /// Whether this store was made by a release that requires identity
     /// verification by default: the default of `[keys]
     /// identity_verification` for its data directory, so an upgrade does

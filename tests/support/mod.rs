@@ -340,19 +340,44 @@ impl Strace {
     /// Attaches strace to `pid` and its threads with `args`; what it traces
     /// is not kept.
     pub fn attach(pid: u32, args: &[&str]) -> Strace {
-        Strace::spawn(pid, args, true).0
+        Strace::spawn(pid, args, true, true).0
+    }
+
+    /// Attaches to the daemon's thread named `thread` alone (say
+    /// `pushd-journal`), as [`Strace::attach_watching`] does.
+    pub fn attach_thread(
+        pid: u32,
+        thread: &str,
+        args: &[&str],
+    ) -> (Strace, std::sync::mpsc::Receiver<String>) {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let tid = tasks
+            .map(|t| t.unwrap().path())
+            .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == thread))
+            .unwrap_or_else(|| panic!("no thread {thread} in {pid}"));
+        let tid: u32 = tid.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        Strace::spawn(tid, args, false, false)
     }
 
     /// Attaches as [`Strace::attach`] does; what strace says (every traced
     /// call) comes on the receiver as it is written, a call's entry before
-    /// its end (a delayed call's entry shows while it is held).
+    /// its end (a delayed call's entry shows while it is held: see
+    /// [`entered`]).
     pub fn attach_watching(pid: u32, args: &[&str]) -> (Strace, std::sync::mpsc::Receiver<String>) {
-        Strace::spawn(pid, args, false)
+        Strace::spawn(pid, args, false, true)
     }
 
-    fn spawn(pid: u32, args: &[&str], quiet: bool) -> (Strace, std::sync::mpsc::Receiver<String>) {
+    fn spawn(
+        pid: u32,
+        args: &[&str],
+        quiet: bool,
+        threads: bool,
+    ) -> (Strace, std::sync::mpsc::Receiver<String>) {
         let mut command = Command::new("strace");
-        command.arg("-f").args(args);
+        if threads {
+            command.arg("-f");
+        }
+        command.args(args);
         if quiet {
             command.args(["-o", "/dev/null"]);
         }
@@ -375,6 +400,25 @@ impl Strace {
         });
         (Strace(child), watched)
     }
+}
+
+/// Waits (off the runtime) until what `traced` says shows `call` entered,
+/// say `fdatasync(`; answers the receiver to wait on again.
+pub async fn entered(
+    traced: std::sync::mpsc::Receiver<String>,
+    call: &'static str,
+) -> std::sync::mpsc::Receiver<String> {
+    let wait = tokio::task::spawn_blocking(move || {
+        let mut said = String::new();
+        for chunk in &traced {
+            said.push_str(&chunk);
+            if said.contains(call) {
+                return traced;
+            }
+        }
+        panic!("strace ended before {call}: {said}");
+    });
+    wait.await.unwrap()
 }
 
 impl Drop for Strace {

@@ -78,11 +78,18 @@ fn appends_during_a_group_form_the_next_group_in_the_same_buffers() {
     let commit = GroupCommit::new(0, 64);
     append(&commit, b"one");
     append(&commit, b"two");
+    assert_eq!(commit.backlog(), 6, "two records wait");
     let first = commit.take_group().unwrap();
+    assert_eq!(commit.backlog(), 0, "taken");
     let buffer = first.bytes().as_ptr();
     append(&commit, b"three");
     append(&commit, b"four");
     assert!(commit.take_group().is_none(), "one group at a time");
+    assert_eq!(
+        commit.backlog(),
+        9,
+        "the next group queues while one is out"
+    );
     commit.finish(first, Ok(()));
     let second = commit.take_group().unwrap();
     let records: Vec<(Position, &[u8])> = second.records().collect();
