@@ -112,6 +112,13 @@ impl Partitions {
         running.values().cloned().collect()
     }
 
+    /// The sum of `of` over the partitions running now (without copying
+    /// their list, for the hot path).
+    pub fn sum(&self, of: impl Fn(&Partition) -> usize) -> usize {
+        let running = self.running.read().unwrap_or_else(PoisonError::into_inner);
+        running.values().map(|p| of(p)).sum()
+    }
+
     /// The tags of the partitions this node runs.
     pub fn tags(&self) -> Vec<PartitionTag> {
         let running = self.running.read().unwrap_or_else(PoisonError::into_inner);

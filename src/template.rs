@@ -27,6 +27,11 @@ use limits::{Bounded, thread_cpu};
 /// thousands of messages; past it the least used are parsed again.
 pub const TEMPLATE_CACHE_ENTRIES: usize = 10_000;
 
+/// The CPU time a render may take on an actor's thread before it is made
+/// again off it: small enough that the customers queued behind it do not
+/// notice, large enough for every ordinary template (a few microseconds).
+pub const INLINE_CPU: Duration = Duration::from_millis(1);
+
 /// Renders with the Liquid standard library, caching parsed templates in a
 /// bounded cache that evicts the least recently used: message uploads
 /// (and their checks) cannot grow it without end.
@@ -87,10 +92,11 @@ impl LiquidRenderer {
         Ok(parsed)
     }
 
-    /// Renders one field (`title`, `body`, `deep_link`) within the limits,
+    /// Renders one field (`title`, `body`, `deep_link`) within `limits`,
     /// the CPU time counted from `since`; an error names the field.
     fn render_one(
         &self,
+        limits: &Limits,
         field: &str,
         text: &str,
         globals: &dyn liquid::ObjectView,
@@ -108,9 +114,8 @@ impl LiquidRenderer {
         // reserves 10 KB per call, which the returned string keeps (and a
         // delivery keeps its rendered content for as long as it lives).
         let mut out = Bounded(Vec::with_capacity(text.len() + 32));
-        let (rendered, exceeded) = limits::bounded(&self.limits, since, || {
-            template.render_to(&mut out, globals)
-        });
+        let (rendered, exceeded) =
+            limits::bounded(limits, since, || template.render_to(&mut out, globals));
         if let Some(words) = exceeded {
             return Err(RenderError::LimitExceeded(format!("{field}: {words}")));
         }
@@ -166,6 +171,43 @@ impl Renderer for LiquidRenderer {
         customer: &Customer,
         data: &Value,
     ) -> Result<Content, RenderError> {
+        self.render_within(&self.limits, message, customer, data)
+    }
+
+    /// Within [`INLINE_CPU`] of CPU time: a render past any limit then
+    /// (most likely the CPU time) is made again off the actor's thread,
+    /// where the full limits say which it really went past.
+    fn render_inline(
+        &self,
+        message: &MessageSpec,
+        customer: &Customer,
+        data: &Value,
+    ) -> Option<Result<Content, RenderError>> {
+        let quick = Limits {
+            max_render_cpu: self.limits.max_render_cpu.min(INLINE_CPU),
+            ..self.limits.clone()
+        };
+        match self.render_within(&quick, message, customer, data) {
+            Err(RenderError::LimitExceeded(_))
+                if quick.max_render_cpu < self.limits.max_render_cpu =>
+            {
+                None
+            }
+            rendered => Some(rendered),
+        }
+    }
+}
+
+impl LiquidRenderer {
+    /// Renders `message` for `customer` and the send's `data` within
+    /// `limits`.
+    fn render_within(
+        &self,
+        limits: &Limits,
+        message: &MessageSpec,
+        customer: &Customer,
+        data: &Value,
+    ) -> Result<Content, RenderError> {
         // The globals built straight from the attributes, without cloning
         // them into another JSON value first.
         let value =
@@ -185,30 +227,28 @@ impl Renderer for LiquidRenderer {
         let mut globals = liquid::Object::new();
         globals.insert("customer".into(), liquid::model::Value::Object(person));
         globals.insert("event".into(), event);
-        self.render_over(message, &globals)
+        self.render_over(limits, message, &globals)
     }
-}
-
-impl LiquidRenderer {
     /// Renders a stored message's fields once over empty variables (any
     /// customer, any event): the words of the limit it goes past, if it
     /// does. Other errors are left to the send, where the customer's and
     /// the event's values are known.
     pub fn sample(&self, message: &MessageSpec) -> Result<(), String> {
-        match self.render_over(message, &sample::Anything) {
+        match self.render_over(&self.limits, message, &sample::Anything) {
             Err(RenderError::LimitExceeded(words)) => Err(words),
             _ => Ok(()),
         }
     }
 
-    /// Renders every field of `message` over `globals`, within the limits.
+    /// Renders every field of `message` over `globals`, within `limits`.
     fn render_over(
         &self,
+        limits: &Limits,
         message: &MessageSpec,
         globals: &dyn liquid::ObjectView,
     ) -> Result<Content, RenderError> {
         let since = thread_cpu();
-        let render = |field: &str, text: &str| self.render_one(field, text, globals, since);
+        let render = |field: &str, text: &str| self.render_one(limits, field, text, globals, since);
         let mut options = message.push.clone();
         for (key, value) in options.data.iter_mut() {
             *value = render(&format!("push.data.{key}"), value)?;
@@ -301,6 +341,31 @@ mod tests {
             matches!(missing, Err(RenderError::VariableMissing(_))),
             "{missing:?}"
         );
+    }
+
+    /// An ordinary template renders on the caller's thread; one that needs
+    /// more than [`INLINE_CPU`] is left to a render off it, which says
+    /// which limit it really went past.
+    #[test]
+    fn only_quick_renders_are_made_inline() {
+        let r = LiquidRenderer::default().with_limits(Limits {
+            max_render_cpu: Duration::from_secs(10),
+            ..Limits::default()
+        });
+        let order = json!({"order": "A-17"});
+        let quick = r.render_inline(&spec("Hi {{customer.first_name}}"), &ada(), &order);
+        assert_eq!(quick.unwrap().unwrap().title, "Hi Ada");
+        let missing = r.render_inline(&spec("{{customer.plan}}"), &ada(), &order);
+        assert!(matches!(
+            missing,
+            Some(Err(RenderError::VariableMissing(_)))
+        ));
+        // 40 x 40 iterations with three filters each: within every limit,
+        // but not within a millisecond.
+        let slow = "{% for i in (1..40) %}{% for j in (1..40) %}{% assign n = i | times: j | append: 'x' | size %}{% endfor %}{% endfor %}{{ n }}";
+        assert!(r.render_inline(&spec(slow), &ada(), &order).is_none());
+        let whole = r.render(&spec(slow), &ada(), &order);
+        assert!(whole.is_ok(), "{whole:?}");
     }
 
     #[test]

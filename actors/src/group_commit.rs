@@ -48,6 +48,9 @@ pub struct GroupCommit {
     notify: Notify,
     /// Wakes the threads blocked in [`GroupCommit::wait_durable`].
     synced: Condvar,
+    /// `State::buf`'s length as of the last append or take, read without
+    /// the lock (see [`GroupCommit::backlog`]).
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 /// How the writer sleeps while there is nothing to write.
@@ -154,6 +157,7 @@ impl GroupCommit {
             work: Condvar::new(),
             notify: Notify::new(),
             synced: Condvar::new(),
+            queued: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -182,6 +186,7 @@ impl GroupCommit {
         let end = state.buf.len();
         state.ends.push(end);
         state.last = position;
+        self.queued.store(end, std::sync::atomic::Ordering::Relaxed);
         let idle = state.idle.take();
         drop(state);
         if let Some(sleep) = idle {
@@ -235,7 +240,7 @@ impl GroupCommit {
     pub fn next_group_blocking(&self, mut other: impl FnMut() -> bool) -> Next {
         let mut state = self.lock();
         let next = loop {
-            if let Some(group) = state.take() {
+            if let Some(group) = self.take_from(&mut state) {
                 break Next::Group(group);
             }
             if other() {
@@ -260,7 +265,7 @@ impl GroupCommit {
         loop {
             {
                 let mut state = self.lock();
-                if let Some(group) = state.take() {
+                if let Some(group) = self.take_from(&mut state) {
                     state.idle = None;
                     return Some(group);
                 }
@@ -278,7 +283,16 @@ impl GroupCommit {
     /// other group is out, without waiting: for a writer that runs when it
     /// is called.
     pub fn take_group(&self) -> Option<Group> {
-        self.lock().take()
+        self.take_from(&mut self.lock())
+    }
+
+    /// [`State::take`], noting the queue left (none) for
+    /// [`GroupCommit::backlog`].
+    fn take_from(&self, state: &mut State) -> Option<Group> {
+        let group = state.take()?;
+        self.queued
+            .store(state.buf.len(), std::sync::atomic::Ordering::Relaxed);
+        Some(group)
     }
 
     /// Publishes the outcome of the group last taken. Made durable: the
@@ -299,7 +313,10 @@ impl GroupCommit {
                 (done.map(|(_, w)| w).collect(), Ok(()))
             }
             Ok(()) => (Vec::new(), Ok(())),
-            Err(why) => (state.fail(why.clone()), Err(JournalError(why))),
+            Err(why) => {
+                self.queued.store(0, std::sync::atomic::Ordering::Relaxed);
+                (state.fail(why.clone()), Err(JournalError(why)))
+            }
         };
         let blocked = state.blocked > 0;
         drop(state);
@@ -357,7 +374,7 @@ impl GroupCommit {
     /// Bytes of records appended and not yet taken by the writer: the
     /// queue that grows while a slow disk holds a group.
     pub fn backlog(&self) -> usize {
-        self.lock().buf.len()
+        self.queued.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether [`GroupCommit::close`] was called.

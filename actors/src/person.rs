@@ -135,9 +135,12 @@ impl PersonActor {
     }
 
     /// Prepares `delivery` for `message` (the prechecks, the render, the
-    /// choice of devices), then launches it. The render runs off this
-    /// thread (see [`EngineCtx::render`]), so other customers' actors go on
-    /// meanwhile; this one takes no other message until it is launched.
+    /// choice of devices), then launches it. A render is tried here within
+    /// a budget too small to hold the other customers of this thread (see
+    /// [`Renderer::render_inline`](crate::ports::Renderer::render_inline));
+    /// one that needs more runs off this thread (see [`EngineCtx::render`]),
+    /// so other customers' actors go on meanwhile, and this one takes no
+    /// other message until it is launched.
     fn prepare_and_launch(
         &mut self,
         before: Option<Delivery>,
@@ -145,9 +148,16 @@ impl PersonActor {
         message: Arc<MessageSpec>,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Answer<String>> {
-        let Some(customer) = self.precheck(&mut delivery) else {
+        if !self.precheck(&mut delivery) {
             return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
-        };
+        }
+        let customer = self.customer.as_ref().expect("prechecked");
+        let renderer = &self.ctx.ports.renderer;
+        if let Some(rendered) = renderer.render_inline(&message, customer, &delivery.data) {
+            self.prepare(&mut delivery, &message, customer, rendered);
+            return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
+        }
+        let customer = customer.clone();
         let data = std::mem::take(&mut delivery.data);
         let rendering = self.ctx.render(move |renderer| {
             let rendered = renderer.render(&message, &customer, &data);
@@ -162,9 +172,9 @@ impl PersonActor {
     }
 
     /// Clears what a delivery's last send left and checks the customer:
-    /// answers the customer to render for, or `None` once a precheck has
-    /// ended the delivery.
-    fn precheck(&self, delivery: &mut Delivery) -> Option<Customer> {
+    /// answers whether there is one to render for (`false` once a precheck
+    /// has ended the delivery).
+    fn precheck(&self, delivery: &mut Delivery) -> bool {
         delivery.sends.clear();
         delivery.content = None;
         delivery.attempted_at = None;
@@ -172,10 +182,10 @@ impl PersonActor {
         let reason = match &self.customer {
             None => FailureReason::CustomerNotFound,
             Some(c) if c.unsubscribed => FailureReason::CustomerUnsubscribed,
-            Some(c) => return Some(c.clone()),
+            Some(_) => return true,
         };
         delivery.state = DeliveryState::ended(MessageStatus::Failed, reason, Vec::new());
-        None
+        false
     }
 
     /// Builds the delivery's sends and state for `message` from its render

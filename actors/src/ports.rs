@@ -166,6 +166,19 @@ pub trait Renderer: Send + Sync + 'static {
         customer: &Customer,
         data: &Value,
     ) -> Result<Content, RenderError>;
+
+    /// [`Renderer::render`] on the caller's thread (an actor's) within a
+    /// CPU budget too small to hold anyone behind it: `None` when the
+    /// render needs more, and is to be made with [`Renderer::render`] off
+    /// that thread. A renderer whose renders are always quick renders here.
+    fn render_inline(
+        &self,
+        message: &MessageSpec,
+        customer: &Customer,
+        data: &Value,
+    ) -> Option<Result<Content, RenderError>> {
+        Some(self.render(message, customer, data))
+    }
 }
 
 /// A store failure; the engine answers the request with it and changes nothing

@@ -73,9 +73,7 @@ impl WriteGate {
                 )));
             }
         }
-        let undrained: usize = (self.partitions.running().iter())
-            .map(|p| p.store.backlog())
-            .sum();
+        let undrained = self.partitions.sum(|p| p.store.backlog());
         (undrained > self.max_undrained_records).then(|| {
             overloaded(format!(
                 "{undrained} changed records wait for the snapshot (more than [store] \

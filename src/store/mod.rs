@@ -66,6 +66,9 @@ pub struct SledStore {
     drain_at: usize,
     /// When the snapshot thread's drains started failing, while they fail.
     failing_since: Mutex<Option<std::time::Instant>>,
+    /// Records changed since the last drain, as of the last apply or drain
+    /// (read without the overlay's lock: see [`SledStore::backlog`]).
+    undrained: std::sync::atomic::AtomicUsize,
     /// Whether a release that requires identity verification by default
     /// created this store (see [`SledStore::made_requiring_identity`]).
     made_requiring_identity: bool,
@@ -118,6 +121,7 @@ impl SledStore {
             signal: Arc::default(),
             drain_at: Timing::default().drain_at,
             failing_since: Mutex::new(None),
+            undrained: std::sync::atomic::AtomicUsize::new(0),
             made_requiring_identity,
         }))
     }
@@ -150,8 +154,14 @@ impl SledStore {
     /// the one a drain is writing): what memory holds beyond the snapshot,
     /// which grows while drains are slow or failing.
     pub fn backlog(&self) -> usize {
-        let overlay = self.lock();
-        overlay.current.len() + overlay.draining.as_ref().map_or(0, |d| d.len())
+        self.undrained.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes `overlay`'s undrained records for [`SledStore::backlog`].
+    fn note_backlog(&self, overlay: &Overlay) {
+        let n = overlay.current.len() + overlay.draining.as_ref().map_or(0, |d| d.len());
+        self.undrained
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether this store was made by a release that requires identity
@@ -327,6 +337,7 @@ impl Store for SledStore {
         let mut overlay = self.lock();
         overlay.apply(position, changes);
         let full = overlay.current.len() >= self.drain_at;
+        self.note_backlog(&overlay);
         drop(overlay);
         if full {
             self.signal.wake();

@@ -218,7 +218,10 @@ impl SledStore {
                 sink.persist(set.position)?;
             }
             self.write_set(&set)?;
-            self.lock().draining = None;
+            let mut overlay = self.lock();
+            overlay.draining = None;
+            self.note_backlog(&overlay);
+            drop(overlay);
             metrics::counter!("pushd_snapshot_drains_total").increment(1);
             metrics::counter!("pushd_snapshot_records_total").increment(set.len() as u64);
             metrics::histogram!("pushd_snapshot_drain_seconds")
