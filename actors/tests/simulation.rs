@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pushd_actors::engine::Ports;
+use pushd_actors::idempotency::{Claim, SendAnswer, SentTo};
 use pushd_actors::model::{Audience, DEFAULT_APP, Device, Environment, MessageSpec, Platform};
 use pushd_actors::person::{DeviceReport, PutCustomer, PutDevice, SendMessage};
 use pushd_actors::ports::{
@@ -64,11 +65,14 @@ use tokio::task::LocalSet;
 /// Seeds a plain `cargo test` runs.
 const SEEDS: u64 = 200;
 /// Steps of one seed, before the end.
-const STEPS: usize = 120;
+const STEPS: usize = 300;
 /// Customers the requests spread over.
 const CUSTOMERS: usize = 5;
 /// Device tokens per customer.
 const TOKENS: usize = 3;
+/// Idempotency keys; key `k` always sends message `k % 2` to customer
+/// `k % CUSTOMERS`, so a key never comes back with another body.
+const KEYS: usize = 8;
 /// Where the clock starts.
 const START_MS: i64 = 1_764_100_000_000;
 /// Yields without a change after which the engine counts as idle.
@@ -187,6 +191,8 @@ struct Acked {
     devices: BTreeSet<(String, String)>,
     deliveries: BTreeSet<String>,
     reports: Vec<(String, String, Report)>,
+    /// The delivery each answer of a keyed send named, by key.
+    keyed: Vec<(String, String)>,
 }
 
 /// What outlives a crash: the world around the engine.
@@ -309,6 +315,10 @@ impl World {
                         return;
                     }
                 }
+                panic!(
+                    "seed {}: the engine did not go idle in {MAX_YIELDS} yields",
+                    self.seed
+                );
             })
             .await;
         assert!(
@@ -376,7 +386,7 @@ impl World {
                     }
                 });
             }
-            2 | 3 => {
+            2..=4 => {
                 let token = format!("t{c}-{}", self.rng.gen_range(0..TOKENS));
                 let device = Device {
                     id: token.clone(),
@@ -400,7 +410,8 @@ impl World {
                     }
                 });
             }
-            4..=6 => {
+            5 => self.keyed_send(life, n),
+            6 | 7 => {
                 let message = message(self.rng.gen_range(0..2));
                 self.trace
                     .note(&format!("request {n}: {customer} send {}", message.id));
@@ -418,6 +429,58 @@ impl World {
             }
             _ => self.report(life, n),
         }
+    }
+
+    /// A send call with an idempotency key, as the daemon makes it: claim
+    /// the key, send under the ticket's delivery id, record the answer. A
+    /// key answered again (replayed, or finished after a crash) must name
+    /// the same delivery.
+    fn keyed_send(&mut self, life: &Life, n: u64) {
+        let k = self.rng.gen_range(0..KEYS);
+        let key = format!("k{k}");
+        let customer = format!("c{}", k % CUSTOMERS);
+        let message = message(k % 2);
+        let fingerprint = format!("{customer} {}", message.id);
+        self.trace.note(&format!("request {n}: keyed send {key}"));
+        let (registry, acked, trace) = (
+            life.registry.clone(),
+            self.acked.clone(),
+            self.trace.clone(),
+        );
+        life.tasks.spawn_local(async move {
+            let answer = match registry.idempotent_sends().claim(&key, &fingerprint).await {
+                Ok(Claim::Replay(answer)) => Ok(answer),
+                Ok(Claim::Send(ticket)) => {
+                    let send = SendMessage {
+                        message,
+                        data: Value::Null,
+                        delivery_id: Some(ticket.delivery_id(0)),
+                    };
+                    match registry.request(&customer, send).await {
+                        Ok(delivery_id) => {
+                            let answer = SendAnswer {
+                                deliveries: vec![SentTo {
+                                    customer_id: customer,
+                                    delivery_id,
+                                }],
+                                failed: Vec::new(),
+                            };
+                            ticket.record(&answer).await.map(|()| answer)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            trace.note(&format!("answer {n}: {answer:?}"));
+            if let Ok(answer) = answer {
+                let mut acked = acked.borrow_mut();
+                for sent in answer.deliveries {
+                    acked.deliveries.insert(sent.delivery_id.clone());
+                    acked.keyed.push((key.clone(), sent.delivery_id));
+                }
+            }
+        });
     }
 
     /// Reports a device of an acknowledged delivery, read the way the
@@ -500,6 +563,14 @@ impl World {
                 Report::Converted => d.state.converted_at.is_some(),
             };
             assert!(kept, "seed {seed}, {when}: {report:?} of {id} {token} lost");
+        }
+        let mut keyed: BTreeMap<&String, &String> = BTreeMap::new();
+        for (key, delivery) in &acked.keyed {
+            let first = keyed.entry(key).or_insert(delivery);
+            assert_eq!(
+                first, &delivery,
+                "seed {seed}, {when}: key {key} answered two deliveries"
+            );
         }
         let mut recount: BTreeMap<String, Tally> = BTreeMap::new();
         for d in state.deliveries.values() {
@@ -605,16 +676,18 @@ impl World {
                     self.advance();
                 }
                 81..=84 => self.checkpoint(&life),
-                85..=87 => restart_at = Some(step),
-                88 => self.journal_fault(&mut life, "write: EIO", step, &mut restart_at),
-                89 => {
+                85 => restart_at = Some(step),
+                86 if self.rng.gen_bool(0.5) => {
+                    self.journal_fault(&mut life, "write: EIO", step, &mut restart_at)
+                }
+                86 => {
                     let appends = self.rng.gen_range(1..6);
                     life.journal.refuse(appends);
                     self.trace.note(&format!("disk full for {appends} appends"));
                     life.journal_faults = true;
                     restart_at.get_or_insert(step + self.rng.gen_range(1..8));
                 }
-                90..=91 => {
+                87..=88 => {
                     let loads = self.rng.gen_range(1..3);
                     life.store.fail_loads(loads);
                     self.trace.note(&format!("{loads} customer loads fail"));
