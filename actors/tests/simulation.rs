@@ -22,7 +22,8 @@
 //! the simulation with it.
 //!
 //! Invariants, at every step: everything acknowledged (customers, devices,
-//! deliveries, reports) is in the store, after every restart too; each
+//! deliveries, reports) is in the store, after every restart too; every
+//! answer of one idempotency key names the same delivery; each
 //! message's counters equal a recount of its deliveries; in a life without
 //! journal faults no device is pushed twice. At the end, with the faults
 //! off, after a last restart: every delivery reaches a final status (the
@@ -77,7 +78,7 @@ const KEYS: usize = 8;
 const START_MS: i64 = 1_764_100_000_000;
 /// Yields without a change after which the engine counts as idle.
 const QUIET_YIELDS: usize = 4;
-/// Yields after which a step gives up waiting for the engine to go idle.
+/// Yields within which the engine must go idle after a step.
 const MAX_YIELDS: usize = 10_000;
 /// Clock moves the end may take to settle every delivery.
 const MAX_END_ROUNDS: usize = 1_000;
