@@ -164,10 +164,12 @@ impl Registry {
                     actors: self.actors.clone(),
                     generation,
                 };
-                let actor = PersonActor::new(id.to_string(), self.ctx.clone(), departures);
-                let addr = match self.shard(id) {
-                    Some(arbiter) => PersonActor::start_in_arbiter(&arbiter.handle(), |_| actor),
-                    None => actor.start(),
+                let shard = self.shard(id);
+                let (ctx, id) = (self.ctx.clone(), id.to_string());
+                let actor = |_: &mut Context<PersonActor>| PersonActor::new(id, ctx, departures);
+                let addr = match shard {
+                    Some(arbiter) => PersonActor::start_in_arbiter(&arbiter.handle(), actor),
+                    None => PersonActor::create(actor),
                 };
                 (generation, addr)
             })

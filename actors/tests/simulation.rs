@@ -16,10 +16,13 @@
 //! push unprocessed, 429 with `Retry-After`, bounces) and slow answers; a
 //! journal whose write or `fdatasync` fails (it fails for good, so the engine
 //! refuses writes) and a full disk (appends refused for a while), each
-//! followed a few steps later by a restart, as an operator would; customer
-//! loads that fail. A store read that stalls is not simulated: the store
-//! port is synchronous, and a read blocked on this one thread would block
-//! the simulation with it.
+//! followed a few steps later by a restart, as an operator would (the
+//! daemon's journals know no full disk apart from a failed write); customer
+//! loads that fail, within a life only: a load that fails while recovery
+//! wakes a customer leaves its unsettled sends waiting for its next request,
+//! which the end would flag as never settled. A store read that stalls is
+//! not simulated: the store port is synchronous, and a read blocked on this
+//! one thread would block the simulation with it.
 //!
 //! Invariants, at every step: everything acknowledged (customers, devices,
 //! deliveries, reports) is in the store, after every restart too; every
