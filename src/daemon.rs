@@ -13,7 +13,7 @@ use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use pushd_actors::engine::{EngineError, PartitionTag, Ports};
-use pushd_actors::ports::{Clock, Store, SystemClock};
+use pushd_actors::ports::{Clock, OsEntropy, Store, SystemClock};
 use pushd_actors::registry::Registry;
 
 use crate::config::{Config, ConfigError, IdentityVerification};
@@ -131,6 +131,7 @@ pub async fn serve_with(
         store: store.clone(),
         renderer: renderer.clone(),
         clock: clock.clone(),
+        entropy: Arc::new(OsEntropy),
     };
     let registry = Arc::new(Registry::new(
         ports,

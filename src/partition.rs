@@ -129,6 +129,7 @@ impl Partitions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pushd_actors::ports::OsEntropy;
 
     #[test]
     fn customers_spread_over_partitions_the_same_way_every_time() {
@@ -150,9 +151,9 @@ mod tests {
     #[test]
     fn a_delivery_id_names_its_partition() {
         let p = Partitioning::new(8);
-        let id = PartitionTag(5).delivery_id(1_764_100_000_000);
+        let id = PartitionTag(5).delivery_id(1_764_100_000_000, &OsEntropy);
         assert_eq!(p.of_delivery(&id), Some(PartitionTag(5)));
-        let foreign = PartitionTag(9).delivery_id(1_764_100_000_000);
+        let foreign = PartitionTag(9).delivery_id(1_764_100_000_000, &OsEntropy);
         assert_eq!(p.of_delivery(&foreign), None, "no partition 9 of 8");
         assert_eq!(p.of_delivery("old-style-id"), None);
         assert_eq!(

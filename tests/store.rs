@@ -24,7 +24,7 @@ use pushd_actors::model::{
     Audience, Customer, DEFAULT_APP, Delivery, DeviceSend, Environment, MessageSpec, Platform,
     PushOptions,
 };
-use pushd_actors::ports::{Change, Entry, Store, SystemClock};
+use pushd_actors::ports::{Change, Entry, OsEntropy, Store, SystemClock};
 use pushd_actors::status::{
     DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome, Report,
 };
@@ -193,6 +193,7 @@ fn engine(store: Arc<SledStore>, journal: Arc<FileJournal>) -> EngineCtx {
         store,
         renderer: Arc::new(LiquidRenderer::default()),
         clock: Arc::new(SystemClock),
+        entropy: Arc::new(OsEntropy),
     };
     EngineCtx::new(ports, EngineConfig::default())
 }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use rand::Rng;
 
 use crate::engine::EngineCtx;
 use crate::person::PersonActor;
@@ -140,7 +139,7 @@ impl DeviceSendActor {
             .backoff_base
             .saturating_mul(1 << (self.attempts - 1).min(20));
         let ceiling = exp.min(cfg.backoff_max).as_millis().max(1) as u64;
-        Duration::from_millis(rand::thread_rng().gen_range(1..=ceiling))
+        Duration::from_millis(self.ctx.ports.entropy.up_to(ceiling))
     }
 
     fn finish(&mut self, outcome: Outcome, provider_id: Option<String>, ctx: &mut Context<Self>) {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::pacing::Pacing;
 use crate::ports::{
-    BoxFuture, Change, Clock, Journal, JournalError, Position, Provider, Push, Renderer, Slot,
-    Store, StoreError,
+    BoxFuture, Change, Clock, Entropy, Journal, JournalError, Position, Provider, Push, Renderer,
+    Slot, Store, StoreError,
 };
 
 /// Tuning of sends and of actor lifetimes.
@@ -51,6 +51,8 @@ pub struct Ports {
     pub renderer: Arc<dyn Renderer>,
     /// Tells the time and sleeps (a manual clock in tests).
     pub clock: Arc<dyn Clock>,
+    /// Every random choice (the OS's; a seeded one in the simulation).
+    pub entropy: Arc<dyn Entropy>,
 }
 
 /// Which partition of the customers an engine serves (customers are
@@ -64,8 +66,8 @@ pub struct PartitionTag(pub u16);
 impl PartitionTag {
     /// A new delivery id: a ULID (time-ordered, so the delivery log sorts
     /// by it) whose lowest 16 random bits are the partition.
-    pub fn delivery_id(self, now_ms: i64) -> String {
-        let random = (rand::random::<u128>() & !0xFFFF) | u128::from(self.0);
+    pub fn delivery_id(self, now_ms: i64, entropy: &dyn Entropy) -> String {
+        let random = (entropy.next_u128() & !0xFFFF) | u128::from(self.0);
         ulid::Ulid::from_parts(now_ms.max(0) as u64, random).to_string()
     }
 
@@ -93,6 +95,9 @@ pub struct EngineCtx {
     last: AtomicU64,
     /// The turns of paced messages.
     pacing: Pacing,
+    /// Renders run on the calling thread instead of the blocking pool
+    /// (see [`EngineCtx::render_inline`]).
+    inline_renders: bool,
 }
 
 /// Turns to render, one per core, shared by every engine of the process
@@ -112,18 +117,30 @@ impl EngineCtx {
             order: Mutex::new(()),
             last: AtomicU64::new(0),
             pacing: Pacing::default(),
+            inline_renders: false,
         }
+    }
+
+    /// This context, rendering on the calling thread: for an engine run
+    /// wholly on one thread (a simulation), whose renderer is quick.
+    pub fn render_inline(mut self) -> EngineCtx {
+        self.inline_renders = true;
+        self
     }
 
     /// Runs `render` with the renderer on a blocking thread (`pushd-render`),
     /// one per core at most: a template, however slow within its limits,
     /// never holds an actor thread and the other customers' requests queued
-    /// on it.
+    /// on it. A context that renders inline runs `render` at once.
     pub fn render<T: Send + 'static>(
         &self,
         render: impl FnOnce(&dyn Renderer) -> T + Send + 'static,
     ) -> BoxFuture<T> {
         let renderer = self.ports.renderer.clone();
+        if self.inline_renders {
+            let rendered = render(&*renderer);
+            return Box::pin(std::future::ready(rendered));
+        }
         Box::pin(async move {
             let _turn = RENDERS.clone().acquire_owned().await;
             let rendered = tokio::task::spawn_blocking(move || {
@@ -226,17 +243,18 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Ack<T> {
 #[cfg(test)]
 mod tests {
     use super::PartitionTag;
+    use crate::ports::OsEntropy;
 
     #[test]
     fn a_delivery_id_carries_its_partition_and_sorts_by_time() {
-        let early = PartitionTag(63).delivery_id(1_764_100_000_000);
-        let late = PartitionTag(2).delivery_id(1_764_100_000_001);
+        let early = PartitionTag(63).delivery_id(1_764_100_000_000, &OsEntropy);
+        let late = PartitionTag(2).delivery_id(1_764_100_000_001, &OsEntropy);
         assert_eq!(PartitionTag::of_delivery(&early), Some(PartitionTag(63)));
         assert_eq!(PartitionTag::of_delivery(&late), Some(PartitionTag(2)));
         assert!(late > early, "{late} sorts after {early}");
         assert_ne!(
-            PartitionTag(5).delivery_id(0),
-            PartitionTag(5).delivery_id(0)
+            PartitionTag(5).delivery_id(0, &OsEntropy),
+            PartitionTag(5).delivery_id(0, &OsEntropy)
         );
         assert_eq!(PartitionTag::of_delivery("not-a-ulid"), None);
     }

@@ -165,7 +165,7 @@ impl IdempotentSends {
             started_ms: now,
             key: key.to_owned(),
             fingerprint: fingerprint.to_owned(),
-            seed: rand::random(),
+            seed: self.ctx.ports.entropy.next_u64(),
             answer: None,
         };
         let mut changes = vec![Change::of(Entry::SendRecord(Box::new(record.clone())))];

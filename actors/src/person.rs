@@ -549,9 +549,10 @@ impl Handler<SendMessage> for PersonActor {
             }
         }
         let clock = &self.ctx.ports.clock;
-        let id = msg
-            .delivery_id
-            .unwrap_or_else(|| self.ctx.partition.delivery_id(clock.now_ms()));
+        let id = msg.delivery_id.unwrap_or_else(|| {
+            let entropy = &*self.ctx.ports.entropy;
+            self.ctx.partition.delivery_id(clock.now_ms(), entropy)
+        });
         let delivery = Delivery {
             id,
             customer_id: self.id.clone(),

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -327,6 +327,52 @@ pub trait Clock: Send + Sync + 'static {
     fn sleep(&self, d: Duration) -> BoxFuture<()>;
 }
 
+/// Where every random choice of the engine comes from: delivery ids, retry
+/// jitter, the ids of keyed send calls, the spread of customers over
+/// threads. The daemon draws from the OS; a simulation from a seed, so a
+/// seed replays every choice.
+pub trait Entropy: Send + Sync + 'static {
+    /// 64 random bits.
+    fn next_u64(&self) -> u64;
+    /// 128 random bits.
+    fn next_u128(&self) -> u128 {
+        (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64())
+    }
+    /// A number in `1..=ceiling` (`ceiling` at least 1).
+    fn up_to(&self, ceiling: u64) -> u64 {
+        1 + self.next_u64() % ceiling.max(1)
+    }
+}
+
+/// The OS's randomness (`rand`'s thread generator, seeded from the OS).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn next_u64(&self) -> u64 {
+        rand::random()
+    }
+}
+
+/// Randomness replayed from a seed: the same seed, the same numbers in the
+/// same order.
+#[derive(Debug)]
+pub struct SeededEntropy(Mutex<rand::rngs::StdRng>);
+
+impl SeededEntropy {
+    /// Numbers drawn from `seed`.
+    pub fn new(seed: u64) -> SeededEntropy {
+        SeededEntropy(Mutex::new(rand::SeedableRng::seed_from_u64(seed)))
+    }
+}
+
+impl Entropy for SeededEntropy {
+    fn next_u64(&self) -> u64 {
+        let mut rng = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        rand::RngCore::next_u64(&mut *rng)
+    }
+}
+
 /// The wall clock, with tokio timers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
@@ -384,6 +430,14 @@ impl ManualClock {
         for (_, tx) in due {
             let _ = tx.send(());
         }
+    }
+
+    /// When (Unix ms) the next sleeper wakes, if one still waits; sleepers
+    /// whose future was dropped are forgotten.
+    pub fn next_wake(&self) -> Option<i64> {
+        let mut inner = self.inner.lock().expect("clock lock");
+        inner.sleepers.retain(|(_, tx)| !tx.is_closed());
+        inner.sleepers.iter().map(|(at, _)| *at).min()
     }
 
     /// How many sleepers wait.

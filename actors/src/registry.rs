@@ -1,11 +1,13 @@
 //! The registry: the engine's front door. It maps a customer id to the
 //! address of its [`PersonActor`], starting one on demand; actors are spread
-//! over one Arbiter (thread) per core by a hash of the customer id, and the
-//! map is a sharded `DashMap`, so there is no global lock on the hot path.
+//! over one Arbiter (thread) per core by a keyed hash of the customer id, and
+//! the map is a sharded `DashMap`, so there is no global lock on the hot path.
+//! A simulation runs the whole engine on its own thread instead
+//! ([`Registry::on_this_thread`]).
 //! On start it recovers the engine: the journal's tail goes into the store,
 //! and every customer with an unsettled delivery is woken to resume it.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,7 +42,8 @@ impl Departures {
 /// The actor threads PersonActors run on, one Arbiter each, named
 /// `pushd-actor-<n>`. The registries of several partitions share one set:
 /// a node's threads follow its cores, not its partitions. Stopped when the
-/// last registry using them is dropped.
+/// last registry using them is dropped. Without threads (see
+/// [`Shards::none`]) actors start on the task that asks for them.
 pub struct Shards(Vec<Arbiter>);
 
 impl Shards {
@@ -54,6 +57,12 @@ impl Shards {
             })
             .collect();
         Arc::new(Shards(arbiters))
+    }
+
+    /// No threads: each actor starts on the thread, and in the `LocalSet`,
+    /// of the task that first asks for it.
+    pub fn none() -> Arc<Shards> {
+        Arc::new(Shards(Vec::new()))
     }
 }
 
@@ -69,7 +78,8 @@ impl Drop for Shards {
 pub struct Registry {
     ctx: Arc<EngineCtx>,
     arbiters: Arc<Shards>,
-    hasher: RandomState,
+    /// Keys the hash that picks a customer's thread.
+    shard_key: u64,
     actors: Arc<DashMap<String, Running>>,
     generations: AtomicU64,
     sends: IdempotentSends,
@@ -82,6 +92,21 @@ impl Registry {
         Registry::for_partition(ports, config, Shards::new(shards), PartitionTag::default())
     }
 
+    /// A registry that runs every actor and every render on the calling
+    /// thread: actors start in the `LocalSet` of the task that first asks
+    /// for them, and renders run inline. With a seeded [`Entropy`] and a
+    /// manual clock in its ports, what it does depends only on what the
+    /// caller does, in order: a deterministic simulation's engine. Dropping
+    /// that `LocalSet` stops all of it, as a crash would.
+    ///
+    /// [`Entropy`]: crate::ports::Entropy
+    pub fn on_this_thread(ports: Ports, config: EngineConfig) -> Self {
+        Registry::over(
+            EngineCtx::new(ports, config).render_inline(),
+            Shards::none(),
+        )
+    }
+
     /// A registry of one partition's customers, on threads it may share
     /// with other partitions; the delivery ids it makes carry `partition`.
     pub fn for_partition(
@@ -90,12 +115,20 @@ impl Registry {
         arbiters: Arc<Shards>,
         partition: PartitionTag,
     ) -> Self {
-        let ctx = Arc::new(EngineCtx::new(ports, config).in_partition(partition));
+        Registry::over(
+            EngineCtx::new(ports, config).in_partition(partition),
+            arbiters,
+        )
+    }
+
+    /// A registry of `ctx`'s engine, its actors on `arbiters`.
+    fn over(ctx: EngineCtx, arbiters: Arc<Shards>) -> Self {
+        let ctx = Arc::new(ctx);
         Registry {
             sends: IdempotentSends::new(ctx.clone()),
+            shard_key: ctx.ports.entropy.next_u64(),
             ctx,
             arbiters,
-            hasher: RandomState::new(),
             actors: Arc::new(DashMap::new()),
             generations: AtomicU64::new(0),
         }
@@ -131,14 +164,24 @@ impl Registry {
                     actors: self.actors.clone(),
                     generation,
                 };
-                let shard = self.hasher.hash_one(id) as usize % self.arbiters.0.len();
+                let shard = self.shard(id);
                 let (ctx, id) = (self.ctx.clone(), id.to_string());
-                let addr = PersonActor::start_in_arbiter(&self.arbiters.0[shard].handle(), |_| {
-                    PersonActor::new(id, ctx, departures)
-                });
+                let actor = |_: &mut Context<PersonActor>| PersonActor::new(id, ctx, departures);
+                let addr = match shard {
+                    Some(arbiter) => PersonActor::start_in_arbiter(&arbiter.handle(), actor),
+                    None => PersonActor::create(actor),
+                };
                 (generation, addr)
             })
             .clone()
+    }
+
+    /// The thread of customer `id`'s actor; `None` without threads.
+    fn shard(&self, id: &str) -> Option<&Arbiter> {
+        let mut hasher = DefaultHasher::new();
+        (self.shard_key, id).hash(&mut hasher);
+        let count = self.arbiters.0.len().max(1);
+        self.arbiters.0.get(hasher.finish() as usize % count)
     }
 
     /// Sends `msg` to customer `id`'s actor. A message that finds the actor

@@ -1,7 +1,7 @@
 //! In-memory doubles of the engine's ports, with signals tests can await.
 #![allow(dead_code, reason = "each test binary uses part of the support module")]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,11 +10,12 @@ use pushd_actors::group_commit::GroupCommit;
 use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Content, Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{
-    Accepted, AsOf, BoxFuture, Change, Entry, Journal, JournalError, ManualClock, Position,
-    Provider, ProviderError, Push, RenderError, Renderer, Slot, Store, StoreError,
+    Accepted, AsOf, BoxFuture, Change, Entry, Journal, JournalError, ManualClock, OsEntropy,
+    Position, Provider, ProviderError, Push, RenderError, Renderer, Slot, Store, StoreError,
 };
 use pushd_actors::registry::Registry;
 use pushd_actors::status::Timestamp;
+use pushd_actors::tally::Tally;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -36,6 +37,8 @@ pub async fn wait_for(notify: &Notify, mut cond: impl FnMut() -> bool) {
 
 /// A store in memory: the state of every applied record, and the position
 /// of the last one. A [`MemStore::snapshot`] is what a checkpoint keeps.
+/// Its maps are ordered, so what it answers does not depend on a hasher's
+/// random keys (the simulation replays a seed exactly).
 #[derive(Default)]
 pub struct MemStore {
     pub state: Mutex<MemState>,
@@ -47,10 +50,13 @@ pub struct MemStore {
 /// The whole state of a [`MemStore`].
 #[derive(Clone, Default, Debug)]
 pub struct MemState {
-    pub customers: HashMap<String, Customer>,
-    pub deliveries: HashMap<String, Delivery>,
-    pub messages: HashMap<String, MessageSpec>,
-    pub sends: HashMap<String, SendRecord>,
+    pub customers: BTreeMap<String, Customer>,
+    pub deliveries: BTreeMap<String, Delivery>,
+    pub messages: BTreeMap<String, MessageSpec>,
+    pub sends: BTreeMap<String, SendRecord>,
+    /// Each message's counters, kept incrementally as the daemon's store
+    /// keeps them: they must equal a recount of its deliveries.
+    pub tallies: BTreeMap<String, Tally>,
     pub covered: Position,
 }
 
@@ -178,6 +184,8 @@ impl Store for MemStore {
                     state.messages.insert(m.id.clone(), *m);
                 }
                 Entry::Delivery(after) => {
+                    let delta = Tally::delta(state.deliveries.get(&after.id), &after);
+                    *state.tallies.entry(after.message_id.clone()).or_default() += delta;
                     state.deliveries.insert(after.id.clone(), *after);
                 }
                 Entry::SendRecord(record) => {
@@ -201,12 +209,18 @@ impl Store for MemStore {
 /// A journal in memory, on the engine's group commit. Records are durable
 /// at once unless it was made [`MemJournal::manual`]; then only
 /// [`MemJournal::sync`] makes them durable, and [`MemJournal::crash`] keeps
-/// only what was.
+/// only what was. It fails when told: a full disk refuses appends for a
+/// while ([`MemJournal::refuse`]), a failed write or sync fails it for good
+/// ([`MemJournal::fail`]).
 pub struct MemJournal {
     commit: GroupCommit,
     /// Each durable record as its encoded bytes, as a file journal keeps it.
     records: Mutex<Vec<(Position, Vec<u8>)>>,
     manual: bool,
+    /// Appends still to refuse (a full disk).
+    refusing: std::sync::atomic::AtomicUsize,
+    /// Why the journal failed for good, once it did.
+    failed: Mutex<Option<String>>,
 }
 
 impl Default for MemJournal {
@@ -221,7 +235,39 @@ impl MemJournal {
             commit: GroupCommit::new(last, 0),
             records: Mutex::new(records),
             manual,
+            refusing: Default::default(),
+            failed: Mutex::new(None),
         }
+    }
+
+    /// Refuses the next `n` appends, as a full disk does; then appends
+    /// work again.
+    pub fn refuse(&self, n: usize) {
+        self.refusing.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Fails the journal for good, as a failed write or `fdatasync` does:
+    /// the records not yet durable are not (their waiters get `why`), and
+    /// every later append is refused until a restart.
+    pub fn fail(&self, why: &str) {
+        let _records = self.records.lock().unwrap();
+        self.failed
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| why.to_string());
+        if let Some(group) = self.commit.take_group() {
+            self.commit.finish(group, Err(why.to_string()));
+        }
+    }
+
+    /// Whether the journal failed for good.
+    pub fn failed(&self) -> bool {
+        self.failed.lock().unwrap().is_some()
+    }
+
+    /// The last durable position.
+    pub fn durable_position(&self) -> Position {
+        self.commit.last_durable()
     }
 
     /// A journal whose records wait for [`MemJournal::sync`].
@@ -248,6 +294,17 @@ impl MemJournal {
 
 impl Journal for MemJournal {
     fn append(&self, changes: &[Change]) -> Result<Position, JournalError> {
+        if let Some(why) = self.failed.lock().unwrap().clone() {
+            return Err(JournalError(why));
+        }
+        let full = self.refusing.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        );
+        if full.is_ok() {
+            return Err(JournalError("no space left on device".into()));
+        }
         let entries: Vec<&Entry> = changes.iter().map(|c| &c.entry).collect();
         let position = self.commit.append(|_, buf| {
             postcard::to_io(&entries, buf)
@@ -437,6 +494,7 @@ impl Harness {
             store: store.clone(),
             renderer: Arc::new(PlainRenderer),
             clock: clock.clone(),
+            entropy: Arc::new(OsEntropy),
         };
         let registry = Arc::new(Registry::new(ports, config(), 2));
         registry.recover().expect("recovers");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pushd_actors::engine::{PartitionTag, Ports};
-use pushd_actors::ports::{Position, Store};
+use pushd_actors::ports::{OsEntropy, Position, Store};
 use pushd_actors::registry::Registry;
 
 use super::super::journal::{Place, StreamJournal};
@@ -147,6 +147,7 @@ impl Node {
             store: store.clone(),
             renderer: self.engine.renderer.clone(),
             clock: self.engine.clock.clone(),
+            entropy: Arc::new(OsEntropy),
         };
         let registry = Arc::new(Registry::for_partition(
             ports,
