@@ -20,9 +20,11 @@
 //! daemon's journals know no full disk apart from a failed write); customer
 //! loads that fail, within a life only: a load that fails while recovery
 //! wakes a customer leaves its unsettled sends waiting for its next request,
-//! which the end would flag as never settled. A store read that stalls is
-//! not simulated: the store port is synchronous, and a read blocked on this
-//! one thread would block the simulation with it.
+//! which the end would flag as never settled; and a store whose reads
+//! stall: the store port is synchronous, so a stalled read holds this one
+//! thread while the clock moves on by the stall (timers due meanwhile, the
+//! retries' and idle checks', fire late), as a slow disk holds an actor's
+//! thread.
 //!
 //! Invariants, at every step: everything acknowledged (customers, devices,
 //! deliveries, reports) is in the store, after every restart too; every
@@ -695,6 +697,15 @@ impl World {
                     let loads = self.rng.gen_range(1..3);
                     life.store.fail_loads(loads);
                     self.trace.note(&format!("{loads} customer loads fail"));
+                }
+                89..=90 => {
+                    let reads = self.rng.gen_range(1..6);
+                    let each = Duration::from_millis(self.rng.gen_range(50..20_000));
+                    life.store.stall_reads(reads, each, self.clock.clone());
+                    self.trace.note(&format!(
+                        "{reads} store reads stall {} ms",
+                        each.as_millis()
+                    ));
                 }
                 _ => self.trace.note("nothing"),
             }

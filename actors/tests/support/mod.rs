@@ -45,6 +45,15 @@ pub struct MemStore {
     pub commits: Notify,
     /// Customer loads that fail before loads work again.
     failing_loads: std::sync::atomic::AtomicUsize,
+    /// Reads that stall before reads answer at once again.
+    stalling: Mutex<Option<Stall>>,
+}
+
+/// Reads that hold their caller while time passes: a disk that stalls.
+struct Stall {
+    reads: usize,
+    each: Duration,
+    clock: Arc<ManualClock>,
 }
 
 /// The whole state of a [`MemStore`].
@@ -67,6 +76,7 @@ impl MemStore {
             state: Mutex::new(state),
             commits: Notify::new(),
             failing_loads: Default::default(),
+            stalling: Mutex::new(None),
         }
     }
 
@@ -81,6 +91,22 @@ impl MemStore {
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Makes the next `reads` reads each hold their caller (an actor's
+    /// thread, with everything on it) while `clock` moves on by `each`, as
+    /// a stalled disk does: timers due meanwhile fire late.
+    pub fn stall_reads(&self, reads: usize, each: Duration, clock: Arc<ManualClock>) {
+        *self.stalling.lock().unwrap() = Some(Stall { reads, each, clock });
+    }
+
+    /// Holds this read if reads stall.
+    fn stall(&self) {
+        let mut stalling = self.stalling.lock().unwrap();
+        if let Some(stall) = stalling.as_mut().filter(|s| s.reads > 0) {
+            stall.reads -= 1;
+            stall.clock.advance(stall.each);
+        }
+    }
+
     pub fn delivery_now(&self, id: &str) -> Delivery {
         self.state.lock().unwrap().deliveries[id].clone()
     }
@@ -88,6 +114,7 @@ impl MemStore {
 
 impl Store for MemStore {
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        self.stall();
         let failing = &self.failing_loads;
         let fail = failing
             .fetch_update(
@@ -103,10 +130,12 @@ impl Store for MemStore {
     }
 
     fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        self.stall();
         Ok(self.state.lock().unwrap().deliveries.get(id).cloned())
     }
 
     fn delivery_as_of(&self, id: &str) -> Result<Option<AsOf<Delivery>>, StoreError> {
+        self.stall();
         let state = self.state.lock().unwrap();
         Ok(state.deliveries.get(id).map(|d| AsOf {
             value: d.clone(),
@@ -115,6 +144,7 @@ impl Store for MemStore {
     }
 
     fn unsettled_deliveries(&self, customer_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        self.stall();
         let state = self.state.lock().unwrap();
         Ok(state
             .deliveries
