@@ -83,6 +83,16 @@ pub fn failed_for_good(
     })
 }
 
+/// The check of the journal's disk: full (`ENOSPC`), with why, while the
+/// journal waits for space; writes answer 507 meanwhile.
+pub fn disk_full(full: impl Fn() -> Option<String> + Send + Sync + 'static) -> Check {
+    Box::new(move || {
+        full().map(|why| {
+            format!("journal's disk is full ({why}): writes answer 507 until space is freed")
+        })
+    })
+}
+
 /// The check of the snapshot's drains: failing for longer than
 /// [`DRAINS_FAILING_LIMIT`].
 pub fn drains(failing_for: impl Fn() -> Option<Duration> + Send + Sync + 'static) -> Check {

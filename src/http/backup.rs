@@ -23,9 +23,7 @@ const CHUNK_BYTES: usize = 64 << 10;
 
 async fn backup(_: ApiKey, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let source = state.backup()?;
-    let backup = web::block(move || source.take())
-        .await
-        .map_err(ApiError::from)??;
+    let backup = super::reach::off_workers(move || Ok(source.take()?)).await?;
     let (size, name) = (backup.size(), backup.file_name());
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     actix_web::rt::task::spawn_blocking(move || {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::auth::ApiKey;
 use super::body::{Params, QueryOf};
 use super::error::ApiError;
+use super::reach::off_workers;
 use super::{AppState, endpoint, page_limit};
 
 /// The header that carries the next cursor.
@@ -39,9 +40,7 @@ async fn feed(
     };
     let limit = page_limit(query.limit.as_deref())?;
     let events = state.events()?;
-    let page = web::block(move || events.read(after, limit))
-        .await
-        .map_err(ApiError::from)??;
+    let page = off_workers(move || Ok(events.read(after, limit)?)).await?;
     let mut body = Vec::with_capacity(page.events.iter().map(|e| e.body.len() + 1).sum());
     for event in &page.events {
         body.extend_from_slice(&event.body);

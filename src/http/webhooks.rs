@@ -28,10 +28,7 @@ struct WebhookBody {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::webhooks::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    web::block(f)
-        .await
-        .map_err(ApiError::from)?
-        .map_err(ApiError::from)
+    super::reach::off_workers(move || Ok(f()?)).await
 }
 
 async fn put_webhook(
