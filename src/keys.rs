@@ -149,8 +149,13 @@ pub fn identity_secret(api_key: &str) -> String {
 /// the identity secret's text over the customer id's UTF-8 bytes, in
 /// lowercase hex, as an app backend computes it.
 pub fn identity_proof(secret: &str, customer_id: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    hex(ring::hmac::sign(&key, customer_id.as_bytes()).as_ref())
+    hex(ring::hmac::sign(&identity_key(secret), customer_id.as_bytes()).as_ref())
+}
+
+/// The HMAC key proofs are made and checked with: the identity secret's
+/// text, as its bytes.
+pub fn identity_key(secret: &str) -> ring::hmac::Key {
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes())
 }
 
 fn configured(key: &Option<String>) -> Option<String> {

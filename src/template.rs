@@ -21,7 +21,7 @@ use quick_cache::sync::Cache;
 use serde_json::Value;
 
 pub use limits::Limits;
-use limits::{Bounded, thread_cpu};
+use limits::{Bounded, Started};
 
 /// Parsed templates kept: a message has a few fields, so this covers
 /// thousands of messages; past it the least used are parsed again.
@@ -100,7 +100,7 @@ impl LiquidRenderer {
         field: &str,
         text: &str,
         globals: &dyn liquid::ObjectView,
-        since: Duration,
+        since: Started,
     ) -> Result<String, RenderError> {
         // Plain text (no tag, no output) renders as itself.
         if !text.contains("{{") && !text.contains("{%") {
@@ -247,7 +247,7 @@ impl LiquidRenderer {
         message: &MessageSpec,
         globals: &dyn liquid::ObjectView,
     ) -> Result<Content, RenderError> {
-        let since = thread_cpu();
+        let since = Started::now();
         let render = |field: &str, text: &str| self.render_one(limits, field, text, globals, since);
         let mut options = message.push.clone();
         for (key, value) in options.data.iter_mut() {

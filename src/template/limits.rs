@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use liquid_core::model::{KString, ValueView};
 use liquid_core::parser::{FilterArguments, Tag};
@@ -50,8 +50,8 @@ impl Default for Limits {
 struct Budget {
     limits: Limits,
     iterations: u64,
-    /// The thread's CPU time when the push's render started.
-    since: Duration,
+    /// When the push's render started.
+    since: Started,
     /// The limit exceeded, in words; kept, since liquid wraps errors.
     exceeded: Option<String>,
 }
@@ -60,8 +60,35 @@ thread_local! {
     static BUDGET: RefCell<Option<Budget>> = const { RefCell::new(None) };
 }
 
+/// When a push's render started, by this thread's CPU clock and the wall
+/// clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Started {
+    cpu: Duration,
+    wall: Instant,
+}
+
+impl Started {
+    /// Now, on this thread.
+    pub fn now() -> Self {
+        Started {
+            cpu: thread_cpu(),
+            wall: Instant::now(),
+        }
+    }
+
+    /// Whether this thread has used more than `max` of CPU time since. A
+    /// thread cannot use more CPU time than wall time passes, so the CPU
+    /// clock (a system call, where `Instant` reads the vDSO) is read only
+    /// once `max` of wall time has passed: an ordinary render, done in
+    /// microseconds, reads it once, at the start.
+    fn over(&self, max: Duration) -> bool {
+        self.wall.elapsed() > max && thread_cpu().saturating_sub(self.cpu) > max
+    }
+}
+
 /// The CPU time this thread has used.
-pub fn thread_cpu() -> Duration {
+fn thread_cpu() -> Duration {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -72,11 +99,11 @@ pub fn thread_cpu() -> Duration {
 }
 
 /// Runs `render` (one field's) under `limits`, its CPU time counted from
-/// `since` (a [`thread_cpu`] reading); answers what it answered and the
-/// limit it exceeded, in words, if it did.
+/// `since`; answers what it answered and the limit it exceeded, in words,
+/// if it did.
 pub fn bounded<T>(
     limits: &Limits,
-    since: Duration,
+    since: Started,
     render: impl FnOnce() -> T,
 ) -> (T, Option<String>) {
     BUDGET.set(Some(Budget {
@@ -126,7 +153,7 @@ impl Budget {
 
     fn out_of_time(&self) -> Option<String> {
         let ms = self.limits.max_render_cpu.as_millis();
-        (thread_cpu().saturating_sub(self.since) > self.limits.max_render_cpu)
+        (self.since.over(self.limits.max_render_cpu))
             .then(|| format!("it takes more than {ms} ms of CPU time (max_render_cpu_ms {ms})"))
     }
 }
