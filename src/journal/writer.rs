@@ -106,7 +106,14 @@ impl Writer {
             std::thread::sleep(NO_SPACE_RETRY);
             result = self.write(group.bytes(), group.first());
         }
-        if result.is_ok() && shared.disk_full.send_replace(None).is_some() {
+        // Receivers are woken only when the disk had been full: every write
+        // under way waits on this watch, and a group commits every few
+        // milliseconds.
+        if result.is_ok()
+            && shared
+                .disk_full
+                .send_if_modified(|full| full.take().is_some())
+        {
             tracing::warn!("the journal's disk has space again: writes are taken");
         }
         metrics::histogram!("pushd_journal_sync_seconds").record(started.elapsed().as_secs_f64());
