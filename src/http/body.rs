@@ -37,6 +37,24 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Fields<T> {
     }
 }
 
+/// Reads an optional time in Unix seconds given as a whole number or, as
+/// Customer.io's SDKs may send it, a float (`1700000000.25`): the fraction
+/// is dropped. A float beyond the range of whole seconds is refused.
+pub fn float_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = n.as_i64() {
+        return Ok(Some(whole));
+    }
+    match n.as_f64().map(f64::floor) {
+        Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f as i64)),
+        _ => Err(D::Error::custom(format!(
+            "invalid value: {n}, expected Unix seconds"
+        ))),
+    }
+}
+
 /// A query string of type `T` whose type errors name the parameter (the
 /// query's deserializer is not JSON's, so this always goes through a value).
 pub struct Params<T>(pub T);
