@@ -57,7 +57,7 @@ async fn push_event(
     let at = event_time(body.timestamp, &*state.clock, "timestamp")?;
     // A report names its delivery and device; a proof, when the app sends
     // one, must be that delivery's customer's.
-    let device = |d: &Delivery| {
+    let device = |d: &Delivery| -> Result<String, ApiError> {
         proof_if_given(&req, caller, &d.customer_id)?;
         Ok(device_id.to_string())
     };

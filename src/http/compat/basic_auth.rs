@@ -27,7 +27,7 @@ impl WriteKeys {
         let given = sha256(given);
         let mut found = subtle::Choice::from(0);
         for key in &self.0 {
-            found |= key.ct_eq(&given);
+            found |= key.as_slice().ct_eq(given.as_slice());
         }
         bool::from(found) && !self.0.is_empty()
     }

@@ -22,8 +22,15 @@ use crate::http::{AppState, endpoint};
 /// Largest body, decoded: Segment's limit of a batch, 500 KB.
 pub const MAX_BODY: usize = 500 * 1024;
 
-/// The event types a path takes alone (`/ingest/v1/<type>`).
-const SINGLE: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
+/// The event types a path takes alone, and their paths under `/ingest/v1`.
+const SINGLE: [(&str, &str); 6] = [
+    ("track", "/track"),
+    ("identify", "/identify"),
+    ("page", "/page"),
+    ("screen", "/screen"),
+    ("group", "/group"),
+    ("alias", "/alias"),
+];
 
 /// The body's bytes, or 413 past [`MAX_BODY`], 400 when unreadable (a
 /// broken gzip stream, ...).
@@ -106,7 +113,10 @@ async fn take(
     let (mut applied, mut ignored, mut unmapped, mut duplicates) = (0, 0, 0, 0);
     for event in &events {
         let kind = event["type"].as_str().unwrap_or_default();
-        let label = SINGLE.iter().find(|k| **k == kind).copied().unwrap_or("other");
+        let label = SINGLE
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or("other", |(k, _)| *k);
         metrics::counter!("pushd_ingest_events_total", "type" => label).increment(1);
         let message_id = event.get("messageId").and_then(Value::as_str);
         let now = state.clock.now();
@@ -142,9 +152,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     let mut scope = web::scope("/ingest/v1")
         .app_data(web::PayloadConfig::new(MAX_BODY))
         .service(endpoint("/batch", [(Method::POST, web::to(batch))]));
-    for kind in SINGLE {
+    for (kind, path) in SINGLE {
         let one = move |_: WriteKey, state, compat, body| single(kind, state, compat, body);
-        scope = scope.service(endpoint(&format!("/{kind}"), [(Method::POST, web::to(one))]));
+        scope = scope.service(endpoint(path, [(Method::POST, web::to(one))]));
     }
     cfg.service(scope);
 }

@@ -16,6 +16,7 @@
 
 use pushd_actors::model::{Delivery, Platform};
 use pushd_actors::person::{MergeCustomer, PutDevice};
+use pushd_actors::ports::Store;
 use pushd_actors::status::Report;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
