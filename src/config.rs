@@ -582,7 +582,11 @@ impl Config {
                     .to_string(),
             );
         }
-        let short = self.compat.ingest_write_keys.iter().find(|k| k.chars().count() < 8);
+        let short = self
+            .compat
+            .ingest_write_keys
+            .iter()
+            .find(|k| k.chars().count() < 8);
         if let Some(key) = short {
             return Err(format!(
                 "[compat] ingest_write_keys (PUSHD_COMPAT_INGEST_WRITE_KEYS) must each be at \
@@ -1111,6 +1115,59 @@ max_iterations = 500
             e.contains("[templates] max_output_bytes (PUSHD_TEMPLATE_MAX_OUTPUT_BYTES)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn compat_settings_from_file_and_overrides() {
+        assert_eq!(Config::default().compat, CompatSection::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        std::fs::write(
+            &path,
+            "[compat]\ncustomerio_site_id = \"site-1\"\ningest_write_keys = [\"wk-file-0001\"]\n",
+        )
+        .unwrap();
+        let c = Overrides {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.compat.customerio_site_id.as_deref(), Some("site-1"));
+        assert_eq!(c.compat.ingest_write_keys, ["wk-file-0001"]);
+        let c = Overrides {
+            config: Some(path),
+            compat_ingest_write_keys: Some(vec![
+                "wk-env-0001".into(),
+                "".into(),
+                "wk-env-0002".into(),
+            ]),
+            ..Default::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.compat.ingest_write_keys, ["wk-env-0001", "wk-env-0002"]);
+        for (o, variable) in [
+            (
+                Overrides {
+                    compat_customerio_site_id: Some("a:b".into()),
+                    ..Default::default()
+                },
+                "PUSHD_COMPAT_CUSTOMERIO_SITE_ID",
+            ),
+            (
+                Overrides {
+                    compat_ingest_write_keys: Some(vec!["short".into()]),
+                    ..Default::default()
+                },
+                "PUSHD_COMPAT_INGEST_WRITE_KEYS",
+            ),
+        ] {
+            let Err(ConfigError::Invalid(why)) = o.load() else {
+                panic!("{variable} is refused")
+            };
+            assert!(why.contains(variable), "{why}");
+        }
     }
 
     #[test]

@@ -346,7 +346,9 @@ fn register_ingest() {
         "Events posted to /ingest/v1/, by type (page, screen, group and alias are taken and \
          ignored)."
     );
-    for kind in ["track", "identify", "page", "screen", "group", "alias", "other"] {
+    for kind in [
+        "track", "identify", "page", "screen", "group", "alias", "other",
+    ] {
         metrics::counter!("pushd_ingest_events_total", "type" => kind).absolute(0);
     }
     describe_counter!(

@@ -80,7 +80,8 @@ async fn ingest_raw(d: &Daemon, path: &str, body: Vec<u8>, gzip: bool) -> (u16, 
 }
 
 async fn ingest(d: &Daemon, batch: Value) -> Value {
-    let (status, body) = ingest_raw(d, "/ingest/v1/batch", batch.to_string().into_bytes(), false).await;
+    let (status, body) =
+        ingest_raw(d, "/ingest/v1/batch", batch.to_string().into_bytes(), false).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -109,21 +110,51 @@ async fn customerio_track_api_with_basic_auth() {
     let token = ios_token(1);
 
     // Attributes as top-level keys, merged; `_update` does not create.
-    let (s, v) = call(&d, &cio, "PUT", "/api/v1/customers/c1",
-        Some(json!({"first_name": "Ana", "created_at": 1_764_000_000, "unsubscribed": false}))).await;
+    let (s, v) = call(
+        &d,
+        &cio,
+        "PUT",
+        "/api/v1/customers/c1",
+        Some(json!({"first_name": "Ana", "created_at": 1_764_000_000, "unsubscribed": false})),
+    )
+    .await;
     assert_eq!((s, v), (200, json!({})));
-    let (s, _) = call(&d, &cio, "PUT", "/api/v1/customers/c1", Some(json!({"plan": "pro"}))).await;
+    let (s, _) = call(
+        &d,
+        &cio,
+        "PUT",
+        "/api/v1/customers/c1",
+        Some(json!({"plan": "pro"})),
+    )
+    .await;
     assert_eq!(s, 200);
-    let (s, _) = call(&d, &cio, "PUT", "/api/v1/customers/ghost", Some(json!({"_update": true, "plan": "x"}))).await;
+    let (s, _) = call(
+        &d,
+        &cio,
+        "PUT",
+        "/api/v1/customers/ghost",
+        Some(json!({"_update": true, "plan": "x"})),
+    )
+    .await;
     assert_eq!(s, 200);
     let (_, c) = d.call("GET", "/v1/customers/c1", None).await;
-    assert_eq!(c["attributes"], json!({"first_name": "Ana", "created_at": 1_764_000_000, "plan": "pro"}));
+    assert_eq!(
+        c["attributes"],
+        json!({"first_name": "Ana", "created_at": 1_764_000_000, "plan": "pro"})
+    );
     let (s, _) = d.call("GET", "/v1/customers/ghost", None).await;
     assert_eq!(s, 404, "_update: true created no one");
 
     let device = json!({"device": {"id": token, "platform": "ios", "last_used": 1_764_000_000.5,
         "attributes": {"app_version": "4.2"}}});
-    let (s, _) = call(&d, &cio, "PUT", "/api/v1/customers/c1/devices", Some(device)).await;
+    let (s, _) = call(
+        &d,
+        &cio,
+        "PUT",
+        "/api/v1/customers/c1/devices",
+        Some(device),
+    )
+    .await;
     assert_eq!(s, 200);
     let (_, c) = d.call("GET", "/v1/customers/c1", None).await;
     assert_eq!(c["devices"][0]["id"], token.as_str());
@@ -134,26 +165,64 @@ async fn customerio_track_api_with_basic_auth() {
     let (s, v) = call(&d, &cio, "PUT", "/api/v1/customers/c1/devices", Some(bad)).await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["code"], "invalid_field");
-    assert!(v["error"]["message"].as_str().unwrap().contains("device.platform"), "{v}");
-    let (s, v) = call(&d, &cio, "PUT", "/api/v1/customers/c1", Some(json!({"unsubscribed": "yes"}))).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_field")));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("device.platform"),
+        "{v}"
+    );
+    let (s, v) = call(
+        &d,
+        &cio,
+        "PUT",
+        "/api/v1/customers/c1",
+        Some(json!({"unsubscribed": "yes"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_field"))
+    );
 
     // Wrong site id, wrong key, the SDK key where the API key is needed: 401.
-    for wrong in [basic("site-9", API_KEY), basic(SITE_ID, "nope-nope-nope-nope"), basic(SITE_ID, SDK_KEY)] {
-        let (s, v) = call(&d, &wrong, "PUT", "/api/v1/customers/c1", Some(json!({"plan": "free"}))).await;
-        assert_eq!((s, v["error"]["code"].as_str()), (401, Some("unauthorized")), "{wrong}");
+    for wrong in [
+        basic("site-9", API_KEY),
+        basic(SITE_ID, "nope-nope-nope-nope"),
+        basic(SITE_ID, SDK_KEY),
+    ] {
+        let (s, v) = call(
+            &d,
+            &wrong,
+            "PUT",
+            "/api/v1/customers/c1",
+            Some(json!({"plan": "free"})),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{wrong}"
+        );
     }
     let (_, c) = d.call("GET", "/v1/customers/c1", None).await;
-    assert_eq!(c["attributes"]["plan"], "pro", "a refused call changed nothing");
+    assert_eq!(
+        c["attributes"]["plan"], "pro",
+        "a refused call changed nothing"
+    );
 
     // A push, reported through /api/v1/push/events with the SDK key and a float time.
     d.message("welcome", "onboarding", "Hi").await;
     let id = d.send("welcome", &["c1"]).await.remove(0);
     d.delivery_until(&id, |v| v["status"] == "sent").await;
     let sdk = basic(SITE_ID, SDK_KEY);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     for event in ["delivered", "opened"] {
-        let report = json!({"delivery_id": id, "event": event, "device_id": token, "timestamp": now});
+        let report =
+            json!({"delivery_id": id, "event": event, "device_id": token, "timestamp": now});
         let (s, v) = call(&d, &sdk, "POST", "/api/v1/push/events", Some(report)).await;
         assert_eq!(s, 200, "{v}");
     }
@@ -167,7 +236,14 @@ async fn customerio_track_api_with_basic_auth() {
     assert_eq!(s, 200);
     let (_, c) = d.call("GET", "/v1/customers/c1", None).await;
     assert_eq!(c["unsubscribed"], true);
-    let (s, _) = call(&d, &cio, "DELETE", &format!("/api/v1/customers/c1/devices/{token}"), None).await;
+    let (s, _) = call(
+        &d,
+        &cio,
+        "DELETE",
+        &format!("/api/v1/customers/c1/devices/{token}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
     let (s, _) = call(&d, &cio, "DELETE", "/api/v1/customers/c1", None).await;
     assert_eq!(s, 200);
@@ -187,49 +263,97 @@ async fn ingestion_auth_limits_gzip_and_idempotency() {
     // No key, a wrong write key, the write key as the password: 401, nothing changed.
     for auth in ["", &basic("write-key-wrong-1", ""), &basic("", WRITE_KEY)] {
         let (s, v) = call(&d, auth, "POST", "/ingest/v1/batch", Some(identify.clone())).await;
-        assert_eq!((s, v["error"]["code"].as_str()), (401, Some("unauthorized")), "{auth:?}");
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{auth:?}"
+        );
     }
     let (s, _) = d.call("GET", "/v1/customers/u1", None).await;
     assert_eq!(s, 404);
 
     // Gzipped, applied; the same messageId again is skipped.
-    let (s, v) = ingest_raw(&d, "/ingest/v1/batch", gzipped(identify.to_string().as_bytes()), true).await;
+    let (s, v) = ingest_raw(
+        &d,
+        "/ingest/v1/batch",
+        gzipped(identify.to_string().as_bytes()),
+        true,
+    )
+    .await;
     assert_eq!((s, &v["applied"]), (200, &json!(1)), "{v}");
     let (_, c) = d.call("GET", "/v1/customers/u1", None).await;
     assert_eq!(c["attributes"]["first_name"], "Una");
     assert_eq!(c["devices"][0]["platform"], "android");
-    assert_eq!(c["devices"][0]["attributes"], json!({"app_name": "Shop", "app_version": "1.0"}));
+    assert_eq!(
+        c["devices"][0]["attributes"],
+        json!({"app_name": "Shop", "app_version": "1.0"})
+    );
     let v = ingest(&d, identify.clone()).await;
-    assert_eq!((&v["applied"], &v["duplicates"]), (&json!(0), &json!(1)), "{v}");
+    assert_eq!(
+        (&v["applied"], &v["duplicates"]),
+        (&json!(0), &json!(1)),
+        "{v}"
+    );
 
     // One event alone at its own path; page/screen/group/alias taken and ignored.
-    let (s, v) = ingest_raw(&d, "/ingest/v1/identify",
-        json!({"userId": "u2", "traits": {"plan": "pro"}}).to_string().into_bytes(), false).await;
+    let (s, v) = ingest_raw(
+        &d,
+        "/ingest/v1/identify",
+        json!({"userId": "u2", "traits": {"plan": "pro"}})
+            .to_string()
+            .into_bytes(),
+        false,
+    )
+    .await;
     assert_eq!((s, &v["applied"]), (200, &json!(1)), "{v}");
-    let v = ingest(&d, json!({"batch": [{"type": "page", "userId": "u1", "name": "Home"},
-        {"type": "screen", "userId": "u1"}, {"type": "alias", "userId": "u1", "previousId": "a"}]})).await;
+    let v = ingest(
+        &d,
+        json!({"batch": [{"type": "page", "userId": "u1", "name": "Home"},
+        {"type": "screen", "userId": "u1"}, {"type": "alias", "userId": "u1", "previousId": "a"}]}),
+    )
+    .await;
     assert_eq!(v["ignored"], 3, "{v}");
 
     // Malformed batches: 400, nothing applied.
-    for bad in [json!({"batch": {}}), json!({"events": []}),
-        json!({"batch": [{"type": "identify", "userId": "u3"}, "x"]})] {
+    for bad in [
+        json!({"batch": {}}),
+        json!({"events": []}),
+        json!({"batch": [{"type": "identify", "userId": "u3"}, "x"]}),
+    ] {
         let (s, v) = ingest_raw(&d, "/ingest/v1/batch", bad.to_string().into_bytes(), false).await;
-        assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_field")), "{bad}");
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("invalid_field")),
+            "{bad}"
+        );
     }
     let (s, v) = ingest_raw(&d, "/ingest/v1/batch", b"{not json".to_vec(), false).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_json")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
     let (s, _) = d.call("GET", "/v1/customers/u3", None).await;
     assert_eq!(s, 404, "a refused batch applied nothing");
 
     // Past 500 KB once decoded: 413, sent plain or gzipped (which compresses it well).
     let big = json!({"batch": [{"type": "track", "userId": "u1", "event": "x",
-        "properties": {"pad": "a".repeat(520 * 1024)}}]}).to_string().into_bytes();
+        "properties": {"pad": "a".repeat(520 * 1024)}}]})
+    .to_string()
+    .into_bytes();
     let (s, v) = ingest_raw(&d, "/ingest/v1/batch", big.clone(), false).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (413, Some("body_too_large")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{v}"
+    );
     let small = gzipped(&big);
     assert!(small.len() < 10 * 1024);
     let (s, v) = ingest_raw(&d, "/ingest/v1/batch", small, true).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (413, Some("body_too_large")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +375,9 @@ async fn push_reports_match_exactly_heuristically_or_are_counted() {
         "context": {"device": {"token": token}}});
     let v = ingest(&d, json!({"batch": [received]})).await;
     assert_eq!(v["applied"], 1, "{v}");
-    let v = d.delivery_until(&ids[0], |v| v["status"] == "delivered").await;
+    let v = d
+        .delivery_until(&ids[0], |v| v["status"] == "delivered")
+        .await;
     assert_eq!(v["heuristic_reports"][0]["event"], "delivered");
     assert_eq!(v["heuristic_reports"][0]["device_id"], token.as_str());
     assert_eq!(v["heuristic_reports"][0]["matched_on"], "customer+campaign");
@@ -275,23 +401,43 @@ async fn push_reports_match_exactly_heuristically_or_are_counted() {
         {"type": "track", "userId": "nobody", "event": "Order Completed"},
     ]});
     let v = ingest(&d, unmatched).await;
-    assert_eq!((&v["applied"], &v["unmapped"]), (&json!(0), &json!(4)), "{v}");
+    assert_eq!(
+        (&v["applied"], &v["unmapped"]),
+        (&json!(0), &json!(4)),
+        "{v}"
+    );
     let after = d.metrics_text().await;
-    for reason in ["no_matching_delivery", "unknown_delivery", "anonymous", "unknown_customer"] {
+    for reason in [
+        "no_matching_delivery",
+        "unknown_delivery",
+        "anonymous",
+        "unknown_customer",
+    ] {
         let label = format!("reason=\"{reason}\"");
         let grew = series(&after, "pushd_ingest_unmapped_total", &label)
             - series(&before, "pushd_ingest_unmapped_total", &label);
         assert_eq!(grew, 1.0, "{reason}");
     }
-    assert_eq!(series(&after, "pushd_ingest_reports_total", "match=\"heuristic\""), 1.0);
-    assert_eq!(series(&after, "pushd_ingest_reports_total", "match=\"exact\""), 1.0);
+    assert_eq!(
+        series(&after, "pushd_ingest_reports_total", "match=\"heuristic\""),
+        1.0
+    );
+    assert_eq!(
+        series(&after, "pushd_ingest_reports_total", "match=\"exact\""),
+        1.0
+    );
     let v = d.delivery_until(&ids[0], |_| true).await;
-    assert_eq!(v["status"], "delivered", "the unmatched tap reached no delivery");
+    assert_eq!(
+        v["status"], "delivered",
+        "the unmatched tap reached no delivery"
+    );
 
     // Any other track is a customer event: the conversion goal applies.
     let purchase = json!({"type": "track", "userId": "u8", "event": "purchase"});
     let v = ingest(&d, json!({"batch": [purchase]})).await;
     assert_eq!(v["applied"], 1, "{v}");
-    let v = d.delivery_until(&ids[1], |v| v["status"] == "converted").await;
+    let v = d
+        .delivery_until(&ids[1], |v| v["status"] == "converted")
+        .await;
     assert!(v["converted_at"].is_number(), "{v}");
 }

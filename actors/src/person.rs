@@ -453,7 +453,8 @@ impl Handler<MergeCustomer> for PersonActor {
             unsubscribed: msg.unsubscribed.unwrap_or(before.unsubscribed),
             ..before
         };
-        let ack = (self.ctx).acknowledge(vec![Change::of(Entry::Customer(customer.clone()))], true)?;
+        let ack =
+            (self.ctx).acknowledge(vec![Change::of(Entry::Customer(customer.clone()))], true)?;
         self.customer = Some(customer);
         Ok(ack)
     }

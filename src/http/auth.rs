@@ -188,7 +188,11 @@ fn customer_auth(req: &HttpRequest) -> Option<&str> {
 /// Checks that an SDK-key call speaks for `customer_id`: with
 /// verification on, it must carry that customer's proof. An API-key call
 /// always may.
-pub(super) fn speaks_for(req: &HttpRequest, caller: Caller, customer_id: &str) -> Result<(), ApiError> {
+pub(super) fn speaks_for(
+    req: &HttpRequest,
+    caller: Caller,
+    customer_id: &str,
+) -> Result<(), ApiError> {
     match caller == Caller::Backend || key_check(req).vouches(customer_id, customer_auth(req)) {
         true => Ok(()),
         false => Err(wrong_proof()),
@@ -297,7 +301,10 @@ mod tests {
         // base64("site-1:key:with:colons"), base64("writekey:")
         let value = "Basic c2l0ZS0xOmtleTp3aXRoOmNvbG9ucw==";
         let (user, password) = basic_credentials(value).unwrap();
-        assert_eq!((user.as_str(), password.as_str()), ("site-1", "key:with:colons"));
+        assert_eq!(
+            (user.as_str(), password.as_str()),
+            ("site-1", "key:with:colons")
+        );
         let (user, password) = basic_credentials("basic d3JpdGVrZXk6").unwrap();
         assert_eq!((user.as_str(), password.as_str()), ("writekey", ""));
         for bad in ["Bearer abc", "Basic !!!", "Basic bm9jb2xvbg==", "Basic"] {

@@ -260,7 +260,10 @@ pub(super) async fn record_event(
     };
     let ids = [("customer", id)];
     let registry = &state.customer_partition(id)?.registry;
-    registry.request_existing(id, msg).await.map_err(naming(&ids))
+    registry
+        .request_existing(id, msg)
+        .await
+        .map_err(naming(&ids))
 }
 
 /// Registers the routes.

@@ -255,7 +255,10 @@ async fn track(
 
 /// The device token the event names: the push's `CIO-Delivery-Token`, Data
 /// Pipelines' `recipient`, or the context's device token.
-fn token_hint<'a>(event: &'a Map<String, Value>, properties: &'a Map<String, Value>) -> Option<&'a str> {
+fn token_hint<'a>(
+    event: &'a Map<String, Value>,
+    properties: &'a Map<String, Value>,
+) -> Option<&'a str> {
     text(properties, "CIO-Delivery-Token")
         .or_else(|| text(properties, "recipient"))
         .or_else(|| nested(event, &["context", "device"]).and_then(|d| text(d, "token")))
@@ -275,7 +278,11 @@ fn pick_device(d: &Delivery, hint: Option<&str>) -> Result<String, ApiError> {
     if let Some(token) = hint.filter(|t| d.device_index(t).is_some()) {
         return Ok(token.to_owned());
     }
-    let sent = d.sends.iter().zip(&d.state.devices).find(|(_, s)| s.targeted());
+    let sent = d
+        .sends
+        .iter()
+        .zip(&d.state.devices)
+        .find(|(_, s)| s.targeted());
     match sent {
         Some((send, _)) => Ok(send.token.clone()),
         None => Err(ApiError::invalid_field(format!(
@@ -301,9 +308,9 @@ async fn likely_delivery(
     };
     let (newest, _) = state.local_deliveries(filter, CANDIDATES, None).await?;
     let window = at - HEURISTIC_WINDOW_SECS..=at + CLOCK_SLACK_SECS;
-    Ok(newest.into_iter().find(|d| {
-        window.contains(&d.created_at) && d.state.devices.iter().any(|s| s.targeted())
-    }))
+    Ok(newest
+        .into_iter()
+        .find(|d| window.contains(&d.created_at) && d.state.devices.iter().any(|s| s.targeted())))
 }
 
 /// A bounced token: removed from its customer's devices (the delivery's
