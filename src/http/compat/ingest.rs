@@ -6,7 +6,8 @@
 //! decoded, else 413. Each event with a `messageId` is applied once within
 //! a day ([`super::memory`]). An event pushd cannot map is counted by
 //! reason and answered 200, as Segment does; a body that is not a batch is
-//! 400.
+//! 400. A cluster node answers 501: events are applied where they arrive,
+//! and a batch may name customers of every node.
 
 use actix_web::error::PayloadError;
 use actix_web::http::{Method, StatusCode};
@@ -31,6 +32,20 @@ const SINGLE: [(&str, &str); 6] = [
     ("group", "/group"),
     ("alias", "/alias"),
 ];
+
+/// 501 on a cluster node: an event may be about customers of any node,
+/// and these endpoints apply events where they arrive.
+fn single_node(state: &AppState) -> Result<(), ApiError> {
+    match state.cluster {
+        None => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_in_cluster",
+            "the ingestion endpoints (/ingest/v1/) are served by a single-node pushd only, not \
+             in cluster mode",
+        )),
+    }
+}
 
 /// The body's bytes, or 413 past [`MAX_BODY`], 400 when unreadable (a
 /// broken gzip stream, ...).
@@ -71,6 +86,7 @@ async fn batch(
     compat: web::Data<Compat>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
+    single_node(&state)?;
     let mut body = object(&body_bytes(body)?)?;
     let Some(Value::Array(items)) = body.remove("batch") else {
         return Err(ApiError::invalid_field("batch must be an array of events"));
@@ -98,6 +114,7 @@ async fn single(
     compat: web::Data<Compat>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
+    single_node(&state)?;
     let mut event = object(&body_bytes(body)?)?;
     event.insert("type".into(), Value::String(kind.to_owned()));
     take(&state, &compat, vec![event]).await
