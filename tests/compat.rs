@@ -432,7 +432,17 @@ async fn push_reports_match_exactly_heuristically_or_are_counted() {
         "the unmatched tap reached no delivery"
     );
 
-    // Any other track is a customer event: the conversion goal applies.
+    // Any other track is a customer event at its timestamp: one dated
+    // before the push converts nothing; one now meets the conversion goal.
+    let early = json!({"type": "track", "userId": "u8", "event": "purchase",
+        "timestamp": "2025-06-01T12:00:00.000Z"});
+    let v = ingest(&d, json!({"batch": [early]})).await;
+    assert_eq!(v["applied"], 1, "{v}");
+    let v = d.delivery_until(&ids[1], |_| true).await;
+    assert_eq!(
+        v["status"], "opened",
+        "an event before the push converts nothing"
+    );
     let purchase = json!({"type": "track", "userId": "u8", "event": "purchase"});
     let v = ingest(&d, json!({"batch": [purchase]})).await;
     assert_eq!(v["applied"], 1, "{v}");
