@@ -286,6 +286,17 @@ test('@segment/analytics-node: host and path at /ingest', async () => {
   assert.deepEqual(errors, []);
   await deliveryReaches(payload['CIO-Delivery-ID'], 'converted');
   await assertCounted(before);
+
+  // A wrong write key is a 401 the client gives up on at once, retries allowed or not.
+  const wrong = new Analytics({ writeKey: 'not-a-write-key-1', host: base, path: '/ingest/v1/batch', flushAt: 1, maxRetries: 3 });
+  const sent = [];
+  const failed = [];
+  wrong.on('http_response', (r) => sent.push(r.status));
+  wrong.on('error', (e) => failed.push(e));
+  wrong.track({ userId: customer, event: 'Order Completed' });
+  await wrong.closeAndFlush({ timeout: 10_000 });
+  assert.deepEqual(sent, [401]);
+  assert.equal(failed.length, 1);
 });
 
 test('@rudderstack/rudder-sdk-node: data plane URL at /ingest, gzipped', async () => {
