@@ -17,6 +17,8 @@ pub const IDEMPOTENCY_SECS: i64 = 24 * 3600;
 const MAX_MESSAGE_IDS: usize = 200_000;
 /// The most deliveries whose heuristic reports are remembered.
 const MAX_NOTED_DELIVERIES: usize = 100_000;
+/// The most heuristic reports remembered of one delivery (the first ones).
+const MAX_NOTES_PER_DELIVERY: usize = 16;
 
 /// A report matched to its delivery by customer and campaign, not by a
 /// delivery id.
@@ -65,9 +67,13 @@ impl Compat {
         self.seen.insert(message_id.to_owned(), now);
     }
 
-    /// Notes a heuristic report of `delivery_id`.
+    /// Notes a heuristic report of `delivery_id` (past
+    /// [`MAX_NOTES_PER_DELIVERY`] of it, the report is not noted).
     pub(super) fn note_heuristic(&self, delivery_id: &str, report: HeuristicReport) {
         let mut reports = self.heuristic.get(delivery_id).unwrap_or_default();
+        if reports.len() >= MAX_NOTES_PER_DELIVERY {
+            return;
+        }
         reports.push(report);
         self.heuristic.insert(delivery_id.to_owned(), reports);
     }
@@ -90,5 +96,23 @@ mod tests {
         assert!(compat.already_applied("m1", 1_000 + IDEMPOTENCY_SECS - 1));
         assert!(!compat.already_applied("m1", 1_000 + IDEMPOTENCY_SECS));
         assert!(!compat.already_applied("m2", 1_000));
+    }
+
+    #[test]
+    fn a_delivery_keeps_its_first_heuristic_reports() {
+        let compat = Compat::new(&CompatSection::default());
+        for at in 0..40 {
+            let report = HeuristicReport {
+                event: "opened",
+                device_id: "t1".into(),
+                matched_on: "customer",
+                timestamp: at,
+            };
+            compat.note_heuristic("d1", report);
+        }
+        let kept = compat.heuristic_reports("d1");
+        assert_eq!(kept.len(), MAX_NOTES_PER_DELIVERY);
+        assert_eq!(kept[0].timestamp, 0);
+        assert!(compat.heuristic_reports("d2").is_empty());
     }
 }
