@@ -62,6 +62,21 @@ pub struct Config {
     pub providers: ProvidersSection,
     /// Cluster mode: several nodes over NATS JetStream.
     pub cluster: ClusterSection,
+    /// What the migration endpoints (`/api/v1/`, `/ingest/v1/`) accept.
+    pub compat: CompatSection,
+}
+
+/// `[compat]`: the endpoints a team migrating from Customer.io, Segment or
+/// RudderStack points its existing clients at (docs/migrating.md).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompatSection {
+    /// The site id Customer.io's clients send as the HTTP Basic user
+    /// (`site_id:api_key`); unset, Basic credentials are refused.
+    pub customerio_site_id: Option<String>,
+    /// The write keys Segment's and RudderStack's clients send as the HTTP
+    /// Basic user to `/ingest/v1/`; empty, only the API key is taken there.
+    pub ingest_write_keys: Vec<String>,
 }
 
 /// `[cluster]`: several pushd nodes sharing the customers over a NATS
@@ -424,6 +439,7 @@ impl Default for Config {
             http: HttpSection::default(),
             providers: ProvidersSection::default(),
             cluster: ClusterSection::default(),
+            compat: CompatSection::default(),
         }
     }
 }
@@ -556,6 +572,26 @@ impl Config {
         if self.apps.contains_key(DEFAULT_APP) {
             return Err(format!(
                 "[apps.{DEFAULT_APP}] is the top-level [apns] and [fcm]; configure the app \"{DEFAULT_APP}\" there"
+            ));
+        }
+        let site_id = self.compat.customerio_site_id.as_deref();
+        if site_id.is_some_and(|id| id.is_empty() || id.contains(':')) {
+            return Err(
+                "[compat] customerio_site_id (PUSHD_COMPAT_CUSTOMERIO_SITE_ID) must be a \
+                 non-empty id without ':'"
+                    .to_string(),
+            );
+        }
+        let short = self
+            .compat
+            .ingest_write_keys
+            .iter()
+            .find(|k| k.chars().count() < 8);
+        if let Some(key) = short {
+            return Err(format!(
+                "[compat] ingest_write_keys (PUSHD_COMPAT_INGEST_WRITE_KEYS) must each be at \
+                 least 8 characters, not {}",
+                key.chars().count()
             ));
         }
         match self.apps.keys().find(|id| id.is_empty() || id.len() > 256) {
@@ -837,6 +873,17 @@ pub struct Overrides {
     /// Seconds between uploads of a partition's snapshot [default: 10]
     #[arg(long, env = "PUSHD_CLUSTER_SNAPSHOT_SECS")]
     pub cluster_snapshot_secs: Option<u64>,
+    /// Site id Customer.io's clients send as the HTTP Basic user (site_id:api_key) [default: none, Basic refused]
+    #[arg(long, env = "PUSHD_COMPAT_CUSTOMERIO_SITE_ID")]
+    pub compat_customerio_site_id: Option<String>,
+    /// Write keys Segment's and RudderStack's clients may send to /ingest/v1/ (comma-separated) [default: none]
+    #[arg(
+        long,
+        env = "PUSHD_COMPAT_INGEST_WRITE_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub compat_ingest_write_keys: Option<Vec<String>>,
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {
@@ -957,6 +1004,16 @@ impl Overrides {
         set(&mut k.replicas, self.cluster_replicas);
         set(&mut k.lease_ms, self.cluster_lease_ms);
         set(&mut k.snapshot_secs, self.cluster_snapshot_secs);
+        let compat = &mut c.compat;
+        set(
+            &mut compat.customerio_site_id,
+            self.compat_customerio_site_id.map(Some),
+        );
+        set(
+            &mut compat.ingest_write_keys,
+            self.compat_ingest_write_keys
+                .map(|keys| keys.into_iter().filter(|k| !k.is_empty()).collect()),
+        );
     }
 }
 
@@ -1058,6 +1115,59 @@ max_iterations = 500
             e.contains("[templates] max_output_bytes (PUSHD_TEMPLATE_MAX_OUTPUT_BYTES)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn compat_settings_from_file_and_overrides() {
+        assert_eq!(Config::default().compat, CompatSection::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pushd.toml");
+        std::fs::write(
+            &path,
+            "[compat]\ncustomerio_site_id = \"site-1\"\ningest_write_keys = [\"wk-file-0001\"]\n",
+        )
+        .unwrap();
+        let c = Overrides {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.compat.customerio_site_id.as_deref(), Some("site-1"));
+        assert_eq!(c.compat.ingest_write_keys, ["wk-file-0001"]);
+        let c = Overrides {
+            config: Some(path),
+            compat_ingest_write_keys: Some(vec![
+                "wk-env-0001".into(),
+                "".into(),
+                "wk-env-0002".into(),
+            ]),
+            ..Default::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.compat.ingest_write_keys, ["wk-env-0001", "wk-env-0002"]);
+        for (o, variable) in [
+            (
+                Overrides {
+                    compat_customerio_site_id: Some("a:b".into()),
+                    ..Default::default()
+                },
+                "PUSHD_COMPAT_CUSTOMERIO_SITE_ID",
+            ),
+            (
+                Overrides {
+                    compat_ingest_write_keys: Some(vec!["short".into()]),
+                    ..Default::default()
+                },
+                "PUSHD_COMPAT_INGEST_WRITE_KEYS",
+            ),
+        ] {
+            let Err(ConfigError::Invalid(why)) = o.load() else {
+                panic!("{variable} is refused")
+            };
+            assert!(why.contains(variable), "{why}");
+        }
     }
 
     #[test]

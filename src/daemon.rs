@@ -286,7 +286,9 @@ pub(crate) async fn run_api(
     let limit = config.http.connection_limit(open_files);
     limit.report(open_files);
     let addr = listener.local_addr()?;
-    let key_data = web::Data::new(http::KeyCheck::new(&keys.keys, identity));
+    let site_id = config.compat.customerio_site_id.clone();
+    let key_data = web::Data::new(http::KeyCheck::new(&keys.keys, identity, site_id));
+    let compat = web::Data::new(http::compat::Compat::new(&config.compat));
     let prometheus = web::Data::new(prometheus);
     let max_body = state.max_body;
     let connections = http::Connections::new(limit);
@@ -300,6 +302,7 @@ pub(crate) async fn run_api(
             .app_data(state.clone())
             .app_data(key_data.clone())
             .app_data(prometheus.clone())
+            .app_data(compat.clone())
             .configure(|cfg| http::extractors(cfg, max_body))
             .configure(http::routes)
     })

@@ -20,7 +20,7 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 33] = [
+pub const SERIES: [&str; 37] = [
     "pushd_ready",
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
@@ -54,6 +54,25 @@ pub const SERIES: [&str; 33] = [
     "pushd_http_connections_max",
     "pushd_http_connections_refused_total",
     "pushd_http_body_timeouts_total",
+    "pushd_ingest_events_total",
+    "pushd_ingest_unmapped_total",
+    "pushd_ingest_duplicates_total",
+    "pushd_ingest_reports_total",
+];
+
+/// Why an ingested event could not be mapped (`pushd_ingest_unmapped_total`).
+const UNMAPPED_REASONS: [&str; 11] = [
+    "anonymous",
+    "unknown_customer",
+    "unknown_delivery",
+    "no_matching_delivery",
+    "unknown_platform",
+    "unknown_metric",
+    "unknown_type",
+    "no_event_name",
+    "no_token",
+    "invalid_timestamp",
+    "rejected",
 ];
 
 /// The series labelled by webhook id: listed (at zero) from the webhook's
@@ -203,7 +222,7 @@ pub fn register() {
 
     describe_counter!(
         "pushd_reports_total",
-        "Device reports accepted by POST /push/events, by event."
+        "Device reports accepted (POST /push/events, Customer.io's and the ingestion's), by event."
     );
     for event in ["delivered", "opened", "converted"] {
         metrics::counter!("pushd_reports_total", "event" => event).absolute(0);
@@ -317,6 +336,40 @@ pub fn register() {
 
     register_events();
     register_http();
+    register_ingest();
+}
+
+/// The Segment/RudderStack ingestion (`/ingest/v1/`).
+fn register_ingest() {
+    describe_counter!(
+        "pushd_ingest_events_total",
+        "Events posted to /ingest/v1/, by type (page, screen, group and alias are taken and \
+         ignored)."
+    );
+    for kind in [
+        "track", "identify", "page", "screen", "group", "alias", "other",
+    ] {
+        metrics::counter!("pushd_ingest_events_total", "type" => kind).absolute(0);
+    }
+    describe_counter!(
+        "pushd_ingest_unmapped_total",
+        "Ingested events pushd could not map onto its model (answered 200), by reason."
+    );
+    for reason in UNMAPPED_REASONS {
+        metrics::counter!("pushd_ingest_unmapped_total", "reason" => reason).absolute(0);
+    }
+    counter(
+        "pushd_ingest_duplicates_total",
+        "Ingested events skipped as a messageId already applied within 24 hours.",
+    );
+    describe_counter!(
+        "pushd_ingest_reports_total",
+        "Push reports ingested, by how they were matched to their delivery: exact (a delivery \
+         id) or heuristic (customer and campaign within a window)."
+    );
+    for matched in ["exact", "heuristic"] {
+        metrics::counter!("pushd_ingest_reports_total", "match" => matched).absolute(0);
+    }
 }
 
 /// The HTTP server's limits ([`crate::http::Connections`] sets the

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use serde_json::Map;
 
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{Ack, EngineCtx, EngineError};
@@ -427,6 +428,35 @@ impl Handler<PutCustomer> for PersonActor {
             unsubscribed: msg.unsubscribed,
             devices,
         })
+    }
+}
+
+impl Handler<MergeCustomer> for PersonActor {
+    type Result = Answer<bool>;
+
+    fn handle(&mut self, msg: MergeCustomer, _: &mut Context<Self>) -> Answer<bool> {
+        self.touch();
+        let before = match self.customer.clone() {
+            Some(c) => c,
+            None if msg.create => Customer {
+                id: self.id.clone(),
+                attributes: Attributes::new(&Map::new()),
+                unsubscribed: false,
+                devices: Vec::new(),
+            },
+            None => return Ok(self.ctx.observed(false)),
+        };
+        let mut attributes = before.attributes.to_map();
+        attributes.extend(msg.attributes);
+        let customer = Customer {
+            attributes: Attributes::new(&attributes),
+            unsubscribed: msg.unsubscribed.unwrap_or(before.unsubscribed),
+            ..before
+        };
+        let ack =
+            (self.ctx).acknowledge(vec![Change::of(Entry::Customer(customer.clone()))], true)?;
+        self.customer = Some(customer);
+        Ok(ack)
     }
 }
 

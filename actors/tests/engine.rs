@@ -10,8 +10,8 @@ use pushd_actors::model::{
     Audience, ConversionGoal, DEFAULT_APP, Device, Environment, MessageSpec, Platform, PushOptions,
 };
 use pushd_actors::person::{
-    CustomerEvent, DeleteCustomer, DeviceReport, EraseCustomer, GetCustomer, PutCustomer,
-    PutDevice, RetryDelivery, SendMessage,
+    CustomerEvent, DeleteCustomer, DeviceReport, EraseCustomer, GetCustomer, MergeCustomer,
+    PutCustomer, PutDevice, RetryDelivery, SendMessage,
 };
 use pushd_actors::ports::Store as _;
 use pushd_actors::status::{DeviceStatus, FailureReason, MessageStatus, Report};
@@ -813,4 +813,44 @@ async fn an_erasure_is_answered_once_durable() {
     assert!(!erase.is_finished(), "answered before it was durable");
     journal.sync();
     erase.await.unwrap().unwrap();
+}
+
+#[actix::test]
+async fn a_merge_keeps_the_attributes_and_devices_it_does_not_name() {
+    let h = Harness::new();
+    let merge = |attributes: Value, unsubscribed, create| MergeCustomer {
+        attributes: attrs(attributes),
+        unsubscribed,
+        create,
+    };
+    let get = |id: &'static str| {
+        let registry = h.registry.clone();
+        async move { registry.ask(id, GetCustomer).await.unwrap().unwrap() }
+    };
+    // Without `create`, no one is made.
+    let made = h
+        .registry
+        .request("c0", merge(json!({"a": 1}), None, false));
+    assert!(!made.await.unwrap());
+    assert!(get("c0").await.is_none());
+
+    customer(&h, "c1", &[("t1", Platform::Ios, 1_764_000_000)]).await;
+    let merged = h
+        .registry
+        .request("c1", merge(json!({"plan": "pro"}), Some(true), false));
+    assert!(merged.await.unwrap());
+    let c = get("c1").await.unwrap();
+    assert_eq!(
+        c.attributes.to_map(),
+        attrs(json!({"first_name": "Ada", "plan": "pro"}))
+    );
+    assert!(c.unsubscribed);
+    assert_eq!(c.devices.len(), 1);
+    let again = h
+        .registry
+        .request("c1", merge(json!({"first_name": "Bo"}), None, true));
+    assert!(again.await.unwrap());
+    let c = get("c1").await.unwrap();
+    assert_eq!(c.attributes.to_map()["first_name"], "Bo");
+    assert!(c.unsubscribed, "kept when not given");
 }

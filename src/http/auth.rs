@@ -3,6 +3,11 @@
 //! events. Extractors, so a handler states in its signature which key it
 //! needs.
 //!
+//! Customer.io's Track API clients send their key as HTTP Basic
+//! `site_id:key` instead: with `[compat] customerio_site_id` set, a Basic
+//! credential whose user is that site id carries the key as its password,
+//! and counts as the same key sent as a bearer.
+//!
 //! The SDK key ships inside every copy of the app, so anyone has it. With
 //! identity verification on, an SDK-key call about a customer must also
 //! carry `Pushd-Customer-Auth`: the HMAC of the customer id under the
@@ -45,12 +50,15 @@ pub struct KeyCheck {
     /// The identity secret as an HMAC key (set up once, not per call),
     /// when SDK-key calls must prove their customer.
     identity: Option<hmac::Key>,
+    /// The Customer.io site id a Basic credential's user must be.
+    site_id: Option<String>,
 }
 
 impl KeyCheck {
     /// Checks against `keys`, asking SDK-key calls about a customer for its
-    /// proof when `identity` is `Required`.
-    pub fn new(keys: &Keys, identity: IdentityVerification) -> Self {
+    /// proof when `identity` is `Required`, and taking a key as Basic
+    /// `site_id:key` when `site_id` is set.
+    pub fn new(keys: &Keys, identity: IdentityVerification, site_id: Option<String>) -> Self {
         let hmac = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
             .expect("the system has randomness");
         KeyCheck {
@@ -59,6 +67,7 @@ impl KeyCheck {
             hmac,
             identity: (identity == IdentityVerification::Required)
                 .then(|| identity_key(&identity_secret(&keys.api))),
+            site_id,
         }
     }
 
@@ -111,6 +120,11 @@ enum Which {
 /// Proof the request carried the API key.
 pub struct ApiKey;
 
+/// Whether the request carried the API key (as [`ApiKey`] extracts it).
+pub(super) fn has_api_key(req: &HttpRequest) -> bool {
+    check(req, false).is_ok()
+}
+
 /// Proof the request carried the SDK key or the API key, and which.
 pub struct SdkKey(pub Caller);
 
@@ -128,10 +142,32 @@ pub enum Caller {
 /// (no proof when identity verification is off).
 pub struct ForCustomer(pub Caller);
 
-fn bearer(req: &HttpRequest) -> Option<&str> {
+/// The key the request carries: `Bearer <key>`, or Basic `site_id:key`
+/// whose user is the configured Customer.io site id.
+fn presented(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get("authorization")?.to_str().ok()?;
     let (scheme, key) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(key.trim().to_owned());
+    }
+    let site_id = key_check(req).site_id.as_deref()?;
+    let (user, password) = basic_credentials(value)?;
+    (user == site_id).then_some(password)
+}
+
+/// The user and password of an HTTP Basic `Authorization` value.
+pub fn basic_credentials(value: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
 }
 
 fn key_check(req: &HttpRequest) -> &KeyCheck {
@@ -139,15 +175,16 @@ fn key_check(req: &HttpRequest) -> &KeyCheck {
         .expect("keys are configured")
 }
 
-fn unauthorized(words: &str) -> ApiError {
+/// 401 `unauthorized` in these words.
+pub(super) fn unauthorized(words: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", words)
 }
 
 fn check(req: &HttpRequest, allow_sdk: bool) -> Result<Caller, ApiError> {
     let wrong_key = || unauthorized("missing or wrong bearer key");
-    let given = bearer(req).ok_or_else(wrong_key)?;
+    let given = presented(req).ok_or_else(wrong_key)?;
     // Blank keys never authenticate (a configured key is never blank).
-    match key_check(req).which(given).filter(|_| !given.is_empty()) {
+    match key_check(req).which(&given).filter(|_| !given.is_empty()) {
         Some(Which::Api) => Ok(Caller::Backend),
         Some(Which::Sdk) if allow_sdk => Ok(Caller::App),
         _ => Err(wrong_key()),
@@ -163,7 +200,11 @@ fn customer_auth(req: &HttpRequest) -> Option<&str> {
 /// Checks that an SDK-key call speaks for `customer_id`: with
 /// verification on, it must carry that customer's proof. An API-key call
 /// always may.
-fn speaks_for(req: &HttpRequest, caller: Caller, customer_id: &str) -> Result<(), ApiError> {
+pub(super) fn speaks_for(
+    req: &HttpRequest,
+    caller: Caller,
+    customer_id: &str,
+) -> Result<(), ApiError> {
     match caller == Caller::Backend || key_check(req).vouches(customer_id, customer_auth(req)) {
         true => Ok(()),
         false => Err(wrong_proof()),
@@ -240,6 +281,7 @@ mod tests {
                 sdk: "sdk-key-456".into(),
             },
             IdentityVerification::Off,
+            None,
         );
         assert_eq!(check.which("api-key-123"), Some(Which::Api));
         assert_eq!(check.which("sdk-key-456"), Some(Which::Sdk));
@@ -255,7 +297,7 @@ mod tests {
             api: "api-key-0123456789".into(),
             sdk: "sdk-key-0123456789".into(),
         };
-        let check = KeyCheck::new(&keys, IdentityVerification::Required);
+        let check = KeyCheck::new(&keys, IdentityVerification::Required, None);
         let secret = identity_secret(&keys.api);
         let proof = identity_proof(&secret, "c1");
         assert!(check.vouches("c1", Some(&proof)));
@@ -275,6 +317,22 @@ mod tests {
         ];
         for bad in &malformed {
             assert!(!check.vouches("c1", Some(bad)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn basic_credentials_split_at_the_first_colon() {
+        // base64("site-1:key:with:colons"), base64("writekey:")
+        let value = "Basic c2l0ZS0xOmtleTp3aXRoOmNvbG9ucw==";
+        let (user, password) = basic_credentials(value).unwrap();
+        assert_eq!(
+            (user.as_str(), password.as_str()),
+            ("site-1", "key:with:colons")
+        );
+        let (user, password) = basic_credentials("basic d3JpdGVrZXk6").unwrap();
+        assert_eq!((user.as_str(), password.as_str()), ("writekey", ""));
+        for bad in ["Bearer abc", "Basic !!!", "Basic bm9jb2xvbg==", "Basic"] {
+            assert!(basic_credentials(bad).is_none(), "{bad}");
         }
     }
 }

@@ -37,6 +37,33 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Fields<T> {
     }
 }
 
+/// The largest time [`float_seconds`] reads, in absolute value: 31 million
+/// years of seconds, far past any clock, and exact as a float.
+pub const MAX_SECONDS: i64 = 999_999_999_999_999;
+
+/// Reads an optional time in Unix seconds given as a whole number or, as
+/// Customer.io's SDKs may send it, a float (`1700000000.25`): the fraction
+/// is dropped. A number beyond [`MAX_SECONDS`] either way is refused.
+pub fn float_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let seconds = match n.as_i64() {
+        Some(whole) => Some(whole),
+        None => n
+            .as_f64()
+            .map(f64::floor)
+            .filter(|f| f.abs() <= MAX_SECONDS as f64)
+            .map(|f| f as i64),
+    };
+    match seconds.filter(|s| s.unsigned_abs() <= MAX_SECONDS.unsigned_abs()) {
+        Some(s) => Ok(Some(s)),
+        None => Err(D::Error::custom(format!(
+            "invalid value: {n}, expected Unix seconds from -{MAX_SECONDS} to {MAX_SECONDS}"
+        ))),
+    }
+}
+
 /// A query string of type `T` whose type errors name the parameter (the
 /// query's deserializer is not JSON's, so this always goes through a value).
 pub struct Params<T>(pub T);
@@ -124,6 +151,29 @@ mod tests {
                 assert!(e.is_data() || e.is_syntax() || e.is_eof(), "{e}");
                 format!("{}{e}", if e.is_data() { "data: " } else { "syntax: " })
             }
+        }
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Timed {
+        #[serde(default, deserialize_with = "float_seconds")]
+        at: Option<i64>,
+    }
+
+    #[test]
+    fn times_may_be_floats_within_bounds() {
+        let at = |json: &str| serde_json::from_str::<Timed>(json).map(|t| t.at);
+        assert_eq!(at(r#"{"at": 1700000000}"#).unwrap(), Some(1_700_000_000));
+        assert_eq!(at(r#"{"at": 1700000000.75}"#).unwrap(), Some(1_700_000_000));
+        assert_eq!(at(r#"{"at": -1.5}"#).unwrap(), Some(-2));
+        assert_eq!(at(r#"{"at": null}"#).unwrap(), None);
+        assert_eq!(at(r#"{}"#).unwrap(), None);
+        for bad in [
+            r#"{"at": 1e300}"#,
+            r#"{"at": -9223372036854775808}"#,
+            r#"{"at": "now"}"#,
+        ] {
+            assert!(at(bad).is_err(), "{bad}");
         }
     }
 

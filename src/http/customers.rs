@@ -1,10 +1,16 @@
-//! Customers, their devices, and their events (conversion goals).
+//! Customers, their devices, and their events (conversion goals). The
+//! engine calls each handler makes ([`tell`], [`record_event`]) are shared
+//! with the migration endpoints (`super::compat`).
 
+use actix::dev::ToEnvelope;
+use actix::{Actor, Handler, Message};
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
+use pushd_actors::engine::{Ack, EngineError};
 use pushd_actors::model::{Attributes, Device, Environment, Platform, default_app};
 use pushd_actors::person::{
-    CustomerEvent, DeleteCustomer, DeleteDevice, EraseCustomer, GetCustomer, PutCustomer, PutDevice,
+    CustomerEvent, DeleteCustomer, DeleteDevice, EraseCustomer, GetCustomer, PersonActor,
+    PutCustomer, PutDevice,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -71,6 +77,25 @@ pub(super) struct DeviceFields {
 }
 
 impl DeviceFields {
+    /// A device of the app `default` as another API names it: its token,
+    /// platform, last use and attributes.
+    pub(super) fn of(
+        id: String,
+        platform: Platform,
+        last_used: Option<i64>,
+        attributes: Map<String, Value>,
+    ) -> Self {
+        DeviceFields {
+            id,
+            platform,
+            app: default_app(),
+            environment: None,
+            last_used,
+            attributes,
+            opted_in: None,
+        }
+    }
+
     /// The device, checked; `field` names it in errors (`device`,
     /// `customers[3].devices[0]`); `now` is its `last_used` if none is given.
     pub(super) fn checked(self, field: &str, now: i64) -> Result<Device, ApiError> {
@@ -116,13 +141,7 @@ async fn put_customer(
         attributes: body.attributes,
         unsubscribed: body.unsubscribed,
     };
-    let ids = [("customer", id)];
-    state
-        .customer_partition(id)?
-        .registry
-        .request(id, msg)
-        .await
-        .map_err(naming(&ids))?;
+    tell(&state, id, msg).await?;
     Ok(HttpResponse::Ok().json(json!({"customer_id": id})))
 }
 
@@ -151,13 +170,10 @@ async fn delete_customer(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.as_str();
     let erase = query.erases()?;
-    let ids = [("customer", id)];
-    let registry = &state.customer_partition(id)?.registry;
-    let done = match erase {
-        true => registry.request(id, EraseCustomer).await,
-        false => registry.request(id, DeleteCustomer).await,
-    };
-    done.map_err(naming(&ids))?;
+    match erase {
+        true => tell(&state, id, EraseCustomer).await?,
+        false => tell(&state, id, DeleteCustomer).await?,
+    }
     if erase {
         metrics::counter!("pushd_customers_erased_total").increment(1);
     }
@@ -172,13 +188,7 @@ async fn put_device(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.as_str();
     let device = body.device.checked("device", state.clock.now())?;
-    let ids = [("customer", id)];
-    state
-        .customer_partition(id)?
-        .registry
-        .request(id, PutDevice(device))
-        .await
-        .map_err(naming(&ids))?;
+    tell(&state, id, PutDevice(device)).await?;
     Ok(HttpResponse::Ok().json(json!({"customer_id": id})))
 }
 
@@ -188,16 +198,7 @@ async fn delete_device(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, token) = path.into_inner();
-    let id = id.as_str();
-    let token = token.as_str();
-    let ids = [("customer", id), ("device", token)];
-    let msg = DeleteDevice(token.to_string());
-    state
-        .customer_partition(id)?
-        .registry
-        .request(id, msg)
-        .await
-        .map_err(naming(&ids))?;
+    delete_token(&state, &id, &token).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -208,27 +209,61 @@ async fn customer_event(
     web::Json(Fields(body)): JsonBody<EventBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.as_str();
-    let name = check_id(&body.name, "name")?.to_string();
-    if !body.data.is_null() && !body.data.is_object() {
-        return Err(ApiError::invalid_field("data must be an object"));
-    }
-    let msg = CustomerEvent {
-        name,
-        at: event_time(body.timestamp, &*state.clock, "timestamp")?,
-    };
-    let ids = [("customer", id)];
-    let converted = state
-        .customer_partition(id)?
-        .registry
-        .request_existing(id, msg)
-        .await
-        .map_err(naming(&ids))?;
+    let converted = record_event(&state, id, &body.name, &body.data, body.timestamp).await?;
     // The app is answered that the event was taken, nothing more: which
     // delivery converted is the backend's business.
     match caller {
         Caller::Backend => Ok(HttpResponse::Ok().json(json!({"converted_delivery_id": converted}))),
         Caller::App => Ok(super::status_ok()),
     }
+}
+
+/// Sends `msg` to customer `id`'s actor and waits until its change is
+/// durable; an engine `NotFound` names the customer.
+pub(super) async fn tell<M, T>(state: &AppState, id: &str, msg: M) -> Result<T, ApiError>
+where
+    M: Message<Result = Result<Ack<T>, EngineError>> + Clone + Send + 'static,
+    T: Send + 'static,
+    PersonActor: Handler<M>,
+    <PersonActor as Actor>::Context: ToEnvelope<PersonActor, M>,
+{
+    let ids = [("customer", id)];
+    let registry = &state.customer_partition(id)?.registry;
+    registry.request(id, msg).await.map_err(naming(&ids))
+}
+
+/// Removes device `token` from customer `id`.
+pub(super) async fn delete_token(state: &AppState, id: &str, token: &str) -> Result<(), ApiError> {
+    let ids = [("customer", id), ("device", token)];
+    let registry = &state.customer_partition(id)?.registry;
+    let msg = DeleteDevice(token.to_string());
+    registry.request(id, msg).await.map_err(naming(&ids))
+}
+
+/// Records event `name` (with `data`, which must be an object if given) of
+/// customer `id`, who must exist, at `timestamp` or now; answers the
+/// delivery it converted, if any.
+pub(super) async fn record_event(
+    state: &AppState,
+    id: &str,
+    name: &str,
+    data: &Value,
+    timestamp: Option<i64>,
+) -> Result<Option<String>, ApiError> {
+    let name = check_id(name, "name")?.to_string();
+    if !data.is_null() && !data.is_object() {
+        return Err(ApiError::invalid_field("data must be an object"));
+    }
+    let msg = CustomerEvent {
+        name,
+        at: event_time(timestamp, &*state.clock, "timestamp")?,
+    };
+    let ids = [("customer", id)];
+    let registry = &state.customer_partition(id)?.registry;
+    registry
+        .request_existing(id, msg)
+        .await
+        .map_err(naming(&ids))
 }
 
 /// Registers the routes.

@@ -13,20 +13,23 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{ApiKey, SdkKey, proof_if_given};
-use super::body::{Fields, JsonBody, Params, QueryOf};
+use super::body::{Fields, JsonBody, Params, QueryOf, float_seconds};
+use super::compat::Compat;
 use super::error::{ApiError, naming};
 use super::reach::{Scope, newest_page};
 use super::{AppState, Catalog, check_id, endpoint, event_time, page_limit};
 use crate::partition::Partition;
 use crate::store::DeliveryFilter;
 
-/// `POST /push/events` body.
+/// `POST /push/events` body (also Customer.io's, at `/api/v1/push/events`):
+/// its SDKs may send the time as a float.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReportBody {
     delivery_id: String,
     event: Report,
     device_id: String,
+    #[serde(default, deserialize_with = "float_seconds")]
     timestamp: Option<i64>,
 }
 
@@ -52,28 +55,47 @@ async fn push_event(
     let delivery_id = check_id(&body.delivery_id, "delivery_id")?;
     let device_id = check_id(&body.device_id, "device_id")?;
     let at = event_time(body.timestamp, &*state.clock, "timestamp")?;
+    // A report names its delivery and device; a proof, when the app sends
+    // one, must be that delivery's customer's.
+    let device = |d: &Delivery| -> Result<String, ApiError> {
+        proof_if_given(&req, caller, &d.customer_id)?;
+        Ok(device_id.to_string())
+    };
+    report_device(&state, delivery_id, body.event, at, device).await?;
+    Ok(super::status_ok())
+}
+
+/// Reports `report` at `at` for one device of delivery `delivery_id`:
+/// the one `device` picks from the stored delivery (or refuses it with).
+/// Answers the delivery's customer id; 404 for an unknown delivery.
+pub(super) async fn report_device(
+    state: &AppState,
+    delivery_id: &str,
+    report: Report,
+    at: i64,
+    device: impl FnOnce(&Delivery) -> Result<String, ApiError>,
+) -> Result<String, ApiError> {
     let partition = state.delivery_partition(delivery_id)?;
     let seen = partition
         .store
         .delivery_as_of(delivery_id)?
         .ok_or_else(|| ApiError::not_found("delivery", delivery_id))?;
+    let token = device(&seen.value)?;
     let customer = seen.value.customer_id.clone();
-    // A report names its delivery and device; a proof, when the app sends
-    // one, must be that delivery's customer's.
-    proof_if_given(&req, caller, &customer)?;
     let report = DeviceReport {
         delivery_id: delivery_id.to_string(),
-        token: device_id.to_string(),
-        report: body.event,
+        token,
+        report,
         at,
         seen: Some(Box::new(seen)),
     };
     let event = report.report.as_str();
-    let ids = [("delivery", delivery_id), ("device", device_id)];
+    let token = report.token.clone();
+    let ids = [("delivery", delivery_id), ("device", token.as_str())];
     let asked = partition.registry.request(&customer, report).await;
     asked.map_err(naming(&ids))?;
     metrics::counter!("pushd_reports_total", "event" => event).increment(1);
-    Ok(super::status_ok())
+    Ok(customer)
 }
 
 /// The names of messages, read from the catalog once per message per
@@ -174,12 +196,15 @@ fn stored_delivery(state: &AppState, id: &str) -> Result<(Delivery, Arc<Partitio
 async fn get_delivery(
     _: ApiKey,
     state: web::Data<AppState>,
+    compat: web::Data<Compat>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.as_str();
     let (d, _) = stored_delivery(&state, id)?;
     let name = MessageNames::new(&state.catalog).of(&d.message_id).await?;
-    Ok(HttpResponse::Ok().json(delivery_json(&d, name, true)))
+    let mut body = delivery_json(&d, name, true);
+    body["heuristic_reports"] = json!(compat.heuristic_reports(id));
+    Ok(HttpResponse::Ok().json(body))
 }
 
 async fn list_deliveries(
@@ -262,10 +287,15 @@ async fn retry_delivery(
     Ok(HttpResponse::Accepted().json(json!({"delivery_id": id})))
 }
 
-/// Registers the routes.
+/// Registers the routes: device reports at pushd's path and at
+/// Customer.io's Track API path (customerio-node's `trackPush`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint(
         "/push/events",
+        [(Method::POST, web::to(push_event))],
+    ))
+    .service(endpoint(
+        "/api/v1/push/events",
         [(Method::POST, web::to(push_event))],
     ))
     .service(endpoint(

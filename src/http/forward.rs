@@ -1,7 +1,8 @@
 //! Cluster mode: a request about one customer or one delivery goes to the
 //! node serving its partition. This middleware finds the partition from the
-//! path (`/v1/customers/{id}/...`, `/v1/deliveries/{id}[/retry]`) or, for a
-//! device report, from the body's `delivery_id`; when another node serves
+//! path (`/v1/customers/{id}/...`, `/v1/deliveries/{id}[/retry]`, and
+//! Customer.io's `/api/v1/customers/{id}/...`) or, for a device report
+//! (`/push/events`, `/api/v1/push/events`), from the body's `delivery_id`; when another node serves
 //! it, the request is forwarded there as it came and its answer passed
 //! back. Everything else (and a partition no node serves right now) is
 //! answered here. A send with many customers is split by the send handler
@@ -157,10 +158,11 @@ fn route_key(path: &str) -> Option<Key> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["v1", "customers", id, ..] if !id.is_empty() => Some(Key::Customer(decode(id)?)),
+        ["api", "v1", "customers", id, ..] if !id.is_empty() => Some(Key::Customer(decode(id)?)),
         ["v1", "deliveries", id] | ["v1", "deliveries", id, "retry"] if !id.is_empty() => {
             Some(Key::Delivery(decode(id)?))
         }
-        ["push", "events"] => Some(Key::ReportBody),
+        ["push", "events"] | ["api", "v1", "push", "events"] => Some(Key::ReportBody),
         _ => None,
     }
 }
@@ -182,4 +184,37 @@ async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, acti
 /// A payload of `bytes`, to put a read body back.
 fn bytes_payload(bytes: Bytes) -> actix_web::dev::Payload {
     actix_web::dev::Payload::from(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer(path: &str) -> Option<String> {
+        match route_key(path)? {
+            Key::Customer(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn customer_io_paths_route_like_pushds_own() {
+        assert_eq!(
+            customer("/v1/customers/c%201/devices").as_deref(),
+            Some("c 1")
+        );
+        assert_eq!(customer("/api/v1/customers/c1").as_deref(), Some("c1"));
+        assert_eq!(
+            customer("/api/v1/customers/c1/events").as_deref(),
+            Some("c1")
+        );
+        assert_eq!(customer("/api/customers/c1"), None);
+        for report in ["/push/events", "/api/v1/push/events"] {
+            assert!(
+                matches!(route_key(report), Some(Key::ReportBody)),
+                "{report}"
+            );
+        }
+        assert!(route_key("/ingest/v1/batch").is_none());
+    }
 }

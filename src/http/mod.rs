@@ -7,6 +7,7 @@ pub mod backpressure;
 mod backup;
 mod batch;
 mod body;
+pub mod compat;
 mod connections;
 mod customers;
 pub mod dashboard;
@@ -276,5 +277,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(events::routes)
         .configure(webhooks::routes)
         .configure(backup::routes)
+        .configure(compat::routes)
         .configure(dashboard::routes);
 }

@@ -20,6 +20,22 @@ pub struct PutCustomer {
     pub unsubscribed: bool,
 }
 
+/// Merge attributes into the customer, as an identify call does: the given
+/// keys replace the customer's, the others stay, and `unsubscribed` changes
+/// only when given. A customer that does not exist is created, unless
+/// `create` is false: then it is left so. Answers whether the customer is
+/// there now.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<Ack<bool>, EngineError>")]
+pub struct MergeCustomer {
+    /// Attributes to set.
+    pub attributes: Map<String, Value>,
+    /// Opted out, when given.
+    pub unsubscribed: Option<bool>,
+    /// Whether a customer that does not exist is created.
+    pub create: bool,
+}
+
 /// Create or replace the customer with exactly these devices (bulk import):
 /// all or nothing.
 #[derive(Message, Clone, Debug)]
