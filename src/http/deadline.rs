@@ -24,7 +24,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError, web};
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use super::{ApiError, AppState};
 
@@ -44,6 +44,7 @@ pub async fn enforce(
                 payload: Box::pin(Deadline {
                     payload,
                     timeout,
+                    due: None,
                     timer: None,
                     expired: expired.clone(),
                 }),
@@ -63,12 +64,25 @@ pub async fn enforce(
 }
 
 /// A body stream that fails once `timeout` has passed since its first
-/// poll, saying so in `expired`.
+/// poll, saying so in `expired`. The timer is set up only once the body
+/// keeps its reader waiting: a body that came with its head (most) is read
+/// without one.
 struct Deadline {
     payload: Payload,
     timeout: Duration,
+    /// When the body is due: `timeout` after the first poll.
+    due: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     expired: Rc<Cell<bool>>,
+}
+
+impl Deadline {
+    /// The error of a body past its deadline.
+    fn expire(&self) -> Poll<Option<Result<Bytes, PayloadError>>> {
+        self.expired.set(true);
+        let late = io::Error::new(io::ErrorKind::TimedOut, "the body did not arrive in time");
+        Poll::Ready(Some(Err(PayloadError::Io(late))))
+    }
 }
 
 impl Stream for Deadline {
@@ -77,14 +91,22 @@ impl Stream for Deadline {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         let timeout = this.timeout;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if timer.as_mut().poll(cx).is_ready() {
-            this.expired.set(true);
-            let late = io::Error::new(io::ErrorKind::TimedOut, "the body did not arrive in time");
-            return Poll::Ready(Some(Err(PayloadError::Io(late))));
+        let due = *this.due.get_or_insert_with(|| Instant::now() + timeout);
+        let late = match &mut this.timer {
+            Some(timer) => timer.as_mut().poll(cx).is_ready(),
+            None => Instant::now() >= due,
+        };
+        if late {
+            return this.expire();
         }
-        Pin::new(&mut this.payload).poll_next(cx)
+        let polled = Pin::new(&mut this.payload).poll_next(cx);
+        if polled.is_pending() && this.timer.is_none() {
+            let mut timer = Box::pin(tokio::time::sleep_until(due));
+            if timer.as_mut().poll(cx).is_ready() {
+                return this.expire();
+            }
+            this.timer = Some(timer);
+        }
+        polled
     }
 }
