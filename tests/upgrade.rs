@@ -109,6 +109,9 @@ async fn capture(d: &Daemon, keys: &Keys, deliveries: &[String]) -> Served {
     served
 }
 
+/// A webhook retry window (100 years) no fixture's events outlive.
+const NEVER_AGES: u64 = 100 * 365 * 24 * 3600;
+
 /// What moves with the wall clock on its own: a webhook's retry statistics
 /// (its worker keeps trying a dead receiver).
 const MOVING: [&str; 5] = [
@@ -227,6 +230,27 @@ async fn keyed_send(d: &Daemon, keys: &Keys) -> (u16, bool, Value) {
     (status, replayed, resp.json().await.unwrap())
 }
 
+/// Whether the fixture's keyed send is still within the idempotency
+/// window, judged by when the fixture was made (its webhooks' creation,
+/// seconds from the keyed call); `None` within ten minutes of the window's
+/// end, where either answer may come.
+fn key_remembered(fixture: &Fixture) -> Option<bool> {
+    let made = fixture.served["/v1/webhooks"]["body"]["webhooks"][0]["created_at"]
+        .as_i64()
+        .expect("the fixture's webhooks");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let age = now - made;
+    let window = pushd_actors::idempotency::WINDOW_MS / 1000;
+    match age {
+        a if a < window - 600 => Some(true),
+        a if a > window + 600 => Some(false),
+        _ => None,
+    }
+}
+
 async fn open_and_check(build: &str, name: &str) {
     let name = &format!("{build}/{name}");
     let fixture = read_fixture(name);
@@ -235,7 +259,15 @@ async fn open_and_check(build: &str, name: &str) {
     copy_dir(&fixtures().join(name).join("data"), &data);
     let fakes = fakes(dir.path(), FaultMix::default()).await;
     let keys = keys_of(&data);
-    let d = Daemon::launch(&data, &fakes.env());
+    // The fixture's records are dated when it was made: under the default
+    // windows (a webhook retries an event for a day, events are kept 30
+    // days, deliveries 180) they would go, and what the directory serves
+    // would change with the calendar.
+    let mut env = fakes.env();
+    env.push(("PUSHD_WEBHOOK_MAX_AGE_SECS", NEVER_AGES.to_string()));
+    env.push(("PUSHD_EVENT_RETENTION_DAYS", "36500".into()));
+    env.push(("PUSHD_DELIVERY_RETENTION_DAYS", "0".into()));
+    let d = Daemon::launch(&data, &env);
     let mut served = fixture.served.clone();
     if name.ends_with("killed") {
         for answer in served.values_mut() {
@@ -244,10 +276,27 @@ async fn open_and_check(build: &str, name: &str) {
     }
     assert_served(&served, &capture(&d, &keys, &fixture.deliveries).await);
 
-    // The keyed send is replayed as the old release answered it.
+    // The keyed send is replayed as the old release answered it while its
+    // key is remembered (a day from the call, which the fixture's making
+    // dates); past that the same call is a new send, as for any key.
     let (status, replayed, answer) = keyed_send(&d, &keys).await;
-    assert_eq!((status, replayed), (202, true), "{answer}");
-    assert_eq!(answer, fixture.keyed);
+    assert_eq!(status, 202, "{answer}");
+    match key_remembered(&fixture) {
+        Some(true) => {
+            assert!(replayed, "{answer}");
+            assert_eq!(answer, fixture.keyed);
+        }
+        Some(false) => {
+            assert!(!replayed, "{answer}");
+            assert_ne!(answer, fixture.keyed);
+            // Its new deliveries settle before the directory is compared
+            // across the restart below.
+            for sent in answer["deliveries"].as_array().unwrap() {
+                settled(&d, &keys, sent["delivery_id"].as_str().unwrap()).await;
+            }
+        }
+        None => {}
+    }
 
     // A report on an old delivery moves it on; a new send goes out.
     let c2_welcome = delivery_of(&fixture.keyed, "c2");
@@ -284,7 +333,7 @@ async fn open_and_check(build: &str, name: &str) {
         "opened"
     );
     assert_eq!(d.terminate(), Some(0));
-    let d = Daemon::launch(&data, &fakes.env());
+    let d = Daemon::launch(&data, &env);
     assert_served(&before, &capture(&d, &keys, &all).await);
     assert_takes_unproven_events(&d, &keys).await;
     drop(d);
