@@ -15,6 +15,7 @@
 //! compute. Without it the answer is `401` before anything is looked up,
 //! so it says nothing about whether the customer exists.
 
+use std::borrow::Cow;
 use std::future::{Ready, ready};
 
 use actix_web::http::StatusCode;
@@ -144,15 +145,18 @@ pub struct ForCustomer(pub Caller);
 
 /// The key the request carries: `Bearer <key>`, or Basic `site_id:key`
 /// whose user is the configured Customer.io site id.
-fn presented(req: &HttpRequest) -> Option<String> {
+///
+/// A bearer key is borrowed from the header: only a Basic one, decoded,
+/// is a new string.
+fn presented(req: &HttpRequest) -> Option<Cow<'_, str>> {
     let value = req.headers().get("authorization")?.to_str().ok()?;
     let (scheme, key) = value.split_once(' ')?;
     if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(key.trim().to_owned());
+        return Some(Cow::Borrowed(key.trim()));
     }
     let site_id = key_check(req).site_id.as_deref()?;
     let (user, password) = basic_credentials(value)?;
-    (user == site_id).then_some(password)
+    (user == site_id).then_some(Cow::Owned(password))
 }
 
 /// The user and password of an HTTP Basic `Authorization` value.
