@@ -12,12 +12,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { startDaemon } from '../support/daemon.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
@@ -44,7 +44,6 @@ const COUNTERS = ['sends', 'attempted', 'sent', 'delivered', 'opened', 'converte
 const RATES = ['delivered', 'opened', 'converted', 'opened_of_delivered'];
 
 let daemon;
-let daemonLog = '';
 let dataDir;
 let base;
 let browser;
@@ -186,33 +185,15 @@ before(async () => {
   assert.ok(fs.existsSync(BIN), `daemon binary ${BIN} (build it with cargo build, or set PUSHD_BIN)`);
   assert.ok(fs.existsSync(CHROMIUM), `Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pushd-browser-'));
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('PUSHD_')) delete env[k];
-  Object.assign(env, {
-    // Port 0: the system picks a free port, and the daemon prints it.
-    PUSHD_LISTEN: '127.0.0.1:0',
-    PUSHD_DATA_DIR: path.join(dataDir, 'data'),
+  daemon = await startDaemon(BIN, dataDir, {
     PUSHD_API_KEY: API_KEY,
     PUSHD_SDK_KEY: SDK_KEY,
     // The webhooks test points a webhook at a (closed) loopback port.
     PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true',
   });
-  // cwd is the empty temp dir, so no pushd.toml is found: defaults plus the env above.
-  daemon = spawn(BIN, ['serve'], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const keep = (b) => { daemonLog = (daemonLog + b.toString()).slice(-20_000); };
-  daemon.stdout.on('data', keep);
-  daemon.stderr.on('data', keep);
-  let exited = null;
-  daemon.on('exit', (code, sig) => { exited = `exited with ${code ?? sig}`; });
-
-  await until('the daemon to print its address', async () => {
-    if (exited) throw new Error(`daemon ${exited} before it listened:\n${daemonLog}`);
-    const m = daemonLog.match(/pushd listening on (http:\/\/\S+)/);
-    if (m) base = m[1];
-    return Boolean(m);
-  }, 30_000, 50);
+  base = daemon.base;
   await until('GET /healthz', async () => {
-    if (exited) throw new Error(`daemon ${exited} before it was healthy:\n${daemonLog}`);
+    daemon.alive();
     try {
       const r = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1000) });
       return r.status === 200;
@@ -241,17 +222,11 @@ before(async () => {
 
 after(async () => {
   await browser?.close().catch(() => {});
-  if (daemon && daemon.exitCode === null && daemon.signalCode === null) {
-    const gone = new Promise((r) => daemon.once('exit', r));
-    daemon.kill('SIGTERM');
-    const t = setTimeout(() => daemon.kill('SIGKILL'), 10_000);
-    await gone;
-    clearTimeout(t);
-  }
+  await daemon?.stop();
   if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
 }, { timeout: 30_000 });
 
-process.on('exit', () => { if (daemon && daemon.exitCode === null) daemon.kill('SIGKILL'); });
+process.on('exit', () => { if (daemon?.process.exitCode === null) daemon.process.kill('SIGKILL'); });
 
 // ---------------------------------------------------------------------------------------
 // Tests (they run in order and share the daemon, the data and the page)

@@ -16,7 +16,6 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http2 from 'node:http2';
@@ -26,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { TrackClient, PipelinesClient } from 'customerio-node';
 import { Analytics } from '@segment/analytics-node';
 import RudderAnalytics from '@rudderstack/rudder-sdk-node';
+import { startDaemon } from '../support/daemon.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
@@ -39,7 +39,6 @@ const MESSAGE = 'spring-sale';
 const CAMPAIGN = 'spring';
 
 let daemon;
-let daemonLog = '';
 let dataDir;
 let base;
 let apns;
@@ -53,7 +52,7 @@ async function until(what, check, timeoutMs = 20_000, everyMs = 25) {
   for (;;) {
     const got = await check();
     if (got) return got;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${daemonLog.slice(-3000)}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${daemon.log().slice(-3000)}`);
     await sleep(everyMs);
   }
 }
@@ -92,11 +91,7 @@ before(async () => {
   const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const keyFile = path.join(dataDir, 'apns.p8');
   fs.writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }));
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('PUSHD_')) delete env[k];
-  Object.assign(env, {
-    PUSHD_LISTEN: '127.0.0.1:0',
-    PUSHD_DATA_DIR: path.join(dataDir, 'data'),
+  daemon = await startDaemon(BIN, dataDir, {
     PUSHD_API_KEY: API_KEY,
     PUSHD_SDK_KEY: SDK_KEY,
     PUSHD_IDENTITY_VERIFICATION: 'off',
@@ -109,17 +104,7 @@ before(async () => {
     PUSHD_COMPAT_CUSTOMERIO_SITE_ID: SITE_ID,
     PUSHD_COMPAT_INGEST_WRITE_KEYS: `other-write-key-9,${WRITE_KEY}`,
   });
-  // cwd is the empty temp dir, so no pushd.toml is found: defaults plus the env above.
-  daemon = spawn(BIN, ['serve'], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const keep = (b) => { daemonLog = (daemonLog + b.toString()).slice(-20_000); };
-  daemon.stdout.on('data', keep);
-  daemon.stderr.on('data', keep);
-  let exited = null;
-  daemon.on('exit', (code, sig) => { exited = `exited with ${code ?? sig}`; });
-  base = await until('the daemon to print its address', async () => {
-    if (exited) throw new Error(`daemon ${exited} before it listened:\n${daemonLog}`);
-    return daemonLog.match(/pushd listening on (http:\/\/\S+)/)?.[1];
-  }, 30_000, 50);
+  base = daemon.base;
 
   const message = await api('PUT', `/v1/messages/${MESSAGE}`, {
     name: 'Spring sale', campaign_id: CAMPAIGN, title: 'Spring sale',
@@ -130,11 +115,7 @@ before(async () => {
 }, { timeout: 60_000 });
 
 after(async () => {
-  if (daemon && daemon.exitCode === null && daemon.signalCode === null) {
-    const exited = new Promise((r) => daemon.once('exit', r));
-    daemon.kill('SIGTERM');
-    await exited;
-  }
+  await daemon?.stop();
   apns?.close();
   if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
 });
