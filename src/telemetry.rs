@@ -61,7 +61,7 @@ pub const SERIES: [&str; 37] = [
 ];
 
 /// Why an ingested event could not be mapped (`pushd_ingest_unmapped_total`).
-const UNMAPPED_REASONS: [&str; 11] = [
+const UNMAPPED_REASONS: [&str; 12] = [
     "anonymous",
     "unknown_customer",
     "unknown_delivery",
@@ -73,6 +73,7 @@ const UNMAPPED_REASONS: [&str; 11] = [
     "no_token",
     "invalid_timestamp",
     "rejected",
+    "not_found",
 ];
 
 /// The series labelled by webhook id: listed (at zero) from the webhook's
