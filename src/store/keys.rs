@@ -66,10 +66,38 @@ pub fn erasing(id: &str) -> Vec<u8> {
     [erasing_prefix(), id.as_bytes().to_vec()].concat()
 }
 
-/// Appends `s` with its length in front.
-fn push_id(key: &mut Vec<u8>, s: &str) {
-    key.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    key.extend_from_slice(s.as_bytes());
+/// One piece of a key: raw bytes, or an id written with its length in
+/// front.
+#[derive(Clone, Copy)]
+enum Part<'a> {
+    Raw(&'a [u8]),
+    Id(&'a str),
+}
+
+impl Part<'_> {
+    fn len(self) -> usize {
+        match self {
+            Part::Raw(bytes) => bytes.len(),
+            Part::Id(id) => 4 + id.len(),
+        }
+    }
+}
+
+/// The key `parts` spell, in one allocation of its exact size: the drain
+/// builds several keys per changed delivery, and growing each as it is
+/// written cost a reallocation or two apiece.
+fn key(parts: &[Part<'_>]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        match *part {
+            Part::Raw(bytes) => key.extend_from_slice(bytes),
+            Part::Id(id) => {
+                key.extend_from_slice(&(id.len() as u32).to_be_bytes());
+                key.extend_from_slice(id.as_bytes());
+            }
+        }
+    }
+    key
 }
 
 /// A timestamp as bytes that sort like the signed number.
@@ -105,23 +133,29 @@ pub enum Index<'a> {
 impl Index<'_> {
     /// The prefix of this index value's entries; a delivery id follows it.
     pub fn prefix(&self) -> Vec<u8> {
+        self.entry(b"")
+    }
+
+    /// The entry of delivery `id` in this index value.
+    fn entry(&self, id: &[u8]) -> Vec<u8> {
         let (kind, value) = match self {
             Index::Customer(c) => (b'c', *c),
             Index::Message(m) => (b'm', *m),
             Index::Campaign(g) => (b'g', *g),
             Index::Status(s) => (b's', s.as_str()),
         };
-        let mut key = [INDEX, &[kind]].concat();
-        push_id(&mut key, value);
-        key
+        key(&[
+            Part::Raw(INDEX),
+            Part::Raw(&[kind]),
+            Part::Id(value),
+            Part::Raw(id),
+        ])
     }
 }
 
 /// The prefix of a customer's unsettled deliveries.
 pub fn unsettled_prefix(customer: &str) -> Vec<u8> {
-    let mut key = UNSETTLED.to_vec();
-    push_id(&mut key, customer);
-    key
+    key(&[Part::Raw(UNSETTLED), Part::Id(customer)])
 }
 
 /// The customer id of an unsettled-index key.
@@ -133,9 +167,7 @@ pub fn unsettled_customer(key: &[u8]) -> Option<String> {
 
 /// The prefix of a customer's deliveries by creation time.
 pub fn created_prefix(customer: &str) -> Vec<u8> {
-    let mut key = CREATED.to_vec();
-    push_id(&mut key, customer);
-    key
+    key(&[Part::Raw(CREATED), Part::Id(customer)])
 }
 
 /// Every index key a delivery has in its current state.
@@ -146,26 +178,29 @@ pub fn index_keys(d: &Delivery) -> Vec<Vec<u8>> {
 /// The index keys `d` had when its index state was `was` (its id,
 /// customer, message and creation time never change).
 pub fn index_keys_as(d: &Delivery, was: &Indexed) -> Vec<Vec<u8>> {
-    let mut keys: Vec<Vec<u8>> = [
-        Some(Index::Customer(&d.customer_id)),
-        Some(Index::Message(&d.message_id)),
-        was.campaign_id.as_deref().map(Index::Campaign),
-        Some(Index::Status(was.status)),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|i| [i.prefix(), d.id.as_bytes().to_vec()].concat())
-    .collect();
-    keys.push(
+    let id = d.id.as_bytes();
+    let mut keys = Vec::with_capacity(6);
+    keys.extend(
         [
-            created_prefix(&d.customer_id).as_slice(),
-            &time(d.created_at),
-            d.id.as_bytes(),
+            Some(Index::Customer(&d.customer_id)),
+            Some(Index::Message(&d.message_id)),
+            was.campaign_id.as_deref().map(Index::Campaign),
+            Some(Index::Status(was.status)),
         ]
-        .concat(),
+        .into_iter()
+        .flatten()
+        .map(|i| i.entry(id)),
     );
+    let customer = Part::Id(&d.customer_id);
+    let created = time(d.created_at);
+    keys.push(key(&[
+        Part::Raw(CREATED),
+        customer,
+        Part::Raw(&created),
+        Part::Raw(id),
+    ]));
     if was.pending {
-        keys.push([unsettled_prefix(&d.customer_id), d.id.as_bytes().to_vec()].concat());
+        keys.push(key(&[Part::Raw(UNSETTLED), customer, Part::Raw(id)]));
     }
     keys
 }
@@ -194,33 +229,31 @@ pub enum Counter<'a> {
 }
 
 impl Counter<'_> {
-    /// The counter's key, and the prefix of its series.
-    fn prefix(&self) -> Vec<u8> {
-        let (kind, id) = match self {
-            Counter::Message(m) => (b'm', *m),
-            Counter::Campaign(g) => (b'g', *g),
-        };
-        let mut key = [COUNTER, &[kind]].concat();
-        push_id(&mut key, id);
-        key
+    /// The kind and the id of its keys.
+    fn parts(&self) -> [Part<'_>; 2] {
+        match self {
+            Counter::Message(m) => [Part::Raw(b"m"), Part::Id(m)],
+            Counter::Campaign(g) => [Part::Raw(b"g"), Part::Id(g)],
+        }
     }
 
     /// Its key.
     pub fn key(&self) -> Vec<u8> {
-        self.prefix()
+        let [kind, id] = self.parts();
+        key(&[Part::Raw(COUNTER), kind, id])
     }
 }
 
 /// The prefix of a message's or a campaign's time series.
 pub fn series_prefix(counter: Counter<'_>) -> Vec<u8> {
-    [SERIES, &counter.prefix()[COUNTER.len()..]].concat()
+    let [kind, id] = counter.parts();
+    key(&[Part::Raw(SERIES), kind, id])
 }
 
 /// One minute of a message's or a campaign's time series.
 pub fn series(counter: Counter<'_>, minute: i64) -> Vec<u8> {
-    let mut key = series_prefix(counter);
-    key.extend_from_slice(&time(minute));
-    key
+    let [kind, id] = counter.parts();
+    key(&[Part::Raw(SERIES), kind, id, Part::Raw(&time(minute))])
 }
 
 /// The minute of a time-series key, given its series' prefix length.
@@ -253,6 +286,62 @@ mod tests {
         assert!(!ab.starts_with(&a) && !a.starts_with(&ab));
         let key = [unsettled_prefix("c/1"), b"D1".to_vec()].concat();
         assert_eq!(unsettled_customer(&key).as_deref(), Some("c/1"));
+    }
+
+    /// The layout is what every data directory holds: these bytes must
+    /// never change.
+    #[test]
+    fn keys_are_laid_out_as_stored() {
+        let t = time(60);
+        let id = |s: &str| [&(s.len() as u32).to_be_bytes()[..], s.as_bytes()].concat();
+        let d = Delivery {
+            id: "D1".into(),
+            customer_id: "ada".into(),
+            message_id: "m1".into(),
+            campaign_id: Some("spring".into()),
+            created_at: 60,
+            attempted_at: None,
+            content: None,
+            data: serde_json::Value::Null,
+            goal: None,
+            sends: Vec::new(),
+            state: pushd_actors::status::DeliveryState::new(Vec::new()),
+            failure_detail: None,
+        };
+        let was = Indexed {
+            status: MessageStatus::Sent,
+            campaign_id: Some("spring".into()),
+            pending: true,
+        };
+        let expected: Vec<Vec<u8>> = vec![
+            [b"i/c".as_slice(), &id("ada"), b"D1"].concat(),
+            [b"i/m".as_slice(), &id("m1"), b"D1"].concat(),
+            [b"i/g".as_slice(), &id("spring"), b"D1"].concat(),
+            [b"i/s".as_slice(), &id("sent"), b"D1"].concat(),
+            [b"t/".as_slice(), &id("ada"), &t, b"D1"].concat(),
+            [b"u/".as_slice(), &id("ada"), b"D1"].concat(),
+        ];
+        assert_eq!(index_keys_as(&d, &was), expected);
+        assert_eq!(
+            Index::Message("m1").prefix(),
+            [b"i/m".as_slice(), &id("m1")].concat()
+        );
+        assert_eq!(
+            created_prefix("ada"),
+            [b"t/".as_slice(), &id("ada")].concat()
+        );
+        assert_eq!(
+            unsettled_prefix("ada"),
+            [b"u/".as_slice(), &id("ada")].concat()
+        );
+        let (m, g) = (Counter::Message("m1"), Counter::Campaign("spring"));
+        assert_eq!(m.key(), [b"k/m".as_slice(), &id("m1")].concat());
+        assert_eq!(g.key(), [b"k/g".as_slice(), &id("spring")].concat());
+        assert_eq!(
+            series_prefix(g),
+            [b"s/g".as_slice(), &id("spring")].concat()
+        );
+        assert_eq!(series(m, 60), [b"s/m".as_slice(), &id("m1"), &t].concat());
     }
 
     #[test]
