@@ -100,7 +100,7 @@ impl LiquidRenderer {
         field: &str,
         text: &str,
         globals: &dyn liquid::ObjectView,
-        since: Started,
+        since: &Started,
     ) -> Result<String, RenderError> {
         // Plain text (no tag, no output) renders as itself.
         if !text.contains("{{") && !text.contains("{%") {
@@ -248,7 +248,8 @@ impl LiquidRenderer {
         globals: &dyn liquid::ObjectView,
     ) -> Result<Content, RenderError> {
         let since = Started::now();
-        let render = |field: &str, text: &str| self.render_one(limits, field, text, globals, since);
+        let render =
+            |field: &str, text: &str| self.render_one(limits, field, text, globals, &since);
         let mut options = message.push.clone();
         for (key, value) in options.data.iter_mut() {
             *value = render(&format!("push.data.{key}"), value)?;

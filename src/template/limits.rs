@@ -11,7 +11,7 @@
 //! render runs on one thread, and liquid's own runtime is not reachable
 //! from here.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -51,39 +51,38 @@ struct Budget {
     limits: Limits,
     iterations: u64,
     /// When the push's render started.
-    since: Started,
+    since: Instant,
+    /// The thread's CPU clock as first read during the push's render.
+    cpu: Option<Duration>,
+    /// The wall time since `since` at which to read the CPU clock next.
+    next_look: Duration,
     /// The limit exceeded, in words; kept, since liquid wraps errors.
     exceeded: Option<String>,
 }
+
+/// How many times within its CPU time limit a long render reads the CPU
+/// clock.
+const LOOKS: u32 = 16;
 
 thread_local! {
     static BUDGET: RefCell<Option<Budget>> = const { RefCell::new(None) };
 }
 
-/// When a push's render started, by this thread's CPU clock and the wall
-/// clock.
-#[derive(Clone, Copy, Debug)]
+/// When a push's render started, and this thread's CPU clock as first
+/// read during it (the fields of one push share its CPU time limit).
+#[derive(Debug)]
 pub struct Started {
-    cpu: Duration,
     wall: Instant,
+    cpu: Cell<Option<Duration>>,
 }
 
 impl Started {
     /// Now, on this thread.
     pub fn now() -> Self {
         Started {
-            cpu: thread_cpu(),
             wall: Instant::now(),
+            cpu: Cell::new(None),
         }
-    }
-
-    /// Whether this thread has used more than `max` of CPU time since. A
-    /// thread cannot use more CPU time than wall time passes, so the CPU
-    /// clock (a system call, where `Instant` reads the vDSO) is read only
-    /// once `max` of wall time has passed: an ordinary render, done in
-    /// microseconds, reads it once, at the start.
-    fn over(&self, max: Duration) -> bool {
-        self.wall.elapsed() > max && thread_cpu().saturating_sub(self.cpu) > max
     }
 }
 
@@ -103,18 +102,21 @@ fn thread_cpu() -> Duration {
 /// if it did.
 pub fn bounded<T>(
     limits: &Limits,
-    since: Started,
+    since: &Started,
     render: impl FnOnce() -> T,
 ) -> (T, Option<String>) {
     BUDGET.set(Some(Budget {
         limits: limits.clone(),
         iterations: 0,
-        since,
+        since: since.wall,
+        cpu: since.cpu.get(),
+        next_look: limits.max_render_cpu / LOOKS,
         exceeded: None,
     }));
     let out = render();
-    let exceeded = BUDGET.take().and_then(|b| b.exceeded);
-    (out, exceeded)
+    let budget = BUDGET.take();
+    since.cpu.set(budget.as_ref().and_then(|b| b.cpu));
+    (out, budget.and_then(|b| b.exceeded))
 }
 
 /// Applies `check` to the budget (none outside [`bounded`]), then checks
@@ -151,9 +153,25 @@ impl Budget {
             .then(|| format!("it makes more than {max} bytes of text (max_output_bytes {max})"))
     }
 
-    fn out_of_time(&self) -> Option<String> {
-        let ms = self.limits.max_render_cpu.as_millis();
-        (self.since.over(self.limits.max_render_cpu))
+    /// Whether the push's render has used more than `max_render_cpu` of
+    /// this thread's CPU time. A thread cannot use more CPU time than wall
+    /// time passes, so the CPU clock (a system call, where `Instant` reads
+    /// the vDSO) is read only every `max / LOOKS` of wall time, from the
+    /// first such moment on: an ordinary render, done in microseconds,
+    /// never reads it. The CPU time before the first reading is not
+    /// counted, so a render is stopped at most `2 max / LOOKS` past its
+    /// limit, and never before it.
+    fn out_of_time(&mut self) -> Option<String> {
+        let max = self.limits.max_render_cpu;
+        let elapsed = self.since.elapsed();
+        if elapsed < self.next_look {
+            return None;
+        }
+        self.next_look = elapsed + max / LOOKS;
+        let now = thread_cpu();
+        let first = *self.cpu.get_or_insert(now);
+        let ms = max.as_millis();
+        (now.saturating_sub(first) > max)
             .then(|| format!("it takes more than {ms} ms of CPU time (max_render_cpu_ms {ms})"))
     }
 }
