@@ -21,10 +21,10 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpResponse, ResponseError};
 use tokio::sync::watch;
 
-use super::{ApiError, AppState};
+use super::ApiError;
 use crate::journal::FileJournal;
 use crate::partition::Partitions;
 
@@ -122,24 +122,18 @@ fn refused(e: &ApiError) -> HttpResponse {
 
 /// Whether the request may change something: any method but GET and HEAD,
 /// outside the cluster's own reads.
-fn writes(req: &ServiceRequest) -> bool {
+pub(super) fn writes(req: &ServiceRequest) -> bool {
     !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         && !req.path().starts_with("/v1/cluster/")
 }
 
-/// The middleware: refuses a write the gate refuses, and answers 507 to a
-/// write under way once the journal's disk fills.
-pub async fn guard(
+/// Passes a write through `gate`: refused if the gate refuses it, and
+/// answered 507 while under way once the journal's disk fills.
+pub(super) async fn through(
+    gate: &WriteGate,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let gate = req
-        .app_data::<web::Data<AppState>>()
-        .filter(|_| writes(&req))
-        .map(|state| state.writes.clone());
-    let Some(gate) = gate else {
-        return Ok(next.call(req).await?.map_into_boxed_body());
-    };
     if let Some(e) = gate.refusal() {
         return Ok(req.into_response(refused(&e)));
     }

@@ -13,12 +13,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use actix_web::ResponseError;
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
-use actix_web::http::ConnectionType;
-use actix_web::middleware::Next;
+use actix_web::dev::{Extensions, ServiceRequest};
 use actix_web::rt::net::TcpStream;
+use actix_web::{HttpResponse, ResponseError};
 
 use super::ApiError;
 
@@ -146,30 +143,22 @@ impl Drop for Slot {
     }
 }
 
-/// Serves a reserve connection `/healthz` and `/metrics` only, answering
-/// anything else `503 too_many_connections`; either way it then closes.
-pub async fn gate(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let Some(max) = req
-        .conn_data::<Slot>()
+/// Whether the request came on a reserve connection (past `max`): such a
+/// connection is served `/healthz` and `/metrics` only, and then closed.
+pub(super) fn reserve_max(req: &ServiceRequest) -> Option<usize> {
+    req.conn_data::<Slot>()
         .filter(|slot| slot.reserve)
         .map(|slot| slot.shared.limit.max)
-    else {
-        return Ok(next.call(req).await?.map_into_boxed_body());
-    };
-    let mut res = if MONITORING.contains(&req.path()) {
-        next.call(req).await?.map_into_boxed_body()
-    } else {
-        metrics::counter!("pushd_http_connections_refused_total").increment(1);
-        let answer = ApiError::too_many_connections(max).error_response();
-        req.into_response(answer)
-    };
-    res.response_mut()
-        .head_mut()
-        .set_connection_type(ConnectionType::Close);
-    Ok(res)
+}
+
+/// The answer on a reserve connection to anything but monitoring:
+/// `503 too_many_connections`, or `None` to serve it.
+pub(super) fn refusal(req: &ServiceRequest, max: usize) -> Option<HttpResponse> {
+    if MONITORING.contains(&req.path()) {
+        return None;
+    }
+    metrics::counter!("pushd_http_connections_refused_total").increment(1);
+    Some(ApiError::too_many_connections(max).error_response())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! the cluster forwarder) was reading, and the connection closes.
 //!
 //! actix-web bounds only the request head (`client_request_timeout`);
-//! the body is read through the stream this middleware puts in its place.
+//! the body is read through the stream [`arm`] puts in its place.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -16,62 +16,70 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{BoxBody, MessageBody};
+use actix_web::body::BoxBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::ConnectionType;
-use actix_web::middleware::Next;
-use actix_web::{HttpMessage, ResponseError, web};
+use actix_web::{HttpMessage, ResponseError};
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
-use super::{ApiError, AppState};
+use super::ApiError;
 
-/// Puts the deadline on the request's body; answers 408 if it passed.
-pub async fn enforce(
-    mut req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let timeout = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.body_timeout);
+/// The deadline put on one request's body.
+pub(super) struct Armed {
+    timeout: Duration,
+    expired: Rc<Cell<bool>>,
+}
+
+/// Puts the deadline of `timeout` on the request's body.
+pub(super) fn arm(req: &mut ServiceRequest, timeout: Duration) -> Armed {
     let expired = Rc::new(Cell::new(false));
-    if let Some(timeout) = timeout {
-        match req.take_payload() {
-            Payload::None => {}
-            payload => req.set_payload(Payload::Stream {
-                payload: Box::pin(Deadline {
-                    payload,
-                    timeout,
-                    due: None,
-                    timer: None,
-                    expired: expired.clone(),
-                }),
+    match req.take_payload() {
+        Payload::None => {}
+        payload => req.set_payload(Payload::Stream {
+            payload: Box::pin(Deadline {
+                payload,
+                timeout,
+                due: None,
+                waited: false,
+                timer: None,
+                expired: expired.clone(),
             }),
+        }),
+    }
+    Armed { timeout, expired }
+}
+
+impl Armed {
+    /// `res`, or `408 request_timeout` (closing the connection) if the
+    /// body missed its deadline, whatever the handler answered.
+    pub(super) fn settle(self, res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+        if !self.expired.get() {
+            return res;
         }
+        metrics::counter!("pushd_http_body_timeouts_total").increment(1);
+        let mut answer = ApiError::request_timeout(self.timeout.as_secs()).error_response();
+        answer.head_mut().set_connection_type(ConnectionType::Close);
+        let (req, _) = res.into_parts();
+        ServiceResponse::new(req, answer)
     }
-    let res = next.call(req).await?.map_into_boxed_body();
-    if !expired.get() {
-        return Ok(res);
-    }
-    metrics::counter!("pushd_http_body_timeouts_total").increment(1);
-    let secs = timeout.unwrap_or_default().as_secs();
-    let mut answer = ApiError::request_timeout(secs).error_response();
-    answer.head_mut().set_connection_type(ConnectionType::Close);
-    let (req, _) = res.into_parts();
-    Ok(ServiceResponse::new(req, answer))
 }
 
 /// A body stream that fails once `timeout` has passed since its first
 /// poll, saying so in `expired`. The timer is set up only once the body
-/// keeps its reader waiting: a body that came with its head (most) is read
-/// without one.
+/// keeps its reader waiting twice: the server hands a body that came with
+/// its head (most) to its reader just after the reader first asks, so such
+/// a body is read without one.
 struct Deadline {
     payload: Payload,
     timeout: Duration,
     /// When the body is due: `timeout` after the first poll.
     due: Option<Instant>,
+    /// Whether the reader has been kept waiting once (and woken again, to
+    /// look once more before a timer is set up).
+    waited: bool,
     timer: Option<Pin<Box<Sleep>>>,
     expired: Rc<Cell<bool>>,
 }
@@ -100,7 +108,12 @@ impl Stream for Deadline {
             return this.expire();
         }
         let polled = Pin::new(&mut this.payload).poll_next(cx);
-        if polled.is_pending() && this.timer.is_none() {
+        if polled.is_pending() && !this.waited {
+            // The reader is polled again at once: a body on its way from
+            // the connection's buffer is there by then, with no timer set.
+            this.waited = true;
+            cx.waker().wake_by_ref();
+        } else if polled.is_pending() && this.timer.is_none() {
             let mut timer = Box::pin(tokio::time::sleep_until(due));
             if timer.as_mut().poll(cx).is_ready() {
                 return this.expire();

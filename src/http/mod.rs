@@ -11,11 +11,12 @@ pub mod compat;
 mod connections;
 mod customers;
 pub mod dashboard;
-pub mod deadline;
+mod deadline;
 mod deliveries;
 mod error;
 mod events;
 pub mod forward;
+pub mod intake;
 mod messages;
 mod openapi;
 mod push_options;
@@ -37,7 +38,7 @@ use serde_json::json;
 
 pub use auth::{CUSTOMER_AUTH, KeyCheck, Keys};
 pub use body::extractors;
-pub use connections::{ConnectionLimit, Connections, gate};
+pub use connections::{ConnectionLimit, Connections};
 pub use error::{ApiError, contract_body};
 pub use reach::Catalog;
 
