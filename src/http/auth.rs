@@ -19,7 +19,9 @@ use std::borrow::Cow;
 use std::future::{Ready, ready};
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderName;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use quick_cache::sync::Cache;
 use ring::hmac;
 use ring::rand::SystemRandom;
 use subtle::ConstantTimeEq;
@@ -30,6 +32,10 @@ use crate::keys::{identity_key, identity_secret};
 
 /// The header an app sends its customer's identity proof in.
 pub const CUSTOMER_AUTH: &str = "Pushd-Customer-Auth";
+
+/// Customers whose proof is remembered once found right (about 100 bytes
+/// each).
+const VERIFIED_PROOFS: usize = 16_384;
 
 /// The two keys.
 #[derive(Clone, Debug)]
@@ -51,6 +57,10 @@ pub struct KeyCheck {
     /// The identity secret as an HMAC key (set up once, not per call),
     /// when SDK-key calls must prove their customer.
     identity: Option<hmac::Key>,
+    /// Proofs lately found right, by customer id: an app sends the same
+    /// proof with each of its customer's reports, and comparing it with
+    /// the one found right costs a small part of an HMAC.
+    verified: Cache<String, [u8; 32]>,
     /// The Customer.io site id a Basic credential's user must be.
     site_id: Option<String>,
 }
@@ -68,19 +78,32 @@ impl KeyCheck {
             hmac,
             identity: (identity == IdentityVerification::Required)
                 .then(|| identity_key(&identity_secret(&keys.api))),
+            verified: Cache::new(VERIFIED_PROOFS),
             site_id,
         }
     }
 
     /// Whether `proof` is `customer_id`'s; true when verification is off.
-    /// ring's `verify` compares in the same time wherever the proof differs.
-    fn vouches(&self, customer_id: &str, proof: Option<&str>) -> bool {
+    /// Both comparisons (with a proof found right before, and ring's
+    /// `verify`) take the same time wherever the proof differs; a wrong
+    /// proof always goes through the HMAC, so how long a call takes says
+    /// nothing about another customer's proof.
+    fn vouches(&self, customer_id: &str, proof: Option<&[u8]>) -> bool {
         let Some(key) = &self.identity else {
             return true;
         };
-        proof
-            .and_then(proof_bytes)
-            .is_some_and(|tag| hmac::verify(key, customer_id.as_bytes(), &tag).is_ok())
+        let Some(tag) = proof.and_then(proof_bytes) else {
+            return false;
+        };
+        let known = self.verified.get(customer_id);
+        if known.is_some_and(|known| bool::from(known.ct_eq(&tag))) {
+            return true;
+        }
+        let right = hmac::verify(key, customer_id.as_bytes(), &tag).is_ok();
+        if right {
+            self.verified.insert(customer_id.to_owned(), tag);
+        }
+        right
     }
 
     /// Which key `given` is, if any.
@@ -97,18 +120,26 @@ impl KeyCheck {
 
 /// The 32 bytes a proof's 64 hex digits (either case) spell, if they do.
 /// Written here rather than taken from a hex crate: it is the only hex
-/// pushd reads, and these few lines decode it without allocating.
-fn proof_bytes(proof: &str) -> Option<[u8; 32]> {
-    let digits = proof.as_bytes();
-    if digits.len() != 64 {
-        return None;
-    }
+/// pushd reads, and these few lines decode it without allocating (it runs
+/// on every report that carries a proof, so a digit is a match, not a
+/// `char` conversion).
+fn proof_bytes(proof: &[u8]) -> Option<[u8; 32]> {
+    let digits: &[u8; 64] = proof.try_into().ok()?;
     let mut bytes = [0u8; 32];
     for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-        let digit = |d: u8| char::from(d).to_digit(16);
-        *byte = u8::try_from((digit(pair[0])? << 4) | digit(pair[1])?).ok()?;
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Some(bytes)
+}
+
+/// The value of one hex digit.
+fn nibble(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// A key the request carried.
@@ -196,9 +227,10 @@ fn check(req: &HttpRequest, allow_sdk: bool) -> Result<Caller, ApiError> {
 }
 
 /// The request's `Pushd-Customer-Auth`, if it carries one.
-fn customer_auth(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(CUSTOMER_AUTH)?.to_str().ok()?;
-    Some(value.trim())
+fn customer_auth(req: &HttpRequest) -> Option<&[u8]> {
+    /// [`CUSTOMER_AUTH`] as a header name made once, not parsed per call.
+    static NAME: HeaderName = HeaderName::from_static("pushd-customer-auth");
+    Some(req.headers().get(&NAME)?.as_bytes().trim_ascii())
 }
 
 /// Checks that an SDK-key call speaks for `customer_id`: with
@@ -209,7 +241,17 @@ pub(super) fn speaks_for(
     caller: Caller,
     customer_id: &str,
 ) -> Result<(), ApiError> {
-    match caller == Caller::Backend || key_check(req).vouches(customer_id, customer_auth(req)) {
+    speaks_with(req, caller, customer_id, customer_auth(req))
+}
+
+/// Checks that a call carrying `proof` (or none) speaks for `customer_id`.
+fn speaks_with(
+    req: &HttpRequest,
+    caller: Caller,
+    customer_id: &str,
+    proof: Option<&[u8]>,
+) -> Result<(), ApiError> {
+    match caller == Caller::Backend || key_check(req).vouches(customer_id, proof) {
         true => Ok(()),
         false => Err(wrong_proof()),
     }
@@ -224,7 +266,7 @@ pub fn proof_if_given(
     customer_id: &str,
 ) -> Result<(), ApiError> {
     match customer_auth(req) {
-        Some(_) => speaks_for(req, caller, customer_id),
+        Some(proof) => speaks_with(req, caller, customer_id, Some(proof)),
         None => Ok(()),
     }
 }
@@ -304,13 +346,13 @@ mod tests {
         let check = KeyCheck::new(&keys, IdentityVerification::Required, None);
         let secret = identity_secret(&keys.api);
         let proof = identity_proof(&secret, "c1");
-        assert!(check.vouches("c1", Some(&proof)));
-        assert!(check.vouches("c1", Some(&proof.to_ascii_uppercase())));
-        assert!(!check.vouches("c2", Some(&proof)));
+        assert!(check.vouches("c1", Some(proof.as_bytes())));
+        assert!(check.vouches("c1", Some(proof.to_ascii_uppercase().as_bytes())));
+        assert!(!check.vouches("c2", Some(proof.as_bytes())));
         assert!(!check.vouches("c1", None));
-        assert!(!check.vouches("c1", Some("")));
+        assert!(!check.vouches("c1", Some(b"")));
         let under_sdk_key = identity_proof(&identity_secret(&keys.sdk), "c1");
-        assert!(!check.vouches("c1", Some(&under_sdk_key)));
+        assert!(!check.vouches("c1", Some(under_sdk_key.as_bytes())));
         // Malformed proofs: short, long, not hex, or hex with a sign that
         // a lax parser would take.
         let malformed = [
@@ -320,8 +362,13 @@ mod tests {
             format!("+{}", &proof[1..]),
         ];
         for bad in &malformed {
-            assert!(!check.vouches("c1", Some(bad)), "{bad:?}");
+            assert!(!check.vouches("c1", Some(bad.as_bytes())), "{bad:?}");
         }
+        // Once c1's proof is remembered, another customer's well-formed
+        // proof is still refused for c1, and c1's own still taken.
+        assert!(!check.vouches("c1", Some(identity_proof(&secret, "c2").as_bytes())));
+        assert!(check.vouches("c1", Some(proof.as_bytes())));
+        assert!(check.vouches("c2", Some(identity_proof(&secret, "c2").as_bytes())));
     }
 
     #[test]
