@@ -61,6 +61,7 @@ pub async fn run<P>(
     let (early_elapsed, early_cpu) = healthz_calls(api, pid, calls / 2).await?;
     let started = start()?;
     let syncs = Syncs::read(api).await?;
+    eprintln!("[reports] sending {calls} reports");
     let t0 = Instant::now();
     let sent = stream::iter(deliveries.iter().flat_map(|(d, i)| {
         [ios_token(*i), android_token(*i)].map(|token| device_reports(api, d, token, *i))
@@ -69,6 +70,7 @@ pub async fn run<P>(
     .try_fold(0, |n, k| std::future::ready(Ok(n + k)));
     let (reports, cpu) = cpu::measure(Some(pid), sent).await?;
     let elapsed = t0.elapsed();
+    eprintln!("[reports] {reports} reports answered; /healthz next");
     let syncs = Syncs::read(api).await?.since(syncs);
     stop(started);
     let (late_elapsed, late_cpu) = healthz_calls(api, pid, calls - calls / 2).await?;
