@@ -319,3 +319,33 @@ async fn the_data_directory_is_private_whatever_the_umask() {
         assert_eq!(mode, want, "{} is {mode:o}", path.display());
     }
 }
+
+/// A second daemon on a data directory another one serves stops at once,
+/// saying the directory is in use and what to do, and the first one goes
+/// on serving.
+#[tokio::test]
+async fn a_second_daemon_on_the_same_data_directory_says_it_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Daemon::start(&data, &[]);
+    let out = pushd(
+        dir.path(),
+        &["serve"],
+        &[
+            ("PUSHD_LISTEN", "127.0.0.1:0"),
+            ("PUSHD_DATA_DIR", data.to_str().unwrap()),
+            ("PUSHD_API_KEY", "a-second-api-key-0123456789"),
+            ("PUSHD_SDK_KEY", "a-second-sdk-key-0123456789"),
+        ],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(
+        err.contains("another pushd") && err.contains("--data-dir"),
+        "{err}"
+    );
+    assert!(!err.contains("WouldBlock"), "{err}");
+    let (status, _) = first.call("GET", "/v1/messages", None).await;
+    assert_eq!(status, 200);
+}

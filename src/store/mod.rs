@@ -265,13 +265,24 @@ fn identity_default(db: &sled::Db, fresh: bool) -> Result<bool, Error> {
 }
 
 fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
-    let db = sled::Config::new()
+    let opened = sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
         // Checkpoints flush; sled's own timer would only add writes.
         .flush_every_ms(None)
-        .open()?;
-    Ok(db)
+        .open();
+    match opened {
+        // sled locks its database file and, when another process holds the
+        // lock, says so only in its message (sled 0.34's words; the startup
+        // test checks them).
+        Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+            Err(Error::Format(format!(
+                "{} is in use by another process (is another pushd running on this data                  directory?): stop it first, or give this one its own --data-dir",
+                path.display()
+            )))
+        }
+        opened => Ok(opened?),
+    }
 }
 
 impl Store for SledStore {
