@@ -178,7 +178,7 @@ impl FailureReason {
     pub fn message(self) -> &'static str {
         match self {
             FailureReason::LiquidVariableMissing => {
-                "The customer has no value for a variable the message uses; add the attribute or a fallback (| default)."
+                "A variable the message uses has no value: add the customer attribute (customer.*) or the send's data field (event.*) it names, or a fallback (| default)."
             }
             FailureReason::LiquidSyntax => {
                 "The message template does not parse; fix its Liquid syntax."

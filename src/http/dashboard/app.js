@@ -37,8 +37,8 @@ const STATUS_TEXT = {
 export const FAILURES = {
   liquid_variable_missing: {
     title: 'Liquid error: variable is missing',
-    means: 'The recipient has no value for a variable used in the message. For example, if the message uses {{customer.email}} and the customer has no email attribute, the message fails.',
-    fix: 'Check the variable name in the message\u2019s title, body and deep link, and either give it a fallback (for example {{customer.first_name | default: "there"}}) or set the attribute on the customer. Then retry the delivery.',
+    means: 'A variable used in the message has no value. For example, if the message uses {{customer.email}} and the customer has no email attribute, or {{event.order}} and the send\u2019s data has no order, the message fails.',
+    fix: 'Check the variable name in the message\u2019s title, body and deep link, and either give it a fallback (for example {{customer.first_name | default: "there"}}), set the attribute on the customer (customer.*), or send the field in the send\u2019s data (event.*). Then retry the delivery.',
   },
   liquid_syntax: {
     title: 'Liquid error: syntax',
