@@ -50,22 +50,33 @@ impl ApnsClient {
         config: &ApnsConfig,
         options: &ClientOptions,
     ) -> Result<ApnsClient, CredentialsError> {
-        let path = config
-            .key_file
-            .as_deref()
-            .ok_or(CredentialsError::Missing("APNs key_file"))?;
-        let key_id = config
-            .key_id
-            .clone()
-            .ok_or(CredentialsError::Missing("APNs key_id"))?;
-        let team_id = config
-            .team_id
-            .clone()
-            .ok_or(CredentialsError::Missing("APNs team_id"))?;
-        let topic = config
-            .topic
-            .clone()
-            .ok_or(CredentialsError::Missing("APNs topic"))?;
+        let settings = [
+            ("key_file", config.key_file.is_some()),
+            ("key_id", config.key_id.is_some()),
+            ("team_id", config.team_id.is_some()),
+            ("topic", config.topic.is_some()),
+        ];
+        let (Some(path), Some(key_id), Some(team_id), Some(topic)) = (
+            config.key_file.as_deref(),
+            config.key_id.clone(),
+            config.team_id.clone(),
+            config.topic.clone(),
+        ) else {
+            // Every missing item at once: a half-done [apns] is fixed in
+            // one go, not one restart per setting.
+            let missing: Vec<&str> = settings
+                .iter()
+                .filter(|(_, set)| !set)
+                .map(|(name, _)| *name)
+                .collect();
+            return Err(match missing.len() == settings.len() {
+                true => CredentialsError::Missing("APNs key_file".into()),
+                false => CredentialsError::Incomplete(format!(
+                    "[apns] lacks {} (or their PUSHD_APNS_* variables)",
+                    missing.join(", ")
+                )),
+            });
+        };
         let pem = CredentialsError::read(path)?;
         let invalid = |message: String| CredentialsError::invalid(path, message);
         let key = EncodingKey::from_ec_pem(&pem).map_err(|e| invalid(e.to_string()))?;
@@ -336,5 +347,27 @@ impl JwtSigner {
         if cached.as_ref().is_some_and(|(jwt, _)| &**jwt == stale) {
             *cached = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing set is "not configured"; some set is an incomplete setup
+    /// naming every missing item, so one edit fixes it.
+    #[test]
+    fn an_incomplete_apns_setup_names_every_missing_setting() {
+        let none = ApnsClient::from_config(&ApnsConfig::default())
+            .err()
+            .unwrap();
+        assert!(matches!(none, CredentialsError::Missing(_)), "{none}");
+        let half = ApnsConfig {
+            team_id: Some("T1".into()),
+            ..ApnsConfig::default()
+        };
+        let e = ApnsClient::from_config(&half).err().unwrap().to_string();
+        assert!(e.contains("key_file, key_id, topic"), "{e}");
+        assert!(!e.contains("team_id"), "{e}");
     }
 }

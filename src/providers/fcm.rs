@@ -82,7 +82,7 @@ impl FcmClient {
         let path = config
             .service_account_file
             .as_deref()
-            .ok_or(CredentialsError::Missing("FCM service_account_file"))?;
+            .ok_or(CredentialsError::Missing("FCM service_account_file".into()))?;
         let text = CredentialsError::read(path)?;
         let invalid = |message: String| CredentialsError::invalid(path, message);
         let account: ServiceAccount =

@@ -114,7 +114,11 @@ impl Default for ClientOptions {
 pub enum CredentialsError {
     /// A required setting is absent.
     #[error("no {0} configured")]
-    Missing(&'static str),
+    Missing(String),
+    /// Some of the settings a provider needs are set, not all: each
+    /// missing one is named.
+    #[error("incomplete settings: {0}")]
+    Incomplete(String),
     /// The key or service-account file cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
