@@ -9,8 +9,9 @@
 //! `perf record` on the daemon during the sends phase; `--webhook` runs it
 //! with a webhook taking every event. `--cluster N` runs only the sends and
 //! reports phases, through a cluster of one node and then of N nodes (see
-//! `cluster.rs`).
+//! `cluster.rs`); `--node-cpus C` caps each node at C cores (`cgroup.rs`).
 
+mod cgroup;
 mod cluster;
 mod cpu;
 mod daemon;
@@ -21,6 +22,7 @@ mod recovery;
 mod reports;
 mod sends;
 mod stats;
+mod usage;
 mod webhook;
 mod workload;
 
@@ -92,17 +94,40 @@ fn main() -> Res<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    if let Some(at) = args.iter().position(|a| a == "--cluster") {
-        let nodes: usize = args
-            .get(at + 1)
-            .and_then(|n| n.parse().ok())
-            .ok_or("--cluster takes a node count, e.g. --cluster 3")?;
+    let node_cpus = flag_value(&args, "--node-cpus", "a share of a core, e.g. 0.4")?;
+    if let Some(nodes) = flag_value::<usize>(&args, "--cluster", "a node count, e.g. 3")? {
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load");
         std::fs::create_dir_all(&out)?;
-        let customers = sizes.customers / 2;
-        return runtime.block_on(cluster::run(nodes, customers, &out));
+        // Per node: as many customers as the sends phase's.
+        let customers = sizes.customers;
+        let setup = cluster::Setup {
+            nodes,
+            customers,
+            node_cpus,
+            profile: profile.then_some(graph),
+            direct: args.iter().any(|a| a == "--direct"),
+        };
+        return runtime.block_on(cluster::run(setup, &out));
+    }
+    if node_cpus.is_some() {
+        return Err("--node-cpus caps the nodes of --cluster N; give both".into());
     }
     runtime.block_on(run(sizes, profile.then_some(graph), webhook))
+}
+
+/// The value after `flag`, if given: `what` says what it must be.
+fn flag_value<T: std::str::FromStr + PartialOrd + Default>(
+    args: &[String],
+    flag: &str,
+    what: &str,
+) -> Res<Option<T>> {
+    let Some(at) = args.iter().position(|a| a == flag) else {
+        return Ok(None);
+    };
+    match args.get(at + 1).and_then(|v| v.parse::<T>().ok()) {
+        Some(v) if v > T::default() => Ok(Some(v)),
+        _ => Err(format!("{flag} takes {what}").into()),
+    }
 }
 
 /// `profile`: `None` for no profile, else whether to record call graphs.
