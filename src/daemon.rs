@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use pushd_actors::engine::{EngineError, PartitionTag, Ports};
 use pushd_actors::ports::{Clock, OsEntropy, Store, SystemClock};
 use pushd_actors::registry::Registry;
@@ -108,9 +107,8 @@ pub async fn serve_with(
         return crate::cluster::serve::run(config, listener, clock, banner).await;
     }
     let keys = keys::resolve(&config)?;
-    let prometheus = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| ServeError::Metrics(e.to_string()))?;
+    let prometheus =
+        crate::telemetry::install_recorder().map_err(|e| ServeError::Metrics(e.to_string()))?;
     crate::telemetry::register();
     let persistence = Persistence::open(
         &config.data_dir,

@@ -46,7 +46,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon (HTTP API, engine, providers) until SIGTERM/SIGINT.
-    Serve(Box<Overrides>),
+    Serve(Box<ServeArgs>),
     /// Print the API key and the SDK key as shell exports
     /// (`eval "$(pushd keys)"`), with where each is kept.
     Keys(Box<Overrides>),
@@ -56,6 +56,20 @@ enum Command {
     Restore(Box<RestoreArgs>),
     /// Run the daemon with fake APNs/FCM and a simulated device fleet.
     Demo(pushd::demo::DemoArgs),
+}
+
+/// `pushd serve`: the configuration, and whether to send to simulated
+/// providers.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Send to fake APNs and FCM that this process runs on loopback, not to
+    /// Apple and Google: every push is accepted, except to a token starting
+    /// with `dead`, which bounces. For trying the API and the dashboard;
+    /// NOT for production (no phone receives anything)
+    #[arg(long)]
+    simulated_providers: bool,
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 /// `pushd restore FILE`: the archive, and the configuration that names the
@@ -68,14 +82,34 @@ struct RestoreArgs {
     overrides: Overrides,
 }
 
-fn serve(overrides: Overrides) -> Result<(), String> {
-    let config = overrides.load().map_err(|e| e.to_string())?;
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut config = args.overrides.load().map_err(|e| e.to_string())?;
     // Bind before anything else: a taken port fails before keys or a data
     // directory are created.
     let listener = pushd::daemon::bind(&config).map_err(|e| e.to_string())?;
-    actix_web::rt::System::new()
-        .block_on(pushd::daemon::serve(config, listener))
-        .map_err(|e| e.to_string())
+    actix_web::rt::System::new().block_on(async move {
+        // Their credentials live as long as they do, outside the data
+        // directory (which holds nothing of theirs).
+        let credentials = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let _fakes = match args.simulated_providers {
+            true => {
+                let fakes = pushd::sim::FakeProviders::simulated(credentials.path())
+                    .await
+                    .map_err(|e| format!("cannot start the simulated providers: {e}"))?;
+                fakes.serve_every_app(&mut config);
+                tracing::warn!(
+                    "SIMULATED PROVIDERS: pushes go to fake APNs and FCM in this process, not to \
+                     Apple or Google, and no phone receives them (tokens starting with `dead` \
+                     bounce); not for production"
+                );
+                Some(fakes)
+            }
+            false => None,
+        };
+        pushd::daemon::serve(config, listener)
+            .await
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn keys(overrides: Overrides) -> Result<(), String> {
@@ -124,7 +158,7 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {
-        Command::Serve(overrides) => serve(*overrides),
+        Command::Serve(args) => serve(*args),
         Command::Keys(overrides) => keys(*overrides),
         Command::Restore(args) => restore(*args),
         Command::Demo(args) => actix_web::rt::System::new()

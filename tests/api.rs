@@ -49,6 +49,13 @@ async fn health_and_prometheus_need_no_key_and_every_series_is_listed_from_the_s
         .await
         .unwrap();
     assert!(text.contains("pushd_deliveries_created_total 1"), "{text}");
+    // Timings are histograms (buckets add up across nodes), not summaries.
+    assert!(
+        text.contains("# TYPE pushd_journal_sync_seconds histogram")
+            && text.contains("pushd_journal_sync_seconds_bucket{le=\"0.001\"}")
+            && !text.contains("quantile="),
+        "{text}"
+    );
 }
 
 #[tokio::test]

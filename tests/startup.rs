@@ -349,3 +349,48 @@ async fn a_second_daemon_on_the_same_data_directory_says_it_is_in_use() {
     let (status, _) = first.call("GET", "/v1/messages", None).await;
     assert_eq!(status, 200);
 }
+
+/// The README's walkthrough runs against `serve --simulated-providers`:
+/// pushes reach fake APNs and FCM over the wire and come back `sent`, a
+/// token starting with `dead` bounces, and reports move the delivery on as
+/// in production.
+#[tokio::test]
+async fn simulated_providers_send_bounce_a_dead_token_and_take_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with_args(&dir.path().join("data"), &["--simulated-providers"], &[]);
+    let live = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let dead = format!("dead{}", "0".repeat(60));
+    d.customer(
+        "c1",
+        json!({"first_name": "Ada"}),
+        &[(live, "ios"), (&dead, "ios"), ("fcm-token-1", "android")],
+    )
+    .await;
+    d.message("welcome", "onboarding", "Hi {{customer.first_name}}")
+        .await;
+    let id = d.send("welcome", &["c1"]).await.remove(0);
+    let settled = |v: &serde_json::Value| {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|dev| dev["status"] != "attempted")
+    };
+    let v = d.delivery_until(&id, settled).await;
+    let status_of = |token: &str| {
+        let devices = v["devices"].as_array().unwrap();
+        let dev = devices.iter().find(|dev| dev["token"] == token).unwrap();
+        dev["status"].as_str().unwrap().to_string()
+    };
+    assert_eq!(status_of(live), "sent", "{v}");
+    assert_eq!(status_of("fcm-token-1"), "sent", "{v}");
+    assert_eq!(status_of(&dead), "bounced", "{v}");
+    assert_eq!(v["status"], "sent", "{v}");
+    let report = json!({"delivery_id": id, "event": "opened", "device_id": live});
+    let (status, body) = d
+        .call_as(support::SDK_KEY, "POST", "/push/events", Some(report))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let v = d.delivery_until(&id, |v| v["status"] == "opened").await;
+    assert_eq!(v["status"], "opened", "{v}");
+}

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use metrics_exporter_prometheus::PrometheusBuilder;
 use pushd_actors::ports::Clock;
 use pushd_actors::registry::Shards;
 
@@ -44,9 +43,8 @@ pub async fn run(
     let keys = keys::resolve(&config)?;
     let listening = listener.local_addr()?.to_string();
     let settings = config.cluster.settings(&listening)?;
-    let prometheus = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| ServeError::Metrics(e.to_string()))?;
+    let prometheus =
+        crate::telemetry::install_recorder().map_err(|e| ServeError::Metrics(e.to_string()))?;
     crate::telemetry::register();
     crate::telemetry::register_cluster();
     let background = Background(Some(

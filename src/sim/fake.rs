@@ -83,6 +83,10 @@ pub struct FaultMix {
     pub goaway_every: Option<usize>,
     /// Share of requests after which their connection is closed gracefully.
     pub goaway: f64,
+    /// Tokens starting with this are always answered "unregistered" (the
+    /// app was uninstalled): how `pushd serve --simulated-providers` shows
+    /// a bounce.
+    pub unregistered_prefix: Option<String>,
 }
 
 /// One push a fake accepted.
@@ -250,6 +254,14 @@ impl Recorder {
                 };
             }
             None => {}
+        }
+        if let Some(prefix) = &self.mix.unregistered_prefix
+            && token.starts_with(prefix.as_str())
+        {
+            return Decision {
+                delay: self.mix.latency,
+                fault: Some(Fault::Unregistered),
+            };
         }
         let roll: f64 = self.rng.lock().expect("rng lock").r#gen();
         let fault = if roll < self.mix.unregistered {

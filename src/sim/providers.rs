@@ -29,7 +29,36 @@ pub struct FakeProviders {
     pub fcm_config: FcmConfig,
 }
 
+/// Tokens the providers of `pushd serve --simulated-providers` answer as
+/// unregistered, so a push to one bounces (`dead` and 60 more hex digits
+/// is a well-formed APNs token).
+pub const DEAD_TOKEN_PREFIX: &str = "dead";
+
 impl FakeProviders {
+    /// The providers of `pushd serve --simulated-providers`: both fakes
+    /// accept every push after 5 ms, except to a token starting with
+    /// [`DEAD_TOKEN_PREFIX`], which is unregistered; credentials go in
+    /// `dir`.
+    pub async fn simulated(dir: &Path) -> std::io::Result<FakeProviders> {
+        let mix = FaultMix {
+            latency: std::time::Duration::from_millis(5),
+            unregistered_prefix: Some(DEAD_TOKEN_PREFIX.to_owned()),
+            ..FaultMix::default()
+        };
+        FakeProviders::start(dir, mix).await
+    }
+
+    /// Points every app of `config` (the `default` one and each
+    /// `[apps.<app_id>]`) at these fakes, in place of their credentials.
+    pub fn serve_every_app(&self, config: &mut crate::config::Config) {
+        config.apns = self.apns_config.clone();
+        config.fcm = self.fcm_config.clone();
+        for app in config.apps.values_mut() {
+            app.apns = self.apns_config.clone();
+            app.fcm = self.fcm_config.clone();
+        }
+    }
+
     /// Starts both fakes with the outcome `mix` (topic `io.pushd.demo`,
     /// project `pushd-test`); writes `apns.p8` and `fcm.json` into `dir`.
     pub async fn start(dir: &Path, mix: FaultMix) -> std::io::Result<FakeProviders> {

@@ -45,6 +45,18 @@ impl Daemon {
         Daemon::launch(data_dir, &[&keys[..], env].concat())
     }
 
+    /// [`Daemon::start`] with `args` after `serve`.
+    pub fn start_with_args(data_dir: &Path, args: &[&str], env: &[(&str, String)]) -> Daemon {
+        let keys = [
+            ("PUSHD_API_KEY", API_KEY.to_string()),
+            ("PUSHD_SDK_KEY", SDK_KEY.to_string()),
+        ];
+        let bin = Path::new(env!("CARGO_BIN_EXE_pushd"));
+        let mut cmd = Daemon::command(bin, data_dir, &[&keys[..], env].concat());
+        cmd.args(args);
+        Daemon::spawn(cmd, data_dir)
+    }
+
     /// Starts `pushd serve` on `data_dir` with only these extra variables.
     pub fn launch(data_dir: &Path, env: &[(&str, String)]) -> Daemon {
         Daemon::launch_bin(Path::new(env!("CARGO_BIN_EXE_pushd")), data_dir, env)
