@@ -733,11 +733,13 @@ pub struct Overrides {
     /// Directory of the sled store [default: ./data]
     #[arg(long, env = "PUSHD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Management API key [default: generated on first start, kept in the data dir]
-    #[arg(long, env = "PUSHD_API_KEY", hide_env_values = true)]
+    /// Management API key, from the environment only (a flag would show it
+    /// in `ps`) [default: generated on first start, kept in the data dir]
+    #[arg(long, env = "PUSHD_API_KEY", hide_env_values = true, hide = true)]
     pub api_key: Option<String>,
-    /// Device/SDK key [default: generated on first start, kept in the data dir]
-    #[arg(long, env = "PUSHD_SDK_KEY", hide_env_values = true)]
+    /// Device/SDK key, from the environment only (a flag would show it in
+    /// `ps`) [default: generated on first start, kept in the data dir]
+    #[arg(long, env = "PUSHD_SDK_KEY", hide_env_values = true, hide = true)]
     pub sdk_key: Option<String>,
     /// Whether SDK-key calls about a customer need its Pushd-Customer-Auth proof
     /// [default: required for a new data directory, off for one an earlier release made]

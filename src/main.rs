@@ -5,7 +5,8 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Subcommand};
 
 /// See Cargo.toml: jemalloc holds pushd's many small allocations with
 /// little waste and gives freed memory back.
@@ -36,7 +37,7 @@ use pushd::config::Overrides;
 use tracing_subscriber::EnvFilter;
 
 /// Push-notification delivery and tracking daemon.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
@@ -142,8 +143,36 @@ fn restore(args: RestoreArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Why a key given as a flag is refused: every user of the machine can read
+/// a process's arguments (`ps`, /proc/<pid>/cmdline).
+fn key_on_command_line(matches: &ArgMatches) -> Option<String> {
+    let (_, sub) = matches.subcommand()?;
+    let given = |id: &str| {
+        sub.try_get_raw(id).is_ok() && sub.value_source(id) == Some(ValueSource::CommandLine)
+    };
+    let (flag, var, key) = [
+        ("--api-key", "PUSHD_API_KEY", "api_key"),
+        ("--sdk-key", "PUSHD_SDK_KEY", "sdk_key"),
+    ]
+    .into_iter()
+    .find(|(_, _, id)| given(id))?;
+    Some(format!(
+        "{flag} would show the key to every user of this machine (ps); give it in {var}, or as \
+         {key} in the configuration file, or leave it out and pushd generates one and keeps it in \
+         the data directory's keys.toml"
+    ))
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Some(refusal) = key_on_command_line(&matches) {
+        eprintln!("pushd: {refusal}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // The demo's screen is its overview table: only warnings go beside it.
     let default_level = match cli.command {
         Command::Demo(_) => "warn",

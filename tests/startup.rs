@@ -25,6 +25,36 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A key on the command line is readable by every user (`ps`): refused,
+/// naming the variable to use instead, before anything is created.
+#[test]
+fn keys_given_as_flags_are_refused_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k3y-that-would-show-in-ps-0123456789";
+    for (args, var) in [
+        (vec!["serve", "--api-key", key], "PUSHD_API_KEY"),
+        (vec!["serve", &format!("--sdk-key={key}")], "PUSHD_SDK_KEY"),
+        (vec!["keys", "--api-key", key], "PUSHD_API_KEY"),
+    ] {
+        let out = pushd(dir.path(), &args, &[("PUSHD_LISTEN", "127.0.0.1:0")]);
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(var) && err.contains("ps"), "{args:?}: {err}");
+        assert!(!err.contains(key), "the refusal repeats the key: {err}");
+        assert!(
+            !dir.path().join("data").exists(),
+            "{args:?} made a data dir"
+        );
+    }
+    // The same key in the environment is taken.
+    let env = [
+        ("PUSHD_API_KEY", key),
+        ("PUSHD_SDK_KEY", "another-key-0123456789"),
+    ];
+    let out = pushd(dir.path(), &["keys"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[test]
 fn a_taken_port_fails_fast_naming_the_address_and_the_setting() {
     let dir = tempfile::tempdir().unwrap();
