@@ -21,6 +21,10 @@ pub enum Error {
     /// The data directory holds a snapshot this version cannot read.
     #[error("{0}")]
     Format(String),
+    /// The snapshot's directory cannot be opened as it is: another
+    /// process holds it, or this user may not write it.
+    #[error("{0}")]
+    Unusable(String),
     /// The snapshot was written by a newer pushd.
     #[error("{0}")]
     NewerFormat(String),

@@ -276,8 +276,16 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
         // lock, says so only in its message (sled 0.34's words; the startup
         // test checks them).
         Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-            Err(Error::Format(format!(
-                "{} is in use by another process (is another pushd running on this data                  directory?): stop it first, or give this one its own --data-dir",
+            Err(Error::Unusable(format!(
+                "{} is in use by another process (is another pushd running on this data \
+                 directory?): stop it first, or give this one its own --data-dir",
+                path.display()
+            )))
+        }
+        Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(Error::Unusable(format!(
+                "cannot write {}: {e}; the data directory and everything in it must be \
+                 writable by the user pushd runs as (chown -R, or another --data-dir)",
                 path.display()
             )))
         }
