@@ -203,12 +203,25 @@ pub fn endpoint(
     path: &str,
     routes: impl IntoIterator<Item = (Method, Route)>,
 ) -> impl HttpServiceFactory {
-    let mut resource = web::resource(path);
+    endpoint_with(path, routes, |resource| resource)
+}
+
+/// [`endpoint`], its resource first given what `setup` adds (its own
+/// app data, say). `path` is the whole path: no route sits in a scope, so
+/// the paths registered are the paths served.
+pub fn endpoint_with(
+    path: &str,
+    routes: impl IntoIterator<Item = (Method, Route)>,
+    setup: impl FnOnce(actix_web::Resource) -> actix_web::Resource,
+) -> impl HttpServiceFactory {
+    let mut resource = setup(web::resource(path));
     let mut allow = Vec::new();
     for (method, route) in routes {
         allow.push(method.to_string());
         resource = resource.route(route.method(method));
     }
+    #[cfg(test)]
+    served::record(path, &allow);
     let allow = allow.join(", ");
     let ids: Arc<[(usize, String)]> = path_ids(path).into();
     resource
@@ -280,4 +293,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(backup::routes)
         .configure(compat::routes)
         .configure(dashboard::routes);
+}
+
+/// The routes [`endpoint`] registered, for the test that holds
+/// docs/openapi.yaml to them.
+#[cfg(test)]
+pub(crate) mod served {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    static ROUTES: Mutex<BTreeMap<String, BTreeSet<String>>> = Mutex::new(BTreeMap::new());
+
+    pub(super) fn record(path: &str, methods: &[String]) {
+        let mut routes = ROUTES.lock().unwrap();
+        let entry = routes.entry(path.to_owned()).or_default();
+        entry.extend(methods.iter().cloned());
+    }
+
+    /// Each path registered so far, with its methods.
+    pub(crate) fn routes() -> BTreeMap<String, BTreeSet<String>> {
+        ROUTES.lock().unwrap().clone()
+    }
 }

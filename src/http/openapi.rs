@@ -32,6 +32,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
 
     #[test]
@@ -47,6 +49,36 @@ mod tests {
             let pointer = r.strip_prefix('#').expect("local reference");
             assert!(spec.pointer(pointer).is_some(), "{r} does not resolve");
         }
+    }
+
+    /// Routes served that the description leaves out on purpose: the
+    /// dashboard's page and assets (HTML for a browser, not API), and the
+    /// call nodes of a cluster make to each other (not for clients).
+    const NOT_API: [&str; 3] = ["/", "/assets/{file}", "/v1/cluster/tallies"];
+
+    #[test]
+    fn the_description_lists_every_route_served_with_its_methods() {
+        let _app = actix_web::App::new().configure(crate::http::routes);
+        let served: BTreeMap<String, BTreeSet<String>> = crate::http::served::routes()
+            .into_iter()
+            .filter(|(path, _)| !NOT_API.contains(&path.as_str()))
+            .collect();
+        assert!(served.contains_key("/v1/send/push"), "{served:?}");
+        let methods = ["get", "put", "post", "delete", "patch", "head"];
+        let described: BTreeMap<String, BTreeSet<String>> = DESCRIPTION["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .map(|(path, item)| {
+                let item = item.as_object().expect("a path item");
+                let verbs = item.keys().filter(|k| methods.contains(&k.as_str()));
+                (path.clone(), verbs.map(|m| m.to_uppercase()).collect())
+            })
+            .collect();
+        assert_eq!(
+            served, described,
+            "served (left) against docs/openapi.yaml (right)"
+        );
     }
 
     fn collect_refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {

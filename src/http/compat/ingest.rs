@@ -18,19 +18,19 @@ use super::basic_auth::WriteKey;
 use super::mapping::{Outcome, apply};
 use super::memory::Compat;
 use crate::http::error::ApiError;
-use crate::http::{AppState, endpoint};
+use crate::http::{AppState, endpoint_with};
 
 /// Largest body, decoded: Segment's limit of a batch, 500 KB.
 pub const MAX_BODY: usize = 500 * 1024;
 
-/// The event types a path takes alone, and their paths under `/ingest/v1`.
+/// The event types a path takes alone, and their paths.
 const SINGLE: [(&str, &str); 6] = [
-    ("track", "/track"),
-    ("identify", "/identify"),
-    ("page", "/page"),
-    ("screen", "/screen"),
-    ("group", "/group"),
-    ("alias", "/alias"),
+    ("track", "/ingest/v1/track"),
+    ("identify", "/ingest/v1/identify"),
+    ("page", "/ingest/v1/page"),
+    ("screen", "/ingest/v1/screen"),
+    ("group", "/ingest/v1/group"),
+    ("alias", "/ingest/v1/alias"),
 ];
 
 /// 501 on a cluster node: an event may be about customers of any node,
@@ -166,12 +166,14 @@ async fn take(
 
 /// Registers the routes, whose bodies may be up to [`MAX_BODY`] bytes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    let mut scope = web::scope("/ingest/v1")
-        .app_data(web::PayloadConfig::new(MAX_BODY))
-        .service(endpoint("/batch", [(Method::POST, web::to(batch))]));
+    let large = |r: actix_web::Resource| r.app_data(web::PayloadConfig::new(MAX_BODY));
+    cfg.service(endpoint_with(
+        "/ingest/v1/batch",
+        [(Method::POST, web::to(batch))],
+        large,
+    ));
     for (kind, path) in SINGLE {
         let one = move |_: WriteKey, state, compat, body| single(kind, state, compat, body);
-        scope = scope.service(endpoint(path, [(Method::POST, web::to(one))]));
+        cfg.service(endpoint_with(path, [(Method::POST, web::to(one))], large));
     }
-    cfg.service(scope);
 }
