@@ -640,8 +640,9 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     }
     println!("\ndashboard: {}/  (API key: {API_KEY})", api.base);
     println!(
-        "delivery log: {}/v1/deliveries?campaign_id={CAMPAIGN}",
-        api.base
+        "campaign {CAMPAIGN}: {}/#/overview?campaign={CAMPAIGN}\n\
+         its delivery log: {}/#/deliveries?campaign_id={CAMPAIGN}",
+        api.base, api.base
     );
     println!("serving until Ctrl-C");
     match daemon.await {

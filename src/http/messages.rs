@@ -358,6 +358,7 @@ async fn list_messages(
             "message_id": m.id,
             "name": m.name,
             "campaign_id": m.campaign_id,
+            "kind": m.push.kind,
             "created_at": m.created_at,
             "metrics": tally_json(tally),
         }));

@@ -85,6 +85,11 @@ async function until(what, fn, timeoutMs = 30_000, everyMs = 200) {
 
 const dig = (obj, key) => key.split('.').reduce((o, k) => (o == null ? undefined : o[k]), obj);
 const pct = (r) => `${(r * 100).toFixed(1)}%`;
+/** The count each rate is taken over; a rate over a zero count shows n/a. */
+const RATE_BASE = { delivered: 'sent', opened: 'sent', converted: 'sent', opened_of_delivered: 'delivered', delivered_of_opted_in: 'opted_in_sent' };
+/** The text a rate of metrics `m` should show: n/a over nothing (or for a silent push's opens). */
+const shownRate = (m, key, kind) => ((kind === 'background' && !['delivered', 'delivered_of_opted_in'].includes(key))
+  || m[RATE_BASE[key]] === 0 ? 'n/a' : pct(m.rates[key]));
 
 /** Every `[data-metric]` on the page: {metric, platform, value, text}. */
 function readMetrics() {
@@ -102,10 +107,11 @@ function assertMetricsShown(cells, m, label) {
     assert.equal(found.length, 1, `${label}: exactly one element for ${metric}${platform ? ` (${platform})` : ''}`);
     return found[0];
   };
-  const check = (c, v, isRate, what) => {
+  const check = (c, v, isRate, what, base) => {
     if (typeof v !== 'number') return;
     assert.equal(Number(c.value), v, `${what}: data-value`);
-    assert.equal(c.text, isRate ? pct(v) : v.toLocaleString('en-US'), `${what}: text`);
+    const rate = () => (base && base.m[RATE_BASE[base.key]] === 0 ? 'n/a' : pct(v));
+    assert.equal(c.text, isRate ? rate() : v.toLocaleString('en-US'), `${what}: text`);
   };
   for (const k of COUNTERS) {
     assert.equal(typeof m[k], 'number', `${label}: API metrics has ${k}`);
@@ -114,14 +120,14 @@ function assertMetricsShown(cells, m, label) {
   for (const k of ['delivered', 'opened', 'converted']) {
     assert.equal(typeof m.rates?.[k], 'number', `${label}: API metrics has rates.${k}`);
   }
-  for (const k of RATES) check(cell(`rates.${k}`), m.rates?.[k], true, `${label} rates.${k}`);
+  for (const k of RATES) check(cell(`rates.${k}`), m.rates?.[k], true, `${label} rates.${k}`, { m, key: k });
   for (const p of ['ios', 'android']) {
     assert.ok(m.by_platform?.[p], `${label}: API metrics has by_platform.${p}`);
     for (const k of COUNTERS) check(cell(k, p), m.by_platform[p][k], false, `${label} ${p} ${k}`);
-    for (const k of RATES) check(cell(`rates.${k}`, p), m.by_platform[p].rates?.[k], true, `${label} ${p} rates.${k}`);
+    for (const k of RATES) check(cell(`rates.${k}`, p), m.by_platform[p].rates?.[k], true, `${label} ${p} rates.${k}`, { m: m.by_platform[p], key: k });
     assert.equal(typeof m.by_platform[p].opted_in_sent, 'number', `${label}: API metrics has by_platform.${p}.opted_in_sent`);
     check(cell('opted_in_sent', p), m.by_platform[p].opted_in_sent, false, `${label} ${p} opted_in_sent`);
-    check(cell('rates.delivered_of_opted_in', p), m.by_platform[p].rates?.delivered_of_opted_in, true, `${label} ${p} rates.delivered_of_opted_in`);
+    check(cell('rates.delivered_of_opted_in', p), m.by_platform[p].rates?.delivered_of_opted_in, true, `${label} ${p} rates.delivered_of_opted_in`, { m: m.by_platform[p], key: 'delivered_of_opted_in' });
   }
 }
 
@@ -320,9 +326,9 @@ test('overview opens on the campaigns and messages, newest first, with their hea
     assert.ok(shown[i].text.includes(m.name), `the message\u2019s name is shown: ${shown[i].text}`);
     assert.equal(shown[i].sends, String(m.metrics.sends));
     assert.equal(shown[i].sent, String(m.metrics.sent));
-    assert.equal(shown[i].delivered, pct(m.metrics.rates.delivered));
-    assert.equal(shown[i].opened, pct(m.metrics.rates.opened));
-    assert.equal(shown[i].converted, pct(m.metrics.rates.converted));
+    assert.equal(shown[i].delivered, shownRate(m.metrics, 'delivered', m.kind));
+    assert.equal(shown[i].opened, shownRate(m.metrics, 'opened', m.kind));
+    assert.equal(shown[i].converted, shownRate(m.metrics, 'converted', m.kind));
   }
   const shownCamps = await rows('campaigns-table', 'campaign');
   assert.deepEqual(shownCamps.map((r) => r.id), camps.campaigns.map((c) => c.campaign_id));
@@ -567,6 +573,13 @@ test('webhooks: each webhook with its queue depth and last error, as the API rep
   assert.equal(await field('delivered').textContent(), '0');
   const lastError = await field('last_error').textContent();
   assert.ok(lastError.includes(w.stats.last_error), `the API's last error is shown: ${lastError}`);
+  assert.equal(await field('last_error').getAttribute('data-recovered'), 'false', 'no post succeeded since');
+  // Times are the browser's local time, with its zone named.
+  const when = (await field('last_error').locator('time').first().textContent()).trim();
+  const zone = await page.evaluate(() => new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' })
+    .formatToParts(new Date()).find((p) => p.type === 'timeZoneName').value);
+  assert.match(when, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+$/, `a time with its zone: ${when}`);
+  assert.ok(when.endsWith(` ${zone}`), `the zone ${zone} ends ${when}`);
   assert.match(lastError, /cannot connect/);
   assert.equal(await page.locator('[data-nav="webhooks"][aria-current="page"]').count(), 1);
   await shot('webhooks');

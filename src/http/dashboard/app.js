@@ -167,15 +167,43 @@ function fmtPct(r) {
   return typeof r === 'number' && Number.isFinite(r) ? `${(r * 100).toFixed(1)}%` : '\u2014';
 }
 
+/**
+ * The count each rate is taken over: a rate over nothing (no push sent yet,
+ * none delivered) is not 0 %, it does not apply.
+ */
+const RATE_BASE = {
+  delivered: 'sent', opened: 'sent', converted: 'sent',
+  opened_of_delivered: 'delivered', delivered_of_opted_in: 'opted_in_sent',
+};
+
+/** Whether rate `key` of metrics `m` applies: its base is not zero, and a
+ * silent (background) push has no opens or conversions to count. */
+function rateApplies(m, key, kind) {
+  if (kind === 'background' && key !== 'delivered' && key !== 'delivered_of_opted_in') return false;
+  const base = RATE_BASE[key];
+  return !(base && m && typeof m[base] === 'number' && m[base] === 0);
+}
+
+/** A rate cell's text: the percentage, or n/a where it does not apply. */
+function fmtRate(m, key, kind) {
+  return rateApplies(m, key, kind) ? fmtPct(m?.rates?.[key]) : 'n/a';
+}
+
 function pad(n) {
   return String(n).padStart(2, '0');
 }
 
-/** Unix seconds as a <time> element in local time, or a dash. */
+/** The browser's time zone as its short name at `d` ("UTC", "GMT+1", "PST"). */
+function zoneName(d) {
+  const parts = new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' }).formatToParts(d);
+  return parts.find((p) => p.type === 'timeZoneName')?.value ?? '';
+}
+
+/** Unix seconds as a <time> element in local time with its zone, or a dash. */
 function timeEl(t, attrs = {}) {
   if (typeof t !== 'number') return h('span', { ...attrs, class: 'muted' }, '\u2014');
   const d = new Date(t * 1000);
-  const text = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const text = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zoneName(d)}`;
   return h('time', { ...attrs, datetime: d.toISOString(), title: d.toISOString(), 'data-value': t }, text);
 }
 
@@ -368,13 +396,14 @@ async function refreshLists(gen) {
   }
 }
 
-/** Headline figures of one row: sends, sent, and the rates over sent. */
-function figures(m) {
+/** Headline figures of one row: sends, sent, and the rates over sent (n/a
+ * where a rate does not apply: nothing sent, or a silent push's opens). */
+function figures(m, kind) {
   return [
     h('td', { class: 'numeric', 'data-field': 'sends', 'data-value': m?.sends }, fmtInt(m?.sends)),
     h('td', { class: 'numeric', 'data-field': 'sent', 'data-value': m?.sent }, fmtInt(m?.sent)),
     ...['delivered', 'opened', 'converted'].map((k) =>
-      h('td', { class: 'numeric', 'data-field': `rates.${k}`, 'data-value': m?.rates?.[k] }, fmtPct(m?.rates?.[k]))),
+      h('td', { class: 'numeric', 'data-field': `rates.${k}`, 'data-value': m?.rates?.[k], 'data-applies': String(rateApplies(m, k, kind)) }, fmtRate(m, k, kind))),
   ];
 }
 
@@ -395,7 +424,7 @@ function renderLists(campaigns, messages) {
           ? h('a', { href: `#/overview${query({ campaign: m.campaign_id })}` }, m.campaign_id)
           : h('span', { class: 'muted' }, '\u2014')),
         h('td', {}, timeEl(m.created_at || null)),
-        ...figures(m.metrics)))
+        ...figures(m.metrics, m.kind)))
     : [empty(8, 'No messages yet: create one with PUT /v1/messages/{id}.')]));
   const seen = {
     message: messages.map((m) => m.message_id),
@@ -437,6 +466,12 @@ function fmtAge(seconds, waiting) {
   return `${Math.round(seconds / 3600)} h`;
 }
 
+/** Whether a webhook's last error was followed by a successful post. */
+function recovered(stats) {
+  return typeof stats.last_success_at === 'number' && typeof stats.last_error_at === 'number'
+    && stats.last_success_at >= stats.last_error_at;
+}
+
 function renderWebhooks(webhooks) {
   const num = (field, value, text = fmtInt(value)) =>
     h('td', { class: 'numeric', 'data-field': field, 'data-value': value }, text);
@@ -451,8 +486,10 @@ function renderWebhooks(webhooks) {
           num('delivered', s.delivered),
           num('failed_attempts', s.failed_attempts),
           num('dropped', s.dropped),
-          h('td', { 'data-field': 'last_error' }, s.last_error
-            ? [h('span', { class: 'error-text' }, s.last_error), ' ', timeEl(s.last_error_at, { class: 'muted' })]
+          h('td', { 'data-field': 'last_error', 'data-recovered': String(recovered(s)) }, s.last_error
+            ? [h('span', { class: recovered(s) ? 'muted' : 'error-text' }, s.last_error), ' ',
+              timeEl(s.last_error_at, { class: 'muted' }),
+              ...(recovered(s) ? [h('span', { class: 'muted' }, ' \u2014 posts succeed again since '), timeEl(s.last_success_at, { class: 'muted' })] : [])]
             : h('span', { class: 'muted' }, 'None')));
       })
     : [h('tr', { class: 'empty-row' }, h('td', { colspan: 8 }, 'No webhooks yet: create one with PUT /v1/webhooks/{id}.'))]));
@@ -490,8 +527,8 @@ async function refreshOverview(kind, id, gen) {
   }
 }
 
-function metricValue(value, attrs, isRate) {
-  const shown = isRate ? fmtPct(value) : fmtInt(value);
+function metricValue(value, attrs, isRate, applies = true) {
+  const shown = !applies ? 'n/a' : isRate ? fmtPct(value) : fmtInt(value);
   return h('span', { ...attrs, class: 'num', 'data-value': typeof value === 'number' ? value : null }, shown);
 }
 
@@ -507,7 +544,7 @@ function renderMetrics(m) {
     ...RATES.map(([key, label, help]) =>
       h('div', { class: 'card card-rate' },
         h('span', { class: 'card-label' }, label),
-        metricValue(m.rates?.[key], { 'data-metric': `rates.${key}` }, true),
+        metricValue(m.rates?.[key], { 'data-metric': `rates.${key}` }, true, rateApplies(m, key)),
         h('span', { class: 'card-help' }, help))),
   );
 
@@ -526,7 +563,8 @@ function renderMetrics(m) {
     ...rows.map(([key, label, isRate, get]) =>
       h('tr', { class: isRate ? 'rate-row' : null },
         h('th', { scope: 'row' }, label),
-        ...PLATFORMS.map(([p]) => h('td', {}, metricValue(get(p), { 'data-metric': key, 'data-platform': p }, isRate))))),
+        ...PLATFORMS.map(([p]) => h('td', {}, metricValue(get(p), { 'data-metric': key, 'data-platform': p }, isRate,
+          !isRate || rateApplies(byPlatform[p], key.replace(/^rates\./, ''))))))),
   );
   // The note explains a gap; it shows only when iOS's delivered rate is lower.
   const ios = byPlatform.ios?.rates?.delivered;
