@@ -21,6 +21,7 @@ fn settings(url: &str) -> Settings {
         partitions: 4,
         replicas: 1,
         lease: Duration::from_secs(5),
+        forward_timeout: Duration::from_secs(2),
         snapshot_every: Duration::from_secs(10),
         prefix: "pushd".into(),
     }

@@ -91,6 +91,9 @@ pub struct Settings {
     /// A lease not renewed for this long lapses and another node takes
     /// the partition.
     pub lease: Duration,
+    /// How long a call for another node's partition waits for an owner
+    /// to answer it before it is refused (503).
+    pub forward_timeout: Duration,
     /// How often a partition's snapshot is uploaded.
     pub snapshot_every: Duration,
     /// Names of the stream, buckets and subjects: several clusters can
