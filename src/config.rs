@@ -1372,7 +1372,11 @@ max_iterations = 500
         );
         assert_eq!((s.partitions, s.replicas), (16, 3));
         assert_eq!(s.lease, Duration::from_millis(2000));
-        assert_eq!(s.forward_timeout, Duration::from_millis(2000), "the default");
+        assert_eq!(
+            s.forward_timeout,
+            Duration::from_millis(2000),
+            "the default"
+        );
         assert!(
             !Config::default().cluster.enabled(),
             "a single node by default"
@@ -1380,7 +1384,7 @@ max_iterations = 500
 
         std::fs::write(&path, "[cluster]\npartitions = 0\n").unwrap();
         let c = Overrides {
-            config: Some(path),
+            config: Some(path.clone()),
             ..Default::default()
         }
         .load()
@@ -1389,15 +1393,20 @@ max_iterations = 500
         assert!(e.contains("partitions must be 1 to 1024, not 0"), "{e}");
 
         std::fs::write(&path, "[cluster]\nforward_timeout_ms = 750\n").unwrap();
-        let file = Overrides {
+        let file = || Overrides {
             config: Some(path.clone()),
             ..Default::default()
         };
-        let s = file.load().unwrap().cluster.settings("127.0.0.1:1").unwrap();
+        let s = file()
+            .load()
+            .unwrap()
+            .cluster
+            .settings("127.0.0.1:1")
+            .unwrap();
         assert_eq!(s.forward_timeout, Duration::from_millis(750));
         let c = Overrides {
             cluster_forward_timeout_ms: Some(0),
-            ..file
+            ..file()
         }
         .load()
         .unwrap();

@@ -32,6 +32,8 @@ pub struct Link {
     pub node: std::sync::Arc<Node>,
     /// Calls to the other nodes.
     pub peers: peers::Peers,
+    /// How long a call for another node's partition waits for it.
+    pub forward_timeout: Duration,
     /// The API key, which every node shares: what node-to-node reads
     /// authenticate with.
     pub api_key: String,

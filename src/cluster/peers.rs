@@ -15,6 +15,10 @@ pub const FORWARDED: &str = "Pushd-Forwarded";
 /// Header asking for this node's partitions only (value `local`).
 pub const SCOPE: &str = "Pushd-Scope";
 
+/// How long a bulk import forwarded to the node serving its customers may
+/// take: its size, not only that node's health, sets the wait.
+pub const BULK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a peer answered.
 pub struct Answer {
     /// Its status.
@@ -48,12 +52,10 @@ impl Default for Peers {
 }
 
 impl Peers {
-    /// A client with bounded waits: a node that does not answer within
-    /// them is treated as gone for this request.
+    /// A client with a bounded connect; each call bounds its own wait.
     pub fn new() -> Peers {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client");
@@ -61,9 +63,15 @@ impl Peers {
     }
 
     /// Sends `method path_and_query` with `body` to the node at `address`,
-    /// with the client's `authorization` and `headers` set.
+    /// with the client's `authorization` and `headers` set; a node that has
+    /// not answered whole within `timeout` is unreachable for this call.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call's parts, named once here"
+    )]
     pub async fn call(
         &self,
+        timeout: Duration,
         address: &str,
         method: &actix_web::http::Method,
         path_and_query: &str,
@@ -80,6 +88,7 @@ impl Peers {
         let mut request = self
             .client
             .request(method, format!("http://{address}{path_and_query}"))
+            .timeout(timeout)
             .header("content-type", "application/json")
             .body(body);
         for (name, value) in headers {
@@ -88,10 +97,12 @@ impl Peers {
         if let Some(auth) = authorization {
             request = request.header("authorization", auth);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                metrics::counter!("pushd_cluster_peer_timeouts_total").increment(1);
+            }
+            unreachable(e.to_string())
+        })?;
         let status = StatusCode::from_u16(response.status().as_u16())
             .map_err(|e| unreachable(e.to_string()))?;
         let content_type = response

@@ -116,6 +116,7 @@ pub async fn run(
         cluster: Some(Arc::new(Link {
             node: node.clone(),
             peers: Peers::new(),
+            forward_timeout: settings.forward_timeout,
             api_key: keys.keys.api.clone(),
         })),
         max_body: config.max_body_bytes,

@@ -276,6 +276,7 @@ impl AppState {
                 let answer = link
                     .peers
                     .call(
+                        link.forward_timeout,
                         &address,
                         &method,
                         path,

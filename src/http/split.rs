@@ -90,6 +90,7 @@ pub async fn send_elsewhere(
         let answer = link
             .peers
             .call(
+                link.forward_timeout,
                 &address,
                 &Method::POST,
                 "/v1/send/push",
