@@ -87,7 +87,7 @@ pub const WEBHOOK_SERIES: [&str; 4] = [
 
 /// The series of a cluster node (`pushd serve --cluster`), listed from its
 /// start.
-pub const CLUSTER_SERIES: [&str; 12] = [
+pub const CLUSTER_SERIES: [&str; 15] = [
     "pushd_cluster_partitions_served",
     "pushd_cluster_leases_held",
     "pushd_cluster_lease_renewal_age_seconds",
@@ -100,6 +100,9 @@ pub const CLUSTER_SERIES: [&str; 12] = [
     "pushd_cluster_snapshots_uploaded_total",
     "pushd_cluster_forwarded_total",
     "pushd_cluster_peer_calls_total",
+    "pushd_cluster_forward_timeouts_total",
+    "pushd_cluster_peer_timeouts_total",
+    "pushd_cluster_lease_renewal_retries_total",
 ];
 
 /// Describes a cluster node's series and makes them appear at zero.
@@ -162,6 +165,18 @@ pub fn register_cluster() {
         "pushd_cluster_peer_calls_total",
         "Calls to other nodes (forwarded requests, gathered reads)."
     );
+    describe_counter!(
+        "pushd_cluster_forward_timeouts_total",
+        "Calls for another node's partition answered 503 after forward_timeout_ms without an owner answering."
+    );
+    describe_counter!(
+        "pushd_cluster_peer_timeouts_total",
+        "Calls to other nodes that did not answer within their time."
+    );
+    describe_counter!(
+        "pushd_cluster_lease_renewal_retries_total",
+        "Lease renewals tried again after NATS did not answer."
+    );
     for counter in [
         "pushd_cluster_leases_lost_total",
         "pushd_cluster_takeovers_total",
@@ -170,6 +185,9 @@ pub fn register_cluster() {
         "pushd_cluster_snapshots_uploaded_total",
         "pushd_cluster_forwarded_total",
         "pushd_cluster_peer_calls_total",
+        "pushd_cluster_forward_timeouts_total",
+        "pushd_cluster_peer_timeouts_total",
+        "pushd_cluster_lease_renewal_retries_total",
     ] {
         metrics::counter!(counter).absolute(0);
     }

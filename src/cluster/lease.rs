@@ -48,6 +48,11 @@ fn key(tag: PartitionTag) -> String {
     format!("p{}", tag.0)
 }
 
+/// The partition a lease key names.
+pub fn tag_of(key: &str) -> Option<PartitionTag> {
+    key.strip_prefix('p')?.parse().ok().map(PartitionTag)
+}
+
 /// Takes partition `tag`'s lease if no one holds it; `None` if someone does.
 pub async fn acquire(
     leases: &kv::Store,

@@ -14,13 +14,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use pushd_actors::engine::{EngineConfig, PartitionTag};
 use pushd_actors::ports::{Clock, Provider, Renderer};
 use pushd_actors::registry::Shards;
 use serde::Serialize;
+use tokio::sync::Notify;
 
 mod tenure;
 
@@ -221,9 +224,14 @@ impl Node {
         }
     }
 
-    /// Runs the node's loop until the runtime stops.
+    /// Runs the node's loop until the runtime stops: a review every tick,
+    /// and at once when a lease is released or a member leaves (seen by
+    /// watching the buckets), so released partitions are taken promptly.
     pub async fn run(self: Arc<Self>) {
         let tick = self.settings.tick();
+        let wake = Arc::new(Notify::new());
+        self.runtime.spawn(self.clone().watch_leases(wake.clone()));
+        self.runtime.spawn(self.clone().watch_members(wake.clone()));
         // Let the other nodes starting now announce themselves before
         // taking a share, so the first one up does not take everything.
         if let Err(e) = self.announce().await {
@@ -238,7 +246,64 @@ impl Node {
             if started.elapsed() > tick * 2 {
                 tracing::warn!(took = ?started.elapsed(), "a cluster review took long");
             }
-            tokio::time::sleep(tick).await;
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                () = wake.notified() => {}
+            }
+        }
+    }
+
+    /// Follows the lease bucket: notes each holder as it writes (so calls
+    /// are forwarded to a partition's new owner at once) and wakes the loop
+    /// when a lease is released.
+    async fn watch_leases(self: Arc<Self>, wake: Arc<Notify>) {
+        loop {
+            match self.nats.leases.watch_all().await {
+                Ok(mut changes) => {
+                    while let Some(change) = changes.next().await {
+                        let Ok(entry) = change else { break };
+                        let Some(tag) = lease::tag_of(&entry.key) else {
+                            continue;
+                        };
+                        let holder = (entry.operation == kv::Operation::Put)
+                            .then(|| serde_json::from_slice::<Holder>(&entry.value).ok())
+                            .flatten();
+                        let mut holders =
+                            self.holders.write().unwrap_or_else(PoisonError::into_inner);
+                        match holder {
+                            Some(h) => {
+                                holders.insert(tag, h);
+                            }
+                            None => {
+                                holders.remove(&tag);
+                                drop(holders);
+                                wake.notify_one();
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot watch the leases"),
+            }
+            tokio::time::sleep(self.settings.tick()).await;
+        }
+    }
+
+    /// Follows the member bucket: wakes the loop when a member leaves (the
+    /// others' share grows).
+    async fn watch_members(self: Arc<Self>, wake: Arc<Notify>) {
+        loop {
+            match self.nats.members.watch_all().await {
+                Ok(mut changes) => {
+                    while let Some(change) = changes.next().await {
+                        let Ok(entry) = change else { break };
+                        if entry.operation != kv::Operation::Put {
+                            wake.notify_one();
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot watch the members"),
+            }
+            tokio::time::sleep(self.settings.tick()).await;
         }
     }
 
@@ -318,7 +383,7 @@ impl Node {
     }
 
     /// Renews every held lease; drops the partitions whose lease was lost
-    /// or not renewed for a lease time, or whose journal failed.
+    /// or would lapse unrenewed, or whose journal failed.
     async fn renew_all(self: &Arc<Self>) {
         let held: Vec<(Held, Instant, bool)> = self
             .owned()
@@ -333,14 +398,14 @@ impl Node {
             .collect();
         let renewals = held
             .iter()
-            .map(|(h, _, _)| lease::renew(&self.nats.leases, *h, &self.me));
+            .map(|(h, renewed_at, _)| self.renew_until_lapse(*h, *renewed_at));
         let results = join_all(renewals).await;
-        for ((held, renewed_at, failed), result) in held.into_iter().zip(results) {
+        for ((held, renewed_at, failed), (result, sent)) in held.into_iter().zip(results) {
             match result {
                 Renewal::Renewed(revision) if !failed => {
                     if let Some(o) = self.owned().get_mut(&held.tag) {
                         o.held.revision = revision;
-                        o.renewed_at = Instant::now();
+                        o.renewed_at = sent;
                     }
                 }
                 Renewal::Renewed(revision) => {
@@ -363,7 +428,7 @@ impl Node {
                     self.retire(held.tag);
                 }
                 Renewal::Unknown(e) => {
-                    tracing::warn!(partition = held.tag.0, error = %e, "lease renewal failed; trying again");
+                    tracing::warn!(partition = held.tag.0, error = %e, "lease renewal failed; trying again next tick");
                 }
             }
         }
@@ -375,16 +440,44 @@ impl Node {
             .set(oldest.unwrap_or_default().as_secs_f64());
     }
 
-    /// Hands every partition back (last snapshots uploaded) and leaves the
-    /// members: what a node does on SIGTERM, so the others take over at
-    /// once instead of after the lease time.
+    /// Renews `held` (last renewed at `renewed_at`); while NATS does not
+    /// answer (a server lost, its streams electing new leaders) tries again
+    /// after short pauses, the client reconnecting to another server, until
+    /// the lease would lapse. Answers the outcome and when the renewal that
+    /// decided it was sent (the lease runs from no earlier).
+    async fn renew_until_lapse(&self, held: Held, renewed_at: Instant) -> (Renewal, Instant) {
+        let mut pause = RENEW_RETRY_PAUSE;
+        loop {
+            let sent = Instant::now();
+            match lease::renew(&self.nats.leases, held, &self.me).await {
+                Renewal::Unknown(e) if renewed_at.elapsed() + pause < self.settings.lease => {
+                    tracing::info!(partition = held.tag.0, error = %e, "lease renewal failed; trying again");
+                    metrics::counter!("pushd_cluster_lease_renewal_retries_total").increment(1);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RENEW_RETRY_PAUSE * 8);
+                }
+                outcome => return (outcome, sent),
+            }
+        }
+    }
+
+    /// Leaves the members, then hands every partition back (last snapshot
+    /// uploaded, lease released): what a node does on SIGTERM. The others
+    /// count it gone at once, so their share grows, and they take each
+    /// partition as its lease is released instead of after the lease time.
     pub async fn leave(&self) {
+        if let Err(e) = self.nats.members.delete(key_of(&self.me.node)).await {
+            tracing::warn!(error = %e, "cannot leave the members; the key lapses by itself");
+        }
         let tags: Vec<PartitionTag> = self.owned().keys().copied().collect();
         let hand_backs = tags.into_iter().map(|tag| self.hand_back(tag));
         join_all(hand_backs).await;
-        let _ = self.nats.members.delete(key_of(&self.me.node)).await;
     }
 }
+
+/// The first pause before a failed lease renewal is tried again; later
+/// ones double, up to eight times this.
+const RENEW_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The node name a member key encodes.
 fn base64_name(key: &str) -> Option<String> {
