@@ -11,7 +11,7 @@
 //! sends; only then does the node serve it. A lease found lost, or a journal
 //! that failed (fenced), drops the partition at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -173,13 +173,36 @@ impl Node {
         holder.filter(|h| h.node != self.me.node).map(|h| h.address)
     }
 
-    /// The addresses of the other live members.
+    /// The addresses of the other nodes: live members, and any node still
+    /// holding a lease (a node leaving hands its partitions back after it
+    /// left the members).
     pub fn peer_addresses(&self) -> Vec<String> {
-        let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
-        members
+        let mut addresses: BTreeSet<String> = {
+            let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
+            members
+                .iter()
+                .filter(|(node, _)| **node != self.me.node)
+                .map(|(_, address)| address.clone())
+                .collect()
+        };
+        let holders = self.holders.read().unwrap_or_else(PoisonError::into_inner);
+        addresses.extend(
+            holders
+                .values()
+                .filter(|h| h.node != self.me.node)
+                .map(|h| h.address.clone()),
+        );
+        addresses.into_iter().collect()
+    }
+
+    /// The partitions whose lease the node at `address` holds, as last
+    /// read.
+    pub fn held_by(&self, address: &str) -> BTreeSet<u16> {
+        let holders = self.holders.read().unwrap_or_else(PoisonError::into_inner);
+        holders
             .iter()
-            .filter(|(node, _)| **node != self.me.node)
-            .map(|(_, address)| address.clone())
+            .filter(|(_, h)| h.address == address)
+            .map(|(tag, _)| tag.0)
             .collect()
     }
 

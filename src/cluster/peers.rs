@@ -14,6 +14,26 @@ use bytes::Bytes;
 pub const FORWARDED: &str = "Pushd-Forwarded";
 /// Header asking for this node's partitions only (value `local`).
 pub const SCOPE: &str = "Pushd-Scope";
+/// Header of an answer to a [`SCOPE`]d read: the partitions it includes,
+/// comma-separated (empty for none), so the asking node can tell a
+/// complete read from one that lacks a partition's share.
+pub const PARTITIONS: &str = "Pushd-Partitions";
+
+/// The [`PARTITIONS`] header value of `partitions`.
+pub fn partitions_header(partitions: &std::collections::BTreeSet<u16>) -> String {
+    let tags: Vec<String> = partitions.iter().map(u16::to_string).collect();
+    tags.join(",")
+}
+
+/// The partitions a [`PARTITIONS`] header value names; `None` if it does
+/// not parse.
+pub fn parse_partitions(value: &str) -> Option<std::collections::BTreeSet<u16>> {
+    value
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| t.trim().parse().ok())
+        .collect()
+}
 
 /// How long a bulk import forwarded to the node serving its customers may
 /// take: its size, not only that node's health, sets the wait.
@@ -25,6 +45,8 @@ pub struct Answer {
     pub status: StatusCode,
     /// Its content type, if any.
     pub content_type: Option<String>,
+    /// The partitions its [`PARTITIONS`] header names, if it has one.
+    pub partitions: Option<std::collections::BTreeSet<u16>>,
     /// Its body.
     pub body: Bytes,
 }
@@ -110,6 +132,11 @@ impl Peers {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let partitions = response
+            .headers()
+            .get(PARTITIONS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_partitions);
         let body = response
             .bytes()
             .await
@@ -118,6 +145,7 @@ impl Peers {
         Ok(Answer {
             status,
             content_type,
+            partitions,
             body,
         })
     }
