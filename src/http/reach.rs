@@ -150,6 +150,15 @@ impl Counted<'_> {
 }
 
 impl AppState {
+    /// `e`, except that on a cluster node a journal failure (the partition
+    /// fenced off, or NATS silent) is the 503 a client retries, not a 500.
+    pub fn unfenced(&self, e: ApiError) -> ApiError {
+        match (&self.cluster, e.code) {
+            (Some(_), "journal_error") => ApiError::journal_in_cluster(),
+            _ => e,
+        }
+    }
+
     /// The partition `tag` if this node runs it, else 503: it is moving
     /// between nodes, and the client retries.
     fn running(&self, tag: PartitionTag) -> Result<Arc<Partition>, ApiError> {

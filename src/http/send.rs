@@ -173,7 +173,8 @@ async fn fan_out(
                     .map_err(naming(&ids)),
                 Err(e) => Err(e),
             };
-            (n, customer_id, result.map_err(Refusal::from))
+            let result = result.map_err(|e| Refusal::from(state.unfenced(e)));
+            (n, customer_id, result)
         }
     });
     let authorization = req
