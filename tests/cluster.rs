@@ -483,7 +483,14 @@ async fn calls_about_a_paused_nodes_partitions_are_answered_or_refused_in_time()
     // machine.
     let bound = forward_timeout + lease + Duration::from_secs(6);
     signal(nodes[0].pid(), "-STOP");
-    let paused_at = Instant::now();
+    // Paused past the bound: a call waiting for node0 would take longer.
+    let resumed = {
+        let pid = nodes[0].pid();
+        tokio::spawn(async move {
+            tokio::time::sleep(bound + Duration::from_secs(1)).await;
+            signal(pid, "-CONT");
+        })
+    };
     let moved = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (1..3)
         .map(|k| {
@@ -525,10 +532,7 @@ async fn calls_about_a_paused_nodes_partitions_are_answered_or_refused_in_time()
     for caller in callers {
         calls.extend(caller.await.unwrap());
     }
-    // Paused past the bound: a call waiting for node0 would still wait.
-    let held_until = bound + Duration::from_secs(1);
-    tokio::time::sleep(held_until.saturating_sub(paused_at.elapsed())).await;
-    signal(nodes[0].pid(), "-CONT");
+    resumed.await.unwrap();
 
     let refused = calls.iter().filter(|c| c.1 == 503).count();
     println!(
