@@ -491,6 +491,22 @@ async fn calls_about_a_paused_nodes_partitions_are_answered_or_refused_in_time()
             signal(pid, "-CONT");
         })
     };
+    // Before its lease lapses, a read over every partition lacks node0's
+    // share: 503, or with partial=true the rest and node0's partitions named.
+    let (status, body) = nodes[1]
+        .call("GET", "/v1/messages/promo/metrics", None)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "cluster_unavailable", "{body}");
+    let (status, body) = nodes[2]
+        .call("GET", "/v1/messages/promo/metrics?partial=true", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["partial"], true, "{body}");
+    let missing: BTreeSet<u64> = (body["missing_partitions"].as_array().unwrap().iter())
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(missing, paused_serves, "{body}");
     let moved = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (1..3)
         .map(|k| {
