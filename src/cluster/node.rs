@@ -9,7 +9,9 @@
 //! over loads its latest snapshot, reads the journal after it (fencing off
 //! the previous writer), replays it into the store and resumes the unsettled
 //! sends; only then does the node serve it. A lease found lost, or a journal
-//! that failed (fenced), drops the partition at once.
+//! that failed (fenced), drops the partition at once; a renewal NATS did not
+//! answer is tried again until the lease would lapse. A released lease or a
+//! member leaving, seen by watching the buckets, starts a review at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

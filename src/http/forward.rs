@@ -4,9 +4,12 @@
 //! Customer.io's `/api/v1/customers/{id}/...`) or, for a device report
 //! (`/push/events`, `/api/v1/push/events`), from the body's `delivery_id`; when another node serves
 //! it, the request is forwarded there as it came and its answer passed
-//! back. Everything else (and a partition no node serves right now) is
-//! answered here. A send with many customers is split by the send handler
-//! itself.
+//! back. While the partition moves (its owner gone, paused or handing it
+//! back), the call is tried again on whoever holds its lease then, or
+//! answered here once this node serves it, for at most `[cluster]
+//! forward_timeout_ms`; then it is answered 503 `partition_unavailable`.
+//! Everything else is answered here. A send with many customers is split
+//! by the send handler itself.
 
 use std::time::{Duration, Instant};
 
