@@ -360,7 +360,15 @@ impl Node {
         let share = usize::from(self.settings.partitions).div_ceil(members);
         let held: Vec<PartitionTag> = self.owned().keys().copied().collect();
         if held.len() > share {
-            if let Some(&tag) = held.last() {
+            // Only a partition already served: one still loading would fence
+            // off the node that takes it next.
+            let served = self
+                .owned()
+                .iter()
+                .rev()
+                .find(|(_, o)| o.running.is_some())
+                .map(|(t, _)| *t);
+            if let Some(tag) = served {
                 tracing::info!(
                     partition = tag.0,
                     share,
@@ -494,11 +502,24 @@ impl Node {
         if let Err(e) = self.nats.members.delete(key_of(&self.me.node)).await {
             tracing::warn!(error = %e, "cannot leave the members; the key lapses by itself");
         }
+        // A partition still loading would fence off the node that takes it
+        // next: handed back once served (or given up).
+        let loading_since = Instant::now();
+        while self.owned().values().any(|o| o.running.is_none()) {
+            if loading_since.elapsed() > self.settings.lease {
+                tracing::warn!("partitions still loading; handing them back as they are");
+                break;
+            }
+            tokio::time::sleep(LOADING_POLL).await;
+        }
         let tags: Vec<PartitionTag> = self.owned().keys().copied().collect();
         let hand_backs = tags.into_iter().map(|tag| self.hand_back(tag));
         join_all(hand_backs).await;
     }
 }
+
+/// How often a node leaving looks whether its partitions finished loading.
+const LOADING_POLL: Duration = Duration::from_millis(50);
 
 /// The first pause before a failed lease renewal is tried again; later
 /// ones double, up to eight times this.

@@ -21,8 +21,11 @@ impl Node {
     /// Stops serving `tag` at once: requests for it are refused (503) or
     /// forwarded, its journal refuses every later write.
     pub(super) fn drop_partition(&self, tag: PartitionTag) -> Option<Running> {
+        // The tenure ends first: a takeover finishing now sees it gone and
+        // stops serving what it just loaded.
+        let owned = self.owned().remove(&tag);
         self.partitions.remove(tag);
-        let owned = self.owned().remove(&tag)?;
+        let owned = owned?;
         let running = owned.running?;
         running.journal.close();
         running.uploader.abort();
