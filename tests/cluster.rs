@@ -683,24 +683,39 @@ async fn losing_a_nats_server_drops_no_lease_and_no_merged_read_is_short() {
     assert_eq!(serving(&nodes).await, before, "partitions moved");
 }
 
-/// What a load worker saw of refusals: the longest time from a 503 (or a
-/// customer of a send refused as unavailable) until the next answer that
-/// was not one.
+/// What a load worker saw of refusals: the longest time from receiving a
+/// 503 (or a send with a customer refused as unavailable) until receiving
+/// the next answer that was not one.
 #[derive(Default)]
 struct Refusals {
     count: usize,
     since: Option<Instant>,
     longest: Duration,
+    /// What the refusals of the longest run said.
+    why: Vec<String>,
+    run: Vec<String>,
 }
 
 impl Refusals {
-    fn saw(&mut self, refused: bool) {
-        let now = Instant::now();
-        if refused {
-            self.count += 1;
-            self.since.get_or_insert(now);
-        } else if let Some(since) = self.since.take() {
-            self.longest = self.longest.max(now - since);
+    /// Notes an answer just received: `refused` with why, or not.
+    fn saw(&mut self, refused: Option<String>) {
+        let at = Instant::now();
+        match refused {
+            Some(why) => {
+                self.count += 1;
+                self.since.get_or_insert(at);
+                self.run.push(why);
+            }
+            None => {
+                if let Some(since) = self.since.take() {
+                    let run = at.saturating_duration_since(since);
+                    if run >= self.longest {
+                        self.longest = run;
+                        self.why = std::mem::take(&mut self.run);
+                    }
+                }
+                self.run.clear();
+            }
         }
     }
 }
@@ -739,9 +754,13 @@ async fn load_live(
         let Ok(body) = resp.json::<Value>().await else {
             continue;
         };
-        let refused = status == 503
-            || (body["failed"].as_array().into_iter().flatten())
-                .any(|f| unavailable(&f["error"]["code"]));
+        let refused = (body["failed"].as_array().into_iter().flatten())
+            .find(|f| unavailable(&f["error"]["code"]))
+            .map(|f| f["error"]["message"].to_string());
+        let refused = match status {
+            503 => Some(body["error"]["message"].to_string()),
+            _ => refused,
+        };
         refusals.saw(refused);
         assert!(
             matches!(status, 202 | 503),
@@ -772,7 +791,9 @@ async fn load_live(
                 continue;
             };
             let status = resp.status().as_u16();
-            refusals.saw(status == 503);
+            let text = resp.text().await.unwrap_or_default();
+            let refused = (status == 503).then(|| format!("report: {text}"));
+            refusals.saw(refused);
             match status {
                 200 => acked
                     .lock()
@@ -828,10 +849,13 @@ async fn a_rolling_restart_under_load_loses_nothing_and_refuses_briefly() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let mut longest = Duration::ZERO;
+    let mut why = Vec::new();
     let mut refused = 0;
     for w in workers {
         let r = w.await.unwrap();
-        longest = longest.max(r.longest);
+        if r.longest >= longest {
+            (longest, why) = (r.longest, r.why);
+        }
         refused += r.count;
     }
 
@@ -844,7 +868,7 @@ async fn a_rolling_restart_under_load_loses_nothing_and_refuses_briefly() {
     assert!(acked.deliveries.len() > 50, "too little load to judge");
     assert!(
         longest <= Duration::from_secs(1),
-        "refused (503) for {longest:?} in a row"
+        "refused (503) for {longest:?} in a row: {why:?}"
     );
     let mut details: HashMap<String, Value> = HashMap::new();
     for (k, id) in acked.deliveries.iter().enumerate() {

@@ -88,6 +88,8 @@ pub struct Node {
     /// Partitions this node refused to serve because a newer pushd wrote
     /// them, with why (cleared once it serves them).
     refused: Mutex<BTreeMap<u16, String>>,
+    /// Starts a review before the next tick.
+    wake: Arc<Notify>,
 }
 
 /// A node's view, for `/healthz`.
@@ -146,6 +148,7 @@ impl Node {
             holders: RwLock::new(BTreeMap::new()),
             members: RwLock::new(BTreeMap::new()),
             refused: Mutex::new(BTreeMap::new()),
+            wake: Arc::new(Notify::new()),
         })
     }
 
@@ -251,12 +254,12 @@ impl Node {
 
     /// Runs the node's loop until the runtime stops: a review every tick,
     /// and at once when a lease is released or a member leaves (seen by
-    /// watching the buckets), so released partitions are taken promptly.
+    /// watching the buckets), so released partitions are taken promptly, or
+    /// a partition's journal stopped (fenced off: dropped at once).
     pub async fn run(self: Arc<Self>) {
         let tick = self.settings.tick();
-        let wake = Arc::new(Notify::new());
-        self.runtime.spawn(self.clone().watch_leases(wake.clone()));
-        self.runtime.spawn(self.clone().watch_members(wake.clone()));
+        self.runtime.spawn(self.clone().watch_leases());
+        self.runtime.spawn(self.clone().watch_members());
         // Let the other nodes starting now announce themselves before
         // taking a share, so the first one up does not take everything.
         if let Err(e) = self.announce().await {
@@ -273,7 +276,7 @@ impl Node {
             }
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
-                () = wake.notified() => {}
+                () = self.wake.notified() => {}
             }
         }
     }
@@ -281,7 +284,7 @@ impl Node {
     /// Follows the lease bucket: notes each holder as it writes (so calls
     /// are forwarded to a partition's new owner at once) and wakes the loop
     /// when a lease is released.
-    async fn watch_leases(self: Arc<Self>, wake: Arc<Notify>) {
+    async fn watch_leases(self: Arc<Self>) {
         loop {
             match self.nats.leases.watch_all().await {
                 Ok(mut changes) => {
@@ -302,7 +305,7 @@ impl Node {
                             None => {
                                 holders.remove(&tag);
                                 drop(holders);
-                                wake.notify_one();
+                                self.wake.notify_one();
                             }
                         }
                     }
@@ -315,14 +318,14 @@ impl Node {
 
     /// Follows the member bucket: wakes the loop when a member leaves (the
     /// others' share grows).
-    async fn watch_members(self: Arc<Self>, wake: Arc<Notify>) {
+    async fn watch_members(self: Arc<Self>) {
         loop {
             match self.nats.members.watch_all().await {
                 Ok(mut changes) => {
                     while let Some(change) = changes.next().await {
                         let Ok(entry) = change else { break };
                         if entry.operation != kv::Operation::Put {
-                            wake.notify_one();
+                            self.wake.notify_one();
                         }
                     }
                 }

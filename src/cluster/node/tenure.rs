@@ -142,7 +142,12 @@ impl Node {
             subject: subject.clone(),
             writer: format!("{}-{}", key_of(&self.me.node), held.revision),
         };
-        let opened = StreamJournal::open(place, covered, &self.runtime).await?;
+        // A journal fenced off (another node took the partition) wakes the
+        // loop, which drops the partition at once: calls then go to the new
+        // owner instead of failing here until the next tick.
+        let wake = self.wake.clone();
+        let opened =
+            StreamJournal::open(place, covered, &self.runtime, move || wake.notify_one()).await?;
         let journal = opened.journal;
         let ports = Ports {
             provider: self.engine.provider.clone(),
