@@ -483,10 +483,24 @@ impl Node {
     /// decided it was sent (the lease runs from no earlier).
     async fn renew_until_lapse(&self, held: Held, renewed_at: Instant) -> (Renewal, Instant) {
         let mut pause = RENEW_RETRY_PAUSE;
+        // When the first try whose answer was lost was sent.
+        let mut unanswered: Option<Instant> = None;
         loop {
             let sent = Instant::now();
             match lease::renew(&self.nats.leases, held, &self.me).await {
+                // The try whose answer was lost may have been stored: then
+                // the lease is still this node's, at that revision.
+                Renewal::Lost if let Some(first) = unanswered => {
+                    let stored = lease::mine(&self.nats.leases, held.tag, &self.me).await;
+                    return match stored {
+                        // Stored no earlier than that try was sent.
+                        Ok(Some(revision)) => (Renewal::Renewed(revision), first),
+                        Ok(None) => (Renewal::Lost, sent),
+                        Err(e) => (Renewal::Unknown(e.to_string()), sent),
+                    };
+                }
                 Renewal::Unknown(e) if renewed_at.elapsed() + pause < self.settings.lease => {
+                    unanswered.get_or_insert(sent);
                     tracing::info!(partition = held.tag.0, error = %e, "lease renewal failed; trying again");
                     metrics::counter!("pushd_cluster_lease_renewal_retries_total").increment(1);
                     tokio::time::sleep(pause).await;
