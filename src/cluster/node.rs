@@ -260,12 +260,18 @@ impl Node {
         let tick = self.settings.tick();
         self.runtime.spawn(self.clone().watch_leases());
         self.runtime.spawn(self.clone().watch_members());
-        // Let the other nodes starting now announce themselves before
-        // taking a share, so the first one up does not take everything.
         if let Err(e) = self.announce().await {
             tracing::warn!(error = %e, "cannot announce this node");
         }
-        tokio::time::sleep(tick * 2).await;
+        // A cluster starting: let the other nodes starting now announce
+        // themselves before taking a share, so the first one up does not
+        // take everything. A node joining a running cluster (leases held)
+        // takes its share at once: the others hand partitions back to it
+        // as soon as they see it.
+        let leases = lease::holders(&self.nats.leases, self.settings.partitions).await;
+        if leases.map_or(true, |held| held.is_empty()) {
+            tokio::time::sleep(tick * 2).await;
+        }
         loop {
             let started = Instant::now();
             if let Err(e) = self.review().await {
