@@ -526,10 +526,11 @@ impl Node {
             tracing::warn!(error = %e, "cannot leave the members; the key lapses by itself");
         }
         // A partition still loading would fence off the node that takes it
-        // next: handed back once served (or given up).
+        // next: handed back once served (or given up). Nothing renews the
+        // leases now, so for half a lease at most.
         let loading_since = Instant::now();
         while self.owned().values().any(|o| o.running.is_none()) {
-            if loading_since.elapsed() > self.settings.lease {
+            if loading_since.elapsed() > self.settings.lease / 2 {
                 tracing::warn!("partitions still loading; handing them back as they are");
                 break;
             }
