@@ -150,3 +150,22 @@ impl Peers {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn a_share_names_its_partitions_and_the_gatherer_reads_them_back() {
+        let some: BTreeSet<u16> = [0, 7, 1023].into();
+        assert_eq!(partitions_header(&some), "0,7,1023");
+        assert_eq!(parse_partitions("0,7,1023"), Some(some));
+        // A node serving none names none; it is not a garbled answer.
+        assert_eq!(partitions_header(&BTreeSet::new()), "");
+        assert_eq!(parse_partitions(""), Some(BTreeSet::new()));
+        assert_eq!(parse_partitions("3,x"), None);
+        assert_eq!(parse_partitions("70000"), None);
+    }
+}

@@ -569,3 +569,38 @@ pub fn newest_page<T>(
     };
     (items, next)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn partial_is_true_or_false_and_marks_only_the_reads_that_ask() {
+        assert_eq!(Partial::parse(None).unwrap(), Partial(false));
+        assert_eq!(Partial::parse(Some("false")).unwrap(), Partial(false));
+        assert_eq!(Partial::parse(Some("true")).unwrap(), Partial(true));
+        let e = Partial::parse(Some("yes")).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "invalid_field"));
+        assert!(
+            e.message.contains("partial must be true or false"),
+            "{}",
+            e.message
+        );
+
+        let mut body = json!({"sends": 3});
+        Partial(false).mark(&mut body, &[2]);
+        assert_eq!(body, json!({"sends": 3}));
+        Partial(true).mark(&mut body, &[]);
+        assert_eq!(
+            body,
+            json!({"sends": 3, "partial": false, "missing_partitions": []})
+        );
+        Partial(true).mark(&mut body, &[2, 5]);
+        assert_eq!(
+            body,
+            json!({"sends": 3, "partial": true, "missing_partitions": [2, 5]})
+        );
+    }
+}
