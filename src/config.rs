@@ -98,6 +98,10 @@ pub struct ClusterSection {
     pub replicas: usize,
     /// A node's lease of a partition lapses after this long unrenewed, ms.
     pub lease_ms: u64,
+    /// How long a call another node's partition must answer waits for that
+    /// node (or, while the partition moves, its next owner) before it is
+    /// answered 503 `partition_unavailable`, ms.
+    pub forward_timeout_ms: u64,
     /// How often a partition's snapshot is uploaded, seconds.
     pub snapshot_secs: u64,
     /// Prefix of the stream, buckets and subjects.
@@ -112,7 +116,8 @@ impl Default for ClusterSection {
             advertise: None,
             partitions: 64,
             replicas: 3,
-            lease_ms: 5000,
+            lease_ms: 10_000,
+            forward_timeout_ms: 2000,
             snapshot_secs: 10,
             prefix: "pushd".into(),
         }
@@ -146,6 +151,13 @@ impl ClusterSection {
                 self.lease_ms
             )));
         }
+        if !(100..=60_000).contains(&self.forward_timeout_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "[cluster] forward_timeout_ms (PUSHD_CLUSTER_FORWARD_TIMEOUT_MS) must be 100 to \
+                 60000, not {}",
+                self.forward_timeout_ms
+            )));
+        }
         let prefix_ok = !self.prefix.is_empty()
             && self
                 .prefix
@@ -165,6 +177,7 @@ impl ClusterSection {
             partitions: self.partitions,
             replicas: self.replicas,
             lease: Duration::from_millis(self.lease_ms),
+            forward_timeout: Duration::from_millis(self.forward_timeout_ms),
             snapshot_every: Duration::from_secs(self.snapshot_secs.max(1)),
             prefix: self.prefix.clone(),
         })
@@ -869,9 +882,12 @@ pub struct Overrides {
     /// JetStream replicas of the cluster's journal and buckets [default: 3]
     #[arg(long, env = "PUSHD_CLUSTER_REPLICAS")]
     pub cluster_replicas: Option<usize>,
-    /// Lease time of a partition in ms: a node silent this long loses it [default: 5000]
+    /// Lease time of a partition in ms: a node silent this long loses it [default: 10000]
     #[arg(long, env = "PUSHD_CLUSTER_LEASE_MS")]
     pub cluster_lease_ms: Option<u64>,
+    /// How long a call for another node's partition waits for it in ms before a 503 [default: 2000]
+    #[arg(long, env = "PUSHD_CLUSTER_FORWARD_TIMEOUT_MS")]
+    pub cluster_forward_timeout_ms: Option<u64>,
     /// Seconds between uploads of a partition's snapshot [default: 10]
     #[arg(long, env = "PUSHD_CLUSTER_SNAPSHOT_SECS")]
     pub cluster_snapshot_secs: Option<u64>,
@@ -1005,6 +1021,7 @@ impl Overrides {
         set(&mut k.partitions, self.cluster_partitions);
         set(&mut k.replicas, self.cluster_replicas);
         set(&mut k.lease_ms, self.cluster_lease_ms);
+        set(&mut k.forward_timeout_ms, self.cluster_forward_timeout_ms);
         set(&mut k.snapshot_secs, self.cluster_snapshot_secs);
         let compat = &mut c.compat;
         set(
@@ -1357,6 +1374,11 @@ max_iterations = 500
         );
         assert_eq!((s.partitions, s.replicas), (16, 3));
         assert_eq!(s.lease, Duration::from_millis(2000));
+        assert_eq!(
+            s.forward_timeout,
+            Duration::from_millis(2000),
+            "the default"
+        );
         assert!(
             !Config::default().cluster.enabled(),
             "a single node by default"
@@ -1364,13 +1386,39 @@ max_iterations = 500
 
         std::fs::write(&path, "[cluster]\npartitions = 0\n").unwrap();
         let c = Overrides {
-            config: Some(path),
+            config: Some(path.clone()),
             ..Default::default()
         }
         .load()
         .unwrap();
         let e = c.cluster.settings("127.0.0.1:1").unwrap_err().to_string();
         assert!(e.contains("partitions must be 1 to 1024, not 0"), "{e}");
+
+        std::fs::write(&path, "[cluster]\nforward_timeout_ms = 750\n").unwrap();
+        let file = || Overrides {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let s = file()
+            .load()
+            .unwrap()
+            .cluster
+            .settings("127.0.0.1:1")
+            .unwrap();
+        assert_eq!(s.forward_timeout, Duration::from_millis(750));
+        let c = Overrides {
+            cluster_forward_timeout_ms: Some(0),
+            ..file()
+        }
+        .load()
+        .unwrap();
+        let e = c.cluster.settings("127.0.0.1:1").unwrap_err().to_string();
+        assert!(
+            e.contains("forward_timeout_ms")
+                && e.contains("PUSHD_CLUSTER_FORWARD_TIMEOUT_MS")
+                && e.contains("not 0"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -209,7 +209,7 @@ pub async fn serve_with(
         writes,
     });
     run_api(
-        state, &keys, identity, listener, prometheus, &config, banner,
+        state, &keys, identity, listener, prometheus, &config, banner, None,
     )
     .await?;
     tracing::info!("http drained; checkpointing");
@@ -267,10 +267,19 @@ fn finish_within(budget: Duration, close: impl FnOnce() -> Result<(), String> + 
     std::process::exit(1);
 }
 
+/// What a cluster node does on SIGTERM/SIGINT before its HTTP server
+/// drains: hand its partitions over while it still answers (forwarding).
+pub(crate) type HandOver = Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()>>;
+
 /// Serves the API on `listener` until SIGTERM/SIGINT has drained it, with
 /// at most `[http] max_connections` connections (sized from the open files
 /// limit, which it raises first); with `banner`, prints where the keys are
-/// and where it listens once ready.
+/// and where it listens once ready. With `hand_over`, the signal runs it
+/// first and only then drains the server.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the server's parts, named once here"
+)]
 pub(crate) async fn run_api(
     state: web::Data<AppState>,
     keys: &keys::ResolvedKeys,
@@ -279,6 +288,7 @@ pub(crate) async fn run_api(
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     config: &Config,
     banner: bool,
+    hand_over: Option<HandOver>,
 ) -> Result<(), ServeError> {
     let open_files = crate::persistence::raise_open_files();
     let limit = config.http.connection_limit(open_files);
@@ -308,7 +318,23 @@ pub(crate) async fn run_api(
     // above ours (one worker may hold them all), it is never reached.
     .max_connections(limit.total().saturating_mul(2))
     .listen(listener)?;
+    let server = match hand_over {
+        Some(_) => server.disable_signals(),
+        None => server,
+    };
     let mut server = server.run();
+    if let Some(hand_over) = hand_over {
+        // Listening from here on: a signal sent once the banner shows is
+        // caught.
+        let signalled = shutdown_signal()?;
+        let handle = server.handle();
+        actix_web::rt::spawn(async move {
+            signalled.await;
+            tracing::info!("stopping: handing the partitions over first");
+            hand_over().await;
+            handle.stop(true).await;
+        });
+    }
     // The first poll starts the workers and installs the SIGTERM/SIGINT
     // handlers: only then may the banner say the daemon is ready (a signal
     // sent on seeing it must drain the daemon, not kill it).
@@ -322,6 +348,20 @@ pub(crate) async fn run_api(
         }
     }
     Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT; the handlers are installed
+/// when this is called.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// The identity verification in effect: the configured one, else the

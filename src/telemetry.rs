@@ -87,7 +87,7 @@ pub const WEBHOOK_SERIES: [&str; 4] = [
 
 /// The series of a cluster node (`pushd serve --cluster`), listed from its
 /// start.
-pub const CLUSTER_SERIES: [&str; 12] = [
+pub const CLUSTER_SERIES: [&str; 16] = [
     "pushd_cluster_partitions_served",
     "pushd_cluster_leases_held",
     "pushd_cluster_lease_renewal_age_seconds",
@@ -100,6 +100,10 @@ pub const CLUSTER_SERIES: [&str; 12] = [
     "pushd_cluster_snapshots_uploaded_total",
     "pushd_cluster_forwarded_total",
     "pushd_cluster_peer_calls_total",
+    "pushd_cluster_forward_timeouts_total",
+    "pushd_cluster_peer_timeouts_total",
+    "pushd_cluster_lease_renewal_retries_total",
+    "pushd_cluster_partial_reads_total",
 ];
 
 /// Describes a cluster node's series and makes them appear at zero.
@@ -162,6 +166,22 @@ pub fn register_cluster() {
         "pushd_cluster_peer_calls_total",
         "Calls to other nodes (forwarded requests, gathered reads)."
     );
+    describe_counter!(
+        "pushd_cluster_forward_timeouts_total",
+        "Calls for another node's partition answered 503 after forward_timeout_ms without an owner answering."
+    );
+    describe_counter!(
+        "pushd_cluster_peer_timeouts_total",
+        "Calls to other nodes that did not answer within their time."
+    );
+    describe_counter!(
+        "pushd_cluster_lease_renewal_retries_total",
+        "Lease renewals tried again after NATS did not answer."
+    );
+    describe_counter!(
+        "pushd_cluster_partial_reads_total",
+        "Merged reads answered with ?partial=true while a partition's share was missing."
+    );
     for counter in [
         "pushd_cluster_leases_lost_total",
         "pushd_cluster_takeovers_total",
@@ -170,6 +190,10 @@ pub fn register_cluster() {
         "pushd_cluster_snapshots_uploaded_total",
         "pushd_cluster_forwarded_total",
         "pushd_cluster_peer_calls_total",
+        "pushd_cluster_forward_timeouts_total",
+        "pushd_cluster_peer_timeouts_total",
+        "pushd_cluster_lease_renewal_retries_total",
+        "pushd_cluster_partial_reads_total",
     ] {
         metrics::counter!(counter).absolute(0);
     }

@@ -5,6 +5,15 @@
 //! and resumed. Afterwards every acknowledged delivery and report is there
 //! and final, the killed node's partitions moved within 10 s, and the
 //! journal shows no partition was ever written by two nodes in turn.
+//!
+//! Then failover without stalls or gaps: calls about a paused node's
+//! partitions are answered (or refused 503) within the forward timeout and
+//! the lease, never held until it resumes; a nats-server's loss costs no
+//! lease and no merged read is silently short; a rolling SIGTERM restart of
+//! every node under load loses nothing acknowledged and refuses (503) for
+//! no longer than a second.
+//!
+//! The tests run one at a time (they each start five processes).
 
 mod support;
 
@@ -17,6 +26,9 @@ use pushd::sim::FaultMix;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use support::{Daemon, SDK_KEY, android_token, cluster, fakes, ios_token};
+
+/// Held by each test: two cores run one cluster well, not several.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const CUSTOMERS: usize = 90;
 const PARTITIONS: u16 = 12;
@@ -174,6 +186,7 @@ fn signal(pid: u32, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_and_a_nats_server_die_and_nothing_acknowledged_is_lost() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let seed = support::seed("cluster test");
     let mix = FaultMix {
@@ -355,4 +368,524 @@ async fn no_partition_had_two_writers(url: &str) {
     }
     println!("journal: {messages} messages kept, writers per partition {writers:?}");
     assert!(messages > 0);
+}
+
+/// Three nats-servers forming one JetStream cluster, and what starts the
+/// pushd nodes over them.
+struct Rig {
+    dir: tempfile::TempDir,
+    _fakes: pushd::sim::FakeProviders,
+    nats: Vec<cluster::NatsServer>,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Rig {
+    /// The servers and fake providers, with `settings` for every node.
+    async fn start(test: &str, settings: &[(&'static str, &str)]) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let mix = FaultMix {
+            latency: Duration::from_millis(10),
+            seed: support::seed(test),
+            ..FaultMix::default()
+        };
+        let fakes = fakes(dir.path(), mix).await;
+        let nats = cluster::start(dir.path());
+        let servers: Vec<String> = nats.iter().map(|s| s.url.clone()).collect();
+        let mut env = fakes.env();
+        env.extend([
+            ("PUSHD_CLUSTER", servers.join(",")),
+            ("PUSHD_CLUSTER_PARTITIONS", PARTITIONS.to_string()),
+            ("PUSHD_CLUSTER_SNAPSHOT_SECS", "2".into()),
+        ]);
+        env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
+        Rig {
+            dir,
+            _fakes: fakes,
+            nats,
+            env,
+        }
+    }
+
+    /// Starts node `i` (again after a stop: the same name and directory).
+    async fn node(&self, i: usize) -> Arc<Daemon> {
+        let mut env = self.env.clone();
+        env.push(("PUSHD_CLUSTER_NODE", format!("node{i}")));
+        let data = self.dir.path().join(format!("node{i}"));
+        let started = tokio::task::spawn_blocking(move || Daemon::start(&data, &env));
+        Arc::new(started.await.unwrap())
+    }
+
+    /// Starts three nodes; answers once each serves a third of the
+    /// partitions and the customers and the message `promo` are set up.
+    async fn nodes(&self) -> Vec<Arc<Daemon>> {
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            nodes.push(self.node(i).await);
+        }
+        let third = usize::from(PARTITIONS) / 3;
+        until_served(&nodes, |s| s.len() == third).await;
+        for i in 0..CUSTOMERS {
+            let node = &nodes[i % 3];
+            let customer = format!("/v1/customers/c{i}");
+            put(node, &customer, json!({"attributes": {"first_name": "N"}})).await;
+            for (token, platform) in [(ios_token(i), "ios"), (android_token(i), "android")] {
+                let device = json!({"device": {"id": token, "platform": platform}});
+                put(node, &format!("{customer}/devices"), device).await;
+            }
+        }
+        let message = json!({"name": "Promo", "campaign_id": "spring",
+            "title": "Hi {{customer.first_name}}", "body": "b"});
+        put(&nodes[1], "/v1/messages/promo", message).await;
+        nodes
+    }
+}
+
+/// A metric's value in a node's `/metrics` text.
+async fn metric(node: &Daemon, name: &str) -> f64 {
+    let text = node.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// A client that never gives up first: a call held is seen as held.
+fn patient_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_about_a_paused_nodes_partitions_are_answered_or_refused_in_time() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let lease = Duration::from_millis(4000);
+    let forward_timeout = Duration::from_millis(1000);
+    let rig = Rig::start(
+        "paused owner",
+        &[
+            ("PUSHD_CLUSTER_LEASE_MS", "4000"),
+            ("PUSHD_CLUSTER_FORWARD_TIMEOUT_MS", "1000"),
+        ],
+    )
+    .await;
+    let nodes = rig.nodes().await;
+    let partitioning = pushd::partition::Partitioning::new(PARTITIONS);
+    let paused_serves = serving(&nodes).await.remove(0);
+    let theirs: Vec<String> = (0..CUSTOMERS)
+        .map(|i| format!("c{i}"))
+        .filter(|c| paused_serves.contains(&u64::from(partitioning.of_customer(c).0)))
+        .collect();
+    assert!(!theirs.is_empty(), "node0 serves {paused_serves:?}");
+
+    // What the behaviour guarantees: the forward timeout, plus a lease for
+    // the partition to move, plus (generously) its takeover on a loaded
+    // machine.
+    let bound = forward_timeout + lease + Duration::from_secs(6);
+    signal(nodes[0].pid(), "-STOP");
+    let paused_at = Instant::now();
+    // Paused past the bound: a call waiting for node0 would take longer.
+    let resumed = {
+        let pid = nodes[0].pid();
+        tokio::spawn(async move {
+            tokio::time::sleep(bound + Duration::from_secs(1)).await;
+            signal(pid, "-CONT");
+        })
+    };
+    // Before its lease lapses, a read over every partition lacks node0's
+    // share: 503, or with partial=true the rest and node0's partitions named.
+    let (status, body) = nodes[1]
+        .call("GET", "/v1/messages/promo/metrics", None)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "cluster_unavailable", "{body}");
+    let (status, body) = nodes[2]
+        .call("GET", "/v1/messages/promo/metrics?partial=true", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["partial"], true, "{body}");
+    let missing: BTreeSet<u64> = (body["missing_partitions"].as_array().unwrap().iter())
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(missing, paused_serves, "{body}");
+    let moved = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (1..3)
+        .map(|k| {
+            let (node, theirs, moved) = (nodes[k].clone(), theirs.clone(), moved.clone());
+            tokio::spawn(async move {
+                let client = patient_client();
+                let mut calls = Vec::new();
+                // Every customer once more after the move: by its new owner.
+                let mut rounds_after_move = 0;
+                while rounds_after_move < 2 {
+                    if moved.load(Ordering::Relaxed) {
+                        rounds_after_move += 1;
+                    }
+                    for (n, c) in theirs.iter().enumerate() {
+                        let path = format!("/v1/customers/{c}");
+                        let request = match n % 2 {
+                            0 => client.get(node.url(&path)),
+                            _ => client
+                                .put(node.url(&path))
+                                .json(&json!({"attributes": {"seen": n}})),
+                        };
+                        let started = Instant::now();
+                        let resp = request.bearer_auth(support::API_KEY).send().await.unwrap();
+                        let status = resp.status().as_u16();
+                        let retry_after = resp.headers().contains_key("retry-after");
+                        let body: Value = resp.json().await.unwrap_or_default();
+                        let took = started.elapsed();
+                        calls.push((c.clone(), status, body, retry_after, took));
+                    }
+                }
+                calls
+            })
+        })
+        .collect();
+    until_served(&nodes[1..], |_| true).await;
+    println!(
+        "node0's partitions moved {:?} after it was paused",
+        paused_at.elapsed()
+    );
+    moved.store(true, Ordering::Relaxed);
+    let mut calls = Vec::new();
+    for caller in callers {
+        calls.extend(caller.await.unwrap());
+    }
+    resumed.await.unwrap();
+
+    let refused = calls.iter().filter(|c| c.1 == 503).count();
+    println!(
+        "{} calls while node0 was paused, {refused} refused",
+        calls.len()
+    );
+    for (customer, status, body, retry_after, took) in &calls {
+        assert!(
+            *took < bound,
+            "a call about {customer} took {took:?} (bound {bound:?}): {status} {body}"
+        );
+        match status {
+            200 => {}
+            503 => {
+                assert_eq!(body["error"]["code"], "partition_unavailable", "{body}");
+                assert!(retry_after, "503 without Retry-After: {body}");
+            }
+            _ => panic!("a call about {customer}: {status} {body}"),
+        }
+    }
+    // After the move, the new owners answer every customer.
+    let last_round: Vec<_> = calls.iter().rev().take(theirs.len() * 2).collect();
+    for (customer, status, body, _, _) in last_round {
+        assert_eq!(*status, 200, "{customer} after the move: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_nats_server_drops_no_lease_and_no_merged_read_is_short() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The default lease and forward timeout.
+    let mut rig = Rig::start("nats server lost", &[]).await;
+    let nodes = rig.nodes().await;
+    let before = serving(&nodes).await;
+
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let seed = support::seed("nats server lost load");
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            let (node, acked, stop) = (nodes[i].clone(), acked.clone(), stop.clone());
+            tokio::spawn(load(node, acked, stop, seed ^ i as u64))
+        })
+        .collect();
+    // The highest `sends` a complete read showed: no later read may show
+    // less (a partition's share left out).
+    let floor = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers: Vec<_> = (0..3)
+        .map(|i| {
+            let (node, stop, floor) = (nodes[i].clone(), stop.clone(), floor.clone());
+            tokio::spawn(async move {
+                let client = patient_client();
+                let (mut complete, mut refused, mut partial) = (0, 0, 0);
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let asks_partial = n % 2 == 0;
+                    let path = match asks_partial {
+                        true => "/v1/messages/promo/metrics?partial=true",
+                        false => "/v1/messages/promo/metrics",
+                    };
+                    let at_least = floor.load(Ordering::SeqCst);
+                    let resp = client
+                        .get(node.url(path))
+                        .bearer_auth(support::API_KEY)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = resp.status().as_u16();
+                    let body: Value = resp.json().await.unwrap();
+                    match status {
+                        503 => {
+                            assert_eq!(body["error"]["code"], "cluster_unavailable", "{body}");
+                            refused += 1;
+                            continue;
+                        }
+                        200 => {}
+                        _ => panic!("{path}: {status} {body}"),
+                    }
+                    let sends = body["sends"].as_u64().unwrap();
+                    let missing = body["missing_partitions"].as_array().cloned();
+                    if asks_partial && body["partial"] == true {
+                        assert!(!missing.unwrap().is_empty(), "{body}");
+                        partial += 1;
+                        continue;
+                    }
+                    if asks_partial {
+                        assert_eq!(missing, Some(Vec::new()), "{body}");
+                        assert_eq!(body["partial"], false, "{body}");
+                    }
+                    assert!(
+                        sends >= at_least,
+                        "a read through node{i} answered 200 with sends {sends} after one \
+                         showed {at_least}: a share left out ({body})"
+                    );
+                    floor.fetch_max(sends, Ordering::SeqCst);
+                    complete += 1;
+                }
+                (complete, refused, partial)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let dead = rig.nats.remove(1);
+    dead.kill();
+    // Past a whole lease (10 s): a renewal that kept failing would have
+    // dropped its partition by now.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let mut reads = (0, 0, 0);
+    for r in readers {
+        let (c, f, p) = r.await.unwrap();
+        reads = (reads.0 + c, reads.1 + f, reads.2 + p);
+    }
+    println!(
+        "merged reads: {} complete, {} refused (503), {} partial",
+        reads.0, reads.1, reads.2
+    );
+    assert!(reads.0 > 30, "too few complete reads to judge: {reads:?}");
+    assert!(
+        acked.lock().unwrap().deliveries.len() > 50,
+        "too little load to judge"
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        let lost = metric(node, "pushd_cluster_leases_lost_total").await;
+        assert_eq!(lost, 0.0, "node{i} dropped a lease");
+    }
+    assert_eq!(serving(&nodes).await, before, "partitions moved");
+}
+
+/// What a load worker saw of refusals: the longest time from receiving a
+/// 503 (or a send with a customer refused as unavailable) until receiving
+/// the next answer that was not one.
+#[derive(Default)]
+struct Refusals {
+    count: usize,
+    since: Option<Instant>,
+    longest: Duration,
+    /// What the refusals of the longest run said.
+    why: Vec<String>,
+    run: Vec<String>,
+}
+
+impl Refusals {
+    /// Notes an answer just received: `refused` with why, or not.
+    fn saw(&mut self, refused: Option<String>) {
+        let at = Instant::now();
+        match refused {
+            Some(why) => {
+                self.count += 1;
+                self.since.get_or_insert(at);
+                self.run.push(why);
+            }
+            None => {
+                if let Some(since) = self.since.take() {
+                    let run = at.saturating_duration_since(since);
+                    if run >= self.longest {
+                        self.longest = run;
+                        self.why = std::mem::take(&mut self.run);
+                    }
+                }
+                self.run.clear();
+            }
+        }
+    }
+}
+
+/// [`load`] through whichever node `live` lists (a node restarting is
+/// not listed), noting refusals.
+async fn load_live(
+    live: Arc<Mutex<Vec<Option<String>>>>,
+    acked: Arc<Mutex<Acked>>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> Refusals {
+    let client = patient_client();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut refusals = Refusals::default();
+    let unavailable =
+        |code: &Value| code == "partition_unavailable" || code == "cluster_unavailable";
+    while !stop.load(Ordering::Relaxed) {
+        let base = {
+            let live = live.lock().unwrap();
+            let up: Vec<&String> = live.iter().flatten().collect();
+            up[rng.gen_range(0..up.len())].clone()
+        };
+        let first = rng.gen_range(0..CUSTOMERS - 6);
+        let ids: Vec<String> = (first..first + 6).map(|i| format!("c{i}")).collect();
+        let Ok(resp) = client
+            .post(format!("{base}/v1/send/push"))
+            .bearer_auth(support::API_KEY)
+            .json(&json!({"message_id": "promo", "customer_ids": ids}))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let status = resp.status().as_u16();
+        let Ok(body) = resp.json::<Value>().await else {
+            continue;
+        };
+        let refused = (body["failed"].as_array().into_iter().flatten())
+            .find(|f| unavailable(&f["error"]["code"]))
+            .map(|f| f["error"]["message"].to_string());
+        let refused = match status {
+            503 => Some(body["error"]["message"].to_string()),
+            _ => refused,
+        };
+        refusals.saw(refused);
+        assert!(
+            matches!(status, 202 | 503),
+            "a send answered {status}: {body}"
+        );
+        let created: Vec<(String, usize)> = (body["deliveries"].as_array().into_iter().flatten())
+            .map(|d| {
+                let customer = d["customer_id"].as_str().unwrap();
+                let i: usize = customer[1..].parse().unwrap();
+                (d["delivery_id"].as_str().unwrap().to_string(), i)
+            })
+            .collect();
+        acked
+            .lock()
+            .unwrap()
+            .deliveries
+            .extend(created.iter().map(|(d, _)| d.clone()));
+        if let Some((delivery, i)) = created.into_iter().next() {
+            let report = json!({"delivery_id": delivery, "event": "delivered",
+                "device_id": android_token(i), "timestamp": 1_764_100_100});
+            let Ok(resp) = client
+                .post(format!("{base}/push/events"))
+                .bearer_auth(SDK_KEY)
+                .json(&report)
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            let refused = (status == 503).then(|| format!("report: {text}"));
+            refusals.saw(refused);
+            match status {
+                200 => acked
+                    .lock()
+                    .unwrap()
+                    .reports
+                    .push((delivery, android_token(i))),
+                503 => {}
+                _ => panic!("a report answered {status}"),
+            }
+        }
+    }
+    refusals
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_nothing_and_refuses_briefly() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The default lease and forward timeout.
+    let rig = Rig::start("rolling restart", &[]).await;
+    let mut nodes = rig.nodes().await;
+    let live = Arc::new(Mutex::new(
+        nodes.iter().map(|n| Some(n.url(""))).collect::<Vec<_>>(),
+    ));
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let seed = support::seed("rolling restart load");
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            let (live, acked, stop) = (live.clone(), acked.clone(), stop.clone());
+            tokio::spawn(load_live(live, acked, stop, seed ^ i as u64))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let third = usize::from(PARTITIONS) / 3;
+    for i in 0..3 {
+        // Out of the load balancer first, then SIGTERM; back with the same
+        // name and directory.
+        live.lock().unwrap()[i] = None;
+        let node = Arc::try_unwrap(nodes.remove(i)).unwrap_or_else(|_| panic!("node{i} shared"));
+        let stopping = Instant::now();
+        let code = tokio::task::spawn_blocking(move || node.terminate())
+            .await
+            .unwrap();
+        assert_eq!(code, Some(0), "node{i} exit");
+        println!("node{i} stopped in {:?}", stopping.elapsed());
+        let node = rig.node(i).await;
+        live.lock().unwrap()[i] = Some(node.url(""));
+        nodes.insert(i, node);
+        let even = until_served(&nodes, |s| s.len() == third).await;
+        println!("node{i} back, load even in {even:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut longest = Duration::ZERO;
+    let mut why = Vec::new();
+    let mut refused = 0;
+    for w in workers {
+        let r = w.await.unwrap();
+        if r.longest >= longest {
+            (longest, why) = (r.longest, r.why);
+        }
+        refused += r.count;
+    }
+
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    println!(
+        "acknowledged: {} deliveries, {} reports; {refused} refusals, the longest run {longest:?}",
+        acked.deliveries.len(),
+        acked.reports.len()
+    );
+    assert!(acked.deliveries.len() > 50, "too little load to judge");
+    assert!(
+        longest <= Duration::from_secs(1),
+        "refused (503) for {longest:?} in a row: {why:?}"
+    );
+    let mut details: HashMap<String, Value> = HashMap::new();
+    for (k, id) in acked.deliveries.iter().enumerate() {
+        details.insert(id.clone(), settled(&nodes[k % 3], id).await);
+    }
+    for (delivery, token) in &acked.reports {
+        let d = &details[delivery];
+        let device = (d["devices"].as_array().unwrap().iter())
+            .find(|x| x["token"] == token.as_str())
+            .unwrap();
+        assert!(
+            !device["delivered_at"].is_null(),
+            "acknowledged report lost: {delivery} {token}: {d}"
+        );
+    }
 }

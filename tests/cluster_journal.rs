@@ -21,6 +21,7 @@ fn settings(url: &str) -> Settings {
         partitions: 4,
         replicas: 1,
         lease: Duration::from_secs(5),
+        forward_timeout: Duration::from_secs(2),
         snapshot_every: Duration::from_secs(10),
         prefix: "pushd".into(),
     }
@@ -67,7 +68,7 @@ async fn a_takeover_replays_every_record_and_fences_the_old_writer() {
     let nats = Nats::connect(&settings(&server.url)).await.unwrap();
     let runtime = tokio::runtime::Handle::current();
 
-    let old = StreamJournal::open(place(&nats, "old-1"), 0, &runtime)
+    let old = StreamJournal::open(place(&nats, "old-1"), 0, &runtime, || {})
         .await
         .unwrap()
         .journal;
@@ -83,7 +84,7 @@ async fn a_takeover_replays_every_record_and_fences_the_old_writer() {
     assert_eq!(last, 5);
 
     // Another node takes the partition over from a snapshot covering 2.
-    let new = StreamJournal::open(place(&nats, "new-2"), 2, &runtime)
+    let new = StreamJournal::open(place(&nats, "new-2"), 2, &runtime, || {})
         .await
         .unwrap()
         .journal;
@@ -105,7 +106,7 @@ async fn a_takeover_replays_every_record_and_fences_the_old_writer() {
     assert!(old.append(&customer("ghost2")).is_err());
 
     // What a third owner reads has no trace of the fenced record.
-    let third = StreamJournal::open(place(&nats, "third-3"), 0, &runtime)
+    let third = StreamJournal::open(place(&nats, "third-3"), 0, &runtime, || {})
         .await
         .unwrap()
         .journal;
@@ -143,7 +144,7 @@ async fn messages_without_a_version_read_as_version_1_and_newer_ones_are_refused
         .unwrap()
         .await
         .unwrap();
-    let journal = StreamJournal::open(place(&nats, "new-1"), 0, &runtime)
+    let journal = StreamJournal::open(place(&nats, "new-1"), 0, &runtime, || {})
         .await
         .unwrap()
         .journal;
@@ -162,7 +163,7 @@ async fn messages_without_a_version_read_as_version_1_and_newer_ones_are_refused
         .unwrap()
         .await
         .unwrap();
-    let refused = StreamJournal::open(place(&nats, "old-2"), 0, &runtime)
+    let refused = StreamJournal::open(place(&nats, "old-2"), 0, &runtime, || {})
         .await
         .err()
         .expect("a newer record is refused");
@@ -185,7 +186,7 @@ async fn a_group_larger_than_a_message_is_published_as_several_in_order() {
     let nats = Nats::connect(&settings(&server.url)).await.unwrap();
     let runtime = tokio::runtime::Handle::current();
 
-    let journal = StreamJournal::open(place(&nats, "big-1"), 0, &runtime)
+    let journal = StreamJournal::open(place(&nats, "big-1"), 0, &runtime, || {})
         .await
         .unwrap()
         .journal;
@@ -200,7 +201,7 @@ async fn a_group_larger_than_a_message_is_published_as_several_in_order() {
     }
     journal.durable(last).await.unwrap();
 
-    let opened = StreamJournal::open(place(&nats, "big-2"), 0, &runtime)
+    let opened = StreamJournal::open(place(&nats, "big-2"), 0, &runtime, || {})
         .await
         .unwrap();
     assert_eq!(

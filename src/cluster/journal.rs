@@ -109,10 +109,13 @@ impl StreamJournal {
     /// writes an empty group: from then on a node that wrote before this
     /// one took the partition over is refused. Fails if the stream lacks a
     /// record just after `covered` (a newer snapshot let it be purged).
+    /// `on_stop` runs once the writer stopped (the journal failed or
+    /// closed).
     pub async fn open(
         place: Place,
         covered: Position,
         runtime: &tokio::runtime::Handle,
+        on_stop: impl FnOnce() + Send + 'static,
     ) -> Result<Opened, ClusterError> {
         let read = read_after(&place, covered).await?;
         let last = read.tail.last().map_or(covered, |(p, _)| *p).max(read.last);
@@ -133,6 +136,7 @@ impl StreamJournal {
         runtime.spawn(async move {
             write_groups(&writer, &place, seq).await;
             let _ = done.send(());
+            on_stop();
         });
         Ok(Opened {
             journal: Arc::new(StreamJournal {

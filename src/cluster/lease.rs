@@ -48,6 +48,11 @@ fn key(tag: PartitionTag) -> String {
     format!("p{}", tag.0)
 }
 
+/// The partition a lease key names.
+pub fn tag_of(key: &str) -> Option<PartitionTag> {
+    key.strip_prefix('p')?.parse().ok().map(PartitionTag)
+}
+
 /// Takes partition `tag`'s lease if no one holds it; `None` if someone does.
 pub async fn acquire(
     leases: &kv::Store,
@@ -57,9 +62,27 @@ pub async fn acquire(
     let value = serde_json::to_vec(me).map_err(nats)?;
     match leases.create(key(tag), value.into()).await {
         Ok(revision) => Ok(Some(Held { tag, revision })),
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+        // A create whose answer was lost is stored, and then found here:
+        // the lease is this node's.
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(mine(leases, tag, me)
+            .await?
+            .map(|revision| Held { tag, revision })),
         Err(e) => Err(nats(e)),
     }
+}
+
+/// The revision of partition `tag`'s lease if `me` holds it: what a write
+/// of this node whose answer was lost left.
+pub async fn mine(
+    leases: &kv::Store,
+    tag: PartitionTag,
+    me: &Holder,
+) -> Result<Option<u64>, ClusterError> {
+    let entry = leases.entry(key(tag)).await.map_err(nats)?;
+    Ok(entry
+        .filter(|e| e.operation == kv::Operation::Put)
+        .filter(|e| serde_json::from_slice::<Holder>(&e.value).is_ok_and(|h| h == *me))
+        .map(|e| e.revision))
 }
 
 /// Renews a held lease.

@@ -32,6 +32,8 @@ pub struct Link {
     pub node: std::sync::Arc<Node>,
     /// Calls to the other nodes.
     pub peers: peers::Peers,
+    /// How long a call for another node's partition waits for it.
+    pub forward_timeout: Duration,
     /// The API key, which every node shares: what node-to-node reads
     /// authenticate with.
     pub api_key: String,
@@ -91,6 +93,9 @@ pub struct Settings {
     /// A lease not renewed for this long lapses and another node takes
     /// the partition.
     pub lease: Duration,
+    /// How long a call for another node's partition waits for an owner
+    /// to answer it before it is refused (503).
+    pub forward_timeout: Duration,
     /// How often a partition's snapshot is uploaded.
     pub snapshot_every: Duration,
     /// Names of the stream, buckets and subjects: several clusters can

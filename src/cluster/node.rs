@@ -9,18 +9,23 @@
 //! over loads its latest snapshot, reads the journal after it (fencing off
 //! the previous writer), replays it into the store and resumes the unsettled
 //! sends; only then does the node serve it. A lease found lost, or a journal
-//! that failed (fenced), drops the partition at once.
+//! that failed (fenced), drops the partition at once; a renewal NATS did not
+//! answer is tried again until the lease would lapse. A released lease or a
+//! member leaving, seen by watching the buckets, starts a review at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use pushd_actors::engine::{EngineConfig, PartitionTag};
 use pushd_actors::ports::{Clock, Provider, Renderer};
 use pushd_actors::registry::Shards;
 use serde::Serialize;
+use tokio::sync::Notify;
 
 mod tenure;
 
@@ -83,6 +88,8 @@ pub struct Node {
     /// Partitions this node refused to serve because a newer pushd wrote
     /// them, with why (cleared once it serves them).
     refused: Mutex<BTreeMap<u16, String>>,
+    /// Starts a review before the next tick.
+    wake: Arc<Notify>,
 }
 
 /// A node's view, for `/healthz`.
@@ -141,6 +148,7 @@ impl Node {
             holders: RwLock::new(BTreeMap::new()),
             members: RwLock::new(BTreeMap::new()),
             refused: Mutex::new(BTreeMap::new()),
+            wake: Arc::new(Notify::new()),
         })
     }
 
@@ -170,13 +178,36 @@ impl Node {
         holder.filter(|h| h.node != self.me.node).map(|h| h.address)
     }
 
-    /// The addresses of the other live members.
+    /// The addresses of the other nodes: live members, and any node still
+    /// holding a lease (a node leaving hands its partitions back after it
+    /// left the members).
     pub fn peer_addresses(&self) -> Vec<String> {
-        let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
-        members
+        let mut addresses: BTreeSet<String> = {
+            let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
+            members
+                .iter()
+                .filter(|(node, _)| **node != self.me.node)
+                .map(|(_, address)| address.clone())
+                .collect()
+        };
+        let holders = self.holders.read().unwrap_or_else(PoisonError::into_inner);
+        addresses.extend(
+            holders
+                .values()
+                .filter(|h| h.node != self.me.node)
+                .map(|h| h.address.clone()),
+        );
+        addresses.into_iter().collect()
+    }
+
+    /// The partitions whose lease the node at `address` holds, as last
+    /// read.
+    pub fn held_by(&self, address: &str) -> BTreeSet<u16> {
+        let holders = self.holders.read().unwrap_or_else(PoisonError::into_inner);
+        holders
             .iter()
-            .filter(|(node, _)| **node != self.me.node)
-            .map(|(_, address)| address.clone())
+            .filter(|(_, h)| h.address == address)
+            .map(|(tag, _)| tag.0)
             .collect()
     }
 
@@ -221,15 +252,26 @@ impl Node {
         }
     }
 
-    /// Runs the node's loop until the runtime stops.
+    /// Runs the node's loop until the runtime stops: a review every tick,
+    /// and at once when a lease is released or a member leaves (seen by
+    /// watching the buckets), so released partitions are taken promptly, or
+    /// a partition's journal stopped (fenced off: dropped at once).
     pub async fn run(self: Arc<Self>) {
         let tick = self.settings.tick();
-        // Let the other nodes starting now announce themselves before
-        // taking a share, so the first one up does not take everything.
+        self.runtime.spawn(self.clone().watch_leases());
+        self.runtime.spawn(self.clone().watch_members());
         if let Err(e) = self.announce().await {
             tracing::warn!(error = %e, "cannot announce this node");
         }
-        tokio::time::sleep(tick * 2).await;
+        // A cluster starting: let the other nodes starting now announce
+        // themselves before taking a share, so the first one up does not
+        // take everything. A node joining a running cluster (leases held)
+        // takes its share at once: the others hand partitions back to it
+        // as soon as they see it.
+        let leases = lease::holders(&self.nats.leases, self.settings.partitions).await;
+        if leases.map_or(true, |held| held.is_empty()) {
+            tokio::time::sleep(tick * 2).await;
+        }
         loop {
             let started = Instant::now();
             if let Err(e) = self.review().await {
@@ -238,7 +280,64 @@ impl Node {
             if started.elapsed() > tick * 2 {
                 tracing::warn!(took = ?started.elapsed(), "a cluster review took long");
             }
-            tokio::time::sleep(tick).await;
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Follows the lease bucket: notes each holder as it writes (so calls
+    /// are forwarded to a partition's new owner at once) and wakes the loop
+    /// when a lease is released.
+    async fn watch_leases(self: Arc<Self>) {
+        loop {
+            match self.nats.leases.watch_all().await {
+                Ok(mut changes) => {
+                    while let Some(change) = changes.next().await {
+                        let Ok(entry) = change else { break };
+                        let Some(tag) = lease::tag_of(&entry.key) else {
+                            continue;
+                        };
+                        let holder = (entry.operation == kv::Operation::Put)
+                            .then(|| serde_json::from_slice::<Holder>(&entry.value).ok())
+                            .flatten();
+                        let mut holders =
+                            self.holders.write().unwrap_or_else(PoisonError::into_inner);
+                        match holder {
+                            Some(h) => {
+                                holders.insert(tag, h);
+                            }
+                            None => {
+                                holders.remove(&tag);
+                                drop(holders);
+                                self.wake.notify_one();
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot watch the leases"),
+            }
+            tokio::time::sleep(self.settings.tick()).await;
+        }
+    }
+
+    /// Follows the member bucket: wakes the loop when a member leaves (the
+    /// others' share grows).
+    async fn watch_members(self: Arc<Self>) {
+        loop {
+            match self.nats.members.watch_all().await {
+                Ok(mut changes) => {
+                    while let Some(change) = changes.next().await {
+                        let Ok(entry) = change else { break };
+                        if entry.operation != kv::Operation::Put {
+                            self.wake.notify_one();
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot watch the members"),
+            }
+            tokio::time::sleep(self.settings.tick()).await;
         }
     }
 
@@ -270,7 +369,15 @@ impl Node {
         let share = usize::from(self.settings.partitions).div_ceil(members);
         let held: Vec<PartitionTag> = self.owned().keys().copied().collect();
         if held.len() > share {
-            if let Some(&tag) = held.last() {
+            // Only a partition already served: one still loading would fence
+            // off the node that takes it next.
+            let served = self
+                .owned()
+                .iter()
+                .rev()
+                .find(|(_, o)| o.running.is_some())
+                .map(|(t, _)| *t);
+            if let Some(tag) = served {
                 tracing::info!(
                     partition = tag.0,
                     share,
@@ -318,7 +425,7 @@ impl Node {
     }
 
     /// Renews every held lease; drops the partitions whose lease was lost
-    /// or not renewed for a lease time, or whose journal failed.
+    /// or would lapse unrenewed, or whose journal failed.
     async fn renew_all(self: &Arc<Self>) {
         let held: Vec<(Held, Instant, bool)> = self
             .owned()
@@ -333,14 +440,14 @@ impl Node {
             .collect();
         let renewals = held
             .iter()
-            .map(|(h, _, _)| lease::renew(&self.nats.leases, *h, &self.me));
+            .map(|(h, renewed_at, _)| self.renew_until_lapse(*h, *renewed_at));
         let results = join_all(renewals).await;
-        for ((held, renewed_at, failed), result) in held.into_iter().zip(results) {
+        for ((held, renewed_at, failed), (result, sent)) in held.into_iter().zip(results) {
             match result {
                 Renewal::Renewed(revision) if !failed => {
                     if let Some(o) = self.owned().get_mut(&held.tag) {
                         o.held.revision = revision;
-                        o.renewed_at = Instant::now();
+                        o.renewed_at = sent;
                     }
                 }
                 Renewal::Renewed(revision) => {
@@ -363,7 +470,7 @@ impl Node {
                     self.retire(held.tag);
                 }
                 Renewal::Unknown(e) => {
-                    tracing::warn!(partition = held.tag.0, error = %e, "lease renewal failed; trying again");
+                    tracing::warn!(partition = held.tag.0, error = %e, "lease renewal failed; trying again next tick");
                 }
             }
         }
@@ -375,16 +482,72 @@ impl Node {
             .set(oldest.unwrap_or_default().as_secs_f64());
     }
 
-    /// Hands every partition back (last snapshots uploaded) and leaves the
-    /// members: what a node does on SIGTERM, so the others take over at
-    /// once instead of after the lease time.
+    /// Renews `held` (last renewed at `renewed_at`); while NATS does not
+    /// answer (a server lost, its streams electing new leaders) tries again
+    /// after short pauses, the client reconnecting to another server, until
+    /// the lease would lapse. Answers the outcome and when the renewal that
+    /// decided it was sent (the lease runs from no earlier).
+    async fn renew_until_lapse(&self, held: Held, renewed_at: Instant) -> (Renewal, Instant) {
+        let mut pause = RENEW_RETRY_PAUSE;
+        // When the first try whose answer was lost was sent.
+        let mut unanswered: Option<Instant> = None;
+        loop {
+            let sent = Instant::now();
+            match lease::renew(&self.nats.leases, held, &self.me).await {
+                // The try whose answer was lost may have been stored: then
+                // the lease is still this node's, at that revision.
+                Renewal::Lost if let Some(first) = unanswered => {
+                    let stored = lease::mine(&self.nats.leases, held.tag, &self.me).await;
+                    return match stored {
+                        // Stored no earlier than that try was sent.
+                        Ok(Some(revision)) => (Renewal::Renewed(revision), first),
+                        Ok(None) => (Renewal::Lost, sent),
+                        Err(e) => (Renewal::Unknown(e.to_string()), sent),
+                    };
+                }
+                Renewal::Unknown(e) if renewed_at.elapsed() + pause < self.settings.lease => {
+                    unanswered.get_or_insert(sent);
+                    tracing::info!(partition = held.tag.0, error = %e, "lease renewal failed; trying again");
+                    metrics::counter!("pushd_cluster_lease_renewal_retries_total").increment(1);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RENEW_RETRY_PAUSE * 8);
+                }
+                outcome => return (outcome, sent),
+            }
+        }
+    }
+
+    /// Leaves the members, then hands every partition back (last snapshot
+    /// uploaded, lease released): what a node does on SIGTERM. The others
+    /// count it gone at once, so their share grows, and they take each
+    /// partition as its lease is released instead of after the lease time.
     pub async fn leave(&self) {
+        if let Err(e) = self.nats.members.delete(key_of(&self.me.node)).await {
+            tracing::warn!(error = %e, "cannot leave the members; the key lapses by itself");
+        }
+        // A partition still loading would fence off the node that takes it
+        // next: handed back once served (or given up). Nothing renews the
+        // leases now, so for half a lease at most.
+        let loading_since = Instant::now();
+        while self.owned().values().any(|o| o.running.is_none()) {
+            if loading_since.elapsed() > self.settings.lease / 2 {
+                tracing::warn!("partitions still loading; handing them back as they are");
+                break;
+            }
+            tokio::time::sleep(LOADING_POLL).await;
+        }
         let tags: Vec<PartitionTag> = self.owned().keys().copied().collect();
         let hand_backs = tags.into_iter().map(|tag| self.hand_back(tag));
         join_all(hand_backs).await;
-        let _ = self.nats.members.delete(key_of(&self.me.node)).await;
     }
 }
+
+/// How often a node leaving looks whether its partitions finished loading.
+const LOADING_POLL: Duration = Duration::from_millis(50);
+
+/// The first pause before a failed lease renewal is tried again; later
+/// ones double, up to eight times this.
+const RENEW_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The node name a member key encodes.
 fn base64_name(key: &str) -> Option<String> {

@@ -14,6 +14,30 @@ use bytes::Bytes;
 pub const FORWARDED: &str = "Pushd-Forwarded";
 /// Header asking for this node's partitions only (value `local`).
 pub const SCOPE: &str = "Pushd-Scope";
+/// Header of an answer to a [`SCOPE`]d read: the partitions it includes,
+/// comma-separated (empty for none), so the asking node can tell a
+/// complete read from one that lacks a partition's share.
+pub const PARTITIONS: &str = "Pushd-Partitions";
+
+/// The [`PARTITIONS`] header value of `partitions`.
+pub fn partitions_header(partitions: &std::collections::BTreeSet<u16>) -> String {
+    let tags: Vec<String> = partitions.iter().map(u16::to_string).collect();
+    tags.join(",")
+}
+
+/// The partitions a [`PARTITIONS`] header value names; `None` if it does
+/// not parse.
+pub fn parse_partitions(value: &str) -> Option<std::collections::BTreeSet<u16>> {
+    value
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| t.trim().parse().ok())
+        .collect()
+}
+
+/// How long a bulk import forwarded to the node serving its customers may
+/// take: its size, not only that node's health, sets the wait.
+pub const BULK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a peer answered.
 pub struct Answer {
@@ -21,6 +45,8 @@ pub struct Answer {
     pub status: StatusCode,
     /// Its content type, if any.
     pub content_type: Option<String>,
+    /// The partitions its [`PARTITIONS`] header names, if it has one.
+    pub partitions: Option<std::collections::BTreeSet<u16>>,
     /// Its body.
     pub body: Bytes,
 }
@@ -48,12 +74,10 @@ impl Default for Peers {
 }
 
 impl Peers {
-    /// A client with bounded waits: a node that does not answer within
-    /// them is treated as gone for this request.
+    /// A client with a bounded connect; each call bounds its own wait.
     pub fn new() -> Peers {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client");
@@ -61,9 +85,15 @@ impl Peers {
     }
 
     /// Sends `method path_and_query` with `body` to the node at `address`,
-    /// with the client's `authorization` and `headers` set.
+    /// with the client's `authorization` and `headers` set; a node that has
+    /// not answered whole within `timeout` is unreachable for this call.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call's parts, named once here"
+    )]
     pub async fn call(
         &self,
+        timeout: Duration,
         address: &str,
         method: &actix_web::http::Method,
         path_and_query: &str,
@@ -80,6 +110,7 @@ impl Peers {
         let mut request = self
             .client
             .request(method, format!("http://{address}{path_and_query}"))
+            .timeout(timeout)
             .header("content-type", "application/json")
             .body(body);
         for (name, value) in headers {
@@ -88,10 +119,12 @@ impl Peers {
         if let Some(auth) = authorization {
             request = request.header("authorization", auth);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                metrics::counter!("pushd_cluster_peer_timeouts_total").increment(1);
+            }
+            unreachable(e.to_string())
+        })?;
         let status = StatusCode::from_u16(response.status().as_u16())
             .map_err(|e| unreachable(e.to_string()))?;
         let content_type = response
@@ -99,6 +132,11 @@ impl Peers {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let partitions = response
+            .headers()
+            .get(PARTITIONS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_partitions);
         let body = response
             .bytes()
             .await
@@ -107,7 +145,27 @@ impl Peers {
         Ok(Answer {
             status,
             content_type,
+            partitions,
             body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn a_share_names_its_partitions_and_the_gatherer_reads_them_back() {
+        let some: BTreeSet<u16> = [0, 7, 1023].into();
+        assert_eq!(partitions_header(&some), "0,7,1023");
+        assert_eq!(parse_partitions("0,7,1023"), Some(some));
+        // A node serving none names none; it is not a garbled answer.
+        assert_eq!(partitions_header(&BTreeSet::new()), "");
+        assert_eq!(parse_partitions(""), Some(BTreeSet::new()));
+        assert_eq!(parse_partitions("3,x"), None);
+        assert_eq!(parse_partitions("70000"), None);
     }
 }

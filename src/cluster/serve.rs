@@ -1,8 +1,9 @@
 //! `pushd serve --cluster ...`: a cluster node. It connects to NATS, joins
 //! the members, takes its share of the partitions as the node loop finds
 //! them free, and serves the whole API: what another node's partition must
-//! do is forwarded there. On SIGTERM it hands its partitions back (last
-//! snapshots uploaded) so the others take them at once.
+//! do is forwarded there. On SIGTERM it leaves the members and hands its
+//! partitions back (last snapshots uploaded) while it still answers, so
+//! the others take them at once, and only then drains its HTTP server.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -114,6 +115,7 @@ pub async fn run(
         cluster: Some(Arc::new(Link {
             node: node.clone(),
             peers: Peers::new(),
+            forward_timeout: settings.forward_timeout,
             api_key: keys.keys.api.clone(),
         })),
         max_body: config.max_body_bytes,
@@ -125,20 +127,33 @@ pub async fn run(
     // data directory of its own age, so verification is required unless
     // configured off.
     let identity = crate::daemon::identity_verification(&config, true);
+    let leaving = node.clone();
+    let hand_over: crate::daemon::HandOver = Box::new(move || {
+        Box::pin(async move {
+            // The loop stops first: it would announce the node again and
+            // take partitions back.
+            running.abort();
+            let left = runtime.spawn(async move { leaving.leave().await });
+            if tokio::time::timeout(Duration::from_secs(20), left)
+                .await
+                .is_err()
+            {
+                tracing::warn!("partitions not all handed over in time; their leases lapse");
+            }
+        })
+    });
     let served = run_api(
-        state, &keys, identity, listener, prometheus, &config, banner,
+        state,
+        &keys,
+        identity,
+        listener,
+        prometheus,
+        &config,
+        banner,
+        Some(hand_over),
     )
     .await;
-    tracing::info!("http drained; handing the partitions back");
-    running.abort();
-    let leaving = node.clone();
-    let left = runtime.spawn(async move { leaving.leave().await });
-    if tokio::time::timeout(Duration::from_secs(20), left)
-        .await
-        .is_err()
-    {
-        tracing::warn!("partitions not all handed back in time; their leases lapse");
-    }
+    tracing::info!("http drained");
     served
 }
 

@@ -17,19 +17,17 @@
 
 use std::sync::Arc;
 
+use actix_web::ResponseError;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{Method, StatusCode, header};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, ResponseError};
 use tokio::sync::watch;
 
 use super::ApiError;
+use super::error::RETRY_AFTER_SECS;
 use crate::journal::FileJournal;
 use crate::partition::Partitions;
-
-/// How long a client refused `503 overloaded` is told to wait, seconds.
-const RETRY_AFTER_SECS: u64 = 1;
 
 /// What a write is checked against.
 pub struct WriteGate {
@@ -108,18 +106,6 @@ fn disk_full(why: &str) -> ApiError {
     )
 }
 
-/// The answer to a refused write: the error's, and `Retry-After` on a 503.
-fn refused(e: &ApiError) -> HttpResponse {
-    let mut res = e.error_response();
-    if e.status == StatusCode::SERVICE_UNAVAILABLE {
-        res.headers_mut().insert(
-            header::RETRY_AFTER,
-            header::HeaderValue::from(RETRY_AFTER_SECS),
-        );
-    }
-    res
-}
-
 /// Whether the request may change something: any method but GET and HEAD,
 /// outside the cluster's own reads.
 pub(super) fn writes(req: &ServiceRequest) -> bool {
@@ -135,7 +121,7 @@ pub(super) async fn through(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     if let Some(e) = gate.refusal() {
-        return Ok(req.into_response(refused(&e)));
+        return Ok(req.into_response(e.error_response()));
     }
     let Some(mut full) = gate.watch_disk_full() else {
         return Ok(next.call(req).await?.map_into_boxed_body());

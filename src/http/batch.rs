@@ -24,7 +24,7 @@ use super::customers::DeviceFields;
 use super::error::{ApiError, naming};
 use super::split::by_owner;
 use super::{AppState, check_id, endpoint};
-use crate::cluster::peers::FORWARDED;
+use crate::cluster::peers::{BULK_TIMEOUT, FORWARDED};
 
 /// Most customers per call.
 pub const MAX_BATCH: usize = 1000;
@@ -173,6 +173,7 @@ async fn import_elsewhere(
         Some(link) => link
             .peers
             .call(
+                BULK_TIMEOUT,
                 &address,
                 &Method::POST,
                 "/v1/batch",

@@ -16,7 +16,7 @@ use super::auth::{ApiKey, SdkKey, proof_if_given};
 use super::body::{Fields, JsonBody, Params, QueryOf, float_seconds};
 use super::compat::Compat;
 use super::error::{ApiError, naming};
-use super::reach::{Scope, newest_page};
+use super::reach::{Partial, Scope, local_share, newest_page};
 use super::{AppState, Catalog, check_id, endpoint, event_time, page_limit};
 use crate::partition::Partition;
 use crate::store::DeliveryFilter;
@@ -44,6 +44,7 @@ struct ListQuery {
     customer_id: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    partial: Option<String>,
 }
 
 async fn push_event(
@@ -231,6 +232,7 @@ async fn list_deliveries(
         None => None,
     };
     let limit = page_limit(q.limit.as_deref())?;
+    let partial = Partial::parse(q.partial.as_deref())?;
     for (name, id) in [
         ("message_id", &q.message_id),
         ("campaign_id", &q.campaign_id),
@@ -246,23 +248,32 @@ async fn list_deliveries(
         campaign_id: q.campaign_id,
         customer_id: q.customer_id,
     };
-    let (page, next) = state.local_deliveries(filter, limit, q.cursor).await?;
+    let (page, next, here) = state.local_deliveries(filter, limit, q.cursor).await?;
     let mut names = MessageNames::new(&state.catalog);
     let mut deliveries = Vec::with_capacity(page.len());
     for d in &page {
         deliveries.push(delivery_json(d, names.of(&d.message_id).await?, false));
     }
     let mut more = next.is_some();
-    if state.cluster.is_some() && !scope.local {
+    if scope.local {
+        let body = json!({"deliveries": deliveries, "next_cursor": next});
+        return Ok(local_share(&here).json(body));
+    }
+    let mut shares = vec![here];
+    if state.cluster.is_some() {
         let path = req.uri().path_and_query().map_or("", |p| p.as_str());
-        let (theirs, their_more) = state.peer_deliveries(path).await?;
+        let (theirs, their_more, their_shares) = state.peer_deliveries(path, partial).await?;
         deliveries.extend(theirs);
         more |= their_more;
+        shares.extend(their_shares);
     }
+    let missing = state.missing(shares, partial)?;
     let (deliveries, next) = newest_page(deliveries, limit, more, |d| {
         d["delivery_id"].as_str().unwrap_or_default()
     });
-    Ok(HttpResponse::Ok().json(json!({"deliveries": deliveries, "next_cursor": next})))
+    let mut body = json!({"deliveries": deliveries, "next_cursor": next});
+    partial.mark(&mut body, &missing);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 async fn retry_delivery(

@@ -154,8 +154,37 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .json(json!({"error": {"code": self.code, "message": self.message}}))
+        let mut res = HttpResponse::build(self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+        }
+        let mut res = res.json(json!({"error": {"code": self.code, "message": self.message}}));
+        res.extensions_mut().insert(ErrorCode(self.code));
+        res
+    }
+}
+
+/// Seconds a 503's `Retry-After` asks the client to wait: what a partition
+/// moving between nodes or a NATS server's loss usually takes.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// The error code of an [`ApiError`] answer, kept with the response so a
+/// middleware can tell one error from another without reading the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
+impl ApiError {
+    /// A cluster node's journal failure: the partition's journal was fenced
+    /// off (another node took the partition over) or its NATS stream did not
+    /// answer. Nothing was acknowledged and the partition is served again
+    /// (elsewhere) in a moment: 503, never 500.
+    pub fn journal_in_cluster() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "partition_unavailable",
+            "this node's journal of the partition refused the change (the partition moved to \
+             another node, or NATS did not answer); nothing was acknowledged, retry in a moment",
+        )
     }
 }
 

@@ -4,11 +4,14 @@
 //! Customer.io's `/api/v1/customers/{id}/...`) or, for a device report
 //! (`/push/events`, `/api/v1/push/events`), from the body's `delivery_id`; when another node serves
 //! it, the request is forwarded there as it came and its answer passed
-//! back. Everything else (and a partition no node serves right now) is
-//! answered here. A send with many customers is split by the send handler
-//! itself.
+//! back. While the partition moves (its owner gone, paused or handing it
+//! back), the call is tried again on whoever holds its lease then, or
+//! answered here once this node serves it, for at most `[cluster]
+//! forward_timeout_ms`; then it is answered 503 `partition_unavailable`.
+//! Everything else is answered here. A send with many customers is split
+//! by the send handler itself.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -19,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use pushd_actors::engine::PartitionTag;
 
+use super::error::ErrorCode;
 use super::{ApiError, AppState, CUSTOMER_AUTH};
 use crate::cluster::peers::{FORWARDED, SCOPE};
 
@@ -32,7 +36,7 @@ pub async fn to_owner(
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     if req.headers().contains_key(FORWARDED) || req.headers().contains_key(SCOPE) {
-        return Ok(next.call(req).await?.map_into_boxed_body());
+        return Ok(fenced_as_unavailable(next.call(req).await?));
     }
     let mut body = Bytes::new();
     let partitioning = state.partitions.partitioning();
@@ -50,16 +54,8 @@ pub async fn to_owner(
         None => None,
     };
     let Some(tag) = tag.filter(|t| state.partitions.get(*t).is_none()) else {
-        return Ok(next.call(req).await?.map_into_boxed_body());
+        return Ok(fenced_as_unavailable(next.call(req).await?));
     };
-    let mut owner = link.node.owner_address(tag);
-    if owner.is_none() {
-        owner = link.node.current_owner_address(tag).await;
-    }
-    if owner.is_none() {
-        // No other node holds it: answered here (503 while it moves).
-        return Ok(next.call(req).await?.map_into_boxed_body());
-    }
     if body.is_empty() {
         body = read_body(&mut req, state.max_body).await?;
     }
@@ -83,49 +79,86 @@ pub async fn to_owner(
     if let Some(proof) = &proof {
         headers.push((CUSTOMER_AUTH, proof));
     }
-    // A partition moving is asked again of its new owner, a few times.
-    let mut response = unavailable(tag, "no node serves it now").error_response();
-    for attempt in 0..3 {
-        let Some(address) = owner.take() else { break };
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(150 * attempt)).await;
+    // Until the deadline, the owner is read afresh before each try: a
+    // partition moving (its node gone, paused or handing it back) is asked
+    // of its new owner, or answered here once this node took it over.
+    let deadline = Instant::now() + link.forward_timeout;
+    let mut why = String::from("no node serves it now");
+    for attempt in 0u32.. {
+        if state.partitions.get(tag).is_some() {
+            req.set_payload(bytes_payload(body));
+            return Ok(fenced_as_unavailable(next.call(req).await?));
         }
-        let answer = link
-            .peers
-            .call(
-                &address,
-                req.method(),
-                &path,
-                authorization.as_deref(),
-                &headers,
-                body.clone(),
-            )
-            .await;
-        metrics::counter!("pushd_cluster_forwarded_total").increment(1);
-        let moving = match &answer {
-            Ok(a) => a.status == StatusCode::SERVICE_UNAVAILABLE,
-            Err(e) => {
-                tracing::debug!(error = %e, "forwarding failed");
-                true
-            }
+        let owner = match attempt {
+            0 => match link.node.owner_address(tag) {
+                Some(address) => Some(address),
+                None => link.node.current_owner_address(tag).await,
+            },
+            _ => link.node.current_owner_address(tag).await,
         };
-        response = match answer {
-            Ok(a) => {
-                let mut res = HttpResponse::build(a.status);
-                if let Some(ct) = a.content_type {
-                    res.content_type(ct);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let (Some(address), false) = (owner, left.is_zero()) {
+            metrics::counter!("pushd_cluster_forwarded_total").increment(1);
+            let answer = link
+                .peers
+                .call(
+                    left,
+                    &address,
+                    req.method(),
+                    &path,
+                    authorization.as_deref(),
+                    &headers,
+                    body.clone(),
+                )
+                .await;
+            match answer {
+                // 503: the owner no longer serves it (moving); try again.
+                Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    why = format!("node {address} does not serve it now");
                 }
-                res.body(a.body)
+                Ok(a) => {
+                    let mut res = HttpResponse::build(a.status);
+                    if let Some(ct) = a.content_type {
+                        res.content_type(ct);
+                    }
+                    return Ok(req.into_response(res.body(a.body)));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "forwarding failed");
+                    why = e.to_string();
+                }
             }
-            Err(e) => unavailable(tag, &e.to_string()).error_response(),
-        };
-        if !moving {
+        }
+        let pause = RETRY_PAUSE * (attempt + 1).min(5);
+        if Instant::now() + pause >= deadline {
             break;
         }
-        owner = link.node.current_owner_address(tag).await;
+        tokio::time::sleep(pause).await;
     }
-    Ok(req.into_response(response))
+    metrics::counter!("pushd_cluster_forward_timeouts_total").increment(1);
+    tracing::info!(partition = tag.0, why = %why, "forwarded call timed out");
+    let why = format!("{why}; waited {} ms", link.forward_timeout.as_millis());
+    Ok(req.into_response(unavailable(tag, &why).error_response()))
 }
+
+/// A cluster node's answer, with a journal failure (500 `journal_error`:
+/// the partition was fenced off or NATS did not answer) made the 503 a
+/// client retries.
+fn fenced_as_unavailable(
+    res: ServiceResponse<impl MessageBody + 'static>,
+) -> ServiceResponse<BoxBody> {
+    let journal =
+        res.response().extensions().get::<ErrorCode>() == Some(&ErrorCode("journal_error"));
+    if !journal {
+        return res.map_into_boxed_body();
+    }
+    let (req, _) = res.into_parts();
+    ServiceResponse::new(req, ApiError::journal_in_cluster().error_response())
+}
+
+/// The first pause between tries of a forwarded call; later ones grow
+/// (up to five times this).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// 503 for a partition whose node did not answer.
 pub fn unavailable(tag: PartitionTag, why: &str) -> ApiError {

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use super::auth::ApiKey;
 use super::body::{Fields, JsonBody, Params, QueryOf};
 use super::error::ApiError;
-use super::reach::{Counted, CountedOwned, Scope, TalliesAnswer, TalliesAsked};
+use super::reach::{Counted, Partial, Scope, TalliesAnswer, TalliesAsked, local_share};
 use super::{AppState, check_id, endpoint, page_limit, push_options};
 
 /// `PUT /v1/messages/{message_id}` body.
@@ -57,6 +57,7 @@ fn all_devices() -> Audience {
 struct ListQuery {
     limit: Option<String>,
     cursor: Option<String>,
+    partial: Option<String>,
 }
 
 /// Builds the message, refusing templates that do not parse or that go past
@@ -204,12 +205,15 @@ async fn known_message(state: &AppState, id: &str) -> Result<(), ApiError> {
 async fn message_metrics(
     _: ApiKey,
     state: web::Data<AppState>,
+    partial: Partial,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.as_str();
     known_message(&state, id).await?;
-    let tally = state.tallies(&[Counted::Message(id)], Scope::ALL).await?;
-    Ok(HttpResponse::Ok().json(tally_json(&tally[0])))
+    let tally = state.tallies(&[Counted::Message(id)], partial).await?;
+    let mut body = tally_json(&tally.value[0]);
+    partial.mark(&mut body, &tally.missing);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// The body of the metrics endpoints: the message-level counters,
@@ -233,43 +237,57 @@ fn counts_json(c: &Counts) -> Value {
 }
 
 /// The body of the time-series endpoints.
-fn series_json(points: Vec<(i64, i64, i64)>) -> HttpResponse {
+fn series_json(points: Vec<(i64, i64, i64)>) -> Value {
     let points: Vec<_> = points
         .into_iter()
         .map(|(minute, delivered, opened)| {
             json!({"minute": minute, "delivered": delivered, "opened": opened})
         })
         .collect();
-    HttpResponse::Ok().json(json!({"points": points}))
+    json!({"points": points})
+}
+
+/// A time series: this node's share when another node gathers (`scope`
+/// local), else every partition's.
+async fn timeseries(
+    state: &AppState,
+    of: Counted<'_>,
+    scope: Scope,
+    partial: Partial,
+    req: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if scope.local {
+        let (points, partitions) = state.local_series(of.owned()).await?;
+        return Ok(local_share(&partitions).json(series_json(points)));
+    }
+    let series = state.series(of, req.path(), partial).await?;
+    let mut body = series_json(series.value);
+    partial.mark(&mut body, &series.missing);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 async fn message_timeseries(
     _: ApiKey,
     state: web::Data<AppState>,
     scope: Scope,
+    partial: Partial,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.as_str();
     known_message(&state, id).await?;
-    let points = state
-        .series(Counted::Message(id), scope, req.path())
-        .await?;
-    Ok(series_json(points))
+    timeseries(&state, Counted::Message(id), scope, partial, &req).await
 }
 
 async fn campaign_timeseries(
     _: ApiKey,
     state: web::Data<AppState>,
     scope: Scope,
+    partial: Partial,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.as_str();
-    let points = state
-        .series(Counted::Campaign(id), scope, req.path())
-        .await?;
-    Ok(series_json(points))
+    timeseries(&state, Counted::Campaign(id.as_str()), scope, partial, &req).await
 }
 
 /// `POST /v1/cluster/tallies`: this node's share of the counters of
@@ -279,26 +297,21 @@ async fn local_tallies(
     state: web::Data<AppState>,
     web::Json(Fields(asked)): JsonBody<TalliesAsked>,
 ) -> Result<HttpResponse, ApiError> {
-    let counted: Vec<Counted<'_>> = asked
-        .counted
-        .iter()
-        .map(|c| match c {
-            CountedOwned::Message(id) => Counted::Message(id),
-            CountedOwned::Campaign(id) => Counted::Campaign(id),
-        })
-        .collect();
-    let tallies = state.tallies(&counted, Scope { local: true }).await?;
-    Ok(HttpResponse::Ok().json(TalliesAnswer { tallies }))
+    let (tallies, partitions) = state.local_tallies(asked.counted).await?;
+    Ok(local_share(&partitions).json(TalliesAnswer { tallies }))
 }
 
 async fn campaign_metrics(
     _: ApiKey,
     state: web::Data<AppState>,
+    partial: Partial,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.as_str();
-    let tally = state.tallies(&[Counted::Campaign(id)], Scope::ALL).await?;
-    Ok(HttpResponse::Ok().json(tally_json(&tally[0])))
+    let tally = state.tallies(&[Counted::Campaign(id)], partial).await?;
+    let mut body = tally_json(&tally.value[0]);
+    partial.mark(&mut body, &tally.missing);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// One page of `items` (sorted newest first by `(time, id)`) after
@@ -344,6 +357,7 @@ async fn list_messages(
     web::Query(Params(q)): QueryOf<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(q.limit.as_deref())?;
+    let partial = Partial::parse(q.partial.as_deref())?;
     let all = state.catalog.all().await?;
     let items = all
         .into_iter()
@@ -351,9 +365,9 @@ async fn list_messages(
         .collect();
     let (messages, next) = page(items, limit, q.cursor.as_deref())?;
     let counted: Vec<Counted<'_>> = messages.iter().map(|m| Counted::Message(&m.id)).collect();
-    let tallies = state.tallies(&counted, Scope::ALL).await?;
+    let tallies = state.tallies(&counted, partial).await?;
     let mut out = Vec::with_capacity(messages.len());
-    for (m, tally) in messages.iter().zip(&tallies) {
+    for (m, tally) in messages.iter().zip(&tallies.value) {
         out.push(json!({
             "message_id": m.id,
             "name": m.name,
@@ -363,7 +377,9 @@ async fn list_messages(
             "metrics": tally_json(tally),
         }));
     }
-    Ok(HttpResponse::Ok().json(json!({"messages": out, "next_cursor": next})))
+    let mut body = json!({"messages": out, "next_cursor": next});
+    partial.mark(&mut body, &tallies.missing);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 async fn list_campaigns(
@@ -372,6 +388,7 @@ async fn list_campaigns(
     web::Query(Params(q)): QueryOf<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(q.limit.as_deref())?;
+    let partial = Partial::parse(q.partial.as_deref())?;
     // A campaign is as new as its newest message.
     let mut campaigns: BTreeMap<String, (Timestamp, Vec<String>)> = BTreeMap::new();
     for m in state.catalog.all().await? {
@@ -390,16 +407,18 @@ async fn list_campaigns(
         .iter()
         .map(|(id, _)| Counted::Campaign(id))
         .collect();
-    let tallies = state.tallies(&counted, Scope::ALL).await?;
+    let tallies = state.tallies(&counted, partial).await?;
     let mut out: Vec<Value> = Vec::with_capacity(campaigns.len());
-    for ((id, messages), tally) in campaigns.iter().zip(&tallies) {
+    for ((id, messages), tally) in campaigns.iter().zip(&tallies.value) {
         out.push(json!({
             "campaign_id": id,
             "message_ids": messages,
             "metrics": tally_json(tally),
         }));
     }
-    Ok(HttpResponse::Ok().json(json!({"campaigns": out, "next_cursor": next})))
+    let mut body = json!({"campaigns": out, "next_cursor": next});
+    partial.mark(&mut body, &tallies.missing);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// Registers the routes.

@@ -3,7 +3,7 @@
 //! node runs (the delivery log, counters and time series of a message or
 //! campaign, summed or merged across partitions).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::{Ready, ready};
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::{ApiError, AppState};
 use crate::cluster::catalog::Templates;
-use crate::cluster::peers::SCOPE;
+use crate::cluster::peers::{PARTITIONS, SCOPE, partitions_header};
 use crate::partition::Partition;
 use crate::store::{DeliveryFilter, cursor_of};
 
@@ -92,11 +92,6 @@ pub struct Scope {
     pub local: bool,
 }
 
-impl Scope {
-    /// Every partition of the cluster.
-    pub const ALL: Scope = Scope { local: false };
-}
-
 impl FromRequest for Scope {
     type Error = actix_web::Error;
     type Future = Ready<Result<Scope, actix_web::Error>>;
@@ -155,6 +150,15 @@ impl Counted<'_> {
 }
 
 impl AppState {
+    /// `e`, except that on a cluster node a journal failure (the partition
+    /// fenced off, or NATS silent) is the 503 a client retries, not a 500.
+    pub fn unfenced(&self, e: ApiError) -> ApiError {
+        match (&self.cluster, e.code) {
+            (Some(_), "journal_error") => ApiError::journal_in_cluster(),
+            _ => e,
+        }
+    }
+
     /// The partition `tag` if this node runs it, else 503: it is moving
     /// between nodes, and the client retries.
     fn running(&self, tag: PartitionTag) -> Result<Arc<Partition>, ApiError> {
@@ -187,85 +191,150 @@ impl AppState {
         self.running(tag)
     }
 
-    /// The counters of each of `of`, summed over every partition (every
-    /// node's, unless `scope` is local).
-    pub async fn tallies(&self, of: &[Counted<'_>], scope: Scope) -> Result<Vec<Tally>, ApiError> {
+    /// The counters of each of `of`, summed over every partition of the
+    /// cluster (or lacking those `partial` allows).
+    pub async fn tallies(
+        &self,
+        of: &[Counted<'_>],
+        partial: Partial,
+    ) -> Result<Merged<Vec<Tally>>, ApiError> {
         let owned: Vec<CountedOwned> = of.iter().map(|c| c.owned()).collect();
-        let mut sums = self.local_tallies(owned.clone()).await?;
-        if scope.local {
-            return Ok(sums);
-        }
+        let (mut sums, here) = self.local_tallies(owned.clone()).await?;
+        let mut shares = vec![here];
         let asked = TalliesAsked { counted: owned };
         let body = Bytes::from(serde_json::to_vec(&asked).expect("encodes"));
-        for answer in self
-            .gather(Method::POST, "/v1/cluster/tallies", body)
+        for share in self
+            .gather(Method::POST, "/v1/cluster/tallies", body, partial)
             .await?
         {
-            let remote: TalliesAnswer = serde_json::from_slice(&answer).map_err(peer_garbled)?;
+            let remote: TalliesAnswer =
+                serde_json::from_slice(&share.body).map_err(peer_garbled)?;
             for (sum, t) in sums.iter_mut().zip(remote.tallies) {
                 *sum += t;
             }
+            shares.push(share.partitions);
         }
-        Ok(sums)
+        let missing = self.missing(shares, partial)?;
+        Ok(Merged {
+            value: sums,
+            missing,
+        })
     }
 
-    /// A message's or campaign's time series over every partition; `path`
-    /// is the request's, asked of the other nodes.
+    /// A message's or campaign's time series over every partition (or
+    /// lacking those `partial` allows); `path` is the request's, asked of
+    /// the other nodes.
     pub async fn series(
         &self,
         of: Counted<'_>,
-        scope: Scope,
         path: &str,
-    ) -> Result<Vec<(i64, i64, i64)>, ApiError> {
-        let mut points = self.local_series(of.owned()).await?;
-        if scope.local {
-            return Ok(points);
-        }
-        for answer in self.gather(Method::GET, path, Bytes::new()).await? {
-            let body: Value = serde_json::from_slice(&answer).map_err(peer_garbled)?;
+        partial: Partial,
+    ) -> Result<Merged<Vec<(i64, i64, i64)>>, ApiError> {
+        let (mut points, here) = self.local_series(of.owned()).await?;
+        let mut shares = vec![here];
+        for share in self
+            .gather(Method::GET, path, Bytes::new(), partial)
+            .await?
+        {
+            let body: Value = serde_json::from_slice(&share.body).map_err(peer_garbled)?;
             for p in body["points"].as_array().into_iter().flatten() {
                 let n = |k: &str| p[k].as_i64().unwrap_or(0);
                 points.push((n("minute"), n("delivered"), n("opened")));
             }
+            shares.push(share.partitions);
         }
+        let missing = self.missing(shares, partial)?;
         let mut minutes: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
         for (minute, delivered, opened) in points {
             let sum = minutes.entry(minute).or_default();
             sum.0 += delivered;
             sum.1 += opened;
         }
-        Ok(minutes.into_iter().map(|(m, (d, o))| (m, d, o)).collect())
+        Ok(Merged {
+            value: minutes.into_iter().map(|(m, (d, o))| (m, d, o)).collect(),
+            missing,
+        })
     }
 
     /// The other nodes' pages of the delivery log for the same request
-    /// (`path_and_query`), and whether any holds more.
+    /// (`path_and_query`), whether any holds more, and the partitions each
+    /// page includes.
     pub async fn peer_deliveries(
         &self,
         path_and_query: &str,
-    ) -> Result<(Vec<Value>, bool), ApiError> {
+        partial: Partial,
+    ) -> Result<(Vec<Value>, bool, Vec<BTreeSet<u16>>), ApiError> {
         let mut items = Vec::new();
         let mut more = false;
-        for answer in self
-            .gather(Method::GET, path_and_query, Bytes::new())
+        let mut shares = Vec::new();
+        for share in self
+            .gather(Method::GET, path_and_query, Bytes::new(), partial)
             .await?
         {
-            let mut body: Value = serde_json::from_slice(&answer).map_err(peer_garbled)?;
+            let mut body: Value = serde_json::from_slice(&share.body).map_err(peer_garbled)?;
             more |= !body["next_cursor"].is_null();
             if let Value::Array(page) = body["deliveries"].take() {
                 items.extend(page);
             }
+            shares.push(share.partitions);
         }
-        Ok((items, more))
+        Ok((items, more, shares))
     }
 
-    /// Asks every other live node for its partitions' share of a read;
-    /// fails if one does not answer (the read would be incomplete).
+    /// The partitions of the cluster none of `shares` (the partitions each
+    /// answer of a merged read included) covers, if `partial` allows a read
+    /// lacking some; else 503 unless every partition is covered. A
+    /// partition covered twice (it moved during the read) is counted twice:
+    /// 503 either way.
+    pub fn missing(
+        &self,
+        shares: Vec<BTreeSet<u16>>,
+        partial: Partial,
+    ) -> Result<Vec<u16>, ApiError> {
+        let mut covered = BTreeSet::new();
+        for share in shares {
+            for tag in share {
+                if !covered.insert(tag) {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cluster_unavailable",
+                        format!(
+                            "partition {tag} moved between nodes during this read and was \
+                             counted twice; retry in a moment"
+                        ),
+                    ));
+                }
+            }
+        }
+        let count = self.partitions.partitioning().count();
+        let missing: Vec<u16> = (0..count).filter(|t| !covered.contains(t)).collect();
+        if missing.is_empty() || partial.0 {
+            if !missing.is_empty() {
+                metrics::counter!("pushd_cluster_partial_reads_total").increment(1);
+            }
+            return Ok(missing);
+        }
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            format!(
+                "no node answered for partitions {missing:?} (moving between nodes, or their \
+                 node did not answer); retry in a moment, or pass partial=true for the figures \
+                 of the others"
+            ),
+        ))
+    }
+
+    /// Asks every other node for its partitions' share of a read, each
+    /// answer with the partitions it includes; a node that does not answer
+    /// fails the read (it would be incomplete) unless `partial` allows it.
     async fn gather(
         &self,
         method: Method,
         path: &str,
         body: Bytes,
-    ) -> Result<Vec<Bytes>, ApiError> {
+        partial: Partial,
+    ) -> Result<Vec<Share>, ApiError> {
         let Some(link) = &self.cluster else {
             return Ok(Vec::new());
         };
@@ -276,6 +345,7 @@ impl AppState {
                 let answer = link
                     .peers
                     .call(
+                        link.forward_timeout,
                         &address,
                         &method,
                         path,
@@ -289,22 +359,38 @@ impl AppState {
         });
         let mut out = Vec::new();
         for (address, answer) in join_all(calls).await {
-            match answer {
-                Ok(a) if a.status.is_success() => out.push(a.body),
-                Ok(a) => {
-                    return Err(incomplete(&address, &String::from_utf8_lossy(&a.body)));
+            let refusal = match answer {
+                Ok(a) if a.status.is_success() => {
+                    // A node of an earlier release names no partitions:
+                    // those it held a lease of, as last read.
+                    let partitions = a.partitions.unwrap_or_else(|| link.node.held_by(&address));
+                    out.push(Share {
+                        body: a.body,
+                        partitions,
+                    });
+                    continue;
                 }
-                Err(e) => return Err(incomplete(&address, &e.reason)),
+                Ok(a) => String::from_utf8_lossy(&a.body).into_owned(),
+                Err(e) => e.reason,
+            };
+            if !partial.0 {
+                return Err(incomplete(&address, &refusal));
             }
+            tracing::debug!(address, refusal, "a node left out of a partial read");
         }
         Ok(out)
     }
 
-    /// The counters of each of `of`, summed over this node's partitions
-    /// (read off the HTTP workers: counters drain the store first).
-    pub async fn local_tallies(&self, of: Vec<CountedOwned>) -> Result<Vec<Tally>, ApiError> {
+    /// The counters of each of `of`, summed over this node's partitions,
+    /// and which those are (read off the HTTP workers: counters drain the
+    /// store first).
+    pub async fn local_tallies(
+        &self,
+        of: Vec<CountedOwned>,
+    ) -> Result<(Vec<Tally>, BTreeSet<u16>), ApiError> {
         let partitions = self.partitions.running();
-        off_workers(move || {
+        let tags = tags_of(&partitions);
+        let sums = off_workers(move || {
             let tally = |c: &CountedOwned| {
                 let mut sum = Tally::default();
                 for p in &partitions {
@@ -317,15 +403,20 @@ impl AppState {
             };
             Ok(of.iter().map(tally).collect())
         })
-        .await
+        .await?;
+        Ok((sums, tags))
     }
 
     /// A message's or campaign's time series (minute, delivered, opened)
     /// summed over this node's partitions, oldest minute first (read off
-    /// the HTTP workers).
-    pub async fn local_series(&self, of: CountedOwned) -> Result<Vec<(i64, i64, i64)>, ApiError> {
+    /// the HTTP workers), and which partitions those are.
+    pub async fn local_series(
+        &self,
+        of: CountedOwned,
+    ) -> Result<(Vec<(i64, i64, i64)>, BTreeSet<u16>), ApiError> {
         let partitions = self.partitions.running();
-        off_workers(move || {
+        let tags = tags_of(&partitions);
+        let points = off_workers(move || {
             let mut minutes: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
             for p in partitions {
                 let points = match &of {
@@ -340,21 +431,24 @@ impl AppState {
             }
             Ok(minutes.into_iter().map(|(m, (d, o))| (m, d, o)).collect())
         })
-        .await
+        .await?;
+        Ok((points, tags))
     }
 
     /// One page of the delivery log over this node's partitions, newest
-    /// first, and the cursor of the next. Every partition pages by delivery
-    /// id below the same cursor, so their pages merge into one.
-    /// Read off the HTTP workers (the log drains the store first).
+    /// first, the cursor of the next, and which partitions those are.
+    /// Every partition pages by delivery id below the same cursor, so their
+    /// pages merge into one. Read off the HTTP workers (the log drains the
+    /// store first).
     pub async fn local_deliveries(
         &self,
         filter: DeliveryFilter,
         limit: usize,
         cursor: Option<String>,
-    ) -> Result<(Vec<Delivery>, Option<String>), ApiError> {
+    ) -> Result<(Vec<Delivery>, Option<String>, BTreeSet<u16>), ApiError> {
         let partitions = self.partitions.running();
-        off_workers(move || {
+        let tags = tags_of(&partitions);
+        let (page, next) = off_workers(move || {
             let mut merged = Vec::new();
             let mut more = false;
             for p in partitions {
@@ -364,8 +458,77 @@ impl AppState {
             }
             Ok(newest_page(merged, limit, more, |d| &d.id))
         })
-        .await
+        .await?;
+        Ok((page, next, tags))
     }
+}
+
+/// The tags of `partitions`.
+fn tags_of(partitions: &[Arc<Partition>]) -> BTreeSet<u16> {
+    partitions.iter().map(|p| p.tag.0).collect()
+}
+
+/// One node's answer to a gathered read and the partitions it includes.
+struct Share {
+    body: Bytes,
+    partitions: BTreeSet<u16>,
+}
+
+/// The figures of a read over every partition, and the partitions whose
+/// share they lack (only where the client allowed that with
+/// `?partial=true`).
+pub struct Merged<T> {
+    /// The figures.
+    pub value: T,
+    /// Partitions left out, in order.
+    pub missing: Vec<u16>,
+}
+
+/// `?partial=` of a merged read: whether an answer may lack partitions,
+/// naming them, instead of answering 503.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Partial(pub bool);
+
+impl Partial {
+    /// The `partial` query value, if given; 400 unless `true` or `false`.
+    pub fn parse(value: Option<&str>) -> Result<Partial, ApiError> {
+        match value {
+            None | Some("false") => Ok(Partial(false)),
+            Some("true") => Ok(Partial(true)),
+            Some(other) => Err(ApiError::invalid_field(format!(
+                "partial must be true or false, not {other:?}"
+            ))),
+        }
+    }
+
+    /// Adds `partial` and `missing_partitions` to `body` when the client
+    /// asked for a partial read.
+    pub fn mark(self, body: &mut Value, missing: &[u16]) {
+        if self.0 {
+            body["partial"] = Value::Bool(!missing.is_empty());
+            body["missing_partitions"] = serde_json::json!(missing);
+        }
+    }
+}
+
+impl FromRequest for Partial {
+    type Error = ApiError;
+    type Future = Ready<Result<Partial, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let value = form_urlencoded::parse(req.query_string().as_bytes())
+            .find(|(k, _)| k == "partial")
+            .map(|(_, v)| v.into_owned());
+        ready(Partial::parse(value.as_deref()))
+    }
+}
+
+/// A local-scope answer (this node's share of a gathered read) naming the
+/// partitions it includes.
+pub fn local_share(partitions: &BTreeSet<u16>) -> actix_web::HttpResponseBuilder {
+    let mut res = actix_web::HttpResponse::Ok();
+    res.insert_header((PARTITIONS, partitions_header(partitions)));
+    res
 }
 
 /// 503 for a read another node could not add its share to.
@@ -405,4 +568,39 @@ pub fn newest_page<T>(
         _ => None,
     };
     (items, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn partial_is_true_or_false_and_marks_only_the_reads_that_ask() {
+        assert_eq!(Partial::parse(None).unwrap(), Partial(false));
+        assert_eq!(Partial::parse(Some("false")).unwrap(), Partial(false));
+        assert_eq!(Partial::parse(Some("true")).unwrap(), Partial(true));
+        let e = Partial::parse(Some("yes")).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "invalid_field"));
+        assert!(
+            e.message.contains("partial must be true or false"),
+            "{}",
+            e.message
+        );
+
+        let mut body = json!({"sends": 3});
+        Partial(false).mark(&mut body, &[2]);
+        assert_eq!(body, json!({"sends": 3}));
+        Partial(true).mark(&mut body, &[]);
+        assert_eq!(
+            body,
+            json!({"sends": 3, "partial": false, "missing_partitions": []})
+        );
+        Partial(true).mark(&mut body, &[2, 5]);
+        assert_eq!(
+            body,
+            json!({"sends": 3, "partial": true, "missing_partitions": [2, 5]})
+        );
+    }
 }

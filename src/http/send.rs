@@ -7,6 +7,7 @@
 //! Keys are a single node's: a cluster node refuses them (501).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -20,7 +21,7 @@ use serde_json::{Value, json};
 use super::auth::ApiKey;
 use super::body::{Fields, JsonBody};
 use super::error::{ApiError, naming};
-use super::split::{Refusal, by_owner, send_elsewhere};
+use super::split::{Outcome, Refusal, by_owner, send_elsewhere};
 use super::{AppState, check_id, endpoint, not_in_cluster};
 use crate::cluster::peers::FORWARDED;
 
@@ -143,23 +144,26 @@ async fn send_push(
     }
 }
 
-/// Asks every customer's actor for a delivery (under the ticket's ids for a
-/// keyed call; through the serving node for another node's customers) and
-/// answers which were made durable and which were not, in the order asked,
-/// with the first error.
-async fn fan_out(
+/// The first pause before customers of a moving partition are tried again;
+/// later ones grow (up to five times this).
+const MOVING_PAUSE: Duration = Duration::from_millis(100);
+
+/// One round of a send: each of `customers` (with its place in the request)
+/// asked of its actor here or, through the serving node, elsewhere.
+async fn send_once(
     state: &web::Data<AppState>,
-    req: &HttpRequest,
+    forwarded: bool,
+    authorization: Option<&str>,
     message: &Arc<MessageSpec>,
-    body: SendBody,
+    data: &Value,
+    customers: Vec<(usize, String)>,
     ticket: Option<&SendTicket>,
-) -> (SendAnswer, Option<Refusal>) {
-    let forwarded = req.headers().contains_key(FORWARDED);
-    let (here, elsewhere) = by_owner(state, forwarded, body.customer_ids, |id| id.as_str());
-    let sends = here.into_iter().map(|(n, customer_id)| {
+) -> Vec<(usize, String, Outcome)> {
+    let (here, elsewhere) = by_owner(state, forwarded, customers, |(_, id)| id.as_str());
+    let sends = here.into_iter().map(|(_, (n, customer_id))| {
         let msg = SendMessage {
             message: message.clone(),
-            data: body.data.clone(),
+            data: data.clone(),
             delivery_id: ticket.map(|t| t.delivery_id(n)),
         };
         let state = state.clone();
@@ -173,21 +177,72 @@ async fn fan_out(
                     .map_err(naming(&ids)),
                 Err(e) => Err(e),
             };
-            (n, customer_id, result.map_err(Refusal::from))
+            let result = result.map_err(|e| Refusal::from(state.unfenced(e)));
+            (n, customer_id, result)
         }
     });
-    let authorization = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
+    let elsewhere = elsewhere
+        .into_iter()
+        .map(|(address, group)| (address, group.into_iter().map(|(_, c)| c).collect()))
+        .collect();
     let (mut results, others): (Vec<_>, _) = futures_util::join!(
         stream::iter(sends).buffered(FAN_OUT).collect(),
-        send_elsewhere(state, authorization, &message.id, &body.data, elsewhere)
+        send_elsewhere(state, authorization, &message.id, data, elsewhere)
     );
     // Each node counts the deliveries it made.
     let made_here = results.iter().filter(|(_, _, r)| r.is_ok()).count();
     metrics::counter!("pushd_deliveries_created_total").increment(made_here as u64);
     results.extend(others);
+    results
+}
+
+/// Asks every customer's actor for a delivery (under the ticket's ids for a
+/// keyed call; through the serving node for another node's customers) and
+/// answers which were made durable and which were not, in the order asked,
+/// with the first error.
+async fn fan_out(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    message: &Arc<MessageSpec>,
+    body: SendBody,
+    ticket: Option<&SendTicket>,
+) -> (SendAnswer, Option<Refusal>) {
+    let forwarded = req.headers().contains_key(FORWARDED);
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    // Customers whose partition is moving (nothing was done for them) are
+    // tried again, split afresh, until the forward timeout: they reach the
+    // partition's new owner as it takes over.
+    let deadline = (state.cluster.as_ref())
+        .filter(|_| !forwarded)
+        .map(|link| Instant::now() + link.forward_timeout);
+    let mut pending: Vec<(usize, String)> = body.customer_ids.into_iter().enumerate().collect();
+    let mut results = Vec::with_capacity(pending.len());
+    for attempt in 1u32.. {
+        let round = send_once(
+            state,
+            forwarded,
+            authorization,
+            message,
+            &body.data,
+            pending,
+            ticket,
+        )
+        .await;
+        let pause = MOVING_PAUSE * attempt.min(5);
+        let again = deadline.is_some_and(|d| Instant::now() + pause < d);
+        let (retry, settled): (Vec<_>, Vec<_>) = round
+            .into_iter()
+            .partition(|(_, _, r)| again && r.as_ref().is_err_and(|e| e.moving));
+        results.extend(settled);
+        if retry.is_empty() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pending = retry.into_iter().map(|(n, id, _)| (n, id)).collect();
+    }
     results.sort_by_key(|(n, _, _)| *n);
     // Every delivery made durable is listed, and every customer whose
     // delivery was not, with why: the client retries only those.

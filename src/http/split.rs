@@ -22,12 +22,18 @@ pub struct Refusal {
     pub code: String,
     /// The error message.
     pub message: String,
+    /// The customer's partition was moving (no node served it, or the one
+    /// asked no longer did): nothing was done, so the customer may be sent
+    /// to again at once. Not so for a node that did not answer, which may
+    /// have made the delivery.
+    pub moving: bool,
 }
 
 impl From<ApiError> for Refusal {
     fn from(e: ApiError) -> Self {
         Refusal {
             status: e.status,
+            moving: e.code == "partition_unavailable",
             code: e.code.to_string(),
             message: e.message,
         }
@@ -90,6 +96,7 @@ pub async fn send_elsewhere(
         let answer = link
             .peers
             .call(
+                link.forward_timeout,
                 &address,
                 &Method::POST,
                 "/v1/send/push",
@@ -117,19 +124,20 @@ pub async fn send_elsewhere(
                             continue;
                         };
                         let queue = by_customer.entry(c.to_string()).or_default();
+                        let code = f["error"]["code"].as_str().unwrap_or("unavailable");
                         queue.push_back(Err(Refusal {
                             status: a.status,
-                            code: f["error"]["code"].as_str().unwrap_or("unavailable").into(),
+                            moving: code == "partition_unavailable",
+                            code: code.into(),
                             message: f["error"]["message"].as_str().unwrap_or_default().into(),
                         }));
                     }
                     if by_customer.is_empty() {
+                        let code = body["error"]["code"].as_str().unwrap_or("unavailable");
                         refusal = Some(Refusal {
                             status: a.status,
-                            code: body["error"]["code"]
-                                .as_str()
-                                .unwrap_or("unavailable")
-                                .into(),
+                            moving: code == "partition_unavailable",
+                            code: code.into(),
                             message: body["error"]["message"]
                                 .as_str()
                                 .unwrap_or("the node serving these customers refused the send")
@@ -165,6 +173,7 @@ pub async fn send_elsewhere(
 fn unreachable(address: &str, why: &str) -> Refusal {
     Refusal {
         status: StatusCode::SERVICE_UNAVAILABLE,
+        moving: false,
         code: "partition_unavailable".into(),
         message: format!(
             "node {address} serving this customer did not answer ({why}); retry in a moment"

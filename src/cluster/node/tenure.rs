@@ -21,8 +21,11 @@ impl Node {
     /// Stops serving `tag` at once: requests for it are refused (503) or
     /// forwarded, its journal refuses every later write.
     pub(super) fn drop_partition(&self, tag: PartitionTag) -> Option<Running> {
+        // The tenure ends first: a takeover finishing now sees it gone and
+        // stops serving what it just loaded.
+        let owned = self.owned().remove(&tag);
         self.partitions.remove(tag);
-        let owned = self.owned().remove(&tag)?;
+        let owned = owned?;
         let running = owned.running?;
         running.journal.close();
         running.uploader.abort();
@@ -139,7 +142,12 @@ impl Node {
             subject: subject.clone(),
             writer: format!("{}-{}", key_of(&self.me.node), held.revision),
         };
-        let opened = StreamJournal::open(place, covered, &self.runtime).await?;
+        // A journal fenced off (another node took the partition) wakes the
+        // loop, which drops the partition at once: calls then go to the new
+        // owner instead of failing here until the next tick.
+        let wake = self.wake.clone();
+        let opened =
+            StreamJournal::open(place, covered, &self.runtime, move || wake.notify_one()).await?;
         let journal = opened.journal;
         let ports = Ports {
             provider: self.engine.provider.clone(),

@@ -306,7 +306,7 @@ async fn likely_delivery(
         campaign_id: campaign.map(str::to_owned),
         customer_id: Some(customer.to_owned()),
     };
-    let (newest, _) = state.local_deliveries(filter, CANDIDATES, None).await?;
+    let (newest, _, _) = state.local_deliveries(filter, CANDIDATES, None).await?;
     let window = at - HEURISTIC_WINDOW_SECS..=at + CLOCK_SLACK_SECS;
     Ok(newest
         .into_iter()
