@@ -68,24 +68,14 @@ async fn load(node: Arc<Daemon>, acked: Arc<Mutex<Acked>>, stop: Arc<AtomicBool>
         let Ok(body) = resp.json::<Value>().await else {
             continue;
         };
-        let created: Vec<(String, usize)> = body["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                let customer = d["customer_id"].as_str().unwrap();
-                let i: usize = customer[1..].parse().unwrap();
-                (d["delivery_id"].as_str().unwrap().to_string(), i)
-            })
-            .collect();
+        let created = created_deliveries(&body);
         acked
             .lock()
             .unwrap()
             .deliveries
             .extend(created.iter().map(|(d, _)| d.clone()));
         for (delivery, i) in created.into_iter().take(2) {
-            let report = json!({"delivery_id": delivery, "event": "delivered",
-                "device_id": android_token(i), "timestamp": 1_764_100_100});
+            let report = delivered_report(&delivery, i);
             let resp = client
                 .post(node.url("/push/events"))
                 .bearer_auth(SDK_KEY)
@@ -219,19 +209,7 @@ async fn nodes_and_a_nats_server_die_and_nothing_acknowledged_is_lost() {
     until_served(&nodes, |s| s.len() == third).await;
 
     // Set up through every node: each forwards what it does not serve.
-    for i in 0..CUSTOMERS {
-        let node = &nodes[i % 3];
-        let customer = format!("/v1/customers/c{i}");
-        let attributes = json!({"attributes": {"first_name": format!("N{i}")}});
-        put(node, &customer, attributes).await;
-        for (token, platform) in [(ios_token(i), "ios"), (android_token(i), "android")] {
-            let device = json!({"device": {"id": token, "platform": platform}});
-            put(node, &format!("{customer}/devices"), device).await;
-        }
-    }
-    let message = json!({"name": "Promo", "campaign_id": "spring",
-        "title": "Hi {{customer.first_name}}", "body": "b"});
-    put(&nodes[1], "/v1/messages/promo", message).await;
+    set_up(&nodes).await;
 
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stops: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::default()).collect();
@@ -424,18 +402,7 @@ impl Rig {
         }
         let third = usize::from(PARTITIONS) / 3;
         until_served(&nodes, |s| s.len() == third).await;
-        for i in 0..CUSTOMERS {
-            let node = &nodes[i % 3];
-            let customer = format!("/v1/customers/c{i}");
-            put(node, &customer, json!({"attributes": {"first_name": "N"}})).await;
-            for (token, platform) in [(ios_token(i), "ios"), (android_token(i), "android")] {
-                let device = json!({"device": {"id": token, "platform": platform}});
-                put(node, &format!("{customer}/devices"), device).await;
-            }
-        }
-        let message = json!({"name": "Promo", "campaign_id": "spring",
-            "title": "Hi {{customer.first_name}}", "body": "b"});
-        put(&nodes[1], "/v1/messages/promo", message).await;
+        set_up(&nodes).await;
         nodes
     }
 }
@@ -770,21 +737,14 @@ async fn load_live(
             matches!(status, 202 | 503),
             "a send answered {status}: {body}"
         );
-        let created: Vec<(String, usize)> = (body["deliveries"].as_array().into_iter().flatten())
-            .map(|d| {
-                let customer = d["customer_id"].as_str().unwrap();
-                let i: usize = customer[1..].parse().unwrap();
-                (d["delivery_id"].as_str().unwrap().to_string(), i)
-            })
-            .collect();
+        let created = created_deliveries(&body);
         acked
             .lock()
             .unwrap()
             .deliveries
             .extend(created.iter().map(|(d, _)| d.clone()));
         if let Some((delivery, i)) = created.into_iter().next() {
-            let report = json!({"delivery_id": delivery, "event": "delivered",
-                "device_id": android_token(i), "timestamp": 1_764_100_100});
+            let report = delivered_report(&delivery, i);
             let Ok(resp) = client
                 .post(format!("{base}/push/events"))
                 .bearer_auth(SDK_KEY)
@@ -888,4 +848,40 @@ async fn a_rolling_restart_under_load_loses_nothing_and_refuses_briefly() {
             "acknowledged report lost: {delivery} {token}: {d}"
         );
     }
+}
+
+/// The deliveries a send answered, each with its customer's index
+/// (customer `c<i>`).
+fn created_deliveries(body: &Value) -> Vec<(String, usize)> {
+    (body["deliveries"].as_array().into_iter().flatten())
+        .map(|d| {
+            let customer = d["customer_id"].as_str().unwrap();
+            let i: usize = customer[1..].parse().unwrap();
+            (d["delivery_id"].as_str().unwrap().to_string(), i)
+        })
+        .collect()
+}
+
+/// A `delivered` report for the Android device of customer `c<i>`.
+fn delivered_report(delivery: &str, i: usize) -> Value {
+    json!({"delivery_id": delivery, "event": "delivered",
+        "device_id": android_token(i), "timestamp": 1_764_100_100})
+}
+
+/// The customers (two devices each) and the message `promo`, set up
+/// through every node in turn: each forwards what it does not serve.
+async fn set_up(nodes: &[Arc<Daemon>]) {
+    for i in 0..CUSTOMERS {
+        let node = &nodes[i % 3];
+        let customer = format!("/v1/customers/c{i}");
+        let attributes = json!({"attributes": {"first_name": format!("N{i}")}});
+        put(node, &customer, attributes).await;
+        for (token, platform) in [(ios_token(i), "ios"), (android_token(i), "android")] {
+            let device = json!({"device": {"id": token, "platform": platform}});
+            put(node, &format!("{customer}/devices"), device).await;
+        }
+    }
+    let message = json!({"name": "Promo", "campaign_id": "spring",
+        "title": "Hi {{customer.first_name}}", "body": "b"});
+    put(&nodes[1], "/v1/messages/promo", message).await;
 }
