@@ -597,12 +597,15 @@ function renderChart(points) {
     children.push(s('line', { class: 'grid', x1: M.left, x2: M.left + iw, y1: y(t), y2: y(t) }));
     children.push(s('text', { class: 'tick', x: M.left - 8, y: y(t) + 4, 'text-anchor': 'end' }, fmtInt(t)));
   }
-  for (const t of ticks(maxX, 6)) {
-    children.push(s('text', { class: 'tick', x: x(t), y: M.top + ih + 18, 'text-anchor': 'middle' }, String(t)));
+  // Past three hours the axis counts hours: 870 minutes reads as 14.5 hours.
+  const perTick = maxX > 180 ? 60 : 1;
+  for (const t of ticks(maxX / perTick, 6)) {
+    children.push(s('text', { class: 'tick', x: x(t * perTick), y: M.top + ih + 18, 'text-anchor': 'middle' }, String(t)));
   }
   children.push(s('line', { class: 'axis', x1: M.left, x2: M.left + iw, y1: M.top + ih, y2: M.top + ih }));
   children.push(s('line', { class: 'axis', x1: M.left, x2: M.left, y1: M.top, y2: M.top + ih }));
-  children.push(s('text', { class: 'axis-label', x: M.left + iw / 2, y: H - 4, 'text-anchor': 'middle' }, 'Minutes since the send'));
+  children.push(s('text', { class: 'axis-label', x: M.left + iw / 2, y: H - 4, 'text-anchor': 'middle', 'data-unit': perTick === 60 ? 'hours' : 'minutes' },
+    perTick === 60 ? 'Hours since the send' : 'Minutes since the send'));
 
   if (pts.length === 0) {
     children.push(s('text', { class: 'empty', x: M.left + iw / 2, y: M.top + ih / 2, 'text-anchor': 'middle' }, 'No data yet'));
