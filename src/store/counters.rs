@@ -58,6 +58,33 @@ impl SledStore {
         self.timeseries(Counter::Campaign(campaign_id))
     }
 
+    /// How many of a message's deliveries ended `failed` or
+    /// `undeliverable`, per failure-reason code (deliveries that failed
+    /// before pushd counted reasons are missing).
+    pub fn message_failure_reasons(&self, message_id: &str) -> BTreeMap<String, i64> {
+        self.failure_reasons(Counter::Message(message_id))
+    }
+
+    /// [`SledStore::message_failure_reasons`] over a campaign's messages.
+    pub fn campaign_failure_reasons(&self, campaign_id: &str) -> BTreeMap<String, i64> {
+        self.failure_reasons(Counter::Campaign(campaign_id))
+    }
+
+    fn failure_reasons(&self, counter: Counter<'_>) -> BTreeMap<String, i64> {
+        let prefix = keys::reason_prefix(counter);
+        let overlay = self.lock();
+        overlay
+            .live_reasons
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .filter(|(_, count)| **count > 0)
+            .filter_map(|(key, count)| {
+                let code = std::str::from_utf8(&key[prefix.len()..]).ok()?;
+                Some((code.to_owned(), *count))
+            })
+            .collect()
+    }
+
     fn timeseries(&self, counter: Counter<'_>) -> Vec<(i64, i64, i64)> {
         let prefix = keys::series_prefix(counter);
         let overlay = self.lock();

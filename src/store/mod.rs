@@ -112,6 +112,12 @@ impl SledStore {
                 .live_series
                 .insert(key.to_vec(), codec::decode(&value)?);
         }
+        for item in db.scan_prefix(keys::REASON) {
+            let (key, value) = item?;
+            overlay
+                .live_reasons
+                .insert(key.to_vec(), codec::decode(&value)?);
+        }
         Ok(Arc::new(SledStore {
             db,
             path,
