@@ -45,7 +45,7 @@ const CREATED: &[u8] = b"t/";
 pub const COUNTER: &[u8] = b"k/";
 /// Time-series shards.
 pub const SERIES: &[u8] = b"s/";
-/// Failure-reason counters (since 0.9: older snapshots have none).
+/// Failure-reason counters (a snapshot of an older release has none).
 pub const REASON: &[u8] = b"r/";
 /// Keyed send records, by idempotency key.
 pub const SEND: &[u8] = b"p/";
