@@ -632,4 +632,40 @@ mod tests {
             json!({"sends": 3, "partial": true, "missing_partitions": [2, 5]})
         );
     }
+
+    /// Nodes' shares sum reason by reason, and a node of an older release
+    /// (its tallies without `failure_reasons`) and this one read each
+    /// other's answers.
+    #[test]
+    fn failure_reasons_merge_across_nodes_of_either_release() {
+        let share = |failed: i64, reasons: &[(&str, i64)]| {
+            let mut tally = Tally::default();
+            tally.message.failed = failed;
+            Metrics {
+                tally,
+                failure_reasons: reasons.iter().map(|&(r, n)| (r.to_owned(), n)).collect(),
+            }
+        };
+        let mut sum = share(3, &[("no_devices", 1), ("customer_unsubscribed", 2)]);
+        let here = serde_json::to_value(TalliesAnswer {
+            tallies: vec![share(4, &[("customer_unsubscribed", 4)])],
+        })
+        .unwrap();
+        let older: Vec<Tally> = serde_json::from_value(here["tallies"].clone()).unwrap();
+        assert_eq!(
+            older[0].message.failed, 4,
+            "an older node reads the counters"
+        );
+        let remote: TalliesAnswer = serde_json::from_value(here).unwrap();
+        let from_older: TalliesAnswer =
+            serde_json::from_value(json!({"tallies": [share(1, &[]).tally]})).unwrap();
+        for m in remote.tallies.into_iter().chain(from_older.tallies) {
+            sum += m;
+        }
+        assert_eq!(sum.tally.message.failed, 8);
+        let expected = [("customer_unsubscribed", 6), ("no_devices", 1)];
+        let expected: BTreeMap<String, i64> =
+            expected.iter().map(|&(r, n)| (r.to_owned(), n)).collect();
+        assert_eq!(sum.failure_reasons, expected);
+    }
 }
