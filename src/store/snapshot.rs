@@ -336,8 +336,9 @@ impl SledStore {
                 false => batch.insert(key.as_slice(), codec::encode(&value)?),
             }
         }
-        // A count may go below 0 when a delivery that failed before the
-        // counters existed (an older release) changes.
+        // A count may go below 0 when a failed delivery the counters never
+        // counted changes: one that left the snapshot before they were
+        // counted from it, or that an older release made.
         for (key, delta) in chunk.reasons.iter().filter(|(_, d)| **d != 0) {
             let value = self.read::<i64>(key)?.unwrap_or_default() + delta;
             match value == 0 {
