@@ -12,6 +12,8 @@
 // Every number on the overview sits in an element with `data-metric="<key>"` (the key's
 // path in the metrics JSON, e.g. `sent` or `rates.delivered`), `data-platform="ios|android"`
 // for per-platform cells, and `data-value` holding the raw number, so tests can read them.
+// The failure-reasons table has a row per reason (`data-reason="<code>"`) with cells
+// `data-field="count|share|fix"`, the numbers again in `data-value`.
 
 const KEY_STORAGE = 'pushd.apiKey';
 const REFRESH_MS = 5000;
@@ -566,10 +568,24 @@ function renderMetrics(m) {
         ...PLATFORMS.map(([p]) => h('td', {}, metricValue(get(p), { 'data-metric': key, 'data-platform': p }, isRate,
           !isRate || rateApplies(byPlatform[p], key.replace(/^rates\./, ''))))))),
   );
+  renderFailureReasons(m.failure_reasons ?? []);
   // The note explains a gap; it shows only when iOS's delivered rate is lower.
   const ios = byPlatform.ios?.rates?.delivered;
   const android = byPlatform.android?.rates?.delivered;
   $('#ios-note').hidden = !(byPlatform.ios?.sent > 0 && byPlatform.android?.sent > 0 && ios < android);
+}
+
+// One row per failure reason, largest first as the API orders them.
+function renderFailureReasons(reasons) {
+  $('#reasons-table tbody').replaceChildren(...(reasons.length
+    ? reasons.map((r) =>
+      h('tr', { 'data-reason': r.reason },
+        h('td', { 'data-field': 'reason' }, FAILURES[r.reason]?.title ?? r.reason,
+          h('span', { class: 'mono muted sub' }, r.reason)),
+        h('td', { 'data-field': 'fix' }, r.fix ?? ''),
+        h('td', { class: 'numeric', 'data-field': 'count', 'data-value': r.count }, fmtInt(r.count)),
+        h('td', { class: 'numeric', 'data-field': 'share', 'data-value': r.share }, fmtPct(r.share))))
+    : [h('tr', { class: 'empty-row' }, h('td', { colspan: 4 }, 'No failures.'))]));
 }
 
 // Inline SVG chart of delivered and opened since the send. The API gives sparse
