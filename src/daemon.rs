@@ -43,7 +43,7 @@ pub enum ServeError {
     #[error("recovery: {0}")]
     Recover(#[from] EngineError),
     /// The data directory could not be created or made private.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}: {source}{}", access_hint(source))]
     DataDir {
         /// The directory.
         path: String,
@@ -231,6 +231,18 @@ pub async fn serve_with(
 /// How long the HTTP server may drain its connections on SIGTERM: a third
 /// of `shutdown_timeout_secs`, at most 10 s; the rest is the last
 /// checkpoint's.
+/// What to do about a data directory pushd may not use: the same fix the
+/// store names when it cannot write a file inside one.
+fn access_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "; it must be readable and writable by the user pushd runs as (chown -R, or \
+             another --data-dir)"
+        }
+        _ => "",
+    }
+}
+
 fn http_drain(config: &Config) -> Duration {
     Duration::from_secs((config.shutdown_timeout_secs / 3).clamp(1, 10))
 }

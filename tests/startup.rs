@@ -380,6 +380,44 @@ async fn a_second_daemon_on_the_same_data_directory_says_it_is_in_use() {
     assert_eq!(status, 200);
 }
 
+/// A data directory the user running pushd may not read or write is named,
+/// with the fix, whether or not the keys come from the environment (they
+/// do here, so nothing is to be read from `keys.toml`).
+#[test]
+fn a_data_directory_pushd_may_not_use_names_its_path_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushd"));
+    // As root, permissions stop nothing: run as another user (the binary is
+    // copied where that user may run it).
+    if unsafe { libc::geteuid() } == 0 {
+        let bin = dir.path().join("pushd");
+        std::fs::copy(env!("CARGO_BIN_EXE_pushd"), &bin).unwrap();
+        cmd = Command::new(&bin);
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd
+        .args(["serve", "--data-dir", data.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PUSHD_LISTEN", "127.0.0.1:0")
+        .env("PUSHD_API_KEY", "an-api-key-from-the-environment")
+        .env("PUSHD_SDK_KEY", "an-sdk-key-from-the-environment")
+        .output()
+        .expect("pushd runs");
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(data.to_str().unwrap()), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(err.contains("user pushd runs as"), "{err}");
+    assert!(!err.contains("keys.toml"), "{err}");
+}
+
 /// The README's walkthrough runs against `serve --simulated-providers`:
 /// pushes reach fake APNs and FCM over the wire and come back `sent`, a
 /// token starting with `dead` bounces, and reports move the delivery on as
