@@ -106,6 +106,13 @@ pub struct ClusterSection {
     pub snapshot_secs: u64,
     /// Prefix of the stream, buckets and subjects.
     pub prefix: String,
+    /// File holding the cluster secret (at least 32 bytes, the same on
+    /// every node) that signs the nodes' calls to each other.
+    pub secret_file: Option<PathBuf>,
+    /// The cluster secret itself, from `PUSHD_CLUSTER_SECRET` only (a
+    /// flag would show it in `ps`); it wins over `secret_file`.
+    #[serde(skip)]
+    pub secret: Option<String>,
 }
 
 impl Default for ClusterSection {
@@ -120,6 +127,8 @@ impl Default for ClusterSection {
             forward_timeout_ms: 2000,
             snapshot_secs: 10,
             prefix: "pushd".into(),
+            secret_file: None,
+            secret: None,
         }
     }
 }
@@ -128,6 +137,32 @@ impl ClusterSection {
     /// Whether the daemon runs as a cluster node.
     pub fn enabled(&self) -> bool {
         !self.servers.is_empty()
+    }
+
+    /// The node credential of the cluster secret (`PUSHD_CLUSTER_SECRET`,
+    /// else `secret_file`): a cluster node cannot start without one.
+    pub fn node_credential(&self) -> Result<crate::cluster::trust::NodeCredential, ConfigError> {
+        use crate::cluster::trust::{MIN_SECRET_BYTES, NodeCredential};
+        let secret = secret_of(&self.secret, &self.secret_file)?.ok_or_else(|| {
+            ConfigError::Invalid(
+                "a cluster node needs the cluster secret, the same on every node, to sign its \
+                 calls to the others: make one with `openssl rand -hex 32 > cluster.secret` \
+                 (readable by pushd only) and set [cluster] secret_file \
+                 (PUSHD_CLUSTER_SECRET_FILE) to its path, or set PUSHD_CLUSTER_SECRET"
+                    .into(),
+            )
+        })?;
+        let setting = match self.secret {
+            Some(_) => "PUSHD_CLUSTER_SECRET",
+            None => "[cluster] secret_file (PUSHD_CLUSTER_SECRET_FILE)",
+        };
+        NodeCredential::new(secret.as_bytes()).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "the cluster secret ({setting}) must be at least {MIN_SECRET_BYTES} bytes, not \
+                 {}; make one with `openssl rand -hex 32`",
+                secret.len()
+            ))
+        })
     }
 
     /// The cluster's settings for a node listening on `listen`.
@@ -181,6 +216,20 @@ impl ClusterSection {
             snapshot_every: Duration::from_secs(self.snapshot_secs.max(1)),
             prefix: self.prefix.clone(),
         })
+    }
+}
+
+/// A secret given itself (from the environment) or in a file (trimmed).
+fn secret_of(given: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+    match (given, file) {
+        (Some(secret), _) => Ok(Some(secret.trim().to_string())),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|text| Some(text.trim().to_string()))
+            .map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            }),
+        (None, None) => Ok(None),
     }
 }
 
@@ -891,6 +940,13 @@ pub struct Overrides {
     /// Seconds between uploads of a partition's snapshot [default: 10]
     #[arg(long, env = "PUSHD_CLUSTER_SNAPSHOT_SECS")]
     pub cluster_snapshot_secs: Option<u64>,
+    /// File holding the cluster secret the nodes sign their calls to each other with (at least 32 bytes)
+    #[arg(long, env = "PUSHD_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The cluster secret, from the environment (`PUSHD_CLUSTER_SECRET`)
+    /// only: no flag, which would show it in `ps`.
+    #[arg(skip = std::env::var("PUSHD_CLUSTER_SECRET").ok())]
+    pub cluster_secret: Option<String>,
     /// Site id Customer.io's clients send as the HTTP Basic user (site_id:api_key) [default: none, Basic refused]
     #[arg(long, env = "PUSHD_COMPAT_CUSTOMERIO_SITE_ID")]
     pub compat_customerio_site_id: Option<String>,
@@ -1023,6 +1079,8 @@ impl Overrides {
         set(&mut k.lease_ms, self.cluster_lease_ms);
         set(&mut k.forward_timeout_ms, self.cluster_forward_timeout_ms);
         set(&mut k.snapshot_secs, self.cluster_snapshot_secs);
+        set(&mut k.secret_file, self.cluster_secret_file.map(Some));
+        set(&mut k.secret, self.cluster_secret.map(Some));
         let compat = &mut c.compat;
         set(
             &mut compat.customerio_site_id,

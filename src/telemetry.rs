@@ -163,6 +163,10 @@ pub fn register_cluster() {
         "Requests forwarded to the node serving their partition."
     );
     describe_counter!(
+        "pushd_cluster_node_calls_refused_total",
+        "Node-to-node calls refused 401 node_credential_invalid: unsigned, or not signed with the cluster secret for this node within 60 s."
+    );
+    describe_counter!(
         "pushd_cluster_peer_calls_total",
         "Calls to other nodes (forwarded requests, gathered reads)."
     );

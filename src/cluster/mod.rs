@@ -18,6 +18,7 @@ pub mod node;
 pub mod peers;
 pub mod serve;
 pub mod snapshots;
+pub mod trust;
 
 use std::time::Duration;
 
@@ -34,9 +35,11 @@ pub struct Link {
     pub peers: peers::Peers,
     /// How long a call for another node's partition waits for it.
     pub forward_timeout: Duration,
-    /// The API key, which every node shares: what node-to-node reads
-    /// authenticate with.
-    pub api_key: String,
+    /// This node's advertised address: what a call to it is signed for.
+    pub advertise: String,
+    /// The cluster secret, which checks the signature of a call from
+    /// another node.
+    pub credential: trust::NodeCredential,
 }
 
 /// Why cluster mode could not start or a partition could not be taken.

@@ -32,6 +32,20 @@ impl Drop for NatsServer {
     }
 }
 
+/// The cluster secret every test node shares (hex, as `openssl rand -hex
+/// 32` makes one).
+pub const SECRET: &str = "5f1c0e4a9b7d2c8e3f6a1b4d7c0e9f2a5b8c1d4e7f0a3b6c9d2e5f8a1b4c7d0e";
+
+/// What a pushd node of the cluster of `servers` is given: the servers
+/// and the cluster secret.
+pub fn node_env(servers: &[NatsServer]) -> Vec<(&'static str, String)> {
+    let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
+    vec![
+        ("PUSHD_CLUSTER", urls.join(",")),
+        ("PUSHD_CLUSTER_SECRET", SECRET.to_string()),
+    ]
+}
+
 /// A loopback port the system has just handed out. nats-server must know
 /// its route ports before it starts (a JetStream cluster needs configured
 /// routes), so they are asked of the system here rather than guessed.
