@@ -24,6 +24,7 @@ fn settings(url: &str) -> Settings {
         forward_timeout: Duration::from_secs(2),
         snapshot_every: Duration::from_secs(10),
         prefix: "pushd".into(),
+        access: Default::default(),
     }
 }
 
