@@ -307,13 +307,14 @@ async fn nodes_and_a_nats_server_die_and_nothing_acknowledged_is_lost() {
         "{metrics}"
     );
 
-    no_partition_had_two_writers(&nats[0].url).await;
+    no_partition_had_two_writers(&nats[0]).await;
 }
 
 /// Reads the journal stream: on each partition's subject, once a writer's
 /// message follows another's, the earlier writer never writes again.
-async fn no_partition_had_two_writers(url: &str) {
-    let client = async_nats::connect(url).await.unwrap();
+async fn no_partition_had_two_writers(server: &cluster::NatsServer) {
+    let options = cluster::access(server).options().await.unwrap();
+    let client = options.connect(&server.url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("pushd-journal").await.unwrap();
     let info = stream.get_info().await.unwrap();
@@ -957,4 +958,64 @@ async fn a_node_call_without_the_cluster_secrets_signature_is_refused() {
     assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
     let (status, v) = node.call("GET", path, None).await;
     assert_eq!((status, &v["attributes"]["first_name"]), (200, &json!("Mallory")));
+}
+
+/// `pushd serve` with `env` (and the tests' keys) until it exits, which it
+/// must within 30 s: its status and what it printed on stderr.
+fn refused_start(data: &std::path::Path, env: &[(&'static str, String)]) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushd"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PUSHD_LISTEN", "127.0.0.1:0")
+        .env("PUSHD_DATA_DIR", data)
+        .env("PUSHD_API_KEY", support::API_KEY)
+        .env("PUSHD_SDK_KEY", SDK_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pushd kept running with {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A node that NATS refuses (a wrong password) or that has no cluster
+/// secret does not start, and says which setting to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_wrong_nats_password_or_no_secret_does_not_start() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = cluster::start(dir.path());
+    let with = |name: &'static str, value: Option<&str>| {
+        let mut env: Vec<_> = cluster::node_env(&nats)
+            .into_iter()
+            .filter(|(k, _)| *k != name)
+            .collect();
+        env.extend(value.map(|v| (name, v.to_string())));
+        env
+    };
+    let data = dir.path().join("node");
+    let (ok, stderr) = refused_start(&data, &with("PUSHD_CLUSTER_PASSWORD", Some("wrong")));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("authorization violation"), "{stderr}");
+    assert!(stderr.contains("PUSHD_CLUSTER_PASSWORD"), "{stderr}");
+
+    let (ok, stderr) = refused_start(&data, &with("PUSHD_CLUSTER_SECRET", None));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+    assert!(stderr.contains("PUSHD_CLUSTER_SECRET_FILE"), "{stderr}");
+
+    let (ok, stderr) = refused_start(&data, &with("PUSHD_CLUSTER_SECRET", Some("short")));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("PUSHD_CLUSTER_SECRET) must be at least 32 bytes"), "{stderr}");
 }
