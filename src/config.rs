@@ -206,7 +206,11 @@ impl ClusterSection {
         use crate::cluster::access::{NatsAccess, NatsAuth};
         let invalid = |words: &str| Err(ConfigError::Invalid(words.to_string()));
         let files = [
-            ("credentials_file", "CREDENTIALS_FILE", &self.credentials_file),
+            (
+                "credentials_file",
+                "CREDENTIALS_FILE",
+                &self.credentials_file,
+            ),
             ("tls_ca_file", "TLS_CA_FILE", &self.tls_ca_file),
             ("tls_cert_file", "TLS_CERT_FILE", &self.tls_cert_file),
             ("tls_key_file", "TLS_KEY_FILE", &self.tls_key_file),
@@ -323,7 +327,10 @@ impl ClusterSection {
 }
 
 /// A secret given itself (from the environment) or in a file (trimmed).
-fn secret_of(given: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+fn secret_of(
+    given: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
     match (given, file) {
         (Some(secret), _) => Ok(Some(secret.trim().to_string())),
         (None, Some(path)) => std::fs::read_to_string(path)
@@ -1220,7 +1227,10 @@ impl Overrides {
         set(&mut k.password, self.cluster_password.map(Some));
         set(&mut k.token_file, self.cluster_token_file.map(Some));
         set(&mut k.token, self.cluster_token.map(Some));
-        set(&mut k.credentials_file, self.cluster_credentials_file.map(Some));
+        set(
+            &mut k.credentials_file,
+            self.cluster_credentials_file.map(Some),
+        );
         set(&mut k.tls_ca_file, self.cluster_tls_ca_file.map(Some));
         set(&mut k.tls_cert_file, self.cluster_tls_cert_file.map(Some));
         set(&mut k.tls_key_file, self.cluster_tls_key_file.map(Some));
@@ -1568,7 +1578,10 @@ max_iterations = 500
             ..Default::default()
         };
         let e = cluster(short).node_credential().unwrap_err().to_string();
-        assert!(e.contains("secret_file (PUSHD_CLUSTER_SECRET_FILE)") && e.contains("not 3"), "{e}");
+        assert!(
+            e.contains("secret_file (PUSHD_CLUSTER_SECRET_FILE)") && e.contains("not 3"),
+            "{e}"
+        );
         let good = Overrides {
             cluster_secret_file: Some(file("good.secret", &format!("{}\n", "ab".repeat(32)))),
             ..Default::default()
@@ -1595,7 +1608,10 @@ max_iterations = 500
             ..Default::default()
         };
         let e = settings(cert_only).unwrap_err().to_string();
-        assert!(e.contains("tls_key_file (PUSHD_CLUSTER_TLS_KEY_FILE)"), "{e}");
+        assert!(
+            e.contains("tls_key_file (PUSHD_CLUSTER_TLS_KEY_FILE)"),
+            "{e}"
+        );
         let no_ca = Overrides {
             cluster_tls_ca_file: Some(dir.path().join("missing.pem")),
             ..Default::default()

@@ -957,7 +957,10 @@ async fn a_node_call_without_the_cluster_secrets_signature_is_refused() {
     let answer = call(("Pushd-Forwarded", "1"), Some(signed)).await.unwrap();
     assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
     let (status, v) = node.call("GET", path, None).await;
-    assert_eq!((status, &v["attributes"]["first_name"]), (200, &json!("Mallory")));
+    assert_eq!(
+        (status, &v["attributes"]["first_name"]),
+        (200, &json!("Mallory"))
+    );
 }
 
 /// `pushd serve` with `env` (and the tests' keys) until it exits, which it
@@ -986,7 +989,10 @@ fn refused_start(data: &std::path::Path, env: &[(&'static str, String)]) -> (boo
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A node that NATS refuses (a wrong password) or that has no cluster
@@ -1017,5 +1023,8 @@ async fn a_node_with_a_wrong_nats_password_or_no_secret_does_not_start() {
 
     let (ok, stderr) = refused_start(&data, &with("PUSHD_CLUSTER_SECRET", Some("short")));
     assert!(!ok, "{stderr}");
-    assert!(stderr.contains("PUSHD_CLUSTER_SECRET) must be at least 32 bytes"), "{stderr}");
+    assert!(
+        stderr.contains("PUSHD_CLUSTER_SECRET) must be at least 32 bytes"),
+        "{stderr}"
+    );
 }

@@ -95,7 +95,12 @@ impl NodeCredential {
         self.verify_at(header, call, now())
     }
 
-    fn verify_at(&self, header: Option<&str>, call: &SignedCall<'_>, now: i64) -> Result<(), Refused> {
+    fn verify_at(
+        &self,
+        header: Option<&str>,
+        call: &SignedCall<'_>,
+        now: i64,
+    ) -> Result<(), Refused> {
         let header = header.ok_or(Refused::Missing)?;
         let (at, tag) = parse(header).ok_or(Refused::Malformed)?;
         let age = now.saturating_sub(at);
@@ -140,7 +145,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn now() -> i64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
@@ -176,7 +183,10 @@ mod tests {
             ok(Some(&signed), &call("127.0.0.1:1", b"{}"), 1061),
             Err(Refused::Stale(61))
         );
-        assert_eq!(ok(None, &call("127.0.0.1:1", b"{}"), 1000), Err(Refused::Missing));
+        assert_eq!(
+            ok(None, &call("127.0.0.1:1", b"{}"), 1000),
+            Err(Refused::Missing)
+        );
         assert_eq!(
             ok(Some("t=1000,v1=zz"), &call("127.0.0.1:1", b"{}"), 1000),
             Err(Refused::Malformed)

@@ -39,7 +39,10 @@ pub async fn to_owner(
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let headers = req.headers();
-    if [FORWARDED, SCOPE, NODE_SIGNATURE].iter().any(|h| headers.contains_key(*h)) {
+    if [FORWARDED, SCOPE, NODE_SIGNATURE]
+        .iter()
+        .any(|h| headers.contains_key(*h))
+    {
         return match node_call(&mut req, &link, state.max_body).await? {
             Ok(caller) => {
                 req.extensions_mut().insert(NodeCall(caller));
@@ -168,7 +171,10 @@ async fn node_call(
     };
     let call = SignedCall {
         method: req.method().as_str(),
-        path_and_query: req.uri().path_and_query().map_or(req.path(), |p| p.as_str()),
+        path_and_query: req
+            .uri()
+            .path_and_query()
+            .map_or(req.path(), |p| p.as_str()),
         body: &body,
         address: &link.advertise,
         caller: caller_name,

@@ -216,15 +216,7 @@ async fn fan_out(
     let mut pending: Vec<(usize, String)> = body.customer_ids.into_iter().enumerate().collect();
     let mut results = Vec::with_capacity(pending.len());
     for attempt in 1u32.. {
-        let round = send_once(
-            state,
-            forwarded,
-            message,
-            &body.data,
-            pending,
-            ticket,
-        )
-        .await;
+        let round = send_once(state, forwarded, message, &body.data, pending, ticket).await;
         let pause = MOVING_PAUSE * attempt.min(5);
         let again = deadline.is_some_and(|d| Instant::now() + pause < d);
         let (retry, settled): (Vec<_>, Vec<_>) = round

@@ -89,47 +89,37 @@ fn certificates(dir: &Path) -> Certificates {
     let tls = dir.join("tls");
     std::fs::create_dir_all(&tls).unwrap();
     let at = |name: &str| tls.join(name);
-    let openssl = |args: &[&str]| {
+    // Each call's arguments, space-separated (none holds a space).
+    let openssl = |args: &str| {
         let out = Command::new("openssl")
-            .args(args)
+            .args(args.split(' '))
             .current_dir(&tls)
             .output()
             .expect("openssl is installed (.ci/run installs it)");
         assert!(
             out.status.success(),
-            "openssl {args:?}: {}",
+            "openssl {args}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509", "-days", "2", "-subj", "/CN=pushd test CA"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem"],
-            &["-addext", "basicConstraints=critical,CA:TRUE"],
-            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req", "-subj", "/CN=127.0.0.1"][..],
-            &ec,
-            &["-keyout", "server.key", "-out", "server.csr"],
-        ]
-        .concat(),
-    );
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(&format!(
+        "req -x509 -days 2 -subj /CN=pushd-test-CA {ec} -keyout ca.key -out ca.pem \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+    ));
+    openssl(&format!(
+        "req -subj /CN=127.0.0.1 {ec} -keyout server.key -out server.csr"
+    ));
     std::fs::write(
         at("server.ext"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
          keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    openssl(&[
-        "x509", "-req", "-days", "2", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-extfile", "server.ext", "-out", "server.pem",
-    ]);
+    openssl(
+        "x509 -req -days 2 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+         -extfile server.ext -out server.pem",
+    );
     Certificates {
         ca: at("ca.pem"),
         cert: at("server.pem"),
