@@ -76,6 +76,12 @@ pub async fn to_owner(
     if body.is_empty() {
         body = read_body(&mut req, state.max_body).await?;
     }
+    // A body past the limit is refused here (413), as the owner would:
+    // only its start was read, which the owner could not check as signed.
+    if body.len() > state.max_body {
+        req.set_payload(bytes_payload(body));
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
     let path = req
         .uri()
         .path_and_query()
