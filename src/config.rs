@@ -827,7 +827,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid.
-    #[error("invalid {path}: {source}")]
+    #[error("invalid {path}: {}", in_words(&source.to_string()))]
     Parse {
         /// The file.
         path: PathBuf,
@@ -1107,6 +1107,25 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
+/// A TOML error with Rust's type names (`expected u32`) said as a user
+/// would write the value (`expected a whole number`).
+fn in_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 9] = [
+        ("expected u8", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+    ];
+    WORDS.iter().fold(message.to_string(), |m, (rust, words)| {
+        m.replace(rust, words)
+    })
+}
+
 impl Overrides {
     /// Reads the file (if any) and applies the overrides.
     pub fn load(self) -> Result<Config, ConfigError> {
@@ -1274,10 +1293,23 @@ mod tests {
 
         std::fs::write(&path, "lissen = 1\n").unwrap();
         let bad = Overrides {
-            config: Some(path),
+            config: Some(path.clone()),
             ..Default::default()
         };
         assert!(matches!(bad.load(), Err(ConfigError::Parse { .. })));
+
+        // A value of the wrong type is named in words, with its line.
+        std::fs::write(&path, "[engine]\nmax_attempts = \"ten\"\n").unwrap();
+        let wrong = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let said = wrong.load().unwrap_err().to_string();
+        assert!(said.contains("expected a whole number"), "{said}");
+        assert!(
+            said.contains("max_attempts") && !said.contains("u32"),
+            "{said}"
+        );
     }
 
     #[test]

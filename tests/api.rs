@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 use support::{API_KEY, Daemon, SDK_KEY};
 
@@ -358,11 +360,18 @@ async fn every_failure_reason_reachable_without_a_provider() {
         ("failed", Some("liquid_variable_missing")),
         ("undeliverable", Some("no_devices")),
     ];
+    // The delivery log's reasons and words, by reason: what the metrics'
+    // failure_reasons must count.
+    let mut logged: BTreeMap<String, (i64, String)> = BTreeMap::new();
     for (id, (status, reason)) in ids.iter().zip(expect) {
         let v = d.settled(id).await;
         assert_eq!(v["status"], status, "{v}");
         assert_eq!(v["failure_reason"].as_str(), reason, "{v}");
-        assert!(v["failure_message"].as_str().is_some_and(|m| !m.is_empty()));
+        let words = v["failure_message"].as_str().unwrap();
+        assert!(!words.is_empty());
+        let entry = logged.entry(reason.unwrap().to_owned()).or_default();
+        entry.0 += 1;
+        entry.1 = words.to_owned();
     }
     let v = d.settled(&ids[0]).await;
     assert_eq!(v["devices"][0]["status"], "failed");
@@ -383,10 +392,27 @@ async fn every_failure_reason_reachable_without_a_provider() {
     // devices that reached the provider stage.
     assert_eq!(m["by_platform"]["ios"]["sends"], 1);
     assert_eq!(m["by_platform"]["android"]["failed"], 1);
+    let reasons = m["failure_reasons"].as_array().unwrap();
+    let counted: Vec<(&str, i64)> = reasons
+        .iter()
+        .map(|r| (r["reason"].as_str().unwrap(), r["count"].as_i64().unwrap()))
+        .collect();
+    let mut largest_first: Vec<(&str, i64)> =
+        logged.iter().map(|(r, (n, _))| (r.as_str(), *n)).collect();
+    largest_first.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    assert_eq!(counted, largest_first);
+    for r in reasons {
+        let (count, words) = &logged[r["reason"].as_str().unwrap()];
+        let share = r["share"].as_f64().unwrap();
+        assert!((share - *count as f64 / 6.0).abs() < 1e-4, "{r}");
+        let fix = r["fix"].as_str().unwrap();
+        assert!(words.ends_with(fix), "{fix:?} is the log's words {words:?}");
+    }
     let c: Value = d
         .ok("GET", "/v1/campaigns/onboarding/metrics", Value::Null)
         .await;
     assert_eq!(c["sends"], 6);
+    assert_eq!(c["failure_reasons"], m["failure_reasons"]);
 }
 
 #[tokio::test]

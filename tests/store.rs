@@ -113,12 +113,15 @@ fn random_event(rng: &mut StdRng, d: &mut Delivery) {
     }
     let i = rng.gen_range(0..n);
     let at = 1_000 + rng.gen_range(0..600);
-    match rng.gen_range(0..6) {
+    match rng.gen_range(0..7) {
         0 => d.state.apply_outcome(i, &Outcome::Sent, at),
         1 => d.state.apply_outcome(i, &Outcome::Bounced, at),
         2 => d
             .state
             .apply_outcome(i, &Outcome::Failed(FailureReason::RetriesExhausted), at),
+        6 => d
+            .state
+            .apply_outcome(i, &Outcome::Failed(FailureReason::ProviderRejected), at),
         3 => drop(d.state.apply_report(i, Report::Delivered, at)),
         4 => drop(d.state.apply_report(i, Report::Opened, at)),
         _ => drop(d.state.convert(at)),
@@ -299,7 +302,8 @@ async fn deliveries_between_is_inclusive_and_newest_first() {
 
 /// Many tasks create deliveries and move them through random events, all
 /// for the same two messages of one campaign, while snapshots run; the kept
-/// counters and time series equal a recount, live and after a reopen.
+/// counters, time series and failure reasons equal a recount, live and
+/// after a reopen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counters_equal_recount_after_concurrent_workload() {
     let dir = tempfile::tempdir().unwrap();
@@ -351,7 +355,22 @@ async fn counters_equal_recount_after_concurrent_workload() {
                 s.message_timeseries(m),
                 series_of(all.iter().filter(|d| d.message_id == m))
             );
+            let reasons = s.message_failure_reasons(m);
+            assert_eq!(
+                reasons,
+                failure_reasons_of(all.iter().filter(|d| d.message_id == m)),
+                "{m}"
+            );
+            assert_eq!(
+                reasons.values().sum::<i64>(),
+                kept.message.failed + kept.message.undeliverable,
+                "{m}: every failure counts under one reason"
+            );
         }
+        assert_eq!(
+            s.campaign_failure_reasons("g1"),
+            failure_reasons_of(all.iter())
+        );
         let campaign = s.campaign_metrics("g1");
         assert_eq!(campaign, s.message_metrics("m1") + s.message_metrics("m2"));
         assert_eq!(campaign.message.sends, all.len() as i64);
@@ -362,6 +381,21 @@ async fn counters_equal_recount_after_concurrent_workload() {
     let reopened = Rig::open(dir.path(), Timing::default());
     check(reopened.store());
     reopened.close();
+}
+
+/// The failure reasons, recounted from final states.
+fn failure_reasons_of<'a>(
+    ds: impl Iterator<Item = &'a Delivery>,
+) -> std::collections::BTreeMap<String, i64> {
+    let mut reasons = std::collections::BTreeMap::new();
+    for d in ds {
+        let status = d.state.status();
+        if matches!(status, MessageStatus::Failed | MessageStatus::Undeliverable) {
+            let reason = d.state.failure_reason().expect("a failure has a reason");
+            *reasons.entry(reason.code().to_owned()).or_default() += 1;
+        }
+    }
+    reasons
 }
 
 /// The time series, recounted from final states.

@@ -275,6 +275,7 @@ async fn open_and_check(build: &str, name: &str) {
         }
     }
     assert_served(&served, &capture(&d, &keys, &fixture.deliveries).await);
+    assert_failure_reasons_count_the_log(&d, &keys).await;
 
     // The keyed send is replayed as the old release answered it while its
     // key is remembered (a day from the call, which the fixture's making
@@ -337,6 +338,48 @@ async fn open_and_check(build: &str, name: &str) {
     assert_served(&before, &capture(&d, &keys, &all).await);
     assert_takes_unproven_events(&d, &keys).await;
     drop(d);
+}
+
+/// The metrics' `failure_reasons`, which the old release did not count,
+/// count the reasons of the directory's failed and undeliverable
+/// deliveries, and add up to `failed + undeliverable`.
+async fn assert_failure_reasons_count_the_log(d: &Daemon, keys: &Keys) {
+    let log = get(d, keys, "/v1/deliveries?limit=100").await;
+    let mut logged: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for delivery in log["body"]["deliveries"].as_array().unwrap() {
+        if delivery["status"] == "failed" || delivery["status"] == "undeliverable" {
+            let reason = delivery["failure_reason"].as_str().unwrap().to_owned();
+            let message = delivery["message_id"].as_str().unwrap().to_owned();
+            *logged
+                .entry(message)
+                .or_default()
+                .entry(reason)
+                .or_default() += 1;
+        }
+    }
+    assert!(!logged.is_empty(), "the fixture has failures: {log}");
+    for (path, message) in [
+        ("/v1/messages/welcome/metrics", "welcome"),
+        ("/v1/campaigns/onboarding/metrics", "welcome"),
+        ("/v1/messages/promo/metrics", "promo"),
+    ] {
+        let m = &get(d, keys, path).await["body"];
+        let counted: BTreeMap<String, i64> = m["failure_reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["reason"].as_str().unwrap().to_owned(),
+                    r["count"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let expected = logged.get(message).cloned().unwrap_or_default();
+        assert_eq!(counted, expected, "{path}");
+        let failures = m["failed"].as_i64().unwrap() + m["undeliverable"].as_i64().unwrap();
+        assert_eq!(counted.values().sum::<i64>(), failures, "{path}");
+    }
 }
 
 /// An SDK-key event without `Pushd-Customer-Auth` is taken, and answered

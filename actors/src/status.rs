@@ -156,6 +156,27 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    /// Every reason.
+    pub const ALL: [FailureReason; 12] = [
+        FailureReason::LiquidVariableMissing,
+        FailureReason::LiquidSyntax,
+        FailureReason::CustomerNotFound,
+        FailureReason::CustomerUnsubscribed,
+        FailureReason::CredentialsNotFound,
+        FailureReason::ProviderRejected,
+        FailureReason::RetriesExhausted,
+        FailureReason::DevicesSuppressed,
+        FailureReason::NoDevices,
+        FailureReason::PayloadTooLarge,
+        FailureReason::TemplateLimitExceeded,
+        FailureReason::InternalError,
+    ];
+
+    /// The reason of an API code.
+    pub fn parse(code: &str) -> Option<FailureReason> {
+        FailureReason::ALL.into_iter().find(|r| r.code() == code)
+    }
+
     /// The API's snake_case code.
     pub fn code(self) -> &'static str {
         match self {

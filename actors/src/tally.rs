@@ -75,7 +75,7 @@ counts! {
 }
 
 /// `n / d` rounded to 4 decimals, 0 when `d` is 0.
-fn rate(n: i64, d: i64) -> f64 {
+pub fn rate(n: i64, d: i64) -> f64 {
     if d == 0 {
         0.0
     } else {
@@ -283,6 +283,16 @@ pub fn contribution(d: &Delivery) -> Tally {
         };
     }
     tally
+}
+
+/// The reason a delivery counts under in its message's failure reasons:
+/// its failure reason once it ended `failed` or `undeliverable`.
+pub fn counted_failure(d: &Delivery) -> Option<FailureReason> {
+    let ended = matches!(
+        d.state.status(),
+        MessageStatus::Failed | MessageStatus::Undeliverable
+    );
+    ended.then(|| d.state.failure_reason()).flatten()
 }
 
 /// The time-series points of one delivery: the minute (since its creation)

@@ -11,15 +11,15 @@ use pushd_actors::model::{
     Audience, ConversionGoal, MessageSpec, PushKind, PushOptions, default_app,
 };
 use pushd_actors::person::MAX_CONVERSION_WINDOW;
-use pushd_actors::status::Timestamp;
-use pushd_actors::tally::{Counts, Tally};
+use pushd_actors::status::{FailureReason, Timestamp};
+use pushd_actors::tally::{Counts, rate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::ApiKey;
 use super::body::{Fields, JsonBody, Params, QueryOf};
 use super::error::ApiError;
-use super::reach::{Counted, Partial, Scope, TalliesAnswer, TalliesAsked, local_share};
+use super::reach::{Counted, Metrics, Partial, Scope, TalliesAnswer, TalliesAsked, local_share};
 use super::{AppState, check_id, endpoint, page_limit, push_options};
 
 /// `PUT /v1/messages/{message_id}` body.
@@ -217,11 +217,39 @@ async fn message_metrics(
 }
 
 /// The body of the metrics endpoints: the message-level counters,
-/// `recipients` and `rates`, and the same per platform under `by_platform`.
-fn tally_json(t: &Tally) -> Value {
+/// `recipients` and `rates`, the same per platform under `by_platform`, and
+/// `failure_reasons`.
+fn tally_json(m: &Metrics) -> Value {
+    let t = &m.tally;
     let mut body = counts_json(&t.message);
     body["by_platform"] = json!({"ios": counts_json(&t.ios), "android": counts_json(&t.android)});
+    body["failure_reasons"] = failure_reasons_json(m);
     body
+}
+
+/// Each failure reason with its count, its share of the deliveries that
+/// ended `failed` or `undeliverable`, and what to do about it; most
+/// frequent first.
+fn failure_reasons_json(m: &Metrics) -> Value {
+    let failures = m.tally.message.failed + m.tally.message.undeliverable;
+    let mut reasons: Vec<(&String, i64)> = m
+        .failure_reasons
+        .iter()
+        .map(|(reason, count)| (reason, *count))
+        .collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let rows: Vec<Value> = reasons
+        .into_iter()
+        .map(|(reason, count)| {
+            json!({
+                "reason": reason,
+                "count": count,
+                "share": rate(count, failures),
+                "fix": FailureReason::parse(reason).map(FailureReason::message),
+            })
+        })
+        .collect();
+    rows.into()
 }
 
 /// One set of counters with `recipients` and `rates`.

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::{Ready, ready};
+use std::ops::AddAssign;
 use std::sync::Arc;
 
 use actix_web::http::{Method, StatusCode};
@@ -127,7 +128,29 @@ pub enum CountedOwned {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TalliesAnswer {
     /// In the order asked.
-    pub tallies: Vec<Tally>,
+    pub tallies: Vec<Metrics>,
+}
+
+/// The metrics of a message or a campaign: its counters, and how many of
+/// its deliveries failed for each failure-reason code. (A node of an older
+/// release answers no `failure_reasons`.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Metrics {
+    /// The counters.
+    #[serde(flatten)]
+    pub tally: Tally,
+    /// Deliveries that ended `failed` or `undeliverable`, by reason code.
+    #[serde(default)]
+    pub failure_reasons: BTreeMap<String, i64>,
+}
+
+impl AddAssign for Metrics {
+    fn add_assign(&mut self, rhs: Metrics) {
+        self.tally += rhs.tally;
+        for (reason, count) in rhs.failure_reasons {
+            *self.failure_reasons.entry(reason).or_default() += count;
+        }
+    }
 }
 
 /// What a counter read is about.
@@ -197,7 +220,7 @@ impl AppState {
         &self,
         of: &[Counted<'_>],
         partial: Partial,
-    ) -> Result<Merged<Vec<Tally>>, ApiError> {
+    ) -> Result<Merged<Vec<Metrics>>, ApiError> {
         let owned: Vec<CountedOwned> = of.iter().map(|c| c.owned()).collect();
         let (mut sums, here) = self.local_tallies(owned.clone()).await?;
         let mut shares = vec![here];
@@ -209,8 +232,8 @@ impl AppState {
         {
             let remote: TalliesAnswer =
                 serde_json::from_slice(&share.body).map_err(peer_garbled)?;
-            for (sum, t) in sums.iter_mut().zip(remote.tallies) {
-                *sum += t;
+            for (sum, m) in sums.iter_mut().zip(remote.tallies) {
+                *sum += m;
             }
             shares.push(share.partitions);
         }
@@ -386,16 +409,22 @@ impl AppState {
     pub async fn local_tallies(
         &self,
         of: Vec<CountedOwned>,
-    ) -> Result<(Vec<Tally>, BTreeSet<u16>), ApiError> {
+    ) -> Result<(Vec<Metrics>, BTreeSet<u16>), ApiError> {
         let partitions = self.partitions.running();
         let tags = tags_of(&partitions);
         let sums = off_workers(move || {
             let tally = |c: &CountedOwned| {
-                let mut sum = Tally::default();
+                let mut sum = Metrics::default();
                 for p in &partitions {
                     sum += match c {
-                        CountedOwned::Message(id) => p.store.message_metrics(id),
-                        CountedOwned::Campaign(id) => p.store.campaign_metrics(id),
+                        CountedOwned::Message(id) => Metrics {
+                            tally: p.store.message_metrics(id),
+                            failure_reasons: p.store.message_failure_reasons(id),
+                        },
+                        CountedOwned::Campaign(id) => Metrics {
+                            tally: p.store.campaign_metrics(id),
+                            failure_reasons: p.store.campaign_failure_reasons(id),
+                        },
                     };
                 }
                 sum
@@ -601,5 +630,41 @@ mod tests {
             body,
             json!({"sends": 3, "partial": true, "missing_partitions": [2, 5]})
         );
+    }
+
+    /// Nodes' shares sum reason by reason, and a node of an older release
+    /// (its tallies without `failure_reasons`) and this one read each
+    /// other's answers.
+    #[test]
+    fn failure_reasons_merge_across_nodes_of_either_release() {
+        let share = |failed: i64, reasons: &[(&str, i64)]| {
+            let mut tally = Tally::default();
+            tally.message.failed = failed;
+            Metrics {
+                tally,
+                failure_reasons: reasons.iter().map(|&(r, n)| (r.to_owned(), n)).collect(),
+            }
+        };
+        let mut sum = share(3, &[("no_devices", 1), ("customer_unsubscribed", 2)]);
+        let here = serde_json::to_value(TalliesAnswer {
+            tallies: vec![share(4, &[("customer_unsubscribed", 4)])],
+        })
+        .unwrap();
+        let older: Vec<Tally> = serde_json::from_value(here["tallies"].clone()).unwrap();
+        assert_eq!(
+            older[0].message.failed, 4,
+            "an older node reads the counters"
+        );
+        let remote: TalliesAnswer = serde_json::from_value(here).unwrap();
+        let from_older: TalliesAnswer =
+            serde_json::from_value(json!({"tallies": [share(1, &[]).tally]})).unwrap();
+        for m in remote.tallies.into_iter().chain(from_older.tallies) {
+            sum += m;
+        }
+        assert_eq!(sum.tally.message.failed, 8);
+        let expected = [("customer_unsubscribed", 6), ("no_devices", 1)];
+        let expected: BTreeMap<String, i64> =
+            expected.iter().map(|&(r, n)| (r.to_owned(), n)).collect();
+        assert_eq!(sum.failure_reasons, expected);
     }
 }

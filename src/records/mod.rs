@@ -353,6 +353,7 @@ stored_v1! {
     SendRecord => v1::SendRecord,
     Tally => v1::Tally,
     [i64; 2] => [i64; 2],
+    i64 => i64,
 }
 
 /// Prefixes a version-1 snapshot value written before values carried

@@ -16,6 +16,10 @@ pub const UPGRADE_KEY: &str = "upgrading";
 pub const FORMAT: u32 = 5;
 /// The oldest format this version opens (and upgrades in place).
 pub const OLDEST: u32 = 3;
+/// The meta key saying the failure-reason counters count every delivery
+/// the snapshot holds (they were counted from them once, on the first open
+/// by a release that has them).
+pub const REASONS_KEY: &str = "reasons_counted";
 /// The meta key of the journal position the snapshot covers.
 pub const COVERED_KEY: &str = "covered";
 /// The meta key of the store's default identity verification

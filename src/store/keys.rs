@@ -14,6 +14,7 @@
 //! | `t/` | customer, created_at, delivery id     | empty                  |
 //! | `k/` | `m`/`g`, message/campaign id          | `Tally`                |
 //! | `s/` | `m`/`g`, message/campaign id, minute  | `[delivered, opened]`  |
+//! | `r/` | `m`/`g`, message/campaign id, reason  | count (`i64`)          |
 //! | `p/` | idempotency key                       | `SendRecord`           |
 //! | `x/` | started (ms), idempotency key         | empty                  |
 //!
@@ -44,6 +45,8 @@ const CREATED: &[u8] = b"t/";
 pub const COUNTER: &[u8] = b"k/";
 /// Time-series shards.
 pub const SERIES: &[u8] = b"s/";
+/// Failure-reason counters (a snapshot of an older release has none).
+pub const REASON: &[u8] = b"r/";
 /// Keyed send records, by idempotency key.
 pub const SEND: &[u8] = b"p/";
 /// Keyed send records by start time: what expiry scans.
@@ -256,6 +259,18 @@ pub fn series(counter: Counter<'_>, minute: i64) -> Vec<u8> {
     key(&[Part::Raw(SERIES), kind, id, Part::Raw(&time(minute))])
 }
 
+/// The prefix of a message's or a campaign's failure-reason counters.
+pub fn reason_prefix(counter: Counter<'_>) -> Vec<u8> {
+    let [kind, id] = counter.parts();
+    key(&[Part::Raw(REASON), kind, id])
+}
+
+/// How many of a message's or a campaign's deliveries failed for `code`.
+pub fn reason(counter: Counter<'_>, code: &str) -> Vec<u8> {
+    let [kind, id] = counter.parts();
+    key(&[Part::Raw(REASON), kind, id, Part::Raw(code.as_bytes())])
+}
+
 /// The minute of a time-series key, given its series' prefix length.
 pub fn series_minute(key: &[u8], prefix_len: usize) -> Option<i64> {
     let bytes: [u8; 8] = key.get(prefix_len..prefix_len + 8)?.try_into().ok()?;
@@ -342,6 +357,11 @@ mod tests {
             [b"s/g".as_slice(), &id("spring")].concat()
         );
         assert_eq!(series(m, 60), [b"s/m".as_slice(), &id("m1"), &t].concat());
+        assert_eq!(
+            reason(g, "no_devices"),
+            [b"r/g".as_slice(), &id("spring"), b"no_devices"].concat()
+        );
+        assert_eq!(reason_prefix(m), [b"r/m".as_slice(), &id("m1")].concat());
     }
 
     #[test]

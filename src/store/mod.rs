@@ -92,6 +92,7 @@ impl SledStore {
         upgrade::open(&db, &path)?;
         let made_requiring_identity = identity_default(&db, fresh)?;
         erase::resume(&db)?;
+        counters::count_failure_reasons(&db)?;
         let covered = match db.get(keys::record(keys::META, codec::COVERED_KEY))? {
             Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
                 Error::Format("the snapshot's covered position is malformed".into())
@@ -110,6 +111,12 @@ impl SledStore {
             let (key, value) = item?;
             overlay
                 .live_series
+                .insert(key.to_vec(), codec::decode(&value)?);
+        }
+        for item in db.scan_prefix(keys::REASON) {
+            let (key, value) = item?;
+            overlay
+                .live_reasons
                 .insert(key.to_vec(), codec::decode(&value)?);
         }
         Ok(Arc::new(SledStore {

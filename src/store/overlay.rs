@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{Change, Entry, Position};
-use pushd_actors::status::MessageStatus;
-use pushd_actors::tally::{Tally, contribution, series_points};
+use pushd_actors::status::{FailureReason, MessageStatus};
+use pushd_actors::tally::{Tally, contribution, counted_failure, series_points};
 
 use super::keys::{self, Counter};
 
@@ -66,6 +66,8 @@ pub struct Stored {
     pub tally: Tally,
     /// Its time-series points.
     pub points: Vec<(i64, usize)>,
+    /// The failure reason it counts under.
+    pub failure: Option<FailureReason>,
     /// Whether expiry removed its record and index keys from the snapshot
     /// (its counters and series stay: they are aggregates).
     pub expired: bool,
@@ -78,6 +80,7 @@ impl Stored {
             indexed: Indexed::of(d),
             tally: contribution(d),
             points: series_points(d).collect(),
+            failure: counted_failure(d),
             expired: false,
         }
     }
@@ -149,6 +152,8 @@ pub struct Overlay {
     pub live_counters: HashMap<Vec<u8>, Tally>,
     /// Every time-series point, by series key.
     pub live_series: BTreeMap<Vec<u8>, [i64; 2]>,
+    /// Every failure-reason count, by reason key.
+    pub live_reasons: BTreeMap<Vec<u8>, i64>,
     /// Deliveries expiry removed from the snapshot lately.
     pub expired: Expired,
 }
@@ -315,6 +320,11 @@ impl Overlay {
         for point in new.iter().filter(|p| !old.contains(p)) {
             self.add_point(after, *point, 1);
         }
+        let (was, is) = (before.and_then(counted_failure), counted_failure(after));
+        if was != is {
+            was.into_iter().for_each(|r| self.add_failure(after, r, -1));
+            is.into_iter().for_each(|r| self.add_failure(after, r, 1));
+        }
     }
 
     /// Adds `tally` and `d`'s series points (with `sign`) to its counters.
@@ -324,6 +334,18 @@ impl Overlay {
         }
         for point in series_points(d) {
             self.add_point(d, point, sign);
+        }
+        if let Some(reason) = counted_failure(d) {
+            self.add_failure(d, reason, sign);
+        }
+    }
+
+    fn add_failure(&mut self, d: &Delivery, reason: FailureReason, sign: i64) {
+        for counter in counters(d) {
+            *self
+                .live_reasons
+                .entry(keys::reason(counter, reason.code()))
+                .or_default() += sign;
         }
     }
 

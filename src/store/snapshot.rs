@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use pushd_actors::idempotency::SendRecord;
 use pushd_actors::ports::Position;
-use pushd_actors::tally::{Tally, contribution, series_points};
+use pushd_actors::status::FailureReason;
+use pushd_actors::tally::{Tally, contribution, counted_failure, series_points};
 
 use super::keys::{self, CUSTOMER, Counter, DELIVERY, MESSAGE, SEND};
 use super::overlay::{Dirty, DirtyDelivery};
@@ -335,6 +336,16 @@ impl SledStore {
                 false => batch.insert(key.as_slice(), codec::encode(&value)?),
             }
         }
+        // A count may go below 0 when a failed delivery the counters never
+        // counted changes: one that left the snapshot before they were
+        // counted from it, or that an older release made.
+        for (key, delta) in chunk.reasons.iter().filter(|(_, d)| **d != 0) {
+            let value = self.read::<i64>(key)?.unwrap_or_default() + delta;
+            match value == 0 {
+                true => batch.remove(key.as_slice()),
+                false => batch.insert(key.as_slice(), codec::encode(&value)?),
+            }
+        }
         if let Some(position) = position {
             batch.insert(
                 keys::record(keys::META, codec::COVERED_KEY),
@@ -363,6 +374,7 @@ struct Chunk {
     ops: usize,
     counters: HashMap<Vec<u8>, Tally>,
     series: HashMap<Vec<u8>, [i64; 2]>,
+    reasons: HashMap<Vec<u8>, i64>,
 }
 
 impl Chunk {
@@ -455,7 +467,14 @@ impl Chunk {
         self.ops += 1;
         if let Some(was) = &pending.stored {
             let campaign = was.indexed.campaign_id.as_deref();
-            self.count(&d.message_id, campaign, -was.tally, &was.points, -1);
+            self.count(
+                &d.message_id,
+                campaign,
+                -was.tally,
+                &was.points,
+                was.failure,
+                -1,
+            );
         }
         let points: Vec<_> = series_points(d).collect();
         self.count(
@@ -463,19 +482,21 @@ impl Chunk {
             d.campaign_id.as_deref(),
             contribution(d),
             &points,
+            counted_failure(d),
             1,
         );
         Ok(())
     }
 
-    /// Adds a tally and series points (with `sign`) to a message's and its
-    /// campaign's deltas.
+    /// Adds a tally, and series points and a failure (with `sign`), to a
+    /// message's and its campaign's deltas.
     fn count(
         &mut self,
         message: &str,
         campaign: Option<&str>,
         tally: Tally,
         points: &[(i64, usize)],
+        failure: Option<FailureReason>,
         sign: i64,
     ) {
         let counters = [
@@ -488,6 +509,12 @@ impl Chunk {
                 self.series
                     .entry(keys::series(counter, minute))
                     .or_default()[which] += sign;
+            }
+            if let Some(reason) = failure {
+                *self
+                    .reasons
+                    .entry(keys::reason(counter, reason.code()))
+                    .or_default() += sign;
             }
         }
     }

@@ -21,12 +21,13 @@ use crate::records;
 const BATCH: usize = 512;
 
 /// The key prefixes whose values are records.
-const RECORDS: [&[u8]; 6] = [
+const RECORDS: [&[u8]; 7] = [
     keys::CUSTOMER,
     keys::DELIVERY,
     keys::MESSAGE,
     keys::COUNTER,
     keys::SERIES,
+    keys::REASON,
     keys::SEND,
 ];
 

@@ -131,6 +131,34 @@ function assertMetricsShown(cells, m, label) {
   }
 }
 
+/** The failure-reasons table's rows, top to bottom. */
+function readReasonRows() {
+  return page.$$eval('#reasons-table tbody tr', (trs) => trs.map((tr) => {
+    const cell = (f) => tr.querySelector(`[data-field="${f}"]`);
+    return {
+      reason: tr.dataset.reason ?? null,
+      count: cell('count')?.dataset.value ?? null,
+      countText: cell('count')?.textContent.trim() ?? null,
+      share: cell('share')?.dataset.value ?? null,
+      shareText: cell('share')?.textContent.trim() ?? null,
+      fix: cell('fix')?.textContent.trim() ?? null,
+      text: tr.textContent.trim(),
+    };
+  }));
+}
+
+/** The table lists exactly the API's `failure_reasons`, in its order, with its numbers. */
+function assertReasonsShown(rows, m, label) {
+  assert.deepEqual(rows.map((r) => r.reason), m.failure_reasons.map((r) => r.reason), `${label}: reasons, largest first`);
+  for (const [row, r] of rows.map((row, i) => [row, m.failure_reasons[i]])) {
+    assert.equal(Number(row.count), r.count, `${label} ${r.reason}: data-value of count`);
+    assert.equal(row.countText, r.count.toLocaleString('en-US'), `${label} ${r.reason}: count`);
+    assert.equal(Number(row.share), r.share, `${label} ${r.reason}: data-value of share`);
+    assert.equal(row.shareText, pct(r.share), `${label} ${r.reason}: share`);
+    assert.equal(row.fix, r.fix, `${label} ${r.reason}: what to do`);
+  }
+}
+
 async function shot(name) {
   fs.mkdirSync(SHOTS, { recursive: true });
   const file = path.join(SHOTS, `${name}.png`);
@@ -362,6 +390,14 @@ test('overview shows the metrics of the campaign and of the message as the API r
     await page.waitForFunction((v) => document.querySelector('[data-metric="sends"]:not([data-platform])')?.dataset.value === String(v), m.sends);
     await page.locator('#overview-subject', { hasText: id }).waitFor();
     assertMetricsShown(await readMetrics(), m, kind);
+    // The reasons are the delivery log's, counted over its failed and undeliverable rows.
+    const logged = {};
+    const { json: log } = await api('GET', `/v1/deliveries?channel=push&message_id=${MESSAGE}&limit=100`, null, { expect: 200 });
+    for (const d of log.deliveries.filter((d) => d.status === 'failed' || d.status === 'undeliverable')) {
+      logged[d.failure_reason] = (logged[d.failure_reason] ?? 0) + 1;
+    }
+    assert.deepEqual(Object.fromEntries(m.failure_reasons.map((r) => [r.reason, r.count])), logged, `${kind}: failure_reasons count the log's reasons`);
+    assertReasonsShown(await readReasonRows(), m, kind);
 
     const ts = await api('GET', `/v1/${kind}s/${id}/timeseries`);
     const points = ts.status === 200 ? ts.json.points.length : 0;
@@ -404,6 +440,18 @@ test('overview shows the metrics of the campaign and of the message as the API r
   await page.goto(`${base}/#/overview?campaign=${CAMPAIGN}`);
   await page.goto(`${base}/#/overview?message=${MESSAGE}`);
   await page.waitForFunction(() => document.querySelector('#ios-note').hidden);
+
+  // Nothing failed: the table says so instead of listing reasons.
+  const none = { ...real, failed: 0, undeliverable: 0, failure_reasons: [] };
+  await page.route(`**/v1/messages/${MESSAGE}/metrics`, (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(none) }));
+  await page.goto(`${base}/#/overview?campaign=${CAMPAIGN}`);
+  await page.goto(`${base}/#/overview?message=${MESSAGE}`);
+  await page.locator('#reasons-table tbody tr.empty-row', { hasText: 'No failures' }).waitFor();
+  assert.deepEqual((await readReasonRows()).map((r) => r.reason), [null], 'only the empty row');
+  await page.unroute(`**/v1/messages/${MESSAGE}/metrics`);
+  await page.goto(`${base}/#/overview?campaign=${CAMPAIGN}`);
+  await page.goto(`${base}/#/overview?message=${MESSAGE}`);
+  await page.locator('#reasons-table tbody tr[data-reason]').first().waitFor();
 });
 
 test('overview refreshes by itself within 5 s when the metrics move', { timeout: 40_000 }, async () => {
@@ -420,6 +468,7 @@ test('overview refreshes by itself within 5 s when the metrics move', { timeout:
   assert.equal(m.sends, N + 1);
   await page.waitForFunction((v) => document.querySelector('[data-metric="sends"]:not([data-platform])')?.dataset.value === String(v), m.sends, { timeout: 12_000 });
   assertMetricsShown(await readMetrics(), m, 'message after refresh');
+  assertReasonsShown(await readReasonRows(), m, 'message after refresh');
 });
 
 test('delivery log: filter by status, page with Next/Previous, filter by customer', { timeout: 60_000 }, async () => {

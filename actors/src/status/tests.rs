@@ -250,3 +250,11 @@ fn status_names_round_trip() {
         assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
     }
 }
+
+#[test]
+fn failure_codes_round_trip() {
+    for r in FailureReason::ALL {
+        assert_eq!(FailureReason::parse(r.code()), Some(r));
+        assert_eq!(serde_json::to_value(r).unwrap(), r.code());
+    }
+}

@@ -329,3 +329,21 @@ proptest! {
         prop_assert_eq!(recount.ios.sends + recount.android.sends, devices);
     }
 }
+
+#[test]
+fn only_ended_failures_count_a_reason() {
+    let mut d = delivery(&[(Platform::Ios, false), (Platform::Android, false)]);
+    let failed = Outcome::Failed(FailureReason::CredentialsNotFound);
+    d.state.apply_outcome(0, &failed, 1);
+    assert_eq!(counted_failure(&d), None, "one device is still attempted");
+    d.state.apply_outcome(1, &failed, 2);
+    assert_eq!(
+        counted_failure(&d),
+        Some(FailureReason::CredentialsNotFound)
+    );
+    let suppressed = delivery(&[(Platform::Ios, true)]);
+    assert_eq!(
+        counted_failure(&suppressed),
+        Some(FailureReason::DevicesSuppressed)
+    );
+}

@@ -12,6 +12,8 @@
 // Every number on the overview sits in an element with `data-metric="<key>"` (the key's
 // path in the metrics JSON, e.g. `sent` or `rates.delivered`), `data-platform="ios|android"`
 // for per-platform cells, and `data-value` holding the raw number, so tests can read them.
+// The failure-reasons table has a row per reason (`data-reason="<code>"`) with cells
+// `data-field="count|share|fix"`, the numbers again in `data-value`.
 
 const KEY_STORAGE = 'pushd.apiKey';
 const REFRESH_MS = 5000;
@@ -566,10 +568,24 @@ function renderMetrics(m) {
         ...PLATFORMS.map(([p]) => h('td', {}, metricValue(get(p), { 'data-metric': key, 'data-platform': p }, isRate,
           !isRate || rateApplies(byPlatform[p], key.replace(/^rates\./, ''))))))),
   );
+  renderFailureReasons(m.failure_reasons ?? []);
   // The note explains a gap; it shows only when iOS's delivered rate is lower.
   const ios = byPlatform.ios?.rates?.delivered;
   const android = byPlatform.android?.rates?.delivered;
   $('#ios-note').hidden = !(byPlatform.ios?.sent > 0 && byPlatform.android?.sent > 0 && ios < android);
+}
+
+// One row per failure reason, largest first as the API orders them.
+function renderFailureReasons(reasons) {
+  $('#reasons-table tbody').replaceChildren(...(reasons.length
+    ? reasons.map((r) =>
+      h('tr', { 'data-reason': r.reason },
+        h('td', { 'data-field': 'reason' }, FAILURES[r.reason]?.title ?? r.reason,
+          h('span', { class: 'mono muted sub' }, r.reason)),
+        h('td', { 'data-field': 'fix' }, r.fix ?? ''),
+        h('td', { class: 'numeric', 'data-field': 'count', 'data-value': r.count }, fmtInt(r.count)),
+        h('td', { class: 'numeric', 'data-field': 'share', 'data-value': r.share }, fmtPct(r.share))))
+    : [h('tr', { class: 'empty-row' }, h('td', { colspan: 4 }, 'No failures.'))]));
 }
 
 // Inline SVG chart of delivered and opened since the send. The API gives sparse
@@ -597,12 +613,15 @@ function renderChart(points) {
     children.push(s('line', { class: 'grid', x1: M.left, x2: M.left + iw, y1: y(t), y2: y(t) }));
     children.push(s('text', { class: 'tick', x: M.left - 8, y: y(t) + 4, 'text-anchor': 'end' }, fmtInt(t)));
   }
-  for (const t of ticks(maxX, 6)) {
-    children.push(s('text', { class: 'tick', x: x(t), y: M.top + ih + 18, 'text-anchor': 'middle' }, String(t)));
+  // Past three hours the axis counts hours: 870 minutes reads as 14.5 hours.
+  const perTick = maxX > 180 ? 60 : 1;
+  for (const t of ticks(maxX / perTick, 6)) {
+    children.push(s('text', { class: 'tick', x: x(t * perTick), y: M.top + ih + 18, 'text-anchor': 'middle' }, String(t)));
   }
   children.push(s('line', { class: 'axis', x1: M.left, x2: M.left + iw, y1: M.top + ih, y2: M.top + ih }));
   children.push(s('line', { class: 'axis', x1: M.left, x2: M.left, y1: M.top, y2: M.top + ih }));
-  children.push(s('text', { class: 'axis-label', x: M.left + iw / 2, y: H - 4, 'text-anchor': 'middle' }, 'Minutes since the send'));
+  children.push(s('text', { class: 'axis-label', x: M.left + iw / 2, y: H - 4, 'text-anchor': 'middle', 'data-unit': perTick === 60 ? 'hours' : 'minutes' },
+    perTick === 60 ? 'Hours since the send' : 'Minutes since the send'));
 
   if (pts.length === 0) {
     children.push(s('text', { class: 'empty', x: M.left + iw / 2, y: M.top + ih / 2, 'text-anchor': 'middle' }, 'No data yet'));
