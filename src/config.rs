@@ -106,6 +106,37 @@ pub struct ClusterSection {
     pub snapshot_secs: u64,
     /// Prefix of the stream, buckets and subjects.
     pub prefix: String,
+    /// File holding the cluster secret (at least 32 bytes, the same on
+    /// every node) that signs the nodes' calls to each other.
+    pub secret_file: Option<PathBuf>,
+    /// The cluster secret itself, from `PUSHD_CLUSTER_SECRET` only (a
+    /// flag would show it in `ps`); it wins over `secret_file`.
+    #[serde(skip)]
+    pub secret: Option<String>,
+    /// The NATS user, with a password.
+    pub user: Option<String>,
+    /// File holding the NATS user's password.
+    pub password_file: Option<PathBuf>,
+    /// The NATS password itself, from `PUSHD_CLUSTER_PASSWORD` only; it
+    /// wins over `password_file`.
+    #[serde(skip)]
+    pub password: Option<String>,
+    /// File holding a NATS token.
+    pub token_file: Option<PathBuf>,
+    /// A NATS token itself, from `PUSHD_CLUSTER_TOKEN` only; it wins over
+    /// `token_file`.
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// A NATS `.creds` file (user JWT and nkey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// The CA (PEM) the NATS servers' certificates must chain to.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The node's client certificate (PEM), for servers that verify one.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse NATS servers that do not speak TLS (`tls://` URLs do too).
+    pub tls_required: bool,
 }
 
 impl Default for ClusterSection {
@@ -120,6 +151,18 @@ impl Default for ClusterSection {
             forward_timeout_ms: 2000,
             snapshot_secs: 10,
             prefix: "pushd".into(),
+            secret_file: None,
+            secret: None,
+            user: None,
+            password_file: None,
+            password: None,
+            token_file: None,
+            token: None,
+            credentials_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
         }
     }
 }
@@ -128,6 +171,104 @@ impl ClusterSection {
     /// Whether the daemon runs as a cluster node.
     pub fn enabled(&self) -> bool {
         !self.servers.is_empty()
+    }
+
+    /// The node credential of the cluster secret (`PUSHD_CLUSTER_SECRET`,
+    /// else `secret_file`): a cluster node cannot start without one.
+    pub fn node_credential(&self) -> Result<crate::cluster::trust::NodeCredential, ConfigError> {
+        use crate::cluster::trust::{MIN_SECRET_BYTES, NodeCredential};
+        let secret = secret_of(&self.secret, &self.secret_file)?.ok_or_else(|| {
+            ConfigError::Invalid(
+                "a cluster node needs the cluster secret, the same on every node, to sign its \
+                 calls to the others: make one with `openssl rand -hex 32 > cluster.secret` \
+                 (readable by pushd only) and set [cluster] secret_file \
+                 (PUSHD_CLUSTER_SECRET_FILE) to its path, or set PUSHD_CLUSTER_SECRET"
+                    .into(),
+            )
+        })?;
+        let setting = match self.secret {
+            Some(_) => "PUSHD_CLUSTER_SECRET",
+            None => "[cluster] secret_file (PUSHD_CLUSTER_SECRET_FILE)",
+        };
+        NodeCredential::new(secret.as_bytes()).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "the cluster secret ({setting}) must be at least {MIN_SECRET_BYTES} bytes, not \
+                 {}; make one with `openssl rand -hex 32`",
+                secret.len()
+            ))
+        })
+    }
+
+    /// The node's NATS credentials and TLS settings, checked: one kind of
+    /// credentials at most, a user with its password, a certificate with
+    /// its key, and every file named there.
+    fn nats_access(&self) -> Result<crate::cluster::access::NatsAccess, ConfigError> {
+        use crate::cluster::access::{NatsAccess, NatsAuth};
+        let invalid = |words: &str| Err(ConfigError::Invalid(words.to_string()));
+        let files = [
+            (
+                "credentials_file",
+                "CREDENTIALS_FILE",
+                &self.credentials_file,
+            ),
+            ("tls_ca_file", "TLS_CA_FILE", &self.tls_ca_file),
+            ("tls_cert_file", "TLS_CERT_FILE", &self.tls_cert_file),
+            ("tls_key_file", "TLS_KEY_FILE", &self.tls_key_file),
+        ];
+        for (setting, variable, path) in files {
+            if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+                return Err(ConfigError::Invalid(format!(
+                    "[cluster] {setting} (PUSHD_CLUSTER_{variable}) {} is not a readable file",
+                    path.display()
+                )));
+            }
+        }
+        let password = secret_of(&self.password, &self.password_file)?;
+        let token = secret_of(&self.token, &self.token_file)?;
+        let auth = match (&self.user, password, token, &self.credentials_file) {
+            (None, None, None, None) => NatsAuth::None,
+            (Some(user), Some(password), None, None) => NatsAuth::UserPassword {
+                user: user.clone(),
+                password,
+            },
+            (None, None, Some(token), None) => NatsAuth::Token(token),
+            (None, None, None, Some(path)) => NatsAuth::CredentialsFile(path.clone()),
+            (Some(_), None, None, None) => {
+                return invalid(
+                    "[cluster] user (PUSHD_CLUSTER_USER) needs its password: \
+                     PUSHD_CLUSTER_PASSWORD, or [cluster] password_file \
+                     (PUSHD_CLUSTER_PASSWORD_FILE)",
+                );
+            }
+            (None, Some(_), None, None) => {
+                return invalid(
+                    "a NATS password (PUSHD_CLUSTER_PASSWORD or [cluster] password_file) needs \
+                     its [cluster] user (PUSHD_CLUSTER_USER)",
+                );
+            }
+            _ => {
+                return invalid(
+                    "set one kind of NATS credentials: [cluster] user and password, a token \
+                     (PUSHD_CLUSTER_TOKEN or token_file), or credentials_file",
+                );
+            }
+        };
+        let client_certificate = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => {
+                return invalid(
+                    "[cluster] tls_cert_file (PUSHD_CLUSTER_TLS_CERT_FILE) and tls_key_file \
+                     (PUSHD_CLUSTER_TLS_KEY_FILE) go together: the client certificate and its key",
+                );
+            }
+        };
+        Ok(NatsAccess {
+            auth,
+            tls_ca_file: self.tls_ca_file.clone(),
+            client_certificate,
+            tls_required: self.tls_required,
+        })
     }
 
     /// The cluster's settings for a node listening on `listen`.
@@ -180,7 +321,25 @@ impl ClusterSection {
             forward_timeout: Duration::from_millis(self.forward_timeout_ms),
             snapshot_every: Duration::from_secs(self.snapshot_secs.max(1)),
             prefix: self.prefix.clone(),
+            access: self.nats_access()?,
         })
+    }
+}
+
+/// A secret given itself (from the environment) or in a file (trimmed).
+fn secret_of(
+    given: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    match (given, file) {
+        (Some(secret), _) => Ok(Some(secret.trim().to_string())),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|text| Some(text.trim().to_string()))
+            .map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            }),
+        (None, None) => Ok(None),
     }
 }
 
@@ -891,6 +1050,44 @@ pub struct Overrides {
     /// Seconds between uploads of a partition's snapshot [default: 10]
     #[arg(long, env = "PUSHD_CLUSTER_SNAPSHOT_SECS")]
     pub cluster_snapshot_secs: Option<u64>,
+    /// File holding the cluster secret the nodes sign their calls to each other with (at least 32 bytes)
+    #[arg(long, env = "PUSHD_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The cluster secret, from the environment (`PUSHD_CLUSTER_SECRET`)
+    /// only: no flag, which would show it in `ps`.
+    #[arg(skip = std::env::var("PUSHD_CLUSTER_SECRET").ok())]
+    pub cluster_secret: Option<String>,
+    /// NATS user of the cluster node, with a password
+    #[arg(long, env = "PUSHD_CLUSTER_USER")]
+    pub cluster_user: Option<String>,
+    /// File holding the NATS user's password
+    #[arg(long, env = "PUSHD_CLUSTER_PASSWORD_FILE")]
+    pub cluster_password_file: Option<PathBuf>,
+    /// The NATS password, from the environment (`PUSHD_CLUSTER_PASSWORD`)
+    /// only.
+    #[arg(skip = std::env::var("PUSHD_CLUSTER_PASSWORD").ok())]
+    pub cluster_password: Option<String>,
+    /// File holding a NATS token
+    #[arg(long, env = "PUSHD_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+    /// A NATS token, from the environment (`PUSHD_CLUSTER_TOKEN`) only.
+    #[arg(skip = std::env::var("PUSHD_CLUSTER_TOKEN").ok())]
+    pub cluster_token: Option<String>,
+    /// NATS .creds file (user JWT and nkey seed)
+    #[arg(long, env = "PUSHD_CLUSTER_CREDENTIALS_FILE")]
+    pub cluster_credentials_file: Option<PathBuf>,
+    /// CA (PEM) the NATS servers' certificates must chain to [default: the system's roots]
+    #[arg(long, env = "PUSHD_CLUSTER_TLS_CA_FILE")]
+    pub cluster_tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify one
+    #[arg(long, env = "PUSHD_CLUSTER_TLS_CERT_FILE")]
+    pub cluster_tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM)
+    #[arg(long, env = "PUSHD_CLUSTER_TLS_KEY_FILE")]
+    pub cluster_tls_key_file: Option<PathBuf>,
+    /// Refuse NATS servers that do not speak TLS [default: false; tls:// URLs require it]
+    #[arg(long, env = "PUSHD_CLUSTER_TLS_REQUIRED")]
+    pub cluster_tls_required: Option<bool>,
     /// Site id Customer.io's clients send as the HTTP Basic user (site_id:api_key) [default: none, Basic refused]
     #[arg(long, env = "PUSHD_COMPAT_CUSTOMERIO_SITE_ID")]
     pub compat_customerio_site_id: Option<String>,
@@ -1042,6 +1239,21 @@ impl Overrides {
         set(&mut k.lease_ms, self.cluster_lease_ms);
         set(&mut k.forward_timeout_ms, self.cluster_forward_timeout_ms);
         set(&mut k.snapshot_secs, self.cluster_snapshot_secs);
+        set(&mut k.secret_file, self.cluster_secret_file.map(Some));
+        set(&mut k.secret, self.cluster_secret.map(Some));
+        set(&mut k.user, self.cluster_user.map(Some));
+        set(&mut k.password_file, self.cluster_password_file.map(Some));
+        set(&mut k.password, self.cluster_password.map(Some));
+        set(&mut k.token_file, self.cluster_token_file.map(Some));
+        set(&mut k.token, self.cluster_token.map(Some));
+        set(
+            &mut k.credentials_file,
+            self.cluster_credentials_file.map(Some),
+        );
+        set(&mut k.tls_ca_file, self.cluster_tls_ca_file.map(Some));
+        set(&mut k.tls_cert_file, self.cluster_tls_cert_file.map(Some));
+        set(&mut k.tls_key_file, self.cluster_tls_key_file.map(Some));
+        set(&mut k.tls_required, self.cluster_tls_required);
         let compat = &mut c.compat;
         set(
             &mut compat.customerio_site_id,
@@ -1380,6 +1592,76 @@ max_iterations = 500
             };
             assert!(o.load().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cluster_secret_and_nats_credentials_are_checked_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let cluster = |o: Overrides| o.load().unwrap().cluster;
+        let e = cluster(Overrides::default()).node_credential().unwrap_err();
+        assert!(e.to_string().contains("openssl rand -hex 32"), "{e}");
+        let short = Overrides {
+            cluster_secret_file: Some(file("short.secret", "abc\n")),
+            ..Default::default()
+        };
+        let e = cluster(short).node_credential().unwrap_err().to_string();
+        assert!(
+            e.contains("secret_file (PUSHD_CLUSTER_SECRET_FILE)") && e.contains("not 3"),
+            "{e}"
+        );
+        let good = Overrides {
+            cluster_secret_file: Some(file("good.secret", &format!("{}\n", "ab".repeat(32)))),
+            ..Default::default()
+        };
+        assert!(cluster(good).node_credential().is_ok());
+
+        let settings = |o: Overrides| cluster(o).settings("127.0.0.1:1").map(|s| s.access);
+        let user_only = Overrides {
+            cluster_user: Some("pushd".into()),
+            ..Default::default()
+        };
+        let e = settings(user_only).unwrap_err().to_string();
+        assert!(e.contains("PUSHD_CLUSTER_PASSWORD"), "{e}");
+        let two_kinds = Overrides {
+            cluster_user: Some("pushd".into()),
+            cluster_password: Some("pw".into()),
+            cluster_token: Some("token".into()),
+            ..Default::default()
+        };
+        let e = settings(two_kinds).unwrap_err().to_string();
+        assert!(e.contains("one kind of NATS credentials"), "{e}");
+        let cert_only = Overrides {
+            cluster_tls_cert_file: Some(file("cert.pem", "")),
+            ..Default::default()
+        };
+        let e = settings(cert_only).unwrap_err().to_string();
+        assert!(
+            e.contains("tls_key_file (PUSHD_CLUSTER_TLS_KEY_FILE)"),
+            "{e}"
+        );
+        let no_ca = Overrides {
+            cluster_tls_ca_file: Some(dir.path().join("missing.pem")),
+            ..Default::default()
+        };
+        let e = settings(no_ca).unwrap_err().to_string();
+        assert!(e.contains("tls_ca_file (PUSHD_CLUSTER_TLS_CA_FILE)"), "{e}");
+        let from_file = Overrides {
+            cluster_user: Some("pushd".into()),
+            cluster_password_file: Some(file("nats.password", "pw\n")),
+            cluster_tls_required: Some(true),
+            ..Default::default()
+        };
+        let access = settings(from_file).unwrap();
+        assert!(matches!(
+            access.auth,
+            crate::cluster::access::NatsAuth::UserPassword { ref password, .. } if password == "pw"
+        ));
+        assert!(access.tls_required);
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub const WEBHOOK_SERIES: [&str; 4] = [
 
 /// The series of a cluster node (`pushd serve --cluster`), listed from its
 /// start.
-pub const CLUSTER_SERIES: [&str; 16] = [
+pub const CLUSTER_SERIES: [&str; 17] = [
     "pushd_cluster_partitions_served",
     "pushd_cluster_leases_held",
     "pushd_cluster_lease_renewal_age_seconds",
@@ -104,6 +104,7 @@ pub const CLUSTER_SERIES: [&str; 16] = [
     "pushd_cluster_peer_timeouts_total",
     "pushd_cluster_lease_renewal_retries_total",
     "pushd_cluster_partial_reads_total",
+    "pushd_cluster_node_calls_refused_total",
 ];
 
 /// Describes a cluster node's series and makes them appear at zero.
@@ -161,6 +162,10 @@ pub fn register_cluster() {
     describe_counter!(
         "pushd_cluster_forwarded_total",
         "Requests forwarded to the node serving their partition."
+    );
+    describe_counter!(
+        "pushd_cluster_node_calls_refused_total",
+        "Node-to-node calls refused 401 node_credential_invalid: unsigned, or not signed with the cluster secret for this node within 60 s."
     );
     describe_counter!(
         "pushd_cluster_peer_calls_total",

@@ -186,11 +186,11 @@ async fn nodes_and_a_nats_server_die_and_nothing_acknowledged_is_lost() {
     };
     let fakes = fakes(dir.path(), mix).await;
     let mut nats = cluster::start(dir.path());
-    let servers: Vec<String> = nats.iter().map(|s| s.url.clone()).collect();
+    let cluster_env = cluster::node_env(&nats);
     let node_env = |i: usize| {
         let mut env = fakes.env();
+        env.extend(cluster_env.clone());
         env.extend([
-            ("PUSHD_CLUSTER", servers.join(",")),
             ("PUSHD_CLUSTER_NODE", format!("node{i}")),
             ("PUSHD_CLUSTER_PARTITIONS", PARTITIONS.to_string()),
             ("PUSHD_CLUSTER_LEASE_MS", LEASE_MS.to_string()),
@@ -307,13 +307,14 @@ async fn nodes_and_a_nats_server_die_and_nothing_acknowledged_is_lost() {
         "{metrics}"
     );
 
-    no_partition_had_two_writers(&nats[0].url).await;
+    no_partition_had_two_writers(&nats[0]).await;
 }
 
 /// Reads the journal stream: on each partition's subject, once a writer's
 /// message follows another's, the earlier writer never writes again.
-async fn no_partition_had_two_writers(url: &str) {
-    let client = async_nats::connect(url).await.unwrap();
+async fn no_partition_had_two_writers(server: &cluster::NatsServer) {
+    let options = cluster::access(server).options().await.unwrap();
+    let client = options.connect(&server.url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("pushd-journal").await.unwrap();
     let info = stream.get_info().await.unwrap();
@@ -368,10 +369,9 @@ impl Rig {
         };
         let fakes = fakes(dir.path(), mix).await;
         let nats = cluster::start(dir.path());
-        let servers: Vec<String> = nats.iter().map(|s| s.url.clone()).collect();
         let mut env = fakes.env();
+        env.extend(cluster::node_env(&nats));
         env.extend([
-            ("PUSHD_CLUSTER", servers.join(",")),
             ("PUSHD_CLUSTER_PARTITIONS", PARTITIONS.to_string()),
             ("PUSHD_CLUSTER_SNAPSHOT_SECS", "2".into()),
         ]);
@@ -884,4 +884,147 @@ async fn set_up(nodes: &[Arc<Daemon>]) {
     let message = json!({"name": "Promo", "campaign_id": "spring",
         "title": "Hi {{customer.first_name}}", "body": "b"});
     put(&nodes[1], "/v1/messages/promo", message).await;
+}
+
+/// A node-to-node call (marked forwarded, or scoped to a node's own
+/// partitions) is done only when signed with the cluster secret, for the
+/// node it reaches, within a minute: the client's key alone does not do,
+/// and a refused call changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_call_without_the_cluster_secrets_signature_is_refused() {
+    use pushd::cluster::trust::{NodeCredential, SignedCall};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start("node credential", &[]).await;
+    let node = rig.node(0).await;
+    until_served(std::slice::from_ref(&node), |_| true).await;
+    let address = node.base.trim_start_matches("http://").to_string();
+    let path = "/v1/customers/forged";
+    let body = br#"{"attributes":{"first_name":"Mallory"}}"#;
+    let sign = |secret: &[u8], address: &str, at: i64| {
+        NodeCredential::new(secret).unwrap().sign_at(
+            &SignedCall {
+                method: "PUT",
+                path_and_query: path,
+                body,
+                address,
+                caller: "backend",
+            },
+            at,
+        )
+    };
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let secret = cluster::SECRET.as_bytes();
+    let forged = [
+        ("unsigned", None),
+        ("another secret", Some(sign(&[7; 32], &address, now))),
+        ("another node", Some(sign(secret, "127.0.0.1:1", now))),
+        ("too old", Some(sign(secret, &address, now - 61))),
+    ];
+    let client = reqwest::Client::new();
+    let call = |marker: (&'static str, &'static str), signature: Option<String>| {
+        let mut request = client
+            .put(node.url(path))
+            .bearer_auth(support::API_KEY)
+            .header(marker.0, marker.1)
+            .header("Pushd-Node-Caller", "backend")
+            .header("content-type", "application/json")
+            .body(&body[..]);
+        if let Some(signature) = signature {
+            request = request.header("Pushd-Node-Signature", signature);
+        }
+        request.send()
+    };
+    for (what, signature) in forged {
+        for marker in [("Pushd-Forwarded", "1"), ("Pushd-Scope", "local")] {
+            let answer = call(marker, signature.clone()).await.unwrap();
+            assert_eq!(answer.status(), 401, "{what}, {marker:?}");
+            let v: Value = answer.json().await.unwrap();
+            assert_eq!(v["error"]["code"], "node_credential_invalid", "{what}: {v}");
+        }
+    }
+    let (status, v) = node.call("GET", path, None).await;
+    assert_eq!(status, 404, "a refused call changed nothing: {v}");
+    assert!(metric(&node, "pushd_cluster_node_calls_refused_total").await >= 8.0);
+
+    // Signed right, the same call is done (on behalf of the caller named).
+    let signed = sign(secret, &address, now);
+    let answer = call(("Pushd-Forwarded", "1"), Some(signed)).await.unwrap();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    let (status, v) = node.call("GET", path, None).await;
+    assert_eq!(
+        (status, &v["attributes"]["first_name"]),
+        (200, &json!("Mallory"))
+    );
+}
+
+/// `pushd serve` with `env` (and the tests' keys) until it exits, which it
+/// must within 30 s: its status and what it printed on stderr.
+fn refused_start(data: &std::path::Path, env: &[(&'static str, String)]) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushd"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PUSHD_LISTEN", "127.0.0.1:0")
+        .env("PUSHD_DATA_DIR", data)
+        .env("PUSHD_API_KEY", support::API_KEY)
+        .env("PUSHD_SDK_KEY", SDK_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pushd kept running with {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A node that NATS refuses (a wrong password) or that has no cluster
+/// secret does not start, and says which setting to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_wrong_nats_password_or_no_secret_does_not_start() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = cluster::start(dir.path());
+    let with = |name: &'static str, value: Option<&str>| {
+        let mut env: Vec<_> = cluster::node_env(&nats)
+            .into_iter()
+            .filter(|(k, _)| *k != name)
+            .collect();
+        env.extend(value.map(|v| (name, v.to_string())));
+        env
+    };
+    let data = dir.path().join("node");
+    let (ok, stderr) = refused_start(&data, &with("PUSHD_CLUSTER_PASSWORD", Some("wrong")));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("authorization violation"), "{stderr}");
+    assert!(stderr.contains("PUSHD_CLUSTER_PASSWORD"), "{stderr}");
+
+    let (ok, stderr) = refused_start(&data, &with("PUSHD_CLUSTER_SECRET", None));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+    assert!(stderr.contains("PUSHD_CLUSTER_SECRET_FILE"), "{stderr}");
+
+    let (ok, stderr) = refused_start(&data, &with("PUSHD_CLUSTER_SECRET", Some("short")));
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("PUSHD_CLUSTER_SECRET) must be at least 32 bytes"),
+        "{stderr}"
+    );
 }

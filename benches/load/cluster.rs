@@ -189,12 +189,9 @@ async fn measure(
     let dir = tempfile::tempdir()?;
     let fakes = FakeProviders::start(dir.path(), FaultMix::default()).await?;
     let servers = nats::start(dir.path());
-    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     let mut env = fakes.env();
-    env.extend([
-        ("PUSHD_CLUSTER", urls.join(",")),
-        ("PUSHD_CLUSTER_PARTITIONS", PARTITIONS.to_string()),
-    ]);
+    env.extend(nats::node_env(&servers));
+    env.push(("PUSHD_CLUSTER_PARTITIONS", PARTITIONS.to_string()));
     let mut daemons = Vec::new();
     for i in 0..k {
         let mut env = env.clone();

@@ -11,6 +11,7 @@
 //! Any node answers any call: the HTTP layer forwards what another node's
 //! partition must do and gathers reads from every node ([`peers`]).
 
+pub mod access;
 pub mod catalog;
 pub mod journal;
 pub mod lease;
@@ -18,6 +19,7 @@ pub mod node;
 pub mod peers;
 pub mod serve;
 pub mod snapshots;
+pub mod trust;
 
 use std::time::Duration;
 
@@ -34,9 +36,11 @@ pub struct Link {
     pub peers: peers::Peers,
     /// How long a call for another node's partition waits for it.
     pub forward_timeout: Duration,
-    /// The API key, which every node shares: what node-to-node reads
-    /// authenticate with.
-    pub api_key: String,
+    /// This node's advertised address: what a call to it is signed for.
+    pub advertise: String,
+    /// The cluster secret, which checks the signature of a call from
+    /// another node.
+    pub credential: trust::NodeCredential,
 }
 
 /// Why cluster mode could not start or a partition could not be taken.
@@ -101,6 +105,8 @@ pub struct Settings {
     /// Names of the stream, buckets and subjects: several clusters can
     /// share one NATS.
     pub prefix: String,
+    /// The node's NATS credentials and TLS settings.
+    pub access: access::NatsAccess,
 }
 
 impl Settings {
@@ -148,12 +154,7 @@ impl Nats {
     /// (the first node creates them), then checks every node agrees on the
     /// partition count.
     pub async fn connect(settings: &Settings) -> Result<Nats, ClusterError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("pushd {}", settings.node))
-            .retry_on_initial_connect()
-            .connect(settings.servers.as_slice())
-            .await
-            .map_err(|e| ClusterError::Nats(format!("cannot reach {:?}: {e}", settings.servers)))?;
+        let client = Nats::client(settings).await?;
         let js = jetstream::new(client.clone());
         // A NATS cluster just started elects its JetStream leader first:
         // wait for it (bounded) instead of failing the start.
@@ -165,6 +166,44 @@ impl Nats {
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(e) => {
                     tracing::info!(error = %e, "JetStream not ready; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// A client connected to one of the servers, tried again (without end:
+    /// a node may start before NATS) while none answers; refused
+    /// credentials or a failed TLS handshake fail at once, naming the
+    /// settings to check.
+    async fn client(settings: &Settings) -> Result<async_nats::Client, ClusterError> {
+        use async_nats::ConnectErrorKind as Kind;
+        loop {
+            let options = settings.access.options().await?;
+            let connecting = options
+                .name(format!("pushd {}", settings.node))
+                .connect(settings.servers.as_slice())
+                .await;
+            let e = match connecting {
+                Ok(client) => return Ok(client),
+                Err(e) => e,
+            };
+            let refused = |what: &str| {
+                ClusterError::Settings(format!("NATS at {:?}: {e}: {what}", settings.servers))
+            };
+            match e.kind() {
+                Kind::AuthorizationViolation | Kind::Authentication => {
+                    return Err(refused(settings.access.auth_settings()));
+                }
+                Kind::Tls => {
+                    return Err(refused(
+                        "check [cluster] tls_ca_file (PUSHD_CLUSTER_TLS_CA_FILE), tls_cert_file \
+                         and tls_key_file, and that the servers speak TLS",
+                    ));
+                }
+                Kind::ServerParse => return Err(refused("check the server URLs (PUSHD_CLUSTER)")),
+                _ => {
+                    tracing::info!(error = %e, servers = ?settings.servers, "NATS not reachable; trying again");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }

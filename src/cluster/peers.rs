@@ -1,14 +1,18 @@
 //! Calls between nodes, over the same HTTP API clients use: a request for
-//! a partition another node serves is forwarded to it as it came (with the
-//! client's key), and reads that combine every partition ask each other
-//! node for its own partitions only. A node marks what it sends with
-//! [`FORWARDED`] (answer here, do not forward again) or [`SCOPE`] (answer
-//! from this node's partitions only).
+//! a partition another node serves is forwarded to it as it came (without
+//! the client's key: the caller it authenticated goes along), and reads
+//! that combine every partition ask each other node for its own partitions
+//! only. A node marks what it sends with [`FORWARDED`] (answer here, do
+//! not forward again) or [`SCOPE`] (answer from this node's partitions
+//! only), and signs every call with the cluster secret ([`super::trust`]).
 
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use bytes::Bytes;
+
+use super::trust::{NODE_CALLER, NODE_SIGNATURE, NodeCredential, SignedCall};
+use crate::http::Caller;
 
 /// Header of a request another node forwarded: answered where it lands.
 pub const FORWARDED: &str = "Pushd-Forwarded";
@@ -61,32 +65,49 @@ pub struct Unreachable {
     pub reason: String,
 }
 
-/// The HTTP client of node-to-node calls.
+/// The HTTP client of node-to-node calls, which it signs.
 #[derive(Clone)]
 pub struct Peers {
     client: reqwest::Client,
+    credential: NodeCredential,
 }
 
-impl Default for Peers {
-    fn default() -> Self {
-        Peers::new()
+/// The [`NODE_CALLER`] value of the caller a node authenticated, if any.
+pub fn caller_name(caller: Option<Caller>) -> &'static str {
+    match caller {
+        Some(Caller::Backend) => "backend",
+        Some(Caller::App) => "app",
+        None => "none",
+    }
+}
+
+/// The caller a [`NODE_CALLER`] value names: `None` for an unknown value,
+/// `Some(None)` for `none`.
+pub fn parse_caller(value: &str) -> Option<Option<Caller>> {
+    match value {
+        "backend" => Some(Some(Caller::Backend)),
+        "app" => Some(Some(Caller::App)),
+        "none" => Some(None),
+        _ => None,
     }
 }
 
 impl Peers {
-    /// A client with a bounded connect; each call bounds its own wait.
-    pub fn new() -> Peers {
+    /// A client signing with `credential`, with a bounded connect; each
+    /// call bounds its own wait.
+    pub fn new(credential: NodeCredential) -> Peers {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client");
-        Peers { client }
+        Peers { client, credential }
     }
 
     /// Sends `method path_and_query` with `body` to the node at `address`,
-    /// with the client's `authorization` and `headers` set; a node that has
-    /// not answered whole within `timeout` is unreachable for this call.
+    /// on behalf of `caller` (whom this node authenticated, if anyone) and
+    /// with `headers` set, signed for that address; a node that has not
+    /// answered whole within `timeout` is unreachable for this call.
     #[allow(
         clippy::too_many_arguments,
         reason = "one call's parts, named once here"
@@ -97,7 +118,7 @@ impl Peers {
         address: &str,
         method: &actix_web::http::Method,
         path_and_query: &str,
-        authorization: Option<&str>,
+        caller: Option<Caller>,
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Answer, Unreachable> {
@@ -105,6 +126,14 @@ impl Peers {
             address: address.to_string(),
             reason,
         };
+        let caller = caller_name(caller);
+        let signature = self.credential.sign(&SignedCall {
+            method: method.as_str(),
+            path_and_query,
+            body: &body,
+            address,
+            caller,
+        });
         let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
             .map_err(|e| unreachable(e.to_string()))?;
         let mut request = self
@@ -112,12 +141,11 @@ impl Peers {
             .request(method, format!("http://{address}{path_and_query}"))
             .timeout(timeout)
             .header("content-type", "application/json")
+            .header(NODE_SIGNATURE, signature)
+            .header(NODE_CALLER, caller)
             .body(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
-        }
-        if let Some(auth) = authorization {
-            request = request.header("authorization", auth);
         }
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {

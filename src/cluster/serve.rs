@@ -36,7 +36,7 @@ pub async fn run(
     if config.api_key.is_none() || config.sdk_key.is_none() {
         return Err(ConfigError::Invalid(
             "a cluster node needs api_key and sdk_key set (PUSHD_API_KEY, PUSHD_SDK_KEY), the \
-             same on every node: nodes forward clients' calls to each other"
+             same on every node: a client may call any node"
                 .into(),
         )
         .into());
@@ -44,6 +44,7 @@ pub async fn run(
     let keys = keys::resolve(&config)?;
     let listening = listener.local_addr()?.to_string();
     let settings = config.cluster.settings(&listening)?;
+    let credential = config.cluster.node_credential()?;
     let prometheus =
         crate::telemetry::install_recorder().map_err(|e| ServeError::Metrics(e.to_string()))?;
     crate::telemetry::register();
@@ -114,9 +115,10 @@ pub async fn run(
         backup: None,
         cluster: Some(Arc::new(Link {
             node: node.clone(),
-            peers: Peers::new(),
+            peers: Peers::new(credential.clone()),
             forward_timeout: settings.forward_timeout,
-            api_key: keys.keys.api.clone(),
+            advertise: settings.advertise.clone(),
+            credential,
         })),
         max_body: config.max_body_bytes,
         readiness,

@@ -20,7 +20,7 @@ use std::future::{Ready, ready};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderName;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use quick_cache::sync::Cache;
 use ring::hmac;
 use ring::rand::SystemRandom;
@@ -215,13 +215,36 @@ pub(super) fn unauthorized(words: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", words)
 }
 
+/// A node-to-node call whose signature was checked
+/// ([`super::forward::to_owner`]): the caller the forwarding node
+/// authenticated, if any, stands for the key the client presented there.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeCall(pub Option<Caller>);
+
+/// The caller whose key the request carries, if any (the caller a signed
+/// node-to-node call names).
+pub fn caller_of(req: &HttpRequest) -> Option<Caller> {
+    check(req, true).ok()
+}
+
 fn check(req: &HttpRequest, allow_sdk: bool) -> Result<Caller, ApiError> {
     let wrong_key = || unauthorized("missing or wrong bearer key");
-    let given = presented(req).ok_or_else(wrong_key)?;
-    // Blank keys never authenticate (a configured key is never blank).
-    match key_check(req).which(&given).filter(|_| !given.is_empty()) {
-        Some(Which::Api) => Ok(Caller::Backend),
-        Some(Which::Sdk) if allow_sdk => Ok(Caller::App),
+    let node_call = req.extensions().get::<NodeCall>().copied();
+    let caller = match node_call {
+        Some(NodeCall(caller)) => caller,
+        None => {
+            let given = presented(req).ok_or_else(wrong_key)?;
+            // Blank keys never authenticate (a configured key is never blank).
+            match key_check(req).which(&given).filter(|_| !given.is_empty()) {
+                Some(Which::Api) => Some(Caller::Backend),
+                Some(Which::Sdk) => Some(Caller::App),
+                None => None,
+            }
+        }
+    };
+    match caller {
+        Some(Caller::Backend) => Ok(Caller::Backend),
+        Some(Caller::App) if allow_sdk => Ok(Caller::App),
         _ => Err(wrong_key()),
     }
 }

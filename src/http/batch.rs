@@ -18,7 +18,7 @@ use pushd_actors::person::{ImportCustomer, MAX_DEVICES};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::auth::ApiKey;
+use super::auth::{ApiKey, Caller};
 use super::body::{Fields, JsonBody};
 use super::customers::DeviceFields;
 use super::error::{ApiError, naming};
@@ -111,13 +111,9 @@ async fn import(
             )
         }
     });
-    let authorization = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
     let remote = elsewhere
         .into_iter()
-        .map(|(address, items)| import_elsewhere(&state, authorization, address, items));
+        .map(|(address, items)| import_elsewhere(&state, address, items));
     let (mut results, others): (Vec<Placed>, Vec<Vec<Placed>>) = futures_util::join!(
         stream::iter(local).buffered(FAN_OUT).collect(),
         futures_util::future::join_all(remote)
@@ -150,7 +146,6 @@ fn result(id: &str, done: Result<(), (String, String)>) -> Value {
 /// one forwarded import; their results, by their place in the request.
 async fn import_elsewhere(
     state: &AppState,
-    authorization: Option<&str>,
     address: String,
     items: Vec<(usize, (String, ImportCustomer))>,
 ) -> Vec<Placed> {
@@ -177,7 +172,7 @@ async fn import_elsewhere(
                 &address,
                 &Method::POST,
                 "/v1/batch",
-                authorization,
+                Some(Caller::Backend),
                 &[(FORWARDED, "1")],
                 body,
             )

@@ -188,6 +188,19 @@ impl ApiError {
     }
 }
 
+impl From<crate::cluster::trust::Refused> for ApiError {
+    /// A node-to-node call without a valid node signature: nothing was done.
+    fn from(e: crate::cluster::trust::Refused) -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "node_credential_invalid",
+            format!(
+                "a node-to-node call must be signed with the cluster secret for this node: {e}"
+            ),
+        )
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {

@@ -22,9 +22,12 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use pushd_actors::engine::PartitionTag;
 
+use super::auth::{NodeCall, caller_of};
 use super::error::ErrorCode;
-use super::{ApiError, AppState, CUSTOMER_AUTH};
-use crate::cluster::peers::{FORWARDED, SCOPE};
+use super::{ApiError, AppState, CUSTOMER_AUTH, Caller};
+use crate::cluster::Link;
+use crate::cluster::peers::{FORWARDED, SCOPE, parse_caller};
+use crate::cluster::trust::{NODE_CALLER, NODE_SIGNATURE, Refused, SignedCall};
 
 /// Forwards a request for another node's partition; passes the rest on.
 pub async fn to_owner(
@@ -35,8 +38,22 @@ pub async fn to_owner(
     let Some((state, link)) = state.and_then(|s| s.cluster.clone().map(|l| (s, l))) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    if req.headers().contains_key(FORWARDED) || req.headers().contains_key(SCOPE) {
-        return Ok(fenced_as_unavailable(next.call(req).await?));
+    let headers = req.headers();
+    if [FORWARDED, SCOPE, NODE_SIGNATURE]
+        .iter()
+        .any(|h| headers.contains_key(*h))
+    {
+        return match node_call(&mut req, &link, state.max_body).await? {
+            Ok(caller) => {
+                req.extensions_mut().insert(NodeCall(caller));
+                Ok(fenced_as_unavailable(next.call(req).await?))
+            }
+            Err(refused) => {
+                metrics::counter!("pushd_cluster_node_calls_refused_total").increment(1);
+                tracing::warn!(path = req.path(), reason = %refused, "node-to-node call refused");
+                Ok(req.into_response(ApiError::from(refused).error_response()))
+            }
+        };
     }
     let mut body = Bytes::new();
     let partitioning = state.partitions.partitioning();
@@ -59,16 +76,19 @@ pub async fn to_owner(
     if body.is_empty() {
         body = read_body(&mut req, state.max_body).await?;
     }
+    // A body past the limit is refused here (413), as the owner would:
+    // only its start was read, which the owner could not check as signed.
+    if body.len() > state.max_body {
+        req.set_payload(bytes_payload(body));
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
     let path = req
         .uri()
         .path_and_query()
         .map_or(req.path(), |p| p.as_str())
         .to_string();
-    let authorization = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    // The owner is told whom this node authenticated, not the client's key.
+    let caller = caller_of(req.request());
     // An app's identity proof goes along: the owner checks it.
     let proof = req
         .headers()
@@ -106,7 +126,7 @@ pub async fn to_owner(
                     &address,
                     req.method(),
                     &path,
-                    authorization.as_deref(),
+                    caller,
                     &headers,
                     body.clone(),
                 )
@@ -139,6 +159,36 @@ pub async fn to_owner(
     tracing::info!(partition = tag.0, why = %why, "forwarded call timed out");
     let why = format!("{why}; waited {} ms", link.forward_timeout.as_millis());
     Ok(req.into_response(unavailable(tag, &why).error_response()))
+}
+
+/// Checks a node-to-node call's signature (its body read and put back):
+/// the caller the forwarding node authenticated, or why it is refused.
+async fn node_call(
+    req: &mut ServiceRequest,
+    link: &Link,
+    max_body: usize,
+) -> Result<Result<Option<Caller>, Refused>, actix_web::Error> {
+    let body = read_body(req, max_body).await?;
+    req.set_payload(bytes_payload(body.clone()));
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let (signature, caller_name) = (header(NODE_SIGNATURE), header(NODE_CALLER));
+    let Some(caller_name) = caller_name else {
+        return Ok(Err(Refused::Missing));
+    };
+    let call = SignedCall {
+        method: req.method().as_str(),
+        path_and_query: req
+            .uri()
+            .path_and_query()
+            .map_or(req.path(), |p| p.as_str()),
+        body: &body,
+        address: &link.advertise,
+        caller: caller_name,
+    };
+    if let Err(refused) = link.credential.verify(signature, &call) {
+        return Ok(Err(refused));
+    }
+    Ok(parse_caller(caller_name).ok_or(Refused::Malformed))
 }
 
 /// A cluster node's answer, with a journal failure (500 `journal_error`:

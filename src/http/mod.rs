@@ -36,7 +36,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use pushd_actors::ports::Clock;
 use serde_json::json;
 
-pub use auth::{CUSTOMER_AUTH, KeyCheck, Keys};
+pub use auth::{CUSTOMER_AUTH, Caller, KeyCheck, Keys};
 pub use body::extractors;
 pub use connections::{ConnectionLimit, Connections};
 pub use error::{ApiError, contract_body};

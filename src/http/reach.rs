@@ -18,7 +18,7 @@ use pushd_actors::tally::Tally;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
 use crate::cluster::catalog::Templates;
 use crate::cluster::peers::{PARTITIONS, SCOPE, partitions_header};
 use crate::partition::Partition;
@@ -361,9 +361,8 @@ impl AppState {
         let Some(link) = &self.cluster else {
             return Ok(Vec::new());
         };
-        let auth = format!("Bearer {}", link.api_key);
         let calls = link.node.peer_addresses().into_iter().map(|address| {
-            let (auth, body, method) = (auth.clone(), body.clone(), method.clone());
+            let (body, method) = (body.clone(), method.clone());
             async move {
                 let answer = link
                     .peers
@@ -372,7 +371,7 @@ impl AppState {
                         &address,
                         &method,
                         path,
-                        Some(&auth),
+                        Some(Caller::Backend),
                         &[(SCOPE, "local")],
                         body,
                     )

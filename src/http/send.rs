@@ -153,7 +153,6 @@ const MOVING_PAUSE: Duration = Duration::from_millis(100);
 async fn send_once(
     state: &web::Data<AppState>,
     forwarded: bool,
-    authorization: Option<&str>,
     message: &Arc<MessageSpec>,
     data: &Value,
     customers: Vec<(usize, String)>,
@@ -187,7 +186,7 @@ async fn send_once(
         .collect();
     let (mut results, others): (Vec<_>, _) = futures_util::join!(
         stream::iter(sends).buffered(FAN_OUT).collect(),
-        send_elsewhere(state, authorization, &message.id, data, elsewhere)
+        send_elsewhere(state, &message.id, data, elsewhere)
     );
     // Each node counts the deliveries it made.
     let made_here = results.iter().filter(|(_, _, r)| r.is_ok()).count();
@@ -208,10 +207,6 @@ async fn fan_out(
     ticket: Option<&SendTicket>,
 ) -> (SendAnswer, Option<Refusal>) {
     let forwarded = req.headers().contains_key(FORWARDED);
-    let authorization = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
     // Customers whose partition is moving (nothing was done for them) are
     // tried again, split afresh, until the forward timeout: they reach the
     // partition's new owner as it takes over.
@@ -221,16 +216,7 @@ async fn fan_out(
     let mut pending: Vec<(usize, String)> = body.customer_ids.into_iter().enumerate().collect();
     let mut results = Vec::with_capacity(pending.len());
     for attempt in 1u32.. {
-        let round = send_once(
-            state,
-            forwarded,
-            authorization,
-            message,
-            &body.data,
-            pending,
-            ticket,
-        )
-        .await;
+        let round = send_once(state, forwarded, message, &body.data, pending, ticket).await;
         let pause = MOVING_PAUSE * attempt.min(5);
         let again = deadline.is_some_and(|d| Instant::now() + pause < d);
         let (retry, settled): (Vec<_>, Vec<_>) = round

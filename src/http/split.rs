@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
 use crate::cluster::peers::FORWARDED;
 
 /// Why one customer of a send got no delivery.
@@ -78,10 +78,9 @@ pub fn by_owner<T>(
 
 /// Sends `message_id` with `data` to the customers of `groups` (by the
 /// address of the node serving them: index in the request and customer
-/// id) through those nodes, with the client's `authorization`.
+/// id) through those nodes, for the backend whose API key asked.
 pub async fn send_elsewhere(
     state: &AppState,
-    authorization: Option<&str>,
     message_id: &str,
     data: &Value,
     groups: BTreeMap<String, Vec<(usize, String)>>,
@@ -100,7 +99,7 @@ pub async fn send_elsewhere(
                 &address,
                 &Method::POST,
                 "/v1/send/push",
-                authorization,
+                Some(Caller::Backend),
                 &[(FORWARDED, "1")],
                 body,
             )

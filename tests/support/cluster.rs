@@ -1,5 +1,8 @@
 //! A JetStream cluster of three `nats-server` processes on loopback, for
-//! the cluster tests (`.ci/run` installs Debian's `nats-server`).
+//! the cluster tests (`.ci/run` installs Debian's `nats-server`). The
+//! servers take clients over TLS only (a CA and a certificate for
+//! 127.0.0.1 made with `openssl` per test) and only as [`USER`] with
+//! [`PASSWORD`].
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,8 @@ pub struct NatsServer {
     child: Child,
     /// Its client URL.
     pub url: String,
+    /// The CA its certificate chains to.
+    pub ca_file: PathBuf,
 }
 
 impl NatsServer {
@@ -30,6 +35,107 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The cluster secret every test node shares (hex, as `openssl rand -hex
+/// 32` makes one).
+pub const SECRET: &str = "5f1c0e4a9b7d2c8e3f6a1b4d7c0e9f2a5b8c1d4e7f0a3b6c9d2e5f8a1b4c7d0e";
+
+/// The NATS user the test servers take.
+pub const USER: &str = "pushd-node";
+/// [`USER`]'s password.
+pub const PASSWORD: &str = "nats-test-password-3b9f";
+
+/// What a pushd node of the cluster of `servers` is given: the servers,
+/// the NATS user and password, the servers' CA (TLS required) and the
+/// cluster secret.
+pub fn node_env(servers: &[NatsServer]) -> Vec<(&'static str, String)> {
+    let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
+    vec![
+        ("PUSHD_CLUSTER", urls.join(",")),
+        ("PUSHD_CLUSTER_USER", USER.to_string()),
+        ("PUSHD_CLUSTER_PASSWORD", PASSWORD.to_string()),
+        (
+            "PUSHD_CLUSTER_TLS_CA_FILE",
+            servers[0].ca_file.display().to_string(),
+        ),
+        ("PUSHD_CLUSTER_TLS_REQUIRED", "true".to_string()),
+        ("PUSHD_CLUSTER_SECRET", SECRET.to_string()),
+    ]
+}
+
+/// How a client of `server` connects: as [`USER`], over TLS.
+pub fn access(server: &NatsServer) -> pushd::cluster::access::NatsAccess {
+    pushd::cluster::access::NatsAccess {
+        auth: pushd::cluster::access::NatsAuth::UserPassword {
+            user: USER.into(),
+            password: PASSWORD.into(),
+        },
+        tls_ca_file: Some(server.ca_file.clone()),
+        client_certificate: None,
+        tls_required: true,
+    }
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed (with its key), made
+/// with `openssl` under `dir/tls`.
+struct Certificates {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn certificates(dir: &Path) -> Certificates {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let at = |name: &str| tls.join(name);
+    // Each call's arguments, space-separated (none holds a space).
+    let openssl = |args: &str| {
+        let out = Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(&tls)
+            .output()
+            .expect("openssl is installed (.ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(&format!(
+        "req -x509 -days 2 -subj /CN=pushd-test-CA {ec} -keyout ca.key -out ca.pem \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+    ));
+    openssl(&format!(
+        "req -subj /CN=127.0.0.1 {ec} -keyout server.key -out server.csr"
+    ));
+    std::fs::write(
+        at("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        "x509 -req -days 2 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+         -extfile server.ext -out server.pem",
+    );
+    Certificates {
+        ca: at("ca.pem"),
+        cert: at("server.pem"),
+        key: at("server.key"),
+    }
+}
+
+/// The configuration that makes a server take clients over TLS only, and
+/// only as [`USER`].
+fn secured(certificates: &Certificates) -> String {
+    format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\", timeout: 5 }}\n\
+         authorization {{ user: \"{USER}\", password: \"{PASSWORD}\" }}\n",
+        certificates.cert.display(),
+        certificates.key.display(),
+    )
 }
 
 /// A loopback port the system has just handed out. nats-server must know
@@ -58,17 +164,19 @@ fn installed() {
 /// One nats-server with JetStream, alone, under `dir`.
 pub fn single(dir: &Path) -> NatsServer {
     installed();
+    let certificates = certificates(dir);
     let home = dir.join("nats");
     let conf = format!(
-        "listen: 127.0.0.1:-1\nports_file_dir: \"{home}\"\njetstream {{ store_dir: \"{home}/js\" }}\n",
-        home = home.display()
+        "listen: 127.0.0.1:-1\nports_file_dir: \"{home}\"\njetstream {{ store_dir: \"{home}/js\" }}\n{secured}",
+        home = home.display(),
+        secured = secured(&certificates),
     );
-    launch(&home, &conf)
+    launch(&home, &conf, &certificates)
 }
 
 /// Starts a nats-server in `home` with configuration `conf`, logging to
 /// `home/nats.log`.
-fn launch(home: &Path, conf: &str) -> NatsServer {
+fn launch(home: &Path, conf: &str, certificates: &Certificates) -> NatsServer {
     std::fs::create_dir_all(home).unwrap();
     let path = home.join("nats.conf");
     std::fs::write(&path, conf).unwrap();
@@ -81,13 +189,18 @@ fn launch(home: &Path, conf: &str) -> NatsServer {
         .spawn()
         .expect("nats-server starts");
     let url = client_url(home);
-    NatsServer { child, url }
+    NatsServer {
+        child,
+        url,
+        ca_file: certificates.ca.clone(),
+    }
 }
 
 /// Starts three nats-servers forming one JetStream cluster under `dir`;
 /// answers once each takes clients.
 pub fn start(dir: &Path) -> Vec<NatsServer> {
     installed();
+    let certificates = certificates(dir);
     let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let route_urls: Vec<String> = routes
         .iter()
@@ -99,12 +212,14 @@ pub fn start(dir: &Path) -> Vec<NatsServer> {
             let conf = format!(
                 "server_name: s{i}\nlisten: 127.0.0.1:-1\nports_file_dir: \"{home}\"\n\
                  max_payload: 8MB\njetstream {{ store_dir: \"{home}/js\" }}\n\
-                 cluster {{ name: test, listen: 127.0.0.1:{port}, routes: [{routes}] }}\n",
+                 cluster {{ name: test, listen: 127.0.0.1:{port}, routes: [{routes}] }}\n\
+                 {secured}",
                 home = home.display(),
                 port = routes[i],
                 routes = route_urls.join(", "),
+                secured = secured(&certificates),
             );
-            launch(&home, &conf)
+            launch(&home, &conf, &certificates)
         })
         .collect()
 }
