@@ -229,6 +229,13 @@ async fn a_send_that_would_fail_answers_the_reason_it_would_record() {
         json!({"title": "t", "body": "b", "app": "shop"}),
     )
     .await;
+    // Past APNs's 4,096 bytes.
+    d.ok(
+        "PUT",
+        "/v1/messages/big",
+        json!({"title": "t", "body": "x".repeat(5000)}),
+    )
+    .await;
     d.customer(
         "ada",
         json!({"first_name": "Ada"}),
@@ -260,6 +267,7 @@ async fn a_send_that_would_fail_answers_the_reason_it_would_record() {
         ("m", "bob", "liquid_variable_missing", "failed"),
         ("m", "eve", "no_devices", "undeliverable"),
         ("shop", "ada", "credentials_not_found", "failed"),
+        ("big", "ada", "payload_too_large", "failed"),
     ];
     for (message, customer, reason, status) in cases {
         let v = previewed(&d, message, customer, Value::Null).await;
