@@ -124,7 +124,7 @@ pub async fn serve_with(
         &config.client_options(),
     ));
     let ports = Ports {
-        provider: providers,
+        provider: providers.clone(),
         journal: persistence.journal.clone(),
         store: store.clone(),
         renderer: renderer.clone(),
@@ -193,6 +193,7 @@ pub async fn serve_with(
         partitions,
         catalog: Catalog::Local(partition),
         renderer,
+        providers,
         clock,
         events: Some(events.clone()),
         webhooks: Some(webhooks.clone()),

@@ -1028,3 +1028,35 @@ async fn a_node_with_a_wrong_nats_password_or_no_secret_does_not_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_asked_of_any_node_is_answered_for_the_customers_partition() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start("preview", &[]).await;
+    let nodes = rig.nodes().await;
+    let partitioning = pushd::partition::Partitioning::new(PARTITIONS);
+    let served = serving(&nodes).await;
+    // A customer of each node's partitions, previewed on every node.
+    for partitions in &served {
+        let i = (0..CUSTOMERS)
+            .find(|i| partitions.contains(&u64::from(partitioning.of_customer(&format!("c{i}")).0)))
+            .expect("each node serves customers");
+        for node in &nodes {
+            let body = json!({"customer_id": format!("c{i}")});
+            let (status, v) = node
+                .call("POST", "/v1/messages/promo/preview", Some(body))
+                .await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v["content"]["title"], format!("Hi N{i}"), "{v}");
+            let tokens: Vec<&str> = (v["devices"].as_array().unwrap().iter())
+                .map(|d| d["token"].as_str().unwrap())
+                .collect();
+            assert_eq!(tokens, [ios_token(i), android_token(i)], "{v}");
+            assert_eq!(v["would_send"], true, "{v}");
+        }
+    }
+    let (status, log) = nodes[0]
+        .call("GET", "/v1/deliveries?message_id=promo", None)
+        .await;
+    assert_eq!((status, &log["deliveries"]), (200, &json!([])), "{log}");
+}

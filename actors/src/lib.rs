@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod model;
 pub mod pacing;
 pub mod person;
+pub mod plan;
 pub mod ports;
 pub mod recovery;
 pub mod registry;

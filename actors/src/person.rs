@@ -18,14 +18,11 @@ use serde_json::Map;
 
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{Ack, EngineCtx, EngineError};
-use crate::model::{
-    Attributes, Audience, Content, Customer, Delivery, Device, DeviceSend, MessageSpec,
-};
-use crate::ports::{AsOf, Change, Entry, Position, Push, RenderError};
+use crate::model::{Attributes, Customer, Delivery, Device, MessageSpec};
+use crate::plan;
+use crate::ports::{AsOf, Change, Entry, Position};
 use crate::registry::Departures;
-use crate::status::{
-    DeliveryState, DeviceState, DeviceStatus, FailureReason, MessageStatus, Outcome,
-};
+use crate::status::{DeliveryState, DeviceStatus, MessageStatus, Outcome};
 
 /// The widest conversion window the engine looks back over.
 pub const MAX_CONVERSION_WINDOW: i64 = 366 * 24 * 3600;
@@ -115,15 +112,7 @@ impl PersonActor {
         let mut reservations = Vec::with_capacity(devices.len());
         let delivery_id: Arc<str> = delivery.id.as_str().into();
         for index in devices {
-            let send = &delivery.sends[index];
-            let push = Push {
-                delivery_id: delivery_id.clone(),
-                token: send.token.as_str().into(),
-                platform: send.platform,
-                app: send.app.as_str().into(),
-                environment: send.environment,
-                content: content.clone(),
-            };
+            let push = plan::push(&delivery_id, &delivery.sends[index], &content);
             let reserved = self.ctx.reserve(&delivery.message_id, &push);
             reservations.push((reserved, push, index));
         }
@@ -149,13 +138,14 @@ impl PersonActor {
         message: Arc<MessageSpec>,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Answer<String>> {
-        if !self.precheck(&mut delivery) {
+        if !plan::precheck(&mut delivery, self.customer.as_ref()) {
             return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
         }
         let customer = self.customer.as_ref().expect("prechecked");
         let renderer = &self.ctx.ports.renderer;
         if let Some(rendered) = renderer.render_inline(&message, customer, &delivery.data) {
-            self.prepare(&mut delivery, &message, customer, rendered);
+            let now = self.ctx.ports.clock.now();
+            plan::prepare(&mut delivery, &message, customer, rendered, now);
             return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
         }
         let customer = customer.clone();
@@ -167,78 +157,10 @@ impl PersonActor {
         Box::pin(rendering.into_actor(self).map(move |done, act, ctx| {
             let (rendered, message, customer, data) = done;
             delivery.data = data;
-            act.prepare(&mut delivery, &message, &customer, rendered);
+            let now = act.ctx.ports.clock.now();
+            plan::prepare(&mut delivery, &message, &customer, rendered, now);
             act.launch(before, delivery, ctx)
         }))
-    }
-
-    /// Clears what a delivery's last send left and checks the customer:
-    /// answers whether there is one to render for (`false` once a precheck
-    /// has ended the delivery).
-    fn precheck(&self, delivery: &mut Delivery) -> bool {
-        delivery.sends.clear();
-        delivery.content = None;
-        delivery.attempted_at = None;
-        delivery.failure_detail = None;
-        let reason = match &self.customer {
-            None => FailureReason::CustomerNotFound,
-            Some(c) if c.unsubscribed => FailureReason::CustomerUnsubscribed,
-            Some(_) => return true,
-        };
-        delivery.state = DeliveryState::ended(MessageStatus::Failed, reason, Vec::new());
-        false
-    }
-
-    /// Builds the delivery's sends and state for `message` from its render
-    /// for `customer`: the content, and the choice of devices.
-    fn prepare(
-        &self,
-        delivery: &mut Delivery,
-        message: &MessageSpec,
-        customer: &Customer,
-        rendered: Result<Content, RenderError>,
-    ) {
-        let now = self.ctx.ports.clock.now();
-        match rendered {
-            Ok(content) => delivery.content = Some(Arc::new(content)),
-            Err(e) => {
-                delivery.failure_detail = Some(e.words().to_owned());
-                let ended = DeliveryState::ended(MessageStatus::Failed, e.reason(), Vec::new());
-                return delivery.state = ended;
-            }
-        }
-        // A message reaches only its own app's devices.
-        let apps = customer.devices.iter().filter(|d| d.app == message.app);
-        let chosen: Vec<&Device> = match message.audience {
-            Audience::AllDevices => apps.collect(),
-            Audience::LastDevice => last_used(apps).into_iter().collect(),
-        };
-        delivery.sends = chosen
-            .iter()
-            .map(|d| DeviceSend {
-                token: d.id.clone(),
-                platform: d.platform,
-                app: d.app.clone(),
-                environment: d.environment,
-                attempts: 0,
-                last_error: None,
-                provider_id: None,
-                duplicates: 0,
-                opted_in: d.opted_in,
-            })
-            .collect();
-        delivery.state = DeliveryState::new(
-            chosen
-                .iter()
-                .map(|d| match d.suppressed {
-                    true => DeviceState::suppressed(),
-                    false => DeviceState::attempted(),
-                })
-                .collect(),
-        );
-        if delivery.state.pending() {
-            delivery.attempted_at = Some(now);
-        }
     }
 
     /// Writes a delivery (new or restarted), answers its id once durable, and
@@ -378,17 +300,6 @@ fn pending_devices(state: &DeliveryState) -> impl Iterator<Item = usize> + '_ {
         .enumerate()
         .filter(move |(_, d)| open && d.targeted() && !d.status.has_outcome())
         .map(|(i, _)| i)
-}
-
-/// Of `devices`, the unsuppressed one used last (on a tie, the one
-/// registered last); when every one is suppressed, the one used last, so the
-/// delivery ends `devices_suppressed`.
-fn last_used<'a>(devices: impl Iterator<Item = &'a Device> + Clone) -> Option<&'a Device> {
-    devices
-        .clone()
-        .filter(|d| !d.suppressed)
-        .max_by_key(|d| d.last_used)
-        .or_else(|| devices.max_by_key(|d| d.last_used))
 }
 
 impl Actor for PersonActor {
@@ -583,20 +494,7 @@ impl Handler<SendMessage> for PersonActor {
             let entropy = &*self.ctx.ports.entropy;
             self.ctx.partition.delivery_id(clock.now_ms(), entropy)
         });
-        let delivery = Delivery {
-            id,
-            customer_id: self.id.clone(),
-            message_id: msg.message.id.clone(),
-            campaign_id: msg.message.campaign_id.clone(),
-            created_at: clock.now(),
-            attempted_at: None,
-            content: None,
-            data: msg.data,
-            goal: msg.message.conversion.clone(),
-            sends: Vec::new(),
-            state: DeliveryState::new(Vec::new()),
-            failure_detail: None,
-        };
+        let delivery = plan::delivery(id, &self.id, &msg.message, msg.data, clock.now());
         AtomicResponse::new(self.prepare_and_launch(None, delivery, msg.message, ctx))
     }
 }

@@ -18,7 +18,8 @@ use dashmap::DashMap;
 use crate::engine::{Ack, EngineConfig, EngineCtx, EngineError, PartitionTag, Ports};
 use crate::idempotency::IdempotentSends;
 use crate::model::MessageSpec;
-use crate::person::PersonActor;
+use crate::person::{GetCustomer, PersonActor};
+use crate::plan::SendPreview;
 use crate::ports::{Change, Entry};
 use crate::recovery::Replayed;
 
@@ -238,6 +239,19 @@ impl Registry {
             return Err(EngineError::NotFound("customer"));
         }
         self.request(id, msg).await
+    }
+
+    /// What a send of `message` with `data` to customer `id` would do,
+    /// worked out from the customer as its actor holds it, with nothing
+    /// written, counted or sent (see [`SendPreview`]).
+    pub async fn preview(
+        &self,
+        id: &str,
+        message: Arc<MessageSpec>,
+        data: serde_json::Value,
+    ) -> Result<SendPreview, EngineError> {
+        let customer = self.ask(id, GetCustomer).await??;
+        Ok(SendPreview::of(&self.ctx, id, customer, message, data).await)
     }
 
     /// Creates or replaces a message template; answers once durable.

@@ -63,11 +63,12 @@ pub async fn run(
         .await
         .map_err(|e| ClusterError::Nats(e.to_string()))??;
     let renderer = Arc::new(LiquidRenderer::default().with_limits(config.templates.limits()));
+    let providers = Arc::new(Providers::for_apps(
+        &config.apps(),
+        &config.client_options(),
+    ));
     let engine = EngineParts {
-        provider: Arc::new(Providers::for_apps(
-            &config.apps(),
-            &config.client_options(),
-        )),
+        provider: providers.clone(),
         renderer: renderer.clone(),
         clock: clock.clone(),
         config: config.engine.engine_config(),
@@ -109,6 +110,7 @@ pub async fn run(
         partitions,
         catalog: Catalog::Shared(Arc::new(Templates::new(nats.templates.clone()))),
         renderer,
+        providers,
         clock,
         events: None,
         webhooks: None,

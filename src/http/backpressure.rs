@@ -11,7 +11,8 @@
 //!   answered 507 at once too, rather than waiting for space: like any
 //!   5xx, it may or may not take effect.
 //!
-//! Reads, `/healthz`, `/readyz` and `/metrics` are never refused here. The
+//! Reads (a message's preview among them), `/healthz`, `/readyz` and
+//! `/metrics` are never refused here. The
 //! device sends' own outcomes are not writes of the API: they go on (their
 //! number is bounded by the sends in flight).
 
@@ -107,10 +108,14 @@ fn disk_full(why: &str) -> ApiError {
 }
 
 /// Whether the request may change something: any method but GET and HEAD,
-/// outside the cluster's own reads.
+/// outside the cluster's own reads and a message's preview (which only
+/// reads).
 pub(super) fn writes(req: &ServiceRequest) -> bool {
+    let path = req.path();
+    let preview = path.starts_with("/v1/messages/") && path.ends_with("/preview");
     !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        && !req.path().starts_with("/v1/cluster/")
+        && !path.starts_with("/v1/cluster/")
+        && !preview
 }
 
 /// Passes a write through `gate`: refused if the gate refuses it, and

@@ -127,7 +127,7 @@ impl<'a> MessageNames<'a> {
 
 /// The failure message: the delivery's own words first (the missing
 /// variable, ...), then what the reason means and how to fix it.
-fn failure_message(d: &Delivery) -> Option<String> {
+pub(super) fn failure_message(d: &Delivery) -> Option<String> {
     let reason = d.state.failure_reason()?;
     Some(match &d.failure_detail {
         Some(detail) => format!("{detail}. {}", reason.message()),

@@ -1,10 +1,11 @@
 //! Cluster mode: a request about one customer or one delivery goes to the
 //! node serving its partition. This middleware finds the partition from the
 //! path (`/v1/customers/{id}/...`, `/v1/deliveries/{id}[/retry]`, and
-//! Customer.io's `/api/v1/customers/{id}/...`) or, for a device report
-//! (`/push/events`, `/api/v1/push/events`), from the body's `delivery_id`; when another node serves
-//! it, the request is forwarded there as it came and its answer passed
-//! back. While the partition moves (its owner gone, paused or handing it
+//! Customer.io's `/api/v1/customers/{id}/...`) or from the body: a device
+//! report's `delivery_id` (`/push/events`, `/api/v1/push/events`), a
+//! message preview's `customer_id` (`/v1/messages/{id}/preview`). When
+//! another node serves it, the request is forwarded there as it came and
+//! its answer passed back. While the partition moves (its owner gone, paused or handing it
 //! back), the call is tried again on whoever holds its lease then, or
 //! answered here once this node serves it, for at most `[cluster]
 //! forward_timeout_ms`; then it is answered 503 `partition_unavailable`.
@@ -65,6 +66,14 @@ pub async fn to_owner(
             let report: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
             let id = report.as_ref().and_then(|r| r["delivery_id"].as_str());
             let tag = id.and_then(|id| partitioning.of_delivery(id));
+            req.set_payload(bytes_payload(body.clone()));
+            tag
+        }
+        Some(Key::PreviewBody) => {
+            body = read_body(&mut req, state.max_body).await?;
+            let asked: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+            let id = asked.as_ref().and_then(|a| a["customer_id"].as_str());
+            let tag = id.map(|id| partitioning.of_customer(id));
             req.set_payload(bytes_payload(body.clone()));
             tag
         }
@@ -228,6 +237,8 @@ enum Key {
     Delivery(String),
     /// A device report: the delivery id is in the body.
     ReportBody,
+    /// A message's preview: the customer id is in the body.
+    PreviewBody,
 }
 
 /// The customer or delivery a path is about, percent-decoded.
@@ -246,6 +257,7 @@ fn route_key(path: &str) -> Option<Key> {
             Some(Key::Delivery(decode(id)?))
         }
         ["push", "events"] | ["api", "v1", "push", "events"] => Some(Key::ReportBody),
+        ["v1", "messages", id, "preview"] if !id.is_empty() => Some(Key::PreviewBody),
         _ => None,
     }
 }
@@ -299,5 +311,10 @@ mod tests {
             );
         }
         assert!(route_key("/ingest/v1/batch").is_none());
+        assert!(matches!(
+            route_key("/v1/messages/m1/preview"),
+            Some(Key::PreviewBody)
+        ));
+        assert!(route_key("/v1/messages/m1").is_none());
     }
 }

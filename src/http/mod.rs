@@ -19,6 +19,7 @@ pub mod forward;
 pub mod intake;
 mod messages;
 mod openapi;
+mod preview;
 mod push_options;
 mod reach;
 mod send;
@@ -44,6 +45,7 @@ pub use reach::Catalog;
 
 use crate::events::EventLog;
 use crate::partition::Partitions;
+use crate::providers::Providers;
 use crate::template::LiquidRenderer;
 use crate::webhooks::Webhooks;
 
@@ -57,6 +59,9 @@ pub struct AppState {
     pub catalog: Catalog,
     /// Template checks at message upload.
     pub renderer: Arc<LiquidRenderer>,
+    /// The engine's provider clients: a preview builds its pushes' requests
+    /// with them.
+    pub providers: Arc<Providers>,
     /// The engine's clock: the time of a report or event sent without one.
     pub clock: Arc<dyn Clock>,
     /// The delivery events (`/v1/events`); a cluster node keeps none.
@@ -288,6 +293,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(customers::routes)
         .configure(batch::routes)
         .configure(messages::routes)
+        .configure(preview::routes)
         .configure(events::routes)
         .configure(webhooks::routes)
         .configure(backup::routes)

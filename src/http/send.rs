@@ -93,21 +93,28 @@ async fn check(state: &AppState, body: &SendBody) -> Result<MessageSpec, ApiErro
     for (i, id) in body.customer_ids.iter().enumerate() {
         check_id(id, &format!("customer_ids[{i}]"))?;
     }
-    if !body.data.is_null() && !body.data.is_object() {
+    check_data(&body.data)?;
+    state
+        .catalog
+        .get(message_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message", message_id))
+}
+
+/// Checks a send's `data`: an object (or absent) of at most
+/// [`MAX_SEND_DATA_BYTES`] of JSON.
+pub(super) fn check_data(data: &Value) -> Result<(), ApiError> {
+    if !data.is_null() && !data.is_object() {
         return Err(ApiError::invalid_field("data must be an object"));
     }
-    let data_bytes = serde_json::to_vec(&body.data).map_or(0, |text| text.len());
+    let data_bytes = serde_json::to_vec(data).map_or(0, |text| text.len());
     if data_bytes > MAX_SEND_DATA_BYTES {
         return Err(ApiError::invalid_field(format!(
             "data must be at most {MAX_SEND_DATA_BYTES} bytes of JSON (it is copied into every \
              delivery), not {data_bytes}; send large data by reference"
         )));
     }
-    state
-        .catalog
-        .get(message_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("message", message_id))
+    Ok(())
 }
 
 async fn send_push(

@@ -17,6 +17,7 @@ use super::h2::{Endpoint, Reserved};
 use super::http::{check_size, endpoint, invalid_request, resend, retry_after, transport_error};
 use super::{
     APNS_DEFAULT_ENDPOINT, APNS_SANDBOX_ENDPOINT, ApnsConfig, ClientOptions, CredentialsError,
+    WireRequest,
 };
 
 /// How long APNs keeps trying to reach an offline device (`apns-expiration`)
@@ -132,15 +133,14 @@ impl ApnsClient {
             // The request is built for each attempt (a second one is rare)
             // and handed over whole, so nothing of it, its payload
             // included, stays with the push while the answer is awaited.
-            let body = Bytes::from(payload(push).to_string());
-            check_size("APNs", body.len(), APNS_MAX_PAYLOAD)?;
+            let body = Bytes::from(encoded(push)?);
             let ready = match endpoint.ready(room).await {
                 Ok(ready) => ready,
                 Err(e) if resend(&e, &mut resent) => continue,
                 Err(e) => return Err(transport_error(e)),
             };
             let jwt = inner.signer.token()?;
-            let request = self.head(push, endpoint, &jwt)?;
+            let request = self.head(push, endpoint, Some(&jwt))?;
             let (status, headers, answer) = match ready.send(request, body).await {
                 Ok(answer) => answer,
                 Err(e) if resend(&e, &mut resent) => continue,
@@ -167,12 +167,22 @@ impl ApnsClient {
         }
     }
 
-    /// The request head of `push` to `endpoint`, signed with `jwt`.
+    /// The request `push` makes, as [`ApnsClient::send`] puts it on the
+    /// wire but for its authorization, or why the send would fail before
+    /// any network call.
+    pub fn request(&self, push: &Push) -> Result<WireRequest, ProviderError> {
+        let body = encoded(push)?;
+        let head = self.head(push, self.endpoint(push.environment), None)?;
+        Ok(WireRequest::new(&head, &body))
+    }
+
+    /// The request head of `push` to `endpoint`, signed with `jwt` (none
+    /// for a preview).
     fn head(
         &self,
         push: &Push,
         endpoint: &Endpoint,
-        jwt: &str,
+        jwt: Option<&str>,
     ) -> Result<Request<()>, ProviderError> {
         let options = &push.content.options;
         let (push_type, default_priority) = match options.kind {
@@ -186,8 +196,11 @@ impl ApnsClient {
         let uri = endpoint
             .uri(&format!("/3/device/{}", push.token))
             .map_err(invalid_request)?;
-        let mut request = Request::post(uri)
-            .header("authorization", format!("bearer {jwt}"))
+        let mut request = Request::post(uri);
+        if let Some(jwt) = jwt {
+            request = request.header("authorization", format!("bearer {jwt}"));
+        }
+        request = request
             .header("apns-topic", &self.0.topic)
             .header("apns-push-type", push_type)
             .header("apns-priority", priority)
@@ -215,6 +228,14 @@ fn expiration(ttl_seconds: Option<u32>) -> String {
         Some(ttl) => (SystemClock.now() as u64 + u64::from(ttl)).to_string(),
         None => (SystemClock.now() as u64 + EXPIRATION.as_secs()).to_string(),
     }
+}
+
+/// The payload of `push` as JSON text, refused (`payload_too_large`) when
+/// larger than APNs accepts.
+fn encoded(push: &Push) -> Result<String, ProviderError> {
+    let text = payload(push).to_string();
+    check_size("APNs", text.len(), APNS_MAX_PAYLOAD)?;
+    Ok(text)
 }
 
 /// The APNs JSON payload: `aps`, and at the top level the push data, the

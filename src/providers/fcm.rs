@@ -22,7 +22,7 @@ use super::http::{
     check_size, client_for, endpoint, invalid_request, network_error, resend, retry_after,
     transport_error,
 };
-use super::{ClientOptions, CredentialsError, FCM_DEFAULT_ENDPOINT, FcmConfig};
+use super::{ClientOptions, CredentialsError, FCM_DEFAULT_ENDPOINT, FcmConfig, WireRequest};
 
 /// Largest payload FCM accepts, in bytes: what reaches the device, the
 /// notification, the data and the Android notification options, as JSON.
@@ -139,22 +139,14 @@ impl FcmClient {
             // The message is built, checked and encoded for each attempt (a
             // second one is rare) and its bytes handed over whole, so
             // nothing of it stays with the push while the answer is awaited.
-            let body = {
-                let message = message(push);
-                check_size("FCM", payload_size(&message["message"]), FCM_MAX_PAYLOAD)?;
-                Bytes::from(message.to_string())
-            };
+            let body = Bytes::from(encoded(push)?);
             let token = inner.access_token().await?;
             let ready = match inner.endpoint.ready(room).await {
                 Ok(ready) => ready,
                 Err(e) if resend(&e, &mut resent) => continue,
                 Err(e) => return Err(transport_error(e)),
             };
-            let request = Request::post(inner.send_uri.clone())
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json")
-                .body(())
-                .map_err(|e| invalid_request(e.to_string()))?;
+            let request = self.head(Some(&token))?;
             let (status, headers, answer) = match ready.send(request, body).await {
                 Ok(answer) => answer,
                 Err(e) if resend(&e, &mut resent) => continue,
@@ -178,6 +170,27 @@ impl FcmClient {
             }
             return Err(map_error(status, error, retry));
         }
+    }
+}
+
+impl FcmClient {
+    /// The request `push` makes, as [`FcmClient::send`] puts it on the
+    /// wire but for its authorization, or why the send would fail before
+    /// any network call.
+    pub fn request(&self, push: &Push) -> Result<WireRequest, ProviderError> {
+        let body = encoded(push)?;
+        Ok(WireRequest::new(&self.head(None)?, &body))
+    }
+
+    /// The request head of a send, with the access token `token` (none for
+    /// a preview).
+    fn head(&self, token: Option<&str>) -> Result<Request<()>, ProviderError> {
+        let mut request = Request::post(self.0.send_uri.clone());
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        (request.header("content-type", "application/json").body(()))
+            .map_err(|e| invalid_request(e.to_string()))
     }
 }
 
@@ -343,6 +356,14 @@ impl ErrorBody {
             .any(|v| v.field == TOKEN_FIELD);
         field || self.message.contains("registration token")
     }
+}
+
+/// The message of `push` as JSON text, refused (`payload_too_large`) when
+/// what reaches the device is larger than FCM accepts.
+fn encoded(push: &Push) -> Result<String, ProviderError> {
+    let message = message(push);
+    check_size("FCM", payload_size(&message["message"]), FCM_MAX_PAYLOAD)?;
+    Ok(message.to_string())
 }
 
 /// The HTTP v1 message. The push data, the deep link and the delivery keys

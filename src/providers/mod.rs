@@ -245,6 +245,28 @@ impl AppClients {
     }
 }
 
+impl Providers {
+    /// The request a send of `push` would make, built by the functions a
+    /// send uses and sent nowhere, or why the send would fail before any
+    /// network call (`credentials_not_found`, `payload_too_large`, ...).
+    pub fn request(&self, push: &Push) -> Result<WireRequest, ProviderError> {
+        match self.client(push) {
+            Ok(Client::Apns(c)) => c.request(push),
+            Ok(Client::Fcm(c)) => c.request(push),
+            Err(detail) => Err(without_credentials(detail)),
+        }
+    }
+}
+
+/// The refusal of a push whose app has no usable credentials for its
+/// platform, in `detail`'s words.
+fn without_credentials(detail: String) -> ProviderError {
+    ProviderError::Permanent {
+        reason: FailureReason::CredentialsNotFound,
+        detail,
+    }
+}
+
 impl Provider for Providers {
     fn reserve(&self, push: &Push) -> BoxFuture<Slot> {
         match self.client(push) {
@@ -276,10 +298,7 @@ impl Provider for Providers {
                     c.send_reserved(&push, &*reserved(c.endpoint(), &slot).await)
                         .await
                 }
-                Err(detail) => Err(ProviderError::Permanent {
-                    reason: FailureReason::CredentialsNotFound,
-                    detail,
-                }),
+                Err(detail) => Err(without_credentials(detail)),
             };
             record(platform, &result, started);
             result
@@ -308,6 +327,35 @@ impl std::ops::Deref for Held<'_> {
         match self {
             Held::Given(r) => r,
             Held::Taken(r) => r,
+        }
+    }
+}
+
+/// A push's HTTP request as a send puts it on the wire, but for its
+/// `authorization` header (a secret, and signed only when sent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WireRequest {
+    /// The URL it is POSTed to.
+    pub url: String,
+    /// Its headers, in order, `authorization` left out.
+    pub headers: Vec<(String, String)>,
+    /// Its JSON body: the APNs payload, or FCM's `{"message": ...}`.
+    pub payload: serde_json::Value,
+}
+
+impl WireRequest {
+    /// The request of `head` with the JSON text `body`.
+    fn new(head: &::http::Request<()>, body: &str) -> WireRequest {
+        let headers = head.headers().iter();
+        WireRequest {
+            url: head.uri().to_string(),
+            headers: headers
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.as_str().to_owned(), value)
+                })
+                .collect(),
+            payload: serde_json::from_str(body).expect("the body is the JSON just encoded"),
         }
     }
 }

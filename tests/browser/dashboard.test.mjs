@@ -4,8 +4,9 @@
 // the system picks (the daemon prints it), with a fresh data dir and no provider
 // credentials, seeds customers, devices and a message over the HTTP API, sends a push to
 // 50 customers, then drives the dashboard with playwright-core and checks what the page
-// shows against what the API answers (overview, delivery log, webhooks), at desktop width
-// and at 390 px.
+// shows against what the API answers (overview, delivery log, webhooks, a message's
+// preview), at desktop width and at 390 px. The preview of pushes as they go on the wire
+// runs on a second daemon started with --simulated-providers.
 //
 // Run: (cd tests/browser && npm ci) && cargo build && node --test tests/browser/
 // Env: PUSHD_BIN (daemon binary), CHROMIUM_PATH (default /usr/bin/chromium).
@@ -634,7 +635,151 @@ test('webhooks: each webhook with its queue depth and last error, as the API rep
   await shot('webhooks');
 });
 
-test('at 390 px wide the filter bar and the radio labels fit and stay readable', { timeout: 30_000 }, async () => {
+/** Fills the message page's Preview form with `customer` and `data` (JSON text), submits
+ * it, and waits for its answer; `on` is the page. */
+async function previewOnPage(on, customer, data) {
+  await on.fill('#preview-customer', customer);
+  await on.fill('#preview-data', data);
+  await on.locator('#preview-result').evaluate((el) => el.replaceChildren());
+  await on.click('#preview-form button[type=submit]');
+  await on.locator('#preview-verdict').waitFor();
+}
+
+/** What the page's Preview shows: the verdict, the failure, the devices and the pushes. */
+function readPreview(on) {
+  return on.$eval('#preview-result', (root) => {
+    const attr = (sel, a) => root.querySelector(sel)?.getAttribute(a) ?? null;
+    return {
+      outcome: attr('#preview-verdict', 'data-outcome'),
+      failure: attr('#preview-failure', 'data-failure-reason'),
+      failureMessage: root.querySelector('#preview-failure [data-field="failure_message"]')?.textContent.trim() ?? null,
+      title: root.querySelector('#preview-content [data-field="title"]')?.textContent.trim() ?? null,
+      body: root.querySelector('#preview-content [data-field="body"]')?.textContent.trim() ?? null,
+      devices: [...root.querySelectorAll('#preview-devices tbody tr')].map((tr) => ({
+        token: tr.dataset.token, chosen: tr.dataset.chosen === 'true', skipped_reason: tr.dataset.skippedReason || null,
+      })),
+      pushes: [...root.querySelectorAll('.preview-push')].map((sec) => ({
+        token: sec.dataset.token,
+        platform: sec.dataset.platform,
+        url: sec.querySelector('[data-field="url"]')?.textContent ?? null,
+        headers: sec.querySelector('[data-field="headers"]')?.textContent ?? null,
+        payload: sec.querySelector('[data-field="payload"]')?.textContent ?? null,
+        failure: sec.querySelector('[data-field="failure"]')?.dataset.failureReason ?? null,
+      })),
+    };
+  });
+}
+
+/** The page shows exactly the API's preview `p`. */
+function assertPreviewShown(shown, p, label) {
+  assert.equal(shown.outcome, p.would_send ? 'would_send' : 'would_fail', `${label}: verdict`);
+  assert.equal(shown.failure, p.failure?.reason ?? null, `${label}: failure reason`);
+  if (p.failure) assert.equal(shown.failureMessage, p.failure.message, `${label}: failure message`);
+  assert.equal(shown.title, p.content?.title ?? null, `${label}: rendered title`);
+  assert.equal(shown.body, p.content?.body ?? null, `${label}: rendered body`);
+  assert.deepEqual(shown.devices, p.devices.map((d) => ({ token: d.token, chosen: d.chosen, skipped_reason: d.skipped_reason })), `${label}: devices`);
+  assert.deepEqual(shown.pushes.map((x) => x.token), p.pushes.map((x) => x.token), `${label}: one push per chosen device`);
+  for (const [x, want] of shown.pushes.map((x, i) => [x, p.pushes[i]])) {
+    assert.equal(x.platform, want.platform, `${label} ${x.token}: platform`);
+    assert.equal(x.failure, want.failure?.reason ?? null, `${label} ${x.token}: refusal`);
+    if (want.failure) continue;
+    assert.equal(x.url, want.url, `${label} ${x.token}: url`);
+    assert.deepEqual(JSON.parse(x.payload), want.payload, `${label} ${x.token}: payload`);
+    // apns-expiration counts from the moment of each preview.
+    const lines = x.headers.split('\n').filter((l) => !l.startsWith('apns-expiration:'));
+    const wanted = Object.entries(want.headers).filter(([k]) => k !== 'apns-expiration').map(([k, v]) => `${k}: ${v}`);
+    assert.deepEqual(lines, wanted, `${label} ${x.token}: headers`);
+  }
+}
+
+test('a message page previews a send for a customer: the failure a send would record, as the API says', { timeout: 30_000 }, async () => {
+  await page.evaluate((key) => sessionStorage.setItem('pushd.apiKey', key), API_KEY);
+  await page.goto(`${base}/#/overview?message=${MESSAGE}`);
+  await page.locator('#preview').waitFor();
+  const before = (await api('GET', `/v1/deliveries?message_id=${MESSAGE}&limit=100`, null, { expect: 200 })).json.deliveries.length;
+  // A customer without the attribute the body uses; customer 3 has two devices and this
+  // daemon no credentials; customer 10 has no device.
+  await api('PUT', '/v1/customers/no-plan', { attributes: { first_name: 'No Plan' } }, { expect: 200 });
+  await api('PUT', '/v1/customers/no-plan/devices', { device: { id: 'ios-token-no-plan', platform: 'ios' } }, { expect: 200 });
+  const cases = [['no-plan', 'liquid_variable_missing'], [cid(TWO_DEVICES), 'credentials_not_found'], [cid(10), 'no_devices']];
+  for (const [customer, reason] of cases) {
+    await previewOnPage(page, customer, '');
+    const p = (await api('POST', `/v1/messages/${MESSAGE}/preview`, { customer_id: customer }, { expect: 200 })).json;
+    assert.equal(p.failure?.reason, reason, `${customer}: ${JSON.stringify(p)}`);
+    assertPreviewShown(await readPreview(page), p, customer);
+  }
+  await shot('preview-failure');
+  // Data that is not JSON is refused on the page; an unknown customer is the API's answer.
+  await previewOnPage(page, cid(1), '{"order": ');
+  assert.equal(await page.locator('#preview-verdict').getAttribute('data-outcome'), 'bad_data');
+  const after = (await api('GET', `/v1/deliveries?message_id=${MESSAGE}&limit=100`, null, { expect: 200 })).json.deliveries.length;
+  assert.equal(after, before, 'previews make no delivery');
+  // The panel is a message's: a campaign's page has none.
+  await page.goto(`${base}/#/overview?campaign=${CAMPAIGN}`);
+  await page.locator('#overview-cards .card').first().waitFor();
+  assert.equal(await page.locator('#preview').isVisible(), false);
+});
+
+test('with providers to send to, the preview shows each chosen push as it would go on the wire', { timeout: 60_000 }, async () => {
+  const simDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pushd-browser-sim-'));
+  const sim = await startDaemon(BIN, simDir, { PUSHD_API_KEY: API_KEY, PUSHD_SDK_KEY: SDK_KEY }, 30_000, ['--simulated-providers']);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  try {
+    const call = async (method, p, body) => {
+      const res = await fetch(sim.base + p, {
+        method,
+        headers: { Authorization: `Bearer ${API_KEY}`, 'Content-Type': 'application/json' },
+        body: body ? JSON.stringify(body) : undefined,
+        signal: AbortSignal.timeout(10_000),
+      });
+      const json = await res.json();
+      assert.ok(res.ok, `${method} ${p} → ${res.status}: ${JSON.stringify(json)}`);
+      return json;
+    };
+    await call('PUT', '/v1/messages/order', {
+      title: 'Hi {{customer.first_name}}', body: 'Order {{event.order}} shipped', deep_link: 'myapp://orders/{{event.order}}',
+      audience: 'all_devices', push: { badge: 1, data: { screen: 'orders' } },
+    });
+    await call('PUT', '/v1/customers/ada', { attributes: { first_name: 'Ada' } });
+    // APNs tokens are 64 hex digits; the simulated providers bounce a token starting with `dead`.
+    const apns = (n) => String(n).repeat(64);
+    const devices = [[apns(1), 'ios', 'default'], ['android-ada', 'android', 'default'], [apns(2), 'ios', 'shop'], ['dead-ada', 'android', 'default']];
+    for (const [n, [id, platform, app]] of devices.entries()) {
+      await call('PUT', '/v1/customers/ada/devices', { device: { id, platform, app, last_used: 1764100000 + n } });
+    }
+    // A send bounces the dead token, which is suppressed from then on.
+    const sent = await call('POST', '/v1/send/push', { message_id: 'order', customer_ids: ['ada'], data: { order: 'A-1' } });
+    await until('the dead token to be suppressed', async () => {
+      const c = await call('GET', '/v1/customers/ada');
+      return c.devices.find((d) => d.id === 'dead-ada')?.suppressed;
+    });
+    const logged = async () => (await call('GET', '/v1/deliveries?customer_id=ada')).deliveries.length;
+    assert.equal(await logged(), sent.deliveries.length);
+
+    const on = await context.newPage();
+    on.on('pageerror', (e) => pageErrors.push(`pageerror: ${e.message}`));
+    await on.goto(`${sim.base}/`);
+    await on.evaluate((key) => sessionStorage.setItem('pushd.apiKey', key), API_KEY);
+    await on.goto(`${sim.base}/#/overview?message=order`);
+    await on.locator('#preview').waitFor();
+    await previewOnPage(on, 'ada', '{"order": "A-17"}');
+    const p = await call('POST', '/v1/messages/order/preview', { customer_id: 'ada', data: { order: 'A-17' } });
+    assert.equal(p.would_send, true);
+    assert.deepEqual(p.devices.map((d) => d.skipped_reason), [null, null, 'other_app', 'suppressed']);
+    assert.equal(p.pushes.length, 2);
+    const shown = await readPreview(on);
+    assertPreviewShown(shown, p, 'ada');
+    assert.equal(shown.body, 'Order A-17 shipped', 'the data is rendered');
+    await on.screenshot({ path: path.join(SHOTS, 'preview-pushes.png'), fullPage: true });
+    assert.equal(await logged(), sent.deliveries.length, 'the preview made no delivery');
+  } finally {
+    await context.close();
+    await sim.stop();
+    fs.rmSync(simDir, { recursive: true, force: true });
+  }
+});
+
+test('at 390 px wide the filter bar, the radio labels and the preview form fit and stay readable', { timeout: 30_000 }, async () => {
   const narrow = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2 });
   const phone = await narrow.newPage();
   await phone.goto(`${base}/`);
@@ -661,6 +806,12 @@ test('at 390 px wide the filter bar and the radio labels fit and stay readable',
     assert.ok(mid > lb.y && mid < lb.y + lb.height, 'the radio sits beside its text');
   }
   await phone.screenshot({ path: path.join(SHOTS, 'narrow-overview.png'), fullPage: true });
+
+  await phone.goto(`${base}/#/overview?message=${MESSAGE}`);
+  await phone.locator('#preview-form').waitFor();
+  await previewOnPage(phone, cid(TWO_DEVICES), '{"order": "A-17"}');
+  await fits('message page with a preview');
+  await inside('#preview-form label, #preview-form input, #preview-form textarea, #preview-form button');
 
   await phone.goto(`${base}/#/deliveries`);
   await phone.locator('#log-table tbody tr').first().waitFor();

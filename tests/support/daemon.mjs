@@ -11,10 +11,11 @@ const LOG_BYTES = 20_000;
 
 /**
  * Starts `bin serve` in `dataDir` (cwd: no pushd.toml is found there, so defaults plus
- * `settings`; every PUSHD_* variable of this process is left out). Resolves once it
- * listens, with `base` (its URL), `log()` (its recent output) and `stop()`.
+ * `settings`; every PUSHD_* variable of this process is left out), with `serveArgs`
+ * after `serve` (say `--simulated-providers`). Resolves once it listens, with `base`
+ * (its URL), `log()` (its recent output) and `stop()`.
  */
-export async function startDaemon(bin, dataDir, settings, timeoutMs = 30_000) {
+export async function startDaemon(bin, dataDir, settings, timeoutMs = 30_000, serveArgs = []) {
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('PUSHD_')) delete env[k];
   Object.assign(env, {
@@ -22,7 +23,7 @@ export async function startDaemon(bin, dataDir, settings, timeoutMs = 30_000) {
     PUSHD_DATA_DIR: path.join(dataDir, 'data'),
     ...settings,
   });
-  const child = spawn(bin, ['serve'], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, ['serve', ...serveArgs], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   const keep = (b) => { log = (log + b.toString()).slice(-LOG_BYTES); };
   child.stdout.on('data', keep);

@@ -368,6 +368,7 @@ async function showOverview(params, gen) {
   form.elements.id.value = id;
   $('#overview-body').hidden = !id;
   $('#overview-lists').hidden = Boolean(id);
+  showPreviewPanel(kind === 'message' ? id : null);
   if (!id) {
     document.title = 'Overview \u2013 pushd';
     await refreshLists(gen);
@@ -911,6 +912,126 @@ async function retry(before, gen, button) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Preview: what a send of the message shown would do for one customer
+// (POST /v1/messages/{id}/preview). Nothing is sent or recorded.
+
+const SKIPPED_TEXT = {
+  other_app: 'Skipped: the device belongs to another app',
+  not_last_used: 'Skipped: the message goes to the device used last, and another was used later',
+  suppressed: 'Skipped: its token bounced before and is suppressed',
+};
+const PROVIDER_NAME = { ios: 'iOS (APNs)', android: 'Android (FCM)' };
+
+/** Shows the Preview panel for message `id` (null hides it); another message clears the last answer. */
+function showPreviewPanel(id) {
+  const panel = $('#preview');
+  panel.hidden = !id;
+  if (panel.dataset.message !== (id ?? '')) {
+    panel.dataset.message = id ?? '';
+    $('#preview-result').replaceChildren();
+  }
+}
+
+function previewNotice(kind, outcome, text) {
+  return h('p', { class: `notice notice-${kind}`, id: 'preview-verdict', 'data-outcome': outcome }, text);
+}
+
+/** Asks the API for the preview of the form's customer and data, and shows it. */
+async function submitPreview(e) {
+  e.preventDefault();
+  const form = e.currentTarget;
+  const message = $('#preview').dataset.message;
+  const customerId = form.elements.customer_id.value.trim();
+  const dataText = form.elements.data.value.trim();
+  const result = $('#preview-result');
+  if (!message || !customerId) return;
+  let data = null;
+  if (dataText) {
+    try {
+      data = JSON.parse(dataText);
+    } catch (err) {
+      result.replaceChildren(previewNotice('error', 'bad_data', `Data is not valid JSON: ${err.message}`));
+      return;
+    }
+  }
+  const button = form.querySelector('button[type=submit]');
+  button.disabled = true;
+  result.replaceChildren(h('p', { class: 'muted' }, 'Previewing\u2026'));
+  try {
+    const preview = await api(`/v1/messages/${enc(message)}/preview`, { method: 'POST', body: { customer_id: customerId, data } });
+    if ($('#preview').dataset.message === message) renderPreview(preview);
+  } catch (err) {
+    if (err instanceof AuthError) return;
+    const text = err instanceof ApiError ? `${err.message} (${err.code})` : `Could not reach the daemon: ${err.message}`;
+    result.replaceChildren(previewNotice('error', 'error', text));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function renderPreview(p) {
+  const going = p.pushes.filter((x) => !x.failure).length;
+  const verdict = p.would_send
+    ? `A send to ${p.customer_id} would push to ${going} ${going === 1 ? 'device' : 'devices'}.`
+    : `A send to ${p.customer_id} would push nothing: its delivery would end ${p.status}.`;
+  const parts = [previewNotice(p.would_send ? 'ok' : 'error', p.would_send ? 'would_send' : 'would_fail', verdict)];
+  if (p.failure) parts.push(previewFailure(p.failure));
+  if (p.content) {
+    const field = (label, value, key) => [h('dt', {}, label), h('dd', { 'data-field': key }, value)];
+    parts.push(h('h4', {}, 'Rendered'), h('dl', { class: 'summary', id: 'preview-content' },
+      ...field('Title', p.content.title ?? '', 'title'),
+      ...field('Body', p.content.body ?? '', 'body'),
+      ...field('Deep link', p.content.deep_link ? h('span', { class: 'mono' }, p.content.deep_link) : '\u2014', 'deep_link')));
+  }
+  parts.push(h('h4', { id: 'preview-devices-title' }, 'Devices'));
+  parts.push(p.devices.length
+    ? h('div', { class: 'table-wrap' }, h('table', { id: 'preview-devices', class: 'log', 'aria-labelledby': 'preview-devices-title' },
+        h('thead', {}, h('tr', {}, ...['Token', 'Platform', 'App', 'Last used', 'Chosen'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', {}, ...p.devices.map(previewDeviceRow))))
+    : h('p', { class: 'muted', id: 'preview-no-devices' }, 'The customer has no devices.'));
+  if (p.pushes.length) {
+    parts.push(h('h4', {}, 'Pushes as they would go on the wire'));
+    parts.push(...p.pushes.map(previewPush));
+  }
+  $('#preview-result').replaceChildren(...parts);
+}
+
+function previewDeviceRow(dev) {
+  return h('tr', { 'data-token': dev.token, 'data-chosen': String(dev.chosen), 'data-skipped-reason': dev.skipped_reason ?? '' },
+    h('td', { 'data-field': 'token', class: 'mono token' }, dev.token),
+    h('td', { 'data-field': 'platform' }, PROVIDER_NAME[dev.platform] ?? dev.platform),
+    h('td', { 'data-field': 'app' }, dev.app),
+    h('td', { 'data-field': 'last_used' }, timeEl(dev.last_used)),
+    h('td', { 'data-field': 'choice' }, dev.chosen ? 'Chosen' : (SKIPPED_TEXT[dev.skipped_reason] ?? `Skipped: ${dev.skipped_reason}`)));
+}
+
+/** Why the send would fail, in the delivery log's words. */
+function previewFailure(f) {
+  const known = FAILURES[f.reason];
+  return h('section', { class: 'failure', id: 'preview-failure', 'data-failure-reason': f.reason },
+    h('h4', {}, `Why it would fail: ${known?.title ?? f.reason}`),
+    h('p', { class: 'mono muted' }, f.reason),
+    h('p', { class: 'failure-message', 'data-field': 'failure_message' }, f.message),
+    known ? h('p', { 'data-field': 'failure_fix' }, known.fix) : null);
+}
+
+/** One push: where it goes, its headers and its JSON payload, or why it would be refused. */
+function previewPush(push) {
+  const title = h('h5', {}, PROVIDER_NAME[push.platform] ?? push.platform, ' \u2192 ', h('span', { class: 'mono token' }, push.token));
+  const attrs = { class: 'preview-push', 'data-token': push.token, 'data-platform': push.platform };
+  if (push.failure) {
+    return h('section', attrs, title,
+      h('p', { class: 'error-text', 'data-field': 'failure', 'data-failure-reason': push.failure.reason ?? '' },
+        `Refused before sending: ${FAILURES[push.failure.reason]?.title ?? push.failure.reason ?? 'error'} \u2014 ${push.failure.detail}`));
+  }
+  const headers = Object.entries(push.headers ?? {}).map(([k, v]) => `${k}: ${v}`).join('\n');
+  return h('section', attrs, title,
+    h('p', {}, 'POST ', h('span', { class: 'mono', 'data-field': 'url' }, push.url)),
+    h('pre', { class: 'mono wire', 'data-field': 'headers' }, headers),
+    h('pre', { class: 'mono wire', 'data-field': 'payload' }, JSON.stringify(push.payload, null, 2)));
+}
+
+// ---------------------------------------------------------------------------------------
 // Wiring
 
 function init() {
@@ -952,6 +1073,7 @@ function init() {
     state.logStack = [];
     location.hash = '#/deliveries';
   });
+  $('#preview-form').addEventListener('submit', submitPreview);
   window.addEventListener('hashchange', route);
   route();
 }
