@@ -124,10 +124,21 @@ async fn until_served(nodes: &[Arc<Daemon>], each: impl Fn(&BTreeSet<u64>) -> bo
         if all.len() == usize::from(PARTITIONS) && sets.iter().all(&each) {
             return started.elapsed();
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "partitions not all served: {sets:?}"
-        );
+        if started.elapsed() >= Duration::from_secs(40) {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap();
+            let mut views = Vec::new();
+            for node in nodes {
+                let view = match client.get(node.url("/healthz")).send().await {
+                    Ok(r) => r.json::<Value>().await.unwrap_or_default()["cluster"].take(),
+                    Err(e) => Value::String(e.to_string()),
+                };
+                views.push(view);
+            }
+            panic!("partitions not all served: {sets:?}; the nodes' views: {views:#?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
