@@ -164,6 +164,10 @@ pub fn register_cluster() {
         "Requests forwarded to the node serving their partition."
     );
     describe_counter!(
+        "pushd_cluster_relay_batches_total",
+        "Batches of reports sent to the nodes serving their partitions (pushd_cluster_forwarded_total counts each report)."
+    );
+    describe_counter!(
         "pushd_cluster_node_calls_refused_total",
         "Node-to-node calls refused 401 node_credential_invalid: unsigned, or not signed with the cluster secret for this node within 60 s."
     );
@@ -194,6 +198,7 @@ pub fn register_cluster() {
         "pushd_cluster_fenced_total",
         "pushd_cluster_snapshots_uploaded_total",
         "pushd_cluster_forwarded_total",
+        "pushd_cluster_relay_batches_total",
         "pushd_cluster_peer_calls_total",
         "pushd_cluster_forward_timeouts_total",
         "pushd_cluster_peer_timeouts_total",

@@ -1071,3 +1071,105 @@ async fn a_preview_asked_of_any_node_is_answered_for_the_customers_partition() {
         .await;
     assert_eq!((status, &log["deliveries"]), (200, &json!([])), "{log}");
 }
+
+/// A report reaching a node that does not serve its delivery's partition
+/// is checked there and recorded by the owner (relayed in batches): every
+/// one answered 200 and the deliveries read `delivered` through any node;
+/// a wrong identity proof is refused as the owner would, and the batch
+/// route takes only signed node calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_through_any_node_are_recorded_by_the_partitions_owner() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start("relayed reports", &[]).await;
+    let nodes = rig.nodes().await;
+    let partitioning = pushd::partition::Partitioning::new(PARTITIONS);
+    let served = serving(&nodes).await;
+    let ids: Vec<String> = (0..CUSTOMERS).map(|i| format!("c{i}")).collect();
+    let sent = nodes[0]
+        .ok(
+            "POST",
+            "/v1/send/push",
+            json!({"message_id": "promo", "customer_ids": ids}),
+        )
+        .await;
+    let deliveries = created_deliveries(&sent);
+    assert_eq!(deliveries.len(), CUSTOMERS, "{sent}");
+    let not_owner = |delivery: &str| {
+        let tag = u64::from(partitioning.of_delivery(delivery).unwrap().0);
+        let owner = served.iter().position(|s| s.contains(&tag)).unwrap();
+        &nodes[(owner + 1) % 3]
+    };
+    // All at once, so the relays have something to batch.
+    let reports = deliveries.iter().map(|(delivery, i)| async move {
+        let node = not_owner(delivery);
+        let report = delivered_report(delivery, *i);
+        let answer = node
+            .call_as(SDK_KEY, "POST", "/push/events", Some(report))
+            .await;
+        (delivery, answer)
+    });
+    for (delivery, (status, v)) in futures_util::future::join_all(reports).await {
+        assert_eq!(status, 200, "{delivery}: {v}");
+    }
+    for (delivery, _) in &deliveries {
+        for node in &nodes {
+            let (status, v) = node
+                .call("GET", &format!("/v1/deliveries/{delivery}"), None)
+                .await;
+            assert_eq!(
+                (status, v["status"].as_str()),
+                (200, Some("delivered")),
+                "{v}"
+            );
+        }
+    }
+    let mut relayed = 0.0;
+    let mut batches = 0.0;
+    for node in &nodes {
+        relayed += metric(node, "pushd_cluster_forwarded_total").await;
+        batches += metric(node, "pushd_cluster_relay_batches_total").await;
+    }
+    println!("{relayed} forwarded calls, {batches} batches of reports");
+    assert!(batches >= 1.0 && batches <= relayed, "{batches} batches");
+
+    // The owner checks an identity proof against the delivery's customer.
+    let (delivery, i) = &deliveries[0];
+    let (status, v) = not_owner(delivery)
+        .call_with(
+            SDK_KEY,
+            &[(pushd::http::CUSTOMER_AUTH, "00ff")],
+            "POST",
+            "/push/events",
+            Some(json!({"delivery_id": delivery, "event": "opened",
+                "device_id": ios_token(*i), "timestamp": 1_764_100_200})),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{v}"
+    );
+    let (_, v) = nodes[0]
+        .call("GET", &format!("/v1/deliveries/{delivery}"), None)
+        .await;
+    assert_eq!(
+        v["status"], "delivered",
+        "a refused report changed nothing: {v}"
+    );
+
+    // A client cannot pass a batch off as a node's.
+    let batch = json!({"items": [{"delivery_id": delivery, "device_id": ios_token(*i),
+        "event": "opened", "at": 1_764_100_200, "caller": "backend", "proof": null}]});
+    let (status, v) = nodes[0]
+        .call("POST", "/v1/cluster/reports", Some(batch))
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("node_credential_invalid")),
+        "{v}"
+    );
+    let (_, v) = nodes[0]
+        .call("GET", &format!("/v1/deliveries/{delivery}"), None)
+        .await;
+    assert_eq!(v["status"], "delivered", "{v}");
+}

@@ -17,6 +17,7 @@ pub mod journal;
 pub mod lease;
 pub mod node;
 pub mod peers;
+pub mod relay;
 pub mod serve;
 pub mod snapshots;
 pub mod trust;
@@ -34,6 +35,8 @@ pub struct Link {
     pub node: std::sync::Arc<Node>,
     /// Calls to the other nodes.
     pub peers: peers::Peers,
+    /// Reports for other nodes' partitions, sent in batches.
+    pub reports: relay::Relay,
     /// How long a call for another node's partition waits for it.
     pub forward_timeout: Duration,
     /// This node's advertised address: what a call to it is signed for.

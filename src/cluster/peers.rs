@@ -16,6 +16,9 @@ use crate::http::Caller;
 
 /// Header of a request another node forwarded: answered where it lands.
 pub const FORWARDED: &str = "Pushd-Forwarded";
+/// Where a node sends another the reports for that node's partitions, in
+/// batches ([`super::relay`]).
+pub const RELAYED_REPORTS: &str = "/v1/cluster/reports";
 /// Header asking for this node's partitions only (value `local`).
 pub const SCOPE: &str = "Pushd-Scope";
 /// Header of an answer to a [`SCOPE`]d read: the partitions it includes,

@@ -15,7 +15,8 @@ use pushd_actors::registry::Shards;
 
 use super::catalog::Templates;
 use super::node::EngineParts;
-use super::peers::Peers;
+use super::peers::{Peers, RELAYED_REPORTS};
+use super::relay::Relay;
 use super::{ClusterError, Link, Nats, Node};
 use crate::config::{Config, ConfigError};
 use crate::daemon::{ServeError, run_api};
@@ -106,6 +107,7 @@ pub async fn run(
         partitions.clone(),
         &config.store,
     ));
+    let peers = Peers::new(credential.clone());
     let state = web::Data::new(AppState {
         partitions,
         catalog: Catalog::Shared(Arc::new(Templates::new(nats.templates.clone()))),
@@ -117,7 +119,16 @@ pub async fn run(
         backup: None,
         cluster: Some(Arc::new(Link {
             node: node.clone(),
-            peers: Peers::new(credential.clone()),
+            peers: peers.clone(),
+            reports: Relay::new(
+                peers,
+                RELAYED_REPORTS,
+                // Under the receiving node's body limits: its own, and the
+                // 256 KiB a raw body is read up to.
+                (config.max_body_bytes / 2).min(128 << 10),
+                settings.forward_timeout,
+                runtime.clone(),
+            ),
             forward_timeout: settings.forward_timeout,
             advertise: settings.advertise.clone(),
             credential,

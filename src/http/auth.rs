@@ -256,6 +256,12 @@ fn customer_auth(req: &HttpRequest) -> Option<&[u8]> {
     Some(req.headers().get(&NAME)?.as_bytes().trim_ascii())
 }
 
+/// The request's `Pushd-Customer-Auth` as text, if it carries one (to
+/// relay it).
+pub(super) fn customer_auth_text(req: &HttpRequest) -> Option<String> {
+    customer_auth(req).map(|proof| String::from_utf8_lossy(proof).into_owned())
+}
+
 /// Checks that an SDK-key call speaks for `customer_id`: with
 /// verification on, it must carry that customer's proof. An API-key call
 /// always may.
@@ -292,6 +298,17 @@ pub fn proof_if_given(
         Some(proof) => speaks_with(req, caller, customer_id, Some(proof)),
         None => Ok(()),
     }
+}
+
+/// Checks that a call of `caller` carrying `proof` speaks for
+/// `customer_id` (a proof relayed from the node the call reached).
+pub(super) fn proof_given(
+    req: &HttpRequest,
+    caller: Caller,
+    customer_id: &str,
+    proof: &[u8],
+) -> Result<(), ApiError> {
+    speaks_with(req, caller, customer_id, Some(proof.trim_ascii()))
 }
 
 fn wrong_proof() -> ApiError {

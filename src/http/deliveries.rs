@@ -12,11 +12,12 @@ use pushd_actors::status::{MessageStatus, Report};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{ApiKey, SdkKey, proof_if_given};
+use super::auth::{ApiKey, SdkKey, customer_auth_text, proof_if_given};
 use super::body::{Fields, JsonBody, Params, QueryOf, float_seconds};
 use super::compat::Compat;
 use super::error::{ApiError, naming};
 use super::reach::{Partial, Scope, local_share, newest_page};
+use super::relayed::{RelayedReport, relayed_caller};
 use super::{AppState, Catalog, check_id, endpoint, event_time, page_limit};
 use crate::partition::Partition;
 use crate::store::DeliveryFilter;
@@ -56,6 +57,17 @@ async fn push_event(
     let delivery_id = check_id(&body.delivery_id, "delivery_id")?;
     let device_id = check_id(&body.device_id, "device_id")?;
     let at = event_time(body.timestamp, &*state.clock, "timestamp")?;
+    let relayed = || RelayedReport {
+        delivery_id: delivery_id.to_string(),
+        device_id: device_id.to_string(),
+        event: body.event,
+        at,
+        caller: relayed_caller(caller),
+        proof: customer_auth_text(&req),
+    };
+    if let Some(answer) = super::relayed::elsewhere(&state, delivery_id, relayed).await? {
+        return Ok(answer);
+    }
     // A report names its delivery and device; a proof, when the app sends
     // one, must be that delivery's customer's.
     let device = |d: &Delivery| -> Result<String, ApiError> {

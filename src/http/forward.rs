@@ -1,9 +1,10 @@
 //! Cluster mode: a request about one customer or one delivery goes to the
 //! node serving its partition. This middleware finds the partition from the
 //! path (`/v1/customers/{id}/...`, `/v1/deliveries/{id}[/retry]`, and
-//! Customer.io's `/api/v1/customers/{id}/...`) or from the body: a device
-//! report's `delivery_id` (`/push/events`, `/api/v1/push/events`), a
-//! message preview's `customer_id` (`/v1/messages/{id}/preview`). When
+//! Customer.io's `/api/v1/customers/{id}/...`) or from the body: a
+//! message preview's `customer_id` (`/v1/messages/{id}/preview`). (Device
+//! reports are checked where they arrive and relayed in batches:
+//! [`super::relayed`].) When
 //! another node serves it, the request is forwarded there as it came and
 //! its answer passed back. While the partition moves (its owner gone, paused or handing it
 //! back), the call is tried again on whoever holds its lease then, or
@@ -61,14 +62,6 @@ pub async fn to_owner(
     let tag = match route_key(req.path()) {
         Some(Key::Customer(id)) => Some(partitioning.of_customer(&id)),
         Some(Key::Delivery(id)) => partitioning.of_delivery(&id),
-        Some(Key::ReportBody) => {
-            body = read_body(&mut req, state.max_body).await?;
-            let report: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-            let id = report.as_ref().and_then(|r| r["delivery_id"].as_str());
-            let tag = id.and_then(|id| partitioning.of_delivery(id));
-            req.set_payload(bytes_payload(body.clone()));
-            tag
-        }
         Some(Key::PreviewBody) => {
             body = read_body(&mut req, state.max_body).await?;
             let asked: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
@@ -108,15 +101,68 @@ pub async fn to_owner(
     if let Some(proof) = &proof {
         headers.push((CUSTOMER_AUTH, proof));
     }
-    // Until the deadline, the owner is read afresh before each try: a
-    // partition moving (its node gone, paused or handing it back) is asked
-    // of its new owner, or answered here once this node took it over.
+    let method = req.method().clone();
+    let asked = on_owner(&state, &link, tag, |address, left| {
+        let (method, path, headers, body) = (&method, &path, &headers, body.clone());
+        let peers = &link.peers;
+        async move {
+            let answer = peers
+                .call(left, &address, method, path, caller, headers, body)
+                .await;
+            match answer {
+                // 503: the owner no longer serves it (moving); try again.
+                Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    Try::Moving(format!("node {address} does not serve it now"))
+                }
+                Ok(a) => Try::Answered(a),
+                Err(e) => Try::Moving(e.to_string()),
+            }
+        }
+    })
+    .await;
+    match asked {
+        Ok(Some(a)) => {
+            let mut res = HttpResponse::build(a.status);
+            if let Some(ct) = a.content_type {
+                res.content_type(ct);
+            }
+            Ok(req.into_response(res.body(a.body)))
+        }
+        Ok(None) => {
+            req.set_payload(bytes_payload(body));
+            Ok(fenced_as_unavailable(next.call(req).await?))
+        }
+        Err(e) => Ok(req.into_response(e.error_response())),
+    }
+}
+
+/// What one try of a call on a partition's owner came to.
+pub(super) enum Try<T> {
+    /// The owner answered.
+    Answered(T),
+    /// No answer from a node serving it (why): it may be moving.
+    Moving(String),
+}
+
+/// Tries `ask(owner's address, time left)` on the node holding partition
+/// `tag`'s lease, read afresh before each try, until `forward_timeout`:
+/// a partition moving (its node gone, paused or handing it back) is asked
+/// of its new owner. `Ok(None)` once this node serves it (answer here);
+/// past the timeout 503 `partition_unavailable`.
+pub(super) async fn on_owner<T, Fut>(
+    state: &AppState,
+    link: &Link,
+    tag: PartitionTag,
+    mut ask: impl FnMut(String, Duration) -> Fut,
+) -> Result<Option<T>, ApiError>
+where
+    Fut: std::future::Future<Output = Try<T>>,
+{
     let deadline = Instant::now() + link.forward_timeout;
     let mut why = String::from("no node serves it now");
     for attempt in 0u32.. {
         if state.partitions.get(tag).is_some() {
-            req.set_payload(bytes_payload(body));
-            return Ok(fenced_as_unavailable(next.call(req).await?));
+            return Ok(None);
         }
         let owner = match attempt {
             0 => match link.node.owner_address(tag) {
@@ -128,33 +174,11 @@ pub async fn to_owner(
         let left = deadline.saturating_duration_since(Instant::now());
         if let (Some(address), false) = (owner, left.is_zero()) {
             metrics::counter!("pushd_cluster_forwarded_total").increment(1);
-            let answer = link
-                .peers
-                .call(
-                    left,
-                    &address,
-                    req.method(),
-                    &path,
-                    caller,
-                    &headers,
-                    body.clone(),
-                )
-                .await;
-            match answer {
-                // 503: the owner no longer serves it (moving); try again.
-                Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => {
-                    why = format!("node {address} does not serve it now");
-                }
-                Ok(a) => {
-                    let mut res = HttpResponse::build(a.status);
-                    if let Some(ct) = a.content_type {
-                        res.content_type(ct);
-                    }
-                    return Ok(req.into_response(res.body(a.body)));
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "forwarding failed");
-                    why = e.to_string();
+            match ask(address, left).await {
+                Try::Answered(answer) => return Ok(Some(answer)),
+                Try::Moving(moving) => {
+                    tracing::debug!(why = %moving, "forwarding failed");
+                    why = moving;
                 }
             }
         }
@@ -167,7 +191,7 @@ pub async fn to_owner(
     metrics::counter!("pushd_cluster_forward_timeouts_total").increment(1);
     tracing::info!(partition = tag.0, why = %why, "forwarded call timed out");
     let why = format!("{why}; waited {} ms", link.forward_timeout.as_millis());
-    Ok(req.into_response(unavailable(tag, &why).error_response()))
+    Err(unavailable(tag, &why))
 }
 
 /// Checks a node-to-node call's signature (its body read and put back):
@@ -235,8 +259,6 @@ pub fn unavailable(tag: PartitionTag, why: &str) -> ApiError {
 enum Key {
     Customer(String),
     Delivery(String),
-    /// A device report: the delivery id is in the body.
-    ReportBody,
     /// A message's preview: the customer id is in the body.
     PreviewBody,
 }
@@ -256,7 +278,6 @@ fn route_key(path: &str) -> Option<Key> {
         ["v1", "deliveries", id] | ["v1", "deliveries", id, "retry"] if !id.is_empty() => {
             Some(Key::Delivery(decode(id)?))
         }
-        ["push", "events"] | ["api", "v1", "push", "events"] => Some(Key::ReportBody),
         ["v1", "messages", id, "preview"] if !id.is_empty() => Some(Key::PreviewBody),
         _ => None,
     }
@@ -304,11 +325,9 @@ mod tests {
             Some("c1")
         );
         assert_eq!(customer("/api/customers/c1"), None);
+        // Reports are checked where they arrive, then relayed (relayed.rs).
         for report in ["/push/events", "/api/v1/push/events"] {
-            assert!(
-                matches!(route_key(report), Some(Key::ReportBody)),
-                "{report}"
-            );
+            assert!(route_key(report).is_none(), "{report}");
         }
         assert!(route_key("/ingest/v1/batch").is_none());
         assert!(matches!(

@@ -22,6 +22,7 @@ mod openapi;
 mod preview;
 mod push_options;
 mod reach;
+mod relayed;
 mod send;
 mod split;
 mod webhooks;
@@ -294,6 +295,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(batch::routes)
         .configure(messages::routes)
         .configure(preview::routes)
+        .configure(relayed::routes)
         .configure(events::routes)
         .configure(webhooks::routes)
         .configure(backup::routes)

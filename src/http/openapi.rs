@@ -54,7 +54,12 @@ mod tests {
     /// Routes served that the description leaves out on purpose: the
     /// dashboard's page and assets (HTML for a browser, not API), and the
     /// call nodes of a cluster make to each other (not for clients).
-    const NOT_API: [&str; 3] = ["/", "/assets/{file}", "/v1/cluster/tallies"];
+    const NOT_API: [&str; 4] = [
+        "/",
+        "/assets/{file}",
+        "/v1/cluster/tallies",
+        "/v1/cluster/reports",
+    ];
 
     #[test]
     fn the_description_lists_every_route_served_with_its_methods() {

@@ -1,0 +1,239 @@
+//! Many small calls to one node sent as one. A report that arrives at a
+//! node not serving its partition would otherwise cost a whole node-to-node
+//! HTTP request (a signed request, two loopback writes and reads, and the
+//! owner's request pipeline) for a few hundred bytes of work. The relay
+//! keeps one queue per peer: whatever is queued while that peer's batches
+//! are in flight goes in the next batch, as the journal's group commit
+//! does, so under load a batch carries many items and when idle an item
+//! leaves at once.
+//!
+//! A batch is `POST <path>` with `{"items": [...]}`, signed like every
+//! node-to-node call; the peer answers `{"answers": [...]}`, one per item in
+//! order. What an item means is the caller's business: the relay carries
+//! JSON values. (No crate batches calls to an HTTP peer this way; tower's
+//! `Buffer` queues but sends one call per item.)
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix_web::http::{Method, StatusCode};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::peers::{Peers, Unreachable};
+
+/// Batches in flight to one peer at once: while they are, items gather
+/// for the next.
+const IN_FLIGHT: usize = 4;
+
+/// Items in one batch at the most.
+const MAX_ITEMS: usize = 256;
+
+/// A batch's body.
+#[derive(Serialize, Deserialize)]
+pub struct Batch<T> {
+    /// The items, in order.
+    pub items: Vec<T>,
+}
+
+/// A batch's answer.
+#[derive(Serialize, Deserialize)]
+pub struct Answers<T> {
+    /// One answer per item, in the items' order.
+    pub answers: Vec<T>,
+}
+
+/// One queued item and who waits for its answer.
+struct Pending {
+    item: Value,
+    size: usize,
+    answer: oneshot::Sender<Result<Value, String>>,
+}
+
+/// Batches items for each peer and posts them to one path.
+pub struct Relay {
+    peers: Peers,
+    path: &'static str,
+    /// A batch's body stays under this (the peer's request body limit).
+    max_bytes: usize,
+    /// How long a batch may wait for its answer.
+    timeout: Duration,
+    runtime: tokio::runtime::Handle,
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
+}
+
+impl Relay {
+    /// A relay posting batches to `path` through `peers`, each body under
+    /// `max_bytes` and answered within `timeout`, its senders on `runtime`.
+    pub fn new(
+        peers: Peers,
+        path: &'static str,
+        max_bytes: usize,
+        timeout: Duration,
+        runtime: tokio::runtime::Handle,
+    ) -> Relay {
+        Relay {
+            peers,
+            path,
+            max_bytes,
+            timeout,
+            runtime,
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `item` to the node at `address` in its next batch; answers
+    /// that node's answer to it.
+    pub async fn call(&self, address: &str, item: Value) -> Result<Value, Unreachable> {
+        let unreachable = |reason: String| Unreachable {
+            address: address.to_string(),
+            reason,
+        };
+        let size = serde_json::to_vec(&item).map_or(0, |b| b.len()) + 1;
+        let (answer, answered) = oneshot::channel();
+        let mut pending = Pending { item, size, answer };
+        // A queue whose sender stopped (its runtime is going) is replaced
+        // once; a second refusal means the node is stopping.
+        for _ in 0..2 {
+            match self.queue(address).send(pending) {
+                Ok(()) => {
+                    return answered
+                        .await
+                        .map_err(|_| unreachable("the relay stopped".into()))?
+                        .map_err(unreachable);
+                }
+                Err(mpsc::error::SendError(back)) => {
+                    self.lock().remove(address);
+                    pending = back;
+                }
+            }
+        }
+        Err(unreachable("the relay stopped".into()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Pending>>> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The queue of the peer at `address`, its sender started on first use.
+    fn queue(&self, address: &str) -> mpsc::UnboundedSender<Pending> {
+        let mut queues = self.lock();
+        if let Some(queue) = queues.get(address) {
+            return queue.clone();
+        }
+        let (queue, queued) = mpsc::unbounded_channel();
+        let sender = Sender {
+            peers: self.peers.clone(),
+            path: self.path,
+            address: address.to_string(),
+            max_bytes: self.max_bytes,
+            timeout: self.timeout,
+        };
+        self.runtime.spawn(sender.run(queued));
+        queues.insert(address.to_string(), queue.clone());
+        queue
+    }
+}
+
+/// Sends one peer's queue in batches.
+struct Sender {
+    peers: Peers,
+    path: &'static str,
+    address: String,
+    max_bytes: usize,
+    timeout: Duration,
+}
+
+impl Sender {
+    async fn run(self, mut queued: mpsc::UnboundedReceiver<Pending>) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        // An item left over from a full batch starts the next one.
+        let mut next = None;
+        loop {
+            let first = match next.take() {
+                Some(first) => first,
+                None => match queued.recv().await {
+                    Some(first) => first,
+                    None => return,
+                },
+            };
+            // Wait for a slot before gathering: items that come meanwhile
+            // join this batch.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut size = first.size;
+            let mut batch = vec![first];
+            while batch.len() < MAX_ITEMS {
+                let Ok(more) = queued.try_recv() else { break };
+                if size + more.size > this.max_bytes {
+                    next = Some(more);
+                    break;
+                }
+                size += more.size;
+                batch.push(more);
+            }
+            let sender = this.clone();
+            tokio::spawn(async move {
+                sender.send(batch).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// Posts `batch` and hands each item its answer (or why none came).
+    async fn send(&self, batch: Vec<Pending>) {
+        let (items, waiting): (Vec<Value>, Vec<_>) =
+            batch.into_iter().map(|p| (p.item, p.answer)).unzip();
+        metrics::counter!("pushd_cluster_relay_batches_total").increment(1);
+        let answers = match serde_json::to_vec(&Batch { items }) {
+            Ok(body) => self.post(Bytes::from(body), waiting.len()).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match answers {
+            Ok(answers) => {
+                for (answer, waiter) in answers.into_iter().zip(waiting) {
+                    let _ = waiter.send(Ok(answer));
+                }
+            }
+            Err(why) => {
+                for waiter in waiting {
+                    let _ = waiter.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+
+    async fn post(&self, body: Bytes, count: usize) -> Result<Vec<Value>, String> {
+        let answer = self
+            .peers
+            .call(
+                self.timeout,
+                &self.address,
+                &Method::POST,
+                self.path,
+                None,
+                &[],
+                body,
+            )
+            .await
+            .map_err(|e| e.reason)?;
+        if answer.status != StatusCode::OK {
+            let body = String::from_utf8_lossy(&answer.body);
+            return Err(format!("answered {}: {body}", answer.status));
+        }
+        let answers: Answers<Value> =
+            serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
+        match answers.answers.len() == count {
+            true => Ok(answers.answers),
+            false => Err(format!(
+                "answered {} of {count} items",
+                answers.answers.len()
+            )),
+        }
+    }
+}
