@@ -33,9 +33,7 @@ struct Setting {
     /// Its flag, if it has one.
     flag: Option<&'static str>,
     kind: Kind,
-    /// Whether the value is optional (`Option<_>`, `None` by default).
-    optional: bool,
-    /// Its default, as it prints.
+    /// Its default, as it prints: `None` for an optional one.
     default: &'static str,
     /// Reads it, as it prints.
     read: fn(&Config) -> String,
@@ -78,9 +76,9 @@ impl Setting {
                 _ => "Required".into(),
             },
         };
-        match self.optional {
-            true => format!("Some({printed})"),
-            false => printed,
+        match self.default {
+            "None" => format!("Some({printed})"),
+            _ => printed,
         }
     }
 }
@@ -106,479 +104,106 @@ fn remove_variable(name: &str) {
     unsafe { std::env::remove_var(name) }
 }
 
-macro_rules! setting {
-    ($key:literal, $variable:expr, $flag:expr, $kind:ident, $default:literal, |$c:ident| $read:expr) => {
-        setting!(@ $key, $variable, $flag, $kind, false, $default, |$c| $read)
+/// `Some` of a name, or `None` for `_`.
+macro_rules! name {
+    (_) => {
+        None
     };
-    ($key:literal, $variable:expr, $flag:expr, $kind:ident?, |$c:ident| $read:expr) => {
-        setting!(@ $key, $variable, $flag, $kind, true, "None", |$c| $read)
+    ($name:literal) => {
+        Some($name)
     };
-    (@ $key:literal, $variable:expr, $flag:expr, $kind:ident, $optional:expr, $default:literal, |$c:ident| $read:expr) => {
-        Setting {
-            key: $key,
-            variable: $variable,
-            flag: $flag,
-            kind: Kind::$kind,
-            optional: $optional,
-            default: $default,
-            read: |$c: &Config| format!("{:?}", $read),
-        }
+}
+
+/// The settings' table: key, variable, flag (`_` for none), kind, default
+/// as it prints (`None` for an optional one), how to read it.
+macro_rules! settings {
+    ($($key:literal, $variable:tt, $flag:tt, $kind:ident, $default:literal, |$c:ident| $read:expr;)*) => {
+        vec![$(
+            Setting {
+                key: $key,
+                variable: name!($variable),
+                flag: name!($flag),
+                kind: Kind::$kind,
+                default: $default,
+                read: |$c: &Config| format!("{:?}", $read),
+            },
+        )*]
     };
 }
 
 /// Every setting pushd has.
 fn settings() -> Vec<Setting> {
-    let both = |variable, flag| (Some(variable), Some(flag));
-    let (l, d) = both("PUSHD_LISTEN", "--listen");
-    let (ak, sk) = (Some("PUSHD_API_KEY"), Some("PUSHD_SDK_KEY"));
-    vec![
-        setting!("listen", l, d, Text, "\"127.0.0.1:8080\"", |c| c.listen),
-        setting!(
-            "data_dir",
-            Some("PUSHD_DATA_DIR"),
-            Some("--data-dir"),
-            Text,
-            "\"./data\"",
-            |c| c.data_dir
-        ),
-        setting!("api_key", ak, Some("--api-key"), Text?, |c| c.api_key),
-        setting!("sdk_key", sk, Some("--sdk-key"), Text?, |c| c.sdk_key),
-        setting!(
-            "[keys] identity_verification",
-            Some("PUSHD_IDENTITY_VERIFICATION"),
-            Some("--identity-verification"),
-            IdentityVerification?,
-            |c| c.keys.identity_verification
-        ),
-        setting!(
-            "max_body_bytes",
-            Some("PUSHD_MAX_BODY_BYTES"),
-            Some("--max-body-bytes"),
-            Number,
-            "1048576",
-            |c| c.max_body_bytes
-        ),
-        setting!(
-            "shutdown_timeout_secs",
-            Some("PUSHD_SHUTDOWN_TIMEOUT_SECS"),
-            Some("--shutdown-timeout-secs"),
-            Number,
-            "30",
-            |c| c.shutdown_timeout_secs
-        ),
-        setting!(
-            "store_cache_mb",
-            Some("PUSHD_STORE_CACHE_MB"),
-            Some("--store-cache-mb"),
-            Number,
-            "64",
-            |c| c.store_cache_mb
-        ),
-        setting!(
-            "[store] delivery_retention_days",
-            Some("PUSHD_DELIVERY_RETENTION_DAYS"),
-            Some("--delivery-retention-days"),
-            Number,
-            "180",
-            |c| c.store.delivery_retention_days
-        ),
-        setting!(
-            "[store] min_free_bytes",
-            Some("PUSHD_MIN_FREE_BYTES"),
-            Some("--min-free-bytes"),
-            Number,
-            "134217728",
-            |c| c.store.min_free_bytes
-        ),
-        setting!(
-            "[store] max_journal_queue_bytes",
-            Some("PUSHD_MAX_JOURNAL_QUEUE_BYTES"),
-            Some("--max-journal-queue-bytes"),
-            Number,
-            "67108864",
-            |c| c.store.max_journal_queue_bytes
-        ),
-        setting!(
-            "[store] max_undrained_records",
-            Some("PUSHD_MAX_UNDRAINED_RECORDS"),
-            Some("--max-undrained-records"),
-            Number,
-            "500000",
-            |c| c.store.max_undrained_records
-        ),
-        setting!(
-            "[apns] endpoint",
-            Some("PUSHD_APNS_ENDPOINT"),
-            Some("--apns-endpoint"),
-            Text?,
-            |c| c.apns.endpoint
-        ),
-        setting!(
-            "[apns] sandbox_endpoint",
-            Some("PUSHD_APNS_SANDBOX_ENDPOINT"),
-            Some("--apns-sandbox-endpoint"),
-            Text?,
-            |c| c.apns.sandbox_endpoint
-        ),
-        setting!(
-            "[apns] key_file",
-            Some("PUSHD_APNS_KEY_FILE"),
-            Some("--apns-key-file"),
-            Text?,
-            |c| c.apns.key_file
-        ),
-        setting!(
-            "[apns] key_id",
-            Some("PUSHD_APNS_KEY_ID"),
-            Some("--apns-key-id"),
-            Text?,
-            |c| c.apns.key_id
-        ),
-        setting!(
-            "[apns] team_id",
-            Some("PUSHD_APNS_TEAM_ID"),
-            Some("--apns-team-id"),
-            Text?,
-            |c| c.apns.team_id
-        ),
-        setting!(
-            "[apns] topic",
-            Some("PUSHD_APNS_TOPIC"),
-            Some("--apns-topic"),
-            Text?,
-            |c| c.apns.topic
-        ),
-        setting!(
-            "[fcm] endpoint",
-            Some("PUSHD_FCM_ENDPOINT"),
-            Some("--fcm-endpoint"),
-            Text?,
-            |c| c.fcm.endpoint
-        ),
-        setting!(
-            "[fcm] service_account_file",
-            Some("PUSHD_FCM_SERVICE_ACCOUNT_FILE"),
-            Some("--fcm-service-account-file"),
-            Text?,
-            |c| c.fcm.service_account_file
-        ),
-        setting!(
-            "[engine] max_attempts",
-            Some("PUSHD_MAX_ATTEMPTS"),
-            Some("--max-attempts"),
-            Number,
-            "10",
-            |c| c.engine.max_attempts
-        ),
-        setting!(
-            "[engine] backoff_base_ms",
-            Some("PUSHD_BACKOFF_BASE_MS"),
-            Some("--backoff-base-ms"),
-            Number,
-            "200",
-            |c| c.engine.backoff_base_ms
-        ),
-        setting!(
-            "[engine] backoff_max_ms",
-            Some("PUSHD_BACKOFF_MAX_MS"),
-            Some("--backoff-max-ms"),
-            Number,
-            "60000",
-            |c| c.engine.backoff_max_ms
-        ),
-        setting!(
-            "[engine] idle_timeout_secs",
-            Some("PUSHD_IDLE_TIMEOUT_SECS"),
-            Some("--idle-timeout-secs"),
-            Number,
-            "60",
-            |c| c.engine.idle_timeout_secs
-        ),
-        setting!(
-            "[engine] shards",
-            Some("PUSHD_SHARDS"),
-            Some("--shards"),
-            Number,
-            "0",
-            |c| c.engine.shards
-        ),
-        setting!(
-            "[engine] retry_after_max_secs",
-            Some("PUSHD_RETRY_AFTER_MAX_SECS"),
-            Some("--retry-after-max-secs"),
-            Number,
-            "900",
-            |c| c.engine.retry_after_max_secs
-        ),
-        setting!(
-            "[engine] provider_connections",
-            Some("PUSHD_PROVIDER_CONNECTIONS"),
-            Some("--provider-connections"),
-            Number,
-            "2",
-            |c| c.engine.provider_connections
-        ),
-        setting!(
-            "[engine] provider_streams",
-            Some("PUSHD_PROVIDER_STREAMS"),
-            Some("--provider-streams"),
-            Number,
-            "1000",
-            |c| c.engine.provider_streams
-        ),
-        setting!(
-            "[providers] max_connection_age",
-            Some("PUSHD_PROVIDER_MAX_CONNECTION_AGE"),
-            Some("--provider-max-connection-age"),
-            Number,
-            "1800",
-            |c| c.providers.max_connection_age
-        ),
-        setting!(
-            "[webhooks] timeout_ms",
-            Some("PUSHD_WEBHOOK_TIMEOUT_MS"),
-            Some("--webhook-timeout-ms"),
-            Number,
-            "4000",
-            |c| c.webhooks.timeout_ms
-        ),
-        setting!(
-            "[webhooks] backoff_base_ms",
-            Some("PUSHD_WEBHOOK_BACKOFF_BASE_MS"),
-            Some("--webhook-backoff-base-ms"),
-            Number,
-            "1000",
-            |c| c.webhooks.backoff_base_ms
-        ),
-        setting!(
-            "[webhooks] backoff_max_ms",
-            Some("PUSHD_WEBHOOK_BACKOFF_MAX_MS"),
-            Some("--webhook-backoff-max-ms"),
-            Number,
-            "900000",
-            |c| c.webhooks.backoff_max_ms
-        ),
-        setting!(
-            "[webhooks] max_age_secs",
-            Some("PUSHD_WEBHOOK_MAX_AGE_SECS"),
-            Some("--webhook-max-age-secs"),
-            Number,
-            "86400",
-            |c| c.webhooks.max_age_secs
-        ),
-        setting!(
-            "[webhooks] in_flight",
-            Some("PUSHD_WEBHOOK_IN_FLIGHT"),
-            Some("--webhook-in-flight"),
-            Number,
-            "16",
-            |c| c.webhooks.in_flight
-        ),
-        setting!(
-            "[webhooks] allow_private_targets",
-            Some("PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS"),
-            Some("--webhook-allow-private-targets"),
-            Switch,
-            "false",
-            |c| c.webhooks.allow_private_targets
-        ),
-        setting!(
-            "[templates] max_iterations",
-            Some("PUSHD_TEMPLATE_MAX_ITERATIONS"),
-            Some("--template-max-iterations"),
-            Number,
-            "10000",
-            |c| c.templates.max_iterations
-        ),
-        setting!(
-            "[templates] max_output_bytes",
-            Some("PUSHD_TEMPLATE_MAX_OUTPUT_BYTES"),
-            Some("--template-max-output-bytes"),
-            Number,
-            "16384",
-            |c| c.templates.max_output_bytes
-        ),
-        setting!(
-            "[templates] max_render_cpu_ms",
-            Some("PUSHD_TEMPLATE_MAX_RENDER_CPU_MS"),
-            Some("--template-max-render-cpu-ms"),
-            Number,
-            "100",
-            |c| c.templates.max_render_cpu_ms
-        ),
-        setting!(
-            "[http] body_timeout_secs",
-            Some("PUSHD_HTTP_BODY_TIMEOUT_SECS"),
-            Some("--http-body-timeout-secs"),
-            Number,
-            "10",
-            |c| c.http.body_timeout_secs
-        ),
-        setting!(
-            "[http] max_connections",
-            Some("PUSHD_HTTP_MAX_CONNECTIONS"),
-            Some("--http-max-connections"),
-            Number?,
-            |c| c.http.max_connections
-        ),
-        setting!(
-            "[events] retention_days",
-            Some("PUSHD_EVENT_RETENTION_DAYS"),
-            Some("--event-retention-days"),
-            Number,
-            "30",
-            |c| c.events.retention_days
-        ),
-        setting!(
-            "[cluster] servers",
-            Some("PUSHD_CLUSTER"),
-            Some("--cluster"),
-            List,
-            "[]",
-            |c| c.cluster.servers
-        ),
-        setting!(
-            "[cluster] node",
-            Some("PUSHD_CLUSTER_NODE"),
-            Some("--cluster-node"),
-            Text?,
-            |c| c.cluster.node
-        ),
-        setting!(
-            "[cluster] advertise",
-            Some("PUSHD_CLUSTER_ADVERTISE"),
-            Some("--cluster-advertise"),
-            Text?,
-            |c| c.cluster.advertise
-        ),
-        setting!(
-            "[cluster] partitions",
-            Some("PUSHD_CLUSTER_PARTITIONS"),
-            Some("--cluster-partitions"),
-            Number,
-            "64",
-            |c| c.cluster.partitions
-        ),
-        setting!(
-            "[cluster] replicas",
-            Some("PUSHD_CLUSTER_REPLICAS"),
-            Some("--cluster-replicas"),
-            Number,
-            "3",
-            |c| c.cluster.replicas
-        ),
-        setting!(
-            "[cluster] lease_ms",
-            Some("PUSHD_CLUSTER_LEASE_MS"),
-            Some("--cluster-lease-ms"),
-            Number,
-            "10000",
-            |c| c.cluster.lease_ms
-        ),
-        setting!(
-            "[cluster] forward_timeout_ms",
-            Some("PUSHD_CLUSTER_FORWARD_TIMEOUT_MS"),
-            Some("--cluster-forward-timeout-ms"),
-            Number,
-            "2000",
-            |c| c.cluster.forward_timeout_ms
-        ),
-        setting!(
-            "[cluster] snapshot_secs",
-            Some("PUSHD_CLUSTER_SNAPSHOT_SECS"),
-            Some("--cluster-snapshot-secs"),
-            Number,
-            "10",
-            |c| c.cluster.snapshot_secs
-        ),
-        setting!("[cluster] prefix", None, None, Text, "\"pushd\"", |c| c
-            .cluster
-            .prefix),
-        setting!(
-            "[cluster] secret_file",
-            Some("PUSHD_CLUSTER_SECRET_FILE"),
-            Some("--cluster-secret-file"),
-            Text?,
-            |c| c.cluster.secret_file
-        ),
-        setting!(
-            "[cluster] user",
-            Some("PUSHD_CLUSTER_USER"),
-            Some("--cluster-user"),
-            Text?,
-            |c| c.cluster.user
-        ),
-        setting!(
-            "[cluster] password_file",
-            Some("PUSHD_CLUSTER_PASSWORD_FILE"),
-            Some("--cluster-password-file"),
-            Text?,
-            |c| c.cluster.password_file
-        ),
-        setting!(
-            "[cluster] token_file",
-            Some("PUSHD_CLUSTER_TOKEN_FILE"),
-            Some("--cluster-token-file"),
-            Text?,
-            |c| c.cluster.token_file
-        ),
-        setting!(
-            "[cluster] credentials_file",
-            Some("PUSHD_CLUSTER_CREDENTIALS_FILE"),
-            Some("--cluster-credentials-file"),
-            Text?,
-            |c| c.cluster.credentials_file
-        ),
-        setting!(
-            "[cluster] tls_ca_file",
-            Some("PUSHD_CLUSTER_TLS_CA_FILE"),
-            Some("--cluster-tls-ca-file"),
-            Text?,
-            |c| c.cluster.tls_ca_file
-        ),
-        setting!(
-            "[cluster] tls_cert_file",
-            Some("PUSHD_CLUSTER_TLS_CERT_FILE"),
-            Some("--cluster-tls-cert-file"),
-            Text?,
-            |c| c.cluster.tls_cert_file
-        ),
-        setting!(
-            "[cluster] tls_key_file",
-            Some("PUSHD_CLUSTER_TLS_KEY_FILE"),
-            Some("--cluster-tls-key-file"),
-            Text?,
-            |c| c.cluster.tls_key_file
-        ),
-        setting!(
-            "[cluster] tls_required",
-            Some("PUSHD_CLUSTER_TLS_REQUIRED"),
-            Some("--cluster-tls-required"),
-            Switch,
-            "false",
-            |c| c.cluster.tls_required
-        ),
-        setting!(
-            "[compat] customerio_site_id",
-            Some("PUSHD_COMPAT_CUSTOMERIO_SITE_ID"),
-            Some("--compat-customerio-site-id"),
-            Text?,
-            |c| c.compat.customerio_site_id
-        ),
-        setting!(
-            "[compat] ingest_write_keys",
-            Some("PUSHD_COMPAT_INGEST_WRITE_KEYS"),
-            Some("--compat-ingest-write-keys"),
-            List,
-            "[]",
-            |c| c.compat.ingest_write_keys
-        ),
-    ]
+    settings! {
+        "listen", "PUSHD_LISTEN", "--listen", Text, "\"127.0.0.1:8080\"", |c| c.listen;
+        "data_dir", "PUSHD_DATA_DIR", "--data-dir", Text, "\"./data\"", |c| c.data_dir;
+        "api_key", "PUSHD_API_KEY", "--api-key", Text, "None", |c| c.api_key;
+        "sdk_key", "PUSHD_SDK_KEY", "--sdk-key", Text, "None", |c| c.sdk_key;
+        "[keys] identity_verification", "PUSHD_IDENTITY_VERIFICATION", "--identity-verification", IdentityVerification, "None", |c| c.keys.identity_verification;
+        "max_body_bytes", "PUSHD_MAX_BODY_BYTES", "--max-body-bytes", Number, "1048576", |c| c.max_body_bytes;
+        "shutdown_timeout_secs", "PUSHD_SHUTDOWN_TIMEOUT_SECS", "--shutdown-timeout-secs", Number, "30", |c| c.shutdown_timeout_secs;
+        "store_cache_mb", "PUSHD_STORE_CACHE_MB", "--store-cache-mb", Number, "64", |c| c.store_cache_mb;
+        "[store] delivery_retention_days", "PUSHD_DELIVERY_RETENTION_DAYS", "--delivery-retention-days", Number, "180", |c| c.store.delivery_retention_days;
+        "[store] min_free_bytes", "PUSHD_MIN_FREE_BYTES", "--min-free-bytes", Number, "134217728", |c| c.store.min_free_bytes;
+        "[store] max_journal_queue_bytes", "PUSHD_MAX_JOURNAL_QUEUE_BYTES", "--max-journal-queue-bytes", Number, "67108864", |c| c.store.max_journal_queue_bytes;
+        "[store] max_undrained_records", "PUSHD_MAX_UNDRAINED_RECORDS", "--max-undrained-records", Number, "500000", |c| c.store.max_undrained_records;
+        "[apns] endpoint", "PUSHD_APNS_ENDPOINT", "--apns-endpoint", Text, "None", |c| c.apns.endpoint;
+        "[apns] sandbox_endpoint", "PUSHD_APNS_SANDBOX_ENDPOINT", "--apns-sandbox-endpoint", Text, "None", |c| c.apns.sandbox_endpoint;
+        "[apns] key_file", "PUSHD_APNS_KEY_FILE", "--apns-key-file", Text, "None", |c| c.apns.key_file;
+        "[apns] key_id", "PUSHD_APNS_KEY_ID", "--apns-key-id", Text, "None", |c| c.apns.key_id;
+        "[apns] team_id", "PUSHD_APNS_TEAM_ID", "--apns-team-id", Text, "None", |c| c.apns.team_id;
+        "[apns] topic", "PUSHD_APNS_TOPIC", "--apns-topic", Text, "None", |c| c.apns.topic;
+        "[fcm] endpoint", "PUSHD_FCM_ENDPOINT", "--fcm-endpoint", Text, "None", |c| c.fcm.endpoint;
+        "[fcm] service_account_file", "PUSHD_FCM_SERVICE_ACCOUNT_FILE", "--fcm-service-account-file", Text, "None", |c| c.fcm.service_account_file;
+        "[engine] max_attempts", "PUSHD_MAX_ATTEMPTS", "--max-attempts", Number, "10", |c| c.engine.max_attempts;
+        "[engine] backoff_base_ms", "PUSHD_BACKOFF_BASE_MS", "--backoff-base-ms", Number, "200", |c| c.engine.backoff_base_ms;
+        "[engine] backoff_max_ms", "PUSHD_BACKOFF_MAX_MS", "--backoff-max-ms", Number, "60000", |c| c.engine.backoff_max_ms;
+        "[engine] idle_timeout_secs", "PUSHD_IDLE_TIMEOUT_SECS", "--idle-timeout-secs", Number, "60", |c| c.engine.idle_timeout_secs;
+        "[engine] shards", "PUSHD_SHARDS", "--shards", Number, "0", |c| c.engine.shards;
+        "[engine] retry_after_max_secs", "PUSHD_RETRY_AFTER_MAX_SECS", "--retry-after-max-secs", Number, "900", |c| c.engine.retry_after_max_secs;
+        "[engine] provider_connections", "PUSHD_PROVIDER_CONNECTIONS", "--provider-connections", Number, "2", |c| c.engine.provider_connections;
+        "[engine] provider_streams", "PUSHD_PROVIDER_STREAMS", "--provider-streams", Number, "1000", |c| c.engine.provider_streams;
+        "[providers] max_connection_age", "PUSHD_PROVIDER_MAX_CONNECTION_AGE", "--provider-max-connection-age", Number, "1800", |c| c.providers.max_connection_age;
+        "[webhooks] timeout_ms", "PUSHD_WEBHOOK_TIMEOUT_MS", "--webhook-timeout-ms", Number, "4000", |c| c.webhooks.timeout_ms;
+        "[webhooks] backoff_base_ms", "PUSHD_WEBHOOK_BACKOFF_BASE_MS", "--webhook-backoff-base-ms", Number, "1000", |c| c.webhooks.backoff_base_ms;
+        "[webhooks] backoff_max_ms", "PUSHD_WEBHOOK_BACKOFF_MAX_MS", "--webhook-backoff-max-ms", Number, "900000", |c| c.webhooks.backoff_max_ms;
+        "[webhooks] max_age_secs", "PUSHD_WEBHOOK_MAX_AGE_SECS", "--webhook-max-age-secs", Number, "86400", |c| c.webhooks.max_age_secs;
+        "[webhooks] in_flight", "PUSHD_WEBHOOK_IN_FLIGHT", "--webhook-in-flight", Number, "16", |c| c.webhooks.in_flight;
+        "[webhooks] allow_private_targets", "PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS", "--webhook-allow-private-targets", Switch, "false", |c| c.webhooks.allow_private_targets;
+        "[templates] max_iterations", "PUSHD_TEMPLATE_MAX_ITERATIONS", "--template-max-iterations", Number, "10000", |c| c.templates.max_iterations;
+        "[templates] max_output_bytes", "PUSHD_TEMPLATE_MAX_OUTPUT_BYTES", "--template-max-output-bytes", Number, "16384", |c| c.templates.max_output_bytes;
+        "[templates] max_render_cpu_ms", "PUSHD_TEMPLATE_MAX_RENDER_CPU_MS", "--template-max-render-cpu-ms", Number, "100", |c| c.templates.max_render_cpu_ms;
+        "[http] body_timeout_secs", "PUSHD_HTTP_BODY_TIMEOUT_SECS", "--http-body-timeout-secs", Number, "10", |c| c.http.body_timeout_secs;
+        "[http] max_connections", "PUSHD_HTTP_MAX_CONNECTIONS", "--http-max-connections", Number, "None", |c| c.http.max_connections;
+        "[events] retention_days", "PUSHD_EVENT_RETENTION_DAYS", "--event-retention-days", Number, "30", |c| c.events.retention_days;
+        "[cluster] servers", "PUSHD_CLUSTER", "--cluster", List, "[]", |c| c.cluster.servers;
+        "[cluster] node", "PUSHD_CLUSTER_NODE", "--cluster-node", Text, "None", |c| c.cluster.node;
+        "[cluster] advertise", "PUSHD_CLUSTER_ADVERTISE", "--cluster-advertise", Text, "None", |c| c.cluster.advertise;
+        "[cluster] partitions", "PUSHD_CLUSTER_PARTITIONS", "--cluster-partitions", Number, "64", |c| c.cluster.partitions;
+        "[cluster] replicas", "PUSHD_CLUSTER_REPLICAS", "--cluster-replicas", Number, "3", |c| c.cluster.replicas;
+        "[cluster] lease_ms", "PUSHD_CLUSTER_LEASE_MS", "--cluster-lease-ms", Number, "10000", |c| c.cluster.lease_ms;
+        "[cluster] forward_timeout_ms", "PUSHD_CLUSTER_FORWARD_TIMEOUT_MS", "--cluster-forward-timeout-ms", Number, "2000", |c| c.cluster.forward_timeout_ms;
+        "[cluster] snapshot_secs", "PUSHD_CLUSTER_SNAPSHOT_SECS", "--cluster-snapshot-secs", Number, "10", |c| c.cluster.snapshot_secs;
+        "[cluster] prefix", _, _, Text, "\"pushd\"", |c| c.cluster.prefix;
+        "[cluster] secret_file", "PUSHD_CLUSTER_SECRET_FILE", "--cluster-secret-file", Text, "None", |c| c.cluster.secret_file;
+        "[cluster] user", "PUSHD_CLUSTER_USER", "--cluster-user", Text, "None", |c| c.cluster.user;
+        "[cluster] password_file", "PUSHD_CLUSTER_PASSWORD_FILE", "--cluster-password-file", Text, "None", |c| c.cluster.password_file;
+        "[cluster] token_file", "PUSHD_CLUSTER_TOKEN_FILE", "--cluster-token-file", Text, "None", |c| c.cluster.token_file;
+        "[cluster] credentials_file", "PUSHD_CLUSTER_CREDENTIALS_FILE", "--cluster-credentials-file", Text, "None", |c| c.cluster.credentials_file;
+        "[cluster] tls_ca_file", "PUSHD_CLUSTER_TLS_CA_FILE", "--cluster-tls-ca-file", Text, "None", |c| c.cluster.tls_ca_file;
+        "[cluster] tls_cert_file", "PUSHD_CLUSTER_TLS_CERT_FILE", "--cluster-tls-cert-file", Text, "None", |c| c.cluster.tls_cert_file;
+        "[cluster] tls_key_file", "PUSHD_CLUSTER_TLS_KEY_FILE", "--cluster-tls-key-file", Text, "None", |c| c.cluster.tls_key_file;
+        "[cluster] tls_required", "PUSHD_CLUSTER_TLS_REQUIRED", "--cluster-tls-required", Switch, "false", |c| c.cluster.tls_required;
+        "[compat] customerio_site_id", "PUSHD_COMPAT_CUSTOMERIO_SITE_ID", "--compat-customerio-site-id", Text, "None", |c| c.compat.customerio_site_id;
+        "[compat] ingest_write_keys", "PUSHD_COMPAT_INGEST_WRITE_KEYS", "--compat-ingest-write-keys", List, "[]", |c| c.compat.ingest_write_keys;
+    }
 }
+
+/// Reads a secret only a variable gives.
+type ReadSecret = fn(&Config) -> Option<String>;
 
 /// The secrets only a variable gives: no flag (which `ps` would show),
 /// nothing in the file.
-fn secrets() -> [(&'static str, fn(&Config) -> Option<String>); 3] {
+fn secrets() -> [(&'static str, ReadSecret); 3] {
     [
         ("PUSHD_CLUSTER_SECRET", |c| c.cluster.secret.clone()),
         ("PUSHD_CLUSTER_PASSWORD", |c| c.cluster.password.clone()),
