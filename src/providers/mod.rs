@@ -44,35 +44,7 @@ pub struct AppConfig {
     pub fcm: FcmConfig,
 }
 
-/// The `[apns]` configuration section.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApnsConfig {
-    /// Base URL; `http://` is spoken as HTTP/2 with prior knowledge (h2c).
-    /// Defaults to [`APNS_DEFAULT_ENDPOINT`].
-    pub endpoint: Option<String>,
-    /// Base URL for devices registered with `"environment": "sandbox"`.
-    /// Defaults to [`APNS_SANDBOX_ENDPOINT`].
-    pub sandbox_endpoint: Option<String>,
-    /// Path of the .p8 token-signing key (PKCS#8 PEM, EC P-256).
-    pub key_file: Option<String>,
-    /// The key's id (JWT `kid`).
-    pub key_id: Option<String>,
-    /// The Apple developer team id (JWT `iss`).
-    pub team_id: Option<String>,
-    /// The app's bundle id (`apns-topic`).
-    pub topic: Option<String>,
-}
-
-/// The `[fcm]` configuration section.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FcmConfig {
-    /// Base URL; `http://` is spoken as h2c. Defaults to [`FCM_DEFAULT_ENDPOINT`].
-    pub endpoint: Option<String>,
-    /// Path of the service-account JSON file.
-    pub service_account_file: Option<String>,
-}
+pub use crate::config::{ApnsConfig, FcmConfig};
 
 /// Tuning of the provider clients; the defaults suit production.
 #[derive(Clone, Copy, Debug)]
