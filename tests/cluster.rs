@@ -1173,3 +1173,54 @@ async fn reports_through_any_node_are_recorded_by_the_partitions_owner() {
         .await;
     assert_eq!(v["status"], "delivered", "{v}");
 }
+
+/// A node the NATS servers know by its public nkey connects with the seed
+/// alone; another user's seed is refused by NATS and a seed that is not a
+/// user's by pushd, each naming the setting to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_known_to_nats_by_its_nkey_serves_and_a_stranger_is_refused() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = nkeys::KeyPair::new_user();
+    let nats = [cluster::single_with_nkey(
+        dir.path(),
+        &node_key.public_key(),
+    )];
+    let with_seed = |seed: String| {
+        let mut env: Vec<_> = cluster::node_env(&nats)
+            .into_iter()
+            .filter(|(k, _)| !["PUSHD_CLUSTER_USER", "PUSHD_CLUSTER_PASSWORD"].contains(k))
+            .collect();
+        env.extend([
+            ("PUSHD_CLUSTER_NKEY_SEED", seed),
+            ("PUSHD_CLUSTER_REPLICAS", "1".to_string()),
+            ("PUSHD_CLUSTER_PARTITIONS", PARTITIONS.to_string()),
+        ]);
+        env
+    };
+    let stranger = nkeys::KeyPair::new_user().seed().unwrap();
+    let (ok, stderr) = refused_start(&dir.path().join("stranger"), &with_seed(stranger));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("authorization violation"), "{stderr}");
+    assert!(stderr.contains("PUSHD_CLUSTER_NKEY_SEED"), "{stderr}");
+
+    let account = nkeys::KeyPair::new_account().seed().unwrap();
+    let (ok, stderr) = refused_start(&dir.path().join("account"), &with_seed(account));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("not a user seed"), "{stderr}");
+
+    let env = with_seed(node_key.seed().unwrap());
+    let data = dir.path().join("node");
+    let node = tokio::task::spawn_blocking(move || Daemon::start(&data, &env))
+        .await
+        .unwrap();
+    let node = Arc::new(node);
+    until_served(std::slice::from_ref(&node), |s| {
+        s.len() == usize::from(PARTITIONS)
+    })
+    .await;
+    let (status, v) = node
+        .call("PUT", "/v1/customers/c1", Some(json!({"attributes": {}})))
+        .await;
+    assert_eq!(status, 200, "{v}");
+}

@@ -188,6 +188,7 @@ fn settings() -> Vec<Setting> {
         "[cluster] user", "PUSHD_CLUSTER_USER", "--cluster-user", Text, "None", |c| c.cluster.user;
         "[cluster] password_file", "PUSHD_CLUSTER_PASSWORD_FILE", "--cluster-password-file", Text, "None", |c| c.cluster.password_file;
         "[cluster] token_file", "PUSHD_CLUSTER_TOKEN_FILE", "--cluster-token-file", Text, "None", |c| c.cluster.token_file;
+        "[cluster] nkey_seed_file", "PUSHD_CLUSTER_NKEY_SEED_FILE", "--cluster-nkey-seed-file", Text, "None", |c| c.cluster.nkey_seed_file;
         "[cluster] credentials_file", "PUSHD_CLUSTER_CREDENTIALS_FILE", "--cluster-credentials-file", Text, "None", |c| c.cluster.credentials_file;
         "[cluster] tls_ca_file", "PUSHD_CLUSTER_TLS_CA_FILE", "--cluster-tls-ca-file", Text, "None", |c| c.cluster.tls_ca_file;
         "[cluster] tls_cert_file", "PUSHD_CLUSTER_TLS_CERT_FILE", "--cluster-tls-cert-file", Text, "None", |c| c.cluster.tls_cert_file;
@@ -203,11 +204,12 @@ type ReadSecret = fn(&Config) -> Option<String>;
 
 /// The secrets only a variable gives: no flag (which `ps` would show),
 /// nothing in the file.
-fn secrets() -> [(&'static str, ReadSecret); 3] {
+fn secrets() -> [(&'static str, ReadSecret); 4] {
     [
         ("PUSHD_CLUSTER_SECRET", |c| c.cluster.secret.clone()),
         ("PUSHD_CLUSTER_PASSWORD", |c| c.cluster.password.clone()),
         ("PUSHD_CLUSTER_TOKEN", |c| c.cluster.token.clone()),
+        ("PUSHD_CLUSTER_NKEY_SEED", |c| c.cluster.nkey_seed.clone()),
     ]
 }
 

@@ -1,5 +1,5 @@
 //! How a node reaches NATS: who it is to the servers (a user and password,
-//! a token or a `.creds` file) and how it checks them (TLS against a CA,
+//! a token, an nkey seed or a `.creds` file) and how it checks them (TLS against a CA,
 //! with a client certificate if the servers ask for one).
 
 use std::path::PathBuf;
@@ -25,6 +25,8 @@ pub enum NatsAuth {
     Token(String),
     /// A `.creds` file (a user JWT and its nkey seed).
     CredentialsFile(PathBuf),
+    /// A user nkey seed: the server knows the node by its public key.
+    Nkey(String),
 }
 
 impl std::fmt::Debug for NatsAuth {
@@ -34,6 +36,7 @@ impl std::fmt::Debug for NatsAuth {
             NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword({user}, ..)"),
             NatsAuth::Token(_) => f.write_str("Token(..)"),
             NatsAuth::CredentialsFile(path) => write!(f, "CredentialsFile({})", path.display()),
+            NatsAuth::Nkey(_) => f.write_str("Nkey(..)"),
         }
     }
 }
@@ -62,6 +65,7 @@ impl NatsAccess {
                 options.user_and_password(user.clone(), password.clone())
             }
             NatsAuth::Token(token) => options.token(token.clone()),
+            NatsAuth::Nkey(seed) => options.nkey(seed.clone()),
             NatsAuth::CredentialsFile(path) => {
                 options.credentials_file(path).await.map_err(|e| {
                     ClusterError::Settings(format!(
@@ -85,8 +89,9 @@ impl NatsAccess {
         match self.auth {
             NatsAuth::None => {
                 "no NATS credentials are set: set [cluster] user and password \
-                 (PUSHD_CLUSTER_USER, PUSHD_CLUSTER_PASSWORD), token (PUSHD_CLUSTER_TOKEN) or \
-                 credentials_file (PUSHD_CLUSTER_CREDENTIALS_FILE)"
+                 (PUSHD_CLUSTER_USER, PUSHD_CLUSTER_PASSWORD), token (PUSHD_CLUSTER_TOKEN), nkey \
+                 seed (PUSHD_CLUSTER_NKEY_SEED) or credentials_file \
+                 (PUSHD_CLUSTER_CREDENTIALS_FILE)"
             }
             NatsAuth::UserPassword { .. } => {
                 "check [cluster] user and password (PUSHD_CLUSTER_USER, PUSHD_CLUSTER_PASSWORD \
@@ -97,6 +102,10 @@ impl NatsAccess {
             }
             NatsAuth::CredentialsFile(_) => {
                 "check [cluster] credentials_file (PUSHD_CLUSTER_CREDENTIALS_FILE)"
+            }
+            NatsAuth::Nkey(_) => {
+                "check the nkey seed (PUSHD_CLUSTER_NKEY_SEED or PUSHD_CLUSTER_NKEY_SEED_FILE): \
+                 the servers must list its public key"
             }
         }
     }

@@ -81,6 +81,15 @@ settings! {
         #[serde(skip)]
         #[setting(env_only = "PUSHD_CLUSTER_TOKEN")]
         pub token: Option<String>,
+        /// File holding a NATS user nkey seed (`SU...`), for servers that
+        /// know the node by its public nkey.
+        #[setting(flag = "cluster-nkey-seed-file", env = "PUSHD_CLUSTER_NKEY_SEED_FILE")]
+        pub nkey_seed_file: Option<PathBuf>,
+        /// The nkey seed itself, from `PUSHD_CLUSTER_NKEY_SEED` only; it wins
+        /// over `nkey_seed_file`.
+        #[serde(skip)]
+        #[setting(env_only = "PUSHD_CLUSTER_NKEY_SEED")]
+        pub nkey_seed: Option<String>,
         /// NATS .creds file (user JWT and nkey seed).
         #[setting(flag = "cluster-credentials-file", env = "PUSHD_CLUSTER_CREDENTIALS_FILE")]
         pub credentials_file: Option<PathBuf>,
@@ -162,22 +171,25 @@ impl ClusterSection {
         }
         let password = secret_of(&self.password, &self.password_file)?;
         let token = secret_of(&self.token, &self.token_file)?;
-        let auth = match (&self.user, password, token, &self.credentials_file) {
-            (None, None, None, None) => NatsAuth::None,
-            (Some(user), Some(password), None, None) => NatsAuth::UserPassword {
+        let nkey = secret_of(&self.nkey_seed, &self.nkey_seed_file)?;
+        let creds = &self.credentials_file;
+        let auth = match (&self.user, password, token, creds, nkey) {
+            (None, None, None, None, None) => NatsAuth::None,
+            (Some(user), Some(password), None, None, None) => NatsAuth::UserPassword {
                 user: user.clone(),
                 password,
             },
-            (None, None, Some(token), None) => NatsAuth::Token(token),
-            (None, None, None, Some(path)) => NatsAuth::CredentialsFile(path.clone()),
-            (Some(_), None, None, None) => {
+            (None, None, Some(token), None, None) => NatsAuth::Token(token),
+            (None, None, None, Some(path), None) => NatsAuth::CredentialsFile(path.clone()),
+            (None, None, None, None, Some(seed)) => NatsAuth::Nkey(user_seed(seed)?),
+            (Some(_), None, None, None, None) => {
                 return invalid(
                     "[cluster] user (PUSHD_CLUSTER_USER) needs its password: \
                      PUSHD_CLUSTER_PASSWORD, or [cluster] password_file \
                      (PUSHD_CLUSTER_PASSWORD_FILE)",
                 );
             }
-            (None, Some(_), None, None) => {
+            (None, Some(_), None, None, None) => {
                 return invalid(
                     "a NATS password (PUSHD_CLUSTER_PASSWORD or [cluster] password_file) needs \
                      its [cluster] user (PUSHD_CLUSTER_USER)",
@@ -186,7 +198,8 @@ impl ClusterSection {
             _ => {
                 return invalid(
                     "set one kind of NATS credentials: [cluster] user and password, a token \
-                     (PUSHD_CLUSTER_TOKEN or token_file), or credentials_file",
+                     (PUSHD_CLUSTER_TOKEN or token_file), an nkey seed (PUSHD_CLUSTER_NKEY_SEED \
+                     or nkey_seed_file), or credentials_file",
                 );
             }
         };
@@ -264,6 +277,20 @@ impl ClusterSection {
 }
 
 /// A secret given itself (from the environment) or in a file (trimmed).
+/// `seed` if it is a NATS user nkey seed, else why not (without the seed).
+fn user_seed(seed: String) -> Result<String, ConfigError> {
+    let user = nkeys::KeyPair::from_seed(&seed)
+        .is_ok_and(|pair| pair.key_pair_type() == nkeys::KeyPairType::User);
+    match user {
+        true => Ok(seed),
+        false => Err(ConfigError::Invalid(
+            "the NATS nkey seed (PUSHD_CLUSTER_NKEY_SEED or [cluster] nkey_seed_file) is not a \
+             user seed: it starts with SU (nsc or `nk -gen user` makes one)"
+                .to_string(),
+        )),
+    }
+}
+
 fn secret_of(
     given: &Option<String>,
     file: &Option<PathBuf>,

@@ -163,15 +163,31 @@ fn installed() {
 
 /// One nats-server with JetStream, alone, under `dir`.
 pub fn single(dir: &Path) -> NatsServer {
-    installed();
     let certificates = certificates(dir);
+    single_with(dir, &secured(&certificates), &certificates)
+}
+
+/// One nats-server (TLS as [`single`]) that takes only the user whose
+/// public nkey is `public_key`.
+pub fn single_with_nkey(dir: &Path, public_key: &str) -> NatsServer {
+    let certificates = certificates(dir);
+    let security = format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\", timeout: 5 }}\n\
+         authorization {{ users: [ {{ nkey: \"{public_key}\" }} ] }}\n",
+        certificates.cert.display(),
+        certificates.key.display(),
+    );
+    single_with(dir, &security, &certificates)
+}
+
+fn single_with(dir: &Path, security: &str, certificates: &Certificates) -> NatsServer {
+    installed();
     let home = dir.join("nats");
     let conf = format!(
-        "listen: 127.0.0.1:-1\nports_file_dir: \"{home}\"\njetstream {{ store_dir: \"{home}/js\" }}\n{secured}",
+        "listen: 127.0.0.1:-1\nports_file_dir: \"{home}\"\njetstream {{ store_dir: \"{home}/js\" }}\n{security}",
         home = home.display(),
-        secured = secured(&certificates),
     );
-    launch(&home, &conf, &certificates)
+    launch(&home, &conf, certificates)
 }
 
 /// Starts a nats-server in `home` with configuration `conf`, logging to
