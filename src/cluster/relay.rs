@@ -10,7 +10,7 @@
 //! A batch is `POST <path>` with `{"items": [...]}`, signed like every
 //! node-to-node call; the peer answers `{"answers": [...]}`, one per item in
 //! order. What an item means is the caller's business: the relay carries
-//! JSON values. (No crate batches calls to an HTTP peer this way; tower's
+//! JSON text, serialized once by the caller and copied into the batch. (No crate batches calls to an HTTP peer this way; tower's
 //! `Buffer` queues but sends one call per item.)
 
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::peers::{Peers, Unreachable};
@@ -48,9 +48,15 @@ pub struct Answers<T> {
 
 /// One queued item and who waits for its answer.
 struct Pending {
-    item: Value,
-    size: usize,
-    answer: oneshot::Sender<Result<Value, String>>,
+    item: Box<RawValue>,
+    answer: oneshot::Sender<Result<Box<RawValue>, String>>,
+}
+
+impl Pending {
+    /// What it adds to a batch's body.
+    fn size(&self) -> usize {
+        self.item.get().len() + 1
+    }
 }
 
 /// Batches items for each peer and posts them to one path.
@@ -87,14 +93,17 @@ impl Relay {
 
     /// Sends `item` to the node at `address` in its next batch; answers
     /// that node's answer to it.
-    pub async fn call(&self, address: &str, item: Value) -> Result<Value, Unreachable> {
+    pub async fn call(
+        &self,
+        address: &str,
+        item: Box<RawValue>,
+    ) -> Result<Box<RawValue>, Unreachable> {
         let unreachable = |reason: String| Unreachable {
             address: address.to_string(),
             reason,
         };
-        let size = serde_json::to_vec(&item).map_or(0, |b| b.len()) + 1;
         let (answer, answered) = oneshot::channel();
-        let mut pending = Pending { item, size, answer };
+        let mut pending = Pending { item, answer };
         // A queue whose sender stopped (its runtime is going) is replaced
         // once; a second refusal means the node is stopping.
         for _ in 0..2 {
@@ -166,15 +175,15 @@ impl Sender {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let mut size = first.size;
+            let mut size = first.size();
             let mut batch = vec![first];
             while batch.len() < MAX_ITEMS {
                 let Ok(more) = queued.try_recv() else { break };
-                if size + more.size > this.max_bytes {
+                if size + more.size() > this.max_bytes {
                     next = Some(more);
                     break;
                 }
-                size += more.size;
+                size += more.size();
                 batch.push(more);
             }
             let sender = this.clone();
@@ -187,7 +196,7 @@ impl Sender {
 
     /// Posts `batch` and hands each item its answer (or why none came).
     async fn send(&self, batch: Vec<Pending>) {
-        let (items, waiting): (Vec<Value>, Vec<_>) =
+        let (items, waiting): (Vec<Box<RawValue>>, Vec<_>) =
             batch.into_iter().map(|p| (p.item, p.answer)).unzip();
         metrics::counter!("pushd_cluster_relay_batches_total").increment(1);
         let answers = match serde_json::to_vec(&Batch { items }) {
@@ -208,7 +217,7 @@ impl Sender {
         }
     }
 
-    async fn post(&self, body: Bytes, count: usize) -> Result<Vec<Value>, String> {
+    async fn post(&self, body: Bytes, count: usize) -> Result<Vec<Box<RawValue>>, String> {
         let answer = self
             .peers
             .call(
@@ -226,7 +235,7 @@ impl Sender {
             let body = String::from_utf8_lossy(&answer.body);
             return Err(format!("answered {}: {body}", answer.status));
         }
-        let answers: Answers<Value> =
+        let answers: Answers<Box<RawValue>> =
             serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
         match answers.answers.len() == count {
             true => Ok(answers.answers),

@@ -70,7 +70,7 @@ pub(super) async fn elsewhere(
     if state.partitions.get(tag).is_some() {
         return Ok(None);
     }
-    let item = serde_json::to_value(report()).map_err(|e| {
+    let item = serde_json::value::to_raw_value(&report()).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
@@ -82,7 +82,7 @@ pub(super) async fn elsewhere(
         async move {
             let call = link.reports.call(&address, item);
             let recorded = match tokio::time::timeout(left, call).await {
-                Ok(Ok(answer)) => serde_json::from_value::<Recorded>(answer)
+                Ok(Ok(answer)) => serde_json::from_str::<Recorded>(answer.get())
                     .map_err(|e| format!("node {address} answered garbled: {e}")),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("node {address} did not answer in time")),
