@@ -20,6 +20,7 @@ pub mod intake;
 mod messages;
 mod openapi;
 mod push_options;
+mod range;
 mod reach;
 mod send;
 mod split;
