@@ -1224,3 +1224,123 @@ async fn a_node_known_to_nats_by_its_nkey_serves_and_a_stranger_is_refused() {
         .await;
     assert_eq!(status, 200, "{v}");
 }
+
+/// `GET path` through `node`, which must answer 200.
+async fn read(node: &Daemon, path: &str) -> Value {
+    let (status, v) = node.call("GET", path, None).await;
+    assert_eq!(status, 200, "{path}: {v}");
+    v
+}
+
+/// A date range reaches every node's share of a merged read: metrics, time
+/// series and the log's page and total for a range are the sums over every
+/// partition, each side of a boundary counts its own deliveries, and a range
+/// holding everything answers what the counters do, through any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_range_reaches_every_nodes_share_of_a_merged_read() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start("ranged merged reads", &[]).await;
+    let nodes = rig.nodes().await;
+    let send = |customers: std::ops::Range<usize>| {
+        let ids: Vec<String> = customers.map(|i| format!("c{i}")).collect();
+        let node = nodes[0].clone();
+        async move {
+            let body = json!({"message_id": "promo", "customer_ids": ids});
+            let (status, v) = node.call("POST", "/v1/send/push", Some(body)).await;
+            assert_eq!(status, 202, "{v}");
+            let mut settled_ones = Vec::new();
+            for (id, i) in created_deliveries(&v) {
+                let report = delivered_report(&id, i);
+                let (s, r) = node
+                    .call_as(SDK_KEY, "POST", "/push/events", Some(report))
+                    .await;
+                assert_eq!(s, 200, "{r}");
+                settled_ones.push(settled(&node, &id).await);
+            }
+            settled_ones
+        }
+    };
+    let early = send(0..30).await;
+    let newest = early
+        .iter()
+        .filter_map(|d| d["created_at"].as_i64())
+        .max()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    if let Some(wait) = Duration::from_secs((newest + 1) as u64).checked_sub(now) {
+        tokio::time::sleep(wait).await;
+    }
+    let late = send(30..45).await;
+    let boundary = late
+        .iter()
+        .filter_map(|d| d["created_at"].as_i64())
+        .min()
+        .unwrap();
+    assert!(newest < boundary);
+    let mut late_ids: Vec<&str> = late
+        .iter()
+        .map(|d| d["delivery_id"].as_str().unwrap())
+        .collect();
+    late_ids.sort_by(|a, b| b.cmp(a));
+
+    let wide = format!("from=0&to={}", boundary + 3600);
+    for node in &nodes {
+        for read_path in [
+            "/v1/messages/promo/metrics",
+            "/v1/campaigns/spring/metrics",
+            "/v1/messages/promo/timeseries",
+            "/v1/campaigns/spring/timeseries",
+        ] {
+            let all = read(node, read_path).await;
+            assert_eq!(
+                read(node, &format!("{read_path}?{wide}")).await,
+                all,
+                "{read_path}"
+            );
+        }
+        let before = read(node, &format!("/v1/messages/promo/metrics?to={boundary}")).await;
+        let after = read(node, &format!("/v1/messages/promo/metrics?from={boundary}")).await;
+        assert_eq!(
+            (before["sends"].as_u64(), after["sends"].as_u64()),
+            (Some(30), Some(15))
+        );
+        assert_eq!(
+            (before["delivered"].as_u64(), after["delivered"].as_u64()),
+            (Some(30), Some(15))
+        );
+        let series = read(
+            node,
+            &format!("/v1/messages/promo/timeseries?from={boundary}"),
+        )
+        .await;
+        let delivered: i64 = series["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["delivered"].as_i64().unwrap())
+            .sum();
+        assert_eq!(delivered, 15, "{series}");
+
+        let log = read(node, &format!("/v1/deliveries?from={boundary}&limit=1000")).await;
+        let ids: Vec<&str> = log["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["delivery_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, late_ids, "every node's deliveries of the range");
+        assert_eq!(log["total"], 15);
+        let page = read(node, &format!("/v1/deliveries?to={boundary}&limit=5")).await;
+        assert_eq!(
+            (
+                page["total"].as_u64(),
+                page["deliveries"].as_array().unwrap().len()
+            ),
+            (Some(30), 5)
+        );
+        assert_eq!(read(node, "/v1/deliveries?limit=1").await["total"], 45);
+        assert_eq!(log["deliveries"][0]["platforms"], json!(["ios", "android"]));
+    }
+}

@@ -576,6 +576,12 @@ async fn every_filter_pages_correctly_while_inserting() {
     }
     writer.await.unwrap();
     assert_eq!(all_pages(store, &DeliveryFilter::default(), 50).len(), 600);
+    // The total counts what the pages hold, by index entries (one field)
+    // or by a scan (several).
+    for filter in &filters {
+        let paged = all_pages(store, filter, 1000).len() as u64;
+        assert_eq!(store.count_deliveries(filter).unwrap(), paged, "{filter:?}");
+    }
     let (page, next) = store
         .list_deliveries(&DeliveryFilter::default(), 600, None)
         .unwrap();

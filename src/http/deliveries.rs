@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
-use pushd_actors::model::Delivery;
+use pushd_actors::model::{Delivery, Platform};
 use pushd_actors::person::{DeviceReport, RetryDelivery};
 use pushd_actors::ports::Store;
 use pushd_actors::status::{MessageStatus, Report};
@@ -18,7 +18,7 @@ use super::compat::Compat;
 use super::error::{ApiError, naming};
 use super::reach::{Partial, Scope, local_share, newest_page};
 use super::relayed::{RelayedReport, relayed_caller};
-use super::{AppState, Catalog, check_id, endpoint, event_time, page_limit};
+use super::{AppState, Catalog, check_id, endpoint, event_time, page_limit, range};
 use crate::partition::Partition;
 use crate::store::DeliveryFilter;
 
@@ -43,6 +43,8 @@ struct ListQuery {
     message_id: Option<String>,
     campaign_id: Option<String>,
     customer_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
     partial: Option<String>,
@@ -165,6 +167,7 @@ fn delivery_json(d: &Delivery, message_name: Option<String>, detail: bool) -> Va
         "attempted_at": d.attempted_at,
         "converted_at": d.state.converted_at,
         "devices_attempted": d.state.devices.iter().filter(|s| s.targeted()).count(),
+        "platforms": platforms(d),
     });
     if detail {
         let devices: Vec<Value> = d
@@ -194,6 +197,15 @@ fn delivery_json(d: &Delivery, message_name: Option<String>, detail: bool) -> Va
         v["content"] = json!(d.content);
     }
     v
+}
+
+/// The platforms of the devices the delivery was for, each once: iOS
+/// first, then Android.
+fn platforms(d: &Delivery) -> Vec<Platform> {
+    [Platform::Ios, Platform::Android]
+        .into_iter()
+        .filter(|p| d.sends.iter().any(|s| s.platform == *p))
+        .collect()
 }
 
 /// The stored delivery and its partition, or 404.
@@ -259,7 +271,9 @@ async fn list_deliveries(
         message_id: q.message_id,
         campaign_id: q.campaign_id,
         customer_id: q.customer_id,
+        created: range::parse(q.from.as_deref(), q.to.as_deref())?,
     };
+    let mut total = Some(state.local_delivery_count(filter.clone()).await?);
     let (page, next, here) = state.local_deliveries(filter, limit, q.cursor).await?;
     let mut names = MessageNames::new(&state.catalog);
     let mut deliveries = Vec::with_capacity(page.len());
@@ -268,22 +282,23 @@ async fn list_deliveries(
     }
     let mut more = next.is_some();
     if scope.local {
-        let body = json!({"deliveries": deliveries, "next_cursor": next});
+        let body = json!({"deliveries": deliveries, "next_cursor": next, "total": total});
         return Ok(local_share(&here).json(body));
     }
     let mut shares = vec![here];
     if state.cluster.is_some() {
         let path = req.uri().path_and_query().map_or("", |p| p.as_str());
-        let (theirs, their_more, their_shares) = state.peer_deliveries(path, partial).await?;
-        deliveries.extend(theirs);
-        more |= their_more;
-        shares.extend(their_shares);
+        let theirs = state.peer_deliveries(path, partial).await?;
+        deliveries.extend(theirs.items);
+        more |= theirs.more;
+        total = total.zip(theirs.total).map(|(a, b)| a + b);
+        shares.extend(theirs.shares);
     }
     let missing = state.missing(shares, partial)?;
     let (deliveries, next) = newest_page(deliveries, limit, more, |d| {
         d["delivery_id"].as_str().unwrap_or_default()
     });
-    let mut body = json!({"deliveries": deliveries, "next_cursor": next});
+    let mut body = json!({"deliveries": deliveries, "next_cursor": next, "total": total});
     partial.mark(&mut body, &missing);
     Ok(HttpResponse::Ok().json(body))
 }

@@ -21,6 +21,7 @@ use super::body::{Fields, JsonBody, Params, QueryOf};
 use super::error::ApiError;
 use super::reach::{Counted, Metrics, Partial, Scope, TalliesAnswer, TalliesAsked, local_share};
 use super::{AppState, check_id, endpoint, page_limit, push_options};
+use crate::store::CreatedRange;
 
 /// `PUT /v1/messages/{message_id}` body.
 #[derive(Deserialize)]
@@ -206,11 +207,14 @@ async fn message_metrics(
     _: ApiKey,
     state: web::Data<AppState>,
     partial: Partial,
+    created: CreatedRange,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.as_str();
     known_message(&state, id).await?;
-    let tally = state.tallies(&[Counted::Message(id)], partial).await?;
+    let tally = state
+        .tallies(&[Counted::Message(id)], created, partial)
+        .await?;
     let mut body = tally_json(&tally.value[0]);
     partial.mark(&mut body, &tally.missing);
     Ok(HttpResponse::Ok().json(body))
@@ -275,20 +279,20 @@ fn series_json(points: Vec<(i64, i64, i64)>) -> Value {
     json!({"points": points})
 }
 
-/// A time series: this node's share when another node gathers (`scope`
-/// local), else every partition's.
+/// A time series (of the deliveries created in `created`): this node's
+/// share when another node gathers (`scope` local), else every partition's.
 async fn timeseries(
     state: &AppState,
     of: Counted<'_>,
-    scope: Scope,
-    partial: Partial,
+    (scope, partial, created): (Scope, Partial, CreatedRange),
     req: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     if scope.local {
-        let (points, partitions) = state.local_series(of.owned()).await?;
+        let (points, partitions) = state.local_series(of.owned(), created).await?;
         return Ok(local_share(&partitions).json(series_json(points)));
     }
-    let series = state.series(of, req.path(), partial).await?;
+    let path = req.uri().path_and_query().map_or("", |p| p.as_str());
+    let series = state.series(of, created, path, partial).await?;
     let mut body = series_json(series.value);
     partial.mark(&mut body, &series.missing);
     Ok(HttpResponse::Ok().json(body))
@@ -297,25 +301,23 @@ async fn timeseries(
 async fn message_timeseries(
     _: ApiKey,
     state: web::Data<AppState>,
-    scope: Scope,
-    partial: Partial,
+    read: (Scope, Partial, CreatedRange),
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.as_str();
     known_message(&state, id).await?;
-    timeseries(&state, Counted::Message(id), scope, partial, &req).await
+    timeseries(&state, Counted::Message(id), read, &req).await
 }
 
 async fn campaign_timeseries(
     _: ApiKey,
     state: web::Data<AppState>,
-    scope: Scope,
-    partial: Partial,
+    read: (Scope, Partial, CreatedRange),
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    timeseries(&state, Counted::Campaign(id.as_str()), scope, partial, &req).await
+    timeseries(&state, Counted::Campaign(id.as_str()), read, &req).await
 }
 
 /// `POST /v1/cluster/tallies`: this node's share of the counters of
@@ -325,7 +327,7 @@ async fn local_tallies(
     state: web::Data<AppState>,
     web::Json(Fields(asked)): JsonBody<TalliesAsked>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tallies, partitions) = state.local_tallies(asked.counted).await?;
+    let (tallies, partitions) = state.local_tallies(asked.counted, asked.created).await?;
     Ok(local_share(&partitions).json(TalliesAnswer { tallies }))
 }
 
@@ -333,10 +335,13 @@ async fn campaign_metrics(
     _: ApiKey,
     state: web::Data<AppState>,
     partial: Partial,
+    created: CreatedRange,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.as_str();
-    let tally = state.tallies(&[Counted::Campaign(id)], partial).await?;
+    let tally = state
+        .tallies(&[Counted::Campaign(id)], created, partial)
+        .await?;
     let mut body = tally_json(&tally.value[0]);
     partial.mark(&mut body, &tally.missing);
     Ok(HttpResponse::Ok().json(body))
@@ -393,7 +398,9 @@ async fn list_messages(
         .collect();
     let (messages, next) = page(items, limit, q.cursor.as_deref())?;
     let counted: Vec<Counted<'_>> = messages.iter().map(|m| Counted::Message(&m.id)).collect();
-    let tallies = state.tallies(&counted, partial).await?;
+    let tallies = state
+        .tallies(&counted, CreatedRange::default(), partial)
+        .await?;
     let mut out = Vec::with_capacity(messages.len());
     for (m, tally) in messages.iter().zip(&tallies.value) {
         out.push(json!({
@@ -435,7 +442,9 @@ async fn list_campaigns(
         .iter()
         .map(|(id, _)| Counted::Campaign(id))
         .collect();
-    let tallies = state.tallies(&counted, partial).await?;
+    let tallies = state
+        .tallies(&counted, CreatedRange::default(), partial)
+        .await?;
     let mut out: Vec<Value> = Vec::with_capacity(campaigns.len());
     for ((id, messages), tally) in campaigns.iter().zip(&tallies.value) {
         out.push(json!({

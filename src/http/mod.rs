@@ -21,6 +21,7 @@ mod messages;
 mod openapi;
 mod preview;
 mod push_options;
+mod range;
 mod reach;
 mod relayed;
 mod send;

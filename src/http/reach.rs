@@ -22,7 +22,7 @@ use super::{ApiError, AppState, Caller};
 use crate::cluster::catalog::Templates;
 use crate::cluster::peers::{PARTITIONS, SCOPE, partitions_header};
 use crate::partition::Partition;
-use crate::store::{DeliveryFilter, cursor_of};
+use crate::store::{CreatedRange, DeliveryFilter, RangeCount, cursor_of};
 
 /// Where message templates are kept.
 pub enum Catalog {
@@ -112,6 +112,11 @@ impl FromRequest for Scope {
 pub struct TalliesAsked {
     /// Messages and campaigns, in order.
     pub counted: Vec<CountedOwned>,
+    /// Count only their deliveries created in this range (left out when
+    /// unbounded, so a node of an earlier release reads the call; with a
+    /// range it refuses the field rather than count all time).
+    #[serde(default, skip_serializing_if = "CreatedRange::is_all")]
+    pub created: CreatedRange,
 }
 
 /// One message or campaign, owned.
@@ -214,17 +219,22 @@ impl AppState {
         self.running(tag)
     }
 
-    /// The counters of each of `of`, summed over every partition of the
-    /// cluster (or lacking those `partial` allows).
+    /// The counters of each of `of` (over their deliveries created in
+    /// `created`), summed over every partition of the cluster (or lacking
+    /// those `partial` allows).
     pub async fn tallies(
         &self,
         of: &[Counted<'_>],
+        created: CreatedRange,
         partial: Partial,
     ) -> Result<Merged<Vec<Metrics>>, ApiError> {
         let owned: Vec<CountedOwned> = of.iter().map(|c| c.owned()).collect();
-        let (mut sums, here) = self.local_tallies(owned.clone()).await?;
+        let (mut sums, here) = self.local_tallies(owned.clone(), created).await?;
         let mut shares = vec![here];
-        let asked = TalliesAsked { counted: owned };
+        let asked = TalliesAsked {
+            counted: owned,
+            created,
+        };
         let body = Bytes::from(serde_json::to_vec(&asked).expect("encodes"));
         for share in self
             .gather(Method::POST, "/v1/cluster/tallies", body, partial)
@@ -244,19 +254,20 @@ impl AppState {
         })
     }
 
-    /// A message's or campaign's time series over every partition (or
-    /// lacking those `partial` allows); `path` is the request's, asked of
-    /// the other nodes.
+    /// A message's or campaign's time series (over its deliveries created
+    /// in `created`) over every partition (or lacking those `partial`
+    /// allows); `path_and_query` is the request's, asked of the other nodes.
     pub async fn series(
         &self,
         of: Counted<'_>,
-        path: &str,
+        created: CreatedRange,
+        path_and_query: &str,
         partial: Partial,
     ) -> Result<Merged<Vec<(i64, i64, i64)>>, ApiError> {
-        let (mut points, here) = self.local_series(of.owned()).await?;
+        let (mut points, here) = self.local_series(of.owned(), created).await?;
         let mut shares = vec![here];
         for share in self
-            .gather(Method::GET, path, Bytes::new(), partial)
+            .gather(Method::GET, path_and_query, Bytes::new(), partial)
             .await?
         {
             let body: Value = serde_json::from_slice(&share.body).map_err(peer_garbled)?;
@@ -280,28 +291,33 @@ impl AppState {
     }
 
     /// The other nodes' pages of the delivery log for the same request
-    /// (`path_and_query`), whether any holds more, and the partitions each
-    /// page includes.
+    /// (`path_and_query`), whether any holds more, the sum of their totals
+    /// (`None` if a node of an earlier release answered none), and the
+    /// partitions each page includes.
     pub async fn peer_deliveries(
         &self,
         path_and_query: &str,
         partial: Partial,
-    ) -> Result<(Vec<Value>, bool, Vec<BTreeSet<u16>>), ApiError> {
-        let mut items = Vec::new();
-        let mut more = false;
-        let mut shares = Vec::new();
+    ) -> Result<PeerPages, ApiError> {
+        let mut pages = PeerPages {
+            items: Vec::new(),
+            more: false,
+            total: Some(0),
+            shares: Vec::new(),
+        };
         for share in self
             .gather(Method::GET, path_and_query, Bytes::new(), partial)
             .await?
         {
             let mut body: Value = serde_json::from_slice(&share.body).map_err(peer_garbled)?;
-            more |= !body["next_cursor"].is_null();
+            pages.more |= !body["next_cursor"].is_null();
             if let Value::Array(page) = body["deliveries"].take() {
-                items.extend(page);
+                pages.items.extend(page);
             }
-            shares.push(share.partitions);
+            pages.total = pages.total.zip(body["total"].as_u64()).map(|(a, b)| a + b);
+            pages.shares.push(share.partitions);
         }
-        Ok((items, more, shares))
+        Ok(pages)
     }
 
     /// The partitions of the cluster none of `shares` (the partitions each
@@ -403,33 +419,34 @@ impl AppState {
         Ok(out)
     }
 
-    /// The counters of each of `of`, summed over this node's partitions,
-    /// and which those are (read off the HTTP workers: counters drain the
-    /// store first).
+    /// The counters of each of `of` (over their deliveries created in
+    /// `created`), summed over this node's partitions, and which those are
+    /// (read off the HTTP workers: counters drain the store first, and a
+    /// range is a scan).
     pub async fn local_tallies(
         &self,
         of: Vec<CountedOwned>,
+        created: CreatedRange,
     ) -> Result<(Vec<Metrics>, BTreeSet<u16>), ApiError> {
         let partitions = self.partitions.running();
         let tags = tags_of(&partitions);
         let sums = off_workers(move || {
-            let tally = |c: &CountedOwned| {
+            let tally = |c: &CountedOwned| -> Result<Metrics, ApiError> {
                 let mut sum = Metrics::default();
                 for p in &partitions {
-                    sum += match c {
-                        CountedOwned::Message(id) => Metrics {
-                            tally: p.store.message_metrics(id),
-                            failure_reasons: p.store.message_failure_reasons(id),
-                        },
-                        CountedOwned::Campaign(id) => Metrics {
-                            tally: p.store.campaign_metrics(id),
-                            failure_reasons: p.store.campaign_failure_reasons(id),
-                        },
+                    sum += if created.is_all() {
+                        live_metrics(p, c)
+                    } else {
+                        let count = in_range(p, c, &created)?;
+                        Metrics {
+                            tally: count.tally,
+                            failure_reasons: count.failure_reasons,
+                        }
                     };
                 }
-                sum
+                Ok(sum)
             };
-            Ok(of.iter().map(tally).collect())
+            of.iter().map(tally).collect()
         })
         .await?;
         Ok((sums, tags))
@@ -441,6 +458,7 @@ impl AppState {
     pub async fn local_series(
         &self,
         of: CountedOwned,
+        created: CreatedRange,
     ) -> Result<(Vec<(i64, i64, i64)>, BTreeSet<u16>), ApiError> {
         let partitions = self.partitions.running();
         let tags = tags_of(&partitions);
@@ -448,6 +466,7 @@ impl AppState {
             let mut minutes: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
             for p in partitions {
                 let points = match &of {
+                    _ if !created.is_all() => in_range(&p, &of, &created)?.series,
                     CountedOwned::Message(id) => p.store.message_timeseries(id),
                     CountedOwned::Campaign(id) => p.store.campaign_timeseries(id),
                 };
@@ -489,6 +508,58 @@ impl AppState {
         .await?;
         Ok((page, next, tags))
     }
+
+    /// How many deliveries `filter` matches over this node's partitions
+    /// (read off the HTTP workers).
+    pub async fn local_delivery_count(&self, filter: DeliveryFilter) -> Result<u64, ApiError> {
+        let partitions = self.partitions.running();
+        off_workers(move || {
+            let mut total = 0;
+            for p in partitions {
+                total += p.store.count_deliveries(&filter)?;
+            }
+            Ok(total)
+        })
+        .await
+    }
+}
+
+/// The live metrics of `of` in partition `p`.
+fn live_metrics(p: &Partition, of: &CountedOwned) -> Metrics {
+    match of {
+        CountedOwned::Message(id) => Metrics {
+            tally: p.store.message_metrics(id),
+            failure_reasons: p.store.message_failure_reasons(id),
+        },
+        CountedOwned::Campaign(id) => Metrics {
+            tally: p.store.campaign_metrics(id),
+            failure_reasons: p.store.campaign_failure_reasons(id),
+        },
+    }
+}
+
+/// What `of`'s deliveries created in `created` count in partition `p`.
+fn in_range(
+    p: &Partition,
+    of: &CountedOwned,
+    created: &CreatedRange,
+) -> Result<RangeCount, ApiError> {
+    Ok(match of {
+        CountedOwned::Message(id) => p.store.message_in_range(id, created)?,
+        CountedOwned::Campaign(id) => p.store.campaign_in_range(id, created)?,
+    })
+}
+
+/// The other nodes' pages of one page of the delivery log.
+pub struct PeerPages {
+    /// Their deliveries, as they answered them.
+    pub items: Vec<Value>,
+    /// Whether any holds more than it gave.
+    pub more: bool,
+    /// The sum of their totals; `None` if one answered none.
+    pub total: Option<u64>,
+    /// The partitions each page includes.
+    pub shares: Vec<BTreeSet<u16>>,
 }
 
 /// The tags of `partitions`.
@@ -630,6 +701,31 @@ mod tests {
             body,
             json!({"sends": 3, "partial": true, "missing_partitions": [2, 5]})
         );
+    }
+
+    /// A range reaches the other nodes with the tallies asked of them; an
+    /// unbounded one is left out, so a node of an earlier release (which
+    /// refuses unknown fields) reads the call as before, and refuses a
+    /// ranged one rather than answer all time.
+    #[test]
+    fn tallies_asked_carry_their_range_to_the_other_nodes() {
+        let counted = vec![CountedOwned::Message("m".into())];
+        let all = TalliesAsked {
+            counted: counted.clone(),
+            created: CreatedRange::default(),
+        };
+        assert_eq!(
+            serde_json::to_value(&all).unwrap(),
+            json!({"counted": [{"message": "m"}]})
+        );
+        let created = CreatedRange {
+            from: Some(100),
+            to: None,
+        };
+        let ranged = serde_json::to_value(TalliesAsked { counted, created }).unwrap();
+        assert_eq!(ranged["created"], json!({"from": 100}));
+        let read: TalliesAsked = serde_json::from_value(ranged).unwrap();
+        assert_eq!(read.created, created);
     }
 
     /// Nodes' shares sum reason by reason, and a node of an older release

@@ -12,9 +12,11 @@ use pushd_actors::model::Delivery;
 use pushd_actors::status::{MessageStatus, Timestamp};
 
 use super::keys::{self, Index};
+use super::range::CreatedRange;
 use super::{Error, SledStore, codec};
 
-/// Which deliveries `list_deliveries` returns; `None` fields match all.
+/// Which deliveries `list_deliveries` returns; `None` fields (and an
+/// unbounded range) match all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryFilter {
     /// Only this message status.
@@ -25,6 +27,8 @@ pub struct DeliveryFilter {
     pub campaign_id: Option<String>,
     /// Only this customer.
     pub customer_id: Option<String>,
+    /// Only deliveries created in this range.
+    pub created: CreatedRange,
 }
 
 impl DeliveryFilter {
@@ -40,6 +44,19 @@ impl DeliveryFilter {
                 .customer_id
                 .as_ref()
                 .is_none_or(|c| *c == d.customer_id)
+            && self.created.contains(d.created_at)
+    }
+
+    /// Whether the entries of [`DeliveryFilter::index`] are exactly the
+    /// deliveries that match: at most one field set, and no range.
+    fn index_is_exact(&self) -> bool {
+        let set = [
+            self.status.is_some(),
+            self.message_id.is_some(),
+            self.campaign_id.is_some(),
+            self.customer_id.is_some(),
+        ];
+        self.created.is_all() && set.into_iter().filter(|s| *s).count() <= 1
     }
 
     /// The most selective index for this filter, if any.
@@ -81,20 +98,56 @@ impl SledStore {
     ) -> Result<(Vec<Delivery>, Option<String>), Error> {
         let below = cursor.map(cursor_id).transpose()?;
         self.drain()?;
+        let mut page = Vec::new();
+        let mut next = None;
+        self.each_match(filter, below.as_deref(), |delivery| {
+            if page.len() == limit {
+                next = page.last().map(|d: &Delivery| cursor_of(&d.id));
+                return false;
+            }
+            page.push(delivery);
+            true
+        })?;
+        Ok((page, next))
+    }
+
+    /// How many deliveries `filter` matches (after a drain). Without a
+    /// range and with at most one filter field, a count of index entries;
+    /// else a scan of the candidates the index and range leave.
+    pub fn count_deliveries(&self, filter: &DeliveryFilter) -> Result<u64, Error> {
+        self.drain()?;
+        if filter.index_is_exact() && self.lock().erased().is_empty() {
+            let prefix = filter
+                .index()
+                .map_or_else(|| keys::DELIVERY.to_vec(), |i| i.prefix());
+            let mut count = 0;
+            for item in self.index_range(&prefix, &filter.created, None) {
+                item?;
+                count += 1;
+            }
+            return Ok(count);
+        }
+        let mut count = 0;
+        self.each_match(filter, None, |_| {
+            count += 1;
+            true
+        })?;
+        Ok(count)
+    }
+
+    /// Hands each snapshot delivery `filter` matches, below id `below` when
+    /// given, newest first to `f` until it answers false.
+    fn each_match(
+        &self,
+        filter: &DeliveryFilter,
+        below: Option<&str>,
+        mut f: impl FnMut(Delivery) -> bool,
+    ) -> Result<(), Error> {
         // Erased after the drain: sled still holds their deliveries.
         let erased = self.lock().erased();
         let index = filter.index();
         let prefix = index.map_or_else(|| keys::DELIVERY.to_vec(), |i| i.prefix());
-        let end = match &below {
-            Some(id) => Some([prefix.as_slice(), id.as_bytes()].concat()),
-            None => keys::successor(&prefix),
-        };
-        let range = match end {
-            Some(end) => self.db.range(prefix.clone()..end),
-            None => self.db.range(prefix.clone()..),
-        };
-        let mut page = Vec::new();
-        for item in range.rev() {
+        for item in self.index_range(&prefix, &filter.created, below).rev() {
             let (key, value) = item?;
             let delivery: Delivery = match index {
                 None => codec::decode(&value)?,
@@ -106,13 +159,11 @@ impl SledStore {
             if !filter.matches(&delivery) || erased.contains(&delivery.customer_id) {
                 continue;
             }
-            if page.len() == limit {
-                let next = page.last().map(|d: &Delivery| cursor_of(&d.id));
-                return Ok((page, next));
+            if !f(delivery) {
+                break;
             }
-            page.push(delivery);
         }
-        Ok((page, None))
+        Ok(())
     }
 
     /// What is wrong between the snapshot's deliveries and their index

@@ -21,6 +21,7 @@ mod keys;
 mod log;
 mod overlay;
 mod portable;
+mod range;
 mod retention;
 mod snapshot;
 mod upgrade;
@@ -35,6 +36,7 @@ use pushd_actors::status::Timestamp;
 
 pub use error::Error;
 pub use log::{DeliveryFilter, cursor_of};
+pub use range::{CreatedRange, RangeCount};
 pub use retention::{Pass, Retention};
 pub use snapshot::{OnCheckpoint, Snapshotter, Timing};
 

@@ -51,6 +51,7 @@ let browser;
 let page;
 const pageErrors = [];
 const deliveryOf = new Map(); // customer id -> delivery id
+let boundary; // the creation second of a delivery made after every other one (Unix seconds)
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -130,6 +131,34 @@ function assertMetricsShown(cells, m, label) {
     check(cell('opted_in_sent', p), m.by_platform[p].opted_in_sent, false, `${label} ${p} opted_in_sent`);
     check(cell('rates.delivered_of_opted_in', p), m.by_platform[p].rates?.delivered_of_opted_in, true, `${label} ${p} rates.delivered_of_opted_in`, { m: m.by_platform[p], key: 'delivered_of_opted_in' });
   }
+}
+
+/** Unix seconds as the value of a datetime-local picker, in the page's zone (the
+ * browser leaves out zero seconds). */
+function localInput(t) {
+  return page.evaluate((sec) => {
+    const d = new Date(sec * 1000);
+    const pad = (n) => String(n).padStart(2, '0');
+    const seconds = d.getSeconds() ? `:${pad(d.getSeconds())}` : '';
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}${seconds}`;
+  }, t);
+}
+
+/** Whether each numeric column's header is aligned as its cells are, in table `sel`. */
+function headersAlignWithCells(sel) {
+  return page.$eval(sel, (table) => {
+    const heads = [...table.querySelectorAll('thead th')];
+    const row = table.querySelector('tbody tr:not(.empty-row)');
+    return heads.map((th, i) => {
+      const cell = row?.children[i];
+      return {
+        header: th.textContent.trim(),
+        numeric: cell?.classList.contains('numeric') ?? false,
+        th: getComputedStyle(th).textAlign,
+        td: cell ? getComputedStyle(cell).textAlign : null,
+      };
+    }).filter((c) => c.numeric);
+  });
 }
 
 /** The failure-reasons table's rows, top to bottom. */
@@ -472,6 +501,93 @@ test('overview refreshes by itself within 5 s when the metrics move', { timeout:
   assertReasonsShown(await readReasonRows(), m, 'message after refresh');
 });
 
+test('overview date range: the picker narrows metrics, failure reasons and chart to the API\u2019s answer for it', { timeout: 60_000 }, async () => {
+  // One more delivery, created after every other one: a range from its second holds it alone.
+  const { json: log } = await api('GET', '/v1/deliveries?limit=1000', null, { expect: 200 });
+  const newest = Math.max(...log.deliveries.map((d) => d.created_at));
+  await until('the clock to pass the newest delivery\u2019s second', async () => Date.now() >= (newest + 1) * 1000, 5_000, 50);
+  const late = cid(N + 2);
+  await api('PUT', `/v1/customers/${late}`, { attributes: { first_name: 'Later', plan: 'pro' } }, { expect: [200, 201, 204] });
+  const sent = await api('POST', '/v1/send/push', { message_id: MESSAGE, customer_ids: [late] }, { expect: 202 });
+  const id = sent.json.deliveries[0].delivery_id;
+  deliveryOf.set(late, id);
+  const settled = await until('the late delivery to settle', async () => {
+    const { json } = await api('GET', `/v1/deliveries/${id}`, null, { expect: 200 });
+    return FINAL.has(json.status) ? json : null;
+  }, 20_000);
+  boundary = settled.created_at;
+  assert.ok(boundary > newest);
+
+  await page.goto(`${base}/#/overview?message=${MESSAGE}`);
+  await page.locator('#overview-subject', { hasText: MESSAGE }).waitFor();
+  const zone = (await page.locator('#range-form [data-zone]').textContent()).trim();
+  const pageZone = await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone);
+  assert.ok(zone.includes(pageZone), `the pickers name the browser\u2019s zone: ${zone}`);
+  assert.equal(await page.locator('#range-shown').textContent(), 'Showing every delivery (all time).');
+
+  const metricsPath = `/v1/messages/${MESSAGE}/metrics`;
+  for (const [label, range] of [['from the boundary', { from: boundary }], ['before the boundary', { to: boundary }]]) {
+    const q = new URLSearchParams(Object.entries(range).map(([k, v]) => [k, String(v)])).toString();
+    const { json: m } = await api('GET', `${metricsPath}?${q}`, null, { expect: 200 });
+    const { json: ts } = await api('GET', `/v1/messages/${MESSAGE}/timeseries?${q}`, null, { expect: 200 });
+    await page.fill('#range-from', range.from ? await localInput(range.from) : '');
+    await page.fill('#range-to', range.to ? await localInput(range.to) : '');
+    const sawRanged = page.waitForRequest((r) => r.url().includes(`${metricsPath}?${q}`));
+    await page.getByRole('button', { name: 'Apply range' }).click();
+    await sawRanged;
+    await page.waitForFunction((v) => document.querySelector('[data-metric="sends"]:not([data-platform])')?.dataset.value === String(v), m.sends);
+    assert.equal(new URLSearchParams(await page.evaluate(() => location.hash.split('?')[1])).get(Object.keys(range)[0]), String(Object.values(range)[0]), `${label}: the range is in the URL`);
+    assertMetricsShown(await readMetrics(), m, label);
+    assertReasonsShown(await readReasonRows(), m, label);
+    assert.equal(await page.locator('#chart svg.chart-svg').getAttribute('data-points'), String(ts.points.length), `${label}: chart points`);
+    assert.match(await page.locator('#range-shown').textContent(), range.from ? /^Showing deliveries created from / : /^Showing deliveries created before /);
+    // The pickers keep the range as applied (a reload reads it back from the URL).
+    assert.equal(await page.inputValue(range.from ? '#range-from' : '#range-to'), await localInput(range.from ?? range.to));
+  }
+  const { json: from } = await api('GET', `${metricsPath}?from=${boundary}`, null, { expect: 200 });
+  const { json: before } = await api('GET', `${metricsPath}?to=${boundary}`, null, { expect: 200 });
+  const { json: all } = await api('GET', metricsPath, null, { expect: 200 });
+  assert.deepEqual([from.sends, from.undeliverable, before.sends], [1, 1, N + 1], 'each side holds its own deliveries');
+  assert.equal(from.sends + before.sends, all.sends);
+
+  // A start not before the end is refused on the page, and nothing is asked.
+  await page.fill('#range-from', await localInput(boundary));
+  await page.fill('#range-to', await localInput(boundary));
+  await page.getByRole('button', { name: 'Apply range' }).click();
+  await page.locator('#flash', { hasText: 'start must be before its end' }).waitFor();
+
+  await page.getByRole('button', { name: 'All time' }).click();
+  await page.waitForFunction((v) => document.querySelector('[data-metric="sends"]:not([data-platform])')?.dataset.value === String(v), all.sends);
+  assertMetricsShown(await readMetrics(), all, 'all time again');
+  assert.equal(await page.inputValue('#range-from'), '');
+  for (const c of await headersAlignWithCells('#reasons-table')) {
+    assert.equal(c.th, c.td, `${c.header}: the header is aligned as its numbers`);
+  }
+  await shot('overview-range');
+
+  // In another zone the pickers show the same second in that zone's local time, and
+  // name the zone; a range picked there asks the API for the same second.
+  const tokyo = await browser.newContext({ timezoneId: 'Asia/Tokyo', viewport: { width: 1280, height: 900 } });
+  try {
+    const there = await tokyo.newPage();
+    await there.goto(`${base}/`);
+    await there.evaluate((key) => sessionStorage.setItem('pushd.apiKey', key), API_KEY);
+    await there.goto(`${base}/#/overview?message=${MESSAGE}&from=${boundary}`);
+    await there.waitForFunction((v) => document.querySelector('[data-metric="sends"]:not([data-platform])')?.dataset.value === String(v), from.sends);
+    assert.match(await there.locator('#range-form [data-zone]').textContent(), /Asia\/Tokyo/);
+    const d = new Date((boundary + 9 * 3600) * 1000); // Tokyo is UTC+9 all year
+    const want = d.toISOString().slice(0, 19).replace(/:00$/, '');
+    assert.equal(await there.inputValue('#range-from'), want, 'the picker shows Tokyo\u2019s local time');
+    await there.fill('#range-to', want);
+    await there.fill('#range-from', '');
+    const sawTo = there.waitForRequest((r) => r.url().includes(`${metricsPath}?to=${boundary}`));
+    await there.getByRole('button', { name: 'Apply range' }).click();
+    await sawTo;
+  } finally {
+    await tokyo.close();
+  }
+});
+
 test('delivery log: filter by status, page with Next/Previous, filter by customer', { timeout: 60_000 }, async () => {
   await page.getByRole('link', { name: 'Delivery log' }).click();
   await page.locator('#view-deliveries').waitFor();
@@ -516,6 +632,61 @@ test('delivery log: filter by status, page with Next/Previous, filter by custome
   assert.equal(await row.locator('[data-field="name"]').textContent(), 'Welcome push', 'the message\u2019s name');
   assert.equal(await row.locator('[data-field="status"] .status').textContent(), 'failed');
   await shot('delivery-log');
+});
+
+test('delivery log: a Platform column, the total, and the date-range filters', { timeout: 60_000 }, async () => {
+  await page.goto(`${base}/#/deliveries`);
+  const rowIds = () => page.$$eval('#log-table tbody tr[data-delivery-id]', (rows) => rows.map((r) => r.dataset.deliveryId));
+  const waitRows = (ids) => page.waitForFunction((want) =>
+    JSON.stringify([...document.querySelectorAll('#log-table tbody tr[data-delivery-id]')].map((r) => r.dataset.deliveryId)) === JSON.stringify(want), ids);
+  const total = () => page.$eval('#log-total', (el) => ({ n: el.dataset.total, text: el.textContent }));
+
+  const { json: all } = await api('GET', '/v1/deliveries?channel=push&limit=50', null, { expect: 200 });
+  await waitRows(all.deliveries.map((d) => d.delivery_id));
+  assert.equal(all.total, N + 2, 'every delivery of the seed, the refresh and the range');
+  assert.deepEqual(await total(), { n: String(all.total), text: `${all.total} deliveries match.` });
+  const platforms = await page.$$eval('#log-table tbody tr[data-delivery-id]', (rows) => rows.map((r) => {
+    const cell = r.querySelector('[data-field="platforms"]');
+    return { id: r.dataset.deliveryId, value: cell.dataset.value, text: cell.textContent };
+  }));
+  const words = { ios: 'iOS', android: 'Android' };
+  for (const [i, d] of all.deliveries.entries()) {
+    assert.equal(platforms[i].value, d.platforms.join(','), `${d.delivery_id}: the API\u2019s platforms`);
+    assert.equal(platforms[i].text, d.platforms.length ? d.platforms.map((p) => words[p]).join(', ') : '\u2014');
+  }
+  for (const text of ['iOS, Android', 'iOS', 'Android', '\u2014']) {
+    assert.ok(platforms.some((p) => p.text === text), `a row shows ${text}`);
+  }
+  for (const c of await headersAlignWithCells('#log-table')) {
+    assert.equal(c.th, c.td, `${c.header}: the header is aligned as its numbers`);
+  }
+
+  // From the boundary: the late delivery alone.
+  await page.fill('#f-from', await localInput(boundary));
+  const sawFrom = page.waitForRequest((r) => r.url().includes('/v1/deliveries?') && r.url().includes(`from=${boundary}`));
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await sawFrom;
+  const { json: late } = await api('GET', `/v1/deliveries?channel=push&from=${boundary}&limit=50`, null, { expect: 200 });
+  assert.deepEqual(late.deliveries.map((d) => d.delivery_id), [deliveryOf.get(cid(N + 2))]);
+  await waitRows([deliveryOf.get(cid(N + 2))]);
+  await page.locator('#log-total', { hasText: '1 delivery matches.' }).waitFor();
+
+  // Before it, with a status filter too: the page and total the API answers.
+  await page.fill('#f-from', '');
+  await page.fill('#f-to', await localInput(boundary));
+  await page.getByLabel('Status').selectOption('undeliverable');
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  const { json: early } = await api('GET', `/v1/deliveries?channel=push&status=undeliverable&to=${boundary}&limit=50`, null, { expect: 200 });
+  assert.ok(early.total >= N / 10 && early.total === early.deliveries.length, 'every 10th customer has no devices');
+  await waitRows(early.deliveries.map((d) => d.delivery_id));
+  assert.deepEqual(await total(), { n: String(early.total), text: `${early.total} deliveries match.` });
+  assert.equal(await page.inputValue('#f-to'), await localInput(boundary), 'the picker keeps the range');
+  assert.match(await page.locator('#filters [data-zone]').textContent(), /\S/, 'the zone is named');
+  await shot('delivery-log-range');
+
+  await page.getByRole('button', { name: 'Clear' }).click();
+  await waitRows(all.deliveries.map((d) => d.delivery_id));
+  assert.equal(await page.inputValue('#f-to'), '');
 });
 
 test('delivery detail: device rows, failure reason in words, Retry only on failed', { timeout: 30_000 }, async () => {

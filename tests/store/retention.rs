@@ -92,6 +92,7 @@ fn check_log(s: &SledStore, gone: &[&Delivery], kept: &[&Delivery]) {
             message_id: message.map(Into::into),
             campaign_id: campaign.map(Into::into),
             status: None,
+            created: Default::default(),
         };
     let mut filters = vec![
         DeliveryFilter::default(),

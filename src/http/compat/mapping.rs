@@ -305,6 +305,7 @@ async fn likely_delivery(
         message_id: None,
         campaign_id: campaign.map(str::to_owned),
         customer_id: Some(customer.to_owned()),
+        created: Default::default(),
     };
     let (newest, _, _) = state.local_deliveries(filter, CANDIDATES, None).await?;
     let window = at - HEURISTIC_WINDOW_SECS..=at + CLOCK_SLACK_SECS;

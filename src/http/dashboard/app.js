@@ -4,8 +4,11 @@
 // served it, over the documented HTTP API, sending `Authorization: Bearer <key>` with the
 // key kept in sessionStorage. Views are picked by the URL hash:
 //
-//   #/overview?message=<id> | #/overview?campaign=<id>
-//   #/deliveries?status=&message_id=&campaign_id=&customer_id=&cursor=
+//   #/overview?message=<id>&from=&to= | #/overview?campaign=<id>&from=&to=
+//   #/deliveries?status=&message_id=&campaign_id=&customer_id=&from=&to=&cursor=
+//
+// `from` and `to` are Unix seconds (the API's date range: deliveries created from `from`
+// up to, not including, `to`); the pickers show them in the browser's zone.
 //   #/deliveries/<delivery id>
 //   #/webhooks
 //
@@ -13,7 +16,9 @@
 // path in the metrics JSON, e.g. `sent` or `rates.delivered`), `data-platform="ios|android"`
 // for per-platform cells, and `data-value` holding the raw number, so tests can read them.
 // The failure-reasons table has a row per reason (`data-reason="<code>"`) with cells
-// `data-field="count|share|fix"`, the numbers again in `data-value`.
+// `data-field="count|share|fix"`, the numbers again in `data-value`. The delivery log's
+// match count is `#log-total[data-total]`, each row's platforms `[data-field="platforms"]`
+// with `data-value` the API's list joined by commas.
 
 const KEY_STORAGE = 'pushd.apiKey';
 const REFRESH_MS = 5000;
@@ -376,7 +381,10 @@ async function showOverview(params, gen) {
   }
   document.title = `${id} \u2013 Overview \u2013 pushd`;
   $('#overview-subject').textContent = `${kind === 'campaign' ? 'Campaign' : 'Message'} ${id}`;
-  await refreshOverview(kind, id, gen);
+  const range = rangeOf(params);
+  showRange($('#range-form'), range);
+  $('#range-shown').textContent = rangeText(range);
+  await refreshOverview(kind, id, gen, range);
 }
 
 /** The campaigns and messages tables, newest first, refreshed every few seconds. */
@@ -498,12 +506,12 @@ function renderWebhooks(webhooks) {
     : [h('tr', { class: 'empty-row' }, h('td', { colspan: 8 }, 'No webhooks yet: create one with PUT /v1/webhooks/{id}.'))]));
 }
 
-async function refreshOverview(kind, id, gen) {
+async function refreshOverview(kind, id, gen, range = {}) {
   const base = `/v1/${kind === 'campaign' ? 'campaigns' : 'messages'}/${enc(id)}`;
   try {
     const [metrics, series] = await Promise.all([
-      api(`${base}/metrics`),
-      api(`${base}/timeseries`).catch((err) => {
+      api(`${base}/metrics${query(range)}`),
+      api(`${base}/timeseries${query(range)}`).catch((err) => {
         if (err instanceof ApiError && (err.status === 404 || err.status === 405)) return null;
         throw err;
       }),
@@ -525,7 +533,7 @@ async function refreshOverview(kind, id, gen) {
   }
   if (gen === state.generation) {
     state.refreshTimer = setTimeout(() => {
-      if (gen === state.generation) refreshOverview(kind, id, gen);
+      if (gen === state.generation) refreshOverview(kind, id, gen, range);
     }, REFRESH_MS);
   }
 }
@@ -695,10 +703,11 @@ const FILTERS = ['status', 'message_id', 'campaign_id', 'customer_id'];
 
 async function showLog(params, gen) {
   document.title = 'Delivery log \u2013 pushd';
-  const filters = Object.fromEntries(FILTERS.map((f) => [f, params.get(f) ?? '']));
+  const filters = { ...Object.fromEntries(FILTERS.map((f) => [f, params.get(f) ?? ''])), ...rangeOf(params) };
   const cursor = params.get('cursor') ?? '';
   const form = $('#filters');
   for (const f of FILTERS) form.elements[f].value = filters[f];
+  showRange(form, filters);
 
   const filterKey = JSON.stringify(filters);
   if (filterKey !== state.logFilterKey || !cursor) {
@@ -714,10 +723,10 @@ async function showLog(params, gen) {
   const tbody = $('#log-table tbody');
   tbody.replaceChildren(...rows.map(logRow));
   if (!rows.length) {
-    tbody.append(h('tr', { class: 'empty-row' }, h('td', { colspan: 7 }, 'No deliveries match these filters.')));
+    tbody.append(h('tr', { class: 'empty-row' }, h('td', { colspan: 8 }, 'No deliveries match these filters.')));
   }
   const pageNo = state.logStack.length + 1;
-  status.textContent = `${rows.length} ${rows.length === 1 ? 'delivery' : 'deliveries'} on page ${pageNo}.`;
+  status.replaceChildren(logTotal(page?.total), ` ${rows.length} on page ${pageNo}.`);
   $('#page-number').textContent = `Page ${pageNo}`;
 
   const next = $('#next-page');
@@ -744,9 +753,89 @@ function logRow(d) {
       : ''),
     h('td', { 'data-field': 'status' }, statusBadge(d.status),
       d.failure_reason ? h('span', { class: 'reason' }, FAILURES[d.failure_reason]?.title ?? d.failure_reason) : null),
+    h('td', { 'data-field': 'platforms', 'data-value': (d.platforms ?? []).join(',') }, platformNames(d.platforms)),
     h('td', { 'data-field': 'devices_attempted', class: 'numeric' }, fmtInt(d.devices_attempted)),
     h('td', { 'data-field': 'attempted_at' }, timeEl(d.attempted_at)),
     h('td', { 'data-field': 'converted_at' }, timeEl(d.converted_at)));
+}
+
+/** "N deliveries match" (every page's rows), its number in `data-total`. */
+function logTotal(total) {
+  const n = typeof total === 'number' ? total : null;
+  const text = n === null ? 'Deliveries matching: unknown.' : `${fmtInt(n)} ${n === 1 ? 'delivery matches' : 'deliveries match'}.`;
+  return h('strong', { id: 'log-total', 'data-total': n }, text);
+}
+
+/** A delivery's platforms in words ("iOS, Android"), or a dash for none. */
+function platformNames(platforms) {
+  const names = Object.fromEntries(PLATFORMS);
+  return platforms?.length ? platforms.map((p) => names[p] ?? p).join(', ') : h('span', { class: 'muted' }, '\u2014');
+}
+
+// ---------------------------------------------------------------------------------------
+// Date ranges: `from`/`to` in the hash and the API are Unix seconds; the pickers are
+// <input type="datetime-local"> in the browser's zone.
+
+/** The range of a hash's params: {from, to} as Unix-seconds strings ('' when open). */
+function rangeOf(params) {
+  const seconds = (v) => (/^-?\d+$/.test(v ?? '') ? v : '');
+  return { from: seconds(params.get('from')), to: seconds(params.get('to')) };
+}
+
+/** Unix seconds as a datetime-local value in the browser's zone ('' for none); zero
+ * seconds are left out, as the browser writes such a value itself. */
+function toLocalInput(t) {
+  if (t === '' || t === undefined || t === null) return '';
+  const d = new Date(Number(t) * 1000);
+  const seconds = d.getSeconds() ? `:${pad(d.getSeconds())}` : '';
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}${seconds}`;
+}
+
+/** A datetime-local value (the browser's zone) as Unix seconds ('' when empty). */
+function fromLocalInput(v) {
+  const ms = v ? new Date(v).getTime() : NaN;
+  return Number.isFinite(ms) ? String(Math.floor(ms / 1000)) : '';
+}
+
+/** The browser's zone: its IANA name and short name now ("Europe/Berlin, GMT+1"). */
+function zoneLabel() {
+  const iana = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const short = zoneName(new Date());
+  return iana && iana !== short ? `${iana} (${short})` : short;
+}
+
+/** Puts `range` into `form`'s from/to pickers and names the zone they are in. */
+function showRange(form, range) {
+  form.elements.from.value = toLocalInput(range.from);
+  form.elements.to.value = toLocalInput(range.to);
+  const zone = form.querySelector('[data-zone]');
+  if (zone) zone.textContent = zoneLabel();
+}
+
+/** `form`'s from/to pickers as a range; null (after saying why) when from is not before to. */
+function readRange(form) {
+  const range = { from: fromLocalInput(form.elements.from.value), to: fromLocalInput(form.elements.to.value) };
+  if (range.from !== '' && range.to !== '' && Number(range.from) >= Number(range.to)) {
+    flash('The range\u2019s start must be before its end.');
+    return null;
+  }
+  return range;
+}
+
+/** What the overview's figures cover, in words. */
+function rangeText(range) {
+  const at = (t) => timeEl(Number(t)).textContent;
+  if (!range.from && !range.to) return 'Showing every delivery (all time).';
+  if (!range.to) return `Showing deliveries created from ${at(range.from)} on.`;
+  if (!range.from) return `Showing deliveries created before ${at(range.to)}.`;
+  return `Showing deliveries created from ${at(range.from)} until ${at(range.to)}.`;
+}
+
+/** Applies the overview's range form: the same message or campaign, the new range. */
+function applyOverviewRange(range) {
+  const { params } = parseHash();
+  const kind = params.has('campaign') ? 'campaign' : 'message';
+  location.hash = `#/overview${query({ [kind]: params.get(kind) ?? '', ...range })}`;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1060,10 +1149,21 @@ function init() {
       $('#overview-ids').replaceChildren(...(seen[radio.value] ?? []).map((id) => h('option', { value: id })));
     });
   }
+  $('#range-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const range = readRange(e.currentTarget);
+    if (range) applyOverviewRange(range);
+  });
+  $('#range-form').addEventListener('reset', (e) => {
+    e.preventDefault();
+    applyOverviewRange({});
+  });
   $('#filters').addEventListener('submit', (e) => {
     e.preventDefault();
     const form = e.currentTarget;
-    const filters = Object.fromEntries(FILTERS.map((f) => [f, form.elements[f].value.trim()]));
+    const range = readRange(form);
+    if (!range) return;
+    const filters = { ...Object.fromEntries(FILTERS.map((f) => [f, form.elements[f].value.trim()])), ...range };
     state.logStack = [];
     const target = `#/deliveries${query(filters)}`;
     if (location.hash === target) route();
