@@ -87,7 +87,7 @@ pub const WEBHOOK_SERIES: [&str; 4] = [
 
 /// The series of a cluster node (`pushd serve --cluster`), listed from its
 /// start.
-pub const CLUSTER_SERIES: [&str; 17] = [
+pub const CLUSTER_SERIES: [&str; 18] = [
     "pushd_cluster_partitions_served",
     "pushd_cluster_leases_held",
     "pushd_cluster_lease_renewal_age_seconds",
@@ -99,6 +99,7 @@ pub const CLUSTER_SERIES: [&str; 17] = [
     "pushd_cluster_fenced_total",
     "pushd_cluster_snapshots_uploaded_total",
     "pushd_cluster_forwarded_total",
+    "pushd_cluster_relay_batches_total",
     "pushd_cluster_peer_calls_total",
     "pushd_cluster_forward_timeouts_total",
     "pushd_cluster_peer_timeouts_total",
