@@ -1323,7 +1323,11 @@ async fn a_date_range_reaches_every_nodes_share_of_a_merged_read() {
             .sum();
         assert_eq!(delivered, 15, "{series}");
 
-        let log = read(node, &format!("/v1/deliveries?from={boundary}&limit=1000")).await;
+        let log = read(
+            node,
+            &format!("/v1/deliveries?from={boundary}&limit=1000&total=true"),
+        )
+        .await;
         let ids: Vec<&str> = log["deliveries"]
             .as_array()
             .unwrap()
@@ -1332,7 +1336,11 @@ async fn a_date_range_reaches_every_nodes_share_of_a_merged_read() {
             .collect();
         assert_eq!(ids, late_ids, "every node's deliveries of the range");
         assert_eq!(log["total"], 15);
-        let page = read(node, &format!("/v1/deliveries?to={boundary}&limit=5")).await;
+        let page = read(
+            node,
+            &format!("/v1/deliveries?to={boundary}&limit=5&total=true"),
+        )
+        .await;
         assert_eq!(
             (
                 page["total"].as_u64(),
@@ -1340,7 +1348,10 @@ async fn a_date_range_reaches_every_nodes_share_of_a_merged_read() {
             ),
             (Some(30), 5)
         );
-        assert_eq!(read(node, "/v1/deliveries?limit=1").await["total"], 45);
+        assert_eq!(
+            read(node, "/v1/deliveries?limit=1&total=true").await["total"],
+            45
+        );
         assert_eq!(log["deliveries"][0]["platforms"], json!(["ios", "android"]));
     }
 }

@@ -199,14 +199,16 @@ async fn ranges_narrow_metrics_series_and_the_log_to_the_deliveries_created_in_t
 
     // The log: the range, its total, and each row's platforms.
     let log = get(&d, "/v1/deliveries").await;
+    assert!(log.get("total").is_none(), "counted unasked: {log}");
+    let log = get(&d, "/v1/deliveries?total=true").await;
     assert_eq!(log["total"], everything);
-    let late_log = get(&d, &format!("/v1/deliveries?from={boundary}")).await;
+    let late_log = get(&d, &format!("/v1/deliveries?from={boundary}&total=true")).await;
     let late_rows: Vec<&Value> = late.iter().chain(&other).collect();
     assert_eq!(ids(&late_log), newest_first(&late_rows));
     assert_eq!(late_log["total"], late_rows.len());
     let early_log = get(
         &d,
-        &format!("/v1/deliveries?to={boundary}&message_id=welcome"),
+        &format!("/v1/deliveries?to={boundary}&message_id=welcome&total=true"),
     )
     .await;
     assert_eq!(
@@ -214,7 +216,7 @@ async fn ranges_narrow_metrics_series_and_the_log_to_the_deliveries_created_in_t
         newest_first(&early.iter().collect::<Vec<_>>())
     );
     assert_eq!(early_log["total"], 3);
-    let failed_late = format!("/v1/deliveries?from={boundary}&status=undeliverable");
+    let failed_late = format!("/v1/deliveries?from={boundary}&status=undeliverable&total=true");
     let failed_late = get(&d, &failed_late).await;
     assert_eq!(
         ids(&failed_late),
@@ -222,12 +224,16 @@ async fn ranges_narrow_metrics_series_and_the_log_to_the_deliveries_created_in_t
     );
     assert_eq!(failed_late["total"], 1);
     // Paging keeps the total, and the pages hold the range's deliveries.
-    let first = get(&d, &format!("/v1/deliveries?from={boundary}&limit=2")).await;
+    let first = get(
+        &d,
+        &format!("/v1/deliveries?from={boundary}&limit=2&total=true"),
+    )
+    .await;
     assert_eq!(first["total"], 3);
     let cursor = first["next_cursor"].as_str().expect("a second page");
     let second = get(
         &d,
-        &format!("/v1/deliveries?from={boundary}&limit=2&cursor={cursor}"),
+        &format!("/v1/deliveries?from={boundary}&limit=2&cursor={cursor}&total=true"),
     )
     .await;
     assert_eq!(
@@ -236,7 +242,7 @@ async fn ranges_narrow_metrics_series_and_the_log_to_the_deliveries_created_in_t
     );
     let paged: Vec<&str> = ids(&first).into_iter().chain(ids(&second)).collect();
     assert_eq!(paged, newest_first(&late_rows));
-    let filtered = get(&d, "/v1/deliveries?customer_id=nobody&limit=1").await;
+    let filtered = get(&d, "/v1/deliveries?customer_id=nobody&limit=1&total=true").await;
     assert_eq!(
         (filtered["total"].as_u64(), ids(&filtered).len()),
         (Some(2), 1)
@@ -289,4 +295,13 @@ async fn a_malformed_or_empty_range_is_refused_naming_the_parameter() {
         let (s, v) = d.call("GET", &fine, None).await;
         assert_eq!(s, 200, "{fine}: {v}");
     }
+    let (s, v) = d.call("GET", "/v1/deliveries?total=yes", None).await;
+    assert_eq!((s, code(&v)), (400, "invalid_field"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("total must be"),
+        "{v}"
+    );
 }

@@ -597,7 +597,7 @@ test('delivery log: filter by status, page with Next/Previous, filter by custome
     JSON.stringify([...document.querySelectorAll('#log-table tbody tr[data-delivery-id]')].map((r) => r.dataset.deliveryId)) === JSON.stringify(want), ids);
 
   // Unfiltered: 51 deliveries, so two pages of 50.
-  const p1 = (await api('GET', '/v1/deliveries?channel=push&limit=50', null, { expect: 200 })).json;
+  const p1 = (await api('GET', '/v1/deliveries?channel=push&limit=50&total=true', null, { expect: 200 })).json;
   await waitRows(p1.deliveries.map((d) => d.delivery_id));
   assert.equal(p1.deliveries.length, 50);
   assert.ok(p1.next_cursor, 'a second page exists');
@@ -641,7 +641,7 @@ test('delivery log: a Platform column, the total, and the date-range filters', {
     JSON.stringify([...document.querySelectorAll('#log-table tbody tr[data-delivery-id]')].map((r) => r.dataset.deliveryId)) === JSON.stringify(want), ids);
   const total = () => page.$eval('#log-total', (el) => ({ n: el.dataset.total, text: el.textContent }));
 
-  const { json: all } = await api('GET', '/v1/deliveries?channel=push&limit=50', null, { expect: 200 });
+  const { json: all } = await api('GET', '/v1/deliveries?channel=push&limit=50&total=true', null, { expect: 200 });
   await waitRows(all.deliveries.map((d) => d.delivery_id));
   assert.equal(all.total, N + 2, 'every delivery of the seed, the refresh and the range');
   assert.deepEqual(await total(), { n: String(all.total), text: `${all.total} deliveries match.` });
@@ -676,7 +676,7 @@ test('delivery log: a Platform column, the total, and the date-range filters', {
   await page.fill('#f-to', await localInput(boundary));
   await page.getByLabel('Status').selectOption('undeliverable');
   await page.getByRole('button', { name: 'Apply filters' }).click();
-  const { json: early } = await api('GET', `/v1/deliveries?channel=push&status=undeliverable&to=${boundary}&limit=50`, null, { expect: 200 });
+  const { json: early } = await api('GET', `/v1/deliveries?channel=push&status=undeliverable&to=${boundary}&limit=50&total=true`, null, { expect: 200 });
   assert.ok(early.total >= N / 10 && early.total === early.deliveries.length, 'every 10th customer has no devices');
   await waitRows(early.deliveries.map((d) => d.delivery_id));
   assert.deepEqual(await total(), { n: String(early.total), text: `${early.total} deliveries match.` });

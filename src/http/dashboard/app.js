@@ -717,7 +717,7 @@ async function showLog(params, gen) {
 
   const status = $('#log-status');
   status.textContent = 'Loading\u2026';
-  const page = await api(`/v1/deliveries${query({ channel: 'push', ...filters, limit: LOG_PAGE_SIZE, cursor })}`);
+  const page = await api(`/v1/deliveries${query({ channel: 'push', ...filters, limit: LOG_PAGE_SIZE, cursor, total: 'true' })}`);
   if (gen !== state.generation) return;
   const rows = page?.deliveries ?? [];
   const tbody = $('#log-table tbody');
