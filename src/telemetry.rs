@@ -564,4 +564,23 @@ mod tests {
             );
         }
     }
+
+    /// A user reading `/metrics` finds each series explained in the docs.
+    #[test]
+    fn every_series_is_documented() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        let text: String = std::fs::read_dir(&docs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "md"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        let listed = super::SERIES
+            .iter()
+            .chain(&super::WEBHOOK_SERIES)
+            .chain(&super::CLUSTER_SERIES);
+        for name in listed {
+            assert!(text.contains(name), "{name} is not in docs/");
+        }
+    }
 }
