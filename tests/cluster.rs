@@ -13,6 +13,9 @@
 //! every node under load loses nothing acknowledged and refuses (503) for
 //! no longer than a second.
 //!
+//! Every feature works in a cluster: a keyed send answers the same through
+//! any node, also after its key's partition moved.
+//!
 //! The tests run one at a time (they each start five processes).
 
 mod support;
@@ -848,6 +851,107 @@ async fn a_rolling_restart_under_load_loses_nothing_and_refuses_briefly() {
             "acknowledged report lost: {delivery} {token}: {d}"
         );
     }
+}
+
+/// A keyed send through `node` (`POST /v1/send/push` with an
+/// `Idempotency-Key`): its status, whether it was a replay
+/// (`Idempotent-Replayed`), and its body.
+async fn keyed_send(node: &Daemon, key: &str, body: &Value) -> (u16, bool, Value) {
+    let resp = node
+        .client
+        .post(node.url("/v1/send/push"))
+        .bearer_auth(support::API_KEY)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    (status, replayed, resp.json().await.expect("a JSON answer"))
+}
+
+/// The delivery log's rows of message `message` (every node's share),
+/// read through `node`, retried while a partition moves.
+async fn logged(node: &Daemon, message: &str) -> Vec<Value> {
+    let path = format!("/v1/deliveries?message_id={message}&limit=1000");
+    for _ in 0..100 {
+        match node.call("GET", &path, None).await {
+            (200, v) => return v["deliveries"].as_array().unwrap().clone(),
+            (503, _) => tokio::time::sleep(Duration::from_millis(100)).await,
+            (status, v) => panic!("GET {path}: {status} {v}"),
+        }
+    }
+    panic!("GET {path} kept answering 503");
+}
+
+/// A keyed send's record lives in the partition its key hashes to: the
+/// same key through another node answers the same deliveries (a replay,
+/// nothing sent again), the key with another body is refused, and after
+/// the key's owner hands its partitions over (SIGTERM) a retry through
+/// either remaining node still replays the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_send_replays_through_any_node_and_after_its_partition_moves() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start("keyed sends", &[]).await;
+    let mut nodes = rig.nodes().await;
+    put(
+        &nodes[0],
+        "/v1/messages/keyed",
+        json!({"name": "Keyed", "title": "T", "body": "b"}),
+    )
+    .await;
+    // A key node 2 keeps, sent through node 0 and retried through node 1.
+    let served = serving(&nodes).await;
+    let key = (0..)
+        .map(|i| format!("order-{i}"))
+        .find(|k| {
+            let tag = crc32fast::hash(k.as_bytes()) % u32::from(PARTITIONS);
+            served[2].contains(&u64::from(tag))
+        })
+        .unwrap();
+    let customers: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    let body = json!({"message_id": "keyed", "customer_ids": customers});
+
+    let (status, replayed, first) = keyed_send(&nodes[0], &key, &body).await;
+    assert_eq!((status, replayed), (202, false), "{first}");
+    let made = created_deliveries(&first);
+    assert_eq!(made.len(), customers.len(), "{first}");
+    for (id, i) in &made {
+        let d = settled(&nodes[1], id).await;
+        assert_eq!(d["customer_id"], format!("c{i}"), "{d}");
+    }
+
+    let (status, replayed, again) = keyed_send(&nodes[1], &key, &body).await;
+    assert_eq!((status, replayed), (202, true), "{again}");
+    assert_eq!(again, first, "the same deliveries through another node");
+    let other = json!({"message_id": "keyed", "customer_ids": ["c1"]});
+    let (status, _, refused) = keyed_send(&nodes[1], &key, &other).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "idempotency_conflict");
+
+    // The key's owner hands its partitions over and leaves.
+    let owner = Arc::try_unwrap(nodes.remove(2)).unwrap_or_else(|_| panic!("node2 shared"));
+    let code = tokio::task::spawn_blocking(move || owner.terminate())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "node2 exit");
+    until_served(&nodes, |_| true).await;
+    for node in &nodes {
+        let (status, replayed, after) = keyed_send(node, &key, &body).await;
+        assert_eq!((status, replayed), (202, true), "{after}");
+        assert_eq!(after, first, "the same deliveries after the key moved");
+    }
+    let mut logged: Vec<String> = (logged(&nodes[0], "keyed").await.iter())
+        .map(|d| d["delivery_id"].as_str().unwrap().to_string())
+        .collect();
+    logged.sort();
+    let mut expected: Vec<String> = made.into_iter().map(|(id, _)| id).collect();
+    expected.sort();
+    assert_eq!(
+        logged, expected,
+        "one delivery per customer, none sent again"
+    );
 }
 
 /// The deliveries a send answered, each with its customer's index

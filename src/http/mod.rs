@@ -17,6 +17,7 @@ mod error;
 mod events;
 pub mod forward;
 pub mod intake;
+mod keyed;
 mod messages;
 mod openapi;
 mod push_options;
@@ -41,6 +42,7 @@ pub use body::extractors;
 pub use connections::{ConnectionLimit, Connections};
 pub use error::{ApiError, contract_body};
 pub use reach::Catalog;
+pub use send::IDEMPOTENT_REPLAYED;
 
 use crate::events::EventLog;
 use crate::partition::Partitions;
@@ -100,8 +102,8 @@ pub(super) fn not_in_cluster() -> ApiError {
     ApiError::new(
         actix_web::http::StatusCode::NOT_IMPLEMENTED,
         "not_in_cluster",
-        "the event feed, webhooks, idempotency keys and backups are served by a single-node \
-         pushd only, not in cluster mode",
+        "the event feed, webhooks and backups are served by a single-node pushd only, not in \
+         cluster mode",
     )
 }
 
