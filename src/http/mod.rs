@@ -61,7 +61,8 @@ pub struct AppState {
     pub renderer: Arc<LiquidRenderer>,
     /// The engine's clock: the time of a report or event sent without one.
     pub clock: Arc<dyn Clock>,
-    /// The delivery events (`/v1/events`); a cluster node keeps none.
+    /// A single node's delivery events (`/v1/events`); a cluster node
+    /// reads the cluster's events stream instead.
     pub events: Option<Arc<EventLog>>,
     /// The webhooks (`/v1/webhooks`); a cluster node runs none.
     pub webhooks: Option<Arc<Webhooks>>,
@@ -81,7 +82,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The event log, or 501 on a cluster node, which keeps none.
+    /// The event log, or 501 on a cluster node, which keeps none (its
+    /// feed reads the cluster's events stream).
     pub fn events(&self) -> Result<Arc<EventLog>, ApiError> {
         self.events.clone().ok_or_else(not_in_cluster)
     }
@@ -97,13 +99,12 @@ impl AppState {
     }
 }
 
-/// 501 for the event feed, the webhooks and backups in cluster mode.
+/// 501 for the webhooks and backups in cluster mode.
 pub(super) fn not_in_cluster() -> ApiError {
     ApiError::new(
         actix_web::http::StatusCode::NOT_IMPLEMENTED,
         "not_in_cluster",
-        "the event feed, webhooks and backups are served by a single-node pushd only, not in \
-         cluster mode",
+        "webhooks and backups are served by a single-node pushd only, not in cluster mode",
     )
 }
 
