@@ -13,6 +13,10 @@
 //! every node under load loses nothing acknowledged and refuses (503) for
 //! no longer than a second.
 //!
+//! Every feature works in a cluster: a keyed send answers the same through
+//! any node, also after its key's partition moved; the event feed pages
+//! every event once through any node, also across a node's crash.
+//!
 //! The tests run one at a time (they each start five processes).
 
 mod support;
@@ -859,6 +863,239 @@ async fn a_rolling_restart_under_load_loses_nothing_and_refuses_briefly() {
             "acknowledged report lost: {delivery} {token}: {d}"
         );
     }
+}
+
+/// A keyed send through `node` (`POST /v1/send/push` with an
+/// `Idempotency-Key`): its status, whether it was a replay
+/// (`Idempotent-Replayed`), and its body.
+async fn keyed_send(node: &Daemon, key: &str, body: &Value) -> (u16, bool, Value) {
+    let resp = node
+        .client
+        .post(node.url("/v1/send/push"))
+        .bearer_auth(support::API_KEY)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    (status, replayed, resp.json().await.expect("a JSON answer"))
+}
+
+/// The delivery log's rows of message `message` (every node's share),
+/// read through `node`, retried while a partition moves.
+async fn logged(node: &Daemon, message: &str) -> Vec<Value> {
+    let path = format!("/v1/deliveries?message_id={message}&limit=1000");
+    for _ in 0..100 {
+        match node.call("GET", &path, None).await {
+            (200, v) => return v["deliveries"].as_array().unwrap().clone(),
+            (503, _) => tokio::time::sleep(Duration::from_millis(100)).await,
+            (status, v) => panic!("GET {path}: {status} {v}"),
+        }
+    }
+    panic!("GET {path} kept answering 503");
+}
+
+/// A keyed send's record lives in the partition its key hashes to: the
+/// same key through another node answers the same deliveries (a replay,
+/// nothing sent again), the key with another body is refused, and after
+/// the key's owner hands its partitions over (SIGTERM) a retry through
+/// either remaining node still replays the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_send_replays_through_any_node_and_after_its_partition_moves() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start("keyed sends", &[]).await;
+    let mut nodes = rig.nodes().await;
+    put(
+        &nodes[0],
+        "/v1/messages/keyed",
+        json!({"name": "Keyed", "title": "T", "body": "b"}),
+    )
+    .await;
+    // A key node 2 keeps, sent through node 0 and retried through node 1.
+    let served = serving(&nodes).await;
+    let key = (0..)
+        .map(|i| format!("order-{i}"))
+        .find(|k| {
+            let tag = crc32fast::hash(k.as_bytes()) % u32::from(PARTITIONS);
+            served[2].contains(&u64::from(tag))
+        })
+        .unwrap();
+    let customers: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    let body = json!({"message_id": "keyed", "customer_ids": customers});
+
+    let (status, replayed, first) = keyed_send(&nodes[0], &key, &body).await;
+    assert_eq!((status, replayed), (202, false), "{first}");
+    let made = created_deliveries(&first);
+    assert_eq!(made.len(), customers.len(), "{first}");
+    for (id, i) in &made {
+        let d = settled(&nodes[1], id).await;
+        assert_eq!(d["customer_id"], format!("c{i}"), "{d}");
+    }
+
+    let (status, replayed, again) = keyed_send(&nodes[1], &key, &body).await;
+    assert_eq!((status, replayed), (202, true), "{again}");
+    assert_eq!(again, first, "the same deliveries through another node");
+    let other = json!({"message_id": "keyed", "customer_ids": ["c1"]});
+    let (status, _, refused) = keyed_send(&nodes[1], &key, &other).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "idempotency_conflict");
+
+    // The key's owner hands its partitions over and leaves.
+    let owner = Arc::try_unwrap(nodes.remove(2)).unwrap_or_else(|_| panic!("node2 shared"));
+    let code = tokio::task::spawn_blocking(move || owner.terminate())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "node2 exit");
+    until_served(&nodes, |_| true).await;
+    for node in &nodes {
+        let (status, replayed, after) = keyed_send(node, &key, &body).await;
+        assert_eq!((status, replayed), (202, true), "{after}");
+        assert_eq!(after, first, "the same deliveries after the key moved");
+    }
+    let mut logged: Vec<String> = (logged(&nodes[0], "keyed").await.iter())
+        .map(|d| d["delivery_id"].as_str().unwrap().to_string())
+        .collect();
+    logged.sort();
+    let mut expected: Vec<String> = made.into_iter().map(|(id, _)| id).collect();
+    expected.sort();
+    assert_eq!(
+        logged, expected,
+        "one delivery per customer, none sent again"
+    );
+}
+
+/// A send through `node` that succeeds, retried while a partition moves
+/// (its customers listed in `failed`) as a client would; answers the
+/// deliveries made.
+async fn send_all(node: &Daemon, message: &str, customers: &[String]) -> Vec<String> {
+    let mut made = Vec::new();
+    let mut left = customers.to_vec();
+    for _ in 0..100 {
+        let body = json!({"message_id": message, "customer_ids": left});
+        let (status, v) = node.call("POST", "/v1/send/push", Some(body)).await;
+        assert!(status == 202 || status == 503, "send: {status} {v}");
+        made.extend(created_deliveries(&v).into_iter().map(|(id, _)| id));
+        left = (v["failed"].as_array().into_iter().flatten())
+            .map(|f| f["customer_id"].as_str().unwrap().to_string())
+            .collect();
+        if left.is_empty() && status == 202 {
+            return made;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("customers {left:?} kept failing");
+}
+
+/// Pages the event feed through `node` from `cursor` (`limit` events a
+/// page) until every delivery of `deliveries` has its `sent` event among
+/// `seen` (bounded); answers the cursor to read on from.
+async fn feed_until_sent(
+    node: &Daemon,
+    mut cursor: String,
+    seen: &mut Vec<Value>,
+    deliveries: &[String],
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent: BTreeSet<&str> = (seen.iter())
+            .filter(|e| e["event"] == "sent")
+            .filter_map(|e| e["delivery_id"].as_str())
+            .collect();
+        if deliveries.iter().all(|d| sent.contains(d.as_str())) {
+            return cursor;
+        }
+        let (events, next) = node.feed_page(&cursor, 7).await;
+        if events.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the feed lacks sent events: {} seen of {}",
+                sent.len(),
+                deliveries.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen.extend(events);
+        cursor = next;
+    }
+}
+
+/// The event feed of a cluster: any node pages every partition's events,
+/// each once, with one cursor that means the same on every node, also
+/// across a node's crash (its partitions taken over, their journals
+/// replayed): a page read through one node goes on through another, and
+/// reading the feed whole again answers the same events in the same order;
+/// an erased customer's events leave it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_pages_every_event_once_through_any_node_across_a_crash() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let lease = LEASE_MS.to_string();
+    let rig = Rig::start("event feed", &[("PUSHD_CLUSTER_LEASE_MS", &lease)]).await;
+    let mut nodes = rig.nodes().await;
+    let customers: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
+    let before = send_all(&nodes[0], "promo", &customers).await;
+    let mut seen = Vec::new();
+    let cursor = feed_until_sent(&nodes[1], String::new(), &mut seen, &before).await;
+
+    // Node 2 crashes; the others take its partitions over.
+    Arc::try_unwrap(nodes.remove(2))
+        .unwrap_or_else(|_| panic!("node2 shared"))
+        .kill();
+    until_served(&nodes, |_| true).await;
+    let after = send_all(&nodes[1], "promo", &customers).await;
+    feed_until_sent(&nodes[0], cursor, &mut seen, &after).await;
+
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "an event twice in the feed");
+    for d in before.iter().chain(&after) {
+        let sent = (seen.iter())
+            .filter(|e| e["delivery_id"] == d.as_str() && e["event"] == "sent")
+            .count();
+        assert_eq!(sent, 1, "delivery {d}: {sent} sent events");
+    }
+    // The whole feed again, through the other node: the same events.
+    let (again, _) = nodes[1].feed_page("", 1000).await;
+    let again: Vec<&str> = again
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        again.get(..ids.len()),
+        Some(&ids[..]),
+        "the same feed through every node"
+    );
+
+    // An erased customer's events leave the feed.
+    let (status, v) = nodes[0]
+        .call("DELETE", "/v1/customers/c3?erase=true", None)
+        .await;
+    assert_eq!(status, 204, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (whole, _) = nodes[1].feed_page("", 1000).await;
+        let left = whole.iter().filter(|e| e["customer_id"] == "c3").count();
+        let others = whole.iter().filter(|e| e["customer_id"] != "c3").count();
+        if left == 0 {
+            assert_eq!(others, ids.len() - 2, "only c3's two sent events went");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} events of c3 still in the feed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A cursor the feed never handed out is refused, as on a single node.
+    let (status, v) = nodes[0]
+        .call("GET", "/v1/events?after=999999999", None)
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_field");
 }
 
 /// The deliveries a send answered, each with its customer's index

@@ -183,6 +183,13 @@ async fn two_calls_with_one_key_at_once_send_once_and_answer_alike() {
             bad.body
         );
     }
+    // Delivery ids are pushd's to make, not a client's to choose.
+    let chosen = r#"{"message_id": "news", "customer_ids": ["c1"], "delivery_ids": ["x"]}"#;
+    for key in [None, Some("chosen-ids")] {
+        let bad = post_send(&d, key, chosen).await;
+        assert_eq!(bad.status, 400, "{}", bad.body);
+        assert_eq!(bad.body["error"]["code"], "invalid_field");
+    }
     assert_eq!(
         logged(&d, "news").await.len(),
         6,

@@ -30,7 +30,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::engine::{EngineCtx, EngineError};
+use crate::engine::{EngineCtx, EngineError, PartitionTag};
 use crate::ports::{Change, Entry};
 
 /// How long a key's answer is replayed, from the call's start: 24 hours.
@@ -197,6 +197,19 @@ impl SendTicket {
     /// same on every try of the call.
     pub fn delivery_id(&self, index: usize) -> String {
         let random = (u128::from(self.record.seed) << 16) | (index as u128 & 0xffff);
+        ulid::Ulid::from_parts(self.record.started_ms as u64, random).to_string()
+    }
+
+    /// The id of the delivery for the call's customer number `index`, whose
+    /// customer is in `partition`, when customers are split in partitions:
+    /// the id carries the partition in its lowest 16 bits (as every
+    /// delivery id of a partitioned engine does, see
+    /// [`PartitionTag::delivery_id`]), the index in the 16 above, and the
+    /// same on every try of the call, on whichever node makes it.
+    pub fn partitioned_delivery_id(&self, index: usize, partition: PartitionTag) -> String {
+        let random = (u128::from(self.record.seed >> 16) << 32)
+            | ((index as u128 & 0xffff) << 16)
+            | u128::from(partition.0);
         ulid::Ulid::from_parts(self.record.started_ms as u64, random).to_string()
     }
 

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pushd_actors::engine::EngineError;
+use pushd_actors::engine::{EngineError, PartitionTag};
 use pushd_actors::idempotency::{Claim, SendAnswer, SendTicket, SentTo, WINDOW_MS};
 use pushd_actors::model::{
     Audience, DEFAULT_APP, Device, Environment, MessageSpec, Platform, PushOptions,
@@ -282,6 +282,26 @@ async fn an_answer_without_deliveries_is_not_kept() {
         id,
         "the retry goes on under the same ids"
     );
+}
+
+#[actix::test]
+async fn partitioned_ids_carry_their_customers_partition_and_hold_on_every_try() {
+    let h = Harness::new();
+    let t = ticket(&h, "k1", "body").await;
+    let ids: Vec<String> = (0..3)
+        .map(|n| t.partitioned_delivery_id(n, PartitionTag(7 + n as u16)))
+        .collect();
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(
+            PartitionTag::of_delivery(id),
+            Some(PartitionTag(7 + n as u16))
+        );
+    }
+    let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 3, "one id per customer: {ids:?}");
+    drop(t);
+    let again = ticket(&h, "k1", "body").await;
+    assert_eq!(again.partitioned_delivery_id(1, PartitionTag(8)), ids[1]);
 }
 
 #[actix::test]

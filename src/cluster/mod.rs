@@ -7,12 +7,14 @@
 //! its subject of one replicated stream ([`journal`]), fenced so a node that
 //! lost the lease cannot write; its snapshots go to a stream every node reads
 //! ([`snapshots`]) so any node can take it over ([`node`]). Message
-//! templates live in a key-value bucket every node reads ([`catalog`]).
+//! templates live in a key-value bucket every node reads ([`catalog`]), and
+//! every partition's delivery events in a stream the feed reads ([`events`]).
 //! Any node answers any call: the HTTP layer forwards what another node's
 //! partition must do and gathers reads from every node ([`peers`]).
 
 pub mod access;
 pub mod catalog;
+pub mod events;
 pub mod journal;
 pub mod lease;
 pub mod node;
@@ -44,6 +46,8 @@ pub struct Link {
     /// The cluster secret, which checks the signature of a call from
     /// another node.
     pub credential: trust::NodeCredential,
+    /// The delivery events of every partition: the event feed.
+    pub events: events::EventStream,
 }
 
 /// Why cluster mode could not start or a partition could not be taken.

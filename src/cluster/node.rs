@@ -50,6 +50,8 @@ pub struct EngineParts {
     pub shards: Arc<Shards>,
     /// How long each partition's snapshot keeps deliveries.
     pub retention: Retention,
+    /// Where each partition's delivery events are published.
+    pub events: super::events::EventStream,
 }
 
 /// A partition this node holds the lease of.

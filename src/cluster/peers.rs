@@ -54,6 +54,9 @@ pub struct Answer {
     pub content_type: Option<String>,
     /// The partitions its [`PARTITIONS`] header names, if it has one.
     pub partitions: Option<std::collections::BTreeSet<u16>>,
+    /// Whether it is a keyed send's first answer, replayed
+    /// ([`crate::http::IDEMPOTENT_REPLAYED`]).
+    pub replayed: bool,
     /// Its body.
     pub body: Bytes,
 }
@@ -168,6 +171,10 @@ impl Peers {
             .get(PARTITIONS)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_partitions);
+        let replayed = response
+            .headers()
+            .get(crate::http::IDEMPOTENT_REPLAYED)
+            .is_some_and(|v| v.as_bytes() == b"true");
         let body = response
             .bytes()
             .await
@@ -177,6 +184,7 @@ impl Peers {
             status,
             content_type,
             partitions,
+            replayed,
             body,
         })
     }

@@ -14,6 +14,7 @@ use pushd_actors::ports::Clock;
 use pushd_actors::registry::Shards;
 
 use super::catalog::Templates;
+use super::events::EventStream;
 use super::node::EngineParts;
 use super::peers::{Peers, RELAYED_REPORTS};
 use super::relay::Relay;
@@ -63,6 +64,12 @@ pub async fn run(
         .spawn(async move { Nats::connect(&connecting).await })
         .await
         .map_err(|e| ClusterError::Nats(e.to_string()))??;
+    let (js, opening) = (nats.js.clone(), settings.clone());
+    let retention = config.events.options().retention;
+    let events = runtime
+        .spawn(async move { EventStream::open(js, &opening, retention).await })
+        .await
+        .map_err(|e| ClusterError::Nats(e.to_string()))??;
     let renderer = Arc::new(LiquidRenderer::default().with_limits(config.templates.limits()));
     let providers = Arc::new(Providers::for_apps(
         &config.apps(),
@@ -75,6 +82,7 @@ pub async fn run(
         config: config.engine.engine_config(),
         shards: Shards::new(config.engine.shard_count()),
         retention: config.store.retention(clock.clone()),
+        events: events.clone(),
     };
     // Partitions live in NATS; what a previous run left here is stale.
     let stale = config.data_dir.join("partitions");
@@ -132,6 +140,7 @@ pub async fn run(
             forward_timeout: settings.forward_timeout,
             advertise: settings.advertise.clone(),
             credential,
+            events,
         })),
         max_body: config.max_body_bytes,
         readiness,

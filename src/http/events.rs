@@ -2,7 +2,10 @@
 //! delivery events after the cursor as NDJSON (one event's JSON per line,
 //! exactly as a webhook posts it), oldest first, and the cursor to ask for
 //! next in the `Pushd-Next-Cursor` header. No `after` starts at the oldest
-//! event kept; an empty page means the reader is caught up.
+//! event kept; an empty page means the reader is caught up. A cluster node
+//! reads every partition's events from the cluster's events stream
+//! ([`crate::cluster::events`]): the cursor is a place in that stream, the
+//! same on every node.
 
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
@@ -11,7 +14,7 @@ use serde::Deserialize;
 use super::auth::ApiKey;
 use super::body::{Params, QueryOf};
 use super::error::ApiError;
-use super::reach::off_workers;
+use super::reach::{cluster_error, off_workers};
 use super::{AppState, endpoint, page_limit};
 
 /// The header that carries the next cursor.
@@ -39,17 +42,30 @@ async fn feed(
         })?,
     };
     let limit = page_limit(query.limit.as_deref())?;
+    if let Some(link) = &state.cluster {
+        let page = link
+            .events
+            .page(after, limit)
+            .await
+            .map_err(cluster_error)??;
+        return Ok(ndjson(page.events.iter().map(|e| &e[..]), page.next));
+    }
     let events = state.events()?;
     let page = off_workers(move || Ok(events.read(after, limit)?)).await?;
-    let mut body = Vec::with_capacity(page.events.iter().map(|e| e.body.len() + 1).sum());
-    for event in &page.events {
-        body.extend_from_slice(&event.body);
+    Ok(ndjson(page.events.iter().map(|e| &e.body[..]), page.next))
+}
+
+/// A page: each event's JSON on a line, and the cursor after it.
+fn ndjson<'a>(events: impl Iterator<Item = &'a [u8]> + Clone, next: u64) -> HttpResponse {
+    let mut body = Vec::with_capacity(events.clone().map(|e| e.len() + 1).sum());
+    for event in events {
+        body.extend_from_slice(event);
         body.push(b'\n');
     }
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("application/x-ndjson")
-        .insert_header((NEXT_CURSOR, page.next.to_string()))
-        .body(body))
+        .insert_header((NEXT_CURSOR, next.to_string()))
+        .body(body)
 }
 
 /// Registers the feed's route.

@@ -241,7 +241,7 @@ fn fenced_as_unavailable(
 
 /// The first pause between tries of a forwarded call; later ones grow
 /// (up to five times this).
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// 503 for a partition whose node did not answer.
 pub fn unavailable(tag: PartitionTag, why: &str) -> ApiError {

@@ -17,6 +17,7 @@ mod error;
 mod events;
 pub mod forward;
 pub mod intake;
+mod keyed;
 mod messages;
 mod openapi;
 mod preview;
@@ -44,6 +45,7 @@ pub use body::extractors;
 pub use connections::{ConnectionLimit, Connections};
 pub use error::{ApiError, contract_body};
 pub use reach::Catalog;
+pub use send::IDEMPOTENT_REPLAYED;
 
 use crate::events::EventLog;
 use crate::partition::Partitions;
@@ -66,7 +68,8 @@ pub struct AppState {
     pub providers: Arc<Providers>,
     /// The engine's clock: the time of a report or event sent without one.
     pub clock: Arc<dyn Clock>,
-    /// The delivery events (`/v1/events`); a cluster node keeps none.
+    /// A single node's delivery events (`/v1/events`); a cluster node
+    /// reads the cluster's events stream instead.
     pub events: Option<Arc<EventLog>>,
     /// The webhooks (`/v1/webhooks`); a cluster node runs none.
     pub webhooks: Option<Arc<Webhooks>>,
@@ -86,7 +89,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The event log, or 501 on a cluster node, which keeps none.
+    /// The event log, or 501 on a cluster node, which keeps none (its
+    /// feed reads the cluster's events stream).
     pub fn events(&self) -> Result<Arc<EventLog>, ApiError> {
         self.events.clone().ok_or_else(not_in_cluster)
     }
@@ -102,13 +106,12 @@ impl AppState {
     }
 }
 
-/// 501 for the event feed, the webhooks and backups in cluster mode.
+/// 501 for the webhooks and backups in cluster mode.
 pub(super) fn not_in_cluster() -> ApiError {
     ApiError::new(
         actix_web::http::StatusCode::NOT_IMPLEMENTED,
         "not_in_cluster",
-        "the event feed, webhooks, idempotency keys and backups are served by a single-node \
-         pushd only, not in cluster mode",
+        "webhooks and backups are served by a single-node pushd only, not in cluster mode",
     )
 }
 

@@ -76,7 +76,7 @@ impl Catalog {
 }
 
 /// 503 for a NATS failure: nothing was changed.
-fn cluster_error(e: crate::cluster::ClusterError) -> ApiError {
+pub(super) fn cluster_error(e: crate::cluster::ClusterError) -> ApiError {
     tracing::error!(error = %e, "cluster call failed");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -4,13 +4,15 @@
 //! header, the key's first answer is replayed for 24 hours instead of
 //! sending again (see the engine's [`idempotency`](pushd_actors::idempotency)
 //! for how a call cut short is finished by its retry without sending twice).
-//! Keys are a single node's: a cluster node refuses them (501).
+//! In cluster mode a key's record lives in the partition the key hashes to:
+//! the node serving it answers the keyed send ([`super::keyed`]), and hands
+//! the other nodes their customers with the delivery ids the record fixes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures_util::{StreamExt, stream};
 use pushd_actors::idempotency::{Claim, MAX_KEY_BYTES, NotSent, SendAnswer, SendTicket, SentTo};
 use pushd_actors::model::MessageSpec;
@@ -18,11 +20,13 @@ use pushd_actors::person::SendMessage;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::ApiKey;
+use super::auth::{ApiKey, NodeCall};
 use super::body::{Fields, JsonBody};
 use super::error::{ApiError, naming};
+use super::forward::unavailable;
+use super::keyed;
 use super::split::{Outcome, Refusal, by_owner, send_elsewhere};
-use super::{AppState, check_id, endpoint, not_in_cluster};
+use super::{AppState, check_id, endpoint};
 use crate::cluster::peers::FORWARDED;
 
 /// Most customer ids in one send.
@@ -45,6 +49,10 @@ struct SendBody {
     customer_ids: Vec<String>,
     #[serde(default)]
     data: Value,
+    /// The delivery id of each customer, in order: set only by the node
+    /// answering a keyed send, when it hands another node its customers.
+    #[serde(default)]
+    delivery_ids: Option<Vec<String>>,
 }
 
 impl SendBody {
@@ -61,6 +69,24 @@ impl SendBody {
         let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
+
+    /// The body as a client sends it, for the node keeping its key.
+    fn to_bytes(&self) -> bytes::Bytes {
+        let body = json!({"message_id": self.message_id, "customer_ids": self.customer_ids,
+            "data": self.data});
+        serde_json::to_vec(&body).expect("encodes").into()
+    }
+}
+
+/// The delivery ids a keyed call's ticket fixes for `customers`: with
+/// partitions, each id carries its customer's partition.
+fn keyed_delivery_ids(state: &AppState, ticket: &SendTicket, customers: &[String]) -> Vec<String> {
+    let partitioning = state.partitions.partitioning();
+    let id = |(n, customer): (usize, &String)| match partitioning.count() {
+        1 => ticket.delivery_id(n),
+        _ => ticket.partitioned_delivery_id(n, partitioning.of_customer(customer)),
+    };
+    customers.iter().enumerate().map(id).collect()
 }
 
 /// The `Idempotency-Key` header, if given: 1 to 256 bytes of visible ASCII.
@@ -121,18 +147,43 @@ async fn send_push(
     _: ApiKey,
     req: HttpRequest,
     state: web::Data<AppState>,
-    web::Json(Fields(body)): JsonBody<SendBody>,
+    web::Json(Fields(mut body)): JsonBody<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
+    let node_call = req.extensions().get::<NodeCall>().is_some();
+    let given_ids = body.delivery_ids.take();
+    if let Some(ids) = &given_ids {
+        if !node_call || key.is_some() {
+            return Err(ApiError::invalid_field(
+                "delivery_ids is not a field of a send: pushd makes the delivery ids",
+            ));
+        }
+        if ids.len() != body.customer_ids.len() {
+            return Err(ApiError::invalid_field(
+                "delivery_ids must name one delivery per customer",
+            ));
+        }
+    }
     let message = Arc::new(check(&state, &body).await?);
     let Some(key) = key else {
-        let (answer, first_error) = fan_out(&state, &req, &message, body, None).await;
+        let ids = given_ids.as_deref();
+        let (answer, first_error) = fan_out(&state, &req, &message, body, ids).await;
         return Ok(respond(&answer, first_error, false));
     };
-    if state.cluster.is_some() {
-        return Err(not_in_cluster());
+    // The engine of the key's partition keeps the key's record: the one
+    // partition of a single node, or the node serving it in a cluster.
+    let tag = state.partitions.partitioning().of_customer(&key);
+    if state.partitions.get(tag).is_none() {
+        // A send handed here by another node finds the partition gone: it
+        // moved, and the node handing it off asks the new owner.
+        let link = state.cluster.as_ref().filter(|_| !node_call);
+        let Some(link) = link else {
+            return Err(unavailable(tag, "this node no longer serves it"));
+        };
+        if let Some(answer) = keyed::hand_off(&state, link, tag, &key, body.to_bytes()).await {
+            return Ok(answer);
+        }
     }
-    // A single node runs the one partition: its engine keeps the keys.
     let registry = state.customer_partition(&key)?.registry.clone();
     let claimed = registry
         .idempotent_sends()
@@ -144,7 +195,8 @@ async fn send_push(
             Ok(respond(&answer, None, true))
         }
         Claim::Send(ticket) => {
-            let (answer, first_error) = fan_out(&state, &req, &message, body, Some(&ticket)).await;
+            let ids = keyed_delivery_ids(&state, &ticket, &body.customer_ids);
+            let (answer, first_error) = fan_out(&state, &req, &message, body, Some(&ids)).await;
             ticket.record(&answer).await?;
             Ok(respond(&answer, first_error, false))
         }
@@ -156,21 +208,22 @@ async fn send_push(
 const MOVING_PAUSE: Duration = Duration::from_millis(100);
 
 /// One round of a send: each of `customers` (with its place in the request)
-/// asked of its actor here or, through the serving node, elsewhere.
+/// asked of its actor here or, through the serving node, elsewhere; a
+/// keyed call's customers under the delivery ids `ids` (by place).
 async fn send_once(
     state: &web::Data<AppState>,
     forwarded: bool,
     message: &Arc<MessageSpec>,
     data: &Value,
     customers: Vec<(usize, String)>,
-    ticket: Option<&SendTicket>,
+    ids: Option<&[String]>,
 ) -> Vec<(usize, String, Outcome)> {
     let (here, elsewhere) = by_owner(state, forwarded, customers, |(_, id)| id.as_str());
     let sends = here.into_iter().map(|(_, (n, customer_id))| {
         let msg = SendMessage {
             message: message.clone(),
             data: data.clone(),
-            delivery_id: ticket.map(|t| t.delivery_id(n)),
+            delivery_id: ids.map(|ids| ids[n].clone()),
         };
         let state = state.clone();
         async move {
@@ -193,7 +246,7 @@ async fn send_once(
         .collect();
     let (mut results, others): (Vec<_>, _) = futures_util::join!(
         stream::iter(sends).buffered(FAN_OUT).collect(),
-        send_elsewhere(state, &message.id, data, elsewhere)
+        send_elsewhere(state, &message.id, data, elsewhere, ids)
     );
     // Each node counts the deliveries it made.
     let made_here = results.iter().filter(|(_, _, r)| r.is_ok()).count();
@@ -202,7 +255,7 @@ async fn send_once(
     results
 }
 
-/// Asks every customer's actor for a delivery (under the ticket's ids for a
+/// Asks every customer's actor for a delivery (under the given ids for a
 /// keyed call; through the serving node for another node's customers) and
 /// answers which were made durable and which were not, in the order asked,
 /// with the first error.
@@ -211,7 +264,7 @@ async fn fan_out(
     req: &HttpRequest,
     message: &Arc<MessageSpec>,
     body: SendBody,
-    ticket: Option<&SendTicket>,
+    ids: Option<&[String]>,
 ) -> (SendAnswer, Option<Refusal>) {
     let forwarded = req.headers().contains_key(FORWARDED);
     // Customers whose partition is moving (nothing was done for them) are
@@ -223,7 +276,7 @@ async fn fan_out(
     let mut pending: Vec<(usize, String)> = body.customer_ids.into_iter().enumerate().collect();
     let mut results = Vec::with_capacity(pending.len());
     for attempt in 1u32.. {
-        let round = send_once(state, forwarded, message, &body.data, pending, ticket).await;
+        let round = send_once(state, forwarded, message, &body.data, pending, ids).await;
         let pause = MOVING_PAUSE * attempt.min(5);
         let again = deadline.is_some_and(|d| Instant::now() + pause < d);
         let (retry, settled): (Vec<_>, Vec<_>) = round

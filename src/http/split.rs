@@ -78,19 +78,26 @@ pub fn by_owner<T>(
 
 /// Sends `message_id` with `data` to the customers of `groups` (by the
 /// address of the node serving them: index in the request and customer
-/// id) through those nodes, for the backend whose API key asked.
+/// id) through those nodes, for the backend whose API key asked; a keyed
+/// call's customers under the delivery ids `ids` (by index in the request).
 pub async fn send_elsewhere(
     state: &AppState,
     message_id: &str,
     data: &Value,
     groups: BTreeMap<String, Vec<(usize, String)>>,
+    ids: Option<&[String]>,
 ) -> Vec<(usize, String, Outcome)> {
     let Some(link) = &state.cluster else {
         return Vec::new();
     };
     let calls = groups.into_iter().map(|(address, customers)| async move {
-        let ids: Vec<&str> = customers.iter().map(|(_, id)| id.as_str()).collect();
-        let body = json!({"message_id": message_id, "customer_ids": ids, "data": data});
+        let customer_ids: Vec<&str> = customers.iter().map(|(_, id)| id.as_str()).collect();
+        let mut body =
+            json!({"message_id": message_id, "customer_ids": customer_ids, "data": data});
+        if let Some(ids) = ids {
+            let given: Vec<&str> = customers.iter().map(|(n, _)| ids[*n].as_str()).collect();
+            body["delivery_ids"] = json!(given);
+        }
         let body = Bytes::from(serde_json::to_vec(&body).expect("encodes"));
         let answer = link
             .peers

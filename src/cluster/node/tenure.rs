@@ -10,6 +10,7 @@ use pushd_actors::engine::{PartitionTag, Ports};
 use pushd_actors::ports::{OsEntropy, Position, Store};
 use pushd_actors::registry::Registry;
 
+use super::super::events::PartitionEvents;
 use super::super::journal::{Place, StreamJournal};
 use super::super::lease::{self, Held};
 use super::super::{ClusterError, Nats, key_of, snapshots};
@@ -149,6 +150,17 @@ impl Node {
         let opened =
             StreamJournal::open(place, covered, &self.runtime, move || wake.notify_one()).await?;
         let journal = opened.journal;
+        // Before the replay: the replayed records' events are published
+        // too, from the first the stream may lack.
+        let events = PartitionEvents::open(
+            self.engine.events.clone(),
+            tag,
+            journal.clone(),
+            self.engine.clock.clone(),
+            self.runtime.clone(),
+        )
+        .await?;
+        store.attach(events);
         let ports = Ports {
             provider: self.engine.provider.clone(),
             journal: journal.clone(),
