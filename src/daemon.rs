@@ -130,6 +130,7 @@ pub async fn serve_with(
         renderer: renderer.clone(),
         clock: clock.clone(),
         entropy: Arc::new(OsEntropy),
+        catalog: store.clone(),
     };
     let registry = Arc::new(Registry::new(
         ports,
@@ -137,6 +138,7 @@ pub async fn serve_with(
         config.engine.shard_count(),
     ));
     let recovery = registry.recover()?;
+    registry.start_releases();
     tracing::info!(
         covered = recovery.replayed.covered,
         replayed = recovery.replayed.records,

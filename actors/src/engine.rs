@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::held::HeldDeliveries;
 use crate::pacing::Pacing;
 use crate::ports::{
-    BoxFuture, Change, Clock, Entropy, Journal, JournalError, Position, Provider, Push, Renderer,
-    Slot, Store, StoreError,
+    BoxFuture, Catalog, Change, Clock, Entropy, Journal, JournalError, Position, Provider, Push,
+    Renderer, Slot, Store, StoreError,
 };
 
 /// Tuning of sends and of actor lifetimes.
@@ -53,6 +54,9 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// Every random choice (the OS's; a seeded one in the simulation).
     pub entropy: Arc<dyn Entropy>,
+    /// The message templates as they are now: what a scheduled delivery
+    /// renders when it is released.
+    pub catalog: Arc<dyn Catalog>,
 }
 
 /// Which partition of the customers an engine serves (customers are
@@ -98,6 +102,8 @@ pub struct EngineCtx {
     /// Renders run on the calling thread instead of the blocking pool
     /// (see [`EngineCtx::render_inline`]).
     inline_renders: bool,
+    /// The deliveries held for their time, by due time.
+    pub held: Arc<HeldDeliveries>,
 }
 
 /// Turns to render, one per core, shared by every engine of the process
@@ -118,6 +124,7 @@ impl EngineCtx {
             last: AtomicU64::new(0),
             pacing: Pacing::default(),
             inline_renders: false,
+            held: Arc::default(),
         }
     }
 
@@ -281,6 +288,9 @@ pub enum EngineError {
     /// The customer's actor could not be reached.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// Only a scheduled delivery can be canceled.
+    #[error("delivery is {0}; only a scheduled delivery can be canceled")]
+    NotCancelable(&'static str),
     /// An idempotency key came back with another body within its window.
     #[error(
         "idempotency key {0:?} was used for another send body within the last 24 hours; \

@@ -9,6 +9,7 @@
 pub mod device_send;
 pub mod engine;
 pub mod group_commit;
+pub mod held;
 pub mod idempotency;
 pub mod model;
 pub mod pacing;
@@ -17,6 +18,7 @@ pub mod plan;
 pub mod ports;
 pub mod recovery;
 pub mod registry;
+pub mod schedule;
 pub mod status;
 pub mod tally;
 pub mod thread_name;

@@ -32,6 +32,7 @@ pub const MAX_DEVICES: usize = 100;
 type Answer<T> = Result<Ack<T>, EngineError>;
 
 mod messages;
+mod scheduled;
 mod unsettled;
 pub use messages::*;
 use unsettled::Unsettled;
@@ -77,6 +78,10 @@ impl PersonActor {
         let store = &self.ctx.ports.store;
         self.customer = store.customer(&self.id)?;
         for stored in store.unsettled_deliveries(&self.id)? {
+            if stored.state.held {
+                self.rehold(&stored, ctx);
+                continue;
+            }
             // At-least-once: a device whose outcome was not recorded may
             // have been sent already; send it again and count the duplicate.
             let pending: Vec<usize> = pending_devices(&stored.state).collect();
@@ -495,7 +500,10 @@ impl Handler<SendMessage> for PersonActor {
             self.ctx.partition.delivery_id(clock.now_ms(), entropy)
         });
         let delivery = plan::delivery(id, &self.id, &msg.message, msg.data, clock.now());
-        AtomicResponse::new(self.prepare_and_launch(None, delivery, msg.message, ctx))
+        AtomicResponse::new(match &msg.time {
+            Some(time) => self.send_at(delivery, time, msg.message, ctx),
+            None => self.prepare_and_launch(None, delivery, msg.message, ctx),
+        })
     }
 }
 

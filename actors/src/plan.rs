@@ -40,6 +40,7 @@ pub fn delivery(
         sends: Vec::new(),
         state: DeliveryState::new(Vec::new()),
         failure_detail: None,
+        schedule: None,
     }
 }
 

@@ -65,6 +65,10 @@ counts! {
     undeliverable,
     /// Ended `bounced`.
     bounced,
+    /// Held for its time (per person only: no device is chosen yet).
+    scheduled,
+    /// Canceled while scheduled (per person only).
+    canceled,
     /// Every device of the person was suppressed (per device: the device was).
     suppressed,
     /// Counted in `sent` with a device whose user had opted in that
@@ -254,6 +258,8 @@ pub fn contribution(d: &Delivery) -> Tally {
             failed: flag(status == MessageStatus::Failed),
             undeliverable: flag(status == MessageStatus::Undeliverable),
             bounced: flag(status == MessageStatus::Bounced),
+            scheduled: flag(status == MessageStatus::Scheduled),
+            canceled: flag(status == MessageStatus::Canceled),
             suppressed: flag(
                 status == MessageStatus::Undeliverable
                     && state.failure_reason() == Some(FailureReason::DevicesSuppressed),
@@ -277,6 +283,8 @@ pub fn contribution(d: &Delivery) -> Tally {
             failed: flag(s == DeviceStatus::Failed),
             undeliverable: 0,
             bounced: flag(s == DeviceStatus::Bounced),
+            scheduled: 0,
+            canceled: 0,
             suppressed: flag(s == DeviceStatus::Suppressed),
             opted_in_sent: flag(opted_in && s.succeeded()),
             opted_in_delivered: flag(opted_in && delivered),

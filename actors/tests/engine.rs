@@ -69,6 +69,7 @@ async fn send(h: &Harness, id: &str, audience: Audience) -> String {
         message: message(audience),
         data: Value::Null,
         delivery_id: None,
+        time: None,
     };
     h.registry.request(id, msg).await.unwrap()
 }
@@ -133,6 +134,7 @@ async fn a_message_goes_only_to_its_apps_devices_in_their_environment() {
             message: Arc::new(m),
             data: Value::Null,
             delivery_id: None,
+            time: None,
         }
     };
 

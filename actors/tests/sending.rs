@@ -59,6 +59,7 @@ async fn send(h: &Harness, id: &str, rate: Option<u32>, delivery_id: Option<Stri
         message: message(rate),
         data: Value::Null,
         delivery_id,
+        time: None,
     };
     h.registry.request(id, msg).await.unwrap()
 }

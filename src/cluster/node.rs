@@ -50,6 +50,9 @@ pub struct EngineParts {
     pub shards: Arc<Shards>,
     /// How long each partition's snapshot keeps deliveries.
     pub retention: Retention,
+    /// The message templates (the cluster's bucket): what a scheduled
+    /// delivery renders when released.
+    pub catalog: Arc<dyn pushd_actors::ports::Catalog>,
 }
 
 /// A partition this node holds the lease of.

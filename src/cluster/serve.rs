@@ -67,7 +67,9 @@ pub async fn run(
         &config.apps(),
         &config.client_options(),
     ));
+    let templates = Arc::new(Templates::new(nats.templates.clone()));
     let engine = EngineParts {
+        catalog: templates.clone(),
         provider: providers.clone(),
         renderer: renderer.clone(),
         clock: clock.clone(),
@@ -108,7 +110,7 @@ pub async fn run(
     ));
     let state = web::Data::new(AppState {
         partitions,
-        catalog: Catalog::Shared(Arc::new(Templates::new(nats.templates.clone()))),
+        catalog: Catalog::Shared(templates),
         renderer,
         providers,
         clock,

@@ -15,6 +15,7 @@ use futures_util::{StreamExt, stream};
 use pushd_actors::idempotency::{Claim, MAX_KEY_BYTES, NotSent, SendAnswer, SendTicket, SentTo};
 use pushd_actors::model::MessageSpec;
 use pushd_actors::person::SendMessage;
+use pushd_actors::schedule::{IfPast, SendTime};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -45,6 +46,45 @@ struct SendBody {
     customer_ids: Vec<String>,
     #[serde(default)]
     data: Value,
+    /// When to send (absent: now).
+    #[serde(default)]
+    schedule: Option<ScheduleBody>,
+}
+
+/// A send's `schedule`: an instant (`at`), or a local time in each
+/// person's zone.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleBody {
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
+    local_time: Option<String>,
+    #[serde(default)]
+    fallback_timezone: Option<String>,
+    #[serde(default)]
+    if_past: Option<IfPast>,
+}
+
+impl ScheduleBody {
+    /// The time it names, or why it names none.
+    fn time(&self) -> Result<SendTime, ApiError> {
+        let time = match (&self.at, &self.local_time) {
+            (Some(at), None) if self.fallback_timezone.is_none() && self.if_past.is_none() => {
+                SendTime::at(at)
+            }
+            (None, Some(local)) => {
+                let fallback = self.fallback_timezone.as_deref().unwrap_or("UTC");
+                SendTime::local(local, fallback, self.if_past.unwrap_or(IfPast::SendNow))
+            }
+            _ => Err(
+                "schedule must hold either at, or local_time (with fallback_timezone and \
+                 if_past)"
+                    .to_owned(),
+            ),
+        };
+        time.map_err(ApiError::invalid_field)
+    }
 }
 
 impl SendBody {
@@ -57,7 +97,11 @@ impl SendBody {
             data => data.clone(),
         };
         // serde_json's maps are sorted: this text is canonical.
-        let canonical = json!([self.message_id, self.customer_ids, data]).to_string();
+        let mut canonical = json!([self.message_id, self.customer_ids, data]);
+        if let Some(schedule) = &self.schedule {
+            canonical[3] = json!(schedule);
+        }
+        let canonical = canonical.to_string();
         let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -125,8 +169,16 @@ async fn send_push(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let message = Arc::new(check(&state, &body).await?);
+    let time = body.schedule.as_ref().map(ScheduleBody::time).transpose()?;
+    if time.is_some() && state.cluster.is_some() {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_in_cluster",
+            "scheduled sends are served by a single-node pushd only, not yet in cluster mode",
+        ));
+    }
     let Some(key) = key else {
-        let (answer, first_error) = fan_out(&state, &req, &message, body, None).await;
+        let (answer, first_error) = fan_out(&state, &req, &message, body, &time, None).await;
         return Ok(respond(&answer, first_error, false));
     };
     if state.cluster.is_some() {
@@ -144,7 +196,8 @@ async fn send_push(
             Ok(respond(&answer, None, true))
         }
         Claim::Send(ticket) => {
-            let (answer, first_error) = fan_out(&state, &req, &message, body, Some(&ticket)).await;
+            let (answer, first_error) =
+                fan_out(&state, &req, &message, body, &time, Some(&ticket)).await;
             ticket.record(&answer).await?;
             Ok(respond(&answer, first_error, false))
         }
@@ -162,6 +215,7 @@ async fn send_once(
     forwarded: bool,
     message: &Arc<MessageSpec>,
     data: &Value,
+    time: &Option<SendTime>,
     customers: Vec<(usize, String)>,
     ticket: Option<&SendTicket>,
 ) -> Vec<(usize, String, Outcome)> {
@@ -171,6 +225,7 @@ async fn send_once(
             message: message.clone(),
             data: data.clone(),
             delivery_id: ticket.map(|t| t.delivery_id(n)),
+            time: time.clone(),
         };
         let state = state.clone();
         async move {
@@ -211,6 +266,7 @@ async fn fan_out(
     req: &HttpRequest,
     message: &Arc<MessageSpec>,
     body: SendBody,
+    time: &Option<SendTime>,
     ticket: Option<&SendTicket>,
 ) -> (SendAnswer, Option<Refusal>) {
     let forwarded = req.headers().contains_key(FORWARDED);
@@ -223,7 +279,7 @@ async fn fan_out(
     let mut pending: Vec<(usize, String)> = body.customer_ids.into_iter().enumerate().collect();
     let mut results = Vec::with_capacity(pending.len());
     for attempt in 1u32.. {
-        let round = send_once(state, forwarded, message, &body.data, pending, ticket).await;
+        let round = send_once(state, forwarded, message, &body.data, time, pending, ticket).await;
         let pause = MOVING_PAUSE * attempt.min(5);
         let again = deadline.is_some_and(|d| Instant::now() + pause < d);
         let (retry, settled): (Vec<_>, Vec<_>) = round

@@ -85,7 +85,8 @@ fn apply(state: &mut DeliveryState, event: &Event) {
 /// Rank of a message status along the path a delivery can take.
 fn progress(s: MessageStatus) -> u8 {
     match s {
-        MessageStatus::Attempted => 0,
+        MessageStatus::Scheduled | MessageStatus::Attempted => 0,
+        MessageStatus::Canceled => 1,
         MessageStatus::Failed | MessageStatus::Bounced | MessageStatus::Undeliverable => 1,
         MessageStatus::Sent => 2,
         MessageStatus::Delivered => 3,
