@@ -66,6 +66,23 @@ struct ScheduleBody {
     if_past: Option<IfPast>,
 }
 
+/// When a send's deliveries go out: the engine's time, and the `schedule`
+/// as given (what a forwarded send passes on to the node serving a customer).
+struct When {
+    time: Option<SendTime>,
+    schedule: Value,
+}
+
+impl When {
+    /// The `schedule` of `body`, checked.
+    fn of(body: &SendBody) -> Result<When, ApiError> {
+        Ok(When {
+            time: body.schedule.as_ref().map(ScheduleBody::time).transpose()?,
+            schedule: body.schedule.as_ref().map_or(Value::Null, |s| json!(s)),
+        })
+    }
+}
+
 impl ScheduleBody {
     /// The time it names, or why it names none.
     fn time(&self) -> Result<SendTime, ApiError> {
@@ -169,16 +186,9 @@ async fn send_push(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let message = Arc::new(check(&state, &body).await?);
-    let time = body.schedule.as_ref().map(ScheduleBody::time).transpose()?;
-    if time.is_some() && state.cluster.is_some() {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_in_cluster",
-            "scheduled sends are served by a single-node pushd only, not yet in cluster mode",
-        ));
-    }
+    let when = When::of(&body)?;
     let Some(key) = key else {
-        let (answer, first_error) = fan_out(&state, &req, &message, body, &time, None).await;
+        let (answer, first_error) = fan_out(&state, &req, &message, body, &when, None).await;
         return Ok(respond(&answer, first_error, false));
     };
     if state.cluster.is_some() {
@@ -197,7 +207,7 @@ async fn send_push(
         }
         Claim::Send(ticket) => {
             let (answer, first_error) =
-                fan_out(&state, &req, &message, body, &time, Some(&ticket)).await;
+                fan_out(&state, &req, &message, body, &when, Some(&ticket)).await;
             ticket.record(&answer).await?;
             Ok(respond(&answer, first_error, false))
         }
@@ -215,7 +225,7 @@ async fn send_once(
     forwarded: bool,
     message: &Arc<MessageSpec>,
     data: &Value,
-    time: &Option<SendTime>,
+    when: &When,
     customers: Vec<(usize, String)>,
     ticket: Option<&SendTicket>,
 ) -> Vec<(usize, String, Outcome)> {
@@ -225,7 +235,7 @@ async fn send_once(
             message: message.clone(),
             data: data.clone(),
             delivery_id: ticket.map(|t| t.delivery_id(n)),
-            time: time.clone(),
+            time: when.time.clone(),
         };
         let state = state.clone();
         async move {
@@ -248,7 +258,7 @@ async fn send_once(
         .collect();
     let (mut results, others): (Vec<_>, _) = futures_util::join!(
         stream::iter(sends).buffered(FAN_OUT).collect(),
-        send_elsewhere(state, &message.id, data, elsewhere)
+        send_elsewhere(state, &message.id, data, &when.schedule, elsewhere)
     );
     // Each node counts the deliveries it made.
     let made_here = results.iter().filter(|(_, _, r)| r.is_ok()).count();
@@ -266,7 +276,7 @@ async fn fan_out(
     req: &HttpRequest,
     message: &Arc<MessageSpec>,
     body: SendBody,
-    time: &Option<SendTime>,
+    when: &When,
     ticket: Option<&SendTicket>,
 ) -> (SendAnswer, Option<Refusal>) {
     let forwarded = req.headers().contains_key(FORWARDED);
@@ -279,7 +289,7 @@ async fn fan_out(
     let mut pending: Vec<(usize, String)> = body.customer_ids.into_iter().enumerate().collect();
     let mut results = Vec::with_capacity(pending.len());
     for attempt in 1u32.. {
-        let round = send_once(state, forwarded, message, &body.data, time, pending, ticket).await;
+        let round = send_once(state, forwarded, message, &body.data, when, pending, ticket).await;
         let pause = MOVING_PAUSE * attempt.min(5);
         let again = deadline.is_some_and(|d| Instant::now() + pause < d);
         let (retry, settled): (Vec<_>, Vec<_>) = round

@@ -83,6 +83,7 @@ pub async fn send_elsewhere(
     state: &AppState,
     message_id: &str,
     data: &Value,
+    schedule: &Value,
     groups: BTreeMap<String, Vec<(usize, String)>>,
 ) -> Vec<(usize, String, Outcome)> {
     let Some(link) = &state.cluster else {
@@ -90,7 +91,10 @@ pub async fn send_elsewhere(
     };
     let calls = groups.into_iter().map(|(address, customers)| async move {
         let ids: Vec<&str> = customers.iter().map(|(_, id)| id.as_str()).collect();
-        let body = json!({"message_id": message_id, "customer_ids": ids, "data": data});
+        let mut body = json!({"message_id": message_id, "customer_ids": ids, "data": data});
+        if !schedule.is_null() {
+            body["schedule"] = schedule.clone();
+        }
         let body = Bytes::from(serde_json::to_vec(&body).expect("encodes"));
         let answer = link
             .peers

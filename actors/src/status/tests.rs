@@ -182,6 +182,40 @@ proptest! {
         prop_assert_eq!(once, twice);
     }
 
+    /// A held delivery is `scheduled` and unsettled whatever reports and
+    /// goals arrive for it (it has no device yet); canceled, it is
+    /// `canceled` for good; released (its devices chosen), it follows the
+    /// rule like any delivery.
+    #[test]
+    fn a_held_delivery_waits_then_cancels_or_follows_the_rule(
+        (suppressed, events) in scenario(),
+        cancel in any::<bool>(),
+    ) {
+        let not_outcomes = || events.iter().filter(|e| !matches!(e, Event::Outcome(..)));
+        let mut held = DeliveryState::held();
+        for e in not_outcomes() {
+            apply(&mut held, e);
+        }
+        prop_assert_eq!(&held, &DeliveryState::held());
+        prop_assert_eq!(held.status(), MessageStatus::Scheduled);
+        prop_assert!(held.pending() && held.failure_reason().is_none());
+        if cancel {
+            held.cancel();
+            for e in not_outcomes() {
+                apply(&mut held, e);
+            }
+            prop_assert_eq!(held.status(), MessageStatus::Canceled);
+            prop_assert!(held.settled());
+            prop_assert_eq!(held.failure_reason(), Some(FailureReason::Canceled));
+        } else {
+            let mut released = build(&suppressed);
+            for e in &events {
+                apply(&mut released, e);
+            }
+            prop_assert_eq!(released.status(), rule(&suppressed, &events));
+        }
+    }
+
     /// A failed or undeliverable delivery carries a reason; no other does.
     #[test]
     fn failure_reason_matches_status((suppressed, events) in scenario()) {
