@@ -107,6 +107,18 @@ pub fn prepare(
     }
 }
 
+/// The platforms of the unsuppressed devices a delivery of `message` to
+/// `customer` would go to now: what a held delivery counts per platform.
+pub fn planned_platforms(
+    message: &MessageSpec,
+    customer: &Customer,
+) -> Vec<crate::model::Platform> {
+    (targeted(message, customer).into_iter())
+        .filter(|d| !d.suppressed)
+        .map(|d| d.platform)
+        .collect()
+}
+
 /// The devices a delivery of `message` lists, in the customer's order:
 /// only the message's app's, and of those every one
 /// (`audience: all_devices`) or the one used last (`last_device`).

@@ -13,7 +13,7 @@ use jiff::civil::DateTime;
 use jiff::tz::{Disambiguation, TimeZone};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Customer;
+use crate::model::{Customer, Platform};
 use crate::status::Timestamp;
 
 /// The customer attribute naming the person's IANA time zone.
@@ -115,6 +115,12 @@ pub struct Schedule {
     pub timezone_source: Option<TimezoneSource>,
     /// When it was released to be rendered and sent, Unix milliseconds.
     pub released_ms: Option<i64>,
+    /// The platforms of the devices it would go to when it was scheduled
+    /// (unsuppressed ones, of the message's app): what the per-platform
+    /// `scheduled` counters count while it is held. Its devices are chosen
+    /// again when it is released.
+    #[serde(default)]
+    pub platforms: Vec<Platform>,
 }
 
 impl Schedule {
@@ -163,6 +169,7 @@ pub fn resolve(time: &SendTime, customer: Option<&Customer>, now_ms: i64) -> Res
             timezone: None,
             timezone_source: None,
             released_ms: None,
+            platforms: Vec::new(),
         }),
         SendTime::LocalTime {
             local,
@@ -196,6 +203,7 @@ pub fn resolve(time: &SendTime, customer: Option<&Customer>, now_ms: i64) -> Res
                 timezone: Some(name),
                 timezone_source: Some(source),
                 released_ms: None,
+                platforms: Vec::new(),
             };
             if due_ms < now_ms && *if_past == IfPast::Skip {
                 Resolved::Skip(schedule)

@@ -65,7 +65,8 @@ counts! {
     undeliverable,
     /// Ended `bounced`.
     bounced,
-    /// Held for its time (per person only: no device is chosen yet).
+    /// Held for its time (per device: the devices it would go to when it
+    /// was scheduled; they are chosen again when it is released).
     scheduled,
     /// Canceled while scheduled (per person only).
     canceled,
@@ -269,6 +270,11 @@ pub fn contribution(d: &Delivery) -> Tally {
         },
         ..Tally::default()
     };
+    if status == MessageStatus::Scheduled {
+        for &platform in d.schedule.iter().flat_map(|s| &s.platforms) {
+            tally.platform_mut(platform).scheduled += 1;
+        }
+    }
     for (send, device) in d.sends.iter().zip(&state.devices) {
         let s = device.status;
         let opted_in = send.opted_in == Some(true);

@@ -105,6 +105,9 @@ async fn a_send_at_a_later_instant_is_held_then_rendered_and_sent_at_its_time() 
     assert_eq!(held.status(), MessageStatus::Scheduled);
     assert_eq!(held.schedule.as_ref().map(|s| s.due_ms), Some(due));
     assert!(held.content.is_none() && held.sends.is_empty());
+    let tally = h.store.snapshot().tallies["news"];
+    assert_eq!((tally.message.scheduled, tally.ios.scheduled), (1, 1));
+    assert_eq!((tally.ios.sends, tally.android.scheduled), (0, 0));
     held_until(&h, due).await;
 
     // The message changes while the delivery waits: its time renders the new one.
@@ -126,6 +129,7 @@ async fn a_send_at_a_later_instant_is_held_then_rendered_and_sent_at_its_time() 
     assert_eq!(calls(&h), 1);
     let tally = h.store.snapshot().tallies["news"];
     assert_eq!((tally.message.scheduled, tally.message.sent), (0, 1));
+    assert_eq!((tally.ios.scheduled, tally.ios.sent), (0, 1));
 }
 
 #[actix::test]
@@ -146,8 +150,9 @@ async fn a_canceled_delivery_is_never_sent_and_only_a_scheduled_one_cancels() {
         canceled.state.failure_reason(),
         Some(FailureReason::Canceled)
     );
-    let tally = h.store.snapshot().tallies["news"].message;
-    assert_eq!((tally.scheduled, tally.canceled), (0, 1));
+    let tally = h.store.snapshot().tallies["news"];
+    assert_eq!((tally.message.scheduled, tally.message.canceled), (0, 1));
+    assert_eq!((tally.ios.scheduled, tally.ios.canceled), (0, 0));
     assert!(h.registry.held().is_empty());
     let again = h.registry.request("c1", cancel).await;
     assert!(

@@ -230,6 +230,7 @@ fn the_reasons_and_statuses_of_version_4_are_version_4_records() {
         timezone: Some("America/New_York".into()),
         timezone_source: Some(TimezoneSource::FallbackInvalid),
         released_ms: None,
+        platforms: vec![Platform::Ios, Platform::Android],
     });
     is_a_version_4_record(held);
 }

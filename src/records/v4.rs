@@ -19,7 +19,8 @@ use pushd_actors::status as st;
 use pushd_actors::tally as ta;
 
 use super::v1::{
-    Content, ConversionGoal, Customer, DeviceSend, DeviceStatus, JsonText, MessageSpec, SendRecord,
+    Content, ConversionGoal, Customer, DeviceSend, DeviceStatus, JsonText, MessageSpec, Platform,
+    SendRecord,
 };
 use super::{Frozen, RecordError, Thaw, record_enum, record_struct};
 
@@ -102,6 +103,7 @@ record_struct! {
         timezone: Option<String>,
         timezone_source: Option<TimezoneSource>,
         released_ms: Option<i64>,
+        platforms: Vec<Platform>,
     }
 }
 

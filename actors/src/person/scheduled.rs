@@ -42,7 +42,10 @@ impl PersonActor {
                 delivery.schedule = Some(schedule);
                 self.prepare_and_launch(None, delivery, message, ctx)
             }
-            Resolved::Hold(schedule) => {
+            Resolved::Hold(mut schedule) => {
+                if let Some(customer) = &self.customer {
+                    schedule.platforms = plan::planned_platforms(&message, customer);
+                }
                 delivery.schedule = Some(schedule);
                 if !plan::precheck(&mut delivery, self.customer.as_ref()) {
                     return Box::pin(fut::ready(self.launch(None, delivery, ctx)));
