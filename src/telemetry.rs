@@ -20,13 +20,14 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 38] = [
+pub const SERIES: [&str; 39] = [
     "pushd_ready",
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
     "pushd_customers_erased_total",
     "pushd_idempotent_replays_total",
     "pushd_scheduled_released_total",
+    "pushd_frequency_capped_total",
     "pushd_paced_sends_waiting",
     "pushd_reports_total",
     "pushd_delivery_status_total",
@@ -261,6 +262,10 @@ pub fn register() {
     counter(
         "pushd_scheduled_released_total",
         "Scheduled deliveries released at (or, after a restart, past) their time to be rendered and sent.",
+    );
+    counter(
+        "pushd_frequency_capped_total",
+        "Deliveries not sent because their customer reached a frequency cap (undeliverable, frequency_capped).",
     );
     gauge(
         "pushd_paced_sends_waiting",

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::caps::FrequencyCap;
 use crate::held::HeldDeliveries;
 use crate::pacing::Pacing;
 use crate::ports::{
@@ -25,6 +26,9 @@ pub struct EngineConfig {
     pub idle_timeout: Duration,
     /// Longest `Retry-After` honoured; a longer hint waits this long.
     pub retry_after_max: Duration,
+    /// The frequency caps a send is held to unless it names its own or
+    /// bypasses them (none by default).
+    pub frequency_caps: Vec<FrequencyCap>,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +39,7 @@ impl Default for EngineConfig {
             backoff_max: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             retry_after_max: Duration::from_secs(15 * 60),
+            frequency_caps: Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! talks to the world through the traits of [`ports`], and the
 //! [`Registry`](registry::Registry) is its front door.
 
+pub mod caps;
 pub mod device_send;
 pub mod engine;
 pub mod group_commit;

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde_json::Map;
 
+use crate::caps::{self, CapRule, FrequencyCap};
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{Ack, EngineCtx, EngineError};
 use crate::model::{Attributes, Customer, Delivery, Device, MessageSpec};
 use crate::plan;
 use crate::ports::{AsOf, Change, Entry, Position};
 use crate::registry::Departures;
-use crate::status::{DeliveryState, DeviceStatus, MessageStatus, Outcome};
+use crate::status::{DeliveryState, DeviceStatus, FailureReason, MessageStatus, Outcome};
 
 /// The widest conversion window the engine looks back over.
 pub const MAX_CONVERSION_WINDOW: i64 = 366 * 24 * 3600;
@@ -141,10 +142,25 @@ impl PersonActor {
         before: Option<Delivery>,
         mut delivery: Delivery,
         message: Arc<MessageSpec>,
+        rule: &CapRule,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Answer<String>> {
         if !plan::precheck(&mut delivery, self.customer.as_ref()) {
             return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
+        }
+        match self.capped(rule) {
+            Ok(None) => {}
+            Ok(Some(cap)) => {
+                delivery.state = DeliveryState::ended(
+                    MessageStatus::Undeliverable,
+                    FailureReason::FrequencyCapped,
+                    Vec::new(),
+                );
+                delivery.failure_detail = Some(cap.words());
+                metrics::counter!("pushd_frequency_capped_total").increment(1);
+                return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
+            }
+            Err(e) => return Box::pin(fut::ready(Err(e))),
         }
         let customer = self.customer.as_ref().expect("prechecked");
         let renderer = &self.ctx.ports.renderer;
@@ -166,6 +182,24 @@ impl PersonActor {
             plan::prepare(&mut delivery, &message, &customer, rendered, now);
             act.launch(before, delivery, ctx)
         }))
+    }
+
+    /// The first frequency cap `rule` holds this customer to that its
+    /// pushes reached: read from its deliveries of the longest window.
+    fn capped(&self, rule: &CapRule) -> Result<Option<FrequencyCap>, EngineError> {
+        let caps = rule.caps(&self.ctx.config.frequency_caps);
+        if caps.is_empty() {
+            return Ok(None);
+        }
+        let now = self.ctx.ports.clock.now();
+        let from = now.saturating_sub(caps::longest(caps));
+        let recent = self
+            .ctx
+            .ports
+            .store
+            .deliveries_between(&self.id, from, now)?;
+        let times: Vec<_> = recent.iter().filter_map(caps::counted_at).collect();
+        Ok(caps::reached(caps, &times, now))
     }
 
     /// Writes a delivery (new or restarted), answers its id once durable, and
@@ -501,8 +535,8 @@ impl Handler<SendMessage> for PersonActor {
         });
         let delivery = plan::delivery(id, &self.id, &msg.message, msg.data, clock.now());
         AtomicResponse::new(match &msg.time {
-            Some(time) => self.send_at(delivery, time, msg.message, ctx),
-            None => self.prepare_and_launch(None, delivery, msg.message, ctx),
+            Some(time) => self.send_at(delivery, time, msg.message, msg.caps, ctx),
+            None => self.prepare_and_launch(None, delivery, msg.message, &msg.caps, ctx),
         })
     }
 }
@@ -525,7 +559,8 @@ impl Handler<RetryDelivery> for PersonActor {
         let mut after = before.clone();
         after.goal = msg.message.conversion.clone();
         after.campaign_id = msg.message.campaign_id.clone();
-        let launched = self.prepare_and_launch(Some(before), after, msg.message, ctx);
+        let rule = CapRule::default();
+        let launched = self.prepare_and_launch(Some(before), after, msg.message, &rule, ctx);
         AtomicResponse::new(Box::pin(launched.map(|answer, _, _| {
             answer.map(|ack| Ack {
                 value: (),

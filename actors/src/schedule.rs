@@ -13,6 +13,7 @@ use jiff::civil::DateTime;
 use jiff::tz::{Disambiguation, TimeZone};
 use serde::{Deserialize, Serialize};
 
+use crate::caps::CapRule;
 use crate::model::{Customer, Platform};
 use crate::status::Timestamp;
 
@@ -121,6 +122,9 @@ pub struct Schedule {
     /// again when it is released.
     #[serde(default)]
     pub platforms: Vec<Platform>,
+    /// The frequency caps the send holds it to when it is released.
+    #[serde(default)]
+    pub caps: CapRule,
 }
 
 impl Schedule {
@@ -170,6 +174,7 @@ pub fn resolve(time: &SendTime, customer: Option<&Customer>, now_ms: i64) -> Res
             timezone_source: None,
             released_ms: None,
             platforms: Vec::new(),
+            caps: CapRule::default(),
         }),
         SendTime::LocalTime {
             local,
@@ -204,6 +209,7 @@ pub fn resolve(time: &SendTime, customer: Option<&Customer>, now_ms: i64) -> Res
                 timezone_source: Some(source),
                 released_ms: None,
                 platforms: Vec::new(),
+                caps: CapRule::default(),
             };
             if due_ms < now_ms && *if_past == IfPast::Skip {
                 Resolved::Skip(schedule)

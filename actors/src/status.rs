@@ -167,11 +167,13 @@ pub enum FailureReason {
     /// The send's local time had passed in the person's zone and it said
     /// `if_past: skip`.
     LocalTimePassed,
+    /// The person reached a frequency cap; the detail names it.
+    FrequencyCapped,
 }
 
 impl FailureReason {
     /// Every reason.
-    pub const ALL: [FailureReason; 14] = [
+    pub const ALL: [FailureReason; 15] = [
         FailureReason::LiquidVariableMissing,
         FailureReason::LiquidSyntax,
         FailureReason::CustomerNotFound,
@@ -186,6 +188,7 @@ impl FailureReason {
         FailureReason::InternalError,
         FailureReason::Canceled,
         FailureReason::LocalTimePassed,
+        FailureReason::FrequencyCapped,
     ];
 
     /// The reason of an API code.
@@ -210,6 +213,7 @@ impl FailureReason {
             FailureReason::InternalError => "internal_error",
             FailureReason::Canceled => "canceled",
             FailureReason::LocalTimePassed => "local_time_passed",
+            FailureReason::FrequencyCapped => "frequency_capped",
         }
     }
 
@@ -254,6 +258,9 @@ impl FailureReason {
             }
             FailureReason::Canceled => {
                 "The scheduled delivery was canceled (DELETE /v1/deliveries/{id}) before its time; nothing was sent."
+            }
+            FailureReason::FrequencyCapped => {
+                "The customer already got as many pushes as a frequency cap allows in its window (the detail names the cap); nothing was sent. Send later, or with bypass_frequency_caps for a push that must go out."
             }
             FailureReason::LocalTimePassed => {
                 "The local time the send named had already passed in the customer's time zone, and the send said if_past: skip; nothing was sent."

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::{StreamExt, stream};
+use pushd_actors::caps::{CapRule, FrequencyCap};
 use pushd_actors::idempotency::{Claim, MAX_KEY_BYTES, NotSent, SendAnswer, SendTicket, SentTo};
 use pushd_actors::model::MessageSpec;
 use pushd_actors::person::SendMessage;
 use pushd_actors::schedule::{IfPast, SendTime};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::auth::ApiKey;
 use super::body::{Fields, JsonBody};
@@ -49,6 +50,12 @@ struct SendBody {
     /// When to send (absent: now).
     #[serde(default)]
     schedule: Option<ScheduleBody>,
+    /// This send's frequency caps instead of the default ones.
+    #[serde(default)]
+    frequency_caps: Option<Vec<FrequencyCap>>,
+    /// No frequency cap applies to this send.
+    #[serde(default)]
+    bypass_frequency_caps: bool,
 }
 
 /// A send's `schedule`: an instant (`at`), or a local time in each
@@ -66,19 +73,56 @@ struct ScheduleBody {
     if_past: Option<IfPast>,
 }
 
-/// When a send's deliveries go out: the engine's time, and the `schedule`
-/// as given (what a forwarded send passes on to the node serving a customer).
+/// When a send's deliveries go out and which frequency caps hold them: the
+/// engine's terms, and the body's fields as given (what a forwarded send
+/// passes on to the node serving a customer).
 struct When {
     time: Option<SendTime>,
-    schedule: Value,
+    caps: CapRule,
+    fields: Map<String, Value>,
 }
 
+/// Most frequency caps one send names.
+const MAX_CAPS: usize = 10;
+/// The longest frequency cap window: a year.
+const MAX_CAP_SECONDS: i64 = 366 * 86_400;
+
 impl When {
-    /// The `schedule` of `body`, checked.
+    /// The `schedule` and caps of `body`, checked.
     fn of(body: &SendBody) -> Result<When, ApiError> {
+        let caps = body.frequency_caps.as_deref().unwrap_or_default();
+        if caps.len() > MAX_CAPS {
+            return Err(ApiError::invalid_field(format!(
+                "frequency_caps must hold at most {MAX_CAPS} caps, not {}",
+                caps.len()
+            )));
+        }
+        for (i, cap) in caps.iter().enumerate() {
+            if cap.max == 0 || !(1..=MAX_CAP_SECONDS).contains(&cap.per_seconds) {
+                return Err(ApiError::invalid_field(format!(
+                    "frequency_caps[{i}] must have max at least 1 and per_seconds from 1 to \
+                     {MAX_CAP_SECONDS}, not max {} per_seconds {}",
+                    cap.max, cap.per_seconds
+                )));
+            }
+        }
+        let mut fields = Map::new();
+        if let Some(schedule) = &body.schedule {
+            fields.insert("schedule".into(), json!(schedule));
+        }
+        if let Some(caps) = &body.frequency_caps {
+            fields.insert("frequency_caps".into(), json!(caps));
+        }
+        if body.bypass_frequency_caps {
+            fields.insert("bypass_frequency_caps".into(), json!(true));
+        }
         Ok(When {
             time: body.schedule.as_ref().map(ScheduleBody::time).transpose()?,
-            schedule: body.schedule.as_ref().map_or(Value::Null, |s| json!(s)),
+            caps: CapRule {
+                frequency_caps: body.frequency_caps.clone(),
+                bypass: body.bypass_frequency_caps,
+            },
+            fields,
         })
     }
 }
@@ -114,11 +158,17 @@ impl SendBody {
             data => data.clone(),
         };
         // serde_json's maps are sorted: this text is canonical.
-        let mut canonical = json!([self.message_id, self.customer_ids, data]);
-        if let Some(schedule) = &self.schedule {
-            canonical[3] = json!(schedule);
+        let mut parts = vec![json!(self.message_id), json!(self.customer_ids), data];
+        // A body without the fields sends gained later digests as before.
+        if self.schedule.is_some() || self.frequency_caps.is_some() || self.bypass_frequency_caps {
+            let when = json!([
+                self.schedule,
+                self.frequency_caps,
+                self.bypass_frequency_caps
+            ]);
+            parts.push(when);
         }
-        let canonical = canonical.to_string();
+        let canonical = Value::Array(parts).to_string();
         let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -236,6 +286,7 @@ async fn send_once(
             data: data.clone(),
             delivery_id: ticket.map(|t| t.delivery_id(n)),
             time: when.time.clone(),
+            caps: when.caps.clone(),
         };
         let state = state.clone();
         async move {
@@ -258,7 +309,7 @@ async fn send_once(
         .collect();
     let (mut results, others): (Vec<_>, _) = futures_util::join!(
         stream::iter(sends).buffered(FAN_OUT).collect(),
-        send_elsewhere(state, &message.id, data, &when.schedule, elsewhere)
+        send_elsewhere(state, &message.id, data, &when.fields, elsewhere)
     );
     // Each node counts the deliveries it made.
     let made_here = results.iter().filter(|(_, _, r)| r.is_ok()).count();

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState, Caller};
 use crate::cluster::peers::FORWARDED;
@@ -83,7 +83,7 @@ pub async fn send_elsewhere(
     state: &AppState,
     message_id: &str,
     data: &Value,
-    schedule: &Value,
+    fields: &Map<String, Value>,
     groups: BTreeMap<String, Vec<(usize, String)>>,
 ) -> Vec<(usize, String, Outcome)> {
     let Some(link) = &state.cluster else {
@@ -92,8 +92,8 @@ pub async fn send_elsewhere(
     let calls = groups.into_iter().map(|(address, customers)| async move {
         let ids: Vec<&str> = customers.iter().map(|(_, id)| id.as_str()).collect();
         let mut body = json!({"message_id": message_id, "customer_ids": ids, "data": data});
-        if !schedule.is_null() {
-            body["schedule"] = schedule.clone();
+        for (name, value) in fields {
+            body[name] = value.clone();
         }
         let body = Bytes::from(serde_json::to_vec(&body).expect("encodes"));
         let answer = link

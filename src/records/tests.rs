@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use pushd_actors::caps::{CapRule, FrequencyCap};
 use pushd_actors::model::{
     Attributes, Audience, Content, Customer, DEFAULT_APP, Delivery, Device, DeviceSend,
     Environment, MessageSpec, Platform, PushOptions,
@@ -231,6 +232,13 @@ fn the_reasons_and_statuses_of_version_4_are_version_4_records() {
         timezone_source: Some(TimezoneSource::FallbackInvalid),
         released_ms: None,
         platforms: vec![Platform::Ios, Platform::Android],
+        caps: CapRule {
+            frequency_caps: Some(vec![FrequencyCap {
+                max: 2,
+                per_seconds: 3_600,
+            }]),
+            bypass: true,
+        },
     });
     is_a_version_4_record(held);
 }

@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use pushd_actors::caps as ca;
 use pushd_actors::model as m;
 use pushd_actors::ports as p;
 use pushd_actors::schedule as sc;
@@ -81,6 +82,8 @@ record_enum! {
         Canceled,
         /// Local time passed.
         LocalTimePassed,
+        /// Frequency capped.
+        FrequencyCapped,
     }
 }
 
@@ -97,6 +100,22 @@ record_enum! {
 }
 
 record_struct! {
+    /// A frequency cap.
+    FrequencyCap = ca::FrequencyCap {
+        max: u32,
+        per_seconds: i64,
+    }
+}
+
+record_struct! {
+    /// Which frequency caps a send is held to.
+    CapRule = ca::CapRule {
+        frequency_caps: Option<Vec<FrequencyCap>>,
+        bypass: bool,
+    }
+}
+
+record_struct! {
     /// A delivery's schedule.
     Schedule = sc::Schedule {
         due_ms: i64,
@@ -104,6 +123,7 @@ record_struct! {
         timezone_source: Option<TimezoneSource>,
         released_ms: Option<i64>,
         platforms: Vec<Platform>,
+        caps: CapRule,
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::{Answer, PersonActor, count_status};
+use crate::caps::CapRule;
 use crate::engine::{Ack, EngineError};
 use crate::model::{Delivery, MessageSpec};
 use crate::person::{CancelDelivery, ReleaseDelivery};
@@ -24,6 +25,7 @@ impl PersonActor {
         mut delivery: Delivery,
         time: &SendTime,
         message: Arc<MessageSpec>,
+        caps: CapRule,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Answer<String>> {
         let now_ms = self.ctx.ports.clock.now_ms();
@@ -40,9 +42,10 @@ impl PersonActor {
             Resolved::Hold(mut schedule) if schedule.due_ms <= now_ms => {
                 schedule.released_ms = Some(now_ms);
                 delivery.schedule = Some(schedule);
-                self.prepare_and_launch(None, delivery, message, ctx)
+                self.prepare_and_launch(None, delivery, message, &caps, ctx)
             }
             Resolved::Hold(mut schedule) => {
+                schedule.caps = caps;
                 if let Some(customer) = &self.customer {
                     schedule.platforms = plan::planned_platforms(&message, customer);
                 }
@@ -136,7 +139,9 @@ impl Handler<ReleaseDelivery> for PersonActor {
                     }
                 }
                 metrics::counter!("pushd_scheduled_released_total").increment(1);
-                let launched = act.prepare_and_launch(Some(before), after, message, ctx);
+                let rule =
+                    (after.schedule.as_ref()).map_or_else(CapRule::default, |s| s.caps.clone());
+                let launched = act.prepare_and_launch(Some(before), after, message, &rule, ctx);
                 Box::pin(launched.map(|answer, _, _| answer.map(drop)))
             },
         )))

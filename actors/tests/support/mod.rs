@@ -510,6 +510,7 @@ pub fn config() -> EngineConfig {
         backoff_max: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(60),
         retry_after_max: Duration::from_secs(900),
+        frequency_caps: Vec::new(),
     }
 }
 
@@ -540,6 +541,22 @@ impl Harness {
         journal: Arc<MemJournal>,
         provider: Arc<ScriptedProvider>,
     ) -> Self {
+        Self::tuned(start_ms, store, journal, provider, config())
+    }
+
+    /// A fresh engine with `config`'s tuning.
+    pub fn configured(config: EngineConfig) -> Self {
+        let (store, journal) = (Default::default(), Default::default());
+        Self::tuned(START_MS, store, journal, Default::default(), config)
+    }
+
+    fn tuned(
+        start_ms: i64,
+        store: Arc<MemStore>,
+        journal: Arc<MemJournal>,
+        provider: Arc<ScriptedProvider>,
+        config: EngineConfig,
+    ) -> Self {
         let clock = Arc::new(ManualClock::new(start_ms));
         let ports = Ports {
             provider: provider.clone(),
@@ -550,7 +567,7 @@ impl Harness {
             entropy: Arc::new(OsEntropy),
             catalog: store.clone(),
         };
-        let registry = Arc::new(Registry::new(ports, config(), 2));
+        let registry = Arc::new(Registry::new(ports, config, 2));
         registry.recover().expect("recovers");
         registry.start_releases();
         Harness {

@@ -94,6 +94,11 @@ export const FAILURES = {
     means: 'The delivery was scheduled for a later time and canceled (DELETE /v1/deliveries/{id}) before it; nothing was sent.',
     fix: 'Nothing to fix. Send the message again if the cancel was a mistake.',
   },
+  frequency_capped: {
+    title: 'Frequency capped',
+    means: 'The person already got as many pushes as a frequency cap allows in its window (the failure message names the cap), so this one was not sent.',
+    fix: 'Nothing to fix: the cap did its job. Send later, or send with bypass_frequency_caps for a push that must go out.',
+  },
   local_time_passed: {
     title: 'Local time already passed',
     means: 'The send named a local time that had already passed in the person\u2019s time zone, and said if_past: skip, so nothing was sent.',
