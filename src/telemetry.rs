@@ -20,7 +20,7 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 39] = [
+pub const SERIES: [&str; 40] = [
     "pushd_ready",
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
@@ -28,6 +28,7 @@ pub const SERIES: [&str; 39] = [
     "pushd_idempotent_replays_total",
     "pushd_scheduled_released_total",
     "pushd_frequency_capped_total",
+    "pushd_quiet_hours_total",
     "pushd_paced_sends_waiting",
     "pushd_reports_total",
     "pushd_delivery_status_total",
@@ -266,6 +267,10 @@ pub fn register() {
     counter(
         "pushd_frequency_capped_total",
         "Deliveries not sent because their customer reached a frequency cap (undeliverable, frequency_capped).",
+    );
+    counter(
+        "pushd_quiet_hours_total",
+        "Sends that fell inside their customer's quiet hours, by action (hold until they end, or drop).",
     );
     gauge(
         "pushd_paced_sends_waiting",

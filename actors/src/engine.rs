@@ -12,6 +12,7 @@ use crate::ports::{
     BoxFuture, Catalog, Change, Clock, Entropy, Journal, JournalError, Position, Provider, Push,
     Renderer, Slot, Store, StoreError,
 };
+use crate::quiet::QuietHours;
 
 /// Tuning of sends and of actor lifetimes.
 #[derive(Clone, Debug)]
@@ -29,7 +30,16 @@ pub struct EngineConfig {
     /// The frequency caps a send is held to unless it names its own or
     /// bypasses them (none by default).
     pub frequency_caps: Vec<FrequencyCap>,
+    /// The quiet hours a send keeps unless it names its own or bypasses
+    /// them (none by default).
+    pub quiet_hours: Option<QuietHours>,
+    /// Deliveries held by quiet hours are released over this many seconds
+    /// after the window ends, not all at once.
+    pub release_spread_seconds: u32,
 }
+
+/// The default of [`EngineConfig::release_spread_seconds`]: ten minutes.
+pub const RELEASE_SPREAD_SECONDS: u32 = 600;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -40,6 +50,8 @@ impl Default for EngineConfig {
             idle_timeout: Duration::from_secs(60),
             retry_after_max: Duration::from_secs(15 * 60),
             frequency_caps: Vec::new(),
+            quiet_hours: None,
+            release_spread_seconds: RELEASE_SPREAD_SECONDS,
         }
     }
 }

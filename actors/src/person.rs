@@ -16,14 +16,14 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde_json::Map;
 
-use crate::caps::{self, CapRule, FrequencyCap};
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{Ack, EngineCtx, EngineError};
 use crate::model::{Attributes, Customer, Delivery, Device, MessageSpec};
 use crate::plan;
 use crate::ports::{AsOf, Change, Entry, Position};
 use crate::registry::Departures;
-use crate::status::{DeliveryState, DeviceStatus, FailureReason, MessageStatus, Outcome};
+use crate::rules::SendRules;
+use crate::status::{DeliveryState, DeviceStatus, MessageStatus, Outcome};
 
 /// The widest conversion window the engine looks back over.
 pub const MAX_CONVERSION_WINDOW: i64 = 366 * 24 * 3600;
@@ -32,6 +32,7 @@ pub const MAX_DEVICES: usize = 100;
 
 type Answer<T> = Result<Ack<T>, EngineError>;
 
+mod gates;
 mod messages;
 mod scheduled;
 mod unsettled;
@@ -142,25 +143,14 @@ impl PersonActor {
         before: Option<Delivery>,
         mut delivery: Delivery,
         message: Arc<MessageSpec>,
-        rule: &CapRule,
+        rules: &SendRules,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Answer<String>> {
         if !plan::precheck(&mut delivery, self.customer.as_ref()) {
             return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
         }
-        match self.capped(rule) {
-            Ok(None) => {}
-            Ok(Some(cap)) => {
-                delivery.state = DeliveryState::ended(
-                    MessageStatus::Undeliverable,
-                    FailureReason::FrequencyCapped,
-                    Vec::new(),
-                );
-                delivery.failure_detail = Some(cap.words());
-                metrics::counter!("pushd_frequency_capped_total").increment(1);
-                return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
-            }
-            Err(e) => return Box::pin(fut::ready(Err(e))),
+        if let Some(stopped) = self.gate(&before, &delivery, rules, &message, ctx) {
+            return Box::pin(fut::ready(stopped));
         }
         let customer = self.customer.as_ref().expect("prechecked");
         let renderer = &self.ctx.ports.renderer;
@@ -182,24 +172,6 @@ impl PersonActor {
             plan::prepare(&mut delivery, &message, &customer, rendered, now);
             act.launch(before, delivery, ctx)
         }))
-    }
-
-    /// The first frequency cap `rule` holds this customer to that its
-    /// pushes reached: read from its deliveries of the longest window.
-    fn capped(&self, rule: &CapRule) -> Result<Option<FrequencyCap>, EngineError> {
-        let caps = rule.caps(&self.ctx.config.frequency_caps);
-        if caps.is_empty() {
-            return Ok(None);
-        }
-        let now = self.ctx.ports.clock.now();
-        let from = now.saturating_sub(caps::longest(caps));
-        let recent = self
-            .ctx
-            .ports
-            .store
-            .deliveries_between(&self.id, from, now)?;
-        let times: Vec<_> = recent.iter().filter_map(caps::counted_at).collect();
-        Ok(caps::reached(caps, &times, now))
     }
 
     /// Writes a delivery (new or restarted), answers its id once durable, and
@@ -535,8 +507,8 @@ impl Handler<SendMessage> for PersonActor {
         });
         let delivery = plan::delivery(id, &self.id, &msg.message, msg.data, clock.now());
         AtomicResponse::new(match &msg.time {
-            Some(time) => self.send_at(delivery, time, msg.message, msg.caps, ctx),
-            None => self.prepare_and_launch(None, delivery, msg.message, &msg.caps, ctx),
+            Some(time) => self.send_at(delivery, time, msg.message, msg.rules, ctx),
+            None => self.prepare_and_launch(None, delivery, msg.message, &msg.rules, ctx),
         })
     }
 }
@@ -559,8 +531,8 @@ impl Handler<RetryDelivery> for PersonActor {
         let mut after = before.clone();
         after.goal = msg.message.conversion.clone();
         after.campaign_id = msg.message.campaign_id.clone();
-        let rule = CapRule::default();
-        let launched = self.prepare_and_launch(Some(before), after, msg.message, &rule, ctx);
+        let rules = SendRules::default();
+        let launched = self.prepare_and_launch(Some(before), after, msg.message, &rules, ctx);
         AtomicResponse::new(Box::pin(launched.map(|answer, _, _| {
             answer.map(|ack| Ack {
                 value: (),

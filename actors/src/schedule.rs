@@ -13,8 +13,8 @@ use jiff::civil::DateTime;
 use jiff::tz::{Disambiguation, TimeZone};
 use serde::{Deserialize, Serialize};
 
-use crate::caps::CapRule;
 use crate::model::{Customer, Platform};
+use crate::rules::SendRules;
 use crate::status::Timestamp;
 
 /// The customer attribute naming the person's IANA time zone.
@@ -122,9 +122,33 @@ pub struct Schedule {
     /// again when it is released.
     #[serde(default)]
     pub platforms: Vec<Platform>,
-    /// The frequency caps the send holds it to when it is released.
+    /// The frequency caps and quiet hours it keeps when it is released.
     #[serde(default)]
-    pub caps: CapRule,
+    pub rules: SendRules,
+    /// Why it is held: its send's time, or quiet hours.
+    #[serde(default)]
+    pub held_for: HeldFor,
+}
+
+/// Why a delivery is (or was) held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldFor {
+    /// The send named a later time.
+    #[default]
+    Schedule,
+    /// It fell inside the person's quiet hours.
+    QuietHours,
+}
+
+impl HeldFor {
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldFor::Schedule => "schedule",
+            HeldFor::QuietHours => "quiet_hours",
+        }
+    }
 }
 
 impl Schedule {
@@ -174,7 +198,8 @@ pub fn resolve(time: &SendTime, customer: Option<&Customer>, now_ms: i64) -> Res
             timezone_source: None,
             released_ms: None,
             platforms: Vec::new(),
-            caps: CapRule::default(),
+            rules: SendRules::default(),
+            held_for: HeldFor::Schedule,
         }),
         SendTime::LocalTime {
             local,
@@ -209,7 +234,8 @@ pub fn resolve(time: &SendTime, customer: Option<&Customer>, now_ms: i64) -> Res
                 timezone_source: Some(source),
                 released_ms: None,
                 platforms: Vec::new(),
-                caps: CapRule::default(),
+                rules: SendRules::default(),
+                held_for: HeldFor::Schedule,
             };
             if due_ms < now_ms && *if_past == IfPast::Skip {
                 Resolved::Skip(schedule)

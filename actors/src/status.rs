@@ -169,11 +169,13 @@ pub enum FailureReason {
     LocalTimePassed,
     /// The person reached a frequency cap; the detail names it.
     FrequencyCapped,
+    /// The send fell inside the person's quiet hours, which drop it.
+    QuietHours,
 }
 
 impl FailureReason {
     /// Every reason.
-    pub const ALL: [FailureReason; 15] = [
+    pub const ALL: [FailureReason; 16] = [
         FailureReason::LiquidVariableMissing,
         FailureReason::LiquidSyntax,
         FailureReason::CustomerNotFound,
@@ -189,6 +191,7 @@ impl FailureReason {
         FailureReason::Canceled,
         FailureReason::LocalTimePassed,
         FailureReason::FrequencyCapped,
+        FailureReason::QuietHours,
     ];
 
     /// The reason of an API code.
@@ -214,6 +217,7 @@ impl FailureReason {
             FailureReason::Canceled => "canceled",
             FailureReason::LocalTimePassed => "local_time_passed",
             FailureReason::FrequencyCapped => "frequency_capped",
+            FailureReason::QuietHours => "quiet_hours",
         }
     }
 
@@ -258,6 +262,9 @@ impl FailureReason {
             }
             FailureReason::Canceled => {
                 "The scheduled delivery was canceled (DELETE /v1/deliveries/{id}) before its time; nothing was sent."
+            }
+            FailureReason::QuietHours => {
+                "The send fell inside the customer's quiet hours, which drop a push (action drop); nothing was sent. Send after they end, or with bypass_quiet_hours for a push that must go out."
             }
             FailureReason::FrequencyCapped => {
                 "The customer already got as many pushes as a frequency cap allows in its window (the detail names the cap); nothing was sent. Send later, or with bypass_frequency_caps for a push that must go out."

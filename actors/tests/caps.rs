@@ -14,6 +14,7 @@ use pushd_actors::model::{
     Audience, DEFAULT_APP, Device, Environment, MessageSpec, Platform, PushOptions,
 };
 use pushd_actors::person::{PutCustomer, PutDevice, SendMessage};
+use pushd_actors::rules::SendRules;
 use pushd_actors::schedule::SendTime;
 use pushd_actors::status::{FailureReason, MessageStatus};
 use serde_json::{Map, Value};
@@ -77,7 +78,10 @@ async fn send(h: &Harness, message_id: &str, caps: CapRule, time: Option<SendTim
         data: Value::Null,
         delivery_id: None,
         time,
-        caps,
+        rules: SendRules {
+            caps,
+            ..SendRules::default()
+        },
     };
     h.registry.request("c1", msg).await.unwrap()
 }

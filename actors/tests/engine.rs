@@ -70,7 +70,7 @@ async fn send(h: &Harness, id: &str, audience: Audience) -> String {
         data: Value::Null,
         delivery_id: None,
         time: None,
-        caps: Default::default(),
+        rules: Default::default(),
     };
     h.registry.request(id, msg).await.unwrap()
 }
@@ -136,7 +136,7 @@ async fn a_message_goes_only_to_its_apps_devices_in_their_environment() {
             data: Value::Null,
             delivery_id: None,
             time: None,
-            caps: Default::default(),
+            rules: Default::default(),
         }
     };
 

@@ -65,7 +65,7 @@ async fn send_at(h: &Harness, id: &str, time: SendTime) -> Result<String, Engine
         data: Value::Null,
         delivery_id: None,
         time: Some(time),
-        caps: Default::default(),
+        rules: Default::default(),
     };
     h.registry.request(id, msg).await
 }

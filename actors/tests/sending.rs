@@ -60,7 +60,7 @@ async fn send(h: &Harness, id: &str, rate: Option<u32>, delivery_id: Option<Stri
         data: Value::Null,
         delivery_id,
         time: None,
-        caps: Default::default(),
+        rules: Default::default(),
     };
     h.registry.request(id, msg).await.unwrap()
 }

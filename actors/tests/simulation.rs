@@ -427,7 +427,7 @@ impl World {
                     data: Value::Null,
                     delivery_id: None,
                     time: None,
-                    caps: Default::default(),
+                    rules: Default::default(),
                 };
                 life.tasks.spawn_local(async move {
                     let answer = registry.request(&customer, send).await;
@@ -465,7 +465,7 @@ impl World {
                         data: Value::Null,
                         delivery_id: Some(ticket.delivery_id(0)),
                         time: None,
-                        caps: Default::default(),
+                        rules: Default::default(),
                     };
                     match registry.request(&customer, send).await {
                         Ok(delivery_id) => {

@@ -159,6 +159,7 @@ fn delivery_json(d: &Delivery, message_name: Option<String>, detail: bool) -> Va
         v["timezone"] = json!(schedule.timezone);
         v["timezone_source"] = json!(schedule.timezone_source.map(|s| s.as_str()));
         v["late_seconds"] = json!(schedule.late_seconds());
+        v["held_for"] = json!(schedule.held_for.as_str());
     }
     if detail {
         let devices: Vec<Value> = d

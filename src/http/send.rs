@@ -16,6 +16,8 @@ use pushd_actors::caps::{CapRule, FrequencyCap};
 use pushd_actors::idempotency::{Claim, MAX_KEY_BYTES, NotSent, SendAnswer, SendTicket, SentTo};
 use pushd_actors::model::MessageSpec;
 use pushd_actors::person::SendMessage;
+use pushd_actors::quiet::{QuietAction, QuietHours, QuietRule};
+use pushd_actors::rules::SendRules;
 use pushd_actors::schedule::{IfPast, SendTime};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -56,6 +58,21 @@ struct SendBody {
     /// No frequency cap applies to this send.
     #[serde(default)]
     bypass_frequency_caps: bool,
+    /// This send's quiet hours instead of the default ones.
+    #[serde(default)]
+    quiet_hours: Option<QuietHoursBody>,
+    /// No quiet hours apply to this send.
+    #[serde(default)]
+    bypass_quiet_hours: bool,
+}
+
+/// A send's `quiet_hours`: `HH:MM` to `HH:MM` of the person's local day.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct QuietHoursBody {
+    start: String,
+    end: String,
+    action: QuietAction,
 }
 
 /// A send's `schedule`: an instant (`at`), or a local time in each
@@ -73,12 +90,12 @@ struct ScheduleBody {
     if_past: Option<IfPast>,
 }
 
-/// When a send's deliveries go out and which frequency caps hold them: the
+/// When a send's deliveries go out, and the caps and quiet hours they keep: the
 /// engine's terms, and the body's fields as given (what a forwarded send
 /// passes on to the node serving a customer).
 struct When {
     time: Option<SendTime>,
-    caps: CapRule,
+    rules: SendRules,
     fields: Map<String, Value>,
 }
 
@@ -116,11 +133,27 @@ impl When {
         if body.bypass_frequency_caps {
             fields.insert("bypass_frequency_caps".into(), json!(true));
         }
+        if let Some(quiet) = &body.quiet_hours {
+            fields.insert("quiet_hours".into(), json!(quiet));
+        }
+        if body.bypass_quiet_hours {
+            fields.insert("bypass_quiet_hours".into(), json!(true));
+        }
+        let quiet_hours = (body.quiet_hours.as_ref())
+            .map(|q| QuietHours::parse(&q.start, &q.end, q.action))
+            .transpose()
+            .map_err(ApiError::invalid_field)?;
         Ok(When {
             time: body.schedule.as_ref().map(ScheduleBody::time).transpose()?,
-            caps: CapRule {
-                frequency_caps: body.frequency_caps.clone(),
-                bypass: body.bypass_frequency_caps,
+            rules: SendRules {
+                caps: CapRule {
+                    frequency_caps: body.frequency_caps.clone(),
+                    bypass: body.bypass_frequency_caps,
+                },
+                quiet: QuietRule {
+                    quiet_hours,
+                    bypass: body.bypass_quiet_hours,
+                },
             },
             fields,
         })
@@ -160,12 +193,14 @@ impl SendBody {
         // serde_json's maps are sorted: this text is canonical.
         let mut parts = vec![json!(self.message_id), json!(self.customer_ids), data];
         // A body without the fields sends gained later digests as before.
-        if self.schedule.is_some() || self.frequency_caps.is_some() || self.bypass_frequency_caps {
-            let when = json!([
-                self.schedule,
-                self.frequency_caps,
-                self.bypass_frequency_caps
-            ]);
+        let when = json!([
+            self.schedule,
+            self.frequency_caps,
+            self.bypass_frequency_caps,
+            self.quiet_hours,
+            self.bypass_quiet_hours
+        ]);
+        if when != json!([null, null, false, null, false]) {
             parts.push(when);
         }
         let canonical = Value::Array(parts).to_string();
@@ -286,7 +321,7 @@ async fn send_once(
             data: data.clone(),
             delivery_id: ticket.map(|t| t.delivery_id(n)),
             time: when.time.clone(),
-            caps: when.caps.clone(),
+            rules: when.rules.clone(),
         };
         let state = state.clone();
         async move {

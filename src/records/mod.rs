@@ -103,7 +103,7 @@ macro_rules! identity {
         }
     )*};
 }
-identity!(String, bool, i64, u32, u64, f64, [i64; 2], BTreeMap<String, String>);
+identity!(String, bool, i64, u16, u32, u64, f64, [i64; 2], BTreeMap<String, String>);
 
 impl<T> Serialize for Frozen<'_, Option<T>>
 where

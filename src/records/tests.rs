@@ -6,7 +6,9 @@ use pushd_actors::model::{
     Environment, MessageSpec, Platform, PushOptions,
 };
 use pushd_actors::ports::{Change, Entry};
-use pushd_actors::schedule::{Schedule, TimezoneSource};
+use pushd_actors::quiet::{QuietAction, QuietHours, QuietRule};
+use pushd_actors::rules::SendRules;
+use pushd_actors::schedule::{HeldFor, Schedule, TimezoneSource};
 use pushd_actors::status::{DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome};
 use pushd_actors::tally::Tally;
 use serde_json::json;
@@ -232,13 +234,20 @@ fn the_reasons_and_statuses_of_version_4_are_version_4_records() {
         timezone_source: Some(TimezoneSource::FallbackInvalid),
         released_ms: None,
         platforms: vec![Platform::Ios, Platform::Android],
-        caps: CapRule {
-            frequency_caps: Some(vec![FrequencyCap {
-                max: 2,
-                per_seconds: 3_600,
-            }]),
-            bypass: true,
+        rules: SendRules {
+            caps: CapRule {
+                frequency_caps: Some(vec![FrequencyCap {
+                    max: 2,
+                    per_seconds: 3_600,
+                }]),
+                bypass: true,
+            },
+            quiet: QuietRule {
+                quiet_hours: Some(QuietHours::parse("21:00", "08:00", QuietAction::Drop).unwrap()),
+                bypass: false,
+            },
         },
+        held_for: HeldFor::QuietHours,
     });
     is_a_version_4_record(held);
 }

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use pushd_actors::caps as ca;
 use pushd_actors::model as m;
 use pushd_actors::ports as p;
+use pushd_actors::quiet as qu;
+use pushd_actors::rules as ru;
 use pushd_actors::schedule as sc;
 use pushd_actors::status as st;
 use pushd_actors::tally as ta;
@@ -84,6 +86,8 @@ record_enum! {
         LocalTimePassed,
         /// Frequency capped.
         FrequencyCapped,
+        /// Quiet hours.
+        QuietHours,
     }
 }
 
@@ -115,6 +119,51 @@ record_struct! {
     }
 }
 
+record_enum! {
+    /// What a send inside quiet hours does.
+    QuietAction = qu::QuietAction {
+        /// Hold.
+        Hold,
+        /// Drop.
+        Drop,
+    }
+}
+
+record_struct! {
+    /// Quiet hours.
+    QuietHours = qu::QuietHours {
+        start_minute: u16,
+        end_minute: u16,
+        action: QuietAction,
+    }
+}
+
+record_struct! {
+    /// Which quiet hours a send keeps.
+    QuietRule = qu::QuietRule {
+        quiet_hours: Option<QuietHours>,
+        bypass: bool,
+    }
+}
+
+record_struct! {
+    /// The caps and quiet hours a send keeps.
+    SendRules = ru::SendRules {
+        caps: CapRule,
+        quiet: QuietRule,
+    }
+}
+
+record_enum! {
+    /// Why a delivery is held.
+    HeldFor = sc::HeldFor {
+        /// Its send's time.
+        Schedule,
+        /// Quiet hours.
+        QuietHours,
+    }
+}
+
 record_struct! {
     /// A delivery's schedule.
     Schedule = sc::Schedule {
@@ -123,7 +172,8 @@ record_struct! {
         timezone_source: Option<TimezoneSource>,
         released_ms: Option<i64>,
         platforms: Vec<Platform>,
-        caps: CapRule,
+        rules: SendRules,
+        held_for: HeldFor,
     }
 }
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::caps::CapRule;
 use crate::engine::{Ack, EngineError};
 use crate::model::{Customer, Delivery, Device, MessageSpec};
 use crate::ports::AsOf;
+use crate::rules::SendRules;
 use crate::schedule::SendTime;
 use crate::status::{Report, Timestamp};
 
@@ -93,8 +93,8 @@ pub struct SendMessage {
     /// When to send it (`None`: now). A later time holds the delivery,
     /// `scheduled`, until then.
     pub time: Option<SendTime>,
-    /// The frequency caps it is held to (the engine's, its own, or none).
-    pub caps: CapRule,
+    /// The frequency caps and quiet hours it keeps.
+    pub rules: SendRules,
 }
 
 /// An app report for one device of a delivery.

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::{Answer, PersonActor, count_status};
-use crate::caps::CapRule;
 use crate::engine::{Ack, EngineError};
 use crate::model::{Delivery, MessageSpec};
 use crate::person::{CancelDelivery, ReleaseDelivery};
 use crate::plan;
 use crate::ports::Change;
+use crate::rules::SendRules;
 use crate::schedule::{self, Resolved, SendTime};
 use crate::status::{DeliveryState, FailureReason, MessageStatus};
 
@@ -25,7 +25,7 @@ impl PersonActor {
         mut delivery: Delivery,
         time: &SendTime,
         message: Arc<MessageSpec>,
-        caps: CapRule,
+        rules: SendRules,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Answer<String>> {
         let now_ms = self.ctx.ports.clock.now_ms();
@@ -42,10 +42,10 @@ impl PersonActor {
             Resolved::Hold(mut schedule) if schedule.due_ms <= now_ms => {
                 schedule.released_ms = Some(now_ms);
                 delivery.schedule = Some(schedule);
-                self.prepare_and_launch(None, delivery, message, &caps, ctx)
+                self.prepare_and_launch(None, delivery, message, &rules, ctx)
             }
             Resolved::Hold(mut schedule) => {
-                schedule.caps = caps;
+                schedule.rules = rules;
                 if let Some(customer) = &self.customer {
                     schedule.platforms = plan::planned_platforms(&message, customer);
                 }
@@ -54,7 +54,7 @@ impl PersonActor {
                     return Box::pin(fut::ready(self.launch(None, delivery, ctx)));
                 }
                 delivery.state = DeliveryState::held();
-                Box::pin(fut::ready(self.hold(delivery, ctx)))
+                Box::pin(fut::ready(self.hold(None, delivery, ctx)))
             }
         }
     }
@@ -62,11 +62,16 @@ impl PersonActor {
     /// Writes a held delivery and answers its id once durable; it joins
     /// the engine's schedule once durable too, so nothing a crash could
     /// lose is ever released.
-    fn hold(&mut self, delivery: Delivery, ctx: &mut Context<Self>) -> Answer<String> {
+    pub(super) fn hold(
+        &mut self,
+        before: Option<Delivery>,
+        delivery: Delivery,
+        ctx: &mut Context<Self>,
+    ) -> Answer<String> {
         let due = delivery.schedule.as_ref().expect("a held delivery").due_ms;
         let id = delivery.id.clone();
-        count_status(None, &delivery);
-        let position = self.ctx.write(vec![Change::delivery(None, delivery)])?;
+        count_status(before.as_ref(), &delivery);
+        let position = self.ctx.write(vec![Change::delivery(before, delivery)])?;
         self.written = position;
         self.inflight += 1;
         let durable = self.ctx.durable(position);
@@ -139,9 +144,9 @@ impl Handler<ReleaseDelivery> for PersonActor {
                     }
                 }
                 metrics::counter!("pushd_scheduled_released_total").increment(1);
-                let rule =
-                    (after.schedule.as_ref()).map_or_else(CapRule::default, |s| s.caps.clone());
-                let launched = act.prepare_and_launch(Some(before), after, message, &rule, ctx);
+                let rules =
+                    (after.schedule.as_ref()).map_or_else(SendRules::default, |s| s.rules.clone());
+                let launched = act.prepare_and_launch(Some(before), after, message, &rules, ctx);
                 Box::pin(launched.map(|answer, _, _| answer.map(drop)))
             },
         )))

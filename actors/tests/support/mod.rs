@@ -511,6 +511,8 @@ pub fn config() -> EngineConfig {
         idle_timeout: Duration::from_secs(60),
         retry_after_max: Duration::from_secs(900),
         frequency_caps: Vec::new(),
+        quiet_hours: None,
+        release_spread_seconds: 0,
     }
 }
 

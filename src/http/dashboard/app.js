@@ -94,6 +94,11 @@ export const FAILURES = {
     means: 'The delivery was scheduled for a later time and canceled (DELETE /v1/deliveries/{id}) before it; nothing was sent.',
     fix: 'Nothing to fix. Send the message again if the cancel was a mistake.',
   },
+  quiet_hours: {
+    title: 'Quiet hours',
+    means: 'The send fell inside the person\u2019s quiet hours (their local time), whose action is drop, so nothing was sent. The failure message names the window and the time zone.',
+    fix: 'Nothing to fix. Send after the quiet hours end, use action hold to send when they end, or send with bypass_quiet_hours for a push that must go out.',
+  },
   frequency_capped: {
     title: 'Frequency capped',
     means: 'The person already got as many pushes as a frequency cap allows in its window (the failure message names the cap), so this one was not sent.',
@@ -794,10 +799,12 @@ async function showDelivery(id, gen, notice) {
 // zone its local time was read in and where that came from, and how late it went out.
 function scheduleFields(d, field) {
   if (d.scheduled_for === undefined) return [];
+  const heldFor = d.held_for === 'quiet_hours' ? 'the person\u2019s quiet hours' : 'the send\u2019s schedule';
   const zone = d.timezone ? `${d.timezone} (${d.timezone_source})` : '\u2014';
   const late = d.late_seconds === null ? 'not yet released' : `${fmtInt(d.late_seconds)} s`;
   return [
     ...field('Scheduled for', timeEl(d.scheduled_for), 'scheduled_for'),
+    ...field('Held for', heldFor, 'held_for'),
     ...field('Time zone', zone, 'timezone'),
     ...field('Released late by', late, 'late_seconds'),
   ];

@@ -1,5 +1,6 @@
-//! Frequency caps over HTTP, black-box: a send's `frequency_caps` and
-//! `bypass_frequency_caps`, the capped delivery in the log and the metrics.
+//! Frequency caps and quiet hours over HTTP, black-box: a send's
+//! `frequency_caps`, `quiet_hours` and their bypasses, and what they do to
+//! its deliveries in the log and the metrics.
 
 mod support;
 
@@ -76,5 +77,74 @@ async fn a_capped_push_is_undeliverable_naming_its_cap_and_a_bypass_goes_out() {
             .call("POST", "/v1/send/push", Some(send(bad.clone())))
             .await;
         assert_eq!((status, code(&v)), (400, "invalid_field"), "{bad}: {v}");
+    }
+}
+
+/// `HH:MM` of the UTC time `minutes` from now.
+fn utc_in(minutes: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let minute = (now / 60 + minutes).rem_euclid(24 * 60);
+    format!("{:02}:{:02}", minute / 60, minute % 60)
+}
+
+#[tokio::test]
+async fn a_send_inside_quiet_hours_is_held_or_dropped_and_a_bad_window_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    d.message("m", "camp", "Hello").await;
+    // No timezone attribute: the person's local time is UTC.
+    d.customer("c1", json!({}), &[("tok-1", "android")]).await;
+    let around_now =
+        |action: &str| json!({"start": utc_in(-60), "end": utc_in(60), "action": action});
+    let send =
+        |quiet: Value| json!({"message_id": "m", "customer_ids": ["c1"], "quiet_hours": quiet});
+
+    let held = d
+        .ok("POST", "/v1/send/push", send(around_now("hold")))
+        .await;
+    let held = held["deliveries"][0]["delivery_id"].as_str().unwrap();
+    let (_, v) = d.call("GET", &format!("/v1/deliveries/{held}"), None).await;
+    assert_eq!(
+        (v["status"].as_str(), v["held_for"].as_str()),
+        (Some("scheduled"), Some("quiet_hours")),
+        "{v}"
+    );
+    assert_eq!(v["timezone"], "UTC");
+
+    let dropped = d
+        .ok("POST", "/v1/send/push", send(around_now("drop")))
+        .await;
+    let dropped = dropped["deliveries"][0]["delivery_id"].as_str().unwrap();
+    let (_, v) = d
+        .call("GET", &format!("/v1/deliveries/{dropped}"), None)
+        .await;
+    assert_eq!(
+        (v["status"].as_str(), v["failure_reason"].as_str()),
+        (Some("undeliverable"), Some("quiet_hours")),
+        "{v}"
+    );
+
+    let mut bypass = send(around_now("drop"));
+    bypass["bypass_quiet_hours"] = json!(true);
+    let sent = d.ok("POST", "/v1/send/push", bypass).await;
+    let sent = sent["deliveries"][0]["delivery_id"].as_str().unwrap();
+    // No credentials: it was sent to the provider and failed there.
+    assert_eq!(
+        d.settled(sent).await["failure_reason"],
+        "credentials_not_found"
+    );
+
+    for bad in [
+        json!({"start": "9pm", "end": "08:00", "action": "hold"}),
+        json!({"start": "21:00", "end": "21:00", "action": "hold"}),
+        json!({"start": "21:00", "end": "08:00", "action": "later"}),
+    ] {
+        let (status, v) = d
+            .call("POST", "/v1/send/push", Some(send(bad.clone())))
+            .await;
+        assert_eq!(status, 400, "{bad}: {v}");
     }
 }
