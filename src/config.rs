@@ -20,6 +20,9 @@ use serde::Deserialize;
 use crate::providers::{ApnsConfig, AppConfig, ClientOptions, FcmConfig};
 use crate::store::Retention;
 
+mod sending;
+pub use sending::{QuietHoursSetting, SendingSection};
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,6 +67,8 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// What the migration endpoints (`/api/v1/`, `/ingest/v1/`) accept.
     pub compat: CompatSection,
+    /// The frequency caps and quiet hours sends keep by default.
+    pub sending: SendingSection,
 }
 
 /// `[compat]`: the endpoints a team migrating from Customer.io, Segment or
@@ -612,6 +617,7 @@ impl Default for Config {
             providers: ProvidersSection::default(),
             cluster: ClusterSection::default(),
             compat: CompatSection::default(),
+            sending: SendingSection::default(),
         }
     }
 }
@@ -626,6 +632,12 @@ impl Config {
             max_connection_age: Duration::from_secs(self.providers.max_connection_age),
             ..ClientOptions::default()
         }
+    }
+
+    /// The engine's tuning: `[engine]`'s, with `[sending]`'s default
+    /// frequency caps and quiet hours.
+    pub fn engine_config(&self) -> EngineConfig {
+        self.sending.apply(self.engine.engine_config())
     }
 
     /// How long a SIGTERM may take in all.
@@ -717,6 +729,7 @@ impl Config {
         if let Some((setting, variable, _)) = counts.iter().find(|(_, _, n)| *n == 0) {
             return Err(format!("{setting} ({variable}) must be at least 1, not 0"));
         }
+        self.sending.check()?;
         let days = self.store.delivery_retention_days;
         if days > MAX_RETENTION_DAYS {
             return Err(format!(

@@ -134,7 +134,7 @@ pub async fn serve_with(
     };
     let registry = Arc::new(Registry::new(
         ports,
-        config.engine.engine_config(),
+        config.engine_config(),
         config.engine.shard_count(),
     ));
     let recovery = registry.recover()?;

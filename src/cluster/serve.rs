@@ -73,7 +73,7 @@ pub async fn run(
         provider: providers.clone(),
         renderer: renderer.clone(),
         clock: clock.clone(),
-        config: config.engine.engine_config(),
+        config: config.engine_config(),
         shards: Shards::new(config.engine.shard_count()),
         retention: config.store.retention(clock.clone()),
     };
