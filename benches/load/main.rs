@@ -11,6 +11,7 @@
 //! with a webhook taking every event. `--cluster N` runs only the sends and
 //! reports phases, through a cluster of one node and then of N nodes (see
 //! `cluster.rs`); `--node-cpus C` caps each node at C cores (`cgroup.rs`).
+//! `--scheduled N` runs only the scheduled phase, with N deliveries.
 
 mod cgroup;
 mod cluster;
@@ -114,6 +115,9 @@ fn main() -> Res<()> {
     if node_cpus.is_some() {
         return Err("--node-cpus caps the nodes of --cluster N; give both".into());
     }
+    if let Some(n) = flag_value::<usize>(&args, "--scheduled", "a delivery count")? {
+        return runtime.block_on(scheduled_only(n));
+    }
     runtime.block_on(run(sizes, profile.then_some(graph), webhook))
 }
 
@@ -147,7 +151,7 @@ async fn run(sizes: Sizes, profile: Option<bool>, webhook: bool) -> Res<()> {
     )
     .await?;
     let (memory, recovery) = memory_and_recovery(&sizes, &subdir(dir.path(), "memory")?).await?;
-    let held = scheduled_phase(&sizes, &subdir(dir.path(), "scheduled")?).await?;
+    let held = scheduled_phase(sizes.customers, &subdir(dir.path(), "scheduled")?).await?;
     let mut summary = summarize(&sizes, &t, &memory, &recovery);
     summary.scheduled_deliveries = held.deliveries;
     summary.bytes_per_scheduled_delivery = held.bytes_per_delivery;
@@ -273,15 +277,28 @@ async fn memory_and_recovery(
     Ok((memory, recovery))
 }
 
-/// Phase 5 on a daemon of its own with fast fakes: deliveries scheduled
-/// for one instant (as many as the sends phase's customers).
-async fn scheduled_phase(sizes: &Sizes, dir: &Path) -> Res<scheduled::ScheduledResult> {
+/// `--scheduled N`: phase 5 alone, with N deliveries; prints its figures.
+async fn scheduled_only(n: usize) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let held = scheduled_phase(n, dir.path()).await?;
+    let figures = serde_json::json!({
+        "scheduled_deliveries": held.deliveries,
+        "bytes_per_scheduled_delivery": held.bytes_per_delivery,
+        "scheduled_release_s": held.release_s,
+    });
+    println!("{figures}");
+    Ok(())
+}
+
+/// Phase 5 on a daemon of its own with fast fakes: `n` deliveries
+/// scheduled for one instant.
+async fn scheduled_phase(n: usize, dir: &Path) -> Res<scheduled::ScheduledResult> {
     let fakes = FakeProviders::start(dir, FaultMix::default()).await?;
     let idle = [("PUSHD_IDLE_TIMEOUT_SECS", "1".to_owned())];
     let env: Vec<(&str, String)> = idle.iter().cloned().chain(fakes.env()).collect();
     let daemon = Daemon::start(&dir.join("data"), &env).await?;
     let api = Api::new(&daemon.base)?;
-    let held = scheduled::run(&daemon, &api, &fakes, sizes.customers).await?;
+    let held = scheduled::run(&daemon, &api, &fakes, n).await?;
     daemon.kill().await?;
     Ok(held)
 }
