@@ -33,7 +33,12 @@ pub struct ScheduledResult {
 
 /// Registers `n` customers, schedules a delivery to each for one instant,
 /// measures the memory they hold, then times their release.
-pub async fn run(daemon: &Daemon, api: &Api, fakes: &FakeProviders, n: usize) -> Res<ScheduledResult> {
+pub async fn run(
+    daemon: &Daemon,
+    api: &Api,
+    fakes: &FakeProviders,
+    n: usize,
+) -> Res<ScheduledResult> {
     workload::message(api, MESSAGE).await?;
     let far = Instant::now() + Duration::from_secs(3600);
     if workload::register(api, 0..n, far).await? != n {
@@ -55,7 +60,9 @@ pub async fn run(daemon: &Daemon, api: &Api, fakes: &FakeProviders, n: usize) ->
         return Err("the deliveries fell due before their memory was read".into());
     }
     let bytes_per_delivery = (rss_held as f64 - rss_before as f64) / n.max(1) as f64;
-    eprintln!("[scheduled] {bytes_per_delivery:.0} B per scheduled delivery; waiting for the instant");
+    eprintln!(
+        "[scheduled] {bytes_per_delivery:.0} B per scheduled delivery; waiting for the instant"
+    );
     let pushes = 2 * n;
     let deadline = at + RELEASE_LIMIT;
     while fakes.requests() < pushes {
