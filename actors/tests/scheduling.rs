@@ -275,3 +275,27 @@ async fn scheduled_deliveries_survive_a_restart_and_a_late_one_says_how_late() {
     assert_eq!(on_time.late_seconds(), Some(0));
     assert_eq!(second.provider.calls.lock().unwrap().len(), 2, "each once");
 }
+
+#[actix::test]
+async fn a_local_time_in_the_fall_back_fold_goes_out_once_at_its_first_occurrence() {
+    let h = harness().await;
+    customer(&h, "ny", json!({"timezone": "America/New_York"}), false).await;
+    let time = SendTime::LocalTime {
+        local: "2026-11-01T01:30".parse().unwrap(),
+        fallback: zone("UTC").unwrap(),
+        fallback_name: "UTC".into(),
+        if_past: IfPast::Skip,
+    };
+    let id = send_at(&h, "ny", time).await.unwrap();
+    // 01:30 EDT; 01:30 EST comes an hour later.
+    let first: jiff::Timestamp = "2026-11-01T05:30:00Z".parse().unwrap();
+    held_until(&h, first.as_millisecond()).await;
+    h.clock.advance(Duration::from_millis(
+        (first.as_millisecond() - START_MS) as u64,
+    ));
+    status_becomes(&h, &id, MessageStatus::Sent).await;
+    // Past the second 01:30: still the one push.
+    h.clock.advance(Duration::from_secs(2 * 3_600));
+    assert_eq!(calls(&h), 1);
+    assert!(h.registry.held().is_empty());
+}
