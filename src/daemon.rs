@@ -130,13 +130,15 @@ pub async fn serve_with(
         renderer: renderer.clone(),
         clock: clock.clone(),
         entropy: Arc::new(OsEntropy),
+        catalog: store.clone(),
     };
     let registry = Arc::new(Registry::new(
         ports,
-        config.engine.engine_config(),
+        config.engine_config(),
         config.engine.shard_count(),
     ));
     let recovery = registry.recover()?;
+    registry.start_releases();
     tracing::info!(
         covered = recovery.replayed.covered,
         replayed = recovery.replayed.records,

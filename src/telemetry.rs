@@ -20,12 +20,15 @@ const DEVICE_OUTCOMES: [&str; 4] = [
 
 /// Every series name, for the test that keeps this list complete. Each one
 /// is listed from the start; the per-webhook ones are [`WEBHOOK_SERIES`].
-pub const SERIES: [&str; 37] = [
+pub const SERIES: [&str; 40] = [
     "pushd_ready",
     "pushd_deliveries_created_total",
     "pushd_customers_imported_total",
     "pushd_customers_erased_total",
     "pushd_idempotent_replays_total",
+    "pushd_scheduled_released_total",
+    "pushd_frequency_capped_total",
+    "pushd_quiet_hours_total",
     "pushd_paced_sends_waiting",
     "pushd_reports_total",
     "pushd_delivery_status_total",
@@ -262,6 +265,18 @@ pub fn register() {
     counter(
         "pushd_idempotent_replays_total",
         "Send calls answered with an Idempotency-Key's first answer instead of sending again.",
+    );
+    counter(
+        "pushd_scheduled_released_total",
+        "Scheduled deliveries released at (or, after a restart, past) their time to be rendered and sent.",
+    );
+    counter(
+        "pushd_frequency_capped_total",
+        "Deliveries not sent because their customer reached a frequency cap (undeliverable, frequency_capped).",
+    );
+    counter(
+        "pushd_quiet_hours_total",
+        "Sends that fell inside their customer's quiet hours, by action (hold until they end, or drop).",
     );
     gauge(
         "pushd_paced_sends_waiting",

@@ -664,7 +664,7 @@ async fn errors_name_the_id_the_field_and_the_parameter() {
     let (s, v) = d.call("GET", "/v1/deliveries?status=lost", None).await;
     assert_eq!(s, 400);
     assert!(
-        message_of(&v).contains("status must be one of attempted, sent, delivered"),
+        message_of(&v).contains("status must be one of scheduled, attempted, sent, delivered"),
         "{v}"
     );
     let long = "m".repeat(257);

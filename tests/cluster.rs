@@ -1592,3 +1592,75 @@ async fn a_date_range_reaches_every_nodes_share_of_a_merged_read() {
         assert_eq!(log["deliveries"][0]["platforms"], json!(["ios", "android"]));
     }
 }
+
+/// Scheduled deliveries of a partition whose node dies move with it: the
+/// node that takes the partition over puts them back on its schedule and
+/// sends each once (at its time, or late by how long the partition was
+/// unowned), rendered as the message is then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_deliveries_move_with_their_partition_and_go_out_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start("scheduled", &[("PUSHD_CLUSTER_LEASE_MS", "3000")]).await;
+    let nodes = rig.nodes().await;
+    let partitioning = pushd::partition::Partitioning::new(PARTITIONS);
+    let served = serving(&nodes).await;
+    let customers: Vec<String> = (0..CUSTOMERS)
+        .map(|i| format!("c{i}"))
+        .filter(|c| served[0].contains(&u64::from(partitioning.of_customer(c).0)))
+        .collect();
+    assert!(!customers.is_empty(), "node0 serves customers");
+    let due = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 12;
+    let at = jiff::Timestamp::from_second(due).unwrap().to_string();
+    // Sent through another node: forwarded, with its schedule, to node0.
+    let body = json!({"message_id": "promo", "customer_ids": customers, "schedule": {"at": at}});
+    let (status, sent) = nodes[1].call("POST", "/v1/send/push", Some(body)).await;
+    assert_eq!(status, 202, "{sent}");
+    let ids: Vec<String> = (sent["deliveries"].as_array().unwrap().iter())
+        .map(|d| d["delivery_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), customers.len(), "{sent}");
+    for id in &ids {
+        let (_, d) = nodes[2]
+            .call("GET", &format!("/v1/deliveries/{id}"), None)
+            .await;
+        assert_eq!(
+            (d["status"].as_str(), d["scheduled_for"].as_i64()),
+            (Some("scheduled"), Some(due)),
+            "{d}"
+        );
+    }
+    // The message changes while they wait: they go out as it is then.
+    let message = json!({"name": "Promo", "campaign_id": "spring",
+        "title": "Later {{customer.first_name}}", "body": "b"});
+    put(&nodes[2], "/v1/messages/promo", message).await;
+
+    signal(nodes[0].pid(), "-KILL");
+    let moved = until_served(&nodes[1..], |_| true).await;
+    println!("node0's partitions moved in {moved:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        let d = loop {
+            let d = settled(&nodes[1], id).await;
+            if d["status"] != "scheduled" {
+                break d;
+            }
+            assert!(Instant::now() < deadline, "still scheduled: {d}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(d["late_seconds"].as_i64().is_some(), "{d}");
+        assert!(
+            d["content"]["title"]
+                .as_str()
+                .unwrap()
+                .starts_with("Later "),
+            "{d}"
+        );
+        for device in d["devices"].as_array().unwrap() {
+            assert_eq!(device["duplicates"], 0, "sent once: {d}");
+        }
+    }
+}

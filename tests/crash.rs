@@ -205,3 +205,80 @@ fn libc_kill(pid: u32) {
         .unwrap();
     assert!(status.success());
 }
+
+const SCHEDULED: usize = 10_000;
+
+/// 10,000 scheduled deliveries pending when the daemon is SIGKILLed: after
+/// the restart each goes out exactly once (one push per device at the fake
+/// provider, no duplicate), none before its time, and the late ones say
+/// how late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_deliveries_pending_at_a_sigkill_each_go_out_once_not_before_their_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fakes = fakes(dir.path(), FaultMix::default()).await;
+    let d = Daemon::start(&data, &fakes.env());
+    d.ok(
+        "PUT",
+        "/v1/messages/later",
+        json!({"name": "Later", "title": "Hi", "body": "b"}),
+    )
+    .await;
+    let ids: Vec<String> = (0..SCHEDULED).map(|i| format!("s{i}")).collect();
+    for chunk in ids.chunks(1000) {
+        let customers: Vec<Value> = (chunk.iter())
+            .map(|id| {
+                let n: usize = id[1..].parse().unwrap();
+                json!({"id": id, "devices": [{"id": android_token(n), "platform": "android"}]})
+            })
+            .collect();
+        let v = d
+            .ok("POST", "/v1/batch", json!({"customers": customers}))
+            .await;
+        assert_eq!(v["imported"], chunk.len(), "{v}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let due = now + 15;
+    let at = jiff::Timestamp::from_second(due).unwrap().to_string();
+    let body = json!({"message_id": "later", "customer_ids": ids, "schedule": {"at": at}});
+    let sent = d.ok("POST", "/v1/send/push", body).await;
+    assert_eq!(sent["deliveries"].as_array().unwrap().len(), SCHEDULED);
+    assert_eq!(fakes.requests(), 0, "nothing goes out before its time");
+    d.kill();
+
+    let d = Daemon::start(&data, &fakes.env());
+    let m = d
+        .metrics_until("later", |m| m["scheduled"] == 0 && m["attempted"] == 0)
+        .await;
+    assert_eq!(
+        (m["sends"].as_u64(), m["sent"].as_u64()),
+        (Some(10_000), Some(10_000)),
+        "{m}"
+    );
+    assert_eq!(fakes.requests(), SCHEDULED, "one push each");
+    let mut cursor: Option<String> = None;
+    let mut seen = 0;
+    loop {
+        let mut path = "/v1/deliveries?message_id=later&limit=1000".to_string();
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let (_, page) = d.call("GET", &path, None).await;
+        for delivery in page["deliveries"].as_array().unwrap() {
+            assert_eq!(delivery["scheduled_for"], due, "{delivery}");
+            let attempted = delivery["attempted_at"].as_i64().unwrap();
+            assert!(attempted >= due, "sent before its time: {delivery}");
+            let late = delivery["late_seconds"].as_i64().unwrap();
+            assert!(late >= 0 && attempted - due <= late + 1, "{delivery}");
+            seen += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, SCHEDULED);
+}

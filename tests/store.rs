@@ -82,6 +82,7 @@ fn delivery(
             .collect(),
         state: DeliveryState::new(states),
         failure_detail: None,
+        schedule: None,
     }
 }
 
@@ -193,10 +194,11 @@ fn engine(store: Arc<SledStore>, journal: Arc<FileJournal>) -> EngineCtx {
             &Default::default(),
         )),
         journal,
-        store,
+        store: store.clone(),
         renderer: Arc::new(LiquidRenderer::default()),
         clock: Arc::new(SystemClock),
         entropy: Arc::new(OsEntropy),
+        catalog: store.clone(),
     };
     EngineCtx::new(ports, EngineConfig::default())
 }

@@ -5,11 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::caps::FrequencyCap;
+use crate::held::HeldDeliveries;
 use crate::pacing::Pacing;
 use crate::ports::{
-    BoxFuture, Change, Clock, Entropy, Journal, JournalError, Position, Provider, Push, Renderer,
-    Slot, Store, StoreError,
+    BoxFuture, Catalog, Change, Clock, Entropy, Journal, JournalError, Position, Provider, Push,
+    Renderer, Slot, Store, StoreError,
 };
+use crate::quiet::QuietHours;
 
 /// Tuning of sends and of actor lifetimes.
 #[derive(Clone, Debug)]
@@ -24,7 +27,19 @@ pub struct EngineConfig {
     pub idle_timeout: Duration,
     /// Longest `Retry-After` honoured; a longer hint waits this long.
     pub retry_after_max: Duration,
+    /// The frequency caps a send is held to unless it names its own or
+    /// bypasses them (none by default).
+    pub frequency_caps: Vec<FrequencyCap>,
+    /// The quiet hours a send keeps unless it names its own or bypasses
+    /// them (none by default).
+    pub quiet_hours: Option<QuietHours>,
+    /// Deliveries held by quiet hours are released over this many seconds
+    /// after the window ends, not all at once.
+    pub release_spread_seconds: u32,
 }
+
+/// The default of [`EngineConfig::release_spread_seconds`]: ten minutes.
+pub const RELEASE_SPREAD_SECONDS: u32 = 600;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -34,6 +49,9 @@ impl Default for EngineConfig {
             backoff_max: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             retry_after_max: Duration::from_secs(15 * 60),
+            frequency_caps: Vec::new(),
+            quiet_hours: None,
+            release_spread_seconds: RELEASE_SPREAD_SECONDS,
         }
     }
 }
@@ -53,6 +71,9 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// Every random choice (the OS's; a seeded one in the simulation).
     pub entropy: Arc<dyn Entropy>,
+    /// The message templates as they are now: what a scheduled delivery
+    /// renders when it is released.
+    pub catalog: Arc<dyn Catalog>,
 }
 
 /// Which partition of the customers an engine serves (customers are
@@ -98,6 +119,8 @@ pub struct EngineCtx {
     /// Renders run on the calling thread instead of the blocking pool
     /// (see [`EngineCtx::render_inline`]).
     inline_renders: bool,
+    /// The deliveries held for their time, by due time.
+    pub held: Arc<HeldDeliveries>,
 }
 
 /// Turns to render, one per core, shared by every engine of the process
@@ -118,6 +141,7 @@ impl EngineCtx {
             last: AtomicU64::new(0),
             pacing: Pacing::default(),
             inline_renders: false,
+            held: Arc::default(),
         }
     }
 
@@ -281,6 +305,9 @@ pub enum EngineError {
     /// The customer's actor could not be reached.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// Only a scheduled delivery can be canceled.
+    #[error("delivery is {0}; only a scheduled delivery can be canceled")]
+    NotCancelable(&'static str),
     /// An idempotency key came back with another body within its window.
     #[error(
         "idempotency key {0:?} was used for another send body within the last 24 hours; \

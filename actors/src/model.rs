@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::schedule::Schedule;
 use crate::status::{DeliveryState, MessageStatus, Timestamp};
 
 mod attributes;
@@ -339,6 +340,9 @@ pub struct Delivery {
     /// missing Liquid variable and the field that uses it, ...
     #[serde(default)]
     pub failure_detail: Option<String>,
+    /// The time it was scheduled for, when the send named one.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
 }
 
 impl Delivery {

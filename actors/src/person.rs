@@ -22,6 +22,7 @@ use crate::model::{Attributes, Customer, Delivery, Device, MessageSpec};
 use crate::plan;
 use crate::ports::{AsOf, Change, Entry, Position};
 use crate::registry::Departures;
+use crate::rules::SendRules;
 use crate::status::{DeliveryState, DeviceStatus, MessageStatus, Outcome};
 
 /// The widest conversion window the engine looks back over.
@@ -31,7 +32,9 @@ pub const MAX_DEVICES: usize = 100;
 
 type Answer<T> = Result<Ack<T>, EngineError>;
 
+mod gates;
 mod messages;
+mod scheduled;
 mod unsettled;
 pub use messages::*;
 use unsettled::Unsettled;
@@ -77,6 +80,10 @@ impl PersonActor {
         let store = &self.ctx.ports.store;
         self.customer = store.customer(&self.id)?;
         for stored in store.unsettled_deliveries(&self.id)? {
+            if stored.state.held {
+                self.rehold(&stored, ctx);
+                continue;
+            }
             // At-least-once: a device whose outcome was not recorded may
             // have been sent already; send it again and count the duplicate.
             let pending: Vec<usize> = pending_devices(&stored.state).collect();
@@ -136,10 +143,14 @@ impl PersonActor {
         before: Option<Delivery>,
         mut delivery: Delivery,
         message: Arc<MessageSpec>,
+        rules: &SendRules,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Answer<String>> {
         if !plan::precheck(&mut delivery, self.customer.as_ref()) {
             return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
+        }
+        if let Some(stopped) = self.gate(&before, &delivery, rules, &message, ctx) {
+            return Box::pin(fut::ready(stopped));
         }
         let customer = self.customer.as_ref().expect("prechecked");
         let renderer = &self.ctx.ports.renderer;
@@ -495,7 +506,10 @@ impl Handler<SendMessage> for PersonActor {
             self.ctx.partition.delivery_id(clock.now_ms(), entropy)
         });
         let delivery = plan::delivery(id, &self.id, &msg.message, msg.data, clock.now());
-        AtomicResponse::new(self.prepare_and_launch(None, delivery, msg.message, ctx))
+        AtomicResponse::new(match &msg.time {
+            Some(time) => self.send_at(delivery, time, msg.message, msg.rules, ctx),
+            None => self.prepare_and_launch(None, delivery, msg.message, &msg.rules, ctx),
+        })
     }
 }
 
@@ -517,7 +531,8 @@ impl Handler<RetryDelivery> for PersonActor {
         let mut after = before.clone();
         after.goal = msg.message.conversion.clone();
         after.campaign_id = msg.message.campaign_id.clone();
-        let launched = self.prepare_and_launch(Some(before), after, msg.message, ctx);
+        let rules = SendRules::default();
+        let launched = self.prepare_and_launch(Some(before), after, msg.message, &rules, ctx);
         AtomicResponse::new(Box::pin(launched.map(|answer, _, _| {
             answer.map(|ack| Ack {
                 value: (),

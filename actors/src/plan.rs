@@ -40,6 +40,7 @@ pub fn delivery(
         sends: Vec::new(),
         state: DeliveryState::new(Vec::new()),
         failure_detail: None,
+        schedule: None,
     }
 }
 
@@ -104,6 +105,18 @@ pub fn prepare(
     if delivery.state.pending() {
         delivery.attempted_at = Some(now);
     }
+}
+
+/// The platforms of the unsuppressed devices a delivery of `message` to
+/// `customer` would go to now: what a held delivery counts per platform.
+pub fn planned_platforms(
+    message: &MessageSpec,
+    customer: &Customer,
+) -> Vec<crate::model::Platform> {
+    (targeted(message, customer).into_iter())
+        .filter(|d| !d.suppressed)
+        .map(|d| d.platform)
+        .collect()
 }
 
 /// The devices a delivery of `message` lists, in the customer's order:

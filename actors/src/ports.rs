@@ -315,6 +315,12 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, position: Position, changes: Vec<Change>);
 }
 
+/// The message templates, as they are now.
+pub trait Catalog: Send + Sync + 'static {
+    /// The message `id`, if it exists.
+    fn message(&self, id: &str) -> BoxFuture<Result<Option<MessageSpec>, StoreError>>;
+}
+
 /// Time, as the engine sees it.
 pub trait Clock: Send + Sync + 'static {
     /// Now, Unix milliseconds.

@@ -16,11 +16,12 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use crate::engine::{Ack, EngineConfig, EngineCtx, EngineError, PartitionTag, Ports};
+use crate::held::HeldDeliveries;
 use crate::idempotency::IdempotentSends;
 use crate::model::MessageSpec;
 use crate::person::{GetCustomer, PersonActor};
 use crate::plan::SendPreview;
-use crate::ports::{Change, Entry};
+use crate::ports::{Change, Clock, Entry};
 use crate::recovery::Replayed;
 
 /// A running PersonActor and the generation that tells it from a successor.
@@ -273,6 +274,29 @@ impl Registry {
     /// How many PersonActors are running.
     pub fn active(&self) -> usize {
         self.actors.len()
+    }
+
+    /// The deliveries held for their time.
+    pub fn held(&self) -> &Arc<HeldDeliveries> {
+        &self.ctx.held
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.ctx.ports.clock
+    }
+
+    /// Starts the loop that releases held deliveries as they fall due (on
+    /// the calling task's runtime); it ends when the registry is dropped.
+    /// Call once, after [`Registry::recover`].
+    pub fn start_releases(self: &Arc<Self>) {
+        tokio::spawn(crate::held::release_loop(Arc::downgrade(self)));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.ctx.held.close();
     }
 }
 

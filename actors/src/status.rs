@@ -14,7 +14,8 @@
 //!
 //! A failure before sending (Liquid error, customer missing or unsubscribed)
 //! ends the delivery `failed` at once; no device left to send to is
-//! `undeliverable`. Reports are idempotent and commute: the state after a set
+//! `undeliverable`. A delivery held for its time is `scheduled` (no device
+//! chosen yet) until it is released, or `canceled` if canceled before. Reports are idempotent and commute: the state after a set
 //! of events does not depend on their order (timestamps keep the earliest).
 
 use serde::{Deserialize, Serialize};
@@ -87,11 +88,16 @@ pub enum MessageStatus {
     Undeliverable,
     /// Every device's token bounced.
     Bounced,
+    /// Held until its time; nothing rendered or sent yet.
+    Scheduled,
+    /// Canceled while scheduled; nothing was sent.
+    Canceled,
 }
 
 impl MessageStatus {
     /// Every status, in the order the API lists them.
-    pub const ALL: [MessageStatus; 8] = [
+    pub const ALL: [MessageStatus; 10] = [
+        MessageStatus::Scheduled,
         MessageStatus::Attempted,
         MessageStatus::Sent,
         MessageStatus::Delivered,
@@ -100,6 +106,7 @@ impl MessageStatus {
         MessageStatus::Failed,
         MessageStatus::Undeliverable,
         MessageStatus::Bounced,
+        MessageStatus::Canceled,
     ];
 
     /// The API's snake_case name.
@@ -113,6 +120,8 @@ impl MessageStatus {
             MessageStatus::Failed => "failed",
             MessageStatus::Undeliverable => "undeliverable",
             MessageStatus::Bounced => "bounced",
+            MessageStatus::Scheduled => "scheduled",
+            MessageStatus::Canceled => "canceled",
         }
     }
 
@@ -153,11 +162,20 @@ pub enum FailureReason {
     /// The device's send ended without an outcome (it panicked or stopped
     /// early): a fault of pushd's, logged and counted.
     InternalError,
+    /// A scheduled delivery was canceled before its time.
+    Canceled,
+    /// The send's local time had passed in the person's zone and it said
+    /// `if_past: skip`.
+    LocalTimePassed,
+    /// The person reached a frequency cap; the detail names it.
+    FrequencyCapped,
+    /// The send fell inside the person's quiet hours, which drop it.
+    QuietHours,
 }
 
 impl FailureReason {
     /// Every reason.
-    pub const ALL: [FailureReason; 12] = [
+    pub const ALL: [FailureReason; 16] = [
         FailureReason::LiquidVariableMissing,
         FailureReason::LiquidSyntax,
         FailureReason::CustomerNotFound,
@@ -170,6 +188,10 @@ impl FailureReason {
         FailureReason::PayloadTooLarge,
         FailureReason::TemplateLimitExceeded,
         FailureReason::InternalError,
+        FailureReason::Canceled,
+        FailureReason::LocalTimePassed,
+        FailureReason::FrequencyCapped,
+        FailureReason::QuietHours,
     ];
 
     /// The reason of an API code.
@@ -192,6 +214,10 @@ impl FailureReason {
             FailureReason::PayloadTooLarge => "payload_too_large",
             FailureReason::TemplateLimitExceeded => "template_limit_exceeded",
             FailureReason::InternalError => "internal_error",
+            FailureReason::Canceled => "canceled",
+            FailureReason::LocalTimePassed => "local_time_passed",
+            FailureReason::FrequencyCapped => "frequency_capped",
+            FailureReason::QuietHours => "quiet_hours",
         }
     }
 
@@ -233,6 +259,18 @@ impl FailureReason {
             }
             FailureReason::InternalError => {
                 "pushd's send to the device ended without an answer (an internal fault, logged with its details); the push may not have gone out: send again."
+            }
+            FailureReason::Canceled => {
+                "The scheduled delivery was canceled (DELETE /v1/deliveries/{id}) before its time; nothing was sent."
+            }
+            FailureReason::QuietHours => {
+                "The send fell inside the customer's quiet hours, which drop a push (action drop); nothing was sent. Send after they end, or with bypass_quiet_hours for a push that must go out."
+            }
+            FailureReason::FrequencyCapped => {
+                "The customer already got as many pushes as a frequency cap allows in its window (the detail names the cap); nothing was sent. Send later, or with bypass_frequency_caps for a push that must go out."
+            }
+            FailureReason::LocalTimePassed => {
+                "The local time the send named had already passed in the customer's time zone, and the send said if_past: skip; nothing was sent."
             }
         }
     }
@@ -380,20 +418,46 @@ pub struct DeliveryState {
     pub devices: Vec<DeviceState>,
     /// When it converted (app report or conversion goal), earliest.
     pub converted_at: Option<Timestamp>,
+    /// True while the delivery is held for its time (`scheduled`): no
+    /// device is chosen until it is released.
+    #[serde(default)]
+    pub held: bool,
 }
 
 impl DeliveryState {
-    /// A delivery that ended before sending: failed or undeliverable.
+    /// A delivery that ended before sending: failed, undeliverable or
+    /// canceled.
     pub fn ended(status: MessageStatus, reason: FailureReason, devices: Vec<DeviceState>) -> Self {
         assert!(matches!(
             status,
-            MessageStatus::Failed | MessageStatus::Undeliverable
+            MessageStatus::Failed | MessageStatus::Undeliverable | MessageStatus::Canceled
         ));
+        assert_eq!(
+            status == MessageStatus::Canceled,
+            reason == FailureReason::Canceled
+        );
         DeliveryState {
             precheck: Some(Precheck { status, reason }),
             devices,
             converted_at: None,
+            held: false,
         }
+    }
+
+    /// A delivery held for its time: `scheduled`, no device chosen.
+    pub fn held() -> Self {
+        DeliveryState {
+            precheck: None,
+            devices: Vec::new(),
+            converted_at: None,
+            held: true,
+        }
+    }
+
+    /// A held delivery canceled: `canceled`, and nothing is sent.
+    pub fn cancel(&mut self) {
+        assert!(self.held, "only a scheduled delivery is canceled");
+        *self = DeliveryState::ended(MessageStatus::Canceled, FailureReason::Canceled, Vec::new());
     }
 
     /// A delivery to the given devices (some may be suppressed). With no
@@ -404,6 +468,7 @@ impl DeliveryState {
                 precheck: None,
                 devices,
                 converted_at: None,
+                held: false,
             };
         }
         let reason = if devices.is_empty() {
@@ -418,9 +483,10 @@ impl DeliveryState {
         self.devices.iter().filter(|d| d.targeted())
     }
 
-    /// True while some targeted device waits for its provider outcome.
+    /// True while some targeted device waits for its provider outcome, or
+    /// the delivery is held for its time.
     pub fn pending(&self) -> bool {
-        self.precheck.is_none() && self.targeted().any(|d| !d.status.has_outcome())
+        self.precheck.is_none() && (self.held || self.targeted().any(|d| !d.status.has_outcome()))
     }
 
     /// True when the send is over: every device has an outcome (reports may
@@ -438,6 +504,9 @@ impl DeliveryState {
     pub fn status(&self) -> MessageStatus {
         if let Some(p) = self.precheck {
             return p.status;
+        }
+        if self.held {
+            return MessageStatus::Scheduled;
         }
         let any = |s: DeviceStatus| self.targeted().any(|d| d.status == s);
         if self.converted_at.is_some() {

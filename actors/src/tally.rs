@@ -65,6 +65,11 @@ counts! {
     undeliverable,
     /// Ended `bounced`.
     bounced,
+    /// Held for its time (per device: the devices it would go to when it
+    /// was scheduled; they are chosen again when it is released).
+    scheduled,
+    /// Canceled while scheduled (per person only).
+    canceled,
     /// Every device of the person was suppressed (per device: the device was).
     suppressed,
     /// Counted in `sent` with a device whose user had opted in that
@@ -254,6 +259,8 @@ pub fn contribution(d: &Delivery) -> Tally {
             failed: flag(status == MessageStatus::Failed),
             undeliverable: flag(status == MessageStatus::Undeliverable),
             bounced: flag(status == MessageStatus::Bounced),
+            scheduled: flag(status == MessageStatus::Scheduled),
+            canceled: flag(status == MessageStatus::Canceled),
             suppressed: flag(
                 status == MessageStatus::Undeliverable
                     && state.failure_reason() == Some(FailureReason::DevicesSuppressed),
@@ -263,6 +270,11 @@ pub fn contribution(d: &Delivery) -> Tally {
         },
         ..Tally::default()
     };
+    if status == MessageStatus::Scheduled {
+        for &platform in d.schedule.iter().flat_map(|s| &s.platforms) {
+            tally.platform_mut(platform).scheduled += 1;
+        }
+    }
     for (send, device) in d.sends.iter().zip(&state.devices) {
         let s = device.status;
         let opted_in = send.opted_in == Some(true);
@@ -277,6 +289,8 @@ pub fn contribution(d: &Delivery) -> Tally {
             failed: flag(s == DeviceStatus::Failed),
             undeliverable: 0,
             bounced: flag(s == DeviceStatus::Bounced),
+            scheduled: 0,
+            canceled: 0,
             suppressed: flag(s == DeviceStatus::Suppressed),
             opted_in_sent: flag(opted_in && s.succeeded()),
             opted_in_delivered: flag(opted_in && delivered),

@@ -54,6 +54,8 @@ fn reached(counts: &Counts, status: MessageStatus) -> bool {
         MessageStatus::Failed => counts.failed,
         MessageStatus::Undeliverable => counts.undeliverable,
         MessageStatus::Bounced => counts.bounced,
+        MessageStatus::Scheduled => counts.scheduled,
+        MessageStatus::Canceled => counts.canceled,
     };
     n > 0
 }
@@ -66,7 +68,10 @@ fn shows(d: &DeviceState, status: MessageStatus) -> bool {
         MessageStatus::Opened => d.opened_at.is_some(),
         MessageStatus::Failed => d.status == DeviceStatus::Failed,
         MessageStatus::Bounced => d.status == DeviceStatus::Bounced,
-        MessageStatus::Attempted | MessageStatus::Undeliverable => false,
+        MessageStatus::Attempted
+        | MessageStatus::Undeliverable
+        | MessageStatus::Scheduled
+        | MessageStatus::Canceled => false,
     }
 }
 

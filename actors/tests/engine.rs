@@ -69,6 +69,8 @@ async fn send(h: &Harness, id: &str, audience: Audience) -> String {
         message: message(audience),
         data: Value::Null,
         delivery_id: None,
+        time: None,
+        rules: Default::default(),
     };
     h.registry.request(id, msg).await.unwrap()
 }
@@ -133,6 +135,8 @@ async fn a_message_goes_only_to_its_apps_devices_in_their_environment() {
             message: Arc::new(m),
             data: Value::Null,
             delivery_id: None,
+            time: None,
+            rules: Default::default(),
         }
     };
 

@@ -59,6 +59,8 @@ async fn send(h: &Harness, id: &str, rate: Option<u32>, delivery_id: Option<Stri
         message: message(rate),
         data: Value::Null,
         delivery_id,
+        time: None,
+        rules: Default::default(),
     };
     h.registry.request(id, msg).await.unwrap()
 }

@@ -266,6 +266,7 @@ impl World {
             renderer: Arc::new(PlainRenderer),
             clock: self.clock.clone(),
             entropy: self.entropy.clone(),
+            catalog: store.clone(),
         };
         let registry = Arc::new(Registry::on_this_thread(ports, config()));
         let tasks = LocalSet::new();
@@ -425,6 +426,8 @@ impl World {
                     message,
                     data: Value::Null,
                     delivery_id: None,
+                    time: None,
+                    rules: Default::default(),
                 };
                 life.tasks.spawn_local(async move {
                     let answer = registry.request(&customer, send).await;
@@ -461,6 +464,8 @@ impl World {
                         message,
                         data: Value::Null,
                         delivery_id: Some(ticket.delivery_id(0)),
+                        time: None,
+                        rules: Default::default(),
                     };
                     match registry.request(&customer, send).await {
                         Ok(delivery_id) => {

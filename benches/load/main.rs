@@ -1,15 +1,17 @@
 //! The end-to-end load harness: the release `pushd` binary against
 //! fake APNs/FCM on loopback.
 //!
-//! `cargo bench --bench load [-- --quick] [--profile | --profile-graph]` runs four phases —
+//! `cargo bench --bench load [-- --quick] [--profile | --profile-graph]` runs five phases —
 //! sends (against a bare HTTP/2 client), device reports (against
-//! `/healthz`), memory per idle customer and per in-flight delivery, and
-//! recovery after SIGKILL — then writes `target/load/report.{json,md}` and
+//! `/healthz`), memory per idle customer and per in-flight delivery,
+//! recovery after SIGKILL, and deliveries scheduled for one instant (memory
+//! per held delivery, and the release's time) — then writes `target/load/report.{json,md}` and
 //! `sends.svg`, and prints the summary as the last line. `--profile` runs
 //! `perf record` on the daemon during the sends phase; `--webhook` runs it
 //! with a webhook taking every event. `--cluster N` runs only the sends and
 //! reports phases, through a cluster of one node and then of N nodes (see
 //! `cluster.rs`); `--node-cpus C` caps each node at C cores (`cgroup.rs`).
+//! `--scheduled N` runs only the scheduled phase, with N deliveries.
 
 mod cgroup;
 mod cluster;
@@ -20,6 +22,7 @@ mod output;
 mod profile;
 mod recovery;
 mod reports;
+mod scheduled;
 mod sends;
 mod stats;
 mod usage;
@@ -112,6 +115,9 @@ fn main() -> Res<()> {
     if node_cpus.is_some() {
         return Err("--node-cpus caps the nodes of --cluster N; give both".into());
     }
+    if let Some(n) = flag_value::<usize>(&args, "--scheduled", "a delivery count")? {
+        return runtime.block_on(scheduled_only(n));
+    }
     runtime.block_on(run(sizes, profile.then_some(graph), webhook))
 }
 
@@ -145,7 +151,11 @@ async fn run(sizes: Sizes, profile: Option<bool>, webhook: bool) -> Res<()> {
     )
     .await?;
     let (memory, recovery) = memory_and_recovery(&sizes, &subdir(dir.path(), "memory")?).await?;
+    let held = scheduled_phase(sizes.customers, &subdir(dir.path(), "scheduled")?).await?;
     let mut summary = summarize(&sizes, &t, &memory, &recovery);
+    summary.scheduled_deliveries = held.deliveries;
+    summary.bytes_per_scheduled_delivery = held.bytes_per_delivery;
+    summary.scheduled_release_s = held.release_s;
     (summary.load_avg_start, summary.load_avg_end) = (load_avg_start, output::load_avg());
     output::write(&out, &summary, &t.sends.series, t.profile.as_deref())?;
     eprintln!(
@@ -267,6 +277,32 @@ async fn memory_and_recovery(
     Ok((memory, recovery))
 }
 
+/// `--scheduled N`: phase 5 alone, with N deliveries; prints its figures.
+async fn scheduled_only(n: usize) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let held = scheduled_phase(n, dir.path()).await?;
+    let figures = serde_json::json!({
+        "scheduled_deliveries": held.deliveries,
+        "bytes_per_scheduled_delivery": held.bytes_per_delivery,
+        "scheduled_release_s": held.release_s,
+    });
+    println!("{figures}");
+    Ok(())
+}
+
+/// Phase 5 on a daemon of its own with fast fakes: `n` deliveries
+/// scheduled for one instant.
+async fn scheduled_phase(n: usize, dir: &Path) -> Res<scheduled::ScheduledResult> {
+    let fakes = FakeProviders::start(dir, FaultMix::default()).await?;
+    let idle = [("PUSHD_IDLE_TIMEOUT_SECS", "1".to_owned())];
+    let env: Vec<(&str, String)> = idle.iter().cloned().chain(fakes.env()).collect();
+    let daemon = Daemon::start(&dir.join("data"), &env).await?;
+    let api = Api::new(&daemon.base)?;
+    let held = scheduled::run(&daemon, &api, &fakes, n).await?;
+    daemon.kill().await?;
+    Ok(held)
+}
+
 /// The figures of the run.
 fn summarize(
     sizes: &Sizes,
@@ -322,5 +358,8 @@ fn summarize(
         report_sync_s: t.reports.syncs.seconds,
         webhook_posts: t.webhook.map(|w| w.0),
         webhook_backlog: t.webhook.map(|w| w.1),
+        scheduled_deliveries: 0,
+        bytes_per_scheduled_delivery: 0.0,
+        scheduled_release_s: 0.0,
     }
 }

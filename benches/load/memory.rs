@@ -106,7 +106,7 @@ pub async fn run(
 /// vary with when it is taken). Polls until RSS moved less than 0.5 %
 /// between two readings, at least [`SETTLE_MIN`] after the first, bounded
 /// by [`SETTLE_LIMIT`].
-async fn settled_rss(daemon: &Daemon) -> Res<u64> {
+pub async fn settled_rss(daemon: &Daemon) -> Res<u64> {
     let started = Instant::now();
     let mut rss = daemon.rss_bytes()?;
     loop {

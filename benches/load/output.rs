@@ -82,6 +82,11 @@ pub struct Summary {
     /// posts received, and events not yet posted, when the sends phase ended.
     pub webhook_posts: Option<usize>,
     pub webhook_backlog: Option<u64>,
+    /// Deliveries scheduled for one instant, ΔRSS per one while held (every
+    /// actor stopped), and seconds from the instant to the last push.
+    pub scheduled_deliveries: usize,
+    pub bytes_per_scheduled_delivery: f64,
+    pub scheduled_release_s: f64,
 }
 
 /// One load target and whether the run met it.
@@ -131,6 +136,12 @@ fn targets(s: &Summary) -> Vec<Target> {
             s.recovery_s <= 2.0,
         ),
         t("lost", "= 0", s.lost.to_string(), s.lost == 0),
+        t(
+            "bytes_per_scheduled_delivery",
+            "≤ 1 KiB",
+            format!("{:.0} B", s.bytes_per_scheduled_delivery),
+            s.bytes_per_scheduled_delivery <= 1024.0,
+        ),
     ]
 }
 

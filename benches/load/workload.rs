@@ -116,25 +116,43 @@ pub async fn message(api: &Api, id: &str) -> Res<()> {
 /// Sends `message` to customers `range` in batches, several in flight;
 /// every batch must be acknowledged with 202.
 pub async fn send(api: &Api, message: &str, range: Range<usize>) -> Res<Vec<Batch>> {
+    send_scheduled(api, message, range, None).await
+}
+
+/// [`send`], each send with `schedule` when given.
+pub async fn send_scheduled(
+    api: &Api,
+    message: &str,
+    range: Range<usize>,
+    schedule: Option<&Value>,
+) -> Res<Vec<Batch>> {
     let chunks: Vec<Range<usize>> = range
         .clone()
         .step_by(SEND_BATCH)
         .map(|s| s..(s + SEND_BATCH).min(range.end))
         .collect();
     stream::iter(chunks)
-        .map(|chunk| send_batch(api, message, chunk))
+        .map(|chunk| send_batch(api, message, chunk, schedule))
         .buffer_unordered(SENDS_IN_FLIGHT)
         .try_collect()
         .await
 }
 
 /// One send call; customers whose partition was moving are sent again.
-async fn send_batch(api: &Api, message: &str, chunk: Range<usize>) -> Res<Batch> {
+async fn send_batch(
+    api: &Api,
+    message: &str,
+    chunk: Range<usize>,
+    schedule: Option<&Value>,
+) -> Res<Batch> {
     let mut ids: Vec<String> = chunk.clone().map(customer_id).collect();
     let started = Instant::now();
     let mut deliveries = Vec::with_capacity(chunk.len());
     for _ in 0..MOVING_ATTEMPTS {
-        let body = json!({"message_id": message, "customer_ids": ids});
+        let mut body = json!({"message_id": message, "customer_ids": ids});
+        if let Some(schedule) = schedule {
+            body["schedule"] = schedule.clone();
+        }
         let (status, v) = api
             .call(API_KEY, Method::POST, "/v1/send/push", Some(&body))
             .await?;

@@ -22,6 +22,21 @@ fn decode(key: &str, bytes: &[u8]) -> Result<MessageSpec, ClusterError> {
         .map_err(|e| nats(format!("template {key} does not decode: {e}")))
 }
 
+/// The templates a scheduled delivery renders when released.
+impl pushd_actors::ports::Catalog for Templates {
+    fn message(
+        &self,
+        id: &str,
+    ) -> pushd_actors::ports::BoxFuture<Result<Option<MessageSpec>, pushd_actors::ports::StoreError>>
+    {
+        let (kv, key) = (self.kv.clone(), key_of(id));
+        Box::pin(async move {
+            let templates = Templates { kv };
+            (templates.read(&key).await).map_err(|e| pushd_actors::ports::StoreError(e.to_string()))
+        })
+    }
+}
+
 /// The templates bucket.
 pub struct Templates {
     kv: kv::Store,

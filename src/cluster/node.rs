@@ -52,6 +52,9 @@ pub struct EngineParts {
     pub retention: Retention,
     /// Where each partition's delivery events are published.
     pub events: super::events::EventStream,
+    /// The message templates (the cluster's bucket): what a scheduled
+    /// delivery renders when released.
+    pub catalog: Arc<dyn pushd_actors::ports::Catalog>,
 }
 
 /// A partition this node holds the lease of.

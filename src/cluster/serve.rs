@@ -75,11 +75,13 @@ pub async fn run(
         &config.apps(),
         &config.client_options(),
     ));
+    let templates = Arc::new(Templates::new(nats.templates.clone()));
     let engine = EngineParts {
+        catalog: templates.clone(),
         provider: providers.clone(),
         renderer: renderer.clone(),
         clock: clock.clone(),
-        config: config.engine.engine_config(),
+        config: config.engine_config(),
         shards: Shards::new(config.engine.shard_count()),
         retention: config.store.retention(clock.clone()),
         events: events.clone(),
@@ -118,7 +120,7 @@ pub async fn run(
     let peers = Peers::new(credential.clone());
     let state = web::Data::new(AppState {
         partitions,
-        catalog: Catalog::Shared(Arc::new(Templates::new(nats.templates.clone()))),
+        catalog: Catalog::Shared(templates),
         renderer,
         providers,
         clock,

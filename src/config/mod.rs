@@ -12,6 +12,7 @@
 
 mod cluster;
 mod sections;
+mod sending;
 mod setting;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, value_parser};
+use pushd_actors::engine::EngineConfig;
 use pushd_actors::model::DEFAULT_APP;
 use serde::Deserialize;
 
@@ -30,6 +32,7 @@ pub use sections::{
     ApnsConfig, CompatSection, EngineSection, EventsSection, FcmConfig, HttpSection, KeysSection,
     ProvidersSection, StoreSection, TemplatesSection, WebhooksSection,
 };
+pub use sending::{QuietHoursSetting, SendingSection};
 use setting::{Section, settings};
 
 use crate::providers::{AppConfig, ClientOptions};
@@ -113,6 +116,9 @@ settings! {
         /// What the migration endpoints (`/api/v1/`, `/ingest/v1/`) accept.
         #[setting(section)]
         pub compat: CompatSection,
+        /// The frequency caps and quiet hours sends keep by default.
+        #[setting(file_only)]
+        pub sending: SendingSection,
     }
 }
 
@@ -145,6 +151,12 @@ impl Config {
             max_connection_age: Duration::from_secs(self.providers.max_connection_age),
             ..ClientOptions::default()
         }
+    }
+
+    /// The engine's tuning: `[engine]`'s, with `[sending]`'s default
+    /// frequency caps and quiet hours.
+    pub fn engine_config(&self) -> EngineConfig {
+        self.sending.apply(self.engine.engine_config())
     }
 
     /// How long a SIGTERM may take in all.
@@ -236,6 +248,7 @@ impl Config {
         if let Some((setting, variable, _)) = counts.iter().find(|(_, _, n)| *n == 0) {
             return Err(format!("{setting} ({variable}) must be at least 1, not 0"));
         }
+        self.sending.check()?;
         let days = self.store.delivery_retention_days;
         if days > MAX_RETENTION_DAYS {
             return Err(format!(

@@ -252,6 +252,9 @@ impl EngineSection {
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
             retry_after_max: Duration::from_secs(self.retry_after_max_secs),
+            frequency_caps: Vec::new(),
+            quiet_hours: None,
+            release_spread_seconds: pushd_actors::engine::RELEASE_SPREAD_SECONDS,
         }
     }
 

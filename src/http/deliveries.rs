@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use pushd_actors::model::{Delivery, Platform};
-use pushd_actors::person::{DeviceReport, RetryDelivery};
+use pushd_actors::person::{CancelDelivery, DeviceReport, RetryDelivery};
 use pushd_actors::ports::Store;
 use pushd_actors::status::{MessageStatus, Report};
 use serde::Deserialize;
@@ -170,6 +170,13 @@ fn delivery_json(d: &Delivery, message_name: Option<String>, detail: bool) -> Va
         "devices_attempted": d.state.devices.iter().filter(|s| s.targeted()).count(),
         "platforms": platforms(d),
     });
+    if let Some(schedule) = &d.schedule {
+        v["scheduled_for"] = json!(schedule.due());
+        v["timezone"] = json!(schedule.timezone);
+        v["timezone_source"] = json!(schedule.timezone_source.map(|s| s.as_str()));
+        v["late_seconds"] = json!(schedule.late_seconds());
+        v["held_for"] = json!(schedule.held_for.as_str());
+    }
     if detail {
         let devices: Vec<Value> = d
             .sends
@@ -350,6 +357,24 @@ async fn retry_delivery(
     Ok(HttpResponse::Accepted().json(json!({"delivery_id": id})))
 }
 
+/// `DELETE /v1/deliveries/{id}`: cancels a scheduled delivery (409 for
+/// any other status).
+async fn cancel_delivery(
+    _: ApiKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.as_str();
+    let (d, partition) = stored_delivery(&state, id)?;
+    let cancel = CancelDelivery {
+        delivery_id: id.to_string(),
+    };
+    let ids = [("delivery", id), ("customer", d.customer_id.as_str())];
+    let asked = partition.registry.request(&d.customer_id, cancel).await;
+    asked.map_err(naming(&ids))?;
+    Ok(HttpResponse::Ok().json(json!({"delivery_id": id, "status": "canceled"})))
+}
+
 /// Registers the routes: device reports at pushd's path and at
 /// Customer.io's Track API path (customerio-node's `trackPush`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -367,7 +392,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     ))
     .service(endpoint(
         "/v1/deliveries/{delivery_id}",
-        [(Method::GET, web::to(get_delivery))],
+        [
+            (Method::GET, web::to(get_delivery)),
+            (Method::DELETE, web::to(cancel_delivery)),
+        ],
     ))
     .service(endpoint(
         "/v1/deliveries/{delivery_id}/retry",

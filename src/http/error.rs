@@ -212,6 +212,9 @@ impl From<EngineError> for ApiError {
             EngineError::NotRetryable(_) => {
                 ApiError::new(StatusCode::CONFLICT, "not_retryable", e.to_string())
             }
+            EngineError::NotCancelable(_) => {
+                ApiError::new(StatusCode::CONFLICT, "not_cancelable", e.to_string())
+            }
             EngineError::Store(e) => e.into(),
             EngineError::Invalid(message) => ApiError::invalid_field(message),
             EngineError::IdempotencyConflict(_) => {

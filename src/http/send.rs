@@ -14,11 +14,15 @@ use std::time::{Duration, Instant};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures_util::{StreamExt, stream};
+use pushd_actors::caps::{CapRule, FrequencyCap};
 use pushd_actors::idempotency::{Claim, MAX_KEY_BYTES, NotSent, SendAnswer, SendTicket, SentTo};
 use pushd_actors::model::MessageSpec;
 use pushd_actors::person::SendMessage;
+use pushd_actors::quiet::{QuietAction, QuietHours, QuietRule};
+use pushd_actors::rules::SendRules;
+use pushd_actors::schedule::{IfPast, SendTime};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::auth::{ApiKey, NodeCall};
 use super::body::{Fields, JsonBody};
@@ -53,6 +57,136 @@ struct SendBody {
     /// answering a keyed send, when it hands another node its customers.
     #[serde(default)]
     delivery_ids: Option<Vec<String>>,
+    /// When to send (absent: now).
+    #[serde(default)]
+    schedule: Option<ScheduleBody>,
+    /// This send's frequency caps instead of the default ones.
+    #[serde(default)]
+    frequency_caps: Option<Vec<FrequencyCap>>,
+    /// No frequency cap applies to this send.
+    #[serde(default)]
+    bypass_frequency_caps: bool,
+    /// This send's quiet hours instead of the default ones.
+    #[serde(default)]
+    quiet_hours: Option<QuietHoursBody>,
+    /// No quiet hours apply to this send.
+    #[serde(default)]
+    bypass_quiet_hours: bool,
+}
+
+/// A send's `quiet_hours`: `HH:MM` to `HH:MM` of the person's local day.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct QuietHoursBody {
+    start: String,
+    end: String,
+    action: QuietAction,
+}
+
+/// A send's `schedule`: an instant (`at`), or a local time in each
+/// person's zone.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleBody {
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
+    local_time: Option<String>,
+    #[serde(default)]
+    fallback_timezone: Option<String>,
+    #[serde(default)]
+    if_past: Option<IfPast>,
+}
+
+/// When a send's deliveries go out, and the caps and quiet hours they keep: the
+/// engine's terms, and the body's fields as given (what a forwarded send
+/// passes on to the node serving a customer).
+struct When {
+    time: Option<SendTime>,
+    rules: SendRules,
+    fields: Map<String, Value>,
+}
+
+/// Most frequency caps one send names.
+const MAX_CAPS: usize = 10;
+/// The longest frequency cap window: a year.
+const MAX_CAP_SECONDS: i64 = 366 * 86_400;
+
+impl When {
+    /// The `schedule` and caps of `body`, checked.
+    fn of(body: &SendBody) -> Result<When, ApiError> {
+        let caps = body.frequency_caps.as_deref().unwrap_or_default();
+        if caps.len() > MAX_CAPS {
+            return Err(ApiError::invalid_field(format!(
+                "frequency_caps must hold at most {MAX_CAPS} caps, not {}",
+                caps.len()
+            )));
+        }
+        for (i, cap) in caps.iter().enumerate() {
+            if cap.max == 0 || !(1..=MAX_CAP_SECONDS).contains(&cap.per_seconds) {
+                return Err(ApiError::invalid_field(format!(
+                    "frequency_caps[{i}] must have max at least 1 and per_seconds from 1 to \
+                     {MAX_CAP_SECONDS}, not max {} per_seconds {}",
+                    cap.max, cap.per_seconds
+                )));
+            }
+        }
+        let mut fields = Map::new();
+        if let Some(schedule) = &body.schedule {
+            fields.insert("schedule".into(), json!(schedule));
+        }
+        if let Some(caps) = &body.frequency_caps {
+            fields.insert("frequency_caps".into(), json!(caps));
+        }
+        if body.bypass_frequency_caps {
+            fields.insert("bypass_frequency_caps".into(), json!(true));
+        }
+        if let Some(quiet) = &body.quiet_hours {
+            fields.insert("quiet_hours".into(), json!(quiet));
+        }
+        if body.bypass_quiet_hours {
+            fields.insert("bypass_quiet_hours".into(), json!(true));
+        }
+        let quiet_hours = (body.quiet_hours.as_ref())
+            .map(|q| QuietHours::parse(&q.start, &q.end, q.action))
+            .transpose()
+            .map_err(ApiError::invalid_field)?;
+        Ok(When {
+            time: body.schedule.as_ref().map(ScheduleBody::time).transpose()?,
+            rules: SendRules {
+                caps: CapRule {
+                    frequency_caps: body.frequency_caps.clone(),
+                    bypass: body.bypass_frequency_caps,
+                },
+                quiet: QuietRule {
+                    quiet_hours,
+                    bypass: body.bypass_quiet_hours,
+                },
+            },
+            fields,
+        })
+    }
+}
+
+impl ScheduleBody {
+    /// The time it names, or why it names none.
+    fn time(&self) -> Result<SendTime, ApiError> {
+        let time = match (&self.at, &self.local_time) {
+            (Some(at), None) if self.fallback_timezone.is_none() && self.if_past.is_none() => {
+                SendTime::at(at)
+            }
+            (None, Some(local)) => {
+                let fallback = self.fallback_timezone.as_deref().unwrap_or("UTC");
+                SendTime::local(local, fallback, self.if_past.unwrap_or(IfPast::SendNow))
+            }
+            _ => Err(
+                "schedule must hold either at, or local_time (with fallback_timezone and \
+                 if_past)"
+                    .to_owned(),
+            ),
+        };
+        time.map_err(ApiError::invalid_field)
+    }
 }
 
 impl SendBody {
@@ -65,15 +199,31 @@ impl SendBody {
             data => data.clone(),
         };
         // serde_json's maps are sorted: this text is canonical.
-        let canonical = json!([self.message_id, self.customer_ids, data]).to_string();
+        let mut parts = vec![json!(self.message_id), json!(self.customer_ids), data];
+        // A body without the fields sends gained later digests as before.
+        let when = json!([
+            self.schedule,
+            self.frequency_caps,
+            self.bypass_frequency_caps,
+            self.quiet_hours,
+            self.bypass_quiet_hours
+        ]);
+        if when != json!([null, null, false, null, false]) {
+            parts.push(when);
+        }
+        let canonical = Value::Array(parts).to_string();
         let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The body as a client sends it, for the node keeping its key.
-    fn to_bytes(&self) -> bytes::Bytes {
-        let body = json!({"message_id": self.message_id, "customer_ids": self.customer_ids,
+    /// The body as a client sends it, with its schedule, caps and quiet
+    /// hours (`fields`), for the node keeping its key.
+    fn to_bytes(&self, fields: &Map<String, Value>) -> bytes::Bytes {
+        let mut body = json!({"message_id": self.message_id, "customer_ids": self.customer_ids,
             "data": self.data});
+        for (name, value) in fields {
+            body[name] = value.clone();
+        }
         serde_json::to_vec(&body).expect("encodes").into()
     }
 }
@@ -165,9 +315,10 @@ async fn send_push(
         }
     }
     let message = Arc::new(check(&state, &body).await?);
+    let when = When::of(&body)?;
     let Some(key) = key else {
         let ids = given_ids.as_deref();
-        let (answer, first_error) = fan_out(&state, &req, &message, body, ids).await;
+        let (answer, first_error) = fan_out(&state, &req, &message, body, &when, ids).await;
         return Ok(respond(&answer, first_error, false));
     };
     // The engine of the key's partition keeps the key's record: the one
@@ -180,7 +331,9 @@ async fn send_push(
         let Some(link) = link else {
             return Err(unavailable(tag, "this node no longer serves it"));
         };
-        if let Some(answer) = keyed::hand_off(&state, link, tag, &key, body.to_bytes()).await {
+        if let Some(answer) =
+            keyed::hand_off(&state, link, tag, &key, body.to_bytes(&when.fields)).await
+        {
             return Ok(answer);
         }
     }
@@ -196,7 +349,8 @@ async fn send_push(
         }
         Claim::Send(ticket) => {
             let ids = keyed_delivery_ids(&state, &ticket, &body.customer_ids);
-            let (answer, first_error) = fan_out(&state, &req, &message, body, Some(&ids)).await;
+            let (answer, first_error) =
+                fan_out(&state, &req, &message, body, &when, Some(&ids)).await;
             ticket.record(&answer).await?;
             Ok(respond(&answer, first_error, false))
         }
@@ -215,6 +369,7 @@ async fn send_once(
     forwarded: bool,
     message: &Arc<MessageSpec>,
     data: &Value,
+    when: &When,
     customers: Vec<(usize, String)>,
     ids: Option<&[String]>,
 ) -> Vec<(usize, String, Outcome)> {
@@ -224,6 +379,8 @@ async fn send_once(
             message: message.clone(),
             data: data.clone(),
             delivery_id: ids.map(|ids| ids[n].clone()),
+            time: when.time.clone(),
+            rules: when.rules.clone(),
         };
         let state = state.clone();
         async move {
@@ -246,7 +403,7 @@ async fn send_once(
         .collect();
     let (mut results, others): (Vec<_>, _) = futures_util::join!(
         stream::iter(sends).buffered(FAN_OUT).collect(),
-        send_elsewhere(state, &message.id, data, elsewhere, ids)
+        send_elsewhere(state, &message.id, data, &when.fields, elsewhere, ids)
     );
     // Each node counts the deliveries it made.
     let made_here = results.iter().filter(|(_, _, r)| r.is_ok()).count();
@@ -264,6 +421,7 @@ async fn fan_out(
     req: &HttpRequest,
     message: &Arc<MessageSpec>,
     body: SendBody,
+    when: &When,
     ids: Option<&[String]>,
 ) -> (SendAnswer, Option<Refusal>) {
     let forwarded = req.headers().contains_key(FORWARDED);
@@ -276,7 +434,7 @@ async fn fan_out(
     let mut pending: Vec<(usize, String)> = body.customer_ids.into_iter().enumerate().collect();
     let mut results = Vec::with_capacity(pending.len());
     for attempt in 1u32.. {
-        let round = send_once(state, forwarded, message, &body.data, pending, ids).await;
+        let round = send_once(state, forwarded, message, &body.data, when, pending, ids).await;
         let pause = MOVING_PAUSE * attempt.min(5);
         let again = deadline.is_some_and(|d| Instant::now() + pause < d);
         let (retry, settled): (Vec<_>, Vec<_>) = round

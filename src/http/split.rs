@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState, Caller};
 use crate::cluster::peers::FORWARDED;
@@ -84,6 +84,7 @@ pub async fn send_elsewhere(
     state: &AppState,
     message_id: &str,
     data: &Value,
+    fields: &Map<String, Value>,
     groups: BTreeMap<String, Vec<(usize, String)>>,
     ids: Option<&[String]>,
 ) -> Vec<(usize, String, Outcome)> {
@@ -94,6 +95,9 @@ pub async fn send_elsewhere(
         let customer_ids: Vec<&str> = customers.iter().map(|(_, id)| id.as_str()).collect();
         let mut body =
             json!({"message_id": message_id, "customer_ids": customer_ids, "data": data});
+        for (name, value) in fields {
+            body[name] = value.clone();
+        }
         if let Some(ids) = ids {
             let given: Vec<&str> = customers.iter().map(|(n, _)| ids[*n].as_str()).collect();
             body["delivery_ids"] = json!(given);

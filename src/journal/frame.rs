@@ -86,6 +86,7 @@ pub fn records_of(format: u32) -> Option<u32> {
         1 | 2 => Some(1),
         3 => Some(2),
         4 => Some(3),
+        5 => Some(4),
         _ => None,
     }
 }

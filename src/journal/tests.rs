@@ -311,7 +311,7 @@ async fn a_format_2_segment_of_version_1_records_is_replayed_and_appends_go_to_f
         })
         .collect();
     assert_eq!(versions, [2, 2, FORMAT]);
-    assert_eq!(FORMAT, 4);
+    assert_eq!(FORMAT, 5);
     let journal = FileJournal::open(dir.path(), 0).unwrap();
     let mut entries = Vec::new();
     journal

@@ -28,6 +28,7 @@
 pub mod v1;
 pub mod v2;
 pub mod v3;
+pub mod v4;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,14 +39,16 @@ use pushd_actors::ports::{Change, Entry};
 use pushd_actors::tally::Tally;
 use serde::{Serialize, Serializer};
 
-/// The version of the journal records this binary writes: [`v3`] entries.
-/// Each version is a superset of the one before (see [`v2`], [`v3`]), so
-/// older bytes also read as the newer versions.
-pub const JOURNAL_VERSION: u32 = 3;
+/// The version of the journal records this binary writes: [`v4`] entries.
+/// Versions 2 and 3 were supersets of the one before (see [`v2`], [`v3`]);
+/// version 4's deliveries hold more fields, so each version's bytes are
+/// read with that version's types.
+pub const JOURNAL_VERSION: u32 = 4;
 /// The newest version of the snapshot values this binary writes: a
-/// delivery's, a [`v3`] record. The other values are still written as
-/// version 1: their records have not changed since.
-pub const VALUE_VERSION: u8 = 3;
+/// delivery's, a [`v4`] record, and a counters value's ([`v4::Tally`], its
+/// version 2). The other values are still written as version 1: their
+/// records have not changed since.
+pub const VALUE_VERSION: u8 = 4;
 
 /// Why bytes are not a record this binary can read.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +103,7 @@ macro_rules! identity {
         }
     )*};
 }
-identity!(String, bool, i64, u32, u64, f64, [i64; 2], BTreeMap<String, String>);
+identity!(String, bool, i64, u16, u32, u64, f64, [i64; 2], BTreeMap<String, String>);
 
 impl<T> Serialize for Frozen<'_, Option<T>>
 where
@@ -171,6 +174,27 @@ impl Thaw<Arc<Content>> for v1::Content {
 /// name leaves out [`Frozen`]: a record a newer version replaced is only
 /// read.
 macro_rules! record_struct {
+    (
+        $(#[$doc:meta])*
+        read $record:ident = $model:path { $($field:ident: $ty:ty),* $(,)? }
+        new { $($new:ident: $value:expr),* $(,)? }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+        pub struct $record {
+            $(#[allow(missing_docs)] pub $field: $ty),*
+        }
+
+        impl $crate::records::Thaw<$model> for $record {
+            fn thaw(self) -> Result<$model, $crate::records::RecordError> {
+                type M = $model;
+                Ok(M {
+                    $($field: $crate::records::Thaw::thaw(self.$field)?,)*
+                    $($new: $value,)*
+                })
+            }
+        }
+    };
     (
         $(#[$doc:meta])*
         read $record:ident = $model:path { $($field:ident: $ty:ty),* $(,)? }
@@ -282,6 +306,7 @@ pub fn decode_entries(version: u32, payload: &[u8]) -> Result<Vec<Entry>, Record
         1 => postcard::from_bytes::<Vec<v1::Entry>>(payload)?.thaw(),
         2 => postcard::from_bytes::<Vec<v2::Entry>>(payload)?.thaw(),
         3 => postcard::from_bytes::<Vec<v3::Entry>>(payload)?.thaw(),
+        4 => postcard::from_bytes::<Vec<v4::Entry>>(payload)?.thaw(),
         found => Err(RecordError::Newer {
             what: "a journal record",
             found,
@@ -332,7 +357,9 @@ macro_rules! stored_v1 {
 }
 
 /// A delivery: version 3 since its failure reasons gained
-/// `template_limit_exceeded` and `internal_error`; version 2's record is version 1's.
+/// `template_limit_exceeded` and `internal_error`, version 4 since it can be
+/// scheduled (statuses `scheduled` and `canceled`, its schedule); version
+/// 2's record is version 1's.
 impl Stored for Delivery {
     fn encode(&self) -> Result<Vec<u8>, RecordError> {
         Ok(postcard::to_extend(&Frozen(self), vec![VALUE_VERSION])?)
@@ -342,7 +369,28 @@ impl Stored for Delivery {
         match versioned(bytes)? {
             (1 | 2, rest) => postcard::from_bytes::<v1::Delivery>(rest)?.thaw(),
             (3, rest) => postcard::from_bytes::<v3::Delivery>(rest)?.thaw(),
+            (4, rest) => postcard::from_bytes::<v4::Delivery>(rest)?.thaw(),
             (found, _) => Err(newer(found, VALUE_VERSION)),
+        }
+    }
+}
+
+/// The version of a counters value: 2 since they count `scheduled` and
+/// `canceled` deliveries.
+const TALLY_VERSION: u8 = 2;
+
+/// A message's or campaign's counters: version 2 adds `scheduled` and
+/// `canceled` (0 in a version-1 value: nothing was scheduled then).
+impl Stored for Tally {
+    fn encode(&self) -> Result<Vec<u8>, RecordError> {
+        Ok(postcard::to_extend(&Frozen(self), vec![TALLY_VERSION])?)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        match versioned(bytes)? {
+            (1, rest) => postcard::from_bytes::<v1::Tally>(rest)?.thaw(),
+            (2, rest) => postcard::from_bytes::<v4::Tally>(rest)?.thaw(),
+            (found, _) => Err(newer(found, TALLY_VERSION)),
         }
     }
 }
@@ -351,7 +399,6 @@ stored_v1! {
     Customer => v1::Customer,
     MessageSpec => v1::MessageSpec,
     SendRecord => v1::SendRecord,
-    Tally => v1::Tally,
     [i64; 2] => [i64; 2],
     i64 => i64,
 }

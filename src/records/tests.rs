@@ -1,10 +1,14 @@
 use std::sync::Arc;
 
+use pushd_actors::caps::{CapRule, FrequencyCap};
 use pushd_actors::model::{
     Attributes, Audience, Content, Customer, DEFAULT_APP, Delivery, Device, DeviceSend,
     Environment, MessageSpec, Platform, PushOptions,
 };
 use pushd_actors::ports::{Change, Entry};
+use pushd_actors::quiet::{QuietAction, QuietHours, QuietRule};
+use pushd_actors::rules::SendRules;
+use pushd_actors::schedule::{HeldFor, Schedule, TimezoneSource};
 use pushd_actors::status::{DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome};
 use pushd_actors::tally::Tally;
 use serde_json::json;
@@ -73,6 +77,7 @@ fn delivery() -> Delivery {
         sends: vec![send("a", Platform::Ios), send("b", Platform::Android)],
         state,
         failure_detail: Some("detail".into()),
+        schedule: None,
     }
 }
 
@@ -137,8 +142,8 @@ fn newer_snapshot_values_are_refused_naming_both() {
 
 #[test]
 fn a_journal_record_of_a_newer_version_is_refused_naming_both() {
-    let e = decode_entries(4, &[0]).unwrap_err().to_string();
-    assert!(e.contains("version 4") && e.contains("1 to 3"), "{e}");
+    let e = decode_entries(5, &[0]).unwrap_err().to_string();
+    assert!(e.contains("version 5") && e.contains("1 to 4"), "{e}");
 }
 
 #[test]
@@ -178,10 +183,10 @@ fn an_erasure_is_a_version_2_entry_after_version_1_s() {
 fn a_version_1_record_still_decodes_as_1_and_as_2() {
     // What pushd 0.1 wrote: a list of five version-1 entries, each its
     // variant's index, then its record.
-    let mut bytes = vec![5, 0];
+    // (Its delivery records are version 1's, which version 4's no longer
+    // write: tests/upgrade.rs reads them from files 0.1 wrote.)
+    let mut bytes = vec![4, 0];
     bytes.extend(postcard::to_allocvec(&Frozen(&customer())).unwrap());
-    bytes.push(3);
-    bytes.extend(postcard::to_allocvec(&Frozen(&delivery())).unwrap());
     bytes.push(2);
     bytes.extend(postcard::to_allocvec(&Frozen(&message())).unwrap());
     bytes.extend([1, 3]);
@@ -190,57 +195,110 @@ fn a_version_1_record_still_decodes_as_1_and_as_2() {
     bytes.extend([5, 84]);
     let expected = vec![
         Entry::Customer(customer()),
-        Entry::Delivery(Box::new(delivery())),
         Entry::Message(Box::new(message())),
         Entry::CustomerDeleted("ada".into()),
         Entry::SendRecordsExpired(42),
     ];
     assert_eq!(decode_entries(1, &bytes).unwrap(), expected);
-    // Versions 2 and 3 hold version 1's entries in their order: the same
-    // bytes read as versions 2 and 3 too.
-    assert_eq!(decode_entries(2, &bytes).unwrap(), expected);
-    assert_eq!(decode_entries(3, &bytes).unwrap(), expected);
+    // Versions 2 to 4 hold version 1's entries in their order: the same
+    // bytes read as those versions too.
+    for version in [2, 3, 4] {
+        assert_eq!(decode_entries(version, &bytes).unwrap(), expected);
+    }
     // And a version beyond is refused, naming both.
-    let e = decode_entries(4, &bytes).unwrap_err().to_string();
-    assert!(e.contains("version 4") && e.contains("1 to 3"), "{e}");
+    let e = decode_entries(5, &bytes).unwrap_err().to_string();
+    assert!(e.contains("version 5") && e.contains("1 to 4"), "{e}");
 }
 
 #[test]
-fn the_reasons_of_version_3_are_version_3_records() {
-    for reason in [
-        FailureReason::TemplateLimitExceeded,
-        FailureReason::InternalError,
+fn the_reasons_and_statuses_of_version_4_are_version_4_records() {
+    for (status, reason) in [
+        (MessageStatus::Failed, FailureReason::TemplateLimitExceeded),
+        (MessageStatus::Failed, FailureReason::InternalError),
+        (MessageStatus::Undeliverable, FailureReason::LocalTimePassed),
+        (MessageStatus::Canceled, FailureReason::Canceled),
     ] {
-        reason_is_a_version_3_record(reason);
+        let mut ended = delivery();
+        ended.sends.clear();
+        ended.content = None;
+        ended.state = DeliveryState::ended(status, reason, Vec::new());
+        is_a_version_4_record(ended);
     }
+    let mut held = delivery();
+    held.sends.clear();
+    held.content = None;
+    held.state = DeliveryState::held();
+    held.schedule = Some(Schedule {
+        due_ms: 1_772_955_000_000,
+        timezone: Some("America/New_York".into()),
+        timezone_source: Some(TimezoneSource::FallbackInvalid),
+        released_ms: None,
+        platforms: vec![Platform::Ios, Platform::Android],
+        rules: SendRules {
+            caps: CapRule {
+                frequency_caps: Some(vec![FrequencyCap {
+                    max: 2,
+                    per_seconds: 3_600,
+                }]),
+                bypass: true,
+            },
+            quiet: QuietRule {
+                quiet_hours: Some(QuietHours::parse("21:00", "08:00", QuietAction::Drop).unwrap()),
+                bypass: false,
+            },
+        },
+        held_for: HeldFor::QuietHours,
+    });
+    is_a_version_4_record(held);
 }
 
-fn reason_is_a_version_3_record(reason: FailureReason) {
-    let mut failed = delivery();
-    failed.sends.clear();
-    failed.content = None;
-    failed.state = DeliveryState::ended(MessageStatus::Failed, reason, Vec::new());
-    // As a snapshot value: version 3, which reads back.
-    let bytes = failed.encode().unwrap();
-    assert_eq!(bytes[0], 3);
-    assert_eq!(Delivery::decode(&bytes).unwrap(), failed);
-    // In the journal: version 3 holds it; version 2 cannot.
+fn is_a_version_4_record(value: Delivery) {
+    // As a snapshot value: version 4, which reads back.
+    let bytes = value.encode().unwrap();
+    assert_eq!(bytes[0], 4);
+    assert_eq!(Delivery::decode(&bytes).unwrap(), value);
+    // In the journal: version 4 holds it.
     let mut entries = Vec::new();
-    encode_entries(&[Change::delivery(None, failed.clone())], &mut entries).unwrap();
-    let back = decode_entries(3, &entries).unwrap();
-    assert_eq!(back, [Entry::Delivery(Box::new(failed))]);
-    assert!(decode_entries(2, &entries).is_err());
-    // A delivery of versions 1 and 2 (the same record) reads as before:
-    // version 3 writes the older reasons as they did.
-    let old = delivery();
-    let mut bytes = old.encode().unwrap();
-    for version in [1, 2] {
-        bytes[0] = version;
-        assert_eq!(Delivery::decode(&bytes).unwrap(), old);
+    encode_entries(&[Change::delivery(None, value.clone())], &mut entries).unwrap();
+    let back = decode_entries(4, &entries).unwrap();
+    assert_eq!(back, [Entry::Delivery(Box::new(value))]);
+    let mut newer = bytes;
+    newer[0] = 5;
+    let e = Delivery::decode(&newer).unwrap_err().to_string();
+    assert!(e.contains("version 5") && e.contains("1 to 4"), "{e}");
+}
+
+#[test]
+fn counters_of_version_1_read_with_nothing_scheduled_and_version_2_round_trips() {
+    let mut tally = Tally::default();
+    tally.message.sends = 7;
+    tally.ios.sent = 3;
+    let mut old = vec![1u8];
+    let counts = |c: &pushd_actors::tally::Counts| {
+        [
+            c.sends,
+            c.attempted,
+            c.sent,
+            c.delivered,
+            c.opened,
+            c.converted,
+            c.failed,
+            c.undeliverable,
+            c.bounced,
+            c.suppressed,
+            c.opted_in_sent,
+            c.opted_in_delivered,
+        ]
+    };
+    for c in [&tally.message, &tally.ios, &tally.android] {
+        old.extend(postcard::to_allocvec(&counts(c)).unwrap());
     }
-    bytes[0] = 4;
-    let e = Delivery::decode(&bytes).unwrap_err().to_string();
-    assert!(e.contains("version 4") && e.contains("1 to 3"), "{e}");
+    assert_eq!(Tally::decode(&old).unwrap(), tally);
+    tally.message.scheduled = 2;
+    tally.message.canceled = 1;
+    let bytes = tally.encode().unwrap();
+    assert_eq!(bytes[0], 2);
+    assert_eq!(Tally::decode(&bytes).unwrap(), tally);
 }
 
 #[test]

@@ -230,8 +230,8 @@ record_enum! {
 }
 
 record_enum! {
-    /// A message status.
-    MessageStatus = st::MessageStatus {
+    /// A message status (read only: [`super::v4`] added two).
+    read MessageStatus = st::MessageStatus {
         /// Attempted.
         Attempted,
         /// Sent.
@@ -303,6 +303,7 @@ record_struct! {
         devices: Vec<DeviceState>,
         converted_at: Option<i64>,
     }
+    new { held: false }
 }
 
 record_struct! {
@@ -321,6 +322,7 @@ record_struct! {
         state: DeliveryState,
         failure_detail: Option<String>,
     }
+    new { schedule: None }
 }
 
 record_struct! {
@@ -361,8 +363,8 @@ record_struct! {
 }
 
 record_struct! {
-    /// One set of metric counters.
-    Counts = ta::Counts {
+    /// One set of metric counters (read only: [`super::v4`] added two).
+    read Counts = ta::Counts {
         sends: i64,
         attempted: i64,
         sent: i64,
@@ -376,11 +378,13 @@ record_struct! {
         opted_in_sent: i64,
         opted_in_delivered: i64,
     }
+    new { scheduled: 0, canceled: 0 }
 }
 
 record_struct! {
-    /// A message's or campaign's counters, per person and per platform.
-    Tally = ta::Tally {
+    /// A message's or campaign's counters, per person and per platform
+    /// (read only: [`super::v4`]'s counters replaced these).
+    read Tally = ta::Tally {
         message: Counts,
         ios: Counts,
         android: Counts,

@@ -7,9 +7,10 @@
 //! too. The records that hold a reason (a device's state, a precheck, a
 //! delivery's state, the delivery, the journal entry) are this version's
 //! over it; every other record is version 1's type, reused. Like every
-//! version, these types are frozen.
+//! version, these types are frozen; [`super::v4`] replaced them as the one
+//! written.
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 
 use pushd_actors::model as m;
 use pushd_actors::ports as p;
@@ -19,11 +20,11 @@ use super::v1::{
     Content, ConversionGoal, Customer, DeviceSend, DeviceStatus, JsonText, MessageSpec,
     MessageStatus, SendRecord,
 };
-use super::{Frozen, RecordError, Thaw, record_enum, record_struct};
+use super::{RecordError, Thaw, record_enum, record_struct};
 
 record_enum! {
-    /// A failure reason.
-    FailureReason = st::FailureReason {
+    /// A failure reason (read only: [`super::v4`] added two).
+    read FailureReason = st::FailureReason {
         /// Liquid variable missing.
         LiquidVariableMissing,
         /// Liquid syntax.
@@ -53,7 +54,7 @@ record_enum! {
 
 record_struct! {
     /// One device's state.
-    DeviceState = st::DeviceState {
+    read DeviceState = st::DeviceState {
         status: DeviceStatus,
         failure: Option<FailureReason>,
         sent_at: Option<i64>,
@@ -64,7 +65,7 @@ record_struct! {
 
 record_struct! {
     /// A failure decided before sending.
-    Precheck = st::Precheck {
+    read Precheck = st::Precheck {
         status: MessageStatus,
         reason: FailureReason,
     }
@@ -72,16 +73,17 @@ record_struct! {
 
 record_struct! {
     /// A delivery's status machine.
-    DeliveryState = st::DeliveryState {
+    read DeliveryState = st::DeliveryState {
         precheck: Option<Precheck>,
         devices: Vec<DeviceState>,
         converted_at: Option<i64>,
     }
+    new { held: false }
 }
 
 record_struct! {
     /// A delivery.
-    Delivery = m::Delivery {
+    read Delivery = m::Delivery {
         id: String,
         customer_id: String,
         message_id: String,
@@ -95,9 +97,11 @@ record_struct! {
         state: DeliveryState,
         failure_detail: Option<String>,
     }
+    new { schedule: None }
 }
 
-/// A journal entry: version 2's, its deliveries of this version.
+/// A journal entry: version 2's, its deliveries of this version. Read,
+/// never written: [`super::v4`] holds its deliveries' schedules.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub enum Entry {
     /// A customer created or replaced.
@@ -114,33 +118,6 @@ pub enum Entry {
     SendRecordsExpired(i64),
     /// A customer erased, with its deliveries and their events.
     CustomerErased(String),
-}
-
-/// Written as [`Entry`] reads: the variant's index, then its record.
-impl Serialize for Frozen<'_, p::Entry> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            p::Entry::Customer(c) => {
-                s.serialize_newtype_variant("Entry", 0, "Customer", &Frozen(c))
-            }
-            p::Entry::CustomerDeleted(id) => {
-                s.serialize_newtype_variant("Entry", 1, "CustomerDeleted", id)
-            }
-            p::Entry::Message(m) => s.serialize_newtype_variant("Entry", 2, "Message", &Frozen(m)),
-            p::Entry::Delivery(d) => {
-                s.serialize_newtype_variant("Entry", 3, "Delivery", &Frozen(d))
-            }
-            p::Entry::SendRecord(r) => {
-                s.serialize_newtype_variant("Entry", 4, "SendRecord", &Frozen(r))
-            }
-            p::Entry::SendRecordsExpired(t) => {
-                s.serialize_newtype_variant("Entry", 5, "SendRecordsExpired", t)
-            }
-            p::Entry::CustomerErased(id) => {
-                s.serialize_newtype_variant("Entry", 6, "CustomerErased", id)
-            }
-        }
-    }
 }
 
 impl Thaw<p::Entry> for Entry {

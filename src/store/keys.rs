@@ -322,6 +322,7 @@ mod tests {
             sends: Vec::new(),
             state: pushd_actors::status::DeliveryState::new(Vec::new()),
             failure_detail: None,
+            schedule: None,
         };
         let was = Indexed {
             status: MessageStatus::Sent,

@@ -302,6 +302,17 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
     }
 }
 
+/// A single node's templates: the messages its store holds.
+impl pushd_actors::ports::Catalog for SledStore {
+    fn message(
+        &self,
+        id: &str,
+    ) -> pushd_actors::ports::BoxFuture<Result<Option<MessageSpec>, StoreError>> {
+        let found = SledStore::message(self, id).map_err(StoreError::from);
+        Box::pin(std::future::ready(found))
+    }
+}
+
 impl Store for SledStore {
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
         match self.lock().customer(id) {

@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 use crate::engine::{Ack, EngineError};
 use crate::model::{Customer, Delivery, Device, MessageSpec};
 use crate::ports::AsOf;
+use crate::rules::SendRules;
+use crate::schedule::SendTime;
 use crate::status::{Report, Timestamp};
 
 /// Create or replace the customer (devices are kept).
@@ -88,6 +90,11 @@ pub struct SendMessage {
     /// customer has a delivery with it already, that one is answered and
     /// nothing is sent. `None`: a new id.
     pub delivery_id: Option<String>,
+    /// When to send it (`None`: now). A later time holds the delivery,
+    /// `scheduled`, until then.
+    pub time: Option<SendTime>,
+    /// The frequency caps and quiet hours it keeps.
+    pub rules: SendRules,
 }
 
 /// An app report for one device of a delivery.
@@ -142,4 +149,22 @@ pub struct RetryDelivery {
     pub delivery_id: String,
     /// Its message as it is now.
     pub message: Arc<MessageSpec>,
+}
+
+/// Release a scheduled delivery that fell due: render it with the customer
+/// and message as they are now, and send it as any delivery. A delivery no
+/// longer scheduled (canceled, or released before) is left alone.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct ReleaseDelivery {
+    /// The delivery.
+    pub delivery_id: String,
+}
+
+/// Cancel a scheduled delivery (`canceled`); any other status is refused.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<Ack<()>, EngineError>")]
+pub struct CancelDelivery {
+    /// The delivery.
+    pub delivery_id: String,
 }

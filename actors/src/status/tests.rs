@@ -85,7 +85,8 @@ fn apply(state: &mut DeliveryState, event: &Event) {
 /// Rank of a message status along the path a delivery can take.
 fn progress(s: MessageStatus) -> u8 {
     match s {
-        MessageStatus::Attempted => 0,
+        MessageStatus::Scheduled | MessageStatus::Attempted => 0,
+        MessageStatus::Canceled => 1,
         MessageStatus::Failed | MessageStatus::Bounced | MessageStatus::Undeliverable => 1,
         MessageStatus::Sent => 2,
         MessageStatus::Delivered => 3,
@@ -179,6 +180,40 @@ proptest! {
             apply(&mut twice, e);
         }
         prop_assert_eq!(once, twice);
+    }
+
+    /// A held delivery is `scheduled` and unsettled whatever reports and
+    /// goals arrive for it (it has no device yet); canceled, it is
+    /// `canceled` for good; released (its devices chosen), it follows the
+    /// rule like any delivery.
+    #[test]
+    fn a_held_delivery_waits_then_cancels_or_follows_the_rule(
+        (suppressed, events) in scenario(),
+        cancel in any::<bool>(),
+    ) {
+        let not_outcomes = || events.iter().filter(|e| !matches!(e, Event::Outcome(..)));
+        let mut held = DeliveryState::held();
+        for e in not_outcomes() {
+            apply(&mut held, e);
+        }
+        prop_assert_eq!(&held, &DeliveryState::held());
+        prop_assert_eq!(held.status(), MessageStatus::Scheduled);
+        prop_assert!(held.pending() && held.failure_reason().is_none());
+        if cancel {
+            held.cancel();
+            for e in not_outcomes() {
+                apply(&mut held, e);
+            }
+            prop_assert_eq!(held.status(), MessageStatus::Canceled);
+            prop_assert!(held.settled());
+            prop_assert_eq!(held.failure_reason(), Some(FailureReason::Canceled));
+        } else {
+            let mut released = build(&suppressed);
+            for e in &events {
+                apply(&mut released, e);
+            }
+            prop_assert_eq!(released.status(), rule(&suppressed, &events));
+        }
     }
 
     /// A failed or undeliverable delivery carries a reason; no other does.

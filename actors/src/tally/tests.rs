@@ -31,6 +31,7 @@ fn delivery(devices: &[(Platform, bool)]) -> Delivery {
         content: None,
         data: Value::Null,
         goal: None,
+        schedule: None,
         sends: devices
             .iter()
             .enumerate()

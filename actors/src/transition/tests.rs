@@ -19,6 +19,7 @@ fn delivery(devices: usize) -> Delivery {
         content: None,
         data: Value::Null,
         goal: None,
+        schedule: None,
         sends: (0..devices)
             .map(|i| DeviceSend {
                 token: format!("t{i}"),

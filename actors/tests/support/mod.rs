@@ -10,8 +10,9 @@ use pushd_actors::group_commit::GroupCommit;
 use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Content, Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{
-    Accepted, AsOf, BoxFuture, Change, Entry, Journal, JournalError, ManualClock, OsEntropy,
-    Position, Provider, ProviderError, Push, RenderError, Renderer, Slot, Store, StoreError,
+    Accepted, AsOf, BoxFuture, Catalog, Change, Entry, Journal, JournalError, ManualClock,
+    OsEntropy, Position, Provider, ProviderError, Push, RenderError, Renderer, Slot, Store,
+    StoreError,
 };
 use pushd_actors::registry::Registry;
 use pushd_actors::status::Timestamp;
@@ -109,6 +110,14 @@ impl MemStore {
 
     pub fn delivery_now(&self, id: &str) -> Delivery {
         self.state.lock().unwrap().deliveries[id].clone()
+    }
+}
+
+/// The messages the store holds: what a released scheduled delivery renders.
+impl Catalog for MemStore {
+    fn message(&self, id: &str) -> BoxFuture<Result<Option<MessageSpec>, StoreError>> {
+        let found = self.state.lock().unwrap().messages.get(id).cloned();
+        Box::pin(std::future::ready(Ok(found)))
     }
 }
 
@@ -491,6 +500,9 @@ pub struct Harness {
     pub registry: Arc<Registry>,
 }
 
+/// Where a harness's clock starts: 2025-11-25T19:46:40Z.
+pub const START_MS: i64 = 1_764_100_000_000;
+
 pub fn config() -> EngineConfig {
     EngineConfig {
         max_attempts: 10,
@@ -498,6 +510,9 @@ pub fn config() -> EngineConfig {
         backoff_max: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(60),
         retry_after_max: Duration::from_secs(900),
+        frequency_caps: Vec::new(),
+        quiet_hours: None,
+        release_spread_seconds: 0,
     }
 }
 
@@ -517,7 +532,34 @@ impl Harness {
         journal: Arc<MemJournal>,
         provider: Arc<ScriptedProvider>,
     ) -> Self {
-        let clock = Arc::new(ManualClock::new(1_764_100_000_000));
+        Self::at(START_MS, store, journal, provider)
+    }
+
+    /// [`Harness::on`] with the clock standing at `start_ms`: a restart
+    /// after some time down.
+    pub fn at(
+        start_ms: i64,
+        store: Arc<MemStore>,
+        journal: Arc<MemJournal>,
+        provider: Arc<ScriptedProvider>,
+    ) -> Self {
+        Self::tuned(start_ms, store, journal, provider, config())
+    }
+
+    /// A fresh engine with `config`'s tuning.
+    pub fn configured(config: EngineConfig) -> Self {
+        let (store, journal) = (Default::default(), Default::default());
+        Self::tuned(START_MS, store, journal, Default::default(), config)
+    }
+
+    fn tuned(
+        start_ms: i64,
+        store: Arc<MemStore>,
+        journal: Arc<MemJournal>,
+        provider: Arc<ScriptedProvider>,
+        config: EngineConfig,
+    ) -> Self {
+        let clock = Arc::new(ManualClock::new(start_ms));
         let ports = Ports {
             provider: provider.clone(),
             journal: journal.clone(),
@@ -525,9 +567,11 @@ impl Harness {
             renderer: Arc::new(PlainRenderer),
             clock: clock.clone(),
             entropy: Arc::new(OsEntropy),
+            catalog: store.clone(),
         };
-        let registry = Arc::new(Registry::new(ports, config(), 2));
+        let registry = Arc::new(Registry::new(ports, config, 2));
         registry.recover().expect("recovers");
+        registry.start_releases();
         Harness {
             store,
             journal,

@@ -168,6 +168,7 @@ impl Node {
             renderer: self.engine.renderer.clone(),
             clock: self.engine.clock.clone(),
             entropy: Arc::new(OsEntropy),
+            catalog: self.engine.catalog.clone(),
         };
         let registry = Arc::new(Registry::for_partition(
             ports,
@@ -180,6 +181,7 @@ impl Node {
             .await
             .map_err(|e| ClusterError::Snapshot(e.to_string()))?
             .map_err(|e| ClusterError::Snapshot(format!("recovery: {e}")))?;
+        registry.start_releases();
         tracing::info!(
             partition = tag.0,
             covered,

@@ -26,9 +26,11 @@ const LOG_PAGE_SIZE = 50;
 const RETRY_POLL_MS = 500;
 const RETRY_WAIT_MS = 30000;
 
-const STATUSES = ['attempted', 'sent', 'delivered', 'opened', 'converted', 'failed', 'undeliverable', 'bounced'];
+const STATUSES = ['scheduled', 'attempted', 'sent', 'delivered', 'opened', 'converted', 'failed', 'undeliverable', 'bounced', 'canceled'];
 
 const STATUS_TEXT = {
+  scheduled: 'The send asked for a later time: the push is held until then, and rendered and sent at that time.',
+  canceled: 'The scheduled push was canceled before its time; nothing was sent.',
   attempted: 'We are in the process of sending the push to APNs or FCM.',
   sent: 'The push was handed to the push provider (APNs or FCM) for every targeted device. This does not mean it was delivered.',
   delivered: 'A device reported back that it received the push.',
@@ -92,6 +94,26 @@ export const FAILURES = {
     means: 'Every device of this person bounced before (app uninstalled, token expired or invalid), so their devices are suppressed and nothing was sent. The person counts as suppressed in the metrics.',
     fix: 'Nothing to fix on the message. The device is sent to again once the app registers its token anew (PUT /v1/customers/{id}/devices), which happens when the person reinstalls or opens the app.',
   },
+  canceled: {
+    title: 'Canceled',
+    means: 'The delivery was scheduled for a later time and canceled (DELETE /v1/deliveries/{id}) before it; nothing was sent.',
+    fix: 'Nothing to fix. Send the message again if the cancel was a mistake.',
+  },
+  quiet_hours: {
+    title: 'Quiet hours',
+    means: 'The send fell inside the person\u2019s quiet hours (their local time), whose action is drop, so nothing was sent. The failure message names the window and the time zone.',
+    fix: 'Nothing to fix. Send after the quiet hours end, use action hold to send when they end, or send with bypass_quiet_hours for a push that must go out.',
+  },
+  frequency_capped: {
+    title: 'Frequency capped',
+    means: 'The person already got as many pushes as a frequency cap allows in its window (the failure message names the cap), so this one was not sent.',
+    fix: 'Nothing to fix: the cap did its job. Send later, or send with bypass_frequency_caps for a push that must go out.',
+  },
+  local_time_passed: {
+    title: 'Local time already passed',
+    means: 'The send named a local time that had already passed in the person\u2019s time zone, and said if_past: skip, so nothing was sent.',
+    fix: 'Send again with a later local time, or with if_past: send_now to send at once when the time has passed.',
+  },
   no_devices: {
     title: 'No devices',
     means: 'The person has no device registered, so there was nothing to send to.',
@@ -111,6 +133,8 @@ const COUNTERS = [
   ['bounced', 'Bounced', 'Token invalid or app uninstalled'],
   ['undeliverable', 'Undeliverable', 'No usable device'],
   ['suppressed', 'Suppressed', 'Every device was suppressed'],
+  ['scheduled', 'Scheduled', 'Held until their time'],
+  ['canceled', 'Canceled', 'Canceled while scheduled'],
 ];
 
 const RATES = [
@@ -860,6 +884,21 @@ async function showDelivery(id, gen, notice) {
   renderDelivery(d, gen, notice);
 }
 
+// A scheduled send's fields on the delivery's page: when it is (or was) due, the time
+// zone its local time was read in and where that came from, and how late it went out.
+function scheduleFields(d, field) {
+  if (d.scheduled_for === undefined) return [];
+  const heldFor = d.held_for === 'quiet_hours' ? 'the person\u2019s quiet hours' : 'the send\u2019s schedule';
+  const zone = d.timezone ? `${d.timezone} (${d.timezone_source})` : '\u2014';
+  const late = d.late_seconds === null ? 'not yet released' : `${fmtInt(d.late_seconds)} s`;
+  return [
+    ...field('Scheduled for', timeEl(d.scheduled_for), 'scheduled_for'),
+    ...field('Held for', heldFor, 'held_for'),
+    ...field('Time zone', zone, 'timezone'),
+    ...field('Released late by', late, 'late_seconds'),
+  ];
+}
+
 function renderDelivery(d, gen, notice) {
   const body = $('#delivery-body');
   const field = (label, value, key) => [h('dt', {}, label), h('dd', { 'data-field': key }, value)];
@@ -879,6 +918,7 @@ function renderDelivery(d, gen, notice) {
     ...field('Created at', timeEl(d.created_at), 'created_at'),
     ...field('Attempted at', timeEl(d.attempted_at), 'attempted_at'),
     ...field('Converted at', timeEl(d.converted_at), 'converted_at'),
+    ...scheduleFields(d, field),
     ...(d.content ? [
       ...field('Title', d.content.title ?? '', 'content_title'),
       ...field('Body', d.content.body ?? '', 'content_body'),
