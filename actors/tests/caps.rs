@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pushd_actors::caps::{CapRule, FrequencyCap};
-use pushd_actors::model::{
-    Audience, DEFAULT_APP, Device, Environment, MessageSpec, Platform, PushOptions,
-};
+use pushd_actors::model::{DEFAULT_APP, Device, Environment, MessageSpec, Platform};
 use pushd_actors::person::{PutCustomer, PutDevice, SendMessage};
 use pushd_actors::rules::SendRules;
 use pushd_actors::schedule::SendTime;
@@ -23,21 +21,7 @@ use support::{Harness, START_MS, config, wait_for};
 const DAY: i64 = 86_400;
 
 fn message(id: &str) -> Arc<MessageSpec> {
-    Arc::new(MessageSpec {
-        id: id.into(),
-        name: id.into(),
-        campaign_id: None,
-        title: "Hi".into(),
-        body: "News".into(),
-        deep_link: None,
-        audience: Audience::AllDevices,
-        collapse_id: None,
-        conversion: None,
-        app: DEFAULT_APP.into(),
-        push: PushOptions::default(),
-        rate_per_minute: None,
-        created_at: 0,
-    })
+    Arc::new(support::news(id, "Hi"))
 }
 
 /// A harness whose default caps are `caps`, with customer `c1` (one iOS

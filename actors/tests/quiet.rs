@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pushd_actors::engine::EngineConfig;
-use pushd_actors::model::{
-    Audience, DEFAULT_APP, Device, Environment, MessageSpec, Platform, PushOptions,
-};
+use pushd_actors::model::{DEFAULT_APP, Device, Environment, MessageSpec, Platform};
 use pushd_actors::person::{PutCustomer, PutDevice, SendMessage};
 use pushd_actors::quiet::{QuietAction, QuietHours, QuietRule};
 use pushd_actors::rules::SendRules;
@@ -22,21 +20,7 @@ use serde_json::{Value, json};
 use support::{Harness, START_MS, config, wait_for};
 
 fn message() -> MessageSpec {
-    MessageSpec {
-        id: "news".into(),
-        name: "News".into(),
-        campaign_id: None,
-        title: "Hi".into(),
-        body: "News".into(),
-        deep_link: None,
-        audience: Audience::AllDevices,
-        collapse_id: None,
-        conversion: None,
-        app: DEFAULT_APP.into(),
-        push: PushOptions::default(),
-        rate_per_minute: None,
-        created_at: 0,
-    }
+    support::news("news", "Hi")
 }
 
 /// The harness clock starts at 2025-11-25T19:46:40Z: 14:46 in New York.

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pushd_actors::engine::EngineError;
-use pushd_actors::model::{
-    Audience, DEFAULT_APP, Device, Environment, MessageSpec, Platform, PushOptions,
-};
+use pushd_actors::model::{DEFAULT_APP, Device, Environment, MessageSpec, Platform};
 use pushd_actors::person::{CancelDelivery, DeleteCustomer, PutCustomer, PutDevice, SendMessage};
 use pushd_actors::schedule::{IfPast, SendTime, TimezoneSource, zone};
 use pushd_actors::status::{FailureReason, MessageStatus};
@@ -20,21 +18,7 @@ use support::{Harness, START_MS, wait_for};
 const HOUR_MS: i64 = 3_600_000;
 
 fn message(title: &str) -> MessageSpec {
-    MessageSpec {
-        id: "news".into(),
-        name: "News".into(),
-        campaign_id: None,
-        title: title.into(),
-        body: "News".into(),
-        deep_link: None,
-        audience: Audience::AllDevices,
-        collapse_id: None,
-        conversion: None,
-        app: DEFAULT_APP.into(),
-        push: PushOptions::default(),
-        rate_per_minute: None,
-        created_at: 0,
-    }
+    support::news("news", title)
 }
 
 /// Customer `id` with `attributes` and one iOS device, token `t-<id>`.

@@ -503,6 +503,26 @@ pub struct Harness {
 /// Where a harness's clock starts: 2025-11-25T19:46:40Z.
 pub const START_MS: i64 = 1_764_100_000_000;
 
+/// A message `id` with `title` and the body "News", to every device of
+/// the default app, without a campaign, conversion or pacing.
+pub fn news(id: &str, title: &str) -> MessageSpec {
+    MessageSpec {
+        id: id.into(),
+        name: "News".into(),
+        campaign_id: None,
+        title: title.into(),
+        body: "News".into(),
+        deep_link: None,
+        audience: pushd_actors::model::Audience::AllDevices,
+        collapse_id: None,
+        conversion: None,
+        app: pushd_actors::model::DEFAULT_APP.into(),
+        push: pushd_actors::model::PushOptions::default(),
+        rate_per_minute: None,
+        created_at: 0,
+    }
+}
+
 pub fn config() -> EngineConfig {
     EngineConfig {
         max_attempts: 10,
