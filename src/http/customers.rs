@@ -41,13 +41,7 @@ struct DeleteQuery {
 impl DeleteQuery {
     /// Whether the call erases the customer.
     fn erases(&self) -> Result<bool, ApiError> {
-        match self.erase.as_deref() {
-            None | Some("false") => Ok(false),
-            Some("true") => Ok(true),
-            Some(other) => Err(ApiError::invalid_field(format!(
-                "erase must be true or false, not {other:?}"
-            ))),
-        }
+        super::query_flag(self.erase.as_deref(), "erase")
     }
 }
 

@@ -240,17 +240,6 @@ async fn get_delivery(
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// `?total=`: whether the log's page says how many deliveries match.
-fn asked_total(value: Option<&str>) -> Result<bool, ApiError> {
-    match value {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(ApiError::invalid_field(format!(
-            "total must be true or false, not {other:?}"
-        ))),
-    }
-}
-
 async fn list_deliveries(
     _: ApiKey,
     state: web::Data<AppState>,
@@ -294,7 +283,7 @@ async fn list_deliveries(
     };
     // Counting reads every match (or its index entries): only when asked,
     // so paging through a big log stays cheap.
-    let counted = asked_total(q.total.as_deref())?;
+    let counted = super::query_flag(q.total.as_deref(), "total")?;
     let mut total = match counted {
         true => Some(state.local_delivery_count(filter.clone()).await?),
         false => None,

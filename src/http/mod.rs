@@ -204,6 +204,18 @@ pub fn page_limit(limit: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
+/// A yes/no query parameter `name` (absent: no); 400 unless `true` or
+/// `false`.
+pub fn query_flag(value: Option<&str>, name: &str) -> Result<bool, ApiError> {
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::invalid_field(format!(
+            "{name} must be true or false, not {other:?}"
+        ))),
+    }
+}
+
 /// A resource answering `routes`, and any other method with 405
 /// `method_not_allowed` and an `Allow` header listing the ones it takes.
 /// Every id in the path (each `{name}` of `path`) is checked against the

@@ -591,13 +591,7 @@ pub struct Partial(pub bool);
 impl Partial {
     /// The `partial` query value, if given; 400 unless `true` or `false`.
     pub fn parse(value: Option<&str>) -> Result<Partial, ApiError> {
-        match value {
-            None | Some("false") => Ok(Partial(false)),
-            Some("true") => Ok(Partial(true)),
-            Some(other) => Err(ApiError::invalid_field(format!(
-                "partial must be true or false, not {other:?}"
-            ))),
-        }
+        super::query_flag(value, "partial").map(Partial)
     }
 
     /// Adds `partial` and `missing_partitions` to `body` when the client
