@@ -154,10 +154,7 @@ async fn record(req: &HttpRequest, state: &AppState, report: RelayedReport) -> R
             error: None,
         },
         Err(e) => {
-            let e = match e.code {
-                "journal_error" => ApiError::journal_in_cluster(),
-                _ => e,
-            };
+            let e = state.unfenced(e);
             Recorded {
                 status: e.status.as_u16(),
                 error: Some(json!({"code": e.code, "message": e.message})),
