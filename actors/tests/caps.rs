@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pushd_actors::caps::{CapRule, FrequencyCap};
-use pushd_actors::model::{DEFAULT_APP, Device, Environment, MessageSpec, Platform};
-use pushd_actors::person::{PutCustomer, PutDevice, SendMessage};
+use pushd_actors::model::MessageSpec;
+use pushd_actors::person::SendMessage;
 use pushd_actors::rules::SendRules;
 use pushd_actors::schedule::SendTime;
 use pushd_actors::status::{FailureReason, MessageStatus};
@@ -37,22 +37,7 @@ async fn harness(caps: Vec<FrequencyCap>) -> Harness {
             .await
             .unwrap();
     }
-    let put = PutCustomer {
-        attributes: Map::new(),
-        unsubscribed: false,
-    };
-    h.registry.request("c1", put).await.unwrap();
-    let device = Device {
-        id: "t-c1".into(),
-        platform: Platform::Ios,
-        app: DEFAULT_APP.into(),
-        environment: Environment::Production,
-        last_used: 1,
-        attributes: Default::default(),
-        suppressed: false,
-        opted_in: Some(true),
-    };
-    h.registry.request("c1", PutDevice(device)).await.unwrap();
+    h.ios_customer("c1", Map::new(), false).await;
     h
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pushd_actors::engine::EngineError;
-use pushd_actors::model::{DEFAULT_APP, Device, Environment, MessageSpec, Platform};
-use pushd_actors::person::{CancelDelivery, DeleteCustomer, PutCustomer, PutDevice, SendMessage};
+use pushd_actors::model::MessageSpec;
+use pushd_actors::person::{CancelDelivery, DeleteCustomer, PutCustomer, SendMessage};
 use pushd_actors::schedule::{IfPast, SendTime, TimezoneSource, zone};
 use pushd_actors::status::{FailureReason, MessageStatus};
 use serde_json::{Map, Value, json};
@@ -24,22 +24,7 @@ fn message(title: &str) -> MessageSpec {
 /// Customer `id` with `attributes` and one iOS device, token `t-<id>`.
 async fn customer(h: &Harness, id: &str, attributes: Value, unsubscribed: bool) {
     let attributes: Map<String, Value> = attributes.as_object().cloned().unwrap_or_default();
-    let put = PutCustomer {
-        attributes,
-        unsubscribed,
-    };
-    h.registry.request(id, put).await.unwrap();
-    let device = Device {
-        id: format!("t-{id}"),
-        platform: Platform::Ios,
-        app: DEFAULT_APP.into(),
-        environment: Environment::Production,
-        last_used: 1,
-        attributes: Default::default(),
-        suppressed: false,
-        opted_in: Some(true),
-    };
-    h.registry.request(id, PutDevice(device)).await.unwrap();
+    h.ios_customer(id, attributes, unsubscribed).await;
 }
 
 async fn send_at(h: &Harness, id: &str, time: SendTime) -> Result<String, EngineError> {

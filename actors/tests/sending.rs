@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use pushd_actors::engine::{EngineError, PartitionTag};
 use pushd_actors::idempotency::{Claim, SendAnswer, SendTicket, SentTo, WINDOW_MS};
-use pushd_actors::model::{
-    Audience, DEFAULT_APP, Device, Environment, MessageSpec, Platform, PushOptions,
-};
-use pushd_actors::person::{PutCustomer, PutDevice, SendMessage};
+use pushd_actors::model::{Audience, DEFAULT_APP, MessageSpec, PushOptions};
+use pushd_actors::person::SendMessage;
 use pushd_actors::status::MessageStatus;
 use serde_json::Value;
 use support::{Harness, MemStore, wait_for};
@@ -36,22 +34,7 @@ fn message(rate_per_minute: Option<u32>) -> Arc<MessageSpec> {
 
 /// Customer `id` with one iOS device, token `t-<id>`.
 async fn customer(h: &Harness, id: &str) {
-    let put = PutCustomer {
-        attributes: Default::default(),
-        unsubscribed: false,
-    };
-    h.registry.request(id, put).await.unwrap();
-    let device = Device {
-        id: format!("t-{id}"),
-        platform: Platform::Ios,
-        app: DEFAULT_APP.into(),
-        environment: Environment::Production,
-        last_used: 1,
-        attributes: Default::default(),
-        suppressed: false,
-        opted_in: Some(true),
-    };
-    h.registry.request(id, PutDevice(device)).await.unwrap();
+    h.ios_customer(id, Default::default(), false).await;
 }
 
 async fn send(h: &Harness, id: &str, rate: Option<u32>, delivery_id: Option<String>) -> String {

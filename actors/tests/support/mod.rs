@@ -537,6 +537,34 @@ pub fn config() -> EngineConfig {
 }
 
 impl Harness {
+    /// Puts customer `id` with `attributes` (and `unsubscribed`) and one
+    /// opted-in production iOS device of the default app, token `t-<id>`.
+    pub async fn ios_customer(
+        &self,
+        id: &str,
+        attributes: serde_json::Map<String, Value>,
+        unsubscribed: bool,
+    ) {
+        use pushd_actors::model::{DEFAULT_APP, Device, Environment, Platform};
+        use pushd_actors::person::{PutCustomer, PutDevice};
+        let put = PutCustomer {
+            attributes,
+            unsubscribed,
+        };
+        self.registry.request(id, put).await.unwrap();
+        let device = Device {
+            id: format!("t-{id}"),
+            platform: Platform::Ios,
+            app: DEFAULT_APP.into(),
+            environment: Environment::Production,
+            last_used: 1,
+            attributes: Default::default(),
+            suppressed: false,
+            opted_in: Some(true),
+        };
+        self.registry.request(id, PutDevice(device)).await.unwrap();
+    }
+
     pub fn new() -> Self {
         Self::on(
             Arc::new(MemStore::default()),
