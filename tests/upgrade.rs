@@ -251,7 +251,11 @@ fn key_remembered(fixture: &Fixture) -> Option<bool> {
     }
 }
 
-async fn open_and_check(build: &str, name: &str) {
+/// Opens fixture `build/name` and checks it serves every record as the old
+/// build did. `made_requiring_identity`: the build required identity
+/// proofs on a new directory, so the directory keeps requiring them by
+/// default; before that, an old directory takes unproven events.
+async fn open_and_check(build: &str, name: &str, made_requiring_identity: bool) {
     let name = &format!("{build}/{name}");
     let fixture = read_fixture(name);
     let dir = tempfile::tempdir().unwrap();
@@ -306,9 +310,7 @@ async fn open_and_check(build: &str, name: &str) {
         .call_as(&keys.sdk, "POST", "/push/events", Some(report))
         .await;
     assert_eq!(status, 200, "{v}");
-    // Its apps send no identity proof yet: an earlier release's directory
-    // keeps verification off unless configured.
-    assert_takes_unproven_events(&d, &keys).await;
+    assert_identity(&d, &keys, made_requiring_identity).await;
     let (status, v) = d
         .call_as(
             &keys.api,
@@ -336,7 +338,7 @@ async fn open_and_check(build: &str, name: &str) {
     assert_eq!(d.terminate(), Some(0));
     let d = Daemon::launch(&data, &env);
     assert_served(&before, &capture(&d, &keys, &all).await);
-    assert_takes_unproven_events(&d, &keys).await;
+    assert_identity(&d, &keys, made_requiring_identity).await;
     drop(d);
 }
 
@@ -382,12 +384,34 @@ async fn assert_failure_reasons_count_the_log(d: &Daemon, keys: &Keys) {
     }
 }
 
-/// An SDK-key event without `Pushd-Customer-Auth` is taken, and answered
-/// without a delivery id.
-async fn assert_takes_unproven_events(d: &Daemon, keys: &Keys) {
+/// An SDK-key event without `Pushd-Customer-Auth`: taken (and answered
+/// without a delivery id) where the directory's apps send no proof yet,
+/// refused where it was made requiring proofs, and then taken with one.
+async fn assert_identity(d: &Daemon, keys: &Keys, required: bool) {
     let event = json!({"name": "app_opened"});
+    let path = "/v1/customers/c1/events";
     let (status, v) = d
-        .call_as(&keys.sdk, "POST", "/v1/customers/c1/events", Some(event))
+        .call_as(&keys.sdk, "POST", path, Some(event.clone()))
+        .await;
+    if !required {
+        assert_eq!((status, v.clone()), (200, json!({"status": "ok"})), "{v}");
+        return;
+    }
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{v}"
+    );
+    let secret = pushd::keys::identity_secret(&keys.api);
+    let proof = pushd::keys::identity_proof(&secret, "c1");
+    let (status, v) = d
+        .call_with(
+            &keys.sdk,
+            &[("Pushd-Customer-Auth", &proof)],
+            "POST",
+            path,
+            Some(event),
+        )
         .await;
     assert_eq!((status, v.clone()), (200, json!({"status": "ok"})), "{v}");
 }
@@ -417,22 +441,32 @@ async fn settled(d: &Daemon, keys: &Keys, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_0_1_directory_opens_with_every_record() {
-    open_and_check("pushd-0.1", "stopped").await;
+    open_and_check("pushd-0.1", "stopped", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_0_1_directory_replays_its_journal() {
-    open_and_check("pushd-0.1", "killed").await;
+    open_and_check("pushd-0.1", "killed", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_segment_format_2_directory_opens_with_every_record() {
-    open_and_check("segment-format-2", "stopped").await;
+    open_and_check("segment-format-2", "stopped", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_segment_format_2_directory_replays_its_journal() {
-    open_and_check("segment-format-2", "killed").await;
+    open_and_check("segment-format-2", "killed", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_segment_format_4_directory_opens_with_every_record() {
+    open_and_check("segment-format-4", "stopped", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_segment_format_4_directory_replays_its_journal() {
+    open_and_check("segment-format-4", "killed", true).await;
 }
 
 /// Makes the fixtures of one build with its binary:
@@ -452,7 +486,12 @@ async fn make_fixtures() {
             .apns
             .script(&ios_token(5), Behavior::Fail(Fault::Unregistered));
         let receiver = WebhookReceiver::start().await.unwrap();
-        let d = Daemon::launch_bin(&bin, &data, &fakes.env());
+        // The apps of the fixtures send no identity proof, as before
+        // releases had it (a build that has it requires it on a new
+        // directory; one that has not ignores the setting).
+        let mut env = fakes.env();
+        env.push(("PUSHD_IDENTITY_VERIFICATION", "off".into()));
+        let d = Daemon::launch_bin(&bin, &data, &env);
         let keys = keys_of(&data);
         let fixture = populate(&d, &keys, &receiver).await;
         let mut served = capture(&d, &keys, &fixture.deliveries).await;
