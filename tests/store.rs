@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pushd::journal::FileJournal;
-use pushd::persistence::Persistence;
+use pushd::persistence::{OpenError, Persistence};
 use pushd::providers::Providers;
 use pushd::store::{DeliveryFilter, Error, SledStore, Timing};
 use pushd::template::LiquidRenderer;
@@ -157,10 +157,7 @@ impl Rig {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let persistence = loop {
             match Persistence::open(dir, 8 << 20, timing) {
-                Err(e)
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
+                Err(OpenError::Store(Error::InUse(_))) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 opened => break opened.unwrap(),

@@ -21,8 +21,14 @@ pub enum Error {
     /// The data directory holds a snapshot this version cannot read.
     #[error("{0}")]
     Format(String),
-    /// The snapshot's directory cannot be opened as it is: another
-    /// process holds it, or this user may not write it.
+    /// Another process holds the snapshot's lock (sled locks its files).
+    #[error(
+        "{} is in use by another process (is another pushd running on this data \
+         directory?): stop it first, or give this one its own --data-dir",
+        .0.display()
+    )]
+    InUse(std::path::PathBuf),
+    /// This user may not write the snapshot's directory.
     #[error("{0}")]
     Unusable(String),
     /// The snapshot was written by a newer pushd.

@@ -285,11 +285,7 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
         // lock, says so only in its message (sled 0.34's words; the startup
         // test checks them).
         Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-            Err(Error::Unusable(format!(
-                "{} is in use by another process (is another pushd running on this data \
-                 directory?): stop it first, or give this one its own --data-dir",
-                path.display()
-            )))
+            Err(Error::InUse(path.to_owned()))
         }
         Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             Err(Error::Unusable(format!(
