@@ -11,7 +11,8 @@
 //! with a webhook taking every event. `--cluster N` runs only the sends and
 //! reports phases, through a cluster of one node and then of N nodes (see
 //! `cluster.rs`); `--node-cpus C` caps each node at C cores (`cgroup.rs`).
-//! `--scheduled N` runs only the scheduled phase, with N deliveries.
+//! `--scheduled N` runs only the scheduled phase, with N deliveries;
+//! `--no-scheduled` runs the others without it.
 
 mod cgroup;
 mod cluster;
@@ -118,7 +119,8 @@ fn main() -> Res<()> {
     if let Some(n) = flag_value::<usize>(&args, "--scheduled", "a delivery count")? {
         return runtime.block_on(scheduled_only(n));
     }
-    runtime.block_on(run(sizes, profile.then_some(graph), webhook))
+    let scheduled = !args.iter().any(|a| a == "--no-scheduled");
+    runtime.block_on(run(sizes, profile.then_some(graph), webhook, scheduled))
 }
 
 /// The value after `flag`, if given: `what` says what it must be.
@@ -137,7 +139,9 @@ fn flag_value<T: std::str::FromStr + PartialOrd + Default>(
 }
 
 /// `profile`: `None` for no profile, else whether to record call graphs.
-async fn run(sizes: Sizes, profile: Option<bool>, webhook: bool) -> Res<()> {
+/// `scheduled`: whether to run the scheduled phase (a build from before
+/// scheduled sends refuses its `schedule` field).
+async fn run(sizes: Sizes, profile: Option<bool>, webhook: bool, scheduled: bool) -> Res<()> {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load");
     std::fs::create_dir_all(&out)?;
     let dir = tempfile::tempdir()?;
@@ -151,11 +155,13 @@ async fn run(sizes: Sizes, profile: Option<bool>, webhook: bool) -> Res<()> {
     )
     .await?;
     let (memory, recovery) = memory_and_recovery(&sizes, &subdir(dir.path(), "memory")?).await?;
-    let held = scheduled_phase(sizes.customers, &subdir(dir.path(), "scheduled")?).await?;
     let mut summary = summarize(&sizes, &t, &memory, &recovery);
-    summary.scheduled_deliveries = held.deliveries;
-    summary.bytes_per_scheduled_delivery = held.bytes_per_delivery;
-    summary.scheduled_release_s = held.release_s;
+    if scheduled {
+        let held = scheduled_phase(sizes.customers, &subdir(dir.path(), "scheduled")?).await?;
+        summary.scheduled_deliveries = held.deliveries;
+        summary.bytes_per_scheduled_delivery = held.bytes_per_delivery;
+        summary.scheduled_release_s = held.release_s;
+    }
     (summary.load_avg_start, summary.load_avg_end) = (load_avg_start, output::load_avg());
     output::write(&out, &summary, &t.sends.series, t.profile.as_deref())?;
     eprintln!(
