@@ -499,6 +499,11 @@ test('overview refreshes by itself within 5 s when the metrics move', { timeout:
   await page.waitForFunction((v) => document.querySelector('[data-metric="sends"]:not([data-platform])')?.dataset.value === String(v), m.sends, { timeout: 12_000 });
   assertMetricsShown(await readMetrics(), m, 'message after refresh');
   assertReasonsShown(await readReasonRows(), m, 'message after refresh');
+  // When it last refreshed, in the browser's zone, named.
+  const updated = await page.locator('#overview-updated').textContent();
+  const zone = await page.evaluate(() => new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' }).formatToParts(new Date()).find((p) => p.type === 'timeZoneName').value);
+  assert.match(updated, /^Updated \d\d:\d\d:\d\d /, 'the refresh time');
+  assert.ok(updated.endsWith(` ${zone}.`), `the refresh time names the zone ${zone}: ${updated}`);
 });
 
 test('overview date range: the picker narrows metrics, failure reasons and chart to the API\u2019s answer for it', { timeout: 60_000 }, async () => {

@@ -230,6 +230,11 @@ function zoneName(d) {
   return parts.find((p) => p.type === 'timeZoneName')?.value ?? '';
 }
 
+/** The time of day of `d` in the browser's zone, with the zone ("14:05:09 UTC"). */
+function clockTime(d) {
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zoneName(d)}`;
+}
+
 /** Unix seconds as a <time> element in local time with its zone, or a dash. */
 function timeEl(t, attrs = {}) {
   if (typeof t !== 'number') return h('span', { ...attrs, class: 'muted' }, '\u2014');
@@ -480,7 +485,7 @@ async function refreshWebhooks(gen) {
     if (gen !== state.generation) return;
     renderWebhooks(list?.webhooks ?? []);
     const now = new Date();
-    $('#webhooks-updated').textContent = `Updated ${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}.`;
+    $('#webhooks-updated').textContent = `Updated ${clockTime(now)}.`;
   } catch (err) {
     if (err instanceof AuthError || gen !== state.generation) return;
     reportError(err);
@@ -544,7 +549,7 @@ async function refreshOverview(kind, id, gen, range = {}) {
     renderMetrics(metrics);
     renderChart(series?.points ?? []);
     const now = new Date();
-    $('#overview-updated').textContent = `Updated ${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}.`;
+    $('#overview-updated').textContent = `Updated ${clockTime(now)}.`;
     flash('');
   } catch (err) {
     if (err instanceof AuthError || gen !== state.generation) return;
