@@ -239,7 +239,7 @@ function clockTime(d) {
 function timeEl(t, attrs = {}) {
   if (typeof t !== 'number') return h('span', { ...attrs, class: 'muted' }, '\u2014');
   const d = new Date(t * 1000);
-  const text = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zoneName(d)}`;
+  const text = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clockTime(d)}`;
   return h('time', { ...attrs, datetime: d.toISOString(), title: d.toISOString(), 'data-value': t }, text);
 }
 
