@@ -73,6 +73,7 @@ async fn a_scheduled_delivery_is_listed_counted_and_canceled_once() {
         (m["sends"].clone(), m["attempted"].clone()),
         (json!(1), json!(0))
     );
+    assert_eq!(m["next_release_at"], at, "the message's next release");
 
     let path = format!("/v1/deliveries/{id}");
     let (status, canceled) = d.call("DELETE", &path, None).await;
@@ -85,6 +86,7 @@ async fn a_scheduled_delivery_is_listed_counted_and_canceled_once() {
     assert_eq!(detail["failure_reason"], "canceled");
     let m = d.metrics_until("m", |m| m["canceled"] == 1).await;
     assert_eq!(m["scheduled"], 0);
+    assert_eq!(m["next_release_at"], Value::Null, "none held any more");
     let (_, log) = d.call("GET", "/v1/deliveries?status=canceled", None).await;
     assert_eq!(log["deliveries"][0]["delivery_id"], id.as_str());
 }

@@ -8,9 +8,9 @@
 //! (recovery wakes every customer with an unsettled delivery, and a held one
 //! is unsettled), so it is never written anywhere itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use crate::person::ReleaseDelivery;
@@ -19,24 +19,83 @@ use crate::registry::Registry;
 /// A held delivery's place on the schedule: its due time (Unix ms) and id.
 type Due = (i64, Box<str>);
 
+/// Whose a held delivery is: its customer, and its message (shared with
+/// every other held delivery of that message).
+struct Owner {
+    customer: Box<str>,
+    message: Arc<str>,
+}
+
+/// The schedule itself, under one lock.
+#[derive(Default)]
+struct Schedule {
+    /// Each held delivery's owner, by its place on the schedule.
+    due: BTreeMap<Due, Owner>,
+    /// How many deliveries of each message are held, by due time: what a
+    /// message's next release is read from. Few entries (one per message
+    /// and due time), however many deliveries share a time.
+    by_message: HashMap<Arc<str>, BTreeMap<i64, u32>>,
+}
+
+impl Schedule {
+    /// The shared id of `message`, counted once more at `due_ms`.
+    fn count(&mut self, message: &str, due_ms: i64) -> Arc<str> {
+        let id = match self.by_message.get_key_value(message) {
+            Some((id, _)) => id.clone(),
+            None => Arc::from(message),
+        };
+        let times = self.by_message.entry(id.clone()).or_default();
+        *times.entry(due_ms).or_default() += 1;
+        id
+    }
+
+    /// Counts one delivery of `message` at `due_ms` less.
+    fn uncount(&mut self, message: &str, due_ms: i64) {
+        let Some(times) = self.by_message.get_mut(message) else {
+            return;
+        };
+        if let Some(n) = times.get_mut(&due_ms) {
+            *n -= 1;
+            if *n == 0 {
+                times.remove(&due_ms);
+            }
+        }
+        if times.is_empty() {
+            self.by_message.remove(message);
+        }
+    }
+}
+
 /// The held deliveries of one engine, by due time.
 #[derive(Default)]
 pub struct HeldDeliveries {
-    /// Each held delivery's customer, by its place on the schedule.
-    due: Mutex<BTreeMap<Due, Box<str>>>,
+    schedule: Mutex<Schedule>,
     /// Woken when an earlier delivery is held, or the engine stops.
     changed: tokio::sync::Notify,
     closed: AtomicBool,
 }
 
 impl HeldDeliveries {
-    /// Holds delivery `id` of `customer` until `due_ms` (Unix ms). Holding
-    /// one already held changes nothing.
-    pub fn hold(&self, due_ms: i64, id: &str, customer: &str) {
-        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
-        let earliest = due.keys().next().map(|(t, _)| *t);
-        due.insert((due_ms, id.into()), customer.into());
-        drop(due);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds delivery `id` of `customer` (a send of `message`) until
+    /// `due_ms` (Unix ms). Holding one already held changes nothing.
+    pub fn hold(&self, due_ms: i64, id: &str, customer: &str, message: &str) {
+        let mut schedule = self.lock();
+        let place = (due_ms, Box::from(id));
+        if schedule.due.contains_key(&place) {
+            return;
+        }
+        let earliest = schedule.due.keys().next().map(|(t, _)| *t);
+        let message = schedule.count(message, due_ms);
+        let owner = Owner {
+            customer: customer.into(),
+            message,
+        };
+        schedule.due.insert(place, owner);
+        drop(schedule);
         if earliest.is_none_or(|t| due_ms < t) {
             self.changed.notify_one();
         }
@@ -44,16 +103,15 @@ impl HeldDeliveries {
 
     /// Forgets delivery `id` held until `due_ms` (canceled).
     pub fn forget(&self, due_ms: i64, id: &str) {
-        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
-        due.remove(&(due_ms, id.into()));
+        let mut schedule = self.lock();
+        if let Some(owner) = schedule.due.remove(&(due_ms, id.into())) {
+            schedule.uncount(&owner.message, due_ms);
+        }
     }
 
     /// How many deliveries are held.
     pub fn len(&self) -> usize {
-        self.due
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.lock().due.len()
     }
 
     /// True when none is held.
@@ -63,19 +121,30 @@ impl HeldDeliveries {
 
     /// When the next one is due (Unix ms).
     pub fn next_due(&self) -> Option<i64> {
-        let due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
-        due.keys().next().map(|(t, _)| *t)
+        self.lock().due.keys().next().map(|(t, _)| *t)
+    }
+
+    /// When the next held delivery of `message` is due (Unix ms).
+    pub fn next_due_of(&self, message: &str) -> Option<i64> {
+        let schedule = self.lock();
+        let times = schedule.by_message.get(message)?;
+        times.keys().next().copied()
     }
 
     /// Takes every delivery due at `now_ms`, earliest first, as
     /// `(delivery id, customer id)`.
     fn take_due(&self, now_ms: i64) -> Vec<(String, String)> {
-        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
-        let later = due.split_off(&(now_ms.saturating_add(1), Box::from("")));
-        let taken = std::mem::replace(&mut *due, later);
+        let mut schedule = self.lock();
+        let later = schedule
+            .due
+            .split_off(&(now_ms.saturating_add(1), Box::from("")));
+        let taken = std::mem::replace(&mut schedule.due, later);
         taken
             .into_iter()
-            .map(|((_, id), customer)| (id.into(), customer.into()))
+            .map(|((due_ms, id), owner)| {
+                schedule.uncount(&owner.message, due_ms);
+                (id.into(), owner.customer.into())
+            })
             .collect()
     }
 
@@ -137,10 +206,10 @@ mod tests {
     #[test]
     fn due_deliveries_are_taken_in_time_order_and_later_ones_stay() {
         let held = HeldDeliveries::default();
-        held.hold(3_000, "d3", "c");
-        held.hold(1_000, "d1", "c");
-        held.hold(2_000, "d2", "c");
-        held.hold(1_000, "d1", "c");
+        held.hold(3_000, "d3", "c", "m");
+        held.hold(1_000, "d1", "c", "m");
+        held.hold(2_000, "d2", "c", "m");
+        held.hold(1_000, "d1", "c", "m");
         assert_eq!(held.len(), 3);
         assert_eq!(held.next_due(), Some(1_000));
         let taken = held.take_due(2_000);
@@ -151,5 +220,27 @@ mod tests {
         assert_eq!(held.next_due(), Some(3_000));
         held.forget(3_000, "d3");
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_message_next_release_follows_its_own_held_deliveries() {
+        let held = HeldDeliveries::default();
+        held.hold(5_000, "a1", "c1", "a");
+        held.hold(5_000, "a2", "c2", "a");
+        held.hold(9_000, "a3", "c3", "a");
+        held.hold(2_000, "b1", "c1", "b");
+        // Holding one twice counts it once.
+        held.hold(5_000, "a1", "c1", "a");
+        assert_eq!(held.next_due_of("a"), Some(5_000));
+        assert_eq!(held.next_due_of("b"), Some(2_000));
+        assert_eq!(held.next_due_of("none"), None);
+        held.forget(5_000, "a1");
+        assert_eq!(held.next_due_of("a"), Some(5_000));
+        held.take_due(5_000);
+        assert_eq!(held.next_due_of("a"), Some(9_000));
+        assert_eq!(held.next_due_of("b"), None);
+        held.forget(9_000, "a3");
+        assert_eq!(held.next_due_of("a"), None);
+        assert!(held.lock().by_message.is_empty());
     }
 }

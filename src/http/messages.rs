@@ -215,9 +215,17 @@ async fn message_metrics(
     let tally = state
         .tallies(&[Counted::Message(id)], created, partial)
         .await?;
-    let mut body = tally_json(&tally.value[0]);
+    let mut body = message_metrics_json(&tally.value[0]);
     partial.mark(&mut body, &tally.missing);
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// A message's metrics: [`tally_json`] and when its next held delivery is
+/// due (`next_release_at`, Unix seconds as a delivery's `scheduled_for`).
+fn message_metrics_json(m: &Metrics) -> Value {
+    let mut body = tally_json(m);
+    body["next_release_at"] = json!(m.next_release_ms.map(|ms| ms.div_euclid(1000)));
+    body
 }
 
 /// The body of the metrics endpoints: the message-level counters,
@@ -409,7 +417,7 @@ async fn list_messages(
             "campaign_id": m.campaign_id,
             "kind": m.push.kind,
             "created_at": m.created_at,
-            "metrics": tally_json(tally),
+            "metrics": message_metrics_json(tally),
         }));
     }
     let mut body = json!({"messages": out, "next_cursor": next});

@@ -136,9 +136,10 @@ pub struct TalliesAnswer {
     pub tallies: Vec<Metrics>,
 }
 
-/// The metrics of a message or a campaign: its counters, and how many of
-/// its deliveries failed for each failure-reason code. (A node of an older
-/// release answers no `failure_reasons`.)
+/// The metrics of a message or a campaign: its counters, how many of its
+/// deliveries failed for each failure-reason code, and (a message's) when
+/// its next held delivery is due. (A node of an older release answers no
+/// `failure_reasons` and no `next_release_ms`.)
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Metrics {
     /// The counters.
@@ -147,6 +148,10 @@ pub struct Metrics {
     /// Deliveries that ended `failed` or `undeliverable`, by reason code.
     #[serde(default)]
     pub failure_reasons: BTreeMap<String, i64>,
+    /// When the message's next held (`scheduled`) delivery is due, Unix
+    /// ms; none for a campaign, or when none is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_release_ms: Option<i64>,
 }
 
 impl AddAssign for Metrics {
@@ -155,6 +160,10 @@ impl AddAssign for Metrics {
         for (reason, count) in rhs.failure_reasons {
             *self.failure_reasons.entry(reason).or_default() += count;
         }
+        self.next_release_ms = [self.next_release_ms, rhs.next_release_ms]
+            .into_iter()
+            .flatten()
+            .min();
     }
 }
 
@@ -441,8 +450,15 @@ impl AppState {
                         Metrics {
                             tally: count.tally,
                             failure_reasons: count.failure_reasons,
+                            next_release_ms: None,
                         }
                     };
+                }
+                // Whatever the range: it says what is still to go out.
+                if let CountedOwned::Message(id) = c {
+                    let held = partitions.iter();
+                    sum.next_release_ms =
+                        held.filter_map(|p| p.registry.held().next_due_of(id)).min();
                 }
                 Ok(sum)
             };
@@ -530,10 +546,12 @@ fn live_metrics(p: &Partition, of: &CountedOwned) -> Metrics {
         CountedOwned::Message(id) => Metrics {
             tally: p.store.message_metrics(id),
             failure_reasons: p.store.message_failure_reasons(id),
+            next_release_ms: None,
         },
         CountedOwned::Campaign(id) => Metrics {
             tally: p.store.campaign_metrics(id),
             failure_reasons: p.store.campaign_failure_reasons(id),
+            next_release_ms: None,
         },
     }
 }
@@ -722,8 +740,9 @@ mod tests {
         assert_eq!(read.created, created);
     }
 
-    /// Nodes' shares sum reason by reason, and a node of an older release
-    /// (its tallies without `failure_reasons`) and this one read each
+    /// Nodes' shares sum reason by reason, the next release is the earliest
+    /// any node holds, and a node of an older release (its tallies without
+    /// `failure_reasons` or `next_release_ms`) and this one read each
     /// other's answers.
     #[test]
     fn failure_reasons_merge_across_nodes_of_either_release() {
@@ -733,11 +752,15 @@ mod tests {
             Metrics {
                 tally,
                 failure_reasons: reasons.iter().map(|&(r, n)| (r.to_owned(), n)).collect(),
+                next_release_ms: None,
             }
         };
         let mut sum = share(3, &[("no_devices", 1), ("customer_unsubscribed", 2)]);
+        sum.next_release_ms = Some(9_000);
+        let mut there = share(4, &[("customer_unsubscribed", 4)]);
+        there.next_release_ms = Some(5_000);
         let here = serde_json::to_value(TalliesAnswer {
-            tallies: vec![share(4, &[("customer_unsubscribed", 4)])],
+            tallies: vec![there],
         })
         .unwrap();
         let older: Vec<Tally> = serde_json::from_value(here["tallies"].clone()).unwrap();
@@ -756,5 +779,6 @@ mod tests {
         let expected: BTreeMap<String, i64> =
             expected.iter().map(|&(r, n)| (r.to_owned(), n)).collect();
         assert_eq!(sum.failure_reasons, expected);
+        assert_eq!(sum.next_release_ms, Some(5_000));
     }
 }

@@ -1003,6 +1003,50 @@ test('at 390 px wide the filter bar, the radio labels and the preview form fit a
   await narrow.close();
 });
 
+test('a message page shows when its next scheduled push goes out, and follows cancels', { timeout: 40_000 }, async () => {
+  await api('PUT', '/v1/messages/later', {
+    name: 'Later push', title: 'Later {{customer.first_name}}', body: 'Held until its time', audience: 'all_devices',
+  }, { expect: [200, 201] });
+  const second = (ms) => Math.floor(ms / 1000) * 1000;
+  const inOneDay = second(Date.now() + 86_400_000);
+  const inTwoDays = inOneDay + 86_400_000;
+  const schedule = async (customer, at) => {
+    const { json } = await api('POST', '/v1/send/push', {
+      message_id: 'later', customer_ids: [customer], schedule: { at: new Date(at).toISOString() },
+    }, { expect: 202 });
+    return json.deliveries[0].delivery_id;
+  };
+  const later = await schedule(cid(1), inTwoDays);
+  const sooner = await schedule(cid(2), inOneDay);
+  const metrics = async () => (await api('GET', '/v1/messages/later/metrics', null, { expect: 200 })).json;
+  const m = await until('both held', async () => { const x = await metrics(); return x.scheduled === 2 && x; });
+  assert.equal(m.next_release_at, inOneDay / 1000, 'the API names the sooner one');
+
+  const shown = () => page.evaluate(() => {
+    const el = document.querySelector('[data-metric="next_release_at"]');
+    return el && { value: el.dataset.value ?? null, text: el.textContent };
+  });
+  await page.goto(`${base}/#/overview?message=later`);
+  await page.waitForFunction((v) => document.querySelector('[data-metric="next_release_at"]')?.dataset.value === String(v), m.next_release_at);
+  const local = await page.evaluate((t) => { const d = new Date(t * 1000); return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`; }, m.next_release_at);
+  assert.ok((await shown()).text.startsWith(local), `the date in the browser's zone: ${(await shown()).text}`);
+  assert.equal(await page.locator('[data-metric="scheduled"]:not([data-platform])').getAttribute('data-value'), '2');
+
+  // Canceling the sooner one moves it to the later one, on the next refresh.
+  await api('DELETE', `/v1/deliveries/${sooner}`, null, { expect: 200 });
+  assert.equal((await metrics()).next_release_at, inTwoDays / 1000);
+  await page.waitForFunction((v) => document.querySelector('[data-metric="next_release_at"]')?.dataset.value === String(v), inTwoDays / 1000, { timeout: 12_000 });
+  await api('DELETE', `/v1/deliveries/${later}`, null, { expect: 200 });
+  assert.equal((await metrics()).next_release_at, null);
+  await page.waitForFunction(() => document.querySelector('[data-metric="next_release_at"]')?.textContent === 'None held', null, { timeout: 12_000 });
+  assert.equal((await shown()).value, null);
+
+  // A campaign's page has no such card: its metrics carry no next release.
+  await page.goto(`${base}/#/overview?campaign=${CAMPAIGN}`);
+  await page.waitForFunction(() => document.querySelector('[data-metric="sends"]:not([data-platform])'));
+  assert.equal(await page.locator('[data-metric="next_release_at"]').count(), 0);
+});
+
 test('a 401 brings the API key form back', { timeout: 20_000 }, async () => {
   await page.evaluate(() => sessionStorage.setItem('pushd.apiKey', 'revoked-key'));
   await page.goto(`${base}/#/deliveries`);

@@ -70,6 +70,7 @@ impl PersonActor {
     ) -> Answer<String> {
         let due = delivery.schedule.as_ref().expect("a held delivery").due_ms;
         let id = delivery.id.clone();
+        let message = delivery.message_id.clone();
         count_status(before.as_ref(), &delivery);
         let position = self.ctx.write(vec![Change::delivery(before, delivery)])?;
         self.written = position;
@@ -79,7 +80,7 @@ impl PersonActor {
         ctx.spawn(durable.into_actor(self).map(move |res, act, _| {
             act.inflight -= 1;
             match res {
-                Ok(()) => act.ctx.held.hold(due, &held, &act.id),
+                Ok(()) => act.ctx.held.hold(due, &held, &act.id, &message),
                 Err(e) => tracing::error!(delivery = %held, error = %e, "not durable; not held"),
             }
         }));
@@ -102,7 +103,13 @@ impl PersonActor {
                 delivery_id: delivery.id.clone(),
             });
         } else {
-            (self.ctx.held).hold(schedule.due_ms, &delivery.id, &self.id);
+            let held = &self.ctx.held;
+            held.hold(
+                schedule.due_ms,
+                &delivery.id,
+                &self.id,
+                &delivery.message_id,
+            );
         }
     }
 }

@@ -576,11 +576,13 @@ function renderMetrics(m) {
   $('#overview-body').hidden = false;
   const cards = $('#overview-cards');
   cards.replaceChildren(
-    ...COUNTERS.map(([key, label, help]) =>
+    ...COUNTERS.flatMap(([key, label, help]) => [
       h('div', { class: `card card-${key}` },
         h('span', { class: 'card-label' }, label),
         metricValue(m[key], { 'data-metric': key }, false),
-        h('span', { class: 'card-help' }, help))),
+        h('span', { class: 'card-help' }, help)),
+      ...(key === 'scheduled' ? nextReleaseCard(m) : []),
+    ]),
     ...RATES.map(([key, label, help]) =>
       h('div', { class: 'card card-rate' },
         h('span', { class: 'card-label' }, label),
@@ -611,6 +613,19 @@ function renderMetrics(m) {
   const ios = byPlatform.ios?.rates?.delivered;
   const android = byPlatform.android?.rates?.delivered;
   $('#ios-note').hidden = !(byPlatform.ios?.sent > 0 && byPlatform.android?.sent > 0 && ios < android);
+}
+
+// A message's next release (its metrics carry next_release_at; a campaign's do not):
+// when the next of its scheduled pushes goes out, in the browser's zone.
+function nextReleaseCard(m) {
+  if (!('next_release_at' in m)) return [];
+  const when = m.next_release_at == null
+    ? h('span', { class: 'num muted', 'data-metric': 'next_release_at' }, 'None held')
+    : timeEl(m.next_release_at, { class: 'num', 'data-metric': 'next_release_at' });
+  return [h('div', { class: 'card card-next-release' },
+    h('span', { class: 'card-label' }, 'Next release'),
+    when,
+    h('span', { class: 'card-help' }, 'When the next scheduled push goes out'))];
 }
 
 // One row per failure reason, largest first as the API orders them.
