@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use pushd_actors::delivery_id::DeliveryId;
 use pushd_actors::engine::PartitionTag;
 use pushd_actors::registry::Registry;
 
@@ -54,7 +55,8 @@ impl Partitioning {
         if self.count == 1 {
             return Some(PartitionTag(0));
         }
-        PartitionTag::of_delivery(id).filter(|p| p.0 < self.count)
+        let tag = DeliveryId::parse(id)?.partition();
+        (tag.0 < self.count).then_some(tag)
     }
 }
 
@@ -151,9 +153,9 @@ mod tests {
     #[test]
     fn a_delivery_id_names_its_partition() {
         let p = Partitioning::new(8);
-        let id = PartitionTag(5).delivery_id(1_764_100_000_000, &OsEntropy);
+        let id = DeliveryId::new(PartitionTag(5), 1_764_100_000_000, &OsEntropy).to_string();
         assert_eq!(p.of_delivery(&id), Some(PartitionTag(5)));
-        let foreign = PartitionTag(9).delivery_id(1_764_100_000_000, &OsEntropy);
+        let foreign = DeliveryId::new(PartitionTag(9), 1_764_100_000_000, &OsEntropy).to_string();
         assert_eq!(p.of_delivery(&foreign), None, "no partition 9 of 8");
         assert_eq!(p.of_delivery("old-style-id"), None);
         assert_eq!(

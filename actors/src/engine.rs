@@ -80,25 +80,9 @@ pub struct Ports {
 /// partitioned so several nodes can share them; a single node runs
 /// partition 0 of 1). Every delivery id the engine makes carries it, so a
 /// device report, which names only the delivery, finds the partition's
-/// engine from the id alone.
+/// engine from the id alone ([`DeliveryId`](crate::delivery_id::DeliveryId)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionTag(pub u16);
-
-impl PartitionTag {
-    /// A new delivery id: a ULID (time-ordered, so the delivery log sorts
-    /// by it) whose lowest 16 random bits are the partition.
-    pub fn delivery_id(self, now_ms: i64, entropy: &dyn Entropy) -> String {
-        let random = (entropy.next_u128() & !0xFFFF) | u128::from(self.0);
-        ulid::Ulid::from_parts(now_ms.max(0) as u64, random).to_string()
-    }
-
-    /// The partition a delivery id carries; `None` for an id this engine
-    /// cannot have made.
-    pub fn of_delivery(id: &str) -> Option<PartitionTag> {
-        let ulid = ulid::Ulid::from_string(id).ok()?;
-        Some(PartitionTag(ulid.random() as u16))
-    }
-}
 
 /// The ports and tuning, shared by all actors.
 pub struct EngineCtx {
@@ -261,26 +245,6 @@ impl<T> Ack<T> {
 impl<T: std::fmt::Debug> std::fmt::Debug for Ack<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ack").field("value", &self.value).finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::PartitionTag;
-    use crate::ports::OsEntropy;
-
-    #[test]
-    fn a_delivery_id_carries_its_partition_and_sorts_by_time() {
-        let early = PartitionTag(63).delivery_id(1_764_100_000_000, &OsEntropy);
-        let late = PartitionTag(2).delivery_id(1_764_100_000_001, &OsEntropy);
-        assert_eq!(PartitionTag::of_delivery(&early), Some(PartitionTag(63)));
-        assert_eq!(PartitionTag::of_delivery(&late), Some(PartitionTag(2)));
-        assert!(late > early, "{late} sorts after {early}");
-        assert_ne!(
-            PartitionTag(5).delivery_id(0, &OsEntropy),
-            PartitionTag(5).delivery_id(0, &OsEntropy)
-        );
-        assert_eq!(PartitionTag::of_delivery("not-a-ulid"), None);
     }
 }
 

@@ -30,6 +30,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::delivery_id::DeliveryId;
 use crate::engine::{EngineCtx, EngineError, PartitionTag};
 use crate::ports::{Change, Entry};
 
@@ -196,21 +197,17 @@ impl SendTicket {
     /// The id of the delivery for the call's customer number `index`: the
     /// same on every try of the call.
     pub fn delivery_id(&self, index: usize) -> String {
-        let random = (u128::from(self.record.seed) << 16) | (index as u128 & 0xffff);
-        ulid::Ulid::from_parts(self.record.started_ms as u64, random).to_string()
+        DeliveryId::keyed(self.record.started_ms, self.record.seed, index).to_string()
     }
 
     /// The id of the delivery for the call's customer number `index`, whose
     /// customer is in `partition`, when customers are split in partitions:
     /// the id carries the partition in its lowest 16 bits (as every
-    /// delivery id of a partitioned engine does, see
-    /// [`PartitionTag::delivery_id`]), the index in the 16 above, and the
-    /// same on every try of the call, on whichever node makes it.
+    /// delivery id of a partitioned engine does, see [`DeliveryId`]), the
+    /// index in the 16 above, and the same on every try of the call, on
+    /// whichever node makes it.
     pub fn partitioned_delivery_id(&self, index: usize, partition: PartitionTag) -> String {
-        let random = (u128::from(self.record.seed >> 16) << 32)
-            | ((index as u128 & 0xffff) << 16)
-            | u128::from(partition.0);
-        ulid::Ulid::from_parts(self.record.started_ms as u64, random).to_string()
+        DeliveryId::keyed_in(self.record.started_ms, self.record.seed, index, partition).to_string()
     }
 
     /// Records the call's answer and resolves once it is durable; from then

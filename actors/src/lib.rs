@@ -7,6 +7,7 @@
 //! [`Registry`](registry::Registry) is its front door.
 
 pub mod caps;
+pub mod delivery_id;
 pub mod device_send;
 pub mod engine;
 pub mod group_commit;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde_json::Map;
 
+use crate::delivery_id::DeliveryId;
 use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{Ack, EngineCtx, EngineError};
 use crate::model::{Attributes, Customer, Delivery, Device, MessageSpec};
@@ -503,7 +504,7 @@ impl Handler<SendMessage> for PersonActor {
         let clock = &self.ctx.ports.clock;
         let id = msg.delivery_id.unwrap_or_else(|| {
             let entropy = &*self.ctx.ports.entropy;
-            self.ctx.partition.delivery_id(clock.now_ms(), entropy)
+            DeliveryId::new(self.ctx.partition, clock.now_ms(), entropy).to_string()
         });
         let delivery = plan::delivery(id, &self.id, &msg.message, msg.data, clock.now());
         AtomicResponse::new(match &msg.time {

@@ -6,6 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pushd_actors::delivery_id::DeliveryId;
 use pushd_actors::engine::{EngineError, PartitionTag};
 use pushd_actors::idempotency::{Claim, SendAnswer, SendTicket, SentTo, WINDOW_MS};
 use pushd_actors::model::{Audience, DEFAULT_APP, MessageSpec, PushOptions};
@@ -278,7 +279,7 @@ async fn partitioned_ids_carry_their_customers_partition_and_hold_on_every_try()
         .collect();
     for (n, id) in ids.iter().enumerate() {
         assert_eq!(
-            PartitionTag::of_delivery(id),
+            DeliveryId::parse(id).map(DeliveryId::partition),
             Some(PartitionTag(7 + n as u16))
         );
     }

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use pushd_actors::delivery_id::DeliveryId;
 use pushd_actors::idempotency::WINDOW_MS;
 use pushd_actors::model::Delivery;
 use pushd_actors::status::Timestamp;
@@ -67,10 +68,9 @@ impl CreatedRange {
     }
 }
 
-/// The least delivery id dated `ms` (clamped to what a ULID can date).
+/// The least delivery id dated `ms`.
 fn id_at(ms: i64) -> String {
-    let ms = ms.clamp(0, (1 << 48) - 1) as u64;
-    ulid::Ulid::from_parts(ms, 0).to_string()
+    DeliveryId::first_at(ms).to_string()
 }
 
 /// What a message's or campaign's deliveries created in a range count: the
@@ -168,6 +168,7 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pushd_actors::engine::PartitionTag;
 
     #[test]
     fn a_range_holds_from_and_not_to() {
@@ -189,7 +190,10 @@ mod tests {
             from: Some(1_764_100_000),
             to: Some(1_764_200_000),
         };
-        let id = |ms: i64| ulid::Ulid::from_parts(ms as u64, u128::MAX >> 48).to_string();
+        // The greatest id dated `ms`: every bit below the time set.
+        let id = |ms: i64| {
+            DeliveryId::keyed_in(ms, u64::MAX, 0xFFFF, PartitionTag(u16::MAX)).to_string()
+        };
         let (first, past) = (r.first_id().unwrap(), r.past_id().unwrap());
         for ms in [
             1_764_100_000_000 - WINDOW_MS,

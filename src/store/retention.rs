@@ -23,6 +23,7 @@
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use pushd_actors::delivery_id::DeliveryId;
 use pushd_actors::model::Delivery;
 use pushd_actors::ports::Clock;
 use pushd_actors::status::Timestamp;
@@ -78,8 +79,7 @@ pub struct Pass {
 impl Pass {
     /// A pass over the deliveries created before `before` (Unix seconds).
     fn new(before: Timestamp) -> Pass {
-        let ms = before.max(0).saturating_mul(1000) as u64;
-        let first_kept = ulid::Ulid::from_parts(ms, 0).to_string();
+        let first_kept = DeliveryId::first_at(before.saturating_mul(1000)).to_string();
         Pass {
             before,
             next: DELIVERY.to_vec(),

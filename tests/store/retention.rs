@@ -9,6 +9,7 @@ use std::sync::mpsc;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use pushd::store::{Retention, Snapshotter};
+use pushd_actors::delivery_id::DeliveryId;
 use pushd_actors::engine::PartitionTag;
 use pushd_actors::ports::{ManualClock, OsEntropy};
 use pushd_actors::tally::contribution;
@@ -33,7 +34,7 @@ fn days(n: i64) -> Duration {
 fn aged(customer: &str, message: &str, age: i64, settled: bool) -> Delivery {
     let mut d = delivery(customer, message, Some("g1"), &[(Platform::Ios, false)]);
     let created = NOW - age * DAY;
-    d.id = PartitionTag::default().delivery_id(created * 1000, &OsEntropy);
+    d.id = DeliveryId::new(PartitionTag::default(), created * 1000, &OsEntropy).to_string();
     d.created_at = created;
     d.attempted_at = Some(created);
     if settled {
