@@ -1309,6 +1309,62 @@ async fn a_preview_asked_of_any_node_is_answered_for_the_customers_partition() {
     assert_eq!((status, &log["deliveries"]), (200, &json!([])), "{log}");
 }
 
+/// Segment's batch (`/ingest/v1/batch`) through one node: each customer's
+/// events are applied by the node serving it, and a `messageId` once,
+/// whichever node the retry comes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingested_batch_reaches_every_customers_node_and_applies_each_message_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start("ingest", &[]).await;
+    let nodes = rig.nodes().await;
+    let partitioning = pushd::partition::Partitioning::new(PARTITIONS);
+    let served = serving(&nodes).await;
+    let ids: Vec<String> = (0..30).map(|i| format!("seg{i}")).collect();
+    for partitions in &served {
+        let here = |id: &String| partitions.contains(&u64::from(partitioning.of_customer(id).0));
+        assert!(ids.iter().any(here), "every node serves some of them");
+    }
+    let events: Vec<Value> = (ids.iter().enumerate())
+        .map(|(i, id)| {
+            json!({"type": "identify", "userId": id, "messageId": format!("msg-{i}"),
+                "traits": {"plan": format!("gold{i}")},
+                "context": {"device": {"token": format!("seg-token-{i}")}, "os": {"name": "iOS"}}})
+        })
+        .collect();
+    let batch = json!({"batch": events});
+    let (status, taken) = nodes[1]
+        .call("POST", "/ingest/v1/batch", Some(batch.clone()))
+        .await;
+    assert_eq!(status, 200, "{taken}");
+    assert_eq!(
+        (&taken["success"], &taken["applied"], &taken["duplicates"]),
+        (&json!(true), &json!(30), &json!(0)),
+        "{taken}"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let (status, c) = nodes[2]
+            .call("GET", &format!("/v1/customers/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{c}");
+        assert_eq!(c["attributes"]["plan"], format!("gold{i}"), "{c}");
+        let token = &c["devices"][0]["id"];
+        assert_eq!(token, &json!(format!("seg-token-{i}")), "{c}");
+    }
+    // The retry, through the same node and through another: every event
+    // is one its customer's node already applied.
+    for node in [&nodes[1], &nodes[0]] {
+        let (status, again) = node
+            .call("POST", "/ingest/v1/batch", Some(batch.clone()))
+            .await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(
+            (&again["applied"], &again["duplicates"]),
+            (&json!(0), &json!(30)),
+            "{again}"
+        );
+    }
+}
+
 /// A report reaching a node that does not serve its delivery's partition
 /// is checked there and recorded by the owner (relayed in batches): every
 /// one answered 200 and the deliveries read `delivered` through any node;

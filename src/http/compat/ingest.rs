@@ -6,22 +6,35 @@
 //! decoded, else 413. Each event with a `messageId` is applied once within
 //! a day ([`super::memory`]). An event pushd cannot map is counted by
 //! reason and answered 200, as Segment does; a body that is not a batch is
-//! 400. A cluster node answers 501: events are applied where they arrive,
-//! and a batch may name customers of every node.
+//! 400. On a cluster node each event goes to the node serving its
+//! customer's partition (or its delivery's, for a push report naming one):
+//! a batch is split by node, each part forwarded in one call, and the
+//! counts summed ([`by_node`]). A customer's events all reach one node, in
+//! order, and that node remembers their `messageId`s.
+
+use std::collections::BTreeMap;
+use std::ops::AddAssign;
 
 use actix_web::error::PayloadError;
 use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::basic_auth::WriteKey;
-use super::mapping::{Outcome, apply};
+use super::mapping::{Outcome, Subject, apply, subject};
 use super::memory::Compat;
+use crate::cluster::peers::{BULK_TIMEOUT, FORWARDED};
 use crate::http::error::ApiError;
-use crate::http::{AppState, endpoint_with};
+use crate::http::{AppState, Caller, endpoint_with};
 
 /// Largest body, decoded: Segment's limit of a batch, 500 KB.
 pub const MAX_BODY: usize = 500 * 1024;
+
+/// One event, as its client sent it (with its `type`).
+type Event = Map<String, Value>;
 
 /// The event types a path takes alone, and their paths.
 const SINGLE: [(&str, &str); 6] = [
@@ -32,20 +45,6 @@ const SINGLE: [(&str, &str); 6] = [
     ("group", "/ingest/v1/group"),
     ("alias", "/ingest/v1/alias"),
 ];
-
-/// 501 on a cluster node: an event may be about customers of any node,
-/// and these endpoints apply events where they arrive.
-fn single_node(state: &AppState) -> Result<(), ApiError> {
-    match state.cluster {
-        None => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_in_cluster",
-            "the ingestion endpoints (/ingest/v1/) are served by a single-node pushd only, not \
-             in cluster mode",
-        )),
-    }
-}
 
 /// The body's bytes, or 413 past [`MAX_BODY`], 400 when unreadable (a
 /// broken gzip stream, ...).
@@ -84,9 +83,9 @@ async fn batch(
     _: WriteKey,
     state: web::Data<AppState>,
     compat: web::Data<Compat>,
+    req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    single_node(&state)?;
     let mut body = object(&body_bytes(body)?)?;
     let Some(Value::Array(items)) = body.remove("batch") else {
         return Err(ApiError::invalid_field("batch must be an array of events"));
@@ -104,7 +103,8 @@ async fn batch(
             }
         }
     }
-    take(&state, &compat, events).await
+    let forwarded = req.headers().contains_key(FORWARDED);
+    take(&state, &compat, forwarded, events).await
 }
 
 /// `POST /ingest/v1/<kind>`: one event of that type.
@@ -114,19 +114,137 @@ async fn single(
     compat: web::Data<Compat>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    single_node(&state)?;
     let mut event = object(&body_bytes(body)?)?;
     event.insert("type".into(), Value::String(kind.to_owned()));
-    take(&state, &compat, vec![event]).await
+    take(&state, &compat, false, vec![event]).await
 }
 
-/// Applies `events` in order, each once; answers Segment's
-/// `{"success": true}` with what became of them.
+/// What became of a call's events: Segment's `{"success": true}` and the
+/// counts.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Taken {
+    success: bool,
+    applied: u64,
+    ignored: u64,
+    unmapped: u64,
+    duplicates: u64,
+}
+
+impl AddAssign for Taken {
+    fn add_assign(&mut self, other: Taken) {
+        self.applied += other.applied;
+        self.ignored += other.ignored;
+        self.unmapped += other.unmapped;
+        self.duplicates += other.duplicates;
+    }
+}
+
+/// Applies `events`, each once, here or (in a cluster, unless another node
+/// forwarded them) through the nodes serving them; answers what became of
+/// them.
 async fn take(
     state: &AppState,
     compat: &Compat,
-    events: Vec<Map<String, Value>>,
+    forwarded: bool,
+    events: Vec<Event>,
 ) -> Result<HttpResponse, ApiError> {
+    let (here, elsewhere) = by_node(state, forwarded, events);
+    let remote = elsewhere
+        .into_iter()
+        .map(|(address, events)| take_elsewhere(state, address, events));
+    let (local, remote) = futures_util::join!(take_here(state, compat, here), join_all(remote));
+    let mut taken = local?;
+    for answer in remote {
+        taken += answer?;
+    }
+    taken.success = true;
+    Ok(HttpResponse::Ok().json(taken))
+}
+
+/// The events this node applies (in order), and those other nodes serve,
+/// by their address. A call another node forwarded is applied here whole;
+/// so is an event about nobody, or whose partition no node serves right
+/// now (it is then refused with `503 partition_unavailable`).
+fn by_node(
+    state: &AppState,
+    forwarded: bool,
+    events: Vec<Event>,
+) -> (Vec<Event>, BTreeMap<String, Vec<Event>>) {
+    let Some(link) = state.cluster.as_ref().filter(|_| !forwarded) else {
+        return (events, BTreeMap::new());
+    };
+    let partitioning = state.partitions.partitioning();
+    let mut here = Vec::new();
+    let mut elsewhere: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for event in events {
+        let tag = match subject(&event) {
+            Some(Subject::Delivery(id)) => partitioning.of_delivery(id),
+            Some(Subject::Customer(id)) => Some(partitioning.of_customer(id)),
+            None => None,
+        };
+        let owner = tag
+            .filter(|t| state.partitions.get(*t).is_none())
+            .and_then(|t| link.node.owner_address(t));
+        match owner {
+            Some(address) => elsewhere.entry(address).or_default().push(event),
+            None => here.push(event),
+        }
+    }
+    (here, elsewhere)
+}
+
+/// Cluster mode: `events`, whose partitions the node at `address` serves,
+/// in one forwarded batch; what became of them, or 503 when that node did
+/// not take them (a retry applies again only events without a
+/// `messageId`).
+async fn take_elsewhere(
+    state: &AppState,
+    address: String,
+    events: Vec<Event>,
+) -> Result<Taken, ApiError> {
+    let unavailable = |why: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "partition_unavailable",
+            format!(
+                "node {address}, which serves some of these events' customers, did not take them \
+                 ({why}); retry the call (events with a messageId are applied once)"
+            ),
+        )
+    };
+    let Some(link) = &state.cluster else {
+        return Err(unavailable("not in a cluster".into()));
+    };
+    let body = Bytes::from(json!({"batch": events}).to_string());
+    let answer = link
+        .peers
+        .call(
+            BULK_TIMEOUT,
+            &address,
+            &Method::POST,
+            "/ingest/v1/batch",
+            Some(Caller::Backend),
+            &[(FORWARDED, "1")],
+            body,
+        )
+        .await
+        .map_err(|e| unavailable(e.reason))?;
+    match serde_json::from_slice::<Taken>(&answer.body) {
+        Ok(taken) if answer.status == StatusCode::OK => Ok(taken),
+        _ => Err(unavailable(format!(
+            "it answered {}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        ))),
+    }
+}
+
+/// Applies `events` here, in order, each once.
+async fn take_here(
+    state: &AppState,
+    compat: &Compat,
+    events: Vec<Event>,
+) -> Result<Taken, ApiError> {
     let (mut applied, mut ignored, mut unmapped, mut duplicates) = (0, 0, 0, 0);
     for event in &events {
         let kind = event["type"].as_str().unwrap_or_default();
@@ -155,13 +273,13 @@ async fn take(
             compat.applied(id, now);
         }
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "success": true,
-        "applied": applied,
-        "ignored": ignored,
-        "unmapped": unmapped,
-        "duplicates": duplicates,
-    })))
+    Ok(Taken {
+        success: true,
+        applied,
+        ignored,
+        unmapped,
+        duplicates,
+    })
 }
 
 /// Registers the routes, whose bodies may be up to [`MAX_BODY`] bytes.

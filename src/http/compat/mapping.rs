@@ -105,6 +105,32 @@ fn nested<'a>(object: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Map<S
         .try_fold(object, |at, key| at.get(*key)?.as_object())
 }
 
+/// Whose partition an event changes: the delivery a push report names, or
+/// else the customer (its user); `None` for an anonymous event, which
+/// changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject<'a> {
+    /// A push report naming its delivery.
+    Delivery(&'a str),
+    /// Anything about a customer: attributes, devices, events, a report
+    /// matched by customer.
+    Customer(&'a str),
+}
+
+/// What `event` is about, for routing it to the node serving it (a
+/// delivery's partition is its customer's, so a customer's events all go
+/// to one node, in order).
+pub fn subject(event: &Map<String, Value>) -> Option<Subject<'_>> {
+    let delivery = (event.get("type").and_then(Value::as_str) == Some("track"))
+        .then(|| event.get("properties").and_then(Value::as_object))
+        .flatten()
+        .and_then(|p| DELIVERY_ID_KEYS.iter().find_map(|k| text(p, k)));
+    match delivery {
+        Some(id) => Some(Subject::Delivery(id)),
+        None => user(event).map(Subject::Customer),
+    }
+}
+
 /// The event's user, if it names one that can be a customer id.
 fn user(event: &Map<String, Value>) -> Option<&str> {
     text(event, "userId").filter(|id| id.len() <= MAX_ID_BYTES)
