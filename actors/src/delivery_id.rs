@@ -30,6 +30,9 @@ const MAX_MS: i64 = (1 << 48) - 1;
 pub struct DeliveryId(ulid::Ulid);
 
 impl DeliveryId {
+    /// The least id there is.
+    pub const LEAST: DeliveryId = DeliveryId(ulid::Ulid::nil());
+
     /// A new id for a delivery `partition`'s engine makes at `created_ms`.
     pub fn new(partition: PartitionTag, created_ms: i64, entropy: &dyn Entropy) -> DeliveryId {
         let random = (entropy.next_u128() & !0xFFFF) | u128::from(partition.0);

@@ -13,16 +13,50 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use compact_str::CompactString;
+
+use crate::delivery_id::DeliveryId;
 use crate::person::ReleaseDelivery;
 use crate::registry::Registry;
 
 /// A held delivery's place on the schedule: its due time (Unix ms) and id.
-type Due = (i64, Box<str>);
+type Due = (i64, HeldId);
+
+/// A held delivery's id: inline when it is one pushd made (a ULID), so
+/// holding a delivery allocates nothing apart for its id; as given
+/// otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum HeldId {
+    Made(DeliveryId),
+    Other(Box<str>),
+}
+
+impl HeldId {
+    /// The least id: what a split of the schedule at a time starts from.
+    const LEAST: HeldId = HeldId::Made(DeliveryId::LEAST);
+
+    fn of(id: &str) -> HeldId {
+        match DeliveryId::parse(id) {
+            // Only an id that reads back the same, letter for letter.
+            Some(made) if made.to_string() == id => HeldId::Made(made),
+            _ => HeldId::Other(id.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for HeldId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeldId::Made(id) => id.fmt(f),
+            HeldId::Other(id) => f.write_str(id),
+        }
+    }
+}
 
 /// Whose a held delivery is: its customer, and its message (shared with
 /// every other held delivery of that message).
 struct Owner {
-    customer: Box<str>,
+    customer: CompactString,
     message: Arc<str>,
 }
 
@@ -84,14 +118,14 @@ impl HeldDeliveries {
     /// `due_ms` (Unix ms). Holding one already held changes nothing.
     pub fn hold(&self, due_ms: i64, id: &str, customer: &str, message: &str) {
         let mut schedule = self.lock();
-        let place = (due_ms, Box::from(id));
+        let place = (due_ms, HeldId::of(id));
         if schedule.due.contains_key(&place) {
             return;
         }
         let earliest = schedule.due.keys().next().map(|(t, _)| *t);
         let message = schedule.count(message, due_ms);
         let owner = Owner {
-            customer: customer.into(),
+            customer: CompactString::new(customer),
             message,
         };
         schedule.due.insert(place, owner);
@@ -104,7 +138,7 @@ impl HeldDeliveries {
     /// Forgets delivery `id` held until `due_ms` (canceled).
     pub fn forget(&self, due_ms: i64, id: &str) {
         let mut schedule = self.lock();
-        if let Some(owner) = schedule.due.remove(&(due_ms, id.into())) {
+        if let Some(owner) = schedule.due.remove(&(due_ms, HeldId::of(id))) {
             schedule.uncount(&owner.message, due_ms);
         }
     }
@@ -137,13 +171,13 @@ impl HeldDeliveries {
         let mut schedule = self.lock();
         let later = schedule
             .due
-            .split_off(&(now_ms.saturating_add(1), Box::from("")));
+            .split_off(&(now_ms.saturating_add(1), HeldId::LEAST));
         let taken = std::mem::replace(&mut schedule.due, later);
         taken
             .into_iter()
             .map(|((due_ms, id), owner)| {
                 schedule.uncount(&owner.message, due_ms);
-                (id.into(), owner.customer.into())
+                (id.to_string(), owner.customer.into())
             })
             .collect()
     }
@@ -219,6 +253,25 @@ mod tests {
         );
         assert_eq!(held.next_due(), Some(3_000));
         held.forget(3_000, "d3");
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn an_id_pushd_made_is_held_inline_and_handed_back_as_given() {
+        let made = DeliveryId::first_at(1_764_100_000_000).to_string();
+        assert!(matches!(HeldId::of(&made), HeldId::Made(_)));
+        // Lowercase reads as the same ULID, but is handed back as given.
+        let lower = made.to_lowercase();
+        assert!(matches!(HeldId::of(&lower), HeldId::Other(_)));
+        let held = HeldDeliveries::default();
+        for id in [made.as_str(), lower.as_str(), "old-style"] {
+            held.hold(1_000, id, "c", "m");
+        }
+        let mut taken: Vec<String> = held.take_due(1_000).into_iter().map(|(id, _)| id).collect();
+        taken.sort();
+        let mut given = vec![made.clone(), lower, "old-style".to_string()];
+        given.sort();
+        assert_eq!(taken, given);
         assert!(held.is_empty());
     }
 
