@@ -110,6 +110,31 @@ impl Peers {
         Peers { client, credential }
     }
 
+    /// POSTs `body` to `path` of the node at `address`: the part of a
+    /// backend's call (a send, an import, an ingested batch) this node split
+    /// off for that node's customers, marked forwarded so that it answers
+    /// the part whole.
+    pub async fn forward_part(
+        &self,
+        timeout: Duration,
+        address: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Answer, Unreachable> {
+        let post = actix_web::http::Method::POST;
+        let forwarded = [(FORWARDED, "1")];
+        (self.call(
+            timeout,
+            address,
+            &post,
+            path,
+            Some(Caller::Backend),
+            &forwarded,
+            body,
+        ))
+        .await
+    }
+
     /// Sends `method path_and_query` with `body` to the node at `address`,
     /// on behalf of `caller` (whom this node authenticated, if anyone) and
     /// with `headers` set, signed for that address; a node that has not

@@ -18,7 +18,7 @@ use pushd_actors::person::{ImportCustomer, MAX_DEVICES};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::auth::{ApiKey, Caller};
+use super::auth::ApiKey;
 use super::body::{Fields, JsonBody};
 use super::customers::DeviceFields;
 use super::error::{ApiError, naming};
@@ -167,15 +167,7 @@ async fn import_elsewhere(
     let answer = match &state.cluster {
         Some(link) => link
             .peers
-            .call(
-                BULK_TIMEOUT,
-                &address,
-                &Method::POST,
-                "/v1/batch",
-                Some(Caller::Backend),
-                &[(FORWARDED, "1")],
-                body,
-            )
+            .forward_part(BULK_TIMEOUT, &address, "/v1/batch", body)
             .await
             .map_err(|e| e.to_string()),
         None => Err("not in a cluster".to_owned()),

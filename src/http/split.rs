@@ -5,13 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, AppState, Caller};
-use crate::cluster::peers::FORWARDED;
+use super::{ApiError, AppState};
 
 /// Why one customer of a send got no delivery.
 #[derive(Clone, Debug)]
@@ -105,15 +104,7 @@ pub async fn send_elsewhere(
         let body = Bytes::from(serde_json::to_vec(&body).expect("encodes"));
         let answer = link
             .peers
-            .call(
-                link.forward_timeout,
-                &address,
-                &Method::POST,
-                "/v1/send/push",
-                Some(Caller::Backend),
-                &[(FORWARDED, "1")],
-                body,
-            )
+            .forward_part(link.forward_timeout, &address, "/v1/send/push", body)
             .await;
         let mut by_customer: HashMap<String, VecDeque<Outcome>> = HashMap::new();
         let mut refusal = None;

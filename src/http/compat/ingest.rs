@@ -28,7 +28,7 @@ use super::mapping::{Outcome, Subject, apply, subject};
 use super::memory::Compat;
 use crate::cluster::peers::{BULK_TIMEOUT, FORWARDED};
 use crate::http::error::ApiError;
-use crate::http::{AppState, Caller, endpoint_with};
+use crate::http::{AppState, endpoint_with};
 
 /// Largest body, decoded: Segment's limit of a batch, 500 KB.
 pub const MAX_BODY: usize = 500 * 1024;
@@ -218,15 +218,7 @@ async fn take_elsewhere(
     let body = Bytes::from(json!({"batch": events}).to_string());
     let answer = link
         .peers
-        .call(
-            BULK_TIMEOUT,
-            &address,
-            &Method::POST,
-            "/ingest/v1/batch",
-            Some(Caller::Backend),
-            &[(FORWARDED, "1")],
-            body,
-        )
+        .forward_part(BULK_TIMEOUT, &address, "/ingest/v1/batch", body)
         .await
         .map_err(|e| unavailable(e.reason))?;
     match serde_json::from_slice::<Taken>(&answer.body) {
