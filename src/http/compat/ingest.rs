@@ -237,7 +237,10 @@ async fn take_here(
     compat: &Compat,
     events: Vec<Event>,
 ) -> Result<Taken, ApiError> {
-    let (mut applied, mut ignored, mut unmapped, mut duplicates) = (0, 0, 0, 0);
+    let mut taken = Taken {
+        success: true,
+        ..Taken::default()
+    };
     for event in &events {
         let kind = event["type"].as_str().unwrap_or_default();
         let label = SINGLE
@@ -249,29 +252,23 @@ async fn take_here(
         let now = state.clock.now();
         if message_id.is_some_and(|id| compat.already_applied(id, now)) {
             metrics::counter!("pushd_ingest_duplicates_total").increment(1);
-            duplicates += 1;
+            taken.duplicates += 1;
             continue;
         }
         match apply(state, compat, kind, event).await? {
-            Outcome::Applied => applied += 1,
-            Outcome::Ignored => ignored += 1,
+            Outcome::Applied => taken.applied += 1,
+            Outcome::Ignored => taken.ignored += 1,
             Outcome::Unmapped(reason) => {
                 metrics::counter!("pushd_ingest_unmapped_total", "reason" => reason).increment(1);
                 tracing::debug!(kind, reason, "ingested event not mapped");
-                unmapped += 1;
+                taken.unmapped += 1;
             }
         }
         if let Some(id) = message_id {
             compat.applied(id, now);
         }
     }
-    Ok(Taken {
-        success: true,
-        applied,
-        ignored,
-        unmapped,
-        duplicates,
-    })
+    Ok(taken)
 }
 
 /// Registers the routes, whose bodies may be up to [`MAX_BODY`] bytes.

@@ -124,11 +124,17 @@ pub fn subject(event: &Map<String, Value>) -> Option<Subject<'_>> {
     let delivery = (event.get("type").and_then(Value::as_str) == Some("track"))
         .then(|| event.get("properties").and_then(Value::as_object))
         .flatten()
-        .and_then(|p| DELIVERY_ID_KEYS.iter().find_map(|k| text(p, k)));
+        .and_then(reported_delivery);
     match delivery {
         Some(id) => Some(Subject::Delivery(id)),
         None => user(event).map(Subject::Customer),
     }
+}
+
+/// The delivery a push report's `properties` name, under any of
+/// [`DELIVERY_ID_KEYS`].
+fn reported_delivery(properties: &Map<String, Value>) -> Option<&str> {
+    DELIVERY_ID_KEYS.iter().find_map(|k| text(properties, k))
 }
 
 /// The event's user, if it names one that can be a customer id.
@@ -237,7 +243,7 @@ async fn track(
     };
     let at = at.unwrap_or_else(|| state.clock.now());
     let token = token_hint(event, properties);
-    let delivery_id = DELIVERY_ID_KEYS.iter().find_map(|k| text(properties, k));
+    let delivery_id = reported_delivery(properties);
     match (asked, delivery_id) {
         (PushReport::Bounced, _) => bounced(state, event, token, delivery_id).await,
         (PushReport::Report(report), Some(id)) => {
