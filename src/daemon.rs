@@ -147,10 +147,11 @@ pub async fn serve_with(
     );
     persistence.retain(config.store.retention(clock.clone()));
     let webhooks = Webhooks::start(
-        &config.data_dir,
+        Box::new(webhooks::FileBook::new(&config.data_dir)),
         events.clone(),
         config.webhooks.settings(),
         clock.clone(),
+        None,
     )?;
 
     let partition = Arc::new(Partition {
@@ -198,7 +199,7 @@ pub async fn serve_with(
         providers,
         clock,
         events: Some(events.clone()),
-        webhooks: Some(webhooks.clone()),
+        webhooks: webhooks.clone(),
         backup: Some(Arc::new(crate::backup::Source::new(
             &config.data_dir,
             store.clone(),

@@ -15,7 +15,9 @@
 //!
 //! Every feature works in a cluster: a keyed send answers the same through
 //! any node, also after its key's partition moved; the event feed pages
-//! every event once through any node, also across a node's crash.
+//! every event once through any node, also across a node's crash; a
+//! webhook registered through any node posts every partition's events, at
+//! least once across a crash of the node running it.
 //!
 //! The tests run one at a time (they each start five processes).
 
@@ -1096,6 +1098,125 @@ async fn the_feed_pages_every_event_once_through_any_node_across_a_crash() {
         .await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["code"], "invalid_field");
+}
+
+/// The `sent` events posted to `posts` so far and from now on (bounded),
+/// by event id, until every delivery of `deliveries` has one.
+async fn posted_until_sent(
+    posts: &mut tokio::sync::mpsc::UnboundedReceiver<pushd::sim::Post>,
+    seen: &mut HashMap<String, Value>,
+    deliveries: &[String],
+) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let sent: BTreeSet<&str> = (seen.values())
+            .filter(|e| e["event"] == "sent")
+            .filter_map(|e| e["delivery_id"].as_str())
+            .collect();
+        let missing = deliveries
+            .iter()
+            .filter(|d| !sent.contains(d.as_str()))
+            .count();
+        if missing == 0 {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(post)) = tokio::time::timeout(left, posts.recv()).await else {
+            panic!(
+                "{missing} of {} deliveries' sent events not posted",
+                deliveries.len()
+            );
+        };
+        assert!(
+            post.signature
+                .as_deref()
+                .is_some_and(|s| s.starts_with("t=")),
+            "a post without its signature"
+        );
+        let event = post.json();
+        seen.insert(event["event_id"].as_str().unwrap().to_string(), event);
+    }
+}
+
+/// Webhooks in a cluster: one registered through a node is read, the same,
+/// through every node; its events, of every partition, are posted signed;
+/// when the node running it crashes, the node taking its partition over
+/// goes on from its saved cursor, so every event in the feed is posted at
+/// least once; and a deletion through any node stops it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_posts_every_partitions_events_through_a_move_of_its_node() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let lease = LEASE_MS.to_string();
+    let settings = [
+        ("PUSHD_CLUSTER_LEASE_MS", lease.as_str()),
+        ("PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true"),
+        ("PUSHD_WEBHOOK_TIMEOUT_MS", "500"),
+        ("PUSHD_WEBHOOK_BACKOFF_BASE_MS", "10"),
+        ("PUSHD_WEBHOOK_BACKOFF_MAX_MS", "50"),
+    ];
+    let rig = Rig::start("cluster webhooks", &settings).await;
+    let mut nodes = rig.nodes().await;
+    let (receiver, mut posts) = pushd::sim::WebhookReceiver::recording().await.unwrap();
+    let url = format!("http://{}/hook", receiver.addr());
+    let body = json!({"url": url, "secret": "whsec_cluster", "events": ["sent", "delivered"]});
+    put(&nodes[0], "/v1/webhooks/crm", body).await;
+    for node in &nodes {
+        let (status, v) = node.call("GET", "/v1/webhooks/crm", None).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["url"], url.as_str());
+        assert_eq!(v["events"], json!(["sent", "delivered"]));
+        let (status, v) = node.call("GET", "/v1/webhooks", None).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["webhooks"].as_array().map(Vec::len), Some(1), "{v}");
+    }
+
+    let customers: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
+    let before = send_all(&nodes[1], "promo", &customers).await;
+    let mut seen = HashMap::new();
+    posted_until_sent(&mut posts, &mut seen, &before).await;
+    assert!(
+        seen.values()
+            .all(|e| e["event"] == "sent" || e["event"] == "delivered"),
+        "only the kinds asked for"
+    );
+
+    // The node running the webhook (serving the partition its id hashes
+    // to) crashes; the node taking the partition runs it on.
+    let partition = u64::from(
+        pushd::partition::Partitioning::new(PARTITIONS)
+            .of_customer("crm")
+            .0,
+    );
+    let runner = (serving(&nodes).await)
+        .iter()
+        .position(|s| s.contains(&partition))
+        .expect("a node runs the webhook");
+    Arc::try_unwrap(nodes.remove(runner))
+        .unwrap_or_else(|_| panic!("node shared"))
+        .kill();
+    until_served(&nodes, |_| true).await;
+    let after = send_all(&nodes[0], "promo", &customers).await;
+    posted_until_sent(&mut posts, &mut seen, &after).await;
+
+    // Every sent event in the feed was posted (at least once).
+    let (feed, _) = nodes[1].feed_page("", 1000).await;
+    let fed: Vec<&str> = (feed.iter())
+        .filter(|e| e["event"] == "sent")
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(fed.len(), before.len() + after.len());
+    for id in fed {
+        assert!(seen.contains_key(id), "event {id} not posted");
+    }
+    let (status, v) = nodes[1].call("GET", "/v1/webhooks/crm", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["stats"]["delivered"].as_u64() > Some(0), "{v}");
+
+    // Deleted through one node, gone through the other.
+    let (status, v) = nodes[0].call("DELETE", "/v1/webhooks/crm", None).await;
+    assert_eq!(status, 204, "{v}");
+    let (status, v) = nodes[1].call("GET", "/v1/webhooks/crm", None).await;
+    assert_eq!(status, 404, "{v}");
 }
 
 /// The deliveries a send answered, each with its customer's index

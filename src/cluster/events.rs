@@ -51,8 +51,8 @@ pub struct EventStream {
 
 /// A page of the feed.
 pub struct FeedPage {
-    /// The events' JSON, oldest first.
-    pub events: Vec<Bytes>,
+    /// The events' stream sequences and JSON, oldest first.
+    pub events: Vec<(u64, Bytes)>,
     /// The cursor to read on from.
     pub next: u64,
 }
@@ -79,6 +79,12 @@ impl EventStream {
             .await
             .map_err(nats)?;
         Ok(EventStream { js, stream, prefix })
+    }
+
+    /// The stream's last sequence: where the feed ends now.
+    pub async fn last_sequence(&self) -> Result<u64, ClusterError> {
+        let info = self.stream.get_info().await.map_err(nats)?;
+        Ok(info.state.last_sequence)
     }
 
     fn subject(&self, tag: PartitionTag) -> String {
@@ -108,7 +114,7 @@ impl EventStream {
             match found {
                 Ok(message) => {
                     page.next = message.sequence;
-                    page.events.push(message.payload);
+                    page.events.push((message.sequence, message.payload));
                 }
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
                 Err(e) => return Err(nats(e)),

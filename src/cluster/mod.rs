@@ -23,6 +23,7 @@ pub mod relay;
 pub mod serve;
 pub mod snapshots;
 pub mod trust;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -152,6 +153,8 @@ pub struct Nats {
     pub snapshot_prefix: String,
     /// Message templates.
     pub templates: kv::Store,
+    /// Webhooks: definitions and progress (see `webhooks`).
+    pub webhooks: kv::Store,
     /// The bucket holding cluster-wide facts (the partition count).
     pub facts: kv::Store,
 }
@@ -271,6 +274,7 @@ impl Nats {
         let members = kv("members", settings.lease, &quick).await?;
         let snapshot_index = kv("snapshot-index", Duration::ZERO, &js).await?;
         let templates = kv("templates", Duration::ZERO, &js).await?;
+        let webhooks = kv("webhooks", Duration::ZERO, &js).await?;
         let facts = kv("facts", Duration::ZERO, &js).await?;
         let snapshot_prefix = format!("{p}.snapshot");
         let snapshots = js
@@ -292,6 +296,7 @@ impl Nats {
             snapshots,
             snapshot_prefix,
             templates,
+            webhooks,
             facts,
         };
         nats.agree_on_partitions(settings.partitions).await?;

@@ -18,6 +18,7 @@ use super::events::EventStream;
 use super::node::EngineParts;
 use super::peers::{Peers, RELAYED_REPORTS};
 use super::relay::Relay;
+use super::webhooks::{SharedBook, StreamEvents};
 use super::{ClusterError, Link, Nats, Node};
 use crate::config::{Config, ConfigError};
 use crate::daemon::{ServeError, run_api};
@@ -26,6 +27,7 @@ use crate::keys;
 use crate::partition::{Partitioning, Partitions};
 use crate::providers::Providers;
 use crate::template::LiquidRenderer;
+use crate::webhooks::{Placement, Webhooks};
 
 /// Runs a cluster node on `listener` until
 /// SIGTERM/SIGINT.
@@ -105,6 +107,7 @@ pub async fn run(
     );
     tracing::info!(node = %settings.node, partitions = settings.partitions, "joining the cluster");
     let running = runtime.spawn(node.clone().run());
+    let webhooks = start_webhooks(&config, &nats, &events, &partitions, &clock, &runtime).await?;
     let client = nats.js.client();
     let readiness = crate::readiness::Readiness::new(vec![Box::new(move || {
         let state = client.connection_state();
@@ -125,7 +128,7 @@ pub async fn run(
         providers,
         clock,
         events: None,
-        webhooks: None,
+        webhooks: webhooks.clone(),
         backup: None,
         cluster: Some(Arc::new(Link {
             node: node.clone(),
@@ -180,7 +183,39 @@ pub async fn run(
     )
     .await;
     tracing::info!("http drained");
+    webhooks.stop();
     served
+}
+
+/// Starts the cluster's webhooks: kept in the webhooks bucket, posting the
+/// events stream, each one's worker on the node serving the partition its
+/// id hashes to.
+async fn start_webhooks(
+    config: &Config,
+    nats: &Nats,
+    events: &EventStream,
+    partitions: &Arc<Partitions>,
+    clock: &Arc<dyn Clock>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Arc<Webhooks>, ServeError> {
+    let (stream, following) = (events.clone(), runtime.clone());
+    let source = runtime
+        .spawn(async move { StreamEvents::start(stream, &following).await })
+        .await
+        .map_err(|e| ClusterError::Nats(e.to_string()))??;
+    let served = partitions.clone();
+    let placement: Placement = Box::new(move |id| {
+        let tag = served.partitioning().of_customer(id);
+        served.get(tag).is_some()
+    });
+    let book = SharedBook::new(nats.webhooks.clone(), runtime.clone());
+    Ok(Webhooks::start(
+        Box::new(book),
+        source,
+        config.webhooks.settings(),
+        clock.clone(),
+        Some(placement),
+    )?)
 }
 
 /// The runtime of the node's NATS calls and loops, stopped without waiting

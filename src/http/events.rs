@@ -48,7 +48,7 @@ async fn feed(
             .page(after, limit)
             .await
             .map_err(cluster_error)??;
-        return Ok(ndjson(page.events.iter().map(|e| &e[..]), page.next));
+        return Ok(ndjson(page.events.iter().map(|(_, e)| &e[..]), page.next));
     }
     let events = state.events()?;
     let page = off_workers(move || Ok(events.read(after, limit)?)).await?;

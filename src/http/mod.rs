@@ -71,8 +71,8 @@ pub struct AppState {
     /// A single node's delivery events (`/v1/events`); a cluster node
     /// reads the cluster's events stream instead.
     pub events: Option<Arc<EventLog>>,
-    /// The webhooks (`/v1/webhooks`); a cluster node runs none.
-    pub webhooks: Option<Arc<Webhooks>>,
+    /// The webhooks (`/v1/webhooks`): a single node's, or the cluster's.
+    pub webhooks: Arc<Webhooks>,
     /// What `GET /v1/backup` archives; a cluster node, whose state lives
     /// in NATS, has none.
     pub backup: Option<Arc<crate::backup::Source>>,
@@ -95,23 +95,18 @@ impl AppState {
         self.events.clone().ok_or_else(not_in_cluster)
     }
 
-    /// The webhooks, or 501 on a cluster node, which runs none.
-    pub fn webhooks(&self) -> Result<Arc<Webhooks>, ApiError> {
-        self.webhooks.clone().ok_or_else(not_in_cluster)
-    }
-
     /// What a backup is taken from, or 501 on a cluster node.
     pub fn backup(&self) -> Result<Arc<crate::backup::Source>, ApiError> {
         self.backup.clone().ok_or_else(not_in_cluster)
     }
 }
 
-/// 501 for the webhooks and backups in cluster mode.
+/// 501 for backups in cluster mode.
 pub(super) fn not_in_cluster() -> ApiError {
     ApiError::new(
         actix_web::http::StatusCode::NOT_IMPLEMENTED,
         "not_in_cluster",
-        "webhooks and backups are served by a single-node pushd only, not in cluster mode",
+        "backups are taken of a single-node pushd only, not in cluster mode",
     )
 }
 

@@ -43,7 +43,7 @@ async fn put_webhook(
         secret: body.secret,
         events: body.events,
     };
-    let webhooks = state.webhooks()?;
+    let webhooks = state.webhooks.clone();
     let view = blocking(move || webhooks.put(&id, request)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -54,14 +54,14 @@ async fn get_webhook(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let webhooks = state.webhooks()?;
+    let webhooks = state.webhooks.clone();
     let view = blocking(move || webhooks.get(&id)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 async fn list_webhooks(_: ApiKey, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let webhooks = state.webhooks()?;
-    let views = blocking(move || Ok(webhooks.list())).await?;
+    let webhooks = state.webhooks.clone();
+    let views = blocking(move || webhooks.list()).await?;
     Ok(HttpResponse::Ok().json(json!({"webhooks": views})))
 }
 
@@ -71,7 +71,7 @@ async fn delete_webhook(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let webhooks = state.webhooks()?;
+    let webhooks = state.webhooks.clone();
     blocking(move || webhooks.delete(&id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

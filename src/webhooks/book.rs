@@ -1,4 +1,5 @@
-//! The webhooks' own durable file, `<data_dir>/webhooks.json`: every
+//! Where webhooks are kept ([`Book`]). A single node keeps them in its own
+//! durable file, `<data_dir>/webhooks.json` ([`FileBook`]): every
 //! webhook's definition and delivery progress (its cursor in the event log,
 //! its counters). It is replaced whole — written beside, synced, renamed —
 //! before a change of a definition is answered, and with progress at most
@@ -55,6 +56,20 @@ pub struct Progress {
     pub last_success_at: Option<Timestamp>,
 }
 
+/// What a webhook's worker reports live (queue depth, oldest undelivered
+/// event, posts in flight): not in the file, but a book shared by several
+/// nodes keeps it beside progress, so any node answers it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Live {
+    /// Events after the cursor not yet posted or dropped.
+    pub queue_depth: u64,
+    /// When the oldest of them was recorded (Unix ms).
+    pub oldest_ms: Option<i64>,
+    /// Posts under way or waiting to retry.
+    pub in_flight: usize,
+}
+
 /// One webhook as saved.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saved {
@@ -63,6 +78,80 @@ pub struct Saved {
     pub definition: Definition,
     /// Its progress.
     pub progress: Progress,
+    /// Its live figures, where the book keeps them.
+    #[serde(skip)]
+    pub live: Live,
+}
+
+/// What a save is for: a book that keeps each webhook apart writes only
+/// what changed; one that is a single file writes every webhook.
+#[derive(Clone, Copy, Debug)]
+pub enum Change<'a> {
+    /// Webhook `id` was created or its definition replaced.
+    Defined(&'a str),
+    /// Webhook `id` was deleted.
+    Removed(&'a str),
+    /// The progress of the webhooks whose workers run here moved.
+    Progressed,
+}
+
+/// Where webhooks' definitions and progress are kept.
+pub trait Book: Send + Sync + 'static {
+    /// Every saved webhook, by id.
+    fn load(&self) -> io::Result<BTreeMap<String, Saved>>;
+
+    /// Saves `change`; `all` is every webhook this node knows, as of now,
+    /// and `running` the ids whose workers run here (whose progress this
+    /// node writes).
+    fn save(
+        &self,
+        all: &BTreeMap<String, Saved>,
+        running: &[String],
+        change: Change<'_>,
+    ) -> io::Result<()>;
+
+    /// True for a book other nodes change too: it is read again before
+    /// each answer, and a webhook's worker runs only on the node placed
+    /// to run it.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Where it is, in words (for errors).
+    fn place(&self) -> String;
+}
+
+/// A single node's webhooks file.
+pub struct FileBook {
+    path: std::path::PathBuf,
+}
+
+impl FileBook {
+    /// The file of `data_dir`.
+    pub fn new(data_dir: &Path) -> FileBook {
+        FileBook {
+            path: path(data_dir),
+        }
+    }
+}
+
+impl Book for FileBook {
+    fn load(&self) -> io::Result<BTreeMap<String, Saved>> {
+        load(&self.path)
+    }
+
+    fn save(
+        &self,
+        all: &BTreeMap<String, Saved>,
+        _running: &[String],
+        _change: Change<'_>,
+    ) -> io::Result<()> {
+        save(&self.path, all.clone())
+    }
+
+    fn place(&self) -> String {
+        self.path.display().to_string()
+    }
 }
 
 /// The file's shape.
@@ -136,6 +225,7 @@ mod tests {
                 delivered: 3,
                 ..Progress::default()
             },
+            live: Live::default(),
         };
         save(&path, BTreeMap::from([("h1".to_string(), hook.clone())])).unwrap();
         assert_eq!(load(&path).unwrap()["h1"], hook);

@@ -10,7 +10,7 @@ use pushd_actors::status::{MessageStatus, Timestamp};
 use ring::hmac;
 use serde::Serialize;
 
-use super::book::{Definition, Progress, Saved};
+use super::book::{Definition, Live, Progress, Saved};
 use super::signature;
 
 /// A definition and its signing key.
@@ -27,17 +27,6 @@ impl Active {
         let key = signature::key(&definition.secret);
         Arc::new(Active { definition, key })
     }
-}
-
-/// What the worker reports, not saved.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Live {
-    /// Events after the cursor not yet posted or dropped.
-    pub queue_depth: u64,
-    /// When the oldest of them was recorded (Unix ms).
-    pub oldest_ms: Option<i64>,
-    /// Posts under way or waiting to retry.
-    pub in_flight: usize,
 }
 
 struct State {
@@ -117,7 +106,7 @@ impl Hook {
             state: Mutex::new(State {
                 active: Active::new(saved.definition),
                 progress: saved.progress,
-                live: Live::default(),
+                live: saved.live,
                 dirty: false,
             }),
         })
@@ -154,7 +143,20 @@ impl Hook {
         Saved {
             definition: state.active.definition.clone(),
             progress: state.progress.clone(),
+            live: state.live,
         }
+    }
+
+    /// Takes what another node saved of a webhook whose worker does not
+    /// run here: its definition (when replaced), progress and live figures.
+    pub fn refresh(&self, saved: Saved) {
+        let mut state = self.lock();
+        if state.active.definition != saved.definition {
+            state.active = Active::new(saved.definition);
+        }
+        state.progress = saved.progress;
+        state.live = saved.live;
+        state.dirty = false;
     }
 
     /// Whether progress changed since the last save.

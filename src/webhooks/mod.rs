@@ -2,19 +2,22 @@
 //! (see [`signature`]), at least once, in the event log's order (posts in
 //! flight may complete out of order), with retries for up to a day.
 //!
-//! Definitions and progress live in their own durable file (see [`book`]).
-//! Every webhook has a worker (see `worker.rs`) on the thread
+//! Definitions and progress live in a [`Book`]: a single node's own durable
+//! file, or a cluster's shared bucket. Every webhook has a worker (see
+//! `worker.rs`) reading a [`Source`] of events, on the thread
 //! `pushd-webhooks`, which also saves progress and runs the event log's
-//! retention: nothing of the engine or the API waits on a receiver.
+//! retention: nothing of the engine or the API waits on a receiver. In a
+//! cluster, a webhook's worker runs on the one node its [`Placement`] puts
+//! it on, and each node follows the others' changes every second.
 
 pub mod book;
 mod hook;
 pub mod signature;
+pub mod source;
 mod target;
 mod worker;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -27,13 +30,17 @@ use tokio::task::{AbortHandle, JoinSet};
 
 pub use hook::{Stats, View};
 
-use crate::events::EventLog;
-use book::{Definition, Saved};
+pub use book::{Book, FileBook};
+use book::{Change, Definition, Saved};
 use hook::Hook;
+pub use source::Source;
 
 /// How progress is saved and retention runs, at most.
 const SAVE_EVERY: Duration = Duration::from_millis(250);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often a node sharing its webhooks with others reads their changes
+/// and places the workers.
+const REVIEW_EVERY: Duration = Duration::from_secs(1);
 
 /// Longest webhook URL, bytes.
 pub const MAX_URL_BYTES: usize = 2048;
@@ -81,11 +88,11 @@ pub enum Error {
     /// The definition cannot be used; nothing changed.
     #[error("{0}")]
     Invalid(String),
-    /// The webhooks file could not be read or written.
-    #[error("{path}: {source}")]
+    /// The webhooks' book could not be read or written.
+    #[error("{place}: {source}")]
     Io {
-        /// The file.
-        path: PathBuf,
+        /// The book (its file, or bucket).
+        place: String,
         /// Why.
         source: std::io::Error,
     },
@@ -160,7 +167,7 @@ impl Request {
 
 /// What the workers share.
 pub(crate) struct Shared {
-    log: Arc<EventLog>,
+    source: Arc<dyn Source>,
     settings: Settings,
     client: reqwest::Client,
     clock: Arc<dyn Clock>,
@@ -171,10 +178,18 @@ enum Command {
     Stop(String),
 }
 
+/// Which webhooks' workers run on this node: in a cluster, each webhook's
+/// on the node serving the partition its id hashes to.
+pub type Placement = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The webhooks: their definitions, their workers.
 pub struct Webhooks {
-    path: PathBuf,
+    book: Box<dyn Book>,
+    /// `None`: every worker runs here (a single node).
+    placement: Option<Placement>,
     hooks: Mutex<BTreeMap<String, Arc<Hook>>>,
+    /// The webhooks whose workers run here.
+    running: Mutex<BTreeSet<String>>,
     shared: Arc<Shared>,
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -185,20 +200,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Webhooks {
-    /// Loads the webhooks of `data_dir` and starts their workers on the
-    /// thread `pushd-webhooks`, posting the events of `log`.
+    /// Loads the webhooks of `book` and starts their workers (those
+    /// `placement` puts here) on the thread `pushd-webhooks`, posting the
+    /// events of `source`.
     pub fn start(
-        data_dir: &Path,
-        log: Arc<EventLog>,
+        book: Box<dyn Book>,
+        source: Arc<dyn Source>,
         settings: Settings,
         clock: Arc<dyn Clock>,
+        placement: Option<Placement>,
     ) -> Result<Arc<Webhooks>, Error> {
-        let path = book::path(data_dir);
+        let place = book.place();
         let io = |source| Error::Io {
-            path: path.clone(),
+            place: place.clone(),
             source,
         };
-        let saved = book::load(&path).map_err(io)?;
+        let saved = book.load().map_err(io)?;
         let hooks: BTreeMap<String, Arc<Hook>> = saved
             .into_iter()
             .map(|(id, s)| (id.clone(), Hook::new(id, s)))
@@ -216,14 +233,13 @@ impl Webhooks {
         }
         let client = client.build().map_err(|e| io(std::io::Error::other(e)))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        for hook in hooks.values() {
-            let _ = tx.send(Command::Start(hook.clone()));
-        }
         let webhooks = Arc::new(Webhooks {
-            path: path.clone(),
-            hooks: Mutex::new(hooks),
+            book,
+            placement,
+            hooks: Mutex::new(BTreeMap::new()),
+            running: Mutex::default(),
             shared: Arc::new(Shared {
-                log,
+                source,
                 settings: Settings {
                     in_flight: settings.in_flight.max(1),
                     ..settings
@@ -234,6 +250,11 @@ impl Webhooks {
             commands: Mutex::new(Some(tx)),
             thread: Mutex::new(None),
         });
+        for hook in hooks.values().filter(|h| webhooks.runs_here(&h.id)) {
+            lock(&webhooks.running).insert(hook.id.clone());
+            webhooks.command(Command::Start(hook.clone()));
+        }
+        *lock(&webhooks.hooks) = hooks;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -247,12 +268,87 @@ impl Webhooks {
         Ok(webhooks)
     }
 
+    /// Whether webhook `id`'s worker belongs on this node.
+    fn runs_here(&self, id: &str) -> bool {
+        self.placement.as_ref().is_none_or(|here| here(id))
+    }
+
+    /// In a shared book, takes what other nodes changed: webhooks created,
+    /// replaced or deleted there, and the progress of those whose workers
+    /// run elsewhere.
+    fn refresh(&self) -> Result<(), Error> {
+        if !self.book.shared() {
+            return Ok(());
+        }
+        let saved = self.book.load().map_err(|e| self.io(e))?;
+        let mut hooks = lock(&self.hooks);
+        let running = lock(&self.running).clone();
+        hooks.retain(|id, _| {
+            let kept = saved.contains_key(id);
+            if !kept {
+                self.command(Command::Stop(id.clone()));
+            }
+            kept
+        });
+        for (id, s) in saved {
+            match hooks.get(&id) {
+                Some(hook) if running.contains(&id) => {
+                    if hook.active().definition != s.definition {
+                        hook.replace(s.definition);
+                    }
+                }
+                Some(hook) => hook.refresh(s),
+                None => {
+                    crate::telemetry::register_webhook(&id);
+                    hooks.insert(id.clone(), Hook::new(id, s));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the workers placed here that do not run, and stops those no
+    /// longer placed here (saving their progress first).
+    fn place_workers(&self) {
+        let hooks = lock(&self.hooks);
+        let mut running = lock(&self.running);
+        for (id, hook) in hooks.iter() {
+            match (self.runs_here(id), running.contains(id)) {
+                (true, false) => {
+                    running.insert(id.clone());
+                    self.command(Command::Start(hook.clone()));
+                }
+                (false, true) => {
+                    self.command(Command::Stop(id.clone()));
+                    let all = BTreeMap::from([(id.clone(), hook.saved())]);
+                    if let Err(e) =
+                        self.book
+                            .save(&all, std::slice::from_ref(id), Change::Progressed)
+                    {
+                        tracing::warn!(webhook = %id, error = %e, "progress of a webhook moving away not saved; its new node posts again from before");
+                    }
+                    running.remove(id);
+                }
+                _ => {}
+            }
+        }
+        running.retain(|id| hooks.contains_key(id));
+    }
+
+    fn io(&self, source: std::io::Error) -> Error {
+        Error::Io {
+            place: self.book.place(),
+            source,
+        }
+    }
+
     /// Creates or replaces webhook `id`; answers once the definition is
     /// durable. A new webhook posts the events recorded from now on; a
     /// replaced one goes on from where it was.
     pub fn put(&self, id: &str, request: Request) -> Result<View, Error> {
         request.check(self.shared.settings.allow_private_targets)?;
         let events = request.events()?;
+        self.refresh()?;
         let now = self.shared.clock.now();
         let mut hooks = lock(&self.hooks);
         let existing = hooks.get(id).cloned();
@@ -267,7 +363,7 @@ impl Webhooks {
         };
         let progress = existing.as_ref().map_or_else(
             || book::Progress {
-                cursor: self.shared.log.tail().offset,
+                cursor: self.shared.source.tail().offset,
                 ..Default::default()
             },
             |h| h.progress(),
@@ -275,10 +371,11 @@ impl Webhooks {
         let saved = Saved {
             definition: definition.clone(),
             progress,
+            live: book::Live::default(),
         };
         let mut all = self.snapshot(&hooks);
         all.insert(id.to_string(), saved.clone());
-        self.save(&hooks, all)?;
+        self.save(&hooks, &all, Change::Defined(id))?;
         let hook = match existing {
             Some(hook) => {
                 hook.replace(definition);
@@ -288,7 +385,10 @@ impl Webhooks {
                 crate::telemetry::register_webhook(id);
                 let hook = Hook::new(id.to_string(), saved);
                 hooks.insert(id.to_string(), hook.clone());
-                self.command(Command::Start(hook.clone()));
+                if self.runs_here(id) {
+                    lock(&self.running).insert(id.to_string());
+                    self.command(Command::Start(hook.clone()));
+                }
                 hook
             }
         };
@@ -297,6 +397,7 @@ impl Webhooks {
 
     /// Webhook `id` with its delivery figures.
     pub fn get(&self, id: &str) -> Result<View, Error> {
+        self.refresh()?;
         let hook = lock(&self.hooks)
             .get(id)
             .cloned()
@@ -305,20 +406,23 @@ impl Webhooks {
     }
 
     /// Every webhook, by id.
-    pub fn list(&self) -> Vec<View> {
+    pub fn list(&self) -> Result<Vec<View>, Error> {
+        self.refresh()?;
         let now = self.shared.clock.now_ms();
-        lock(&self.hooks).values().map(|h| h.view(now)).collect()
+        Ok(lock(&self.hooks).values().map(|h| h.view(now)).collect())
     }
 
     /// Deletes webhook `id` and stops its posts; answers once durable.
     pub fn delete(&self, id: &str) -> Result<(), Error> {
+        self.refresh()?;
         let mut hooks = lock(&self.hooks);
         let mut all = self.snapshot(&hooks);
         if all.remove(id).is_none() {
             return Err(Error::NotFound(id.to_string()));
         }
-        self.save(&hooks, all)?;
+        self.save(&hooks, &all, Change::Removed(id))?;
         hooks.remove(id);
+        lock(&self.running).remove(id);
         self.command(Command::Stop(id.to_string()));
         Ok(())
     }
@@ -333,8 +437,8 @@ impl Webhooks {
         }
     }
 
-    /// Every webhook with its progress as of now, as the file keeps them
-    /// (the file itself may be a moment behind).
+    /// Every webhook with its progress as of now, as the book keeps them
+    /// (the book itself may be a moment behind).
     pub fn saved(&self) -> BTreeMap<String, Saved> {
         self.snapshot(&lock(&self.hooks))
     }
@@ -345,7 +449,7 @@ impl Webhooks {
         }
     }
 
-    /// Every webhook as the file keeps it, now.
+    /// Every webhook as the book keeps it, now.
     fn snapshot(&self, hooks: &BTreeMap<String, Arc<Hook>>) -> BTreeMap<String, Saved> {
         hooks
             .iter()
@@ -353,22 +457,21 @@ impl Webhooks {
             .collect()
     }
 
-    /// Replaces the file with `all`; called with the webhooks locked, so
+    /// Saves `change` to the book; called with the webhooks locked, so
     /// saves never cross. On failure every webhook's progress is saved
     /// again next time.
     fn save(
         &self,
         hooks: &BTreeMap<String, Arc<Hook>>,
-        all: BTreeMap<String, Saved>,
+        all: &BTreeMap<String, Saved>,
+        change: Change<'_>,
     ) -> Result<(), Error> {
-        book::save(&self.path, all).map_err(|source| {
+        let running: Vec<String> = lock(&self.running).iter().cloned().collect();
+        self.book.save(all, &running, change).map_err(|source| {
             for hook in hooks.values() {
                 hook.update(|_| ());
             }
-            Error::Io {
-                path: self.path.clone(),
-                source,
-            }
+            self.io(source)
         })
     }
 
@@ -379,18 +482,33 @@ impl Webhooks {
             return;
         }
         let all = self.snapshot(&hooks);
-        if let Err(e) = self.save(&hooks, all) {
+        if let Err(e) = self.save(&hooks, &all, Change::Progressed) {
             tracing::error!(error = %e, "cannot save webhook progress; retrying");
         }
     }
 
+    /// In a shared book, takes other nodes' changes and moves workers to
+    /// where they are placed now.
+    fn review(&self) {
+        if !self.book.shared() {
+            return;
+        }
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "cannot read the webhooks; trying again");
+            return;
+        }
+        self.place_workers();
+    }
+
     /// Runs the workers until [`Webhooks::stop`], saving progress and
-    /// pruning the event log on the way.
+    /// pruning the event log on the way (and, in a shared book, following
+    /// other nodes' changes and where each worker belongs).
     async fn supervise(self: Arc<Self>, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut workers = JoinSet::new();
         let mut running: HashMap<String, AbortHandle> = HashMap::new();
         let mut save = tokio::time::interval(SAVE_EVERY);
         let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut review = tokio::time::interval(REVIEW_EVERY);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -414,9 +532,13 @@ impl Webhooks {
                     let me = self.clone();
                     let _ = tokio::task::spawn_blocking(move || me.save_progress()).await;
                 }
+                _ = review.tick(), if self.book.shared() => {
+                    let me = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || me.review()).await;
+                }
                 _ = prune.tick() => {
-                    let log = self.shared.log.clone();
-                    let _ = tokio::task::spawn_blocking(move || log.prune()).await;
+                    let source = self.shared.source.clone();
+                    let _ = tokio::task::spawn_blocking(move || source.prune()).await;
                 }
                 Some(ended) = workers.join_next(), if !workers.is_empty() => {
                     if let Err(e) = ended && e.is_panic() {

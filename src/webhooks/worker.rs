@@ -20,9 +20,11 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use reqwest::header::CONTENT_TYPE;
 
-use super::hook::{Active, Hook, Live};
+use super::book::Live;
+use super::hook::{Active, Hook};
+use super::source::still_kept;
 use super::{Settings, Shared, signature, target};
-use crate::events::{EventLog, ReadError, StoredEvent};
+use crate::events::{ReadError, StoredEvent};
 
 /// Most events read and not yet done (posted ones included).
 const MAX_WINDOW: usize = 4096;
@@ -39,12 +41,12 @@ struct Slot {
     done: bool,
 }
 
-/// Runs the worker of `hook` until it is aborted or the log closes.
+/// Runs the worker of `hook` until it is aborted or the source closes.
 pub async fn run(hook: Arc<Hook>, shared: Arc<Shared>) {
-    let log = &shared.log;
-    let mut appended = log.watch();
+    let source = &shared.source;
+    let mut appended = source.watch();
     let mut cursor = hook.progress().cursor;
-    let end = log.tail().offset;
+    let end = source.tail().offset;
     if cursor > end {
         tracing::warn!(webhook = %hook.id, cursor, end, "webhook cursor past the event log's end; it goes on from the end");
         cursor = end;
@@ -57,7 +59,7 @@ pub async fn run(hook: Arc<Hook>, shared: Arc<Shared>) {
         appended.borrow_and_update();
         while posts.len() < shared.settings.in_flight && window.len() < MAX_WINDOW {
             let room = (shared.settings.in_flight - posts.len()).min(MAX_WINDOW - window.len());
-            let page = match log.read(read, room) {
+            let page = match source.read(read, room).await {
                 Ok(page) => page,
                 Err(ReadError::Io(e)) => {
                     tracing::error!(webhook = %hook.id, error = %e, "cannot read the event log; trying again in a second");
@@ -66,7 +68,7 @@ pub async fn run(hook: Arc<Hook>, shared: Arc<Shared>) {
                 }
                 Err(e) => {
                     tracing::error!(webhook = %hook.id, error = %e, "webhook cursor unusable; it goes on from the event log's end");
-                    read = log.tail().offset;
+                    read = source.tail().offset;
                     break;
                 }
             };
@@ -121,7 +123,7 @@ fn report(hook: &Hook, shared: &Shared, window: &VecDeque<Slot>, in_flight: usiz
     let live = Live {
         queue_depth: window
             .front()
-            .map_or(0, |s| shared.log.tail().next_seq.saturating_sub(s.seq)),
+            .map_or(0, |s| shared.source.tail().next_seq.saturating_sub(s.seq)),
         oldest_ms: window.front().map(|s| s.time_ms),
         in_flight,
     };
@@ -175,7 +177,7 @@ async fn deliver(hook: Arc<Hook>, shared: Arc<Shared>, event: StoredEvent) -> u6
     let deadline = event.time_ms + settings.max_age.as_millis() as i64;
     let mut failures = 0;
     loop {
-        if failures > 0 && !still_kept(&shared.log, event.offset) {
+        if failures > 0 && !still_kept(&shared.source, event.offset).await {
             // Erased since it was read (its customer erased): not posted.
             return event.seq;
         }
@@ -213,14 +215,6 @@ async fn deliver(hook: Arc<Hook>, shared: Arc<Shared>, event: StoredEvent) -> u6
         let wait = backoff(settings, failures).min(Duration::from_millis(left as u64));
         shared.clock.sleep(wait).await;
     }
-}
-
-/// Whether the event at `offset` is still in the log: one erased since it
-/// was read is skipped by reads. (A log that cannot be read keeps it.)
-fn still_kept(log: &EventLog, offset: u64) -> bool {
-    log.read(offset, 1).map_or(true, |page| {
-        page.events.first().is_some_and(|e| e.offset == offset)
-    })
 }
 
 /// The wait before retry number `failures`: doubling from the base up to

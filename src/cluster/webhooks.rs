@@ -1,0 +1,298 @@
+//! Cluster mode: webhooks. Definitions and progress live in a replicated
+//! key-value bucket every node reads ([`SharedBook`]); the events come from
+//! the cluster's events stream ([`StreamEvents`]), in the stream's order,
+//! as the feed answers them.
+//!
+//! Each webhook's worker runs on one node: the one serving the partition
+//! its id hashes to (as a customer id would). It saves its cursor (a
+//! stream sequence) and figures to the bucket a few times a second; when
+//! the partition moves, the node that takes it starts the worker from the
+//! cursor last saved, so events after it are posted again rather than
+//! skipped (at least once, as on a single node: receivers drop copies by
+//! `event_id`). A webhook is created, replaced or deleted through any node,
+//! which answers once the bucket holds the change.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use pushd_actors::ports::BoxFuture;
+use pushd_actors::status::MessageStatus;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::events::EventStream;
+use super::{key_of, scan};
+use crate::events::{Page, ReadError, StoredEvent, Tail};
+use crate::webhooks::Source;
+use crate::webhooks::book::{Book, Change, Definition, Live, Progress, Saved};
+
+/// How long a call to the bucket may take before the webhook call fails.
+const BUCKET_WAIT: Duration = Duration::from_secs(10);
+/// How often the end of the events stream is read, to wake the workers.
+const TAIL_EVERY: Duration = Duration::from_millis(200);
+
+/// Runs `call` on `runtime` and waits for it from this (blocking) thread.
+fn wait<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    call: impl Future<Output = Result<T, String>> + Send + 'static,
+) -> io::Result<T> {
+    let (done, result) = std::sync::mpsc::channel();
+    runtime.spawn(async move {
+        let _ = done.send(call.await);
+    });
+    match result.recv_timeout(BUCKET_WAIT) {
+        Ok(outcome) => outcome.map_err(io::Error::other),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from NATS within {BUCKET_WAIT:?}"),
+        )),
+    }
+}
+
+/// A definition as the bucket keeps it, with its id (a key is the id
+/// encoded).
+#[derive(Serialize, Deserialize)]
+struct Defined {
+    id: String,
+    #[serde(flatten)]
+    definition: Definition,
+}
+
+/// Progress and live figures as the bucket keeps them.
+#[derive(Default, Serialize, Deserialize)]
+struct Posted {
+    progress: Progress,
+    live: Live,
+}
+
+/// The webhooks of a cluster, in the bucket `<prefix>-webhooks`: under
+/// `d.<id>` each definition, written by the node a change went through;
+/// under `p.<id>` each one's progress, written by the node running its
+/// worker. The two never overwrite each other.
+pub struct SharedBook {
+    bucket: kv::Store,
+    runtime: tokio::runtime::Handle,
+}
+
+impl SharedBook {
+    /// The book in `bucket`, called on `runtime`.
+    pub fn new(bucket: kv::Store, runtime: tokio::runtime::Handle) -> SharedBook {
+        SharedBook { bucket, runtime }
+    }
+
+    fn put(&self, key: String, value: Vec<u8>) -> io::Result<()> {
+        let bucket = self.bucket.clone();
+        wait(&self.runtime, async move {
+            bucket
+                .put(key, value.into())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl Book for SharedBook {
+    fn load(&self) -> io::Result<BTreeMap<String, Saved>> {
+        let bucket = self.bucket.clone();
+        let entries = wait(&self.runtime, async move {
+            scan(&bucket).await.map_err(|e| e.to_string())
+        })?;
+        let mut defined = BTreeMap::new();
+        let mut posted = BTreeMap::new();
+        for (key, value) in entries {
+            let bad = |e: serde_json::Error| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("webhook {key}: {e}"))
+            };
+            if let Some(k) = key.strip_prefix("d.") {
+                let d: Defined = serde_json::from_slice(&value).map_err(bad)?;
+                defined.insert(k.to_string(), d);
+            } else if let Some(k) = key.strip_prefix("p.") {
+                let p: Posted = serde_json::from_slice(&value).map_err(bad)?;
+                posted.insert(k.to_string(), p);
+            }
+        }
+        Ok(defined
+            .into_iter()
+            .map(|(key, d)| {
+                let p = posted.remove(&key).unwrap_or_default();
+                let saved = Saved {
+                    definition: d.definition,
+                    progress: p.progress,
+                    live: p.live,
+                };
+                (d.id, saved)
+            })
+            .collect())
+    }
+
+    fn save(
+        &self,
+        all: &BTreeMap<String, Saved>,
+        running: &[String],
+        change: Change<'_>,
+    ) -> io::Result<()> {
+        let posted = |s: &Saved| {
+            serde_json::to_vec(&Posted {
+                progress: s.progress.clone(),
+                live: s.live,
+            })
+        };
+        match change {
+            Change::Defined(id) => {
+                let Some(saved) = all.get(id) else {
+                    return Ok(());
+                };
+                // A new webhook's starting cursor first: a worker placed
+                // elsewhere finds it with the definition.
+                if self.load_key(&format!("p.{}", key_of(id)))?.is_none() {
+                    self.put(format!("p.{}", key_of(id)), posted(saved)?)?;
+                }
+                let defined = Defined {
+                    id: id.to_string(),
+                    definition: saved.definition.clone(),
+                };
+                self.put(format!("d.{}", key_of(id)), serde_json::to_vec(&defined)?)
+            }
+            Change::Removed(id) => {
+                let bucket = self.bucket.clone();
+                let key = key_of(id);
+                wait(&self.runtime, async move {
+                    for k in [format!("d.{key}"), format!("p.{key}")] {
+                        bucket.purge(k).await.map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+            }
+            Change::Progressed => {
+                for id in running {
+                    if let Some(saved) = all.get(id) {
+                        self.put(format!("p.{}", key_of(id)), posted(saved)?)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn place(&self) -> String {
+        format!("the cluster's webhooks bucket ({})", self.bucket.name)
+    }
+}
+
+impl SharedBook {
+    fn load_key(&self, key: &str) -> io::Result<Option<bytes::Bytes>> {
+        let (bucket, key) = (self.bucket.clone(), key.to_string());
+        wait(&self.runtime, async move {
+            bucket.get(key).await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The cluster's events stream as webhooks read it: a cursor is a stream
+/// sequence, and the end of the stream is read every [`TAIL_EVERY`] to wake
+/// the workers.
+pub struct StreamEvents {
+    stream: EventStream,
+    tail: watch::Sender<Tail>,
+}
+
+impl StreamEvents {
+    /// Reads `stream`, following its end on `runtime`.
+    pub async fn start(
+        stream: EventStream,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Arc<StreamEvents>, super::ClusterError> {
+        let last = stream.last_sequence().await?;
+        let (tail, _) = watch::channel(tail_at(last));
+        let events = Arc::new(StreamEvents { stream, tail });
+        runtime.spawn(follow(Arc::downgrade(&events)));
+        Ok(events)
+    }
+}
+
+/// The tail of a stream whose last sequence is `last`.
+fn tail_at(last: u64) -> Tail {
+    Tail {
+        offset: last,
+        next_seq: last + 1,
+    }
+}
+
+/// Reads the end of the stream until `events` is dropped.
+async fn follow(events: Weak<StreamEvents>) {
+    let mut every = tokio::time::interval(TAIL_EVERY);
+    loop {
+        every.tick().await;
+        let Some(events) = events.upgrade() else {
+            return;
+        };
+        match events.stream.last_sequence().await {
+            Ok(last) => {
+                events.tail.send_if_modified(|t| {
+                    let moved = t.offset != last;
+                    *t = tail_at(last);
+                    moved
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "events stream's end not read"),
+        }
+    }
+}
+
+impl Source for StreamEvents {
+    fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
+        let stream = self.stream.clone();
+        Box::pin(async move {
+            let page = stream
+                .page(after, limit)
+                .await
+                .map_err(|e| ReadError::Io(io::Error::other(e.to_string())))??;
+            let events = page
+                .events
+                .into_iter()
+                .map(|(seq, body)| stored(seq, body.to_vec()))
+                .collect();
+            Ok(Page {
+                events,
+                next: page.next,
+            })
+        })
+    }
+
+    fn tail(&self) -> Tail {
+        *self.tail.borrow()
+    }
+
+    fn watch(&self) -> watch::Receiver<Tail> {
+        self.tail.subscribe()
+    }
+}
+
+/// The event at stream sequence `seq`: its status and time read from its
+/// JSON (`event`, `timestamp` in seconds).
+fn stored(seq: u64, body: Vec<u8>) -> StoredEvent {
+    #[derive(Deserialize)]
+    struct Head {
+        event: MessageStatus,
+        timestamp: i64,
+    }
+    let head: Option<Head> = serde_json::from_slice(&body).ok();
+    StoredEvent {
+        offset: seq - 1,
+        next: seq,
+        seq,
+        time_ms: head.as_ref().map_or(0, |h| h.timestamp * 1000),
+        // An event that does not read is taken by no webhook (none takes
+        // `attempted`) and passed.
+        status: head.map_or(MessageStatus::Attempted, |h| h.event),
+        body,
+    }
+}
