@@ -1430,6 +1430,80 @@ async fn a_preview_asked_of_any_node_is_answered_for_the_customers_partition() {
     assert_eq!((status, &log["deliveries"]), (200, &json!([])), "{log}");
 }
 
+/// A bulk import through one node: each customer lands on the node serving
+/// it with every field as given (the other nodes' items are forwarded as
+/// they came), and a malformed item anywhere refuses the whole call before
+/// any node imports anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_import_through_one_node_lands_whole_on_every_customers_node() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start("bulk import", &[]).await;
+    let nodes = rig.nodes().await;
+    let item = |i: usize| {
+        json!({"id": format!("b{i}"), "attributes": {"plan": format!("p{i}")},
+            "unsubscribed": i.is_multiple_of(2), "devices": [
+                {"id": ios_token(i), "platform": "ios", "app": "shop",
+                 "environment": "sandbox", "last_used": 1_764_100_000 + i, "opted_in": false,
+                 "attributes": {"model": "phone"}},
+                {"id": android_token(i), "platform": "android", "last_used": 1_764_000_000}]})
+    };
+    // An android device in sandbox (customers[17].devices[1]) refuses it all.
+    let mut items: Vec<Value> = (0..24).map(item).collect();
+    items[17]["devices"][1]["environment"] = json!("sandbox");
+    let (status, v) = nodes[0]
+        .call("POST", "/v1/batch", Some(json!({"customers": items})))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let why = v["error"]["message"].as_str().unwrap();
+    assert!(
+        why.contains("customers[17].devices[1].environment"),
+        "{why}"
+    );
+    for node in &nodes {
+        let (status, _) = node.call("GET", "/v1/customers/b3", None).await;
+        assert_eq!(status, 404, "nothing imported");
+    }
+
+    let items: Vec<Value> = (0..24).map(item).collect();
+    let (status, v) = nodes[0]
+        .call("POST", "/v1/batch", Some(json!({"customers": items})))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["imported"], 24, "{v}");
+    let ids: Vec<&str> = (v["results"].as_array().unwrap().iter())
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..24).map(|i| format!("b{i}")).collect();
+    assert_eq!(ids, expected, "results in the request's order");
+    for i in 0..24 {
+        let (status, c) = nodes[(i + 1) % 3]
+            .call("GET", &format!("/v1/customers/b{i}"), None)
+            .await;
+        assert_eq!(status, 200, "{c}");
+        assert_eq!(c["attributes"]["plan"], format!("p{i}"), "{c}");
+        assert_eq!(c["unsubscribed"], i.is_multiple_of(2), "{c}");
+        let ios = &c["devices"][0];
+        assert_eq!(ios["id"], ios_token(i), "{c}");
+        assert_eq!(
+            (
+                &ios["app"],
+                &ios["environment"],
+                &ios["last_used"],
+                &ios["opted_in"]
+            ),
+            (
+                &json!("shop"),
+                &json!("sandbox"),
+                &json!(1_764_100_000 + i),
+                &json!(false)
+            ),
+            "{c}"
+        );
+        assert_eq!(ios["attributes"]["model"], "phone", "{c}");
+        assert_eq!(c["devices"][1]["last_used"], 1_764_000_000, "{c}");
+    }
+}
+
 /// Segment's batch (`/ingest/v1/batch`) through one node: each customer's
 /// events are applied by the node serving it, and a `messageId` once,
 /// whichever node the retry comes through.

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use pushd_actors::model::Device;
 use pushd_actors::person::{ImportCustomer, MAX_DEVICES};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::auth::ApiKey;
@@ -38,8 +38,9 @@ struct BatchBody {
     customers: Vec<ImportItem>,
 }
 
-/// One customer to import.
-#[derive(Deserialize)]
+/// One customer to import; a node forwards the items of customers another
+/// node serves as they came.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct ImportItem {
     id: String,
@@ -88,16 +89,30 @@ async fn import(
         )));
     }
     let now = state.clock.now();
-    let imports: Vec<(String, ImportCustomer)> = body
-        .customers
-        .into_iter()
-        .enumerate()
-        .map(|(at, item)| checked(item, at, now))
-        .collect::<Result<_, _>>()?;
-    // Customers of partitions other nodes serve go there.
+    // Customers of partitions other nodes serve go there, as they came;
+    // every item is checked first, wherever it goes.
     let forwarded = req.headers().contains_key(FORWARDED);
-    let (here, elsewhere) = by_owner(&state, forwarded, imports, |(id, _)| id.as_str());
-    let local = here.into_iter().map(|(n, (id, import))| {
+    let (here, elsewhere) = by_owner(&state, forwarded, body.customers, |i| i.id.as_str());
+    let refused_elsewhere = (elsewhere.values().flatten())
+        .filter_map(|(n, item)| checked(item.clone(), *n, now).err().map(|e| (*n, e)))
+        .min_by_key(|(n, _)| *n);
+    let mut imports = Vec::with_capacity(here.len());
+    for (n, item) in here {
+        match checked(item, n, now) {
+            Ok(import) => imports.push((n, import)),
+            // The first refusal in the request's order, wherever it goes.
+            Err(e) => {
+                return Err(match refused_elsewhere {
+                    Some((m, first)) if m < n => first,
+                    _ => e,
+                });
+            }
+        }
+    }
+    if let Some((_, e)) = refused_elsewhere {
+        return Err(e);
+    }
+    let local = imports.into_iter().map(|(n, (id, import))| {
         let state = state.clone();
         async move {
             let ids = [("customer", id.as_str())];
@@ -143,26 +158,14 @@ fn result(id: &str, done: Result<(), (String, String)>) -> Value {
 }
 
 /// Cluster mode: the items of customers the node at `address` serves, in
-/// one forwarded import; their results, by their place in the request.
+/// one forwarded import (the API's own items, as they came); their
+/// results, by their place in the request.
 async fn import_elsewhere(
     state: &AppState,
     address: String,
-    items: Vec<(usize, (String, ImportCustomer))>,
+    items: Vec<(usize, ImportItem)>,
 ) -> Vec<Placed> {
-    let customers: Vec<Value> = items
-        .iter()
-        .map(|(_, (id, import))| {
-            let devices: Vec<Value> = (import.devices.iter())
-                .map(|d| {
-                    json!({"id": d.id, "platform": d.platform, "app": d.app,
-                        "environment": d.environment, "last_used": d.last_used,
-                        "attributes": d.attributes, "opted_in": d.opted_in})
-                })
-                .collect();
-            json!({"id": id, "attributes": import.attributes,
-                "unsubscribed": import.unsubscribed, "devices": devices})
-        })
-        .collect();
+    let customers: Vec<&ImportItem> = items.iter().map(|(_, item)| item).collect();
     let body = Bytes::from(json!({"customers": customers}).to_string());
     let answer = match &state.cluster {
         Some(link) => link
@@ -182,7 +185,7 @@ async fn import_elsewhere(
     items
         .into_iter()
         .enumerate()
-        .map(|(k, (n, (id, _)))| {
+        .map(|(k, (n, ImportItem { id, .. }))| {
             let r = answered.get(k).cloned().unwrap_or_else(|| {
                 let why = match &answer {
                     Err(e) => e.clone(),

@@ -12,7 +12,7 @@ use pushd_actors::person::{
     CustomerEvent, DeleteCustomer, DeleteDevice, EraseCustomer, GetCustomer, PersonActor,
     PutCustomer, PutDevice,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::auth::{ApiKey, Caller, ForCustomer};
@@ -52,8 +52,9 @@ struct DeviceBody {
     device: DeviceFields,
 }
 
-/// A device as the API takes it (`PUT .../devices` and `POST /v1/batch`).
-#[derive(Deserialize)]
+/// A device as the API takes it (`PUT .../devices` and `POST /v1/batch`);
+/// a batch forwarded to another node carries it as it came.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DeviceFields {
     id: String,
