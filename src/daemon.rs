@@ -6,19 +6,17 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
-use actix_web::middleware::{ErrorHandlers, from_fn};
-use actix_web::{App, HttpServer, web};
+use actix_web::web;
 use pushd_actors::engine::{EngineError, PartitionTag, Ports};
 use pushd_actors::ports::{Clock, OsEntropy, Store, SystemClock};
 use pushd_actors::registry::Registry;
 
-use crate::config::{Config, ConfigError, IdentityVerification};
+use crate::config::{Config, ConfigError};
 use crate::events::EventLog;
 use crate::http::{self, AppState, Catalog};
-use crate::keys::{self, KeysError, Source};
+use crate::keys::{self, KeysError};
 use crate::partition::{Partition, Partitioning, Partitions};
 use crate::persistence::{OpenError, Persistence};
 use crate::providers::Providers;
@@ -104,7 +102,18 @@ pub async fn serve_with(
         source,
     })?;
     if config.cluster.enabled() {
-        return crate::cluster::serve::run(config, listener, clock, banner).await;
+        let node = crate::cluster::serve::start(&config, &listener, clock, banner).await?;
+        let served = http::server::run(
+            node.state,
+            listener,
+            node.start,
+            &config,
+            Some(node.hand_over),
+        )
+        .await;
+        tracing::info!("http drained");
+        node.after.run();
+        return Ok(served?);
     }
     let keys = keys::resolve(&config)?;
     let prometheus =
@@ -116,7 +125,7 @@ pub async fn serve_with(
         Timing::default(),
     )?;
     let store = persistence.store.clone();
-    let identity = identity_verification(&config, store.made_requiring_identity());
+    let identity = keys::identity_verification(&config, store.made_requiring_identity());
     let events = open_events(&config, &persistence, clock.clone())?;
     let renderer = Arc::new(LiquidRenderer::default().with_limits(config.templates.limits()));
     let providers = Arc::new(Providers::for_apps(
@@ -212,14 +221,17 @@ pub async fn serve_with(
         body_timeout: config.http.body_timeout(),
         writes,
     });
-    run_api(
-        state, &keys, identity, listener, prometheus, &config, banner, None,
-    )
-    .await?;
+    let start = http::server::Start {
+        keys,
+        identity,
+        prometheus,
+        banner,
+    };
+    http::server::run(state, listener, start, &config, None).await?;
     tracing::info!("http drained; checkpointing");
     let budget = config
         .shutdown_timeout()
-        .saturating_sub(http_drain(&config));
+        .saturating_sub(http::server::drain_time(&config));
     finish_within(budget, move || {
         webhooks.stop();
         persistence.close();
@@ -232,9 +244,6 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// How long the HTTP server may drain its connections on SIGTERM: a third
-/// of `shutdown_timeout_secs`, at most 10 s; the rest is the last
-/// checkpoint's.
 /// What to do about a data directory pushd may not use: the same fix the
 /// store names when it cannot write a file inside one.
 fn access_hint(error: &std::io::Error) -> &'static str {
@@ -245,10 +254,6 @@ fn access_hint(error: &std::io::Error) -> &'static str {
         }
         _ => "",
     }
-}
-
-fn http_drain(config: &Config) -> Duration {
-    Duration::from_secs((config.shutdown_timeout_secs / 3).clamp(1, 10))
 }
 
 /// Runs `close` (the last checkpoint, the journal's and event log's last
@@ -283,126 +288,6 @@ fn finish_within(budget: Duration, close: impl FnOnce() -> Result<(), String> + 
     std::process::exit(1);
 }
 
-/// What a cluster node does on SIGTERM/SIGINT before its HTTP server
-/// drains: hand its partitions over while it still answers (forwarding).
-pub(crate) type HandOver = Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()>>;
-
-/// Serves the API on `listener` until SIGTERM/SIGINT has drained it, with
-/// at most `[http] max_connections` connections (sized from the open files
-/// limit, which it raises first); with `banner`, prints where the keys are
-/// and where it listens once ready. With `hand_over`, the signal runs it
-/// first and only then drains the server.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the server's parts, named once here"
-)]
-pub(crate) async fn run_api(
-    state: web::Data<AppState>,
-    keys: &keys::ResolvedKeys,
-    identity: IdentityVerification,
-    listener: TcpListener,
-    prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    config: &Config,
-    banner: bool,
-    hand_over: Option<HandOver>,
-) -> Result<(), ServeError> {
-    let open_files = crate::persistence::raise_open_files();
-    let limit = config.http.connection_limit(open_files);
-    limit.report(open_files);
-    let addr = listener.local_addr()?;
-    let site_id = config.compat.customerio_site_id.clone();
-    let key_data = web::Data::new(http::KeyCheck::new(&keys.keys, identity, site_id));
-    let compat = web::Data::new(http::compat::Compat::new(&config.compat));
-    let prometheus = web::Data::new(prometheus);
-    let max_body = state.max_body;
-    let connections = http::Connections::new(limit);
-    let server = HttpServer::new(move || {
-        App::new()
-            .wrap(from_fn(http::forward::to_owner))
-            .wrap(ErrorHandlers::new().default_handler(http::contract_body))
-            .wrap(from_fn(http::intake::admit))
-            .app_data(state.clone())
-            .app_data(key_data.clone())
-            .app_data(prometheus.clone())
-            .app_data(compat.clone())
-            .configure(|cfg| http::extractors(cfg, max_body))
-            .configure(http::routes)
-    })
-    .shutdown_timeout(http_drain(config).as_secs())
-    .on_connect(move |io, data| connections.accepted(io, data))
-    // actix-web's own limit is per worker and stops accepting when reached:
-    // above ours (one worker may hold them all), it is never reached.
-    .max_connections(limit.total().saturating_mul(2))
-    .listen(listener)?;
-    let server = match hand_over {
-        Some(_) => server.disable_signals(),
-        None => server,
-    };
-    let mut server = server.run();
-    if let Some(hand_over) = hand_over {
-        // Listening from here on: a signal sent once the banner shows is
-        // caught.
-        let signalled = shutdown_signal()?;
-        let handle = server.handle();
-        actix_web::rt::spawn(async move {
-            signalled.await;
-            tracing::info!("stopping: handing the partitions over first");
-            hand_over().await;
-            handle.stop(true).await;
-        });
-    }
-    // The first poll starts the workers and installs the SIGTERM/SIGINT
-    // handlers: only then may the banner say the daemon is ready (a signal
-    // sent on seeing it must drain the daemon, not kill it).
-    match futures_util::poll!(&mut server) {
-        Poll::Ready(result) => result?,
-        Poll::Pending => {
-            if banner {
-                print_banner(keys, addr);
-            }
-            server.await?
-        }
-    }
-    Ok(())
-}
-
-/// Resolves on the first SIGTERM or SIGINT; the handlers are installed
-/// when this is called.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
-}
-
-/// The identity verification in effect: the configured one, else the
-/// data directory's default (`required` unless an earlier release made
-/// it), said in a log line.
-pub(crate) fn identity_verification(config: &Config, new_data_dir: bool) -> IdentityVerification {
-    let default = match new_data_dir {
-        true => IdentityVerification::Required,
-        false => IdentityVerification::Off,
-    };
-    let mode = config.keys.identity_verification.unwrap_or(default);
-    match mode {
-        IdentityVerification::Required => tracing::info!(
-            "identity verification required: SDK-key events name their customer with its \
-             Pushd-Customer-Auth proof"
-        ),
-        IdentityVerification::Off => tracing::warn!(
-            "identity verification is off: the SDK key can send events for any customer id; set \
-             [keys] identity_verification = \"required\" (PUSHD_IDENTITY_VERIFICATION) once your \
-             apps send Pushd-Customer-Auth"
-        ),
-    }
-    mode
-}
-
 /// Opens the delivery event log under `<data_dir>/events`, drops events of
 /// journal records the journal no longer holds, and attaches it to the
 /// store before the journal's replay, so replayed records make their
@@ -429,21 +314,4 @@ fn open_events(
         .map_err(|e| failed(std::io::Error::other(e)))?;
     persistence.store.attach(events.clone());
     Ok(events)
-}
-
-/// What `serve` prints on start: generated keys (once), where the keys are
-/// kept, the dashboard, and last the address (a script waits for that line).
-fn print_banner(keys: &keys::ResolvedKeys, addr: std::net::SocketAddr) {
-    let generated = [
-        ("api_key", &keys.keys.api, &keys.api_source),
-        ("sdk_key", &keys.keys.sdk, &keys.sdk_source),
-    ];
-    for (name, key, source) in generated {
-        if let Source::Generated(path) = source {
-            println!("generated {name}: {key} (kept in {})", path.display());
-        }
-    }
-    println!("{}", keys.whereabouts());
-    println!("dashboard: http://{addr}/ (sign in with the API key)");
-    println!("pushd listening on http://{addr}");
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, IdentityVerification};
 use crate::http::Keys;
 
 /// The file's name inside the data directory.
@@ -269,6 +269,29 @@ impl ResolvedKeys {
             ),
         }
     }
+}
+
+/// The identity verification in effect: the configured one, else the
+/// data directory's default (`required` unless an earlier release made
+/// it), said in a log line.
+pub fn identity_verification(config: &Config, new_data_dir: bool) -> IdentityVerification {
+    let default = match new_data_dir {
+        true => IdentityVerification::Required,
+        false => IdentityVerification::Off,
+    };
+    let mode = config.keys.identity_verification.unwrap_or(default);
+    match mode {
+        IdentityVerification::Required => tracing::info!(
+            "identity verification required: SDK-key events name their customer with its \
+             Pushd-Customer-Auth proof"
+        ),
+        IdentityVerification::Off => tracing::warn!(
+            "identity verification is off: the SDK key can send events for any customer id; set \
+             [keys] identity_verification = \"required\" (PUSHD_IDENTITY_VERIFICATION) once your \
+             apps send Pushd-Customer-Auth"
+        ),
+    }
+    mode
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! `pushd serve --cluster ...`: a cluster node. It connects to NATS, joins
 //! the members, takes its share of the partitions as the node loop finds
-//! them free, and serves the whole API: what another node's partition must
-//! do is forwarded there. On SIGTERM it leaves the members and hands its
-//! partitions back (last snapshots uploaded) while it still answers, so
-//! the others take them at once, and only then drains its HTTP server.
+//! them free, and gives the daemon the state to serve the whole API over:
+//! what another node's partition must do is forwarded there. On SIGTERM it
+//! leaves the members and hands its partitions back (last snapshots
+//! uploaded) while it still answers, so the others take them at once, and
+//! only then does the daemon drain its HTTP server.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use super::relay::Relay;
 use super::webhooks::{SharedBook, StreamEvents};
 use super::{ClusterError, Link, Nats, Node};
 use crate::config::{Config, ConfigError};
-use crate::daemon::{ServeError, run_api};
+use crate::daemon::ServeError;
+use crate::http::server::{HandOver, Start};
 use crate::http::{AppState, Catalog};
 use crate::keys;
 use crate::partition::{Partitioning, Partitions};
@@ -29,14 +31,43 @@ use crate::providers::Providers;
 use crate::template::LiquidRenderer;
 use crate::webhooks::{Placement, Webhooks};
 
-/// Runs a cluster node on `listener` until
-/// SIGTERM/SIGINT.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
+/// A cluster node ready to serve: what the daemon's HTTP server runs over,
+/// what a shutdown signal hands over first, and what stops once the server
+/// drained.
+pub struct Started {
+    /// The API's state.
+    pub state: web::Data<AppState>,
+    /// The keys, metrics and banner of the server.
+    pub start: Start,
+    /// Leaves the members and hands the partitions over.
+    pub hand_over: HandOver,
+    /// What stops once the server drained.
+    pub after: Stop,
+}
+
+/// The webhooks and the node's NATS runtime, stopped once the server
+/// drained.
+pub struct Stop {
+    webhooks: Arc<Webhooks>,
+    background: Background,
+}
+
+impl Stop {
+    /// Stops them.
+    pub fn run(self) {
+        self.webhooks.stop();
+        drop(self.background);
+    }
+}
+
+/// Starts a cluster node that will serve on `listener` (its address is the
+/// one other nodes are told of).
+pub async fn start(
+    config: &Config,
+    listener: &TcpListener,
     clock: Arc<dyn Clock>,
     banner: bool,
-) -> Result<(), ServeError> {
+) -> Result<Started, ServeError> {
     if config.api_key.is_none() || config.sdk_key.is_none() {
         return Err(ConfigError::Invalid(
             "a cluster node needs api_key and sdk_key set (PUSHD_API_KEY, PUSHD_SDK_KEY), the \
@@ -45,7 +76,7 @@ pub async fn run(
         )
         .into());
     }
-    let keys = keys::resolve(&config)?;
+    let keys = keys::resolve(config)?;
     let listening = listener.local_addr()?.to_string();
     let settings = config.cluster.settings(&listening)?;
     let credential = config.cluster.node_credential()?;
@@ -107,7 +138,7 @@ pub async fn run(
     );
     tracing::info!(node = %settings.node, partitions = settings.partitions, "joining the cluster");
     let running = runtime.spawn(node.clone().run());
-    let webhooks = start_webhooks(&config, &nats, &events, &partitions, &clock, &runtime).await?;
+    let webhooks = start_webhooks(config, &nats, &events, &partitions, &clock, &runtime).await?;
     let client = nats.js.client();
     let readiness = crate::readiness::Readiness::new(vec![Box::new(move || {
         let state = client.connection_state();
@@ -155,9 +186,9 @@ pub async fn run(
     // Partitions live in NATS and move between nodes: a cluster has no
     // data directory of its own age, so verification is required unless
     // configured off.
-    let identity = crate::daemon::identity_verification(&config, true);
+    let identity = keys::identity_verification(config, true);
     let leaving = node.clone();
-    let hand_over: crate::daemon::HandOver = Box::new(move || {
+    let hand_over: HandOver = Box::new(move || {
         Box::pin(async move {
             // The loop stops first: it would announce the node again and
             // take partitions back.
@@ -171,20 +202,20 @@ pub async fn run(
             }
         })
     });
-    let served = run_api(
+    Ok(Started {
         state,
-        &keys,
-        identity,
-        listener,
-        prometheus,
-        &config,
-        banner,
-        Some(hand_over),
-    )
-    .await;
-    tracing::info!("http drained");
-    webhooks.stop();
-    served
+        start: Start {
+            keys,
+            identity,
+            prometheus,
+            banner,
+        },
+        hand_over,
+        after: Stop {
+            webhooks,
+            background,
+        },
+    })
 }
 
 /// Starts the cluster's webhooks: kept in the webhooks bucket, posting the

@@ -26,6 +26,7 @@ mod range;
 mod reach;
 mod relayed;
 mod send;
+pub mod server;
 mod split;
 mod webhooks;
 
