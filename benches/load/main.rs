@@ -12,12 +12,16 @@
 //! reports phases, through a cluster of one node and then of N nodes (see
 //! `cluster.rs`); `--node-cpus C` caps each node at C cores (`cgroup.rs`).
 //! `--scheduled N` runs only the scheduled phase, with N deliveries;
-//! `--no-scheduled` runs the others without it.
+//! `--no-scheduled` runs the others without it. `--latency` runs only the
+//! latency phase (`latency.rs`): single sends at 50 a second, with the
+//! daemon idle and then during a campaign to 50,000 customers
+//! (`--latency N`: to N).
 
 mod cgroup;
 mod cluster;
 mod cpu;
 mod daemon;
+mod latency;
 mod memory;
 mod output;
 mod profile;
@@ -118,6 +122,10 @@ fn main() -> Res<()> {
     }
     if let Some(n) = flag_value::<usize>(&args, "--scheduled", "a delivery count")? {
         return runtime.block_on(scheduled_only(n));
+    }
+    if let Some(at) = args.iter().position(|a| a == "--latency") {
+        let campaign = args.get(at + 1).and_then(|n| n.parse().ok());
+        return runtime.block_on(latency_only(campaign.unwrap_or(LATENCY_CAMPAIGN)));
     }
     let scheduled = !args.iter().any(|a| a == "--no-scheduled");
     runtime.block_on(run(sizes, profile.then_some(graph), webhook, scheduled))
@@ -293,6 +301,42 @@ async fn scheduled_only(n: usize) -> Res<()> {
         "scheduled_release_s": held.release_s,
     });
     println!("{figures}");
+    Ok(())
+}
+
+/// The latency phase's campaign, customers.
+const LATENCY_CAMPAIGN: usize = 50_000;
+/// The latency phase's single sends per second.
+const SINGLES_PER_S: u32 = 50;
+
+/// `--latency`: the latency phase alone, on a daemon of its own with fast
+/// fakes; prints its figures as JSON.
+async fn latency_only(campaign: usize) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let fakes = FakeProviders::start(dir.path(), FaultMix::default()).await?;
+    let daemon = Daemon::start(&dir.path().join("data"), &fakes.env()).await?;
+    let api = Api::new(&daemon.base)?;
+    let result = latency::run(&api, &fakes, campaign, SINGLES_PER_S).await?;
+    daemon.kill().await?;
+    let (idle, during) = (&result.idle, &result.during_campaign);
+    eprintln!(
+        "[latency] single sends, idle: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} arrived)",
+        idle.p50_ms, idle.p99_ms, idle.max_ms, idle.arrived, idle.sends
+    );
+    eprintln!(
+        "[latency] during the campaign: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} arrived); p99 {:.1}x idle",
+        during.p50_ms,
+        during.p99_ms,
+        during.max_ms,
+        during.arrived,
+        during.sends,
+        result.p99_over_idle
+    );
+    eprintln!(
+        "[latency] campaign {:.0} pushes/s, bare client {:.0}: ratio {:.2}",
+        result.campaign_pushes_per_s, result.bare_pushes_per_s, result.campaign_ratio
+    );
+    println!("{}", serde_json::to_string(&result)?);
     Ok(())
 }
 

@@ -197,11 +197,14 @@ impl SharedBook {
 }
 
 /// The cluster's events stream as webhooks read it: a cursor is a stream
-/// sequence, and the end of the stream is read every [`TAIL_EVERY`] to wake
-/// the workers.
+/// sequence, and while a worker runs the end of the stream is read every
+/// [`TAIL_EVERY`] to wake it.
 pub struct StreamEvents {
     stream: EventStream,
     tail: watch::Sender<Tail>,
+    runtime: tokio::runtime::Handle,
+    /// Itself, for a read of the end run on the runtime.
+    me: Weak<StreamEvents>,
 }
 
 impl StreamEvents {
@@ -212,7 +215,12 @@ impl StreamEvents {
     ) -> Result<Arc<StreamEvents>, super::ClusterError> {
         let last = stream.last_sequence().await?;
         let (tail, _) = watch::channel(tail_at(last));
-        let events = Arc::new(StreamEvents { stream, tail });
+        let events = Arc::new_cyclic(|me| StreamEvents {
+            stream,
+            tail,
+            runtime: runtime.clone(),
+            me: me.clone(),
+        });
         runtime.spawn(follow(Arc::downgrade(&events)));
         Ok(events)
     }
@@ -226,7 +234,8 @@ fn tail_at(last: u64) -> Tail {
     }
 }
 
-/// Reads the end of the stream until `events` is dropped.
+/// Reads the end of the stream, while a worker watches it, until `events`
+/// is dropped.
 async fn follow(events: Weak<StreamEvents>) {
     let mut every = tokio::time::interval(TAIL_EVERY);
     loop {
@@ -234,9 +243,18 @@ async fn follow(events: Weak<StreamEvents>) {
         let Some(events) = events.upgrade() else {
             return;
         };
-        match events.stream.last_sequence().await {
+        if events.tail.receiver_count() > 0 {
+            events.read_tail().await;
+        }
+    }
+}
+
+impl StreamEvents {
+    /// Reads the end of the stream now, and wakes the workers if it moved.
+    async fn read_tail(&self) -> Tail {
+        match self.stream.last_sequence().await {
             Ok(last) => {
-                events.tail.send_if_modified(|t| {
+                self.tail.send_if_modified(|t| {
                     let moved = t.offset != last;
                     *t = tail_at(last);
                     moved
@@ -244,6 +262,7 @@ async fn follow(events: Weak<StreamEvents>) {
             }
             Err(e) => tracing::debug!(error = %e, "events stream's end not read"),
         }
+        *self.tail.borrow()
     }
 }
 
@@ -269,6 +288,13 @@ impl Source for StreamEvents {
 
     fn tail(&self) -> Tail {
         *self.tail.borrow()
+    }
+
+    fn end(&self) -> Tail {
+        let Some(me) = self.me.upgrade() else {
+            return self.tail();
+        };
+        wait(&self.runtime, async move { Ok(me.read_tail().await) }).unwrap_or_else(|_| self.tail())
     }
 
     fn watch(&self) -> watch::Receiver<Tail> {

@@ -363,7 +363,7 @@ impl Webhooks {
         };
         let progress = existing.as_ref().map_or_else(
             || book::Progress {
-                cursor: self.shared.source.tail().offset,
+                cursor: self.shared.source.end().offset,
                 ..Default::default()
             },
             |h| h.progress(),

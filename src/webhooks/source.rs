@@ -14,8 +14,14 @@ pub trait Source: Send + Sync + 'static {
     /// Up to `limit` events after cursor `after`, oldest first.
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>>;
 
-    /// Where the events end now: a new webhook's cursor.
+    /// Where the events end, as last seen (a worker's queue depth).
     fn tail(&self) -> Tail;
+
+    /// Where the events end now, read afresh: a new webhook's cursor.
+    /// Called off the async runtime (it may block).
+    fn end(&self) -> Tail {
+        self.tail()
+    }
 
     /// A receiver that changes when events may have been appended, and
     /// closes when no more will come.
