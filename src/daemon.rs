@@ -155,9 +155,10 @@ pub async fn serve_with(
         "recovered"
     );
     persistence.retain(config.store.retention(clock.clone()));
+    let feed = Arc::new(crate::events::LocalEvents::new(events.clone()));
     let webhooks = Webhooks::start(
         Box::new(webhooks::FileBook::new(&config.data_dir)),
-        events.clone(),
+        feed.clone(),
         config.webhooks.settings(),
         clock.clone(),
         None,
@@ -207,7 +208,7 @@ pub async fn serve_with(
         renderer,
         providers,
         clock,
-        events: Some(events.clone()),
+        feed,
         webhooks: webhooks.clone(),
         backup: Some(Arc::new(crate::backup::Source::new(
             &config.data_dir,

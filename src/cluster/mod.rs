@@ -47,8 +47,6 @@ pub struct Link {
     /// The cluster secret, which checks the signature of a call from
     /// another node.
     pub credential: trust::NodeCredential,
-    /// The delivery events of every partition: the event feed.
-    pub events: events::EventStream,
 }
 
 /// Why cluster mode could not start or a partition could not be taken.

@@ -138,7 +138,12 @@ pub async fn start(
     );
     tracing::info!(node = %settings.node, partitions = settings.partitions, "joining the cluster");
     let running = runtime.spawn(node.clone().run());
-    let webhooks = start_webhooks(config, &nats, &events, &partitions, &clock, &runtime).await?;
+    let (stream, following) = (events.clone(), runtime.clone());
+    let feed = runtime
+        .spawn(async move { StreamEvents::start(stream, &following).await })
+        .await
+        .map_err(|e| ClusterError::Nats(e.to_string()))??;
+    let webhooks = start_webhooks(config, &nats, feed.clone(), &partitions, &clock, &runtime)?;
     let client = nats.js.client();
     let readiness = crate::readiness::Readiness::new(vec![Box::new(move || {
         let state = client.connection_state();
@@ -158,7 +163,7 @@ pub async fn start(
         renderer,
         providers,
         clock,
-        events: None,
+        feed,
         webhooks: webhooks.clone(),
         backup: None,
         cluster: Some(Arc::new(Link {
@@ -176,7 +181,6 @@ pub async fn start(
             forward_timeout: settings.forward_timeout,
             advertise: settings.advertise.clone(),
             credential,
-            events,
         })),
         max_body: config.max_body_bytes,
         readiness,
@@ -221,19 +225,14 @@ pub async fn start(
 /// Starts the cluster's webhooks: kept in the webhooks bucket, posting the
 /// events stream, each one's worker on the node serving the partition its
 /// id hashes to.
-async fn start_webhooks(
+fn start_webhooks(
     config: &Config,
     nats: &Nats,
-    events: &EventStream,
+    source: Arc<StreamEvents>,
     partitions: &Arc<Partitions>,
     clock: &Arc<dyn Clock>,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Arc<Webhooks>, ServeError> {
-    let (stream, following) = (events.clone(), runtime.clone());
-    let source = runtime
-        .spawn(async move { StreamEvents::start(stream, &following).await })
-        .await
-        .map_err(|e| ClusterError::Nats(e.to_string()))??;
     let served = partitions.clone();
     let placement: Placement = Box::new(move |id| {
         let tag = served.partitioning().of_customer(id);

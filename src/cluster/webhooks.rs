@@ -1,7 +1,7 @@
-//! Cluster mode: webhooks. Definitions and progress live in a replicated
-//! key-value bucket every node reads ([`SharedBook`]); the events come from
-//! the cluster's events stream ([`StreamEvents`]), in the stream's order,
-//! as the feed answers them.
+//! Cluster mode: webhooks and the feed. Definitions and progress live in a
+//! replicated key-value bucket every node reads ([`SharedBook`]); the events
+//! come from the cluster's events stream ([`StreamEvents`]), in the stream's
+//! order, the same for the feed and the webhooks.
 //!
 //! Each webhook's worker runs on one node: the one serving the partition
 //! its id hashes to (as a customer id would). It saves its cursor (a
@@ -25,8 +25,7 @@ use tokio::sync::watch;
 
 use super::events::EventStream;
 use super::{key_of, scan};
-use crate::events::{Page, ReadError, StoredEvent, Tail};
-use crate::webhooks::Source;
+use crate::events::{Page, ReadError, Source, StoredEvent, Tail};
 use crate::webhooks::book::{Book, Change, Definition, Live, Progress, Saved};
 
 /// How long a call to the bucket may take before the webhook call fails.
@@ -273,7 +272,7 @@ impl Source for StreamEvents {
             let page = stream
                 .page(after, limit)
                 .await
-                .map_err(|e| ReadError::Io(io::Error::other(e.to_string())))??;
+                .map_err(|e| ReadError::Unavailable(e.to_string()))??;
             let events = page
                 .events
                 .into_iter()

@@ -116,6 +116,10 @@ pub enum ReadError {
     /// A segment could not be read.
     #[error("event log: {0}")]
     Io(#[from] io::Error),
+    /// The events are elsewhere (a cluster's stream) and did not answer;
+    /// reading again later may.
+    #[error("events stream: {0}")]
+    Unavailable(String),
 }
 
 /// The end of what readers may read.

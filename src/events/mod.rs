@@ -63,12 +63,14 @@ pub mod frame;
 mod log;
 pub mod record;
 pub mod segments;
+pub mod source;
 
 use pushd_actors::ports::{Change, Entry, Position};
 
 pub use erasure::FILE as ERASURES_FILE;
 pub use export::{Export, SegmentCopy};
 pub use log::{EventLog, NewEvent, Options, Page, ReadError, StoredEvent, Tail, WaitDurable};
+pub use source::{LocalEvents, Source};
 
 use crate::segfile::Kind;
 use crate::store::ChangeSink;

@@ -364,6 +364,14 @@ impl From<crate::events::ReadError> for ApiError {
                     "after: {e}; start again without after, or from the last cursor you stored"
                 ))
             }
+            ReadError::Unavailable(_) => {
+                tracing::error!(error = %e, "events stream not read");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    format!("the cluster's NATS did not answer ({e}); retry in a moment"),
+                )
+            }
             ReadError::Io(_) => {
                 tracing::error!(error = %e, "event log failure");
                 ApiError::new(

@@ -3,9 +3,8 @@
 //! exactly as a webhook posts it), oldest first, and the cursor to ask for
 //! next in the `Pushd-Next-Cursor` header. No `after` starts at the oldest
 //! event kept; an empty page means the reader is caught up. A cluster node
-//! reads every partition's events from the cluster's events stream
-//! ([`crate::cluster::events`]): the cursor is a place in that stream, the
-//! same on every node.
+//! reads every partition's events from the cluster's events stream: the
+//! cursor is a place in that stream, the same on every node.
 
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
@@ -14,7 +13,6 @@ use serde::Deserialize;
 use super::auth::ApiKey;
 use super::body::{Params, QueryOf};
 use super::error::ApiError;
-use super::reach::{cluster_error, off_workers};
 use super::{AppState, endpoint, page_limit};
 
 /// The header that carries the next cursor.
@@ -42,16 +40,7 @@ async fn feed(
         })?,
     };
     let limit = page_limit(query.limit.as_deref())?;
-    if let Some(link) = &state.cluster {
-        let page = link
-            .events
-            .page(after, limit)
-            .await
-            .map_err(cluster_error)??;
-        return Ok(ndjson(page.events.iter().map(|(_, e)| &e[..]), page.next));
-    }
-    let events = state.events()?;
-    let page = off_workers(move || Ok(events.read(after, limit)?)).await?;
+    let page = state.feed.read(after, limit).await?;
     Ok(ndjson(page.events.iter().map(|e| &e.body[..]), page.next))
 }
 

@@ -48,7 +48,6 @@ pub use error::{ApiError, contract_body};
 pub use reach::Catalog;
 pub use send::IDEMPOTENT_REPLAYED;
 
-use crate::events::EventLog;
 use crate::partition::Partitions;
 use crate::providers::Providers;
 use crate::template::LiquidRenderer;
@@ -69,9 +68,9 @@ pub struct AppState {
     pub providers: Arc<Providers>,
     /// The engine's clock: the time of a report or event sent without one.
     pub clock: Arc<dyn Clock>,
-    /// A single node's delivery events (`/v1/events`); a cluster node
-    /// reads the cluster's events stream instead.
-    pub events: Option<Arc<EventLog>>,
+    /// The delivery events (`/v1/events`): a single node's event log, or
+    /// the cluster's events stream.
+    pub feed: Arc<dyn crate::events::Source>,
     /// The webhooks (`/v1/webhooks`): a single node's, or the cluster's.
     pub webhooks: Arc<Webhooks>,
     /// What `GET /v1/backup` archives; a cluster node, whose state lives
@@ -90,12 +89,6 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The event log, or 501 on a cluster node, which keeps none (its
-    /// feed reads the cluster's events stream).
-    pub fn events(&self) -> Result<Arc<EventLog>, ApiError> {
-        self.events.clone().ok_or_else(not_in_cluster)
-    }
-
     /// What a backup is taken from, or 501 on a cluster node.
     pub fn backup(&self) -> Result<Arc<crate::backup::Source>, ApiError> {
         self.backup.clone().ok_or_else(not_in_cluster)

@@ -13,7 +13,6 @@
 pub mod book;
 mod hook;
 pub mod signature;
-pub mod source;
 mod target;
 mod worker;
 
@@ -30,10 +29,10 @@ use tokio::task::{AbortHandle, JoinSet};
 
 pub use hook::{Stats, View};
 
+pub use crate::events::Source;
 pub use book::{Book, FileBook};
 use book::{Change, Definition, Saved};
 use hook::Hook;
-pub use source::Source;
 
 /// How progress is saved and retention runs, at most.
 const SAVE_EVERY: Duration = Duration::from_millis(250);

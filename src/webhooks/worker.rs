@@ -22,8 +22,8 @@ use reqwest::header::CONTENT_TYPE;
 
 use super::book::Live;
 use super::hook::{Active, Hook};
-use super::source::still_kept;
 use super::{Settings, Shared, signature, target};
+use crate::events::source::still_kept;
 use crate::events::{ReadError, StoredEvent};
 
 /// Most events read and not yet done (posted ones included).
@@ -61,7 +61,7 @@ pub async fn run(hook: Arc<Hook>, shared: Arc<Shared>) {
             let room = (shared.settings.in_flight - posts.len()).min(MAX_WINDOW - window.len());
             let page = match source.read(read, room).await {
                 Ok(page) => page,
-                Err(ReadError::Io(e)) => {
+                Err(e @ (ReadError::Io(_) | ReadError::Unavailable(_))) => {
                     tracing::error!(webhook = %hook.id, error = %e, "cannot read the event log; trying again in a second");
                     shared.clock.sleep(Duration::from_secs(1)).await;
                     break;

@@ -1,15 +1,15 @@
-//! Where a webhook's worker reads events: the single node's event log, or
-//! a cluster's events stream. Both hand out events after a cursor, in one
-//! order, and say when more may have come.
+//! The events as the feed and the webhooks read them: a single node's
+//! event log ([`LocalEvents`]), or a cluster's events stream. Both hand out
+//! events after a cursor, in one order, and say when more may have come.
 
 use std::sync::Arc;
 
 use pushd_actors::ports::BoxFuture;
 use tokio::sync::watch;
 
-use crate::events::{EventLog, Page, ReadError, Tail};
+use super::{EventLog, Page, ReadError, Tail};
 
-/// The events webhooks post.
+/// The events the feed answers and webhooks post.
 pub trait Source: Send + Sync + 'static {
     /// Up to `limit` events after cursor `after`, oldest first.
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>>;
@@ -31,22 +31,39 @@ pub trait Source: Send + Sync + 'static {
     fn prune(&self) {}
 }
 
-impl Source for EventLog {
+/// A single node's event log, read off the async runtime (its reads are
+/// file reads).
+pub struct LocalEvents {
+    log: Arc<EventLog>,
+}
+
+impl LocalEvents {
+    /// The events of `log`.
+    pub fn new(log: Arc<EventLog>) -> LocalEvents {
+        LocalEvents { log }
+    }
+}
+
+impl Source for LocalEvents {
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
-        let page = EventLog::read(self, after, limit);
-        Box::pin(async move { page })
+        let log = self.log.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || log.read(after, limit))
+                .await
+                .unwrap_or_else(|e| Err(ReadError::Io(std::io::Error::other(e))))
+        })
     }
 
     fn tail(&self) -> Tail {
-        EventLog::tail(self)
+        self.log.tail()
     }
 
     fn watch(&self) -> watch::Receiver<Tail> {
-        EventLog::watch(self)
+        self.log.watch()
     }
 
     fn prune(&self) {
-        EventLog::prune(self);
+        self.log.prune();
     }
 }
 
