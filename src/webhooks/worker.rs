@@ -92,22 +92,15 @@ pub async fn run(hook: Arc<Hook>, shared: Arc<Shared>) {
             }
             read = page.next;
         }
-        while window.front().is_some_and(|s| s.done) {
-            window.pop_front();
-        }
-        // Done: every event before the first one pending, or before where
-        // reading stopped.
-        let done = window.front().map_or(read, |s| s.offset);
-        if done != cursor {
-            cursor = done;
-            hook.update(|p| p.cursor = done);
-        }
-        report(&hook, &shared, &window, posts.len());
+        settle(&hook, &shared, &mut window, read, &mut cursor, posts.len());
         tokio::select! {
             Some(seq) = posts.next(), if !posts.is_empty() => {
                 if let Ok(i) = window.binary_search_by_key(&seq, |s| s.seq) {
                     window[i].done = true;
                 }
+                // At once, before reading on: a post's outcome and the
+                // queue it leaves are seen together.
+                settle(&hook, &shared, &mut window, read, &mut cursor, posts.len());
             }
             changed = appended.changed() => {
                 if changed.is_err() {
@@ -116,6 +109,28 @@ pub async fn run(hook: Arc<Hook>, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Passes the events done at the window's front, moves the cursor over
+/// them (every event before the first one pending, or before where
+/// reading stopped) and reports the live figures.
+fn settle(
+    hook: &Hook,
+    shared: &Shared,
+    window: &mut VecDeque<Slot>,
+    read: u64,
+    cursor: &mut u64,
+    in_flight: usize,
+) {
+    while window.front().is_some_and(|s| s.done) {
+        window.pop_front();
+    }
+    let done = window.front().map_or(read, |s| s.offset);
+    if done != *cursor {
+        *cursor = done;
+        hook.update(|p| p.cursor = done);
+    }
+    report(hook, shared, window, in_flight);
 }
 
 /// Publishes the worker's live figures (API and Prometheus).
