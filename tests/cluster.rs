@@ -1100,18 +1100,19 @@ async fn the_feed_pages_every_event_once_through_any_node_across_a_crash() {
     assert_eq!(v["error"]["code"], "invalid_field");
 }
 
-/// The `sent` events posted to `posts` so far and from now on (bounded),
-/// by event id, until every delivery of `deliveries` has one.
+/// The events posted to `posts` (each with how many times it was posted),
+/// by event id, taken until every delivery of `deliveries` has its `sent`
+/// event among them (bounded).
 async fn posted_until_sent(
     posts: &mut tokio::sync::mpsc::UnboundedReceiver<pushd::sim::Post>,
-    seen: &mut HashMap<String, Value>,
+    seen: &mut HashMap<String, (Value, usize)>,
     deliveries: &[String],
 ) {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let sent: BTreeSet<&str> = (seen.values())
-            .filter(|e| e["event"] == "sent")
-            .filter_map(|e| e["delivery_id"].as_str())
+            .filter(|(e, _)| e["event"] == "sent")
+            .filter_map(|(e, _)| e["delivery_id"].as_str())
             .collect();
         let missing = deliveries
             .iter()
@@ -1134,7 +1135,8 @@ async fn posted_until_sent(
             "a post without its signature"
         );
         let event = post.json();
-        seen.insert(event["event_id"].as_str().unwrap().to_string(), event);
+        let id = event["event_id"].as_str().unwrap().to_string();
+        seen.entry(id).or_insert((event, 0)).1 += 1;
     }
 }
 
@@ -1142,7 +1144,9 @@ async fn posted_until_sent(
 /// through every node; its events, of every partition, are posted signed;
 /// when the node running it crashes, the node taking its partition over
 /// goes on from its saved cursor, so every event in the feed is posted at
-/// least once; and a deletion through any node stops it everywhere.
+/// least once; when that node stops on SIGTERM, its workers stop first and
+/// the next node posts none of their events again; and a deletion through
+/// any node is seen through another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_posts_every_partitions_events_through_a_move_of_its_node() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -1156,6 +1160,8 @@ async fn a_webhook_posts_every_partitions_events_through_a_move_of_its_node() {
     ];
     let rig = Rig::start("cluster webhooks", &settings).await;
     let mut nodes = rig.nodes().await;
+    // Each node's number, as `nodes` loses some.
+    let mut numbers = vec![0, 1, 2];
     let (receiver, mut posts) = pushd::sim::WebhookReceiver::recording().await.unwrap();
     let url = format!("http://{}/hook", receiver.addr());
     let body = json!({"url": url, "secret": "whsec_cluster", "events": ["sent", "delivered"]});
@@ -1176,7 +1182,7 @@ async fn a_webhook_posts_every_partitions_events_through_a_move_of_its_node() {
     posted_until_sent(&mut posts, &mut seen, &before).await;
     assert!(
         seen.values()
-            .all(|e| e["event"] == "sent" || e["event"] == "delivered"),
+            .all(|(e, _)| e["event"] == "sent" || e["event"] == "delivered"),
         "only the kinds asked for"
     );
 
@@ -1191,6 +1197,7 @@ async fn a_webhook_posts_every_partitions_events_through_a_move_of_its_node() {
         .iter()
         .position(|s| s.contains(&partition))
         .expect("a node runs the webhook");
+    numbers.remove(runner);
     Arc::try_unwrap(nodes.remove(runner))
         .unwrap_or_else(|_| panic!("node shared"))
         .kill();
@@ -1221,11 +1228,43 @@ async fn a_webhook_posts_every_partitions_events_through_a_move_of_its_node() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // Its node stops on SIGTERM: the workers stop first, their cursor saved,
+    // so the node taking the partition over posts none of these again.
+    let runner = (serving(&nodes).await)
+        .iter()
+        .position(|s| s.contains(&partition))
+        .expect("a node runs the webhook");
+    let stopped = numbers.remove(runner);
+    let node = Arc::try_unwrap(nodes.remove(runner)).unwrap_or_else(|_| panic!("node shared"));
+    let code = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "a clean stop");
+    until_served(&nodes, |_| true).await;
+    let counted: HashMap<String, usize> =
+        (seen.iter()).map(|(id, (_, n))| (id.clone(), *n)).collect();
+    let last = send_all(&nodes[0], "promo", &customers).await;
+    posted_until_sent(&mut posts, &mut seen, &last).await;
+    let again: Vec<&String> = (seen.iter())
+        .filter(|(id, (e, n))| after_sent(e, &after) && counted.get(*id) != Some(n))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        again.is_empty(),
+        "posted again after a clean hand-over: {again:?}"
+    );
+
     // Deleted through one node, gone through the other.
     let (status, v) = nodes[0].call("DELETE", "/v1/webhooks/crm", None).await;
     assert_eq!(status, 204, "{v}");
-    let (status, v) = nodes[1].call("GET", "/v1/webhooks/crm", None).await;
+    let node = rig.node(stopped).await;
+    let (status, v) = node.call("GET", "/v1/webhooks/crm", None).await;
     assert_eq!(status, 404, "{v}");
+}
+
+/// Whether event `e` is the `sent` event of one of `deliveries`.
+fn after_sent(e: &Value, deliveries: &[String]) -> bool {
+    e["event"] == "sent" && deliveries.iter().any(|d| e["delivery_id"] == d.as_str())
 }
 
 /// The deliveries a send answered, each with its customer's index

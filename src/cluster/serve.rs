@@ -192,11 +192,20 @@ pub async fn start(
     // configured off.
     let identity = keys::identity_verification(config, true);
     let leaving = node.clone();
+    let posting = webhooks.clone();
     let hand_over: HandOver = Box::new(move || {
         Box::pin(async move {
             // The loop stops first: it would announce the node again and
             // take partitions back.
             running.abort();
+            // The webhook workers stop next, their progress saved, so the
+            // nodes taking the partitions go on from where they were.
+            let stopped = tokio::task::spawn_blocking(move || posting.stop());
+            if stopped.await.is_err() {
+                tracing::warn!(
+                    "webhook workers not stopped cleanly; their new nodes post again from the last saved progress"
+                );
+            }
             let left = runtime.spawn(async move { leaving.leave().await });
             if tokio::time::timeout(Duration::from_secs(20), left)
                 .await

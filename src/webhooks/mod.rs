@@ -426,7 +426,7 @@ impl Webhooks {
         Ok(())
     }
 
-    /// Stops every worker and saves their progress.
+    /// Stops every worker and saves their progress; again, does nothing.
     pub fn stop(&self) {
         lock(&self.commands).take();
         if let Some(thread) = lock(&self.thread).take()

@@ -24,7 +24,7 @@ use super::book::Live;
 use super::hook::{Active, Hook};
 use super::{Settings, Shared, signature, target};
 use crate::events::source::still_kept;
-use crate::events::{ReadError, StoredEvent};
+use crate::events::{ReadError, Source, StoredEvent};
 
 /// Most events read and not yet done (posted ones included).
 const MAX_WINDOW: usize = 4096;
@@ -46,7 +46,7 @@ pub async fn run(hook: Arc<Hook>, shared: Arc<Shared>) {
     let source = &shared.source;
     let mut appended = source.watch();
     let mut cursor = hook.progress().cursor;
-    let end = source.tail().offset;
+    let end = end_now(source).await;
     if cursor > end {
         tracing::warn!(webhook = %hook.id, cursor, end, "webhook cursor past the event log's end; it goes on from the end");
         cursor = end;
@@ -68,7 +68,7 @@ pub async fn run(hook: Arc<Hook>, shared: Arc<Shared>) {
                 }
                 Err(e) => {
                     tracing::error!(webhook = %hook.id, error = %e, "webhook cursor unusable; it goes on from the event log's end");
-                    read = source.tail().offset;
+                    read = end_now(source).await;
                     break;
                 }
             };
@@ -108,6 +108,17 @@ pub async fn run(hook: Arc<Hook>, shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// Where `source` ends now, read afresh (a cluster's stream is otherwise
+/// known only as of its last poll, which may be before a cursor another
+/// node saved).
+async fn end_now(source: &Arc<dyn Source>) -> u64 {
+    let reading = source.clone();
+    match tokio::task::spawn_blocking(move || reading.end()).await {
+        Ok(tail) => tail.offset,
+        Err(_) => source.tail().offset,
     }
 }
 
