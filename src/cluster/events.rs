@@ -357,14 +357,10 @@ impl ChangeSink for PartitionEvents {
             .upgrade()
             .ok_or_else(|| failed("the partition closed".into()))?;
         // The drain's thread waits; the publishing runs on the node's
-        // runtime, which this thread may be no part of.
-        let (done, result) = std::sync::mpsc::channel();
-        self.runtime.spawn(async move {
-            let _ = done.send(me.publish_through(through).await);
-        });
-        match result.recv_timeout(PUBLISH_WAIT) {
-            Ok(outcome) => outcome.map_err(failed),
-            Err(e) => Err(failed(e.to_string())),
-        }
+        // runtime.
+        super::wait_on(&self.runtime, PUBLISH_WAIT, async move {
+            me.publish_through(through).await
+        })
+        .map_err(failed)
     }
 }

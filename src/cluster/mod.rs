@@ -358,6 +358,23 @@ pub async fn scan(bucket: &kv::Store) -> Result<Vec<(String, bytes::Bytes)>, Clu
     }
 }
 
+/// Runs `call` on the node's `runtime` and waits for it, at most `limit`,
+/// from this blocking thread (a store's drain, a webhooks call), which
+/// may be no part of that runtime.
+pub fn wait_on<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    limit: Duration,
+    call: impl Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    let (done, result) = std::sync::mpsc::channel();
+    runtime.spawn(async move {
+        let _ = done.send(call.await);
+    });
+    result
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| Err(format!("no answer from NATS within {limit:?}")))
+}
+
 /// A key-value key for any id: ids may hold characters keys may not.
 pub fn key_of(id: &str) -> String {
     use base64::Engine as _;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::events::EventStream;
-use super::{key_of, scan};
+use super::{key_of, scan, wait_on};
 use crate::events::{Page, ReadError, Source, StoredEvent, Tail};
 use crate::webhooks::book::{Book, Change, Definition, Live, Progress, Saved};
 
@@ -38,17 +38,7 @@ fn wait<T: Send + 'static>(
     runtime: &tokio::runtime::Handle,
     call: impl Future<Output = Result<T, String>> + Send + 'static,
 ) -> io::Result<T> {
-    let (done, result) = std::sync::mpsc::channel();
-    runtime.spawn(async move {
-        let _ = done.send(call.await);
-    });
-    match result.recv_timeout(BUCKET_WAIT) {
-        Ok(outcome) => outcome.map_err(io::Error::other),
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no answer from NATS within {BUCKET_WAIT:?}"),
-        )),
-    }
+    wait_on(runtime, BUCKET_WAIT, call).map_err(io::Error::other)
 }
 
 /// A definition as the bucket keeps it, with its id (a key is the id
@@ -80,6 +70,13 @@ impl SharedBook {
     /// The book in `bucket`, called on `runtime`.
     pub fn new(bucket: kv::Store, runtime: tokio::runtime::Handle) -> SharedBook {
         SharedBook { bucket, runtime }
+    }
+
+    fn load_key(&self, key: &str) -> io::Result<Option<bytes::Bytes>> {
+        let (bucket, key) = (self.bucket.clone(), key.to_string());
+        wait(&self.runtime, async move {
+            bucket.get(key).await.map_err(|e| e.to_string())
+        })
     }
 
     fn put(&self, key: String, value: Vec<u8>) -> io::Result<()> {
@@ -147,8 +144,9 @@ impl Book for SharedBook {
                 };
                 // A new webhook's starting cursor first: a worker placed
                 // elsewhere finds it with the definition.
-                if self.load_key(&format!("p.{}", key_of(id)))?.is_none() {
-                    self.put(format!("p.{}", key_of(id)), posted(saved)?)?;
+                let progress = format!("p.{}", key_of(id));
+                if self.load_key(&progress)?.is_none() {
+                    self.put(progress, posted(saved)?)?;
                 }
                 let defined = Defined {
                     id: id.to_string(),
@@ -186,15 +184,6 @@ impl Book for SharedBook {
     }
 }
 
-impl SharedBook {
-    fn load_key(&self, key: &str) -> io::Result<Option<bytes::Bytes>> {
-        let (bucket, key) = (self.bucket.clone(), key.to_string());
-        wait(&self.runtime, async move {
-            bucket.get(key).await.map_err(|e| e.to_string())
-        })
-    }
-}
-
 /// The cluster's events stream as webhooks read it: a cursor is a stream
 /// sequence, and while a worker runs the end of the stream is read every
 /// [`TAIL_EVERY`] to wake it.
@@ -223,6 +212,21 @@ impl StreamEvents {
         runtime.spawn(follow(Arc::downgrade(&events)));
         Ok(events)
     }
+
+    /// Reads the end of the stream now, and wakes the workers if it moved.
+    async fn read_tail(&self) -> Tail {
+        match self.stream.last_sequence().await {
+            Ok(last) => {
+                self.tail.send_if_modified(|t| {
+                    let moved = t.offset != last;
+                    *t = tail_at(last);
+                    moved
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "events stream's end not read"),
+        }
+        *self.tail.borrow()
+    }
 }
 
 /// The tail of a stream whose last sequence is `last`.
@@ -245,23 +249,6 @@ async fn follow(events: Weak<StreamEvents>) {
         if events.tail.receiver_count() > 0 {
             events.read_tail().await;
         }
-    }
-}
-
-impl StreamEvents {
-    /// Reads the end of the stream now, and wakes the workers if it moved.
-    async fn read_tail(&self) -> Tail {
-        match self.stream.last_sequence().await {
-            Ok(last) => {
-                self.tail.send_if_modified(|t| {
-                    let moved = t.offset != last;
-                    *t = tail_at(last);
-                    moved
-                });
-            }
-            Err(e) => tracing::debug!(error = %e, "events stream's end not read"),
-        }
-        *self.tail.borrow()
     }
 }
 
