@@ -151,6 +151,7 @@ pub async fn serve_with(
     tracing::info!(
         covered = recovery.replayed.covered,
         replayed = recovery.replayed.records,
+        held = recovery.held,
         resumed = recovery.resumed,
         "recovered"
     );

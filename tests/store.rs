@@ -25,6 +25,7 @@ use pushd_actors::model::{
     PushOptions,
 };
 use pushd_actors::ports::{Change, Entry, OsEntropy, Store, SystemClock};
+use pushd_actors::schedule::Schedule;
 use pushd_actors::status::{
     DeliveryState, DeviceState, FailureReason, MessageStatus, Outcome, Report,
 };
@@ -103,11 +104,25 @@ fn random_delivery(
             (p, rng.gen_bool(0.15))
         })
         .collect();
-    delivery(customer, message, campaign, &devices)
+    let mut d = delivery(customer, message, campaign, &devices);
+    // Some are held for their time: they have only their status key.
+    if rng.gen_bool(0.2) {
+        d.state = DeliveryState::held();
+        d.sends.clear();
+        d.attempted_at = None;
+        d.schedule = Some(Schedule::at(9_000_000));
+    }
+    d
 }
 
-/// One random event on a delivery.
+/// One random event on a delivery (a held one is canceled or stays).
 fn random_event(rng: &mut StdRng, d: &mut Delivery) {
+    if d.state.held {
+        if rng.gen_bool(0.5) {
+            d.state.cancel();
+        }
+        return;
+    }
     let n = d.state.devices.len();
     if n == 0 {
         return;

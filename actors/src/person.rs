@@ -80,11 +80,8 @@ impl PersonActor {
     fn load(&mut self, ctx: &mut Context<Self>) -> Result<(), EngineError> {
         let store = &self.ctx.ports.store;
         self.customer = store.customer(&self.id)?;
+        // Held ones are on the engine's schedule (see `Registry::recover`).
         for stored in store.unsettled_deliveries(&self.id)? {
-            if stored.state.held {
-                self.rehold(&stored, ctx);
-                continue;
-            }
             // At-least-once: a device whose outcome was not recorded may
             // have been sent already; send it again and count the duplicate.
             let pending: Vec<usize> = pending_devices(&stored.state).collect();

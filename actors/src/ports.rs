@@ -293,8 +293,13 @@ pub trait Store: Send + Sync + 'static {
     /// One delivery by id, as of the position it holds: a reader that knows
     /// no later record changed it may hand it on instead of reading again.
     fn delivery_as_of(&self, id: &str) -> Result<Option<AsOf<Delivery>>, StoreError>;
-    /// The customer's deliveries whose send is not settled.
+    /// The customer's deliveries whose send is not settled, but for the
+    /// held ones (see [`Store::held_deliveries`]).
     fn unsettled_deliveries(&self, customer_id: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// Hands every delivery held for its time to `each`: the ones to put
+    /// back on the engine's schedule on start (no actor needs to run for
+    /// them until they are due).
+    fn held_deliveries(&self, each: &mut dyn FnMut(&Delivery)) -> Result<(), StoreError>;
     /// The customer's deliveries created in `[from, to]`, newest first.
     fn deliveries_between(
         &self,
@@ -302,7 +307,8 @@ pub trait Store: Send + Sync + 'static {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<Delivery>, StoreError>;
-    /// Every customer with an unsettled delivery: the ones to resume on start.
+    /// Every customer with an unsettled delivery not held: the ones to
+    /// resume on start.
     fn customers_with_unsettled(&self) -> Result<Vec<String>, StoreError>;
     /// The record of the keyed send call `key`, if one is kept (it may have
     /// expired: the caller checks its time).

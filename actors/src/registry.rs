@@ -137,18 +137,29 @@ impl Registry {
     }
 
     /// Brings the store up to the journal's end (replaying every record after
-    /// the position the store covers; a torn tail is cut), then wakes every
-    /// customer with an unsettled delivery so its sends resume. Call once,
-    /// before serving.
+    /// the position the store covers; a torn tail is cut), puts every held
+    /// delivery back on the schedule (one already due is released at once),
+    /// then wakes every customer with an unsettled delivery so its sends
+    /// resume. Call once, before serving.
     pub fn recover(&self) -> Result<Recovery, EngineError> {
         let ports = &self.ctx.ports;
         let replayed = crate::recovery::replay(&*ports.journal, &*ports.store)?;
+        let mut held = 0;
+        ports.store.held_deliveries(&mut |d| match &d.schedule {
+            Some(s) => {
+                self.held()
+                    .hold(s.due_ms, &d.id, &d.customer_id, &d.message_id);
+                held += 1;
+            }
+            None => tracing::error!(delivery = %d.id, "held without a schedule"),
+        })?;
         let customers = ports.store.customers_with_unsettled()?;
         for id in &customers {
             self.wake(id);
         }
         Ok(Recovery {
             replayed,
+            held,
             resumed: customers.len(),
         })
     }
@@ -305,6 +316,8 @@ impl Drop for Registry {
 pub struct Recovery {
     /// The journal's replay into the store.
     pub replayed: Replayed,
+    /// Held deliveries put back on the schedule.
+    pub held: usize,
     /// Customers woken to resume unsettled sends.
     pub resumed: usize,
 }

@@ -152,6 +152,19 @@ impl HeldFor {
 }
 
 impl Schedule {
+    /// The schedule of a send due at `due_ms` (Unix ms), in no zone.
+    pub fn at(due_ms: i64) -> Schedule {
+        Schedule {
+            due_ms,
+            timezone: None,
+            timezone_source: None,
+            released_ms: None,
+            platforms: Vec::new(),
+            rules: SendRules::default(),
+            held_for: HeldFor::Schedule,
+        }
+    }
+
     /// When it is due, Unix seconds.
     pub fn due(&self) -> Timestamp {
         self.due_ms.div_euclid(1000)
@@ -192,15 +205,7 @@ pub fn local_instant(local: DateTime, tz: &TimeZone) -> Option<i64> {
 /// Resolves `time` for `customer` at `now_ms`.
 pub fn resolve(time: &SendTime, customer: Option<&Customer>, now_ms: i64) -> Resolved {
     match time {
-        SendTime::At(at) => Resolved::Hold(Schedule {
-            due_ms: *at,
-            timezone: None,
-            timezone_source: None,
-            released_ms: None,
-            platforms: Vec::new(),
-            rules: SendRules::default(),
-            held_for: HeldFor::Schedule,
-        }),
+        SendTime::At(at) => Resolved::Hold(Schedule::at(*at)),
         SendTime::LocalTime {
             local,
             fallback,

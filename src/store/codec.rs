@@ -12,8 +12,10 @@ pub const UPGRADE_KEY: &str = "upgrading";
 /// The snapshot format this version writes: every value starts with its
 /// record's version (format 3, before it, held version-1 records without
 /// that byte); format 5 may hold deliveries of version 3, which format 4
-/// did not; format 6 deliveries of version 4 and counters of version 2.
-pub const FORMAT: u32 = 6;
+/// did not; format 6 deliveries of version 4 and counters of version 2;
+/// in format 7 a held delivery has only its record and status key (see
+/// `keys`).
+pub const FORMAT: u32 = 7;
 /// The oldest format this version opens (and upgrades in place).
 pub const OLDEST: u32 = 3;
 /// The meta key saying the failure-reason counters count every delivery

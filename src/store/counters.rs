@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use pushd_actors::model::Delivery;
 use pushd_actors::tally::{Tally, contribution, counted_failure};
 
-use super::keys::{self, Counter, Index};
+use super::keys::{self, Counter};
+use super::log::DeliveryFilter;
 use super::{Error, SledStore, codec};
 
 /// Counts the failure reasons of every delivery in the snapshot once, when a
@@ -74,15 +75,15 @@ impl SledStore {
     /// metrics, not in a recount.
     pub fn recount_message(&self, message_id: &str) -> Result<Tally, Error> {
         self.drain()?;
-        let prefix = Index::Message(message_id).prefix();
+        let filter = DeliveryFilter {
+            message_id: Some(message_id.to_owned()),
+            ..Default::default()
+        };
         let mut sum = Tally::default();
-        for item in self.db.scan_prefix(&prefix) {
-            let (key, _) = item?;
-            let id = [keys::DELIVERY, &key[prefix.len()..]].concat();
-            if let Some(d) = self.read::<Delivery>(&id)? {
-                sum += contribution(&d);
-            }
-        }
+        self.each_match(&filter, None, |d| {
+            sum += contribution(&d);
+            true
+        })?;
         Ok(sum)
     }
 

@@ -9,7 +9,7 @@
 //! | `d/` | delivery id                           | `Delivery`             |
 //! | `m/` | message id                            | `MessageSpec`          |
 //! | `a/` | meta key                              | raw bytes              |
-//! | `i/` | index kind, value, delivery id        | empty                  |
+//! | `i/` | index kind, value, delivery id        | empty (held: customer) |
 //! | `u/` | customer, delivery id (unsettled)     | empty                  |
 //! | `t/` | customer, created_at, delivery id     | empty                  |
 //! | `k/` | `m`/`g`, message/campaign id          | `Tally`                |
@@ -17,6 +17,13 @@
 //! | `r/` | `m`/`g`, message/campaign id, reason  | count (`i64`)          |
 //! | `p/` | idempotency key                       | `SendRecord`           |
 //! | `x/` | started (ms), idempotency key         | empty                  |
+//!
+//! A delivery held for its time (`scheduled`) has only its record and its
+//! status key, whose value is its customer id: its customer, message,
+//! campaign, creation and unsettled keys are written when it is released
+//! or canceled. Holding a million deliveries for one instant then writes
+//! two entries each, not seven; the delivery log, erasure and recovery find
+//! held ones through their status keys (see `log`, `erase`).
 //!
 //! Values are versioned records (see `codec`); meta values are raw bytes.
 //! The meta keys `a/erasing/<customer id>` mark an erasure whose deliveries
@@ -179,21 +186,26 @@ pub fn index_keys(d: &Delivery) -> Vec<Vec<u8>> {
 }
 
 /// The index keys `d` had when its index state was `was` (its id,
-/// customer, message and creation time never change).
+/// customer, message and creation time never change). A held delivery has
+/// only its status key.
 pub fn index_keys_as(d: &Delivery, was: &Indexed) -> Vec<Vec<u8>> {
     let id = d.id.as_bytes();
+    let status = Index::Status(was.status).entry(id);
+    if was.held {
+        return vec![status];
+    }
     let mut keys = Vec::with_capacity(6);
     keys.extend(
         [
             Some(Index::Customer(&d.customer_id)),
             Some(Index::Message(&d.message_id)),
             was.campaign_id.as_deref().map(Index::Campaign),
-            Some(Index::Status(was.status)),
         ]
         .into_iter()
         .flatten()
         .map(|i| i.entry(id)),
     );
+    keys.push(status);
     let customer = Part::Id(&d.customer_id);
     let created = time(d.created_at);
     keys.push(key(&[
@@ -206,6 +218,32 @@ pub fn index_keys_as(d: &Delivery, was: &Indexed) -> Vec<Vec<u8>> {
         keys.push(key(&[Part::Raw(UNSETTLED), customer, Part::Raw(id)]));
     }
     keys
+}
+
+/// The value of `d`'s index keys: a held delivery's one key names its
+/// customer; the others are empty.
+pub fn index_value(d: &Delivery) -> &[u8] {
+    match d.state.held {
+        true => d.customer_id.as_bytes(),
+        false => &[],
+    }
+}
+
+/// Every index key `d` may have in its current status and campaign, held
+/// or not: what removing it must remove (a snapshot of format 6 held
+/// deliveries with every key).
+pub fn every_index_key(d: &Delivery) -> Vec<Vec<u8>> {
+    let was = Indexed {
+        held: false,
+        ..Indexed::of(d)
+    };
+    index_keys_as(d, &was)
+}
+
+/// The prefix of the status key every held delivery has (its value is
+/// the delivery's customer id).
+pub fn held_prefix() -> Vec<u8> {
+    Index::Status(MessageStatus::Scheduled).prefix()
 }
 
 /// The start-time index key of the send record of `key` started at
@@ -328,6 +366,7 @@ mod tests {
             status: MessageStatus::Sent,
             campaign_id: Some("spring".into()),
             pending: true,
+            held: false,
         };
         let expected: Vec<Vec<u8>> = vec![
             [b"i/c".as_slice(), &id("ada"), b"D1"].concat(),
@@ -338,6 +377,18 @@ mod tests {
             [b"u/".as_slice(), &id("ada"), b"D1"].concat(),
         ];
         assert_eq!(index_keys_as(&d, &was), expected);
+        let held = Indexed {
+            status: MessageStatus::Scheduled,
+            held: true,
+            ..was
+        };
+        let expected_held: Vec<Vec<u8>> =
+            vec![[b"i/s".as_slice(), &id("scheduled"), b"D1"].concat()];
+        assert_eq!(index_keys_as(&d, &held), expected_held);
+        assert_eq!(
+            held_prefix(),
+            [b"i/s".as_slice(), &id("scheduled")].concat()
+        );
         assert_eq!(
             Index::Message("m1").prefix(),
             [b"i/m".as_slice(), &id("m1")].concat()

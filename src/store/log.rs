@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use itertools::Itertools;
 use pushd_actors::model::Delivery;
 use pushd_actors::status::{MessageStatus, Timestamp};
 
@@ -66,6 +67,56 @@ impl DeliveryFilter {
             .or(self.campaign_id.as_deref().map(Index::Campaign))
             .or(self.status.map(Index::Status))
     }
+
+    /// Which held deliveries [`DeliveryFilter::index`] lacks (a held
+    /// delivery has only its status key): `None` when the index has them
+    /// all or the filter leaves them out.
+    fn held_lacking(&self) -> Option<Held<'_>> {
+        if self.status.is_some_and(|s| s != MessageStatus::Scheduled) {
+            return None;
+        }
+        match self.index()? {
+            Index::Customer(c) => Some(Held::Of(c)),
+            Index::Message(_) | Index::Campaign(_) => Some(Held::All),
+            Index::Status(_) => None,
+        }
+    }
+}
+
+/// The delivery ids of index `range` (keys of a prefix `at` bytes long),
+/// newest first; with `held`, only the held deliveries it takes.
+fn ids_in(
+    range: sled::Iter,
+    at: usize,
+    held: Option<Held<'_>>,
+) -> impl Iterator<Item = Result<Vec<u8>, sled::Error>> + use<'_> {
+    range
+        .rev()
+        .filter(move |item| match (item, held) {
+            (Ok((_, customer)), Some(held)) => held.takes(customer),
+            _ => true,
+        })
+        .map(move |item| item.map(|(key, _)| key[at..].to_vec()))
+}
+
+/// Held deliveries to merge into an index's: found through their status
+/// keys, whose values name their customers.
+#[derive(Clone, Copy)]
+enum Held<'a> {
+    /// A customer's.
+    Of(&'a str),
+    /// Every one (the filter then reads each).
+    All,
+}
+
+impl Held<'_> {
+    /// Whether a held delivery's status key of value `customer` is one.
+    fn takes(self, customer: &[u8]) -> bool {
+        match self {
+            Held::Of(c) => c.as_bytes() == customer,
+            Held::All => true,
+        }
+    }
 }
 
 /// The opaque cursor after delivery `id` (partitions merging their pages
@@ -112,8 +163,9 @@ impl SledStore {
     }
 
     /// How many deliveries `filter` matches (after a drain). Without a
-    /// range and with at most one filter field, a count of index entries;
-    /// else a scan of the candidates the index and range leave.
+    /// range and with at most one filter field, a count of index entries
+    /// (and of the held deliveries the index lacks); else a scan of the
+    /// candidates the index and range leave.
     pub fn count_deliveries(&self, filter: &DeliveryFilter) -> Result<u64, Error> {
         self.drain()?;
         if filter.index_is_exact() && self.lock().erased().is_empty() {
@@ -124,6 +176,20 @@ impl SledStore {
             for item in self.index_range(&prefix, &filter.created, None) {
                 item?;
                 count += 1;
+            }
+            if let Some(held) = filter.held_lacking() {
+                let prefix = keys::held_prefix();
+                for item in self.index_range(&prefix, &filter.created, None) {
+                    let (key, customer) = item?;
+                    count += u64::from(match held {
+                        Held::Of(_) => held.takes(&customer),
+                        Held::All => {
+                            let record = [keys::DELIVERY, &key[prefix.len()..]].concat();
+                            let found: Option<Delivery> = self.read(&record)?;
+                            found.is_some_and(|d| filter.matches(&d))
+                        }
+                    });
+                }
             }
             return Ok(count);
         }
@@ -137,7 +203,7 @@ impl SledStore {
 
     /// Hands each snapshot delivery `filter` matches, below id `below` when
     /// given, newest first to `f` until it answers false.
-    fn each_match(
+    pub(super) fn each_match(
         &self,
         filter: &DeliveryFilter,
         below: Option<&str>,
@@ -145,21 +211,39 @@ impl SledStore {
     ) -> Result<(), Error> {
         // Erased after the drain: sled still holds their deliveries.
         let erased = self.lock().erased();
-        let index = filter.index();
-        let prefix = index.map_or_else(|| keys::DELIVERY.to_vec(), |i| i.prefix());
-        for item in self.index_range(&prefix, &filter.created, below).rev() {
-            let (key, value) = item?;
-            let delivery: Delivery = match index {
-                None => codec::decode(&value)?,
-                Some(_) => match self.read(&[keys::DELIVERY, &key[prefix.len()..]].concat())? {
-                    Some(d) => d,
-                    None => continue,
-                },
-            };
-            if !filter.matches(&delivery) || erased.contains(&delivery.customer_id) {
-                continue;
+        let mut hand = |delivery: Delivery| {
+            let skip = !filter.matches(&delivery) || erased.contains(&delivery.customer_id);
+            skip || f(delivery)
+        };
+        let Some(index) = filter.index() else {
+            for item in self
+                .index_range(keys::DELIVERY, &filter.created, below)
+                .rev()
+            {
+                if !hand(codec::decode(&item?.1)?) {
+                    break;
+                }
             }
-            if !f(delivery) {
+            return Ok(());
+        };
+        let ids = |prefix: Vec<u8>, held| {
+            let range = self.index_range(&prefix, &filter.created, below);
+            ids_in(range, prefix.len(), held)
+        };
+        // Both lists are in id order: merged, newest first, each id once.
+        let held = (filter.held_lacking().into_iter())
+            .flat_map(|held| ids(keys::held_prefix(), Some(held)));
+        let merged = ids(index.prefix(), None)
+            .merge_by(held, |a, b| match (a, b) {
+                (Ok(a), Ok(b)) => a >= b,
+                (a, _) => a.is_err(),
+            })
+            .dedup_by(|a, b| matches!((a, b), (Ok(a), Ok(b)) if a == b));
+        for id in merged {
+            let record = [keys::DELIVERY, &id?].concat();
+            if let Some(delivery) = self.read(&record)?
+                && !hand(delivery)
+            {
                 break;
             }
         }

@@ -238,6 +238,21 @@ impl SledStore {
         Ok(value.map(|value| AsOf { value, position }))
     }
 
+    /// Hands every held delivery of the snapshot to `each`, a record at a
+    /// time.
+    fn each_held(&self, each: &mut dyn FnMut(&Delivery)) -> Result<(), Error> {
+        let prefix = keys::held_prefix();
+        for item in self.db.scan_prefix(&prefix) {
+            let id = String::from_utf8_lossy(&item?.0[prefix.len()..]).into_owned();
+            if let Some(found) = self.find_delivery(&id)?
+                && found.value.state.held
+            {
+                each(&found.value);
+            }
+        }
+        Ok(())
+    }
+
     /// The customer's deliveries among the snapshot's `keys` (whose tails
     /// past `skip` bytes are delivery ids) and the overlay's, current.
     fn customer_deliveries(
@@ -332,8 +347,13 @@ impl Store for SledStore {
             .scan_prefix(&prefix)
             .map(|item| Ok(item?.0[prefix.len()..].to_vec()));
         let mut all = self.customer_deliveries(customer_id, ids)?;
-        all.retain(|d| d.customer_id == customer_id && d.state.pending());
+        all.retain(|d| d.customer_id == customer_id && d.state.pending() && !d.state.held);
         Ok(all)
+    }
+
+    fn held_deliveries(&self, each: &mut dyn FnMut(&Delivery)) -> Result<(), StoreError> {
+        self.drain()?;
+        Ok(self.each_held(each)?)
     }
 
     fn deliveries_between(

@@ -43,6 +43,9 @@ pub struct Indexed {
     pub pending: bool,
     /// Its campaign (a retry takes the message's current one).
     pub campaign_id: Option<String>,
+    /// Whether it was held for its time: a held delivery has only its
+    /// status and unsettled keys (see `keys::index_keys_as`).
+    pub held: bool,
 }
 
 impl Indexed {
@@ -52,6 +55,7 @@ impl Indexed {
             status: d.status(),
             pending: d.state.pending(),
             campaign_id: d.campaign_id.clone(),
+            held: d.state.held,
         }
     }
 }

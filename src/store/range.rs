@@ -20,7 +20,8 @@ use pushd_actors::status::Timestamp;
 use pushd_actors::tally::{Tally, contribution, counted_failure, series_points};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{self, Index};
+use super::keys;
+use super::log::DeliveryFilter;
 use super::{Error, SledStore};
 
 /// How long before its `created_at` a delivery's id may be dated: twice a
@@ -107,30 +108,30 @@ impl SledStore {
     /// drain; a scan of those deliveries). Deliveries erased, or gone past
     /// their retention, are not counted, though the live counters keep them.
     pub fn message_in_range(&self, id: &str, range: &CreatedRange) -> Result<RangeCount, Error> {
-        self.count_in_range(Index::Message(id), range)
+        self.count_in_range(DeliveryFilter {
+            message_id: Some(id.to_owned()),
+            created: *range,
+            ..Default::default()
+        })
     }
 
     /// [`SledStore::message_in_range`] over a campaign's messages.
     pub fn campaign_in_range(&self, id: &str, range: &CreatedRange) -> Result<RangeCount, Error> {
-        self.count_in_range(Index::Campaign(id), range)
+        self.count_in_range(DeliveryFilter {
+            campaign_id: Some(id.to_owned()),
+            created: *range,
+            ..Default::default()
+        })
     }
 
-    fn count_in_range(&self, index: Index<'_>, range: &CreatedRange) -> Result<RangeCount, Error> {
+    fn count_in_range(&self, filter: DeliveryFilter) -> Result<RangeCount, Error> {
         self.drain()?;
-        let erased = self.lock().erased();
-        let prefix = index.prefix();
         let mut count = RangeCount::default();
         let mut minutes = BTreeMap::new();
-        for item in self.index_range(&prefix, range, None) {
-            let (key, _) = item?;
-            let id = [keys::DELIVERY, &key[prefix.len()..]].concat();
-            let Some(d) = self.read::<Delivery>(&id)? else {
-                continue;
-            };
-            if range.contains(d.created_at) && !erased.contains(&d.customer_id) {
-                count.add(&d, &mut minutes);
-            }
-        }
+        self.each_match(&filter, None, |d| {
+            count.add(&d, &mut minutes);
+            true
+        })?;
         count.series = minutes
             .into_iter()
             .filter(|(_, v)| *v != [0, 0])

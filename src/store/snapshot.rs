@@ -304,8 +304,12 @@ impl SledStore {
         }
         self.commit(chunk, Some(set.position))?;
         set.written.store(items.len(), Ordering::Release);
-        for (customer, keep) in &erasures {
-            let removed = erase::remove(&self.db, customer, keep)?;
+        if !erasures.is_empty() {
+            let erasures: Vec<(&str, &HashSet<String>)> = erasures
+                .iter()
+                .map(|(c, keep)| (c.as_str(), keep))
+                .collect();
+            let removed = erase::remove(&self.db, &erasures)?;
             tracing::debug!(removed, "erased deliveries removed from the snapshot");
         }
         Ok(())
@@ -461,7 +465,7 @@ impl Chunk {
             self.ops += 1;
         }
         for key in new.iter().filter(|k| !old.contains(k)) {
-            self.batch.insert(key.as_slice(), sled::IVec::default());
+            self.batch.insert(key.as_slice(), keys::index_value(d));
             self.ops += 1;
         }
         self.ops += 1;

@@ -9,13 +9,16 @@
 //! (a sled batch is atomic). The last batch writes the new marker. Format
 //! 5 only adds a record version (deliveries of version 3): a snapshot of
 //! format 4 reads as it is and just gets the new marker, so an older pushd
-//! refuses it once it may hold them. Formats newer than this binary's are
-//! refused, naming both.
+//! refuses it once it may hold them. Format 7 keeps a held delivery's
+//! record and status key only (the key's value names its customer): the
+//! upgrade from an older format rewrites the held deliveries it holds so.
+//! Formats newer than this binary's are refused, naming both.
 
 use std::path::Path;
 
 use super::{Error, codec, keys};
 use crate::records;
+use pushd_actors::model::Delivery;
 
 /// Values rewritten per batch.
 const BATCH: usize = 512;
@@ -52,6 +55,8 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
         Some(codec::FORMAT) => Ok(()),
         Some(codec::OLDEST) => upgrade_from_3(db, path),
         Some(format) if (codec::OLDEST..codec::FORMAT).contains(&format) => {
+            let trimmed = trim_held(db)?;
+            tracing::info!(snapshot = %path.display(), held = trimmed, "snapshot upgraded from format {format} to {}", codec::FORMAT);
             db.insert(key, codec::marker(codec::FORMAT))?;
             db.flush()?;
             Ok(())
@@ -70,6 +75,44 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
             codec::FORMAT
         ))),
     }
+}
+
+/// Removes the index keys a held delivery no longer has (its customer,
+/// message, campaign, creation and unsettled keys) and names its customer
+/// in its status key's value, a batch at a time; answers how
+/// many held deliveries it went through. Idempotent: an upgrade cut short
+/// does it again before it marks the format.
+fn trim_held(db: &sled::Db) -> Result<usize, Error> {
+    let prefix = keys::held_prefix();
+    let (mut batch, mut n, mut held) = (sled::Batch::default(), 0, 0);
+    for item in db.scan_prefix(&prefix) {
+        let (key, _) = item?;
+        let record = [keys::DELIVERY, &key[prefix.len()..]].concat();
+        let Some(value) = db.get(&record)? else {
+            continue;
+        };
+        let d: Delivery = codec::decode(&value)?;
+        if !d.state.held {
+            continue;
+        }
+        let kept = keys::index_keys(&d);
+        for gone in keys::every_index_key(&d)
+            .into_iter()
+            .filter(|k| !kept.contains(k))
+        {
+            batch.remove(gone);
+            n += 1;
+        }
+        batch.insert(key, keys::index_value(&d));
+        n += 1;
+        held += 1;
+        if n >= BATCH {
+            db.apply_batch(std::mem::take(&mut batch))?;
+            n = 0;
+        }
+    }
+    db.apply_batch(batch)?;
+    Ok(held)
 }
 
 /// Prefixes every record value with version 1, then marks the current

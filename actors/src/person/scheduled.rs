@@ -89,29 +89,6 @@ impl PersonActor {
             durable: self.ctx.durable(position),
         })
     }
-
-    /// Puts a held delivery read from the store back on the schedule (the
-    /// actor started after a restart, or to release it); one already due
-    /// is released at once.
-    pub(super) fn rehold(&mut self, delivery: &Delivery, ctx: &mut Context<Self>) {
-        let Some(schedule) = &delivery.schedule else {
-            tracing::error!(delivery = %delivery.id, "held without a schedule");
-            return;
-        };
-        if schedule.due_ms <= self.ctx.ports.clock.now_ms() {
-            ctx.notify(ReleaseDelivery {
-                delivery_id: delivery.id.clone(),
-            });
-        } else {
-            let held = &self.ctx.held;
-            held.hold(
-                schedule.due_ms,
-                &delivery.id,
-                &self.id,
-                &delivery.message_id,
-            );
-        }
-    }
 }
 
 impl Handler<ReleaseDelivery> for PersonActor {

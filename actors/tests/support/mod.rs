@@ -158,9 +158,19 @@ impl Store for MemStore {
         Ok(state
             .deliveries
             .values()
-            .filter(|d| d.customer_id == customer_id && !d.state.settled())
+            .filter(|d| d.customer_id == customer_id && !d.state.settled() && !d.state.held)
             .cloned()
             .collect())
+    }
+
+    fn held_deliveries(&self, each: &mut dyn FnMut(&Delivery)) -> Result<(), StoreError> {
+        let state = self.state.lock().unwrap();
+        state
+            .deliveries
+            .values()
+            .filter(|d| d.state.held)
+            .for_each(each);
+        Ok(())
     }
 
     fn deliveries_between(
@@ -185,7 +195,7 @@ impl Store for MemStore {
         let mut ids: Vec<String> = state
             .deliveries
             .values()
-            .filter(|d| !d.state.settled())
+            .filter(|d| !d.state.settled() && !d.state.held)
             .map(|d| d.customer_id.clone())
             .collect();
         ids.sort();

@@ -187,6 +187,7 @@ impl Node {
             covered,
             messages = opened.messages,
             replayed = recovery.replayed.records,
+            held = recovery.held,
             resumed = recovery.resumed,
             "partition recovered"
         );
