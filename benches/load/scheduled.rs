@@ -48,8 +48,11 @@ pub async fn run(
     let rss_before = crate::memory::settled_rss(daemon).await?;
     // Far enough ahead for the sends and the memory reading to come first.
     let lead = 60 + n as u64 / 500;
-    let unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + lead;
-    let at = Instant::now() + Duration::from_secs(lead);
+    // The instant is a whole second: `at` is that second, not `lead` from
+    // now (up to a second later, which hid a fast release).
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    let unix = now.as_secs() + lead;
+    let at = Instant::now() + (Duration::from_secs(unix) - now);
     let rfc3339 = jiff::Timestamp::from_second(unix as i64)?.to_string();
     eprintln!("[scheduled] scheduling {n} deliveries for {rfc3339}");
     let schedule = json!({"at": rfc3339});
