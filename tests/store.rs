@@ -314,6 +314,51 @@ async fn deliveries_between_is_inclusive_and_newest_first() {
     rig.close();
 }
 
+/// A scheduled delivery is listed from its release (what frequency caps
+/// and conversions read), not from its creation days before: in memory
+/// and in the snapshot, released, held again and released again, with one
+/// creation key at a time.
+#[tokio::test]
+async fn a_scheduled_delivery_is_listed_from_its_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::open(dir.path(), Timing::default());
+    let made = delivery("c1", "m1", None, &[(Platform::Ios, false)]);
+    let mut held = made.clone();
+    (held.state, held.attempted_at) = (DeliveryState::held(), None);
+    held.sends.clear();
+    held.schedule = Some(Schedule::at(500_000_000));
+    rig.commit(change(None, &held)).await;
+    let release = |d: &Delivery, ms: i64| {
+        let mut out = made.clone();
+        out.schedule = (d.schedule.clone()).map(|s| Schedule {
+            released_ms: Some(ms),
+            ..s
+        });
+        out
+    };
+    let listed = |from, to| -> Vec<String> {
+        let found = rig.store().deliveries_between("c1", from, to).unwrap();
+        found.into_iter().map(|d| d.id).collect()
+    };
+    let first = release(&held, 500_000_000);
+    rig.commit(change(Some(&held), &first)).await;
+    assert_eq!(listed(500_000, 500_000), vec![made.id.clone()], "in memory");
+    rig.store().drain().unwrap();
+    assert_eq!(listed(500_000, 500_000), vec![made.id.clone()], "drained");
+    assert!(listed(0, 499_999).is_empty());
+    // Held again (a retry inside quiet hours), then released later: its
+    // creation key moves, and the snapshot keeps only the new one.
+    rig.commit(change(Some(&first), &held)).await;
+    let last = release(&held, 900_000_000);
+    rig.commit(change(Some(&held), &last)).await;
+    rig.store().drain().unwrap();
+    assert_eq!(listed(900_000, 900_000), vec![made.id.clone()]);
+    assert!(listed(0, 899_999).is_empty());
+    assert_eq!(last.listed_at(), 900_000);
+    assert!(rig.store().index_problems().unwrap().is_empty());
+    rig.close();
+}
+
 /// Many tasks create deliveries and move them through random events, all
 /// for the same two messages of one campaign, while snapshots run; the kept
 /// counters, time series and failure reasons equal a recount, live and

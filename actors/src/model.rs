@@ -355,6 +355,15 @@ impl Delivery {
     pub fn device_index(&self, token: &str) -> Option<usize> {
         self.sends.iter().position(|s| s.token == token)
     }
+
+    /// When it joined its person's timeline: when it was released, for a
+    /// scheduled one, else when it was made. A person's deliveries are read
+    /// by it for frequency caps and conversions, so a push scheduled long
+    /// ago counts from when it went out.
+    pub fn listed_at(&self) -> Timestamp {
+        let released = self.schedule.as_ref().and_then(|s| s.released_ms);
+        released.map_or(self.created_at, |ms| ms.div_euclid(1000))
+    }
 }
 
 /// Serde adapter for free-form JSON fields: themselves in human-readable

@@ -300,7 +300,9 @@ pub trait Store: Send + Sync + 'static {
     /// back on the engine's schedule on start (no actor needs to run for
     /// them until they are due).
     fn held_deliveries(&self, each: &mut dyn FnMut(&Delivery)) -> Result<(), StoreError>;
-    /// The customer's deliveries created in `[from, to]`, newest first.
+    /// The customer's deliveries listed in `[from, to]`
+    /// ([`Delivery::listed_at`]: made, or released when scheduled), newest
+    /// first.
     fn deliveries_between(
         &self,
         customer_id: &str,

@@ -155,3 +155,20 @@ async fn a_scheduled_send_is_held_to_its_caps_when_it_is_released() {
     pushes_reach(&h, 1).await;
     assert_eq!(h.provider.calls.lock().unwrap().len(), 1);
 }
+
+#[actix::test]
+async fn a_push_scheduled_days_ahead_counts_from_when_it_went_out() {
+    let h = harness(vec![daily(1)]).await;
+    // Made now, sent three days later: then the day's one push.
+    let due = START_MS + 3 * DAY * 1000;
+    let early = send(&h, "a", CapRule::default(), Some(SendTime::At(due))).await;
+    wait_for(&h.clock.slept, || h.registry.held().next_due() == Some(due)).await;
+    h.clock.advance(Duration::from_secs(3 * DAY as u64));
+    pushes_reach(&h, 1).await;
+    assert_eq!(reason(&h, &early).0, MessageStatus::Sent);
+    // An hour later, the same day's window holds it: the next is capped.
+    h.clock.advance(Duration::from_secs(3_600));
+    let next = send(&h, "b", CapRule::default(), None).await;
+    assert_eq!(reason(&h, &next).1, Some(FailureReason::FrequencyCapped));
+    assert_eq!(h.provider.calls.lock().unwrap().len(), 1);
+}

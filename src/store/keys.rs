@@ -11,7 +11,7 @@
 //! | `a/` | meta key                              | raw bytes              |
 //! | `i/` | index kind, value, delivery id        | empty (held: customer) |
 //! | `u/` | customer, delivery id (unsettled)     | empty                  |
-//! | `t/` | customer, created_at, delivery id     | empty                  |
+//! | `t/` | customer, listed_at, delivery id      | empty                  |
 //! | `k/` | `m`/`g`, message/campaign id          | `Tally`                |
 //! | `s/` | `m`/`g`, message/campaign id, minute  | `[delivered, opened]`  |
 //! | `r/` | `m`/`g`, message/campaign id, reason  | count (`i64`)          |
@@ -175,7 +175,8 @@ pub fn unsettled_customer(key: &[u8]) -> Option<String> {
     String::from_utf8(rest.get(4..4 + len)?.to_vec()).ok()
 }
 
-/// The prefix of a customer's deliveries by creation time.
+/// The prefix of a customer's deliveries by the time they were listed:
+/// made, or released when scheduled (`Delivery::listed_at`).
 pub fn created_prefix(customer: &str) -> Vec<u8> {
     key(&[Part::Raw(CREATED), Part::Id(customer)])
 }
@@ -207,13 +208,7 @@ pub fn index_keys_as(d: &Delivery, was: &Indexed) -> Vec<Vec<u8>> {
     );
     keys.push(status);
     let customer = Part::Id(&d.customer_id);
-    let created = time(d.created_at);
-    keys.push(key(&[
-        Part::Raw(CREATED),
-        customer,
-        Part::Raw(&created),
-        Part::Raw(id),
-    ]));
+    keys.push(listed(d, was.listed_at));
     if was.pending {
         keys.push(key(&[Part::Raw(UNSETTLED), customer, Part::Raw(id)]));
     }
@@ -227,6 +222,17 @@ pub fn index_value(d: &Delivery) -> &[u8] {
         true => d.customer_id.as_bytes(),
         false => &[],
     }
+}
+
+/// `d`'s creation key, at time `at` (seconds).
+pub fn listed(d: &Delivery, at: Timestamp) -> Vec<u8> {
+    let customer = Part::Id(&d.customer_id);
+    key(&[
+        Part::Raw(CREATED),
+        customer,
+        Part::Raw(&time(at)),
+        Part::Raw(d.id.as_bytes()),
+    ])
 }
 
 /// Every index key `d` may have in its current status and campaign, held
@@ -367,6 +373,7 @@ mod tests {
             campaign_id: Some("spring".into()),
             pending: true,
             held: false,
+            listed_at: 60,
         };
         let expected: Vec<Vec<u8>> = vec![
             [b"i/c".as_slice(), &id("ada"), b"D1"].concat(),
@@ -385,6 +392,16 @@ mod tests {
         let expected_held: Vec<Vec<u8>> =
             vec![[b"i/s".as_slice(), &id("scheduled"), b"D1"].concat()];
         assert_eq!(index_keys_as(&d, &held), expected_held);
+        // Released at 3:00 (held since 1:00): listed from its release.
+        let mut released = d.clone();
+        released.schedule = Some(pushd_actors::schedule::Schedule {
+            released_ms: Some(180_500),
+            ..pushd_actors::schedule::Schedule::at(180_000)
+        });
+        assert_eq!(
+            index_keys(&released)[4],
+            [b"t/".as_slice(), &id("ada"), &time(180), b"D1"].concat()
+        );
         assert_eq!(
             held_prefix(),
             [b"i/s".as_slice(), &id("scheduled")].concat()

@@ -277,8 +277,9 @@ impl SledStore {
         Ok(problems)
     }
 
-    /// The ids of a customer's snapshot deliveries created in `[from, to]`.
-    pub(super) fn created_ids(
+    /// The ids of a customer's snapshot deliveries listed in `[from, to]`
+    /// (made, or released when scheduled: their creation keys' time).
+    pub(super) fn listed_ids(
         &self,
         customer_id: &str,
         from: Timestamp,

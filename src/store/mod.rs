@@ -363,9 +363,9 @@ impl Store for SledStore {
         to: Timestamp,
     ) -> Result<Vec<Delivery>, StoreError> {
         let mut all =
-            self.customer_deliveries(customer_id, self.created_ids(customer_id, from, to))?;
-        all.retain(|d| d.customer_id == customer_id && (from..=to).contains(&d.created_at));
-        all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+            self.customer_deliveries(customer_id, self.listed_ids(customer_id, from, to))?;
+        all.retain(|d| d.customer_id == customer_id && (from..=to).contains(&d.listed_at()));
+        all.sort_by(|a, b| (b.listed_at(), &b.id).cmp(&(a.listed_at(), &a.id)));
         Ok(all)
     }
 

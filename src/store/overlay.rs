@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use pushd_actors::idempotency::SendRecord;
 use pushd_actors::model::{Customer, Delivery, MessageSpec};
 use pushd_actors::ports::{Change, Entry, Position};
-use pushd_actors::status::{FailureReason, MessageStatus};
+use pushd_actors::status::{FailureReason, MessageStatus, Timestamp};
 use pushd_actors::tally::{Tally, contribution, counted_failure, series_points};
 
 use super::keys::{self, Counter};
@@ -44,8 +44,11 @@ pub struct Indexed {
     /// Its campaign (a retry takes the message's current one).
     pub campaign_id: Option<String>,
     /// Whether it was held for its time: a held delivery has only its
-    /// status and unsettled keys (see `keys::index_keys_as`).
+    /// status key (see `keys::index_keys_as`).
     pub held: bool,
+    /// The time of its creation key ([`Delivery::listed_at`]): a scheduled
+    /// one's changes when it is released, or held again.
+    pub listed_at: Timestamp,
 }
 
 impl Indexed {
@@ -56,6 +59,7 @@ impl Indexed {
             pending: d.state.pending(),
             campaign_id: d.campaign_id.clone(),
             held: d.state.held,
+            listed_at: d.listed_at(),
         }
     }
 }

@@ -10,8 +10,9 @@
 //! 5 only adds a record version (deliveries of version 3): a snapshot of
 //! format 4 reads as it is and just gets the new marker, so an older pushd
 //! refuses it once it may hold them. Format 7 keeps a held delivery's
-//! record and status key only (the key's value names its customer): the
-//! upgrade from an older format rewrites the held deliveries it holds so.
+//! record and status key only (the key's value names its customer), and a
+//! released one's creation key has its release time: the upgrade from an
+//! older format rewrites the scheduled deliveries it holds so.
 //! Formats newer than this binary's are refused, naming both.
 
 use std::path::Path;
@@ -55,8 +56,8 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
         Some(codec::FORMAT) => Ok(()),
         Some(codec::OLDEST) => upgrade_from_3(db, path),
         Some(format) if (codec::OLDEST..codec::FORMAT).contains(&format) => {
-            let trimmed = trim_held(db)?;
-            tracing::info!(snapshot = %path.display(), held = trimmed, "snapshot upgraded from format {format} to {}", codec::FORMAT);
+            let (held, released) = reindex_scheduled(db)?;
+            tracing::info!(snapshot = %path.display(), held, released, "snapshot upgraded from format {format} to {}", codec::FORMAT);
             db.insert(key, codec::marker(codec::FORMAT))?;
             db.flush()?;
             Ok(())
@@ -77,42 +78,52 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
     }
 }
 
-/// Removes the index keys a held delivery no longer has (its customer,
-/// message, campaign, creation and unsettled keys) and names its customer
-/// in its status key's value, a batch at a time; answers how
-/// many held deliveries it went through. Idempotent: an upgrade cut short
-/// does it again before it marks the format.
-fn trim_held(db: &sled::Db) -> Result<usize, Error> {
-    let prefix = keys::held_prefix();
-    let (mut batch, mut n, mut held) = (sled::Batch::default(), 0, 0);
-    for item in db.scan_prefix(&prefix) {
-        let (key, _) = item?;
-        let record = [keys::DELIVERY, &key[prefix.len()..]].concat();
-        let Some(value) = db.get(&record)? else {
-            continue;
-        };
+/// Rewrites the scheduled deliveries' index keys as format 7 has them, a
+/// batch at a time, in one pass over every delivery: a held one loses its
+/// customer, message, campaign, creation and unsettled keys and its status
+/// key names its customer; a released one's creation key moves from its
+/// creation to its release (see `Delivery::listed_at`). Answers how many
+/// of each it rewrote. Idempotent: an upgrade cut short does it again
+/// before it marks the format.
+fn reindex_scheduled(db: &sled::Db) -> Result<(usize, usize), Error> {
+    let (mut batch, mut n) = (sled::Batch::default(), 0);
+    let (mut held, mut released, mut read) = (0, 0, 0usize);
+    for item in db.scan_prefix(keys::DELIVERY) {
+        let (_, value) = item?;
+        read += 1;
+        if read % (BATCH * 200) == 0 {
+            tracing::info!(deliveries = read, "snapshot upgrade in progress");
+        }
         let d: Delivery = codec::decode(&value)?;
-        if !d.state.held {
+        if d.schedule.is_none() {
             continue;
         }
         let kept = keys::index_keys(&d);
-        for gone in keys::every_index_key(&d)
-            .into_iter()
-            .filter(|k| !kept.contains(k))
-        {
-            batch.remove(gone);
-            n += 1;
+        if d.state.held {
+            for gone in keys::every_index_key(&d).into_iter() {
+                batch.remove(gone);
+            }
+            let status = kept
+                .into_iter()
+                .next()
+                .expect("a held delivery's status key");
+            batch.insert(status, keys::index_value(&d));
+            held += 1;
+        } else if d.listed_at() != d.created_at {
+            batch.remove(keys::listed(&d, d.created_at));
+            batch.insert(keys::listed(&d, d.listed_at()), sled::IVec::default());
+            released += 1;
+        } else {
+            continue;
         }
-        batch.insert(key, keys::index_value(&d));
         n += 1;
-        held += 1;
         if n >= BATCH {
             db.apply_batch(std::mem::take(&mut batch))?;
             n = 0;
         }
     }
     db.apply_batch(batch)?;
-    Ok(held)
+    Ok((held, released))
 }
 
 /// Prefixes every record value with version 1, then marks the current
@@ -163,4 +174,80 @@ fn upgrade_from_3(db: &sled::Db, path: &Path) -> Result<(), Error> {
         codec::FORMAT
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use pushd_actors::ports::Store;
+    use pushd_actors::schedule::Schedule;
+    use pushd_actors::status::DeliveryState;
+
+    use super::*;
+    use crate::store::SledStore;
+    use crate::store::overlay::Indexed;
+
+    /// A scheduled delivery of customer `c1`, made at 1,000 s.
+    fn scheduled(id: &str) -> Delivery {
+        Delivery {
+            id: id.into(),
+            customer_id: "c1".into(),
+            message_id: "m1".into(),
+            campaign_id: Some("g1".into()),
+            created_at: 1_000,
+            attempted_at: None,
+            content: None,
+            data: serde_json::Value::Null,
+            goal: None,
+            sends: Vec::new(),
+            state: DeliveryState::held(),
+            failure_detail: None,
+            schedule: Some(Schedule::at(500_000_000)),
+        }
+    }
+
+    /// A format-6 snapshot, written as format 6 wrote it: every index key
+    /// of a held delivery (its status key empty), a released one's creation
+    /// key at its creation. Opened, it reads as format 7 writes it.
+    #[test]
+    fn format_6_scheduled_deliveries_are_rewritten_as_format_7_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot");
+        let held = scheduled("01A");
+        let mut released = scheduled("01B");
+        released.state = DeliveryState::new(Vec::new());
+        released.schedule.as_mut().unwrap().released_ms = Some(500_000_000);
+        {
+            let db = sled::open(&path).unwrap();
+            let marker = keys::record(keys::META, codec::FORMAT_KEY);
+            db.insert(marker, codec::marker(6)).unwrap();
+            for d in [&held, &released] {
+                db.insert(
+                    keys::record(keys::DELIVERY, &d.id),
+                    codec::encode(d).unwrap(),
+                )
+                .unwrap();
+                let as_6 = Indexed {
+                    held: false,
+                    listed_at: d.created_at,
+                    ..Indexed::of(d)
+                };
+                for key in keys::index_keys_as(d, &as_6) {
+                    db.insert(key, sled::IVec::default()).unwrap();
+                }
+            }
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(&path, 8 << 20).unwrap();
+        assert_eq!(store.index_problems().unwrap(), Vec::<String>::new());
+        let listed = store.deliveries_between("c1", 500_000, 500_000).unwrap();
+        assert_eq!(
+            listed.iter().map(|d| &d.id[..]).collect::<Vec<_>>(),
+            ["01B"]
+        );
+        let mut recovered = Vec::new();
+        store
+            .held_deliveries(&mut |d| recovered.push(d.id.clone()))
+            .unwrap();
+        assert_eq!(recovered, ["01A"]);
+    }
 }

@@ -183,10 +183,10 @@ impl Store for MemStore {
         let mut found: Vec<Delivery> = state
             .deliveries
             .values()
-            .filter(|d| d.customer_id == customer_id && (from..=to).contains(&d.created_at))
+            .filter(|d| d.customer_id == customer_id && (from..=to).contains(&d.listed_at()))
             .cloned()
             .collect();
-        found.sort_by(|a, b| b.id.cmp(&a.id));
+        found.sort_by(|a, b| (b.listed_at(), &b.id).cmp(&(a.listed_at(), &a.id)));
         Ok(found)
     }
 
