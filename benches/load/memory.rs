@@ -121,7 +121,7 @@ pub async fn settled_rss(daemon: &Daemon) -> Res<u64> {
 }
 
 /// Polls the `pushd_person_actors` gauge until no actor is left.
-async fn wait_idle(api: &Api) -> Res<()> {
+pub async fn wait_idle(api: &Api) -> Res<()> {
     let deadline = Instant::now() + IDLE_LIMIT;
     while api.metric("pushd_person_actors").await? > 0.0 {
         if Instant::now() > deadline {

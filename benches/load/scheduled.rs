@@ -14,8 +14,6 @@ use pushd::sim::FakeProviders;
 
 /// The template of this phase.
 const MESSAGE: &str = "later";
-/// How long idle actors may take to stop.
-const IDLE_LIMIT: Duration = Duration::from_secs(120);
 /// How long the release may take.
 const RELEASE_LIMIT: Duration = Duration::from_secs(600);
 /// Interval between polls.
@@ -44,7 +42,7 @@ pub async fn run(
     if workload::register(api, 0..n, far).await? != n {
         return Err("registration stopped early".into());
     }
-    wait_idle(api).await?;
+    crate::memory::wait_idle(api).await?;
     let rss_before = crate::memory::settled_rss(daemon).await?;
     // Far enough ahead for the sends and the memory reading to come first.
     let lead = 60 + n as u64 / 500;
@@ -57,7 +55,7 @@ pub async fn run(
     eprintln!("[scheduled] scheduling {n} deliveries for {rfc3339}");
     let schedule = json!({"at": rfc3339});
     workload::send_scheduled(api, MESSAGE, 0..n, Some(&schedule)).await?;
-    wait_idle(api).await?;
+    crate::memory::wait_idle(api).await?;
     let rss_held = crate::memory::settled_rss(daemon).await?;
     if Instant::now() >= at {
         return Err("the deliveries fell due before their memory was read".into());
@@ -81,16 +79,4 @@ pub async fn run(
         bytes_per_delivery,
         release_s,
     })
-}
-
-/// Polls the `pushd_person_actors` gauge until no actor is left.
-async fn wait_idle(api: &Api) -> Res<()> {
-    let deadline = Instant::now() + IDLE_LIMIT;
-    while api.metric("pushd_person_actors").await? > 0.0 {
-        if Instant::now() > deadline {
-            return Err("customer actors did not stop".into());
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    Ok(())
 }
