@@ -108,7 +108,7 @@ fn remove_one(
         let record = keys::record(keys::DELIVERY, &id);
         if let Some(value) = db.get(&record)? {
             let d: Delivery = codec::decode(&value)?;
-            for key in keys::every_index_key(&d) {
+            for key in keys::index_keys(&d) {
                 batch.remove(key);
                 ops += 1;
             }

@@ -235,17 +235,6 @@ pub fn listed(d: &Delivery, at: Timestamp) -> Vec<u8> {
     ])
 }
 
-/// Every index key `d` may have in its current status and campaign, held
-/// or not: what removing it must remove (a snapshot of format 6 held
-/// deliveries with every key).
-pub fn every_index_key(d: &Delivery) -> Vec<Vec<u8>> {
-    let was = Indexed {
-        held: false,
-        ..Indexed::of(d)
-    };
-    index_keys_as(d, &was)
-}
-
 /// The prefix of the status key every held delivery has (its value is
 /// the delivery's customer id).
 pub fn held_prefix() -> Vec<u8> {

@@ -179,15 +179,13 @@ impl SledStore {
             }
             if let Some(held) = filter.held_lacking() {
                 let prefix = keys::held_prefix();
-                for item in self.index_range(&prefix, &filter.created, None) {
-                    let (key, customer) = item?;
+                let range = self.index_range(&prefix, &filter.created, None);
+                for id in ids_in(range, prefix.len(), Some(held)) {
+                    let id = id?;
                     count += u64::from(match held {
-                        Held::Of(_) => held.takes(&customer),
-                        Held::All => {
-                            let record = [keys::DELIVERY, &key[prefix.len()..]].concat();
-                            let found: Option<Delivery> = self.read(&record)?;
-                            found.is_some_and(|d| filter.matches(&d))
-                        }
+                        Held::Of(_) => true,
+                        Held::All => (self.read::<Delivery>(&[keys::DELIVERY, &id].concat())?)
+                            .is_some_and(|d| filter.matches(&d)),
                     });
                 }
             }

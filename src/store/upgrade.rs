@@ -17,6 +17,7 @@
 
 use std::path::Path;
 
+use super::overlay::Indexed;
 use super::{Error, codec, keys};
 use crate::records;
 use pushd_actors::model::Delivery;
@@ -56,8 +57,12 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
         Some(codec::FORMAT) => Ok(()),
         Some(codec::OLDEST) => upgrade_from_3(db, path),
         Some(format) if (codec::OLDEST..codec::FORMAT).contains(&format) => {
-            let (held, released) = reindex_scheduled(db)?;
-            tracing::info!(snapshot = %path.display(), held, released, "snapshot upgraded from format {format} to {}", codec::FORMAT);
+            // Scheduled deliveries came with format 6: older ones hold none.
+            let rewritten = match format {
+                6 => reindex_scheduled(db)?,
+                _ => 0,
+            };
+            tracing::info!(snapshot = %path.display(), scheduled = rewritten, "snapshot upgraded from format {format} to {}", codec::FORMAT);
             db.insert(key, codec::marker(codec::FORMAT))?;
             db.flush()?;
             Ok(())
@@ -78,16 +83,29 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
     }
 }
 
-/// Rewrites the scheduled deliveries' index keys as format 7 has them, a
-/// batch at a time, in one pass over every delivery: a held one loses its
-/// customer, message, campaign, creation and unsettled keys and its status
-/// key names its customer; a released one's creation key moves from its
-/// creation to its release (see `Delivery::listed_at`). Answers how many
-/// of each it rewrote. Idempotent: an upgrade cut short does it again
-/// before it marks the format.
-fn reindex_scheduled(db: &sled::Db) -> Result<(usize, usize), Error> {
+/// The index keys format 6 wrote for `d`: every one a settled or
+/// unsettled delivery has (a held one too), its creation key at its
+/// creation.
+fn format_6_keys(d: &Delivery) -> Vec<Vec<u8>> {
+    let was = Indexed {
+        held: false,
+        listed_at: d.created_at,
+        ..Indexed::of(d)
+    };
+    keys::index_keys_as(d, &was)
+}
+
+/// Rewrites the scheduled deliveries' index keys as format 7 has them, as
+/// a drain would (the keys format 6 wrote and format 7 does not go, the
+/// rest are written with their values), a batch at a time, in one pass
+/// over every delivery: a held one keeps only its status key, which names
+/// its customer; a released one's creation key moves from its creation to
+/// its release (see `Delivery::listed_at`). Answers how many it rewrote.
+/// Idempotent: an upgrade cut short does it again before it marks the
+/// format.
+fn reindex_scheduled(db: &sled::Db) -> Result<usize, Error> {
     let (mut batch, mut n) = (sled::Batch::default(), 0);
-    let (mut held, mut released, mut read) = (0, 0, 0usize);
+    let (mut rewritten, mut read) = (0, 0usize);
     for item in db.scan_prefix(keys::DELIVERY) {
         let (_, value) = item?;
         read += 1;
@@ -98,24 +116,14 @@ fn reindex_scheduled(db: &sled::Db) -> Result<(usize, usize), Error> {
         if d.schedule.is_none() {
             continue;
         }
-        let kept = keys::index_keys(&d);
-        if d.state.held {
-            for gone in keys::every_index_key(&d).into_iter() {
-                batch.remove(gone);
-            }
-            let status = kept
-                .into_iter()
-                .next()
-                .expect("a held delivery's status key");
-            batch.insert(status, keys::index_value(&d));
-            held += 1;
-        } else if d.listed_at() != d.created_at {
-            batch.remove(keys::listed(&d, d.created_at));
-            batch.insert(keys::listed(&d, d.listed_at()), sled::IVec::default());
-            released += 1;
-        } else {
-            continue;
+        let new = keys::index_keys(&d);
+        for gone in format_6_keys(&d).into_iter().filter(|k| !new.contains(k)) {
+            batch.remove(gone);
         }
+        for key in new {
+            batch.insert(key, keys::index_value(&d));
+        }
+        rewritten += 1;
         n += 1;
         if n >= BATCH {
             db.apply_batch(std::mem::take(&mut batch))?;
@@ -123,7 +131,7 @@ fn reindex_scheduled(db: &sled::Db) -> Result<(usize, usize), Error> {
         }
     }
     db.apply_batch(batch)?;
-    Ok((held, released))
+    Ok(rewritten)
 }
 
 /// Prefixes every record value with version 1, then marks the current
@@ -184,7 +192,6 @@ mod tests {
 
     use super::*;
     use crate::store::SledStore;
-    use crate::store::overlay::Indexed;
 
     /// A scheduled delivery of customer `c1`, made at 1,000 s.
     fn scheduled(id: &str) -> Delivery {
@@ -226,12 +233,7 @@ mod tests {
                     codec::encode(d).unwrap(),
                 )
                 .unwrap();
-                let as_6 = Indexed {
-                    held: false,
-                    listed_at: d.created_at,
-                    ..Indexed::of(d)
-                };
-                for key in keys::index_keys_as(d, &as_6) {
+                for key in format_6_keys(d) {
                     db.insert(key, sled::IVec::default()).unwrap();
                 }
             }
