@@ -187,12 +187,13 @@ fn single_with(dir: &Path, security: &str, certificates: &Certificates) -> NatsS
         "listen: 127.0.0.1:-1\nports_file_dir: \"{home}\"\njetstream {{ store_dir: \"{home}/js\" }}\n{security}",
         home = home.display(),
     );
-    launch(&home, &conf, certificates)
+    launch(&home, &conf, certificates).unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// Starts a nats-server in `home` with configuration `conf`, logging to
-/// `home/nats.log`.
-fn launch(home: &Path, conf: &str, certificates: &Certificates) -> NatsServer {
+/// `home/nats.log`; fails with the log's text if the server exits before
+/// it takes clients (as when a port it was given was taken meanwhile).
+fn launch(home: &Path, conf: &str, certificates: &Certificates) -> Result<NatsServer, String> {
     std::fs::create_dir_all(home).unwrap();
     let path = home.join("nats.conf");
     std::fs::write(&path, conf).unwrap();
@@ -204,19 +205,37 @@ fn launch(home: &Path, conf: &str, certificates: &Certificates) -> NatsServer {
         .stderr(log)
         .spawn()
         .expect("nats-server starts");
-    let url = client_url(home);
-    NatsServer {
+    let mut server = NatsServer {
         child,
-        url,
+        url: String::new(),
         ca_file: certificates.ca.clone(),
-    }
+    };
+    server.url = client_url(home, &mut server.child)?;
+    Ok(server)
 }
 
 /// Starts three nats-servers forming one JetStream cluster under `dir`;
-/// answers once each takes clients.
+/// answers once each takes clients. The route ports are picked free and
+/// then handed to the servers, so another process may take one between:
+/// then all three start again on fresh ports.
 pub fn start(dir: &Path) -> Vec<NatsServer> {
     installed();
     let certificates = certificates(dir);
+    let mut failures = Vec::new();
+    for _ in 0..5 {
+        match start_on(dir, &certificates) {
+            Ok(servers) => return servers,
+            Err(why) => failures.push(why),
+        }
+        for i in 0..3 {
+            let _ = std::fs::remove_dir_all(dir.join(format!("nats{i}")));
+        }
+    }
+    panic!("the nats-servers did not start: {failures:#?}");
+}
+
+/// One try of [`start`]: three servers on fresh route ports.
+fn start_on(dir: &Path, certificates: &Certificates) -> Result<Vec<NatsServer>, String> {
     let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let route_urls: Vec<String> = routes
         .iter()
@@ -233,16 +252,17 @@ pub fn start(dir: &Path) -> Vec<NatsServer> {
                 home = home.display(),
                 port = routes[i],
                 routes = route_urls.join(", "),
-                secured = secured(&certificates),
+                secured = secured(certificates),
             );
-            launch(&home, &conf, &certificates)
+            launch(&home, &conf, certificates)
         })
         .collect()
 }
 
-/// The client URL a server wrote to its ports file.
-fn client_url(home: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// The client URL a server wrote to its ports file, or the server's log if
+/// it exited first.
+fn client_url(home: &Path, child: &mut Child) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ports: Option<PathBuf> = std::fs::read_dir(home)
             .unwrap()
@@ -252,7 +272,11 @@ fn client_url(home: &Path) -> String {
             && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
             && let Some(url) = v["nats"][0].as_str()
         {
-            return url.to_string();
+            return Ok(url.to_string());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(home.join("nats.log")).unwrap_or_default();
+            return Err(format!("nats-server in {home:?} exited ({status}):\n{log}"));
         }
         assert!(
             Instant::now() < deadline,
