@@ -219,12 +219,10 @@ async fn a_paced_message_sends_a_turn_at_a_time_and_the_rest_wait_through_a_rest
         (status, v["error"]["code"].as_str()),
         (400, Some("invalid_field"))
     );
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("rate_per_minute"),
-        "{v}"
+    assert_eq!(
+        v["error"]["message"],
+        "rate_per_minute must be 1 to 1000000 device sends a minute, not 0; leave it out to \
+         send unpaced"
     );
     // One device send a minute, across both calls.
     d.ok(

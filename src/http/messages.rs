@@ -121,7 +121,7 @@ fn validate(
         && !(1..=MAX_RATE_PER_MINUTE).contains(&rate)
     {
         return Err(ApiError::invalid_field(format!(
-            "rate_per_minute must be 1 to {MAX_RATE_PER_MINUTE} device sends a minute, not              {rate}; leave it out to send unpaced"
+            "rate_per_minute must be 1 to {MAX_RATE_PER_MINUTE} device sends a minute, not {rate}; leave it out to send unpaced"
         )));
     }
     if let Some(goal) = &b.conversion {
