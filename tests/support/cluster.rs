@@ -205,6 +205,8 @@ fn launch(home: &Path, conf: &str, certificates: &Certificates) -> Result<NatsSe
         .stderr(log)
         .spawn()
         .expect("nats-server starts");
+    // Held as a server before it is waited on, so one that never takes
+    // clients is killed (on drop) whether the wait fails or panics.
     let mut server = NatsServer {
         child,
         url: String::new(),
