@@ -264,6 +264,7 @@ impl LiquidRenderer {
             collapse_id: message.collapse_id.clone(),
             options,
             rate_per_minute: message.rate_per_minute,
+            lane: message.lane,
         })
     }
 }
@@ -288,6 +289,7 @@ mod tests {
             app: DEFAULT_APP.into(),
             push: PushOptions::default(),
             rate_per_minute: None,
+            lane: Default::default(),
             created_at: 0,
         }
     }

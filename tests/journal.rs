@@ -188,7 +188,7 @@ fn a_segment_of_a_newer_format_stops_the_start_naming_both_formats() {
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains(&format!(
-            "journal segment {} is format 99; this pushd reads formats 1 to 5",
+            "journal segment {} is format 99; this pushd reads formats 1 to 6",
             segment.display()
         )),
         "{err}"

@@ -13,7 +13,7 @@ use pushd::sim::{
     ApnsTestKey, Behavior, Fake, FakeApns, FakeApnsConfig, FakeFcm, FakeFcmConfig, Fault, FaultMix,
 };
 use pushd_actors::model::{
-    Content, DEFAULT_APP, Environment, InterruptionLevel, Platform, PushKind, PushOptions,
+    Content, DEFAULT_APP, Environment, InterruptionLevel, Lane, Platform, PushKind, PushOptions,
     PushPriority,
 };
 use pushd_actors::ports::{Accepted, Provider, ProviderError, Push, Slot};
@@ -39,6 +39,7 @@ fn push(platform: Platform, token: &str) -> Push {
             collapse_id: None,
             options: PushOptions::default(),
             rate_per_minute: None,
+            lane: Default::default(),
         }),
     }
 }
@@ -665,6 +666,77 @@ async fn a_full_connection_opens_another_up_to_the_limit() {
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(apns.fake.accepted(), 30);
         assert_eq!(apns.fake.connections(), expected, "max {max_connections}");
+    }
+}
+
+/// `push` in `lane`.
+fn in_lane(mut push: Push, lane: Lane) -> Push {
+    Arc::make_mut(&mut push.content).lane = lane;
+    push
+}
+
+/// While a campaign holds every stream it may take (its pushes unanswered
+/// at the provider), transactional pushes still find the kept share free
+/// and go out; one more campaign push waits. With no share kept, a
+/// transactional push waits like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_filling_its_streams_leaves_the_kept_share_to_transactional_pushes() {
+    use futures_util::FutureExt as _;
+    for share in [0.4, 0.0] {
+        let apns = apns().await;
+        // 5 streams; a share of 0.4 keeps 2 of them.
+        let options = ClientOptions {
+            streams_per_connection: 5,
+            max_connections: 1,
+            transactional_share: share,
+            ..ClientOptions::default()
+        };
+        let providers = Arc::new(Providers::with_options(
+            &apns.config,
+            &FcmConfig::default(),
+            &options,
+        ));
+        let campaign = |n: u64| in_lane(push(Platform::Ios, &ios_token(n)), Lane::Campaign);
+        let transactional =
+            |n: u64| in_lane(push(Platform::Ios, &ios_token(n)), Lane::Transactional);
+        let campaign_streams = if share > 0.0 { 3 } else { 5 };
+        for n in 0..campaign_streams {
+            apns.fake
+                .script(&ios_token(n), Behavior::Delay(Duration::from_secs(3600)));
+            let push = campaign(n);
+            let slot = providers
+                .reserve(&push)
+                .now_or_never()
+                .expect("a free stream");
+            tokio::spawn(providers.send(push, slot));
+        }
+        let next = campaign(99);
+        assert!(
+            providers.reserve(&next).now_or_never().is_none(),
+            "share {share}: a campaign push past its streams waits"
+        );
+        let urgent = transactional(100);
+        match providers.reserve(&urgent).now_or_never() {
+            Some(slot) => {
+                assert!(share > 0.0, "no share kept, yet a stream was free");
+                let second = transactional(101);
+                let other = providers.reserve(&second).now_or_never().expect("two kept");
+                let third = transactional(102);
+                assert!(
+                    providers.reserve(&third).now_or_never().is_none(),
+                    "every stream is taken"
+                );
+                let (a, b) =
+                    tokio::join!(providers.send(urgent, slot), providers.send(second, other));
+                assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+                assert_eq!(apns.fake.pushes(&ios_token(100)).len(), 1);
+                assert_eq!(apns.fake.pushes(&ios_token(101)).len(), 1);
+                // The campaign's pushes are still unanswered: the share
+                // did not wait for them.
+                assert_eq!(apns.fake.accepted(), 2);
+            }
+            None => assert_eq!(share, 0.0, "a kept stream was not free"),
+        }
     }
 }
 

@@ -259,6 +259,88 @@ async fn a_paced_message_sends_a_turn_at_a_time_and_the_rest_wait_through_a_rest
     }
 }
 
+/// A transactional message's push goes out while a campaign holds every
+/// provider stream it may take; a later campaign send waits its turn. The
+/// lane is part of the message, and a lane pushd does not know is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_push_goes_out_while_a_campaign_fills_the_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let fakes = fakes(dir.path(), FaultMix::default()).await;
+    // 4 streams to APNs, one of them kept for transactional sends.
+    let mut env = fakes.env();
+    env.extend([
+        ("PUSHD_PROVIDER_CONNECTIONS", "1".to_string()),
+        ("PUSHD_PROVIDER_STREAMS", "4".to_string()),
+        ("PUSHD_TRANSACTIONAL_SHARE", "0.25".to_string()),
+    ]);
+    let d = Daemon::start(&dir.path().join("data"), &env);
+    let (status, v) = d
+        .call(
+            "PUT",
+            "/v1/messages/reset",
+            Some(json!({"title": "Reset", "body": "b", "lane": "urgent"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("lane"),
+        "{v}"
+    );
+    let (status, _) = d.call("GET", "/v1/messages/reset", None).await;
+    assert_eq!(status, 404, "a refused message is not stored");
+    d.ok(
+        "PUT",
+        "/v1/messages/reset",
+        json!({"title": "Reset", "body": "b", "lane": "transactional"}),
+    )
+    .await;
+    d.ok(
+        "PUT",
+        "/v1/messages/news",
+        json!({"title": "News", "body": "b"}),
+    )
+    .await;
+    let (_, v) = d.call("GET", "/v1/messages/news", None).await;
+    assert_eq!(v["lane"], "campaign", "the default lane: {v}");
+    let (_, v) = d.call("GET", "/v1/messages/reset", None).await;
+    assert_eq!(v["lane"], "transactional", "{v}");
+
+    // The campaign: 3 pushes the provider never answers fill the 3
+    // streams campaigns may take; the fourth waits.
+    let campaign: Vec<String> = (0..4).map(|n| format!("c{n}")).collect();
+    for (n, customer) in campaign.iter().enumerate() {
+        let token = ios_token(n);
+        fakes.apns.script(
+            &token,
+            pushd::sim::Behavior::Delay(Duration::from_secs(3600)),
+        );
+        d.customer(customer, json!({}), &[(&token, "ios")]).await;
+    }
+    let names: Vec<&str> = campaign.iter().map(String::as_str).collect();
+    let news = d.send("news", &names).await;
+    until("3 campaign pushes at the provider", || {
+        fakes.apns.requests() == 3
+    })
+    .await;
+
+    d.customer("ada", json!({}), &[(&ios_token(9), "ios")])
+        .await;
+    let reset = d.send("reset", &["ada"]).await;
+    assert_eq!(d.settled(&reset[0]).await["status"], "sent");
+    assert_eq!(fakes.apns.pushes(&ios_token(9)).len(), 1);
+    assert_eq!(
+        fakes.apns.requests(),
+        4,
+        "the fourth campaign push still waits"
+    );
+    for id in &news {
+        let (_, v) = d.call("GET", &format!("/v1/deliveries/{id}"), None).await;
+        assert_eq!(v["status"], "attempted", "{v}");
+    }
+    let called: u32 = (0..4).map(|n| fakes.apns.calls(&ios_token(n))).sum();
+    assert_eq!(called, 3, "one campaign push waits for a stream");
+}
+
 /// Checks that the deliveries whose device the fake APNs received a push
 /// for end `sent` and the others wait `attempted`, untried (their turn is
 /// a minute away); answers the waiting ones.

@@ -229,6 +229,7 @@ fn spec(id: &str, campaign: Option<&str>) -> MessageSpec {
         app: DEFAULT_APP.into(),
         push: PushOptions::default(),
         rate_per_minute: None,
+        lane: Default::default(),
         created_at: 0,
     }
 }

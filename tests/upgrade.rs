@@ -13,6 +13,9 @@
 //! - `snapshot-format-6/`: commit 2b96ac7, the last whose held deliveries
 //!   had every index key (snapshot format 6); one delivery held, one
 //!   canceled.
+//! - `snapshot-format-7/`: commit b8436f0, the last before messages had a
+//!   lane (journal segments of format 5, snapshot format 7); made like
+//!   `snapshot-format-6/`.
 //!
 //! Each has `stopped/` (stopped with SIGTERM: everything in the snapshot)
 //! and `killed/` (SIGKILLed right after its last acknowledged change, so
@@ -290,6 +293,9 @@ async fn open_and_check(build: &str, name: &str, made_requiring_identity: bool) 
     }
     assert_served(&served, &capture(&d, &keys, &fixture.deliveries).await);
     assert_failure_reasons_count_the_log(&d, &keys).await;
+    // Messages from before lanes are campaign messages.
+    let welcome = get(&d, &keys, "/v1/messages/welcome").await;
+    assert_eq!(welcome["body"]["lane"], "campaign", "{welcome}");
 
     // The keyed send is replayed as the old release answered it while its
     // key is remembered (a day from the call, which the fixture's making
@@ -518,6 +524,16 @@ async fn a_stopped_snapshot_format_6_directory_opens_with_every_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_snapshot_format_6_directory_replays_its_journal() {
     open_and_check("snapshot-format-6", "killed", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_snapshot_format_7_directory_opens_with_every_record() {
+    open_and_check("snapshot-format-7", "stopped", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_snapshot_format_7_directory_replays_its_journal() {
+    open_and_check("snapshot-format-7", "killed", true).await;
 }
 
 /// Makes the fixtures of one build with its binary:

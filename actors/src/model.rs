@@ -117,6 +117,19 @@ pub enum Audience {
     LastDevice,
 }
 
+/// Which queue a message's device sends wait in for a provider's slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    /// Bulk sends: they wait behind transactional ones, and never take the
+    /// share of slots kept for them.
+    #[default]
+    Campaign,
+    /// One person's push that should not wait (a password reset, a login
+    /// code): it goes ahead of campaign sends.
+    Transactional,
+}
+
 /// A conversion goal: an event that counts as success after the push.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +173,9 @@ pub struct MessageSpec {
     /// across all sends; the rest wait their turn (`None`: unpaced).
     #[serde(default)]
     pub rate_per_minute: Option<u32>,
+    /// Which queue its device sends wait in for provider slots.
+    #[serde(default)]
+    pub lane: Lane,
     /// When the message was first stored (Unix seconds); lists of messages
     /// show the newest first.
     #[serde(default)]
@@ -279,6 +295,10 @@ pub struct Content {
     /// The message's pace, kept with the push so a resumed send keeps it.
     #[serde(default)]
     pub rate_per_minute: Option<u32>,
+    /// The message's lane, kept with the push so a retry or a resumed send
+    /// waits in it.
+    #[serde(default)]
+    pub lane: Lane,
 }
 
 /// The record of one device's send within a delivery, beside its status.

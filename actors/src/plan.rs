@@ -309,6 +309,7 @@ mod tests {
             app: "default".into(),
             push: PushOptions::default(),
             rate_per_minute: None,
+            lane: Default::default(),
             created_at: 0,
         }
     }

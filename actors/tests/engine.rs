@@ -35,6 +35,7 @@ fn message(audience: Audience) -> Arc<MessageSpec> {
         app: DEFAULT_APP.into(),
         push: PushOptions::default(),
         rate_per_minute: None,
+        lane: Default::default(),
         created_at: 0,
     })
 }

@@ -29,6 +29,7 @@ fn message(rate_per_minute: Option<u32>) -> Arc<MessageSpec> {
         app: DEFAULT_APP.into(),
         push: PushOptions::default(),
         rate_per_minute,
+        lane: Default::default(),
         created_at: 0,
     })
 }

@@ -777,6 +777,7 @@ fn message(n: usize) -> Arc<MessageSpec> {
         app: DEFAULT_APP.into(),
         push: Default::default(),
         rate_per_minute: None,
+        lane: Default::default(),
         created_at: 0,
     })
 }

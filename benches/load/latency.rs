@@ -1,10 +1,17 @@
 //! `--latency`: will a single push wait behind a campaign? Single sends (a
-//! password reset, say) arrive open loop at a fixed rate, each to a
-//! customer of its own, first with the daemon idle (the floor), then while
+//! password reset, say: a `transactional` message) arrive open loop at a
+//! fixed rate, each to a customer of its own, first with the daemon idle (the floor), then while
 //! a campaign to every other customer saturates the fakes. Each one's
 //! latency is from its send call to the fakes' accepting its first push;
 //! the campaign's throughput is set against the bare client's on the same
 //! fakes.
+//!
+//! The providers bound the campaign here, as APNs and FCM do, not the two
+//! shared cores: the fakes answer after [`PROVIDER_RTT`] and take
+//! [`PROVIDER_STREAMS`] pushes in flight per endpoint, and pushd and the
+//! bare client are given that many streams ([`Provider::daemon_env`]). The
+//! question is then the one lanes answer: does a single push wait for a
+//! stream behind the campaign's pushes?
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +25,7 @@ use crate::daemon::{API_KEY, Api, Res};
 use crate::sends;
 use crate::stats::percentile;
 use crate::workload;
-use pushd::sim::{Fake, FakeProviders};
+use pushd::sim::{Fake, FakeProviders, FaultMix};
 
 /// The campaign's template.
 const CAMPAIGN: &str = "campaign";
@@ -31,6 +38,32 @@ const IDLE_FOR: Duration = Duration::from_secs(5);
 /// How long a single send's push may take to arrive before it counts as
 /// lost.
 const ARRIVAL_LIMIT: Duration = Duration::from_secs(30);
+/// How long the fakes take to answer a push: a provider's round trip.
+pub const PROVIDER_RTT: Duration = Duration::from_millis(20);
+/// Pushes in flight per provider endpoint, pushd's and the bare client's.
+pub const PROVIDER_STREAMS: usize = 80;
+
+/// The provider capacity both pushd and the bare client get.
+pub struct Provider;
+
+impl Provider {
+    /// The fakes' behaviour: every push answered after [`PROVIDER_RTT`].
+    pub fn mix() -> FaultMix {
+        FaultMix {
+            latency: PROVIDER_RTT,
+            ..FaultMix::default()
+        }
+    }
+
+    /// pushd's settings for [`PROVIDER_STREAMS`] streams per endpoint, on
+    /// one connection.
+    pub fn daemon_env() -> Vec<(&'static str, String)> {
+        vec![
+            ("PUSHD_PROVIDER_CONNECTIONS", "1".to_owned()),
+            ("PUSHD_PROVIDER_STREAMS", PROVIDER_STREAMS.to_string()),
+        ]
+    }
+}
 
 /// Latency figures of the single sends of one part, ms.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -45,6 +78,11 @@ pub struct Latency {
     pub p99_ms: f64,
     /// The slowest.
     pub max_ms: f64,
+    /// The send call's own answer (202), median: the rest of the
+    /// latency is after it, on the way to the provider.
+    pub answer_p50_ms: f64,
+    /// The send call's answer, 99th percentile.
+    pub answer_p99_ms: f64,
 }
 
 /// What the phase measured.
@@ -54,6 +92,12 @@ pub struct LatencyResult {
     pub campaign_customers: usize,
     /// Single sends per second.
     pub single_rate: u32,
+    /// The single sends' lane.
+    pub single_lane: String,
+    /// How long the fakes take to answer, ms.
+    pub provider_rtt_ms: u128,
+    /// Pushes in flight per provider endpoint.
+    pub provider_streams: usize,
     /// The single sends with the daemon idle.
     pub idle: Latency,
     /// The single sends during the campaign.
@@ -64,12 +108,15 @@ pub struct LatencyResult {
     pub bare_pushes_per_s: f64,
     /// Campaign over bare client.
     pub campaign_ratio: f64,
+    /// APNs pushes in flight at the fake during the campaign, on average.
+    pub apns_in_flight: f64,
     /// p99 during the campaign over p99 idle.
     pub p99_over_idle: f64,
 }
 
-/// Single sends started: delivery id → when its call started.
-type Started = Arc<Mutex<HashMap<String, Instant>>>;
+/// Single sends started: delivery id → when its call started, and how
+/// long it took to answer.
+type Started = Arc<Mutex<HashMap<String, (Instant, Duration)>>>;
 
 /// Runs the phase: `campaign` customers (0..campaign) for the campaign,
 /// single sends at `rate` per second to customers after them.
@@ -78,9 +125,10 @@ pub async fn run(
     fakes: &FakeProviders,
     campaign: usize,
     rate: u32,
+    single_lane: &str,
 ) -> Res<LatencyResult> {
     workload::message(api, CAMPAIGN).await?;
-    workload::message(api, SINGLE).await?;
+    workload::message_in(api, SINGLE, single_lane).await?;
     // Enough for the idle floor and a campaign of up to two minutes.
     let set_aside = rate as usize * 130;
     let far = Instant::now() + Duration::from_secs(3600);
@@ -114,28 +162,53 @@ pub async fn run(
         let _ = done.send(());
         Res::Ok(elapsed)
     };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let singles = singles_until(api, rate, next, &started, async {
         let _ = finished.await;
+        let _ = stop.send(());
     });
-    let (campaign_elapsed, last) = tokio::join!(campaign_done, singles);
+    let sampled = in_flight(fakes, stopped);
+    let (campaign_elapsed, last, apns_in_flight) = tokio::join!(campaign_done, singles, sampled);
     let campaign_elapsed = campaign_elapsed?;
     if last? > campaign + set_aside {
         return Err("more single sends than customers set aside".into());
     }
     let during_campaign = arrivals.latencies(&started).await;
 
-    let bare = sends::baseline(fakes, campaign).await?;
+    let bare = sends::baseline_with(fakes, campaign, PROVIDER_STREAMS).await?;
     let campaign_pushes_per_s = (2 * campaign) as f64 / campaign_elapsed.as_secs_f64();
     Ok(LatencyResult {
         campaign_customers: campaign,
         single_rate: rate,
+        single_lane: single_lane.to_owned(),
+        provider_rtt_ms: PROVIDER_RTT.as_millis(),
+        provider_streams: PROVIDER_STREAMS,
         p99_over_idle: during_campaign.p99_ms / idle.p99_ms.max(f64::MIN_POSITIVE),
         idle,
         during_campaign,
         campaign_pushes_per_s,
         bare_pushes_per_s: bare.rate(),
         campaign_ratio: campaign_pushes_per_s / bare.rate(),
+        apns_in_flight,
     })
+}
+
+/// The mean of APNs pushes in flight at the fake (received, not yet
+/// answered), sampled every 10 ms until `stop`.
+async fn in_flight(fakes: &FakeProviders, stop: tokio::sync::oneshot::Receiver<()>) -> f64 {
+    let mut every = tokio::time::interval(Duration::from_millis(10));
+    let (mut sum, mut n) = (0usize, 0usize);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = every.tick() => {
+                sum += fakes.apns.requests().saturating_sub(fakes.apns.accepted());
+                n += 1;
+            }
+        }
+    }
+    sum as f64 / n.max(1) as f64
 }
 
 /// Sends one single send every `1 / rate` s, open loop (each on schedule,
@@ -180,7 +253,11 @@ async fn single(api: &Api, customer: &str, started: &Started) -> Res<()> {
     let id = v["deliveries"][0]["delivery_id"]
         .as_str()
         .ok_or_else(|| format!("single send refused: {status} {v}"))?;
-    started.lock().expect("started").insert(id.to_owned(), at);
+    let answered = at.elapsed();
+    started
+        .lock()
+        .expect("started")
+        .insert(id.to_owned(), (at, answered));
     Ok(())
 }
 
@@ -229,15 +306,21 @@ impl Arrivals {
         }
         let first = self.first.lock().expect("arrivals");
         let mut ms: Vec<f64> = (started.iter())
-            .filter_map(|(d, s)| Some((*first.get(d)? - *s).as_secs_f64() * 1e3))
+            .filter_map(|(d, (s, _))| Some((*first.get(d)? - *s).as_secs_f64() * 1e3))
             .collect();
         ms.sort_by(f64::total_cmp);
+        let mut answer_ms: Vec<f64> = (started.values())
+            .map(|(_, answered)| answered.as_secs_f64() * 1e3)
+            .collect();
+        answer_ms.sort_by(f64::total_cmp);
         Latency {
             sends: started.len(),
             arrived: ms.len(),
             p50_ms: percentile(&ms, 0.5),
             p99_ms: percentile(&ms, 0.99),
             max_ms: ms.last().copied().unwrap_or_default(),
+            answer_p50_ms: percentile(&answer_ms, 0.5),
+            answer_p99_ms: percentile(&answer_ms, 0.99),
         }
     }
 }

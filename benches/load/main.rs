@@ -13,9 +13,10 @@
 //! `cluster.rs`); `--node-cpus C` caps each node at C cores (`cgroup.rs`).
 //! `--scheduled N` runs only the scheduled phase, with N deliveries;
 //! `--no-scheduled` runs the others without it. `--latency` runs only the
-//! latency phase (`latency.rs`): single sends at 50 a second, with the
-//! daemon idle and then during a campaign to 50,000 customers
-//! (`--latency N`: to N).
+//! latency phase (`latency.rs`): transactional single sends at 50 a
+//! second, with the daemon idle and then during a campaign to 50,000
+//! customers (`--latency N`: to N; `--single-lane campaign`: the single
+//! sends in the campaign's lane, to see what lanes change).
 
 mod cgroup;
 mod cluster;
@@ -125,7 +126,11 @@ fn main() -> Res<()> {
     }
     if let Some(at) = args.iter().position(|a| a == "--latency") {
         let campaign = args.get(at + 1).and_then(|n| n.parse().ok());
-        return runtime.block_on(latency_only(campaign.unwrap_or(LATENCY_CAMPAIGN)));
+        let lane = match args.iter().position(|a| a == "--single-lane") {
+            Some(at) => args.get(at + 1).ok_or("--single-lane takes a lane")?,
+            None => "transactional",
+        };
+        return runtime.block_on(latency_only(campaign.unwrap_or(LATENCY_CAMPAIGN), lane));
     }
     let scheduled = !args.iter().any(|a| a == "--no-scheduled");
     runtime.block_on(run(sizes, profile.then_some(graph), webhook, scheduled))
@@ -309,27 +314,38 @@ const LATENCY_CAMPAIGN: usize = 50_000;
 /// The latency phase's single sends per second.
 const SINGLES_PER_S: u32 = 50;
 
-/// `--latency`: the latency phase alone, on a daemon of its own with fast
-/// fakes; prints its figures as JSON.
-async fn latency_only(campaign: usize) -> Res<()> {
+/// `--latency`: the latency phase alone, on a daemon of its own with fakes
+/// of a provider's round trip and streams (`latency::Provider`), the
+/// single sends in `lane`; prints its figures as JSON.
+async fn latency_only(campaign: usize, lane: &str) -> Res<()> {
     let dir = tempfile::tempdir()?;
-    let fakes = FakeProviders::start(dir.path(), FaultMix::default()).await?;
-    let daemon = Daemon::start(&dir.path().join("data"), &fakes.env()).await?;
+    let fakes = FakeProviders::start(dir.path(), latency::Provider::mix()).await?;
+    let mut env = fakes.env();
+    env.extend(latency::Provider::daemon_env());
+    let daemon = Daemon::start(&dir.path().join("data"), &env).await?;
     let api = Api::new(&daemon.base)?;
-    let result = latency::run(&api, &fakes, campaign, SINGLES_PER_S).await?;
+    let result = latency::run(&api, &fakes, campaign, SINGLES_PER_S, lane).await?;
     daemon.kill().await?;
     let (idle, during) = (&result.idle, &result.during_campaign);
     eprintln!(
-        "[latency] single sends, idle: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} arrived)",
-        idle.p50_ms, idle.p99_ms, idle.max_ms, idle.arrived, idle.sends
+        "[latency] single sends, idle: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} arrived; answered p50 {:.1} ms, p99 {:.1} ms)",
+        idle.p50_ms,
+        idle.p99_ms,
+        idle.max_ms,
+        idle.arrived,
+        idle.sends,
+        idle.answer_p50_ms,
+        idle.answer_p99_ms
     );
     eprintln!(
-        "[latency] during the campaign: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} arrived); p99 {:.1}x idle",
+        "[latency] during the campaign: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} arrived; answered p50 {:.1} ms, p99 {:.1} ms); p99 {:.1}x idle",
         during.p50_ms,
         during.p99_ms,
         during.max_ms,
         during.arrived,
         during.sends,
+        during.answer_p50_ms,
+        during.answer_p99_ms,
         result.p99_over_idle
     );
     eprintln!(

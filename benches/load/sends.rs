@@ -115,7 +115,16 @@ impl Baseline {
 /// sends) over one HTTP/2 connection per fake, with as many in flight as
 /// pushd can have.
 pub async fn baseline(fakes: &FakeProviders, n: usize) -> Res<Baseline> {
-    let concurrency = STREAMS_PER_PROVIDER.min(SEND_BATCH * SENDS_IN_FLIGHT);
+    baseline_with(
+        fakes,
+        n,
+        STREAMS_PER_PROVIDER.min(SEND_BATCH * SENDS_IN_FLIGHT),
+    )
+    .await
+}
+
+/// [`baseline`] with `concurrency` pushes in flight to each fake.
+pub async fn baseline_with(fakes: &FakeProviders, n: usize, concurrency: usize) -> Res<Baseline> {
     let apns = Apns::new(fakes)?;
     let fcm = Fcm::new(fakes).await?;
     let t0 = Instant::now();

@@ -105,9 +105,14 @@ async fn import(api: &Api, chunk: Range<usize>) -> Res<usize> {
 
 /// Creates the push template `id` (Liquid over the customer's attributes).
 pub async fn message(api: &Api, id: &str) -> Res<()> {
+    message_in(api, id, "campaign").await
+}
+
+/// [`message`], its device sends in `lane`.
+pub async fn message_in(api: &Api, id: &str, lane: &str) -> Res<()> {
     let body = json!({"name": id, "campaign_id": format!("load-{id}"),
         "title": "Hi {{customer.first_name}}", "body": "Your {{customer.plan}} plan is ready",
-        "deep_link": "myapp://home", "audience": "all_devices"});
+        "deep_link": "myapp://home", "audience": "all_devices", "lane": lane});
     api.ok(Method::PUT, &format!("/v1/messages/{id}"), Some(&body))
         .await?;
     Ok(())

@@ -3,10 +3,14 @@
 //! it; reads ask the bucket's stream leader, so a template written through
 //! one node is there for a send through any other at once.
 //!
-//! A template's value is its version-1 record ([`records::v1::MessageSpec`])
-//! without a version byte, as every pushd so far wrote it, so nodes of
-//! mixed versions share the bucket. A new record version must come with a
-//! new bucket key layout, which older nodes do not read.
+//! A template's value has no version byte: it is its version-5 record
+//! ([`records::v5::MessageSpec`]), which is the version-1 record
+//! ([`records::v1::MessageSpec`], as pushd first wrote it) with the lane
+//! after it. A value without the lane is version 1's (a `campaign`
+//! message), and an older node reads the version-1 record at the front and
+//! leaves the rest, so nodes of mixed versions share the bucket. A record
+//! that changes more than by fields added at its end must come with a new
+//! bucket key layout, which older nodes do not read.
 
 use async_nats::jetstream::kv;
 use pushd_actors::model::MessageSpec;
@@ -16,10 +20,15 @@ use crate::records::{self, Frozen, Thaw as _};
 
 /// Decodes the template stored under `key`.
 fn decode(key: &str, bytes: &[u8]) -> Result<MessageSpec, ClusterError> {
-    postcard::from_bytes::<records::v1::MessageSpec>(bytes)
-        .map_err(records::RecordError::from)
-        .and_then(|r| r.thaw())
-        .map_err(|e| nats(format!("template {key} does not decode: {e}")))
+    let thawed = || -> Result<MessageSpec, records::RecordError> {
+        let (spec, rest) = postcard::take_from_bytes::<records::v1::MessageSpec>(bytes)?;
+        let mut spec: MessageSpec = spec.thaw()?;
+        if !rest.is_empty() {
+            spec.lane = postcard::from_bytes::<records::v5::Lane>(rest)?.thaw()?;
+        }
+        Ok(spec)
+    };
+    thawed().map_err(|e| nats(format!("template {key} does not decode: {e}")))
 }
 
 /// The templates a scheduled delivery renders when released.
@@ -93,5 +102,39 @@ impl Templates {
             .await
             .map_err(nats)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pushd_actors::model::Lane;
+
+    use super::*;
+
+    fn spec(lane: Lane) -> MessageSpec {
+        let body = serde_json::json!({
+            "id": "reset", "name": "Reset", "campaign_id": null, "title": "t",
+            "body": "b", "deep_link": null, "audience": "all_devices",
+            "conversion": null, "lane": lane,
+        });
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn templates_older_nodes_wrote_read_as_campaign_and_they_read_ours() {
+        let transactional = spec(Lane::Transactional);
+        let ours = postcard::to_allocvec(&Frozen(&transactional)).unwrap();
+        assert_eq!(decode("k", &ours).unwrap(), transactional);
+        // An older node reads the version-1 record at the front.
+        let seen: MessageSpec = postcard::from_bytes::<records::v1::MessageSpec>(&ours)
+            .unwrap()
+            .thaw()
+            .unwrap();
+        assert_eq!(seen, spec(Lane::Campaign));
+        // What it writes has no lane.
+        let theirs = &ours[..ours.len() - 1];
+        assert_eq!(decode("k", theirs).unwrap(), spec(Lane::Campaign));
+        let e = decode("k", &[theirs, &[7]].concat()).unwrap_err();
+        assert!(e.to_string().contains("template k does not decode"), "{e}");
     }
 }

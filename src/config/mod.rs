@@ -143,12 +143,13 @@ pub enum IdentityVerification {
 
 impl Config {
     /// The provider clients' tuning: `[engine]`'s connection counts and
-    /// `[providers]`' connection age.
+    /// transactional share, and `[providers]`' connection age.
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
             max_connections: self.engine.provider_connections,
             streams_per_connection: self.engine.provider_streams,
             max_connection_age: Duration::from_secs(self.providers.max_connection_age),
+            transactional_share: self.engine.transactional_share,
             ..ClientOptions::default()
         }
     }
@@ -249,6 +250,14 @@ impl Config {
             return Err(format!("{setting} ({variable}) must be at least 1, not 0"));
         }
         self.sending.check()?;
+        let share = self.engine.transactional_share;
+        if !(0.0..1.0).contains(&share) {
+            return Err(format!(
+                "[engine] transactional_share (PUSHD_TRANSACTIONAL_SHARE) must be at least 0 and \
+                 less than 1, not {share}; 0.2 keeps a fifth of the provider streams for \
+                 transactional sends"
+            ));
+        }
         let days = self.store.delivery_retention_days;
         if days > MAX_RETENTION_DAYS {
             return Err(format!(

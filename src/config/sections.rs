@@ -121,6 +121,10 @@ settings! {
         /// Pushes in flight on one provider connection.
         #[setting(flag = "provider-streams", env = "PUSHD_PROVIDER_STREAMS")]
         pub provider_streams: usize = ClientOptions::default().streams_per_connection,
+        /// The share of each provider endpoint's streams campaign sends
+        /// never take, kept for transactional ones (0 to less than 1).
+        #[setting(flag = "transactional-share", env = "PUSHD_TRANSACTIONAL_SHARE")]
+        pub transactional_share: f64 = ClientOptions::default().transactional_share,
     }
 
     /// `[providers]`: how pushd keeps its connections to APNs and FCM.

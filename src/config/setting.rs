@@ -64,6 +64,7 @@ scalar_setting! {
     u32 => |n| n.to_string(),
     u64 => |n| n.to_string(),
     usize => |n| n.to_string(),
+    f64 => |n| n.to_string(),
     bool => |b| b.to_string(),
     String => |s| s.clone(),
     PathBuf => |path| path.display().to_string(),

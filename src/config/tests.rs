@@ -484,3 +484,35 @@ fn the_docs_tables_match_the_settings() {
         "{checked} settings found in the docs' tables"
     );
 }
+
+#[test]
+fn the_transactional_share_is_a_fraction_below_one() {
+    assert_eq!(Config::default().client_options().transactional_share, 0.2);
+    let file = File::new("[engine]\ntransactional_share = 0.5\n");
+    assert_eq!(
+        file.load(&[]).unwrap().client_options().transactional_share,
+        0.5
+    );
+    assert_eq!(
+        load(&["--transactional-share", "0"])
+            .unwrap()
+            .client_options()
+            .transactional_share,
+        0.0,
+        "0 keeps no stream"
+    );
+    for refused in ["1", "-0.1", "NaN"] {
+        let flag = format!("--transactional-share={refused}");
+        let Err(ConfigError::Invalid(why)) = load(&[&flag]) else {
+            panic!("a share of {refused} is refused")
+        };
+        assert_eq!(
+            why,
+            format!(
+                "[engine] transactional_share (PUSHD_TRANSACTIONAL_SHARE) must be at least 0 and \
+                 less than 1, not {refused}; 0.2 keeps a fifth of the provider streams for \
+                 transactional sends"
+            )
+        );
+    }
+}

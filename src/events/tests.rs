@@ -275,6 +275,7 @@ fn message(id: &str) -> Change {
         app: pushd_actors::model::DEFAULT_APP.into(),
         push: Default::default(),
         rate_per_minute: None,
+        lane: Default::default(),
         created_at: 0,
     })))
 }

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pushd_actors::model::{
-    Audience, ConversionGoal, MessageSpec, PushKind, PushOptions, default_app,
+    Audience, ConversionGoal, Lane, MessageSpec, PushKind, PushOptions, default_app,
 };
 use pushd_actors::person::MAX_CONVERSION_WINDOW;
 use pushd_actors::status::{FailureReason, Timestamp};
@@ -43,6 +43,8 @@ struct MessageBody {
     /// Parsed by [`push_options::parse`], which names the field in errors.
     push: Option<Value>,
     rate_per_minute: Option<u32>,
+    #[serde(default)]
+    lane: Lane,
 }
 
 /// The fastest pace a message may set: device sends a minute.
@@ -153,6 +155,7 @@ fn validate(
         app: b.app,
         push,
         rate_per_minute: b.rate_per_minute,
+        lane: b.lane,
         created_at,
     };
     state.renderer.sample(&spec).map_err(|words| {

@@ -9,7 +9,7 @@
 //! postcard, a compact binary serde format, so it is never empty. Every
 //! format frames records alike; the format names the version of the
 //! entries ([`records_of`]: formats 1 and 2 hold version-1 records, format 3
-//! version-2 ones, format 4 version-3 ones). A [`Frame`] carries the format it was read as, and
+//! version-2 ones, and so on up to format 6, version-5 ones). A [`Frame`] carries the format it was read as, and
 //! [`Frame::entries`] decodes by it.
 //!
 //! The cluster journal frames its records so too, inside NATS messages
@@ -87,6 +87,7 @@ pub fn records_of(format: u32) -> Option<u32> {
         3 => Some(2),
         4 => Some(3),
         5 => Some(4),
+        6 => Some(5),
         _ => None,
     }
 }
@@ -117,6 +118,7 @@ mod tests {
             app: pushd_actors::model::DEFAULT_APP.into(),
             push: Default::default(),
             rate_per_minute: None,
+            lane: Default::default(),
             created_at: 0,
         })))
     }

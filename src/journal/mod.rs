@@ -46,10 +46,10 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// written before formats were numbered); format 2: the header, then
 /// records framed and encoded as in format 1 (both hold version-1
 /// records); format 3: framed alike, holding version-2 records; format 4:
-/// version-3 records; format 5: version-4 records (see
-/// [`frame::records_of`]). Segments of formats 1 to this one are read; a
-/// newer one stops the open.
-pub const FORMAT: u32 = 5;
+/// version-3 records; format 5: version-4 records; format 6: version-5
+/// records (see [`frame::records_of`]). Segments of formats 1 to this one
+/// are read; a newer one stops the open.
+pub const FORMAT: u32 = 6;
 
 /// Journal segment files.
 pub const KIND: Kind = Kind {

@@ -26,6 +26,7 @@ fn change(id: &str) -> Change {
         app: pushd_actors::model::DEFAULT_APP.into(),
         push: Default::default(),
         rate_per_minute: None,
+        lane: Default::default(),
         created_at: 0,
     })))
 }
@@ -311,7 +312,7 @@ async fn a_format_2_segment_of_version_1_records_is_replayed_and_appends_go_to_f
         })
         .collect();
     assert_eq!(versions, [2, 2, FORMAT]);
-    assert_eq!(FORMAT, 5);
+    assert_eq!(FORMAT, 6);
     let journal = FileJournal::open(dir.path(), 0).unwrap();
     let mut entries = Vec::new();
     journal

@@ -113,7 +113,10 @@ impl ApnsClient {
 
     /// Sends one push to its environment's endpoint, once there is room.
     pub async fn send(&self, push: &Push) -> Result<Accepted, ProviderError> {
-        let room = self.endpoint(push.environment).reserve().await;
+        let room = self
+            .endpoint(push.environment)
+            .reserve(push.content.lane)
+            .await;
         self.send_reserved(push, &room).await
     }
 

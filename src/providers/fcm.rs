@@ -121,7 +121,7 @@ impl FcmClient {
 
     /// Sends one push, once there is room at the endpoint.
     pub async fn send(&self, push: &Push) -> Result<Accepted, ProviderError> {
-        let room = self.endpoint().reserve().await;
+        let room = self.endpoint().reserve(push.content.lane).await;
         self.send_reserved(push, &room).await
     }
 

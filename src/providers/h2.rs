@@ -12,6 +12,13 @@
 //! frame, and capacity is reserved first (see [`Endpoint::reserve`]), so a
 //! push waiting for a stream holds nothing but its place in line.
 //!
+//! Capacity has two lanes ([`Lane`]). A share of the streams
+//! ([`Limits::transactional_share`]) is kept for transactional pushes: a
+//! campaign push first waits for one of the other streams, in a line of its
+//! own, and only then for a stream. So while a campaign saturates the
+//! endpoint, a transactional push finds a kept stream free at once (unless
+//! transactional pushes fill them), and never waits in the campaign's line.
+//!
 //! Connections open on demand, up to `max_connections`: a request goes to the
 //! open connection with the fewest streams in flight, and a new connection is
 //! opened once every open one is full. A connection that is closed (reset,
@@ -36,6 +43,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use pushd_actors::model::Lane;
+
 /// How long connecting (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings keep NATs and provider load balancers from dropping a
@@ -57,8 +66,26 @@ pub struct Limits {
     /// A connection this old takes no new request (providers and their
     /// load balancers close old connections).
     pub max_age: Duration,
+    /// The share of the streams campaign pushes never take, kept for
+    /// transactional ones (0 to less than 1).
+    pub transactional_share: f64,
     /// The platform (`ios`, `android`), for metrics.
     pub platform: &'static str,
+}
+
+impl Limits {
+    /// The endpoint's streams: every connection's.
+    fn streams(&self) -> usize {
+        self.streams_per_connection.max(1) * self.max_connections.max(1)
+    }
+
+    /// The streams campaign pushes may take: all but the kept share,
+    /// rounded up, and at least one.
+    fn campaign_streams(&self) -> usize {
+        let streams = self.streams();
+        let kept = (streams as f64 * self.transactional_share.clamp(0.0, 1.0)).ceil() as usize;
+        streams.saturating_sub(kept).max(1)
+    }
 }
 
 /// Why a request got no answer.
@@ -93,6 +120,8 @@ struct Inner {
     limits: Limits,
     /// Streams anyone may use: `streams_per_connection × max_connections`.
     capacity: Arc<Semaphore>,
+    /// What a campaign push takes before a stream: all but the kept share.
+    campaign: Arc<Semaphore>,
     connections: Mutex<Vec<Connection>>,
     /// Held while a connection is being opened, so a burst opens one.
     connecting: tokio::sync::Mutex<()>,
@@ -154,6 +183,8 @@ impl ConnState {
 /// built until its answer is read.
 pub struct Reserved {
     _permit: OwnedSemaphorePermit,
+    /// A campaign push's place among the streams campaigns may take.
+    _campaign: Option<OwnedSemaphorePermit>,
 }
 
 /// A stream ready to take one request (see [`Endpoint::ready`]).
@@ -278,7 +309,7 @@ impl Endpoint {
             uri.scheme_str().unwrap_or("https"),
             uri.authority().map_or("", |a| a.as_str())
         );
-        let streams = limits.streams_per_connection.max(1) * limits.max_connections.max(1);
+        let (streams, campaign) = (limits.streams(), limits.campaign_streams());
         Ok(Endpoint(Arc::new(Inner {
             base,
             host,
@@ -286,6 +317,7 @@ impl Endpoint {
             tls: https.then(tls_connector),
             limits,
             capacity: Arc::new(Semaphore::new(streams)),
+            campaign: Arc::new(Semaphore::new(campaign)),
             connections: Mutex::new(Vec::new()),
             connecting: tokio::sync::Mutex::new(()),
         })))
@@ -298,11 +330,18 @@ impl Endpoint {
             .map_err(|e| format!("invalid request path {path:?}: {e}"))
     }
 
-    /// Waits for room for one request (first come, first served).
-    pub async fn reserve(&self) -> Reserved {
+    /// Waits for room for one request in `lane` (first come, first served
+    /// within the lane): a campaign push waits for room outside the kept
+    /// share first.
+    pub async fn reserve(&self, lane: Lane) -> Reserved {
+        let campaign = match lane {
+            Lane::Campaign => Some(self.0.campaign.clone().acquire_owned().await),
+            Lane::Transactional => None,
+        };
         let permit = self.0.capacity.clone().acquire_owned().await;
         Reserved {
             _permit: permit.expect("the capacity semaphore is never closed"),
+            _campaign: campaign.map(|p| p.expect("the campaign semaphore is never closed")),
         }
     }
 

@@ -44,6 +44,7 @@ pub(crate) fn endpoint(
         max_connections: options.max_connections,
         timeout: options.request_timeout,
         max_age: options.max_connection_age,
+        transactional_share: options.transactional_share,
         platform: platform.as_str(),
     };
     Endpoint::new(url, limits).map_err(CredentialsError::Endpoint)

@@ -66,7 +66,14 @@ pub struct ClientOptions {
     /// A connection this old takes no new push; the next one opens a fresh
     /// connection before a provider or its load balancer closes the old one.
     pub max_connection_age: Duration,
+    /// The share of each endpoint's streams kept for transactional pushes:
+    /// campaign pushes never take it (see `h2`).
+    pub transactional_share: f64,
 }
+
+/// The share of provider streams kept for transactional pushes unless
+/// configured.
+pub const DEFAULT_TRANSACTIONAL_SHARE: f64 = 0.2;
 
 impl Default for ClientOptions {
     fn default() -> ClientOptions {
@@ -77,6 +84,7 @@ impl Default for ClientOptions {
             streams_per_connection: 1000,
             max_connections: 2,
             max_connection_age: Duration::from_secs(30 * 60),
+            transactional_share: DEFAULT_TRANSACTIONAL_SHARE,
         }
     }
 }
@@ -241,14 +249,15 @@ fn without_credentials(detail: String) -> ProviderError {
 
 impl Provider for Providers {
     fn reserve(&self, push: &Push) -> BoxFuture<Slot> {
+        let lane = push.content.lane;
         match self.client(push) {
             Ok(Client::Apns(c)) => {
                 let endpoint = c.endpoint(push.environment).clone();
-                Box::pin(async move { Slot::holding(endpoint.reserve().await) })
+                Box::pin(async move { Slot::holding(endpoint.reserve(lane).await) })
             }
             Ok(Client::Fcm(c)) => {
                 let endpoint = c.endpoint().clone();
-                Box::pin(async move { Slot::holding(endpoint.reserve().await) })
+                Box::pin(async move { Slot::holding(endpoint.reserve(lane).await) })
             }
             // Nothing will be sent: no room to wait for.
             Err(_) => Box::pin(std::future::ready(Slot::free())),
@@ -263,11 +272,11 @@ impl Provider for Providers {
             let result = match client {
                 Ok(Client::Apns(c)) => {
                     let endpoint = c.endpoint(push.environment);
-                    c.send_reserved(&push, &*reserved(endpoint, &slot).await)
+                    c.send_reserved(&push, &*reserved(endpoint, &push, &slot).await)
                         .await
                 }
                 Ok(Client::Fcm(c)) => {
-                    c.send_reserved(&push, &*reserved(c.endpoint(), &slot).await)
+                    c.send_reserved(&push, &*reserved(c.endpoint(), &push, &slot).await)
                         .await
                 }
                 Err(detail) => Err(without_credentials(detail)),
@@ -280,10 +289,10 @@ impl Provider for Providers {
 
 /// The reservation `slot` holds on `endpoint`, or a new one if it holds
 /// none (a slot of another provider or none at all).
-async fn reserved<'a>(endpoint: &Endpoint, slot: &'a Slot) -> Held<'a> {
+async fn reserved<'a>(endpoint: &Endpoint, push: &Push, slot: &'a Slot) -> Held<'a> {
     match slot.get::<Reserved>() {
         Some(held) => Held::Given(held),
-        None => Held::Taken(endpoint.reserve().await),
+        None => Held::Taken(endpoint.reserve(push.content.lane).await),
     }
 }
 

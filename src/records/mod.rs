@@ -29,6 +29,7 @@ pub mod v1;
 pub mod v2;
 pub mod v3;
 pub mod v4;
+pub mod v5;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,16 +40,17 @@ use pushd_actors::ports::{Change, Entry};
 use pushd_actors::tally::Tally;
 use serde::{Serialize, Serializer};
 
-/// The version of the journal records this binary writes: [`v4`] entries.
+/// The version of the journal records this binary writes: [`v5`] entries.
 /// Versions 2 and 3 were supersets of the one before (see [`v2`], [`v3`]);
-/// version 4's deliveries hold more fields, so each version's bytes are
-/// read with that version's types.
-pub const JOURNAL_VERSION: u32 = 4;
-/// The newest version of the snapshot values this binary writes: a
-/// delivery's, a [`v4`] record, and a counters value's ([`v4::Tally`], its
-/// version 2). The other values are still written as version 1: their
-/// records have not changed since.
-pub const VALUE_VERSION: u8 = 4;
+/// the deliveries of versions 4 and 5 and the messages of version 5 hold
+/// more fields, so each version's bytes are read with that version's
+/// types.
+pub const JOURNAL_VERSION: u32 = 5;
+/// The version of a delivery's snapshot value this binary writes: a [`v5`]
+/// record. A message's value is of version [`MESSAGE_VERSION`], a
+/// counters value's of [`TALLY_VERSION`]; the other values are still
+/// written as version 1: their records have not changed since.
+pub const VALUE_VERSION: u8 = 5;
 
 /// Why bytes are not a record this binary can read.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +165,12 @@ where
 }
 
 impl Thaw<Arc<Content>> for v1::Content {
+    fn thaw(self) -> Result<Arc<Content>, RecordError> {
+        Thaw::<Content>::thaw(self).map(Arc::new)
+    }
+}
+
+impl Thaw<Arc<Content>> for v5::Content {
     fn thaw(self) -> Result<Arc<Content>, RecordError> {
         Thaw::<Content>::thaw(self).map(Arc::new)
     }
@@ -307,6 +315,7 @@ pub fn decode_entries(version: u32, payload: &[u8]) -> Result<Vec<Entry>, Record
         2 => postcard::from_bytes::<Vec<v2::Entry>>(payload)?.thaw(),
         3 => postcard::from_bytes::<Vec<v3::Entry>>(payload)?.thaw(),
         4 => postcard::from_bytes::<Vec<v4::Entry>>(payload)?.thaw(),
+        5 => postcard::from_bytes::<Vec<v5::Entry>>(payload)?.thaw(),
         found => Err(RecordError::Newer {
             what: "a journal record",
             found,
@@ -358,8 +367,8 @@ macro_rules! stored_v1 {
 
 /// A delivery: version 3 since its failure reasons gained
 /// `template_limit_exceeded` and `internal_error`, version 4 since it can be
-/// scheduled (statuses `scheduled` and `canceled`, its schedule); version
-/// 2's record is version 1's.
+/// scheduled (statuses `scheduled` and `canceled`, its schedule), version
+/// 5 since its push carries its lane; version 2's record is version 1's.
 impl Stored for Delivery {
     fn encode(&self) -> Result<Vec<u8>, RecordError> {
         Ok(postcard::to_extend(&Frozen(self), vec![VALUE_VERSION])?)
@@ -370,6 +379,7 @@ impl Stored for Delivery {
             (1 | 2, rest) => postcard::from_bytes::<v1::Delivery>(rest)?.thaw(),
             (3, rest) => postcard::from_bytes::<v3::Delivery>(rest)?.thaw(),
             (4, rest) => postcard::from_bytes::<v4::Delivery>(rest)?.thaw(),
+            (5, rest) => postcard::from_bytes::<v5::Delivery>(rest)?.thaw(),
             (found, _) => Err(newer(found, VALUE_VERSION)),
         }
     }
@@ -377,7 +387,7 @@ impl Stored for Delivery {
 
 /// The version of a counters value: 2 since they count `scheduled` and
 /// `canceled` deliveries.
-const TALLY_VERSION: u8 = 2;
+pub const TALLY_VERSION: u8 = 2;
 
 /// A message's or campaign's counters: version 2 adds `scheduled` and
 /// `canceled` (0 in a version-1 value: nothing was scheduled then).
@@ -395,9 +405,27 @@ impl Stored for Tally {
     }
 }
 
+/// The version of a message's snapshot value: 2 since it names its lane.
+pub const MESSAGE_VERSION: u8 = 2;
+
+/// A message: version 2 adds its lane (`campaign` in a version-1 value:
+/// there was no other).
+impl Stored for MessageSpec {
+    fn encode(&self) -> Result<Vec<u8>, RecordError> {
+        Ok(postcard::to_extend(&Frozen(self), vec![MESSAGE_VERSION])?)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        match versioned(bytes)? {
+            (1, rest) => postcard::from_bytes::<v1::MessageSpec>(rest)?.thaw(),
+            (2, rest) => postcard::from_bytes::<v5::MessageSpec>(rest)?.thaw(),
+            (found, _) => Err(newer(found, MESSAGE_VERSION)),
+        }
+    }
+}
+
 stored_v1! {
     Customer => v1::Customer,
-    MessageSpec => v1::MessageSpec,
     SendRecord => v1::SendRecord,
     [i64; 2] => [i64; 2],
     i64 => i64,

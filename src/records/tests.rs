@@ -3,7 +3,7 @@ use std::sync::Arc;
 use pushd_actors::caps::{CapRule, FrequencyCap};
 use pushd_actors::model::{
     Attributes, Audience, Content, Customer, DEFAULT_APP, Delivery, Device, DeviceSend,
-    Environment, MessageSpec, Platform, PushOptions,
+    Environment, Lane, MessageSpec, Platform, PushOptions,
 };
 use pushd_actors::ports::{Change, Entry};
 use pushd_actors::quiet::{QuietAction, QuietHours, QuietRule};
@@ -71,6 +71,7 @@ fn delivery() -> Delivery {
             collapse_id: Some("x".into()),
             options,
             rate_per_minute: Some(60),
+            lane: Lane::Transactional,
         })),
         data: json!({"order": 7}),
         goal: None,
@@ -95,6 +96,7 @@ fn message() -> MessageSpec {
         app: DEFAULT_APP.into(),
         push: PushOptions::default(),
         rate_per_minute: None,
+        lane: Lane::Transactional,
         created_at: 5,
     }
 }
@@ -110,7 +112,9 @@ fn snapshot_values_round_trip_with_their_version_first() {
     assert_eq!(bytes[0], VALUE_VERSION);
     assert_eq!(Delivery::decode(&bytes).unwrap(), d);
     let m = message();
-    assert_eq!(MessageSpec::decode(&m.encode().unwrap()).unwrap(), m);
+    let bytes = m.encode().unwrap();
+    assert_eq!(bytes[0], MESSAGE_VERSION);
+    assert_eq!(MessageSpec::decode(&bytes).unwrap(), m);
     let mut t = Tally::default();
     t.message.sent = 4;
     t.android.opted_in_delivered = 2;
@@ -142,8 +146,49 @@ fn newer_snapshot_values_are_refused_naming_both() {
 
 #[test]
 fn a_journal_record_of_a_newer_version_is_refused_naming_both() {
-    let e = decode_entries(5, &[0]).unwrap_err().to_string();
-    assert!(e.contains("version 5") && e.contains("1 to 4"), "{e}");
+    let e = decode_entries(6, &[0]).unwrap_err().to_string();
+    assert!(e.contains("version 6") && e.contains("1 to 5"), "{e}");
+}
+
+/// The version-1 record of `m`, a `campaign` message: version 5's without
+/// the lane, its last field.
+fn version_1_message(m: &MessageSpec) -> Vec<u8> {
+    assert_eq!(m.lane, Lane::Campaign);
+    let mut bytes = postcard::to_allocvec(&Frozen(m)).unwrap();
+    assert_eq!(bytes.pop(), Some(0), "the lane, campaign, comes last");
+    bytes
+}
+
+#[test]
+fn messages_and_pushes_of_versions_before_5_read_as_campaign() {
+    let campaign = MessageSpec {
+        lane: Lane::Campaign,
+        ..message()
+    };
+    let old = [&[1u8][..], &version_1_message(&campaign)].concat();
+    assert_eq!(MessageSpec::decode(&old).unwrap(), campaign);
+    // A transactional message is a version-2 value, refused by a pushd
+    // that reads only version 1.
+    let bytes = message().encode().unwrap();
+    assert_eq!(
+        MessageSpec::decode(&bytes).unwrap().lane,
+        Lane::Transactional
+    );
+    let mut newer = bytes;
+    newer[0] = 3;
+    let e = MessageSpec::decode(&newer).unwrap_err().to_string();
+    assert!(e.contains("version 3") && e.contains("1 to 2"), "{e}");
+    // A version-4 delivery's push (version 1's content) has no lane.
+    let mut d = delivery();
+    Arc::make_mut(d.content.as_mut().unwrap()).lane = Lane::Campaign;
+    let push = postcard::to_allocvec(&Frozen(&**d.content.as_ref().unwrap())).unwrap();
+    let v5 = postcard::to_allocvec(&Frozen(&d)).unwrap();
+    let lane = v5.windows(push.len()).position(|w| w == push).unwrap() + push.len() - 1;
+    // Version 4's record: the same bytes without the push's lane.
+    let mut old = [&[4u8][..], &v5[..lane], &v5[lane + 1..]].concat();
+    assert_eq!(Delivery::decode(&old).unwrap(), d);
+    old[0] = 5;
+    assert!(Delivery::decode(&old).is_err(), "version 5 holds the lane");
 }
 
 #[test]
@@ -188,14 +233,18 @@ fn a_version_1_record_still_decodes_as_1_and_as_2() {
     let mut bytes = vec![4, 0];
     bytes.extend(postcard::to_allocvec(&Frozen(&customer())).unwrap());
     bytes.push(2);
-    bytes.extend(postcard::to_allocvec(&Frozen(&message())).unwrap());
+    let message = MessageSpec {
+        lane: Lane::Campaign,
+        ..message()
+    };
+    bytes.extend(version_1_message(&message));
     bytes.extend([1, 3]);
     bytes.extend(b"ada");
     // 42, zigzagged.
     bytes.extend([5, 84]);
     let expected = vec![
         Entry::Customer(customer()),
-        Entry::Message(Box::new(message())),
+        Entry::Message(Box::new(message)),
         Entry::CustomerDeleted("ada".into()),
         Entry::SendRecordsExpired(42),
     ];
@@ -205,13 +254,15 @@ fn a_version_1_record_still_decodes_as_1_and_as_2() {
     for version in [2, 3, 4] {
         assert_eq!(decode_entries(version, &bytes).unwrap(), expected);
     }
+    // Version 5's message has a lane after the fields version 1 wrote.
+    assert!(decode_entries(5, &bytes).is_err());
     // And a version beyond is refused, naming both.
-    let e = decode_entries(5, &bytes).unwrap_err().to_string();
-    assert!(e.contains("version 5") && e.contains("1 to 4"), "{e}");
+    let e = decode_entries(6, &bytes).unwrap_err().to_string();
+    assert!(e.contains("version 6") && e.contains("1 to 5"), "{e}");
 }
 
 #[test]
-fn the_reasons_and_statuses_of_version_4_are_version_4_records() {
+fn the_reasons_and_statuses_of_version_4_are_written_and_read_back() {
     for (status, reason) in [
         (MessageStatus::Failed, FailureReason::TemplateLimitExceeded),
         (MessageStatus::Failed, FailureReason::InternalError),
@@ -222,7 +273,7 @@ fn the_reasons_and_statuses_of_version_4_are_version_4_records() {
         ended.sends.clear();
         ended.content = None;
         ended.state = DeliveryState::ended(status, reason, Vec::new());
-        is_a_version_4_record(ended);
+        reads_back_as_written(ended);
     }
     let mut held = delivery();
     held.sends.clear();
@@ -249,23 +300,25 @@ fn the_reasons_and_statuses_of_version_4_are_version_4_records() {
         },
         held_for: HeldFor::QuietHours,
     });
-    is_a_version_4_record(held);
+    reads_back_as_written(held);
 }
 
-fn is_a_version_4_record(value: Delivery) {
-    // As a snapshot value: version 4, which reads back.
+fn reads_back_as_written(value: Delivery) {
+    // As a snapshot value of the current version.
     let bytes = value.encode().unwrap();
-    assert_eq!(bytes[0], 4);
+    assert_eq!(bytes[0], VALUE_VERSION);
     assert_eq!(Delivery::decode(&bytes).unwrap(), value);
-    // In the journal: version 4 holds it.
+    // In the journal. Without a push the record is version 4's too.
     let mut entries = Vec::new();
     encode_entries(&[Change::delivery(None, value.clone())], &mut entries).unwrap();
-    let back = decode_entries(4, &entries).unwrap();
-    assert_eq!(back, [Entry::Delivery(Box::new(value))]);
+    for version in [4, JOURNAL_VERSION] {
+        let back = decode_entries(version, &entries).unwrap();
+        assert_eq!(back, [Entry::Delivery(Box::new(value.clone()))]);
+    }
     let mut newer = bytes;
-    newer[0] = 5;
+    newer[0] = 6;
     let e = Delivery::decode(&newer).unwrap_err().to_string();
-    assert!(e.contains("version 5") && e.contains("1 to 4"), "{e}");
+    assert!(e.contains("version 6") && e.contains("1 to 5"), "{e}");
 }
 
 #[test]

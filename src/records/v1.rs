@@ -164,8 +164,8 @@ record_struct! {
 }
 
 record_struct! {
-    /// A message template.
-    MessageSpec = m::MessageSpec {
+    /// A message template (read only: [`super::v5`]'s names its lane).
+    read MessageSpec = m::MessageSpec {
         id: String,
         name: String,
         campaign_id: Option<String>,
@@ -180,11 +180,12 @@ record_struct! {
         rate_per_minute: Option<u32>,
         created_at: i64,
     }
+    new { lane: m::Lane::Campaign }
 }
 
 record_struct! {
-    /// A rendered push.
-    Content = m::Content {
+    /// A rendered push (read only: [`super::v5`]'s carries its lane).
+    read Content = m::Content {
         title: String,
         body: String,
         deep_link: Option<String>,
@@ -192,6 +193,7 @@ record_struct! {
         options: PushOptions,
         rate_per_minute: Option<u32>,
     }
+    new { lane: m::Lane::Campaign }
 }
 
 record_struct! {

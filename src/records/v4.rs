@@ -8,9 +8,10 @@
 //! counters ([`Counts`], a snapshot value of its own version 2) gain
 //! `scheduled` and `canceled`. The records that hold these are this
 //! version's; every other record is version 1's type, reused. Like every
-//! version, these types are frozen.
+//! version, these types are frozen; [`super::v5`] replaced the delivery
+//! and the journal entry as the ones written.
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 
 use pushd_actors::caps as ca;
 use pushd_actors::model as m;
@@ -25,7 +26,7 @@ use super::v1::{
     Content, ConversionGoal, Customer, DeviceSend, DeviceStatus, JsonText, MessageSpec, Platform,
     SendRecord,
 };
-use super::{Frozen, RecordError, Thaw, record_enum, record_struct};
+use super::{RecordError, Thaw, record_enum, record_struct};
 
 record_enum! {
     /// A message status.
@@ -207,8 +208,8 @@ record_struct! {
 }
 
 record_struct! {
-    /// A delivery.
-    Delivery = m::Delivery {
+    /// A delivery (read only: [`super::v5`]'s carries its lane).
+    read Delivery = m::Delivery {
         id: String,
         customer_id: String,
         message_id: String,
@@ -254,7 +255,8 @@ record_struct! {
     }
 }
 
-/// A journal entry: version 3's, its deliveries of this version.
+/// A journal entry: version 3's, its deliveries of this version. Read,
+/// never written: [`super::v5`] holds a message's lane.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub enum Entry {
     /// A customer created or replaced.
@@ -271,33 +273,6 @@ pub enum Entry {
     SendRecordsExpired(i64),
     /// A customer erased, with its deliveries and their events.
     CustomerErased(String),
-}
-
-/// Written as [`Entry`] reads: the variant's index, then its record.
-impl Serialize for Frozen<'_, p::Entry> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            p::Entry::Customer(c) => {
-                s.serialize_newtype_variant("Entry", 0, "Customer", &Frozen(c))
-            }
-            p::Entry::CustomerDeleted(id) => {
-                s.serialize_newtype_variant("Entry", 1, "CustomerDeleted", id)
-            }
-            p::Entry::Message(m) => s.serialize_newtype_variant("Entry", 2, "Message", &Frozen(m)),
-            p::Entry::Delivery(d) => {
-                s.serialize_newtype_variant("Entry", 3, "Delivery", &Frozen(d))
-            }
-            p::Entry::SendRecord(r) => {
-                s.serialize_newtype_variant("Entry", 4, "SendRecord", &Frozen(r))
-            }
-            p::Entry::SendRecordsExpired(t) => {
-                s.serialize_newtype_variant("Entry", 5, "SendRecordsExpired", t)
-            }
-            p::Entry::CustomerErased(id) => {
-                s.serialize_newtype_variant("Entry", 6, "CustomerErased", id)
-            }
-        }
-    }
 }
 
 impl Thaw<p::Entry> for Entry {

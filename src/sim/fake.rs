@@ -387,6 +387,9 @@ async fn accept_loop(listener: TcpListener, recorder: Arc<Recorder>, handler: Ha
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                // As providers' servers do: an answer goes out at once, not
+                // held back (Nagle) until the last one is acknowledged.
+                let _ = stream.set_nodelay(true);
                 recorder.connections.fetch_add(1, Ordering::SeqCst);
                 let (handler, recorder) = (handler.clone(), recorder.clone());
                 connections.spawn(serve_connection(stream, handler, recorder));

@@ -14,8 +14,9 @@ pub const UPGRADE_KEY: &str = "upgrading";
 /// that byte); format 5 may hold deliveries of version 3, which format 4
 /// did not; format 6 deliveries of version 4 and counters of version 2;
 /// in format 7 a held delivery has only its record and status key (see
-/// `keys`).
-pub const FORMAT: u32 = 7;
+/// `keys`); format 8 may hold deliveries of version 5 and messages of
+/// version 2, which carry a lane.
+pub const FORMAT: u32 = 8;
 /// The oldest format this version opens (and upgrades in place).
 pub const OLDEST: u32 = 3;
 /// The meta key saying the failure-reason counters count every delivery

@@ -174,6 +174,7 @@ mod tests {
             push: Default::default(),
             created_at: 1_764_100_000,
             rate_per_minute: None,
+            lane: Default::default(),
         }
     }
 

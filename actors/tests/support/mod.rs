@@ -497,6 +497,7 @@ impl Renderer for PlainRenderer {
             collapse_id: m.collapse_id.clone(),
             options: m.push.clone(),
             rate_per_minute: m.rate_per_minute,
+            lane: m.lane,
         })
     }
 }
@@ -529,6 +530,7 @@ pub fn news(id: &str, title: &str) -> MessageSpec {
         app: pushd_actors::model::DEFAULT_APP.into(),
         push: pushd_actors::model::PushOptions::default(),
         rate_per_minute: None,
+        lane: Default::default(),
         created_at: 0,
     }
 }
