@@ -280,7 +280,51 @@ macro_rules! record_enum {
     };
 }
 
-pub(crate) use {record_enum, record_struct};
+/// The journal entry of versions 2 on: its seven entries in their order
+/// (version 1's six, then the erasure), over the record types the module
+/// it is written in names `Customer`, `MessageSpec`, `Delivery` and
+/// `SendRecord`, and its model value. Each version writes its own, frozen
+/// like its other records; only those types change between them.
+macro_rules! journal_entry {
+    ($(#[$doc:meta])*) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+        pub enum Entry {
+            /// A customer created or replaced.
+            Customer(Customer),
+            /// A customer removed.
+            CustomerDeleted(String),
+            /// A message created or replaced.
+            Message(Box<MessageSpec>),
+            /// A delivery new or changed.
+            Delivery(Box<Delivery>),
+            /// A keyed send record.
+            SendRecord(Box<SendRecord>),
+            /// Send records started before this time are dropped.
+            SendRecordsExpired(i64),
+            /// A customer erased, with its deliveries and their events.
+            CustomerErased(String),
+        }
+
+        impl $crate::records::Thaw<pushd_actors::ports::Entry> for Entry {
+            fn thaw(self) -> Result<pushd_actors::ports::Entry, $crate::records::RecordError> {
+                use pushd_actors::ports::Entry as E;
+                use $crate::records::Thaw as T;
+                Ok(match self {
+                    Entry::Customer(c) => E::Customer(T::thaw(c)?),
+                    Entry::CustomerDeleted(id) => E::CustomerDeleted(id),
+                    Entry::Message(m) => E::Message(T::thaw(m)?),
+                    Entry::Delivery(d) => E::Delivery(T::thaw(d)?),
+                    Entry::SendRecord(r) => E::SendRecord(T::thaw(r)?),
+                    Entry::SendRecordsExpired(t) => E::SendRecordsExpired(t),
+                    Entry::CustomerErased(id) => E::CustomerErased(id),
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use {journal_entry, record_enum, record_struct};
 
 /// Appends the current version's record of `changes`' entries to `out`.
 /// On an error, `out` keeps what it held, and may hold part of the record

@@ -11,11 +11,8 @@
 //! version, these types are frozen; [`super::v5`] replaced the delivery
 //! and the journal entry as the ones written.
 
-use serde::Deserialize;
-
 use pushd_actors::caps as ca;
 use pushd_actors::model as m;
-use pushd_actors::ports as p;
 use pushd_actors::quiet as qu;
 use pushd_actors::rules as ru;
 use pushd_actors::schedule as sc;
@@ -26,7 +23,7 @@ use super::v1::{
     Content, ConversionGoal, Customer, DeviceSend, DeviceStatus, JsonText, MessageSpec, Platform,
     SendRecord,
 };
-use super::{RecordError, Thaw, record_enum, record_struct};
+use super::{journal_entry, record_enum, record_struct};
 
 record_enum! {
     /// A message status.
@@ -255,36 +252,7 @@ record_struct! {
     }
 }
 
-/// A journal entry: version 3's, its deliveries of this version. Read,
-/// never written: [`super::v5`] holds a message's lane.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub enum Entry {
-    /// A customer created or replaced.
-    Customer(Customer),
-    /// A customer removed.
-    CustomerDeleted(String),
-    /// A message created or replaced.
-    Message(Box<MessageSpec>),
-    /// A delivery new or changed.
-    Delivery(Box<Delivery>),
-    /// A keyed send record.
-    SendRecord(Box<SendRecord>),
-    /// Send records started before this time are dropped.
-    SendRecordsExpired(i64),
-    /// A customer erased, with its deliveries and their events.
-    CustomerErased(String),
-}
-
-impl Thaw<p::Entry> for Entry {
-    fn thaw(self) -> Result<p::Entry, RecordError> {
-        Ok(match self {
-            Entry::Customer(c) => p::Entry::Customer(c.thaw()?),
-            Entry::CustomerDeleted(id) => p::Entry::CustomerDeleted(id),
-            Entry::Message(m) => p::Entry::Message(m.thaw()?),
-            Entry::Delivery(d) => p::Entry::Delivery(d.thaw()?),
-            Entry::SendRecord(r) => p::Entry::SendRecord(r.thaw()?),
-            Entry::SendRecordsExpired(t) => p::Entry::SendRecordsExpired(t),
-            Entry::CustomerErased(id) => p::Entry::CustomerErased(id),
-        })
-    }
+journal_entry! {
+    /// A journal entry: version 3's, its deliveries of this version. Read,
+    /// never written: [`super::v5`] holds a message's lane.
 }

@@ -8,7 +8,7 @@
 //! reused. Records of versions 1 to 4 read as `campaign`, the only lane
 //! there was. Like every version, these types are frozen.
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
 use pushd_actors::model as m;
 use pushd_actors::ports as p;
@@ -17,7 +17,7 @@ use super::v1::{
     Audience, ConversionGoal, Customer, DeviceSend, JsonText, PushOptions, SendRecord,
 };
 use super::v4::{DeliveryState, Schedule};
-use super::{Frozen, RecordError, Thaw, record_enum, record_struct};
+use super::{Frozen, journal_entry, record_enum, record_struct};
 
 record_enum! {
     /// Which queue a message's device sends wait in.
@@ -81,26 +81,10 @@ record_struct! {
     }
 }
 
-/// A journal entry: version 4's, its messages and deliveries of this
-/// version.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub enum Entry {
-    /// A customer created or replaced.
-    Customer(Customer),
-    /// A customer removed.
-    CustomerDeleted(String),
-    /// A message created or replaced.
-    Message(Box<MessageSpec>),
-    /// A delivery new or changed.
-    Delivery(Box<Delivery>),
-    /// A keyed send record.
-    SendRecord(Box<SendRecord>),
-    /// Send records started before this time are dropped.
-    SendRecordsExpired(i64),
-    /// A customer erased, with its deliveries and their events.
-    CustomerErased(String),
+journal_entry! {
+    /// A journal entry: version 4's, its messages and deliveries of this
+    /// version.
 }
-
 /// Written as [`Entry`] reads: the variant's index, then its record.
 impl Serialize for Frozen<'_, p::Entry> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -125,19 +109,5 @@ impl Serialize for Frozen<'_, p::Entry> {
                 s.serialize_newtype_variant("Entry", 6, "CustomerErased", id)
             }
         }
-    }
-}
-
-impl Thaw<p::Entry> for Entry {
-    fn thaw(self) -> Result<p::Entry, RecordError> {
-        Ok(match self {
-            Entry::Customer(c) => p::Entry::Customer(c.thaw()?),
-            Entry::CustomerDeleted(id) => p::Entry::CustomerDeleted(id),
-            Entry::Message(m) => p::Entry::Message(m.thaw()?),
-            Entry::Delivery(d) => p::Entry::Delivery(d.thaw()?),
-            Entry::SendRecord(r) => p::Entry::SendRecord(r.thaw()?),
-            Entry::SendRecordsExpired(t) => p::Entry::SendRecordsExpired(t),
-            Entry::CustomerErased(id) => p::Entry::CustomerErased(id),
-        })
     }
 }
