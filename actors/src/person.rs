@@ -21,7 +21,7 @@ use crate::device_send::{DeviceOutcome, DeviceSendActor};
 use crate::engine::{Ack, EngineCtx, EngineError};
 use crate::model::{Attributes, Customer, Delivery, Device, MessageSpec};
 use crate::plan;
-use crate::ports::{AsOf, Change, Entry, Position};
+use crate::ports::{AsOf, Change, Entry, Position, Push};
 use crate::registry::Departures;
 use crate::rules::SendRules;
 use crate::status::{DeliveryState, DeviceStatus, MessageStatus, Outcome};
@@ -118,14 +118,39 @@ impl PersonActor {
         let delivery_id: Arc<str> = delivery.id.as_str().into();
         for index in devices {
             let push = plan::push(&delivery_id, &delivery.sends[index], &content);
-            let reserved = self.ctx.reserve(&delivery.message_id, &push);
-            reservations.push((reserved, push, index));
+            reservations.push((self.ctx.reserve(&delivery.message_id, &push), index));
         }
-        for (reserved, push, index) in reservations {
+        // A send waiting for room holds its delivery's id and its device's
+        // index, not its push: a campaign's waiting sends can be millions.
+        // The push is made again from the delivery once there is room.
+        for (reserved, index) in reservations {
             self.inflight += 1;
+            let id = delivery_id.clone();
             ctx.spawn(reserved.into_actor(self).map(move |slot, act, ctx| {
-                DeviceSendActor::start(act.ctx.clone(), ctx.address(), push, index, slot);
+                match act.push_of(&id, index) {
+                    Some(push) => {
+                        DeviceSendActor::start(act.ctx.clone(), ctx.address(), push, index, slot)
+                    }
+                    None => act.inflight -= 1,
+                }
             }));
+        }
+    }
+
+    /// The push of device `index` of delivery `id`, as it was reserved: from
+    /// the delivery in flight, or (settled meanwhile by the app's reports)
+    /// from the store.
+    fn push_of(&self, id: &Arc<str>, index: usize) -> Option<Push> {
+        let push = |d: &Delivery| Some(plan::push(id, d.sends.get(index)?, d.content.as_ref()?));
+        if let Some(d) = self.unsettled.get(id) {
+            return push(d);
+        }
+        match self.delivery(id) {
+            Ok(d) => push(&d),
+            Err(e) => {
+                tracing::error!(delivery = %id, error = %e, "a reserved send's delivery is gone");
+                None
+            }
         }
     }
 
