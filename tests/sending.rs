@@ -304,6 +304,20 @@ async fn a_transactional_push_goes_out_while_a_campaign_fills_the_provider() {
     assert_eq!(v["lane"], "campaign", "the default lane: {v}");
     let (_, v) = d.call("GET", "/v1/messages/reset", None).await;
     assert_eq!(v["lane"], "transactional", "{v}");
+    let (_, v) = d.call("GET", "/v1/messages", None).await;
+    let lanes: Vec<(&str, &str)> = (v["messages"].as_array().unwrap().iter())
+        .map(|m| {
+            (
+                m["message_id"].as_str().unwrap(),
+                m["lane"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lanes,
+        [("news", "campaign"), ("reset", "transactional")],
+        "{v}"
+    );
 
     // The campaign: 3 pushes the provider never answers fill the 3
     // streams campaigns may take; the fourth waits.

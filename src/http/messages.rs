@@ -419,6 +419,7 @@ async fn list_messages(
             "name": m.name,
             "campaign_id": m.campaign_id,
             "kind": m.push.kind,
+            "lane": m.lane,
             "created_at": m.created_at,
             "metrics": message_metrics_json(tally),
         }));
