@@ -391,88 +391,61 @@ fn newer(found: u8, known: u8) -> RecordError {
     }
 }
 
-/// [`Stored`] for a model type whose records are so far only of version 1.
-macro_rules! stored_v1 {
-    ($($model:ty => $record:ty),* $(,)?) => {$(
+/// [`Stored`] for model types: each written as the version given, and read
+/// from every version listed, each with its version's record type.
+macro_rules! stored {
+    ($(
+        $(#[$doc:meta])*
+        $model:ty: writes $version:expr, reads { $($read:pat => $record:ty),* $(,)? }
+    )*) => {$(
+        $(#[$doc])*
         impl Stored for $model {
             fn encode(&self) -> Result<Vec<u8>, RecordError> {
-                Ok(postcard::to_extend(&Frozen(self), vec![1])?)
+                Ok(postcard::to_extend(&Frozen(self), vec![$version])?)
             }
 
             fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
                 match versioned(bytes)? {
-                    (1, rest) => postcard::from_bytes::<$record>(rest)?.thaw(),
-                    (found, _) => Err(newer(found, 1)),
+                    $(($read, rest) => postcard::from_bytes::<$record>(rest)?.thaw(),)*
+                    (found, _) => Err(newer(found, $version)),
                 }
             }
         }
     )*};
 }
 
-/// A delivery: version 3 since its failure reasons gained
-/// `template_limit_exceeded` and `internal_error`, version 4 since it can be
-/// scheduled (statuses `scheduled` and `canceled`, its schedule), version
-/// 5 since its push carries its lane; version 2's record is version 1's.
-impl Stored for Delivery {
-    fn encode(&self) -> Result<Vec<u8>, RecordError> {
-        Ok(postcard::to_extend(&Frozen(self), vec![VALUE_VERSION])?)
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        match versioned(bytes)? {
-            (1 | 2, rest) => postcard::from_bytes::<v1::Delivery>(rest)?.thaw(),
-            (3, rest) => postcard::from_bytes::<v3::Delivery>(rest)?.thaw(),
-            (4, rest) => postcard::from_bytes::<v4::Delivery>(rest)?.thaw(),
-            (5, rest) => postcard::from_bytes::<v5::Delivery>(rest)?.thaw(),
-            (found, _) => Err(newer(found, VALUE_VERSION)),
-        }
-    }
-}
-
 /// The version of a counters value: 2 since they count `scheduled` and
 /// `canceled` deliveries.
 pub const TALLY_VERSION: u8 = 2;
-
-/// A message's or campaign's counters: version 2 adds `scheduled` and
-/// `canceled` (0 in a version-1 value: nothing was scheduled then).
-impl Stored for Tally {
-    fn encode(&self) -> Result<Vec<u8>, RecordError> {
-        Ok(postcard::to_extend(&Frozen(self), vec![TALLY_VERSION])?)
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        match versioned(bytes)? {
-            (1, rest) => postcard::from_bytes::<v1::Tally>(rest)?.thaw(),
-            (2, rest) => postcard::from_bytes::<v4::Tally>(rest)?.thaw(),
-            (found, _) => Err(newer(found, TALLY_VERSION)),
-        }
-    }
-}
-
 /// The version of a message's snapshot value: 2 since it names its lane.
 pub const MESSAGE_VERSION: u8 = 2;
 
-/// A message: version 2 adds its lane (`campaign` in a version-1 value:
-/// there was no other).
-impl Stored for MessageSpec {
-    fn encode(&self) -> Result<Vec<u8>, RecordError> {
-        Ok(postcard::to_extend(&Frozen(self), vec![MESSAGE_VERSION])?)
+stored! {
+    /// A delivery: version 3 since its failure reasons gained
+    /// `template_limit_exceeded` and `internal_error`, version 4 since it can
+    /// be scheduled (statuses `scheduled` and `canceled`, its schedule),
+    /// version 5 since its push carries its lane; version 2's record is
+    /// version 1's.
+    Delivery: writes VALUE_VERSION, reads {
+        1 | 2 => v1::Delivery,
+        3 => v3::Delivery,
+        4 => v4::Delivery,
+        5 => v5::Delivery,
     }
-
-    fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        match versioned(bytes)? {
-            (1, rest) => postcard::from_bytes::<v1::MessageSpec>(rest)?.thaw(),
-            (2, rest) => postcard::from_bytes::<v5::MessageSpec>(rest)?.thaw(),
-            (found, _) => Err(newer(found, MESSAGE_VERSION)),
-        }
-    }
-}
-
-stored_v1! {
-    Customer => v1::Customer,
-    SendRecord => v1::SendRecord,
-    [i64; 2] => [i64; 2],
-    i64 => i64,
+    /// A message's or campaign's counters: version 2 adds `scheduled` and
+    /// `canceled` (0 in a version-1 value: nothing was scheduled then).
+    Tally: writes TALLY_VERSION, reads { 1 => v1::Tally, 2 => v4::Tally }
+    /// A message: version 2 adds its lane (`campaign` in a version-1 value:
+    /// there was no other).
+    MessageSpec: writes MESSAGE_VERSION, reads { 1 => v1::MessageSpec, 2 => v5::MessageSpec }
+    /// A customer with its devices.
+    Customer: writes 1, reads { 1 => v1::Customer }
+    /// A keyed send's record.
+    SendRecord: writes 1, reads { 1 => v1::SendRecord }
+    /// A time series' minute: deliveries and opens.
+    [i64; 2]: writes 1, reads { 1 => [i64; 2] }
+    /// A failure reason's count.
+    i64: writes 1, reads { 1 => i64 }
 }
 
 /// Prefixes a version-1 snapshot value written before values carried
