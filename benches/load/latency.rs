@@ -1,10 +1,10 @@
 //! `--latency`: will a single push wait behind a campaign? Single sends (a
 //! password reset, say: a `transactional` message) arrive open loop at a
-//! fixed rate, each to a customer of its own, first with the daemon idle (the floor), then while
-//! a campaign to every other customer saturates the fakes. Each one's
-//! latency is from its send call to the fakes' accepting its first push;
-//! the campaign's throughput is set against the bare client's on the same
-//! fakes.
+//! fixed rate, each to a customer of its own, first with the daemon idle
+//! (the floor), then while a campaign to every other customer saturates
+//! the fakes. Each one's latency is from its send call to the fakes'
+//! accepting its first push; the campaign's throughput is set against the
+//! bare client's on the same fakes.
 //!
 //! The providers bound the campaign here, as APNs and FCM do, not the two
 //! shared cores: the fakes answer after [`PROVIDER_RTT`] and take

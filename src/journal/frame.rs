@@ -9,8 +9,8 @@
 //! postcard, a compact binary serde format, so it is never empty. Every
 //! format frames records alike; the format names the version of the
 //! entries ([`records_of`]: formats 1 and 2 hold version-1 records, format 3
-//! version-2 ones, and so on up to format 6, version-5 ones). A [`Frame`] carries the format it was read as, and
-//! [`Frame::entries`] decodes by it.
+//! version-2 ones, and so on up to format 6, version-5 ones). A [`Frame`]
+//! carries the format it was read as, and [`Frame::entries`] decodes by it.
 //!
 //! The cluster journal frames its records so too, inside NATS messages
 //! that have no segment header (`src/cluster/journal.rs`).

@@ -71,10 +71,6 @@ pub struct ClientOptions {
     pub transactional_share: f64,
 }
 
-/// The share of provider streams kept for transactional pushes unless
-/// configured.
-pub const DEFAULT_TRANSACTIONAL_SHARE: f64 = 0.2;
-
 impl Default for ClientOptions {
     fn default() -> ClientOptions {
         ClientOptions {
@@ -84,7 +80,7 @@ impl Default for ClientOptions {
             streams_per_connection: 1000,
             max_connections: 2,
             max_connection_age: Duration::from_secs(30 * 60),
-            transactional_share: DEFAULT_TRANSACTIONAL_SHARE,
+            transactional_share: 0.2,
         }
     }
 }

@@ -164,13 +164,9 @@ where
     }
 }
 
-impl Thaw<Arc<Content>> for v1::Content {
-    fn thaw(self) -> Result<Arc<Content>, RecordError> {
-        Thaw::<Content>::thaw(self).map(Arc::new)
-    }
-}
-
-impl Thaw<Arc<Content>> for v5::Content {
+/// A rendered push is shared (`Arc`) in the model: every version's record
+/// of it reads into one.
+impl<R: Thaw<Content>> Thaw<Arc<Content>> for R {
     fn thaw(self) -> Result<Arc<Content>, RecordError> {
         Thaw::<Content>::thaw(self).map(Arc::new)
     }
