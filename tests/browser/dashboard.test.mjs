@@ -1043,7 +1043,8 @@ test('a message page shows when its next scheduled push goes out, and follows ca
 
   // A campaign's page has no such card: its metrics carry no next release.
   await page.goto(`${base}/#/overview?campaign=${CAMPAIGN}`);
-  await page.waitForFunction(() => document.querySelector('[data-metric="sends"]:not([data-platform])'));
+  await page.waitForFunction((s) => document.querySelector('#overview-cards')?.dataset.subject === s, `campaign:${CAMPAIGN}`);
+  assert.ok(await page.locator('[data-metric="sends"]:not([data-platform])').count() > 0, 'the campaign\'s cards are shown');
   assert.equal(await page.locator('[data-metric="next_release_at"]').count(), 0);
 });
 

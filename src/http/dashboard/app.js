@@ -15,6 +15,8 @@
 // Every number on the overview sits in an element with `data-metric="<key>"` (the key's
 // path in the metrics JSON, e.g. `sent` or `rates.delivered`), `data-platform="ios|android"`
 // for per-platform cells, and `data-value` holding the raw number, so tests can read them.
+// `#overview-cards[data-subject="<kind>:<id>"]` names whose figures the cards show, once
+// they have loaded (the cards are emptied when the subject changes).
 // The failure-reasons table has a row per reason (`data-reason="<code>"`) with cells
 // `data-field="count|share|fix"`, the numbers again in `data-value`. The delivery log's
 // match count is `#log-total[data-total]`, each row's platforms `[data-field="platforms"]`
@@ -409,6 +411,12 @@ async function showOverview(params, gen) {
     return;
   }
   document.title = `${id} \u2013 Overview \u2013 pushd`;
+  // Another subject's figures never stand under this one's heading while its own load.
+  const subject = `${kind}:${id}`;
+  if ($('#overview-cards').dataset.subject !== subject) {
+    $('#overview-cards').replaceChildren();
+    delete $('#overview-cards').dataset.subject;
+  }
   $('#overview-subject').textContent = `${kind === 'campaign' ? 'Campaign' : 'Message'} ${id}`;
   const range = rangeOf(params);
   showRange($('#range-form'), range);
@@ -547,6 +555,7 @@ async function refreshOverview(kind, id, gen, range = {}) {
     ]);
     if (gen !== state.generation) return;
     renderMetrics(metrics);
+    $('#overview-cards').dataset.subject = `${kind}:${id}`;
     renderChart(series?.points ?? []);
     const now = new Date();
     $('#overview-updated').textContent = `Updated ${clockTime(now)}.`;
