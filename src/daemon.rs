@@ -307,6 +307,17 @@ fn open_events(
     let journal = persistence.journal.clone();
     let durable = Box::new(move |position| journal.wait_durable(position));
     let events = EventLog::open(&dir, config.events.options(), clock, durable).map_err(failed)?;
+    // The journal's writer wakes the log's when records are durable (the
+    // engine's thread does not, for each record).
+    let follower = Arc::downgrade(&events);
+    let tell = Box::new(move |durable| {
+        if let Some(events) = follower.upgrade() {
+            events.journal_advanced(durable);
+        }
+    });
+    if let Some(durable) = persistence.journal.follow(tell) {
+        events.follow_journal(durable);
+    }
     let covered = persistence
         .store
         .covered()

@@ -28,7 +28,7 @@
 //! ([`GroupCommit::next_group_blocking`]) or as a task
 //! ([`GroupCommit::next_group`]), and is woken accordingly.
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::{Notify, oneshot};
 
@@ -51,7 +51,13 @@ pub struct GroupCommit {
     /// `State::buf`'s length as of the last append or take, read without
     /// the lock (see [`GroupCommit::backlog`]).
     queued: std::sync::atomic::AtomicUsize,
+    /// Told the durable position after each group (see
+    /// [`GroupCommit::after_each_group`]).
+    after_group: OnceLock<AfterGroup>,
 }
+
+/// What [`GroupCommit::after_each_group`] calls.
+pub type AfterGroup = Box<dyn Fn(Position) + Send + Sync>;
 
 /// How the writer sleeps while there is nothing to write.
 enum Sleep {
@@ -158,7 +164,18 @@ impl GroupCommit {
             notify: Notify::new(),
             synced: Condvar::new(),
             queued: std::sync::atomic::AtomicUsize::new(0),
+            after_group: OnceLock::new(),
         }
+    }
+
+    /// Has `tell` called on the writer's thread after each group, once its
+    /// waiters are answered, with the durable position: a follower of the
+    /// journal (the event log) is woken by the writer, which is awake
+    /// anyway, rather than by each appender. After a failed group it is
+    /// told `Position::MAX`: nothing more will be made durable, and a wait
+    /// answers the failure. One follower; a second is refused (`false`).
+    pub fn after_each_group(&self, tell: AfterGroup) -> bool {
+        self.after_group.set(tell).is_ok()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -319,12 +336,19 @@ impl GroupCommit {
             }
         };
         let blocked = state.blocked > 0;
+        let reached = match &state.failed {
+            Some(_) => Position::MAX,
+            None => state.durable,
+        };
         drop(state);
         if blocked {
             self.synced.notify_all();
         }
         for waiter in done {
             let _ = waiter.send(answer.clone());
+        }
+        if let Some(tell) = self.after_group.get() {
+            tell(reached);
         }
     }
 

@@ -143,13 +143,37 @@ struct Writer {
 }
 
 /// What the flusher thread waits on.
-#[derive(Default)]
 struct Pending {
     records: VecDeque<PendingRecord>,
     closing: bool,
     /// Whether the writer sleeps on `work`: only then does queueing wake it
     /// (a wake-up is a system call, under the engine's write lock).
     writer_idle: bool,
+    /// The journal's durable position as it last told it
+    /// ([`EventLog::follow_journal`]): the writer takes the records up to
+    /// it. `Position::MAX` for a log the journal does not tell: the writer
+    /// then takes every record and waits for its durability itself.
+    durable: Position,
+}
+
+impl Pending {
+    /// Whether the oldest record is one the writer may take now.
+    fn ready(&self) -> bool {
+        self.records
+            .front()
+            .is_some_and(|r| r.position <= self.durable)
+    }
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            records: VecDeque::new(),
+            closing: false,
+            writer_idle: false,
+            durable: Position::MAX,
+        }
+    }
 }
 
 /// The event log.
@@ -313,10 +337,39 @@ impl EventLog {
         });
     }
 
+    /// Queues `record`. Its queueing wakes an idle writer only if the
+    /// record is durable already: a later one's wake-up comes from the
+    /// journal (see [`EventLog::follow_journal`]), not from the engine's
+    /// thread that queues it.
     fn push(&self, record: PendingRecord) {
         let mut pending = lock(&self.pending);
+        let ready = record.position <= pending.durable;
         pending.records.push_back(record);
-        let idle = std::mem::take(&mut pending.writer_idle);
+        let idle = ready && std::mem::take(&mut pending.writer_idle);
+        drop(pending);
+        if idle {
+            self.work.notify_one();
+        }
+    }
+
+    /// Has the journal tell the log, after each group it made durable, the
+    /// position it reached ([`EventLog::journal_advanced`]), from `durable`,
+    /// where it is now. The writer then sleeps until the journal's writer
+    /// wakes it with records to write: once per group, where otherwise the
+    /// engine's thread wakes it for each record queued, and the writer then
+    /// sleeps again until the journal syncs.
+    pub fn follow_journal(&self, durable: Position) {
+        lock(&self.pending).durable = durable;
+    }
+
+    /// The journal made every record up to `durable` durable
+    /// (`Position::MAX` once it failed: the writer takes every record, and
+    /// learns the failure from the durability it asks). Wakes the writer if
+    /// a queued record is now durable.
+    pub fn journal_advanced(&self, durable: Position) {
+        let mut pending = lock(&self.pending);
+        pending.durable = pending.durable.max(durable);
+        let idle = pending.ready() && std::mem::take(&mut pending.writer_idle);
         drop(pending);
         if idle {
             self.work.notify_one();
@@ -366,12 +419,13 @@ impl EventLog {
 
     /// The writer thread: waits for queued records, for the journal to make
     /// them durable, then writes them with one `write` per group; with
-    /// nothing queued, compacts the erasures due.
+    /// nothing to write, compacts the erasures due. Closing, it writes
+    /// every record queued.
     fn run(&self) {
         loop {
             {
                 let mut pending = lock(&self.pending);
-                while pending.records.is_empty() && !pending.closing && !self.erasures.due() {
+                while !pending.ready() && !pending.closing && !self.erasures.due() {
                     pending.writer_idle = true;
                     pending = self
                         .work
@@ -382,14 +436,23 @@ impl EventLog {
                 if pending.closing && pending.records.is_empty() {
                     return;
                 }
-                if pending.records.is_empty() {
+                if !pending.ready() && !pending.closing {
                     drop(pending);
                     self.compact();
                     continue;
                 }
             }
             let mut w = lock(&self.writer);
-            let batch: Vec<PendingRecord> = lock(&self.pending).records.drain(..).collect();
+            let batch: Vec<PendingRecord> = {
+                let mut pending = lock(&self.pending);
+                let n = match pending.closing {
+                    true => pending.records.len(),
+                    false => (pending.records.iter())
+                        .take_while(|r| r.position <= pending.durable)
+                        .count(),
+                };
+                pending.records.drain(..n).collect()
+            };
             if let Err(e) = self.write_durable(&mut w, batch) {
                 tracing::error!(error = %e, "event log write failed: snapshots wait (the journal keeps every change) until a restart replays the events");
             }

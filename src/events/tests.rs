@@ -625,3 +625,49 @@ fn events_in_a_segment_without_a_header_are_tombstoned_at_their_offsets() {
     assert_eq!(offsets_and_bodies(&log, 10), kept, "reopened");
     log.close();
 }
+
+/// Waits until the log's next event number is `seq`.
+fn written(log: &EventLog, watch: &mut tokio::sync::watch::Receiver<Tail>, seq: u64) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            while log.tail().next_seq < seq {
+                watch.changed().await.unwrap();
+            }
+        });
+}
+
+#[test]
+fn a_log_following_its_journal_takes_the_records_it_was_told_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let durable: WaitDurable = Box::new({
+        let asked = asked.clone();
+        move |p| {
+            asked.lock().unwrap().push(p);
+            Ok(())
+        }
+    });
+    let log = EventLog::open(dir.path(), Options::default(), clock(), durable).unwrap();
+    log.follow_journal(0);
+    let mut watch = log.watch();
+    log.queue(1, events(1, 2, 0));
+    log.queue(2, events(2, 1, 0));
+    assert!(log.read(0, 10).unwrap().events.is_empty());
+    log.journal_advanced(1);
+    written(&log, &mut watch, 3);
+    assert_eq!(log.read(0, 10).unwrap().events.len(), 2, "record 1 only");
+    assert_eq!(*asked.lock().unwrap(), [1], "record 2 was not waited for");
+    log.journal_advanced(2);
+    written(&log, &mut watch, 4);
+    // A record durable when queued (a replay) wakes the writer itself.
+    log.journal_advanced(3);
+    log.queue(3, events(3, 1, 0));
+    written(&log, &mut watch, 5);
+    let all = read_all(&log, 0, 10);
+    assert_eq!(all.last().unwrap(), r#"{"record":3,"i":0}"#);
+    assert_eq!(log.complete_through(), 3);
+    log.close();
+}

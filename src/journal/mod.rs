@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use pushd_actors::group_commit::GroupCommit;
+use pushd_actors::group_commit::{AfterGroup, GroupCommit};
 use pushd_actors::ports::{BoxFuture, Change, Entry, Journal, JournalError, Position, StoreError};
 
 use crate::segfile::{Contents, Kind};
@@ -136,6 +136,14 @@ impl FileJournal {
     /// Blocks until every record up to `position` is durable.
     pub fn wait_durable(&self, position: Position) -> Result<(), JournalError> {
         self.shared.commit.wait_durable(position)
+    }
+
+    /// Has `tell` called with the durable position after each group (see
+    /// [`GroupCommit::after_each_group`]) and answers the position durable
+    /// now, from which on it tells; `None` if another follows already.
+    pub fn follow(&self, tell: AfterGroup) -> Option<Position> {
+        let commit = &self.shared.commit;
+        commit.after_each_group(tell).then(|| commit.last_durable())
     }
 
     /// A checkpoint made the store durable up to `covered`: the segments

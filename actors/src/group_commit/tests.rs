@@ -280,3 +280,30 @@ async fn a_writer_task_makes_every_append_durable_and_a_close_drains_them() {
     assert_eq!(durable.await, Ok(()), "appended before the close");
     assert_eq!(writer.await.unwrap(), 4);
 }
+
+#[test]
+fn a_follower_is_told_the_durable_position_after_each_group_and_max_after_a_failure() {
+    let commit = GroupCommit::new(4, 0);
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = told.clone();
+    assert!(commit.after_each_group(Box::new(move |p| log.lock().unwrap().push(p))));
+    assert!(
+        !commit.after_each_group(Box::new(|_| {})),
+        "one follower only"
+    );
+    append(&commit, b"a");
+    append(&commit, b"b");
+    let mut w6 = commit.durable(6);
+    let group = commit.take_group().unwrap();
+    assert!(
+        told.lock().unwrap().is_empty(),
+        "nothing before a group ends"
+    );
+    commit.finish(group, Ok(()));
+    assert_eq!(now(&mut w6), Some(Ok(())), "waiters first");
+    assert_eq!(*told.lock().unwrap(), [6]);
+    append(&commit, b"c");
+    let group = commit.take_group().unwrap();
+    commit.finish(group, Err("disk on fire".into()));
+    assert_eq!(*told.lock().unwrap(), [6, Position::MAX]);
+}
