@@ -163,6 +163,14 @@ impl Pending {
             .front()
             .is_some_and(|r| r.position <= self.durable)
     }
+
+    /// Takes the records up to `through`, oldest first.
+    fn take_through(&mut self, through: Position) -> Vec<PendingRecord> {
+        let n = (self.records.iter())
+            .take_while(|r| r.position <= through)
+            .count();
+        self.records.drain(..n).collect()
+    }
 }
 
 impl Default for Pending {
@@ -345,6 +353,11 @@ impl EventLog {
         let mut pending = lock(&self.pending);
         let ready = record.position <= pending.durable;
         pending.records.push_back(record);
+        self.wake_if(pending, ready);
+    }
+
+    /// Wakes the writer if it sleeps and `ready` says there is work for it.
+    fn wake_if(&self, mut pending: MutexGuard<'_, Pending>, ready: bool) {
         let idle = ready && std::mem::take(&mut pending.writer_idle);
         drop(pending);
         if idle {
@@ -369,26 +382,15 @@ impl EventLog {
     pub fn journal_advanced(&self, durable: Position) {
         let mut pending = lock(&self.pending);
         pending.durable = pending.durable.max(durable);
-        let idle = pending.ready() && std::mem::take(&mut pending.writer_idle);
-        drop(pending);
-        if idle {
-            self.work.notify_one();
-        }
+        let ready = pending.ready();
+        self.wake_if(pending, ready);
     }
 
     /// Writes every queued event of the records up to `through` (once the
     /// journal has them) and makes the log durable.
     pub fn persist(&self, through: Position) -> io::Result<()> {
         let mut w = lock(&self.writer);
-        let batch: Vec<PendingRecord> = {
-            let mut pending = lock(&self.pending);
-            let n = pending
-                .records
-                .iter()
-                .take_while(|r| r.position <= through)
-                .count();
-            pending.records.drain(..n).collect()
-        };
+        let batch = lock(&self.pending).take_through(through);
         self.write_durable(&mut w, batch)?;
         if w.synced == w.tail.offset {
             return Ok(());
@@ -443,15 +445,13 @@ impl EventLog {
                 }
             }
             let mut w = lock(&self.writer);
-            let batch: Vec<PendingRecord> = {
+            let batch = {
                 let mut pending = lock(&self.pending);
-                let n = match pending.closing {
-                    true => pending.records.len(),
-                    false => (pending.records.iter())
-                        .take_while(|r| r.position <= pending.durable)
-                        .count(),
+                let through = match pending.closing {
+                    true => Position::MAX,
+                    false => pending.durable,
                 };
-                pending.records.drain(..n).collect()
+                pending.take_through(through)
             };
             if let Err(e) = self.write_durable(&mut w, batch) {
                 tracing::error!(error = %e, "event log write failed: snapshots wait (the journal keeps every change) until a restart replays the events");

@@ -85,6 +85,7 @@ journal_entry! {
     /// A journal entry: version 4's, its messages and deliveries of this
     /// version.
 }
+
 /// Written as [`Entry`] reads: the variant's index, then its record.
 impl Serialize for Frozen<'_, p::Entry> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
