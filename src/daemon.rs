@@ -23,6 +23,7 @@ use crate::providers::Providers;
 use crate::readiness::{self, Readiness};
 use crate::store::Timing;
 use crate::template::LiquidRenderer;
+use crate::topology::Topology;
 use crate::webhooks::{self, Webhooks};
 
 /// Why the daemon could not start or stop cleanly.
@@ -102,18 +103,7 @@ pub async fn serve_with(
         source,
     })?;
     if config.cluster.enabled() {
-        let node = crate::cluster::serve::start(&config, &listener, clock, banner).await?;
-        let served = http::server::run(
-            node.state,
-            listener,
-            node.start,
-            &config,
-            Some(node.hand_over),
-        )
-        .await;
-        tracing::info!("http drained");
-        node.after.run();
-        return Ok(served?);
+        return serve_cluster(config, listener, clock, banner).await;
     }
     let keys = keys::resolve(&config)?;
     let prometheus =
@@ -217,7 +207,7 @@ pub async fn serve_with(
             events.clone(),
             webhooks.clone(),
         ))),
-        cluster: None,
+        topology: Topology::single(),
         max_body: config.max_body_bytes,
         readiness,
         body_timeout: config.http.body_timeout(),
@@ -244,6 +234,55 @@ pub async fn serve_with(
         }
     });
     Ok(())
+}
+
+/// [`serve_with`] for a cluster node: the node joins the cluster, and the
+/// API is served over its partitions and [`Topology`] until a shutdown
+/// signal, which hands the partitions over before the server drains.
+async fn serve_cluster(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    banner: bool,
+) -> Result<(), ServeError> {
+    let keys = keys::resolve(&config)?;
+    let prometheus =
+        crate::telemetry::install_recorder().map_err(|e| ServeError::Metrics(e.to_string()))?;
+    crate::telemetry::register();
+    let node = crate::cluster::serve::start(&config, &listener, clock.clone()).await?;
+    let writes = Arc::new(http::backpressure::WriteGate::new(
+        None,
+        node.partitions.clone(),
+        &config.store,
+    ));
+    let state = web::Data::new(AppState {
+        partitions: node.partitions,
+        catalog: Catalog::Shared(node.templates),
+        renderer: node.renderer,
+        providers: node.providers,
+        clock,
+        feed: node.feed,
+        webhooks: node.webhooks,
+        backup: None,
+        topology: node.topology,
+        max_body: config.max_body_bytes,
+        readiness: node.readiness,
+        body_timeout: config.http.body_timeout(),
+        writes,
+    });
+    // Partitions live in NATS and move between nodes: a cluster has no
+    // data directory of its own age, so verification is required unless
+    // configured off.
+    let start = http::server::Start {
+        keys,
+        identity: keys::identity_verification(&config, true),
+        prometheus,
+        banner,
+    };
+    let served = http::server::run(state, listener, start, &config, Some(node.hand_over)).await;
+    tracing::info!("http drained");
+    node.after.run();
+    Ok(served?)
 }
 
 /// What to do about a data directory pushd may not use: the same fix the

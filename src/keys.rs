@@ -15,6 +15,15 @@ use crate::http::Keys;
 /// The file's name inside the data directory.
 pub const FILE_NAME: &str = "keys.toml";
 
+/// Who made a call that either key may make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The app's backend (or an operator): the API key.
+    Backend,
+    /// The app on a device: the SDK key.
+    App,
+}
+
 /// Where a key in effect comes from, for the start-up banner and `pushd keys`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {

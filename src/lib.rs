@@ -20,4 +20,5 @@ pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod topology;
 pub mod webhooks;

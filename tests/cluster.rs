@@ -1309,7 +1309,8 @@ async fn set_up(nodes: &[Arc<Daemon>]) {
 /// and a refused call changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_call_without_the_cluster_secrets_signature_is_refused() {
-    use pushd::cluster::trust::{NodeCredential, SignedCall};
+    use pushd::cluster::trust::NodeCredential;
+    use pushd::topology::wire::SignedCall;
     let _one = ONE_AT_A_TIME.lock().await;
     let rig = Rig::start("node credential", &[]).await;
     let node = rig.node(0).await;

@@ -13,10 +13,12 @@
 //! bucket key layout, which older nodes do not read.
 
 use async_nats::jetstream::kv;
+use futures_util::future::BoxFuture;
 use pushd_actors::model::MessageSpec;
 
 use super::{ClusterError, key_of, nats};
 use crate::records::{self, Frozen, Thaw as _};
+use crate::topology::{Error, SharedTemplates};
 
 /// Decodes the template stored under `key`.
 fn decode(key: &str, bytes: &[u8]) -> Result<MessageSpec, ClusterError> {
@@ -103,6 +105,26 @@ impl Templates {
             .map_err(nats)?;
         Ok(())
     }
+}
+
+/// The templates the HTTP layer reads and writes through any node.
+impl SharedTemplates for Templates {
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<MessageSpec>, Error>> {
+        Box::pin(async move { Templates::get(self, id).await.map_err(unavailable) })
+    }
+
+    fn all(&self) -> BoxFuture<'_, Result<Vec<MessageSpec>, Error>> {
+        Box::pin(async move { Templates::all(self).await.map_err(unavailable) })
+    }
+
+    fn put<'a>(&'a self, spec: &'a MessageSpec) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move { Templates::put(self, spec).await.map_err(unavailable) })
+    }
+}
+
+/// A failed bucket call, as the HTTP layer answers it.
+fn unavailable(e: ClusterError) -> Error {
+    Error::Unavailable(e.to_string())
 }
 
 #[cfg(test)]

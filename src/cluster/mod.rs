@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod events;
 pub mod journal;
 pub mod lease;
+pub mod link;
 pub mod node;
 pub mod peers;
 pub mod relay;
@@ -29,25 +30,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 
+pub use link::Link;
 pub use node::Node;
-
-/// What the HTTP layer of a cluster node uses: the node (who serves which
-/// partition, the other members) and the client of node-to-node calls.
-pub struct Link {
-    /// This node.
-    pub node: std::sync::Arc<Node>,
-    /// Calls to the other nodes.
-    pub peers: peers::Peers,
-    /// Reports for other nodes' partitions, sent in batches.
-    pub reports: relay::Relay,
-    /// How long a call for another node's partition waits for it.
-    pub forward_timeout: Duration,
-    /// This node's advertised address: what a call to it is signed for.
-    pub advertise: String,
-    /// The cluster secret, which checks the signature of a call from
-    /// another node.
-    pub credential: trust::NodeCredential,
-}
 
 /// Why cluster mode could not start or a partition could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +42,13 @@ pub enum ClusterError {
     /// The settings cannot work.
     #[error("cluster settings: {0}")]
     Settings(String),
+    /// The configuration cannot start a node.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The node could not start (a local failure: a thread, a file, the
+    /// webhooks).
+    #[error("starting the node: {0}")]
+    Start(String),
     /// Another node wrote to the partition: this node does not own it.
     #[error("{0}")]
     Fenced(String),

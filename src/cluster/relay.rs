@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::peers::{Peers, Unreachable};
+use super::peers::Client;
+use crate::topology::Call;
+use crate::topology::wire::{Answers, Batch, Unreachable};
 
 /// Batches in flight to one peer at once: while they are, items gather
 /// for the next.
@@ -31,20 +32,6 @@ const IN_FLIGHT: usize = 4;
 
 /// Items in one batch at the most.
 const MAX_ITEMS: usize = 256;
-
-/// A batch's body.
-#[derive(Serialize, Deserialize)]
-pub struct Batch<T> {
-    /// The items, in order.
-    pub items: Vec<T>,
-}
-
-/// A batch's answer.
-#[derive(Serialize, Deserialize)]
-pub struct Answers<T> {
-    /// One answer per item, in the items' order.
-    pub answers: Vec<T>,
-}
 
 /// One queued item and who waits for its answer.
 struct Pending {
@@ -61,7 +48,7 @@ impl Pending {
 
 /// Batches items for each peer and posts them to one path.
 pub struct Relay {
-    peers: Peers,
+    peers: Client,
     path: &'static str,
     /// A batch's body stays under this (the peer's request body limit).
     max_bytes: usize,
@@ -75,7 +62,7 @@ impl Relay {
     /// A relay posting batches to `path` through `peers`, each body under
     /// `max_bytes` and answered within `timeout`, its senders on `runtime`.
     pub fn new(
-        peers: Peers,
+        peers: Client,
         path: &'static str,
         max_bytes: usize,
         timeout: Duration,
@@ -149,7 +136,7 @@ impl Relay {
 
 /// Sends one peer's queue in batches.
 struct Sender {
-    peers: Peers,
+    peers: Client,
     path: &'static str,
     address: String,
     max_bytes: usize,
@@ -220,15 +207,15 @@ impl Sender {
     async fn post(&self, body: Bytes, count: usize) -> Result<Vec<Box<RawValue>>, String> {
         let answer = self
             .peers
-            .call(
-                self.timeout,
-                &self.address,
-                &Method::POST,
-                self.path,
-                None,
-                &[],
+            .call(Call {
+                timeout: self.timeout,
+                address: &self.address,
+                method: &Method::POST,
+                path_and_query: self.path,
+                caller: None,
+                headers: &[],
                 body,
-            )
+            })
             .await
             .map_err(|e| e.reason)?;
         if answer.status != StatusCode::OK {

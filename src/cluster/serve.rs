@@ -1,46 +1,58 @@
 //! `pushd serve --cluster ...`: a cluster node. It connects to NATS, joins
 //! the members, takes its share of the partitions as the node loop finds
-//! them free, and gives the daemon the state to serve the whole API over:
-//! what another node's partition must do is forwarded there. On SIGTERM it
-//! leaves the members and hands its partitions back (last snapshots
-//! uploaded) while it still answers, so the others take them at once, and
-//! only then does the daemon drain its HTTP server.
+//! them free, and gives the daemon what to serve the whole API over: the
+//! partitions it runs, the shared templates, events and webhooks, and the
+//! [`Topology`] through which what another node's partition must do goes
+//! there. On SIGTERM it leaves the members and hands its partitions back
+//! (last snapshots uploaded) while it still answers, so the others take
+//! them at once, and only then does the daemon drain its HTTP server.
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
+use futures_util::future::BoxFuture;
 use pushd_actors::ports::Clock;
 use pushd_actors::registry::Shards;
 
 use super::catalog::Templates;
 use super::events::EventStream;
 use super::node::EngineParts;
-use super::peers::{Peers, RELAYED_REPORTS};
+use super::peers::Client;
 use super::relay::Relay;
 use super::webhooks::{SharedBook, StreamEvents};
 use super::{ClusterError, Link, Nats, Node};
 use crate::config::{Config, ConfigError};
-use crate::daemon::ServeError;
-use crate::http::server::{HandOver, Start};
-use crate::http::{AppState, Catalog};
-use crate::keys;
+use crate::events::Source;
 use crate::partition::{Partitioning, Partitions};
 use crate::providers::Providers;
 use crate::template::LiquidRenderer;
+use crate::topology::wire::RELAYED_REPORTS;
+use crate::topology::{SharedTemplates, Topology};
 use crate::webhooks::{Placement, Webhooks};
 
 /// A cluster node ready to serve: what the daemon's HTTP server runs over,
 /// what a shutdown signal hands over first, and what stops once the server
 /// drained.
 pub struct Started {
-    /// The API's state.
-    pub state: web::Data<AppState>,
-    /// The keys, metrics and banner of the server.
-    pub start: Start,
+    /// The partitions this node runs (and will run).
+    pub partitions: Arc<Partitions>,
+    /// Where every node reads and writes message templates.
+    pub templates: Arc<dyn SharedTemplates>,
+    /// Template checks at message upload.
+    pub renderer: Arc<LiquidRenderer>,
+    /// The provider clients.
+    pub providers: Arc<Providers>,
+    /// Every partition's delivery events.
+    pub feed: Arc<dyn Source>,
+    /// The cluster's webhooks.
+    pub webhooks: Arc<Webhooks>,
+    /// How a call reaches the node serving its partition.
+    pub topology: Topology,
+    /// Whether writes are acknowledged now (connected to NATS).
+    pub readiness: Arc<crate::readiness::Readiness>,
     /// Leaves the members and hands the partitions over.
-    pub hand_over: HandOver,
+    pub hand_over: Box<dyn FnOnce() -> BoxFuture<'static, ()>>,
     /// What stops once the server drained.
     pub after: Stop,
 }
@@ -66,8 +78,7 @@ pub async fn start(
     config: &Config,
     listener: &TcpListener,
     clock: Arc<dyn Clock>,
-    banner: bool,
-) -> Result<Started, ServeError> {
+) -> Result<Started, ClusterError> {
     if config.api_key.is_none() || config.sdk_key.is_none() {
         return Err(ConfigError::Invalid(
             "a cluster node needs api_key and sdk_key set (PUSHD_API_KEY, PUSHD_SDK_KEY), the \
@@ -76,20 +87,17 @@ pub async fn start(
         )
         .into());
     }
-    let keys = keys::resolve(config)?;
-    let listening = listener.local_addr()?.to_string();
+    let listening = listener.local_addr().map_err(io)?.to_string();
     let settings = config.cluster.settings(&listening)?;
     let credential = config.cluster.node_credential()?;
-    let prometheus =
-        crate::telemetry::install_recorder().map_err(|e| ServeError::Metrics(e.to_string()))?;
-    crate::telemetry::register();
     crate::telemetry::register_cluster();
     let background = Background(Some(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("pushd-cluster")
             .enable_all()
-            .build()?,
+            .build()
+            .map_err(io)?,
     ));
     let runtime = background.handle();
     let connecting = settings.clone();
@@ -122,7 +130,7 @@ pub async fn start(
     // Partitions live in NATS; what a previous run left here is stale.
     let stale = config.data_dir.join("partitions");
     if stale.exists() {
-        std::fs::remove_dir_all(&stale)?;
+        std::fs::remove_dir_all(&stale).map_err(io)?;
     }
     let partitions = Arc::new(Partitions::new(Partitioning::new(settings.partitions)));
     // Each partition keeps its own page cache: the node's share of it.
@@ -150,50 +158,27 @@ pub async fn start(
         (state != async_nats::connection::State::Connected)
             .then(|| format!("not connected to NATS ({state})"))
     })]);
-    readiness.watch()?;
-    let writes = Arc::new(crate::http::backpressure::WriteGate::new(
-        None,
-        partitions.clone(),
-        &config.store,
-    ));
-    let peers = Peers::new(credential.clone());
-    let state = web::Data::new(AppState {
-        partitions,
-        catalog: Catalog::Shared(templates),
-        renderer,
-        providers,
-        clock,
-        feed,
-        webhooks: webhooks.clone(),
-        backup: None,
-        cluster: Some(Arc::new(Link {
-            node: node.clone(),
-            peers: peers.clone(),
-            reports: Relay::new(
-                peers,
-                RELAYED_REPORTS,
-                // Under the receiving node's body limits: its own, and the
-                // 256 KiB a raw body is read up to.
-                (config.max_body_bytes / 2).min(128 << 10),
-                settings.forward_timeout,
-                runtime.clone(),
-            ),
-            forward_timeout: settings.forward_timeout,
-            advertise: settings.advertise.clone(),
-            credential,
-        })),
-        max_body: config.max_body_bytes,
-        readiness,
-        body_timeout: config.http.body_timeout(),
-        writes,
-    });
-    // Partitions live in NATS and move between nodes: a cluster has no
-    // data directory of its own age, so verification is required unless
-    // configured off.
-    let identity = keys::identity_verification(config, true);
+    readiness.watch().map_err(io)?;
+    let peers = Client::new(credential.clone());
+    let topology = Topology::cluster(Arc::new(Link {
+        node: node.clone(),
+        client: peers.clone(),
+        reports: Relay::new(
+            peers,
+            RELAYED_REPORTS,
+            // Under the receiving node's body limits: its own, and the
+            // 256 KiB a raw body is read up to.
+            (config.max_body_bytes / 2).min(128 << 10),
+            settings.forward_timeout,
+            runtime.clone(),
+        ),
+        forward_timeout: settings.forward_timeout,
+        advertise: settings.advertise.clone(),
+        credential,
+    }));
     let leaving = node.clone();
     let posting = webhooks.clone();
-    let hand_over: HandOver = Box::new(move || {
+    let hand_over = Box::new(move || -> BoxFuture<'static, ()> {
         Box::pin(async move {
             // The loop stops first: it would announce the node again and
             // take partitions back.
@@ -216,19 +201,25 @@ pub async fn start(
         })
     });
     Ok(Started {
-        state,
-        start: Start {
-            keys,
-            identity,
-            prometheus,
-            banner,
-        },
+        partitions,
+        templates,
+        renderer,
+        providers,
+        feed,
+        webhooks: webhooks.clone(),
+        topology,
+        readiness,
         hand_over,
         after: Stop {
             webhooks,
             background,
         },
     })
+}
+
+/// A local failure while starting, as a [`ClusterError`].
+fn io(e: std::io::Error) -> ClusterError {
+    ClusterError::Start(e.to_string())
 }
 
 /// Starts the cluster's webhooks: kept in the webhooks bucket, posting the
@@ -241,20 +232,21 @@ fn start_webhooks(
     partitions: &Arc<Partitions>,
     clock: &Arc<dyn Clock>,
     runtime: &tokio::runtime::Handle,
-) -> Result<Arc<Webhooks>, ServeError> {
+) -> Result<Arc<Webhooks>, ClusterError> {
     let served = partitions.clone();
     let placement: Placement = Box::new(move |id| {
         let tag = served.partitioning().of_customer(id);
         served.get(tag).is_some()
     });
     let book = SharedBook::new(nats.webhooks.clone(), runtime.clone());
-    Ok(Webhooks::start(
+    Webhooks::start(
         Box::new(book),
         source,
         config.webhooks.settings(),
         clock.clone(),
         Some(placement),
-    )?)
+    )
+    .map_err(|e| ClusterError::Start(format!("webhooks: {e}")))
 }
 
 /// The runtime of the node's NATS calls and loops, stopped without waiting

@@ -11,15 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ring::{digest, hmac};
 
-/// Header carrying a node-to-node call's signature:
-/// `t=<unix seconds>,v1=<hex HMAC-SHA256>`.
-pub const NODE_SIGNATURE: &str = "Pushd-Node-Signature";
-/// Header naming who the forwarding node authenticated: `backend` (the API
-/// key), `app` (the SDK key) or `none` (no valid key; the receiver answers
-/// 401 as it would have). Covered by the signature.
-pub const NODE_CALLER: &str = "Pushd-Node-Caller";
-/// A signed call older (or further ahead) than this is refused, seconds.
-pub const MAX_AGE_SECS: i64 = 60;
+use crate::topology::wire::{MAX_AGE_SECS, Refused, SignedCall};
+
 /// The shortest cluster secret taken, bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -35,39 +28,6 @@ impl std::fmt::Debug for NodeCredential {
     }
 }
 
-/// What a node-to-node call is, as signed.
-pub struct SignedCall<'a> {
-    /// Its HTTP method.
-    pub method: &'a str,
-    /// Its path and query.
-    pub path_and_query: &'a str,
-    /// Its body.
-    pub body: &'a [u8],
-    /// The called node's advertised address.
-    pub address: &'a str,
-    /// The [`NODE_CALLER`] value.
-    pub caller: &'a str,
-}
-
-/// Why a node-to-node call's signature was refused.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
-    /// No [`NODE_SIGNATURE`] or [`NODE_CALLER`] header.
-    #[error("the call carries no {NODE_SIGNATURE} and {NODE_CALLER}")]
-    Missing,
-    /// A header does not parse.
-    #[error(
-        "{NODE_SIGNATURE} is not t=<unix seconds>,v1=<hex>, or {NODE_CALLER} not backend, app or none"
-    )]
-    Malformed,
-    /// Signed too long ago (or ahead: a negative age).
-    #[error("the signature is {0} s old; one more than {MAX_AGE_SECS} s old (or ahead) is refused")]
-    Stale(i64),
-    /// Not the secret's signature of this call to this node.
-    #[error("the signature does not match this call to this node")]
-    Wrong,
-}
-
 impl NodeCredential {
     /// The credential of `secret`, which must be at least
     /// [`MIN_SECRET_BYTES`] long.
@@ -77,19 +37,19 @@ impl NodeCredential {
         })
     }
 
-    /// The [`NODE_SIGNATURE`] value of `call`, signed now.
+    /// The signature header's value of `call`, signed now.
     pub fn sign(&self, call: &SignedCall<'_>) -> String {
         self.sign_at(call, now())
     }
 
-    /// The [`NODE_SIGNATURE`] value of `call`, signed at `at` (Unix
+    /// The signature header's value of `call`, signed at `at` (Unix
     /// seconds).
     pub fn sign_at(&self, call: &SignedCall<'_>, at: i64) -> String {
         let tag = hmac::sign(&self.key, &signed_text(call, at));
         format!("t={at},v1={}", hex(tag.as_ref()))
     }
 
-    /// Checks `header` (the [`NODE_SIGNATURE`] value, if any) against
+    /// Checks `header` (the signature header's value, if any) against
     /// `call`, in constant time.
     pub fn verify(&self, header: Option<&str>, call: &SignedCall<'_>) -> Result<(), Refused> {
         self.verify_at(header, call, now())
@@ -125,7 +85,7 @@ fn signed_text(call: &SignedCall<'_>, at: i64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The time and tag of a [`NODE_SIGNATURE`] value.
+/// The time and tag of a signature header's value.
 fn parse(header: &str) -> Option<(i64, Vec<u8>)> {
     let (t, v1) = header.trim().split_once(',')?;
     let at = t.trim().strip_prefix("t=")?.parse().ok()?;

@@ -28,6 +28,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use crate::config::IdentityVerification;
+pub use crate::keys::Caller;
 use crate::keys::{identity_key, identity_secret};
 
 /// The header an app sends its customer's identity proof in.
@@ -159,15 +160,6 @@ pub(super) fn has_api_key(req: &HttpRequest) -> bool {
 
 /// Proof the request carried the SDK key or the API key, and which.
 pub struct SdkKey(pub Caller);
-
-/// Who made a call that either key may make.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Caller {
-    /// The app's backend (or an operator): the API key.
-    Backend,
-    /// The app on a device: the SDK key.
-    App,
-}
 
 /// Proof the request may act for the customer its path names: the API
 /// key, or the SDK key with that customer's `Pushd-Customer-Auth` proof

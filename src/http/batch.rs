@@ -24,7 +24,8 @@ use super::customers::DeviceFields;
 use super::error::{ApiError, naming};
 use super::split::by_owner;
 use super::{AppState, check_id, endpoint};
-use crate::cluster::peers::{BULK_TIMEOUT, FORWARDED};
+use crate::topology::BULK_TIMEOUT;
+use crate::topology::wire::FORWARDED;
 
 /// Most customers per call.
 pub const MAX_BATCH: usize = 1000;
@@ -167,9 +168,8 @@ async fn import_elsewhere(
 ) -> Vec<Placed> {
     let customers: Vec<&ImportItem> = items.iter().map(|(_, item)| item).collect();
     let body = Bytes::from(json!({"customers": customers}).to_string());
-    let answer = match &state.cluster {
-        Some(link) => link
-            .peers
+    let answer = match state.topology.peers() {
+        Some(peers) => peers
             .forward_part(BULK_TIMEOUT, &address, "/v1/batch", body)
             .await
             .map_err(|e| e.to_string()),

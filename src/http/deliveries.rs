@@ -303,7 +303,7 @@ async fn list_deliveries(
         return Ok(local_share(&here).json(body));
     }
     let mut shares = vec![here];
-    if state.cluster.is_some() {
+    if state.topology.peers().is_some() {
         let path = req.uri().path_and_query().map_or("", |p| p.as_str());
         let theirs = state.peer_deliveries(path, partial).await?;
         deliveries.extend(theirs.items);

@@ -10,6 +10,8 @@ use pushd_actors::engine::EngineError;
 use pushd_actors::ports::StoreError;
 use serde_json::json;
 
+use crate::topology::{self, wire::Refused};
+
 /// An answer other than 2xx.
 #[derive(Debug, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -188,9 +190,9 @@ impl ApiError {
     }
 }
 
-impl From<crate::cluster::trust::Refused> for ApiError {
+impl From<Refused> for ApiError {
     /// A node-to-node call without a valid node signature: nothing was done.
-    fn from(e: crate::cluster::trust::Refused) -> Self {
+    fn from(e: Refused) -> Self {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "node_credential_invalid",
@@ -198,6 +200,30 @@ impl From<crate::cluster::trust::Refused> for ApiError {
                 "a node-to-node call must be signed with the cluster secret for this node: {e}"
             ),
         )
+    }
+}
+
+impl From<topology::Error> for ApiError {
+    fn from(e: topology::Error) -> Self {
+        match e {
+            topology::Error::PartitionUnavailable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "partition_unavailable",
+                e.to_string(),
+            ),
+            topology::Error::Unavailable(why) => {
+                tracing::error!(error = %why, "cluster call failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    format!(
+                        "the cluster's NATS did not answer ({why}); nothing was changed, retry \
+                         in a moment"
+                    ),
+                )
+            }
+            topology::Error::Refused(refused) => refused.into(),
+        }
     }
 }
 

@@ -13,8 +13,6 @@
 //! Everything else is answered here. A send with many customers is split
 //! by the send handler itself.
 
-use std::time::{Duration, Instant};
-
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -22,22 +20,24 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use pushd_actors::engine::PartitionTag;
 
 use super::auth::{NodeCall, caller_of};
 use super::error::ErrorCode;
 use super::{ApiError, AppState, CUSTOMER_AUTH, Caller};
-use crate::cluster::Link;
-use crate::cluster::peers::{FORWARDED, SCOPE, parse_caller};
-use crate::cluster::trust::{NODE_CALLER, NODE_SIGNATURE, Refused, SignedCall};
+use crate::topology::wire::{
+    FORWARDED, NODE_CALLER, NODE_SIGNATURE, Refused, SCOPE, SignedCall, parse_caller,
+};
+use crate::topology::{Call, Peers, Try};
 
 /// Forwards a request for another node's partition; passes the rest on.
 pub async fn to_owner(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let Some((state, link)) = state.and_then(|s| s.cluster.clone().map(|l| (s, l))) else {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let Some(peers) = state.topology.peers() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let headers = req.headers();
@@ -45,7 +45,7 @@ pub async fn to_owner(
         .iter()
         .any(|h| headers.contains_key(*h))
     {
-        return match node_call(&mut req, &link, state.max_body).await? {
+        return match node_call(&mut req, peers, state.max_body).await? {
             Ok(caller) => {
                 req.extensions_mut().insert(NodeCall(caller));
                 Ok(fenced_as_unavailable(next.call(req).await?))
@@ -102,24 +102,33 @@ pub async fn to_owner(
         headers.push((CUSTOMER_AUTH, proof));
     }
     let method = req.method().clone();
-    let asked = on_owner(&state, &link, tag, |address, left| {
-        let (method, path, headers, body) = (&method, &path, &headers, body.clone());
-        let peers = &link.peers;
-        async move {
-            let answer = peers
-                .call(left, &address, method, path, caller, headers, body)
-                .await;
-            match answer {
-                // 503: the owner no longer serves it (moving); try again.
-                Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => {
-                    Try::Moving(format!("node {address} does not serve it now"))
+    let asked = state
+        .topology
+        .on_owner(&state.partitions, tag, |address, left| {
+            let (method, path, headers, body) = (&method, &path, &headers, body.clone());
+            async move {
+                let answer = peers
+                    .call(Call {
+                        timeout: left,
+                        address: &address,
+                        method,
+                        path_and_query: path,
+                        caller,
+                        headers,
+                        body,
+                    })
+                    .await;
+                match answer {
+                    // 503: the owner no longer serves it (moving); try again.
+                    Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => {
+                        Try::Moving(format!("node {address} does not serve it now"))
+                    }
+                    Ok(a) => Try::Answered(a),
+                    Err(e) => Try::Moving(e.to_string()),
                 }
-                Ok(a) => Try::Answered(a),
-                Err(e) => Try::Moving(e.to_string()),
             }
-        }
-    })
-    .await;
+        })
+        .await;
     match asked {
         Ok(Some(a)) => {
             let mut res = HttpResponse::build(a.status);
@@ -132,73 +141,15 @@ pub async fn to_owner(
             req.set_payload(bytes_payload(body));
             Ok(fenced_as_unavailable(next.call(req).await?))
         }
-        Err(e) => Ok(req.into_response(e.error_response())),
+        Err(e) => Ok(req.into_response(ApiError::from(e).error_response())),
     }
-}
-
-/// What one try of a call on a partition's owner came to.
-pub(super) enum Try<T> {
-    /// The owner answered.
-    Answered(T),
-    /// No answer from a node serving it (why): it may be moving.
-    Moving(String),
-}
-
-/// Tries `ask(owner's address, time left)` on the node holding partition
-/// `tag`'s lease, read afresh before each try, until `forward_timeout`:
-/// a partition moving (its node gone, paused or handing it back) is asked
-/// of its new owner. `Ok(None)` once this node serves it (answer here);
-/// past the timeout 503 `partition_unavailable`.
-pub(super) async fn on_owner<T, Fut>(
-    state: &AppState,
-    link: &Link,
-    tag: PartitionTag,
-    mut ask: impl FnMut(String, Duration) -> Fut,
-) -> Result<Option<T>, ApiError>
-where
-    Fut: std::future::Future<Output = Try<T>>,
-{
-    let deadline = Instant::now() + link.forward_timeout;
-    let mut why = String::from("no node serves it now");
-    for attempt in 0u32.. {
-        if state.partitions.get(tag).is_some() {
-            return Ok(None);
-        }
-        let owner = match attempt {
-            0 => match link.node.owner_address(tag) {
-                Some(address) => Some(address),
-                None => link.node.current_owner_address(tag).await,
-            },
-            _ => link.node.current_owner_address(tag).await,
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if let (Some(address), false) = (owner, left.is_zero()) {
-            metrics::counter!("pushd_cluster_forwarded_total").increment(1);
-            match ask(address, left).await {
-                Try::Answered(answer) => return Ok(Some(answer)),
-                Try::Moving(moving) => {
-                    tracing::debug!(why = %moving, "forwarding failed");
-                    why = moving;
-                }
-            }
-        }
-        let pause = RETRY_PAUSE * (attempt + 1).min(5);
-        if Instant::now() + pause >= deadline {
-            break;
-        }
-        tokio::time::sleep(pause).await;
-    }
-    metrics::counter!("pushd_cluster_forward_timeouts_total").increment(1);
-    tracing::info!(partition = tag.0, why = %why, "forwarded call timed out");
-    let why = format!("{why}; waited {} ms", link.forward_timeout.as_millis());
-    Err(unavailable(tag, &why))
 }
 
 /// Checks a node-to-node call's signature (its body read and put back):
 /// the caller the forwarding node authenticated, or why it is refused.
 async fn node_call(
     req: &mut ServiceRequest,
-    link: &Link,
+    peers: &dyn Peers,
     max_body: usize,
 ) -> Result<Result<Option<Caller>, Refused>, actix_web::Error> {
     let body = read_body(req, max_body).await?;
@@ -215,10 +166,10 @@ async fn node_call(
             .path_and_query()
             .map_or(req.path(), |p| p.as_str()),
         body: &body,
-        address: &link.advertise,
+        address: peers.advertised(),
         caller: caller_name,
     };
-    if let Err(refused) = link.credential.verify(signature, &call) {
+    if let Err(refused) = peers.verify(signature, &call) {
         return Ok(Err(refused));
     }
     Ok(parse_caller(caller_name).ok_or(Refused::Malformed))
@@ -237,22 +188,6 @@ fn fenced_as_unavailable(
     }
     let (req, _) = res.into_parts();
     ServiceResponse::new(req, ApiError::journal_in_cluster().error_response())
-}
-
-/// The first pause between tries of a forwarded call; later ones grow
-/// (up to five times this).
-pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// 503 for a partition whose node did not answer.
-pub fn unavailable(tag: PartitionTag, why: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "partition_unavailable",
-        format!(
-            "partition {} could not be reached ({why}); retry in a moment",
-            tag.0
-        ),
-    )
 }
 
 /// What a path names.

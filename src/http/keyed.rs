@@ -6,19 +6,16 @@
 //! the nodes as any send, and passes its answer back: a retry through any
 //! node reaches the same record and replays the same answer.
 
-use std::time::Instant;
-
 use actix_web::HttpResponse;
 use actix_web::ResponseError;
 use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
 use pushd_actors::engine::PartitionTag;
 
-use super::forward::{RETRY_PAUSE, unavailable};
-use super::send::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
-use super::{AppState, Caller};
-use crate::cluster::Link;
-use crate::cluster::peers::Answer;
+use super::send::IDEMPOTENCY_KEY;
+use super::{ApiError, AppState, Caller};
+use crate::topology::wire::{Answer, IDEMPOTENT_REPLAYED};
+use crate::topology::{Call, Peers, Try};
 
 /// How many forward timeouts a handed-off send may take on the key's
 /// owner: it waits up to one for its customers' moving partitions, and up
@@ -35,53 +32,37 @@ const OWNER_WAIT_TIMEOUTS: u32 = 3;
 /// finishes or replays it.
 pub async fn hand_off(
     state: &AppState,
-    link: &Link,
+    peers: &dyn Peers,
     tag: PartitionTag,
     key: &str,
     body: Bytes,
 ) -> Option<HttpResponse> {
-    let deadline = Instant::now() + link.forward_timeout;
-    let mut why = String::from("no node serves it now");
-    for attempt in 0u32.. {
-        if state.partitions.get(tag).is_some() {
-            return None;
-        }
-        let owner = match link.node.owner_address(tag).filter(|_| attempt == 0) {
-            Some(address) => Some(address),
-            None => link.node.current_owner_address(tag).await,
-        };
-        if let Some(address) = owner {
-            metrics::counter!("pushd_cluster_forwarded_total").increment(1);
-            let answer = link
-                .peers
-                .call(
-                    link.forward_timeout * OWNER_WAIT_TIMEOUTS,
-                    &address,
-                    &Method::POST,
-                    "/v1/send/push",
-                    Some(Caller::Backend),
-                    &[(IDEMPOTENCY_KEY, key)],
-                    body.clone(),
-                )
-                .await;
-            match answer {
-                Ok(a) if !owner_moved(&a) => return Some(respond(a)),
-                Ok(_) => why = format!("node {address} does not serve it now"),
-                Err(e) => {
-                    tracing::debug!(error = %e, "handing a keyed send off failed");
-                    why = e.to_string();
+    let timeout = peers.forward_timeout() * OWNER_WAIT_TIMEOUTS;
+    let handed = state
+        .topology
+        .on_owner(&state.partitions, tag, |address, _| {
+            let body = body.clone();
+            async move {
+                let call = Call {
+                    timeout,
+                    address: &address,
+                    method: &Method::POST,
+                    path_and_query: "/v1/send/push",
+                    caller: Some(Caller::Backend),
+                    headers: &[(IDEMPOTENCY_KEY, key)],
+                    body,
+                };
+                match peers.call(call).await {
+                    Ok(a) if !owner_moved(&a) => Try::Answered(a),
+                    Ok(_) => Try::Moving(format!("node {address} does not serve it now")),
+                    Err(e) => Try::Moving(e.to_string()),
                 }
             }
-        }
-        let pause = RETRY_PAUSE * (attempt + 1).min(5);
-        if Instant::now() + pause >= deadline {
-            break;
-        }
-        tokio::time::sleep(pause).await;
+        });
+    match handed.await {
+        Ok(answer) => answer.map(respond),
+        Err(e) => Some(ApiError::from(e).error_response()),
     }
-    metrics::counter!("pushd_cluster_forward_timeouts_total").increment(1);
-    let why = format!("{why}; waited {} ms", link.forward_timeout.as_millis());
-    Some(unavailable(tag, &why).error_response())
 }
 
 /// Whether the node asked no longer serves the key's partition: a 503

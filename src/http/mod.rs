@@ -76,8 +76,8 @@ pub struct AppState {
     /// What `GET /v1/backup` archives; a cluster node, whose state lives
     /// in NATS, has none.
     pub backup: Option<Arc<crate::backup::Source>>,
-    /// A cluster node's links to the others; `None` on a single node.
-    pub cluster: Option<Arc<crate::cluster::Link>>,
+    /// Where each partition is served: here, or on another node.
+    pub topology: crate::topology::Topology,
     /// Largest request body, bytes.
     pub max_body: usize,
     /// Whether writes are acknowledged now (`/readyz`).
@@ -253,10 +253,8 @@ pub fn endpoint_with(
 
 /// `{"status": "ok"}`; a cluster node adds what it serves and sees.
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    match &state.cluster {
-        Some(link) => {
-            HttpResponse::Ok().json(json!({"status": "ok", "cluster": link.node.status()}))
-        }
+    match state.topology.peers() {
+        Some(peers) => HttpResponse::Ok().json(json!({"status": "ok", "cluster": peers.status()})),
         None => status_ok(),
     }
 }

@@ -19,17 +19,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{ApiError, AppState, Caller};
-use crate::cluster::catalog::Templates;
-use crate::cluster::peers::{PARTITIONS, SCOPE, partitions_header};
 use crate::partition::Partition;
 use crate::store::{CreatedRange, DeliveryFilter, RangeCount, cursor_of};
+use crate::topology::wire::{PARTITIONS, SCOPE, partitions_header};
+use crate::topology::{Call, SharedTemplates};
 
 /// Where message templates are kept.
 pub enum Catalog {
     /// In the single partition's journal and store.
     Local(Arc<Partition>),
-    /// In the cluster's templates bucket.
-    Shared(Arc<Templates>),
+    /// Where every node of a cluster reads and writes them.
+    Shared(Arc<dyn SharedTemplates>),
 }
 
 /// Runs `read`, a read of the store, on the blocking pool. A read may
@@ -51,7 +51,7 @@ impl Catalog {
                 let (p, id) = (p.clone(), id.to_string());
                 off_workers(move || Ok(p.store.message(&id)?)).await
             }
-            Catalog::Shared(t) => t.get(id).await.map_err(cluster_error),
+            Catalog::Shared(t) => Ok(t.get(id).await?),
         }
     }
 
@@ -62,7 +62,7 @@ impl Catalog {
                 let p = p.clone();
                 off_workers(move || Ok(p.store.messages()?)).await
             }
-            Catalog::Shared(t) => t.all().await.map_err(cluster_error),
+            Catalog::Shared(t) => Ok(t.all().await?),
         }
     }
 
@@ -70,19 +70,9 @@ impl Catalog {
     pub async fn put(&self, spec: MessageSpec) -> Result<(), ApiError> {
         match self {
             Catalog::Local(p) => Ok(p.registry.put_message(spec).await?),
-            Catalog::Shared(t) => t.put(&spec).await.map_err(cluster_error),
+            Catalog::Shared(t) => Ok(t.put(&spec).await?),
         }
     }
-}
-
-/// 503 for a NATS failure: nothing was changed.
-pub(super) fn cluster_error(e: crate::cluster::ClusterError) -> ApiError {
-    tracing::error!(error = %e, "cluster call failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "cluster_unavailable",
-        format!("the cluster's NATS did not answer ({e}); nothing was changed, retry in a moment"),
-    )
 }
 
 /// Whether a read asks for this node's partitions only (another node
@@ -190,7 +180,7 @@ impl AppState {
     /// `e`, except that on a cluster node a journal failure (the partition
     /// fenced off, or NATS silent) is the 503 a client retries, not a 500.
     pub fn unfenced(&self, e: ApiError) -> ApiError {
-        match (&self.cluster, e.code) {
+        match (self.topology.peers(), e.code) {
             (Some(_), "journal_error") => ApiError::journal_in_cluster(),
             _ => e,
         }
@@ -383,24 +373,22 @@ impl AppState {
         body: Bytes,
         partial: Partial,
     ) -> Result<Vec<Share>, ApiError> {
-        let Some(link) = &self.cluster else {
+        let Some(peers) = self.topology.peers() else {
             return Ok(Vec::new());
         };
-        let calls = link.node.peer_addresses().into_iter().map(|address| {
+        let calls = peers.peer_addresses().into_iter().map(|address| {
             let (body, method) = (body.clone(), method.clone());
             async move {
-                let answer = link
-                    .peers
-                    .call(
-                        link.forward_timeout,
-                        &address,
-                        &method,
-                        path,
-                        Some(Caller::Backend),
-                        &[(SCOPE, "local")],
-                        body,
-                    )
-                    .await;
+                let call = Call {
+                    timeout: peers.forward_timeout(),
+                    address: &address,
+                    method: &method,
+                    path_and_query: path,
+                    caller: Some(Caller::Backend),
+                    headers: &[(SCOPE, "local")],
+                    body,
+                };
+                let answer = peers.call(call).await;
                 (address, answer)
             }
         });
@@ -410,7 +398,7 @@ impl AppState {
                 Ok(a) if a.status.is_success() => {
                     // A node of an earlier release names no partitions:
                     // those it held a lease of, as last read.
-                    let partitions = a.partitions.unwrap_or_else(|| link.node.held_by(&address));
+                    let partitions = a.partitions.unwrap_or_else(|| peers.held_by(&address));
                     out.push(Share {
                         body: a.body,
                         partitions,

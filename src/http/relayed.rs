@@ -1,5 +1,5 @@
 //! Cluster mode: device reports for another node's partition go to it in
-//! batches ([`crate::cluster::relay`]) instead of one forwarded request
+//! batches instead of one forwarded request
 //! each. The node a report reaches checks everything it can alone (the
 //! key, the body, the time) and relays the checked report, with the caller
 //! it authenticated and the app's identity proof; the owner checks the
@@ -18,11 +18,9 @@ use serde_json::{Value, json};
 use super::auth::{NodeCall, proof_given};
 use super::deliveries::report_device;
 use super::error::RETRY_AFTER_SECS;
-use super::forward::{Try, on_owner};
 use super::{ApiError, AppState, Caller, endpoint};
-use crate::cluster::peers::{RELAYED_REPORTS, caller_name, parse_caller};
-use crate::cluster::relay::{Answers, Batch};
-use crate::cluster::trust::Refused;
+use crate::topology::Try;
+use crate::topology::wire::{Answers, Batch, RELAYED_REPORTS, Refused, caller_name, parse_caller};
 
 /// A device report checked by the node it reached, for the partition's
 /// owner to record.
@@ -60,7 +58,7 @@ pub(super) async fn elsewhere(
     delivery_id: &str,
     report: impl FnOnce() -> RelayedReport,
 ) -> Result<Option<HttpResponse>, ApiError> {
-    let Some(link) = &state.cluster else {
+    let Some(peers) = state.topology.peers() else {
         return Ok(None);
     };
     let partitioning = state.partitions.partitioning();
@@ -77,26 +75,28 @@ pub(super) async fn elsewhere(
             e.to_string(),
         )
     })?;
-    let answered = on_owner(state, link, tag, |address, left| {
-        let item = item.clone();
-        async move {
-            let call = link.reports.call(&address, item);
-            let recorded = match tokio::time::timeout(left, call).await {
-                Ok(Ok(answer)) => serde_json::from_str::<Recorded>(answer.get())
-                    .map_err(|e| format!("node {address} answered garbled: {e}")),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("node {address} did not answer in time")),
-            };
-            match recorded {
-                Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => {
-                    Try::Moving(format!("node {address} does not serve it now"))
+    let answered = state
+        .topology
+        .on_owner(&state.partitions, tag, |address, left| {
+            let item = item.clone();
+            async move {
+                let call = peers.relay(&address, item);
+                let recorded = match tokio::time::timeout(left, call).await {
+                    Ok(Ok(answer)) => serde_json::from_str::<Recorded>(answer.get())
+                        .map_err(|e| format!("node {address} answered garbled: {e}")),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("node {address} did not answer in time")),
+                };
+                match recorded {
+                    Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => {
+                        Try::Moving(format!("node {address} does not serve it now"))
+                    }
+                    Ok(r) => Try::Answered(r),
+                    Err(why) => Try::Moving(why),
                 }
-                Ok(r) => Try::Answered(r),
-                Err(why) => Try::Moving(why),
             }
-        }
-    })
-    .await?;
+        })
+        .await?;
     Ok(answered.map(response))
 }
 

@@ -9,7 +9,7 @@
 //! the other nodes their customers with the delivery ids the record fixes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -27,11 +27,10 @@ use serde_json::{Map, Value, json};
 use super::auth::{ApiKey, NodeCall};
 use super::body::{Fields, JsonBody};
 use super::error::{ApiError, naming};
-use super::forward::unavailable;
 use super::keyed;
 use super::split::{Outcome, Refusal, by_owner, send_elsewhere};
 use super::{AppState, check_id, endpoint};
-use crate::cluster::peers::FORWARDED;
+use crate::topology::{self, wire::FORWARDED};
 
 /// Most customer ids in one send.
 pub const MAX_SEND_IDS: usize = 10_000;
@@ -49,7 +48,7 @@ const FAN_OUT: usize = 32;
 /// The request header naming a send call for retries.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// The answer header saying an answer is the key's first one, replayed.
-pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+pub use crate::topology::wire::IDEMPOTENT_REPLAYED;
 
 /// `POST /v1/send/push` body.
 #[derive(Deserialize)]
@@ -333,12 +332,16 @@ async fn send_push(
     if state.partitions.get(tag).is_none() {
         // A send handed here by another node finds the partition gone: it
         // moved, and the node handing it off asks the new owner.
-        let link = state.cluster.as_ref().filter(|_| !node_call);
-        let Some(link) = link else {
-            return Err(unavailable(tag, "this node no longer serves it"));
+        let peers = state.topology.peers().filter(|_| !node_call);
+        let Some(peers) = peers else {
+            return Err(topology::Error::PartitionUnavailable {
+                partition: tag.0,
+                why: "this node no longer serves it".into(),
+            }
+            .into());
         };
         if let Some(answer) =
-            keyed::hand_off(&state, link, tag, &key, body.to_bytes(&when.fields)).await
+            keyed::hand_off(&state, peers, tag, &key, body.to_bytes(&when.fields)).await
         {
             return Ok(answer);
         }
@@ -362,10 +365,6 @@ async fn send_push(
         }
     }
 }
-
-/// The first pause before customers of a moving partition are tried again;
-/// later ones grow (up to five times this).
-const MOVING_PAUSE: Duration = Duration::from_millis(100);
 
 /// One round of a send: each of `customers` (with its place in the request)
 /// asked of its actor here or, through the serving node, elsewhere; a
@@ -434,14 +433,14 @@ async fn fan_out(
     // Customers whose partition is moving (nothing was done for them) are
     // tried again, split afresh, until the forward timeout: they reach the
     // partition's new owner as it takes over.
-    let deadline = (state.cluster.as_ref())
+    let deadline = (state.topology.peers())
         .filter(|_| !forwarded)
-        .map(|link| Instant::now() + link.forward_timeout);
+        .map(|peers| Instant::now() + peers.forward_timeout());
     let mut pending: Vec<(usize, String)> = body.customer_ids.into_iter().enumerate().collect();
     let mut results = Vec::with_capacity(pending.len());
     for attempt in 1u32.. {
         let round = send_once(state, forwarded, message, &body.data, when, pending, ids).await;
-        let pause = MOVING_PAUSE * attempt.min(5);
+        let pause = topology::RETRY_PAUSE * attempt.min(5);
         let again = deadline.is_some_and(|d| Instant::now() + pause < d);
         let (retry, settled): (Vec<_>, Vec<_>) = round
             .into_iter()

@@ -60,12 +60,9 @@ pub fn by_owner<T>(
     let mut elsewhere: BTreeMap<String, Indexed<T>> = BTreeMap::new();
     for (n, item) in items.into_iter().enumerate() {
         let tag = partitioning.of_customer(customer(&item));
-        let owner = match (
-            &state.cluster,
-            forwarded || state.partitions.get(tag).is_some(),
-        ) {
-            (Some(link), false) => link.node.owner_address(tag),
-            _ => None,
+        let owner = match forwarded || state.partitions.get(tag).is_some() {
+            false => state.topology.owner_elsewhere(tag),
+            true => None,
         };
         match owner {
             Some(address) => elsewhere.entry(address).or_default().push((n, item)),
@@ -87,7 +84,7 @@ pub async fn send_elsewhere(
     groups: BTreeMap<String, Vec<(usize, String)>>,
     ids: Option<&[String]>,
 ) -> Vec<(usize, String, Outcome)> {
-    let Some(link) = &state.cluster else {
+    let Some(peers) = state.topology.peers() else {
         return Vec::new();
     };
     let calls = groups.into_iter().map(|(address, customers)| async move {
@@ -102,9 +99,8 @@ pub async fn send_elsewhere(
             body["delivery_ids"] = json!(given);
         }
         let body = Bytes::from(serde_json::to_vec(&body).expect("encodes"));
-        let answer = link
-            .peers
-            .forward_part(link.forward_timeout, &address, "/v1/send/push", body)
+        let answer = peers
+            .forward_part(peers.forward_timeout(), &address, "/v1/send/push", body)
             .await;
         let mut by_customer: HashMap<String, VecDeque<Outcome>> = HashMap::new();
         let mut refusal = None;

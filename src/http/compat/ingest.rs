@@ -26,9 +26,10 @@ use serde_json::{Map, Value, json};
 use super::basic_auth::WriteKey;
 use super::mapping::{Outcome, Subject, apply, subject};
 use super::memory::Compat;
-use crate::cluster::peers::{BULK_TIMEOUT, FORWARDED};
 use crate::http::error::ApiError;
 use crate::http::{AppState, endpoint_with};
+use crate::topology::BULK_TIMEOUT;
+use crate::topology::wire::FORWARDED;
 
 /// Largest body, decoded: Segment's limit of a batch, 500 KB.
 pub const MAX_BODY: usize = 500 * 1024;
@@ -170,9 +171,9 @@ fn by_node(
     forwarded: bool,
     events: Vec<Event>,
 ) -> (Vec<Event>, BTreeMap<String, Vec<Event>>) {
-    let Some(link) = state.cluster.as_ref().filter(|_| !forwarded) else {
+    if forwarded || state.topology.peers().is_none() {
         return (events, BTreeMap::new());
-    };
+    }
     let partitioning = state.partitions.partitioning();
     let mut here = Vec::new();
     let mut elsewhere: BTreeMap<String, Vec<_>> = BTreeMap::new();
@@ -184,7 +185,7 @@ fn by_node(
         };
         let owner = tag
             .filter(|t| state.partitions.get(*t).is_none())
-            .and_then(|t| link.node.owner_address(t));
+            .and_then(|t| state.topology.owner_elsewhere(t));
         match owner {
             Some(address) => elsewhere.entry(address).or_default().push(event),
             None => here.push(event),
@@ -212,12 +213,11 @@ async fn take_elsewhere(
             ),
         )
     };
-    let Some(link) = &state.cluster else {
+    let Some(peers) = state.topology.peers() else {
         return Err(unavailable("not in a cluster".into()));
     };
     let body = Bytes::from(json!({"batch": events}).to_string());
-    let answer = link
-        .peers
+    let answer = peers
         .forward_part(BULK_TIMEOUT, &address, "/ingest/v1/batch", body)
         .await
         .map_err(|e| unavailable(e.reason))?;
