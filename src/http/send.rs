@@ -21,8 +21,8 @@ use pushd_actors::person::SendMessage;
 use pushd_actors::quiet::{QuietAction, QuietHours, QuietRule};
 use pushd_actors::rules::SendRules;
 use pushd_actors::schedule::{IfPast, SendTime};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use super::auth::{ApiKey, NodeCall};
 use super::body::{Fields, JsonBody};
@@ -50,37 +50,71 @@ pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// The answer header saying an answer is the key's first one, replayed.
 pub use crate::topology::wire::IDEMPOTENT_REPLAYED;
 
-/// `POST /v1/send/push` body.
-#[derive(Deserialize)]
+/// `POST /v1/send/push` body. A node hands another the part of a send for
+/// that node's customers as this same type, so a field added here travels
+/// with it; a field left at its default is left out, so a node of an
+/// earlier release reads a send that does not use what it lacks.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct SendBody {
+pub(super) struct SendBody {
     message_id: String,
     customer_ids: Vec<String>,
     #[serde(default)]
     data: Value,
     /// The delivery id of each customer, in order: set only by the node
     /// answering a keyed send, when it hands another node its customers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     delivery_ids: Option<Vec<String>>,
     /// When to send (absent: now).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     schedule: Option<ScheduleBody>,
     /// This send's frequency caps instead of the default ones.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     frequency_caps: Option<Vec<FrequencyCap>>,
     /// No frequency cap applies to this send.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     bypass_frequency_caps: bool,
     /// This send's quiet hours instead of the default ones.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     quiet_hours: Option<QuietHoursBody>,
     /// No quiet hours apply to this send.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     bypass_quiet_hours: bool,
 }
 
+/// `POST /v1/send/push` answer, as this node writes it and reads another
+/// node's.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub(super) struct SendReply {
+    /// The deliveries made, in the call's order.
+    pub(super) deliveries: Vec<SentTo>,
+    /// The customers without one, and why.
+    pub(super) failed: Vec<Failed>,
+    /// When no delivery was made: the first customer's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) error: Option<Problem>,
+}
+
+/// A customer a send made no delivery for.
+#[derive(Debug, Deserialize, Serialize)]
+pub(super) struct Failed {
+    /// The customer.
+    pub(super) customer_id: String,
+    /// Why.
+    pub(super) error: Problem,
+}
+
+/// An error's code and message, as the API's error body holds them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub(super) struct Problem {
+    /// The error code.
+    pub(super) code: String,
+    /// The error message.
+    pub(super) message: String,
+}
+
 /// A send's `quiet_hours`: `HH:MM` to `HH:MM` of the person's local day.
-#[derive(Deserialize, serde::Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct QuietHoursBody {
     start: String,
@@ -90,7 +124,7 @@ struct QuietHoursBody {
 
 /// A send's `schedule`: an instant (`at`), or a local time in each
 /// person's zone.
-#[derive(Deserialize, serde::Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct ScheduleBody {
     #[serde(default)]
@@ -103,13 +137,11 @@ struct ScheduleBody {
     if_past: Option<IfPast>,
 }
 
-/// When a send's deliveries go out, and the caps and quiet hours they keep: the
-/// engine's terms, and the body's fields as given (what a forwarded send
-/// passes on to the node serving a customer).
+/// When a send's deliveries go out, and the caps and quiet hours they keep,
+/// in the engine's terms.
 struct When {
     time: Option<SendTime>,
     rules: SendRules,
-    fields: Map<String, Value>,
 }
 
 /// Most frequency caps one send names.
@@ -136,22 +168,6 @@ impl When {
                 )));
             }
         }
-        let mut fields = Map::new();
-        if let Some(schedule) = &body.schedule {
-            fields.insert("schedule".into(), json!(schedule));
-        }
-        if let Some(caps) = &body.frequency_caps {
-            fields.insert("frequency_caps".into(), json!(caps));
-        }
-        if body.bypass_frequency_caps {
-            fields.insert("bypass_frequency_caps".into(), json!(true));
-        }
-        if let Some(quiet) = &body.quiet_hours {
-            fields.insert("quiet_hours".into(), json!(quiet));
-        }
-        if body.bypass_quiet_hours {
-            fields.insert("bypass_quiet_hours".into(), json!(true));
-        }
         let quiet_hours = (body.quiet_hours.as_ref())
             .map(|q| QuietHours::parse(&q.start, &q.end, q.action))
             .transpose()
@@ -168,7 +184,6 @@ impl When {
                     bypass: body.bypass_quiet_hours,
                 },
             },
-            fields,
         })
     }
 }
@@ -221,15 +236,23 @@ impl SendBody {
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The body as a client sends it, with its schedule, caps and quiet
-    /// hours (`fields`), for the node keeping its key.
-    fn to_bytes(&self, fields: &Map<String, Value>) -> bytes::Bytes {
-        let mut body = json!({"message_id": self.message_id, "customer_ids": self.customer_ids,
-            "data": self.data});
-        for (name, value) in fields {
-            body[name] = value.clone();
+    /// This send to `customer_ids` only, under the delivery ids `delivery_ids`
+    /// if given (one per customer): the part another node serves.
+    pub(super) fn part(
+        &self,
+        customer_ids: Vec<String>,
+        delivery_ids: Option<Vec<String>>,
+    ) -> SendBody {
+        SendBody {
+            customer_ids,
+            delivery_ids,
+            ..self.clone()
         }
-        serde_json::to_vec(&body).expect("encodes").into()
+    }
+
+    /// The body as JSON, for another node.
+    pub(super) fn to_bytes(&self) -> bytes::Bytes {
+        serde_json::to_vec(self).expect("encodes").into()
     }
 }
 
@@ -340,9 +363,7 @@ async fn send_push(
             }
             .into());
         };
-        if let Some(answer) =
-            keyed::hand_off(&state, peers, tag, &key, body.to_bytes(&when.fields)).await
-        {
+        if let Some(answer) = keyed::hand_off(&state, peers, tag, &key, body.to_bytes()).await {
             return Ok(answer);
         }
     }
@@ -367,13 +388,14 @@ async fn send_push(
 }
 
 /// One round of a send: each of `customers` (with its place in the request)
-/// asked of its actor here or, through the serving node, elsewhere; a
-/// keyed call's customers under the delivery ids `ids` (by place).
+/// asked of its actor here or, through the serving node, elsewhere (as
+/// `send`, the call's body without its customers); a keyed call's
+/// customers under the delivery ids `ids` (by place).
 async fn send_once(
     state: &web::Data<AppState>,
     forwarded: bool,
     message: &Arc<MessageSpec>,
-    data: &Value,
+    send: &SendBody,
     when: &When,
     customers: Vec<(usize, String)>,
     ids: Option<&[String]>,
@@ -382,7 +404,7 @@ async fn send_once(
     let sends = here.into_iter().map(|(_, (n, customer_id))| {
         let msg = SendMessage {
             message: message.clone(),
-            data: data.clone(),
+            data: send.data.clone(),
             delivery_id: ids.map(|ids| ids[n].clone()),
             time: when.time.clone(),
             rules: when.rules.clone(),
@@ -408,7 +430,7 @@ async fn send_once(
         .collect();
     let (mut results, others): (Vec<_>, _) = futures_util::join!(
         stream::iter(sends).buffered(FAN_OUT).collect(),
-        send_elsewhere(state, &message.id, data, &when.fields, elsewhere, ids)
+        send_elsewhere(state, send, elsewhere, ids)
     );
     // Each node counts the deliveries it made.
     let made_here = results.iter().filter(|(_, _, r)| r.is_ok()).count();
@@ -425,7 +447,7 @@ async fn fan_out(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     message: &Arc<MessageSpec>,
-    body: SendBody,
+    mut body: SendBody,
     when: &When,
     ids: Option<&[String]>,
 ) -> (SendAnswer, Option<Refusal>) {
@@ -436,10 +458,11 @@ async fn fan_out(
     let deadline = (state.topology.peers())
         .filter(|_| !forwarded)
         .map(|peers| Instant::now() + peers.forward_timeout());
-    let mut pending: Vec<(usize, String)> = body.customer_ids.into_iter().enumerate().collect();
+    let customers = std::mem::take(&mut body.customer_ids);
+    let mut pending: Vec<(usize, String)> = customers.into_iter().enumerate().collect();
     let mut results = Vec::with_capacity(pending.len());
     for attempt in 1u32.. {
-        let round = send_once(state, forwarded, message, &body.data, when, pending, ids).await;
+        let round = send_once(state, forwarded, message, &body, when, pending, ids).await;
         let pause = topology::RETRY_PAUSE * attempt.min(5);
         let again = deadline.is_some_and(|d| Instant::now() + pause < d);
         let (retry, settled): (Vec<_>, Vec<_>) = round
@@ -479,23 +502,33 @@ async fn fan_out(
 /// The answer's body: `202` when some delivery was made, else the first
 /// error's status with its error beside the lists.
 fn respond(answer: &SendAnswer, first_error: Option<Refusal>, replayed: bool) -> HttpResponse {
-    let deliveries: Vec<Value> = (answer.deliveries.iter())
-        .map(|d| json!({"customer_id": d.customer_id, "delivery_id": d.delivery_id}))
+    let failed = (answer.failed.iter())
+        .map(|f| Failed {
+            customer_id: f.customer_id.clone(),
+            error: Problem {
+                code: f.code.clone(),
+                message: f.message.clone(),
+            },
+        })
         .collect();
-    let failed: Vec<Value> = (answer.failed.iter())
-        .map(|f| json!({"customer_id": f.customer_id, "error": {"code": f.code, "message": f.message}}))
-        .collect();
-    let mut body = json!({"deliveries": deliveries, "failed": failed});
+    let mut reply = SendReply {
+        deliveries: answer.deliveries.clone(),
+        failed,
+        error: None,
+    };
     let mut status = StatusCode::ACCEPTED;
     if let Some(e) = first_error.filter(|_| answer.deliveries.is_empty()) {
-        body["error"] = json!({"code": e.code, "message": e.message});
+        reply.error = Some(Problem {
+            code: e.code,
+            message: e.message,
+        });
         status = e.status;
     }
     let mut response = HttpResponse::build(status);
     if replayed {
         response.insert_header((IDEMPOTENT_REPLAYED, "true"));
     }
-    response.json(body)
+    response.json(reply)
 }
 
 /// Registers the route.
@@ -504,4 +537,77 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/v1/send/push",
         [(Method::POST, web::to(send_push))],
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What another node receives of a send: every field as the client gave
+    /// it, with that node's customers (and their delivery ids, for a keyed
+    /// send) in place of the call's.
+    #[test]
+    fn a_part_of_a_send_carries_every_field_but_the_customers() {
+        let given = json!({
+            "message_id": "m1",
+            "customer_ids": ["c1", "c2", "c3"],
+            "data": {"code": 42},
+            "schedule": {"at": null, "local_time": "09:00",
+                "fallback_timezone": "Europe/Paris", "if_past": "skip"},
+            "frequency_caps": [{"max": 2, "per_seconds": 3600}],
+            "bypass_frequency_caps": true,
+            "quiet_hours": {"start": "22:00", "end": "07:00", "action": "hold"},
+            "bypass_quiet_hours": true,
+        });
+        let body: SendBody = serde_json::from_value(given.clone()).unwrap();
+        let part = body.part(vec!["c2".into()], Some(vec!["d2".into()]));
+        let sent: Value = serde_json::from_slice(&part.to_bytes()).unwrap();
+        let mut expected = given;
+        expected["customer_ids"] = json!(["c2"]);
+        expected["delivery_ids"] = json!(["d2"]);
+        assert_eq!(sent, expected);
+    }
+
+    /// A send that leaves a field at its default does not name it, so a
+    /// node of an earlier release (which refuses unknown fields) takes it.
+    #[test]
+    fn a_part_of_a_plain_send_names_only_the_first_releases_fields() {
+        let body: SendBody =
+            serde_json::from_value(json!({"message_id": "m1", "customer_ids": ["c1"]})).unwrap();
+        let part = body.part(vec!["c1".into()], None);
+        let sent: Value = serde_json::from_slice(&part.to_bytes()).unwrap();
+        assert_eq!(
+            sent,
+            json!({"message_id": "m1", "customer_ids": ["c1"], "data": null})
+        );
+    }
+
+    /// The answer a node writes is the one another node reads back.
+    #[test]
+    fn a_send_answer_reads_back_as_written() {
+        let answer = SendAnswer {
+            deliveries: vec![SentTo {
+                customer_id: "c1".into(),
+                delivery_id: "d1".into(),
+            }],
+            failed: vec![NotSent {
+                customer_id: "c2".into(),
+                code: "not_found".into(),
+                message: "customer c2 not found".into(),
+            }],
+        };
+        let written = respond(&answer, None, false);
+        assert_eq!(written.status(), StatusCode::ACCEPTED);
+        let body = actix_web::body::to_bytes(written.into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .unwrap()
+            .unwrap();
+        let read: SendReply = serde_json::from_slice(&body).unwrap();
+        assert_eq!(read.deliveries, answer.deliveries);
+        assert_eq!(read.failed.len(), 1);
+        assert_eq!(read.failed[0].customer_id, "c2");
+        assert_eq!(read.failed[0].error.code, "not_found");
+        assert_eq!(read.failed[0].error.message, "customer c2 not found");
+        assert!(read.error.is_none());
+    }
 }

@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use actix_web::http::StatusCode;
-use bytes::Bytes;
 use futures_util::future::join_all;
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
 
+use super::send::{Problem, SendBody, SendReply};
 use super::{ApiError, AppState};
 
 /// Why one customer of a send got no delivery.
@@ -26,6 +26,18 @@ pub struct Refusal {
     /// to again at once. Not so for a node that did not answer, which may
     /// have made the delivery.
     pub moving: bool,
+}
+
+impl Refusal {
+    /// What another node answered `status` with `error` for a customer.
+    fn answered(status: StatusCode, error: Problem) -> Refusal {
+        Refusal {
+            status,
+            moving: error.code == "partition_unavailable",
+            code: error.code,
+            message: error.message,
+        }
+    }
 }
 
 impl From<ApiError> for Refusal {
@@ -72,15 +84,14 @@ pub fn by_owner<T>(
     (here, elsewhere)
 }
 
-/// Sends `message_id` with `data` to the customers of `groups` (by the
-/// address of the node serving them: index in the request and customer
-/// id) through those nodes, for the backend whose API key asked; a keyed
-/// call's customers under the delivery ids `ids` (by index in the request).
+/// Sends `send` (a send's body without its customers) to the customers of
+/// `groups` (by the address of the node serving them: index in the request
+/// and customer id) through those nodes, for the backend whose API key
+/// asked; a keyed call's customers under the delivery ids `ids` (by index
+/// in the request).
 pub async fn send_elsewhere(
     state: &AppState,
-    message_id: &str,
-    data: &Value,
-    fields: &Map<String, Value>,
+    send: &SendBody,
     groups: BTreeMap<String, Vec<(usize, String)>>,
     ids: Option<&[String]>,
 ) -> Vec<(usize, String, Outcome)> {
@@ -88,61 +99,48 @@ pub async fn send_elsewhere(
         return Vec::new();
     };
     let calls = groups.into_iter().map(|(address, customers)| async move {
-        let customer_ids: Vec<&str> = customers.iter().map(|(_, id)| id.as_str()).collect();
-        let mut body =
-            json!({"message_id": message_id, "customer_ids": customer_ids, "data": data});
-        for (name, value) in fields {
-            body[name] = value.clone();
-        }
-        if let Some(ids) = ids {
-            let given: Vec<&str> = customers.iter().map(|(n, _)| ids[*n].as_str()).collect();
-            body["delivery_ids"] = json!(given);
-        }
-        let body = Bytes::from(serde_json::to_vec(&body).expect("encodes"));
+        let part = send.part(
+            customers.iter().map(|(_, id)| id.clone()).collect(),
+            ids.map(|ids| customers.iter().map(|(n, _)| ids[*n].clone()).collect()),
+        );
         let answer = peers
-            .forward_part(peers.forward_timeout(), &address, "/v1/send/push", body)
+            .forward_part(
+                peers.forward_timeout(),
+                &address,
+                "/v1/send/push",
+                part.to_bytes(),
+            )
             .await;
         let mut by_customer: HashMap<String, VecDeque<Outcome>> = HashMap::new();
         let mut refusal = None;
         match answer {
-            Ok(a) => match serde_json::from_slice::<Value>(&a.body) {
-                Ok(body) => {
-                    for d in body["deliveries"].as_array().into_iter().flatten() {
-                        let (Some(c), Some(id)) =
-                            (d["customer_id"].as_str(), d["delivery_id"].as_str())
-                        else {
-                            continue;
-                        };
-                        let queue = by_customer.entry(c.to_string()).or_default();
-                        queue.push_back(Ok(id.to_string()));
+            Ok(a) => match serde_json::from_slice::<SendReply>(&a.body) {
+                Ok(reply) => {
+                    for d in reply.deliveries {
+                        let queue = by_customer.entry(d.customer_id).or_default();
+                        queue.push_back(Ok(d.delivery_id));
                     }
-                    for f in body["failed"].as_array().into_iter().flatten() {
-                        let Some(c) = f["customer_id"].as_str() else {
-                            continue;
-                        };
-                        let queue = by_customer.entry(c.to_string()).or_default();
-                        let code = f["error"]["code"].as_str().unwrap_or("unavailable");
-                        queue.push_back(Err(Refusal {
-                            status: a.status,
-                            moving: code == "partition_unavailable",
-                            code: code.into(),
-                            message: f["error"]["message"].as_str().unwrap_or_default().into(),
-                        }));
+                    for f in reply.failed {
+                        let queue = by_customer.entry(f.customer_id).or_default();
+                        queue.push_back(Err(Refusal::answered(a.status, f.error)));
                     }
                     if by_customer.is_empty() {
-                        let code = body["error"]["code"].as_str().unwrap_or("unavailable");
-                        refusal = Some(Refusal {
-                            status: a.status,
-                            moving: code == "partition_unavailable",
-                            code: code.into(),
-                            message: body["error"]["message"]
-                                .as_str()
-                                .unwrap_or("the node serving these customers refused the send")
-                                .into(),
+                        let error = reply.error.unwrap_or_else(|| Problem {
+                            code: "unavailable".into(),
+                            message: "the node serving these customers refused the send".into(),
                         });
+                        refusal = Some(Refusal::answered(a.status, error));
                     }
                 }
-                Err(e) => refusal = Some(unreachable(&address, &e.to_string())),
+                // Not a send's answer: an error body, or garbled.
+                Err(_) => {
+                    let body = String::from_utf8_lossy(&a.body);
+                    let why = format!("it answered {}: {body}", a.status);
+                    refusal = Some(match serde_json::from_slice::<ErrorBody>(&a.body) {
+                        Ok(e) => Refusal::answered(a.status, e.error),
+                        Err(_) => unreachable(&address, &why),
+                    });
+                }
             },
             Err(e) => refusal = Some(unreachable(&address, &e.reason)),
         }
@@ -162,6 +160,12 @@ pub async fn send_elsewhere(
             .collect::<Vec<_>>()
     });
     join_all(calls).await.into_iter().flatten().collect()
+}
+
+/// The API's error body: `{"error": {"code", "message"}}`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: Problem,
 }
 
 /// The refusal of customers whose node could not be reached: nothing was
