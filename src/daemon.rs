@@ -201,12 +201,12 @@ pub async fn serve_with(
         clock,
         feed,
         webhooks: webhooks.clone(),
-        backup: Some(Arc::new(crate::backup::Source::new(
+        backup: Arc::new(crate::backup::Source::new(
             &config.data_dir,
             store.clone(),
             events.clone(),
             webhooks.clone(),
-        ))),
+        )),
         topology: Topology::single(),
         max_body: config.max_body_bytes,
         readiness,
@@ -263,7 +263,7 @@ async fn serve_cluster(
         clock,
         feed: node.feed,
         webhooks: node.webhooks,
-        backup: None,
+        backup: node.backups,
         topology: node.topology,
         max_body: config.max_body_bytes,
         readiness: node.readiness,

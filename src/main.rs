@@ -123,11 +123,7 @@ fn keys(overrides: Overrides) -> Result<(), String> {
 fn restore(args: RestoreArgs) -> Result<(), String> {
     let config = args.overrides.load().map_err(|e| e.to_string())?;
     if config.cluster.enabled() {
-        return Err(
-            "restore makes a single node's data directory; a cluster keeps its state in NATS \
-             (this configuration sets [cluster] servers)"
-                .into(),
-        );
+        return restore_cluster(&args.archive, &config);
     }
     let (archive, data_dir) = (args.archive.display(), config.data_dir.display());
     // The data directory it makes is as private as one `serve` makes.
@@ -139,6 +135,35 @@ fn restore(args: RestoreArgs) -> Result<(), String> {
         "restored {archive} into {data_dir}: journal position {}, taken at {} (Unix seconds), \
          {} sections; `pushd serve` with this data directory serves it",
         restored.position, restored.taken_at, restored.sections
+    );
+    Ok(())
+}
+
+/// `pushd restore FILE` with `[cluster] servers` set: seeds a new cluster
+/// from a cluster's archive.
+fn restore_cluster(
+    archive: &std::path::Path,
+    config: &pushd::config::Config,
+) -> Result<(), String> {
+    let settings = config
+        .cluster
+        .settings(&config.listen)
+        .map_err(|e| e.to_string())?;
+    let shown = archive.display();
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let scratch = std::env::temp_dir();
+    let restored = runtime
+        .block_on(pushd::cluster::backup::restore(
+            archive, &settings, &scratch,
+        ))
+        .map_err(|e| {
+            format!("cannot restore {shown} into the cluster: {e}; nothing was written")
+        })?;
+    println!(
+        "restored {shown} into the cluster: {} partitions, {} templates, {} webhooks, taken at {} \
+         (Unix seconds); start the nodes (`pushd serve` with the same [cluster] settings) to \
+         serve it",
+        restored.partitions, restored.templates, restored.webhooks, restored.taken_at
     );
     Ok(())
 }

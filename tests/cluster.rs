@@ -17,7 +17,8 @@
 //! any node, also after its key's partition moved; the event feed pages
 //! every event once through any node, also across a node's crash; a
 //! webhook registered through any node posts every partition's events, at
-//! least once across a crash of the node running it.
+//! least once across a crash of the node running it. A backup taken
+//! through any node restores into a new cluster that serves it all.
 //!
 //! The tests run one at a time (they each start five processes).
 
@@ -1975,4 +1976,157 @@ async fn scheduled_deliveries_move_with_their_partition_and_go_out_once() {
             assert_eq!(device["duplicates"], 0, "sent once: {d}");
         }
     }
+}
+
+/// `pushd restore ARCHIVE` with `env` (a cluster's settings, or none):
+/// whether it succeeded, and what it printed.
+fn restore(
+    archive: &std::path::Path,
+    data: &std::path::Path,
+    env: &[(&'static str, String)],
+) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushd"));
+    command
+        .arg("restore")
+        .arg(archive)
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .env("PUSHD_DATA_DIR", data);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("pushd runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// What a user checks after a restore: each delivery's status and the
+/// message's figures, read through `node`.
+async fn state_of(node: &Daemon, deliveries: &[(String, usize)]) -> (Vec<Value>, Value) {
+    let mut statuses = Vec::new();
+    for (id, _) in deliveries {
+        let (status, v) = node
+            .call("GET", &format!("/v1/deliveries/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{id}: {v}");
+        statuses.push(json!([id, v["status"], v["devices"]]));
+    }
+    let (status, metrics) = node.call("GET", "/v1/messages/promo/metrics", None).await;
+    assert_eq!(status, 200, "{metrics}");
+    (statuses, metrics)
+}
+
+/// A backup taken through any node holds every partition's acknowledged
+/// state (each exported by the node serving it), the templates and the
+/// webhooks; `pushd restore` puts it into a new cluster (new NATS servers,
+/// as many partitions), whose nodes then serve the same deliveries,
+/// figures, customers, template and webhook, and go on sending. A restore
+/// into a cluster that holds state, or of a cluster's archive into a data
+/// directory, is refused and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_through_any_node_restores_into_a_new_cluster() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let settings = [("PUSHD_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")];
+    let kept = tempfile::tempdir().unwrap();
+    let archive = kept.path().join("cluster.pushd");
+    let (deliveries, before) = {
+        let rig = Rig::start("cluster backup", &settings).await;
+        let nodes = rig.nodes().await;
+        let hook = json!({"url": "http://127.0.0.1:9/hook", "secret": "whsec_kept",
+            "events": ["delivered"]});
+        put(&nodes[2], "/v1/webhooks/crm", hook).await;
+        let ids: Vec<String> = (0..CUSTOMERS).map(|i| format!("c{i}")).collect();
+        let send = json!({"message_id": "promo", "customer_ids": ids});
+        let (status, body) = nodes[0].call("POST", "/v1/send/push", Some(send)).await;
+        assert_eq!(status, 202, "{body}");
+        let deliveries = created_deliveries(&body);
+        assert_eq!(deliveries.len(), CUSTOMERS, "{body}");
+        for (id, i) in &deliveries {
+            nodes[i % 3].settled(id).await;
+            if i % 2 == 0 {
+                let report = delivered_report(id, *i);
+                let (status, v) = (nodes[(i + 1) % 3])
+                    .call_as(SDK_KEY, "POST", "/push/events", Some(report))
+                    .await;
+                assert_eq!(status, 200, "{v}");
+            }
+        }
+        // A partition's store is for a node to ask for, not a client.
+        let (status, v) = (nodes[0])
+            .call("GET", "/v1/cluster/partitions/0/store", None)
+            .await;
+        let code = &v["error"]["code"];
+        assert_eq!(
+            (status, code),
+            (401, &json!("node_credential_invalid")),
+            "{v}"
+        );
+        let before = state_of(&nodes[1], &deliveries).await;
+        let delivered = before.1["delivered"].as_u64();
+        assert_eq!(delivered, Some(CUSTOMERS as u64 / 2), "{}", before.1);
+        let response = reqwest::Client::new()
+            .get(nodes[1].url("/v1/backup"))
+            .bearer_auth(support::API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        std::fs::write(&archive, response.bytes().await.unwrap()).unwrap();
+        (deliveries, before)
+    };
+    // The old cluster is gone (its nodes and NATS servers stopped). A data
+    // directory is not where a cluster's archive goes.
+    let data = kept.path().join("data");
+    let (restored, said) = restore(&archive, &data, &[]);
+    assert!(!restored, "{said}");
+    assert!(said.contains("this archive is a cluster's"), "{said}");
+    assert!(!data.exists(), "a refused restore wrote {}", data.display());
+    let rig = Rig::start("cluster backup restored", &settings).await;
+    let (restored, said) = restore(&archive, &data, &rig.env);
+    assert!(restored, "{said}");
+    assert!(
+        said.contains(&format!("{PARTITIONS} partitions, 1 templates, 1 webhooks")),
+        "{said}"
+    );
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(rig.node(i).await);
+    }
+    until_served(&nodes, |_| true).await;
+    for node in &nodes {
+        assert_eq!(state_of(node, &deliveries).await, before);
+    }
+    let (status, v) = nodes[2].call("GET", "/v1/customers/c5", None).await;
+    assert_eq!(
+        (status, &v["attributes"]["first_name"]),
+        (200, &json!("N5")),
+        "{v}"
+    );
+    let (status, v) = nodes[0].call("GET", "/v1/messages/promo", None).await;
+    assert_eq!(
+        (status, &v["title"]),
+        (200, &json!("Hi {{customer.first_name}}")),
+        "{v}"
+    );
+    let (status, v) = nodes[1].call("GET", "/v1/webhooks/crm", None).await;
+    assert_eq!((status, &v["events"]), (200, &json!(["delivered"])), "{v}");
+    // The restored partitions go on: a new send is made and sent.
+    let send = json!({"message_id": "promo", "customer_ids": ["c7"]});
+    let (status, body) = nodes[1].call("POST", "/v1/send/push", Some(send)).await;
+    assert_eq!(status, 202, "{body}");
+    let new = &created_deliveries(&body)[0].0;
+    assert!(deliveries.iter().all(|(id, _)| id != new));
+    nodes[0].settled(new).await;
+    // A cluster that holds state is not restored into.
+    let (restored, said) = restore(&archive, &data, &rig.env);
+    assert!(!restored, "{said}");
+    assert!(said.contains("holds state already"), "{said}");
+    let m = nodes[2]
+        .metrics_until("promo", |m| m["sends"] == json!(CUSTOMERS + 1))
+        .await;
+    assert_eq!(m["delivered"], before.1["delivered"], "{m}");
 }

@@ -56,13 +56,49 @@ fn header() -> String {
 /// What the `manifest` section says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// The journal position the archive covers.
+    /// The journal position the archive covers (a cluster's: 0, each
+    /// partition's is in `cluster`).
     pub position: u64,
     /// When it was taken, Unix seconds.
     pub taken_at: i64,
     /// The pushd version that took it.
     pub pushd_version: String,
+    /// A cluster's archive: its partitions. Absent from a single node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterManifest>,
 }
+
+impl Manifest {
+    /// The manifest of an archive this pushd takes now, at `position`.
+    pub fn now(position: u64, cluster: Option<ClusterManifest>) -> Manifest {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        Manifest {
+            position,
+            taken_at: since.map_or(0, |d| d.as_secs() as i64),
+            pushd_version: env!("CARGO_PKG_VERSION").to_string(),
+            cluster,
+        }
+    }
+}
+
+/// What a cluster's archive holds besides the sections every archive has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterManifest {
+    /// How many partitions the cluster has; the archive holds a
+    /// [`partition_section`] for each.
+    pub partitions: u16,
+    /// The journal position each partition's store covers, by partition.
+    pub positions: std::collections::BTreeMap<u16, u64>,
+}
+
+/// The name of partition `partition`'s store section in a cluster's
+/// archive.
+pub fn partition_section(partition: u16) -> String {
+    format!("partitions/{partition}.store")
+}
+
+/// The section of a cluster's archive holding its message templates.
+pub const TEMPLATES: &str = "templates.json";
 
 /// Where a section's bytes come from.
 enum Body {

@@ -33,6 +33,23 @@ pub enum Error {
     /// The archive is cut short, or a byte of it changed.
     #[error("the archive is damaged: {0}")]
     Damaged(String),
+    /// A cluster's partition could not be gathered: its node did not
+    /// answer in time, or NATS did not.
+    #[error("partition {partition} could not be backed up: {why}")]
+    Unavailable {
+        /// The partition.
+        partition: u16,
+        /// Why.
+        why: String,
+    },
+    /// The cluster's NATS did not answer (or refused a write).
+    #[error("the cluster's NATS did not answer: {0}")]
+    ClusterUnavailable(String),
+    /// The archive is of another kind than the target: a cluster's into a
+    /// data directory, a single node's into a cluster, or into a cluster of
+    /// another partition count.
+    #[error("{0}")]
+    WrongTarget(String),
     /// The target of a restore holds something already.
     #[error(
         "{0} is not empty; restore makes a new data directory: give an empty or new --data-dir \

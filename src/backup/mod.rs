@@ -22,11 +22,12 @@
 //! journal is empty: the daemon opens the journal with that position as its
 //! floor, so new records continue after it.
 
-mod archive;
+pub mod archive;
 mod error;
 mod restore;
 mod take;
 
 pub use error::Error;
 pub use restore::{Restored, restore};
-pub use take::{Backup, Source};
+pub(crate) use restore::{read_manifest, section};
+pub use take::{Backup, Backups, Source, Spooled, blocking, spool_store};

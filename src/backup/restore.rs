@@ -68,8 +68,15 @@ pub fn restore(path: &Path, data_dir: &Path) -> Result<Restored, Error> {
     let mut file = File::open(path).map_err(Error::io(path))?;
     let total = file.metadata().map_err(Error::io(path))?.len();
     let entries = archive::verify(&mut BufReader::new(&mut file), total)?;
-    let places = places(&entries)?;
     let manifest = read_manifest(&mut file, &entries)?;
+    if let Some(cluster) = &manifest.cluster {
+        return Err(Error::WrongTarget(format!(
+            "this archive is a cluster's ({} partitions): restore it into a new cluster, with \
+             [cluster] servers (PUSHD_CLUSTER_SERVERS) set for `pushd restore`",
+            cluster.partitions
+        )));
+    }
+    let places = places(&entries)?;
     tracing::info!(
         position = manifest.position,
         sections = entries.len(),
@@ -161,7 +168,7 @@ fn places(entries: &[Entry]) -> Result<Vec<Place>, Error> {
 }
 
 /// Reads the manifest (the archive has one: see [`places`]).
-fn read_manifest(file: &mut File, entries: &[Entry]) -> Result<Manifest, Error> {
+pub(crate) fn read_manifest(file: &mut File, entries: &[Entry]) -> Result<Manifest, Error> {
     let entry = entries
         .iter()
         .find(|e| e.name == MANIFEST)
@@ -181,7 +188,7 @@ fn read_manifest(file: &mut File, entries: &[Entry]) -> Result<Manifest, Error> 
 }
 
 /// A reader of `entry`'s bytes.
-fn section<'a>(file: &'a mut File, entry: &Entry) -> Result<impl Read + 'a, Error> {
+pub(crate) fn section<'a>(file: &'a mut File, entry: &Entry) -> Result<impl Read + 'a, Error> {
     file.seek(SeekFrom::Start(entry.offset))
         .map_err(|e| Error::Damaged(format!("it could not be read again: {e}")))?;
     Ok(BufReader::new(file).take(entry.len))

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
 
 use super::Error;
 use super::archive::{self, EVENTS_PREFIX, MANIFEST, Manifest, STORE, Section};
@@ -48,32 +50,17 @@ impl Source {
     /// local copy of the store; writes go on meanwhile.
     pub fn take(&self) -> Result<Backup, Error> {
         let started = Instant::now();
-        // Every change acknowledged so far is applied, so in the overlay:
-        // the drain puts it in sled, and the export covers at least it.
-        self.store.drain()?;
-        let spool = tempfile::tempfile_in(&self.data_dir).map_err(Error::io(&self.data_dir))?;
-        let mut out = BufWriter::new(spool);
-        let position = self.store.export(&mut out)?;
-        let spool = out
-            .into_inner()
-            .map_err(|e| Error::io(&self.data_dir)(e.into_error()))?;
-        let store_len = spool.metadata().map_err(Error::io(&self.data_dir))?.len();
+        let Spooled {
+            file: spool,
+            len: store_len,
+            position,
+        } = spool_store(&self.store, &self.data_dir)?;
         let events = self
             .events
             .export(position)
             .map_err(Error::io(self.events.dir()))?;
-        let manifest = Manifest {
-            position,
-            taken_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
-            pushd_version: env!("CARGO_PKG_VERSION").to_string(),
-        };
+        let manifest = Manifest::now(position, None);
         let mut sections = vec![
-            Section::bytes(
-                MANIFEST,
-                serde_json::to_vec(&manifest).expect("a manifest serializes"),
-            ),
             Section::file(STORE, spool, store_len),
             Section::bytes(book::FILE_NAME, self.webhooks_file(events.end)?),
         ];
@@ -90,11 +77,7 @@ impl Source {
                 .into_iter()
                 .map(|s| Section::file(format!("{EVENTS_PREFIX}{}", s.name), s.file, s.len)),
         );
-        let backup = Backup {
-            size: archive::size(&sections),
-            sections,
-            manifest,
-        };
+        let backup = Backup::new(sections, manifest);
         tracing::info!(
             position,
             bytes = backup.size,
@@ -131,6 +114,75 @@ impl Source {
     }
 }
 
+/// What `GET /v1/backup` archives: a single node's state ([`Source`]), or
+/// a cluster's.
+pub trait Backups: Send + Sync {
+    /// Gathers a backup holding every change acknowledged before the call.
+    fn take(self: Arc<Self>) -> BoxFuture<'static, Result<Backup, Error>>;
+
+    /// Partition `partition`'s store, drained and exported, when this node
+    /// serves it: its share of a cluster's backup, which another node is
+    /// taking. `None` where it does not serve it (or is a single node).
+    fn export_partition(
+        self: Arc<Self>,
+        partition: u16,
+    ) -> BoxFuture<'static, Result<Option<Spooled>, Error>>;
+}
+
+impl Backups for Source {
+    fn take(self: Arc<Self>) -> BoxFuture<'static, Result<Backup, Error>> {
+        Box::pin(blocking(move || Source::take(&self)))
+    }
+
+    fn export_partition(
+        self: Arc<Self>,
+        _: u16,
+    ) -> BoxFuture<'static, Result<Option<Spooled>, Error>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+}
+
+/// Runs `work` (file and store I/O) on the blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Io {
+            path: PathBuf::new(),
+            source: io::Error::other(e.to_string()),
+        })?
+}
+
+/// A store's portable export, in an unnamed temporary file.
+pub struct Spooled {
+    /// The file, read from its start.
+    pub file: std::fs::File,
+    /// Its length, bytes.
+    pub len: u64,
+    /// The journal position the export covers.
+    pub position: u64,
+}
+
+/// Drains `store` (every change applied so far goes into sled, so every
+/// change acknowledged before the call) and exports it into a temporary
+/// file in `dir`. Drains wait meanwhile; writes do not.
+pub fn spool_store(store: &SledStore, dir: &Path) -> Result<Spooled, Error> {
+    store.drain()?;
+    let spool = tempfile::tempfile_in(dir).map_err(Error::io(dir))?;
+    let mut out = BufWriter::new(spool);
+    let position = store.export(&mut out)?;
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io(dir)(e.into_error()))?;
+    let len = file.metadata().map_err(Error::io(dir))?.len();
+    Ok(Spooled {
+        file,
+        len,
+        position,
+    })
+}
+
 /// A backup gathered and ready to write.
 pub struct Backup {
     sections: Vec<Section>,
@@ -139,6 +191,18 @@ pub struct Backup {
 }
 
 impl Backup {
+    /// The backup of `sections`, described by `manifest` (which is written
+    /// as the first section).
+    pub fn new(mut sections: Vec<Section>, manifest: Manifest) -> Backup {
+        let described = serde_json::to_vec(&manifest).expect("a manifest serializes");
+        sections.insert(0, Section::bytes(MANIFEST, described));
+        Backup {
+            size: archive::size(&sections),
+            sections,
+            manifest,
+        }
+    }
+
     /// The bytes its archive takes.
     pub fn size(&self) -> u64 {
         self.size

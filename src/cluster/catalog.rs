@@ -21,7 +21,7 @@ use crate::records::{self, Frozen, Thaw as _};
 use crate::topology::{Error, SharedTemplates};
 
 /// Decodes the template stored under `key`.
-fn decode(key: &str, bytes: &[u8]) -> Result<MessageSpec, ClusterError> {
+pub fn decode(key: &str, bytes: &[u8]) -> Result<MessageSpec, ClusterError> {
     let thawed = || -> Result<MessageSpec, records::RecordError> {
         let (spec, rest) = postcard::take_from_bytes::<records::v1::MessageSpec>(bytes)?;
         let mut spec: MessageSpec = spec.thaw()?;

@@ -13,6 +13,7 @@
 //! partition must do and gathers reads from every node ([`peers`]).
 
 pub mod access;
+pub mod backup;
 pub mod catalog;
 pub mod events;
 pub mod journal;

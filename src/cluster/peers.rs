@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
+use tokio::io::AsyncWriteExt as _;
 
 use super::trust::NodeCredential;
 use crate::topology::Call;
@@ -43,6 +44,81 @@ impl Client {
     /// signed for that address; a node that has not answered whole within
     /// its timeout is unreachable for this call.
     pub async fn call(&self, call: Call<'_>) -> Result<Answer, Unreachable> {
+        let address = call.address;
+        let unreachable = |reason: String| Unreachable {
+            address: address.to_string(),
+            reason,
+        };
+        let response = self.send(call).await?;
+        let status = status_of(&response).map_err(unreachable)?;
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let partitions = response
+            .headers()
+            .get(PARTITIONS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_partitions);
+        let replayed = response
+            .headers()
+            .get(IDEMPOTENT_REPLAYED)
+            .is_some_and(|v| v.as_bytes() == b"true");
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        metrics::counter!("pushd_cluster_peer_calls_total").increment(1);
+        Ok(Answer {
+            status,
+            content_type,
+            partitions,
+            replayed,
+            body,
+        })
+    }
+
+    /// Sends `call` and writes the body of its answer, if 200, into `to`
+    /// (a spool file: for bodies too large to hold in memory). Answers the
+    /// status and the value of the answer's header `header`, if any.
+    pub async fn download(
+        &self,
+        call: Call<'_>,
+        header: &str,
+        to: std::fs::File,
+    ) -> Result<(StatusCode, Option<String>, std::fs::File), Unreachable> {
+        let address = call.address;
+        let unreachable = |reason: String| Unreachable {
+            address: address.to_string(),
+            reason,
+        };
+        let mut response = self.send(call).await?;
+        let status = status_of(&response).map_err(unreachable)?;
+        let value = response
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut out = tokio::fs::File::from_std(to);
+        if status == StatusCode::OK {
+            while let Some(chunk) =
+                (response.chunk().await).map_err(|e| unreachable(e.to_string()))?
+            {
+                out.write_all(&chunk)
+                    .await
+                    .map_err(|e| unreachable(format!("spool: {e}")))?;
+            }
+        }
+        out.flush()
+            .await
+            .map_err(|e| unreachable(format!("spool: {e}")))?;
+        metrics::counter!("pushd_cluster_peer_calls_total").increment(1);
+        Ok((status, value, out.into_std().await))
+    }
+
+    /// Signs and sends `call`; answers once its answer's head arrived.
+    async fn send(&self, call: Call<'_>) -> Result<reqwest::Response, Unreachable> {
         let Call {
             timeout,
             address,
@@ -77,39 +153,16 @@ impl Client {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.send().await.map_err(|e| {
+        request.send().await.map_err(|e| {
             if e.is_timeout() {
                 metrics::counter!("pushd_cluster_peer_timeouts_total").increment(1);
             }
             unreachable(e.to_string())
-        })?;
-        let status = StatusCode::from_u16(response.status().as_u16())
-            .map_err(|e| unreachable(e.to_string()))?;
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let partitions = response
-            .headers()
-            .get(PARTITIONS)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_partitions);
-        let replayed = response
-            .headers()
-            .get(IDEMPOTENT_REPLAYED)
-            .is_some_and(|v| v.as_bytes() == b"true");
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        metrics::counter!("pushd_cluster_peer_calls_total").increment(1);
-        Ok(Answer {
-            status,
-            content_type,
-            partitions,
-            replayed,
-            body,
         })
     }
+}
+
+/// An answer's status, as actix names it.
+fn status_of(response: &reqwest::Response) -> Result<StatusCode, String> {
+    StatusCode::from_u16(response.status().as_u16()).map_err(|e| e.to_string())
 }

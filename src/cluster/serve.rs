@@ -15,6 +15,7 @@ use futures_util::future::BoxFuture;
 use pushd_actors::ports::Clock;
 use pushd_actors::registry::Shards;
 
+use super::backup::ClusterBackups;
 use super::catalog::Templates;
 use super::events::EventStream;
 use super::node::EngineParts;
@@ -49,6 +50,8 @@ pub struct Started {
     pub webhooks: Arc<Webhooks>,
     /// How a call reaches the node serving its partition.
     pub topology: Topology,
+    /// The cluster's backups, taken through this node.
+    pub backups: Arc<ClusterBackups>,
     /// Whether writes are acknowledged now (connected to NATS).
     pub readiness: Arc<crate::readiness::Readiness>,
     /// Leaves the members and hands the partitions over.
@@ -160,7 +163,7 @@ pub async fn start(
     })]);
     readiness.watch().map_err(io)?;
     let peers = Client::new(credential.clone());
-    let topology = Topology::cluster(Arc::new(Link {
+    let link = Arc::new(Link {
         node: node.clone(),
         client: peers.clone(),
         reports: Relay::new(
@@ -175,7 +178,14 @@ pub async fn start(
         forward_timeout: settings.forward_timeout,
         advertise: settings.advertise.clone(),
         credential,
-    }));
+    });
+    let backups = Arc::new(ClusterBackups::new(
+        link.clone(),
+        partitions.clone(),
+        nats.clone(),
+        webhooks.clone(),
+        config.data_dir.clone(),
+    ));
     let leaving = node.clone();
     let posting = webhooks.clone();
     let hand_over = Box::new(move || -> BoxFuture<'static, ()> {
@@ -207,7 +217,8 @@ pub async fn start(
         providers,
         feed,
         webhooks: webhooks.clone(),
-        topology,
+        topology: Topology::cluster(link),
+        backups,
         readiness,
         hand_over,
         after: Stop {

@@ -142,6 +142,64 @@ async fn read_chunks(nats: &Nats, latest: &Latest) -> Result<Option<Vec<u8>>, Cl
     Ok(Some(bytes))
 }
 
+/// Publishes `bytes`, partition `tag`'s snapshot covering `covered`, in
+/// chunks on the snapshot stream (not yet indexed).
+async fn publish(
+    nats: &Nats,
+    tag: PartitionTag,
+    bytes: &[u8],
+    covered: Position,
+) -> Result<Latest, ClusterError> {
+    let chunk_subject = format!("{}.{covered}", snapshot_subject(nats, tag));
+    let mut first_seq = None;
+    let mut chunks = 0;
+    for chunk in bytes.chunks(CHUNK_BYTES) {
+        let ack = nats
+            .js
+            .publish(chunk_subject.clone(), bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .map_err(nats_err)?
+            .await
+            .map_err(nats_err)?;
+        first_seq.get_or_insert(ack.sequence);
+        chunks += 1;
+    }
+    Ok(Latest {
+        subject: chunk_subject,
+        first_seq: first_seq.unwrap_or(0),
+        chunks,
+        covered,
+    })
+}
+
+/// Whether partition `tag` has a snapshot.
+pub async fn exists(nats: &Nats, tag: PartitionTag) -> Result<bool, ClusterError> {
+    Ok(latest(nats, tag).await?.is_some())
+}
+
+/// Makes `bytes` (a store's portable export covering `covered`) partition
+/// `tag`'s first snapshot: a restored partition's state, which the node
+/// taking the partition loads. Fails if the partition has one already.
+pub async fn seed(
+    nats: &Nats,
+    tag: PartitionTag,
+    bytes: &[u8],
+    covered: Position,
+) -> Result<(), ClusterError> {
+    let mine = publish(nats, tag, bytes, covered).await?;
+    let value = serde_json::to_vec(&mine).map_err(nats_err)?;
+    nats.snapshot_index
+        .create(key(tag), value.into())
+        .await
+        .map(drop)
+        .map_err(|e| match e.kind() {
+            kv::CreateErrorKind::AlreadyExists => {
+                ClusterError::Snapshot(format!("partition {} has a snapshot already", tag.0))
+            }
+            _ => nats_err(e),
+        })
+}
+
 /// Uploads the partition's snapshot if it covers more than `after`, then
 /// purges the journal messages it covers. Answers the position uploaded.
 pub async fn upload(
@@ -168,26 +226,7 @@ pub async fn upload(
         .durable(covered)
         .await
         .map_err(|e| ClusterError::Snapshot(format!("not uploaded: {e}")))?;
-    let chunk_subject = format!("{}.{covered}", snapshot_subject(nats, tag));
-    let mut first_seq = None;
-    let mut chunks = 0;
-    for chunk in bytes.chunks(CHUNK_BYTES) {
-        let ack = nats
-            .js
-            .publish(chunk_subject.clone(), bytes::Bytes::copy_from_slice(chunk))
-            .await
-            .map_err(nats_err)?
-            .await
-            .map_err(nats_err)?;
-        first_seq.get_or_insert(ack.sequence);
-        chunks += 1;
-    }
-    let mine = Latest {
-        subject: chunk_subject,
-        first_seq: first_seq.unwrap_or(0),
-        chunks,
-        covered,
-    };
+    let mine = publish(nats, tag, &bytes, covered).await?;
     let value = serde_json::to_vec(&mine).map_err(nats_err)?;
     let replaced = loop {
         let found = latest(nats, tag).await?;

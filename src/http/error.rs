@@ -412,6 +412,14 @@ impl From<crate::events::ReadError> for ApiError {
 
 impl From<crate::backup::Error> for ApiError {
     fn from(e: crate::backup::Error) -> Self {
+        if let crate::backup::Error::Unavailable { partition, why } = e {
+            tracing::warn!(
+                partition,
+                why,
+                "backup not taken: a partition did not answer"
+            );
+            return topology::Error::PartitionUnavailable { partition, why }.into();
+        }
         tracing::error!(error = %e, "backup failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

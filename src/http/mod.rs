@@ -73,9 +73,8 @@ pub struct AppState {
     pub feed: Arc<dyn crate::events::Source>,
     /// The webhooks (`/v1/webhooks`): a single node's, or the cluster's.
     pub webhooks: Arc<Webhooks>,
-    /// What `GET /v1/backup` archives; a cluster node, whose state lives
-    /// in NATS, has none.
-    pub backup: Option<Arc<crate::backup::Source>>,
+    /// What `GET /v1/backup` archives: the node's state, or the cluster's.
+    pub backup: Arc<dyn crate::backup::Backups>,
     /// Where each partition is served: here, or on another node.
     pub topology: crate::topology::Topology,
     /// Largest request body, bytes.
@@ -86,22 +85,6 @@ pub struct AppState {
     pub body_timeout: std::time::Duration,
     /// What a write is checked against before it changes anything.
     pub writes: Arc<backpressure::WriteGate>,
-}
-
-impl AppState {
-    /// What a backup is taken from, or 501 on a cluster node.
-    pub fn backup(&self) -> Result<Arc<crate::backup::Source>, ApiError> {
-        self.backup.clone().ok_or_else(not_in_cluster)
-    }
-}
-
-/// 501 for backups in cluster mode.
-pub(super) fn not_in_cluster() -> ApiError {
-    ApiError::new(
-        actix_web::http::StatusCode::NOT_IMPLEMENTED,
-        "not_in_cluster",
-        "backups are taken of a single-node pushd only, not in cluster mode",
-    )
 }
 
 /// Longest id, in bytes (IDs are strings of 1–256 bytes).

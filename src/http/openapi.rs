@@ -54,11 +54,12 @@ mod tests {
     /// Routes served that the description leaves out on purpose: the
     /// dashboard's page and assets (HTML for a browser, not API), and the
     /// call nodes of a cluster make to each other (not for clients).
-    const NOT_API: [&str; 4] = [
+    const NOT_API: [&str; 5] = [
         "/",
         "/assets/{file}",
         "/v1/cluster/tallies",
         "/v1/cluster/reports",
+        "/v1/cluster/partitions/{partition}/store",
     ];
 
     #[test]

@@ -32,6 +32,9 @@ pub const NODE_SIGNATURE: &str = "Pushd-Node-Signature";
 pub const NODE_CALLER: &str = "Pushd-Node-Caller";
 /// A signed call older (or further ahead) than this is refused, seconds.
 pub const MAX_AGE_SECS: i64 = 60;
+/// Header of a partition's store export, another node's share of a
+/// cluster's backup: the journal position it covers.
+pub const COVERED: &str = "Pushd-Covered";
 /// Header of a keyed send's answer that replays the first one (value
 /// `true`); a forwarded send's answer carries it back.
 pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";

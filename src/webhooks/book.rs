@@ -171,14 +171,12 @@ pub fn path(data_dir: &Path) -> std::path::PathBuf {
 /// Every saved webhook, by id (none if there is no file yet).
 pub fn load(path: &Path) -> io::Result<BTreeMap<String, Saved>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<File>(&bytes)
-            .map(|f| f.webhooks)
-            .map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} does not parse: {e}", path.display()),
-                )
-            }),
+        Ok(bytes) => decode(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} does not parse: {e}", path.display()),
+            )
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(e),
     }
@@ -194,6 +192,11 @@ pub fn save(path: &Path, webhooks: BTreeMap<String, Saved>) -> io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The webhooks a file's contents hold.
+pub fn decode(bytes: &[u8]) -> serde_json::Result<BTreeMap<String, Saved>> {
+    serde_json::from_slice::<File>(bytes).map(|f| f.webhooks)
 }
 
 /// The file's contents for `webhooks`.
