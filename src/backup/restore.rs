@@ -72,7 +72,7 @@ pub fn restore(path: &Path, data_dir: &Path) -> Result<Restored, Error> {
     if let Some(cluster) = &manifest.cluster {
         return Err(Error::WrongTarget(format!(
             "this archive is a cluster's ({} partitions): restore it into a new cluster, with \
-             [cluster] servers (PUSHD_CLUSTER_SERVERS) set for `pushd restore`",
+             [cluster] servers (--cluster, PUSHD_CLUSTER) set for `pushd restore`",
             cluster.partitions
         )));
     }

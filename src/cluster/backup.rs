@@ -388,7 +388,7 @@ async fn refuse_used(nats: &Nats, partitions: u16) -> Result<(), Error> {
     let used = |what: String| {
         Error::WrongTarget(format!(
             "the cluster holds state already ({what}); restore makes a new cluster: stop every \
-             node and give a new [cluster] prefix (PUSHD_CLUSTER_PREFIX) or new NATS servers"
+             node and give a new [cluster] prefix or new NATS servers"
         ))
     };
     let members = scan(&nats.members).await.map_err(unreachable)?;
