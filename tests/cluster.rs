@@ -2068,6 +2068,10 @@ async fn a_backup_through_any_node_restores_into_a_new_cluster() {
         let before = state_of(&nodes[1], &deliveries).await;
         let delivered = before.1["delivered"].as_u64();
         assert_eq!(delivered, Some(CUSTOMERS as u64 / 2), "{}", before.1);
+        // A webhook defined through another node just before: in the backup.
+        let late = json!({"url": "http://127.0.0.1:9/late", "secret": "whsec_late",
+            "events": ["opened"]});
+        put(&nodes[0], "/v1/webhooks/late", late).await;
         let response = reqwest::Client::new()
             .get(nodes[1].url("/v1/backup"))
             .bearer_auth(support::API_KEY)
@@ -2089,7 +2093,7 @@ async fn a_backup_through_any_node_restores_into_a_new_cluster() {
     let (restored, said) = restore(&archive, &data, &rig.env);
     assert!(restored, "{said}");
     assert!(
-        said.contains(&format!("{PARTITIONS} partitions, 1 templates, 1 webhooks")),
+        said.contains(&format!("{PARTITIONS} partitions, 1 templates, 2 webhooks")),
         "{said}"
     );
     let mut nodes = Vec::new();
@@ -2114,6 +2118,8 @@ async fn a_backup_through_any_node_restores_into_a_new_cluster() {
     );
     let (status, v) = nodes[1].call("GET", "/v1/webhooks/crm", None).await;
     assert_eq!((status, &v["events"]), (200, &json!(["delivered"])), "{v}");
+    let (status, v) = nodes[2].call("GET", "/v1/webhooks/late", None).await;
+    assert_eq!((status, &v["events"]), (200, &json!(["opened"])), "{v}");
     // The restored partitions go on: a new send is made and sent.
     let send = json!({"message_id": "promo", "customer_ids": ["c7"]});
     let (status, body) = nodes[1].call("POST", "/v1/send/push", Some(send)).await;

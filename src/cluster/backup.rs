@@ -47,8 +47,7 @@ use crate::partition::Partitions;
 use crate::store::SledStore;
 use crate::topology::wire::COVERED;
 use crate::topology::{Call, Topology, Try};
-use crate::webhooks::Webhooks;
-use crate::webhooks::book;
+use crate::webhooks::book::{self, Book as _};
 
 /// How long a partition's node may take to send its store: its size, not
 /// only that node's health, sets the wait.
@@ -63,21 +62,24 @@ pub struct ClusterBackups {
     link: Arc<Link>,
     partitions: Arc<Partitions>,
     nats: Nats,
-    webhooks: Arc<Webhooks>,
+    /// The webhooks bucket, read as a backup is taken.
+    webhooks: Arc<webhooks::SharedBook>,
     /// Where stores are spooled while a backup is gathered and sent.
     spool: PathBuf,
 }
 
 impl ClusterBackups {
     /// Backups of the cluster `link` reaches, whose partitions this node
-    /// runs are `partitions`, spooled in `spool` (the data directory).
+    /// runs are `partitions`, spooled in `spool` (the data directory); its
+    /// NATS calls that block run on `runtime`.
     pub fn new(
         link: Arc<Link>,
         partitions: Arc<Partitions>,
         nats: Nats,
-        webhooks: Arc<Webhooks>,
+        runtime: tokio::runtime::Handle,
         spool: PathBuf,
     ) -> ClusterBackups {
+        let webhooks = Arc::new(webhooks::SharedBook::new(nats.webhooks.clone(), runtime));
         ClusterBackups {
             link,
             partitions,
@@ -188,7 +190,15 @@ impl Backups for ClusterBackups {
                 sections.push(Section::file(partition_section(p), store.file, store.len));
             }
             sections.push(Section::bytes(TEMPLATES, self.templates().await?));
-            let hooks = book::encode(self.webhooks.saved()).map_err(Error::io(&self.spool))?;
+            // Read from the bucket: every webhook defined through any node.
+            let book = self.webhooks.clone();
+            let hooks = blocking(move || {
+                let saved = book
+                    .load()
+                    .map_err(|e| Error::ClusterUnavailable(e.to_string()))?;
+                book::encode(saved).map_err(|e| Error::ClusterUnavailable(e.to_string()))
+            })
+            .await?;
             sections.push(Section::bytes(book::FILE_NAME, hooks));
             let cluster = ClusterManifest {
                 partitions: count,

@@ -183,7 +183,7 @@ pub async fn start(
         link.clone(),
         partitions.clone(),
         nats.clone(),
-        webhooks.clone(),
+        runtime.clone(),
         config.data_dir.clone(),
     ));
     let leaving = node.clone();
