@@ -1,6 +1,7 @@
 //! The `pushd` command: `serve` runs the daemon, `keys` prints its keys,
-//! `restore` makes a data directory from a backup, `demo` shows it working
-//! against local fake providers and a simulated device fleet.
+//! `restore` makes a data directory (or a new cluster) from a backup, `demo`
+//! shows it working against local fake providers and a simulated device
+//! fleet.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -52,7 +53,8 @@ enum Command {
     /// (`eval "$(pushd keys)"`), with where each is kept.
     Keys(Box<Overrides>),
     /// Make the data directory (which must be new or empty) from an archive
-    /// of `GET /v1/backup`; a damaged archive is refused and nothing is
+    /// of `GET /v1/backup`; with `--cluster`, seed a new cluster from a
+    /// cluster's archive. A damaged archive is refused and nothing is
     /// written.
     Restore(Box<RestoreArgs>),
     /// Run the daemon with fake APNs/FCM and a simulated device fleet.
@@ -74,7 +76,7 @@ struct ServeArgs {
 }
 
 /// `pushd restore FILE`: the archive, and the configuration that names the
-/// data directory (as `serve` reads it).
+/// data directory, or the cluster (as `serve` reads them).
 #[derive(clap::Args)]
 struct RestoreArgs {
     /// The archive, as `GET /v1/backup` answered it
