@@ -245,6 +245,7 @@ async fn serve_cluster(
     clock: Arc<dyn Clock>,
     banner: bool,
 ) -> Result<(), ServeError> {
+    crate::cluster::serve::check_keys(&config)?;
     let keys = keys::resolve(&config)?;
     let prometheus =
         crate::telemetry::install_recorder().map_err(|e| ServeError::Metrics(e.to_string()))?;

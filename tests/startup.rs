@@ -93,6 +93,35 @@ fn a_bad_listen_value_names_the_setting_and_shows_a_valid_one() {
     assert!(!dir.path().join("data").exists());
 }
 
+/// A cluster node needs the same keys as every other node: without them
+/// configured it is refused, naming both settings, before it makes keys of
+/// its own (no keys file is written) or reaches NATS.
+#[test]
+fn a_cluster_node_without_configured_keys_is_refused_and_writes_no_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "a-cluster-secret-of-at-least-32-bytes-0123456789";
+    for only in [None, Some(("PUSHD_API_KEY", "an-api-key-0123456789"))] {
+        let mut env = vec![
+            ("PUSHD_CLUSTER", "nats://127.0.0.1:1"),
+            ("PUSHD_CLUSTER_SECRET", secret),
+            ("PUSHD_DATA_DIR", "data"),
+        ];
+        env.extend(only);
+        let out = pushd(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &env);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("a cluster node needs api_key and sdk_key set"),
+            "{err}"
+        );
+        assert!(
+            err.contains("PUSHD_API_KEY") && err.contains("PUSHD_SDK_KEY"),
+            "{err}"
+        );
+        assert!(!dir.path().join("data/keys.toml").exists(), "{err}");
+    }
+}
+
 #[test]
 fn equal_api_and_sdk_keys_are_refused_naming_both_settings() {
     let dir = tempfile::tempdir().unwrap();

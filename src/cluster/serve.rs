@@ -75,21 +75,28 @@ impl Stop {
     }
 }
 
-/// Starts a cluster node that will serve on `listener` (its address is the
-/// one other nodes are told of).
-pub async fn start(
-    config: &Config,
-    listener: &TcpListener,
-    clock: Arc<dyn Clock>,
-) -> Result<Started, ClusterError> {
+/// Refuses a cluster node without both keys configured: a client may call
+/// any node, so every node must have the same ones (never generated ones,
+/// which would differ). Checked before the keys are resolved, so a refused
+/// node writes no keys file.
+pub fn check_keys(config: &Config) -> Result<(), ConfigError> {
     if config.api_key.is_none() || config.sdk_key.is_none() {
         return Err(ConfigError::Invalid(
             "a cluster node needs api_key and sdk_key set (PUSHD_API_KEY, PUSHD_SDK_KEY), the \
              same on every node: a client may call any node"
                 .into(),
-        )
-        .into());
+        ));
     }
+    Ok(())
+}
+
+/// Starts a cluster node that will serve on `listener` (its address is the
+/// one other nodes are told of); its keys were checked ([`check_keys`]).
+pub async fn start(
+    config: &Config,
+    listener: &TcpListener,
+    clock: Arc<dyn Clock>,
+) -> Result<Started, ClusterError> {
     let listening = listener.local_addr().map_err(io)?.to_string();
     let settings = config.cluster.settings(&listening)?;
     let credential = config.cluster.node_credential()?;
