@@ -260,37 +260,42 @@ pub async fn restore(path: &Path, settings: &Settings, scratch: &Path) -> Result
     let (archive, scratch_dir) = (path.to_path_buf(), scratch.to_path_buf());
     let partitions = settings.partitions;
     let checked = blocking(move || check(&archive, partitions, &scratch_dir)).await?;
+    let Checked {
+        manifest,
+        cluster,
+        stores,
+        templates,
+        webhooks,
+    } = checked;
     let nats = Nats::connect(settings).await.map_err(unreachable)?;
     refuse_used(&nats, partitions).await?;
-    for t in &checked.templates {
-        let value = Bytes::from(t.value.clone());
-        nats.templates
-            .put(t.key.clone(), value)
-            .await
+    let restored = Restored {
+        partitions,
+        templates: templates.len(),
+        webhooks: webhooks.len(),
+        taken_at: manifest.taken_at,
+    };
+    for t in templates {
+        (nats.templates.put(t.key, Bytes::from(t.value)).await)
             .map_err(|e| unreachable(super::nats(e)))?;
     }
-    webhooks::seed(&nats.webhooks, checked.webhooks.clone())
-        .await
-        .map_err(unreachable)?;
+    let book = webhooks::SharedBook::new(nats.webhooks.clone(), tokio::runtime::Handle::current());
+    blocking(move || (book.seed(webhooks)).map_err(|e| Error::ClusterUnavailable(e.to_string())))
+        .await?;
     let mut file = File::open(path).map_err(Error::io(path))?;
-    for (p, entry) in checked.stores.iter().enumerate() {
+    for (p, entry) in stores.iter().enumerate() {
         let p = p as u16;
         let mut bytes = Vec::new();
         section(&mut file, entry)?
             .read_to_end(&mut bytes)
             .map_err(Error::io(path))?;
-        let covered = checked.cluster.positions[&p];
+        let covered = cluster.positions[&p];
         snapshots::seed(&nats, PartitionTag(p), &bytes, covered)
             .await
             .map_err(unreachable)?;
         tracing::info!(partition = p, position = covered, "partition restored");
     }
-    Ok(Restored {
-        partitions,
-        templates: checked.templates.len(),
-        webhooks: checked.webhooks.len(),
-        taken_at: checked.manifest.taken_at,
-    })
+    Ok(restored)
 }
 
 /// NATS failing during a backup or a restore.

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::events::EventStream;
-use super::{ClusterError, key_of, nats, scan, wait_on};
+use super::{key_of, scan, wait_on};
 use crate::events::{Page, ReadError, Source, StoredEvent, Tail};
 use crate::webhooks::book::{Book, Change, Definition, Live, Progress, Saved};
 
@@ -77,6 +77,20 @@ impl SharedBook {
         wait(&self.runtime, async move {
             bucket.get(key).await.map_err(|e| e.to_string())
         })
+    }
+
+    /// Puts `webhooks` into a restored cluster's bucket, each as if defined
+    /// anew but with its figures, from the start of the events stream: a
+    /// new cluster's stream holds only what happens after the restore.
+    /// Blocks on the runtime: call it off it.
+    pub fn seed(&self, mut webhooks: BTreeMap<String, Saved>) -> io::Result<()> {
+        for saved in webhooks.values_mut() {
+            saved.progress.cursor = 0;
+        }
+        for id in webhooks.keys() {
+            self.save(&webhooks, &[], Change::Defined(id))?;
+        }
+        Ok(())
     }
 
     fn put(&self, key: String, value: Vec<u8>) -> io::Result<()> {
@@ -182,36 +196,6 @@ impl Book for SharedBook {
     fn place(&self) -> String {
         format!("the cluster's webhooks bucket ({})", self.bucket.name)
     }
-}
-
-/// Puts `webhooks` into the cluster's webhooks `bucket` (a restored
-/// cluster's), each from the start of the events stream: a new cluster's
-/// stream holds only what happens after the restore.
-pub async fn seed(
-    bucket: &kv::Store,
-    webhooks: BTreeMap<String, Saved>,
-) -> Result<(), ClusterError> {
-    for (id, saved) in webhooks {
-        let key = key_of(&id);
-        let mut progress = saved.progress;
-        progress.cursor = 0;
-        let posted = Posted {
-            progress,
-            live: saved.live,
-        };
-        let defined = Defined {
-            id,
-            definition: saved.definition,
-        };
-        for (key, value) in [
-            (format!("p.{key}"), serde_json::to_vec(&posted)),
-            (format!("d.{key}"), serde_json::to_vec(&defined)),
-        ] {
-            let value = value.map_err(nats)?;
-            bucket.put(key, value.into()).await.map_err(nats)?;
-        }
-    }
-    Ok(())
 }
 
 /// The cluster's events stream as webhooks read it: a cursor is a stream

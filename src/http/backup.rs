@@ -20,8 +20,8 @@ use super::auth::{ApiKey, NodeCall};
 use super::error::ApiError;
 use super::{AppState, endpoint};
 use crate::backup::Spooled;
+use crate::topology;
 use crate::topology::wire::{COVERED, Refused};
-use crate::topology::{self};
 
 /// Chunks in flight between the writer and the connection.
 const CHUNKS_IN_FLIGHT: usize = 4;
