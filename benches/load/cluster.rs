@@ -274,6 +274,7 @@ async fn measure(
         };
         shares[node].push(delivery);
     }
+    eprintln!("[cluster] {k} node(s): {} reports", deliveries.len());
     let reports_perf = start_perf("reports")?;
     let mark = procs.mark().await?;
     let reports = futures_util::future::try_join_all(
