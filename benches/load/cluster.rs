@@ -27,13 +27,13 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, TryStreamExt, stream};
 use pushd::partition::Partitioning;
 use pushd::sim::{FakeProviders, FaultMix};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::cgroup::NodeGroups;
+use crate::conn::Poster;
 use crate::daemon::{Api, Daemon, Res, SDK_KEY, ios_token};
 use crate::output::load_avg;
 use crate::profile::Perf;
@@ -43,7 +43,7 @@ use crate::workload;
 /// Partitions of the measured clusters.
 const PARTITIONS: u16 = 24;
 /// Reports in flight per node.
-const REPORTS_IN_FLIGHT: usize = 64;
+pub const REPORTS_IN_FLIGHT: usize = 64;
 /// The template sent.
 const MESSAGE: &str = "cluster";
 /// How long the sends may take to settle.
@@ -196,10 +196,9 @@ async fn measure(
     for i in 0..k {
         let mut env = env.clone();
         env.push(("PUSHD_CLUSTER_NODE", format!("node{i}")));
-        let daemon = Daemon::start(&dir.path().join(format!("node{i}")), &env).await?;
-        if let Some(g) = groups {
-            g.add(i, daemon.pid)?;
-        }
+        let group = groups.map(|g| g.procs(i));
+        let daemon =
+            Daemon::start_in(&dir.path().join(format!("node{i}")), &env, group.as_deref()).await?;
         daemons.push(daemon);
     }
     let apis: Vec<Api> = daemons
@@ -278,9 +277,10 @@ async fn measure(
     let reports_perf = start_perf("reports")?;
     let mark = procs.mark().await?;
     let reports = futures_util::future::try_join_all(
-        apis.iter()
+        daemons
+            .iter()
             .zip(shares)
-            .map(|(api, share)| reports(api, share)),
+            .map(|(daemon, share)| reports(&daemon.base, share)),
     )
     .await?
     .into_iter()
@@ -311,14 +311,40 @@ async fn measure(
     Ok((row, profile))
 }
 
-/// A `delivered` report for each of `deliveries` through `api`, at
-/// [`REPORTS_IN_FLIGHT`]; answers how many were sent.
-async fn reports(api: &Api, deliveries: Vec<&(String, usize)>) -> Res<usize> {
-    stream::iter(deliveries)
-        .map(|(delivery, i)| report(api, delivery, *i))
-        .buffer_unordered(REPORTS_IN_FLIGHT)
-        .try_fold(0, |n, ()| std::future::ready(Ok(n + 1)))
-        .await
+/// A `delivered` report for each of `deliveries` through the node at
+/// `base`, over [`REPORTS_IN_FLIGHT`] connections of its own, each report
+/// retried while its partition moves (503, at most 50 times); answers how
+/// many were recorded.
+async fn reports(base: &str, deliveries: Vec<&(String, usize)>) -> Res<usize> {
+    let poster = Poster::new(base, "/push/events", SDK_KEY)?;
+    let mut lanes = vec![Vec::new(); REPORTS_IN_FLIGHT];
+    for (n, delivery) in deliveries.into_iter().enumerate() {
+        lanes[n % REPORTS_IN_FLIGHT].push(delivery);
+    }
+    let recorded = futures_util::future::try_join_all(lanes.into_iter().map(|lane| {
+        let bodies = lane
+            .into_iter()
+            .map(|(delivery, i)| report_body(delivery, *i));
+        let mut refused = 0;
+        poster.post_all(bodies, async move |status, answer| match status {
+            200 => {
+                refused = 0;
+                Ok(false)
+            }
+            503 if refused < 50 => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(true)
+            }
+            _ => Err(format!(
+                "report refused: {status} {}",
+                String::from_utf8_lossy(answer)
+            )
+            .into()),
+        })
+    }))
+    .await?;
+    Ok(recorded.iter().sum())
 }
 
 /// Waits (bounded) until the nodes serve every partition between them,
@@ -355,22 +381,9 @@ async fn balanced(apis: &[Api]) -> Res<Vec<usize>> {
     }
 }
 
-/// One `delivered` report for customer `i`'s iOS device (its body
-/// serialized once, the answer read only when it is not 200, as in the
-/// reports phase), retried while its partition moves.
-async fn report(api: &Api, delivery: &str, i: usize) -> Res<()> {
-    let body = json!({"delivery_id": delivery, "event": "delivered",
+/// The body of a `delivered` report for customer `i`'s iOS device.
+fn report_body(delivery: &str, i: usize) -> String {
+    json!({"delivery_id": delivery, "event": "delivered",
         "device_id": ios_token(i), "timestamp": 1_764_100_100})
-    .to_string();
-    for _ in 0..50 {
-        let (status, v) = api
-            .post(SDK_KEY, "/push/events", body.clone(), None)
-            .await?;
-        match status {
-            200 => return Ok(()),
-            503 => tokio::time::sleep(Duration::from_millis(50)).await,
-            _ => return Err(format!("report refused: {status} {v}").into()),
-        }
-    }
-    Err("report kept answering 503".into())
+    .to_string()
 }

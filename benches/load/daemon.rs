@@ -42,9 +42,35 @@ impl Daemon {
     /// options) pass through, for tuning experiments; the harness's own
     /// settings win.
     pub async fn start(data_dir: &Path, env: &[(&str, String)]) -> Res<Daemon> {
+        Daemon::start_in(data_dir, env, None).await
+    }
+
+    /// [`Daemon::start`], the process started inside the cgroup whose
+    /// `cgroup.procs` file is `group`, if given: it sees the group's CPU
+    /// quota from its first instruction and sizes its thread pools by it, as
+    /// in a container (moved in later, it would have sized them by the
+    /// machine). A shell puts itself in the group and `exec`s the daemon:
+    /// std's only hook between fork and exec (`pre_exec`) is `unsafe` and
+    /// may not allocate, which writing the file does.
+    pub async fn start_in(
+        data_dir: &Path,
+        env: &[(&str, String)],
+        group: Option<&Path>,
+    ) -> Res<Daemon> {
         let bin = std::env::var_os("PUSHD_LOAD_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_pushd").into());
-        let mut cmd = Command::new(bin);
+        let mut cmd = match group {
+            Some(procs) => {
+                let mut sh = Command::new("/bin/sh");
+                sh.arg("-c")
+                    .arg(r#"echo $$ > "$1" && shift && exec "$@""#)
+                    .arg("sh")
+                    .arg(procs)
+                    .arg(bin);
+                sh
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("serve")
             .env_clear()
             .envs(std::env::vars().filter(|(k, _)| passes_through(k)))

@@ -20,6 +20,7 @@
 
 mod cgroup;
 mod cluster;
+mod conn;
 mod cpu;
 mod daemon;
 mod latency;

@@ -39,6 +39,12 @@ impl Client {
         Client { client, credential }
     }
 
+    /// A client signing with the same credential over connections of its
+    /// own (driven by the runtime that first uses them).
+    pub fn with_own_connections(&self) -> Client {
+        Client::new(self.credential.clone())
+    }
+
     /// Sends `call` to the node at its address, on behalf of its caller
     /// (whom this node authenticated, if anyone) and with its headers set,
     /// signed for that address; a node that has not answered whole within

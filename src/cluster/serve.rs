@@ -90,6 +90,13 @@ pub fn check_keys(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Threads of the cluster runtime (NATS, the journal's publishes, calls to
+/// other nodes): two, or one where the process may use only one core (a
+/// container's CPU quota), where a second thread would only add wake-ups.
+fn background_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(2))
+}
+
 /// Starts a cluster node that will serve on `listener` (its address is the
 /// one other nodes are told of); its keys were checked ([`check_keys`]).
 pub async fn start(
@@ -103,7 +110,7 @@ pub async fn start(
     crate::telemetry::register_cluster();
     let background = Background(Some(
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(background_threads())
             .thread_name("pushd-cluster")
             .enable_all()
             .build()
