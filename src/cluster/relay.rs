@@ -60,12 +60,13 @@ pub struct Relay {
     /// How long a batch may wait for its answer.
     timeout: Duration,
     runtime: Handle,
-    queues: Mutex<HashMap<QueueKey, mpsc::UnboundedSender<Pending>>>,
+    /// The queues by caller thread (`None`: the shared ones, sent on
+    /// `runtime`), then by peer address.
+    queues: Mutex<HashMap<Option<ThreadId>, Queues>>,
 }
 
-/// A queue is a peer's, and a single-threaded runtime's thread's if the
-/// caller runs on one (else the shared sender's, on the cluster runtime).
-type QueueKey = (Option<ThreadId>, String);
+/// One caller thread's queues, by peer address.
+type Queues = HashMap<String, mpsc::UnboundedSender<Pending>>;
 
 impl Relay {
     /// A relay posting batches to `path` through `peers`, each body under
@@ -101,10 +102,14 @@ impl Relay {
         };
         let (answer, answered) = oneshot::channel();
         let mut pending = Pending { item, answer };
+        let local = Handle::try_current()
+            .ok()
+            .filter(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
+        let thread = local.as_ref().map(|_| std::thread::current().id());
         // A queue whose sender stopped (its runtime is going) is replaced
         // once; a second refusal means the node is stopping.
         for _ in 0..2 {
-            match self.queue(address).send(pending) {
+            match self.queue(thread, local.as_ref(), address).send(pending) {
                 Ok(()) => {
                     return answered
                         .await
@@ -112,7 +117,9 @@ impl Relay {
                         .map_err(unreachable);
                 }
                 Err(mpsc::error::SendError(back)) => {
-                    self.lock().remove(&key(address).0);
+                    if let Some(queues) = self.lock().get_mut(&thread) {
+                        queues.remove(address);
+                    }
                     pending = back;
                 }
             }
@@ -120,17 +127,23 @@ impl Relay {
         Err(unreachable("the relay stopped".into()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueueKey, mpsc::UnboundedSender<Pending>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<ThreadId>, Queues>> {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The caller's queue to the peer at `address`, its sender started on
-    /// first use: on the caller's thread if that runs a single-threaded
-    /// runtime, with connections of its own, else on the cluster runtime.
-    fn queue(&self, address: &str) -> mpsc::UnboundedSender<Pending> {
-        let (key, local) = key(address);
+    /// The queue of caller `thread` to the peer at `address`, its sender
+    /// started on first use: on the caller's single-threaded runtime
+    /// `local`, if any, with connections of its own, else on the cluster
+    /// runtime.
+    fn queue(
+        &self,
+        thread: Option<ThreadId>,
+        local: Option<&Handle>,
+        address: &str,
+    ) -> mpsc::UnboundedSender<Pending> {
         let mut queues = self.lock();
-        if let Some(queue) = queues.get(&key) {
+        let queues = queues.entry(thread).or_default();
+        if let Some(queue) = queues.get(address) {
             return queue.clone();
         }
         let (queue, queued) = mpsc::unbounded_channel();
@@ -144,23 +157,10 @@ impl Relay {
             max_bytes: self.max_bytes,
             timeout: self.timeout,
         };
-        local
-            .as_ref()
-            .unwrap_or(&self.runtime)
-            .spawn(sender.run(queued));
-        queues.insert(key, queue.clone());
+        local.unwrap_or(&self.runtime).spawn(sender.run(queued));
+        queues.insert(address.to_string(), queue.clone());
         queue
     }
-}
-
-/// The key of the caller's queue to `address`, and the caller's runtime if
-/// it is single-threaded (its thread then sends that queue).
-fn key(address: &str) -> (QueueKey, Option<Handle>) {
-    let local = Handle::try_current()
-        .ok()
-        .filter(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
-    let thread = local.as_ref().map(|_| std::thread::current().id());
-    ((thread, address.to_string()), local)
 }
 
 /// Sends one peer's queue in batches.
