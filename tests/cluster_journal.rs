@@ -5,28 +5,11 @@
 
 mod support;
 
-use std::time::Duration;
-
+use pushd::cluster::Nats;
 use pushd::cluster::journal::{Place, StreamJournal};
-use pushd::cluster::{Nats, Settings};
 use pushd_actors::model::Customer;
 use pushd_actors::ports::{Change, Entry, Journal};
 use support::cluster;
-
-fn settings(server: &cluster::NatsServer) -> Settings {
-    Settings {
-        servers: vec![server.url.clone()],
-        node: "test".into(),
-        advertise: "127.0.0.1:1".into(),
-        partitions: 4,
-        replicas: 1,
-        lease: Duration::from_secs(5),
-        forward_timeout: Duration::from_secs(2),
-        snapshot_every: Duration::from_secs(10),
-        prefix: "pushd".into(),
-        access: cluster::access(server),
-    }
-}
 
 fn customer(id: &str) -> Vec<Change> {
     vec![Change::of(Entry::Customer(Customer {
@@ -66,7 +49,7 @@ fn replayed(journal: &StreamJournal, after: u64) -> Vec<(u64, String)> {
 async fn a_takeover_replays_every_record_and_fences_the_old_writer() {
     let dir = tempfile::tempdir().unwrap();
     let server = cluster::single(dir.path());
-    let nats = Nats::connect(&settings(&server)).await.unwrap();
+    let nats = Nats::connect(&cluster::settings(&server)).await.unwrap();
     let runtime = tokio::runtime::Handle::current();
 
     let old = StreamJournal::open(place(&nats, "old-1"), 0, &runtime, || {})
@@ -130,7 +113,7 @@ fn framed(position: u64, payload: &[u8]) -> Vec<u8> {
 async fn messages_without_a_version_read_as_version_1_and_newer_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = cluster::single(dir.path());
-    let nats = Nats::connect(&settings(&server)).await.unwrap();
+    let nats = Nats::connect(&cluster::settings(&server)).await.unwrap();
     let runtime = tokio::runtime::Handle::current();
     let subject = "pushd.journal.2";
 
@@ -184,7 +167,7 @@ async fn messages_without_a_version_read_as_version_1_and_newer_ones_are_refused
 async fn a_group_larger_than_a_message_is_published_as_several_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let server = cluster::single(dir.path());
-    let nats = Nats::connect(&settings(&server)).await.unwrap();
+    let nats = Nats::connect(&cluster::settings(&server)).await.unwrap();
     let runtime = tokio::runtime::Handle::current();
 
     let journal = StreamJournal::open(place(&nats, "big-1"), 0, &runtime, || {})

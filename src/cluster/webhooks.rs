@@ -4,8 +4,8 @@
 //! order, the same for the feed and the webhooks.
 //!
 //! Each webhook's worker runs on one node: the one serving the partition
-//! its id hashes to (as a customer id would). It saves its cursor (a
-//! stream sequence) and figures to the bucket a few times a second; when
+//! its id hashes to (as a customer id would). It saves its cursor (a place
+//! in the stream, as the feed's) and figures to the bucket a few times a second; when
 //! the partition moves, the node that takes it starts the worker from the
 //! cursor last saved, so events after it are posted again rather than
 //! skipped (at least once, as on a single node: receivers drop copies by
@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -23,7 +24,8 @@ use pushd_actors::status::MessageStatus;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::events::EventStream;
+use super::events::cursor::{self, Place};
+use super::events::{EventStream, FeedEvent};
 use super::{key_of, scan, wait_on};
 use crate::events::{Page, ReadError, Source, StoredEvent, Tail};
 use crate::webhooks::book::{Book, Change, Definition, Live, Progress, Saved};
@@ -55,6 +57,25 @@ struct Defined {
 struct Posted {
     progress: Progress,
     live: Live,
+    /// The form of the cursor: absent (0), a bare stream sequence, as
+    /// pushd saved it before batches of events.
+    #[serde(default)]
+    cursor_form: u32,
+}
+
+/// The form of cursor saved now: a place ([`cursor`]).
+const CURSOR_FORM: u32 = 2;
+
+impl Posted {
+    /// Progress as saved, its cursor in today's form.
+    fn read(value: &[u8]) -> serde_json::Result<Posted> {
+        let mut posted: Posted = serde_json::from_slice(value)?;
+        if posted.cursor_form < CURSOR_FORM {
+            posted.progress.cursor = cursor::upgraded(posted.progress.cursor);
+            posted.cursor_form = CURSOR_FORM;
+        }
+        Ok(posted)
+    }
 }
 
 /// The webhooks of a cluster, in the bucket `<prefix>-webhooks`: under
@@ -121,8 +142,7 @@ impl Book for SharedBook {
                 let d: Defined = serde_json::from_slice(&value).map_err(bad)?;
                 defined.insert(k.to_string(), d);
             } else if let Some(k) = key.strip_prefix("p.") {
-                let p: Posted = serde_json::from_slice(&value).map_err(bad)?;
-                posted.insert(k.to_string(), p);
+                posted.insert(k.to_string(), Posted::read(&value).map_err(bad)?);
             }
         }
         Ok(defined
@@ -149,6 +169,7 @@ impl Book for SharedBook {
             serde_json::to_vec(&Posted {
                 progress: s.progress.clone(),
                 live: s.live,
+                cursor_form: CURSOR_FORM,
             })
         };
         match change {
@@ -198,11 +219,15 @@ impl Book for SharedBook {
     }
 }
 
-/// The cluster's events stream as webhooks read it: a cursor is a stream
-/// sequence, and while a worker runs the end of the stream is read every
-/// [`TAIL_EVERY`] to wake it.
+/// The cluster's events stream as webhooks read it: a cursor is a place in
+/// the stream ([`cursor`]), and while a worker runs the end of the stream
+/// is read every [`TAIL_EVERY`] to wake it.
 pub struct StreamEvents {
     stream: EventStream,
+    /// Events read, and the messages they came from: how many events a
+    /// message holds, to tell a worker's queue in events.
+    events_read: AtomicU64,
+    messages_read: AtomicU64,
     tail: watch::Sender<Tail>,
     runtime: tokio::runtime::Handle,
     /// Itself, for a read of the end run on the runtime.
@@ -219,6 +244,8 @@ impl StreamEvents {
         let (tail, _) = watch::channel(tail_at(last));
         let events = Arc::new_cyclic(|me| StreamEvents {
             stream,
+            events_read: AtomicU64::new(0),
+            messages_read: AtomicU64::new(0),
             tail,
             runtime: runtime.clone(),
             me: me.clone(),
@@ -245,9 +272,10 @@ impl StreamEvents {
 
 /// The tail of a stream whose last sequence is `last`.
 fn tail_at(last: u64) -> Tail {
+    let end = Place::message(last + 1).cursor();
     Tail {
-        offset: last,
-        next_seq: last + 1,
+        offset: end,
+        next_seq: end,
     }
 }
 
@@ -268,17 +296,17 @@ async fn follow(events: Weak<StreamEvents>) {
 
 impl Source for StreamEvents {
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
-        let stream = self.stream.clone();
+        let (stream, me) = (self.stream.clone(), self.me.clone());
         Box::pin(async move {
             let page = stream
                 .page(after, limit)
                 .await
                 .map_err(|e| ReadError::Unavailable(e.to_string()))??;
-            let events = page
-                .events
-                .into_iter()
-                .map(|(seq, body)| stored(seq, body.to_vec()))
-                .collect();
+            if let Some(me) = me.upgrade() {
+                (me.events_read).fetch_add(page.events.len() as u64, Ordering::Relaxed);
+                (me.messages_read).fetch_add(page.messages as u64, Ordering::Relaxed);
+            }
+            let events = page.events.into_iter().map(stored).collect();
             Ok(Page {
                 events,
                 next: page.next,
@@ -300,25 +328,54 @@ impl Source for StreamEvents {
     fn watch(&self) -> watch::Receiver<Tail> {
         self.tail.subscribe()
     }
+
+    /// The messages from `seq`'s to the end, times the events a message
+    /// held on average in what was read: an estimate.
+    fn behind(&self, seq: u64) -> u64 {
+        let from = Place::of_cursor(seq).seq;
+        let end = Place::of_cursor(self.tail().offset).seq;
+        let messages = self.messages_read.load(Ordering::Relaxed).max(1);
+        let events = self.events_read.load(Ordering::Relaxed).max(1);
+        end.saturating_sub(from) * events / messages
+    }
 }
 
-/// The event at stream sequence `seq`: its status and time read from its
-/// JSON (`event`, `timestamp` in seconds).
-fn stored(seq: u64, body: Vec<u8>) -> StoredEvent {
+/// An event of the feed as a webhook reads it: its status and time read
+/// from its JSON (`event`, `timestamp` in seconds); its cursor orders it.
+fn stored(event: FeedEvent) -> StoredEvent {
     #[derive(Deserialize)]
     struct Head {
         event: MessageStatus,
         timestamp: i64,
     }
-    let head: Option<Head> = serde_json::from_slice(&body).ok();
+    let head: Option<Head> = serde_json::from_slice(&event.body).ok();
     StoredEvent {
-        offset: seq - 1,
-        next: seq,
-        seq,
+        offset: event.at,
+        next: event.next,
+        seq: event.at,
         time_ms: head.as_ref().map_or(0, |h| h.timestamp * 1000),
         // An event that does not read is taken by no webhook (none takes
         // `attempted`) and passed.
         status: head.map_or(MessageStatus::Attempted, |h| h.event),
-        body,
+        body: event.body.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_saved_before_batches_reads_on_after_its_message() {
+        let saved = serde_json::to_vec(&Posted::default()).unwrap();
+        let mut old: serde_json::Value = serde_json::from_slice(&saved).unwrap();
+        old["progress"]["cursor"] = 41.into();
+        old.as_object_mut().unwrap().remove("cursor_form");
+        let read = Posted::read(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(read.progress.cursor, Place::message(42).cursor());
+
+        // Saved again, it is read as it is.
+        let again = Posted::read(&serde_json::to_vec(&read).unwrap()).unwrap();
+        assert_eq!(again.progress.cursor, Place::message(42).cursor());
     }
 }

@@ -29,6 +29,12 @@ pub trait Source: Send + Sync + 'static {
 
     /// Deletes what is past its retention, if the source keeps its own.
     fn prune(&self) {}
+
+    /// How many events there are from the one numbered `seq` to the end
+    /// (a worker's queue).
+    fn behind(&self, seq: u64) -> u64 {
+        self.tail().next_seq.saturating_sub(seq)
+    }
 }
 
 /// A single node's event log, read off the async runtime (its reads are

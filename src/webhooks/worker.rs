@@ -147,9 +147,7 @@ fn settle(
 /// Publishes the worker's live figures (API and Prometheus).
 fn report(hook: &Hook, shared: &Shared, window: &VecDeque<Slot>, in_flight: usize) {
     let live = Live {
-        queue_depth: window
-            .front()
-            .map_or(0, |s| shared.source.tail().next_seq.saturating_sub(s.seq)),
+        queue_depth: window.front().map_or(0, |s| shared.source.behind(s.seq)),
         oldest_ms: window.front().map(|s| s.time_ms),
         in_flight,
     };

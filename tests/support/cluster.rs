@@ -77,6 +77,22 @@ pub fn access(server: &NatsServer) -> pushd::cluster::access::NatsAccess {
     }
 }
 
+/// The settings of a node named `test` of one server, 4 partitions.
+pub fn settings(server: &NatsServer) -> pushd::cluster::Settings {
+    pushd::cluster::Settings {
+        servers: vec![server.url.clone()],
+        node: "test".into(),
+        advertise: "127.0.0.1:1".into(),
+        partitions: 4,
+        replicas: 1,
+        lease: Duration::from_secs(5),
+        forward_timeout: Duration::from_secs(2),
+        snapshot_every: Duration::from_secs(10),
+        prefix: "pushd".into(),
+        access: access(server),
+    }
+}
+
 /// A CA and a certificate for 127.0.0.1 it signed (with its key), made
 /// with `openssl` under `dir/tls`.
 struct Certificates {
