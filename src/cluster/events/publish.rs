@@ -28,7 +28,7 @@ use crate::store::ChangeSink;
 /// (and is tried again).
 const PUBLISH_WAIT: Duration = Duration::from_secs(30);
 /// The most events one message holds.
-const MAX_EVENTS: usize = 4096;
+const MAX_EVENTS: usize = 1024;
 /// The most bytes of events one message holds (NATS's default payload
 /// limit is 1 MiB).
 const MAX_BYTES: usize = 256 * 1024;
