@@ -90,7 +90,7 @@ pub const WEBHOOK_SERIES: [&str; 4] = [
 
 /// The series of a cluster node (`pushd serve --cluster`), listed from its
 /// start.
-pub const CLUSTER_SERIES: [&str; 18] = [
+pub const CLUSTER_SERIES: [&str; 19] = [
     "pushd_cluster_partitions_served",
     "pushd_cluster_leases_held",
     "pushd_cluster_lease_renewal_age_seconds",
@@ -100,6 +100,7 @@ pub const CLUSTER_SERIES: [&str; 18] = [
     "pushd_cluster_publish_seconds",
     "pushd_cluster_publish_retries_total",
     "pushd_cluster_fenced_total",
+    "pushd_cluster_event_messages_total",
     "pushd_cluster_snapshots_uploaded_total",
     "pushd_cluster_forwarded_total",
     "pushd_cluster_relay_batches_total",
@@ -160,6 +161,10 @@ pub fn register_cluster() {
         "Journal publishes refused because another node wrote to the partition."
     );
     describe_counter!(
+        "pushd_cluster_event_messages_total",
+        "Messages of delivery events published to the events stream, each a drain's batch (pushd_events_total counts each event)."
+    );
+    describe_counter!(
         "pushd_cluster_snapshots_uploaded_total",
         "Partition snapshots uploaded for other nodes."
     );
@@ -200,6 +205,7 @@ pub fn register_cluster() {
         "pushd_cluster_takeovers_total",
         "pushd_cluster_publish_retries_total",
         "pushd_cluster_fenced_total",
+        "pushd_cluster_event_messages_total",
         "pushd_cluster_snapshots_uploaded_total",
         "pushd_cluster_forwarded_total",
         "pushd_cluster_relay_batches_total",
