@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,48 +17,40 @@ use pushd::cluster::events::{EventStream, PLACE_HEADER, PartitionEvents, RECORD_
 use pushd::cluster::journal::{Place, StreamJournal};
 use pushd::store::ChangeSink;
 use pushd_actors::engine::PartitionTag;
-use pushd_actors::model::{DEFAULT_APP, Delivery, DeviceSend, Environment, Platform};
+use pushd_actors::model::{Delivery, Platform};
 use pushd_actors::ports::{Change, Clock, Entry, Journal, Position, SystemClock};
 use pushd_actors::status::{DeliveryState, DeviceState, Outcome};
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::cluster;
 
 /// A new delivery to `customer`'s one iOS device, already accepted by the
 /// provider: one `sent` event.
 fn sent(customer: &str) -> Change {
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    let id = format!("{:026}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let send = DeviceSend {
-        token: format!("{customer}-token"),
-        platform: Platform::Ios,
-        app: DEFAULT_APP.into(),
-        environment: Environment::Production,
-        attempts: 1,
-        last_error: None,
-        provider_id: None,
-        duplicates: 0,
-        opted_in: None,
-    };
     let mut state = DeliveryState::new(vec![DeviceState::attempted()]);
     state.apply_outcome(0, &Outcome::Sent, 1_000);
-    Change::delivery(
-        None,
-        Delivery {
-            id,
-            customer_id: customer.into(),
-            message_id: "welcome".into(),
-            campaign_id: None,
-            created_at: 1_000,
-            attempted_at: Some(1_000),
-            content: None,
-            data: Value::Null,
-            goal: None,
-            sends: vec![send],
-            state,
-            failure_detail: None,
-            schedule: None,
-        },
-    )
+    let delivery: Delivery = serde_json::from_value(json!({
+        "id": format!("{:026}", NEXT.fetch_add(1, Ordering::Relaxed)),
+        "customer_id": customer,
+        "message_id": "welcome",
+        "created_at": 1_000,
+        "sends": [{"token": format!("{customer}-token"), "platform": Platform::Ios, "attempts": 1}],
+        "state": state,
+    }))
+    .unwrap();
+    Change::delivery(None, delivery)
+}
+
+/// A nats-server of its own under `dir`, a connection to it, and the
+/// events stream.
+async fn events_stream(dir: &Path) -> (cluster::NatsServer, Nats, EventStream) {
+    let server = cluster::single(dir);
+    let settings = cluster::settings(&server);
+    let nats = Nats::connect(&settings).await.unwrap();
+    let stream = EventStream::open(nats.js.clone(), &settings, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    (server, nats, stream)
 }
 
 /// Partition 2's journal and events publisher, as a node taking the
@@ -137,12 +130,7 @@ async fn messages(stream: &EventStream) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_is_one_message_and_an_erasure_keeps_every_other_cursor() {
     let dir = tempfile::tempdir().unwrap();
-    let server = cluster::single(dir.path());
-    let settings = cluster::settings(&server);
-    let nats = Nats::connect(&settings).await.unwrap();
-    let stream = EventStream::open(nats.js.clone(), &settings, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let (_server, nats, stream) = events_stream(dir.path()).await;
     let owner = take_over(&nats, &stream, "node-1").await;
 
     // Two records of three deliveries each, drained together.
@@ -213,12 +201,7 @@ async fn a_drain_is_one_message_and_an_erasure_keeps_every_other_cursor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_messages_and_cursors_from_before_batches_still_read() {
     let dir = tempfile::tempdir().unwrap();
-    let server = cluster::single(dir.path());
-    let settings = cluster::settings(&server);
-    let nats = Nats::connect(&settings).await.unwrap();
-    let stream = EventStream::open(nats.js.clone(), &settings, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let (_server, nats, stream) = events_stream(dir.path()).await;
     // Record 1 made two events, published one message each as pushd did
     // before batches; the second never made it.
     let old = |n: usize| {

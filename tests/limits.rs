@@ -363,8 +363,10 @@ async fn connections_past_max_connections_are_refused_at_once_and_healthz_still_
     // clients served are still connected.
     let (status, _) = get(&d, "/healthz").await.expect("healthz answers");
     assert_eq!(status, 200);
-    let (status, body) = get(&d, "/v1/customers/c1").await.expect("answered");
-    assert_eq!(status, 503, "{body}");
+    // (A slot a keep-alive connection of the setup held may have freed
+    // meanwhile on a slow machine: it is filled again first.)
+    let body = take_every_connection(&d, &mut clients, &head).await;
+    assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
     let open = metric(&d, "pushd_http_connections").await.unwrap();
     assert!(open > MAX as f64, "{open}");
 

@@ -86,32 +86,30 @@ impl EventStream {
         settings: &Settings,
         retention: Duration,
     ) -> Result<EventStream, ClusterError> {
+        // Both keep what they hold for the retention; a rewrite replaces
+        // the one before it under its batch's sequence.
+        let kept = |name: &str, subject: &str| stream::Config {
+            name: format!("{}-{name}", settings.prefix),
+            subjects: vec![format!("{subject}.*")],
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
+            max_age: retention,
+            ..Default::default()
+        };
         let prefix = format!("{}.events", settings.prefix);
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: format!("{}-events", settings.prefix),
-                subjects: vec![format!("{prefix}.*")],
-                storage: stream::StorageType::File,
-                num_replicas: settings.replicas,
-                max_age: retention,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(nats)?;
+        let stream = (js.get_or_create_stream(stream::Config {
+            duplicate_window: Duration::from_secs(120),
+            ..kept("events", &prefix)
+        }))
+        .await
+        .map_err(nats)?;
         let rewrites_prefix = format!("{}.event-rewrites", settings.prefix);
-        let rewrites = js
-            .get_or_create_stream(stream::Config {
-                name: format!("{}-event-rewrites", settings.prefix),
-                subjects: vec![format!("{rewrites_prefix}.*")],
-                storage: stream::StorageType::File,
-                num_replicas: settings.replicas,
-                max_age: retention,
-                max_messages_per_subject: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(nats)?;
+        let rewrites = (js.get_or_create_stream(stream::Config {
+            max_messages_per_subject: 1,
+            ..kept("event-rewrites", &rewrites_prefix)
+        }))
+        .await
+        .map_err(nats)?;
         Ok(EventStream {
             js,
             stream,
