@@ -16,7 +16,7 @@ use async_nats::jetstream::kv;
 use futures_util::future::BoxFuture;
 use pushd_actors::model::MessageSpec;
 
-use super::{ClusterError, key_of, nats};
+use super::{ClusterError, key_of, last_message, nats};
 use crate::records::{self, Frozen, Thaw as _};
 use crate::topology::{Error, SharedTemplates};
 
@@ -66,20 +66,8 @@ impl Templates {
 
     async fn read(&self, key: &str) -> Result<Option<MessageSpec>, ClusterError> {
         let subject = format!("{}{key}", self.kv.prefix);
-        let message = match self
-            .kv
-            .stream
-            .get_last_raw_message_by_subject(&subject)
-            .await
-        {
-            Ok(m) => m,
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(nats(e)),
+        let Some(message) = last_message(&self.kv.stream, &subject).await? else {
+            return Ok(None);
         };
         if message.payload.is_empty() {
             return Ok(None);

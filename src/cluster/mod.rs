@@ -29,6 +29,7 @@ pub mod webhooks;
 
 use std::time::Duration;
 
+use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, kv, stream};
 
 pub use link::Link;
@@ -316,26 +317,50 @@ impl Nats {
     }
 }
 
+/// The first message of `stream` at or after sequence `seq` whose subject
+/// `filter` matches; `None` past the last.
+pub async fn next_message(
+    stream: &stream::Stream,
+    seq: u64,
+    filter: &str,
+) -> Result<Option<StreamMessage>, ClusterError> {
+    let read = (stream.raw_message_builder())
+        .sequence(seq)
+        .next_by_subject(filter.to_string())
+        .send()
+        .await;
+    found(read)
+}
+
+/// The last message of `stream` on `subject`; `None` if it has none.
+pub async fn last_message(
+    stream: &stream::Stream,
+    subject: &str,
+) -> Result<Option<StreamMessage>, ClusterError> {
+    found(stream.get_last_raw_message_by_subject(subject).await)
+}
+
+/// A message read, `None` for none found, or the NATS error.
+fn found(
+    read: Result<StreamMessage, stream::LastRawMessageError>,
+) -> Result<Option<StreamMessage>, ClusterError> {
+    match read {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(nats(e)),
+    }
+}
+
 /// Every live key of a bucket and its value, read from the bucket's
 /// stream message by message (async-nats's key listing waits forever on a
 /// 2.9 server). Meant for small buckets: members, templates.
 pub async fn scan(bucket: &kv::Store) -> Result<Vec<(String, bytes::Bytes)>, ClusterError> {
-    use async_nats::jetstream::stream::RawMessageErrorKind;
     let wildcard = format!("{}>", bucket.prefix);
     let mut out = Vec::new();
     let mut seq = 1;
     loop {
-        let message = match bucket
-            .stream
-            .raw_message_builder()
-            .sequence(seq)
-            .next_by_subject(wildcard.clone())
-            .send()
-            .await
-        {
-            Ok(m) => m,
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(out),
-            Err(e) => return Err(nats(e)),
+        let Some(message) = next_message(&bucket.stream, seq, &wildcard).await? else {
+            return Ok(out);
         };
         tracing::debug!(seq, found = message.sequence, subject = %message.subject, "scan");
         seq = message.sequence + 1;

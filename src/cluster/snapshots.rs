@@ -22,7 +22,7 @@ use pushd_actors::ports::{Journal, Position};
 use serde::{Deserialize, Serialize};
 
 use super::journal::StreamJournal;
-use super::{ClusterError, Nats, nats};
+use super::{ClusterError, Nats, nats, next_message};
 use crate::store::{Error as StoreError, SledStore};
 
 /// Bytes per snapshot chunk message.
@@ -120,21 +120,11 @@ async fn blocking(
 /// The snapshot's bytes; `None` if its chunks are gone (purged after a
 /// newer one).
 async fn read_chunks(nats: &Nats, latest: &Latest) -> Result<Option<Vec<u8>>, ClusterError> {
-    use async_nats::jetstream::stream::RawMessageErrorKind;
     let mut bytes = Vec::new();
     let mut seq = latest.first_seq;
     for _ in 0..latest.chunks {
-        let chunk = nats
-            .snapshots
-            .raw_message_builder()
-            .sequence(seq)
-            .next_by_subject(latest.subject.clone())
-            .send()
-            .await;
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
-            Err(e) => return Err(nats_err(e)),
+        let Some(chunk) = next_message(&nats.snapshots, seq, &latest.subject).await? else {
+            return Ok(None);
         };
         seq = chunk.sequence + 1;
         bytes.extend_from_slice(&chunk.payload);

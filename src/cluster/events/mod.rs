@@ -24,12 +24,12 @@ mod publish;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::stream::{self, RawMessageErrorKind};
+use async_nats::jetstream::stream;
 use bytes::Bytes;
 use pushd_actors::engine::PartitionTag;
 use pushd_actors::ports::Position;
 
-use super::{ClusterError, Settings, nats};
+use super::{ClusterError, Settings, last_message, nats, next_message};
 use crate::events::ReadError;
 use cursor::Place;
 pub use publish::PartitionEvents;
@@ -148,15 +148,8 @@ impl EventStream {
         // deleted, by an erasure or the retention.
         let mut rewritten = None;
         while page.events.len() < limit {
-            let found = (self.stream.raw_message_builder())
-                .sequence(at.seq.max(1))
-                .next_by_subject(every.clone())
-                .send()
-                .await;
-            let message = match found {
-                Ok(m) => m,
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
-                Err(e) => return Err(nats(e)),
+            let Some(message) = next_message(&self.stream, at.seq.max(1), &every).await? else {
+                break;
             };
             if at.seq.max(1) < message.sequence {
                 let known = match &mut rewritten {
@@ -197,20 +190,17 @@ impl EventStream {
             .map_err(nats)?;
         let subjects: Vec<(String, usize)> = subjects.try_collect().await.map_err(nats)?;
         Ok((subjects.iter())
-            .filter_map(|(subject, _)| subject.rsplit('.').next()?.parse().ok())
+            .filter_map(|(subject, _)| rewritten_batch(subject))
             .collect())
     }
 
     /// The events a rewrite of the batch at `seq` keeps, if it was
     /// rewritten.
     async fn rewrite_of(&self, seq: u64) -> Result<Option<Vec<(usize, Bytes)>>, ClusterError> {
-        let found = (self.rewrites)
-            .get_last_raw_message_by_subject(&format!("{}.{seq}", self.rewrites_prefix))
-            .await;
-        match found {
-            Ok(m) => read_events(&m.headers, &m.payload).map(Some),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(nats(e)),
+        let subject = format!("{}.{seq}", self.rewrites_prefix);
+        match last_message(&self.rewrites, &subject).await? {
+            Some(m) => read_events(&m.headers, &m.payload).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -247,56 +237,33 @@ impl EventStream {
     async fn erase_from_rewrites(&self, customers: &[String]) -> Result<(), ClusterError> {
         let every = format!("{}.*", self.rewrites_prefix);
         let mut seq = 1;
-        loop {
-            let found = (self.rewrites.raw_message_builder())
-                .sequence(seq)
-                .next_by_subject(every.clone())
-                .send()
-                .await;
-            let message = match found {
-                Ok(m) => m,
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
-                Err(e) => return Err(nats(e)),
-            };
+        while let Some(message) = next_message(&self.rewrites, seq, &every).await? {
             seq = message.sequence + 1;
             let events = read_events(&message.headers, &message.payload)?;
             if events.iter().any(|(_, e)| batch::of_any(e, customers)) {
-                let of = message
-                    .subject
-                    .rsplit('.')
-                    .next()
-                    .and_then(|s| s.parse().ok());
-                let of = of.ok_or_else(|| {
+                let of = rewritten_batch(&message.subject).ok_or_else(|| {
                     ClusterError::Nats(format!("a rewrite on {}", message.subject))
                 })?;
                 self.rewrite(of, events, customers).await?;
             }
         }
+        Ok(())
     }
 
     /// The sequence of the last message on `subject` and its message id,
     /// if it has one.
     async fn last_message_id(&self, subject: &str) -> Result<Option<(u64, String)>, ClusterError> {
-        match self.stream.get_last_raw_message_by_subject(subject).await {
-            Ok(m) => {
-                let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string());
-                Ok(Some((m.sequence, id.unwrap_or_default())))
-            }
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(nats(e)),
-        }
+        Ok(last_message(&self.stream, subject).await?.map(|m| {
+            let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string());
+            (m.sequence, id.unwrap_or_default())
+        }))
     }
 
     /// The sequence of `subject`'s last message and the first event of the
     /// partition the stream does not hold, as that message names it.
     async fn resume(&self, subject: &str) -> Result<(u64, Resume), ClusterError> {
-        let last = self.stream.get_last_raw_message_by_subject(subject).await;
-        let message = match last {
-            Ok(m) => m,
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                return Ok((0, (0, 0)));
-            }
-            Err(e) => return Err(nats(e)),
+        let Some(message) = last_message(&self.stream, subject).await? else {
+            return Ok((0, (0, 0)));
         };
         let next = publish::resume_after(&message.headers).ok_or_else(|| {
             ClusterError::Nats(format!(
@@ -305,6 +272,11 @@ impl EventStream {
         })?;
         Ok((message.sequence, next))
     }
+}
+
+/// The sequence of the batch a rewrite's subject names (its last token).
+fn rewritten_batch(subject: &str) -> Option<u64> {
+    subject.rsplit('.').next()?.parse().ok()
 }
 
 /// A message's events, or why they cannot be read.

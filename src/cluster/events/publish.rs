@@ -12,15 +12,14 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
 use pushd_actors::engine::PartitionTag;
 use pushd_actors::ports::{Change, Clock, Entry, Journal, Position};
 
 use super::batch::{self, FORMAT, FORMAT_HEADER};
 use super::{EventStream, NEXT_HEADER, PLACE_HEADER, RECORD_HEADER, Resume};
-use crate::cluster::ClusterError;
 use crate::cluster::journal::StreamJournal;
+use crate::cluster::{ClusterError, next_message};
 use crate::events::record;
 use crate::store::ChangeSink;
 
@@ -156,7 +155,7 @@ impl PartitionEvents {
 
     /// Publishes the events of `records` the stream does not hold yet.
     async fn publish(&self, records: &[Waiting]) -> Result<(), String> {
-        let last_seq = self.last_seq().await?;
+        let mut last_seq = self.last_seq().await?;
         let next = self.published().next;
         let pending = records.iter().flat_map(|w| match w {
             Waiting::Events(position, events) => (events.iter().enumerate())
@@ -166,7 +165,6 @@ impl PartitionEvents {
         });
         let mut chunk: Vec<Bytes> = Vec::new();
         let (mut first, mut after, mut bytes) = (next, next, 0);
-        let mut last_seq = last_seq;
         for (place, event) in pending.filter(|(place, _)| *place >= next) {
             if chunk.len() == MAX_EVENTS || (!chunk.is_empty() && bytes + event.len() > MAX_BYTES) {
                 last_seq = self.send(last_seq, first, after, &chunk).await?;
@@ -270,17 +268,9 @@ impl PartitionEvents {
     async fn erase(&self, position: Position, customers: &[String]) -> Result<(), String> {
         let stream = &self.stream;
         let mut seq = 1;
-        loop {
-            let found = (stream.stream.raw_message_builder())
-                .sequence(seq)
-                .next_by_subject(self.subject.clone())
-                .send()
-                .await;
-            let message = match found {
-                Ok(m) => m,
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
-                Err(e) => return Err(e.to_string()),
-            };
+        while let Some(message) =
+            (next_message(&stream.stream, seq, &self.subject).await).map_err(|e| e.to_string())?
+        {
             seq = message.sequence + 1;
             let events =
                 batch::events(&message.headers, &message.payload).map_err(|e| e.to_string())?;
