@@ -49,7 +49,7 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
-    /// The delivery event log could not be opened.
+    /// The delivery event log could not be opened, or not written on start.
     #[error("event log in {path}: {source}")]
     Events {
         /// Its directory.
@@ -137,6 +137,14 @@ pub async fn serve_with(
         config.engine.shard_count(),
     ));
     let recovery = registry.recover()?;
+    // The replayed records' events are in the log before the API answers,
+    // so the feed and the webhooks hold every change the journal held.
+    events
+        .persist(recovery.replayed.last)
+        .map_err(|source| ServeError::Events {
+            path: events.dir().display().to_string(),
+            source,
+        })?;
     registry.start_releases();
     tracing::info!(
         covered = recovery.replayed.covered,

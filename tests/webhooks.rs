@@ -453,6 +453,52 @@ async fn queued_events_survive_a_sigkill_and_arrive_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_a_crash_kept_from_the_log_is_in_the_feed_once_the_api_answers() {
+    if !support::strace_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fakes = fakes(dir.path(), FaultMix::default()).await;
+    let d = Daemon::start(&data, &fakes.env());
+    d.customer("c0", json!({}), &[(&ios_token(0), "ios")]).await;
+    d.message("promo", "spring", "Hi").await;
+    // The event log's writes are held: the delivery's `sent` is durable in
+    // the journal, its event is not in the log when the daemon is killed.
+    let (strace, traced) = support::Strace::attach_thread(
+        d.pid(),
+        "pushd-events",
+        &[
+            "-e",
+            "trace=pwrite64",
+            "-e",
+            "inject=pwrite64:delay_enter=30000000",
+        ],
+    );
+    let id = d.send("promo", &["c0"]).await.remove(0);
+    assert_eq!(d.settled(&id).await["status"], "sent");
+    let _traced = support::entered(traced, "pwrite64(").await;
+    // Killed while held (a SIGKILL skips the held call), then reaped once
+    // strace lets go of it.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &d.pid().to_string()])
+        .status();
+    assert!(killed.unwrap().success());
+    drop(strace);
+    d.kill();
+
+    let d = Daemon::start(&data, &fakes.env());
+    let events = feed(&d, 100).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["delivery_id"] == id.as_str() && e["event"] == "sent"),
+        "the replay recorded the event before the API answered: {events:?}"
+    );
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_pages_every_event_once_while_events_are_written() {
     let dir = tempfile::tempdir().unwrap();
     let fakes = fakes(dir.path(), FaultMix::default()).await;
