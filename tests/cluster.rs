@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use pushd::sim::FaultMix;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::{Daemon, SDK_KEY, android_token, cluster, fakes, ios_token};
+use support::{Daemon, SDK_KEY, android_token, cluster, fakes, ios_token, signal};
 
 /// Held by each test: two cores run one cluster well, not several.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -182,14 +182,6 @@ async fn put(node: &Daemon, path: &str, body: Value) {
         }
     }
     panic!("PUT {path} kept answering 503");
-}
-
-fn signal(pid: u32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig} {pid}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,7 +115,8 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         let moment = Duration::from_millis(rng.gen_range(150..600));
         tokio::time::sleep(moment).await;
         println!("round {round}: SIGKILL after {moment:?}");
-        libc_kill(d.pid());
+        // By pid: the Daemon is shared with the load tasks.
+        support::signal(d.pid(), "-KILL");
         for w in workers {
             w.await.unwrap();
         }
@@ -195,15 +196,6 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         all.len(),
         duplicates
     );
-}
-
-/// SIGKILL by pid (the Daemon is shared with the load tasks).
-fn libc_kill(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 const SCHEDULED: usize = 10_000;

@@ -480,10 +480,7 @@ async fn an_event_a_crash_kept_from_the_log_is_in_the_feed_once_the_api_answers(
     let _traced = support::entered(traced, "pwrite64(").await;
     // Killed while held (a SIGKILL skips the held call), then reaped once
     // strace lets go of it.
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &d.pid().to_string()])
-        .status();
-    assert!(killed.unwrap().success());
+    support::signal(d.pid(), "-KILL");
     drop(strace);
     d.kill();
 
@@ -715,11 +712,7 @@ async fn sigkill_under_load_loses_no_event_and_records_none_twice() {
         };
         let moment = Duration::from_millis(rand::Rng::gen_range(&mut rng, 100..400));
         tokio::time::sleep(moment).await;
-        let pid = shared.pid();
-        std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .unwrap();
+        support::signal(shared.pid(), "-KILL");
         load.await.unwrap();
         drop(shared);
         d = Daemon::start(&data, &fakes.env());

@@ -330,6 +330,17 @@ impl Drop for Daemon {
     }
 }
 
+/// Sends signal `sig` (`-KILL`, `-STOP`, ...) to process `pid`, by `kill`:
+/// a daemon shared with other tasks, or one a tracer holds, is signalled
+/// without being reaped.
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
 /// Whether `strace` can be run; says so when not (a test that needs it is
 /// then skipped; CI installs it).
 pub fn strace_installed() -> bool {

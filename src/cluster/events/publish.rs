@@ -212,12 +212,8 @@ impl PartitionEvents {
             "{}-{}.{}-{}.{}",
             self.subject, first.0, first.1, after.0, after.1
         );
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.as_str());
-        headers.insert(FORMAT_HEADER, FORMAT.to_string().as_str());
-        headers.insert(NEXT_HEADER, format!("{}/{}", after.0, after.1).as_str());
         let seq = self
-            .publish_after(last_seq, &id, headers, batch::body(events))
+            .publish_after(last_seq, &id, after, batch::body(events))
             .await?;
         let mut published = self.published();
         published.last_seq = Some(seq);
@@ -226,16 +222,21 @@ impl PartitionEvents {
         Ok(seq)
     }
 
-    /// Publishes a message on the subject expecting `last_seq` as its last
-    /// sequence; answers its sequence. A copy already stored (an earlier
-    /// try whose answer was lost) counts as this one.
+    /// Publishes a message of id `id` on the subject, naming `after` as
+    /// where the partition's events go on, and expecting `last_seq` as the
+    /// subject's last sequence; answers its sequence. A copy already stored
+    /// (an earlier try whose answer was lost) counts as this one.
     async fn publish_after(
         &self,
         last_seq: u64,
         id: &str,
-        mut headers: HeaderMap,
+        after: Resume,
         body: Bytes,
     ) -> Result<u64, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        headers.insert(FORMAT_HEADER, FORMAT.to_string().as_str());
+        headers.insert(NEXT_HEADER, format!("{}/{}", after.0, after.1).as_str());
         headers.insert("Nats-Expected-Last-Subject-Sequence", last_seq.to_string());
         let sent = async {
             (self.stream.js)
@@ -291,18 +292,13 @@ impl PartitionEvents {
             .await
             .map_err(|e| e.to_string())?;
         // The subject's last batch may be gone: expect what is last now.
-        let last_seq = match stream.last_message_id(&self.subject).await {
-            Ok(found) => found.map_or(0, |(seq, _)| seq),
-            Err(e) => return Err(e.to_string()),
-        };
+        let last_seq = (stream.last_message_id(&self.subject).await)
+            .map_err(|e| e.to_string())?
+            .map_or(0, |(seq, _)| seq);
         let after = (position + 1, 0);
         let id = format!("{}-erased-{position}", self.subject);
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.as_str());
-        headers.insert(FORMAT_HEADER, FORMAT.to_string().as_str());
-        headers.insert(NEXT_HEADER, format!("{}/{}", after.0, after.1).as_str());
         let seq = self
-            .publish_after(last_seq, &id, headers, Bytes::new())
+            .publish_after(last_seq, &id, after, Bytes::new())
             .await?;
         let mut published = self.published();
         published.last_seq = Some(seq);
