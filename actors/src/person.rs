@@ -1,15 +1,19 @@
 //! `PersonActor`: one per customer, the single writer of that customer's
 //! state and the supervisor of its device sends.
 //!
-//! It holds the customer, its devices and its unsettled deliveries. Every
-//! change is written through [`EngineCtx::write`] (journal, then store) before
-//! the actor's own state moves, and a request's answer is an [`Ack`] that
-//! holds once the change is durable. It spawns one [`DeviceSendActor`] per
-//! device once the delivery is durable, folds their outcomes and the app's
-//! reports into each delivery's status machine, and stops after an idle time
-//! (its state lives in the store; the next request loads it again, resuming
-//! any unsettled send), or as soon as it has written its customer's
-//! erasure.
+//! It holds the customer, its devices and its unsettled deliveries, each as
+//! a cache of the store: while a delivery's sends wait for room at the
+//! provider it holds neither that delivery nor the customer's record, nor
+//! an idle timer, so a campaign's customers waiting in line cost little
+//! more than their place in it (the first send given room reads the
+//! delivery back). Every change is written through [`EngineCtx::write`]
+//! (journal, then store) before the actor's own state moves, and a
+//! request's answer is an [`Ack`] that holds once the change is durable. It
+//! spawns one [`DeviceSendActor`] per device once the delivery is durable,
+//! folds their outcomes and the app's reports into each delivery's status
+//! machine, and stops after an idle time (its state lives in the store; the
+//! next request loads it again, resuming any unsettled send), or as soon as
+//! it has written its customer's erasure.
 
 use std::sync::Arc;
 
@@ -45,13 +49,25 @@ pub struct PersonActor {
     id: String,
     ctx: Arc<EngineCtx>,
     departures: Departures,
+    /// The customer's record, once read (`None`: it does not exist). It is
+    /// read when a request first needs it and let go once a delivery's
+    /// sends start: a customer waiting only for outcomes holds no copy of
+    /// its record, which the store keeps (every change this actor makes is
+    /// applied there before it is kept here).
     customer: Option<Customer>,
-    /// Deliveries whose send is not settled: the ones device outcomes come
-    /// back for (a cache of the store, which always holds them too).
+    /// Whether `customer` was read since it was last let go.
+    customer_read: bool,
+    /// Deliveries whose send is not settled and has a device given room
+    /// at the provider: the ones device outcomes come back for (a cache of
+    /// the store, which always holds them too).
     unsettled: Unsettled,
     /// Device sends running, plus deliveries waiting to be durable before
     /// their sends start.
     inflight: usize,
+    /// Whether an idle check is waiting: none waits while sends are in
+    /// flight (the actor cannot stop then), so a campaign's customers
+    /// waiting minutes for room hold no timer.
+    idle_check: bool,
     last_active_ms: i64,
     /// The position of this customer's last delivery record, or of the
     /// engine's last record when the actor started (an earlier actor of the
@@ -70,16 +86,18 @@ impl PersonActor {
             ctx,
             departures,
             customer: None,
+            customer_read: false,
             unsettled: Unsettled::default(),
             inflight: 0,
+            idle_check: false,
             last_active_ms: now,
             written,
         }
     }
 
     fn load(&mut self, ctx: &mut Context<Self>) -> Result<(), EngineError> {
+        self.read_customer()?;
         let store = &self.ctx.ports.store;
-        self.customer = store.customer(&self.id)?;
         // Held ones are on the engine's schedule (see `Registry::recover`).
         for stored in store.unsettled_deliveries(&self.id)? {
             // At-least-once: a device whose outcome was not recorded may
@@ -103,6 +121,27 @@ impl PersonActor {
     /// Marks activity (the idle timer runs from the last request).
     fn touch(&mut self) {
         self.last_active_ms = self.ctx.ports.clock.now_ms();
+    }
+
+    /// Reads the customer's record from the store unless it is held.
+    fn read_customer(&mut self) -> Result<(), EngineError> {
+        if !self.customer_read {
+            self.customer = self.ctx.ports.store.customer(&self.id)?;
+            self.customer_read = true;
+        }
+        Ok(())
+    }
+
+    /// Keeps `customer` as the record, now written.
+    fn keep_customer(&mut self, customer: Option<Customer>) {
+        self.customer = customer;
+        self.customer_read = true;
+    }
+
+    /// Lets the customer's record go until a request needs it again.
+    fn forget_customer(&mut self) {
+        self.customer = None;
+        self.customer_read = false;
     }
 
     /// Starts one [`DeviceSendActor`] per device, each once the provider has
@@ -131,22 +170,33 @@ impl PersonActor {
                     Some(push) => {
                         DeviceSendActor::start(act.ctx.clone(), ctx.address(), push, index, slot)
                     }
-                    None => act.inflight -= 1,
+                    None => act.ended_one(ctx),
                 }
             }));
         }
+        // Until there is room, nothing needs the delivery or the customer:
+        // the store holds both, and the first send given room reads the
+        // delivery back (see `push_of`).
+        self.unsettled.remove(id);
+        self.forget_customer();
     }
 
     /// The push of device `index` of delivery `id`, as it was reserved: from
-    /// the delivery in flight, or (settled meanwhile by the app's reports)
-    /// from the store.
-    fn push_of(&self, id: &Arc<str>, index: usize) -> Option<Push> {
+    /// the delivery in memory, or from the store, whence an unsettled one is
+    /// kept in memory again for its outcomes.
+    fn push_of(&mut self, id: &Arc<str>, index: usize) -> Option<Push> {
         let push = |d: &Delivery| Some(plan::push(id, d.sends.get(index)?, d.content.as_ref()?));
         if let Some(d) = self.unsettled.get(id) {
             return push(d);
         }
         match self.delivery(id) {
-            Ok(d) => push(&d),
+            Ok(d) => {
+                let made = push(&d);
+                if !d.state.settled() {
+                    self.unsettled.insert(d);
+                }
+                made
+            }
             Err(e) => {
                 tracing::error!(delivery = %id, error = %e, "a reserved send's delivery is gone");
                 None
@@ -169,6 +219,9 @@ impl PersonActor {
         rules: &SendRules,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Answer<String>> {
+        if let Err(e) = self.read_customer() {
+            return Box::pin(fut::ready(Err(e)));
+        }
         if !plan::precheck(&mut delivery, self.customer.as_ref()) {
             return Box::pin(fut::ready(self.launch(before, delivery, ctx)));
         }
@@ -218,13 +271,15 @@ impl PersonActor {
             let durable = self.ctx.durable(position);
             let started = id.clone();
             ctx.spawn(durable.into_actor(self).map(move |res, act, ctx| {
-                act.inflight -= 1;
                 match res {
                     Ok(()) => act.spawn_sends(&started, pending, ctx),
                     Err(e) => {
                         tracing::error!(delivery = %started, error = %e, "not durable; not sent")
                     }
                 }
+                // After the sends start, so the count never passes zero
+                // between the wait and its sends.
+                act.ended_one(ctx);
             }));
         }
         Ok(Ack {
@@ -281,7 +336,7 @@ impl PersonActor {
             None => self.unsettled.remove(&id),
         }
         if customer.is_some() {
-            self.customer = customer;
+            self.keep_customer(customer);
         }
         Ok(position)
     }
@@ -291,26 +346,43 @@ impl PersonActor {
         let ack = self
             .ctx
             .acknowledge(vec![Change::of(Entry::Customer(customer.clone()))], ())?;
-        self.customer = Some(customer);
+        self.keep_customer(Some(customer));
         Ok(ack)
     }
 
-    fn schedule_idle_check(&self, ctx: &mut Context<Self>) {
+    /// Waits `idle_timeout`, then stops the actor if it was idle that long
+    /// with nothing in flight; checks again later if it was not idle, and
+    /// when its last send ends if sends are in flight.
+    fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
+        self.idle_check = true;
         let wait = self.ctx.ports.clock.sleep(self.ctx.config.idle_timeout);
         ctx.spawn(wait.into_actor(self).map(|(), act, ctx| {
+            act.idle_check = false;
             let idle_ms = act.ctx.ports.clock.now_ms() - act.last_active_ms;
             let timeout = act.ctx.config.idle_timeout.as_millis() as i64;
-            if act.inflight == 0 && idle_ms >= timeout {
-                tracing::debug!(customer = %act.id, "idle; stopping");
-                ctx.stop();
-            } else {
-                act.schedule_idle_check(ctx);
+            match act.inflight {
+                0 if idle_ms >= timeout => {
+                    tracing::debug!(customer = %act.id, "idle; stopping");
+                    ctx.stop();
+                }
+                0 => act.schedule_idle_check(ctx),
+                _ => {}
             }
         }));
     }
 
+    /// One send (or wait for durability) ended: the last one to end
+    /// starts the idle check again if none waits.
+    fn ended_one(&mut self, ctx: &mut Context<Self>) {
+        self.inflight -= 1;
+        if self.inflight == 0 && !self.idle_check {
+            self.schedule_idle_check(ctx);
+        }
+    }
+
     /// The customer, or `NotFound`.
-    fn existing(&self) -> Result<&Customer, EngineError> {
+    fn existing(&mut self) -> Result<&Customer, EngineError> {
+        self.read_customer()?;
         self.customer
             .as_ref()
             .ok_or(EngineError::NotFound("customer"))
@@ -362,6 +434,7 @@ impl Handler<PutCustomer> for PersonActor {
 
     fn handle(&mut self, msg: PutCustomer, _: &mut Context<Self>) -> Answer<()> {
         self.touch();
+        self.read_customer()?;
         let devices = self
             .customer
             .as_ref()
@@ -381,6 +454,7 @@ impl Handler<MergeCustomer> for PersonActor {
 
     fn handle(&mut self, msg: MergeCustomer, _: &mut Context<Self>) -> Answer<bool> {
         self.touch();
+        self.read_customer()?;
         let before = match self.customer.clone() {
             Some(c) => c,
             None if msg.create => Customer {
@@ -400,7 +474,7 @@ impl Handler<MergeCustomer> for PersonActor {
         };
         let ack =
             (self.ctx).acknowledge(vec![Change::of(Entry::Customer(customer.clone()))], true)?;
-        self.customer = Some(customer);
+        self.keep_customer(Some(customer));
         Ok(ack)
     }
 }
@@ -433,6 +507,7 @@ impl Handler<GetCustomer> for PersonActor {
 
     fn handle(&mut self, _: GetCustomer, _: &mut Context<Self>) -> Self::Result {
         self.touch();
+        self.read_customer()?;
         Ok(self.customer.clone())
     }
 }
@@ -445,7 +520,7 @@ impl Handler<DeleteCustomer> for PersonActor {
         self.existing()?;
         let change = Change::of(Entry::CustomerDeleted(self.id.clone()));
         let ack = self.ctx.acknowledge(vec![change], ())?;
-        self.customer = None;
+        self.keep_customer(None);
         Ok(ack)
     }
 }
@@ -568,9 +643,9 @@ impl Handler<RetryDelivery> for PersonActor {
 impl Handler<DeviceOutcome> for PersonActor {
     type Result = ();
 
-    fn handle(&mut self, msg: DeviceOutcome, _: &mut Context<Self>) {
-        self.inflight -= 1;
+    fn handle(&mut self, msg: DeviceOutcome, ctx: &mut Context<Self>) {
         self.touch();
+        self.ended_one(ctx);
         // A device report may have settled the delivery before its provider
         // outcome came back: then it is read from the store.
         let before = match self.delivery(&msg.delivery_id) {
@@ -609,7 +684,11 @@ impl Handler<DeviceOutcome> for PersonActor {
 impl PersonActor {
     /// The customer with device `token` suppressed (or not), if that changes
     /// anything.
-    fn with_suppression(&self, token: &str, suppressed: bool) -> Option<Customer> {
+    fn with_suppression(&mut self, token: &str, suppressed: bool) -> Option<Customer> {
+        if let Err(e) = self.read_customer() {
+            tracing::error!(customer = %self.id, error = %e, "cannot read the customer to (un)suppress a device");
+            return None;
+        }
         let mut customer = self.customer.clone()?;
         let device = customer.devices.iter_mut().find(|d| d.id == token)?;
         if device.suppressed == suppressed {

@@ -310,6 +310,33 @@ async fn bounce_suppresses_the_token_and_the_next_send_skips_it() {
 }
 
 #[actix::test]
+async fn a_bounce_while_the_customer_changed_suppresses_the_token_in_its_current_record() {
+    // The actor lets the customer's record go once a delivery's sends
+    // start; what it reads back must be every change made since.
+    let h = Harness::new();
+    customer(&h, "c1", &[("old", Platform::Ios, 1)]).await;
+    h.provider
+        .script("old", [Answer::Transient, Answer::Bounce]);
+    let id = send(&h, "c1", Audience::AllDevices).await;
+    wait_for(&h.provider.called, || h.provider.calls_to("old") >= 1).await;
+    // While the send waits to try again, the person gets a new phone and
+    // a new name.
+    customer(&h, "c1", &[("new", Platform::Android, 2)]).await;
+    let merge = MergeCustomer {
+        attributes: attrs(json!({"first_name": "Grace"})),
+        unsubscribed: None,
+        create: false,
+    };
+    h.registry.request("c1", merge).await.unwrap();
+    drive_retries(&h, "old", 2).await;
+    assert_eq!(settled(&h, &id).await, MessageStatus::Bounced);
+    let c = h.store.state.lock().unwrap().customers["c1"].clone();
+    let devices: Vec<(&str, bool)> = c.devices.iter().map(|d| (&*d.id, d.suppressed)).collect();
+    assert_eq!(devices, [("old", true), ("new", false)]);
+    assert_eq!(c.attributes.to_map()["first_name"], json!("Grace"));
+}
+
+#[actix::test]
 async fn last_device_picks_the_greatest_last_used() {
     let h = Harness::new();
     customer(

@@ -28,6 +28,9 @@ impl PersonActor {
         rules: SendRules,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Answer<String>> {
+        if let Err(e) = self.read_customer() {
+            return Box::pin(fut::ready(Err(e)));
+        }
         let now_ms = self.ctx.ports.clock.now_ms();
         match schedule::resolve(time, self.customer.as_ref(), now_ms) {
             Resolved::Skip(schedule) => {
@@ -77,8 +80,8 @@ impl PersonActor {
         self.inflight += 1;
         let durable = self.ctx.durable(position);
         let held = id.clone();
-        ctx.spawn(durable.into_actor(self).map(move |res, act, _| {
-            act.inflight -= 1;
+        ctx.spawn(durable.into_actor(self).map(move |res, act, ctx| {
+            act.ended_one(ctx);
             match res {
                 Ok(()) => act.ctx.held.hold(due, &held, &act.id, &message),
                 Err(e) => tracing::error!(delivery = %held, error = %e, "not durable; not held"),
