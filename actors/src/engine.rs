@@ -186,7 +186,7 @@ impl EngineCtx {
     /// is durable once [`EngineCtx::durable`] of it resolves.
     pub fn write(&self, changes: Vec<Change>) -> Result<Position, EngineError> {
         let _order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
-        let position = self.ports.journal.append(&changes)?;
+        let position = crate::turn::append(&self.ports.journal, &changes)?;
         self.ports.store.apply(position, changes);
         self.last.store(position, Ordering::Release);
         Ok(position)

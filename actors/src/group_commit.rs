@@ -190,6 +190,26 @@ impl GroupCommit {
         &self,
         encode: impl FnOnce(Position, &mut Vec<u8>) -> Result<(), String>,
     ) -> Result<Position, JournalError> {
+        self.push(encode, true)
+    }
+
+    /// [`GroupCommit::append`], leaving a sleeping writer asleep: for a
+    /// caller that appends several records in one turn of its thread and
+    /// then calls [`GroupCommit::wake_writer`] once, so they go out as one
+    /// group and the writer is woken once, not once a record.
+    pub fn append_in_turn(
+        &self,
+        encode: impl FnOnce(Position, &mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<Position, JournalError> {
+        self.push(encode, false)
+    }
+
+    /// Appends one record, waking a sleeping writer if `wake`.
+    fn push(
+        &self,
+        encode: impl FnOnce(Position, &mut Vec<u8>) -> Result<(), String>,
+        wake: bool,
+    ) -> Result<Position, JournalError> {
         let mut state = self.lock();
         if let Some(refused) = state.refusal() {
             return Err(refused);
@@ -204,7 +224,7 @@ impl GroupCommit {
         state.ends.push(end);
         state.last = position;
         self.queued.store(end, std::sync::atomic::Ordering::Relaxed);
-        let idle = state.idle.take();
+        let idle = if wake { state.idle.take() } else { None };
         drop(state);
         if let Some(sleep) = idle {
             self.wake(sleep);
@@ -240,6 +260,13 @@ impl GroupCommit {
             }
             if let Some(why) = &state.failed {
                 return Err(JournalError(why.clone()));
+            }
+            // A record appended in a turn not yet ended must not wait for
+            // that turn: this thread may be the one to end it.
+            if !state.ends.is_empty()
+                && let Some(sleep) = state.idle.take()
+            {
+                self.wake(sleep);
             }
             state.blocked += 1;
             state = self

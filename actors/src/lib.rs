@@ -27,3 +27,4 @@ pub mod status;
 pub mod tally;
 pub mod thread_name;
 pub mod transition;
+pub mod turn;

@@ -294,6 +294,16 @@ impl PersonActor {
         self.delivery_seen(id, None)
     }
 
+    /// [`PersonActor::delivery`], taken out of memory if unsettled rather
+    /// than copied, to be changed and [saved](PersonActor::save) (which
+    /// keeps it again if still unsettled; the store holds it meanwhile).
+    fn take_delivery(&mut self, id: &str) -> Result<Delivery, EngineError> {
+        match self.unsettled.remove(id) {
+            Some(d) => Ok(d),
+            None => self.delivery(id),
+        }
+    }
+
     /// [`PersonActor::delivery`], taking `seen` (what a caller read) instead
     /// of the store's when this actor wrote no record after it was read.
     fn delivery_seen(
@@ -333,7 +343,9 @@ impl PersonActor {
         self.written = position;
         match unsettled {
             Some(delivery) => self.unsettled.insert(delivery),
-            None => self.unsettled.remove(&id),
+            None => {
+                self.unsettled.remove(&id);
+            }
         }
         if customer.is_some() {
             self.keep_customer(customer);
@@ -648,7 +660,7 @@ impl Handler<DeviceOutcome> for PersonActor {
         self.ended_one(ctx);
         // A device report may have settled the delivery before its provider
         // outcome came back: then it is read from the store.
-        let before = match self.delivery(&msg.delivery_id) {
+        let before = match self.take_delivery(&msg.delivery_id) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(delivery = %msg.delivery_id, error = %e, "outcome for an unknown delivery");

@@ -259,6 +259,15 @@ pub trait Journal: Send + Sync + 'static {
     /// position. Records keep the order of their appends. Nothing is durable
     /// yet: see [`Journal::durable`].
     fn append(&self, changes: &[Change]) -> Result<Position, JournalError>;
+    /// [`Journal::append`] from a thread that appends several records in
+    /// one turn and then calls [`Journal::end_turn`] once: the journal may
+    /// hold the records until then, to make them durable as one group.
+    fn append_in_turn(&self, changes: &[Change]) -> Result<Position, JournalError> {
+        self.append(changes)
+    }
+    /// Ends a turn of [`Journal::append_in_turn`]: what it appended goes
+    /// out now.
+    fn end_turn(&self) {}
     /// Resolves once every record up to `position` is durable.
     fn durable(&self, position: Position) -> BoxFuture<Result<(), JournalError>>;
     /// Calls `apply` with every intact record after `after`, in order, and

@@ -54,7 +54,10 @@ impl Shards {
         let arbiters = (0..count.max(1))
             .map(|n| {
                 let arbiter = Arbiter::new();
-                arbiter.spawn_fn(move || crate::thread_name::set(&format!("pushd-actor-{n}")));
+                arbiter.spawn_fn(move || {
+                    crate::thread_name::set(&format!("pushd-actor-{n}"));
+                    crate::turn::mark_actor_thread();
+                });
                 arbiter
             })
             .collect();

@@ -133,6 +133,9 @@ fn main() -> Res<()> {
         };
         return runtime.block_on(latency_only(campaign.unwrap_or(LATENCY_CAMPAIGN), lane));
     }
+    if args.iter().any(|a| a == "--memory") {
+        return runtime.block_on(memory_only(&sizes));
+    }
     let scheduled = !args.iter().any(|a| a == "--no-scheduled");
     runtime.block_on(run(sizes, profile.then_some(graph), webhook, scheduled))
 }
@@ -305,6 +308,22 @@ async fn scheduled_only(n: usize) -> Res<()> {
         "scheduled_deliveries": held.deliveries,
         "bytes_per_scheduled_delivery": held.bytes_per_delivery,
         "scheduled_release_s": held.release_s,
+    });
+    println!("{figures}");
+    Ok(())
+}
+
+/// `--memory`: phases 3 and 4 alone; prints their figures.
+async fn memory_only(sizes: &Sizes) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let (memory, recovery) = memory_and_recovery(sizes, dir.path()).await?;
+    let figures = serde_json::json!({
+        "bytes_per_idle_customer": memory.per_idle_customer(),
+        "bytes_per_inflight_delivery": memory.per_inflight_delivery(),
+        "held_pushes": memory.held_pushes,
+        "recovery_s": recovery.recovery_s,
+        "lost": recovery.lost,
+        "duplicates": recovery.duplicates,
     });
     println!("{figures}");
     Ok(())

@@ -211,19 +211,39 @@ impl Drop for FileJournal {
     }
 }
 
-impl Journal for FileJournal {
-    fn append(&self, changes: &[Change]) -> Result<Position, JournalError> {
-        let position = self
-            .shared
-            .commit
-            .append(|position, buf| frame::encode(buf, position, changes))?;
+impl FileJournal {
+    /// Notes an erasure among `changes`, appended at `position`.
+    fn note_erasure(&self, position: Position, changes: &[Change]) {
         if changes
             .iter()
             .any(|c| matches!(c.entry, Entry::CustomerErased(_)))
         {
             self.shared.erased.fetch_max(position, Ordering::AcqRel);
         }
+    }
+}
+
+impl Journal for FileJournal {
+    fn append(&self, changes: &[Change]) -> Result<Position, JournalError> {
+        let position = self
+            .shared
+            .commit
+            .append(|position, buf| frame::encode(buf, position, changes))?;
+        self.note_erasure(position, changes);
         Ok(position)
+    }
+
+    fn append_in_turn(&self, changes: &[Change]) -> Result<Position, JournalError> {
+        let position = self
+            .shared
+            .commit
+            .append_in_turn(|position, buf| frame::encode(buf, position, changes))?;
+        self.note_erasure(position, changes);
+        Ok(position)
+    }
+
+    fn end_turn(&self) {
+        self.shared.commit.wake_writer();
     }
 
     fn durable(&self, position: Position) -> BoxFuture<Result<(), JournalError>> {

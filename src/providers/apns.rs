@@ -1,6 +1,7 @@
 //! APNs provider API client: HTTP/2 with token (ES256 JWT) authentication,
 //! to the production or the sandbox endpoint as the device's token requires.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,6 @@ use pushd_actors::model::{Environment, Platform, PushKind, PushPriority};
 use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
 use pushd_actors::status::FailureReason;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::h2::{Endpoint, Reserved};
 use super::http::{check_size, endpoint, invalid_request, resend, retry_after, transport_error};
@@ -236,61 +236,94 @@ fn expiration(ttl_seconds: Option<u32>) -> String {
 /// The payload of `push` as JSON text, refused (`payload_too_large`) when
 /// larger than APNs accepts.
 fn encoded(push: &Push) -> Result<String, ProviderError> {
-    let text = payload(push).to_string();
+    let text = serde_json::to_string(&payload(push)).expect("an APNs payload always serializes");
     check_size("APNs", text.len(), APNS_MAX_PAYLOAD)?;
     Ok(text)
 }
 
-/// The APNs JSON payload: `aps`, and at the top level the push data, the
-/// deep link, the image URL and the delivery keys (which no data key can
-/// replace). A background push's `aps` holds only `content-available`.
-fn payload(push: &Push) -> Value {
+/// A value at the payload's top level.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Field<'a> {
+    Text(&'a str),
+    Aps(Aps<'a>),
+}
+
+/// `aps`, borrowed from the push: written straight to text, with no JSON
+/// tree copied from it first, since every push is encoded on the engine's
+/// thread. Fields are declared in the order of their names, the order
+/// APNs has always been sent them in.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Aps<'a> {
+    Background {
+        #[serde(rename = "content-available")]
+        content_available: u8,
+    },
+    Alert {
+        alert: Alert<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        badge: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        category: Option<&'a str>,
+        #[serde(rename = "interruption-level", skip_serializing_if = "Option::is_none")]
+        interruption_level: Option<&'static str>,
+        /// Lets the app's notification service extension fetch the image.
+        #[serde(rename = "mutable-content", skip_serializing_if = "Option::is_none")]
+        mutable_content: Option<u8>,
+        #[serde(rename = "relevance-score", skip_serializing_if = "Option::is_none")]
+        relevance_score: Option<f64>,
+        sound: &'a str,
+        #[serde(rename = "thread-id", skip_serializing_if = "Option::is_none")]
+        thread_id: Option<&'a str>,
+    },
+}
+
+/// `aps.alert`: what an alert shows.
+#[derive(Serialize)]
+struct Alert<'a> {
+    body: &'a str,
+    title: &'a str,
+}
+
+/// The APNs JSON payload, its keys in order: `aps`, and at the top level
+/// the push data, the deep link, the image URL and the delivery keys
+/// (which no data key can replace). A background push's `aps` holds only
+/// `content-available`.
+fn payload(push: &Push) -> BTreeMap<&str, Field<'_>> {
     let content = &push.content;
     let options = &content.options;
-    let mut body = serde_json::Map::new();
-    for (key, value) in &options.data {
-        body.insert(key.clone(), Value::String(value.clone()));
-    }
+    let mut body: BTreeMap<&str, Field> = (options.data.iter())
+        .map(|(key, value)| (key.as_str(), Field::Text(value)))
+        .collect();
     let aps = match options.kind {
-        PushKind::Background => json!({"content-available": 1}),
-        PushKind::Alert => {
-            let mut aps = json!({
-                "alert": {"title": content.title, "body": content.body},
-                "sound": options.sound.as_deref().unwrap_or("default"),
-            });
-            let optional = [
-                ("badge", options.badge.map(Value::from)),
-                ("category", options.category.clone().map(Value::from)),
-                ("thread-id", options.thread_id.clone().map(Value::from)),
-                (
-                    "interruption-level",
-                    options.interruption_level.map(|l| Value::from(l.as_str())),
-                ),
-                ("relevance-score", options.relevance_score.map(Value::from)),
-                // Lets the app's notification service extension fetch the image.
-                (
-                    "mutable-content",
-                    options.image_url.as_ref().map(|_| json!(1)),
-                ),
-            ];
-            for (key, value) in optional {
-                if let Some(value) = value {
-                    aps[key] = value;
-                }
-            }
-            aps
-        }
+        PushKind::Background => Aps::Background {
+            content_available: 1,
+        },
+        PushKind::Alert => Aps::Alert {
+            alert: Alert {
+                body: &content.body,
+                title: &content.title,
+            },
+            badge: options.badge,
+            category: options.category.as_deref(),
+            interruption_level: options.interruption_level.map(|l| l.as_str()),
+            mutable_content: options.image_url.as_ref().map(|_| 1),
+            relevance_score: options.relevance_score,
+            sound: options.sound.as_deref().unwrap_or("default"),
+            thread_id: options.thread_id.as_deref(),
+        },
     };
-    body.insert("aps".into(), aps);
+    body.insert("aps", Field::Aps(aps));
     if let Some(link) = &content.deep_link {
-        body.insert("deep_link".into(), Value::String(link.clone()));
+        body.insert("deep_link", Field::Text(link));
     }
     if let Some(url) = &options.image_url {
-        body.insert("image_url".into(), Value::String(url.clone()));
+        body.insert("image_url", Field::Text(url));
     }
-    body.insert("CIO-Delivery-ID".into(), json!(push.delivery_id));
-    body.insert("CIO-Delivery-Token".into(), json!(push.token));
-    Value::Object(body)
+    body.insert("CIO-Delivery-ID", Field::Text(&push.delivery_id));
+    body.insert("CIO-Delivery-Token", Field::Text(&push.token));
+    body
 }
 
 /// Maps an APNs error answer: a token Apple does not know for this topic

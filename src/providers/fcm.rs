@@ -5,6 +5,7 @@
 //! `http://` included, so that tests and the demo can use a local fake token
 //! endpoint, and it shares our HTTP/2 client settings.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,6 @@ use pushd_actors::model::{Platform, PushKind, PushPriority};
 use pushd_actors::ports::{Accepted, Clock, ProviderError, Push, SystemClock};
 use pushd_actors::status::FailureReason;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::h2::{Endpoint, Reserved};
 use super::http::{
@@ -361,77 +361,142 @@ impl ErrorBody {
 /// The message of `push` as JSON text, refused (`payload_too_large`) when
 /// what reaches the device is larger than FCM accepts.
 fn encoded(push: &Push) -> Result<String, ProviderError> {
-    let message = message(push);
-    check_size("FCM", payload_size(&message["message"]), FCM_MAX_PAYLOAD)?;
-    Ok(message.to_string())
+    let message = Message::of(push);
+    check_size("FCM", message.payload_size(), FCM_MAX_PAYLOAD)?;
+    Ok(json_text(&Envelope { message }))
 }
 
-/// The HTTP v1 message. The push data, the deep link and the delivery keys
-/// (which no data key can replace) go in `data`; a background push is
-/// data-only, without `notification`.
-fn message(push: &Push) -> Value {
-    let content = &push.content;
-    let options = &content.options;
-    let mut data = serde_json::Map::new();
-    for (key, value) in &options.data {
-        data.insert(key.clone(), Value::String(value.clone()));
-    }
-    if let Some(link) = &content.deep_link {
-        data.insert("deep_link".into(), Value::String(link.clone()));
-    }
-    data.insert("CIO-Delivery-ID".into(), json!(push.delivery_id));
-    data.insert("CIO-Delivery-Token".into(), json!(push.token));
-    let default_priority = match options.kind {
-        PushKind::Alert => PushPriority::High,
-        PushKind::Background => PushPriority::Normal,
-    };
-    let priority = match options.priority.unwrap_or(default_priority) {
-        PushPriority::High => "HIGH",
-        PushPriority::Normal => "NORMAL",
-    };
-    let mut android = json!({ "priority": priority });
-    if let Some(collapse) = &content.collapse_id {
-        android["collapse_key"] = Value::String(collapse.clone());
-    }
-    if let Some(ttl) = options.ttl_seconds {
-        android["ttl"] = Value::String(format!("{ttl}s"));
-    }
-    let mut message = json!({"token": push.token, "data": data, "android": android});
-    if options.kind == PushKind::Alert {
-        let mut notification = json!({"title": content.title, "body": content.body});
-        if let Some(url) = &options.image_url {
-            notification["image"] = Value::String(url.clone());
-        }
-        message["notification"] = notification;
-        let shown = [
-            (
-                "channel_id",
-                options.android_channel_id.clone().map(Value::from),
-            ),
-            ("sound", options.sound.clone().map(Value::from)),
-            ("notification_count", options.badge.map(Value::from)),
-        ];
-        let shown: serde_json::Map<String, Value> = shown
-            .into_iter()
-            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+/// The HTTP v1 request body.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    message: Message<'a>,
+}
+
+/// The HTTP v1 message, borrowed from the push: written straight to text,
+/// with no JSON tree copied from it first, since every push is encoded on
+/// the engine's thread. Fields are declared in the order of their names,
+/// the order FCM has always been sent them in. The push data, the deep
+/// link and the delivery keys (which no data key can replace) go in
+/// `data`; a background push is data-only, without `notification`.
+#[derive(Serialize)]
+struct Message<'a> {
+    android: Android<'a>,
+    data: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notification: Option<Notification<'a>>,
+    token: &'a str,
+}
+
+/// `message.android`.
+#[derive(Serialize)]
+struct Android<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collapse_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notification: Option<Shown<'a>>,
+    priority: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
+}
+
+/// `message.notification`: what an alert shows.
+#[derive(Serialize)]
+struct Notification<'a> {
+    body: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+    title: &'a str,
+}
+
+/// `message.android.notification`: how Android shows an alert.
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notification_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sound: Option<&'a str>,
+}
+
+impl<'a> Message<'a> {
+    fn of(push: &'a Push) -> Message<'a> {
+        let content = &push.content;
+        let options = &content.options;
+        let mut data: BTreeMap<&str, &str> = (options.data.iter())
+            .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect();
-        if !shown.is_empty() {
-            message["android"]["notification"] = Value::Object(shown);
+        if let Some(link) = &content.deep_link {
+            data.insert("deep_link", link);
+        }
+        data.insert("CIO-Delivery-ID", &push.delivery_id);
+        data.insert("CIO-Delivery-Token", &push.token);
+        let default_priority = match options.kind {
+            PushKind::Alert => PushPriority::High,
+            PushKind::Background => PushPriority::Normal,
+        };
+        let priority = match options.priority.unwrap_or(default_priority) {
+            PushPriority::High => "HIGH",
+            PushPriority::Normal => "NORMAL",
+        };
+        let alert = options.kind == PushKind::Alert;
+        let shown = Shown {
+            channel_id: options.android_channel_id.as_deref(),
+            notification_count: options.badge,
+            sound: options.sound.as_deref(),
+        };
+        let shown_any = shown.channel_id.is_some()
+            || shown.notification_count.is_some()
+            || shown.sound.is_some();
+        Message {
+            android: Android {
+                collapse_key: content.collapse_id.as_deref(),
+                notification: (alert && shown_any).then_some(shown),
+                priority,
+                ttl: options.ttl_seconds.map(|ttl| format!("{ttl}s")),
+            },
+            data,
+            notification: alert.then(|| Notification {
+                body: &content.body,
+                image: options.image_url.as_deref(),
+                title: &content.title,
+            }),
+            token: &push.token,
         }
     }
-    json!({ "message": message })
+
+    /// Bytes of what reaches the device: the notification, the data and
+    /// the Android notification options, as JSON.
+    fn payload_size(&self) -> usize {
+        self.notification.as_ref().map_or(0, json_len)
+            + json_len(&self.data)
+            + self.android.notification.as_ref().map_or(0, json_len)
+    }
 }
 
-/// Bytes of what reaches the device: the notification, the data and the
-/// Android notification options, as JSON.
-fn payload_size(message: &Value) -> usize {
-    let part = |v: &Value| match v {
-        Value::Null => 0,
-        v => v.to_string().len(),
-    };
-    part(&message["notification"])
-        + part(&message["data"])
-        + part(&message["android"]["notification"])
+/// `v` as JSON text. Every type written here serializes: string keys, no
+/// floats, no fallible `Serialize`.
+fn json_text<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("an FCM message always serializes")
+}
+
+/// The length of `v` as JSON text, counted as serde_json writes it rather
+/// than made and dropped. (std's `io::sink` does not count, and a crate
+/// for these few lines would be more to keep.)
+fn json_len<T: Serialize>(v: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, v).expect("an FCM message always serializes");
+    count.0
 }
 
 /// Maps an FCM error answer. Only an error about the token bounces (and
@@ -476,11 +541,24 @@ fn map_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     fn answer(body: Value) -> Option<ErrorBody> {
         serde_json::from_value::<ErrorEnvelope>(body)
             .ok()
             .map(|e| e.error)
+    }
+
+    #[test]
+    fn a_payload_is_measured_as_the_text_that_is_sent() {
+        let parts = [
+            json!({"title": "Caf\u{e9} \"ouvert\"", "body": "line\nnext \u{1F600} \\ tab\t"}),
+            json!({"CIO-Delivery-ID": "d-1", "k\u{0001}": "</script>"}),
+            json!({"notification_count": 3, "sound": null, "x": [1.5, true]}),
+        ];
+        for v in parts {
+            assert_eq!(json_len(&v), v.to_string().len(), "{v}");
+        }
     }
 
     #[test]

@@ -307,3 +307,48 @@ fn a_follower_is_told_the_durable_position_after_each_group_and_max_after_a_fail
     commit.finish(group, Err("disk on fire".into()));
     assert_eq!(*told.lock().unwrap(), [6, Position::MAX]);
 }
+
+/// Waits (without sleeping) until the writer thread sleeps for want of work.
+fn until_asleep(commit: &GroupCommit) {
+    while commit.lock().idle.is_none() {
+        std::thread::yield_now();
+    }
+}
+
+/// Appends one record in the current turn.
+fn append_in_turn(commit: &GroupCommit) -> Position {
+    commit
+        .append_in_turn(|_, buf| {
+            buf.push(b'r');
+            Ok(())
+        })
+        .unwrap()
+}
+
+#[test]
+fn records_appended_in_a_turn_go_out_as_one_group_when_it_ends() {
+    let commit = Arc::new(GroupCommit::new(0, 0));
+    let writer = writer_thread(commit.clone());
+    until_asleep(&commit);
+    for _ in 0..3 {
+        append_in_turn(&commit);
+    }
+    let mut durable = commit.durable(3);
+    assert!(
+        commit.lock().idle.is_some(),
+        "the turn has not ended: the writer still sleeps"
+    );
+    assert_eq!(now(&mut durable), None);
+    commit.wake_writer();
+    commit.wait_durable(3).unwrap();
+    assert_eq!(commit.groups(), 1, "three records, one group");
+
+    // A thread blocking on a record of a turn not ended wakes the writer:
+    // it may be the thread that would end the turn.
+    until_asleep(&commit);
+    assert_eq!(append_in_turn(&commit), 4);
+    commit.wait_durable(4).unwrap();
+    commit.close();
+    assert_eq!(writer.join().unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(commit.groups(), 2);
+}

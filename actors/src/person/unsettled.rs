@@ -31,15 +31,14 @@ impl Unsettled {
         }
     }
 
-    /// Forgets the delivery `id`.
-    pub(super) fn remove(&mut self, id: &str) {
-        if let Some(i) = self.0.iter().position(|d| d.id == id) {
-            self.0.swap_remove(i);
-        }
+    /// Forgets the delivery `id`, answering it if it was kept.
+    pub(super) fn remove(&mut self, id: &str) -> Option<Delivery> {
+        let removed = (self.0.iter().position(|d| d.id == id)).map(|i| self.0.swap_remove(i));
         if self.0.is_empty() {
             // Give the list's memory back with its last delivery.
             self.0 = Vec::new();
         }
+        removed
     }
 }
 
@@ -65,11 +64,11 @@ mod tests {
         u.insert(delivery("a", 2));
         assert_eq!(u.get("a").map(|d| d.created_at), Some(2));
         assert_eq!(u.get("b").map(|d| d.created_at), Some(1));
-        u.remove("a");
+        assert_eq!(u.remove("a").map(|d| d.created_at), Some(2));
         assert!(u.get("a").is_none());
         assert!(u.get("b").is_some());
-        u.remove("b");
-        u.remove("b");
+        assert!(u.remove("b").is_some());
+        assert!(u.remove("b").is_none());
         assert!(u.get("b").is_none());
     }
 }
