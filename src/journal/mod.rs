@@ -212,34 +212,32 @@ impl Drop for FileJournal {
 }
 
 impl FileJournal {
-    /// Notes an erasure among `changes`, appended at `position`.
-    fn note_erasure(&self, position: Position, changes: &[Change]) {
+    /// Appends `changes` as one record: in the caller's turn (see
+    /// [`Journal::append_in_turn`]) or waking the writer at once.
+    fn append_record(&self, changes: &[Change], in_turn: bool) -> Result<Position, JournalError> {
+        let encode = |position, buf: &mut Vec<u8>| frame::encode(buf, position, changes);
+        let commit = &self.shared.commit;
+        let position = match in_turn {
+            true => commit.append_in_turn(encode)?,
+            false => commit.append(encode)?,
+        };
         if changes
             .iter()
             .any(|c| matches!(c.entry, Entry::CustomerErased(_)))
         {
             self.shared.erased.fetch_max(position, Ordering::AcqRel);
         }
+        Ok(position)
     }
 }
 
 impl Journal for FileJournal {
     fn append(&self, changes: &[Change]) -> Result<Position, JournalError> {
-        let position = self
-            .shared
-            .commit
-            .append(|position, buf| frame::encode(buf, position, changes))?;
-        self.note_erasure(position, changes);
-        Ok(position)
+        self.append_record(changes, false)
     }
 
     fn append_in_turn(&self, changes: &[Change]) -> Result<Position, JournalError> {
-        let position = self
-            .shared
-            .commit
-            .append_in_turn(|position, buf| frame::encode(buf, position, changes))?;
-        self.note_erasure(position, changes);
-        Ok(position)
+        self.append_record(changes, true)
     }
 
     fn end_turn(&self) {
