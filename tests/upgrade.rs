@@ -16,6 +16,9 @@
 //! - `snapshot-format-7/`: commit b8436f0, the last before messages had a
 //!   lane (journal segments of format 5, snapshot format 7); made like
 //!   `snapshot-format-6/`.
+//! - `snapshot-format-8/`: commit ea7cecc, the last whose `sent`,
+//!   `delivered` and `opened` deliveries had a status key each (snapshot
+//!   format 8); made like `snapshot-format-6/`.
 //!
 //! Each has `stopped/` (stopped with SIGTERM: everything in the snapshot)
 //! and `killed/` (SIGKILLed right after its last acknowledged change, so
@@ -98,6 +101,9 @@ fn paths(deliveries: &[String]) -> Vec<String> {
         "/v1/campaigns/onboarding/metrics",
         "/v1/deliveries?limit=100",
         "/v1/deliveries?status=converted",
+        "/v1/deliveries?status=sent&total=true",
+        "/v1/deliveries?status=delivered&total=true",
+        "/v1/deliveries?status=opened&total=true",
         "/v1/deliveries?customer_id=c1",
         "/v1/deliveries?status=scheduled&total=true",
         "/v1/deliveries?status=canceled&total=true",
@@ -352,6 +358,15 @@ async fn open_and_check(build: &str, name: &str, made_requiring_identity: bool) 
         before[&format!("/v1/deliveries/{c2_welcome}")]["body"]["status"],
         "opened"
     );
+    // The log lists it under its new status only.
+    for status in ["sent", "delivered", "opened"] {
+        let page = &before[&format!("/v1/deliveries?status={status}&total=true")]["body"];
+        let rows = page["deliveries"].as_array().unwrap();
+        let listed = rows.iter().any(|r| r["delivery_id"] == c2_welcome);
+        assert_eq!(listed, status == "opened", "{status}: {page}");
+        assert!(rows.iter().all(|r| r["status"] == status), "{page}");
+        assert_eq!(page["total"], rows.len(), "{page}");
+    }
     assert_eq!(d.terminate(), Some(0));
     let d = Daemon::launch(&data, &env);
     assert_served(&before, &capture(&d, &keys, &all).await);
@@ -534,6 +549,16 @@ async fn a_stopped_snapshot_format_7_directory_opens_with_every_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_snapshot_format_7_directory_replays_its_journal() {
     open_and_check("snapshot-format-7", "killed", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_snapshot_format_8_directory_opens_with_every_record() {
+    open_and_check("snapshot-format-8", "stopped", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_snapshot_format_8_directory_replays_its_journal() {
+    open_and_check("snapshot-format-8", "killed", true).await;
 }
 
 /// Makes the fixtures of one build with its binary:

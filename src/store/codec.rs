@@ -15,8 +15,9 @@ pub const UPGRADE_KEY: &str = "upgrading";
 /// did not; format 6 deliveries of version 4 and counters of version 2;
 /// in format 7 a held delivery has only its record and status key (see
 /// `keys`); format 8 may hold deliveries of version 5 and messages of
-/// version 2, which carry a lane.
-pub const FORMAT: u32 = 8;
+/// version 2, which carry a lane; format 9 lists `sent`, `delivered` and
+/// `opened` deliveries under one status key (`keys::status_key`).
+pub const FORMAT: u32 = 9;
 /// The oldest format this version opens (and upgrades in place).
 pub const OLDEST: u32 = 3;
 /// The meta key saying the failure-reason counters count every delivery

@@ -18,6 +18,13 @@
 //! | `p/` | idempotency key                       | `SendRecord`           |
 //! | `x/` | started (ms), idempotency key         | empty                  |
 //!
+//! A status key names the delivery's status, but for `sent`, `delivered`
+//! and `opened`, which share one (`reached`, see [`status_key`]): the
+//! reports that move a delivery among them leave its index keys as they
+//! are, so a report's drain writes the delivery's record and nothing else.
+//! A log page for one of the three reads the deliveries the shared key
+//! lists and keeps the ones of that status.
+//!
 //! A delivery held for its time (`scheduled`) has only its record and its
 //! status key, whose value is its customer id: its customer, message,
 //! campaign, creation and unsettled keys are written when it is released
@@ -127,6 +134,29 @@ pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The name a status key of deliveries in status `s` holds: `reached` for
+/// `sent`, `delivered` and `opened` (see the module's doc), the status's
+/// own name for every other.
+pub fn status_key(s: MessageStatus) -> &'static str {
+    match s {
+        MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Opened => "reached",
+        _ => s.as_str(),
+    }
+}
+
+/// Whether the entries of status `s`'s key list other statuses' deliveries
+/// too.
+pub fn status_key_shared(s: MessageStatus) -> bool {
+    status_key(s) != s.as_str()
+}
+
+/// The prefix of the status keys named `name`: the deliveries of a status
+/// (see [`status_key`]), or of a status key of an older format (see
+/// `upgrade`).
+pub fn status_prefix(name: &str) -> Vec<u8> {
+    key(&[Part::Raw(INDEX), Part::Raw(b"s"), Part::Id(name)])
+}
+
 /// A delivery-log index: which field it keys deliveries by.
 #[derive(Clone, Copy, Debug)]
 pub enum Index<'a> {
@@ -152,7 +182,7 @@ impl Index<'_> {
             Index::Customer(c) => (b'c', *c),
             Index::Message(m) => (b'm', *m),
             Index::Campaign(g) => (b'g', *g),
-            Index::Status(s) => (b's', s.as_str()),
+            Index::Status(s) => (b's', status_key(*s)),
         };
         key(&[
             Part::Raw(INDEX),
@@ -368,7 +398,8 @@ mod tests {
             [b"i/c".as_slice(), &id("ada"), b"D1"].concat(),
             [b"i/m".as_slice(), &id("m1"), b"D1"].concat(),
             [b"i/g".as_slice(), &id("spring"), b"D1"].concat(),
-            [b"i/s".as_slice(), &id("sent"), b"D1"].concat(),
+            // Format 9: `sent`, `delivered` and `opened` share one key.
+            [b"i/s".as_slice(), &id("reached"), b"D1"].concat(),
             [b"t/".as_slice(), &id("ada"), &t, b"D1"].concat(),
             [b"u/".as_slice(), &id("ada"), b"D1"].concat(),
         ];
@@ -394,6 +425,24 @@ mod tests {
         assert_eq!(
             held_prefix(),
             [b"i/s".as_slice(), &id("scheduled")].concat()
+        );
+        for shared in [
+            MessageStatus::Sent,
+            MessageStatus::Delivered,
+            MessageStatus::Opened,
+        ] {
+            assert_eq!(
+                Index::Status(shared).prefix(),
+                [b"i/s".as_slice(), &id("reached")].concat()
+            );
+        }
+        assert_eq!(
+            Index::Status(MessageStatus::Converted).prefix(),
+            [b"i/s".as_slice(), &id("converted")].concat()
+        );
+        assert_eq!(
+            status_prefix("sent"),
+            [b"i/s".as_slice(), &id("sent")].concat()
         );
         assert_eq!(
             Index::Message("m1").prefix(),

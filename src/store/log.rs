@@ -49,7 +49,8 @@ impl DeliveryFilter {
     }
 
     /// Whether the entries of [`DeliveryFilter::index`] are exactly the
-    /// deliveries that match: at most one field set, and no range.
+    /// deliveries that match: at most one field set, no range, and not a
+    /// status whose key other statuses share (`keys::status_key`).
     fn index_is_exact(&self) -> bool {
         let set = [
             self.status.is_some(),
@@ -57,7 +58,9 @@ impl DeliveryFilter {
             self.campaign_id.is_some(),
             self.customer_id.is_some(),
         ];
-        self.created.is_all() && set.into_iter().filter(|s| *s).count() <= 1
+        self.created.is_all()
+            && set.into_iter().filter(|s| *s).count() <= 1
+            && !self.status.is_some_and(keys::status_key_shared)
     }
 
     /// The most selective index for this filter, if any.
@@ -163,9 +166,10 @@ impl SledStore {
     }
 
     /// How many deliveries `filter` matches (after a drain). Without a
-    /// range and with at most one filter field, a count of index entries
-    /// (and of the held deliveries the index lacks); else a scan of the
-    /// candidates the index and range leave.
+    /// range and with at most one filter field (but a status that shares
+    /// its key), a count of index entries (and of the held deliveries the
+    /// index lacks); else a scan of the candidates the index and range
+    /// leave.
     pub fn count_deliveries(&self, filter: &DeliveryFilter) -> Result<u64, Error> {
         self.drain()?;
         if filter.index_is_exact() && self.lock().erased().is_empty() {

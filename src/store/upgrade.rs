@@ -12,15 +12,21 @@
 //! refuses it once it may hold them. Format 7 keeps a held delivery's
 //! record and status key only (the key's value names its customer), and a
 //! released one's creation key has its release time: the upgrade from an
-//! older format rewrites the scheduled deliveries it holds so.
+//! older format rewrites the scheduled deliveries it holds so. Format 9
+//! lists `sent`, `delivered` and `opened` deliveries under one status key
+//! (`keys::status_key`): the upgrade from an older format moves their
+//! status keys there, first (format 6's rewrite then finds its keys where
+//! format 9 has them).
 //! Formats newer than this binary's are refused, naming both.
 
 use std::path::Path;
 
+use super::keys::Index;
 use super::overlay::Indexed;
 use super::{Error, codec, keys};
 use crate::records;
 use pushd_actors::model::Delivery;
+use pushd_actors::status::MessageStatus;
 
 /// Values rewritten per batch.
 const BATCH: usize = 512;
@@ -57,12 +63,13 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
         Some(codec::FORMAT) => Ok(()),
         Some(codec::OLDEST) => upgrade_from_3(db, path),
         Some(format) if (codec::OLDEST..codec::FORMAT).contains(&format) => {
+            let shared = share_status_keys(db)?;
             // Scheduled deliveries came with format 6: older ones hold none.
             let rewritten = match format {
                 6 => reindex_scheduled(db)?,
                 _ => 0,
             };
-            tracing::info!(snapshot = %path.display(), scheduled = rewritten, "snapshot upgraded from format {format} to {}", codec::FORMAT);
+            tracing::info!(snapshot = %path.display(), scheduled = rewritten, status_keys_moved = shared, "snapshot upgraded from format {format} to {}", codec::FORMAT);
             db.insert(key, codec::marker(codec::FORMAT))?;
             db.flush()?;
             Ok(())
@@ -81,6 +88,39 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
             codec::FORMAT
         ))),
     }
+}
+
+/// Moves the status keys of `sent`, `delivered` and `opened` deliveries,
+/// which formats before 9 kept apart, to the key they share, a batch at a
+/// time. Answers how many it moved. Idempotent: an upgrade cut short moves
+/// the rest before it marks the format.
+fn share_status_keys(db: &sled::Db) -> Result<usize, Error> {
+    let shared = [
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Opened,
+    ];
+    let mut moved = 0;
+    for status in shared {
+        let to = Index::Status(status).prefix();
+        let from = keys::status_prefix(status.as_str());
+        let (mut batch, mut n) = (sled::Batch::default(), 0);
+        for item in db.scan_prefix(&from) {
+            let (key, value) = item?;
+            batch.insert([to.as_slice(), &key[from.len()..]].concat(), value);
+            batch.remove(key);
+            (n, moved) = (n + 1, moved + 1);
+            if n == BATCH {
+                db.apply_batch(std::mem::take(&mut batch))?;
+                n = 0;
+            }
+            if moved % (BATCH * 200) == 0 {
+                tracing::info!(status_keys = moved, "snapshot upgrade in progress");
+            }
+        }
+        db.apply_batch(batch)?;
+    }
+    Ok(moved)
 }
 
 /// The index keys format 6 wrote for `d`: every one a settled or
@@ -168,6 +208,7 @@ fn upgrade_from_3(db: &sled::Db, path: &Path) -> Result<(), Error> {
         }
         after = Some(last);
     }
+    let shared = share_status_keys(db)?;
     let mut finish = sled::Batch::default();
     finish.remove(progress_key.as_slice());
     finish.insert(
@@ -178,6 +219,7 @@ fn upgrade_from_3(db: &sled::Db, path: &Path) -> Result<(), Error> {
     db.flush()?;
     tracing::info!(
         values = done,
+        status_keys_moved = shared,
         "snapshot upgraded to format {}",
         codec::FORMAT
     );
@@ -188,7 +230,7 @@ fn upgrade_from_3(db: &sled::Db, path: &Path) -> Result<(), Error> {
 mod tests {
     use pushd_actors::ports::Store;
     use pushd_actors::schedule::Schedule;
-    use pushd_actors::status::DeliveryState;
+    use pushd_actors::status::{DeliveryState, DeviceState, DeviceStatus};
 
     use super::*;
     use crate::store::SledStore;
@@ -251,5 +293,66 @@ mod tests {
             .held_deliveries(&mut |d| recovered.push(d.id.clone()))
             .unwrap();
         assert_eq!(recovered, ["01A"]);
+    }
+
+    /// A format-8 snapshot, with a status key of its own for each of a
+    /// `sent`, a `delivered`, an `opened` and a `converted` delivery.
+    /// Opened, it lists each under its status as format 9 keeps them.
+    #[test]
+    fn format_8_status_keys_move_to_the_key_they_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot");
+        let device = |status, at: Option<i64>| DeviceState {
+            status,
+            failure: None,
+            sent_at: Some(1_000),
+            delivered_at: at,
+            opened_at: at.filter(|_| status == DeviceStatus::Opened),
+        };
+        let made = |id: &str, device: DeviceState| Delivery {
+            state: DeliveryState::new(vec![device]),
+            schedule: None,
+            ..scheduled(id)
+        };
+        let mut converted = made("01D", device(DeviceStatus::Opened, Some(1_001)));
+        assert!(converted.state.convert(1_002));
+        let all = [
+            made("01A", device(DeviceStatus::Sent, None)),
+            made("01B", device(DeviceStatus::Delivered, Some(1_001))),
+            made("01C", device(DeviceStatus::Opened, Some(1_001))),
+            converted,
+        ];
+        {
+            let db = sled::open(&path).unwrap();
+            let marker = keys::record(keys::META, codec::FORMAT_KEY);
+            db.insert(marker, codec::marker(8)).unwrap();
+            for d in &all {
+                let value = codec::encode(d).unwrap();
+                db.insert(keys::record(keys::DELIVERY, &d.id), value)
+                    .unwrap();
+                let status = Index::Status(d.status()).prefix();
+                let format_8 = keys::status_prefix(d.status().as_str());
+                for key in keys::index_keys(d) {
+                    let key = match key.strip_prefix(status.as_slice()) {
+                        Some(id) => [format_8.as_slice(), id].concat(),
+                        None => key,
+                    };
+                    db.insert(key, sled::IVec::default()).unwrap();
+                }
+            }
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(&path, 8 << 20).unwrap();
+        assert_eq!(store.index_problems().unwrap(), Vec::<String>::new());
+        for d in &all {
+            let filter = crate::store::DeliveryFilter {
+                status: Some(d.status()),
+                ..Default::default()
+            };
+            let (page, next) = store.list_deliveries(&filter, 10, None).unwrap();
+            let ids: Vec<&str> = page.iter().map(|p| p.id.as_str()).collect();
+            assert_eq!((ids, next), (vec![d.id.as_str()], None));
+            assert_eq!(store.count_deliveries(&filter).unwrap(), 1);
+        }
     }
 }
