@@ -16,7 +16,8 @@ pub const UPGRADE_KEY: &str = "upgrading";
 /// in format 7 a held delivery has only its record and status key (see
 /// `keys`); format 8 may hold deliveries of version 5 and messages of
 /// version 2, which carry a lane; format 9 lists `sent`, `delivered` and
-/// `opened` deliveries under one status key (`keys::status_key`).
+/// `opened` deliveries under one status key (`keys::status_key`) and has
+/// no customer index.
 pub const FORMAT: u32 = 9;
 /// The oldest format this version opens (and upgrades in place).
 pub const OLDEST: u32 = 3;

@@ -9,7 +9,7 @@
 //! | `d/` | delivery id                           | `Delivery`             |
 //! | `m/` | message id                            | `MessageSpec`          |
 //! | `a/` | meta key                              | raw bytes              |
-//! | `i/` | index kind, value, delivery id        | empty (held: customer) |
+//! | `i/` | `m`/`g`/`s`, message/campaign/status, delivery id | empty (held: customer) |
 //! | `u/` | customer, delivery id (unsettled)     | empty                  |
 //! | `t/` | customer, listed_at, delivery id      | empty                  |
 //! | `k/` | `m`/`g`, message/campaign id          | `Tally`                |
@@ -17,6 +17,10 @@
 //! | `r/` | `m`/`g`, message/campaign id, reason  | count (`i64`)          |
 //! | `p/` | idempotency key                       | `SendRecord`           |
 //! | `x/` | started (ms), idempotency key         | empty                  |
+//!
+//! A customer's deliveries are found through their creation keys (`t/`):
+//! the customer index (`i/c`) that formats before 9 also wrote said the
+//! same again, one more entry for every delivery (see `upgrade`).
 //!
 //! A status key names the delivery's status, but for `sent`, `delivered`
 //! and `opened`, which share one (`reached`, see [`status_key`]): the
@@ -157,11 +161,16 @@ pub fn status_prefix(name: &str) -> Vec<u8> {
     key(&[Part::Raw(INDEX), Part::Raw(b"s"), Part::Id(name)])
 }
 
-/// A delivery-log index: which field it keys deliveries by.
+/// The prefix of the customer index keys formats before 9 wrote (kind
+/// `c`, a customer id, a delivery id): the upgrade removes them.
+pub fn format_8_customer_index() -> Vec<u8> {
+    [INDEX, b"c"].concat()
+}
+
+/// A delivery-log index: which field it keys deliveries by (a customer's
+/// deliveries are found through their creation keys, [`created_prefix`]).
 #[derive(Clone, Copy, Debug)]
 pub enum Index<'a> {
-    /// By customer.
-    Customer(&'a str),
     /// By message.
     Message(&'a str),
     /// By campaign.
@@ -179,7 +188,6 @@ impl Index<'_> {
     /// The entry of delivery `id` in this index value.
     fn entry(&self, id: &[u8]) -> Vec<u8> {
         let (kind, value) = match self {
-            Index::Customer(c) => (b'c', *c),
             Index::Message(m) => (b'm', *m),
             Index::Campaign(g) => (b'g', *g),
             Index::Status(s) => (b's', status_key(*s)),
@@ -225,10 +233,9 @@ pub fn index_keys_as(d: &Delivery, was: &Indexed) -> Vec<Vec<u8>> {
     if was.held {
         return vec![status];
     }
-    let mut keys = Vec::with_capacity(6);
+    let mut keys = Vec::with_capacity(5);
     keys.extend(
         [
-            Some(Index::Customer(&d.customer_id)),
             Some(Index::Message(&d.message_id)),
             was.campaign_id.as_deref().map(Index::Campaign),
         ]
@@ -359,8 +366,8 @@ mod tests {
 
     #[test]
     fn ids_inside_keys_do_not_overlap() {
-        let a = Index::Customer("a").prefix();
-        let ab = Index::Customer("a\0\0\0\x01b").prefix();
+        let a = Index::Message("a").prefix();
+        let ab = Index::Message("a\0\0\0\x01b").prefix();
         assert!(!ab.starts_with(&a) && !a.starts_with(&ab));
         let key = [unsettled_prefix("c/1"), b"D1".to_vec()].concat();
         assert_eq!(unsettled_customer(&key).as_deref(), Some("c/1"));
@@ -395,7 +402,6 @@ mod tests {
             listed_at: 60,
         };
         let expected: Vec<Vec<u8>> = vec![
-            [b"i/c".as_slice(), &id("ada"), b"D1"].concat(),
             [b"i/m".as_slice(), &id("m1"), b"D1"].concat(),
             [b"i/g".as_slice(), &id("spring"), b"D1"].concat(),
             // Format 9: `sent`, `delivered` and `opened` share one key.
@@ -419,7 +425,7 @@ mod tests {
             ..pushd_actors::schedule::Schedule::at(180_000)
         });
         assert_eq!(
-            index_keys(&released)[4],
+            index_keys(&released)[3],
             [b"t/".as_slice(), &id("ada"), &time(180), b"D1"].concat()
         );
         assert_eq!(
@@ -440,6 +446,7 @@ mod tests {
             Index::Status(MessageStatus::Converted).prefix(),
             [b"i/s".as_slice(), &id("converted")].concat()
         );
+        assert_eq!(format_8_customer_index(), b"i/c");
         assert_eq!(
             status_prefix("sent"),
             [b"i/s".as_slice(), &id("sent")].concat()

@@ -63,27 +63,40 @@ impl DeliveryFilter {
             && !self.status.is_some_and(keys::status_key_shared)
     }
 
-    /// The most selective index for this filter, if any.
-    fn index(&self) -> Option<Index<'_>> {
-        (self.customer_id.as_deref().map(Index::Customer))
-            .or(self.message_id.as_deref().map(Index::Message))
-            .or(self.campaign_id.as_deref().map(Index::Campaign))
-            .or(self.status.map(Index::Status))
+    /// Where this filter's candidates come from, the most selective first;
+    /// `None`: every delivery.
+    fn candidates(&self) -> Option<Candidates<'_>> {
+        (self.customer_id.as_deref().map(Candidates::Customer)).or_else(|| {
+            (self.message_id.as_deref().map(Index::Message))
+                .or(self.campaign_id.as_deref().map(Index::Campaign))
+                .or(self.status.map(Index::Status))
+                .map(Candidates::Index)
+        })
     }
 
-    /// Which held deliveries [`DeliveryFilter::index`] lacks (a held
-    /// delivery has only its status key): `None` when the index has them
-    /// all or the filter leaves them out.
+    /// Which held deliveries [`DeliveryFilter::candidates`] lack (a held
+    /// delivery has only its status key): `None` when they have them all
+    /// or the filter leaves them out.
     fn held_lacking(&self) -> Option<Held<'_>> {
         if self.status.is_some_and(|s| s != MessageStatus::Scheduled) {
             return None;
         }
-        match self.index()? {
-            Index::Customer(c) => Some(Held::Of(c)),
-            Index::Message(_) | Index::Campaign(_) => Some(Held::All),
-            Index::Status(_) => None,
+        match self.candidates()? {
+            Candidates::Customer(c) => Some(Held::Of(c)),
+            Candidates::Index(Index::Message(_) | Index::Campaign(_)) => Some(Held::All),
+            Candidates::Index(Index::Status(_)) => None,
         }
     }
+}
+
+/// Where a filter's candidate deliveries are listed.
+#[derive(Clone, Copy)]
+enum Candidates<'a> {
+    /// A customer's: under its creation keys (`keys::created_prefix`),
+    /// which sort by time, not by id.
+    Customer(&'a str),
+    /// An index's, in id order.
+    Index(Index<'a>),
 }
 
 /// The delivery ids of index `range` (keys of a prefix `at` bytes long),
@@ -173,9 +186,11 @@ impl SledStore {
     pub fn count_deliveries(&self, filter: &DeliveryFilter) -> Result<u64, Error> {
         self.drain()?;
         if filter.index_is_exact() && self.lock().erased().is_empty() {
-            let prefix = filter
-                .index()
-                .map_or_else(|| keys::DELIVERY.to_vec(), |i| i.prefix());
+            let prefix = match filter.candidates() {
+                Some(Candidates::Customer(c)) => keys::created_prefix(c),
+                Some(Candidates::Index(index)) => index.prefix(),
+                None => keys::DELIVERY.to_vec(),
+            };
             let mut count = 0;
             for item in self.index_range(&prefix, &filter.created, None) {
                 item?;
@@ -217,7 +232,7 @@ impl SledStore {
             let skip = !filter.matches(&delivery) || erased.contains(&delivery.customer_id);
             skip || f(delivery)
         };
-        let Some(index) = filter.index() else {
+        let Some(candidates) = filter.candidates() else {
             for item in self
                 .index_range(keys::DELIVERY, &filter.created, below)
                 .rev()
@@ -235,7 +250,15 @@ impl SledStore {
         // Both lists are in id order: merged, newest first, each id once.
         let held = (filter.held_lacking().into_iter())
             .flat_map(|held| ids(keys::held_prefix(), Some(held)));
-        let merged = ids(index.prefix(), None)
+        let listed: Box<dyn Iterator<Item = Result<Vec<u8>, sled::Error>>> = match candidates {
+            Candidates::Index(index) => Box::new(ids(index.prefix(), None)),
+            Candidates::Customer(c) => Box::new(
+                self.customer_ids(c, &filter.created, below)?
+                    .into_iter()
+                    .map(Ok),
+            ),
+        };
+        let merged = listed
             .merge_by(held, |a, b| match (a, b) {
                 (Ok(a), Ok(b)) => a >= b,
                 (a, _) => a.is_err(),
@@ -250,6 +273,29 @@ impl SledStore {
             }
         }
         Ok(())
+    }
+
+    /// The ids of a customer's snapshot deliveries (not the held ones) in
+    /// `range` and below id `below`, newest first: its creation keys, read
+    /// whole (they sort by time, and a page goes by id).
+    fn customer_ids(
+        &self,
+        customer: &str,
+        range: &CreatedRange,
+        below: Option<&str>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let (first, past) = (range.first_id(), range.past_id());
+        let ends = [below.map(str::to_owned), past].into_iter().flatten().min();
+        let mut ids = Vec::new();
+        for id in self.listed_ids(customer, Timestamp::MIN, Timestamp::MAX) {
+            let id = id?;
+            let above = first.as_ref().is_none_or(|f| id.as_slice() >= f.as_bytes());
+            if above && ends.as_ref().is_none_or(|e| id.as_slice() < e.as_bytes()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ids)
     }
 
     /// What is wrong between the snapshot's deliveries and their index

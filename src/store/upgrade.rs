@@ -14,9 +14,10 @@
 //! released one's creation key has its release time: the upgrade from an
 //! older format rewrites the scheduled deliveries it holds so. Format 9
 //! lists `sent`, `delivered` and `opened` deliveries under one status key
-//! (`keys::status_key`): the upgrade from an older format moves their
-//! status keys there, first (format 6's rewrite then finds its keys where
-//! format 9 has them).
+//! (`keys::status_key`) and has no customer index (a customer's
+//! deliveries are found through their creation keys): the upgrade from an
+//! older format moves those status keys and removes the customer index,
+//! first (format 6's rewrite then finds its keys where format 9 has them).
 //! Formats newer than this binary's are refused, naming both.
 
 use std::path::Path;
@@ -64,12 +65,13 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
         Some(codec::OLDEST) => upgrade_from_3(db, path),
         Some(format) if (codec::OLDEST..codec::FORMAT).contains(&format) => {
             let shared = share_status_keys(db)?;
+            let dropped = drop_customer_index(db)?;
             // Scheduled deliveries came with format 6: older ones hold none.
             let rewritten = match format {
                 6 => reindex_scheduled(db)?,
                 _ => 0,
             };
-            tracing::info!(snapshot = %path.display(), scheduled = rewritten, status_keys_moved = shared, "snapshot upgraded from format {format} to {}", codec::FORMAT);
+            tracing::info!(snapshot = %path.display(), scheduled = rewritten, status_keys_moved = shared, customer_index_keys_removed = dropped, "snapshot upgraded from format {format} to {}", codec::FORMAT);
             db.insert(key, codec::marker(codec::FORMAT))?;
             db.flush()?;
             Ok(())
@@ -91,9 +93,9 @@ pub fn open(db: &sled::Db, path: &Path) -> Result<(), Error> {
 }
 
 /// Moves the status keys of `sent`, `delivered` and `opened` deliveries,
-/// which formats before 9 kept apart, to the key they share, a batch at a
-/// time. Answers how many it moved. Idempotent: an upgrade cut short moves
-/// the rest before it marks the format.
+/// which formats before 9 kept apart, to the key they share. Answers how
+/// many it moved. Idempotent: an upgrade cut short moves the rest before it
+/// marks the format.
 fn share_status_keys(db: &sled::Db) -> Result<usize, Error> {
     let shared = [
         MessageStatus::Sent,
@@ -104,23 +106,48 @@ fn share_status_keys(db: &sled::Db) -> Result<usize, Error> {
     for status in shared {
         let to = Index::Status(status).prefix();
         let from = keys::status_prefix(status.as_str());
-        let (mut batch, mut n) = (sled::Batch::default(), 0);
-        for item in db.scan_prefix(&from) {
-            let (key, value) = item?;
+        moved += rewrite_keys(db, &from, "status keys", |batch, key, value| {
             batch.insert([to.as_slice(), &key[from.len()..]].concat(), value);
             batch.remove(key);
-            (n, moved) = (n + 1, moved + 1);
-            if n == BATCH {
-                db.apply_batch(std::mem::take(&mut batch))?;
-                n = 0;
-            }
-            if moved % (BATCH * 200) == 0 {
-                tracing::info!(status_keys = moved, "snapshot upgrade in progress");
-            }
-        }
-        db.apply_batch(batch)?;
+        })?;
     }
     Ok(moved)
+}
+
+/// Removes the customer index formats before 9 wrote (format 9 finds a
+/// customer's deliveries through their creation keys). Answers how many
+/// keys it removed. Idempotent, as the move above.
+fn drop_customer_index(db: &sled::Db) -> Result<usize, Error> {
+    let prefix = keys::format_8_customer_index();
+    rewrite_keys(db, &prefix, "customer index keys", |batch, key, _| {
+        batch.remove(key)
+    })
+}
+
+/// Hands every key under `prefix` and its value to `each`, which stages
+/// their rewrite in a batch; applies the batches [`BATCH`] keys at a time,
+/// with progress in the log (`what` names the keys). Answers how many keys
+/// there were.
+fn rewrite_keys(
+    db: &sled::Db,
+    prefix: &[u8],
+    what: &str,
+    mut each: impl FnMut(&mut sled::Batch, sled::IVec, sled::IVec),
+) -> Result<usize, Error> {
+    let (mut batch, mut done) = (sled::Batch::default(), 0);
+    for item in db.scan_prefix(prefix) {
+        let (key, value) = item?;
+        each(&mut batch, key, value);
+        done += 1;
+        if done % BATCH == 0 {
+            db.apply_batch(std::mem::take(&mut batch))?;
+        }
+        if done % (BATCH * 200) == 0 {
+            tracing::info!(keys = done, what, "snapshot upgrade in progress");
+        }
+    }
+    db.apply_batch(batch)?;
+    Ok(done)
 }
 
 /// The index keys format 6 wrote for `d`: every one a settled or
@@ -209,6 +236,7 @@ fn upgrade_from_3(db: &sled::Db, path: &Path) -> Result<(), Error> {
         after = Some(last);
     }
     let shared = share_status_keys(db)?;
+    let dropped = drop_customer_index(db)?;
     let mut finish = sled::Batch::default();
     finish.remove(progress_key.as_slice());
     finish.insert(
@@ -220,6 +248,7 @@ fn upgrade_from_3(db: &sled::Db, path: &Path) -> Result<(), Error> {
     tracing::info!(
         values = done,
         status_keys_moved = shared,
+        customer_index_keys_removed = dropped,
         "snapshot upgraded to format {}",
         codec::FORMAT
     );
@@ -296,10 +325,11 @@ mod tests {
     }
 
     /// A format-8 snapshot, with a status key of its own for each of a
-    /// `sent`, a `delivered`, an `opened` and a `converted` delivery.
-    /// Opened, it lists each under its status as format 9 keeps them.
+    /// `sent`, a `delivered`, an `opened` and a `converted` delivery, and
+    /// their customer index keys. Opened, it lists each under its status as
+    /// format 9 keeps them, and under its customer, without those keys.
     #[test]
-    fn format_8_status_keys_move_to_the_key_they_share() {
+    fn a_format_8_snapshot_is_indexed_as_format_9_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("snapshot");
         let device = |status, at: Option<i64>| DeviceState {
@@ -332,6 +362,14 @@ mod tests {
                     .unwrap();
                 let status = Index::Status(d.status()).prefix();
                 let format_8 = keys::status_prefix(d.status().as_str());
+                let customer = [
+                    keys::format_8_customer_index().as_slice(),
+                    &(d.customer_id.len() as u32).to_be_bytes(),
+                    d.customer_id.as_bytes(),
+                    d.id.as_bytes(),
+                ]
+                .concat();
+                db.insert(customer, sled::IVec::default()).unwrap();
                 for key in keys::index_keys(d) {
                     let key = match key.strip_prefix(status.as_slice()) {
                         Some(id) => [format_8.as_slice(), id].concat(),
@@ -354,5 +392,13 @@ mod tests {
             assert_eq!((ids, next), (vec![d.id.as_str()], None));
             assert_eq!(store.count_deliveries(&filter).unwrap(), 1);
         }
+        let of_c1 = crate::store::DeliveryFilter {
+            customer_id: Some("c1".into()),
+            ..Default::default()
+        };
+        let (page, _) = store.list_deliveries(&of_c1, 2, None).unwrap();
+        let ids: Vec<&str> = page.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["01D", "01C"]);
+        assert_eq!(store.count_deliveries(&of_c1).unwrap(), 4);
     }
 }
