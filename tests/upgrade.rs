@@ -17,8 +17,8 @@
 //!   lane (journal segments of format 5, snapshot format 7); made like
 //!   `snapshot-format-6/`.
 //! - `snapshot-format-8/`: commit ea7cecc, the last whose `sent`,
-//!   `delivered` and `opened` deliveries had a status key each (snapshot
-//!   format 8); made like `snapshot-format-6/`.
+//!   `delivered` and `opened` deliveries had a status key each, and with a
+//!   customer index (snapshot format 8); made like `snapshot-format-6/`.
 //!
 //! Each has `stopped/` (stopped with SIGTERM: everything in the snapshot)
 //! and `killed/` (SIGKILLed right after its last acknowledged change, so
