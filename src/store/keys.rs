@@ -30,10 +30,10 @@
 //! lists and keeps the ones of that status.
 //!
 //! A delivery held for its time (`scheduled`) has only its record and its
-//! status key, whose value is its customer id: its customer, message,
-//! campaign, creation and unsettled keys are written when it is released
-//! or canceled. Holding a million deliveries for one instant then writes
-//! two entries each, not seven; the delivery log, erasure and recovery find
+//! status key, whose value is its customer id: its message, campaign,
+//! creation and unsettled keys are written when it is released or
+//! canceled. Holding a million deliveries for one instant then writes two
+//! entries each, not six; the delivery log, erasure and recovery find
 //! held ones through their status keys (see `log`, `erase`).
 //!
 //! Values are versioned records (see `codec`); meta values are raw bytes.

@@ -48,9 +48,9 @@ impl DeliveryFilter {
             && self.created.contains(d.created_at)
     }
 
-    /// Whether the entries of [`DeliveryFilter::index`] are exactly the
-    /// deliveries that match: at most one field set, no range, and not a
-    /// status whose key other statuses share (`keys::status_key`).
+    /// Whether the entries [`DeliveryFilter::candidates`] lists are exactly
+    /// the deliveries that match: at most one field set, no range, and not
+    /// a status whose key other statuses share (`keys::status_key`).
     fn index_is_exact(&self) -> bool {
         let set = [
             self.status.is_some(),
