@@ -463,12 +463,26 @@ async fn an_event_a_crash_kept_from_the_log_is_in_the_feed_once_the_api_answers(
     let d = Daemon::start(&data, &fakes.env());
     d.customer("c0", json!({}), &[(&ios_token(0), "ios")]).await;
     d.message("promo", "spring", "Hi").await;
-    // The event log's writes are held: the delivery's `sent` is durable in
-    // the journal, its event is not in the log when the daemon is killed.
-    let (strace, traced) = support::Strace::attach_thread(
+    // A first delivery's event starts the log's segment file.
+    let first = d.send("promo", &["c0"]).await.remove(0);
+    assert_eq!(d.settled(&first).await["status"], "sent");
+    while feed(&d, 100).await.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let segment = std::fs::read_dir(data.join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "events"))
+        .expect("the event log's segment");
+    // The writes to it are held, whichever thread makes them (the
+    // journal's writer, or the log's own): the next delivery's `sent` is
+    // durable in the journal, its event is not in the log when the daemon
+    // is killed.
+    let (strace, traced) = support::Strace::attach_watching(
         d.pid(),
-        "pushd-events",
         &[
+            "-P",
+            segment.to_str().unwrap(),
             "-e",
             "trace=pwrite64",
             "-e",
@@ -492,7 +506,7 @@ async fn an_event_a_crash_kept_from_the_log_is_in_the_feed_once_the_api_answers(
             .any(|e| e["delivery_id"] == id.as_str() && e["event"] == "sent"),
         "the replay recorded the event before the API answered: {events:?}"
     );
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -724,7 +724,8 @@ impl Handler<DeviceReport> for PersonActor {
             .device_index(&msg.token)
             .filter(|&i| after.state.apply_report(i, msg.report, at))
             .ok_or(EngineError::NotFound("device"))?;
-        if after == before {
+        // A report changes only the delivery's state.
+        if after.state == before.state {
             return Ok(self.ctx.observed(()));
         }
         // The phone got it after all: a bounced token is live again.

@@ -19,7 +19,7 @@ use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -367,23 +367,38 @@ impl EventLog {
 
     /// Has the journal tell the log, after each group it made durable, the
     /// position it reached ([`EventLog::journal_advanced`]), from `durable`,
-    /// where it is now. The writer then sleeps until the journal's writer
-    /// wakes it with records to write: once per group, where otherwise the
-    /// engine's thread wakes it for each record queued, and the writer then
-    /// sleeps again until the journal syncs.
+    /// where it is now. The journal's writer then writes the events of each
+    /// group it made durable, and the log's writer sleeps: otherwise the
+    /// engine's thread wakes it for each record queued, and it sleeps again
+    /// until the journal syncs.
     pub fn follow_journal(&self, durable: Position) {
         lock(&self.pending).durable = durable;
     }
 
     /// The journal made every record up to `durable` durable
-    /// (`Position::MAX` once it failed: the writer takes every record, and
-    /// learns the failure from the durability it asks). Wakes the writer if
-    /// a queued record is now durable.
+    /// (`Position::MAX` once it failed: every record is taken, and the
+    /// failure learned from the durability asked). Called on the journal's
+    /// writer thread, which is awake anyway: it writes the events of the
+    /// records now durable itself, one `write`, so neither thread sleeps
+    /// and wakes the other for them. If the log's own writer holds the file
+    /// (compacting, or a drain's persist), it is woken to write them.
     pub fn journal_advanced(&self, durable: Position) {
         let mut pending = lock(&self.pending);
         pending.durable = pending.durable.max(durable);
-        let ready = pending.ready();
-        self.wake_if(pending, ready);
+        let through = pending.durable;
+        if !pending.ready() {
+            return;
+        }
+        drop(pending);
+        match self.writer.try_lock() {
+            Ok(mut w) => self.write_ready(&mut w, through),
+            Err(TryLockError::Poisoned(w)) => self.write_ready(&mut w.into_inner(), through),
+            Err(TryLockError::WouldBlock) => {
+                let pending = lock(&self.pending);
+                let ready = pending.ready();
+                self.wake_if(pending, ready);
+            }
+        }
     }
 
     /// Writes every queued event of the records up to `through` (once the
@@ -445,17 +460,24 @@ impl EventLog {
                 }
             }
             let mut w = lock(&self.writer);
-            let batch = {
-                let mut pending = lock(&self.pending);
-                let through = match pending.closing {
+            let through = {
+                let pending = lock(&self.pending);
+                match pending.closing {
                     true => Position::MAX,
                     false => pending.durable,
-                };
-                pending.take_through(through)
+                }
             };
-            if let Err(e) = self.write_durable(&mut w, batch) {
-                tracing::error!(error = %e, "event log write failed: snapshots wait (the journal keeps every change) until a restart replays the events");
-            }
+            self.write_ready(&mut w, through);
+        }
+    }
+
+    /// Writes the queued events of the records up to `through`, which the
+    /// journal made durable (or will: closing, the writer takes every
+    /// record, and waits).
+    fn write_ready(&self, w: &mut Writer, through: Position) {
+        let batch = lock(&self.pending).take_through(through);
+        if let Err(e) = self.write_durable(w, batch) {
+            tracing::error!(error = %e, "event log write failed: snapshots wait (the journal keeps every change) until a restart replays the events");
         }
     }
 
