@@ -466,7 +466,9 @@ async fn an_event_a_crash_kept_from_the_log_is_in_the_feed_once_the_api_answers(
     // A first delivery's event starts the log's segment file.
     let first = d.send("promo", &["c0"]).await.remove(0);
     assert_eq!(d.settled(&first).await["status"], "sent");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while feed(&d, 100).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no event in the feed");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let segment = std::fs::read_dir(data.join("events"))

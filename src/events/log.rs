@@ -385,20 +385,20 @@ impl EventLog {
     pub fn journal_advanced(&self, durable: Position) {
         let mut pending = lock(&self.pending);
         pending.durable = pending.durable.max(durable);
-        let through = pending.durable;
         if !pending.ready() {
             return;
         }
+        let through = pending.durable;
+        // Tried, not waited for (the others take the file, then the
+        // queue): while another holds it, the log's writer is woken for
+        // these, or takes them on its next pass if busy.
+        let mut w = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(TryLockError::Poisoned(w)) => w.into_inner(),
+            Err(TryLockError::WouldBlock) => return self.wake_if(pending, true),
+        };
         drop(pending);
-        match self.writer.try_lock() {
-            Ok(mut w) => self.write_ready(&mut w, through),
-            Err(TryLockError::Poisoned(w)) => self.write_ready(&mut w.into_inner(), through),
-            Err(TryLockError::WouldBlock) => {
-                let pending = lock(&self.pending);
-                let ready = pending.ready();
-                self.wake_if(pending, ready);
-            }
-        }
+        self.write_ready(&mut w, through);
     }
 
     /// Writes every queued event of the records up to `through` (once the

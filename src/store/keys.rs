@@ -257,6 +257,7 @@ pub fn index_keys_as(d: &Delivery, was: &Indexed) -> Vec<Vec<u8>> {
 /// creation time never change): a move among the statuses that share a
 /// key changes none.
 pub fn same_index_keys(a: &Indexed, b: &Indexed) -> bool {
+    // Taken apart whole: a field added to `Indexed` must be compared here.
     let Indexed {
         status,
         pending,

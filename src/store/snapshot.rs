@@ -37,13 +37,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pushd_actors::idempotency::SendRecord;
-use pushd_actors::model::Delivery;
 use pushd_actors::ports::Position;
 use pushd_actors::status::FailureReason;
 use pushd_actors::tally::{Tally, contribution, counted_failure, series_points};
 
 use super::keys::{self, CUSTOMER, Counter, DELIVERY, MESSAGE, SEND};
-use super::overlay::{Dirty, DirtyDelivery, Indexed, Stored};
+use super::overlay::{Dirty, DirtyDelivery, Indexed};
 use super::retention::{Expiry, Retention};
 use super::{Error, SledStore, codec, erase};
 
@@ -453,34 +452,27 @@ impl Chunk {
         let d = &pending.latest;
         self.batch
             .insert(keys::record(DELIVERY, &d.id), codec::encode(&**d)?);
-        self.ops += 1;
         // An expired delivery brought back by a change has no index keys.
         let was = pending.stored.as_ref().filter(|was| !was.expired);
         let now = Indexed::of(d);
         // Most changes (a report, a device's outcome) keep every key: none
         // is built to find that out.
-        if was.is_some_and(|was| keys::same_index_keys(&was.indexed, &now)) {
-            return self.count_change(d, pending.stored.as_deref());
+        if !was.is_some_and(|was| keys::same_index_keys(&was.indexed, &now)) {
+            let new = keys::index_keys_as(d, &now);
+            let old = was
+                .map(|was| keys::index_keys_as(d, &was.indexed))
+                .unwrap_or_default();
+            for key in old.iter().filter(|k| !new.contains(k)) {
+                self.batch.remove(key.as_slice());
+                self.ops += 1;
+            }
+            for key in new.iter().filter(|k| !old.contains(k)) {
+                self.batch.insert(key.as_slice(), keys::index_value(d));
+                self.ops += 1;
+            }
         }
-        let new = keys::index_keys_as(d, &now);
-        let old = was
-            .map(|was| keys::index_keys_as(d, &was.indexed))
-            .unwrap_or_default();
-        for key in old.iter().filter(|k| !new.contains(k)) {
-            self.batch.remove(key.as_slice());
-            self.ops += 1;
-        }
-        for key in new.iter().filter(|k| !old.contains(k)) {
-            self.batch.insert(key.as_slice(), keys::index_value(d));
-            self.ops += 1;
-        }
-        self.count_change(d, pending.stored.as_deref())
-    }
-
-    /// What a delivery's change to `d` counts: what the snapshot counted
-    /// for it (`was`) comes off, `d`'s goes on.
-    fn count_change(&mut self, d: &Delivery, was: Option<&Stored>) -> Result<(), Error> {
-        if let Some(was) = was {
+        self.ops += 1;
+        if let Some(was) = &pending.stored {
             let campaign = was.indexed.campaign_id.as_deref();
             self.count(
                 &d.message_id,
